@@ -1,0 +1,49 @@
+# Set-up and entry points. Every target creates the virtual environment first if needed.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+PYTHON ?= python3
+
+# Keep every tool quiet and its state inside the project (see README, "Where state lives").
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup run test lint format flow ui bench clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: the CPU build; anything looser pulls a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup  ## set up and run the whole pipeline on the built-in dataset (dvc repro)
+	dvc repro
+
+test: setup  ## set up and run the test suite
+	pytest
+
+lint: setup
+	ruff check .
+	ruff format --check .
+
+format: setup
+	ruff check --fix .
+	ruff format .
+
+flow: setup  ## run the same pipeline as a local Prefect flow
+	python -m flows.training
+
+ui: setup  ## the MLflow UI on the project's default store
+	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+bench: setup  ## full-Adult benchmark: quality, trainer throughput, stage and repro timings
+	python bench/pipeline.py
+
+clean:  ## remove pipeline outputs and local tracking state (keeps the venv)
+	rm -rf data/interim data/processed models reports mlflow.db mlartifacts .prefect

@@ -1,0 +1,44 @@
+"""Every file the pipeline reads or writes, named once (dvc.yaml lists the same paths)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+RAW_DIR = Path("data/raw")
+
+INTERIM_DIR = Path("data/interim")
+INTERIM_TRAIN = INTERIM_DIR / "train.parquet"
+INTERIM_TEST = INTERIM_DIR / "test.parquet"
+INTERIM_META = INTERIM_DIR / "meta.json"
+
+PROCESSED_DIR = Path("data/processed")
+PROCESSED_TRAIN = PROCESSED_DIR / "train.parquet"
+PROCESSED_VAL = PROCESSED_DIR / "val.parquet"
+PROCESSED_TEST = PROCESSED_DIR / "test.parquet"
+
+MODELS_DIR = Path("models")
+PREPROCESSOR = MODELS_DIR / "preprocessor.joblib"
+MODEL = MODELS_DIR / "model.pt"
+CHECKPOINTS_DIR = MODELS_DIR / "checkpoints"
+
+REPORTS_DIR = Path("reports")
+VALIDATION_REPORT = REPORTS_DIR / "validation.json"
+VALIDATION_DOCS = REPORTS_DIR / "validation_docs"
+TRAIN_HISTORY = REPORTS_DIR / "train_history.json"
+TRAIN_METRICS = REPORTS_DIR / "train_metrics.json"
+METRICS = REPORTS_DIR / "metrics.json"
+PLOTS_DIR = REPORTS_DIR / "plots"
+ROC_DATA = PLOTS_DIR / "roc.json"
+CALIBRATION_DATA = PLOTS_DIR / "calibration.json"
+ROC_PNG = PLOTS_DIR / "roc.png"
+CALIBRATION_PNG = PLOTS_DIR / "calibration.png"
+MLFLOW_RUN = REPORTS_DIR / "mlflow_run.json"
+
+# Default MLflow store when MLFLOW_TRACKING_URI is unset: a SQLite file plus a local artifact folder.
+MLFLOW_DB = Path("mlflow.db")
+MLFLOW_ARTIFACTS = Path("mlartifacts")
+
+# Columns added beside the features in processed frames.
+LABEL_COLUMN = "__label__"
+SENSITIVE_PREFIX = "__sensitive__"

@@ -1,0 +1,149 @@
+"""Preprocess stage: seeded stratified train/validation split and a feature transformer fitted on train only."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from tasks import io
+from tasks.errors import DataError, ValidationFailed, cli
+from tasks.params import DataParams, PreprocessParams, load_params
+from tasks.paths import (
+    INTERIM_TEST, INTERIM_TRAIN, LABEL_COLUMN, PREPROCESSOR, PROCESSED_TEST, PROCESSED_TRAIN, PROCESSED_VAL,
+    SENSITIVE_PREFIX, VALIDATION_REPORT,
+)  # fmt: skip
+from tasks.schema import Schema, resolve_schema
+
+MISSING = "__missing__"  # the category that stands for a null categorical value
+
+
+def signed_log1p(values: np.ndarray) -> np.ndarray:
+    """log1p that keeps the sign, for heavy-tailed columns that may hold negatives."""
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+@dataclass
+class Preprocessor:
+    """The fitted raw-frame → model-input transformation, saved beside the model."""
+
+    transformer: ColumnTransformer
+    inputs: list[str]
+    target: str
+    labels: list[str]
+    positive_label: str
+    sensitive: list[str]
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the model's input features, in order."""
+        return [str(n) for n in self.transformer.get_feature_names_out()]
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Raw rows (label optional) → float32 feature matrix."""
+        missing = [c for c in self.inputs if c not in frame]
+        if missing:
+            raise DataError(f"input frame lacks the model's input columns {missing}")
+        return np.asarray(self.transformer.transform(frame[self.inputs]), dtype=np.float32)
+
+    def encode_labels(self, labels: pd.Series) -> np.ndarray:
+        """1 for the positive label, 0 otherwise."""
+        return (labels.astype(str) == self.positive_label).to_numpy(dtype=np.int64)
+
+
+def build_transformer(schema: Schema, inputs: list[str], log_columns: list[str]) -> ColumnTransformer:
+    """Numeric: optional signed log1p, median imputation, standard scaling; categorical: one-hot with a missing level."""
+    numeric = [c for c in schema.numeric if c in inputs]
+    categorical = [c for c in schema.categorical if c in inputs]
+    logged = [c for c in numeric if c in log_columns]
+    plain = [c for c in numeric if c not in log_columns]
+
+    def numeric_pipeline(log: bool) -> Pipeline:
+        steps = [FunctionTransformer(signed_log1p, feature_names_out="one-to-one")] if log else []
+        return make_pipeline(*steps, SimpleImputer(strategy="median"), StandardScaler())
+
+    categorical_pipeline = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value=MISSING),
+        OneHotEncoder(handle_unknown="ignore", sparse_output=False, dtype=np.float32),
+    )
+    parts = [("num", numeric_pipeline(False), plain), ("log", numeric_pipeline(True), logged)]
+    parts.append(("cat", categorical_pipeline, categorical))
+    return ColumnTransformer([p for p in parts if p[2]], verbose_feature_names_out=True)
+
+
+def split_train_val(
+    frame: pd.DataFrame, target: str, fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded, label-stratified split of the train pool."""
+    if not 0 < fraction < 1:
+        raise DataError(f"preprocess.val_fraction must be in (0, 1), got {fraction}")
+    train, val = train_test_split(frame, test_size=fraction, random_state=seed, stratify=frame[target])
+    return train.reset_index(drop=True), val.reset_index(drop=True)
+
+
+def fit(train: pd.DataFrame, schema: Schema, params: PreprocessParams) -> Preprocessor:
+    """Fit the feature transformer on the training split only."""
+    inputs = schema.features(params.include_sensitive)
+    unknown = [c for c in params.log_transform if c not in schema.numeric]
+    if unknown:
+        print(f"preprocess: log_transform columns {unknown} are not numeric columns of this data; skipped",
+              file=sys.stderr)  # fmt: skip
+    transformer = build_transformer(schema, inputs, params.log_transform)
+    for column in schema.categorical:
+        if column in train:
+            train = train.assign(**{column: train[column].astype("object")})
+    transformer.fit(train[inputs])
+    return Preprocessor(transformer, inputs, schema.target, schema.labels, schema.positive_label, schema.sensitive)
+
+
+def to_model_frame(pre: Preprocessor, frame: pd.DataFrame) -> pd.DataFrame:
+    """Features, label and (for auditing, never as inputs) the sensitive attributes, in one frame."""
+    features = pd.DataFrame(pre.transform(_as_object(frame, pre)), columns=pre.feature_names)
+    features[LABEL_COLUMN] = pre.encode_labels(frame[pre.target])
+    for column in pre.sensitive:
+        features[f"{SENSITIVE_PREFIX}{column}"] = frame[column].astype("str").to_numpy()
+    return features
+
+
+def _as_object(frame: pd.DataFrame, pre: Preprocessor) -> pd.DataFrame:
+    cats = [c for c in pre.inputs if c in frame and not pd.api.types.is_numeric_dtype(frame[c])]
+    return frame.assign(**{c: frame[c].astype("object") for c in cats})
+
+
+def load_preprocessor() -> Preprocessor:
+    """Read the fitted preprocessor written by this stage."""
+    return joblib.load(PREPROCESSOR)
+
+
+def run(data: DataParams, params: PreprocessParams) -> dict[str, int]:
+    """Split, fit on train, transform all three splits, write them and the fitted preprocessor."""
+    if not io.read_json(VALIDATION_REPORT)["passed"]:
+        raise ValidationFailed(f"{VALIDATION_REPORT} records a failed validation; fix the data and rerun")
+    pool, test = pd.read_parquet(INTERIM_TRAIN), pd.read_parquet(INTERIM_TEST)
+    schema = resolve_schema(data, pool)
+    train, val = split_train_val(pool, schema.target, params.val_fraction, params.seed)
+    pre = fit(train, schema, params)
+    frames = {PROCESSED_TRAIN: train, PROCESSED_VAL: val, PROCESSED_TEST: test}
+    for path, frame in frames.items():
+        io.write_parquet(path, to_model_frame(pre, frame))
+    io.write_with(PREPROCESSOR, lambda tmp: joblib.dump(pre, tmp))
+    return {"train": len(train), "val": len(val), "test": len(test), "features": len(pre.feature_names)}
+
+
+def main() -> None:
+    """DVC entry point."""
+    params = load_params()
+    sizes = run(params.data, params.preprocess)
+    print(f"preprocess: {sizes}")
+
+
+if __name__ == "__main__":
+    cli(main)
