@@ -35,6 +35,11 @@ class Schema:
         return [*self.numeric, *self.categorical, self.target]
 
 
+def _observed_values(column: pd.Series) -> list:
+    """Distinct non-null values as plain Python objects (the types GX compares with), in a stable order."""
+    return sorted(column.dropna().unique().tolist(), key=str)
+
+
 def resolve_schema(spec: DataParams, train: pd.DataFrame) -> Schema:
     """Resolve roles from the spec, the built-in schema, or (for what neither states) the train pool's dtypes."""
     builtin = BUILTINS.get(spec.source)
@@ -64,14 +69,14 @@ def resolve_schema(spec: DataParams, train: pd.DataFrame) -> Schema:
         if builtin is not None and column in builtin.categories:
             categories[column] = list(builtin.categories[column])
         elif column in train:
-            categories[column] = sorted(str(v) for v in train[column].dropna().unique())
+            categories[column] = _observed_values(train[column])
 
     if spec.labels is not None:
         labels = list(spec.labels)
     elif builtin is not None and spec.target in builtin.categories:
         labels = list(builtin.categories[spec.target])
     elif spec.target in train:
-        labels = sorted(str(v) for v in train[spec.target].dropna().unique())
+        labels = [str(v) for v in _observed_values(train[spec.target])]
     else:
         labels = [spec.positive_label]
     if spec.positive_label not in labels:

@@ -124,9 +124,9 @@ def _to_check(result: dict[str, Any], split: str, file: str, missing: set[str]) 
     config = result["expectation_config"]
     kwargs = {k: v for k, v in config["kwargs"].items() if k != "batch_id"}
     column = kwargs.get("column")
+    if column in missing and config["type"] != "expect_column_to_exist":
+        return None  # a missing column is reported once, by expect_column_to_exist
     raised = result.get("exception_info", {}).get("raised_exception")
-    if raised and column in missing and config["type"] != "expect_column_to_exist":
-        return None  # the missing column is reported once, by expect_column_to_exist
     res = result.get("result", {})
     counts = res.get("partial_unexpected_counts") or []
     examples = [c["value"] for c in counts][:EXAMPLES] or (res.get("partial_unexpected_list") or [])[:EXAMPLES]

@@ -1,0 +1,167 @@
+"""Shared fixtures: quiet tools, one real Prefect server per session, temporary git+DVC copies of the project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Configured before anything imports Prefect or MLflow: every tool's state goes to a temp dir, telemetry off.
+_STATE = Path(tempfile.mkdtemp(prefix="humane-tests-"))
+PREFECT_PORT = _free_port()
+os.environ.update(
+    {
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DVC_NO_ANALYTICS": "1",
+        "PREFECT_HOME": str(_STATE / "prefect"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{PREFECT_PORT}/api",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "GIT_AUTHOR_NAME": "humane tests",
+        "GIT_AUTHOR_EMAIL": "tests@humane.invalid",
+        "GIT_COMMITTER_NAME": "humane tests",
+        "GIT_COMMITTER_EMAIL": "tests@humane.invalid",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
+)
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+SAMPLE_TRAIN_ROWS = 3000
+SAMPLE_TEST_ROWS = 1000
+SAMPLE_DIR = "data/raw/sample"
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command, returning its output; on an unexpected failure show what it printed."""
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """One real Prefect server for the whole session, on loopback, stopped by PID."""
+    log = open(_STATE / "prefect-server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT), "--no-ui"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = os.environ["PREFECT_API_URL"]
+    deadline = time.time() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            raise RuntimeError(f"Prefect server did not start: {(_STATE / 'prefect-server.log').read_text()[-2000:]}")
+        time.sleep(0.5)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def write_sample(dest: Path, train_rows: int = SAMPLE_TRAIN_ROWS, test_rows: int = SAMPLE_TEST_ROWS) -> None:
+    """A few thousand Adult rows as user CSV files (train pool + test), taken from the shipped raw files."""
+    from tasks.datasets import read_adult
+
+    dest.mkdir(parents=True, exist_ok=True)
+    train = read_adult(ROOT / "data/raw/adult/adult.data").sample(n=train_rows, random_state=0)
+    test = read_adult(ROOT / "data/raw/adult/adult.test").sample(n=test_rows, random_state=0)
+    train.to_csv(dest / "train.csv", index=False)
+    test.to_csv(dest / "test.csv", index=False)
+
+
+def sample_params(project: Path, **sections: dict) -> None:
+    """Point params.yaml at the sample files and shorten training; `sections` override further keys."""
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["data"].update(
+        source=f"{SAMPLE_DIR}/train.csv",
+        test_source=f"{SAMPLE_DIR}/test.csv",
+        numeric=["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"],
+        labels=["<=50K", ">50K"],
+        ranges={"age": [17, 90], "hours-per-week": [1, 99]},
+    )
+    params["train"].update(max_epochs=4, patience=2, hidden_sizes=[64, 32], progress=False)
+    for section, values in sections.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_project(dest: Path) -> Path:
+    """A temporary git repository holding the project's tracked files, set up for the sample data."""
+    files = run(["git", "ls-files", "-z"], ROOT).stdout.split("\0")
+    for name in filter(None, files):
+        if name.startswith("data/raw/") or name == "dvc.lock":
+            continue  # the sample stands in for the raw data; no lock: this copy starts from scratch
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    write_sample(dest / SAMPLE_DIR)
+    sample_params(dest)
+    run(["git", "init", "-q", "-b", "main"], dest)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-q", "-m", "project copy"], dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def repro_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project copy on which `dvc repro` has run once, successfully."""
+    project = make_project(tmp_path_factory.mktemp("repro"))
+    result = run(["dvc", "repro"], project)
+    assert "Running stage 'track'" in result.stdout
+    return project
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh project copy (nothing run yet)."""
+    return make_project(tmp_path / "project")
+
+
+@pytest.fixture
+def tiny_adult() -> pd.DataFrame:
+    """Twelve Adult-shaped rows, both labels and both sexes present."""
+    rows = []
+    for i in range(12):
+        rows.append(
+            {"age": 20 + 3 * i, "workclass": ["Private", None, "State-gov"][i % 3], "fnlwgt": 1000 + i,
+             "education": "Bachelors", "education-num": 13, "marital-status": "Never-married",
+             "occupation": ["Sales", "Tech-support"][i % 2], "relationship": "Not-in-family",
+             "race": ["White", "Black"][i % 2], "sex": ["Male", "Female"][(i // 2) % 2],
+             "capital-gain": [0, 5000][i % 2], "capital-loss": 0, "hours-per-week": 40,
+             "native-country": "United-States", "income": ["<=50K", ">50K"][i % 2]}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
