@@ -110,9 +110,12 @@ def sample_params(project: Path, **sections: dict) -> None:
         source=f"{SAMPLE_DIR}/train.csv",
         test_source=f"{SAMPLE_DIR}/test.csv",
         numeric=["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"],
+        categorical=["workclass", "education", "marital-status", "occupation", "relationship", "race", "sex",
+                     "native-country"],
         labels=["<=50K", ">50K"],
         ranges={"age": [17, 90], "hours-per-week": [1, 99]},
     )
+    params["validate"].update(min_group_rows=5)
     params["train"].update(max_epochs=4, patience=2, hidden_sizes=[64, 32], progress=False)
     for section, values in sections.items():
         params[section].update(values)
@@ -149,6 +152,35 @@ def repro_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def project(tmp_path: Path) -> Path:
     """A fresh project copy (nothing run yet)."""
     return make_project(tmp_path / "project")
+
+
+@pytest.fixture
+def ran_project(repro_project: Path, tmp_path: Path) -> Path:
+    """A private copy of the project after a successful `dvc repro` (outputs, cache, lock, MLflow store)."""
+    dest = tmp_path / "ran"
+    shutil.copytree(repro_project, dest, symlinks=True)
+    return dest
+
+
+def md5s(project: Path, paths: list[str]) -> dict[str, str]:
+    """md5 of each file, to show which outputs changed."""
+    from tasks.datasets import md5_of
+
+    return {p: md5_of(project / p) for p in paths}
+
+
+def mlflow_client(project: Path):
+    """A client on the project's default MLflow store."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+
+
+def tracked_runs(project: Path) -> list:
+    """The runs of the project's experiment, newest first."""
+    client = mlflow_client(project)
+    experiment = client.get_experiment_by_name(yaml.safe_load((project / "params.yaml").read_text())["track"]["experiment"])
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
 
 
 @pytest.fixture

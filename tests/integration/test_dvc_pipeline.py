@@ -1,0 +1,88 @@
+"""The whole pipeline through `dvc repro` in a temporary git copy of the project, on a few thousand rows."""
+
+import json
+
+import mlflow
+import torch
+import yaml
+
+from tests.conftest import mlflow_client, run, tracked_runs
+
+OUTPUTS = ["data/processed/train.parquet", "data/processed/test.parquet", "models/model.pt",
+           "models/preprocessor.joblib", "reports/metrics.json"]  # fmt: skip
+
+
+def _lock_md5(project, path):
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])}[path]
+
+
+def test_repro_writes_every_artifact_and_is_clean(repro_project):
+    for path in [*OUTPUTS, "reports/validation.json", "reports/validation_docs/index.html", "reports/plots/roc.png",
+                 "reports/plots/calibration.json", "reports/train_history.json", "models/checkpoints/epoch_001.pt"]:
+        assert (repro_project / path).exists(), path
+    assert json.loads((repro_project / "reports/validation.json").read_text())["passed"] is True
+    metrics = json.loads((repro_project / "reports/metrics.json").read_text())
+    assert set(metrics["model"]) == {"accuracy", "balanced_accuracy", "roc_auc", "pr_auc", "log_loss", "brier", "ece"}
+    assert metrics["model"]["roc_auc"] > metrics["baseline"]["majority"]["roc_auc"] == 0.5
+    assert metrics["test_rows"] == 1000
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], repro_project).stdout
+    shown = run(["dvc", "metrics", "show"], repro_project).stdout
+    assert "model.accuracy" in shown and "model.roc_auc" in shown
+    assert "roc.json" in run(["dvc", "plots", "show", "--json"], repro_project).stdout
+
+
+def test_one_mlflow_run_with_params_metrics_lineage_and_model(repro_project, monkeypatch):
+    (tracked,) = tracked_runs(repro_project)
+    data = tracked.data
+    assert data.params["train.lr"] == "0.001" and data.params["data.target"] == "income"
+    assert data.metrics["test.accuracy"] == json.loads((repro_project / "reports/metrics.json").read_text())["model"]["accuracy"]
+    assert "baseline.logreg.roc_auc" in data.metrics
+    history = mlflow_client(repro_project).get_metric_history(tracked.info.run_id, "epoch.val_loss")
+    epochs = json.loads((repro_project / "reports/train_history.json").read_text())
+    assert [m.step for m in history] == [e["epoch"] for e in epochs]
+    assert data.tags["data.md5.train"] == _lock_md5(repro_project, "data/processed/train.parquet")
+    assert data.tags["model.md5"] == _lock_md5(repro_project, "models/model.pt")
+    assert data.tags["git_commit"] == run(["git", "rev-parse", "HEAD"], repro_project).stdout.strip()
+    assert data.tags["entry_point"] == "dvc"
+    inputs = {d.dataset.name: d for d in tracked.inputs.dataset_inputs}
+    assert inputs["train"].dataset.digest == _lock_md5(repro_project, "data/processed/train.parquet")
+    assert inputs["test"].dataset.digest == _lock_md5(repro_project, "data/processed/test.parquet")
+    artifacts = {a.path for a in mlflow_client(repro_project).list_artifacts(tracked.info.run_id, "reports")}
+    assert {"reports/validation.json", "reports/metrics.json", "reports/validation_docs"} <= artifacts
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repro_project / 'mlflow.db'}")  # restored after the test
+    model = mlflow.pytorch.load_model(f"runs:/{tracked.info.run_id}/model")
+    n_inputs = torch.load(repro_project / "models/model.pt", weights_only=True)["model_args"]["n_inputs"]
+    assert model(torch.zeros(7, n_inputs)).shape == (7,)
+
+
+def test_second_repro_does_nothing(ran_project):
+    out = run(["dvc", "repro"], ran_project).stdout
+    assert "Running stage" not in out and "Data and pipelines are up to date" in out
+
+
+def test_train_param_change_reruns_only_training_onward(ran_project):
+    params = yaml.safe_load((ran_project / "params.yaml").read_text())
+    params["train"]["lr"] = 0.003
+    (ran_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro"], ran_project).stdout
+    ran = {s for s in ["load", "validate", "preprocess", "train", "evaluate", "track"] if f"Running stage '{s}'" in out}
+    assert ran == {"train", "evaluate", "track"}
+    runs = tracked_runs(ran_project)
+    assert len(runs) == 2 and runs[0].data.params["train.lr"] == "0.003"
+
+
+def test_same_params_and_data_give_the_same_metrics(ran_project):
+    before = (ran_project / "reports/metrics.json").read_text()
+    model_before = (ran_project / "models/model.pt").read_bytes()
+    run(["dvc", "repro", "--force", "train"], ran_project)
+    assert (ran_project / "reports/metrics.json").read_text() == before
+    assert (ran_project / "models/model.pt").read_bytes() == model_before
+
+
+def test_dvc_exp_run_with_set_param(ran_project):
+    run(["dvc", "exp", "run", "-S", "train.max_epochs=2", "--name", "short"], ran_project)
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], ran_project).stdout)
+    assert "short" in json.dumps(shown)
+    assert json.loads((ran_project / "reports/train_metrics.json").read_text())["epochs_run"] == 2
+    assert tracked_runs(ran_project)[0].data.params["train.max_epochs"] == "2"
