@@ -89,6 +89,7 @@ def training(overrides: dict[str, Any] | None = None) -> dict[str, str | None]:
 
     Args:
         overrides: params.yaml keys to change for this run, e.g. ``{"train.lr": 0.003}``.
+
     """
     params = apply_params(overrides)
     # Data

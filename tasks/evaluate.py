@@ -10,7 +10,12 @@ import pandas as pd
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
-    accuracy_score, average_precision_score, balanced_accuracy_score, brier_score_loss, log_loss, roc_auc_score,
+    accuracy_score,
+    average_precision_score,
+    balanced_accuracy_score,
+    brier_score_loss,
+    log_loss,
+    roc_auc_score,
     roc_curve,
 )  # fmt: skip
 
@@ -19,7 +24,14 @@ from tasks.errors import cli
 from tasks.model import load_model, probabilities
 from tasks.params import EvaluateParams, load_params
 from tasks.paths import (
-    CALIBRATION_DATA, CALIBRATION_PNG, METRICS, MODEL, PROCESSED_TEST, PROCESSED_TRAIN, ROC_DATA, ROC_PNG,
+    CALIBRATION_DATA,
+    CALIBRATION_PNG,
+    METRICS,
+    MODEL,
+    PROCESSED_TEST,
+    PROCESSED_TRAIN,
+    ROC_DATA,
+    ROC_PNG,
 )  # fmt: skip
 from tasks.train import split_xy
 

@@ -59,7 +59,7 @@ def split_test(frame: pd.DataFrame, target: str, fraction: float) -> tuple[pd.Da
     """Hold out a seeded, label-stratified test share of a single-file source."""
     if not 0 < fraction < 1:
         raise DataError(f"data.test_fraction must be in (0, 1), got {fraction}")
-    labels = frame[target] if target in frame else None
+    labels = frame.get(target)
     stratify = labels if labels is not None and labels.value_counts().min() >= 2 else None
     train, test = train_test_split(frame, test_size=fraction, random_state=TEST_SPLIT_SEED, stratify=stratify)
     return train.reset_index(drop=True), test.reset_index(drop=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 
 import joblib
 import numpy as np
@@ -16,51 +15,24 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from tasks import io
 from tasks.errors import DataError, ValidationFailed, cli
+from tasks.features import MISSING, Preprocessor, signed_log1p
 from tasks.params import DataParams, PreprocessParams, load_params
 from tasks.paths import (
-    INTERIM_TEST, INTERIM_TRAIN, LABEL_COLUMN, PREPROCESSOR, PROCESSED_TEST, PROCESSED_TRAIN, PROCESSED_VAL,
-    SENSITIVE_PREFIX, VALIDATION_REPORT,
+    INTERIM_TEST,
+    INTERIM_TRAIN,
+    LABEL_COLUMN,
+    PREPROCESSOR,
+    PROCESSED_TEST,
+    PROCESSED_TRAIN,
+    PROCESSED_VAL,
+    SENSITIVE_PREFIX,
+    VALIDATION_REPORT,
 )  # fmt: skip
 from tasks.schema import Schema, resolve_schema
 
-MISSING = "__missing__"  # the category that stands for a null categorical value
-
-
-def signed_log1p(values: np.ndarray) -> np.ndarray:
-    """log1p that keeps the sign, for heavy-tailed columns that may hold negatives."""
-    return np.sign(values) * np.log1p(np.abs(values))
-
-
-@dataclass
-class Preprocessor:
-    """The fitted raw-frame → model-input transformation, saved beside the model."""
-
-    transformer: ColumnTransformer
-    inputs: list[str]
-    target: str
-    labels: list[str]
-    positive_label: str
-    sensitive: list[str]
-
-    @property
-    def feature_names(self) -> list[str]:
-        """Names of the model's input features, in order."""
-        return [str(n) for n in self.transformer.get_feature_names_out()]
-
-    def transform(self, frame: pd.DataFrame) -> np.ndarray:
-        """Raw rows (label optional) → float32 feature matrix."""
-        missing = [c for c in self.inputs if c not in frame]
-        if missing:
-            raise DataError(f"input frame lacks the model's input columns {missing}")
-        return np.asarray(self.transformer.transform(frame[self.inputs]), dtype=np.float32)
-
-    def encode_labels(self, labels: pd.Series) -> np.ndarray:
-        """1 for the positive label, 0 otherwise."""
-        return (labels.astype(str) == self.positive_label).to_numpy(dtype=np.int64)
-
 
 def build_transformer(schema: Schema, inputs: list[str], log_columns: list[str]) -> ColumnTransformer:
-    """Numeric: optional signed log1p, median imputation, standard scaling; categorical: one-hot with a missing level."""
+    """Numeric: optional signed log1p, median imputation, scaling; categorical: one-hot with a missing level."""
     numeric = [c for c in schema.numeric if c in inputs]
     categorical = [c for c in schema.categorical if c in inputs]
     logged = [c for c in numeric if c in log_columns]
@@ -79,9 +51,7 @@ def build_transformer(schema: Schema, inputs: list[str], log_columns: list[str])
     return ColumnTransformer([p for p in parts if p[2]], verbose_feature_names_out=True)
 
 
-def split_train_val(
-    frame: pd.DataFrame, target: str, fraction: float, seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+def split_train_val(frame: pd.DataFrame, target: str, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seeded, label-stratified split of the train pool."""
     if not 0 < fraction < 1:
         raise DataError(f"preprocess.val_fraction must be in (0, 1), got {fraction}")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +18,24 @@ from tasks.lineage import git_commit, output_md5
 from tasks.model import load_model
 from tasks.params import TrackParams, flatten, load_params, read_raw
 from tasks.paths import (
-    CALIBRATION_DATA, CALIBRATION_PNG, INTERIM_META, METRICS, MLFLOW_ARTIFACTS, MLFLOW_DB, MLFLOW_RUN, MODEL,
-    PARAMS, PREPROCESSOR, PROCESSED_TEST, PROCESSED_TRAIN, ROC_DATA, ROC_PNG, TRAIN_HISTORY, TRAIN_METRICS,
-    VALIDATION_DOCS, VALIDATION_REPORT,
+    CALIBRATION_DATA,
+    CALIBRATION_PNG,
+    INTERIM_META,
+    METRICS,
+    MLFLOW_ARTIFACTS,
+    MLFLOW_DB,
+    MLFLOW_RUN,
+    MODEL,
+    PARAMS,
+    PREPROCESSOR,
+    PROCESSED_TEST,
+    PROCESSED_TRAIN,
+    ROC_DATA,
+    ROC_PNG,
+    TRAIN_HISTORY,
+    TRAIN_METRICS,
+    VALIDATION_DOCS,
+    VALIDATION_REPORT,
 )  # fmt: skip
 from tasks.train import split_xy
 
@@ -29,6 +47,25 @@ TORCH_REQUIREMENT = "torch==2.13.0"
 def tracking_uri(root: Path = Path(".")) -> str:
     """MLFLOW_TRACKING_URI when set, else the project's SQLite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / MLFLOW_DB).resolve()}"
+
+
+@contextmanager
+def using_tracking_uri(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API at `uri` for the block only.
+
+    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the process environment; left in place, a
+    long-lived process (a Prefect worker, a test session) would send every later run to this store.
+    """
+    import mlflow
+
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def ensure_experiment(client: Any, name: str, root: Path = Path(".")) -> str:
@@ -79,7 +116,9 @@ def lineage_tags(flow_run_id: str | None, overrides: dict[str, Any] | None) -> d
     return tags
 
 
-def log_run(params: TrackParams, flow_run_id: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, str]:
+def log_run(
+    params: TrackParams, flow_run_id: str | None = None, overrides: dict[str, Any] | None = None
+) -> dict[str, str]:
     """Log the current pipeline state as one MLflow run and return its ids."""
     import mlflow
     import mlflow.pytorch
@@ -87,7 +126,6 @@ def log_run(params: TrackParams, flow_run_id: str | None = None, overrides: dict
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(client, params.experiment)
     raw_params = {k: str(v)[:MAX_PARAM_CHARS] for k, v in flatten(read_raw(PARAMS)).items()}
@@ -98,7 +136,9 @@ def log_run(params: TrackParams, flow_run_id: str | None = None, overrides: dict
     train_frame, test_frame = pd.read_parquet(PROCESSED_TRAIN), pd.read_parquet(PROCESSED_TEST)
     state = torch.load(MODEL, weights_only=True)
 
-    with mlflow.start_run(experiment_id=experiment_id) as run:
+    with using_tracking_uri(uri), mlflow.start_run(experiment_id=experiment_id) as run, warnings.catch_warnings():
+        # MLflow's hints about integer columns and ambiguous local sources do not apply to these inputs.
+        warnings.simplefilter("ignore", UserWarning)
         run_id = run.info.run_id
         mlflow.set_tags(lineage_tags(flow_run_id, overrides))
         mlflow.log_params(raw_params)
@@ -112,8 +152,10 @@ def log_run(params: TrackParams, flow_run_id: str | None = None, overrides: dict
         mlflow.log_metrics(summary)
         per_epoch = [
             Metric(f"epoch.{name}", float(row[name]), 0, int(row["epoch"]))
-            for row in history for name in ("train_loss", "val_loss", "val_accuracy", "val_auc") if row[name] == row[name]
-        ]  # fmt: skip
+            for row in history
+            for name in ("train_loss", "val_loss", "val_accuracy", "val_auc")
+            if row[name] == row[name]  # NaN AUC (one-class validation split) is not logged
+        ]
         client.log_batch(run_id, metrics=per_epoch)
         for path in (VALIDATION_REPORT, METRICS, TRAIN_METRICS, TRAIN_HISTORY, ROC_DATA, CALIBRATION_DATA, PARAMS):
             mlflow.log_artifact(str(path), artifact_path="reports")
@@ -126,7 +168,10 @@ def log_run(params: TrackParams, flow_run_id: str | None = None, overrides: dict
             mlflow.log_input(dataset, context=context)
         x_example, _, _ = split_xy(test_frame.head(5))
         mlflow.pytorch.log_model(
-            load_model(state), name=MODEL_ARTIFACT, input_example=x_example.numpy(), pip_requirements=[TORCH_REQUIREMENT]
+            load_model(state),
+            name=MODEL_ARTIFACT,
+            input_example=x_example.numpy(),
+            pip_requirements=[TORCH_REQUIREMENT],
         )
     record = {"run_id": run_id, "experiment_id": experiment_id, "experiment": params.experiment}
     io.write_json(MLFLOW_RUN, record)

@@ -18,8 +18,16 @@ from tasks import io
 from tasks.errors import cli
 from tasks.model import MLP, MLPArgs, count_parameters, loss_for, n_outputs_for, probabilities
 from tasks.params import TrainParams, load_params
-from tasks.paths import CHECKPOINTS_DIR, LABEL_COLUMN, MODEL, PROCESSED_TRAIN, PROCESSED_VAL, SENSITIVE_PREFIX
-from tasks.paths import TRAIN_HISTORY, TRAIN_METRICS
+from tasks.paths import (
+    CHECKPOINTS_DIR,
+    LABEL_COLUMN,
+    MODEL,
+    PROCESSED_TRAIN,
+    PROCESSED_VAL,
+    SENSITIVE_PREFIX,
+    TRAIN_HISTORY,
+    TRAIN_METRICS,
+)
 
 
 @dataclass
@@ -70,7 +78,9 @@ def train_step(
     return loss.item()
 
 
-def eval_step(model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int) -> dict[str, float]:
+def eval_step(
+    model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, n_classes: int
+) -> dict[str, float]:
     """Validation loss, accuracy and ROC AUC (one-vs-rest for multi-class)."""
     model.eval()
     with torch.inference_mode():
@@ -90,7 +100,9 @@ def fit(
     """Train with early stopping on validation loss and return the best epoch's model."""
     generator = seed_everything(params.seed)
     n_classes = int(max(y_train.max().item(), y_val.max().item())) + 1
-    args = MLPArgs(x_train.shape[1], n_outputs_for(n_classes), list(params.hidden_sizes), params.dropout, params.activation)
+    args = MLPArgs(
+        x_train.shape[1], n_outputs_for(n_classes), list(params.hidden_sizes), params.dropout, params.activation
+    )
     model = MLP(args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     loss_fn = loss_for(n_classes)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,9 @@ def build_expectations(schema: Schema, params: ValidateParams, split: str) -> li
             lo, hi = schema.ranges[column]
             out.append(ex.ExpectColumnValuesToBeBetween(column=column, min_value=lo, max_value=hi))
     for column, values in schema.categories.items():
-        out.append(ex.ExpectColumnValuesToBeInSet(column=column, value_set=values, mostly=1 - params.max_unseen_fraction))
+        out.append(
+            ex.ExpectColumnValuesToBeInSet(column=column, value_set=values, mostly=1 - params.max_unseen_fraction)
+        )
     out.append(ex.ExpectColumnValuesToNotBeNull(column=schema.target))
     out.append(ex.ExpectColumnValuesToBeInSet(column=schema.target, value_set=schema.labels))
     return out
@@ -146,6 +148,22 @@ def _to_check(result: dict[str, Any], split: str, file: str, missing: set[str]) 
     )
 
 
+def _explain_types(frame: pd.DataFrame, checks: list[Check]) -> list[Check]:
+    """Quote the values that make a numeric column non-numeric; drop range checks that cannot apply to it."""
+    mistyped = {c.column for c in checks if c.rule == "expect_column_values_to_be_in_type_list" and not c.passed}
+    out = []
+    for check in checks:
+        if check.column in mistyped and check.rule == "expect_column_values_to_be_between":
+            continue  # a range means nothing on a non-numeric column; the type check says why
+        if check.column in mistyped and check.rule == "expect_column_values_to_be_in_type_list":
+            values = frame[check.column]
+            bad = values[values.notna() & pd.to_numeric(values, errors="coerce").isna()]
+            check = replace(check, examples=[str(v) for v in bad.unique()[:EXAMPLES]], unexpected_count=len(bad),
+                            unexpected_fraction=len(bad) / max(len(values), 1))  # fmt: skip
+        out.append(check)
+    return out
+
+
 def validate_frames(
     frames: dict[str, pd.DataFrame], files: dict[str, str], schema: Schema, params: ValidateParams,
     docs_dir: Path | None = None,
@@ -165,7 +183,9 @@ def validate_frames(
             suite = context.suites.add(gx.ExpectationSuite(name=f"humane-{split}"))
             for expectation in build_expectations(schema, params, split):
                 suite.add_expectation(expectation)
-            definitions.append(context.validation_definitions.add(gx.ValidationDefinition(name=split, data=batch, suite=suite)))
+            definitions.append(
+                context.validation_definitions.add(gx.ValidationDefinition(name=split, data=batch, suite=suite))
+            )
         checks: list[Check] = []
         for split, definition in zip(frames, definitions, strict=True):
             frame = frames[split]
@@ -174,10 +194,8 @@ def validate_frames(
                 result_format={"result_format": "SUMMARY", "partial_unexpected_count": 20},
             ).to_json_dict()
             missing = {c for c in schema.required if c not in frame}
-            for item in result["results"]:
-                check = _to_check(item, split, files[split], missing)
-                if check is not None:
-                    checks.append(check)
+            frame_checks = [_to_check(item, split, files[split], missing) for item in result["results"]]
+            checks.extend(_explain_types(frame, [c for c in frame_checks if c is not None]))
             checks.extend(group_checks(frame, schema, params, split, files[split]))
         if docs_dir is not None:
             context.build_data_docs()

@@ -110,8 +110,16 @@ def sample_params(project: Path, **sections: dict) -> None:
         source=f"{SAMPLE_DIR}/train.csv",
         test_source=f"{SAMPLE_DIR}/test.csv",
         numeric=["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"],
-        categorical=["workclass", "education", "marital-status", "occupation", "relationship", "race", "sex",
-                     "native-country"],
+        categorical=[
+            "workclass",
+            "education",
+            "marital-status",
+            "occupation",
+            "relationship",
+            "race",
+            "sex",
+            "native-country",
+        ],
         labels=["<=50K", ">50K"],
         ranges={"age": [17, 90], "hours-per-week": [1, 99]},
     )
@@ -179,7 +187,9 @@ def mlflow_client(project: Path):
 def tracked_runs(project: Path) -> list:
     """The runs of the project's experiment, newest first."""
     client = mlflow_client(project)
-    experiment = client.get_experiment_by_name(yaml.safe_load((project / "params.yaml").read_text())["track"]["experiment"])
+    experiment = client.get_experiment_by_name(
+        yaml.safe_load((project / "params.yaml").read_text())["track"]["experiment"]
+    )
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
 
 

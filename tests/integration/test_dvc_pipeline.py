@@ -18,8 +18,15 @@ def _lock_md5(project, path):
 
 
 def test_repro_writes_every_artifact_and_is_clean(repro_project):
-    for path in [*OUTPUTS, "reports/validation.json", "reports/validation_docs/index.html", "reports/plots/roc.png",
-                 "reports/plots/calibration.json", "reports/train_history.json", "models/checkpoints/epoch_001.pt"]:
+    for path in [
+        *OUTPUTS,
+        "reports/validation.json",
+        "reports/validation_docs/index.html",
+        "reports/plots/roc.png",
+        "reports/plots/calibration.json",
+        "reports/train_history.json",
+        "models/checkpoints/epoch_001.pt",
+    ]:
         assert (repro_project / path).exists(), path
     assert json.loads((repro_project / "reports/validation.json").read_text())["passed"] is True
     metrics = json.loads((repro_project / "reports/metrics.json").read_text())
@@ -36,7 +43,10 @@ def test_one_mlflow_run_with_params_metrics_lineage_and_model(repro_project, mon
     (tracked,) = tracked_runs(repro_project)
     data = tracked.data
     assert data.params["train.lr"] == "0.001" and data.params["data.target"] == "income"
-    assert data.metrics["test.accuracy"] == json.loads((repro_project / "reports/metrics.json").read_text())["model"]["accuracy"]
+    assert (
+        data.metrics["test.accuracy"]
+        == json.loads((repro_project / "reports/metrics.json").read_text())["model"]["accuracy"]
+    )
     assert "baseline.logreg.roc_auc" in data.metrics
     history = mlflow_client(repro_project).get_metric_history(tracked.info.run_id, "epoch.val_loss")
     epochs = json.loads((repro_project / "reports/train_history.json").read_text())

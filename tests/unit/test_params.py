@@ -20,14 +20,14 @@ def test_unknown_key_is_an_error():
 def test_missing_required_key_is_an_error():
     raw = read_raw()
     del raw["data"]["target"]
-    with pytest.raises(ConfigError, match="data.target: required key is missing"):
+    with pytest.raises(ConfigError, match=r"data\.target: required key is missing"):
         parse_params(raw)
 
 
 def test_wrong_type_names_the_key():
     raw = read_raw()
     raw["train"]["batch_size"] = "big"
-    with pytest.raises(ConfigError, match="train.batch_size: expected int"):
+    with pytest.raises(ConfigError, match=r"train\.batch_size: expected int"):
         parse_params(raw)
 
 

@@ -11,7 +11,9 @@ SPEC = DataParams(source="adult", target="income", positive_label=">50K", sensit
 
 
 def _params(include_sensitive=False):
-    return PreprocessParams(seed=0, val_fraction=0.25, include_sensitive=include_sensitive, log_transform=["capital-gain"])
+    return PreprocessParams(
+        seed=0, val_fraction=0.25, include_sensitive=include_sensitive, log_transform=["capital-gain"]
+    )
 
 
 def test_transformer_is_fitted_on_train_only(tiny_adult):
