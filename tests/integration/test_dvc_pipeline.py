@@ -42,7 +42,7 @@ def test_repro_writes_every_artifact_and_is_clean(repro_project):
 def test_one_mlflow_run_with_params_metrics_lineage_and_model(repro_project, monkeypatch):
     (tracked,) = tracked_runs(repro_project)
     data = tracked.data
-    assert data.params["train.lr"] == "0.001" and data.params["data.target"] == "income"
+    assert data.params["train.lr"] == "0.0005" and data.params["data.target"] == "income"
     assert (
         data.metrics["test.accuracy"]
         == json.loads((repro_project / "reports/metrics.json").read_text())["model"]["accuracy"]
