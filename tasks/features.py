@@ -39,7 +39,11 @@ class Preprocessor:
         missing = [c for c in self.inputs if c not in frame]
         if missing:
             raise DataError(f"input frame lacks the model's input columns {missing}")
-        return np.asarray(self.transformer.transform(frame[self.inputs]), dtype=np.float32)
+        frame = frame[self.inputs]
+        # The encoders were fitted on object columns; pandas' string dtype would not compare equal to them.
+        text = [c for c in self.inputs if not pd.api.types.is_numeric_dtype(frame[c])]
+        frame = frame.assign(**{c: frame[c].astype("object") for c in text})
+        return np.asarray(self.transformer.transform(frame), dtype=np.float32)
 
     def encode_labels(self, labels: pd.Series) -> np.ndarray:
         """1 for the positive label, 0 otherwise."""

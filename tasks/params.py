@@ -78,10 +78,38 @@ class EvaluateParams:
 
 
 @dataclass(frozen=True)
+class AuditParams:
+    """Bias-audit settings."""
+
+    seed: int
+    bootstrap: int
+    min_group_size: int
+
+
+@dataclass(frozen=True)
 class TrackParams:
     """MLflow tracking settings."""
 
     experiment: str
+
+
+@dataclass(frozen=True)
+class GateParams:
+    """The promotion policy. Metric names: test.<metric>, fairness.<feature>.<gap>, validation.passed."""
+
+    require_validation: bool
+    min: dict[str, float]
+    max: dict[str, float]
+    max_drop: dict[str, float]
+    max_increase: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RegisterParams:
+    """Model Registry settings."""
+
+    model_name: str
+    intended_use: str
 
 
 @dataclass(frozen=True)
@@ -93,7 +121,10 @@ class Params:
     preprocess: PreprocessParams
     train: TrainParams
     evaluate: EvaluateParams
+    audit: AuditParams
     track: TrackParams
+    gate: GateParams
+    register: RegisterParams
 
 
 def _check_type(value: Any, hint: Any, where: str) -> Any:

@@ -34,6 +34,15 @@ CALIBRATION_DATA = PLOTS_DIR / "calibration.json"
 ROC_PNG = PLOTS_DIR / "roc.png"
 CALIBRATION_PNG = PLOTS_DIR / "calibration.png"
 MLFLOW_RUN = REPORTS_DIR / "mlflow_run.json"
+DATA_AUDIT = REPORTS_DIR / "data_audit.json"
+AUDIT_REPORT = REPORTS_DIR / "audit.json"
+FAIRNESS = REPORTS_DIR / "fairness.json"
+AUDIT_GROUPS_DATA = PLOTS_DIR / "audit_groups.json"
+AUDIT_PLOTS_DIR = PLOTS_DIR / "audit"
+DECISION = REPORTS_DIR / "decision.json"
+MODEL_CARD_MD = REPORTS_DIR / "model_card.md"
+MODEL_CARD_HTML = REPORTS_DIR / "model_card.html"
+REGISTRATION = REPORTS_DIR / "registration.json"
 
 # Default MLflow store when MLFLOW_TRACKING_URI is unset: a SQLite file plus a local artifact folder.
 MLFLOW_DB = Path("mlflow.db")

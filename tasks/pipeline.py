@@ -10,7 +10,7 @@ from tasks.params import apply_overrides, read_raw
 from tasks.paths import PARAMS
 
 # The stages in dvc.yaml, in execution order (the flow runs them in this order too).
-STAGES = ("load", "validate", "preprocess", "train", "evaluate", "track")
+STAGES = ("load", "validate", "data_audit", "preprocess", "train", "evaluate", "audit", "track", "gate", "register")
 
 
 def _repo(root: Path) -> Any:

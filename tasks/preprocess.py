@@ -76,16 +76,11 @@ def fit(train: pd.DataFrame, schema: Schema, params: PreprocessParams) -> Prepro
 
 def to_model_frame(pre: Preprocessor, frame: pd.DataFrame) -> pd.DataFrame:
     """Features, label and (for auditing, never as inputs) the sensitive attributes, in one frame."""
-    features = pd.DataFrame(pre.transform(_as_object(frame, pre)), columns=pre.feature_names)
+    features = pd.DataFrame(pre.transform(frame), columns=pre.feature_names)
     features[LABEL_COLUMN] = pre.encode_labels(frame[pre.target])
     for column in pre.sensitive:
         features[f"{SENSITIVE_PREFIX}{column}"] = frame[column].astype("str").to_numpy()
     return features
-
-
-def _as_object(frame: pd.DataFrame, pre: Preprocessor) -> pd.DataFrame:
-    cats = [c for c in pre.inputs if c in frame and not pd.api.types.is_numeric_dtype(frame[c])]
-    return frame.assign(**{c: frame[c].astype("object") for c in cats})
 
 
 def load_preprocessor() -> Preprocessor:

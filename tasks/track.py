@@ -18,9 +18,15 @@ from tasks.lineage import git_commit, output_md5
 from tasks.model import load_model
 from tasks.params import TrackParams, flatten, load_params, read_raw
 from tasks.paths import (
+    AUDIT_GROUPS_DATA,
+    AUDIT_PLOTS_DIR,
+    AUDIT_REPORT,
     CALIBRATION_DATA,
     CALIBRATION_PNG,
+    DATA_AUDIT,
+    FAIRNESS,
     INTERIM_META,
+    INTERIM_TEST,
     METRICS,
     MLFLOW_ARTIFACTS,
     MLFLOW_DB,
@@ -37,11 +43,10 @@ from tasks.paths import (
     VALIDATION_DOCS,
     VALIDATION_REPORT,
 )  # fmt: skip
-from tasks.train import split_xy
 
 MODEL_ARTIFACT = "model"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
-TORCH_REQUIREMENT = "torch==2.13.0"
+SERVING_PACKAGES = ("mlflow", "torch", "scikit-learn", "pandas", "numpy", "joblib")
 
 
 def tracking_uri(root: Path = Path(".")) -> str:
@@ -116,12 +121,46 @@ def lineage_tags(flow_run_id: str | None, overrides: dict[str, Any] | None) -> d
     return tags
 
 
+def requirements() -> list[str]:
+    """Exact pins of what the served model imports, from this environment (inferring them costs seconds)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
+
+
+def log_serving_model(threshold: float) -> Any:
+    """Log the pyfunc (preprocessor + weights) with a raw-column signature and an input example."""
+    import joblib
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    from tasks.serving import ARTIFACT_MODEL, ARTIFACT_PREPROCESSOR, HumaneModel
+
+    preprocessor = joblib.load(PREPROCESSOR)
+    example = pd.read_parquet(INTERIM_TEST).head(5)[preprocessor.inputs]
+    model = HumaneModel(threshold)
+    model.preprocessor = preprocessor
+    model.model = load_model(torch.load(MODEL, weights_only=True))
+    signature = infer_signature(example, model.predict(None, example))
+    return mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=HumaneModel(threshold),
+        artifacts={ARTIFACT_MODEL: str(MODEL), ARTIFACT_PREPROCESSOR: str(PREPROCESSOR)},
+        code_paths=[str(Path(__file__).parent)],
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements(),
+    )
+
+
 def log_run(
-    params: TrackParams, flow_run_id: str | None = None, overrides: dict[str, Any] | None = None
+    params: TrackParams,
+    threshold: float,
+    flow_run_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """Log the current pipeline state as one MLflow run and return its ids."""
     import mlflow
-    import mlflow.pytorch
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
@@ -134,7 +173,7 @@ def log_run(
     history = io.read_json(TRAIN_HISTORY)
     validation = io.read_json(VALIDATION_REPORT)
     train_frame, test_frame = pd.read_parquet(PROCESSED_TRAIN), pd.read_parquet(PROCESSED_TEST)
-    state = torch.load(MODEL, weights_only=True)
+    fairness = io.read_json(FAIRNESS)
 
     with using_tracking_uri(uri), mlflow.start_run(experiment_id=experiment_id) as run, warnings.catch_warnings():
         # MLflow's hints about integer columns and ambiguous local sources do not apply to these inputs.
@@ -146,6 +185,7 @@ def log_run(
             **flat_metrics(metrics["model"], "test."),
             **flat_metrics(metrics["baseline"], "baseline."),
             **flat_metrics(train_metrics, "train."),
+            **flat_metrics(fairness, "fairness."),
             "validation.n_checks": validation["n_checks"],
             "validation.n_failed": validation["n_failed"],
         }
@@ -157,30 +197,32 @@ def log_run(
             if row[name] == row[name]  # NaN AUC (one-class validation split) is not logged
         ]
         client.log_batch(run_id, metrics=per_epoch)
-        for path in (VALIDATION_REPORT, METRICS, TRAIN_METRICS, TRAIN_HISTORY, ROC_DATA, CALIBRATION_DATA, PARAMS):
+        reports = (VALIDATION_REPORT, METRICS, TRAIN_METRICS, TRAIN_HISTORY, ROC_DATA, CALIBRATION_DATA, PARAMS,
+                   DATA_AUDIT, AUDIT_REPORT, FAIRNESS, AUDIT_GROUPS_DATA)  # fmt: skip
+        for path in reports:
             mlflow.log_artifact(str(path), artifact_path="reports")
-        for path in (ROC_PNG, CALIBRATION_PNG):
+        for path in (ROC_PNG, CALIBRATION_PNG, *sorted(AUDIT_PLOTS_DIR.glob("*.png"))):
             mlflow.log_artifact(str(path), artifact_path="plots")
         mlflow.log_artifacts(str(VALIDATION_DOCS), artifact_path="reports/validation_docs")
         # Dataset inputs: schema and row count only (no rows), with DVC's md5 as the digest.
         for frame, path, context in ((train_frame, PROCESSED_TRAIN, "training"), (test_frame, PROCESSED_TEST, "test")):
             dataset = mlflow.data.from_pandas(frame, source=str(path), name=path.stem, digest=output_md5(path))
             mlflow.log_input(dataset, context=context)
-        x_example, _, _ = split_xy(test_frame.head(5))
-        mlflow.pytorch.log_model(
-            load_model(state),
-            name=MODEL_ARTIFACT,
-            input_example=x_example.numpy(),
-            pip_requirements=[TORCH_REQUIREMENT],
-        )
-    record = {"run_id": run_id, "experiment_id": experiment_id, "experiment": params.experiment}
+        info = log_serving_model(threshold)
+    record = {
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "experiment": params.experiment,
+        "model_uri": info.model_uri,
+    }
     io.write_json(MLFLOW_RUN, record)
     return record
 
 
 def main() -> None:
     """DVC entry point."""
-    record = log_run(load_params().track)
+    params = load_params()
+    record = log_run(params.track, params.evaluate.threshold)
     print(f"track: MLflow run {record['run_id']} in experiment {record['experiment']!r}")
 
 
