@@ -185,6 +185,32 @@ def version_tags(decision: Decision, candidate: dict[str, float], facts: dict[st
     return tags
 
 
+def decision_markdown(decision: dict[str, Any], registration: dict[str, Any]) -> str:
+    """The decision as Markdown for the Prefect flow run's page."""
+    version = f"{registration['model_name']} v{registration['version']}"
+    verdict = "**promoted to champion**" if registration["promoted"] else "**not promoted**"
+    lines = [f"# Promotion decision: {version} {verdict}", ""]
+    lines += [f"- {r}" for r in registration["reasons"]] or ["Every check of the policy passed."]
+    lines += [f"- {n}" for n in decision.get("notes", [])]
+    lines += ["", "| rule | metric | value | threshold | champion | result |", "| --- | --- | --- | --- | --- | --- |"]
+    for c in decision["checks"]:
+        champion = "-" if c["champion_version"] is None else f"v{c['champion_version']}: {_cell(c['champion_value'])}"
+        result = {True: "pass", False: "FAIL", None: "skipped"}[c["passed"]]
+        lines.append(
+            f"| {c['rule']} | {c['metric']} | {_cell(c['value'])} | {c['threshold']} | {champion} | {result} |"
+        )
+    return "\n".join(lines)
+
+
+def group_rows(audit_report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-group table (one row per feature and group) for a Prefect table artifact."""
+    return [
+        {"feature": f["feature"], "group": g["group"], "rows": g["count"], "judged": not g["too_small"],
+         **{m: _ci(g["metrics"][m]) for m in GROUP_METRICS}}
+        for f in audit_report["features"] for g in f["groups"]
+    ]  # fmt: skip
+
+
 def run(params: Params) -> dict[str, Any]:
     """Register the candidate; move `challenger` to it, and `champion` only if the policy passes."""
     import mlflow
