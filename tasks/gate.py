@@ -113,11 +113,13 @@ def decide(policy: GateParams, candidate: dict[str, float], champion: Champion |
         ok = _measured(value) and change <= threshold
         checks.append(Check(rule, metric, threshold, value, ok, champion.version, reference))
 
-    has_thresholds = bool(policy.min or policy.max or change_rules)
     reasons = [c.reason() for c in checks if c.passed is False]
-    if not has_thresholds:
+    evaluated = [c for c in checks if c.rule != "validation_passed" and c.passed is not None]
+    if not (policy.min or policy.max or change_rules):
         reasons.insert(0, "the policy sets no thresholds, so nothing is promoted")
-    passed = has_thresholds and not reasons
+    elif not evaluated:
+        reasons.insert(0, "no threshold of the policy could be evaluated, so nothing is promoted")
+    passed = not reasons
     return Decision(passed, reasons, checks, champion.version if champion else None, notes)
 
 

@@ -124,7 +124,14 @@ def sample_params(project: Path, **sections: dict) -> None:
         ranges={"age": [17, 90], "hours-per-week": [1, 99]},
     )
     params["validate"].update(min_group_rows=5)
-    params["train"].update(max_epochs=4, patience=2, hidden_sizes=[64, 32], progress=False)
+    params["train"].update(max_epochs=8, patience=2, hidden_sizes=[64, 32], lr=0.002, progress=False)
+    params["audit"].update(bootstrap=50, min_group_size=30)
+    params["register"].update(model_name="humane-sample")
+    # A policy the sample's small model can meet: the tests need a champion to compare against.
+    params["gate"].update(
+        min={"test.accuracy": 0.8, "test.roc_auc": 0.85},
+        max={"fairness.sex.equalized_odds_difference": 0.3, "fairness.sex.demographic_parity_difference": 0.3},
+    )
     for section, values in sections.items():
         params[section].update(values)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
