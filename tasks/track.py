@@ -49,9 +49,14 @@ MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 SERVING_PACKAGES = ("mlflow", "torch", "scikit-learn", "pandas", "numpy", "joblib")
 
 
+def default_tracking_uri(root: Path = Path(".")) -> str:
+    """The project's own store: a SQLite file in the project folder."""
+    return f"sqlite:///{(root / MLFLOW_DB).resolve()}"
+
+
 def tracking_uri(root: Path = Path(".")) -> str:
     """MLFLOW_TRACKING_URI when set, else the project's SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / MLFLOW_DB).resolve()}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
 
 
 @contextmanager
@@ -78,7 +83,10 @@ def ensure_experiment(client: Any, name: str, root: Path = Path(".")) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else (root / MLFLOW_ARTIFACTS).resolve().as_uri()
+    # On the project's own store, artifacts go to the project's folder (MLflow's default is ./mlruns of
+    # whatever the working directory is); a tracking server decides for itself.
+    own_store = client.tracking_uri == default_tracking_uri(root)
+    location = (root / MLFLOW_ARTIFACTS).resolve().as_uri() if own_store else None
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:  # another run created it first; the lookup below raises if that is not the reason

@@ -42,6 +42,9 @@ def test_repro_writes_every_artifact_and_is_clean(repro_project):
 
 def test_one_mlflow_run_with_params_metrics_lineage_and_model(repro_project, monkeypatch):
     (tracked,) = tracked_runs(repro_project)
+    experiment = mlflow_client(repro_project).get_experiment(tracked.info.experiment_id)
+    assert experiment.artifact_location == (repro_project / "mlartifacts").as_uri()
+    assert not (repro_project / "mlruns").exists()
     data = tracked.data
     assert data.params["train.lr"] == "0.002" and data.params["data.target"] == "income"
     assert (

@@ -2,11 +2,20 @@ import numpy as np
 import pandas as pd
 import pytest
 from fairlearn.metrics import (
-    demographic_parity_difference, demographic_parity_ratio, equal_opportunity_difference, equalized_odds_difference,
+    demographic_parity_difference,
+    demographic_parity_ratio,
+    equal_opportunity_difference,
+    equalized_odds_difference,
 )  # fmt: skip
 
 from tasks.audit import (
-    audit_feature, data_audit, gaps_from, group_table, overall_with_ci, sensitive_columns, weighted_metrics,
+    audit_feature,
+    data_audit,
+    gaps_from,
+    group_table,
+    overall_with_ci,
+    sensitive_columns,
+    weighted_metrics,
 )  # fmt: skip
 from tasks.params import AuditParams, DataParams
 
