@@ -104,6 +104,8 @@ def main() -> None:
         repro_s = sh(["dvc", "repro"], scratch)
         noop = [sh(["dvc", "repro"], scratch) for _ in range(3)]
         metrics = json.loads((scratch / "reports/metrics.json").read_text())
+        audit = json.loads((scratch / "reports/audit.json").read_text())
+        registration = json.loads((scratch / "reports/registration.json").read_text())
         stages_dir = copy_project(work / "stages")
         stage_s = {stage: sh(["dvc", "repro", "--single-item", stage], stages_dir) for stage in STAGES}
         flow_dir = copy_project(work / "flow")
@@ -120,6 +122,14 @@ def main() -> None:
     for name, m in (("MLP (params.yaml)", model), ("logistic regression", logreg), ("majority class", majority)):
         print(f"| {name} | {m['accuracy']:.4f} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | {m['log_loss']:.4f} "
               f"| {m['brier']:.4f} | {m['ece']:.4f} |")  # fmt: skip
+    print("\n## Fairness on the test split (95% bootstrap CI) and the default policy's decision")
+    print("| feature | gap | value | 95% CI |\n| --- | --- | --- | --- |")
+    for feature in audit["features"]:
+        for gap in ("demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference"):
+            v = feature["gaps"][gap]
+            print(f"| {feature['feature']} | {gap} | {v['value']:.3f} | [{v['lo']:.3f}, {v['hi']:.3f}] |")
+    verdict = "promoted to champion" if registration["promoted"] else "not promoted"
+    print(f"decision: v{registration['version']} {verdict}; reasons: {registration['reasons'] or 'none'}")
     print("\n## Trainer throughput (same model, data, batch size; median of 3 interleaved pairs)")
     print(f"trainer {speed['trainer']:,.0f} samples/s, bare loop {speed['bare']:,.0f} samples/s, "
           f"ratio {speed['ratio']:.3f} (target >= 0.9)")  # fmt: skip
@@ -127,6 +137,8 @@ def main() -> None:
     print("| what | seconds |\n| --- | --- |")
     for stage, seconds in stage_s.items():
         print(f"| stage `{stage}` (`dvc repro --single-item {stage}`) | {seconds:.1f} |")
+    governance = sum(stage_s[s] for s in ("data_audit", "audit", "gate", "register"))
+    print(f"| of which data audit + bias audit + gate + registration/card | {governance:.1f} |")
     print(f"| `dvc repro` from scratch | {repro_s:.1f} |")
     print(f"| `dvc repro` no-op (median of 3) | {statistics.median(noop):.2f} |")
     print(f"| `python -m flows.training` from scratch (incl. temporary Prefect API start) | {flow_s:.1f} |")
