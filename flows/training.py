@@ -44,8 +44,8 @@ def apply_params(overrides: dict[str, Any] | None) -> Params:
 
 @task(name="load", cache_policy=NO_CACHE)
 def load_data(params: Params) -> str:
-    """Read the configured source into interim frames."""
-    return _stage("load", lambda: load.run(params.data))
+    """Read the configured source, mask it by the privacy policy, and write the interim frames."""
+    return _stage("load", lambda: load.run(params.data, params.privacy))
 
 
 @task(name="validate", cache_policy=NO_CACHE)

@@ -21,11 +21,13 @@ from sklearn.metrics import (
 
 from tasks import io
 from tasks.errors import cli
+from tasks.membership import membership_audit
 from tasks.model import load_model, probabilities
 from tasks.params import EvaluateParams, load_params
 from tasks.paths import (
     CALIBRATION_DATA,
     CALIBRATION_PNG,
+    MEMBERSHIP_REPORT,
     METRICS,
     MODEL,
     PROCESSED_TEST,
@@ -146,6 +148,8 @@ def run(params: EvaluateParams) -> dict[str, Any]:
         "baseline": baselines(x_train.numpy(), y_train.numpy(), x_test.numpy(), y, params),
         "test_rows": len(y),
     }
+    report = membership_audit(load_model(state), (x_train, y_train), (x_test, y_test), params.mia_samples, params.seed)
+    io.write_json(MEMBERSHIP_REPORT, report)
     roc = roc_points(y, p)
     bins = calibration_bins(y, p, params.calibration_bins)
     io.write_json(METRICS, metrics)

@@ -9,7 +9,15 @@ from typing import Any
 from tasks import io
 from tasks.errors import cli
 from tasks.params import GateParams, RegisterParams, load_params
-from tasks.paths import DECISION, FAIRNESS, METRICS, VALIDATION_REPORT
+from tasks.paths import (
+    DECISION,
+    FAIRNESS,
+    MEMBERSHIP_REPORT,
+    METRICS,
+    PRIVACY_REPORT,
+    TRAIN_METRICS,
+    VALIDATION_REPORT,
+)
 from tasks.registry import Champion, current_champion
 
 VALIDATION_METRIC = "validation.passed"
@@ -67,14 +75,43 @@ class Decision:
 
 
 def candidate_metrics(
-    metrics: dict[str, Any], fairness: dict[str, dict[str, float]], validation_passed: bool
+    metrics: dict[str, Any],
+    fairness: dict[str, dict[str, float]],
+    validation_passed: bool,
+    privacy: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """The flat namespace the policy refers to: test.*, fairness.<feature>.<gap>, validation.passed."""
+    """The flat namespace the policy refers to: test.*, fairness.<feature>.<gap>, privacy.*, validation.passed."""
     flat = {f"test.{k}": float(v) for k, v in metrics["model"].items()}
     for feature, gaps in fairness.items():
         flat.update({f"fairness.{feature}.{gap}": float(value) for gap, value in gaps.items()})
+    flat.update(privacy or {})
     flat[VALIDATION_METRIC] = 1.0 if validation_passed else 0.0
     return flat
+
+
+def privacy_metrics(risk: dict[str, Any], membership: dict[str, Any], train: dict[str, Any]) -> dict[str, float]:
+    """privacy.*: re-identification risk after the policy, membership-inference attack, and ε spent.
+
+    A model trained without DP has spent an unbounded budget: privacy.epsilon is infinite, so a policy
+    such as "privacy.epsilon <= 3" refuses it.
+    """
+    return {
+        "privacy.k_min": float(risk["after"]["k_min"]),
+        "privacy.share_below_k": float(risk["after"]["share_below_k"]),
+        "privacy.l_min": float(risk["after"]["l_min"]),
+        "privacy.mia_auc": float(membership["attack_auc"]),
+        "privacy.mia_tpr_at_1pct_fpr": float(membership["attack_tpr_at_1pct_fpr"]),
+        "privacy.epsilon": float(train["epsilon"]) if train.get("dp_enabled") else math.inf,
+    }
+
+
+def current_candidate() -> dict[str, float]:
+    """The candidate's metrics, read from the stage outputs."""
+    privacy = privacy_metrics(
+        io.read_json(PRIVACY_REPORT), io.read_json(MEMBERSHIP_REPORT), io.read_json(TRAIN_METRICS)
+    )
+    validation = io.read_json(VALIDATION_REPORT)["passed"]
+    return candidate_metrics(io.read_json(METRICS), io.read_json(FAIRNESS), validation, privacy)
 
 
 def _measured(value: float | None) -> bool:
@@ -125,10 +162,7 @@ def decide(policy: GateParams, candidate: dict[str, float], champion: Champion |
 
 def run(policy: GateParams, register: RegisterParams) -> Decision:
     """Decide on the current candidate against the registry's champion and write the decision artifact."""
-    candidate = candidate_metrics(
-        io.read_json(METRICS), io.read_json(FAIRNESS), io.read_json(VALIDATION_REPORT)["passed"]
-    )
-    decision = decide(policy, candidate, current_champion(register.model_name))
+    decision = decide(policy, current_candidate(), current_champion(register.model_name))
     io.write_json(DECISION, decision.to_dict())
     return decision
 

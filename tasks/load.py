@@ -11,8 +11,9 @@ from sklearn.model_selection import train_test_split
 from tasks import io
 from tasks.datasets import BUILTINS, md5_of, verify
 from tasks.errors import DataError, cli
-from tasks.params import DataParams, load_params
-from tasks.paths import INTERIM_META, INTERIM_TEST, INTERIM_TRAIN
+from tasks.params import DataParams, PrivacyParams, load_params
+from tasks.paths import INTERIM_META, INTERIM_TEST, INTERIM_TRAIN, PRIVACY_POLICY, PRIVACY_REPORT
+from tasks.privacy import apply_policy, check_policy, fit_policy, pseudonym_key, risk_report
 
 # The seed of the train/test split of a single-file source; fixed so that the test rows never move.
 TEST_SPLIT_SEED = 20240601
@@ -95,11 +96,22 @@ def load(spec: DataParams, root: Path = Path(".")) -> Loaded:
     return Loaded(train, test, files, md5)
 
 
-def run(spec: DataParams) -> Loaded:
-    """Load the source and write the interim frames plus a record of where they came from."""
+def run(spec: DataParams, privacy: PrivacyParams) -> Loaded:
+    """Load the source, apply the privacy policy, and write the masked frames plus their provenance.
+
+    The policy runs before anything is written: no raw value of a dropped, pseudonymized or generalized
+    column reaches a file. A missing pseudonymization key fails here, before any read or write.
+    """
+    check_policy(privacy)
+    key = pseudonym_key(privacy)
     loaded = load(spec)
-    io.write_parquet(INTERIM_TRAIN, loaded.train)
-    io.write_parquet(INTERIM_TEST, loaded.test)
+    policy = fit_policy(privacy, loaded.train)
+    train, test = apply_policy(policy, loaded.train, key), apply_policy(policy, loaded.test, key)
+    report = risk_report(loaded.train, train, privacy, spec.target)
+    io.write_parquet(INTERIM_TRAIN, train)
+    io.write_parquet(INTERIM_TEST, test)
+    io.write_json(PRIVACY_POLICY, policy.to_dict())
+    io.write_json(PRIVACY_REPORT, report)
     io.write_json(
         INTERIM_META,
         {
@@ -109,12 +121,13 @@ def run(spec: DataParams) -> Loaded:
             "rows": {"train": len(loaded.train), "test": len(loaded.test)},
         },
     )
-    return loaded
+    return Loaded(train, test, loaded.files, loaded.md5)
 
 
 def main() -> None:
     """DVC entry point."""
-    loaded = run(load_params().data)
+    params = load_params()
+    loaded = run(params.data, params.privacy)
     print(f"load: {len(loaded.train)} train-pool rows, {len(loaded.test)} test rows from {loaded.files}")
 
 

@@ -33,6 +33,21 @@ class DataParams:
 
 
 @dataclass(frozen=True)
+class PrivacyParams:
+    """Column privacy policy (applied when data is loaded, before anything is written) and risk settings."""
+
+    drop: list[str]
+    pseudonymize: list[str]
+    bins: dict[str, list[float]]
+    top_code: dict[str, float]
+    group_rare: dict[str, int]
+    key_env: str
+    key_block: str | None
+    quasi_identifiers: list[str]
+    k: int
+
+
+@dataclass(frozen=True)
 class ValidateParams:
     """Tolerances of the data-validation suite."""
 
@@ -54,6 +69,18 @@ class PreprocessParams:
 
 
 @dataclass(frozen=True)
+class DPParams:
+    """Differentially private training (Opacus DP-SGD)."""
+
+    enabled: bool
+    target_epsilon: float
+    delta: float
+    max_grad_norm: float
+    accountant: str
+    max_physical_batch_size: int
+
+
+@dataclass(frozen=True)
 class TrainParams:
     """Model shape and optimisation settings."""
 
@@ -66,6 +93,7 @@ class TrainParams:
     batch_size: int
     max_epochs: int
     patience: int
+    dp: DPParams
     progress: bool = True
 
 
@@ -75,6 +103,8 @@ class EvaluateParams:
 
     threshold: float
     calibration_bins: int
+    mia_samples: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -117,6 +147,7 @@ class Params:
     """The whole params.yaml."""
 
     data: DataParams
+    privacy: PrivacyParams
     validate: ValidateParams
     preprocess: PreprocessParams
     train: TrainParams

@@ -11,6 +11,7 @@ INTERIM_DIR = Path("data/interim")
 INTERIM_TRAIN = INTERIM_DIR / "train.parquet"
 INTERIM_TEST = INTERIM_DIR / "test.parquet"
 INTERIM_META = INTERIM_DIR / "meta.json"
+PRIVACY_POLICY = INTERIM_DIR / "privacy_policy.json"
 
 PROCESSED_DIR = Path("data/processed")
 PROCESSED_TRAIN = PROCESSED_DIR / "train.parquet"
@@ -35,6 +36,8 @@ ROC_PNG = PLOTS_DIR / "roc.png"
 CALIBRATION_PNG = PLOTS_DIR / "calibration.png"
 MLFLOW_RUN = REPORTS_DIR / "mlflow_run.json"
 DATA_AUDIT = REPORTS_DIR / "data_audit.json"
+PRIVACY_REPORT = REPORTS_DIR / "privacy.json"
+MEMBERSHIP_REPORT = REPORTS_DIR / "membership.json"
 AUDIT_REPORT = REPORTS_DIR / "audit.json"
 FAIRNESS = REPORTS_DIR / "fairness.json"
 AUDIT_GROUPS_DATA = PLOTS_DIR / "audit_groups.json"

@@ -22,6 +22,7 @@ from tasks.paths import (
     INTERIM_TRAIN,
     LABEL_COLUMN,
     PREPROCESSOR,
+    PRIVACY_POLICY,
     PROCESSED_TEST,
     PROCESSED_TRAIN,
     PROCESSED_VAL,
@@ -93,7 +94,7 @@ def run(data: DataParams, params: PreprocessParams) -> dict[str, int]:
     if not io.read_json(VALIDATION_REPORT)["passed"]:
         raise ValidationFailed(f"{VALIDATION_REPORT} records a failed validation; fix the data and rerun")
     pool, test = pd.read_parquet(INTERIM_TRAIN), pd.read_parquet(INTERIM_TEST)
-    schema = resolve_schema(data, pool)
+    schema = resolve_schema(data, pool, io.read_json(PRIVACY_POLICY))
     train, val = split_train_val(pool, schema.target, params.val_fraction, params.seed)
     pre = fit(train, schema, params)
     frames = {PROCESSED_TRAIN: train, PROCESSED_VAL: val, PROCESSED_TEST: test}

@@ -10,19 +10,20 @@ from tasks import io
 from tasks.audit import GROUP_METRICS
 from tasks.card import Card
 from tasks.errors import ConfigError, cli
-from tasks.gate import Decision, candidate_metrics, decide
+from tasks.gate import Decision, current_candidate, decide
 from tasks.lineage import git_commit, output_md5
 from tasks.params import Params, load_params
 from tasks.paths import (
     AUDIT_REPORT,
     DATA_AUDIT,
     DECISION,
-    FAIRNESS,
     INTERIM_META,
+    MEMBERSHIP_REPORT,
     METRICS,
     MLFLOW_RUN,
     MODEL_CARD_HTML,
     MODEL_CARD_MD,
+    PRIVACY_REPORT,
     PROCESSED_TRAIN,
     REGISTRATION,
     TRAIN_METRICS,
@@ -118,6 +119,27 @@ def build_card(params: Params, decision: Decision, version: str | None, facts: d
         card.bullets([f"groups with fewer than {params.audit.min_group_size} test rows were not judged — {s}"
                       for s in small])  # fmt: skip
 
+    card.heading("Privacy")
+    tm, risk, mia = facts["train_metrics"], facts["privacy"], facts["membership"]
+    if tm.get("dp_enabled"):
+        card.para(f"Trained with DP-SGD (Opacus, {tm['accountant']} accountant): ε = {tm['epsilon']:.3f} spent at "
+                  f"δ = {tm['delta']:g}, noise multiplier {tm['noise_multiplier']:.3f}, "
+                  f"per-sample gradient norm clipped to {tm['max_grad_norm']}.")  # fmt: skip
+    else:
+        card.para("Trained without differential privacy: no bound on what the weights reveal about a training row.")
+    policy = params.privacy
+    card.bullets([
+        f"column policy applied before anything was written: dropped {policy.drop or 'none'}, "
+        f"pseudonymized (HMAC-SHA256) {policy.pseudonymize or 'none'}, binned {list(policy.bins) or 'none'}, "
+        f"top-coded {list(policy.top_code) or 'none'}, rare categories grouped {list(policy.group_rare) or 'none'}",
+        f"k-anonymity over {', '.join(risk['quasi_identifiers'])}: smallest class {risk['before']['k_min']} → "
+        f"{risk['after']['k_min']}; rows in classes below k={risk['k']}: {risk['before']['share_below_k']:.1%} → "
+        f"{risk['after']['share_below_k']:.1%}; l-diversity of {risk['l_column']}: {risk['after']['l_min']}",
+        f"membership inference (loss-threshold attack, {mia['samples_per_side']} members vs as many non-members): "
+        f"AUC {mia['attack_auc']:.3f}, TPR at 1% FPR {mia['attack_tpr_at_1pct_fpr']:.3f}; generalisation gap "
+        f"{mia['generalization_gap_accuracy']:.3f} accuracy, {mia['generalization_gap_loss']:.3f} loss",
+    ])  # fmt: skip
+
     card.heading("Promotion decision")
     card.para(("PROMOTED to champion. " if decision.passed else "NOT PROMOTED. ") + decision.summary())
     card.table(["rule", "metric", "value", "threshold", "champion", "result"], [
@@ -169,6 +191,9 @@ def gather_facts(params: Params, run_id: str) -> dict[str, Any]:
         "audit": io.read_json(AUDIT_REPORT),
         "data_audit": io.read_json(DATA_AUDIT),
         "validation": io.read_json(VALIDATION_REPORT),
+        "train_metrics": train_metrics,
+        "privacy": io.read_json(PRIVACY_REPORT),
+        "membership": io.read_json(MEMBERSHIP_REPORT),
     }
 
 
@@ -182,6 +207,11 @@ def version_tags(decision: Decision, candidate: dict[str, float], facts: dict[st
         "run_id": facts["run_id"],
     }
     tags.update({f"{METRIC_TAG}{k}": repr(v) for k, v in candidate.items() if v == v})
+    privacy = facts["train_metrics"]
+    if privacy.get("dp_enabled"):
+        tags.update({f"dp.{k}": str(privacy[k]) for k in ("epsilon", "delta", "noise_multiplier", "accountant")})
+    else:
+        tags["dp.epsilon"] = "inf (trained without differential privacy)"
     return tags
 
 
@@ -220,9 +250,7 @@ def run(params: Params) -> dict[str, Any]:
 
     record = io.read_json(MLFLOW_RUN)
     name = params.register.model_name
-    candidate = candidate_metrics(
-        io.read_json(METRICS), io.read_json(FAIRNESS), io.read_json(VALIDATION_REPORT)["passed"]
-    )
+    candidate = current_candidate()
     facts = gather_facts(params, record["run_id"])
     with promotion_lock():
         decision = decision_from(io.read_json(DECISION))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 from tasks.datasets import BUILTINS
 from tasks.errors import DataError
 from tasks.params import DataParams
+from tasks.privacy import OTHER
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,15 @@ def _observed_values(column: pd.Series) -> list:
     return sorted(column.dropna().unique().tolist(), key=str)
 
 
-def resolve_schema(spec: DataParams, train: pd.DataFrame) -> Schema:
-    """Resolve roles from the spec, the built-in schema, or (for what neither states) the train pool's dtypes."""
+def resolve_schema(spec: DataParams, train: pd.DataFrame, policy: dict[str, Any] | None = None) -> Schema:
+    """Resolve roles from the spec, the built-in schema, or (for what neither states) the train pool's dtypes.
+
+    `policy` is the fitted privacy policy: its dropped and pseudonymized columns play no role (they are gone,
+    or identifiers), and the "Other" group of a generalized categorical is a known value.
+    """
     builtin = BUILTINS.get(spec.source)
-    dropped = set(spec.drop) | {spec.target}
+    policy = policy or {}
+    dropped = set(spec.drop) | {spec.target} | set(policy.get("drop", [])) | set(policy.get("pseudonymize", []))
     if spec.numeric is not None:
         numeric = list(spec.numeric)
     elif builtin is not None:
@@ -70,6 +77,8 @@ def resolve_schema(spec: DataParams, train: pd.DataFrame) -> Schema:
             categories[column] = list(builtin.categories[column])
         elif column in train:
             categories[column] = _observed_values(train[column])
+        if column in policy.get("kept_categories", {}) and OTHER not in categories.get(column, [OTHER]):
+            categories[column].append(OTHER)
 
     if spec.labels is not None:
         labels = list(spec.labels)

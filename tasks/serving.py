@@ -6,6 +6,7 @@ probability and the predicted label.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import mlflow.pyfunc
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 PROBABILITY, LABEL = "probability", "label"
-ARTIFACT_MODEL, ARTIFACT_PREPROCESSOR = "model", "preprocessor"
+ARTIFACT_MODEL, ARTIFACT_PREPROCESSOR, ARTIFACT_POLICY = "model", "preprocessor", "privacy_policy"
 
 
 class HumaneModel(mlflow.pyfunc.PythonModel):
@@ -27,8 +28,11 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         import joblib
         import torch
 
+        from tasks.io import read_json
         from tasks.model import load_model
+        from tasks.privacy import FittedPolicy
 
+        self.policy = FittedPolicy.from_dict(read_json(Path(context.artifacts[ARTIFACT_POLICY])))
         self.preprocessor = joblib.load(context.artifacts[ARTIFACT_PREPROCESSOR])
         self.model = load_model(torch.load(context.artifacts[ARTIFACT_MODEL], weights_only=True))
 
@@ -37,8 +41,11 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         import torch
 
         from tasks.model import probabilities
+        from tasks.privacy import apply_policy
 
         frame = pd.DataFrame(model_input)
+        # The same masking as training: requests may carry raw values; identifiers are never inputs.
+        frame = apply_policy(self.policy, frame.drop(columns=self.policy.pseudonymize, errors="ignore"), key=None)
         x = torch.from_numpy(self.preprocessor.transform(frame))
         with torch.inference_mode():
             p = probabilities(self.model(x)).numpy().astype(np.float64)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import torch
 
 from tasks import io
 from tasks.errors import cli
+from tasks.gate import privacy_metrics
 from tasks.lineage import git_commit, output_md5
 from tasks.model import load_model
 from tasks.params import TrackParams, flatten, load_params, read_raw
@@ -27,6 +29,7 @@ from tasks.paths import (
     FAIRNESS,
     INTERIM_META,
     INTERIM_TEST,
+    MEMBERSHIP_REPORT,
     METRICS,
     MLFLOW_ARTIFACTS,
     MLFLOW_DB,
@@ -34,6 +37,8 @@ from tasks.paths import (
     MODEL,
     PARAMS,
     PREPROCESSOR,
+    PRIVACY_POLICY,
+    PRIVACY_REPORT,
     PROCESSED_TEST,
     PROCESSED_TRAIN,
     ROC_DATA,
@@ -103,7 +108,7 @@ def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             out.update(flat_metrics(value, f"{name}."))
-        elif isinstance(value, (int, float)) and value == value:
+        elif isinstance(value, (int, float)) and math.isfinite(value):
             out[name] = float(value)
     return out
 
@@ -142,18 +147,24 @@ def log_serving_model(threshold: float) -> Any:
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
-    from tasks.serving import ARTIFACT_MODEL, ARTIFACT_PREPROCESSOR, HumaneModel
+    from tasks.privacy import FittedPolicy
+    from tasks.serving import ARTIFACT_MODEL, ARTIFACT_POLICY, ARTIFACT_PREPROCESSOR, HumaneModel
 
     preprocessor = joblib.load(PREPROCESSOR)
     example = pd.read_parquet(INTERIM_TEST).head(5)[preprocessor.inputs]
     model = HumaneModel(threshold)
     model.preprocessor = preprocessor
+    model.policy = FittedPolicy.from_dict(io.read_json(PRIVACY_POLICY))
     model.model = load_model(torch.load(MODEL, weights_only=True))
     signature = infer_signature(example, model.predict(None, example))
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,
         python_model=HumaneModel(threshold),
-        artifacts={ARTIFACT_MODEL: str(MODEL), ARTIFACT_PREPROCESSOR: str(PREPROCESSOR)},
+        artifacts={
+            ARTIFACT_MODEL: str(MODEL),
+            ARTIFACT_PREPROCESSOR: str(PREPROCESSOR),
+            ARTIFACT_POLICY: str(PRIVACY_POLICY),
+        },
         code_paths=[str(Path(__file__).parent)],
         signature=signature,
         input_example=example,
@@ -182,6 +193,7 @@ def log_run(
     validation = io.read_json(VALIDATION_REPORT)
     train_frame, test_frame = pd.read_parquet(PROCESSED_TRAIN), pd.read_parquet(PROCESSED_TEST)
     fairness = io.read_json(FAIRNESS)
+    privacy, membership = io.read_json(PRIVACY_REPORT), io.read_json(MEMBERSHIP_REPORT)
 
     with using_tracking_uri(uri), mlflow.start_run(experiment_id=experiment_id) as run, warnings.catch_warnings():
         # MLflow's hints about integer columns and ambiguous local sources do not apply to these inputs.
@@ -194,6 +206,7 @@ def log_run(
             **flat_metrics(metrics["baseline"], "baseline."),
             **flat_metrics(train_metrics, "train."),
             **flat_metrics(fairness, "fairness."),
+            **{k: v for k, v in privacy_metrics(privacy, membership, train_metrics).items() if math.isfinite(v)},
             "validation.n_checks": validation["n_checks"],
             "validation.n_failed": validation["n_failed"],
         }
@@ -206,7 +219,8 @@ def log_run(
         ]
         client.log_batch(run_id, metrics=per_epoch)
         reports = (VALIDATION_REPORT, METRICS, TRAIN_METRICS, TRAIN_HISTORY, ROC_DATA, CALIBRATION_DATA, PARAMS,
-                   DATA_AUDIT, AUDIT_REPORT, FAIRNESS, AUDIT_GROUPS_DATA)  # fmt: skip
+                   DATA_AUDIT, AUDIT_REPORT, FAIRNESS, AUDIT_GROUPS_DATA, PRIVACY_REPORT,
+                   MEMBERSHIP_REPORT)  # fmt: skip
         for path in reports:
             mlflow.log_artifact(str(path), artifact_path="reports")
         for path in (ROC_PNG, CALIBRATION_PNG, *sorted(AUDIT_PLOTS_DIR.glob("*.png"))):

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import copy
 import time
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from tasks import io
@@ -46,6 +50,7 @@ class TrainResult:
     history: list[dict[str, float]]
     train_seconds: float
     samples_per_second: float
+    privacy: dict[str, float | str | bool] = field(default_factory=lambda: {"dp_enabled": False})
 
 
 def split_xy(frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -103,46 +108,105 @@ def fit(
     args = MLPArgs(
         x_train.shape[1], n_outputs_for(n_classes), list(params.hidden_sizes), params.dropout, params.activation
     )
-    model = MLP(args)
+    model: nn.Module = MLP(args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     loss_fn = loss_for(n_classes)
+    eval_loss = loss_fn
     targets = _targets(y_train, n_classes)
     n = x_train.shape[0]
+    engine = None
+    if params.dp.enabled:
+        # Ghost clipping's double backward trips torch's notice about hooks on inputs without gradients.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+        engine, model, optimizer, loss_fn, loader = make_private(model, loss_fn, x_train, targets, params, generator)
+    base = getattr(model, "_module", model)  # the plain network inside Opacus' wrapper
+
+    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if engine is None:
+            order = torch.randperm(n, generator=generator)
+            for start in range(0, n, params.batch_size):
+                idx = order[start : start + params.batch_size]
+                yield x_train[idx], targets[idx]
+            return
+        from opacus.utils.batch_memory_manager import BatchMemoryManager
+
+        # Poisson-sampled logical batches, split into physical ones that fit in memory.
+        with BatchMemoryManager(data_loader=loader, max_physical_batch_size=params.dp.max_physical_batch_size,
+                                optimizer=optimizer) as memory_safe:  # fmt: skip
+            for xb, yb in memory_safe:
+                if len(xb):
+                    yield xb, yb
 
     history: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state, stale = float("inf"), 0, copy.deepcopy(model.state_dict()), 0
+    best_loss, best_epoch, best_state, stale = float("inf"), 0, copy.deepcopy(base.state_dict()), 0
     started = time.perf_counter()
     bar = tqdm(range(1, params.max_epochs + 1), desc="train", unit="epoch", disable=not params.progress)
     for epoch in bar:
         epoch_start = time.perf_counter()
         model.train()
-        order = torch.randperm(n, generator=generator)
-        total = 0.0
-        for start in range(0, n, params.batch_size):
-            idx = order[start : start + params.batch_size]
-            total += train_step(model, optimizer, loss_fn, x_train[idx], targets[idx]) * len(idx)
-        row = {"epoch": epoch, "train_loss": total / n, **eval_step(model, loss_fn, x_val, y_val, n_classes)}
+        total, seen = 0.0, 0
+        for xb, yb in batches():
+            total += train_step(model, optimizer, loss_fn, xb, yb) * len(xb)
+            seen += len(xb)
+        row = {
+            "epoch": epoch,
+            "train_loss": total / max(seen, 1),
+            **eval_step(base, eval_loss, x_val, y_val, n_classes),
+        }
         row["seconds"] = time.perf_counter() - epoch_start
         history.append(row)
         bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_loss=f"{row['val_loss']:.4f}")
         if checkpoint_dir is not None:
             # Weights, optimizer state, model args and config: enough to resume or to inspect any epoch.
             torch.save(
-                {"epoch": epoch, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                {"epoch": epoch, "state_dict": base.state_dict(), "optimizer": optimizer.state_dict(),
                  "model_args": args.to_dict(), "config": asdict(params), "metrics": row},
                 checkpoint_dir / f"epoch_{epoch:03d}.pt",
             )  # fmt: skip
         if row["val_loss"] < best_loss:
-            best_loss, best_epoch, best_state, stale = row["val_loss"], epoch, copy.deepcopy(model.state_dict()), 0
+            best_loss, best_epoch, best_state, stale = row["val_loss"], epoch, copy.deepcopy(base.state_dict()), 0
         else:
             stale += 1
             if stale >= params.patience:
                 break
     bar.close()
     seconds = time.perf_counter() - started
-    model.load_state_dict(best_state)
-    model.eval()
-    return TrainResult(model, best_epoch, history, seconds, n * len(history) / seconds)
+    base.load_state_dict(best_state)
+    base.eval()
+    result = TrainResult(base, best_epoch, history, seconds, n * len(history) / seconds)
+    if engine is not None:
+        # The budget spent by the epochs actually run (early stopping spends less than the target).
+        result.privacy.update(
+            dp_enabled=True, epsilon=float(engine.get_epsilon(params.dp.delta)), delta=params.dp.delta,
+            noise_multiplier=float(optimizer.noise_multiplier), max_grad_norm=params.dp.max_grad_norm,
+            accountant=params.dp.accountant,
+        )  # fmt: skip
+    return result
+
+
+def make_private(
+    model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams,
+    generator: torch.Generator,
+) -> tuple[Any, nn.Module, Any, nn.Module, Any]:  # fmt: skip
+    """Wrap model, optimizer and loss for DP-SGD with noise calibrated to the target epsilon over max_epochs.
+
+    Ghost clipping computes per-sample gradient norms without materialising per-sample gradients: on this
+    MLP it runs at about 1.3x the non-private time where Opacus' default hooks take about 5x.
+    """
+    from opacus import PrivacyEngine
+    from opacus.validators import ModuleValidator
+
+    model = ModuleValidator.fix(model)  # replaces layers DP-SGD cannot handle (e.g. BatchNorm); a copy
+    ModuleValidator.validate(model, strict=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    loader = DataLoader(TensorDataset(x, y), batch_size=params.batch_size, generator=generator)
+    engine = PrivacyEngine(accountant=params.dp.accountant)
+    model, optimizer, loss_fn, loader = engine.make_private_with_epsilon(
+        module=model, optimizer=optimizer, criterion=loss_fn, data_loader=loader,
+        target_epsilon=params.dp.target_epsilon, target_delta=params.dp.delta, epochs=params.max_epochs,
+        max_grad_norm=params.dp.max_grad_norm, grad_sample_mode="ghost",
+    )  # fmt: skip
+    return engine, model, optimizer, loss_fn, loader
 
 
 def run(params: TrainParams) -> TrainResult:
@@ -165,7 +229,7 @@ def run(params: TrainParams) -> TrainResult:
         TRAIN_METRICS,
         {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "best_val_loss": best["val_loss"],
          "best_val_accuracy": best["val_accuracy"], "best_val_auc": best["val_auc"],
-         "n_parameters": count_parameters(result.model)},
+         "n_parameters": count_parameters(result.model), **result.privacy},
     )  # fmt: skip
     return result
 

@@ -14,7 +14,7 @@ import pandas as pd
 from tasks import io
 from tasks.errors import ValidationFailed, cli
 from tasks.params import DataParams, ValidateParams, load_params
-from tasks.paths import INTERIM_META, INTERIM_TEST, INTERIM_TRAIN, VALIDATION_DOCS, VALIDATION_REPORT
+from tasks.paths import INTERIM_META, INTERIM_TEST, INTERIM_TRAIN, PRIVACY_POLICY, VALIDATION_DOCS, VALIDATION_REPORT
 from tasks.schema import Schema, resolve_schema
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
@@ -222,7 +222,7 @@ def run(data: DataParams, params: ValidateParams) -> ValidationResult:
     """Validate the interim frames, write the JSON report and Data Docs, raise if anything failed."""
     frames = {"train": pd.read_parquet(INTERIM_TRAIN), "test": pd.read_parquet(INTERIM_TEST)}
     files = io.read_json(INTERIM_META)["files"]
-    schema = resolve_schema(data, frames["train"])
+    schema = resolve_schema(data, frames["train"], io.read_json(PRIVACY_POLICY))
     result = validate_frames(frames, files, schema, params, docs_dir=VALIDATION_DOCS)
     io.write_json(VALIDATION_REPORT, report(result, schema))
     if not result.passed:

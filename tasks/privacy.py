@@ -1,0 +1,167 @@
+"""Column privacy policy (drop, pseudonymize, generalize) and re-identification risk (k-anonymity, l-diversity)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.errors import ConfigError, DataError
+from tasks.params import PrivacyParams
+
+OTHER = "Other"  # the category that rare values are grouped into
+
+
+@dataclass(frozen=True)
+class FittedPolicy:
+    """The policy plus what it learned from the train pool (which categories are common enough to keep)."""
+
+    drop: list[str]
+    pseudonymize: list[str]
+    bins: dict[str, list[float]]
+    top_code: dict[str, float]
+    kept_categories: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def masked_columns(self) -> list[str]:
+        """Columns whose raw values never leave the load stage."""
+        return [*self.drop, *self.pseudonymize, *self.bins, *self.top_code, *self.kept_categories]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (no key, no raw values beyond the kept category names)."""
+        return {"drop": self.drop, "pseudonymize": self.pseudonymize, "bins": self.bins, "top_code": self.top_code,
+                "kept_categories": self.kept_categories}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any]) -> FittedPolicy:
+        """Inverse of to_dict."""
+        return cls(**payload)
+
+
+def check_policy(params: PrivacyParams) -> None:
+    """A column may have one rule only; bins must be increasing."""
+    seen: dict[str, str] = {}
+    rules = {"drop": params.drop, "pseudonymize": params.pseudonymize, "bins": params.bins,
+             "top_code": params.top_code, "group_rare": params.group_rare}  # fmt: skip
+    for rule, columns in rules.items():
+        for column in columns:
+            if column in seen:
+                raise ConfigError(f"privacy: column {column!r} has two rules ({seen[column]} and {rule})")
+            seen[column] = rule
+    for column, edges in params.bins.items():
+        if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
+            raise ConfigError(f"privacy.bins.{column}: edges must be at least two increasing numbers, got {edges}")
+
+
+def pseudonym_key(params: PrivacyParams) -> bytes | None:
+    """The HMAC key from the environment variable, else from the Prefect Secret block; required if used."""
+    if not params.pseudonymize:
+        return None
+    value = os.environ.get(params.key_env)
+    if not value and params.key_block:
+        value = _secret_block(params.key_block)
+    if not value:
+        source = f"environment variable {params.key_env}" + (
+            f" or Prefect Secret block {params.key_block!r}" if params.key_block else ""
+        )
+        raise ConfigError(
+            f"privacy.pseudonymize lists {params.pseudonymize} but no key is set: put the HMAC key in the {source}"
+        )
+    return value.encode()
+
+
+def _secret_block(name: str) -> str | None:
+    try:
+        from prefect.blocks.system import Secret
+
+        return Secret.load(name).get()
+    except (ValueError, ImportError, RuntimeError, OSError):
+        return None  # no such block, or no Prefect API to ask: the caller names both places to put the key
+
+
+def pseudonymize(values: pd.Series, key: bytes) -> pd.Series:
+    """Keyed HMAC-SHA256 of each value's text (nulls stay null): same key, same pseudonym; no key, no reversal."""
+
+    def one(value: Any) -> Any:
+        if pd.isna(value):
+            return None
+        return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
+
+    return values.map(one).astype("object")
+
+
+def fit_policy(params: PrivacyParams, pool: pd.DataFrame) -> FittedPolicy:
+    """Learn which categories of a `group_rare` column occur often enough in the train pool to keep."""
+    check_policy(params)
+    kept = {}
+    for column, min_count in params.group_rare.items():
+        if column not in pool:
+            raise DataError(f"privacy.group_rare: column {column!r} is not in the data")
+        counts = pool[column].value_counts()
+        kept[column] = sorted(str(v) for v, n in counts.items() if n >= min_count)
+    return FittedPolicy(list(params.drop), list(params.pseudonymize), dict(params.bins), dict(params.top_code), kept)
+
+
+def apply_policy(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None) -> pd.DataFrame:
+    """Mask a raw frame: the result holds no dropped column and no raw value of a masked one."""
+    out = frame.drop(columns=[c for c in policy.drop if c in frame])
+    for column in policy.pseudonymize:
+        if column in out:
+            if key is None:
+                raise ConfigError(f"privacy: column {column!r} needs the pseudonymization key")
+            out[column] = pseudonymize(out[column], key)
+    for column, edges in policy.bins.items():
+        if column in out:
+            values = pd.to_numeric(out[column], errors="coerce")
+            # Each value becomes its bin's lower edge (values below the first edge join the first bin).
+            idx = np.clip(np.searchsorted(edges, values.to_numpy(), side="right") - 1, 0, len(edges) - 2)
+            out[column] = pd.Series(np.asarray(edges)[idx], index=out.index).where(values.notna())
+    for column, cap in policy.top_code.items():
+        if column in out:
+            out[column] = pd.to_numeric(out[column], errors="coerce").clip(upper=cap)
+    for column, kept in policy.kept_categories.items():
+        if column in out:
+            values = out[column].astype("object")
+            out[column] = values.where(values.isna() | values.astype(str).isin(kept), OTHER)
+    return out
+
+
+@dataclass(frozen=True)
+class Anonymity:
+    """k-anonymity and l-diversity of a table over its quasi-identifiers."""
+
+    k_min: int
+    share_below_k: float
+    n_classes: int
+    l_min: int
+
+
+def anonymity(frame: pd.DataFrame, quasi_identifiers: list[str], k: int, sensitive: str) -> Anonymity:
+    """Smallest equivalence class, share of rows in classes below k, fewest distinct sensitive values in a class.
+
+    Missing values count as a value of their own.
+    """
+    missing = [c for c in [*quasi_identifiers, sensitive] if c not in frame]
+    if missing:
+        raise DataError(f"privacy.quasi_identifiers: columns {missing} are not in the data")
+    keys = frame[quasi_identifiers].astype(str)
+    grouped = frame.assign(_sensitive=frame[sensitive].astype(str)).groupby([keys[c] for c in quasi_identifiers])
+    sizes = grouped.size()
+    diversity = grouped["_sensitive"].nunique()
+    below = sizes[sizes < k].sum()
+    return Anonymity(int(sizes.min()), float(below / len(frame)), len(sizes), int(diversity.min()))
+
+
+def risk_report(raw: pd.DataFrame, masked: pd.DataFrame, params: PrivacyParams, sensitive: str) -> dict[str, Any]:
+    """k-anonymity and l-diversity before and after the policy."""
+    qi = params.quasi_identifiers
+    before = anonymity(raw, qi, params.k, sensitive)
+    after = anonymity(masked, [c for c in qi if c in masked], params.k, sensitive)
+    return {"quasi_identifiers": qi, "k": params.k, "l_column": sensitive,
+            "before": before.__dict__, "after": after.__dict__}  # fmt: skip
