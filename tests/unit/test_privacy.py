@@ -1,0 +1,123 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tasks import load
+from tasks.errors import ConfigError
+from tasks.membership import attack, membership_audit
+from tasks.params import DataParams, DPParams, PrivacyParams, TrainParams
+from tasks.privacy import OTHER, anonymity, apply_policy, check_policy, fit_policy, pseudonym_key, pseudonymize
+from tasks.train import fit
+
+
+def _policy(**kw):
+    base = dict(drop=[], pseudonymize=[], bins={}, top_code={}, group_rare={}, key_env="HUMANE_TEST_KEY",
+                key_block=None, quasi_identifiers=["age", "sex"], k=2)  # fmt: skip
+    base.update(kw)
+    return PrivacyParams(**base)
+
+
+def test_pseudonyms_are_deterministic_per_key_and_differ_across_keys():
+    ids = pd.Series(["alice", "bob", None, "alice"])
+    a1, a2, b = pseudonymize(ids, b"key-a"), pseudonymize(ids, b"key-a"), pseudonymize(ids, b"key-b")
+    assert a1.tolist() == a2.tolist()
+    assert a1[0] == a1[3] and a1[0] != a1[1] and pd.isna(a1[2])
+    assert a1[0] != b[0] and len(a1[0]) == 64
+    assert "alice" not in "".join(a1.dropna())
+
+
+def test_missing_key_is_a_clear_error_before_any_data_is_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HUMANE_TEST_KEY", raising=False)
+    spec = DataParams(source="missing.csv", target="y", positive_label="1", sensitive_features=[])
+    with pytest.raises(
+        ConfigError, match="no key is set: put the HMAC key in the environment variable HUMANE_TEST_KEY"
+    ):
+        load.run(spec, _policy(pseudonymize=["customer_id"]))
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setenv("HUMANE_TEST_KEY", "s3cret")
+    assert pseudonym_key(_policy(pseudonymize=["customer_id"])) == b"s3cret"
+    assert pseudonym_key(_policy()) is None  # not needed, not asked for
+
+
+def test_a_column_gets_one_rule_and_bins_must_increase():
+    with pytest.raises(ConfigError, match="two rules"):
+        check_policy(_policy(drop=["age"], bins={"age": [0.0, 10.0]}))
+    with pytest.raises(ConfigError, match="increasing"):
+        check_policy(_policy(bins={"age": [30.0, 20.0]}))
+
+
+def test_policy_drops_bins_top_codes_and_groups_rare_categories():
+    frame = pd.DataFrame({"name": ["a", "b", "c", "d"], "age": [18, 24, 37, 95], "gain": [0, 10, 99999, 5],
+                          "country": ["US", "US", "Fiji", None]})  # fmt: skip
+    params = _policy(drop=["name"], bins={"age": [17.0, 25.0, 40.0, 91.0]}, top_code={"gain": 50.0},
+                     group_rare={"country": 2})  # fmt: skip
+    policy = fit_policy(params, frame)
+    out = apply_policy(policy, frame, key=None)
+    assert "name" not in out
+    assert out["age"].tolist() == [17.0, 17.0, 25.0, 40.0]  # 95 is above the last edge: the top bin
+    assert out["gain"].tolist() == [0, 10, 50, 5]
+    assert out["country"].tolist()[:3] == ["US", "US", OTHER] and pd.isna(out["country"].iloc[3])
+    assert policy.kept_categories == {"country": ["US"]}
+
+
+def test_k_anonymity_and_l_diversity_by_hand():
+    table = pd.DataFrame({"age": [30, 30, 30, 40, 40, 50], "sex": ["F", "F", "F", "M", "M", "M"],
+                          "income": ["hi", "lo", "lo", "lo", "lo", "hi"]})  # fmt: skip
+    # classes: (30,F) x3 with {hi, lo}; (40,M) x2 with {lo}; (50,M) x1 with {hi}
+    result = anonymity(table, ["age", "sex"], k=2, sensitive="income")
+    assert (result.k_min, result.n_classes, result.l_min) == (1, 3, 1)
+    assert result.share_below_k == pytest.approx(1 / 6)
+    assert anonymity(table, ["age", "sex"], k=3, sensitive="income").share_below_k == pytest.approx(3 / 6)
+    assert anonymity(table, ["sex"], k=3, sensitive="income").k_min == 3
+
+
+def _data(n, seed, noise=0.0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g)
+    y = ((x[:, 0] + x[:, 1]) > 0).long()
+    if noise:
+        flip = torch.rand(n, generator=g) < noise
+        y = torch.where(flip, 1 - y, y)
+    return x, y
+
+
+def _train_params(**kw):
+    base = dict(seed=0, hidden_sizes=[32], dropout=0.0, activation="relu", lr=0.01, weight_decay=0.0, batch_size=128,
+                max_epochs=4, patience=4, progress=False,
+                dp=DPParams(enabled=False, target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0, accountant="prv",
+                            max_physical_batch_size=64))  # fmt: skip
+    base.update(kw)
+    return TrainParams(**base)
+
+
+def test_dp_training_spends_no_more_than_the_target_epsilon():
+    x, y = _data(2000, 0)
+    xv, yv = _data(500, 1)
+    dp = DPParams(enabled=True, target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0, accountant="prv",
+                  max_physical_batch_size=64)  # fmt: skip
+    result = fit(x, y, xv, yv, _train_params(dp=dp))
+    assert result.privacy["dp_enabled"] is True
+    assert 0.5 < result.privacy["epsilon"] <= 1.0 + 1e-3
+    assert result.privacy["noise_multiplier"] > 0.5
+    assert max(r["val_accuracy"] for r in result.history) > 0.7  # still learns under noise
+    assert all(name.startswith("net.") for name in result.model.state_dict())  # Opacus' wrapper is not saved
+
+
+def test_membership_attack_is_chance_on_unseen_rows_and_strong_on_an_overfitted_model():
+    x, y = _data(300, 2, noise=0.4)  # noisy labels: only memorisation fits them
+    xv, yv = _data(300, 3, noise=0.4)
+    # Early stopping on the training rows themselves keeps the most memorised epoch: deliberate overfitting.
+    overfit = fit(x, y, x, y, _train_params(hidden_sizes=[256, 256], max_epochs=150, patience=150, lr=0.003))
+    strong = membership_audit(overfit.model, (x, y), (xv, yv), n=300, seed=0)
+    assert strong["attack_auc"] > 0.75 and strong["generalization_gap_accuracy"] > 0.2
+    x_other, y_other = _data(300, 4, noise=0.4)
+    chance = membership_audit(overfit.model, (x_other, y_other), (xv, yv), n=300, seed=0)  # neither side was seen
+    assert abs(chance["attack_auc"] - 0.5) < 0.08
+
+
+def test_attack_metrics_on_known_scores():
+    perfect = attack(np.array([0.1, 0.2]), np.array([0.5, 0.9]))
+    assert perfect == {"attack_auc": 1.0, "attack_tpr_at_1pct_fpr": 1.0}
+    assert attack(np.array([0.5, 0.9]), np.array([0.1, 0.2]))["attack_auc"] == 0.0
