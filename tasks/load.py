@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,15 @@ from tasks.datasets import BUILTINS, md5_of, verify
 from tasks.errors import DataError, cli
 from tasks.params import DataParams, PrivacyParams, load_params
 from tasks.paths import INTERIM_META, INTERIM_TEST, INTERIM_TRAIN, PRIVACY_POLICY, PRIVACY_REPORT
-from tasks.privacy import apply_policy, check_policy, fit_policy, pseudonym_key, risk_report
+from tasks.privacy import (
+    FittedPolicy,
+    absent_columns,
+    apply_policy,
+    check_policy,
+    fit_policy,
+    pseudonym_key,
+    risk_report,
+)
 
 # The seed of the train/test split of a single-file source; fixed so that the test rows never move.
 TEST_SPLIT_SEED = 20240601
@@ -96,6 +105,13 @@ def load(spec: DataParams, root: Path = Path(".")) -> Loaded:
     return Loaded(train, test, files, md5)
 
 
+def _masked(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None, file: str) -> pd.DataFrame:
+    try:
+        return apply_policy(policy, frame, key)
+    except DataError as err:
+        raise DataError(f"{file}: {err}") from None
+
+
 def run(spec: DataParams, privacy: PrivacyParams) -> Loaded:
     """Load the source, apply the privacy policy, and write the masked frames plus their provenance.
 
@@ -106,7 +122,11 @@ def run(spec: DataParams, privacy: PrivacyParams) -> Loaded:
     key = pseudonym_key(privacy)
     loaded = load(spec)
     policy = fit_policy(privacy, loaded.train)
-    train, test = apply_policy(policy, loaded.train, key), apply_policy(policy, loaded.test, key)
+    absent = absent_columns(privacy, loaded.train)
+    if absent:
+        print(f"load: privacy rules name columns this data lacks, skipped: {absent}", file=sys.stderr)
+    train, test = (_masked(policy, frame, key, loaded.files[split]) for split, frame in
+                   (("train", loaded.train), ("test", loaded.test)))  # fmt: skip
     report = risk_report(loaded.train, train, privacy, spec.target)
     io.write_parquet(INTERIM_TRAIN, train)
     io.write_parquet(INTERIM_TEST, test)

@@ -96,16 +96,33 @@ def pseudonymize(values: pd.Series, key: bytes) -> pd.Series:
     return values.map(one).astype("object")
 
 
+def absent_columns(params: PrivacyParams, pool: pd.DataFrame) -> list[str]:
+    """Policy columns this data does not have (the policy written for one dataset, run on another)."""
+    named = [*params.drop, *params.bins, *params.top_code, *params.group_rare, *params.quasi_identifiers]
+    return sorted({c for c in named if c not in pool})
+
+
 def fit_policy(params: PrivacyParams, pool: pd.DataFrame) -> FittedPolicy:
-    """Learn which categories of a `group_rare` column occur often enough in the train pool to keep."""
+    """Keep the rules whose columns exist; learn which categories of a `group_rare` column are common enough.
+
+    A pseudonymize rule on a missing column is an error: it names an identifier the owner expects masked.
+    """
     check_policy(params)
+    missing = [c for c in params.pseudonymize if c not in pool]
+    if missing:
+        raise DataError(f"privacy.pseudonymize: columns {missing} are not in the data")
     kept = {}
     for column, min_count in params.group_rare.items():
-        if column not in pool:
-            raise DataError(f"privacy.group_rare: column {column!r} is not in the data")
-        counts = pool[column].value_counts()
-        kept[column] = sorted(str(v) for v, n in counts.items() if n >= min_count)
-    return FittedPolicy(list(params.drop), list(params.pseudonymize), dict(params.bins), dict(params.top_code), kept)
+        if column in pool:
+            counts = pool[column].value_counts()
+            kept[column] = sorted(str(v) for v, n in counts.items() if n >= min_count)
+    return FittedPolicy(
+        [c for c in params.drop if c in pool],
+        list(params.pseudonymize),
+        {c: e for c, e in params.bins.items() if c in pool},
+        {c: v for c, v in params.top_code.items() if c in pool},
+        kept,
+    )
 
 
 def apply_policy(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None) -> pd.DataFrame:
@@ -118,18 +135,44 @@ def apply_policy(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None) -
             out[column] = pseudonymize(out[column], key)
     for column, edges in policy.bins.items():
         if column in out:
-            values = pd.to_numeric(out[column], errors="coerce")
-            # Each value becomes its bin's lower edge (values below the first edge join the first bin).
+            values = _numeric(out[column], column, "bins")
+            outside = values[(values < edges[0]) | (values > edges[-1])]
+            if len(outside):
+                raise DataError(
+                    f"column {column!r}: privacy rule bins [{edges[0]:g}, {edges[-1]:g}]: {len(outside)} values fall "
+                    f"outside the bins, e.g. {sorted(set(outside.tolist()))[:5]}"
+                )
+            # Each value becomes its bin's lower edge (the last edge closes the top bin).
             idx = np.clip(np.searchsorted(edges, values.to_numpy(), side="right") - 1, 0, len(edges) - 2)
-            out[column] = pd.Series(np.asarray(edges)[idx], index=out.index).where(values.notna())
+            out[column] = _keep_integers(pd.Series(np.asarray(edges)[idx], index=out.index).where(values.notna()),
+                                         frame[column])  # fmt: skip
     for column, cap in policy.top_code.items():
         if column in out:
-            out[column] = pd.to_numeric(out[column], errors="coerce").clip(upper=cap)
+            out[column] = _keep_integers(_numeric(out[column], column, "top_code").clip(upper=cap), frame[column])
     for column, kept in policy.kept_categories.items():
         if column in out:
             values = out[column].astype("object")
             out[column] = values.where(values.isna() | values.astype(str).isin(kept), OTHER)
     return out
+
+
+def _numeric(values: pd.Series, column: str, rule: str) -> pd.Series:
+    """The column as numbers; text that is not a number is an error, not a silent null."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = values[values.notna() & numbers.isna()]
+    if len(bad):
+        raise DataError(
+            f"column {column!r}: privacy rule {rule} needs numbers; expect_column_values_to_be_in_type_list fails "
+            f"for {len(bad)} values, e.g. {[str(v) for v in bad.unique()[:5]]}"
+        )
+    return numbers
+
+
+def _keep_integers(values: pd.Series, original: pd.Series) -> pd.Series:
+    """Integer columns stay integer when the generalised values are whole numbers (the model's input schema)."""
+    if pd.api.types.is_integer_dtype(original) and values.notna().all() and (values == values.round()).all():
+        return values.astype(original.dtype)
+    return values
 
 
 @dataclass(frozen=True)
@@ -147,9 +190,10 @@ def anonymity(frame: pd.DataFrame, quasi_identifiers: list[str], k: int, sensiti
 
     Missing values count as a value of their own.
     """
-    missing = [c for c in [*quasi_identifiers, sensitive] if c not in frame]
-    if missing:
-        raise DataError(f"privacy.quasi_identifiers: columns {missing} are not in the data")
+    if sensitive not in frame:
+        raise DataError(f"column {sensitive!r} (the l-diversity column) is not in the data")
+    if not quasi_identifiers:  # nothing links a row to a person: one class holding every row
+        return Anonymity(len(frame), 0.0, 1, int(frame[sensitive].nunique()))
     keys = frame[quasi_identifiers].astype(str)
     grouped = frame.assign(_sensitive=frame[sensitive].astype(str)).groupby([keys[c] for c in quasi_identifiers])
     sizes = grouped.size()
@@ -160,8 +204,8 @@ def anonymity(frame: pd.DataFrame, quasi_identifiers: list[str], k: int, sensiti
 
 def risk_report(raw: pd.DataFrame, masked: pd.DataFrame, params: PrivacyParams, sensitive: str) -> dict[str, Any]:
     """k-anonymity and l-diversity before and after the policy."""
-    qi = params.quasi_identifiers
+    qi = [c for c in params.quasi_identifiers if c in raw]
     before = anonymity(raw, qi, params.k, sensitive)
     after = anonymity(masked, [c for c in qi if c in masked], params.k, sensitive)
-    return {"quasi_identifiers": qi, "k": params.k, "l_column": sensitive,
-            "before": before.__dict__, "after": after.__dict__}  # fmt: skip
+    return {"quasi_identifiers": qi, "k": params.k, "l_column": sensitive, "before": before.__dict__,
+            "after": after.__dict__, "not_in_data": absent_columns(params, raw)}  # fmt: skip

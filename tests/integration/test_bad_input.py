@@ -14,6 +14,10 @@ def _edit(frame: pd.DataFrame, case: str) -> pd.DataFrame:
     if case == "missing_column":
         return frame.drop(columns=["education"])
     if case == "wrong_dtype":
+        frame = frame.astype({"hours-per-week": "object"})
+        frame.loc[frame.index[:3], "hours-per-week"] = "unknown"
+        return frame
+    if case == "wrong_dtype_generalized":
         frame = frame.astype({"age": "object"})
         frame.loc[frame.index[:3], "age"] = "unknown"
         return frame
@@ -29,7 +33,8 @@ def _edit(frame: pd.DataFrame, case: str) -> pd.DataFrame:
     ("case", "expected"),
     [
         ("missing_column", [TRAIN, "'education'", "expect_column_to_exist"]),
-        ("wrong_dtype", [TRAIN, "'age'", "expect_column_values_to_be_in_type_list", "unknown"]),
+        ("wrong_dtype", [TRAIN, "'hours-per-week'", "expect_column_values_to_be_in_type_list", "unknown"]),
+        ("wrong_dtype_generalized", [TRAIN, "'age'", "privacy rule bins needs numbers", "unknown"]),
         ("label_outside", [TRAIN, "'income'", "expect_column_values_to_be_in_set", "maybe"]),
         ("all_null", [TRAIN, "'occupation'", "expect_column_values_to_not_be_null", "100.0%"]),
         ("empty_file", [TRAIN, "file is empty"]),
@@ -60,11 +65,11 @@ def test_bad_input_fails_clearly_and_keeps_previous_outputs(ran_project, case, e
 
 def test_prefect_flow_stops_on_bad_data_with_the_reason(ran_project, prefect_server):
     frame = pd.read_csv(ran_project / TRAIN)
-    frame.loc[frame.index[:2], "age"] = 250
+    frame.loc[frame.index[:2], "hours-per-week"] = 250
     frame.to_csv(ran_project / TRAIN, index=False)
     before = md5s(ran_project, KEPT)
     result = run(["python", "-m", "flows.training"], ran_project, check=False)
     assert result.returncode == 2
-    assert f"{TRAIN} [train] column 'age': expect_column_values_to_be_between" in result.stderr
+    assert f"{TRAIN} [train] column 'hours-per-week': expect_column_values_to_be_between" in result.stderr
     assert "250" in result.stderr
     assert md5s(ran_project, KEPT) == before

@@ -1,13 +1,14 @@
 """Proof of no leak: planted personal values in dropped/pseudonymized columns appear in no output, store or log."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import joblib
 import pandas as pd
 import yaml
 
-from tests.conftest import SAMPLE_DIR
+from tests.conftest import SAMPLE_DIR, run
 
 KEY = "test-key-never-stored-7f3a9c"
 MARKERS = ("PLANTEDNAME", "SSN-ZK", "FREETEXTNOTE", KEY)
@@ -42,8 +43,6 @@ def test_planted_personal_values_never_leave_the_load_stage(project, prefect_ser
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {**os.environ, "HUMANE_PSEUDONYM_KEY": KEY}
-    import subprocess
-
     result = subprocess.run(["python", "-m", "flows.training"], cwd=project, env=env, capture_output=True, text=True,
                             timeout=600)  # fmt: skip
     assert result.returncode in (0, 3), result.stderr[-3000:]  # promoted or refused: either way a full run
@@ -55,13 +54,15 @@ def test_planted_personal_values_never_leave_the_load_stage(project, prefect_ser
     assert interim["ssn"].str.fullmatch(r"[0-9a-f]{64}").all()
     assert "ssn" not in joblib.load(project / "models/preprocessor.joblib").inputs
 
-    scanned = [logs]
+    # Every file the run produced: all but the raw inputs, git's store and the project's own tracked sources.
+    sources = set(run(["git", "ls-files"], project).stdout.splitlines())
+    scanned = [("flow logs", logs)]
     for path in project.rglob("*"):
         relative = path.relative_to(project).as_posix()
-        if path.is_file() and not relative.startswith(("data/raw/", ".git/")):
-            scanned += _texts(path)
+        if path.is_file() and relative not in sources and not relative.startswith(("data/raw/", ".git/")):
+            scanned += [(relative, text) for text in _texts(path)]
     prefect_db = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
-    scanned += _texts(prefect_db)  # flow and task run logs, parameters, artifacts
+    scanned += [("prefect.db", text) for text in _texts(prefect_db)]  # run logs, parameters, artifacts
     assert len(scanned) > 50
-    leaks = {marker for marker in MARKERS for text in scanned if marker in text}
+    leaks = {(marker, where) for marker in MARKERS for where, text in scanned if marker in text}
     assert leaks == set()

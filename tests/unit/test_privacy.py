@@ -4,10 +4,19 @@ import pytest
 import torch
 
 from tasks import load
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, DataError
 from tasks.membership import attack, membership_audit
 from tasks.params import DataParams, DPParams, PrivacyParams, TrainParams
-from tasks.privacy import OTHER, anonymity, apply_policy, check_policy, fit_policy, pseudonym_key, pseudonymize
+from tasks.privacy import (
+    OTHER,
+    anonymity,
+    apply_policy,
+    check_policy,
+    fit_policy,
+    pseudonym_key,
+    pseudonymize,
+    risk_report,
+)  # fmt: skip
 from tasks.train import fit
 
 
@@ -49,14 +58,18 @@ def test_a_column_gets_one_rule_and_bins_must_increase():
 
 
 def test_policy_drops_bins_top_codes_and_groups_rare_categories():
-    frame = pd.DataFrame({"name": ["a", "b", "c", "d"], "age": [18, 24, 37, 95], "gain": [0, 10, 99999, 5],
+    frame = pd.DataFrame({"name": ["a", "b", "c", "d"], "age": [18, 24, 37, 91], "gain": [0, 10, 99999, 5],
                           "country": ["US", "US", "Fiji", None]})  # fmt: skip
     params = _policy(drop=["name"], bins={"age": [17.0, 25.0, 40.0, 91.0]}, top_code={"gain": 50.0},
                      group_rare={"country": 2})  # fmt: skip
     policy = fit_policy(params, frame)
     out = apply_policy(policy, frame, key=None)
     assert "name" not in out
-    assert out["age"].tolist() == [17.0, 17.0, 25.0, 40.0]  # 95 is above the last edge: the top bin
+    assert out["age"].tolist() == [17, 17, 25, 40] and out["age"].dtype == "int64"  # the last edge closes the top bin
+    with pytest.raises(DataError, match=r"column 'age': privacy rule bins \[17, 91\]: 1 values fall outside"):
+        apply_policy(policy, frame.assign(age=[18, 24, 37, 95]), key=None)
+    with pytest.raises(DataError, match="needs numbers"):
+        apply_policy(policy, frame.assign(gain=["0", "x", "1", "2"]), key=None)
     assert out["gain"].tolist() == [0, 10, 50, 5]
     assert out["country"].tolist()[:3] == ["US", "US", OTHER] and pd.isna(out["country"].iloc[3])
     assert policy.kept_categories == {"country": ["US"]}
@@ -121,3 +134,15 @@ def test_attack_metrics_on_known_scores():
     perfect = attack(np.array([0.1, 0.2]), np.array([0.5, 0.9]))
     assert perfect == {"attack_auc": 1.0, "attack_tpr_at_1pct_fpr": 1.0}
     assert attack(np.array([0.5, 0.9]), np.array([0.1, 0.2]))["attack_auc"] == 0.0
+
+
+def test_rules_on_columns_the_data_lacks_are_skipped_but_a_missing_identifier_is_an_error():
+    frame = pd.DataFrame({"age": [30, 41], "sex": ["F", "M"], "income": ["hi", "lo"]})
+    params = _policy(drop=["fnlwgt"], bins={"age": [0.0, 40.0, 100.0]}, group_rare={"country": 5},
+                     quasi_identifiers=["age", "sex", "country"])  # fmt: skip
+    policy = fit_policy(params, frame)
+    assert policy.drop == [] and policy.kept_categories == {} and list(policy.bins) == ["age"]
+    report = risk_report(frame, apply_policy(policy, frame, None), params, "income")
+    assert report["not_in_data"] == ["country", "fnlwgt"] and report["quasi_identifiers"] == ["age", "sex"]
+    with pytest.raises(DataError, match=r"privacy.pseudonymize: columns \['ssn'\] are not in the data"):
+        fit_policy(_policy(pseudonymize=["ssn"]), frame)

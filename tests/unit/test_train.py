@@ -3,13 +3,15 @@ import torch
 from torch import nn
 
 from tasks.model import MLP, MLPArgs, count_parameters, loss_for, n_outputs_for
-from tasks.params import TrainParams
+from tasks.params import DPParams, TrainParams
 from tasks.train import fit
 
 
 def _params(**kw):
     base = dict(seed=1, hidden_sizes=[16], dropout=0.0, activation="relu", lr=0.01, weight_decay=0.0,
-                batch_size=32, max_epochs=30, patience=3, progress=False)  # fmt: skip
+                batch_size=32, max_epochs=30, patience=3, progress=False,
+                dp=DPParams(enabled=False, target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0, accountant="prv",
+                            max_physical_batch_size=32))  # fmt: skip
     base.update(kw)
     return TrainParams(**base)
 
