@@ -42,8 +42,9 @@ flow: setup  ## run the same pipeline as a local Prefect flow
 ui: setup  ## the MLflow UI on the project's default store
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
-bench: setup  ## full-Adult benchmark: quality, trainer throughput, stage and repro timings
+bench: run  ## full-Adult benchmarks: quality, fairness, throughput, timings; then privacy (ε, MIA, k)
 	python bench/pipeline.py
+	python bench/privacy.py
 
 clean:  ## remove pipeline outputs and local tracking state (keeps the venv)
 	rm -rf data/interim data/processed models reports mlflow.db mlartifacts .prefect
