@@ -184,6 +184,19 @@ def fit(
     return result
 
 
+class BatchRows(TensorDataset):
+    """Rows fetched a batch at a time by one index operation (the default fetches and stacks row by row)."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[idx] for t in self.tensors)
+
+
+def as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Collate for BatchRows: the batch is already stacked."""
+    return batch
+
+
 def make_private(
     model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams,
     generator: torch.Generator,
@@ -199,7 +212,7 @@ def make_private(
     model = ModuleValidator.fix(model)  # replaces layers DP-SGD cannot handle (e.g. BatchNorm); a copy
     ModuleValidator.validate(model, strict=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
-    loader = DataLoader(TensorDataset(x, y), batch_size=params.batch_size, generator=generator)
+    loader = DataLoader(BatchRows(x, y), batch_size=params.batch_size, generator=generator, collate_fn=as_batch)
     engine = PrivacyEngine(accountant=params.dp.accountant)
     model, optimizer, loss_fn, loader = engine.make_private_with_epsilon(
         module=model, optimizer=optimizer, criterion=loss_fn, data_loader=loader,
