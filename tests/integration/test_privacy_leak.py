@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import joblib
@@ -66,3 +67,16 @@ def test_planted_personal_values_never_leave_the_load_stage(project, prefect_ser
     assert len(scanned) > 50
     leaks = {(marker, where) for marker in MARKERS for where, text in scanned if marker in text}
     assert leaks == set()
+
+
+def test_pseudonymization_key_from_a_prefect_secret_block(prefect_server, monkeypatch):
+    from prefect.blocks.system import Secret
+
+    from tasks.params import load_params
+    from tasks.privacy import pseudonym_key
+
+    Secret(value="key-from-block").save("humane-test-key", overwrite=True)
+    monkeypatch.delenv("HUMANE_PSEUDONYM_KEY", raising=False)
+    privacy = load_params().privacy
+    params = replace(privacy, pseudonymize=["ssn"], key_block="humane-test-key")
+    assert pseudonym_key(params) == b"key-from-block"
