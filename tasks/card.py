@@ -47,7 +47,7 @@ class Card:
             elif kind == "table":
                 headers, rows = value
                 lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-                lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+                lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
                 out.append("\n".join(lines))
             else:
                 out.append(value.strip())
@@ -66,9 +66,7 @@ class Card:
             elif kind == "table":
                 headers, rows = value
                 head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-                cells = "".join(
-                    "<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in r) + "</tr>" for r in rows
-                )
+                cells = "".join("<tr>" + "".join(f"<td>{html.escape(cell(c))}</td>" for c in r) + "</tr>" for r in rows)
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
             else:
                 body.append(_markdown_to_html(value))
@@ -79,10 +77,11 @@ class Card:
                 f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
 
 
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return "n/a" if value != value else f"{value:.4f}"
-    return str(value)
+def cell(value: Any) -> str:
+    """A table cell: floats to 4 decimals, None and NaN as n/a."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 def _markdown_to_html(text: str) -> str:

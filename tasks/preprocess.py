@@ -84,11 +84,6 @@ def to_model_frame(pre: Preprocessor, frame: pd.DataFrame) -> pd.DataFrame:
     return features
 
 
-def load_preprocessor() -> Preprocessor:
-    """Read the fitted preprocessor written by this stage."""
-    return joblib.load(PREPROCESSOR)
-
-
 def run(data: DataParams, params: PreprocessParams) -> dict[str, int]:
     """Split, fit on train, transform all three splits, write them and the fitted preprocessor."""
     if not io.read_json(VALIDATION_REPORT)["passed"]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from tasks import io
 from tasks.audit import GROUP_METRICS
-from tasks.card import Card
+from tasks.card import Card, cell
 from tasks.errors import ConfigError, cli
 from tasks.gate import Decision, current_candidate, decide
 from tasks.lineage import git_commit, output_md5
@@ -144,7 +144,7 @@ def build_card(params: Params, decision: Decision, version: str | None, facts: d
     card.para(("PROMOTED to champion. " if decision.passed else "NOT PROMOTED. ") + decision.summary())
     card.table(["rule", "metric", "value", "threshold", "champion", "result"], [
         [c.rule, c.metric, "n/a" if c.value is None else c.value, c.threshold,
-         "-" if c.champion_version is None else f"v{c.champion_version}: {_cell(c.champion_value)}",
+         "-" if c.champion_version is None else f"v{c.champion_version}: {cell(c.champion_value)}",
          {True: "pass", False: "FAIL", None: "skipped"}[c.passed]]
         for c in decision.checks
     ])  # fmt: skip
@@ -154,13 +154,7 @@ def build_card(params: Params, decision: Decision, version: str | None, facts: d
 
 
 def _ci(value: dict[str, float]) -> str:
-    return f"{_cell(value['value'])} [{_cell(value['lo'])}, {_cell(value['hi'])}]"
-
-
-def _cell(value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "n/a"
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f"{cell(value['value'])} [{cell(value['lo'])}, {cell(value['hi'])}]"
 
 
 def gather_facts(params: Params, run_id: str) -> dict[str, Any]:
@@ -224,11 +218,9 @@ def decision_markdown(decision: dict[str, Any], registration: dict[str, Any]) ->
     lines += [f"- {n}" for n in decision.get("notes", [])]
     lines += ["", "| rule | metric | value | threshold | champion | result |", "| --- | --- | --- | --- | --- | --- |"]
     for c in decision["checks"]:
-        champion = "-" if c["champion_version"] is None else f"v{c['champion_version']}: {_cell(c['champion_value'])}"
+        champion = "-" if c["champion_version"] is None else f"v{c['champion_version']}: {cell(c['champion_value'])}"
         result = {True: "pass", False: "FAIL", None: "skipped"}[c["passed"]]
-        lines.append(
-            f"| {c['rule']} | {c['metric']} | {_cell(c['value'])} | {c['threshold']} | {champion} | {result} |"
-        )
+        lines.append(f"| {c['rule']} | {c['metric']} | {cell(c['value'])} | {c['threshold']} | {champion} | {result} |")
     return "\n".join(lines)
 
 

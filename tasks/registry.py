@@ -92,9 +92,3 @@ def set_description(name: str, version: str, description: str) -> None:
 def set_alias(name: str, alias: str, version: str) -> None:
     """Point `alias` at `version`."""
     client().set_registered_model_alias(name, alias, version)
-
-
-def newest_version(name: str) -> str:
-    """The highest version number of the model."""
-    versions = client().search_model_versions(f"name = '{name}'")
-    return str(max(int(v.version) for v in versions))
