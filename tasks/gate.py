@@ -42,7 +42,9 @@ class Check:
             return f"{self.metric}: {self.note}"
         if self.rule == "validation_passed":
             return "data validation did not pass"
-        shown = "not measured" if self.value is None else f"{self.value:.4f}"
+        if self.value is None:
+            return f"{self.metric} was not measured for this model, and the policy's {self.rule} rule needs it"
+        shown = f"{self.value:.4f}"
         relation = {
             "min": "below the minimum",
             "max": "above the maximum",

@@ -96,6 +96,9 @@ def resolve_schema(spec: DataParams, train: pd.DataFrame, policy: dict[str, Any]
         if len(bounds) != 2:
             raise DataError(f"params.yaml data.ranges.{column}: expected [min, max], got {bounds}")
         ranges[column] = (float(bounds[0]), float(bounds[1]))
+    # A binned column holds bin edges: the load stage already held its raw values to the bins' span.
+    for column, edges in policy.get("bins", {}).items():
+        ranges[column] = (float(edges[0]), float(edges[-1]))
     ranges = {c: r for c, r in ranges.items() if c in numeric}
 
     return Schema(

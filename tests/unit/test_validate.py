@@ -22,6 +22,13 @@ def _failed(result):
     return {(c.column, c.rule) for c in result.failures}
 
 
+def test_binned_columns_are_checked_against_the_bins_span(tiny_adult):
+    policy = {"bins": {"age": [10.0, 20.0, 99.0]}, "drop": [], "pseudonymize": [], "kept_categories": {}}
+    schema = resolve_schema(SPEC, tiny_adult, policy)
+    assert schema.ranges["age"] == (10.0, 99.0)  # lower edges (here 10) may sit below the data's own range
+    assert resolve_schema(SPEC, tiny_adult).ranges["age"] == (17.0, 90.0)
+
+
 def test_clean_frame_passes(tiny_adult):
     result = _validate(tiny_adult)
     assert result.passed, result.message()
