@@ -158,19 +158,9 @@ def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray
 
 
 def overall_with_ci(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, params: AuditParams) -> dict[str, dict]:
-    """Whole-test-set rates with the same seeded bootstrap as the groups."""
-    codes = np.zeros(len(y), dtype=np.int64)
-    point = weighted_metrics(y, y_pred, p, codes, 1, np.ones(len(y)))
-    rng = np.random.default_rng(params.seed)
-    draws = [
-        weighted_metrics(y, y_pred, p, codes, 1, np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)))
-        for _ in range(params.bootstrap)
-    ]
-    out = {}
-    for metric in GROUP_METRICS:
-        lo, hi = np.percentile([d[metric][0] for d in draws], [2.5, 97.5])
-        out[metric] = {"value": float(point[metric][0]), "lo": float(lo), "hi": float(hi)}
-    return out
+    """Whole-test-set rates with the same seeded bootstrap as the groups: the audit of a single group."""
+    everyone = pd.Series(["all"] * len(y))
+    return audit_feature("overall", y, y_pred, p, everyone, params).groups[0]["metrics"]
 
 
 def sensitive_columns(frame: pd.DataFrame, features: list[str]) -> dict[str, pd.Series]:

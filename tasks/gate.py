@@ -21,6 +21,7 @@ from tasks.paths import (
 from tasks.registry import Champion, current_champion
 
 VALIDATION_METRIC = "validation.passed"
+RESULT_WORDS = {True: "pass", False: "FAIL", None: "skipped"}  # a Check's `passed`, as tables show it
 
 
 @dataclass(frozen=True)

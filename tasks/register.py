@@ -10,7 +10,7 @@ from tasks import io
 from tasks.audit import GROUP_METRICS
 from tasks.card import Card, cell
 from tasks.errors import ConfigError, cli
-from tasks.gate import Decision, current_candidate, decide
+from tasks.gate import RESULT_WORDS, Decision, current_candidate, decide
 from tasks.lineage import git_commit, output_md5
 from tasks.params import Params, load_params
 from tasks.paths import (
@@ -21,6 +21,7 @@ from tasks.paths import (
     MEMBERSHIP_REPORT,
     METRICS,
     MLFLOW_RUN,
+    MODEL,
     MODEL_CARD_HTML,
     MODEL_CARD_MD,
     PRIVACY_REPORT,
@@ -39,6 +40,7 @@ from tasks.registry import (
     set_alias,
     set_description,
 )  # fmt: skip
+from tasks.store import tracking_uri, using_tracking_uri
 
 TAG_LIMIT = 5000
 
@@ -143,9 +145,9 @@ def build_card(params: Params, decision: Decision, version: str | None, facts: d
     card.heading("Promotion decision")
     card.para(("PROMOTED to champion. " if decision.passed else "NOT PROMOTED. ") + decision.summary())
     card.table(["rule", "metric", "value", "threshold", "champion", "result"], [
-        [c.rule, c.metric, "n/a" if c.value is None else c.value, c.threshold,
+        [c.rule, c.metric, cell(c.value), c.threshold,
          "-" if c.champion_version is None else f"v{c.champion_version}: {cell(c.champion_value)}",
-         {True: "pass", False: "FAIL", None: "skipped"}[c.passed]]
+         RESULT_WORDS[c.passed]]
         for c in decision.checks
     ])  # fmt: skip
     for note in decision.notes:
@@ -164,13 +166,10 @@ def gather_facts(params: Params, run_id: str) -> dict[str, Any]:
         raise ConfigError(f"register.intended_use: {path} not found (the model card's intended-use text)")
     train_metrics = io.read_json(TRAIN_METRICS)
     meta = io.read_json(INTERIM_META)
-    import pandas as pd
+    import torch
 
-    from tasks.train import split_xy
-
-    n_inputs = split_xy(pd.read_parquet(PROCESSED_TRAIN).head(1))[0].shape[1]
     return {
-        "n_inputs": n_inputs,
+        "n_inputs": torch.load(MODEL, weights_only=True)["model_args"]["n_inputs"],
         "n_parameters": train_metrics["n_parameters"],
         "best_epoch": train_metrics["best_epoch"],
         "epochs_run": train_metrics["epochs_run"],
@@ -219,7 +218,7 @@ def decision_markdown(decision: dict[str, Any], registration: dict[str, Any]) ->
     lines += ["", "| rule | metric | value | threshold | champion | result |", "| --- | --- | --- | --- | --- | --- |"]
     for c in decision["checks"]:
         champion = "-" if c["champion_version"] is None else f"v{c['champion_version']}: {cell(c['champion_value'])}"
-        result = {True: "pass", False: "FAIL", None: "skipped"}[c["passed"]]
+        result = RESULT_WORDS[c["passed"]]
         lines.append(f"| {c['rule']} | {c['metric']} | {cell(c['value'])} | {c['threshold']} | {champion} | {result} |")
     return "\n".join(lines)
 
@@ -236,9 +235,6 @@ def group_rows(audit_report: dict[str, Any]) -> list[dict[str, Any]]:
 def run(params: Params) -> dict[str, Any]:
     """Register the candidate; move `challenger` to it, and `champion` only if the policy passes."""
     import mlflow
-
-    from tasks.registry import tracking_uri
-    from tasks.track import using_tracking_uri
 
     record = io.read_json(MLFLOW_RUN)
     name = params.register.model_name

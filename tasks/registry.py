@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.store import tracking_uri, using_tracking_uri
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 METRIC_TAG = "metric."  # version tags holding the metrics the gate compares against
@@ -24,13 +26,6 @@ class Champion:
     version: str
     metrics: dict[str, float]
     run_id: str | None
-
-
-def tracking_uri() -> str:
-    """The store the pipeline tracks to (MLFLOW_TRACKING_URI, else the project's SQLite file)."""
-    from tasks.track import tracking_uri as uri
-
-    return uri()
 
 
 def client() -> Any:
@@ -73,8 +68,6 @@ def promotion_lock() -> Iterator[None]:
 def register_version(name: str, model_uri: str, tags: dict[str, str]) -> str:
     """Register a new version of `name` from a logged model; returns the version number."""
     import mlflow
-
-    from tasks.track import using_tracking_uri
 
     with using_tracking_uri(tracking_uri()):
         version = mlflow.register_model(model_uri, name, tags=tags)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +29,6 @@ from tasks.paths import (
     MEMBERSHIP_REPORT,
     METRICS,
     MLFLOW_ARTIFACTS,
-    MLFLOW_DB,
     MLFLOW_RUN,
     MODEL,
     PARAMS,
@@ -48,39 +44,11 @@ from tasks.paths import (
     VALIDATION_DOCS,
     VALIDATION_REPORT,
 )  # fmt: skip
+from tasks.store import default_tracking_uri, tracking_uri, using_tracking_uri
 
 MODEL_ARTIFACT = "model"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 SERVING_PACKAGES = ("mlflow", "torch", "scikit-learn", "pandas", "numpy", "joblib")
-
-
-def default_tracking_uri(root: Path = Path(".")) -> str:
-    """The project's own store: a SQLite file in the project folder."""
-    return f"sqlite:///{(root / MLFLOW_DB).resolve()}"
-
-
-def tracking_uri(root: Path = Path(".")) -> str:
-    """MLFLOW_TRACKING_URI when set, else the project's SQLite store."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
-
-
-@contextmanager
-def using_tracking_uri(uri: str) -> Iterator[None]:
-    """Point MLflow's fluent API at `uri` for the block only.
-
-    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the process environment; left in place, a
-    long-lived process (a Prefect worker, a test session) would send every later run to this store.
-    """
-    import mlflow
-
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(None)
-        if saved is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def ensure_experiment(client: Any, name: str, root: Path = Path(".")) -> str:
@@ -206,7 +174,7 @@ def log_run(
             **flat_metrics(metrics["baseline"], "baseline."),
             **flat_metrics(train_metrics, "train."),
             **flat_metrics(fairness, "fairness."),
-            **{k: v for k, v in privacy_metrics(privacy, membership, train_metrics).items() if math.isfinite(v)},
+            **flat_metrics(privacy_metrics(privacy, membership, train_metrics)),
             "validation.n_checks": validation["n_checks"],
             "validation.n_failed": validation["n_failed"],
         }

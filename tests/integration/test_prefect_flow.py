@@ -3,7 +3,6 @@
 import json
 import os
 import subprocess
-import time
 
 import joblib
 import numpy as np
@@ -62,7 +61,6 @@ def test_deployment_runs_on_a_process_worker(project, prefect_server):
     worker = subprocess.Popen([prefect, "worker", "start", "--pool", "humane-local"], cwd=project, env=env,
                               stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        started = time.time()
         result = subprocess.run(
             [prefect, "deployment", "run", "training/adult", "-p", 'overrides={"audit.bootstrap": 20}', "--watch",
              "--watch-timeout", "300"],
@@ -70,7 +68,6 @@ def test_deployment_runs_on_a_process_worker(project, prefect_server):
         )  # fmt: skip
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
         assert "Completed" in result.stdout
-        assert time.time() - started < 300
     finally:
         worker.terminate()
         worker.wait(timeout=30)

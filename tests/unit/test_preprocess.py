@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 
+from tasks.features import signed_log1p
 from tasks.params import DataParams, PreprocessParams
 from tasks.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from tasks.preprocess import fit, split_train_val, to_model_frame
@@ -47,10 +48,14 @@ def test_missing_and_unseen_values_are_handled(tiny_adult):
     assert out[:, occupation].sum() == 0  # an unseen category encodes as all zeros
 
 
-def test_log_transform_compresses_heavy_tails(tiny_adult):
+def test_log_transform_is_a_signed_log1p_before_scaling(tiny_adult):
+    assert np.allclose(signed_log1p(np.array([-9.0, 0.0, 99999.0])), [-np.log(10), 0.0, np.log(100000)])
     schema = resolve_schema(SPEC, tiny_adult)
     pre = fit(tiny_adult, schema, _params())
-    assert "log__capital-gain" in pre.feature_names
+    assert "log__capital-gain" in pre.feature_names and "num__capital-gain" not in pre.feature_names
+    column = pre.transform(tiny_adult)[:, pre.feature_names.index("log__capital-gain")]
+    logged = signed_log1p(tiny_adult["capital-gain"].to_numpy(dtype=float))
+    assert np.allclose(column, (logged - logged.mean()) / logged.std(), atol=1e-5)
 
 
 def test_split_is_seeded_and_stratified():
