@@ -1,13 +1,18 @@
-"""The training flow: the same stage implementations as `dvc repro`, run as Prefect tasks.
+"""The training flow: the stages of dvc.yaml, in its order, each run by the same `run` as `dvc repro`.
 
-Each task skips its stage when DVC says it is up to date, and records its outputs in dvc.lock when it runs,
-so a flow run and `dvc repro` leave the same workspace behind.
+Each stage is a Prefect task that waits for the stages whose outputs it reads, so the run's graph is the
+pipeline. A stage DVC reports as up to date ends in a Completed state named Skipped; a stage that runs is
+recorded in dvc.lock. Without overrides the flow runs in the project folder, like `dvc repro`; with
+overrides it runs in an isolated workspace saved as a DVC experiment (humane.core.workspace).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -16,104 +21,47 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
-from tasks import audit, evaluate, gate, io, load, pipeline, preprocess, register, track, train, validate
-from tasks.errors import HumaneError
-from tasks.params import Params, load_params
-from tasks.paths import AUDIT_REPORT, DECISION, REGISTRATION
+from humane.core import io, workspace
+from humane.core.context import PREFECT_ENTRY, RunContext
+from humane.core.errors import HumaneError
+from humane.core.params import Params, apply_overrides, check_paths, parse_params, read_raw
+from humane.core.paths import Paths
+from humane.data.datasets import BUILTINS
+from humane.governance.card import decision_page, group_rows
+from humane.governance.gate import Decision
+
+# Retries only where a stage talks to a server (the tracking store and registry); never on training.
+RETRIES = {"track": 2, "register": 2}
 
 
-def _stage(name: str, body: Callable[[], Any]) -> str:
-    """Run one DVC stage's implementation unless it is up to date, then record it in dvc.lock."""
+@task(name="check-params", cache_policy=NO_CACHE)
+def check_params(project: Path, overrides: dict[str, Any]) -> Params:
+    """Refuse overrides outside the allow-list and paths outside the project, before anything runs."""
+    params = parse_params(apply_overrides(read_raw(Paths(project).params), overrides))
+    check_paths(params, project, frozenset(BUILTINS))
+    return params
+
+
+@task(cache_policy=NO_CACHE)
+def run_stage(stage: workspace.Stage, params: Params, paths: Paths, ctx: RunContext) -> Any:
+    """Run one dvc.yaml stage's implementation unless DVC says it is current, then record it in dvc.lock."""
     logger = get_run_logger()
-    if not pipeline.is_stale(name):
-        logger.info("stage %s is up to date; skipped", name)
-        return "skipped"
-    body()
-    pipeline.record(name)
-    logger.info("stage %s ran and was recorded in dvc.lock", name)
-    return "ran"
-
-
-@task(name="apply-params", cache_policy=NO_CACHE)
-def apply_params(overrides: dict[str, Any] | None) -> Params:
-    """Write overrides into params.yaml (as `dvc exp run -S` does) and parse the result."""
-    if overrides:
-        pipeline.set_params(overrides)
-    return load_params()
-
-
-@task(name="load", cache_policy=NO_CACHE)
-def load_data(params: Params) -> str:
-    """Read the configured source, mask it by the privacy policy, and write the interim frames."""
-    return _stage("load", lambda: load.run(params.data, params.privacy))
-
-
-@task(name="validate", cache_policy=NO_CACHE)
-def validate_data(params: Params) -> str:
-    """Great Expectations validation; a failure stops the flow here."""
-    return _stage("validate", lambda: validate.run(params.data, params.validate))
-
-
-@task(name="data-audit", cache_policy=NO_CACHE)
-def audit_data(params: Params) -> str:
-    """Each sensitive group's share of the rows and label base rate, before training."""
-    return _stage("data_audit", lambda: audit.run_data_audit(params.data))
-
-
-@task(name="preprocess", cache_policy=NO_CACHE)
-def preprocess_data(params: Params) -> str:
-    """Split and fit the feature transformer."""
-    return _stage("preprocess", lambda: preprocess.run(params.data, params.preprocess))
-
-
-@task(name="train", cache_policy=NO_CACHE)
-def train_model(params: Params) -> str:
-    """Train the MLP (never retried: a failure here is not transient)."""
-    return _stage("train", lambda: train.run(params.train))
-
-
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate_model(params: Params) -> str:
-    """Test-split metrics, baselines and plots."""
-    return _stage("evaluate", lambda: evaluate.run(params.evaluate))
-
-
-@task(name="bias-audit", cache_policy=NO_CACHE)
-def audit_model(params: Params) -> str:
-    """Per-group metrics with CIs and disparity gaps on the test split."""
-    return _stage("audit", lambda: audit.run(params.data, params.audit, params.evaluate.threshold))
-
-
-@task(name="track", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def log_to_mlflow(params: Params, overrides: dict[str, Any] | None) -> str:
-    """One MLflow run for this execution, tagged with the flow-run id and the overrides."""
-    return _stage(
-        "track",
-        lambda: track.log_run(params.track, params.evaluate.threshold, flow_run_id=flow_run.id, overrides=overrides),
-    )
-
-
-@task(name="promotion-gate", cache_policy=NO_CACHE)
-def decide_promotion(params: Params) -> str:
-    """Apply the promotion policy against the current champion."""
-    return _stage("gate", lambda: gate.run(params.gate, params.register))
-
-
-@task(name="register", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def register_model(params: Params) -> str:
-    """Register the candidate, write the model card, move the aliases the decision allows."""
-    return _stage("register", lambda: register.run(params))
+    if not workspace.is_stale(stage.name, paths.root):
+        return Completed(name="Skipped", message=f"stage {stage.name} is up to date (dvc.lock); not run")
+    summary = importlib.import_module(stage.module).run(params, paths, ctx)
+    workspace.record(stage.name, paths.root)
+    logger.info("%s", summary)
+    return summary
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish(params: Params) -> dict[str, Any]:
-    """Show the decision and the per-group table on the flow run's page."""
-    decision = io.read_json(DECISION)
-    registration = io.read_json(REGISTRATION)
-    create_markdown_artifact(
-        key="promotion-decision", markdown=register.decision_markdown(decision, registration), description="Gate"
-    )
-    create_table_artifact(key="bias-audit-groups", table=register.group_rows(io.read_json(AUDIT_REPORT)),
+def publish(paths: Paths) -> dict[str, Any]:
+    """Show the decision (as registered) and the per-group table on the flow run's page."""
+    registration = io.read_json(paths.registration)
+    decision = Decision.from_dict(io.read_json(paths.decision))
+    page = decision_page(decision, registration["model_name"], registration["version"])
+    create_markdown_artifact(key="promotion-decision", markdown=page, description="Gate")
+    create_table_artifact(key="bias-audit-groups", table=group_rows(io.read_json(paths.audit_report)),
                           description="Per-group test metrics with 95% bootstrap CIs")  # fmt: skip
     return registration
 
@@ -126,41 +74,41 @@ def outcome(registration: dict[str, Any]) -> State:
     return Failed(name="Rejected", message=f"{version} not promoted: " + "; ".join(registration["reasons"]))
 
 
-@task(name="record-experiment", cache_policy=NO_CACHE)
-def record_experiment(overrides: dict[str, Any] | None) -> str | None:
-    """Save an overridden run as a DVC experiment, as `dvc exp run -S` would."""
+@contextmanager
+def workspace_for(project: Path, overrides: dict[str, Any]) -> Iterator[Paths]:
+    """The project folder (no overrides, one run at a time) or an isolated workspace saved as an experiment."""
     if not overrides:
-        return None
-    return pipeline.save_experiment(f"prefect-{flow_run.name or flow_run.id}")
+        with workspace.workspace_lock(project):
+            yield Paths(project)
+        return
+    with workspace.isolated(project, overrides, f"prefect-{flow_run.name or flow_run.id}") as paths:
+        yield paths
 
 
 @flow(name="training", log_prints=True)
 def training(overrides: dict[str, Any] | None = None) -> State:
     """Load → validate → audit data → preprocess → train → evaluate → audit → track → gate → register.
 
-    Each stage is skipped when DVC says it is current. The run ends Completed when the candidate became
-    champion, and in a Failed state named Rejected, whose message lists the reasons, when the gate refused it.
-
     Args:
-        overrides: params.yaml keys to change for this run, e.g. ``{"train.lr": 0.003}``.
+        overrides: allow-listed params to change for this run only (humane.core.params.OVERRIDABLE), e.g.
+            ``{"train.lr": 0.003}``. The project's params.yaml is left as it is.
 
     """
-    params = apply_params(overrides)
-    # Data
-    load_data(params)
-    validate_data(params)
-    audit_data(params)
-    preprocess_data(params)
-    # Model
-    train_model(params)
-    evaluate_model(params)
-    audit_model(params)
-    # Record and decide
-    log_to_mlflow(params, overrides)
-    decide_promotion(params)
-    register_model(params)
-    record_experiment(overrides)
-    return outcome(publish(params))
+    overrides = dict(overrides or {})
+    project = Path.cwd()
+    check_params(project, overrides)
+    ctx = RunContext(project, PREFECT_ENTRY, str(flow_run.id), flow_run.name, overrides)
+    with workspace_for(project, overrides) as paths:
+        params = check_params.fn(paths.root, {})  # the run's own params.yaml, overrides applied
+        states: dict[str, State] = {}
+        for stage in workspace.stages(paths.dvc_yaml):
+            run = run_stage.with_options(name=stage.name, retries=RETRIES.get(stage.name, 0),
+                                         retry_delay_seconds=[2, 10])  # fmt: skip
+            states[stage.name] = run(stage, params, paths, ctx, wait_for=[states[u] for u in stage.upstream],
+                                     return_state=True)  # fmt: skip
+            states[stage.name].result()  # a failed stage stops the run here, with its error
+        registration = publish(paths, wait_for=[states["register"]])
+    return outcome(registration)
 
 
 def main(argv: list[str]) -> int:

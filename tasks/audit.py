@@ -1,285 +1,46 @@
-"""Bias audit: per-group metrics with bootstrap CIs and disparity gaps (Fairlearn), and the data-level audit."""
+"""Bias-audit stage: per-group test metrics with bootstrap CIs and disparity gaps, headline gaps, plots."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
-from typing import Any
-
-import numpy as np
 import pandas as pd
 import torch
 
-from tasks import io
-from tasks.errors import cli
-from tasks.evaluate import predict_proba
-from tasks.params import AuditParams, DataParams, load_params
-from tasks.paths import (
-    AUDIT_GROUPS_DATA,
-    AUDIT_PLOTS_DIR,
-    AUDIT_REPORT,
-    DATA_AUDIT,
-    FAIRNESS,
-    INTERIM_TRAIN,
-    MODEL,
-        PROCESSED_TEST,
-    SENSITIVE_PREFIX,
-)  # fmt: skip
-from tasks.train import split_xy
-
-GROUP_METRICS = ("selection_rate", "accuracy", "tpr", "fpr", "precision", "calibration_error")
-GAP_METRICS = (
-    "demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference",
-    "equal_opportunity_difference",
-)  # fmt: skip
-INTERSECTION = " x "  # joins feature names and group values of the intersectional audit, e.g. "sex x race"
+from humane.core import io
+from humane.core.context import RunContext, stage_main
+from humane.core.params import Params
+from humane.core.paths import LABEL_COLUMN, Paths
+from humane.fairness.metrics import audit_predictions, headline, overall_with_ci
+from humane.fairness.plots import save_plots
+from humane.modeling.evaluation import predict_proba
+from humane.modeling.features import split_xy
 
 
-def calibration_error(y_true: np.ndarray, y_pred: np.ndarray, p: np.ndarray) -> float:
-    """Calibration in the large: |mean predicted probability − observed positive rate|."""
-    return float(abs(np.mean(p) - np.mean(y_true)))
-
-
-def group_table(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, groups: pd.Series) -> pd.DataFrame:
-    """Per-group count and metrics, computed by Fairlearn's MetricFrame."""
-    from fairlearn.metrics import (
-        MetricFrame,
-        count,
-        false_positive_rate,
-        selection_rate,
-        true_positive_rate,
-    )  # fmt: skip
-    from sklearn.metrics import accuracy_score, precision_score
-
-    frame = MetricFrame(
-        metrics={
-            "count": count,
-            "selection_rate": selection_rate,
-            "accuracy": accuracy_score,
-            "tpr": true_positive_rate,
-            "fpr": false_positive_rate,
-            "precision": partial(precision_score, zero_division=0),
-            "calibration_error": calibration_error,
-        },
-        y_true=y,
-        y_pred=y_pred,
-        sensitive_features=groups.rename("group"),
-        sample_params={"calibration_error": {"p": p}},
-    )
-    table = frame.by_group.reset_index()
-    table["count"] = table["count"].astype(int)
-    return table
-
-
-def gaps_from(table: pd.DataFrame) -> dict[str, float]:
-    """Disparity gaps over the rows of a group table (the same definitions as Fairlearn's functions)."""
-    if len(table) < 2:
-        return {name: float("nan") for name in GAP_METRICS}
-    sel, tpr, fpr = table["selection_rate"], table["tpr"], table["fpr"]
-    return {
-        "demographic_parity_difference": float(sel.max() - sel.min()),
-        "demographic_parity_ratio": float(sel.min() / sel.max()) if sel.max() > 0 else float("nan"),
-        "equalized_odds_difference": float(max(tpr.max() - tpr.min(), fpr.max() - fpr.min())),
-        "equal_opportunity_difference": float(tpr.max() - tpr.min()),
-    }
-
-
-def weighted_metrics(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, codes: np.ndarray, n_groups: int,
-                     weights: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
-    """Group metrics under row weights (a bootstrap resample is a weight vector of draw counts)."""
-
-    def total(values: np.ndarray) -> np.ndarray:
-        return np.bincount(codes, weights=weights * values, minlength=n_groups)
-
-    with np.errstate(invalid="ignore", divide="ignore"):
-        n = total(np.ones_like(p))
-        positives, predicted = total(y), total(y_pred)
-        hits = total(y * y_pred)
-        return {
-            "count": n,
-            "selection_rate": predicted / n,
-            "accuracy": total((y == y_pred).astype(float)) / n,
-            "tpr": hits / positives,
-            "fpr": (predicted - hits) / (n - positives),
-            "precision": np.where(predicted > 0, hits / predicted, 0.0),
-            "calibration_error": np.abs(total(p) / n - positives / n),
-        }
-
-
-@dataclass(frozen=True)
-class FeatureAudit:
-    """One sensitive feature (or intersection): groups with CIs, and gaps over the groups large enough to judge."""
-
-    feature: str
-    groups: list[dict[str, Any]]
-    gaps: dict[str, dict[str, float]]
-    too_small: list[str]
-
-
-def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, groups: pd.Series,
-                  params: AuditParams) -> FeatureAudit:  # fmt: skip
-    """Point estimates by MetricFrame, 95% CIs by a seeded bootstrap of the rows."""
-    table = group_table(y, y_pred, p, groups)
-    names = table["group"].astype(str).tolist()
-    codes = pd.Categorical(groups.astype(str), categories=names).codes
-    judged = table["count"] >= params.min_group_size
-    rng = np.random.default_rng(params.seed)
-    draws: dict[str, list[np.ndarray]] = {m: [] for m in GROUP_METRICS}
-    gap_draws: dict[str, list[float]] = {g: [] for g in GAP_METRICS}
-    for _ in range(params.bootstrap):
-        weights = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(float)
-        sample = weighted_metrics(y, y_pred, p, codes, len(names), weights)
-        for metric in GROUP_METRICS:
-            draws[metric].append(sample[metric])
-        resampled = pd.DataFrame({m: sample[m] for m in ("selection_rate", "tpr", "fpr")})[judged.to_numpy()]
-        for gap, value in gaps_from(resampled).items():
-            gap_draws[gap].append(value)
-
-    def interval(values: np.ndarray) -> tuple[float, float]:
-        finite = values[np.isfinite(values)]
-        if len(finite) == 0:
-            return float("nan"), float("nan")
-        lo, hi = np.percentile(finite, [2.5, 97.5])
-        return float(lo), float(hi)
-
-    rows = []
-    for i, name in enumerate(names):
-        metrics = {}
-        for metric in GROUP_METRICS:
-            lo, hi = interval(np.array([d[i] for d in draws[metric]]))
-            metrics[metric] = {"value": float(table.loc[i, metric]), "lo": lo, "hi": hi}
-        rows.append({"group": name, "count": int(table.loc[i, "count"]), "too_small": not bool(judged[i]),
-                     "metrics": metrics})  # fmt: skip
-    point = gaps_from(table[judged])
-    gaps = {g: {"value": point[g], **dict(zip(("lo", "hi"), interval(np.array(gap_draws[g])), strict=True))}
-            for g in GAP_METRICS}  # fmt: skip
-    return FeatureAudit(feature, rows, gaps, [n for n, ok in zip(names, judged, strict=True) if not ok])
-
-
-def overall_with_ci(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, params: AuditParams) -> dict[str, dict]:
-    """Whole-test-set rates with the same seeded bootstrap as the groups: the audit of a single group."""
-    everyone = pd.Series(["all"] * len(y))
-    return audit_feature("overall", y, y_pred, p, everyone, params).groups[0]["metrics"]
-
-
-def sensitive_columns(frame: pd.DataFrame, features: list[str]) -> dict[str, pd.Series]:
-    """Each sensitive feature's values and, with two or more, their intersection."""
-    columns = {f: frame[f"{SENSITIVE_PREFIX}{f}"].astype(str) for f in features}
-    if len(features) > 1:
-        joined = columns[features[0]]
-        for f in features[1:]:
-            joined = joined + INTERSECTION + columns[f]
-        columns[INTERSECTION.join(features)] = joined
-    return columns
-
-
-def audit_predictions(frame: pd.DataFrame, p: np.ndarray, features: list[str], threshold: float,
-                      params: AuditParams) -> list[FeatureAudit]:  # fmt: skip
-    """Audit every sensitive feature and their intersection on labelled, scored rows."""
-    y = frame["__label__"].to_numpy().astype(float)
-    y_pred = (p >= threshold).astype(float)
-    return [audit_feature(f, y, y_pred, p, g, params) for f, g in sensitive_columns(frame, features).items()]
-
-
-def data_audit(frame: pd.DataFrame, data: DataParams) -> dict[str, list[dict[str, Any]]]:
-    """Each group's share of the rows and its label base rate, before any model is trained."""
-    positive = (frame[data.target].astype(str) == data.positive_label).astype(float)
-    out = {}
-    prefixed = frame.rename(columns={c: f"{SENSITIVE_PREFIX}{c}" for c in data.sensitive_features})
-    for feature, groups in sensitive_columns(prefixed, data.sensitive_features).items():
-        stats = pd.DataFrame({"group": groups, "y": positive}).groupby("group")["y"].agg(["size", "mean"])
-        out[feature] = [
-            {
-                "group": str(g),
-                "rows": int(r["size"]),
-                "share": float(r["size"] / len(frame)),
-                "base_rate": float(r["mean"]),
-            }
-            for g, r in stats.sort_values("size", ascending=False).iterrows()
-        ]
-    return out
-
-
-def headline(audits: list[FeatureAudit]) -> dict[str, dict[str, float]]:
-    """The gaps per feature, for `dvc metrics show` and the promotion gate."""
-    return {a.feature: {g: v["value"] for g, v in a.gaps.items()} for a in audits}
-
-
-def save_plots(audits: list[FeatureAudit], out_dir: Path) -> list[dict[str, Any]]:
-    """Per-group bar charts of selection rate and TPR with 95% CI error bars; returns the plotted rows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows: list[dict[str, Any]] = []
-    for audit in audits:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 0.35 * len(audit.groups) + 1.5), sharey=True)
-        labels = [g["group"] + (" (too small)" if g["too_small"] else "") for g in audit.groups]
-        for ax, metric in zip(axes, ("selection_rate", "tpr"), strict=True):
-            values = np.array([g["metrics"][metric]["value"] for g in audit.groups])
-            lo = np.array([g["metrics"][metric]["lo"] for g in audit.groups])
-            hi = np.array([g["metrics"][metric]["hi"] for g in audit.groups])
-            err = np.nan_to_num(np.vstack([values - lo, hi - values]).clip(min=0))
-            ax.barh(labels, np.nan_to_num(values), xerr=err, capsize=3, color="#4c72b0")
-            ax.set(title=metric.replace("_", " "), xlim=(0, 1))
-            rows += [{"feature": audit.feature, "group": g["group"], "metric": metric,
-                      "value": g["metrics"][metric]["value"], "lo": g["metrics"][metric]["lo"],
-                      "hi": g["metrics"][metric]["hi"]} for g in audit.groups]  # fmt: skip
-        fig.suptitle(f"{audit.feature}: per-group rates, 95% bootstrap CI")
-        name = audit.feature.replace(INTERSECTION, "_x_").replace(" ", "_")
-        fig.savefig(out_dir / f"{name}.png", format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-    return rows
-
-
-def run(data: DataParams, params: AuditParams, threshold: float) -> list[FeatureAudit]:
+def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Audit the model on the test split; write the report, the headline gaps and the plots."""
-    frame = pd.read_parquet(PROCESSED_TEST)
+    threshold, settings = params.evaluate.threshold, params.audit
+    frame = pd.read_parquet(paths.processed_test)
     x, _, _ = split_xy(frame)
-    p = predict_proba(torch.load(MODEL, weights_only=True), x)
-    audits = audit_predictions(frame, p, data.sensitive_features, threshold, params)
-    y = frame["__label__"].to_numpy().astype(float)
+    p = predict_proba(torch.load(paths.model, weights_only=True), x)
+    audits = audit_predictions(frame, p, params.data.sensitive_features, threshold, settings)
+    y = frame[LABEL_COLUMN].to_numpy().astype(float)
     report = {
         "threshold": threshold,
-        "min_group_size": params.min_group_size,
-        "bootstrap": params.bootstrap,
-        "overall": overall_with_ci(y, (p >= threshold).astype(float), p, params),
+        "min_group_size": settings.min_group_size,
+        "bootstrap": settings.bootstrap,
+        "overall": overall_with_ci(y, (p >= threshold).astype(float), p, settings),
         "features": [a.__dict__ for a in audits],
     }
-    io.write_json(AUDIT_REPORT, report)
-    io.write_json(FAIRNESS, headline(audits))
-    with io.atomic_dir(AUDIT_PLOTS_DIR) as out_dir:
+    io.write_json(paths.audit_report, report)
+    io.write_json(paths.fairness, headline(audits))
+    with io.atomic_dir(paths.audit_plots_dir) as out_dir:
         rows = save_plots(audits, out_dir)
-    io.write_json(AUDIT_GROUPS_DATA, rows)
-    return audits
-
-
-def run_data_audit(data: DataParams) -> dict[str, list[dict[str, Any]]]:
-    """The data-level audit of the train pool."""
-    report = data_audit(pd.read_parquet(INTERIM_TRAIN), data)
-    io.write_json(DATA_AUDIT, report)
-    return report
-
-
-def main() -> None:
-    """DVC entry point of the model audit."""
-    params = load_params()
-    for audit in run(params.data, params.audit, params.evaluate.threshold):
+    io.write_json(paths.audit_groups_data, rows)
+    lines = []
+    for audit in audits:
         gaps = ", ".join(f"{k} {v['value']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]" for k, v in audit.gaps.items())
-        print(f"audit {audit.feature}: {gaps}" + (f"; too small: {audit.too_small}" if audit.too_small else ""))
-
-
-def main_data() -> None:
-    """DVC entry point of the data-level audit."""
-    report = run_data_audit(load_params().data)
-    for feature, groups in report.items():
-        print(f"data audit {feature}: " + ", ".join(f"{g['group']} {g['share']:.1%} (base rate {g['base_rate']:.2f})"
-                                                    for g in groups[:6]))  # fmt: skip
+        lines.append(f"audit {audit.feature}: {gaps}" + (f"; too small: {audit.too_small}" if audit.too_small else ""))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    import sys
-
-    cli(main_data if sys.argv[1:] == ["--data"] else main)
+    stage_main(run)

@@ -1,169 +1,51 @@
-"""Evaluate stage: test-split metrics for the model and two baselines, ROC and calibration plots."""
+"""Evaluate stage: test metrics of the model and two baselines, plots, and the membership-inference audit."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (
-    accuracy_score,
-    average_precision_score,
-    balanced_accuracy_score,
-    brier_score_loss,
-    log_loss,
-    roc_auc_score,
-    roc_curve,
-)  # fmt: skip
 
-from tasks import io
-from tasks.errors import cli
-from tasks.membership import membership_audit
-from tasks.model import load_model, probabilities
-from tasks.params import EvaluateParams, load_params
-from tasks.paths import (
-    CALIBRATION_DATA,
-    CALIBRATION_PNG,
-    MEMBERSHIP_REPORT,
-    METRICS,
-    MODEL,
-    PROCESSED_TEST,
-    PROCESSED_TRAIN,
-    ROC_DATA,
-    ROC_PNG,
-)  # fmt: skip
-from tasks.train import split_xy
-
-PROB_EPS = 1e-7  # keeps log loss finite for a constant 0/1 prediction
+from humane.core import io
+from humane.core.context import RunContext, stage_main
+from humane.core.params import Params
+from humane.core.paths import Paths
+from humane.modeling.evaluation import (
+    baselines,
+    binary_metrics,
+    calibration_bins,
+    predict_proba,
+    roc_points,
+    save_plots,
+)
+from humane.modeling.features import split_xy
+from humane.modeling.model import load_model
+from humane.privacy.membership import membership_audit
 
 
-@dataclass(frozen=True)
-class CalibrationBin:
-    """Mean predicted probability against observed positive rate in one probability bin."""
-
-    lower: float
-    upper: float
-    count: int
-    mean_predicted: float
-    fraction_positive: float
-
-
-def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int) -> list[CalibrationBin]:
-    """Equal-width probability bins (the last one closed); empty bins are omitted."""
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.digitize(p, edges[1:-1], right=False), 0, n_bins - 1)
-    bins = []
-    for b in range(n_bins):
-        mask = which == b
-        if mask.any():
-            bins.append(CalibrationBin(float(edges[b]), float(edges[b + 1]), int(mask.sum()),
-                                       float(p[mask].mean()), float(y[mask].mean())))  # fmt: skip
-    return bins
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int) -> float:
-    """Count-weighted mean |observed rate − mean prediction| over equal-width bins."""
-    bins = calibration_bins(y, p, n_bins)
-    return float(sum(b.count * abs(b.fraction_positive - b.mean_predicted) for b in bins) / len(y))
-
-
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bins: int) -> dict[str, float]:
-    """Threshold, ranking and probability-quality metrics of positive-class probabilities."""
-    predicted = (p >= threshold).astype(np.int64)
-    two_classes = len(np.unique(y)) == 2
-    clipped = np.clip(p, PROB_EPS, 1 - PROB_EPS)
-    return {
-        "accuracy": float(accuracy_score(y, predicted)),
-        "balanced_accuracy": float(balanced_accuracy_score(y, predicted)),
-        "roc_auc": float(roc_auc_score(y, p)) if two_classes else float("nan"),
-        "pr_auc": float(average_precision_score(y, p)) if two_classes else float("nan"),
-        "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
-        "brier": float(brier_score_loss(y, p)),
-        "ece": expected_calibration_error(y, p, n_bins),
-    }
-
-
-def predict_proba(state: dict[str, Any], x: torch.Tensor) -> np.ndarray:
-    """Positive-class probabilities of the saved model."""
-    model = load_model(state)
-    with torch.inference_mode():
-        return probabilities(model(x)).numpy().astype(np.float64)
-
-
-def baselines(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, params: EvaluateParams
-) -> dict[str, dict[str, float]]:
-    """A majority-class predictor (the training prior) and an L2 logistic regression, on the same features."""
-    prior = np.full(len(y_test), y_train.mean())
-    logreg = LogisticRegression(max_iter=2000).fit(x_train, y_train)
-    return {
-        "majority": binary_metrics(y_test, prior, params.threshold, params.calibration_bins),
-        "logreg": binary_metrics(y_test, logreg.predict_proba(x_test)[:, 1], params.threshold, params.calibration_bins),
-    }
-
-
-def roc_points(y: np.ndarray, p: np.ndarray, max_points: int = 200) -> list[dict[str, float]]:
-    """The ROC curve thinned to at most `max_points` for `dvc plots`."""
-    fpr, tpr, _ = roc_curve(y, p)
-    keep = np.unique(np.linspace(0, len(fpr) - 1, min(max_points, len(fpr))).round().astype(int))
-    return [{"fpr": round(float(fpr[i]), 6), "tpr": round(float(tpr[i]), 6)} for i in keep]
-
-
-def save_plots(roc: list[dict[str, float]], bins: list[CalibrationBin], auc: float) -> None:
-    """ROC and reliability diagrams as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([r["fpr"] for r in roc], [r["tpr"] for r in roc], label=f"model (AUC {auc:.3f})")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test split")
-    ax.legend(loc="lower right")
-    io.write_with(ROC_PNG, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([b.mean_predicted for b in bins], [b.fraction_positive for b in bins], marker="o", label="model")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
-    ax.set(xlabel="mean predicted probability", ylabel="observed positive rate", title="Calibration, test split")
-    ax.legend(loc="upper left")
-    io.write_with(CALIBRATION_PNG, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
-    plt.close(fig)
-
-
-def run(params: EvaluateParams) -> dict[str, Any]:
-    """Score the model and the baselines on the test split; write metrics and plots."""
-    x_train, y_train, _ = split_xy(pd.read_parquet(PROCESSED_TRAIN))
-    x_test, y_test, _ = split_xy(pd.read_parquet(PROCESSED_TEST))
-    state = torch.load(MODEL, weights_only=True)
+def run(params: Params, paths: Paths, ctx: RunContext) -> str:
+    """Score the model and the baselines on the test split; write metrics, plots and the membership report."""
+    settings = params.evaluate
+    x_train, y_train, _ = split_xy(pd.read_parquet(paths.processed_train))
+    x_test, y_test, _ = split_xy(pd.read_parquet(paths.processed_test))
+    state = torch.load(paths.model, weights_only=True)
     y = y_test.numpy()
     p = predict_proba(state, x_test)
     metrics = {
-        "model": binary_metrics(y, p, params.threshold, params.calibration_bins),
-        "baseline": baselines(x_train.numpy(), y_train.numpy(), x_test.numpy(), y, params),
+        "model": binary_metrics(y, p, settings.threshold, settings.calibration_bins),
+        "baseline": baselines(x_train.numpy(), y_train.numpy(), x_test.numpy(), y, settings),
         "test_rows": len(y),
     }
-    report = membership_audit(load_model(state), (x_train, y_train), (x_test, y_test), params.mia_samples, params.seed)
-    io.write_json(MEMBERSHIP_REPORT, report)
+    membership = membership_audit(load_model(state), (x_train, y_train), (x_test, y_test), settings.mia_samples,
+                                  settings.seed)  # fmt: skip
     roc = roc_points(y, p)
-    bins = calibration_bins(y, p, params.calibration_bins)
-    io.write_json(METRICS, metrics)
-    io.write_json(ROC_DATA, roc)
-    io.write_json(CALIBRATION_DATA, [b.__dict__ for b in bins])
-    save_plots(roc, bins, metrics["model"]["roc_auc"])
-    return metrics
-
-
-def main() -> None:
-    """DVC entry point."""
-    metrics = run(load_params().evaluate)["model"]
-    print("evaluate: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    bins = calibration_bins(y, p, settings.calibration_bins)
+    io.write_json(paths.membership_report, membership)
+    io.write_json(paths.metrics, metrics)
+    io.write_json(paths.roc_data, roc)
+    io.write_json(paths.calibration_data, [b.__dict__ for b in bins])
+    save_plots(roc, bins, metrics["model"]["roc_auc"], paths.roc_png, paths.calibration_png)
+    return "evaluate: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics["model"].items())
 
 
 if __name__ == "__main__":
-    cli(main)
+    stage_main(run)

@@ -1,180 +1,21 @@
-"""Promotion gate: a declarative policy over quality, fairness and validation, decided against the champion."""
+"""Gate stage: the promotion policy's value rules on the candidate (change rules wait for registration)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
-
-from tasks import io
-from tasks.errors import cli
-from tasks.params import GateParams, RegisterParams, load_params
-from tasks.paths import (
-    DECISION,
-    FAIRNESS,
-    MEMBERSHIP_REPORT,
-    METRICS,
-    PRIVACY_REPORT,
-    TRAIN_METRICS,
-    VALIDATION_REPORT,
-)
-from tasks.registry import Champion, current_champion
-
-VALIDATION_METRIC = "validation.passed"
-RESULT_WORDS = {True: "pass", False: "FAIL", None: "skipped"}  # a Check's `passed`, as tables show it
+from humane.core import io
+from humane.core.context import RunContext, stage_main
+from humane.core.params import Params
+from humane.core.paths import Paths
+from humane.governance.gate import decide, read_candidate
 
 
-@dataclass(frozen=True)
-class Check:
-    """One rule of the policy applied to one metric; `passed` is None when the rule was skipped."""
-
-    rule: str
-    metric: str
-    threshold: float | bool
-    value: float | None
-    passed: bool | None
-    champion_version: str | None = None
-    champion_value: float | None = None
-    note: str | None = None
-
-    def reason(self) -> str:
-        """Why this check failed (or was skipped), in one line."""
-        if self.note:
-            return f"{self.metric}: {self.note}"
-        if self.rule == "validation_passed":
-            return "data validation did not pass"
-        if self.value is None:
-            return f"{self.metric} was not measured for this model, and the policy's {self.rule} rule needs it"
-        shown = f"{self.value:.4f}"
-        relation = {
-            "min": "below the minimum",
-            "max": "above the maximum",
-            "max_drop": f"dropped more than allowed vs champion v{self.champion_version}",
-            "max_increase": f"rose more than allowed vs champion v{self.champion_version}",
-        }[self.rule]
-        champion = f" (champion {self.champion_value:.4f})" if self.champion_value is not None else ""
-        return f"{self.metric} = {shown}{champion}: {relation} ({self.threshold})"
-
-
-@dataclass(frozen=True)
-class Decision:
-    """The gate's verdict, every check behind it, and the champion it was compared with."""
-
-    passed: bool
-    reasons: list[str]
-    checks: list[Check]
-    champion_version: str | None
-    notes: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One paragraph for logs and states."""
-        if self.passed:
-            return "promoted: every check of the policy passed" + (f" ({'; '.join(self.notes)})" if self.notes else "")
-        return "not promoted: " + "; ".join(self.reasons)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form of the decision artifact."""
-        return asdict(self)
-
-
-def candidate_metrics(
-    metrics: dict[str, Any],
-    fairness: dict[str, dict[str, float]],
-    validation_passed: bool,
-    privacy: dict[str, float] | None = None,
-) -> dict[str, float]:
-    """The flat namespace the policy refers to: test.*, fairness.<feature>.<gap>, privacy.*, validation.passed."""
-    flat = {f"test.{k}": float(v) for k, v in metrics["model"].items()}
-    for feature, gaps in fairness.items():
-        flat.update({f"fairness.{feature}.{gap}": float(value) for gap, value in gaps.items()})
-    flat.update(privacy or {})
-    flat[VALIDATION_METRIC] = 1.0 if validation_passed else 0.0
-    return flat
-
-
-def privacy_metrics(risk: dict[str, Any], membership: dict[str, Any], train: dict[str, Any]) -> dict[str, float]:
-    """privacy.*: re-identification risk after the policy, membership-inference attack, and ε spent.
-
-    A model trained without DP has spent an unbounded budget: privacy.epsilon is infinite, so a policy
-    such as "privacy.epsilon <= 3" refuses it.
-    """
-    return {
-        "privacy.k_min": float(risk["after"]["k_min"]),
-        "privacy.share_below_k": float(risk["after"]["share_below_k"]),
-        "privacy.l_min": float(risk["after"]["l_min"]),
-        "privacy.mia_auc": float(membership["attack_auc"]),
-        "privacy.mia_tpr_at_1pct_fpr": float(membership["attack_tpr_at_1pct_fpr"]),
-        "privacy.epsilon": float(train["epsilon"]) if train.get("dp_enabled") else math.inf,
-    }
-
-
-def current_candidate() -> dict[str, float]:
-    """The candidate's metrics, read from the stage outputs."""
-    privacy = privacy_metrics(
-        io.read_json(PRIVACY_REPORT), io.read_json(MEMBERSHIP_REPORT), io.read_json(TRAIN_METRICS)
-    )
-    validation = io.read_json(VALIDATION_REPORT)["passed"]
-    return candidate_metrics(io.read_json(METRICS), io.read_json(FAIRNESS), validation, privacy)
-
-
-def _measured(value: float | None) -> bool:
-    return value is not None and not math.isnan(value)
-
-
-def decide(policy: GateParams, candidate: dict[str, float], champion: Champion | None) -> Decision:
-    """Apply the policy. No thresholds at all promotes nothing; with no champion the change rules are skipped."""
-    checks: list[Check] = []
-    notes: list[str] = []
-    if policy.require_validation:
-        ok = candidate.get(VALIDATION_METRIC) == 1.0
-        checks.append(Check("validation_passed", VALIDATION_METRIC, True, candidate.get(VALIDATION_METRIC), ok))
-    for metric, threshold in policy.min.items():
-        value = candidate.get(metric)
-        checks.append(Check("min", metric, threshold, value, _measured(value) and value >= threshold))
-    for metric, threshold in policy.max.items():
-        value = candidate.get(metric)
-        checks.append(Check("max", metric, threshold, value, _measured(value) and value <= threshold))
-
-    change_rules = [("max_drop", m, t) for m, t in policy.max_drop.items()]
-    change_rules += [("max_increase", m, t) for m, t in policy.max_increase.items()]
-    if change_rules and champion is None:
-        notes.append("no champion yet: change thresholds against the champion were skipped")
-    for rule, metric, threshold in change_rules:
-        value = candidate.get(metric)
-        if champion is None:
-            checks.append(Check(rule, metric, threshold, value, None, note="skipped: no champion yet"))
-            continue
-        reference = champion.metrics.get(metric)
-        if not _measured(reference):
-            checks.append(Check(rule, metric, threshold, value, None, champion.version, None,
-                                note=f"skipped: champion v{champion.version} has no recorded value"))  # fmt: skip
-            continue
-        change = (reference - value) if rule == "max_drop" else (value - reference)
-        ok = _measured(value) and change <= threshold
-        checks.append(Check(rule, metric, threshold, value, ok, champion.version, reference))
-
-    reasons = [c.reason() for c in checks if c.passed is False]
-    evaluated = [c for c in checks if c.rule != "validation_passed" and c.passed is not None]
-    if not (policy.min or policy.max or change_rules):
-        reasons.insert(0, "the policy sets no thresholds, so nothing is promoted")
-    elif not evaluated:
-        reasons.insert(0, "no threshold of the policy could be evaluated, so nothing is promoted")
-    passed = not reasons
-    return Decision(passed, reasons, checks, champion.version if champion else None, notes)
-
-
-def run(policy: GateParams, register: RegisterParams) -> Decision:
-    """Decide on the current candidate against the registry's champion and write the decision artifact."""
-    decision = decide(policy, current_candidate(), current_champion(register.model_name))
-    io.write_json(DECISION, decision.to_dict())
-    return decision
-
-
-def main() -> None:
-    """DVC entry point; a refusal is a decision, not an error (the candidate is still registered)."""
-    params = load_params()
-    print(f"gate: {run(params.gate, params.register).summary()}")
+def run(params: Params, paths: Paths, ctx: RunContext) -> str:
+    """Judge the candidate against min/max/validation rules; write reports/policy_checks.json."""
+    checks = decide(params.gate, read_candidate(paths), None, compare=False)
+    io.write_json(paths.policy_checks, checks.to_dict())
+    verdict = "passes the value rules" if checks.passed else "fails: " + "; ".join(checks.reasons)
+    return f"gate: candidate {verdict} (change rules are judged against the champion at registration)"
 
 
 if __name__ == "__main__":
-    cli(main)
+    stage_main(run)

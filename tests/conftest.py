@@ -93,7 +93,7 @@ def prefect_server() -> Iterator[str]:
 
 def write_sample(dest: Path, train_rows: int = SAMPLE_TRAIN_ROWS, test_rows: int = SAMPLE_TEST_ROWS) -> None:
     """A few thousand Adult rows as user CSV files (train pool + test), taken from the shipped raw files."""
-    from tasks.datasets import read_adult
+    from humane.data.datasets import read_adult
 
     dest.mkdir(parents=True, exist_ok=True)
     train = read_adult(ROOT / "data/raw/adult/adult.data").sample(n=train_rows, random_state=0)
@@ -179,7 +179,7 @@ def ran_project(repro_project: Path, tmp_path: Path) -> Path:
 
 def md5s(project: Path, paths: list[str]) -> dict[str, str]:
     """md5 of each file, to show which outputs changed."""
-    from tasks.datasets import md5_of
+    from humane.core.io import md5_of
 
     return {p: md5_of(project / p) for p in paths}
 

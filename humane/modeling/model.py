@@ -1,4 +1,4 @@
-"""The MLP and how its outputs become probabilities."""
+"""The MLP and how its output becomes a probability (binary tasks: the pipeline validates two label values)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ class MLPArgs:
     """Everything needed to rebuild the network (stored in every checkpoint)."""
 
     n_inputs: int
-    n_outputs: int
     hidden_sizes: list[int]
     dropout: float
     activation: str
@@ -26,7 +25,7 @@ class MLPArgs:
 
 
 class MLP(nn.Module):
-    """Linear → activation → dropout blocks ending in a bare linear layer: the logits get no activation."""
+    """Linear → activation → dropout blocks ending in one bare linear unit: the logit gets no activation."""
 
     def __init__(self, args: MLPArgs) -> None:
         super().__init__()
@@ -37,31 +36,23 @@ class MLP(nn.Module):
         for hidden in args.hidden_sizes:
             layers += [nn.Linear(width, hidden), ACTIVATIONS[args.activation](), nn.Dropout(args.dropout)]
             width = hidden
-        layers.append(nn.Linear(width, args.n_outputs))
+        layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
         self.args = args
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits: shape (batch,) for a binary task, (batch, classes) otherwise."""
-        logits = self.net(x)
-        return logits.squeeze(-1) if self.args.n_outputs == 1 else logits
+        """Logits, shape (batch,)."""
+        return self.net(x).squeeze(-1)
 
 
-def n_outputs_for(n_classes: int) -> int:
-    """One logit for a binary task (BCE-with-logits), one per class otherwise (cross-entropy)."""
-    if n_classes < 2:
-        raise ValueError(f"need at least two classes, got {n_classes}")
-    return 1 if n_classes == 2 else n_classes
-
-
-def loss_for(n_classes: int) -> nn.Module:
-    """BCE-with-logits for binary labels, cross-entropy for multi-class; both take raw logits."""
-    return nn.BCEWithLogitsLoss() if n_classes == 2 else nn.CrossEntropyLoss()
+def loss_fn() -> nn.Module:
+    """Binary cross-entropy on the raw logit (numerically stable: no sigmoid before the loss)."""
+    return nn.BCEWithLogitsLoss()
 
 
 def probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Positive-class probability (binary) or the class distribution (multi-class)."""
-    return torch.sigmoid(logits) if logits.dim() == 1 else torch.softmax(logits, dim=-1)
+    """Positive-class probability."""
+    return torch.sigmoid(logits)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from tasks.errors import DataError
-from tasks.paths import RAW_DIR
+from humane.core.errors import DataError
+from humane.core.io import md5_of
+from humane.core.paths import Paths
 
 
 @dataclass(frozen=True)
@@ -141,8 +141,8 @@ GERMAN_CATEGORIES["credit_risk"] = ["good", "bad"]
 BUILTINS: dict[str, BuiltinDataset] = {
     "adult": BuiltinDataset(
         name="adult",
-        train=RawFile(RAW_DIR / "adult" / "adult.data", "5d7c39d7b8804f071cdd1f2a7c460872"),
-        test=RawFile(RAW_DIR / "adult" / "adult.test", "35238206dfdf7f1fe215bbb874adecdc"),
+        train=RawFile(Paths.raw_dir / "adult" / "adult.data", "5d7c39d7b8804f071cdd1f2a7c460872"),
+        test=RawFile(Paths.raw_dir / "adult" / "adult.test", "35238206dfdf7f1fe215bbb874adecdc"),
         reader=read_adult,
         numeric=list(ADULT_RANGES),
         categories=ADULT_CATEGORIES,
@@ -150,7 +150,7 @@ BUILTINS: dict[str, BuiltinDataset] = {
     ),
     "german": BuiltinDataset(
         name="german",
-        train=RawFile(RAW_DIR / "german" / "german.data", "6b94c2e35480e671545e52a808a8a549"),
+        train=RawFile(Paths.raw_dir / "german" / "german.data", "6b94c2e35480e671545e52a808a8a549"),
         test=None,
         reader=read_german,
         numeric=[
@@ -168,16 +168,7 @@ BUILTINS: dict[str, BuiltinDataset] = {
 }
 
 
-def md5_of(path: Path) -> str:
-    """md5 of a file's bytes (the same digest DVC records for a file)."""
-    digest = hashlib.md5()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def verify(raw: RawFile, root: Path = Path(".")) -> Path:
+def verify(raw: RawFile, root: Path) -> Path:
     """Return the file's path after checking it exists and matches its published checksum."""
     path = root / raw.path
     if not path.is_file():

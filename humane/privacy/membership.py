@@ -9,20 +9,14 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
-from tasks.model import probabilities
-
 TARGET_FPR = 0.01
 
 
 def per_example_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """The loss of every row under the model (binary cross-entropy on the logits)."""
+    """The loss of every row under the model (binary cross-entropy on the logit)."""
     model.eval()
     with torch.inference_mode():
-        logits = model(x)
-        if logits.dim() == 1:
-            losses = nn.functional.binary_cross_entropy_with_logits(logits, y.float(), reduction="none")
-        else:
-            losses = nn.functional.cross_entropy(logits, y, reduction="none")
+        losses = nn.functional.binary_cross_entropy_with_logits(model(x), y.float(), reduction="none")
     return losses.numpy().astype(np.float64)
 
 
@@ -50,8 +44,8 @@ def membership_audit(model: nn.Module, members: tuple[torch.Tensor, torch.Tensor
 
     def accuracy(x: torch.Tensor, y: torch.Tensor) -> float:
         with torch.inference_mode():
-            p = probabilities(model(x)).numpy()
-        predicted = (p >= 0.5).astype(np.int64) if p.ndim == 1 else p.argmax(axis=1)
+            p = torch.sigmoid(model(x)).numpy()
+        predicted = (p >= 0.5).astype(np.int64)
         return float((predicted == y.numpy()).mean())
 
     return {

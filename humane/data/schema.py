@@ -7,10 +7,10 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.datasets import BUILTINS
-from tasks.errors import DataError
-from tasks.params import DataParams
-from tasks.privacy import OTHER
+from humane.data.datasets import BUILTINS
+from humane.core.errors import DataError
+from humane.core.params import DataParams
+from humane.privacy.policy import OTHER
 
 
 @dataclass(frozen=True)

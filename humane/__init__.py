@@ -1,0 +1,1 @@
+"""The humane library: one package per concern (see README, "Layout")."""

@@ -1,0 +1,1 @@
+"""Datasets and their schemas, reading sources, and Great Expectations validation."""

@@ -1,0 +1,190 @@
+"""Group metrics with bootstrap CIs and disparity gaps (Fairlearn MetricFrame), and the data-level audit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from humane.core.params import AuditParams, DataParams
+from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+
+GROUP_METRICS = ("selection_rate", "accuracy", "tpr", "fpr", "precision", "calibration_error")
+GAP_METRICS = (
+    "demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference",
+    "equal_opportunity_difference",
+)  # fmt: skip
+INTERSECTION = " x "  # joins feature names and group values of the intersectional audit, e.g. "sex x race"
+
+
+def calibration_error(y_true: np.ndarray, y_pred: np.ndarray, p: np.ndarray) -> float:
+    """Calibration in the large: |mean predicted probability − observed positive rate|."""
+    return float(abs(np.mean(p) - np.mean(y_true)))
+
+
+def group_table(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, groups: pd.Series) -> pd.DataFrame:
+    """Per-group count and metrics, computed by Fairlearn's MetricFrame."""
+    from fairlearn.metrics import (
+        MetricFrame,
+        count,
+        false_positive_rate,
+        selection_rate,
+        true_positive_rate,
+    )  # fmt: skip
+    from sklearn.metrics import accuracy_score, precision_score
+
+    frame = MetricFrame(
+        metrics={
+            "count": count,
+            "selection_rate": selection_rate,
+            "accuracy": accuracy_score,
+            "tpr": true_positive_rate,
+            "fpr": false_positive_rate,
+            "precision": partial(precision_score, zero_division=0),
+            "calibration_error": calibration_error,
+        },
+        y_true=y,
+        y_pred=y_pred,
+        sensitive_features=groups.rename("group"),
+        sample_params={"calibration_error": {"p": p}},
+    )
+    table = frame.by_group.reset_index()
+    table["count"] = table["count"].astype(int)
+    return table
+
+
+def gaps_from(table: pd.DataFrame) -> dict[str, float]:
+    """Disparity gaps over the rows of a group table (the same definitions as Fairlearn's functions)."""
+    if len(table) < 2:
+        return {name: float("nan") for name in GAP_METRICS}
+    sel, tpr, fpr = table["selection_rate"], table["tpr"], table["fpr"]
+    return {
+        "demographic_parity_difference": float(sel.max() - sel.min()),
+        "demographic_parity_ratio": float(sel.min() / sel.max()) if sel.max() > 0 else float("nan"),
+        "equalized_odds_difference": float(max(tpr.max() - tpr.min(), fpr.max() - fpr.min())),
+        "equal_opportunity_difference": float(tpr.max() - tpr.min()),
+    }
+
+
+def weighted_metrics(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, codes: np.ndarray, n_groups: int,
+                     weights: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+    """Group metrics under row weights (a bootstrap resample is a weight vector of draw counts)."""
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(codes, weights=weights * values, minlength=n_groups)
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        n = total(np.ones_like(p))
+        positives, predicted = total(y), total(y_pred)
+        hits = total(y * y_pred)
+        return {
+            "count": n,
+            "selection_rate": predicted / n,
+            "accuracy": total((y == y_pred).astype(float)) / n,
+            "tpr": hits / positives,
+            "fpr": (predicted - hits) / (n - positives),
+            "precision": np.where(predicted > 0, hits / predicted, 0.0),
+            "calibration_error": np.abs(total(p) / n - positives / n),
+        }
+
+
+@dataclass(frozen=True)
+class FeatureAudit:
+    """One sensitive feature (or intersection): groups with CIs, and gaps over the groups large enough to judge."""
+
+    feature: str
+    groups: list[dict[str, Any]]
+    gaps: dict[str, dict[str, float]]
+    too_small: list[str]
+
+
+def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, groups: pd.Series,
+                  params: AuditParams) -> FeatureAudit:  # fmt: skip
+    """Point estimates by MetricFrame, 95% CIs by a seeded bootstrap of the rows."""
+    table = group_table(y, y_pred, p, groups)
+    names = table["group"].astype(str).tolist()
+    codes = pd.Categorical(groups.astype(str), categories=names).codes
+    judged = table["count"] >= params.min_group_size
+    rng = np.random.default_rng(params.seed)
+    draws: dict[str, list[np.ndarray]] = {m: [] for m in GROUP_METRICS}
+    gap_draws: dict[str, list[float]] = {g: [] for g in GAP_METRICS}
+    for _ in range(params.bootstrap):
+        weights = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(float)
+        sample = weighted_metrics(y, y_pred, p, codes, len(names), weights)
+        for metric in GROUP_METRICS:
+            draws[metric].append(sample[metric])
+        resampled = pd.DataFrame({m: sample[m] for m in ("selection_rate", "tpr", "fpr")})[judged.to_numpy()]
+        for gap, value in gaps_from(resampled).items():
+            gap_draws[gap].append(value)
+
+    def interval(values: np.ndarray) -> tuple[float, float]:
+        finite = values[np.isfinite(values)]
+        if len(finite) == 0:
+            return float("nan"), float("nan")
+        lo, hi = np.percentile(finite, [2.5, 97.5])
+        return float(lo), float(hi)
+
+    rows = []
+    for i, name in enumerate(names):
+        metrics = {}
+        for metric in GROUP_METRICS:
+            lo, hi = interval(np.array([d[i] for d in draws[metric]]))
+            metrics[metric] = {"value": float(table.loc[i, metric]), "lo": lo, "hi": hi}
+        rows.append({"group": name, "count": int(table.loc[i, "count"]), "too_small": not bool(judged[i]),
+                     "metrics": metrics})  # fmt: skip
+    point = gaps_from(table[judged])
+    gaps = {g: {"value": point[g], **dict(zip(("lo", "hi"), interval(np.array(gap_draws[g])), strict=True))}
+            for g in GAP_METRICS}  # fmt: skip
+    return FeatureAudit(feature, rows, gaps, [n for n, ok in zip(names, judged, strict=True) if not ok])
+
+
+def overall_with_ci(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, params: AuditParams) -> dict[str, dict]:
+    """Whole-test-set rates with the same seeded bootstrap as the groups: the audit of a single group."""
+    everyone = pd.Series(["all"] * len(y))
+    return audit_feature("overall", y, y_pred, p, everyone, params).groups[0]["metrics"]
+
+
+def sensitive_columns(frame: pd.DataFrame, features: list[str]) -> dict[str, pd.Series]:
+    """Each sensitive feature's values and, with two or more, their intersection."""
+    columns = {f: frame[f"{SENSITIVE_PREFIX}{f}"].astype(str) for f in features}
+    if len(features) > 1:
+        joined = columns[features[0]]
+        for f in features[1:]:
+            joined = joined + INTERSECTION + columns[f]
+        columns[INTERSECTION.join(features)] = joined
+    return columns
+
+
+def audit_predictions(frame: pd.DataFrame, p: np.ndarray, features: list[str], threshold: float,
+                      params: AuditParams) -> list[FeatureAudit]:  # fmt: skip
+    """Audit every sensitive feature and their intersection on labelled, scored rows."""
+    y = frame[LABEL_COLUMN].to_numpy().astype(float)
+    y_pred = (p >= threshold).astype(float)
+    return [audit_feature(f, y, y_pred, p, g, params) for f, g in sensitive_columns(frame, features).items()]
+
+
+def data_audit(frame: pd.DataFrame, data: DataParams) -> dict[str, list[dict[str, Any]]]:
+    """Each group's share of the rows and its label base rate, before any model is trained."""
+    positive = (frame[data.target].astype(str) == data.positive_label).astype(float)
+    out = {}
+    prefixed = frame.rename(columns={c: f"{SENSITIVE_PREFIX}{c}" for c in data.sensitive_features})
+    for feature, groups in sensitive_columns(prefixed, data.sensitive_features).items():
+        stats = pd.DataFrame({"group": groups, "y": positive}).groupby("group")["y"].agg(["size", "mean"])
+        out[feature] = [
+            {
+                "group": str(g),
+                "rows": int(r["size"]),
+                "share": float(r["size"] / len(frame)),
+                "base_rate": float(r["mean"]),
+            }
+            for g, r in stats.sort_values("size", ascending=False).iterrows()
+        ]
+    return out
+
+
+def headline(audits: list[FeatureAudit]) -> dict[str, dict[str, float]]:
+    """The gaps per feature, for `dvc metrics show` and the promotion gate."""
+    return {a.feature: {g: v["value"] for g, v in a.gaps.items()} for a in audits}

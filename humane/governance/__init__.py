@@ -1,0 +1,1 @@
+"""Promotion gate, tracking, registry, serving model, model card and lineage."""

@@ -1,0 +1,252 @@
+"""The model card and the decision table, built from recorded facts only, rendered as Markdown and HTML."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from humane.core.params import Params
+from humane.fairness.metrics import GROUP_METRICS
+from humane.governance.gate import RESULT_WORDS, Decision
+
+
+@dataclass
+class Card:
+    """A sequence of blocks: headings, paragraphs, bullet lists, tables and user-written Markdown."""
+
+    blocks: list[tuple[str, Any]] = field(default_factory=list)
+
+    def heading(self, text: str, level: int = 2) -> None:
+        """Add a heading."""
+        self.blocks.append(("heading", (level, text)))
+
+    def para(self, text: str) -> None:
+        """Add a paragraph."""
+        self.blocks.append(("para", text))
+
+    def bullets(self, items: list[str]) -> None:
+        """Add a bullet list."""
+        self.blocks.append(("bullets", items))
+
+    def table(self, headers: list[str], rows: list[list[Any]]) -> None:
+        """Add a table."""
+        self.blocks.append(("table", (headers, rows)))
+
+    def markdown(self, text: str) -> None:
+        """Add user-written Markdown (headings, paragraphs and bullets are understood for HTML)."""
+        self.blocks.append(("markdown", text))
+
+    def to_markdown(self) -> str:
+        """Render as GitHub-flavoured Markdown."""
+        out = []
+        for kind, value in self.blocks:
+            if kind == "heading":
+                out.append(f"{'#' * value[0]} {value[1]}")
+            elif kind == "para":
+                out.append(value)
+            elif kind == "bullets":
+                out.append("\n".join(f"- {item}" for item in value))
+            elif kind == "table":
+                headers, rows = value
+                lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
+                lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+                out.append("\n".join(lines))
+            else:
+                out.append(value.strip())
+        return "\n\n".join(out) + "\n"
+
+    def to_html(self, title: str) -> str:
+        """Render as a standalone HTML page (no external assets)."""
+        body = []
+        for kind, value in self.blocks:
+            if kind == "heading":
+                body.append(f"<h{value[0]}>{html.escape(value[1])}</h{value[0]}>")
+            elif kind == "para":
+                body.append(f"<p>{html.escape(value)}</p>")
+            elif kind == "bullets":
+                body.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in value) + "</ul>")
+            elif kind == "table":
+                headers, rows = value
+                head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+                cells = "".join("<tr>" + "".join(f"<td>{html.escape(cell(c))}</td>" for c in r) + "</tr>" for r in rows)
+                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+            else:
+                body.append(_markdown_to_html(value))
+        style = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.4}"
+                 "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.2rem .5rem}"
+                 "th{background:#f3f3f3}")  # fmt: skip
+        return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+
+
+def cell(value: Any) -> str:
+    """A table cell: floats to 4 decimals, None and NaN as n/a."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _markdown_to_html(text: str) -> str:
+    out: list[str] = []
+    items: list[str] = []
+    para: list[str] = []
+
+    def flush() -> None:
+        if para:
+            out.append(f"<p>{html.escape(' '.join(para))}</p>")
+            para.clear()
+        if items:
+            out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
+    for line in text.strip().splitlines():
+        stripped = line.strip()
+        heading = re.match(r"^(#{1,6})\s+(.*)$", stripped)
+        if not stripped:
+            flush()
+        elif heading:
+            flush()
+            level = len(heading.group(1))
+            out.append(f"<h{level}>{html.escape(heading.group(2))}</h{level}>")
+        elif stripped.startswith(("- ", "* ")):
+            if para:
+                flush()
+            items.append(stripped[2:])
+        elif items and line.startswith(" "):
+            items[-1] += " " + stripped
+        else:
+            if items:
+                flush()
+            para.append(stripped)
+    flush()
+    return "\n".join(out)
+
+
+def model_card(params: Params, decision: Decision, version: str | None, facts: dict[str, Any]) -> Card:
+    """The model card from recorded facts: details, use, metrics with CIs, gaps vs policy, validation, decision."""
+    card = Card()
+    name = params.register.model_name
+    card.heading(f"Model card: {name}" + (f" v{version}" if version else ""), 1)
+    card.heading("Model details")
+    train = params.train
+    card.table(["fact", "value"], [
+        ["architecture", f"MLP {facts['n_inputs']} → {' → '.join(map(str, train.hidden_sizes))} → 1 logit, "
+                         f"{train.activation}, dropout {train.dropout}"],
+        ["parameters", f"{facts['n_parameters']:,}"],
+        ["training", f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, "
+                     f"best epoch {facts['best_epoch']} of {facts['epochs_run']} (early stopping on validation loss)"],
+        ["training data", f"{params.data.source} (raw md5 {facts['raw_md5']}); "
+                          f"processed train md5 {facts['data_md5']} (DVC)"],
+        ["sensitive features (audited, not model inputs)" if not params.preprocess.include_sensitive
+         else "sensitive features (audited, and model inputs)", ", ".join(params.data.sensitive_features)],
+        ["git commit", facts["git_commit"]],
+        ["MLflow run", facts["run_id"]],
+        ["date (UTC)", facts["date"]],
+    ])  # fmt: skip
+    card.markdown(facts["intended_use"])
+
+    card.heading("Overall performance (test split)")
+    metrics, overall = facts["metrics"], facts["audit"]["overall"]
+    card.table(["metric", "model", "logistic regression", "majority class"], [
+        [m, metrics["model"][m], metrics["baseline"]["logreg"][m], metrics["baseline"]["majority"][m]]
+        for m in metrics["model"]
+    ])  # fmt: skip
+    intervals = "; ".join(f"{m} {_ci(v)}" for m, v in overall.items())
+    card.para(f"Test rows: {metrics['test_rows']}. 95% bootstrap intervals "
+              f"({facts['audit']['bootstrap']} resamples): {intervals}")  # fmt: skip
+
+    card.heading("Per-group performance (test split, 95% bootstrap CIs)")
+    for feature in facts["audit"]["features"]:
+        card.heading(feature["feature"], 3)
+        headers = ["group", "rows", "selection rate", "accuracy", "TPR", "FPR", "precision", "calibration error"]
+        card.table(headers, [
+            [g["group"] + (" (too small to judge)" if g["too_small"] else ""), g["count"]]
+            + [_ci(g["metrics"][m]) for m in GROUP_METRICS]
+            for g in feature["groups"]
+        ])  # fmt: skip
+
+    card.heading("Fairness gaps against the policy")
+    thresholds = params.gate.max
+    rows = []
+    for feature in facts["audit"]["features"]:
+        for gap, value in feature["gaps"].items():
+            key = f"fairness.{feature['feature']}.{gap}"
+            limit = thresholds.get(key)
+            verdict = "n/a" if limit is None else ("within" if value["value"] <= limit else "EXCEEDS")
+            rows.append([feature["feature"], gap, _ci(value), "none" if limit is None else limit, verdict])
+    card.table(["feature", "gap", "value [95% CI]", "policy maximum", "result"], rows)
+
+    card.heading("Data")
+    validation = facts["validation"]
+    card.para(f"Great Expectations validation: {'passed' if validation['passed'] else 'FAILED'} "
+              f"({validation['n_checks']} checks, {validation['n_failed']} failed) on {facts['files']}.")  # fmt: skip
+    card.table(["feature", "group", "share of training rows", "label base rate"], [
+        [feature, g["group"], f"{g['share']:.1%}", g["base_rate"]]
+        for feature, groups in facts["data_audit"].items() for g in groups
+    ])  # fmt: skip
+    small = [f"{f['feature']}: {', '.join(f['too_small'])}" for f in facts["audit"]["features"] if f["too_small"]]
+    if small:
+        card.heading("Recorded limitations", 3)
+        card.bullets([f"groups with fewer than {params.audit.min_group_size} test rows were not judged — {s}"
+                      for s in small])  # fmt: skip
+
+    card.heading("Privacy")
+    tm, risk, mia = facts["train_metrics"], facts["privacy"], facts["membership"]
+    if tm.get("dp_enabled"):
+        card.para(f"Trained with DP-SGD (Opacus, {tm['accountant']} accountant): ε = {tm['epsilon']:.3f} spent at "
+                  f"δ = {tm['delta']:g}, noise multiplier {tm['noise_multiplier']:.3f}, "
+                  f"per-sample gradient norm clipped to {tm['max_grad_norm']}.")  # fmt: skip
+    else:
+        card.para("Trained without differential privacy: no bound on what the weights reveal about a training row.")
+    policy = params.privacy
+    card.bullets([
+        f"column policy applied before anything was written: dropped {policy.drop or 'none'}, "
+        f"pseudonymized (HMAC-SHA256) {policy.pseudonymize or 'none'}, binned {list(policy.bins) or 'none'}, "
+        f"top-coded {list(policy.top_code) or 'none'}, rare categories grouped {list(policy.group_rare) or 'none'}",
+        f"k-anonymity over {', '.join(risk['quasi_identifiers'])}: smallest class {risk['before']['k_min']} → "
+        f"{risk['after']['k_min']}; rows in classes below k={risk['k']}: {risk['before']['share_below_k']:.1%} → "
+        f"{risk['after']['share_below_k']:.1%}; l-diversity of {risk['l_column']}: {risk['after']['l_min']}",
+        f"membership inference (loss-threshold attack, {mia['samples_per_side']} members vs as many non-members): "
+        f"AUC {mia['attack_auc']:.3f}, TPR at 1% FPR {mia['attack_tpr_at_1pct_fpr']:.3f}; generalisation gap "
+        f"{mia['generalization_gap_accuracy']:.3f} accuracy, {mia['generalization_gap_loss']:.3f} loss",
+    ])  # fmt: skip
+
+    card.heading("Promotion decision")
+    add_decision(card, decision)
+    return card
+
+
+def add_decision(card: Card, decision: Decision) -> None:
+    """The decision, its reasons and every check as a table: one rendering for the card and the flow's page."""
+    card.para(("PROMOTED to champion. " if decision.passed else "NOT PROMOTED. ") + decision.summary())
+    card.table(["rule", "metric", "value", "threshold", "champion", "result"], [
+        [c.rule, c.metric, cell(c.value), c.threshold,
+         "-" if c.champion_version is None else f"v{c.champion_version}: {cell(c.champion_value)}",
+         RESULT_WORDS[c.passed]]
+        for c in decision.checks
+    ])  # fmt: skip
+    for note in decision.notes:
+        card.para(note)
+
+
+def decision_page(decision: Decision, model_name: str, version: str) -> str:
+    """The decision as Markdown for the Prefect flow run's page."""
+    card = Card()
+    card.heading(f"Promotion decision: {model_name} v{version}", 1)
+    add_decision(card, decision)
+    return card.to_markdown()
+
+
+def group_rows(audit_report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-group table (one row per feature and group) for a Prefect table artifact."""
+    return [
+        {"feature": f["feature"], "group": g["group"], "rows": g["count"], "judged": not g["too_small"],
+         **{m: _ci(g["metrics"][m]) for m in GROUP_METRICS}}
+        for f in audit_report["features"] for g in f["groups"]
+    ]  # fmt: skip
+
+
+def _ci(value: dict[str, float]) -> str:
+    return f"{cell(value['value'])} [{cell(value['lo'])}, {cell(value['hi'])}]"

@@ -1,0 +1,148 @@
+"""Registration and promotion: one version per tracked run, the decision taken once under the lock, the card.
+
+The decision against the champion is taken here, under the promotion lock, and written once: the registry
+tags, reports/decision.json, the card and the flow's artifact all show this one decision. A retried
+registration of the same run finds its version and keeps the decision recorded on it, unless the champion
+it was compared with has since changed, in which case it decides again and records that.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from humane.core import io
+from humane.core.context import RunContext
+from humane.core.errors import ConfigError
+from humane.core.params import Params, confine
+from humane.core.paths import Paths
+from humane.governance.card import model_card
+from humane.governance.gate import Decision, decide, read_candidate
+from humane.governance.lineage import git_commit, md5_of
+from humane.governance.registry import (
+    CHALLENGER,
+    CHAMPION,
+    METRIC_TAG,
+    current_champion,
+    promotion_lock,
+    register_version,
+    set_alias,
+    set_description,
+    set_tags,
+    version_of_run,
+)  # fmt: skip
+from humane.governance.store import client, using_tracking_uri
+
+TAG_LIMIT = 5000
+DECISION_TAG = "decision"
+DECISION_JSON_TAG = "decision.json"  # the whole decision, so that a retry can reuse it verbatim
+
+
+def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> dict[str, Any]:
+    """Everything the card states, read from the stage outputs."""
+    import torch
+
+    intended = confine(params.register.intended_use, "register.intended_use", paths.root)
+    if not intended.is_file():
+        raise ConfigError(f"register.intended_use: {params.register.intended_use} not found (the model card's "
+                          "intended-use text)")  # fmt: skip
+    train_metrics = io.read_json(paths.train_metrics)
+    meta = io.read_json(paths.interim_meta)
+    return {
+        "n_inputs": torch.load(paths.model, weights_only=True)["model_args"]["n_inputs"],
+        "n_parameters": train_metrics["n_parameters"],
+        "best_epoch": train_metrics["best_epoch"],
+        "epochs_run": train_metrics["epochs_run"],
+        "raw_md5": meta["md5"]["train"],
+        "data_md5": md5_of(paths.processed_train),
+        "files": ", ".join(sorted(set(meta["files"].values()))),
+        "git_commit": git_commit(project),
+        "run_id": run_id,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "intended_use": intended.read_text(),
+        "metrics": io.read_json(paths.metrics),
+        "audit": io.read_json(paths.audit_report),
+        "data_audit": io.read_json(paths.data_audit),
+        "validation": io.read_json(paths.validation_report),
+        "train_metrics": train_metrics,
+        "privacy": io.read_json(paths.privacy_report),
+        "membership": io.read_json(paths.membership_report),
+    }
+
+
+def version_tags(decision: Decision, candidate: dict[str, float], facts: dict[str, Any]) -> dict[str, str]:
+    """Decision (with its reasons and the whole JSON), metrics and gaps, data md5, commit and run id."""
+    import json
+
+    tags = {
+        DECISION_TAG: "promoted" if decision.passed else "rejected",
+        "decision.reasons": "; ".join(decision.reasons)[:TAG_LIMIT] or "-",
+        "decision.champion_version": decision.champion_version or "-",
+        DECISION_JSON_TAG: json.dumps(decision.to_dict(), sort_keys=True, default=str)[:TAG_LIMIT],
+        "data.md5": facts["data_md5"],
+        "git_commit": facts["git_commit"],
+        "run_id": facts["run_id"],
+    }
+    tags.update({f"{METRIC_TAG}{k}": repr(v) for k, v in candidate.items() if v == v})
+    privacy = facts["train_metrics"]
+    if privacy.get("dp_enabled"):
+        tags.update({f"dp.{k}": str(privacy[k]) for k in ("epsilon", "delta", "noise_multiplier", "accountant")})
+    else:
+        tags["dp.epsilon"] = "inf (trained without differential privacy)"
+    return tags
+
+
+def recorded_decision(version: Any) -> Decision | None:
+    """The decision an earlier attempt recorded on this version, if it got that far."""
+    import json
+
+    payload = version.tags.get(DECISION_JSON_TAG)
+    if payload is None:
+        return None
+    try:
+        return Decision.from_dict(json.loads(payload))
+    except (ValueError, KeyError, TypeError):
+        return None  # cut at the tag limit or hand-edited: decide again
+
+
+def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
+    """Register the tracked candidate once; move `challenger` to it, and `champion` only if the policy passes."""
+    import mlflow
+
+    record = io.read_json(paths.mlflow_run)
+    name = params.register.model_name
+    candidate = read_candidate(paths)
+    facts = gather_facts(params, paths, record["run_id"], ctx.project)
+    mlflow_client = client(ctx.tracking_uri)
+    with promotion_lock(ctx.tracking_uri):
+        champion = current_champion(mlflow_client, name)
+        existing = version_of_run(mlflow_client, name, record["run_id"])
+        decision = recorded_decision(existing) if existing is not None else None
+        champion_now = champion.version if champion else None
+        if decision is None or (champion_now != decision.champion_version and champion_now != existing.version):
+            decision = decide(params.gate, candidate, champion)
+        if existing is not None:
+            version = str(existing.version)
+        else:
+            version = register_version(mlflow_client, name, record["model_uri"], record["run_id"])
+        card = model_card(params, decision, version, facts)
+        set_tags(mlflow_client, name, version, version_tags(decision, candidate, facts))
+        set_description(mlflow_client, name, version, card.to_markdown())
+        set_alias(mlflow_client, name, CHALLENGER, version)
+        if decision.passed:
+            set_alias(mlflow_client, name, CHAMPION, version)
+    io.write_json(paths.decision, decision.to_dict())
+    io.write_with(paths.model_card_md, lambda tmp: tmp.write_text(card.to_markdown()))
+    io.write_with(paths.model_card_html, lambda tmp: tmp.write_text(card.to_html(f"Model card: {name} v{version}")))
+    with using_tracking_uri(ctx.tracking_uri), mlflow.start_run(run_id=record["run_id"]):
+        mlflow.log_artifact(str(paths.model_card_md), "model_card")
+        mlflow.log_artifact(str(paths.model_card_html), "model_card")
+        mlflow.log_dict(decision.to_dict(), "reports/decision.json")
+        mlflow.set_tags({"gate.decision": "promoted" if decision.passed else "rejected",
+                         "registry.version": version, "registry.model": name})  # fmt: skip
+    result = {"model_name": name, "version": version, "promoted": decision.passed, "reasons": decision.reasons,
+              "aliases": [CHALLENGER, CHAMPION] if decision.passed else [CHALLENGER],
+              "compared_with": decision.champion_version}  # fmt: skip
+    io.write_json(paths.registration, result)
+    return result

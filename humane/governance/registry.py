@@ -1,0 +1,125 @@
+"""MLflow Model Registry access: the champion, versions keyed by run, aliases, and a lock around promotion.
+
+Every read fails closed: only "this model does not exist yet" or "no version holds the alias" means there
+is no champion; any other error is a StoreError, never "nothing there".
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from humane.governance.store import StoreError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+METRIC_TAG = "metric."  # version tags holding the metrics the gate compares against
+DESCRIPTION_LIMIT = 5000  # MLflow's column size for a version description
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version that holds the champion alias, and the metrics recorded on it."""
+
+    version: str
+    metrics: dict[str, float]
+    run_id: str | None
+
+
+def _not_found(err: Exception) -> bool:
+    return getattr(err, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def current_champion(mlflow_client: Any, name: str) -> Champion | None:
+    """The version behind the champion alias; None only when the model or the alias does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = mlflow_client.get_registered_model(name)
+    except MlflowException as err:
+        if _not_found(err):
+            return None
+        raise StoreError(f"registry: cannot read model {name!r}: {err}") from err
+    version = model.aliases.get(CHAMPION)
+    if version is None:
+        return None
+    try:
+        record = mlflow_client.get_model_version(name, str(version))
+    except MlflowException as err:
+        raise StoreError(f"registry: cannot read {name} v{version} (the champion): {err}") from err
+    metrics = {k[len(METRIC_TAG) :]: float(v) for k, v in record.tags.items() if k.startswith(METRIC_TAG)}
+    return Champion(str(record.version), metrics, record.run_id)
+
+
+def version_of_run(mlflow_client: Any, name: str, run_id: str) -> Any | None:
+    """The version of `name` registered from `run_id`, if an earlier attempt registered one."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = mlflow_client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except MlflowException as err:
+        if _not_found(err):
+            return None
+        raise StoreError(f"registry: cannot search versions of {name!r}: {err}") from err
+    found = [v for v in found if v.run_id == run_id and v.name == name]
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+@contextmanager
+def promotion_lock(uri: str) -> Iterator[None]:
+    """Serialise decide → register → move aliases between pipeline runs sharing a store on this machine."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///") + ".lock")
+    else:
+        digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir()) / f"humane-registry-{digest}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str) -> str:
+    """Register a new version of `name` from a logged model (creating the model first); its number."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.get_registered_model(name)
+    except MlflowException as err:
+        if not _not_found(err):
+            raise StoreError(f"registry: cannot read model {name!r}: {err}") from err
+        try:
+            mlflow_client.create_registered_model(name)
+        except MlflowException as created:
+            if getattr(created, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
+                raise
+    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id)
+    return str(version.version)
+
+
+def set_tags(mlflow_client: Any, name: str, version: str, tags: dict[str, str]) -> None:
+    """Set (or overwrite) a version's tags."""
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
+
+
+def set_description(mlflow_client: Any, name: str, version: str, description: str) -> None:
+    """Set a version's description, cut to what every store accepts."""
+    if len(description) > DESCRIPTION_LIMIT:
+        tail = "\n\n(truncated: the full model card is the run's artifact model_card/model_card.md)"
+        description = description[: DESCRIPTION_LIMIT - len(tail)] + tail
+    mlflow_client.update_model_version(name, version, description=description)
+
+
+def set_alias(mlflow_client: Any, name: str, alias: str, version: str) -> None:
+    """Point `alias` at `version`."""
+    mlflow_client.set_registered_model_alias(name, alias, version)

@@ -1,0 +1,211 @@
+"""One MLflow run per pipeline run: params, metrics, reports, plots, lineage and the served model.
+
+A run is keyed by the pipeline run's identity (`run_key`): a retried or repeated track stage of the same
+pipeline run finds the run an earlier attempt completed instead of recording a second one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from importlib.metadata import version
+from typing import Any
+
+import pandas as pd
+
+from humane.core import io
+from humane.core.context import RunContext
+from humane.core.params import flatten, read_raw
+from humane.core.paths import Paths
+from humane.governance.gate import privacy_metrics
+from humane.governance.lineage import git_commit, md5_of
+from humane.governance.serving import (
+    ARTIFACT_MODEL,
+    ARTIFACT_POLICY,
+    ARTIFACT_PREPROCESSOR,
+    SERVED_MODEL_FILE,
+    HumaneModel,
+    input_example,
+)
+from humane.governance.store import StoreError, client, ensure_experiment, using_tracking_uri
+
+MODEL_ARTIFACT = "model"
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+SERVING_PACKAGES = ("mlflow", "torch", "scikit-learn", "pandas", "numpy", "skops", "pydantic")
+RUN_KEY_TAG = "humane.run_key"
+COMPLETE_TAG = "humane.complete"  # set last: a run without it is an interrupted attempt
+# The files a run records; their bytes (with the params and the run's origin) make the run's identity.
+RECORDED = ("params", "metrics", "train_metrics", "train_history", "validation_report", "fairness", "audit_report",
+            "data_audit", "privacy_report", "membership_report", "model", "preprocessor", "privacy_policy",
+            "processed_train", "processed_test", "interim_meta")  # fmt: skip
+
+
+def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Nested numeric metrics → dotted names (NaN and non-numbers dropped: MLflow cannot plot them)."""
+    flat = flatten(metrics, prefix)
+    return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def run_key(paths: Paths, ctx: RunContext) -> str:
+    """The pipeline run's identity: a Prefect flow run, or (for `dvc repro`) the exact inputs it records."""
+    if ctx.flow_run_id:
+        return f"prefect:{ctx.flow_run_id}"
+    digest = hashlib.sha256()
+    for name in RECORDED:
+        digest.update(f"{name}={md5_of(getattr(paths, name))};".encode())
+    digest.update(git_commit(ctx.project).encode())
+    return f"dvc:{digest.hexdigest()[:32]}"
+
+
+def run_name(ctx: RunContext) -> str:
+    """A name that reads on its own in a list of runs: entry point, overrides or "defaults", short commit."""
+    entry = "prefect" if ctx.flow_run_id else "dvc"
+    commit = git_commit(ctx.project)
+    short = commit[:7] + ("-dirty" if commit.endswith("-dirty") else "")
+    return f"{entry} · {ctx.describe_overrides()} · {short}"
+
+
+def lineage_tags(paths: Paths, ctx: RunContext) -> dict[str, str]:
+    """Git commit, md5s of the data and model files, and which entry point ran the pipeline."""
+    meta = io.read_json(paths.interim_meta)
+    tags = {
+        "git_commit": git_commit(ctx.project),
+        "data.source": str(meta["source"]),
+        "data.raw_md5.train": meta["md5"]["train"],
+        "data.raw_md5.test": meta["md5"]["test"],
+        "data.md5.train": md5_of(paths.processed_train),
+        "data.md5.test": md5_of(paths.processed_test),
+        "model.md5": md5_of(paths.model),
+        "preprocessor.md5": md5_of(paths.preprocessor),
+        "entry_point": "prefect" if ctx.flow_run_id else "dvc",
+        "overrides": ctx.describe_overrides(),
+        # What the MLflow UI shows as the run's source: the entry point, not the module that happened to log.
+        "mlflow.source.name": ctx.entry_point,
+        "mlflow.source.type": "JOB",
+    }
+    if ctx.flow_run_id:
+        tags["prefect.flow_run_id"] = ctx.flow_run_id
+    return tags
+
+
+def requirements() -> list[str]:
+    """Exact pins of what the served model imports, from this environment (inferring them costs seconds)."""
+    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
+
+
+def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
+    """Log the pyfunc as code with its files, a raw-column signature and a synthetic input example."""
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    import humane
+
+    model = HumaneModel().load_files(threshold, paths.privacy_policy, paths.preprocessor, paths.model)
+    example = input_example(pd.read_parquet(paths.interim_test), model.preprocessor.inputs, masked)
+    signature = infer_signature(example, model.predict(None, example))
+    return mlflow.pyfunc.log_model(
+        name=MODEL_ARTIFACT,
+        python_model=str(SERVED_MODEL_FILE),
+        artifacts={
+            ARTIFACT_MODEL: str(paths.model),
+            ARTIFACT_PREPROCESSOR: str(paths.preprocessor),
+            ARTIFACT_POLICY: str(paths.privacy_policy),
+        },
+        model_config={"threshold": threshold},
+        code_paths=[str(next(iter(humane.__path__)))],
+        signature=signature,
+        input_example=example,
+        pip_requirements=requirements(),
+    )
+
+
+def find_run(mlflow_client: Any, experiment_id: str, key: str) -> tuple[Any | None, list[Any]]:
+    """The completed run with this key, and any interrupted attempts of it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        runs = mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'")
+    except MlflowException as err:
+        raise StoreError(f"MLflow: cannot search runs of experiment {experiment_id}: {err}") from err
+    complete = [r for r in runs if r.data.tags.get(COMPLETE_TAG) == "true" and r.info.status == "FINISHED"]
+    return (complete[0] if complete else None), [r for r in runs if r not in complete]
+
+
+def log_run(paths: Paths, experiment: str, threshold: float, sensitive: list[str], ctx: RunContext) -> dict[str, str]:
+    """Log the workspace's pipeline state as one MLflow run (or find the one already logged); its ids."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    uri = ctx.tracking_uri
+    mlflow_client = client(uri)
+    experiment_id = ensure_experiment(mlflow_client, experiment,
+                                      Paths(ctx.project).mlflow_artifacts if ctx.default_store else None)  # fmt: skip
+    key = run_key(paths, ctx)
+    done, interrupted = find_run(mlflow_client, experiment_id, key)
+    if done is not None:
+        record = {"run_id": done.info.run_id, "experiment_id": experiment_id, "experiment": experiment,
+                  "model_uri": done.data.tags["humane.model_uri"], "run_key": key}  # fmt: skip
+        io.write_json(paths.mlflow_run, record)
+        return record
+    for attempt in interrupted:  # an earlier attempt of this pipeline run died half-way: it is not a record
+        mlflow_client.delete_run(attempt.info.run_id)
+
+    raw_params = {k: str(v)[:MAX_PARAM_CHARS] for k, v in flatten(read_raw(paths.params)).items()}
+    metrics = io.read_json(paths.metrics)
+    train_metrics = io.read_json(paths.train_metrics)
+    history = io.read_json(paths.train_history)
+    validation = io.read_json(paths.validation_report)
+    fairness = io.read_json(paths.fairness)
+    privacy, membership = io.read_json(paths.privacy_report), io.read_json(paths.membership_report)
+    policy = io.read_json(paths.privacy_policy)
+    masked = {*policy["drop"], *policy["pseudonymize"], *policy["bins"], *policy["top_code"],
+              *policy["kept_categories"], *sensitive}  # fmt: skip
+
+    with (
+        using_tracking_uri(uri),
+        mlflow.start_run(experiment_id=experiment_id, run_name=run_name(ctx), tags={RUN_KEY_TAG: key}) as run,
+        warnings.catch_warnings(),
+    ):
+        # MLflow's hints about integer columns and ambiguous local sources do not apply to these inputs.
+        warnings.simplefilter("ignore", UserWarning)
+        run_id = run.info.run_id
+        mlflow.set_tags(lineage_tags(paths, ctx))
+        mlflow.log_params(raw_params)
+        summary = {
+            **flat_metrics(metrics["model"], "test."),
+            **flat_metrics(metrics["baseline"], "baseline."),
+            **flat_metrics(train_metrics, "train."),
+            **flat_metrics(fairness, "fairness."),
+            **flat_metrics(privacy_metrics(privacy, membership, train_metrics)),
+            "validation.n_checks": validation["n_checks"],
+            "validation.n_failed": validation["n_failed"],
+        }
+        mlflow.log_metrics(summary)
+        per_epoch = [
+            Metric(f"epoch.{name}", float(row[name]), 0, int(row["epoch"]))
+            for row in history
+            for name in ("train_loss", "val_loss", "val_accuracy", "val_auc")
+            if row[name] == row[name]  # NaN AUC (one-class validation split) is not logged
+        ]
+        mlflow_client.log_batch(run_id, metrics=per_epoch)
+        reports = (paths.validation_report, paths.metrics, paths.train_metrics, paths.train_history, paths.roc_data,
+                   paths.calibration_data, paths.params, paths.data_audit, paths.audit_report, paths.fairness,
+                   paths.audit_groups_data, paths.privacy_report, paths.membership_report)  # fmt: skip
+        for path in reports:
+            mlflow.log_artifact(str(path), artifact_path="reports")
+        for path in (paths.roc_png, paths.calibration_png, *sorted(paths.audit_plots_dir.glob("*.png"))):
+            mlflow.log_artifact(str(path), artifact_path="plots")
+        mlflow.log_artifacts(str(paths.validation_docs), artifact_path="reports/validation_docs")
+        # Dataset inputs: schema and row count only (no rows), with the DVC md5 as the digest.
+        for path, context in ((paths.processed_train, "training"), (paths.processed_test, "test")):
+            dataset = mlflow.data.from_pandas(pd.read_parquet(path), source=str(path.relative_to(paths.root)),
+                                              name=path.stem, digest=md5_of(path))  # fmt: skip
+            mlflow.log_input(dataset, context=context)
+        info = log_serving_model(paths, threshold, masked)
+        mlflow.set_tags({"humane.model_uri": info.model_uri, COMPLETE_TAG: "true"})
+    record = {"run_id": run_id, "experiment_id": experiment_id, "experiment": experiment,
+              "model_uri": info.model_uri, "run_key": key}  # fmt: skip
+    io.write_json(paths.mlflow_run, record)
+    return record
+

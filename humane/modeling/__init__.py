@@ -1,0 +1,1 @@
+"""Features, the network, the training loop and its evaluation."""

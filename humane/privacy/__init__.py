@@ -1,0 +1,1 @@
+"""Column privacy policy, re-identification risk, differentially private training, membership inference."""

@@ -1,0 +1,50 @@
+"""Differentially private training: Opacus DP-SGD wrappers for the model, optimizer, loss and data loader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from humane.core.params import TrainParams
+
+
+class BatchRows(TensorDataset):
+    """Rows fetched a batch at a time by one index operation (the default fetches and stacks row by row)."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[idx] for t in self.tensors)
+
+
+def as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Collate for BatchRows: the batch is already stacked."""
+    return batch
+
+
+def make_private(
+    model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams,
+    generator: torch.Generator,
+) -> tuple[Any, nn.Module, Any, nn.Module, Any]:  # fmt: skip
+    """Wrap model, optimizer and loss for DP-SGD with noise calibrated to the target epsilon over max_epochs.
+
+    Ghost clipping computes per-sample gradient norms without materialising per-sample gradients: on the
+    Adult MLP an epoch takes about 1.9x the non-private time (bench/privacy.py); Opacus' default hooks took
+    about 5x in a probe.
+    """
+    from opacus import PrivacyEngine
+    from opacus.validators import ModuleValidator
+
+    model = ModuleValidator.fix(model)  # replaces layers DP-SGD cannot handle (e.g. BatchNorm); a copy
+    ModuleValidator.validate(model, strict=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    loader = DataLoader(BatchRows(x, y), batch_size=params.batch_size, generator=generator, collate_fn=as_batch)
+    engine = PrivacyEngine(accountant=params.dp.accountant)
+    model, optimizer, loss_fn, loader = engine.make_private_with_epsilon(
+        module=model, optimizer=optimizer, criterion=loss_fn, data_loader=loader,
+        target_epsilon=params.dp.target_epsilon, target_delta=params.dp.delta, epochs=params.max_epochs,
+        max_grad_norm=params.dp.max_grad_norm, grad_sample_mode="ghost",
+    )  # fmt: skip
+    return engine, model, optimizer, loss_fn, loader

@@ -1,0 +1,26 @@
+"""Data-audit stage: each sensitive group's share of the training rows and its label base rate."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from humane.core import io
+from humane.core.context import RunContext, stage_main
+from humane.core.params import Params
+from humane.core.paths import Paths
+from humane.fairness.metrics import data_audit
+
+
+def run(params: Params, paths: Paths, ctx: RunContext) -> str:
+    """Audit the train pool's groups before any model is trained."""
+    report = data_audit(pd.read_parquet(paths.interim_train), params.data)
+    io.write_json(paths.data_audit, report)
+    return "\n".join(
+        f"data audit {feature}: " + ", ".join(f"{g['group']} {g['share']:.1%} (base rate {g['base_rate']:.2f})"
+                                             for g in groups[:6])
+        for feature, groups in report.items()
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    stage_main(run)
