@@ -315,7 +315,7 @@ def read_raw(path: Path) -> dict[str, Any]:
     return raw
 
 
-def load_params(path: Path, builtins: frozenset[str] = frozenset()) -> Params:
+def load_params(path: Path = Path("params.yaml"), builtins: frozenset[str] = frozenset()) -> Params:
     """Read and check params.yaml, its paths confined to the folder it lives in."""
     try:
         params = parse_params(read_raw(path))

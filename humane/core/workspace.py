@@ -44,8 +44,10 @@ def stages(dvc_yaml: Path) -> list[Stage]:
     spec = yaml.safe_load(dvc_yaml.read_text())["stages"]
     producer: dict[str, str] = {}
     for name, stage in spec.items():
-        for out in _out_paths(stage.get("outs", [])) + _out_paths(stage.get("metrics", [])) + _out_paths(
-            stage.get("plots", [])
+        for out in (
+            _out_paths(stage.get("outs", []))
+            + _out_paths(stage.get("metrics", []))
+            + _out_paths(stage.get("plots", []))
         ):
             producer[out] = name
     out: list[Stage] = []
@@ -177,4 +179,3 @@ def save_experiment(name: str, root: Path) -> str:
         except DvcException as err:
             raise ConfigError(f"could not save DVC experiment {name!r}: {err}") from None
     return name
-

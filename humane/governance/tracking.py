@@ -208,4 +208,3 @@ def log_run(paths: Paths, experiment: str, threshold: float, sensitive: list[str
               "model_uri": info.model_uri, "run_key": key}  # fmt: skip
     io.write_json(paths.mlflow_run, record)
     return record
-

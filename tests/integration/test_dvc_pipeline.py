@@ -5,8 +5,8 @@ import json
 import mlflow
 import pandas as pd
 import yaml
-
 from tasks.pipeline import STAGES
+
 from tests.conftest import mlflow_client, run, tracked_runs
 
 OUTPUTS = ["data/processed/train.parquet", "data/processed/test.parquet", "models/model.pt",

@@ -71,7 +71,6 @@ def test_planted_personal_values_never_leave_the_load_stage(project, prefect_ser
 
 def test_pseudonymization_key_from_a_prefect_secret_block(prefect_server, monkeypatch):
     from prefect.blocks.system import Secret
-
     from tasks.params import load_params
     from tasks.privacy import pseudonym_key
 

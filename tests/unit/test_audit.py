@@ -8,7 +8,8 @@ from fairlearn.metrics import (
     equalized_odds_difference,
 )  # fmt: skip
 
-from tasks.audit import (
+from humane.core.params import AuditParams, DataParams
+from humane.fairness.metrics import (
     audit_feature,
     data_audit,
     gaps_from,
@@ -17,7 +18,6 @@ from tasks.audit import (
     sensitive_columns,
     weighted_metrics,
 )  # fmt: skip
-from tasks.params import AuditParams, DataParams
 
 # Group a: 4 rows, group b: 4 rows.
 Y = np.array([1, 1, 0, 0, 1, 0, 0, 0], dtype=float)

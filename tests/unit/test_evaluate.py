@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tasks.evaluate import binary_metrics, calibration_bins, expected_calibration_error, roc_points
+from humane.modeling.evaluation import binary_metrics, calibration_bins, expected_calibration_error, roc_points
 
 
 def test_ece_matches_hand_computation():

@@ -1,8 +1,8 @@
 import pytest
 
-from tasks.gate import candidate_metrics, decide
-from tasks.params import GateParams
-from tasks.registry import Champion
+from humane.core.params import GateParams
+from humane.governance.gate import candidate_metrics, decide
+from humane.governance.registry import Champion
 
 CANDIDATE = {"validation.passed": 1.0, "test.accuracy": 0.85, "test.roc_auc": 0.90,
              "fairness.sex.demographic_parity_difference": 0.12}  # fmt: skip
@@ -75,11 +75,20 @@ def test_disparity_increase_against_champion():
     assert not decision.passed and "rose more than allowed vs champion v1" in decision.reasons[0]
 
 
-def test_champion_without_the_metric_skips_that_rule():
+def test_champion_without_the_metric_fails_that_rule_closed():
     decision = decide(policy(min={"test.accuracy": 0.8}, max_drop={"test.roc_auc": 0.01}), CANDIDATE,
                       Champion("2", {}, None))  # fmt: skip
-    assert decision.passed
+    assert not decision.passed
+    assert [c.passed for c in decision.checks] == [True, True, False]
+    assert decision.reasons == ["test.roc_auc: champion v2 has no recorded value, so the change cannot be judged"]
+
+
+def test_the_gate_stage_leaves_change_rules_pending():
+    decision = decide(policy(min={"test.accuracy": 0.8}, max_drop={"test.roc_auc": 0.01}), CANDIDATE,
+                      Champion("2", {"test.roc_auc": 0.99}, None), compare=False)  # fmt: skip
+    assert decision.passed and decision.champion_version == "2"
     assert [c.passed for c in decision.checks] == [True, True, None]
+    assert decision.checks[-1].note == "pending: judged at registration"
 
 
 def test_candidate_metrics_namespace():

@@ -3,10 +3,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.datasets import BUILTINS, RawFile, md5_of, read_adult, read_german, verify
-from tasks.errors import DataError
-from tasks.load import load, read_table, split_test
-from tasks.params import load_params
+from humane.core.errors import DataError
+from humane.core.io import md5_of
+from humane.core.params import load_params
+from humane.data.datasets import BUILTINS, RawFile, read_adult, read_german, verify
+from humane.data.sources import load, read_table, split_test
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,45 +1,134 @@
+import os
+
 import pytest
 
-from tasks.errors import ConfigError
-from tasks.params import apply_overrides, flatten, load_params, parse_params, read_raw
+from humane.core.errors import ConfigError
+from humane.core.params import (
+    OVERRIDABLE,
+    apply_overrides,
+    check_overridable,
+    check_paths,
+    confine,
+    flatten,
+    load_params,
+    parse_params,
+    read_raw,
+)
+from humane.data.datasets import BUILTINS
+from tests.conftest import ROOT
+
+PARAMS = ROOT / "params.yaml"
 
 
 def test_project_params_parse():
-    params = load_params()
+    params = load_params(PARAMS)
     assert params.data.source == "adult"
     assert params.train.hidden_sizes == [256, 256]
+    assert params.validate.min_rows == 500 and params.register.model_name == "humane-adult"
 
 
-def test_unknown_key_is_an_error():
-    raw = read_raw()
+def test_params_are_frozen():
+    params = load_params(PARAMS)
+    with pytest.raises(ValueError, match="frozen"):
+        params.train.lr = 1.0
+
+
+def test_unknown_key_is_an_error_naming_it_and_the_allowed_keys():
+    raw = read_raw(PARAMS)
     raw["train"]["learning_rate"] = 0.1
-    with pytest.raises(ConfigError, match=r"train: unknown key\(s\) \['learning_rate'\]"):
+    with pytest.raises(ConfigError, match=r"train\.learning_rate: unknown key; allowed in train: \['activation'"):
         parse_params(raw)
 
 
 def test_missing_required_key_is_an_error():
-    raw = read_raw()
+    raw = read_raw(PARAMS)
     del raw["data"]["target"]
     with pytest.raises(ConfigError, match=r"data\.target: required key is missing"):
         parse_params(raw)
 
 
-def test_wrong_type_names_the_key():
-    raw = read_raw()
-    raw["train"]["batch_size"] = "big"
-    with pytest.raises(ConfigError, match=r"train\.batch_size: expected int"):
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("batch_size", "big", r"train\.batch_size: input should be a valid integer, got 'big'"),
+        ("batch_size", True, r"train\.batch_size: input should be a valid integer, got True"),
+        ("lr", "fast", r"train\.lr: input should be a valid number, got 'fast'"),
+    ],
+)
+def test_wrong_type_names_the_key(key, value, message):
+    raw = read_raw(PARAMS)
+    raw["train"][key] = value
+    with pytest.raises(ConfigError, match=message):
         parse_params(raw)
 
 
-def test_overrides_replace_dotted_keys_and_check_types():
-    raw = read_raw()
-    out = apply_overrides(raw, {"train.lr": 0.003, "train.hidden_sizes": [8]})
-    assert out["train"]["lr"] == 0.003 and out["train"]["hidden_sizes"] == [8]
+def test_an_integer_is_a_valid_float():
+    raw = read_raw(PARAMS)
+    raw["train"]["lr"] = 1
+    assert parse_params(raw).train.lr == 1.0
+
+
+def test_overrides_replace_allow_listed_keys_and_check_types():
+    raw = read_raw(PARAMS)
+    out = apply_overrides(raw, {"train.lr": 0.003, "train.hidden_sizes": [8], "train.dp.enabled": True})
+    assert out["train"]["lr"] == 0.003 and out["train"]["hidden_sizes"] == [8] and out["train"]["dp"]["enabled"]
     assert raw["train"]["lr"] != 0.003  # the input is not modified
     with pytest.raises(ConfigError, match="no such key"):
         apply_overrides(raw, {"train.nope": 1})
-    with pytest.raises(ConfigError, match="expected a number"):
+    with pytest.raises(ConfigError, match=r"train\.lr: input should be a valid number"):
         apply_overrides(raw, {"train.lr": "fast"})
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["gate.min.test.accuracy", "gate.require_validation", "register.model_name", "register.intended_use",
+     "data.source", "privacy.drop", "validate.min_rows", "audit.min_group_size", "track.experiment",
+     "preprocess.include_sensitive"],
+)  # fmt: skip
+def test_policy_keys_cannot_be_overridden(key):
+    with pytest.raises(ConfigError, match=rf"override '{key}' refused: a flow run may change only"):
+        apply_overrides(read_raw(PARAMS), {key: 0})
+
+
+def test_the_allow_list_is_experiment_settings_only():
+    assert {k.split(".")[0] for k in OVERRIDABLE} == {"preprocess", "train", "evaluate"}
+    check_overridable({"train.lr": 1, "evaluate.threshold": 0.4, "preprocess.seed": 3})
+
+
+def test_paths_are_confined_to_the_project(tmp_path):
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "ok.csv").write_text("a\n1\n")
+    outside = tmp_path / "secret.csv"
+    outside.write_text("a\n1\n")
+    assert confine("data/ok.csv", "data.source", project) == (project / "data/ok.csv").resolve()
+    with pytest.raises(ConfigError, match=r"data\.source: '\.\./secret\.csv' resolves to .* outside the project"):
+        confine("../secret.csv", "data.source", project)
+    with pytest.raises(ConfigError, match=r"register\.intended_use: '/etc/passwd' resolves to /etc/passwd"):
+        confine("/etc/passwd", "register.intended_use", project)
+    os.symlink(outside, project / "data" / "link.csv")
+    with pytest.raises(ConfigError, match=r"data\.test_source: 'data/link\.csv' resolves to .*secret\.csv, outside"):
+        confine("data/link.csv", "data.test_source", project)
+
+
+def test_a_declared_absolute_data_root_admits_data_files_only(tmp_path):
+    project, shared = tmp_path / "project", tmp_path / "shared"
+    project.mkdir()
+    shared.mkdir()
+    (shared / "loans.csv").write_text("a\n1\n")
+    assert confine(str(shared / "loans.csv"), "data.source", project, str(shared)) == shared / "loans.csv"
+    with pytest.raises(ConfigError, match=r"register\.intended_use: .* outside the project folder;"):
+        confine(str(shared / "loans.csv"), "register.intended_use", project, str(shared))
+    with pytest.raises(ConfigError, match=r"data\.root: must be an absolute folder"):
+        confine("x.csv", "data.source", project, "relative/dir")
+
+
+def test_check_paths_skips_builtins_and_names_the_key():
+    raw = read_raw(PARAMS)
+    check_paths(parse_params(raw), ROOT, frozenset(BUILTINS))
+    raw["register"]["intended_use"] = "../../etc/hostname"
+    with pytest.raises(ConfigError, match=r"register\.intended_use"):
+        check_paths(parse_params(raw), ROOT, frozenset(BUILTINS))
 
 
 def test_flatten_uses_dotted_names():

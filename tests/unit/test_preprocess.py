@@ -1,11 +1,10 @@
 import numpy as np
 import pandas as pd
 
-from tasks.features import signed_log1p
-from tasks.params import DataParams, PreprocessParams
-from tasks.paths import LABEL_COLUMN, SENSITIVE_PREFIX
-from tasks.preprocess import fit, split_train_val, to_model_frame
-from tasks.schema import resolve_schema
+from humane.core.params import DataParams, PreprocessParams
+from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.data.schema import resolve_schema
+from humane.modeling.features import fit, signed_log1p, split_train_val, to_model_frame
 
 SPEC = DataParams(source="adult", target="income", positive_label=">50K", sensitive_features=["sex", "race"],
                   drop=["fnlwgt"])  # fmt: skip

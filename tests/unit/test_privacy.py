@@ -3,21 +3,16 @@ import pandas as pd
 import pytest
 import torch
 
+from humane.core.context import RunContext
+from humane.core.errors import ConfigError, DataError
+from humane.core.params import DataParams, DPParams, PrivacyParams, TrainParams, load_params
+from humane.core.paths import Paths
+from humane.modeling.training import fit
+from humane.privacy.anonymity import anonymity, risk_report
+from humane.privacy.membership import attack, membership_audit
+from humane.privacy.policy import OTHER, apply_policy, check_policy, fit_policy, pseudonym_key, pseudonymize
 from tasks import load
-from tasks.errors import ConfigError, DataError
-from tasks.membership import attack, membership_audit
-from tasks.params import DataParams, DPParams, PrivacyParams, TrainParams
-from tasks.privacy import (
-    OTHER,
-    anonymity,
-    apply_policy,
-    check_policy,
-    fit_policy,
-    pseudonym_key,
-    pseudonymize,
-    risk_report,
-)  # fmt: skip
-from tasks.train import fit
+from tests.conftest import ROOT
 
 
 def _policy(**kw):
@@ -43,7 +38,10 @@ def test_missing_key_is_a_clear_error_before_any_data_is_written(tmp_path, monke
     with pytest.raises(
         ConfigError, match="no key is set: put the HMAC key in the environment variable HUMANE_TEST_KEY"
     ):
-        load.run(spec, _policy(pseudonymize=["customer_id"]))
+        params = load_params(ROOT / "params.yaml").model_copy(
+            update={"data": spec, "privacy": _policy(pseudonymize=["customer_id"])}
+        )
+        load.run(params, Paths(tmp_path), RunContext(tmp_path))
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setenv("HUMANE_TEST_KEY", "s3cret")
     assert pseudonym_key(_policy(pseudonymize=["customer_id"])) == b"s3cret"

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from tasks.params import DataParams, ValidateParams
-from tasks.schema import resolve_schema
-from tasks.validate import validate_frames
+from humane.core.params import DataParams, ValidateParams
+from humane.data.schema import resolve_schema
+from humane.data.validation import validate_frames
 
 SPEC = DataParams(
     source="tiny.csv", target="income", positive_label=">50K", sensitive_features=["sex"], labels=["<=50K", ">50K"],
