@@ -66,10 +66,19 @@ def stages(dvc_yaml: Path) -> list[Stage]:
     return out
 
 
-def _repo(root: Path) -> Any:
+@contextmanager
+def _repo(root: Path) -> Iterator[Any]:
+    """DVC's Repo for the workspace at `root`, with the process inside it.
+
+    DVC resolves a stage's paths against the working directory, not against the repository it was opened on,
+    so every DVC call runs from inside its workspace (as DVC's own experiment executors do).
+    """
+    from contextlib import chdir
+
     from dvc.repo import Repo
 
-    return Repo(str(root))
+    with chdir(root), Repo(str(root)) as repo:
+        yield repo
 
 
 def is_stale(stage: str, root: Path) -> bool:
@@ -133,9 +142,8 @@ def isolated(project: Path, overrides: dict[str, Any], name: str) -> Iterator[Pa
     from the shared cache, so only the stages the overrides touch run again.
     """
     project = project.resolve()
-    base = project / ".dvc" / "tmp" / "humane-runs"
-    base.mkdir(parents=True, exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+    # Outside the project: DVC would otherwise see the worktree's files as part of the project's own tree.
+    root = Path(tempfile.mkdtemp(prefix=f"humane-{name}-"))
     root.rmdir()
     with workspace_lock(project):  # a consistent copy: no in-place run is half-way through writing
         _git(project, "worktree", "add", "--detach", str(root), "HEAD")

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from humane.core.errors import DataError
 from humane.core.params import AuditParams, DataParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 
@@ -18,6 +19,24 @@ GAP_METRICS = (
     "equal_opportunity_difference",
 )  # fmt: skip
 INTERSECTION = " x "  # joins feature names and group values of the intersectional audit, e.g. "sex x race"
+MISSING_GROUP = "missing"  # the group of rows whose sensitive value is null
+
+
+def group_labels(values: pd.Series, feature: str) -> pd.Series:
+    """The one definition of a sensitive value's group label: its text, and "missing" for a null.
+
+    Rows with a null sensitive value are a group of their own, counted and audited, never dropped. A
+    column whose real values include the text "missing" would merge with that group, so it raises a
+    DataError naming the feature instead (rename the value upstream).
+    """
+    null = values.isna()
+    text = values.astype(str)
+    if (text[~null] == MISSING_GROUP).any():
+        raise DataError(
+            f"sensitive feature {feature!r} has the value {MISSING_GROUP!r}, which is the label of its null "
+            f"(missing) group; rename that value in the data so the two stay apart"
+        )
+    return text.where(~null, MISSING_GROUP)
 
 
 def calibration_error(y_true: np.ndarray, y_pred: np.ndarray, p: np.ndarray) -> float:
@@ -26,7 +45,9 @@ def calibration_error(y_true: np.ndarray, y_pred: np.ndarray, p: np.ndarray) -> 
 
 
 def group_table(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, groups: pd.Series) -> pd.DataFrame:
-    """Per-group count and metrics, computed by Fairlearn's MetricFrame."""
+    """Per-group count and metrics, computed by Fairlearn's MetricFrame; groups must be labels, never null."""
+    if groups.isna().any():
+        raise DataError("group values contain nulls; label them with group_labels first")
     from fairlearn.metrics import (
         MetricFrame,
         count,
@@ -148,8 +169,8 @@ def overall_with_ci(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, params: Au
 
 
 def sensitive_columns(frame: pd.DataFrame, features: list[str]) -> dict[str, pd.Series]:
-    """Each sensitive feature's values and, with two or more, their intersection."""
-    columns = {f: frame[f"{SENSITIVE_PREFIX}{f}"].astype(str) for f in features}
+    """Each sensitive feature's group labels (see `group_labels`) and, with two or more, their intersection."""
+    columns = {f: group_labels(frame[f"{SENSITIVE_PREFIX}{f}"], f) for f in features}
     if len(features) > 1:
         joined = columns[features[0]]
         for f in features[1:]:

@@ -109,11 +109,18 @@ def fit(train: pd.DataFrame, schema: Schema, params: PreprocessParams) -> Prepro
 
 
 def to_model_frame(pre: Preprocessor, frame: pd.DataFrame) -> pd.DataFrame:
-    """Features, label and (for auditing, never as inputs) the sensitive attributes, in one frame."""
+    """Features, label and (for auditing, never as inputs) the sensitive attributes, in one frame.
+
+    A sensitive value is written as its text and a null stays a null (None; a Parquet null once stored), on
+    every pandas version (pandas < 3 turned NaN into the text "nan"). Naming the null group is left to
+    `humane.fairness.metrics.group_labels`, the one definition of a group label.
+    """
     features = pd.DataFrame(pre.transform(frame), columns=pre.feature_names)
     features[LABEL_COLUMN] = pre.encode_labels(frame[pre.target])
     for column in pre.sensitive:
-        features[f"{SENSITIVE_PREFIX}{column}"] = frame[column].astype("str").to_numpy()
+        values = frame[column]
+        text = values.astype(str).astype("object").where(values.notna(), None)
+        features[f"{SENSITIVE_PREFIX}{column}"] = text.to_numpy()
     return features
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from humane.core.errors import DataError
 from humane.core.params import PrivacyParams
-from humane.privacy.policy import absent_columns
+from humane.privacy.policy import absent_columns, canonical_text
 
 
 @dataclass(frozen=True)
@@ -25,18 +25,32 @@ class Anonymity:
 def anonymity(frame: pd.DataFrame, quasi_identifiers: list[str], k: int, sensitive: str) -> Anonymity:
     """Smallest equivalence class, share of rows in classes below k, fewest distinct sensitive values in a class.
 
-    Missing values count as a value of their own.
+    Values are compared by their canonical text (`canonical_text`: 30 and 30.0 are one value). Missing values
+    (null, or blank text) are a value of their own: rows with a missing quasi-identifier form their own
+    "missing" classes and are counted like any other row, never dropped; a missing sensitive value is one more
+    distinct value for l-diversity.
     """
     if sensitive not in frame:
         raise DataError(f"column {sensitive!r} (the l-diversity column) is not in the data")
+    absent = [c for c in quasi_identifiers if c not in frame]
+    if absent:
+        raise DataError(f"quasi-identifier columns {absent} are not in the data")
+    labels = _canonical(frame[sensitive])
     if not quasi_identifiers:  # nothing links a row to a person: one class holding every row
-        return Anonymity(len(frame), 0.0, 1, int(frame[sensitive].nunique()))
-    keys = frame[quasi_identifiers].astype(str)
-    grouped = frame.assign(_sensitive=frame[sensitive].astype(str)).groupby([keys[c] for c in quasi_identifiers])
+        return Anonymity(len(frame), 0.0, 1, int(labels.nunique(dropna=False)))
+    keys = [_canonical(frame[c]) for c in quasi_identifiers]
+    grouped = labels.groupby(keys, dropna=False, sort=False)  # dropna=False: the missing class is kept
     sizes = grouped.size()
-    diversity = grouped["_sensitive"].nunique()
+    if int(sizes.sum()) != len(frame):  # every row is in exactly one class; anything else would understate risk
+        raise DataError(f"k-anonymity: the classes hold {int(sizes.sum())} of {len(frame)} rows")
+    diversity = grouped.nunique(dropna=False)
     below = sizes[sizes < k].sum()
     return Anonymity(int(sizes.min()), float(below / len(frame)), len(sizes), int(diversity.min()))
+
+
+def _canonical(values: pd.Series) -> pd.Series:
+    """Each value as its canonical text, missing as null (a group of its own under groupby(dropna=False))."""
+    return values.map(canonical_text).astype("object").rename(values.name)
 
 
 def risk_report(raw: pd.DataFrame, masked: pd.DataFrame, params: PrivacyParams, sensitive: str) -> dict[str, Any]:

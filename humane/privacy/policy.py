@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import itertools
+import numbers
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +18,7 @@ from humane.core.errors import ConfigError, DataError
 from humane.core.params import PrivacyParams
 
 OTHER = "Other"  # the category that rare values are grouped into
+WITHHELD = "values withheld: the column is masked by the privacy policy"  # errors never quote a masked column's values
 
 
 @dataclass(frozen=True)
@@ -85,13 +88,48 @@ def _secret_block(name: str) -> str | None:
         return None  # no such block, or no Prefect API to ask: the caller names both places to put the key
 
 
+def canonical_text(value: Any) -> str | None:
+    """The text a value is pseudonymized as, so that one identifier written in different types is one pseudonym.
+
+    - Missing (None, NaN, NA, NaT) is None, and so is a string that is blank after stripping: no identifier.
+    - Booleans are "True" / "False".
+    - Integers (Python or NumPy) are their decimal text; a float with an integral value is written as that
+      integer (123, 123.0, np.int64(123) and np.float32(123) are all "123"); other floats are their shortest
+      round-trip text ("0.5", "inf").
+    - Strings are Unicode NFC-normalised with surrounding whitespace stripped; case is kept, and a string is
+      never parsed as a number: "123" equals 123, but "007" stays distinct from 7 and "123.0" from 123
+      (leading zeros and formatting can be part of an identifier).
+    - Anything else is its `str()`.
+    """
+    if value is None or (not isinstance(value, (str, bytes)) and _scalar_missing(value)):
+        return None
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return str(int(number)) if number.is_integer() else str(value)
+    if isinstance(value, str):
+        text = unicodedata.normalize("NFC", value).strip()
+        return text or None
+    return str(value)
+
+
+def _scalar_missing(value: Any) -> bool:
+    missing = pd.isna(value)
+    return isinstance(missing, (bool, np.bool_)) and bool(missing)
+
+
 def pseudonymize(values: pd.Series, key: bytes) -> pd.Series:
-    """Keyed HMAC-SHA256 of each value's text (nulls stay null): same key, same pseudonym; no key, no reversal."""
+    """Keyed HMAC-SHA256 of each value's canonical text (`canonical_text`; missing stays null).
+
+    Same key and same canonical text, same pseudonym; no key, no reversal.
+    """
 
     def one(value: Any) -> Any:
-        if pd.isna(value):
-            return None
-        return hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()
+        text = canonical_text(value)
+        return None if text is None else hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
     return values.map(one).astype("object")
 
@@ -136,11 +174,11 @@ def apply_policy(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None) -
     for column, edges in policy.bins.items():
         if column in out:
             values = _numeric(out[column], column, "bins")
-            outside = values[(values < edges[0]) | (values > edges[-1])]
-            if len(outside):
+            below, above = int((values < edges[0]).sum()), int((values > edges[-1]).sum())
+            if below or above:
                 raise DataError(
-                    f"column {column!r}: privacy rule bins [{edges[0]:g}, {edges[-1]:g}]: {len(outside)} values fall "
-                    f"outside the bins, e.g. {sorted(set(outside.tolist()))[:5]}"
+                    f"column {column!r}: privacy rule bins [{edges[0]:g}, {edges[-1]:g}]: {below + above} values fall "
+                    f"outside the bins ({below} below {edges[0]:g}, {above} above {edges[-1]:g}; {WITHHELD})"
                 )
             # Each value becomes its bin's lower edge (the last edge closes the top bin).
             idx = np.clip(np.searchsorted(edges, values.to_numpy(), side="right") - 1, 0, len(edges) - 2)
@@ -157,15 +195,19 @@ def apply_policy(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None) -
 
 
 def _numeric(values: pd.Series, column: str, rule: str) -> pd.Series:
-    """The column as numbers; text that is not a number is an error, not a silent null."""
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = values[values.notna() & numbers.isna()]
+    """The column as numbers; text that is not a number is an error, not a silent null.
+
+    The error gives counts and types only: the column is masked, so its raw values are not quoted.
+    """
+    parsed = pd.to_numeric(values, errors="coerce")
+    bad = values[values.notna() & parsed.isna()]
     if len(bad):
+        types = sorted({type(v).__name__ for v in bad})
         raise DataError(
             f"column {column!r}: privacy rule {rule} needs numbers; expect_column_values_to_be_in_type_list fails "
-            f"for {len(bad)} values, e.g. {[str(v) for v in bad.unique()[:5]]}"
+            f"for {len(bad)} values ({bad.nunique()} distinct, of type {', '.join(types)}; {WITHHELD})"
         )
-    return numbers
+    return parsed
 
 
 def _keep_integers(values: pd.Series, original: pd.Series) -> pd.Series:

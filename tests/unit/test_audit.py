@@ -8,16 +8,23 @@ from fairlearn.metrics import (
     equalized_odds_difference,
 )  # fmt: skip
 
-from humane.core.params import AuditParams, DataParams
+from humane.core.errors import DataError
+from humane.core.io import write_parquet
+from humane.core.params import AuditParams, DataParams, PreprocessParams
+from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.data.schema import resolve_schema
 from humane.fairness.metrics import (
     audit_feature,
+    audit_predictions,
     data_audit,
     gaps_from,
+    group_labels,
     group_table,
     overall_with_ci,
     sensitive_columns,
     weighted_metrics,
 )  # fmt: skip
+from humane.modeling.features import fit, to_model_frame
 
 # Group a: 4 rows, group b: 4 rows.
 Y = np.array([1, 1, 0, 0, 1, 0, 0, 0], dtype=float)
@@ -101,3 +108,92 @@ def test_intersection_and_data_audit():
     assert {g["group"] for g in report["sex x race"]} == {"F x x", "F x y", "M x x", "M x y"}
     columns = sensitive_columns(frame.add_prefix("__sensitive__"), ["sex", "race"])
     assert list(columns) == ["sex", "race", "sex x race"]
+
+
+# 12 rows: sex is null in 4 of them (rows 2, 5, 8, 11); race alternates White/Black.
+SEX = pd.Series(["F", "M", None, "F", "M", np.nan, "M", "F", pd.NA, "F", "M", None], dtype=object)
+RACE = pd.Series(["White", "Black"] * 6)
+Y12 = np.array([1, 0, 1, 1, 0, 0, 1, 0, 1, 1, 0, 0], dtype=float)
+P12 = np.array([0.9, 0.2, 0.3, 0.8, 0.4, 0.1, 0.7, 0.6, 0.2, 0.9, 0.3, 0.8])
+
+
+def _sensitive_frame(sex=SEX, race=RACE) -> pd.DataFrame:
+    return pd.DataFrame({f"{SENSITIVE_PREFIX}sex": sex, f"{SENSITIVE_PREFIX}race": race, LABEL_COLUMN: Y12})
+
+
+def test_group_labels_name_nulls_missing_and_keep_text():
+    labels = group_labels(pd.Series(["F", None, np.nan, pd.NA, 3, "M"], dtype=object), "sex")
+    assert labels.tolist() == ["F", "missing", "missing", "missing", "3", "M"]
+    assert group_labels(pd.Series(["F", np.nan], dtype="str"), "sex").tolist() == ["F", "missing"]
+
+
+def test_a_real_value_named_missing_is_refused_naming_the_column():
+    with pytest.raises(DataError, match=r"'race'.*'missing'"):
+        group_labels(pd.Series(["White", "missing"]), "race")
+    with pytest.raises(DataError, match="'race'"):
+        sensitive_columns(_sensitive_frame(race=pd.Series(["missing", "White"] * 6)), ["sex", "race"])
+
+
+def test_null_groups_are_refused_by_the_metric_table_not_dropped():
+    with pytest.raises(DataError, match="group_labels"):
+        group_table(Y12, (P12 >= 0.5).astype(float), P12, SEX)
+
+
+def test_null_sensitive_values_are_an_audited_missing_group():
+    audits = {a.feature: a for a in audit_predictions(_sensitive_frame(), P12, ["sex", "race"], 0.5, PARAMS)}
+    sex = {g["group"]: g for g in audits["sex"].groups}
+    assert set(sex) == {"F", "M", "missing"}
+    assert sex["missing"]["count"] == int(SEX.isna().sum()) == 4
+    assert sum(g["count"] for g in sex.values()) == len(SEX)
+    # missing rows 2, 5, 8, 11: y = 1, 0, 1, 0; predicted (p >= 0.5) = 0, 0, 0, 1
+    rates = sex["missing"]["metrics"]
+    assert rates["selection_rate"]["value"] == pytest.approx(0.25)
+    assert rates["tpr"]["value"] == pytest.approx(0.0) and rates["fpr"]["value"] == pytest.approx(0.5)
+    assert not sex["missing"]["too_small"]
+    # F (rows 0, 3, 7, 9): TPR 1, so the TPR gap is 1 only because the missing group (TPR 0) is judged.
+    assert sex["F"]["metrics"]["tpr"]["value"] == pytest.approx(1.0)
+    assert audits["sex"].gaps["equal_opportunity_difference"]["value"] == pytest.approx(1.0)
+    crossed = {g["group"]: g["count"] for g in audits["sex x race"].groups}
+    assert crossed["missing x White"] == 2 and crossed["missing x Black"] == 2
+    assert sum(crossed.values()) == len(SEX)
+
+
+def test_a_small_missing_group_is_flagged_and_left_out_of_the_gaps():
+    # rows 0-7: F = 0, 3, 7 (TPR 1), M = 1, 4, 6 (TPR 1), missing = 2, 5 (TPR 0)
+    y, p = Y12[:8], P12[:8]
+    pred = (p >= 0.5).astype(float)
+    groups = group_labels(SEX[:8], "sex")
+    result = audit_feature("sex", y, pred, p, groups, AuditParams(seed=0, bootstrap=20, min_group_size=3))
+    assert result.too_small == ["missing"]
+    assert {g["group"]: g["count"] for g in result.groups} == {"F": 3, "M": 3, "missing": 2}
+    assert result.gaps["equal_opportunity_difference"]["value"] == pytest.approx(0.0)
+    assert gaps_from(group_table(y, pred, p, groups))["equal_opportunity_difference"] == pytest.approx(1.0)
+
+
+def test_data_audit_counts_null_sensitive_values_as_missing():
+    frame = pd.DataFrame({"sex": SEX, "race": RACE, "income": np.where(Y12 == 1, ">50K", "<=50K")})
+    spec = DataParams(source="s.csv", target="income", positive_label=">50K", sensitive_features=["sex", "race"])
+    report = data_audit(frame, spec)
+    sex = {g["group"]: g for g in report["sex"]}
+    assert sex["missing"]["rows"] == 4 and sex["missing"]["share"] == pytest.approx(4 / 12)
+    assert sex["missing"]["base_rate"] == pytest.approx(0.5)  # y = 1, 0, 1, 0
+    for feature in ("sex", "race", "sex x race"):
+        assert sum(g["share"] for g in report[feature]) == pytest.approx(1.0), feature
+        assert sum(g["rows"] for g in report[feature]) == len(frame), feature
+    assert {"missing x White", "missing x Black"} <= {g["group"] for g in report["sex x race"]}
+
+
+def test_null_sensitive_values_survive_the_processed_frame_as_missing(tiny_adult, tmp_path):
+    spec = DataParams(source="adult", target="income", positive_label=">50K", sensitive_features=["sex", "race"],
+                      drop=["fnlwgt"])  # fmt: skip
+    raw = tiny_adult.assign(sex=tiny_adult["sex"].astype(object).where(tiny_adult.index % 4 != 0, None))
+    pre = fit(raw, resolve_schema(spec, raw), PreprocessParams(seed=0, val_fraction=0.25, include_sensitive=False,
+                                                                log_transform=[]))  # fmt: skip
+    frame = to_model_frame(pre, raw)
+    assert frame[f"{SENSITIVE_PREFIX}sex"].isna().sum() == 3  # a null, not the text "nan"
+    write_parquet(tmp_path / "test.parquet", frame)
+    stored = pd.read_parquet(tmp_path / "test.parquet")
+    columns = sensitive_columns(stored, ["sex", "race"])
+    assert (columns["sex"] == "missing").sum() == 3
+    assert columns["sex"][raw["sex"].notna()].tolist() == raw["sex"].dropna().tolist()
+    assert set(columns["sex x race"][raw["sex"].isna()]) == {"missing x White"}
