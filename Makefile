@@ -39,7 +39,8 @@ format: setup
 flow: setup  ## run the same pipeline as a local Prefect flow
 	python -m flows.training
 
-ui: setup  ## the MLflow UI on the project's default store
+ui: setup  ## the MLflow UI on the project's default store, opened on its model-training view
+	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"
 	mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 bench: run  ## full-Adult benchmarks: quality, fairness, throughput, timings; then privacy (ε, MIA, k)

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -23,10 +22,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.model import MLP, MLPArgs, loss_for  # noqa: E402
-from tasks.params import load_params  # noqa: E402
-from tasks.pipeline import STAGES  # noqa: E402
-from tasks.train import fit, seed_everything, split_xy  # noqa: E402
+from humane.core.params import load_params  # noqa: E402
+from humane.core.paths import Paths  # noqa: E402
+from humane.core.workspace import stages  # noqa: E402
+from humane.modeling.features import split_xy  # noqa: E402
+from humane.modeling.model import MLP, MLPArgs, loss_fn  # noqa: E402
+from humane.modeling.training import fit, seed_everything  # noqa: E402
 
 ENV = {
     **os.environ,
@@ -68,7 +69,7 @@ def bare_loop(x: torch.Tensor, y: torch.Tensor, args: MLPArgs, lr: float, wd: fl
     seed_everything(0)
     model = MLP(args)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    loss_fn = loss_for(2)
+    criterion = loss_fn()
     target = y.float()
     started = time.perf_counter()
     for _ in range(epochs):
@@ -77,17 +78,20 @@ def bare_loop(x: torch.Tensor, y: torch.Tensor, args: MLPArgs, lr: float, wd: fl
         for i in range(0, len(x), bs):
             idx = order[i : i + bs]
             optimizer.zero_grad()
-            loss_fn(model(x[idx]), target[idx]).backward()
+            criterion(model(x[idx]), target[idx]).backward()
             optimizer.step()
     return len(x) * epochs / (time.perf_counter() - started)
 
 
 def throughput(project: Path, epochs: int = 6, repeats: int = 3) -> dict[str, float]:
     """Trainer samples/s (with validation, checkpoints and progress bar) over the bare loop's, interleaved."""
-    params = replace(load_params(project / "params.yaml").train, max_epochs=epochs, patience=epochs, progress=True)
-    x, y, _ = split_xy(pd.read_parquet(project / "data/processed/train.parquet"))
-    xv, yv, _ = split_xy(pd.read_parquet(project / "data/processed/val.parquet"))
-    args = MLPArgs(x.shape[1], 1, list(params.hidden_sizes), params.dropout, params.activation)
+    paths = Paths(project)
+    params = load_params(paths.params).train.model_copy(
+        update={"max_epochs": epochs, "patience": epochs, "progress": True}
+    )
+    x, y, _ = split_xy(pd.read_parquet(paths.processed_train))
+    xv, yv, _ = split_xy(pd.read_parquet(paths.processed_val))
+    args = MLPArgs(x.shape[1], list(params.hidden_sizes), params.dropout, params.activation)
     ours, bare = [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as ckpt:
@@ -103,11 +107,13 @@ def main() -> None:
         scratch = copy_project(work / "repro")
         repro_s = sh(["dvc", "repro"], scratch)
         noop = [sh(["dvc", "repro"], scratch) for _ in range(3)]
-        metrics = json.loads((scratch / "reports/metrics.json").read_text())
-        audit = json.loads((scratch / "reports/audit.json").read_text())
-        registration = json.loads((scratch / "reports/registration.json").read_text())
+        paths = Paths(scratch)
+        metrics = json.loads(paths.metrics.read_text())
+        audit = json.loads(paths.audit_report.read_text())
+        registration = json.loads(paths.registration.read_text())
         stages_dir = copy_project(work / "stages")
-        stage_s = {stage: sh(["dvc", "repro", "--single-item", stage], stages_dir) for stage in STAGES}
+        names = [stage.name for stage in stages(Paths(stages_dir).dvc_yaml)]  # dvc.yaml order
+        stage_s = {name: sh(["dvc", "repro", "--single-item", name], stages_dir) for name in names}
         flow_dir = copy_project(work / "flow")
         flow_s = sh(["python", "-m", "flows.training"], flow_dir)
         speed = throughput(scratch)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -19,20 +18,24 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.evaluate import binary_metrics  # noqa: E402
-from tasks.membership import membership_audit  # noqa: E402
-from tasks.model import probabilities  # noqa: E402
-from tasks.params import load_params  # noqa: E402
-from tasks.train import fit, split_xy  # noqa: E402
+from humane.core.params import load_params  # noqa: E402
+from humane.core.paths import Paths  # noqa: E402
+from humane.modeling.evaluation import binary_metrics  # noqa: E402
+from humane.modeling.features import split_xy  # noqa: E402
+from humane.modeling.model import probabilities  # noqa: E402
+from humane.modeling.training import fit  # noqa: E402
+from humane.privacy.membership import membership_audit  # noqa: E402
 
 # DP-SGD wants large batches and few epochs (less noise per step for the same budget).
 DP_SETTINGS = {"batch_size": 1024, "lr": 0.002, "max_epochs": 10, "patience": 10}
 
 
 def main() -> None:
-    params = load_params(ROOT / "params.yaml")
-    frames = {s: split_xy(pd.read_parquet(ROOT / f"data/processed/{s}.parquet")) for s in ("train", "val", "test")}
-    (xt, yt, _), (xv, yv, _), (xs, ys, _) = frames["train"], frames["val"], frames["test"]
+    paths = Paths(ROOT)
+    params = load_params(paths.params)
+    (xt, yt, _), (xv, yv, _), (xs, ys, _) = (
+        split_xy(pd.read_parquet(path)) for path in (paths.processed_train, paths.processed_val, paths.processed_test)
+    )
 
     def score(result):
         with torch.inference_mode():
@@ -42,14 +45,15 @@ def main() -> None:
         return quality, mia
 
     rows = []
-    default = fit(xt, yt, xv, yv, replace(params.train, progress=False))
+    default = fit(xt, yt, xv, yv, params.train.model_copy(update={"progress": False}))
     rows.append(("non-private, params.yaml (batch 256, early stopping)", default, *score(default)))
-    base = replace(params.train, progress=False, **DP_SETTINGS)
+    base = params.train.model_copy(update={"progress": False, **DP_SETTINGS})
     plain = fit(xt, yt, xv, yv, base)
     rows.append(("non-private, DP settings (batch 1024, 10 epochs)", plain, *score(plain)))
     timed = {}
     for eps in (1.0, 3.0, 8.0):
-        result = fit(xt, yt, xv, yv, replace(base, dp=replace(base.dp, enabled=True, target_epsilon=eps)))
+        dp = base.dp.model_copy(update={"enabled": True, "target_epsilon": eps})
+        result = fit(xt, yt, xv, yv, base.model_copy(update={"dp": dp}))
         rows.append((f"DP-SGD target ε={eps:g}", result, *score(result)))
         timed[eps] = result
     # Time per epoch, same model/data/batch size: DP (ghost clipping) over non-private.
@@ -65,7 +69,7 @@ def main() -> None:
               f"| {per_epoch(result):.2f} |")  # fmt: skip
     print("DP-SGD time per epoch / non-private (same model, data, batch 1024): "
           + ", ".join(f"ε={e:g}: {r:.2f}x" for e, r in ratio.items()) + " (target <= 2x)")  # fmt: skip
-    risk = json.loads((ROOT / "reports/privacy.json").read_text())
+    risk = json.loads(paths.privacy_report.read_text())
     print(f"k-anonymity over {risk['quasi_identifiers']} (k={risk['k']}): smallest class {risk['before']['k_min']} → "
           f"{risk['after']['k_min']}; rows in classes below k {risk['before']['share_below_k']:.2%} → "
           f"{risk['after']['share_below_k']:.2%}; classes {risk['before']['n_classes']} → "

@@ -10,7 +10,7 @@ from humane.core.errors import ValidationFailed
 from humane.core.params import Params
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
-from humane.data.validation import report, validate_frames
+from humane.data.validation import protected_columns, report, validate_frames
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
@@ -19,7 +19,9 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     files = io.read_json(paths.interim_meta)["files"]
     policy = io.read_json(paths.privacy_policy)
     schema = resolve_schema(params.data, frames["train"], policy)
-    result = validate_frames(frames, files, schema, params.validate, docs_dir=paths.validation_docs)
+    # Masked and sensitive columns are validated like any other, but their values are never quoted.
+    protected = protected_columns(policy, schema)
+    result = validate_frames(frames, files, schema, params.validate, docs_dir=paths.validation_docs, protected=protected)
     io.write_json(paths.validation_report, report(result, schema))
     if not result.passed:
         raise ValidationFailed(result.message())

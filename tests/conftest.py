@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import socket
@@ -29,6 +30,7 @@ def _free_port() -> int:
 
 # Configured before anything imports Prefect or MLflow: every tool's state goes to a temp dir, telemetry off.
 _STATE = Path(tempfile.mkdtemp(prefix="humane-tests-"))
+atexit.register(shutil.rmtree, _STATE, ignore_errors=True)
 PREFECT_PORT = _free_port()
 os.environ.update(
     {

@@ -101,16 +101,24 @@ def _git(root: Path, *args: str) -> str:
 
 
 @contextmanager
-def workspace_lock(project: Path) -> Iterator[None]:
-    """One writer at a time in the project folder (in-place runs), and no copy taken half-way through one."""
-    lock = Paths(project).root / ".dvc" / "tmp" / "humane-workspace.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as handle:
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def workspace_lock(project: Path) -> Any:
+    """One writer at a time in the project folder (in-place runs), and no copy taken half-way through one."""
+    return _locked(project / ".dvc" / "tmp" / "humane-workspace.lock")
+
+
+def experiments_lock(project: Path) -> Any:
+    """DVC keeps scratch refs of experiments in the shared git repository: one save at a time."""
+    return _locked(project / ".dvc" / "tmp" / "humane-experiments.lock")
 
 
 def _set_params(path: Path, overrides: dict[str, Any]) -> None:
@@ -166,7 +174,8 @@ def isolated(project: Path, overrides: dict[str, Any], name: str) -> Iterator[Pa
     try:
         _set_params(Paths(root).params, overrides)
         yield Paths(root)
-        save_experiment(name, root)
+        with experiments_lock(project):
+            save_experiment(name, root)
     finally:
         _remove_worktree(project, root)
 

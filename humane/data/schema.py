@@ -7,9 +7,9 @@ from typing import Any
 
 import pandas as pd
 
-from humane.data.datasets import BUILTINS
 from humane.core.errors import DataError
 from humane.core.params import DataParams
+from humane.data.datasets import BUILTINS
 from humane.privacy.policy import OTHER
 
 

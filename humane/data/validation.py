@@ -140,18 +140,21 @@ def group_checks(
 ) -> list[Check]:  # fmt: skip
     """Minimum rows per sensitive group (GX has no grouped row-count expectation), plus a binary label.
 
-    Group sizes are aggregates, so they are reported (with the group names) even for protected columns.
+    Group sizes are aggregates and are reported by group name; for a protected column only the names in the
+    schema's value set are quoted, any other group (an unexpected, possibly personal value) is numbered instead.
     """
     checks = []
     for column in schema.sensitive:
         if column not in frame:
             continue  # reported by expect_column_to_exist
         counts = frame[column].value_counts()
-        small = {str(k): int(v) for k, v in counts.items() if v < params.min_group_rows}
+        names = _group_names(counts.index, schema.categories.get(column, []), column in protected)
+        sizes = {name: int(n) for name, n in zip(names, counts.to_numpy(), strict=True)}
+        small = {name: n for name, n in sizes.items() if n < params.min_group_rows}
         checks.append(
             Check(split, file, column, "min_rows_per_sensitive_group", {"min_rows": params.min_group_rows},
-                  passed=not small, observed={str(k): int(v) for k, v in counts.items()},
-                  note=f"groups below the minimum: {small}" if small else None, protected=column in protected)
+                  passed=not small, observed=sizes, note=f"groups below the minimum: {small}" if small else None,
+                  protected=column in protected)
         )  # fmt: skip
     if split == "train":
         n_labels = len(schema.labels)
@@ -160,6 +163,19 @@ def group_checks(
                   observed=n_labels, note=None if n_labels == 2 else "a binary task needs exactly two label values")
         )  # fmt: skip
     return checks
+
+
+def _group_names(values: pd.Index, known: list[Any], masked: bool) -> list[str]:
+    """Each group's name as reported: quoted, unless masked and outside the declared value set (then numbered)."""
+    listed = {str(v) for v in known}
+    names, unlisted = [], 0
+    for value in values:
+        if masked and str(value) not in listed:
+            unlisted += 1
+            names.append(f"<unlisted value #{unlisted}>")
+        else:
+            names.append(str(value))
+    return names
 
 
 def _to_check(result: dict[str, Any], split: str, file: str, missing: set[str], protected: set[str]) -> Check | None:
@@ -240,12 +256,12 @@ def validate_frames(
             batch = source.add_dataframe_asset(split).add_batch_definition_whole_dataframe("whole")
             expectations = list(enumerate(build_expectations(schema, params, split)))
             hidden = [getattr(e, "column", None) in protected for _, e in expectations]
-            groups = {
-                (split, PUBLIC_FORMAT): [x for x, h in zip(expectations, hidden, strict=True) if not h],
-                (f"{split}-protected", PROTECTED_FORMAT): [x for x, h in zip(expectations, hidden, strict=True) if h],
-            }
+            groups = [
+                (split, PUBLIC_FORMAT, [x for x, h in zip(expectations, hidden, strict=True) if not h]),
+                (f"{split}-protected", PROTECTED_FORMAT, [x for x, h in zip(expectations, hidden, strict=True) if h]),
+            ]
             runs[split] = []
-            for (name, result_format), group in groups.items():
+            for name, result_format, group in groups:
                 if not group:
                     continue
                 suite = context.suites.add(gx.ExpectationSuite(name=f"humane-{name}"))

@@ -46,12 +46,14 @@ def current_champion(mlflow_client: Any, name: str) -> Champion | None:
         if _not_found(err):
             return None
         raise StoreError(f"registry: cannot read model {name!r}: {err}") from err
+    except Exception as err:  # the store itself failed (database, network): never "no champion"
+        raise StoreError(f"registry: cannot read model {name!r}: {type(err).__name__}: {err}") from err
     version = model.aliases.get(CHAMPION)
     if version is None:
         return None
     try:
         record = mlflow_client.get_model_version(name, str(version))
-    except MlflowException as err:
+    except Exception as err:
         raise StoreError(f"registry: cannot read {name} v{version} (the champion): {err}") from err
     metrics = {k[len(METRIC_TAG) :]: float(v) for k, v in record.tags.items() if k.startswith(METRIC_TAG)}
     return Champion(str(record.version), metrics, record.run_id)
@@ -67,6 +69,8 @@ def version_of_run(mlflow_client: Any, name: str, run_id: str) -> Any | None:
         if _not_found(err):
             return None
         raise StoreError(f"registry: cannot search versions of {name!r}: {err}") from err
+    except Exception as err:
+        raise StoreError(f"registry: cannot search versions of {name!r}: {type(err).__name__}: {err}") from err
     found = [v for v in found if v.run_id == run_id and v.name == name]
     return min(found, key=lambda v: int(v.version)) if found else None
 

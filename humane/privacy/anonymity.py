@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from pandas.api.typing import SeriesGroupBy
 
 from humane.core.errors import DataError
 from humane.core.params import PrivacyParams
@@ -38,14 +39,25 @@ def anonymity(frame: pd.DataFrame, quasi_identifiers: list[str], k: int, sensiti
     labels = _canonical(frame[sensitive])
     if not quasi_identifiers:  # nothing links a row to a person: one class holding every row
         return Anonymity(len(frame), 0.0, 1, int(labels.nunique(dropna=False)))
-    keys = [_canonical(frame[c]) for c in quasi_identifiers]
-    grouped = labels.groupby(keys, dropna=False, sort=False)  # dropna=False: the missing class is kept
+    grouped = _by_class(frame, quasi_identifiers, labels)
     sizes = grouped.size()
     if int(sizes.sum()) != len(frame):  # every row is in exactly one class; anything else would understate risk
         raise DataError(f"k-anonymity: the classes hold {int(sizes.sum())} of {len(frame)} rows")
     diversity = grouped.nunique(dropna=False)
     below = sizes[sizes < k].sum()
     return Anonymity(int(sizes.min()), float(below / len(frame)), len(sizes), int(diversity.min()))
+
+
+def class_sizes(frame: pd.DataFrame, quasi_identifiers: list[str]) -> pd.Series:
+    """Rows per equivalence class (one per distinct combination of quasi-identifier values, missing included)."""
+    if not quasi_identifiers:
+        return pd.Series([len(frame)])
+    return _by_class(frame, quasi_identifiers, pd.Series(0, index=frame.index)).size()
+
+
+def _by_class(frame: pd.DataFrame, quasi_identifiers: list[str], values: pd.Series) -> SeriesGroupBy:
+    keys = [_canonical(frame[c]) for c in quasi_identifiers]
+    return values.groupby(keys, dropna=False, sort=False)  # dropna=False: the missing classes are kept
 
 
 def _canonical(values: pd.Series) -> pd.Series:

@@ -6,7 +6,7 @@ import yaml
 
 from tests.conftest import SAMPLE_DIR, md5s, run, tracked_runs
 
-KEPT = ["models/model.pt", "models/preprocessor.joblib", "reports/metrics.json", "data/processed/train.parquet"]
+KEPT = ["models/model.pt", "models/preprocessor.skops", "reports/metrics.json", "data/processed/train.parquet"]
 TRAIN = f"{SAMPLE_DIR}/train.csv"
 
 
@@ -34,7 +34,7 @@ def _edit(frame: pd.DataFrame, case: str) -> pd.DataFrame:
     [
         ("missing_column", [TRAIN, "'education'", "expect_column_to_exist"]),
         ("wrong_dtype", [TRAIN, "'hours-per-week'", "expect_column_values_to_be_in_type_list", "unknown"]),
-        ("wrong_dtype_generalized", [TRAIN, "'age'", "privacy rule bins needs numbers", "unknown"]),
+        ("wrong_dtype_generalized", [TRAIN, "'age'", "privacy rule bins needs numbers", "3 values"]),
         ("label_outside", [TRAIN, "'income'", "expect_column_values_to_be_in_set", "maybe"]),
         ("all_null", [TRAIN, "'occupation'", "expect_column_values_to_not_be_null", "100.0%"]),
         ("empty_file", [TRAIN, "file is empty"]),

@@ -2,10 +2,13 @@
 
 import json
 import os
+import shutil
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -16,7 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.training import training
-from tests.conftest import BIN, ROOT, SAMPLE_DIR, mlflow_client, run
+from tests.conftest import BIN, ROOT, SAMPLE_DIR, mlflow_client, run, tracked_runs
 
 MODEL = "humane-sample"
 
@@ -42,6 +45,7 @@ def test_first_run_promotes_and_failed_candidate_keeps_champion(ran_project):
     _set(ran_project, "gate", min={"test.accuracy": 0.99, "test.roc_auc": 0.85})
     out = run(["dvc", "repro"], ran_project).stdout
     assert "not promoted: test.accuracy" in out
+    assert json.loads((ran_project / "reports/policy_checks.json").read_text())["passed"] is False
     assert _aliases(ran_project) == {"champion": "1", "challenger": "2"}
     version = mlflow_client(ran_project).get_model_version(MODEL, "2")
     assert version.tags["decision"] == "rejected" and "test.accuracy" in version.tags["decision.reasons"]
@@ -58,18 +62,103 @@ def test_first_run_promotes_and_failed_candidate_keeps_champion(ran_project):
     assert "<table>" in (ran_project / "reports/model_card.html").read_text()
 
 
-def test_concurrent_registrations_leave_the_registry_consistent(ran_project):
-    env = {**os.environ, "PYTHONPATH": str(ran_project)}
-    procs = [subprocess.Popen(["python", "-m", "tasks.register"], cwd=ran_project, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]  # fmt: skip
+RACER = """
+import sys, time
+from pathlib import Path
+from contextlib import nullcontext
+from humane.core.context import RunContext
+from humane.core.params import load_params
+from humane.core.paths import Paths
+from humane.governance import promotion
+from humane.governance.tracking import log_run
+
+project, workspace, barrier = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[4])
+key, locked = sys.argv[3], sys.argv[5]
+if locked == "unlocked":  # what registration would be without the lock: the proof that the test below bites
+    promotion.promotion_lock = lambda uri: nullcontext()
+params, paths = load_params(Paths(workspace).params), Paths(workspace)
+ctx = RunContext(project, flow_run_id=key)  # a distinct pipeline run: its own MLflow run and registry version
+log_run(paths, params.track.experiment, params.evaluate.threshold, params.data.sensitive_features, ctx)
+barrier.touch()
+while len(list(barrier.parent.glob("ready-*"))) < 3:  # all three enter registration together
+    time.sleep(0.01)
+promotion.register(params, paths, ctx)
+"""
+
+
+def _race(project, tmp_path, locked):
+    """Three pipeline runs registering at the same moment; the decisions each version recorded."""
+    procs = []
+    for i in range(3):
+        workspace = tmp_path / f"ws{i}"
+        shutil.copytree(project, workspace, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts"))
+        procs.append(subprocess.Popen(
+            ["python", "-c", RACER, str(project), str(workspace), f"race-{locked}-{i}", str(tmp_path / f"ready-{i}"),
+             locked], cwd=project, env={**os.environ, "PYTHONPATH": str(project)},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
+    client = mlflow_client(project)
+    versions = sorted(client.search_model_versions(f"name = '{MODEL}'"), key=lambda v: int(v.version))
+    return {v.version: json.loads(v.tags["decision.json"]) for v in versions[1:]}, _aliases(project)
+
+
+def _is_a_chain(decisions, aliases):
+    """Each promotion was judged against the champion it replaced: v1 → a → b → c, never two against one."""
+    promoted = {v: d["champion_version"] for v, d in decisions.items() if d["passed"]}
+    compared = sorted(promoted.values())
+    return len(set(compared)) == len(compared) and aliases["champion"] not in promoted.values()
+
+
+def test_concurrent_registrations_judge_each_candidate_against_the_champion_it_replaces(ran_project, tmp_path):
+    decisions, aliases = _race(ran_project, tmp_path, "locked")
+    assert len(decisions) == 3 and all(d["passed"] for d in decisions.values())  # same model: each promotes
+    assert _is_a_chain(decisions, aliases), decisions
+    assert {d["champion_version"] for d in decisions.values()} | {aliases["champion"]} == {"1", "2", "3", "4"}
+
+
+def test_without_the_lock_the_race_check_fails(ran_project, tmp_path):
+    decisions, aliases = _race(ran_project, tmp_path, "unlocked")
+    assert not _is_a_chain(decisions, aliases), decisions  # several candidates judged against the same champion
+
+
+def test_a_registry_error_fails_closed(ran_project):
+    """A store that cannot answer is not "no champion": nothing is registered and no alias moves."""
+    versions_before = len(mlflow_client(ran_project).search_model_versions(f"name = '{MODEL}'"))
+    aliases_before = _aliases(ran_project)
+    _set(ran_project, "gate", min={"test.accuracy": 0.5, "test.roc_auc": 0.5})  # a policy that would promote
+    db = sqlite3.connect(ran_project / "mlflow.db")
+    db.execute("ALTER TABLE registered_model_aliases RENAME TO broken_aliases")  # the registry breaks
+    db.commit()
+    result = run(["dvc", "repro"], ran_project, check=False)
+    db.execute("ALTER TABLE broken_aliases RENAME TO registered_model_aliases")
+    db.commit()
+    db.close()
+    assert result.returncode != 0
+    assert f"error: registry: cannot read model '{MODEL}'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(mlflow_client(ran_project).search_model_versions(f"name = '{MODEL}'")) == versions_before
+    assert _aliases(ran_project) == aliases_before
+
+
+def test_retried_track_and_register_do_not_record_twice(ran_project):
     client = mlflow_client(ran_project)
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
-    assert versions == [1, 2, 3, 4]
-    aliases = _aliases(ran_project)
-    assert aliases["challenger"] == "4"
-    assert client.get_model_version(MODEL, aliases["champion"]).tags["decision"] == "promoted"
+    (first,) = tracked_runs(ran_project)
+    before = json.loads((ran_project / "reports/registration.json").read_text())
+    # A retry of the same pipeline run (same inputs): the run and the version are found, not made again.
+    run(["python", "-m", "tasks.track"], ran_project)
+    run(["python", "-m", "tasks.register"], ran_project)
+    assert [r.info.run_id for r in tracked_runs(ran_project)] == [first.info.run_id]
+    assert json.loads((ran_project / "reports/registration.json").read_text()) == before
+    assert len(client.search_model_versions(f"name = '{MODEL}'")) == 1
+    # An attempt that died half-way (no completion tag) is replaced, not kept beside the new run.
+    client.delete_tag(first.info.run_id, "humane.complete")
+    run(["python", "-m", "tasks.track"], ran_project)
+    (again,) = tracked_runs(ran_project)
+    assert again.info.run_id != first.info.run_id
+    assert again.data.tags["humane.run_key"] == first.data.tags["humane.run_key"]
+    assert client.get_run(first.info.run_id).info.lifecycle_stage == "deleted"
 
 
 def _free_port():
@@ -115,6 +204,34 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch):
         server.wait(timeout=30)
     assert [round(r["probability"], 6) for r in served] == [round(p, 6) for p in local["probability"]]
     assert [r["label"] for r in served] == local["label"].tolist()
+
+
+NO_PICKLE = """
+import pickle, sys
+def refuse(*args, **kwargs):
+    raise RuntimeError("pickle used")
+pickle.load = pickle.loads = refuse
+pickle.Unpickler = refuse  # torch.load(weights_only=True) has its own restricted unpickler; plain torch.load fails
+import mlflow, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+import json
+print(json.dumps(model.predict(pd.read_csv(sys.argv[2]).head(3).drop(columns=["income"]))["label"].tolist()))
+"""
+
+
+def test_the_registered_model_loads_without_unpickling_anything(ran_project, tmp_path):
+    uri = f"sqlite:///{ran_project / 'mlflow.db'}"
+    local = mlflow_client(ran_project).download_artifacts(
+        mlflow_client(ran_project).get_model_version(MODEL, "1").run_id, "model", str(tmp_path)
+    )
+    files = {p.name for p in Path(local).rglob("*") if p.is_file()}
+    assert "python_model.pkl" not in files and not any(f.endswith((".pkl", ".joblib")) for f in files), files
+    assert {"served_model.py", "preprocessor.skops", "model.pt", "privacy_policy.json"} <= files
+    result = subprocess.run(["python", "-c", NO_PICKLE, f"models:/{MODEL}@champion", str(ran_project / SAMPLE_DIR
+                            / "test.csv")], cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert set(json.loads(result.stdout.strip().splitlines()[-1])) <= {"<=50K", ">50K"}
 
 
 def _biased_frame(n, seed):

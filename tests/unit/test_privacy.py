@@ -1,3 +1,6 @@
+import hashlib
+import hmac
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,9 +11,17 @@ from humane.core.errors import ConfigError, DataError
 from humane.core.params import DataParams, DPParams, PrivacyParams, TrainParams, load_params
 from humane.core.paths import Paths
 from humane.modeling.training import fit
-from humane.privacy.anonymity import anonymity, risk_report
+from humane.privacy.anonymity import anonymity, class_sizes, risk_report
 from humane.privacy.membership import attack, membership_audit
-from humane.privacy.policy import OTHER, apply_policy, check_policy, fit_policy, pseudonym_key, pseudonymize
+from humane.privacy.policy import (
+    OTHER,
+    apply_policy,
+    canonical_text,
+    check_policy,
+    fit_policy,
+    pseudonym_key,
+    pseudonymize,
+)
 from tasks import load
 from tests.conftest import ROOT
 
@@ -29,6 +40,24 @@ def test_pseudonyms_are_deterministic_per_key_and_differ_across_keys():
     assert a1[0] == a1[3] and a1[0] != a1[1] and pd.isna(a1[2])
     assert a1[0] != b[0] and len(a1[0]) == 64
     assert "alice" not in "".join(a1.dropna())
+
+
+def test_pseudonyms_are_taken_over_a_canonical_form_of_the_value():
+    key = b"key-a"
+    expected = hmac.new(key, b"123", hashlib.sha256).hexdigest()
+    same = pd.Series([123, 123.0, "123", np.int64(123), np.float32(123.0), " 123\t", np.uint8(123)], dtype="object")
+    assert pseudonymize(same, key).tolist() == [expected] * len(same)
+    assert pseudonymize(pd.Series([123.0, np.nan]), key)[0] == expected  # a float column (NaN made it float)
+    assert pseudonymize(pd.Series([123], dtype="Int64"), key)[0] == expected
+    # Strings are never parsed as numbers: leading zeros and formatting can be part of an identifier.
+    distinct = pd.Series(["007", 7, "123.0", 1.5, "Alice", "alice"], dtype="object")
+    assert pseudonymize(distinct, key).nunique() == len(distinct)
+    assert pseudonymize(pd.Series(["1.5"]), key)[0] == pseudonymize(pd.Series([1.5]), key)[0]
+    assert pseudonymize(pd.Series(["Jos\u00e9"]), key)[0] == pseudonymize(pd.Series(["Jose\u0301 "]), key)[0]  # NFC
+    missing = pseudonymize(pd.Series([None, np.nan, pd.NA, pd.NaT, "", "   "], dtype="object"), key)
+    assert missing.isna().all()
+    assert [canonical_text(v) for v in [True, np.bool_(False), -4.0, 2.5, float("inf")]] == [
+        "True", "False", "-4", "2.5", "inf"]  # fmt: skip
 
 
 def test_missing_key_is_a_clear_error_before_any_data_is_written(tmp_path, monkeypatch):
@@ -82,6 +111,30 @@ def test_k_anonymity_and_l_diversity_by_hand():
     assert result.share_below_k == pytest.approx(1 / 6)
     assert anonymity(table, ["age", "sex"], k=3, sensitive="income").share_below_k == pytest.approx(3 / 6)
     assert anonymity(table, ["sex"], k=3, sensitive="income").k_min == 3
+
+
+def test_missing_quasi_identifiers_are_a_class_of_their_own_and_counted():
+    table = pd.DataFrame({"age": [30, 30, np.nan, np.nan, np.nan, 40, 40], "sex": ["F", "F", "F", None, None, "M", "M"],
+                          "income": ["hi", "lo", "hi", "lo", "hi", "lo", "hi"]})  # fmt: skip
+    # classes: (30,F) x2; (missing,F) x1; (missing,missing) x2; (40,M) x2 -- no row is dropped
+    sizes = class_sizes(table, ["age", "sex"])
+    assert sizes.sum() == len(table) and sorted(sizes.tolist()) == [1, 2, 2, 2]
+    result = anonymity(table, ["age", "sex"], k=2, sensitive="income")
+    assert (result.k_min, result.n_classes) == (1, 4)  # the lone row with a missing age is the smallest class
+    assert result.share_below_k == pytest.approx(1 / 7)
+    only_missing = anonymity(table.assign(age=np.nan), ["age"], k=7, sensitive="income")
+    assert (only_missing.k_min, only_missing.n_classes, only_missing.share_below_k) == (7, 1, 0.0)
+    blank = table.astype({"sex": "object"}).fillna({"sex": " "})  # blank text is missing too
+    assert sorted(class_sizes(blank, ["age", "sex"]).tolist()) == [1, 2, 2, 2]
+
+
+def test_a_missing_sensitive_value_is_one_more_value_for_l_diversity():
+    table = pd.DataFrame({"age": [30, 30, 40, 40], "income": ["hi", "lo", "lo", None]})
+    assert anonymity(table, ["age"], k=2, sensitive="income").l_min == 2  # (40): {lo, missing}
+    assert anonymity(table.assign(income=["hi", "lo", None, np.nan]), ["age"], k=2, sensitive="income").l_min == 1
+    assert anonymity(table, [], k=2, sensitive="income").l_min == 3
+    with pytest.raises(DataError, match=r"quasi-identifier columns \['zip'\] are not in the data"):
+        anonymity(table, ["age", "zip"], k=2, sensitive="income")
 
 
 def _data(n, seed, noise=0.0):

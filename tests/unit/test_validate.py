@@ -23,10 +23,28 @@ def _failed(result):
 
 
 def test_binned_columns_are_checked_against_the_bins_span(tiny_adult):
-    policy = {"bins": {"age": [10.0, 20.0, 99.0]}, "drop": [], "pseudonymize": [], "kept_categories": {}}
+    policy = {
+        "bins": {"age": [10.0, 20.0, 99.0]},
+        "drop": [],
+        "pseudonymize": [],
+        "kept_categories": {},
+        "top_code": {},
+    }
     schema = resolve_schema(SPEC, tiny_adult, policy)
     assert schema.ranges["age"] == (10.0, 99.0)  # lower edges (here 10) may sit below the data's own range
     assert resolve_schema(SPEC, tiny_adult).ranges["age"] == (17.0, 90.0)
+
+    def run(ages, schema):
+        return validate_frames({"train": tiny_adult.assign(age=ages)}, {"train": "t"}, schema, PARAMS)
+
+    binned = [10, 10, 20, 20, 99] + [20] * 7  # bin edges: the first (below the documented 17) and the last included
+    result = run(binned, schema)
+    assert result.passed, result.message()
+    assert _failed(run(binned, resolve_schema(SPEC, tiny_adult))) == {("age", "expect_column_values_to_be_between")}
+    above = run([*binned[:-1], 100], schema)
+    assert _failed(above) == {("age", "expect_column_values_to_be_between")}
+    (check,) = above.failures
+    assert check.unexpected_count == 1 and check.examples == [100]
 
 
 def test_clean_frame_passes(tiny_adult):

@@ -1,0 +1,135 @@
+"""No raw value of a protected column (masked by the privacy policy, or sensitive) leaves in an error or a report."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from humane.core.errors import DataError
+from humane.core.params import DataParams, PrivacyParams, ValidateParams
+from humane.data.schema import resolve_schema
+from humane.data.validation import protected_columns, report, validate_frames
+from humane.privacy.policy import apply_policy, fit_policy
+
+PLANTED_NUMBER = 987654  # out of the bins' span of the binned column `age`
+PLANTED_CATEGORY = "ZZPLANTED"  # outside the value set of the sensitive column `sex`
+PUBLIC_CATEGORY = "QQASTRONAUT"  # outside the value set of `occupation`, which nothing protects
+
+SPEC = DataParams(
+    source="tiny.csv", target="income", positive_label=">50K", sensitive_features=["sex"], labels=["<=50K", ">50K"],
+    numeric=["age", "capital-gain", "hours-per-week"], drop=["fnlwgt"],
+    categorical=["workclass", "education", "occupation", "race", "sex", "native-country"],
+)  # fmt: skip
+PARAMS = ValidateParams(min_rows=10, min_group_rows=1, max_null_fraction=0.4, max_unseen_fraction=0.0)
+POLICY = {"drop": [], "pseudonymize": [], "bins": {"age": [10.0, 20.0, 99.0]}, "top_code": {}, "kept_categories": {}}
+
+
+def _privacy(**kw):
+    base = dict(drop=[], pseudonymize=[], bins={}, top_code={}, group_rare={}, key_env="HUMANE_TEST_KEY",
+                key_block=None, quasi_identifiers=[], k=2)  # fmt: skip
+    base.update(kw)
+    return PrivacyParams(**base)
+
+
+def _docs_text(docs_dir):
+    files = [p for p in docs_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".html" for p in files)
+    return "\n".join(p.read_text(errors="replace") for p in files)
+
+
+def test_policy_errors_count_offending_values_but_never_quote_them():
+    frame = pd.DataFrame({"age": [18, 24, PLANTED_NUMBER, 5], "gain": [0, 10, 20, 30]})
+    policy = fit_policy(_privacy(bins={"age": [17.0, 40.0, 91.0]}, top_code={"gain": 15.0}), frame)
+    with pytest.raises(DataError) as out_of_bins:
+        apply_policy(policy, frame, key=None)
+    message = str(out_of_bins.value)
+    assert "column 'age': privacy rule bins [17, 91]: 2 values fall outside the bins (1 below 17, 1 above 91" in message
+    assert str(PLANTED_NUMBER) not in message and "5," not in message and "[5" not in message
+
+    text = frame.astype({"age": "object", "gain": "object"})
+    text.loc[[1, 2], "age"] = PLANTED_CATEGORY
+    text.loc[0, "gain"] = PLANTED_CATEGORY
+    with pytest.raises(DataError) as not_numbers:
+        apply_policy(policy, text, key=None)
+    message = str(not_numbers.value)
+    assert "column 'age': privacy rule bins needs numbers" in message
+    assert "fails for 2 values (1 distinct, of type str; values withheld" in message
+    assert PLANTED_CATEGORY not in message
+    with pytest.raises(DataError, match="column 'gain': privacy rule top_code needs numbers") as top_coded:
+        apply_policy(policy, text.assign(age=18), key=None)
+    assert PLANTED_CATEGORY not in str(top_coded.value)
+
+
+def test_protected_columns_are_the_masked_and_the_sensitive_ones(tiny_adult):
+    schema = resolve_schema(SPEC, tiny_adult, POLICY)
+    policy = {**POLICY, "drop": ["fnlwgt"], "pseudonymize": ["id"], "top_code": {"capital-gain": 5.0},
+              "kept_categories": {"native-country": ["United-States"]}}  # fmt: skip
+    assert protected_columns(policy, schema) == {"fnlwgt", "id", "age", "capital-gain", "native-country", "sex"}
+    assert protected_columns({**POLICY, "bins": {}}, schema) == {"sex"}
+    with pytest.raises(DataError, match=r"data/interim/privacy_policy.json: not a fitted privacy policy"):
+        protected_columns({**POLICY, "generalize": {"age": 5}}, schema)  # an unknown rule fails closed
+    with pytest.raises(DataError, match="not a fitted privacy policy"):
+        protected_columns({"drop": []}, schema)
+
+
+def test_validation_reports_and_data_docs_hold_no_value_of_a_protected_column(tiny_adult, tmp_path):
+    schema = resolve_schema(SPEC, tiny_adult, POLICY)
+    frame = tiny_adult.copy()
+    frame.loc[0, "age"] = PLANTED_NUMBER
+    frame.loc[1, "sex"] = PLANTED_CATEGORY
+    frame.loc[2, "occupation"] = PUBLIC_CATEGORY
+    protected = protected_columns(POLICY, schema)
+    assert protected == {"age", "sex"}
+    docs = tmp_path / "docs"
+    result = validate_frames({"train": frame}, {"train": "data/interim/train.parquet"}, schema, PARAMS,
+                             docs_dir=docs, protected=protected)  # fmt: skip
+
+    failed = {(c.column, c.rule): c for c in result.failures}
+    assert set(failed) == {("age", "expect_column_values_to_be_between"), ("sex", "expect_column_values_to_be_in_set"),
+                           ("occupation", "expect_column_values_to_be_in_set")}  # fmt: skip
+    for key in [("age", "expect_column_values_to_be_between"), ("sex", "expect_column_values_to_be_in_set")]:
+        check = failed[key]
+        assert check.protected and check.examples is None  # counted, not quoted
+        assert check.unexpected_count == 1 and check.unexpected_fraction == pytest.approx(1 / 12)
+    assert failed[("occupation", "expect_column_values_to_be_in_set")].examples == [PUBLIC_CATEGORY]
+
+    message = result.message()
+    assert "column 'age': expect_column_values_to_be_between" in message and "1 rows (8.3%) violate it" in message
+    assert "values withheld: protected column" in message
+    report_text = json.dumps(report(result, schema), default=str)
+    docs_text = _docs_text(docs)
+    for where, text in {"message": message, "report": report_text, "data docs": docs_text}.items():
+        assert PUBLIC_CATEGORY in text, where  # an unprotected column's offending value is still quoted
+        assert str(PLANTED_NUMBER) not in text, where
+        assert PLANTED_CATEGORY not in text, where
+    assert "Male" in report_text  # the value set is schema, not personal data: it stays
+
+    (groups,) = [c for c in result.checks if c.rule == "min_rows_per_sensitive_group"]
+    assert groups.observed == {"Female": 6, "Male": 5, "<unlisted value #1>": 1}  # the planted group, numbered
+
+
+def test_unprotected_run_still_quotes_the_values(tiny_adult, tmp_path):
+    """The same frame without `protected`: the planted values do appear, so the test above can fail."""
+    schema = resolve_schema(SPEC, tiny_adult, POLICY)
+    frame = tiny_adult.copy()
+    frame.loc[0, "age"] = PLANTED_NUMBER
+    frame.loc[1, "sex"] = PLANTED_CATEGORY
+    docs = tmp_path / "docs"
+    result = validate_frames({"train": frame}, {"train": "t"}, schema, PARAMS, docs_dir=docs)
+    for text in [result.message(), json.dumps(report(result, schema), default=str), _docs_text(docs)]:
+        assert str(PLANTED_NUMBER) in text and PLANTED_CATEGORY in text
+
+
+def test_non_numeric_values_of_a_protected_numeric_column_are_counted_not_quoted(tiny_adult, tmp_path):
+    schema = resolve_schema(SPEC, tiny_adult, POLICY)
+    frame = tiny_adult.astype({"age": "object", "hours-per-week": "object"})
+    frame.loc[[3, 4], "age"] = PLANTED_CATEGORY
+    frame.loc[5, "hours-per-week"] = PUBLIC_CATEGORY
+    docs = tmp_path / "docs"
+    result = validate_frames({"train": frame}, {"train": "t"}, schema, PARAMS, docs_dir=docs, protected={"age"})
+    failed = {(c.column, c.rule): c for c in result.failures}
+    age = failed[("age", "expect_column_values_to_be_in_type_list")]
+    assert age.unexpected_count == 2 and age.examples is None
+    assert failed[("hours-per-week", "expect_column_values_to_be_in_type_list")].examples == [PUBLIC_CATEGORY]
+    for text in [result.message(), json.dumps(report(result, schema), default=str), _docs_text(docs)]:
+        assert PLANTED_CATEGORY not in text and PUBLIC_CATEGORY in text
