@@ -21,7 +21,9 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     schema = resolve_schema(params.data, frames["train"], policy)
     # Masked and sensitive columns are validated like any other, but their values are never quoted.
     protected = protected_columns(policy, schema)
-    result = validate_frames(frames, files, schema, params.validate, docs_dir=paths.validation_docs, protected=protected)
+    result = validate_frames(
+        frames, files, schema, params.validate, docs_dir=paths.validation_docs, protected=protected
+    )
     io.write_json(paths.validation_report, report(result, schema))
     if not result.passed:
         raise ValidationFailed(result.message())
