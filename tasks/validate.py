@@ -18,7 +18,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     frames = {"train": pd.read_parquet(paths.interim_train), "test": pd.read_parquet(paths.interim_test)}
     files = io.read_json(paths.interim_meta)["files"]
     policy = io.read_json(paths.privacy_policy)
-    schema = resolve_schema(params.data, frames["train"], policy)
+    schema = resolve_schema(params.data, frames["train"], policy, params.validate.min_group_rows)
     # Masked and sensitive columns are validated like any other, but their values are never quoted.
     protected = protected_columns(policy, schema)
     result = validate_frames(

@@ -49,6 +49,7 @@ os.environ.update(
     }
 )
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 SAMPLE_TRAIN_ROWS = 3000
 SAMPLE_TEST_ROWS = 1000

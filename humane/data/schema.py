@@ -42,11 +42,16 @@ def _observed_values(column: pd.Series) -> list:
     return sorted(column.dropna().unique().tolist(), key=str)
 
 
-def resolve_schema(spec: DataParams, train: pd.DataFrame, policy: dict[str, Any] | None = None) -> Schema:
+def resolve_schema(
+    spec: DataParams, train: pd.DataFrame, policy: dict[str, Any] | None = None, min_category_rows: int = 1
+) -> Schema:
     """Resolve roles from the spec, the built-in schema, or (for what neither states) the train pool's dtypes.
 
     `policy` is the fitted privacy policy: its dropped and pseudonymized columns play no role (they are gone,
-    or identifiers), and the "Other" group of a generalized categorical is a known value.
+    or identifiers), and the "Other" group of a generalized categorical is a known value. A value set inferred
+    from the data for a sensitive or generalized column keeps only values seen in at least `min_category_rows`
+    rows: a rarer value describes a few people, so it is never written into the schema (validation then counts
+    it as an unseen value, without quoting it).
     """
     builtin = BUILTINS.get(spec.source)
     policy = policy or {}
@@ -76,7 +81,11 @@ def resolve_schema(spec: DataParams, train: pd.DataFrame, policy: dict[str, Any]
         if builtin is not None and column in builtin.categories:
             categories[column] = list(builtin.categories[column])
         elif column in train:
-            categories[column] = _observed_values(train[column])
+            values = train[column]
+            if column in spec.sensitive_features or column in policy.get("kept_categories", {}):
+                counts = values.value_counts()
+                values = values[values.isin(counts[counts >= min_category_rows].index)]
+            categories[column] = _observed_values(values)
         if column in policy.get("kept_categories", {}) and OTHER not in categories.get(column, [OTHER]):
             categories[column].append(OTHER)
 

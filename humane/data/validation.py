@@ -140,15 +140,15 @@ def group_checks(
 ) -> list[Check]:  # fmt: skip
     """Minimum rows per sensitive group (GX has no grouped row-count expectation), plus a binary label.
 
-    Group sizes are aggregates and are reported by group name; for a protected column only the names in the
-    schema's value set are quoted, any other group (an unexpected, possibly personal value) is numbered instead.
+    Group sizes are aggregates and are reported by group name; for a protected column only groups in the
+    schema's value set and at least `min_group_rows` large are named, any other one is numbered instead.
     """
     checks = []
     for column in schema.sensitive:
         if column not in frame:
             continue  # reported by expect_column_to_exist
         counts = frame[column].value_counts()
-        names = _group_names(counts.index, schema.categories.get(column, []), column in protected)
+        names = _group_names(counts, schema.categories.get(column, []), column in protected, params.min_group_rows)
         sizes = {name: int(n) for name, n in zip(names, counts.to_numpy(), strict=True)}
         small = {name: n for name, n in sizes.items() if n < params.min_group_rows}
         checks.append(
@@ -165,14 +165,16 @@ def group_checks(
     return checks
 
 
-def _group_names(values: pd.Index, known: list[Any], masked: bool) -> list[str]:
-    """Each group's name as reported: quoted, unless masked and outside the declared value set (then numbered)."""
+def _group_names(counts: pd.Series, known: list[Any], masked: bool, min_rows: int) -> list[str]:
+    """Each group's name as reported: quoted, unless the column is protected and the group is outside the
+    declared value set or smaller than the minimum (a few people, or an inferred value set): then numbered.
+    """
     listed = {str(v) for v in known}
     names, unlisted = [], 0
-    for value in values:
-        if masked and str(value) not in listed:
+    for value, n in counts.items():
+        if masked and (str(value) not in listed or n < min_rows):
             unlisted += 1
-            names.append(f"<unlisted value #{unlisted}>")
+            names.append(f"<withheld group #{unlisted}>")
         else:
             names.append(str(value))
     return names

@@ -120,7 +120,9 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         existing = version_of_run(mlflow_client, name, record["run_id"])
         decision = recorded_decision(existing) if existing is not None else None
         champion_now = champion.version if champion else None
-        if decision is None or (champion_now != decision.champion_version and champion_now != existing.version):
+        # An earlier attempt's decision stands while the champion it was judged against (or this very version,
+        # promoted by that attempt) still holds the alias; otherwise the world moved on: decide again.
+        if decision is None or champion_now not in (decision.champion_version, str(existing.version)):
             decision = decide(params.gate, candidate, champion)
         if existing is not None:
             version = str(existing.version)

@@ -30,12 +30,14 @@ def client(uri: str) -> Any:
 def using_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API at `uri` for the block only.
 
-    `mlflow.set_tracking_uri` also exports MLFLOW_TRACKING_URI to the process environment; left in place, a
-    long-lived process (a Prefect worker, a test session) would send every later run to this store.
+    `mlflow.set_tracking_uri` and `mlflow.set_registry_uri` also export MLFLOW_TRACKING_URI and
+    MLFLOW_REGISTRY_URI to the process environment (and unsetting does not remove them); left in place, a
+    long-lived process (a Prefect worker, a test session) and its children would use this store from then on.
     """
     import mlflow
 
-    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {name: os.environ.get(name) for name in names}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -43,10 +45,11 @@ def using_tracking_uri(uri: str) -> Iterator[None]:
     finally:
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
-        if saved is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
-        else:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def ensure_experiment(mlflow_client: Any, name: str, artifact_root: Path | None) -> str:

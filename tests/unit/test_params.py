@@ -133,3 +133,15 @@ def test_check_paths_skips_builtins_and_names_the_key():
 
 def test_flatten_uses_dotted_names():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {"a.b": 1, "a.c.d": [1, 2], "e": {}}
+
+
+def test_the_store_context_leaves_no_uri_behind(monkeypatch, tmp_path):
+    import os
+
+    from humane.governance.store import using_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    with using_tracking_uri(f"sqlite:///{tmp_path / 'x.db'}"):
+        assert os.environ["MLFLOW_REGISTRY_URI"].endswith("x.db")
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ

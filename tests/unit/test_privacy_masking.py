@@ -105,7 +105,7 @@ def test_validation_reports_and_data_docs_hold_no_value_of_a_protected_column(ti
     assert "Male" in report_text  # the value set is schema, not personal data: it stays
 
     (groups,) = [c for c in result.checks if c.rule == "min_rows_per_sensitive_group"]
-    assert groups.observed == {"Female": 6, "Male": 5, "<unlisted value #1>": 1}  # the planted group, numbered
+    assert groups.observed == {"Female": 6, "Male": 5, "<withheld group #1>": 1}  # the planted group, numbered
 
 
 def test_unprotected_run_still_quotes_the_values(tiny_adult, tmp_path):
