@@ -1,9 +1,8 @@
-"""Group metrics with bootstrap CIs and disparity gaps (Fairlearn MetricFrame), and the data-level audit."""
+"""Group metrics with bootstrap CIs and disparity gaps (checked against Fairlearn), and the data-level audit."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -39,41 +38,18 @@ def group_labels(values: pd.Series, feature: str) -> pd.Series:
     return text.where(~null, MISSING_GROUP)
 
 
-def calibration_error(y_true: np.ndarray, y_pred: np.ndarray, p: np.ndarray) -> float:
-    """Calibration in the large: |mean predicted probability − observed positive rate|."""
-    return float(abs(np.mean(p) - np.mean(y_true)))
-
-
 def group_table(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, groups: pd.Series) -> pd.DataFrame:
-    """Per-group count and metrics, computed by Fairlearn's MetricFrame; groups must be labels, never null."""
+    """Per-group count and metrics: `weighted_metrics` with unit weights (the one definition of each metric).
+
+    Fairlearn's MetricFrame computes the same table; tests/unit/test_audit.py holds the two side by side.
+    Groups must be labels (group_labels), never null.
+    """
     if groups.isna().any():
         raise DataError("group values contain nulls; label them with group_labels first")
-    from fairlearn.metrics import (
-        MetricFrame,
-        count,
-        false_positive_rate,
-        selection_rate,
-        true_positive_rate,
-    )  # fmt: skip
-    from sklearn.metrics import accuracy_score, precision_score
-
-    frame = MetricFrame(
-        metrics={
-            "count": count,
-            "selection_rate": selection_rate,
-            "accuracy": accuracy_score,
-            "tpr": true_positive_rate,
-            "fpr": false_positive_rate,
-            "precision": partial(precision_score, zero_division=0),
-            "calibration_error": calibration_error,
-        },
-        y_true=y,
-        y_pred=y_pred,
-        sensitive_features=groups.rename("group"),
-        sample_params={"calibration_error": {"p": p}},
-    )
-    table = frame.by_group.reset_index()
-    table["count"] = table["count"].astype(int)
+    names = sorted(groups.astype(str).unique())
+    codes = pd.Categorical(groups.astype(str), categories=names).codes
+    table = pd.DataFrame({"group": names, **weighted_metrics(y, y_pred, p, codes, len(names), np.ones(len(y)))})
+    table["count"] = table["count"].round().astype(int)
     return table
 
 
@@ -124,7 +100,7 @@ class FeatureAudit:
 
 def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, groups: pd.Series,
                   params: AuditParams) -> FeatureAudit:  # fmt: skip
-    """Point estimates by MetricFrame, 95% CIs by a seeded bootstrap of the rows."""
+    """Point estimates on the rows, 95% CIs by a seeded bootstrap of the rows (both by weighted_metrics)."""
     table = group_table(y, y_pred, p, groups)
     names = table["group"].astype(str).tolist()
     codes = pd.Categorical(groups.astype(str), categories=names).codes

@@ -14,6 +14,7 @@ from humane.core.params import AuditParams, DataParams, PreprocessParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.data.schema import resolve_schema
 from humane.fairness.metrics import (
+    GROUP_METRICS,
     audit_feature,
     audit_predictions,
     data_audit,
@@ -22,7 +23,6 @@ from humane.fairness.metrics import (
     group_table,
     overall_with_ci,
     sensitive_columns,
-    weighted_metrics,
 )  # fmt: skip
 from humane.modeling.features import fit, to_model_frame
 
@@ -59,12 +59,29 @@ def test_gaps_match_hand_values_and_fairlearn():
     assert gaps["equal_opportunity_difference"] == pytest.approx(equal_opportunity_difference(Y, PRED, **kw))
 
 
-def test_weighted_metrics_with_unit_weights_equal_metricframe():
-    table = group_table(Y, PRED, P, GROUPS)
-    codes = pd.Categorical(GROUPS, categories=table["group"]).codes
-    weighted = weighted_metrics(Y, PRED, P, codes, 2, np.ones(len(Y)))
-    for metric in ("selection_rate", "accuracy", "tpr", "fpr", "precision", "calibration_error"):
-        assert weighted[metric] == pytest.approx(table[metric].to_numpy()), metric
+def test_group_table_equals_fairlearn_metricframe():
+    """Our one definition of each group metric, side by side with Fairlearn's, on rows with a richer mix."""
+    from functools import partial
+
+    from fairlearn.metrics import MetricFrame, count, false_positive_rate, selection_rate, true_positive_rate
+    from sklearn.metrics import accuracy_score, precision_score
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 500).astype(float)
+    p = rng.random(500)
+    pred = (p >= 0.4).astype(float)
+    groups = pd.Series(rng.choice(["a", "b", "c"], 500, p=[0.6, 0.3, 0.1]))
+    frame = MetricFrame(
+        metrics={"count": count, "selection_rate": selection_rate, "accuracy": accuracy_score,
+                 "tpr": true_positive_rate, "fpr": false_positive_rate,
+                 "precision": partial(precision_score, zero_division=0),
+                 "calibration_error": lambda yt, yp, p: abs(np.mean(p) - np.mean(yt))},
+        y_true=y, y_pred=pred, sensitive_features=groups.rename("group"),
+        sample_params={"calibration_error": {"p": p}},
+    ).by_group  # fmt: skip
+    ours = group_table(y, pred, p, groups).set_index("group")
+    for metric in ("count", *GROUP_METRICS):
+        assert ours[metric].to_numpy() == pytest.approx(frame[metric].to_numpy().astype(float)), metric
 
 
 def test_bootstrap_is_seeded_and_brackets_the_estimate():
