@@ -55,20 +55,32 @@ def run_stage(stage: workspace.Stage, params: Params, paths: Paths, ctx: RunCont
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish(paths: Paths) -> dict[str, Any]:
-    """Show the decision (as registered) and the per-group table on the flow run's page."""
+def publish(paths: Paths, fresh: bool) -> dict[str, Any]:
+    """Show the decision (as registered) and the per-group table on the flow run's page.
+
+    `fresh` is False when nothing changed since an earlier run registered the candidate: the page then says
+    the decision is the one recorded at that time.
+    """
     registration = io.read_json(paths.registration)
     decision = Decision.from_dict(io.read_json(paths.decision))
     page = decision_page(decision, registration["model_name"], registration["version"])
+    if not fresh:
+        page = "_Nothing changed since this candidate was registered: the decision below was recorded then._\n\n" + page
     create_markdown_artifact(key="promotion-decision", markdown=page, description="Gate")
     create_table_artifact(key="bias-audit-groups", table=group_rows(io.read_json(paths.audit_report)),
                           description="Per-group test metrics with 95% bootstrap CIs")  # fmt: skip
     return registration
 
 
-def outcome(registration: dict[str, Any]) -> State:
-    """Completed when the candidate became champion; a Failed state named Rejected, with the reasons, when not."""
+def outcome(registration: dict[str, Any], fresh: bool = True) -> State:
+    """Completed when the candidate became champion; a Failed state named Rejected, with the reasons, when not.
+
+    A run that changed nothing (every stage current) ends Completed, naming the decision recorded earlier.
+    """
     version = f"{registration['model_name']} v{registration['version']}"
+    if not fresh:
+        verdict = "promoted" if registration["promoted"] else "not promoted"
+        return Completed(message=f"nothing changed: {version} was registered by an earlier run ({verdict} then)")
     if registration["promoted"]:
         return Completed(message=f"{version} promoted to champion")
     return Failed(name="Rejected", message=f"{version} not promoted: " + "; ".join(registration["reasons"]))
@@ -81,7 +93,8 @@ def workspace_for(project: Path, overrides: dict[str, Any]) -> Iterator[Paths]:
         with workspace.workspace_lock(project):
             yield Paths(project)
         return
-    with workspace.isolated(project, overrides, f"prefect-{flow_run.name or flow_run.id}") as paths:
+    # Flow-run names repeat now and then; the id's first characters make the experiment's name unique.
+    with workspace.isolated(project, overrides, f"prefect-{flow_run.name}-{str(flow_run.id)[:8]}") as paths:
         yield paths
 
 
@@ -107,21 +120,23 @@ def training(overrides: dict[str, Any] | None = None) -> State:
             states[stage.name] = run(stage, params, paths, ctx, wait_for=[states[u] for u in stage.upstream],
                                      return_state=True)  # fmt: skip
             states[stage.name].result()  # a failed stage stops the run here, with its error
-        registration = publish(paths, wait_for=[states["register"]])
-    return outcome(registration)
+        fresh = states["register"].name != "Skipped"
+        registration = publish(paths, fresh, wait_for=[states["register"]])
+    return outcome(registration, fresh)
 
 
 def main(argv: list[str]) -> int:
-    """`python -m flows.training [key=value ...]`: run the flow locally; values are YAML (train.lr=0.003)."""
-    import yaml
+    """`python -m flows.training [key=value ...]`: run the flow locally; values are YAML 1.2, as `dvc exp run -S`."""
+    from ruamel.yaml import YAML
 
+    yaml = YAML(typ="safe", pure=True)  # YAML 1.2: 1e-3 is a number (PyYAML's YAML 1.1 reads it as text)
     overrides = {}
     for arg in argv:
         key, sep, value = arg.partition("=")
         if not sep:
             print(f"error: expected key=value, got {arg!r}", file=sys.stderr)
             return 2
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = yaml.load(value)
     state = training(overrides=overrides or None, return_state=True)
     if state.name == "Rejected":
         print(state.message, file=sys.stderr)

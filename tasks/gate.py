@@ -12,7 +12,11 @@ from humane.governance.gate import decide, read_candidate
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Judge the candidate against min/max/validation rules; write reports/policy_checks.json."""
     checks = decide(params.gate, read_candidate(paths), None, compare=False)
-    io.write_json(paths.policy_checks, checks.to_dict())
+    # Not a decision: the value rules only. `passed` here means "passes the value rules"; the decision, with
+    # the change rules against the champion, is taken by the register stage (reports/decision.json).
+    record = {"value_rules_passed": checks.passed, "reasons": checks.reasons, "notes": checks.notes,
+              "checks": [c.__dict__ for c in checks.checks]}  # fmt: skip
+    io.write_json(paths.policy_checks, record)
     verdict = "passes the value rules" if checks.passed else "fails: " + "; ".join(checks.reasons)
     return f"gate: candidate {verdict} (change rules are judged against the champion at registration)"
 

@@ -7,7 +7,6 @@ files (`PATH_KEYS`, confined to the project folder).
 from __future__ import annotations
 
 import copy
-import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,8 @@ from humane.core.errors import ConfigError
 
 class _Section(BaseModel):
     # strict: a YAML string is not a number and a bool is not an int (an int is still a valid float).
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # A number must be finite: `.inf` or `.nan` in params.yaml or an override is an error, not a setting.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class DataParams(_Section):
@@ -68,7 +68,7 @@ class PreprocessParams(_Section):
     """Split and feature-transformation settings."""
 
     seed: int
-    val_fraction: float
+    val_fraction: float = Field(gt=0, lt=1)
     include_sensitive: bool
     log_transform: list[str] = []
 
@@ -103,8 +103,8 @@ class TrainParams(_Section):
 class EvaluateParams(_Section):
     """Evaluation settings."""
 
-    threshold: float
-    calibration_bins: int
+    threshold: float = Field(gt=0, lt=1)
+    calibration_bins: int = Field(ge=2)
     mia_samples: int
     seed: int
 
@@ -154,7 +154,7 @@ class Params(_Section):
     gate: GateParams
     register_: RegisterParams = Field(alias="register")
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True)
 
     @property
     def validate(self) -> ValidateParams:  # type: ignore[override]
@@ -168,13 +168,23 @@ class Params(_Section):
 
 
 # The keys a flow run (`overrides`, `python -m flows.training key=value`) may change: experiment settings of
-# preprocessing, training and evaluation. Everything else — the data, the privacy policy, validation, the
-# audit, tracking, the promotion policy and the registry — is policy: change it in params.yaml and commit it.
+# preprocessing, training and evaluation. Everything else — the data, the privacy policy (train.dp included:
+# it sets the privacy guarantee), validation, the audit, tracking, the promotion policy and the registry — is
+# policy: change it in params.yaml and commit it.
 OVERRIDABLE = (
     "preprocess.seed",
     "preprocess.val_fraction",
     "preprocess.log_transform",
-    "train.*",
+    "train.seed",
+    "train.hidden_sizes",
+    "train.dropout",
+    "train.activation",
+    "train.lr",
+    "train.weight_decay",
+    "train.batch_size",
+    "train.max_epochs",
+    "train.patience",
+    "train.progress",
     "evaluate.threshold",
     "evaluate.calibration_bins",
 )
@@ -244,7 +254,7 @@ def get_dotted(raw: dict[str, Any], dotted: str) -> Any:
 
 def check_overridable(overrides: dict[str, Any]) -> None:
     """Refuse, before anything runs, any override outside the allow-list, naming the key."""
-    refused = sorted(k for k in overrides if not any(fnmatch.fnmatchcase(k, pattern) for pattern in OVERRIDABLE))
+    refused = sorted(k for k in overrides if k not in OVERRIDABLE)
     if refused:
         raise ConfigError(
             f"override {', '.join(map(repr, refused))} refused: a flow run may change only {list(OVERRIDABLE)}; "
@@ -276,17 +286,19 @@ def confine(value: str, key: str, root: Path, data_root: str | None = None) -> P
     """
     project = root.resolve()
     target = (project / value).resolve()
-    allowed = [project]
+    # Data files live under data/raw/, which the load stage depends on: a file elsewhere would go stale unseen.
+    allowed = [project / "data" / "raw"] if key in DATA_PATH_KEYS else [project]
     if data_root is not None and key in DATA_PATH_KEYS:
         declared = Path(data_root)
         if not declared.is_absolute():
             raise ConfigError(f"data.root: must be an absolute folder, got {data_root!r}")
         allowed.append(declared.resolve())
     if not any(target == place or target.is_relative_to(place) for place in allowed):
+        inside = "data/raw/ of the project" if key in DATA_PATH_KEYS else "the project folder"
         where = " or data.root" if data_root is not None and key in DATA_PATH_KEYS else ""
         raise ConfigError(
-            f"{key}: {value!r} resolves to {target}, outside the project folder{where}; keep files under the "
-            "project (e.g. data/raw/) or declare an absolute data.root for data read from elsewhere"
+            f"{key}: {value!r} resolves to {target}, outside {inside}{where}; keep data files under data/raw/ "
+            "(DVC tracks that folder) or declare an absolute data.root for data read from elsewhere"
         )
     return target
 
@@ -315,14 +327,12 @@ def read_raw(path: Path) -> dict[str, Any]:
     return raw
 
 
-def load_params(path: Path = Path("params.yaml"), builtins: frozenset[str] = frozenset()) -> Params:
-    """Read and check params.yaml, its paths confined to the folder it lives in."""
+def load_params(path: Path = Path("params.yaml")) -> Params:
+    """Read and check params.yaml. Its paths are confined where they are read (and by the flow, up front)."""
     try:
-        params = parse_params(read_raw(path))
-        check_paths(params, path.parent, builtins)
+        return parse_params(read_raw(path))
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
-    return params
 
 
 def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -137,7 +137,7 @@ def _set_params(path: Path, overrides: dict[str, Any]) -> None:
 
 def _changed_files(project: Path) -> list[str]:
     """Tracked files that differ from HEAD, and new files git does not ignore: the workspace's own edits."""
-    changed = _git(project, "diff", "--name-only", "-z", "HEAD").split("\0")
+    changed = _git(project, "diff", "--name-only", "--no-renames", "-z", "HEAD").split("\0")
     untracked = _git(project, "ls-files", "--others", "--exclude-standard", "-z").split("\0")
     return sorted({f for f in changed + untracked if f})
 
@@ -158,12 +158,18 @@ def isolated(project: Path, overrides: dict[str, Any], name: str) -> Iterator[Pa
         try:
             for relative in _changed_files(project):
                 source, target = project / relative, root / relative
-                if source.is_file():
+                if source.is_symlink() and not source.resolve().is_relative_to(project):
+                    raise ConfigError(f"{relative}: a symlink to {source.resolve()}, outside the project; a run "
+                                      "copies the project's own files only")  # fmt: skip
+                if source.is_file() or source.is_symlink():
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(source, target)
+                    target.unlink(missing_ok=True)
+                    shutil.copy2(source, target, follow_symlinks=False)
                 elif target.exists():
                     target.unlink()  # deleted in the workspace
-            cache = project / ".dvc" / "cache"
+            untracked = _git(project, "ls-files", "--others", "--exclude-standard", "-z").split("\0")
+            with _repo(project) as repo:
+                cache = Path(repo.cache.local.path)
             with open(root / ".dvc" / "config.local", "w") as handle:
                 handle.write(f"[cache]\n    dir = {cache}\n")
             with _repo(root) as repo:
@@ -175,7 +181,7 @@ def isolated(project: Path, overrides: dict[str, Any], name: str) -> Iterator[Pa
         _set_params(Paths(root).params, overrides)
         yield Paths(root)
         with experiments_lock(project):
-            save_experiment(name, root)
+            save_experiment(name, root, [f for f in untracked if f])
     finally:
         _remove_worktree(project, root)
 
@@ -186,13 +192,16 @@ def _remove_worktree(project: Path, root: Path) -> None:
     subprocess.run(["git", "worktree", "prune"], cwd=project, capture_output=True)
 
 
-def save_experiment(name: str, root: Path) -> str:
-    """Save the workspace at `root` as a DVC experiment (as `dvc exp run` leaves one); returns its name."""
+def save_experiment(name: str, root: Path, untracked: list[str] | None = None) -> str:
+    """Save the workspace at `root` as a DVC experiment (as `dvc exp run` leaves one); returns its name.
+
+    `untracked` names new files (not yet in git) the run used: the experiment keeps them too.
+    """
     from dvc.exceptions import DvcException
 
     with _repo(root) as repo:
         try:
-            repo.experiments.save(name=name, force=True)
+            repo.experiments.save(name=name, include_untracked=untracked or None)
         except DvcException as err:
             raise ConfigError(f"could not save DVC experiment {name!r}: {err}") from None
     return name

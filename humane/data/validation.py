@@ -147,7 +147,8 @@ def group_checks(
     for column in schema.sensitive:
         if column not in frame:
             continue  # reported by expect_column_to_exist
-        counts = frame[column].value_counts()
+        counts = frame[column].value_counts(dropna=False)
+        counts.index = ["missing" if pd.isna(v) else v for v in counts.index]  # nulls: a group of their own
         names = _group_names(counts, schema.categories.get(column, []), column in protected, params.min_group_rows)
         sizes = {name: int(n) for name, n in zip(names, counts.to_numpy(), strict=True)}
         small = {name: n for name, n in sizes.items() if n < params.min_group_rows}

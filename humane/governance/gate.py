@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from humane.core import io
-from humane.core.params import GateParams
+from humane.core.params import GateParams, flatten
 from humane.core.paths import Paths
 from humane.governance.registry import Champion
 
@@ -86,9 +86,7 @@ def candidate_metrics(
     privacy: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """The flat namespace the policy refers to: test.*, fairness.<feature>.<gap>, privacy.*, validation.passed."""
-    flat = {f"test.{k}": float(v) for k, v in metrics["model"].items()}
-    for feature, gaps in fairness.items():
-        flat.update({f"fairness.{feature}.{gap}": float(value) for gap, value in gaps.items()})
+    flat = {k: float(v) for k, v in flatten({"test": metrics["model"], "fairness": fairness}).items()}
     flat.update(privacy or {})
     flat[VALIDATION_METRIC] = 1.0 if validation_passed else 0.0
     return flat
@@ -155,9 +153,11 @@ def decide(
                                 note=f"champion v{champion.version} has no recorded value, so the change cannot "
                                      "be judged"))  # fmt: skip
             continue
+        if not _measured(value):
+            checks.append(Check(rule, metric, threshold, value, False, champion.version, reference))
+            continue
         change = (reference - value) if rule == "max_drop" else (value - reference)
-        ok = _measured(value) and change <= threshold
-        checks.append(Check(rule, metric, threshold, value, ok, champion.version, reference))
+        checks.append(Check(rule, metric, threshold, value, change <= threshold, champion.version, reference))
 
     reasons = [c.reason() for c in checks if c.passed is False]
     evaluated = [c for c in checks if c.rule != "validation_passed" and c.passed is not None]

@@ -37,6 +37,7 @@ from humane.governance.store import client, using_tracking_uri
 TAG_LIMIT = 5000
 DECISION_TAG = "decision"
 DECISION_JSON_TAG = "decision.json"  # the whole decision, so that a retry can reuse it verbatim
+BASIS_TAG = "decision.basis"  # hash of policy, candidate metrics and gate code the decision was taken on
 
 
 def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> dict[str, Any]:
@@ -93,12 +94,24 @@ def version_tags(decision: Decision, candidate: dict[str, float], facts: dict[st
     return tags
 
 
-def recorded_decision(version: Any) -> Decision | None:
-    """The decision an earlier attempt recorded on this version, if it got that far."""
+def decision_basis(params: Params, candidate: dict[str, float]) -> str:
+    """What a decision was taken on: the policy, the candidate's metrics and the gate's code."""
+    import hashlib
+    import json
+
+    from humane.governance import gate
+
+    digest = hashlib.sha256(json.dumps([params.gate.model_dump(), candidate], sort_keys=True).encode())
+    digest.update(Path(gate.__file__).read_bytes())
+    return digest.hexdigest()[:32]
+
+
+def recorded_decision(version: Any, basis: str) -> Decision | None:
+    """The decision an earlier attempt recorded on this version, if it got that far and on the same basis."""
     import json
 
     payload = version.tags.get(DECISION_JSON_TAG)
-    if payload is None:
+    if payload is None or version.tags.get(BASIS_TAG) != basis:
         return None
     try:
         return Decision.from_dict(json.loads(payload))
@@ -118,7 +131,8 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
     with promotion_lock(ctx.tracking_uri):
         champion = current_champion(mlflow_client, name)
         existing = version_of_run(mlflow_client, name, record["run_id"])
-        decision = recorded_decision(existing) if existing is not None else None
+        basis = decision_basis(params, candidate)
+        decision = recorded_decision(existing, basis) if existing is not None else None
         champion_now = champion.version if champion else None
         # An earlier attempt's decision stands while the champion it was judged against (or this very version,
         # promoted by that attempt) still holds the alias; otherwise the world moved on: decide again.
@@ -129,7 +143,7 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         else:
             version = register_version(mlflow_client, name, record["model_uri"], record["run_id"])
         card = model_card(params, decision, version, facts)
-        set_tags(mlflow_client, name, version, version_tags(decision, candidate, facts))
+        set_tags(mlflow_client, name, version, {**version_tags(decision, candidate, facts), BASIS_TAG: basis})
         set_description(mlflow_client, name, version, card.to_markdown())
         set_alias(mlflow_client, name, CHALLENGER, version)
         if decision.passed:

@@ -79,7 +79,7 @@ def version_of_run(mlflow_client: Any, name: str, run_id: str) -> Any | None:
 def promotion_lock(uri: str) -> Iterator[None]:
     """Serialise decide → register → move aliases between pipeline runs sharing a store on this machine."""
     if uri.startswith("sqlite:///"):
-        path = Path(uri.removeprefix("sqlite:///") + ".lock")
+        path = Path(uri.removeprefix("sqlite:///") + ".lock").resolve()
     else:
         digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
         path = Path(tempfile.gettempdir()) / f"humane-registry-{digest}.lock"

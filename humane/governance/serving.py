@@ -2,7 +2,8 @@
 
 `predict(raw_frame)` takes the raw input columns (no label) and returns, per row, the positive-class
 probability and the predicted label. The model is logged as code ("models from code", served_model.py),
-its files are JSON, skops and a torch state dict read with weights_only=True: loading it unpickles nothing.
+its files are JSON, skops (explicitly trusted types only) and a torch state dict read with weights_only=True
+(torch's restricted loader, which builds tensors and plain containers only): no pickle of code is loaded.
 """
 
 from __future__ import annotations
@@ -69,14 +70,14 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
 def input_example(frame: pd.DataFrame, inputs: list[str], masked: set[str]) -> pd.DataFrame:
     """One synthetic row with the model's input columns and types, quoting nobody.
 
-    Numeric columns take the column's most common (already generalized) value; categorical columns their most
-    common category, except masked and sensitive columns, which show MASKED (an unknown category to the model).
+    Each column takes its most common value, except masked and sensitive columns: 0 for numbers, MASKED (an
+    unknown category to the model) for text.
     """
     row: dict[str, Any] = {}
     for column in inputs:
         values = frame[column].dropna()
         if pd.api.types.is_numeric_dtype(frame[column]):
-            row[column] = values.mode().iloc[0] if len(values) else 0
+            row[column] = 0 if column in masked or not len(values) else values.mode().iloc[0]
         else:
             row[column] = MASKED if column in masked or not len(values) else values.mode().iloc[0]
     example = pd.DataFrame([row])

@@ -132,8 +132,9 @@ def split_xy(frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, list[str]
     return x, y, features
 
 
-# Types a stored preprocessor may contain. skops refuses to construct anything else.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", f"{__name__}.signed_log1p")
+# Types a stored preprocessor may hold beyond what skops trusts by default (sklearn's estimators): the dtypes
+# SimpleImputer records and our log transform. skops refuses to construct anything else.
+TRUSTED = ("numpy.dtype", f"{__name__}.signed_log1p")
 
 
 def save_preprocessor(pre: Preprocessor, path: Path) -> None:
@@ -149,7 +150,7 @@ def load_preprocessor(path: Path) -> Preprocessor:
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=path)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    refused = [t for t in untrusted if t not in TRUSTED]
     if refused:
         raise DataError(f"{path}: the stored preprocessor holds types that are not trusted: {refused}")
     payload: dict[str, Any] = sio.load(path, trusted=untrusted)

@@ -45,7 +45,7 @@ def test_first_run_promotes_and_failed_candidate_keeps_champion(ran_project):
     _set(ran_project, "gate", min={"test.accuracy": 0.99, "test.roc_auc": 0.85})
     out = run(["dvc", "repro"], ran_project).stdout
     assert "not promoted: test.accuracy" in out
-    assert json.loads((ran_project / "reports/policy_checks.json").read_text())["passed"] is False
+    assert json.loads((ran_project / "reports/policy_checks.json").read_text())["value_rules_passed"] is False
     assert _aliases(ran_project) == {"champion": "1", "challenger": "2"}
     version = mlflow_client(ran_project).get_model_version(MODEL, "2")
     assert version.tags["decision"] == "rejected" and "test.accuracy" in version.tags["decision.reasons"]

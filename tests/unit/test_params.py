@@ -62,6 +62,20 @@ def test_wrong_type_names_the_key(key, value, message):
         parse_params(raw)
 
 
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("train.lr", float("inf"), r"train\.lr: input should be a finite number"),
+        ("evaluate.threshold", float("nan"), r"evaluate\.threshold: input should be a finite number"),
+        ("evaluate.threshold", 5.0, r"evaluate\.threshold: input should be less than 1"),
+        ("preprocess.val_fraction", 0, r"preprocess\.val_fraction: input should be greater than 0"),
+    ],
+)
+def test_overrides_are_finite_and_within_range(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(read_raw(PARAMS), {key: value})
+
+
 def test_an_integer_is_a_valid_float():
     raw = read_raw(PARAMS)
     raw["train"]["lr"] = 1
@@ -70,10 +84,10 @@ def test_an_integer_is_a_valid_float():
 
 def test_overrides_replace_allow_listed_keys_and_check_types():
     raw = read_raw(PARAMS)
-    out = apply_overrides(raw, {"train.lr": 0.003, "train.hidden_sizes": [8], "train.dp.enabled": True})
-    assert out["train"]["lr"] == 0.003 and out["train"]["hidden_sizes"] == [8] and out["train"]["dp"]["enabled"]
+    out = apply_overrides(raw, {"train.lr": 0.003, "train.hidden_sizes": [8]})
+    assert out["train"]["lr"] == 0.003 and out["train"]["hidden_sizes"] == [8]
     assert raw["train"]["lr"] != 0.003  # the input is not modified
-    with pytest.raises(ConfigError, match="no such key"):
+    with pytest.raises(ConfigError, match=r"override 'train\.nope' refused"):
         apply_overrides(raw, {"train.nope": 1})
     with pytest.raises(ConfigError, match=r"train\.lr: input should be a valid number"):
         apply_overrides(raw, {"train.lr": "fast"})
@@ -83,7 +97,7 @@ def test_overrides_replace_allow_listed_keys_and_check_types():
     "key",
     ["gate.min.test.accuracy", "gate.require_validation", "register.model_name", "register.intended_use",
      "data.source", "privacy.drop", "validate.min_rows", "audit.min_group_size", "track.experiment",
-     "preprocess.include_sensitive"],
+     "preprocess.include_sensitive", "train.dp.enabled", "train.dp.delta", "train.dp", "train"],
 )  # fmt: skip
 def test_policy_keys_cannot_be_overridden(key):
     with pytest.raises(ConfigError, match=rf"override '{key}' refused: a flow run may change only"):
@@ -92,23 +106,28 @@ def test_policy_keys_cannot_be_overridden(key):
 
 def test_the_allow_list_is_experiment_settings_only():
     assert {k.split(".")[0] for k in OVERRIDABLE} == {"preprocess", "train", "evaluate"}
+    assert not [k for k in OVERRIDABLE if k.startswith("train.dp")]  # the privacy guarantee is policy
     check_overridable({"train.lr": 1, "evaluate.threshold": 0.4, "preprocess.seed": 3})
 
 
 def test_paths_are_confined_to_the_project(tmp_path):
     project = tmp_path / "project"
-    (project / "data").mkdir(parents=True)
-    (project / "data" / "ok.csv").write_text("a\n1\n")
+    (project / "data" / "raw").mkdir(parents=True)
+    (project / "data" / "raw" / "ok.csv").write_text("a\n1\n")
+    (project / "notes.csv").write_text("a\n1\n")
     outside = tmp_path / "secret.csv"
     outside.write_text("a\n1\n")
-    assert confine("data/ok.csv", "data.source", project) == (project / "data/ok.csv").resolve()
-    with pytest.raises(ConfigError, match=r"data\.source: '\.\./secret\.csv' resolves to .* outside the project"):
+    assert confine("data/raw/ok.csv", "data.source", project) == (project / "data/raw/ok.csv").resolve()
+    with pytest.raises(ConfigError, match=r"data\.source: 'notes\.csv' resolves to .* outside data/raw/"):
+        confine("notes.csv", "data.source", project)  # in the project, but not where DVC watches data
+    assert confine("notes.csv", "register.intended_use", project) == (project / "notes.csv").resolve()
+    with pytest.raises(ConfigError, match=r"data\.source: '\.\./secret\.csv' resolves to .* outside data/raw/"):
         confine("../secret.csv", "data.source", project)
     with pytest.raises(ConfigError, match=r"register\.intended_use: '/etc/passwd' resolves to /etc/passwd"):
         confine("/etc/passwd", "register.intended_use", project)
-    os.symlink(outside, project / "data" / "link.csv")
-    with pytest.raises(ConfigError, match=r"data\.test_source: 'data/link\.csv' resolves to .*secret\.csv, outside"):
-        confine("data/link.csv", "data.test_source", project)
+    os.symlink(outside, project / "data" / "raw" / "link.csv")
+    with pytest.raises(ConfigError, match=r"data\.test_source: 'data/raw/link\.csv' resolves to .*secret\.csv"):
+        confine("data/raw/link.csv", "data.test_source", project)
 
 
 def test_a_declared_absolute_data_root_admits_data_files_only(tmp_path):
