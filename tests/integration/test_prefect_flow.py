@@ -71,8 +71,13 @@ def test_overridden_runs_are_isolated_and_saved_as_experiments(ran_project, pref
     procs = [subprocess.Popen(["python", "-m", "flows.training", f"train.max_epochs={n}"], cwd=ran_project,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in (2, 3)]  # fmt: skip
     outputs = [p.communicate(timeout=600) for p in procs]
-    # 0: promoted, 3: refused by the gate; either way a whole run (not 1 or 2: a crash or an error).
+    # Each ran whole (0: promoted, 3: refused by the policy; not 1 or 2: a crash or an error), and its exit
+    # status is the decision its MLflow run and registry version record.
     assert [p.returncode in (0, 3) for p in procs] == [True, True], [o[1][-3000:] for o in outputs]
+    decided = {r.data.params["train.max_epochs"]: r.data.tags["gate.decision"] for r in tracked_runs(ran_project)[:2]}
+    assert decided == {
+        str(n): "promoted" if p.returncode == 0 else "rejected" for n, p in zip((2, 3), procs, strict=True)
+    }
 
     # The workspace is as it was: params, lock and outputs.
     assert (ran_project / "params.yaml").read_bytes() == params_before
@@ -101,7 +106,7 @@ def test_overridden_runs_are_isolated_and_saved_as_experiments(ran_project, pref
         assert tracked.data.tags["overrides"] == f"train.max_epochs={tracked.data.params['train.max_epochs']}"
         assert tracked.info.run_name.startswith(f"prefect · train.max_epochs={tracked.data.params['train.max_epochs']}")
 
-    # A user gets a run's outputs back with `dvc exp apply`; a later run without overrides uses the file.
+    # A user gets a run's outputs back with `dvc exp apply`.
     name = next(n for n, v in epochs_by_exp.items() if v == (2, 2))
     run(["dvc", "exp", "apply", name], ran_project)
     assert yaml.safe_load((ran_project / "params.yaml").read_text())["train"]["max_epochs"] == 2
