@@ -9,7 +9,6 @@ dvc.lock are not touched.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from humane.core.errors import ConfigError, HumaneError
+from humane.core.io import file_lock
 from humane.core.params import apply_overrides, read_raw
 from humane.core.paths import Paths
 
@@ -100,25 +100,14 @@ def _git(root: Path, *args: str) -> str:
     return result.stdout
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def workspace_lock(project: Path) -> Any:
     """One writer at a time in the project folder (in-place runs), and no copy taken half-way through one."""
-    return _locked(project / ".dvc" / "tmp" / "humane-workspace.lock")
+    return file_lock(project / ".dvc" / "tmp" / "humane-workspace.lock")
 
 
 def experiments_lock(project: Path) -> Any:
     """DVC keeps scratch refs of experiments in the shared git repository: one save at a time."""
-    return _locked(project / ".dvc" / "tmp" / "humane-experiments.lock")
+    return file_lock(project / ".dvc" / "tmp" / "humane-experiments.lock")
 
 
 def _set_params(path: Path, overrides: dict[str, Any]) -> None:

@@ -6,15 +6,13 @@ is no champion; any other error is a StoreError, never "nothing there".
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from humane.core.io import file_lock
 from humane.governance.store import StoreError
 
 CHAMPION = "champion"
@@ -75,21 +73,14 @@ def version_of_run(mlflow_client: Any, name: str, run_id: str) -> Any | None:
     return min(found, key=lambda v: int(v.version)) if found else None
 
 
-@contextmanager
-def promotion_lock(uri: str) -> Iterator[None]:
+def promotion_lock(uri: str) -> Any:
     """Serialise decide → register → move aliases between pipeline runs sharing a store on this machine."""
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///") + ".lock").resolve()
     else:
         digest = hashlib.sha256(uri.encode()).hexdigest()[:16]
         path = Path(tempfile.gettempdir()) / f"humane-registry-{digest}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return file_lock(path)
 
 
 def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str) -> str:

@@ -67,17 +67,23 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({PROBABILITY: p, LABEL: predicted})
 
 
-def input_example(frame: pd.DataFrame, inputs: list[str], masked: set[str]) -> pd.DataFrame:
+def input_example(
+    frame: pd.DataFrame, inputs: list[str], masked: set[str], placeholders: dict[str, Any] | None = None
+) -> pd.DataFrame:
     """One synthetic row with the model's input columns and types, quoting nobody.
 
-    Each column takes its most common value, except masked and sensitive columns: 0 for numbers, MASKED (an
-    unknown category to the model) for text.
+    Each column takes its most common value, except masked and sensitive columns: their `placeholders` entry
+    (e.g. a binned column's lowest edge, so the request passes the privacy policy) or 0 for numbers, MASKED
+    (an unknown category to the model) for text.
     """
     row: dict[str, Any] = {}
     for column in inputs:
         values = frame[column].dropna()
         if pd.api.types.is_numeric_dtype(frame[column]):
-            row[column] = 0 if column in masked or not len(values) else values.mode().iloc[0]
+            if column in masked or not len(values):
+                row[column] = (placeholders or {}).get(column, 0)
+            else:
+                row[column] = values.mode().iloc[0]
         else:
             row[column] = MASKED if column in masked or not len(values) else values.mode().iloc[0]
     example = pd.DataFrame([row])

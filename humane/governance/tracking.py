@@ -102,7 +102,8 @@ def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
     import humane
 
     model = HumaneModel().load_files(threshold, paths.privacy_policy, paths.preprocessor, paths.model)
-    example = input_example(pd.read_parquet(paths.interim_test), model.preprocessor.inputs, masked)
+    lowest_bin = {column: edges[0] for column, edges in model.policy.bins.items()}  # a value the policy admits
+    example = input_example(pd.read_parquet(paths.interim_test), model.preprocessor.inputs, masked, lowest_bin)
     signature = infer_signature(example, model.predict(None, example))
     return mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,

@@ -65,7 +65,7 @@ def test_planted_personal_values_never_leave_the_load_stage(project, prefect_ser
     example = json.loads((Path(local) / "input_example.json").read_text())
     row = dict(zip(example["columns"], example["data"][0], strict=True))
     assert row["native-country"] == "<masked>"  # generalized (rare countries grouped)
-    assert row["age"] == 0 and "sex" not in row  # generalized: a placeholder; sensitive: not a model input
+    assert row["age"] == 17 and "sex" not in row  # binned: its lowest edge; sensitive: not a model input
 
     # Every file the run produced: all but the raw inputs, git's store and the project's own tracked sources.
     sources = set(run(["git", "ls-files"], project).stdout.splitlines())
