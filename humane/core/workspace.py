@@ -158,7 +158,7 @@ def isolated(project: Path, overrides: dict[str, Any], name: str) -> Iterator[Pa
                     target.unlink()  # deleted in the workspace
             untracked = _git(project, "ls-files", "--others", "--exclude-standard", "-z").split("\0")
             with _repo(project) as repo:
-                cache = Path(repo.cache.local.path)
+                cache = Path(repo.cache.local_cache_dir)  # the cache root (DVC 3 keeps files under files/md5)
             with open(root / ".dvc" / "config.local", "w") as handle:
                 handle.write(f"[cache]\n    dir = {cache}\n")
             with _repo(root) as repo:
