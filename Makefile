@@ -48,4 +48,4 @@ bench: run  ## full-Adult benchmarks: quality, fairness, throughput, timings; th
 	python bench/privacy.py
 
 clean:  ## remove pipeline outputs and local tracking state (keeps the venv)
-	rm -rf data/interim data/processed models reports mlflow.db mlartifacts .prefect
+	rm -rf data/interim data/processed models reports mlflow.db mlflow.db.lock mlartifacts .prefect

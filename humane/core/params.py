@@ -1,17 +1,16 @@
 """Typed, frozen configuration parsed once from params.yaml (pydantic v2); unknown keys are an error.
 
 Also the one place that says which keys a flow run may override (`OVERRIDABLE`) and which params name
-files (`PATH_KEYS`, confined to the project folder).
+files (`PATH_KEYS`: data files confined to data/raw/ or a declared data.root, the rest to the project).
 """
 
 from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
 from humane.core.errors import ConfigError
 
@@ -30,7 +29,7 @@ class DataParams(_Section):
     positive_label: str
     sensitive_features: list[str]
     test_source: str | None = None
-    test_fraction: float = 0.2
+    test_fraction: float = Field(0.2, gt=0, lt=1)
     categorical: list[str] | None = None
     numeric: list[str] | None = None
     drop: list[str] = []
@@ -51,7 +50,7 @@ class PrivacyParams(_Section):
     key_env: str
     key_block: str | None
     quasi_identifiers: list[str]
-    k: int
+    k: int = Field(ge=1)
 
 
 class ValidateParams(_Section):
@@ -77,25 +76,25 @@ class DPParams(_Section):
     """Differentially private training (Opacus DP-SGD)."""
 
     enabled: bool
-    target_epsilon: float
-    delta: float
-    max_grad_norm: float
-    accountant: str
-    max_physical_batch_size: int
+    target_epsilon: float = Field(gt=0)
+    delta: float = Field(gt=0, lt=1)
+    max_grad_norm: float = Field(gt=0)
+    accountant: Literal["prv", "rdp", "gdp"]
+    max_physical_batch_size: int = Field(ge=1)
 
 
 class TrainParams(_Section):
     """Model shape and optimisation settings."""
 
     seed: int
-    hidden_sizes: list[int]
-    dropout: float
-    activation: str
-    lr: float
-    weight_decay: float
-    batch_size: int
-    max_epochs: int
-    patience: int
+    hidden_sizes: list[PositiveInt] = Field(min_length=1)
+    dropout: float = Field(ge=0, lt=1)
+    activation: Literal["relu", "gelu", "tanh", "silu"]
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    batch_size: int = Field(ge=1)
+    max_epochs: int = Field(ge=1)
+    patience: int = Field(ge=1)
     dp: DPParams
     progress: bool = True
 
@@ -104,8 +103,8 @@ class EvaluateParams(_Section):
     """Evaluation settings."""
 
     threshold: float = Field(gt=0, lt=1)
-    calibration_bins: int = Field(ge=2)
-    mia_samples: int
+    calibration_bins: int = Field(ge=2, le=1000)
+    mia_samples: int = Field(ge=1)
     seed: int
 
 
@@ -113,8 +112,8 @@ class AuditParams(_Section):
     """Bias-audit settings."""
 
     seed: int
-    bootstrap: int
-    min_group_size: int
+    bootstrap: int = Field(ge=1)
+    min_group_size: int = Field(ge=1)
 
 
 class TrackParams(_Section):
@@ -189,7 +188,7 @@ OVERRIDABLE = (
     "evaluate.calibration_bins",
 )
 
-# Params that name files the pipeline reads: confined to the project folder (or data.root for data files).
+# Params that name files the pipeline reads: data files inside data/raw/ (or data.root), others in the project.
 PATH_KEYS = ("data.source", "data.test_source", "register.intended_use")
 DATA_PATH_KEYS = ("data.source", "data.test_source")
 
@@ -280,7 +279,7 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str,
 
 
 def confine(value: str, key: str, root: Path, data_root: str | None = None) -> Path:
-    """The file a path param names, which must lie inside the project folder (or the declared data root).
+    """The file a path param names: a data file inside data/raw/ (or the declared data root), else in the project.
 
     `..` and symlinks are resolved first, so neither can lead outside. Built-in dataset names are not paths.
     """
@@ -304,7 +303,7 @@ def confine(value: str, key: str, root: Path, data_root: str | None = None) -> P
 
 
 def check_paths(params: Params, root: Path, builtins: frozenset[str] = frozenset()) -> None:
-    """Every path param resolves inside the project (data files: or inside data.root)."""
+    """Every path param resolves where it may: data files in data/raw/ (or data.root), the rest in the project."""
     values = {"data.source": params.data.source, "data.test_source": params.data.test_source,
               "register.intended_use": params.register.intended_use}  # fmt: skip
     for key in PATH_KEYS:
@@ -312,15 +311,29 @@ def check_paths(params: Params, root: Path, builtins: frozenset[str] = frozenset
         if value is None or (key == "data.source" and value in builtins):
             continue
         confine(value, key, root, params.data.root)
+    check_intended_use(params.register.intended_use, root)
+
+
+def check_intended_use(value: str, root: Path) -> Path:
+    """The model card's intended-use text: an existing Markdown file inside the project."""
+    path = confine(value, "register.intended_use", root)
+    if path.suffix.lower() != ".md" or not path.is_file():
+        raise ConfigError(f"register.intended_use: {value!r} must be an existing Markdown (.md) file of the project "
+                          "(the model card's intended-use text)")  # fmt: skip
+    return path
 
 
 def read_raw(path: Path) -> dict[str, Any]:
     """Read params.yaml as a plain mapping."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
     try:
-        raw = yaml.safe_load(path.read_text())
+        # YAML 1.2, as DVC reads and writes params.yaml (PyYAML's YAML 1.1 reads 1e-05 as text).
+        raw = YAML(typ="safe", pure=True).load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found (run from the project root)") from None
-    except yaml.YAMLError as err:
+    except YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")

@@ -9,6 +9,7 @@ dvc.lock are not touched.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -24,6 +25,9 @@ from humane.core.errors import ConfigError, HumaneError
 from humane.core.io import file_lock
 from humane.core.params import apply_overrides, read_raw
 from humane.core.paths import Paths
+
+# Folders whose new (not yet committed) files an experiment keeps: code and docs, never data or secrets.
+COMMITTED_NEW = ("tasks/", "humane/", "flows/", "docs/")
 
 
 @dataclass(frozen=True)
@@ -147,9 +151,10 @@ def isolated(project: Path, overrides: dict[str, Any], name: str) -> Iterator[Pa
         try:
             for relative in _changed_files(project):
                 source, target = project / relative, root / relative
-                if source.is_symlink() and not source.resolve().is_relative_to(project):
-                    raise ConfigError(f"{relative}: a symlink to {source.resolve()}, outside the project; a run "
-                                      "copies the project's own files only")  # fmt: skip
+                if source.is_symlink() and (Path(os.readlink(source)).is_absolute()
+                                            or not source.resolve().is_relative_to(project)):  # fmt: skip
+                    raise ConfigError(f"{relative}: a symlink to {os.readlink(source)}; a run copies the project's "
+                                      "own files, and only relative links that stay inside it")  # fmt: skip
                 if source.is_file() or source.is_symlink():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.unlink(missing_ok=True)
@@ -170,7 +175,8 @@ def isolated(project: Path, overrides: dict[str, Any], name: str) -> Iterator[Pa
         _set_params(Paths(root).params, overrides)
         yield Paths(root)
         with experiments_lock(project):
-            save_experiment(name, root, [f for f in untracked if f])
+            # New code and docs are part of what ran; new data files and dotfiles (keys, .env) never go into git.
+            save_experiment(name, root, [f for f in untracked if f.startswith(COMMITTED_NEW) and "/." not in f])
     finally:
         _remove_worktree(project, root)
 
@@ -190,7 +196,8 @@ def save_experiment(name: str, root: Path, untracked: list[str] | None = None) -
 
     with _repo(root) as repo:
         try:
-            repo.experiments.save(name=name, include_untracked=untracked or None)
+            # force: a retry of the same flow run (the name holds its id) replaces its own earlier attempt.
+            repo.experiments.save(name=name, force=True, include_untracked=untracked or None)
         except DvcException as err:
             raise ConfigError(f"could not save DVC experiment {name!r}: {err}") from None
     return name

@@ -173,7 +173,7 @@ def _group_names(counts: pd.Series, known: list[Any], masked: bool, min_rows: in
     listed = {str(v) for v in known}
     names, unlisted = [], 0
     for value, n in counts.items():
-        if masked and (str(value) not in listed or n < min_rows):
+        if masked and value != "missing" and (str(value) not in listed or n < min_rows):
             unlisted += 1
             names.append(f"<withheld group #{unlisted}>")
         else:

@@ -14,8 +14,7 @@ from typing import Any
 
 from humane.core import io
 from humane.core.context import RunContext
-from humane.core.errors import ConfigError
-from humane.core.params import Params, confine
+from humane.core.params import Params, check_intended_use
 from humane.core.paths import Paths
 from humane.governance.card import model_card
 from humane.governance.gate import Decision, decide, read_candidate
@@ -24,9 +23,11 @@ from humane.governance.registry import (
     CHALLENGER,
     CHAMPION,
     METRIC_TAG,
+    champion_of,
     current_champion,
     promotion_lock,
     register_version,
+    restore_champion,
     set_alias,
     set_description,
     set_tags,
@@ -44,10 +45,7 @@ def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> di
     """Everything the card states, read from the stage outputs."""
     import torch
 
-    intended = confine(params.register.intended_use, "register.intended_use", paths.root)
-    if not intended.is_file():
-        raise ConfigError(f"register.intended_use: {params.register.intended_use} not found (the model card's "
-                          "intended-use text)")  # fmt: skip
+    intended = check_intended_use(params.register.intended_use, paths.root)
     train_metrics = io.read_json(paths.train_metrics)
     meta = io.read_json(paths.interim_meta)
     return {
@@ -137,7 +135,12 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         # An earlier attempt's decision stands while the champion it was judged against (or this very version,
         # promoted by that attempt) still holds the alias; otherwise the world moved on: decide again.
         if decision is None or champion_now not in (decision.champion_version, str(existing.version)):
-            decision = decide(params.gate, candidate, champion)
+            reference = champion
+            if existing is not None and champion_now == str(existing.version):
+                # An earlier attempt made this version champion; judge it against the one it replaced.
+                replaced = existing.tags.get("decision.champion_version", "-")
+                reference = None if replaced == "-" else champion_of(mlflow_client, name, replaced)
+            decision = decide(params.gate, candidate, reference)
         if existing is not None:
             version = str(existing.version)
         else:
@@ -148,6 +151,8 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         set_alias(mlflow_client, name, CHALLENGER, version)
         if decision.passed:
             set_alias(mlflow_client, name, CHAMPION, version)
+        elif champion_now == version:  # refused now: the alias goes back to the version this one replaced
+            restore_champion(mlflow_client, name, decision.champion_version)
     io.write_json(paths.decision, decision.to_dict())
     io.write_with(paths.model_card_md, lambda tmp: tmp.write_text(card.to_markdown()))
     io.write_with(paths.model_card_html, lambda tmp: tmp.write_text(card.to_html(f"Model card: {name} v{version}")))

@@ -49,12 +49,25 @@ def current_champion(mlflow_client: Any, name: str) -> Champion | None:
     version = model.aliases.get(CHAMPION)
     if version is None:
         return None
+    return champion_of(mlflow_client, name, str(version))
+
+
+def champion_of(mlflow_client: Any, name: str, version: str) -> Champion:
+    """A version as a reference for the change rules: its number and the metrics recorded on it."""
     try:
-        record = mlflow_client.get_model_version(name, str(version))
+        record = mlflow_client.get_model_version(name, version)
     except Exception as err:
-        raise StoreError(f"registry: cannot read {name} v{version} (the champion): {err}") from err
+        raise StoreError(f"registry: cannot read {name} v{version}: {err}") from err
     metrics = {k[len(METRIC_TAG) :]: float(v) for k, v in record.tags.items() if k.startswith(METRIC_TAG)}
     return Champion(str(record.version), metrics, record.run_id)
+
+
+def restore_champion(mlflow_client: Any, name: str, version: str | None) -> None:
+    """Point `champion` back at `version`, or remove it when there was none before."""
+    if version is None:
+        mlflow_client.delete_registered_model_alias(name, CHAMPION)
+    else:
+        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
 
 
 def version_of_run(mlflow_client: Any, name: str, run_id: str) -> Any | None:

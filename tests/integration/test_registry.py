@@ -142,6 +142,19 @@ def test_a_registry_error_fails_closed(ran_project):
     assert _aliases(ran_project) == aliases_before
 
 
+def test_a_champion_re_registered_under_a_stricter_policy_gives_the_alias_back(ran_project):
+    """Registering the same run again after the policy changed: judged again (never against itself), and refused."""
+    assert _aliases(ran_project) == {"champion": "1", "challenger": "1"}
+    _set(ran_project, "gate", min={"test.accuracy": 0.99, "test.roc_auc": 0.85})
+    run(["python", "-m", "tasks.register"], ran_project)  # as `dvc repro -s register` after editing the policy
+    decision = json.loads((ran_project / "reports/decision.json").read_text())
+    assert not decision["passed"] and decision["champion_version"] is None  # not compared with v1 itself
+    assert any("test.accuracy" in r for r in decision["reasons"])
+    assert _aliases(ran_project) == {"challenger": "1"}  # no champion rather than a refused one
+    version = mlflow_client(ran_project).get_model_version(MODEL, "1")
+    assert version.tags["decision"] == "rejected" and json.loads(version.tags["decision.json"]) == decision
+
+
 def test_retried_track_and_register_do_not_record_twice(ran_project):
     client = mlflow_client(ran_project)
     (first,) = tracked_runs(ran_project)

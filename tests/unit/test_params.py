@@ -154,13 +154,36 @@ def test_flatten_uses_dotted_names():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": {}}) == {"a.b": 1, "a.c.d": [1, 2], "e": {}}
 
 
-def test_the_store_context_leaves_no_uri_behind(monkeypatch, tmp_path):
-    import os
+def test_exponent_floats_survive_the_round_trip_through_params_yaml(tmp_path):
+    """An override like train.lr=1e-5 is written as DVC writes YAML (1e-05) and read back as a number."""
+    from humane.core.workspace import _set_params
 
-    from humane.governance.store import using_tracking_uri
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.read_text())
+    _set_params(path, {"train.lr": 1e-5, "train.weight_decay": 1e-3})
+    assert "1e-05" in path.read_text()
+    params = load_params(path)
+    assert params.train.lr == 1e-5 and params.train.weight_decay == 1e-3
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-    with using_tracking_uri(f"sqlite:///{tmp_path / 'x.db'}"):
-        assert os.environ["MLFLOW_REGISTRY_URI"].endswith("x.db")
-    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("train.lr", -1.0), ("train.dropout", 5.0), ("train.batch_size", 0), ("train.max_epochs", 0),
+     ("train.hidden_sizes", []), ("train.hidden_sizes", [-3]), ("train.activation", "nope"),
+     ("evaluate.calibration_bins", 100000)],
+)  # fmt: skip
+def test_experiment_settings_are_bounded(key, value):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        apply_overrides(read_raw(PARAMS), {key: value})
+
+
+def test_the_intended_use_must_be_an_existing_markdown_file(tmp_path):
+    from humane.core.params import check_intended_use
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "use.md").write_text("# use\n")
+    (tmp_path / "data.csv").write_text("a\n1\n")
+    assert check_intended_use("docs/use.md", tmp_path) == (tmp_path / "docs/use.md").resolve()
+    for bad in ("docs/nope.md", "data.csv"):
+        with pytest.raises(ConfigError, match=r"register\.intended_use: .* must be an existing Markdown"):
+            check_intended_use(bad, tmp_path)
