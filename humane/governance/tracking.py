@@ -29,6 +29,7 @@ from humane.governance.serving import (
     input_example,
 )
 from humane.governance.store import StoreError, client, ensure_experiment, using_tracking_uri
+from humane.privacy.policy import FittedPolicy
 
 MODEL_ARTIFACT = "model"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
@@ -159,9 +160,7 @@ def log_run(paths: Paths, experiment: str, threshold: float, sensitive: list[str
     validation = io.read_json(paths.validation_report)
     fairness = io.read_json(paths.fairness)
     privacy, membership = io.read_json(paths.privacy_report), io.read_json(paths.membership_report)
-    policy = io.read_json(paths.privacy_policy)
-    masked = {*policy["drop"], *policy["pseudonymize"], *policy["bins"], *policy["top_code"],
-              *policy["kept_categories"], *sensitive}  # fmt: skip
+    masked = {*FittedPolicy.from_dict(io.read_json(paths.privacy_policy)).masked_columns, *sensitive}
 
     with (
         using_tracking_uri(uri),
