@@ -6,12 +6,13 @@ from humane.core import io
 from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import Paths
-from humane.governance.gate import decide, read_candidate
+from humane.governance.gate import Policy, decide, read_candidate
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Judge the candidate against min/max/validation rules; write reports/policy_checks.json."""
-    checks = decide(params.gate, read_candidate(paths), None, compare=False)
+    policy = Policy.of(params.gate, params.policy, params.data.sensitive_features)
+    checks = decide(policy, read_candidate(paths), None, compare=False)
     # Not a decision: the value rules only. `passed` here means "passes the value rules"; the decision, with
     # the change rules against the champion, is taken by the register stage (reports/decision.json).
     record = {"value_rules_passed": checks.passed, "reasons": checks.reasons, "notes": checks.notes,

@@ -10,7 +10,7 @@ from humane.governance.tracking import log_run
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Log the workspace's state as the pipeline run's MLflow run (found, not duplicated, on a retry)."""
-    record = log_run(paths, params.track.experiment, params.evaluate.threshold, params.data.sensitive_features, ctx)
+    record = log_run(paths, params.data.experiment, params.evaluate.threshold, params.data.sensitive_features, ctx)
     return f"track: MLflow run {record['run_id']} in experiment {record['experiment']!r}"
 
 

@@ -110,6 +110,7 @@ def sample_params(project: Path, **sections: dict) -> None:
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
     params["data"].update(
+        name="sample",
         source=f"{SAMPLE_DIR}/train.csv",
         test_source=f"{SAMPLE_DIR}/test.csv",
         numeric=["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"],
@@ -129,12 +130,15 @@ def sample_params(project: Path, **sections: dict) -> None:
     params["validate"].update(min_group_rows=5)
     params["train"].update(max_epochs=8, patience=2, hidden_sizes=[64, 32], lr=0.002, progress=False)
     params["audit"].update(bootstrap=50, min_group_size=30)
-    params["register"].update(model_name="humane-sample")
     # A policy the sample's small model can meet: the tests need a champion to compare against.
-    params["gate"].update(
-        min={"test.accuracy": 0.8, "test.roc_auc": 0.85},
-        max={"fairness.sex.equalized_odds_difference": 0.3, "fairness.sex.demographic_parity_difference": 0.3},
-    )
+    params["policy"] = {
+        "min": {"test.accuracy": 0.8, "test.roc_auc": 0.85},
+        "max": {"fairness.sex.equalized_odds_difference": 0.3, "fairness.sex.demographic_parity_difference": 0.3,
+                "fairness.race.equalized_odds_difference": 1.0, "fairness.race.demographic_parity_difference": 1.0},
+        "max_drop": {},
+        "max_increase": {"fairness.sex.equalized_odds_difference": 0.02,
+                         "fairness.sex.demographic_parity_difference": 0.02},
+    }
     for section, values in sections.items():
         params[section].update(values)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -198,7 +202,7 @@ def tracked_runs(project: Path) -> list:
     """The runs of the project's experiment, newest first."""
     client = mlflow_client(project)
     experiment = client.get_experiment_by_name(
-        yaml.safe_load((project / "params.yaml").read_text())["track"]["experiment"]
+        "humane-" + yaml.safe_load((project / "params.yaml").read_text())["data"]["name"]
     )
     return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"])
 

@@ -10,7 +10,7 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictBool, StrictInt, ValidationError
 
 from humane.core.errors import ConfigError
 
@@ -21,22 +21,75 @@ class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class DataParams(_Section):
-    """What the data is: where it lives and which columns play which role."""
+# A label value as YAML types it: 1, true and "yes" are three different labels, compared in the column's own type.
+Label = StrictBool | StrictInt | str
 
+# A dataset's name: the registered model and the MLflow experiment are called humane-<name>.
+DATASET_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+
+
+class ReadParams(_Section):
+    """How to parse a CSV file (Parquet needs none of this)."""
+
+    # Column separator; null: a comma.
+    delimiter: str | None = Field(None, min_length=1, max_length=1)
+    decimal: str = Field(".", min_length=1, max_length=1)
+    thousands: str | None = Field(None, min_length=1, max_length=1)
+    encoding: str = "utf-8"
+
+
+class DataParams(_Section):
+    """What the data is: where it lives and which columns play which role (part of the dataset profile)."""
+
+    name: str = Field(pattern=DATASET_NAME)
     source: str
     target: str
-    positive_label: str
-    sensitive_features: list[str]
+    positive_label: Label
+    sensitive_features: list[str] = Field(min_length=1)
+    # The model card's intended-use, out-of-scope and limitations text, written by the model's owners.
+    intended_use: str
     test_source: str | None = None
     test_fraction: float = Field(0.2, gt=0, lt=1)
     categorical: list[str] | None = None
     numeric: list[str] | None = None
     drop: list[str] = []
-    labels: list[str] | None = None
+    labels: list[Label] | None = None
     ranges: dict[str, list[float]] = {}
+    read: ReadParams = ReadParams()
+    # Rows whose label is missing: an error naming the column and the count, or dropped and counted.
+    missing_labels: Literal["error", "drop"] = "error"
+    # Role inference never one-hot encodes a column with more distinct values than this (it is skipped, and said).
+    max_categories: int = Field(50, ge=2)
+    # Date columns: parsed, then dropped or turned into a number (year, or days since 1970-01-01).
+    dates: dict[str, Literal["drop", "year", "days"]] = {}
     # An absolute folder outside the project that data files may be read from, declared on purpose.
     root: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        """The registered model's name: one per dataset, so no dataset challenges another's champion."""
+        return f"humane-{self.name}"
+
+    @property
+    def experiment(self) -> str:
+        """The MLflow experiment's name."""
+        return f"humane-{self.name}"
+
+
+class IdentifierParams(_Section):
+    """When a column looks like a direct identifier or personal free text (it must then be named in a rule)."""
+
+    check: bool
+    # Distinct values per non-null row at or above which a text or integer column is an id.
+    unique_share: float = Field(gt=0, le=1)
+    # Distinct values per non-null row at or above which a text column is a name-like identifier.
+    text_unique_share: float = Field(gt=0, le=1)
+    # Mean words per value at or above which a text column is free text.
+    free_text_words: float = Field(gt=0)
+    # Share of sampled values matching an e-mail, phone, national-id, card or IBAN pattern that flags a column.
+    pattern_share: float = Field(gt=0, le=1)
+    # Rows sampled per column for the pattern and date checks.
+    sample_rows: int = Field(ge=10)
 
 
 class PrivacyParams(_Section):
@@ -51,6 +104,21 @@ class PrivacyParams(_Section):
     key_block: str | None
     quasi_identifiers: list[str]
     k: int = Field(ge=1)
+    # Columns that look identifying but are kept on purpose (a reviewed decision).
+    keep: list[str] = []
+    # Bins are open at the ends (a value outside them falls into the outermost bin, and is counted);
+    # strict: such a value is an error.
+    strict_bins: bool = False
+    identifiers: IdentifierParams
+
+
+class PolicyParams(_Section):
+    """A dataset's own promotion thresholds, added to (and for the same metric replacing) the gate's generic ones."""
+
+    min: dict[str, float] = {}
+    max: dict[str, float] = {}
+    max_drop: dict[str, float] = {}
+    max_increase: dict[str, float] = {}
 
 
 class ValidateParams(_Section):
@@ -61,6 +129,12 @@ class ValidateParams(_Section):
     max_null_fraction: float
     max_unseen_fraction: float
     null_tolerance: dict[str, float] = {}
+    # A feature whose values alone rank the label with a ROC AUC above this (either direction) is a suspected
+    # leak of the outcome.
+    max_feature_auc: float = Field(gt=0.5, le=1)
+    # Strict: small sensitive groups, rows shared by the training pool and the test split, and suspected leaks
+    # fail validation; otherwise they are warnings recorded in the report.
+    strict: bool
 
 
 class PreprocessParams(_Section):
@@ -116,42 +190,36 @@ class AuditParams(_Section):
     min_group_size: int = Field(ge=1)
 
 
-class TrackParams(_Section):
-    """MLflow tracking settings."""
-
-    experiment: str
-
-
 class GateParams(_Section):
-    """The promotion policy. Metric names: test.<metric>, fairness.<feature>.<gap>, privacy.<metric>."""
+    """The generic promotion policy; a dataset's profile adds its own thresholds (`policy:`).
+
+    Metric names: test.<metric>, fairness.<feature>.<gap> (`fairness.*.<gap>`: every sensitive feature on its
+    own), privacy.<metric>, compared against a fixed threshold (`min`, `max`), against a baseline model scored
+    on the same test rows (`above_baseline`), or against the champion scored on the same test rows
+    (`max_drop`, `max_increase`).
+    """
 
     require_validation: bool
+    # {<baseline>.<metric>: margin}: the model's test metric must exceed the baseline's minus the margin.
+    above_baseline: dict[str, float]
     min: dict[str, float]
     max: dict[str, float]
     max_drop: dict[str, float]
     max_increase: dict[str, float]
 
 
-class RegisterParams(_Section):
-    """Model Registry settings."""
-
-    model_name: str
-    intended_use: str
-
-
 class Params(_Section):
-    """The whole params.yaml."""
+    """The whole params.yaml: a dataset profile (data, privacy, policy), then one section per stage."""
 
     data: DataParams
     privacy: PrivacyParams
+    policy: PolicyParams = PolicyParams()
     validate_: ValidateParams = Field(alias="validate")
     preprocess: PreprocessParams
     train: TrainParams
     evaluate: EvaluateParams
     audit: AuditParams
-    track: TrackParams
     gate: GateParams
-    register_: RegisterParams = Field(alias="register")
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True)
 
@@ -160,10 +228,9 @@ class Params(_Section):
         """The `validate:` section (a name BaseModel reserves, hence the alias)."""
         return self.validate_
 
-    @property
-    def register(self) -> RegisterParams:
-        """The `register:` section (a name pydantic's base class uses, hence the alias)."""
-        return self.register_
+
+# The sections of a dataset profile (profiles/<name>.yaml): everything that is about one dataset.
+PROFILE_SECTIONS = ("data", "privacy", "policy")
 
 
 # The keys a flow run (`overrides`, `python -m flows.training key=value`) may change: experiment settings of
@@ -189,7 +256,7 @@ OVERRIDABLE = (
 )
 
 # Params that name files the pipeline reads: data files inside data/raw/ (or data.root), others in the project.
-PATH_KEYS = ("data.source", "data.test_source", "register.intended_use")
+PATH_KEYS = ("data.source", "data.test_source", "data.intended_use")
 DATA_PATH_KEYS = ("data.source", "data.test_source")
 
 
@@ -257,7 +324,7 @@ def check_overridable(overrides: dict[str, Any]) -> None:
     if refused:
         raise ConfigError(
             f"override {', '.join(map(repr, refused))} refused: a flow run may change only {list(OVERRIDABLE)}; "
-            "the data, privacy, validation, audit, tracking, gate and register sections are policy "
+            "the dataset profile (data, privacy, policy), validation, the audit and the gate are policy "
             "(change them in params.yaml and commit)"
         )
 
@@ -305,20 +372,20 @@ def confine(value: str, key: str, root: Path, data_root: str | None = None) -> P
 def check_paths(params: Params, root: Path, builtins: frozenset[str] = frozenset()) -> None:
     """Every path param resolves where it may: data files in data/raw/ (or data.root), the rest in the project."""
     values = {"data.source": params.data.source, "data.test_source": params.data.test_source,
-              "register.intended_use": params.register.intended_use}  # fmt: skip
+              "data.intended_use": params.data.intended_use}  # fmt: skip
     for key in PATH_KEYS:
         value = values[key]
         if value is None or (key == "data.source" and value in builtins):
             continue
         confine(value, key, root, params.data.root)
-    check_intended_use(params.register.intended_use, root)
+    check_intended_use(params.data.intended_use, root)
 
 
 def check_intended_use(value: str, root: Path) -> Path:
     """The model card's intended-use text: an existing Markdown file inside the project."""
-    path = confine(value, "register.intended_use", root)
+    path = confine(value, "data.intended_use", root)
     if path.suffix.lower() != ".md" or not path.is_file():
-        raise ConfigError(f"register.intended_use: {value!r} must be an existing Markdown (.md) file of the project "
+        raise ConfigError(f"data.intended_use: {value!r} must be an existing Markdown (.md) file of the project "
                           "(the model card's intended-use text)")  # fmt: skip
     return path
 

@@ -165,7 +165,7 @@ def audit_predictions(frame: pd.DataFrame, p: np.ndarray, features: list[str], t
 
 def data_audit(frame: pd.DataFrame, data: DataParams) -> dict[str, list[dict[str, Any]]]:
     """Each group's share of the rows and its label base rate, before any model is trained."""
-    positive = (frame[data.target].astype(str) == data.positive_label).astype(float)
+    positive = (frame[data.target] == data.positive_label).astype(float)
     out = {}
     prefixed = frame.rename(columns={c: f"{SENSITIVE_PREFIX}{c}" for c in data.sensitive_features})
     for feature, groups in sensitive_columns(prefixed, data.sensitive_features).items():

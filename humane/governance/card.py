@@ -9,7 +9,7 @@ from typing import Any
 
 from humane.core.params import Params
 from humane.fairness.metrics import GROUP_METRICS
-from humane.governance.gate import RESULT_WORDS, Decision
+from humane.governance.gate import RESULT_WORDS, Decision, Policy
 
 
 @dataclass
@@ -127,7 +127,7 @@ def _markdown_to_html(text: str) -> str:
 def model_card(params: Params, decision: Decision, version: str | None, facts: dict[str, Any]) -> Card:
     """The model card from recorded facts: details, use, metrics with CIs, gaps vs policy, validation, decision."""
     card = Card()
-    name = params.register.model_name
+    name = params.data.model_name
     card.heading(f"Model card: {name}" + (f" v{version}" if version else ""), 1)
     card.heading("Model details")
     train = params.train
@@ -168,7 +168,7 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
         ])  # fmt: skip
 
     card.heading("Fairness gaps against the policy")
-    thresholds = params.gate.max
+    thresholds = Policy.of(params.gate, params.policy, params.data.sensitive_features).max
     rows = []
     for feature in facts["audit"]["features"]:
         for gap, value in feature["gaps"].items():
@@ -229,6 +229,9 @@ def add_decision(card: Card, decision: Decision) -> None:
     ])  # fmt: skip
     for note in decision.notes:
         card.para(note)
+    if decision.test_md5:
+        scored = ", ".join(f"{side} {md5 or 'not recorded'}" for side, md5 in decision.test_md5.items())
+        card.para(f"Test rows scored (md5 of data/interim/test.parquet): {scored}.")
 
 
 def decision_page(decision: Decision, model_name: str, version: str) -> str:

@@ -1,8 +1,10 @@
 """Promotion gate: a declarative policy over quality, fairness, privacy and validation.
 
-Value rules (`min`, `max`, validation) judge the candidate alone; change rules (`max_drop`, `max_increase`)
-compare it with the champion. The final decision is taken once, under the registry lock, when the candidate
-is registered (governance.promotion); the gate stage records the value rules before that.
+The policy is the generic `gate:` section merged with the dataset profile's `policy:` (`Policy.of`). Value
+rules (`min`, `max`, `above_baseline`, validation) judge the candidate alone, baselines being scored on the
+same test rows; change rules (`max_drop`, `max_increase`) compare it with the champion re-scored on the
+candidate's test rows (governance.rescoring). The final decision is taken once, under the registry lock,
+when the candidate is registered (governance.promotion); the gate stage records the value rules before that.
 """
 
 from __future__ import annotations
@@ -12,11 +14,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from humane.core import io
-from humane.core.params import GateParams, flatten
+from humane.core.params import GateParams, PolicyParams, flatten
 from humane.core.paths import Paths
 from humane.governance.registry import Champion
 
 VALIDATION_METRIC = "validation.passed"
+WILDCARD = "fairness.*."  # fairness.*.<gap>: the gap of every sensitive feature on its own
+BASELINE_PREFIX = "baseline."  # baseline.<name>.<metric>: the baselines' test metrics, on the same rows
+BASELINE_NAMES = {"logreg": "logistic regression", "majority": "majority class"}
 RESULT_WORDS = {True: "pass", False: "FAIL", None: "skipped"}  # a Check's `passed`, as tables show it
 
 
@@ -32,6 +37,9 @@ class Check:
     champion_version: str | None = None
     champion_value: float | None = None
     note: str | None = None
+    # above_baseline: the baseline metric compared with, its value and the margin allowed below it.
+    reference: str | None = None
+    reference_value: float | None = None
 
     def reason(self) -> str:
         """Why this check failed (or was skipped), in one line."""
@@ -42,6 +50,11 @@ class Check:
         if self.value is None:
             return f"{self.metric} was not measured for this model, and the policy's {self.rule} rule needs it"
         shown = f"{self.value:.4f}"
+        if self.rule == "above_baseline":
+            name = BASELINE_NAMES.get(str(self.reference).split(".")[1], self.reference)
+            margin = (self.reference_value or 0.0) - float(self.threshold)
+            return (f"{self.metric} = {shown}: not above the {name} baseline's {self.reference_value:.4f}"
+                    f" minus the margin {margin:.4g} on the same test rows")  # fmt: skip
         relation = {
             "min": "below the minimum",
             "max": "above the maximum",
@@ -61,6 +74,8 @@ class Decision:
     checks: list[Check]
     champion_version: str | None
     notes: list[str] = field(default_factory=list)
+    # md5 of the test rows each side was scored on ({"candidate": ..., "champion": ...}).
+    test_md5: dict[str, str | None] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One paragraph for logs and states."""
@@ -76,7 +91,42 @@ class Decision:
     def from_dict(cls, payload: dict[str, Any]) -> Decision:
         """Inverse of to_dict."""
         return cls(payload["passed"], payload["reasons"], [Check(**c) for c in payload["checks"]],
-                   payload["champion_version"], payload.get("notes", []))  # fmt: skip
+                   payload["champion_version"], payload.get("notes", []), payload.get("test_md5", {}))  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The promotion policy in force: the generic gate merged with the dataset's own thresholds, `*` expanded."""
+
+    require_validation: bool
+    above_baseline: dict[str, float]
+    min: dict[str, float]
+    max: dict[str, float]
+    max_drop: dict[str, float]
+    max_increase: dict[str, float]
+
+    @classmethod
+    def of(cls, gate: GateParams, dataset: PolicyParams, sensitive: list[str]) -> Policy:
+        """Merge: the profile adds thresholds and, for the same metric, replaces the generic one."""
+
+        def merged(generic: dict[str, float], own: dict[str, float]) -> dict[str, float]:
+            out: dict[str, float] = {}
+            for metric, threshold in generic.items():
+                if metric.startswith(WILDCARD):
+                    gap = metric.removeprefix(WILDCARD)
+                    out.update({f"fairness.{feature}.{gap}": threshold for feature in sensitive})
+                else:
+                    out[metric] = threshold
+            out.update(own)
+            return out
+
+        return cls(gate.require_validation, dict(gate.above_baseline), merged(gate.min, dataset.min),
+                   merged(gate.max, dataset.max), merged(gate.max_drop, dataset.max_drop),
+                   merged(gate.max_increase, dataset.max_increase))  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (for the decision's basis and the card)."""
+        return asdict(self)
 
 
 def candidate_metrics(
@@ -86,7 +136,8 @@ def candidate_metrics(
     privacy: dict[str, float] | None = None,
 ) -> dict[str, float]:
     """The flat namespace the policy refers to: test.*, fairness.<feature>.<gap>, privacy.*, validation.passed."""
-    flat = {k: float(v) for k, v in flatten({"test": metrics["model"], "fairness": fairness}).items()}
+    nested = {"test": metrics["model"], "fairness": fairness, "baseline": metrics.get("baseline", {})}
+    flat = {k: float(v) for k, v in flatten(nested).items() if not isinstance(v, dict)}
     flat.update(privacy or {})
     flat[VALIDATION_METRIC] = 1.0 if validation_passed else 0.0
     return flat
@@ -113,19 +164,38 @@ def _measured(value: float | None) -> bool:
 
 
 def decide(
-    policy: GateParams, candidate: dict[str, float], champion: Champion | None, compare: bool = True
+    policy: Policy,
+    candidate: dict[str, float],
+    champion: Champion | None,
+    compare: bool = True,
+    notes: list[str] | None = None,
+    test_md5: dict[str, str | None] | None = None,
+    change_skipped: str | None = None,
 ) -> Decision:
     """Apply the policy. No thresholds at all promotes nothing.
 
     With `compare=False` the change rules are left pending (the gate stage: the champion is read only when
     registering). With no champion yet they are skipped, and said so. A change rule whose metric the
-    champion lacks fails: the candidate cannot be shown not to be worse.
+    champion lacks fails: the candidate cannot be shown not to be worse. `champion` carries the champion's
+    figures on the candidate's test rows (governance.rescoring); `notes` say how they were obtained. With
+    `change_skipped` (why the two cannot be compared, e.g. different input schemas) the change rules are
+    skipped and the value rules still apply.
     """
     checks: list[Check] = []
-    notes: list[str] = []
+    notes = list(notes or [])
     if policy.require_validation:
         ok = candidate.get(VALIDATION_METRIC) == 1.0
         checks.append(Check("validation_passed", VALIDATION_METRIC, True, candidate.get(VALIDATION_METRIC), ok))
+    for reference, margin in policy.above_baseline.items():
+        metric = f"test.{reference.split('.', 1)[-1]}"
+        value, base = candidate.get(metric), candidate.get(f"{BASELINE_PREFIX}{reference}")
+        if not _measured(base):
+            checks.append(Check("above_baseline", metric, margin, value, False, note=f"the baseline {reference} was "
+                                "not measured, so the model cannot be shown to beat it"))  # fmt: skip
+            continue
+        bar = base - margin
+        checks.append(Check("above_baseline", metric, bar, value, _measured(value) and value > bar,
+                            reference=f"{BASELINE_PREFIX}{reference}", reference_value=base))  # fmt: skip
     for metric, threshold in policy.min.items():
         value = candidate.get(metric)
         checks.append(Check("min", metric, threshold, value, _measured(value) and value >= threshold))
@@ -137,6 +207,8 @@ def decide(
     change_rules += [("max_increase", m, t) for m, t in policy.max_increase.items()]
     if change_rules and not compare:
         notes.append("change thresholds are judged against the champion when the candidate is registered")
+    elif change_rules and change_skipped:
+        notes.append(f"change thresholds against the champion were skipped: {change_skipped}")
     elif change_rules and champion is None:
         notes.append("no champion yet: change thresholds against the champion were skipped")
     for rule, metric, threshold in change_rules:
@@ -144,8 +216,9 @@ def decide(
         if not compare:
             checks.append(Check(rule, metric, threshold, value, None, note="pending: judged at registration"))
             continue
-        if champion is None:
-            checks.append(Check(rule, metric, threshold, value, None, note="skipped: no champion yet"))
+        if champion is None or change_skipped:
+            why = change_skipped or "no champion yet"
+            checks.append(Check(rule, metric, threshold, value, None, note=f"skipped: {why}"))
             continue
         reference = champion.metrics.get(metric)
         if not _measured(reference):
@@ -161,12 +234,12 @@ def decide(
 
     reasons = [c.reason() for c in checks if c.passed is False]
     evaluated = [c for c in checks if c.rule != "validation_passed" and c.passed is not None]
-    if not (policy.min or policy.max or change_rules):
+    if not (policy.min or policy.max or policy.above_baseline or change_rules):
         reasons.insert(0, "the policy sets no thresholds, so nothing is promoted")
     elif not evaluated:
         reasons.insert(0, "no threshold of the policy could be evaluated, so nothing is promoted")
     passed = not reasons
-    return Decision(passed, reasons, checks, champion.version if champion else None, notes)
+    return Decision(passed, reasons, checks, champion.version if champion else None, notes, dict(test_md5 or {}))
 
 
 def read_candidate(paths: Paths) -> dict[str, float]:

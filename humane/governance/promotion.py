@@ -17,12 +17,13 @@ from humane.core.context import RunContext
 from humane.core.params import Params, check_intended_use
 from humane.core.paths import Paths
 from humane.governance.card import model_card
-from humane.governance.gate import Decision, decide, read_candidate
+from humane.governance.gate import Decision, Policy, decide, read_candidate
 from humane.governance.lineage import git_commit, md5_of
 from humane.governance.registry import (
     CHALLENGER,
     CHAMPION,
     METRIC_TAG,
+    TEST_MD5_TAG,
     champion_of,
     current_champion,
     promotion_lock,
@@ -33,6 +34,7 @@ from humane.governance.registry import (
     set_tags,
     version_of_run,
 )  # fmt: skip
+from humane.governance.rescoring import rescore
 from humane.governance.store import client, using_tracking_uri
 
 TAG_LIMIT = 5000
@@ -45,7 +47,7 @@ def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> di
     """Everything the card states, read from the stage outputs."""
     import torch
 
-    intended = check_intended_use(params.register.intended_use, paths.root)
+    intended = check_intended_use(params.data.intended_use, paths.root)
     train_metrics = io.read_json(paths.train_metrics)
     meta = io.read_json(paths.interim_meta)
     return {
@@ -55,6 +57,7 @@ def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> di
         "epochs_run": train_metrics["epochs_run"],
         "raw_md5": meta["md5"]["train"],
         "data_md5": md5_of(paths.processed_train),
+        "test_md5": md5_of(paths.interim_test),
         "files": ", ".join(sorted(set(meta["files"].values()))),
         "git_commit": git_commit(project),
         "run_id": run_id,
@@ -80,6 +83,7 @@ def version_tags(decision: Decision, candidate: dict[str, float], facts: dict[st
         "decision.champion_version": decision.champion_version or "-",
         DECISION_JSON_TAG: json.dumps(decision.to_dict(), sort_keys=True, default=str)[:TAG_LIMIT],
         "data.md5": facts["data_md5"],
+        TEST_MD5_TAG: facts["test_md5"],
         "git_commit": facts["git_commit"],
         "run_id": facts["run_id"],
     }
@@ -92,16 +96,40 @@ def version_tags(decision: Decision, candidate: dict[str, float], facts: dict[st
     return tags
 
 
-def decision_basis(params: Params, candidate: dict[str, float]) -> str:
-    """What a decision was taken on: the policy, the candidate's metrics and the gate's code."""
+def policy_of(params: Params) -> Policy:
+    """The policy in force: the generic gate and the dataset profile's own thresholds."""
+    return Policy.of(params.gate, params.policy, params.data.sensitive_features)
+
+
+def decision_basis(params: Params, candidate: dict[str, float], test_md5: str) -> str:
+    """What a decision was taken on: the policy, the candidate's metrics and test rows, and the gate's code."""
     import hashlib
     import json
 
-    from humane.governance import gate
+    from humane.governance import gate, rescoring
 
-    digest = hashlib.sha256(json.dumps([params.gate.model_dump(), candidate], sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps([policy_of(params).to_dict(), candidate, test_md5], sort_keys=True).encode())
     digest.update(Path(gate.__file__).read_bytes())
+    digest.update(Path(rescoring.__file__).read_bytes())
     return digest.hexdigest()[:32]
+
+
+def judge(params: Params, paths: Paths, candidate: dict[str, float], reference: Any, name: str, record: dict,
+          test_md5: str) -> Decision:  # fmt: skip
+    """Decide against `reference` (a Champion or None), re-scored on the candidate's test rows where possible."""
+    import pandas as pd
+
+    policy = policy_of(params)
+    if reference is None:
+        return decide(policy, candidate, None, test_md5={"candidate": test_md5, "champion": None})
+    rescored = rescore(reference, f"models:/{name}/{reference.version}", record["model_uri"],
+                       pd.read_parquet(paths.interim_test), pd.read_parquet(paths.processed_test),
+                       params.data.sensitive_features, params.audit, params.evaluate.calibration_bins)  # fmt: skip
+    if rescored.champion is None:
+        return decide(policy, candidate, reference, notes=rescored.notes, change_skipped=rescored.skipped,
+                      test_md5={"candidate": test_md5, "champion": reference.test_md5})  # fmt: skip
+    return decide(policy, candidate, rescored.champion, notes=rescored.notes,
+                  test_md5={"candidate": test_md5, "champion": test_md5})  # fmt: skip
 
 
 def recorded_decision(version: Any, basis: str) -> Decision | None:
@@ -122,14 +150,14 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
     import mlflow
 
     record = io.read_json(paths.mlflow_run)
-    name = params.register.model_name
+    name = params.data.model_name
     candidate = read_candidate(paths)
     facts = gather_facts(params, paths, record["run_id"], ctx.project)
     mlflow_client = client(ctx.tracking_uri)
     with promotion_lock(ctx.tracking_uri):
         champion = current_champion(mlflow_client, name)
         existing = version_of_run(mlflow_client, name, record["run_id"])
-        basis = decision_basis(params, candidate)
+        basis = decision_basis(params, candidate, facts["test_md5"])
         decision = recorded_decision(existing, basis) if existing is not None else None
         champion_now = champion.version if champion else None
         # An earlier attempt's decision stands while the champion it was judged against (or this very version,
@@ -140,7 +168,8 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
                 # An earlier attempt made this version champion; judge it against the one it replaced.
                 replaced = existing.tags.get("decision.champion_version", "-")
                 reference = None if replaced == "-" else champion_of(mlflow_client, name, replaced)
-            decision = decide(params.gate, candidate, reference)
+            with using_tracking_uri(ctx.tracking_uri):
+                decision = judge(params, paths, candidate, reference, name, record, facts["test_md5"])
         if existing is not None:
             version = str(existing.version)
         else:

@@ -18,6 +18,7 @@ from humane.governance.store import StoreError
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 METRIC_TAG = "metric."  # version tags holding the metrics the gate compares against
+TEST_MD5_TAG = "test.md5"  # the test rows a version's recorded metrics were measured on
 DESCRIPTION_LIMIT = 5000  # MLflow's column size for a version description
 
 
@@ -28,6 +29,8 @@ class Champion:
     version: str
     metrics: dict[str, float]
     run_id: str | None
+    # md5 of the test rows its recorded metrics were measured on (None for versions registered before it was kept)
+    test_md5: str | None = None
 
 
 def _not_found(err: Exception) -> bool:
@@ -59,7 +62,7 @@ def champion_of(mlflow_client: Any, name: str, version: str) -> Champion:
     except Exception as err:
         raise StoreError(f"registry: cannot read {name} v{version}: {err}") from err
     metrics = {k[len(METRIC_TAG) :]: float(v) for k, v in record.tags.items() if k.startswith(METRIC_TAG)}
-    return Champion(str(record.version), metrics, record.run_id)
+    return Champion(str(record.version), metrics, record.run_id, record.tags.get(TEST_MD5_TAG))
 
 
 def restore_champion(mlflow_client: Any, name: str, version: str | None) -> None:

@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from humane.core.errors import DataError
-from humane.core.params import PreprocessParams
+from humane.core.params import Label, PreprocessParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.data.schema import Schema
 
@@ -40,8 +40,8 @@ class Preprocessor:
     transformer: ColumnTransformer
     inputs: list[str]
     target: str
-    labels: list[str]
-    positive_label: str
+    labels: list[Label]
+    positive_label: Label
     sensitive: list[str]
 
     @property
@@ -62,7 +62,8 @@ class Preprocessor:
 
     def encode_labels(self, labels: pd.Series) -> np.ndarray:
         """1 for the positive label, 0 otherwise."""
-        return (labels.astype(str) == self.positive_label).to_numpy(dtype=np.int64)
+        # Compared in the column's own type: a 0/1 integer label is matched by the integer 1, not by "1".
+        return (labels == self.positive_label).to_numpy(dtype=np.int64)
 
 
 def build_transformer(schema: Schema, inputs: list[str], log_columns: list[str]) -> ColumnTransformer:

@@ -78,7 +78,7 @@ if locked == "unlocked":  # what registration would be without the lock: the pro
     promotion.promotion_lock = lambda uri: nullcontext()
 params, paths = load_params(Paths(workspace).params), Paths(workspace)
 ctx = RunContext(project, flow_run_id=key)  # a distinct pipeline run: its own MLflow run and registry version
-log_run(paths, params.track.experiment, params.evaluate.threshold, params.data.sensitive_features, ctx)
+log_run(paths, params.data.experiment, params.evaluate.threshold, params.data.sensitive_features, ctx)
 barrier.touch()
 while len(list(barrier.parent.glob("ready-*"))) < 3:  # all three enter registration together
     time.sleep(0.01)

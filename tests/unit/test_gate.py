@@ -1,7 +1,7 @@
 import pytest
 
-from humane.core.params import GateParams
-from humane.governance.gate import candidate_metrics, decide
+from humane.core.params import GateParams, PolicyParams
+from humane.governance.gate import Policy, candidate_metrics, decide
 from humane.governance.registry import Champion
 
 CANDIDATE = {"validation.passed": 1.0, "test.accuracy": 0.85, "test.roc_auc": 0.90,
@@ -9,9 +9,9 @@ CANDIDATE = {"validation.passed": 1.0, "test.accuracy": 0.85, "test.roc_auc": 0.
 
 
 def policy(**kw):
-    base = dict(require_validation=True, min={}, max={}, max_drop={}, max_increase={})
+    base = dict(require_validation=True, above_baseline={}, min={}, max={}, max_drop={}, max_increase={})
     base.update(kw)
-    return GateParams(**base)
+    return Policy(**base)
 
 
 def test_no_thresholds_promotes_nothing():
@@ -94,3 +94,41 @@ def test_the_gate_stage_leaves_change_rules_pending():
 def test_candidate_metrics_namespace():
     flat = candidate_metrics({"model": {"accuracy": 0.8}}, {"sex": {"equalized_odds_difference": 0.1}}, True)
     assert flat == {"test.accuracy": 0.8, "fairness.sex.equalized_odds_difference": 0.1, "validation.passed": 1.0}
+
+
+def test_generic_policy_expands_per_feature_and_the_profile_overrides():
+    gate = GateParams(require_validation=True, above_baseline={"logreg.roc_auc": 0.02}, min={},
+                      max={"fairness.*.demographic_parity_difference": 0.2}, max_drop={"test.accuracy": 0.01},
+                      max_increase={})  # fmt: skip
+    own = PolicyParams(min={"test.accuracy": 0.84}, max={"fairness.race.demographic_parity_difference": 0.3})
+    merged = Policy.of(gate, own, ["sex", "race"])
+    assert merged.max == {"fairness.sex.demographic_parity_difference": 0.2,
+                          "fairness.race.demographic_parity_difference": 0.3}  # fmt: skip
+    assert merged.min == {"test.accuracy": 0.84} and merged.max_drop == {"test.accuracy": 0.01}
+    assert Policy.of(gate, PolicyParams(), ["age_band"]).max == {"fairness.age_band.demographic_parity_difference": 0.2}
+
+
+@pytest.mark.parametrize(("auc", "passes"), [(0.89, True), (0.87, False)])
+def test_quality_is_judged_against_the_baselines_on_the_same_rows(auc, passes):
+    metrics = {"model": {"roc_auc": auc, "accuracy": 0.80},
+               "baseline": {"logreg": {"roc_auc": 0.90}, "majority": {"accuracy": 0.76}}}  # fmt: skip
+    flat = candidate_metrics(metrics, {}, True)
+    decision = decide(policy(above_baseline={"logreg.roc_auc": 0.02, "majority.accuracy": 0.0}), flat, None)
+    assert decision.passed is passes
+    if not passes:
+        assert decision.reasons == ["test.roc_auc = 0.8700: not above the logistic regression baseline's 0.9000 "
+                                    "minus the margin 0.02 on the same test rows"]  # fmt: skip
+    worse = candidate_metrics({**metrics, "model": {"roc_auc": 0.95, "accuracy": 0.76}}, {}, True)
+    refused = decide(policy(above_baseline={"majority.accuracy": 0.0}), worse, None)
+    assert not refused.passed and "majority class baseline's 0.7600" in refused.reasons[0]
+
+
+def test_schema_mismatch_skips_change_rules_but_not_value_rules():
+    champion = Champion("4", {"test.accuracy": 0.99}, "run")
+    decision = decide(policy(min={"test.accuracy": 0.8}, max_drop={"test.accuracy": 0.01}), CANDIDATE, champion,
+                      change_skipped="champion v4 takes different inputs")  # fmt: skip
+    assert decision.passed and decision.champion_version == "4"
+    assert decision.checks[-1].passed is None and "different inputs" in decision.checks[-1].note
+    failing = decide(policy(min={"test.accuracy": 0.9}, max_drop={"test.accuracy": 0.01}), CANDIDATE, champion,
+                     change_skipped="champion v4 takes different inputs")  # fmt: skip
+    assert not failing.passed and failing.reasons == ["test.accuracy = 0.8500: below the minimum (0.9)"]

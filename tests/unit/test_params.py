@@ -24,7 +24,7 @@ def test_project_params_parse():
     params = load_params(PARAMS)
     assert params.data.source == "adult"
     assert params.train.hidden_sizes == [256, 256]
-    assert params.validate.min_rows == 500 and params.register.model_name == "humane-adult"
+    assert params.validate.min_rows == 500 and params.data.model_name == "humane-adult"
 
 
 def test_params_are_frozen():
@@ -95,8 +95,8 @@ def test_overrides_replace_allow_listed_keys_and_check_types():
 
 @pytest.mark.parametrize(
     "key",
-    ["gate.min.test.accuracy", "gate.require_validation", "register.model_name", "register.intended_use",
-     "data.source", "privacy.drop", "validate.min_rows", "audit.min_group_size", "track.experiment",
+    ["gate.min.test.accuracy", "gate.require_validation", "data.name", "data.intended_use", "policy.min",
+     "data.source", "privacy.drop", "validate.min_rows", "audit.min_group_size", "gate.above_baseline",
      "preprocess.include_sensitive", "train.dp.enabled", "train.dp.delta", "train.dp", "train"],
 )  # fmt: skip
 def test_policy_keys_cannot_be_overridden(key):
@@ -120,11 +120,11 @@ def test_paths_are_confined_to_the_project(tmp_path):
     assert confine("data/raw/ok.csv", "data.source", project) == (project / "data/raw/ok.csv").resolve()
     with pytest.raises(ConfigError, match=r"data\.source: 'notes\.csv' resolves to .* outside data/raw/"):
         confine("notes.csv", "data.source", project)  # in the project, but not where DVC watches data
-    assert confine("notes.csv", "register.intended_use", project) == (project / "notes.csv").resolve()
+    assert confine("notes.csv", "data.intended_use", project) == (project / "notes.csv").resolve()
     with pytest.raises(ConfigError, match=r"data\.source: '\.\./secret\.csv' resolves to .* outside data/raw/"):
         confine("../secret.csv", "data.source", project)
-    with pytest.raises(ConfigError, match=r"register\.intended_use: '/etc/passwd' resolves to /etc/passwd"):
-        confine("/etc/passwd", "register.intended_use", project)
+    with pytest.raises(ConfigError, match=r"data\.intended_use: '/etc/passwd' resolves to /etc/passwd"):
+        confine("/etc/passwd", "data.intended_use", project)
     os.symlink(outside, project / "data" / "raw" / "link.csv")
     with pytest.raises(ConfigError, match=r"data\.test_source: 'data/raw/link\.csv' resolves to .*secret\.csv"):
         confine("data/raw/link.csv", "data.test_source", project)
@@ -136,8 +136,8 @@ def test_a_declared_absolute_data_root_admits_data_files_only(tmp_path):
     shared.mkdir()
     (shared / "loans.csv").write_text("a\n1\n")
     assert confine(str(shared / "loans.csv"), "data.source", project, str(shared)) == shared / "loans.csv"
-    with pytest.raises(ConfigError, match=r"register\.intended_use: .* outside the project folder;"):
-        confine(str(shared / "loans.csv"), "register.intended_use", project, str(shared))
+    with pytest.raises(ConfigError, match=r"data\.intended_use: .* outside the project folder;"):
+        confine(str(shared / "loans.csv"), "data.intended_use", project, str(shared))
     with pytest.raises(ConfigError, match=r"data\.root: must be an absolute folder"):
         confine("x.csv", "data.source", project, "relative/dir")
 
@@ -145,8 +145,8 @@ def test_a_declared_absolute_data_root_admits_data_files_only(tmp_path):
 def test_check_paths_skips_builtins_and_names_the_key():
     raw = read_raw(PARAMS)
     check_paths(parse_params(raw), ROOT, frozenset(BUILTINS))
-    raw["register"]["intended_use"] = "../../etc/hostname"
-    with pytest.raises(ConfigError, match=r"register\.intended_use"):
+    raw["data"]["intended_use"] = "../../etc/hostname"
+    with pytest.raises(ConfigError, match=r"data\.intended_use"):
         check_paths(parse_params(raw), ROOT, frozenset(BUILTINS))
 
 
@@ -185,5 +185,48 @@ def test_the_intended_use_must_be_an_existing_markdown_file(tmp_path):
     (tmp_path / "data.csv").write_text("a\n1\n")
     assert check_intended_use("docs/use.md", tmp_path) == (tmp_path / "docs/use.md").resolve()
     for bad in ("docs/nope.md", "data.csv"):
-        with pytest.raises(ConfigError, match=r"register\.intended_use: .* must be an existing Markdown"):
+        with pytest.raises(ConfigError, match=r"data\.intended_use: .* must be an existing Markdown"):
             check_intended_use(bad, tmp_path)
+
+
+@pytest.mark.parametrize(("label", "typed"), [("1", 1), ("true", True), ('"yes"', "yes"), ("'1'", "1")])
+def test_labels_keep_their_yaml_type(tmp_path, label, typed):
+    """positive_label: 1, true and "yes" are an int, a bool and a string, as YAML types them (never forced to str)."""
+    text = PARAMS.read_text().replace('positive_label: ">50K"', f"positive_label: {label}")
+    (tmp_path / "params.yaml").write_text(text)
+    value = load_params(tmp_path / "params.yaml").data.positive_label
+    assert value == typed and type(value) is type(typed)
+
+
+def test_params_yaml_holds_the_adult_profile_verbatim():
+    """params.yaml's profile sections are profiles/adult.yaml's: no drift between the two copies."""
+    from humane.core.params import PROFILE_SECTIONS
+
+    profile, params = read_raw(ROOT / "profiles/adult.yaml"), read_raw(PARAMS)
+    assert {s: params.get(s) for s in PROFILE_SECTIONS} == {s: profile.get(s) for s in PROFILE_SECTIONS}
+
+
+def test_switching_profiles_replaces_the_whole_profile_and_nothing_else(tmp_path):
+    from humane.data.profiles import use
+
+    target = tmp_path / "params.yaml"
+    target.write_text(PARAMS.read_text())
+    use(ROOT / "profiles/german.yaml", target)
+    switched, before, german = read_raw(target), read_raw(PARAMS), read_raw(ROOT / "profiles/german.yaml")
+    assert switched["data"] == german["data"] and switched["privacy"] == german["privacy"]
+    assert switched["policy"] == german["policy"] == {}  # nothing of Adult's policy survives
+    assert {k: v for k, v in switched.items() if k not in ("data", "privacy", "policy")} == {
+        k: v for k, v in before.items() if k not in ("data", "privacy", "policy")
+    }
+    assert parse_params(switched).data.model_name == "humane-german"
+    use(ROOT / "profiles/adult.yaml", target)
+    assert target.read_text() == PARAMS.read_text()  # comments and layout of the other sections survive
+
+
+def test_a_profile_with_a_stage_section_is_refused(tmp_path):
+    from humane.data.profiles import use
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(PARAMS.read_text())  # a whole params file is not a profile
+    with pytest.raises(ConfigError, match=r"a profile holds only \['data', 'privacy', 'policy'\]"):
+        use(bad, tmp_path / "params.yaml")

@@ -16,17 +16,20 @@ PLANTED_CATEGORY = "ZZPLANTED"  # outside the value set of the sensitive column 
 PUBLIC_CATEGORY = "QQASTRONAUT"  # outside the value set of `occupation`, which nothing protects
 
 SPEC = DataParams(
-    source="tiny.csv", target="income", positive_label=">50K", sensitive_features=["sex"], labels=["<=50K", ">50K"],
+    name="tiny", intended_use="use.md", source="tiny.csv", target="income", positive_label=">50K", sensitive_features=["sex"], labels=["<=50K", ">50K"],
     numeric=["age", "capital-gain", "hours-per-week"], drop=["fnlwgt"],
     categorical=["workclass", "education", "occupation", "race", "sex", "native-country"],
 )  # fmt: skip
-PARAMS = ValidateParams(min_rows=10, min_group_rows=1, max_null_fraction=0.4, max_unseen_fraction=0.0)
+PARAMS = ValidateParams(min_rows=10, min_group_rows=1, max_null_fraction=0.4, max_unseen_fraction=0.0,
+                        max_feature_auc=0.999, strict=False)  # fmt: skip
 POLICY = {"drop": [], "pseudonymize": [], "bins": {"age": [10.0, 20.0, 99.0]}, "top_code": {}, "kept_categories": {}}
 
 
 def _privacy(**kw):
     base = dict(drop=[], pseudonymize=[], bins={}, top_code={}, group_rare={}, key_env="HUMANE_TEST_KEY",
-                key_block=None, quasi_identifiers=[], k=2)  # fmt: skip
+                key_block=None, quasi_identifiers=[], k=2,
+                identifiers=dict(check=True, unique_share=0.9, text_unique_share=0.5, free_text_words=4,
+                                 pattern_share=0.3, sample_rows=1000))  # fmt: skip
     base.update(kw)
     return PrivacyParams(**base)
 

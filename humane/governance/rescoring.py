@@ -1,0 +1,114 @@
+"""Like with like: the champion re-scored on the candidate's test rows, so that change rules compare equals.
+
+A champion's recorded metrics come from its own test split; after a data change they describe other rows.
+As TFX's Evaluator does with its baseline model, the champion (a pyfunc taking raw rows) is scored on the
+candidate's test rows when the two take the same inputs, and the change rules use those figures. When the
+input schemas differ the champion cannot be scored on these rows: the change rules are skipped, and said why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from humane.core.params import AuditParams, flatten
+from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.fairness.metrics import audit_predictions, headline
+from humane.governance.registry import Champion
+from humane.governance.store import StoreError
+from humane.modeling.evaluation import binary_metrics
+
+
+@dataclass(frozen=True)
+class Rescored:
+    """The champion's figures on the candidate's test rows, or why the change rules cannot use any."""
+
+    champion: Champion | None
+    skipped: str | None
+    notes: list[str]
+
+
+def input_schema(model_uri: str) -> dict[str, str]:
+    """The logged model's input columns and their types, from its MLflow signature."""
+    from mlflow.models import get_model_info
+
+    try:
+        signature = get_model_info(model_uri).signature
+    except Exception as err:  # the store or the artifact could not be read: never "no schema"
+        raise StoreError(f"registry: cannot read the signature of {model_uri}: {type(err).__name__}: {err}") from err
+    if signature is None or signature.inputs is None:
+        raise StoreError(f"registry: {model_uri} was logged without an input signature")
+    return {spec.name: str(spec.type) for spec in signature.inputs.inputs}
+
+
+def schema_difference(champion: dict[str, str], candidate: dict[str, str]) -> str | None:
+    """None when both take the same columns with the same types; else what differs, in one line."""
+    if champion == candidate:
+        return None
+    parts = []
+    if added := sorted(set(candidate) - set(champion)):
+        parts.append(f"the candidate adds {added}")
+    if removed := sorted(set(champion) - set(candidate)):
+        parts.append(f"the candidate lacks {removed}")
+    if retyped := sorted(c for c in set(champion) & set(candidate) if champion[c] != candidate[c]):
+        parts.append(f"types differ for {retyped}")
+    return "; ".join(parts)
+
+
+def champion_figures(
+    probability: np.ndarray, threshold: float, test: pd.DataFrame, sensitive: list[str], audit: AuditParams,
+    calibration_bins: int,
+) -> dict[str, float]:  # fmt: skip
+    """test.* and fairness.<feature>.<gap> of scores on the processed test frame (label and sensitive columns)."""
+    y = test[LABEL_COLUMN].to_numpy().astype(float)
+    metrics = binary_metrics(y, probability, threshold, calibration_bins)
+    # Point estimates only: the change rules compare values, not intervals.
+    audits = audit_predictions(test, probability, sensitive, threshold, audit.model_copy(update={"bootstrap": 1}))
+    flat = flatten({"test": metrics, "fairness": headline(audits)})
+    return {k: float(v) for k, v in flat.items()}
+
+
+def rescore(
+    champion: Champion,
+    champion_uri: str,
+    candidate_uri: str,
+    raw_test: pd.DataFrame,
+    test: pd.DataFrame,
+    sensitive: list[str],
+    audit: AuditParams,
+    calibration_bins: int,
+) -> Rescored:
+    """Score the champion's pyfunc on the candidate's test rows.
+
+    `raw_test` holds the masked input rows; `test` the same rows processed (label and sensitive columns).
+    A champion that takes other inputs is not scored (change rules skipped). One that takes the same inputs but
+    cannot be loaded or scored is an error: the decision cannot be taken, so nothing is registered.
+    """
+    import mlflow.pyfunc
+
+    difference = schema_difference(input_schema(champion_uri), input_schema(candidate_uri))
+    if difference is not None:
+        why = (f"champion v{champion.version} takes different inputs ({difference}), so it cannot be scored on "
+               "the candidate's test rows")  # fmt: skip
+        return Rescored(None, why, [])
+    missing = [f"{SENSITIVE_PREFIX}{f}" for f in sensitive if f"{SENSITIVE_PREFIX}{f}" not in test]
+    if missing or LABEL_COLUMN not in test or len(test) != len(raw_test):
+        raise StoreError("rescoring: the processed test frame does not match the interim test rows")
+    try:
+        model = mlflow.pyfunc.load_model(champion_uri)
+        columns = list(input_schema(champion_uri))
+        scored: Any = model.predict(raw_test[columns])
+        threshold = float(model.model_config["threshold"])
+    except Exception as err:
+        raise StoreError(f"registry: champion v{champion.version} could not be scored on the candidate's test "
+                         f"rows: {type(err).__name__}: {err}") from err  # fmt: skip
+    from humane.governance.serving import PROBABILITY
+
+    probability = np.asarray(scored[PROBABILITY], dtype=np.float64)
+    figures = champion_figures(probability, threshold, test, sensitive, audit, calibration_bins)
+    note = (f"champion v{champion.version} re-scored on the candidate's {len(test)} test rows (its recorded "
+            "figures came from its own test split)")  # fmt: skip
+    return Rescored(Champion(champion.version, figures, champion.run_id), None, [note])
