@@ -133,11 +133,17 @@ def sample_params(project: Path, **sections: dict) -> None:
     # A policy the sample's small model can meet: the tests need a champion to compare against.
     params["policy"] = {
         "min": {"test.accuracy": 0.8, "test.roc_auc": 0.85},
-        "max": {"fairness.sex.equalized_odds_difference": 0.3, "fairness.sex.demographic_parity_difference": 0.3,
-                "fairness.race.equalized_odds_difference": 1.0, "fairness.race.demographic_parity_difference": 1.0},
+        "max": {
+            "fairness.sex.equalized_odds_difference": 0.3,
+            "fairness.sex.demographic_parity_difference": 0.3,
+            "fairness.race.equalized_odds_difference": 1.0,
+            "fairness.race.demographic_parity_difference": 1.0,
+        },
         "max_drop": {},
-        "max_increase": {"fairness.sex.equalized_odds_difference": 0.02,
-                         "fairness.sex.demographic_parity_difference": 0.02},
+        "max_increase": {
+            "fairness.sex.equalized_odds_difference": 0.02,
+            "fairness.sex.demographic_parity_difference": 0.02,
+        },
     }
     for section, values in sections.items():
         params[section].update(values)

@@ -1,29 +1,45 @@
-"""The built-in German credit data through the whole pipeline, with only its data section (and policy) set."""
+"""The built-in German credit data end to end, with only its profile chosen: its own names, its own policy."""
 
 import json
 import shutil
 
-import yaml
-
-from tests.conftest import ROOT, run
+from tests.conftest import ROOT, mlflow_client, run
 
 
-def test_german_runs_end_to_end(project):
+def test_german_runs_end_to_end_under_its_own_profile(project):
     shutil.copytree(ROOT / "data/raw/german", project / "data/raw/german")
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"].update(source="german", test_source=None, target="credit_risk", positive_label="good",
-                          labels=None, sensitive_features=["sex"], categorical=None, numeric=None, drop=[],
-                          ranges={})  # fmt: skip
-    params["gate"].update(min={"test.roc_auc": 0.6}, max={"fairness.sex.equalized_odds_difference": 0.5})
-    params["register"]["model_name"] = "humane-german"
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["python", "-m", "humane.data.profiles", "use", "profiles/german.yaml"], project)
+    run(["git", "commit", "-qam", "german profile"], project)
 
     out = run(["dvc", "repro"], project)
-    assert "privacy rules name columns this data lacks" in out.stderr  # Adult's policy, skipped and said so
     meta = json.loads((project / "data/interim/meta.json").read_text())
     assert meta["rows"] == {"train": 800, "test": 200}
     audit = json.loads((project / "reports/audit.json").read_text())
+    assert [f["feature"] for f in audit["features"]] == ["sex"]
     assert {g["group"] for g in audit["features"][0]["groups"]} == {"female", "male"}
     registration = json.loads((project / "reports/registration.json").read_text())
     assert registration["model_name"] == "humane-german" and registration["version"] == "1"
-    assert json.loads((project / "reports/metrics.json").read_text())["model"]["roc_auc"] > 0.6
+    assert mlflow_client(project).get_experiment_by_name("humane-german") is not None
+    # Nothing registered under Adult's (or the sample's) name.
+    assert [m.name for m in mlflow_client(project).search_registered_models()] == ["humane-german"]
+
+    # The generic policy only: baselines on the same rows and absolute gaps for German's one sensitive feature.
+    decision = json.loads((project / "reports/decision.json").read_text())
+    judged = {(c["rule"], c["metric"]) for c in decision["checks"]}
+    assert judged == {
+        ("validation_passed", "validation.passed"),
+        ("above_baseline", "test.roc_auc"),
+        ("above_baseline", "test.accuracy"),
+        ("max", "fairness.sex.demographic_parity_difference"),
+        ("max", "fairness.sex.equalized_odds_difference"),
+        ("max_drop", "test.accuracy"),
+        ("max_drop", "test.roc_auc"),
+    }
+    text = json.dumps(decision) + (project / "reports/model_card.md").read_text()
+    for adult in ("race", "income", "native-country", "0.84", "humane-adult", "humane-sample"):
+        assert adult not in text, adult
+    for reason in decision["reasons"]:  # whatever was refused is refused for German's own figures
+        assert "fairness.sex" in reason or "baseline" in reason, reason
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["model"]["roc_auc"] > 0.65
+    print(out.stdout[-2000:])

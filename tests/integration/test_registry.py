@@ -42,7 +42,7 @@ def test_first_run_promotes_and_failed_candidate_keeps_champion(ran_project):
     first = json.loads((ran_project / "reports/decision.json").read_text())
     assert first["champion_version"] is None and "no champion yet" in first["notes"][0]
 
-    _set(ran_project, "gate", min={"test.accuracy": 0.99, "test.roc_auc": 0.85})
+    _set(ran_project, "policy", min={"test.accuracy": 0.99, "test.roc_auc": 0.85})
     out = run(["dvc", "repro"], ran_project).stdout
     assert "not promoted: test.accuracy" in out
     assert json.loads((ran_project / "reports/policy_checks.json").read_text())["value_rules_passed"] is False
@@ -54,7 +54,7 @@ def test_first_run_promotes_and_failed_candidate_keeps_champion(ran_project):
     decision = json.loads((ran_project / "reports/decision.json").read_text())
     assert {c["champion_version"] for c in decision["checks"] if c["rule"] in ("max_drop", "max_increase")} == {"1"}
 
-    _set(ran_project, "gate", min={"test.accuracy": 0.79, "test.roc_auc": 0.85})  # a new run (not the first's params)
+    _set(ran_project, "policy", min={"test.accuracy": 0.79, "test.roc_auc": 0.85})  # a new run (not the first's params)
     run(["dvc", "repro"], ran_project)
     assert _aliases(ran_project) == {"champion": "3", "challenger": "3"}
     card = (ran_project / "reports/model_card.md").read_text()
@@ -127,7 +127,7 @@ def test_a_registry_error_fails_closed(ran_project):
     """A store that cannot answer is not "no champion": nothing is registered and no alias moves."""
     versions_before = len(mlflow_client(ran_project).search_model_versions(f"name = '{MODEL}'"))
     aliases_before = _aliases(ran_project)
-    _set(ran_project, "gate", min={"test.accuracy": 0.5, "test.roc_auc": 0.5})  # a policy that would promote
+    _set(ran_project, "policy", min={"test.accuracy": 0.5, "test.roc_auc": 0.5})  # a policy that would promote
     db = sqlite3.connect(ran_project / "mlflow.db")
     db.execute("ALTER TABLE registered_model_aliases RENAME TO broken_aliases")  # the registry breaks
     db.commit()
@@ -145,7 +145,7 @@ def test_a_registry_error_fails_closed(ran_project):
 def test_a_champion_re_registered_under_a_stricter_policy_gives_the_alias_back(ran_project):
     """Registering the same run again after the policy changed: judged again (never against itself), and refused."""
     assert _aliases(ran_project) == {"champion": "1", "challenger": "1"}
-    _set(ran_project, "gate", min={"test.accuracy": 0.99, "test.roc_auc": 0.85})
+    _set(ran_project, "policy", min={"test.accuracy": 0.99, "test.roc_auc": 0.85})
     run(["python", "-m", "tasks.register"], ran_project)  # as `dvc repro -s register` after editing the policy
     decision = json.loads((ran_project / "reports/decision.json").read_text())
     assert not decision["passed"] and decision["champion_version"] is None  # not compared with v1 itself
@@ -265,9 +265,9 @@ def test_default_policy_refuses_a_biased_model(project, prefect_server, monkeypa
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"].update(numeric=["age", "hours"], categorical=["role", "sex", "race"], ranges={})
-    params["gate"] = defaults["gate"]  # the repository's default policy
+    params["gate"], params["policy"] = defaults["gate"], defaults["policy"]  # the repository's default policy
     params["audit"]["min_group_size"] = defaults["audit"]["min_group_size"]
-    params["register"]["model_name"] = "humane-biased"
+    params["data"]["name"] = "biased"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     monkeypatch.chdir(project)

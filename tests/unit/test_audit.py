@@ -117,7 +117,14 @@ def test_small_groups_are_flagged_and_left_out_of_the_gaps():
 def test_intersection_and_data_audit():
     frame = pd.DataFrame({"sex": ["F", "F", "M", "M", "M"], "race": ["x", "y", "x", "x", "y"],
                           "income": [">50K", "<=50K", ">50K", ">50K", "<=50K"]})  # fmt: skip
-    spec = DataParams(name="t", intended_use="use.md", source="s.csv", target="income", positive_label=">50K", sensitive_features=["sex", "race"])
+    spec = DataParams(
+        name="t",
+        intended_use="use.md",
+        source="s.csv",
+        target="income",
+        positive_label=">50K",
+        sensitive_features=["sex", "race"],
+    )
     report = data_audit(frame, spec)
     sex = {g["group"]: g for g in report["sex"]}
     assert sex["M"]["share"] == pytest.approx(0.6) and sex["M"]["base_rate"] == pytest.approx(2 / 3)
@@ -189,7 +196,14 @@ def test_a_small_missing_group_is_flagged_and_left_out_of_the_gaps():
 
 def test_data_audit_counts_null_sensitive_values_as_missing():
     frame = pd.DataFrame({"sex": SEX, "race": RACE, "income": np.where(Y12 == 1, ">50K", "<=50K")})
-    spec = DataParams(name="t", intended_use="use.md", source="s.csv", target="income", positive_label=">50K", sensitive_features=["sex", "race"])
+    spec = DataParams(
+        name="t",
+        intended_use="use.md",
+        source="s.csv",
+        target="income",
+        positive_label=">50K",
+        sensitive_features=["sex", "race"],
+    )
     report = data_audit(frame, spec)
     sex = {g["group"]: g for g in report["sex"]}
     assert sex["missing"]["rows"] == 4 and sex["missing"]["share"] == pytest.approx(4 / 12)
@@ -201,7 +215,9 @@ def test_data_audit_counts_null_sensitive_values_as_missing():
 
 
 def test_null_sensitive_values_survive_the_processed_frame_as_missing(tiny_adult, tmp_path):
-    spec = DataParams(name="t", intended_use="use.md", source="adult", target="income", positive_label=">50K", sensitive_features=["sex", "race"],
+    spec = DataParams(
+        name="t", intended_use="use.md", source="adult", target="income", positive_label=">50K",
+        sensitive_features=["sex", "race"],
                       drop=["fnlwgt"])  # fmt: skip
     raw = tiny_adult.assign(sex=tiny_adult["sex"].astype(object).where(tiny_adult.index % 4 != 0, None))
     pre = fit(raw, resolve_schema(spec, raw), PreprocessParams(seed=0, val_fraction=0.25, include_sensitive=False,

@@ -6,7 +6,9 @@ from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.data.schema import resolve_schema
 from humane.modeling.features import fit, signed_log1p, split_train_val, to_model_frame
 
-SPEC = DataParams(name="t", intended_use="use.md", source="adult", target="income", positive_label=">50K", sensitive_features=["sex", "race"],
+SPEC = DataParams(
+        name="t", intended_use="use.md", source="adult", target="income", positive_label=">50K",
+        sensitive_features=["sex", "race"],
                   drop=["fnlwgt"])  # fmt: skip
 
 

@@ -16,7 +16,8 @@ PLANTED_CATEGORY = "ZZPLANTED"  # outside the value set of the sensitive column 
 PUBLIC_CATEGORY = "QQASTRONAUT"  # outside the value set of `occupation`, which nothing protects
 
 SPEC = DataParams(
-    name="tiny", intended_use="use.md", source="tiny.csv", target="income", positive_label=">50K", sensitive_features=["sex"], labels=["<=50K", ">50K"],
+    name="tiny", intended_use="use.md",
+    source="tiny.csv", target="income", positive_label=">50K", sensitive_features=["sex"], labels=["<=50K", ">50K"],
     numeric=["age", "capital-gain", "hours-per-week"], drop=["fnlwgt"],
     categorical=["workclass", "education", "occupation", "race", "sex", "native-country"],
 )  # fmt: skip

@@ -1,0 +1,82 @@
+"""A user's own file through the whole pipeline with only its profile written (issue: your own data).
+
+The generated applicants file (tests/datasets.py) has a 0/1 integer label, ages over 90, a 12-row group, an
+id, a name, an e-mail, a date of birth and a free-text note, and is `;`-separated with a decimal comma.
+"""
+
+import json
+
+import yaml
+
+from tests.conftest import mlflow_client, run
+from tests.datasets import LOANS_PRIVACY, LOANS_PROFILE_DATA, write_loans
+
+INTENDED_USE = """## Intended use
+
+A test of the pipeline on generated loan applicants. Not for any decision about a person.
+"""
+
+
+def _profile(project, privacy):
+    profile = {"data": LOANS_PROFILE_DATA, "privacy": privacy, "policy": {}}
+    (project / "profiles/loans.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
+    run(["python", "-m", "humane.data.profiles", "use", "profiles/loans.yaml"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "loans profile"], project)
+
+
+def test_a_new_dataset_runs_with_only_its_profile(project):
+    write_loans(project / "data/raw/loans/applicants.csv")
+    (project / "docs/intended_use/loans.md").write_text(INTENDED_USE)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["validate"]["min_group_rows"] = 30  # the 12-row group is below it: a warning, not a failure
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    # 1. Without privacy rules for them, the identifying columns stop the load stage, named, before any write.
+    _profile(project, {**LOANS_PRIVACY, "drop": [], "pseudonymize": []})
+    failed = run(["dvc", "repro"], project, check=False)
+    assert failed.returncode != 0
+    message = failed.stderr
+    for column in ("applicant_id", "full_name", "email", "date_of_birth", "notes"):
+        assert column in message, (column, message)
+    for column in ("age", "gender", "region", "employment", "repaid"):
+        assert f"'{column}'" not in message
+    assert "privacy.drop" in message and "@example.org" not in message
+    assert not (project / "data/interim").exists()
+
+    # 2. With the rules written, the whole pipeline runs under the dataset's own names and the generic policy.
+    _profile(project, LOANS_PRIVACY)
+    run(["dvc", "repro"], project)
+    meta = json.loads((project / "data/interim/meta.json").read_text())
+    assert meta["rows"] == {"train": 2250, "test": 750}
+    privacy = json.loads((project / "reports/privacy.json").read_text())
+    assert "age" in json.dumps(privacy.get("bins_clipped", privacy))  # ages past 90: counted, not an error
+
+    validation = json.loads((project / "reports/validation.json").read_text())
+    assert validation["passed"]
+    assert any(w.get("column") == "ethnicity" for w in validation.get("warnings", [])), validation.get("warnings")
+    audit = json.loads((project / "reports/audit.json").read_text())
+    features = {f["feature"]: f for f in audit["features"]}
+    assert set(features) == {"gender", "ethnicity", "gender x ethnicity"}
+    assert features["ethnicity"]["too_small"]  # the 12-row group is named too small to judge, not judged
+
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["model"]["roc_auc"] > metrics["baseline"]["majority"]["roc_auc"] + 0.1  # label 1 was the positive
+    registration = json.loads((project / "reports/registration.json").read_text())
+    assert registration["model_name"] == "humane-loans" and registration["version"] == "1"
+    client = mlflow_client(project)
+    assert client.get_experiment_by_name("humane-loans") is not None
+    assert [m.name for m in client.search_registered_models()] == ["humane-loans"]
+
+    decision = json.loads((project / "reports/decision.json").read_text())
+    metrics_judged = {c["metric"] for c in decision["checks"]}
+    assert {"fairness.gender.demographic_parity_difference", "fairness.ethnicity.equalized_odds_difference",
+            "test.roc_auc", "test.accuracy"} <= metrics_judged  # fmt: skip
+    text = json.dumps(decision) + (project / "reports/model_card.md").read_text()
+    for adult in ("fairness.sex", "fairness.race", "income", "native-country", "0.84", "humane-adult",
+                  "humane-sample"):  # fmt: skip
+        assert adult not in text, adult
+    # No identifying value reached any report.
+    reports = "".join(p.read_text(errors="ignore") for p in (project / "reports").rglob("*") if p.is_file()
+                      and p.suffix in (".json", ".md", ".html"))  # fmt: skip
+    assert "@example.org" not in reports
