@@ -1,4 +1,9 @@
-"""Great Expectations validation: a suite built from the schema, run on the train pool and the test frame."""
+"""Great Expectations validation: a suite built from the schema, run on the train pool and the test frame.
+
+Besides the GX suite: the label's type against the schema's labels, a minimum size per sensitive group, and two
+leakage checks (rows shared by the training pool and the test split; a feature that alone predicts the label).
+Small groups and leakage are warnings recorded in the report unless `validate.strict` makes them failures.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,16 @@ import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from humane.core import io
 from humane.core.errors import DataError
 from humane.core.params import ValidateParams
 from humane.core.paths import Paths
+from humane.data.leakage import feature_aucs, shared_rows
 from humane.data.schema import Schema
 from humane.privacy.policy import FittedPolicy
 
@@ -28,6 +35,19 @@ PROTECTED_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
 # Rules whose GX observed_value describes the column, not its values (a type name): kept for protected columns.
 SCHEMA_LEVEL_OBSERVED = {"expect_column_values_to_be_in_type_list"}
 WITHHELD = "values withheld: protected column"
+# Rules that are warnings unless validate.strict: they describe the data's fitness, not its integrity.
+SMALL_GROUPS = "min_rows_per_sensitive_group"
+SHARED_ROWS = "rows_shared_with_training_pool"
+FEATURE_AUC = "single_feature_auc"
+LABEL_TYPE = "label_type_matches_column"
+LABEL_SET = "expect_column_values_to_be_in_set"
+# Label types as pandas infers a column's values (`infer_dtype`), by the Python type of a schema label.
+LABEL_KINDS: dict[type, set[str]] = {
+    bool: {"boolean"},
+    int: {"integer", "floating", "mixed-integer-float"},  # an integer column may be read as float
+    float: {"floating", "integer", "mixed-integer-float"},  # labels of a float column, compared by value
+    str: {"string"},
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,8 @@ class Check:
     examples: list[Any] | None = None
     note: str | None = None
     protected: bool = False
+    # "warning": recorded in the report, does not fail validation (small groups and leakage, unless strict).
+    severity: Literal["error", "warning"] = "error"
 
     def describe(self) -> str:
         """One line naming the file, the column and the rule, with a few offending values (counts only if protected)."""
@@ -67,20 +89,35 @@ class Check:
 
 @dataclass(frozen=True)
 class ValidationResult:
-    """All checks and the overall verdict."""
+    """All checks and the overall verdict: passed unless a check of severity "error" failed."""
 
-    passed: bool
     checks: list[Check]
 
     @property
     def failures(self) -> list[Check]:
-        """The checks that failed."""
-        return [c for c in self.checks if not c.passed]
+        """The checks that failed and fail validation."""
+        return [c for c in self.checks if not c.passed and c.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Check]:
+        """The checks that failed but only warn (small groups, leakage; not in strict mode)."""
+        return [c for c in self.checks if not c.passed and c.severity == "warning"]
+
+    @property
+    def passed(self) -> bool:
+        """Whether no check failed validation."""
+        return not self.failures
 
     def message(self) -> str:
-        """A human summary of what failed."""
-        lines = [f"data validation failed ({len(self.failures)} of {len(self.checks)} checks):"]
-        lines += [f"  - {c.describe()}" for c in self.failures]
+        """A human summary of what failed, then of the warnings."""
+        if self.passed:
+            lines = [f"data validation passed ({len(self.checks)} checks, {len(self.warnings)} warnings)"]
+        else:
+            lines = [f"data validation failed ({len(self.failures)} of {len(self.checks)} checks):"]
+            lines += [f"  - {c.describe()}" for c in self.failures]
+        if self.warnings:
+            lines.append("warnings (not failures; validate.strict makes them failures):")
+            lines += [f"  - {c.describe()}" for c in self.warnings]
         lines.append(f"  full report: {Paths.validation_report} and {Paths.validation_docs}/index.html")
         return "\n".join(lines)
 
@@ -142,8 +179,10 @@ def group_checks(
 
     Group sizes are aggregates and are reported by group name; for a protected column only groups in the
     schema's value set and at least `min_group_rows` large are named, any other one is numbered instead.
+    A group below the minimum is too small to judge: a warning, or a failure when `params.strict`.
     """
     checks = []
+    severity = _soft(params)
     for column in schema.sensitive:
         if column not in frame:
             continue  # reported by expect_column_to_exist
@@ -152,10 +191,12 @@ def group_checks(
         names = _group_names(counts, schema.categories.get(column, []), column in protected, params.min_group_rows)
         sizes = {name: int(n) for name, n in zip(names, counts.to_numpy(), strict=True)}
         small = {name: n for name, n in sizes.items() if n < params.min_group_rows}
+        rows = sum(small.values())
         checks.append(
-            Check(split, file, column, "min_rows_per_sensitive_group", {"min_rows": params.min_group_rows},
-                  passed=not small, observed=sizes, note=f"groups below the minimum: {small}" if small else None,
-                  protected=column in protected)
+            Check(split, file, column, SMALL_GROUPS, {"min_rows": params.min_group_rows}, passed=not small,
+                  observed=sizes, unexpected_count=rows, unexpected_fraction=rows / max(len(frame), 1),
+                  note=f"groups below the minimum (too small to judge): {small}" if small else None,
+                  protected=column in protected, severity=severity)
         )  # fmt: skip
     if split == "train":
         n_labels = len(schema.labels)
@@ -166,9 +207,93 @@ def group_checks(
     return checks
 
 
+def _soft(params: ValidateParams) -> Literal["error", "warning"]:
+    """The severity of the rules that only warn unless strict."""
+    return "error" if params.strict else "warning"
+
+
+def _label_type(value: Any) -> type:
+    if isinstance(value, bool | np.bool_):
+        return bool
+    if isinstance(value, int | np.integer):
+        return int
+    if isinstance(value, float | np.floating):
+        return float
+    return str if isinstance(value, str) else type(value)
+
+
+def _value_kind(values: pd.Series) -> str:
+    """What the column's non-null values are, as pandas infers it (categorical: its categories)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        return pd.api.types.infer_dtype(values.cat.categories, skipna=True)
+    return pd.api.types.infer_dtype(values, skipna=True)
+
+
+def label_type_check(frame: pd.DataFrame, schema: Schema, split: str, file: str) -> Check | None:
+    """The schema's labels are compared with the target in the column's own type: their types must agree.
+
+    A label column of 0/1 integers matches labels [0, 1]; against ["0", "1"] every row would look like an
+    unknown label, so the mismatch is reported once, by type, instead. None when the target is absent or empty
+    (reported by other checks).
+    """
+    if schema.target not in frame:
+        return None
+    kind = _value_kind(frame[schema.target])
+    if kind == "empty":
+        return None
+    types = sorted({_label_type(v).__name__ for v in [*schema.labels, schema.positive_label]})
+    allowed = set.union(*(LABEL_KINDS.get(_label_type(v), set()) for v in [*schema.labels, schema.positive_label]))
+    passed = len(types) == 1 and kind in allowed
+    note = None
+    if not passed:
+        note = (f"the column holds {kind} values but the labels are of type {' and '.join(types)}: write "
+                f"data.positive_label and data.labels as the column holds them (e.g. 1 or true without quotes, "
+                f"text in quotes)")  # fmt: skip
+    return Check(split, file, schema.target, LABEL_TYPE, {"labels": list(schema.labels)}, passed=passed,
+                 observed=kind, note=note)  # fmt: skip
+
+
+def leakage_checks(
+    frames: dict[str, pd.DataFrame], files: dict[str, str], schema: Schema, params: ValidateParams,
+    protected: set[str] | frozenset[str] = frozenset(),
+) -> list[Check]:  # fmt: skip
+    """Rows of the test split that also sit in the training pool, and features that alone predict the label.
+
+    Shared rows are compared on every column the frames hold (after the privacy policy); feature AUCs are computed on the training pool (see `humane.data.leakage`). Both are
+    counts or AUCs by column name, never a row's values: warnings, or failures when `params.strict`.
+    """
+    severity = _soft(params)
+    checks = []
+    train, test = frames.get("train"), frames.get("test")
+    if train is not None and test is not None:
+        # Every column of the record as loaded (ids, weights and columns kept out of the model included): two
+        # people with equal coarsened features are common and not a leak; the same record on both sides is.
+        columns = [c for c in train.columns if c in test]
+        count = shared_rows(train, test, columns)
+        note = (f"test rows equal to a training row on all {len(columns)} columns of the loaded record: the same "
+                "record in both splits inflates the test figures")  # fmt: skip
+        checks.append(
+            Check("test", files["test"], None, SHARED_ROWS, {}, passed=count == 0, unexpected_count=count,
+                  unexpected_fraction=count / max(len(test), 1), note=note if count else None, severity=severity)
+        )  # fmt: skip
+    if train is not None:
+        aucs = feature_aucs(train, schema.target, schema.positive_label, schema.numeric, schema.categorical)
+        for column, auc in aucs.items():
+            passed = auc <= params.max_feature_auc
+            note = None if passed else "predicts the label almost perfectly on its own: a leaked outcome column?"
+            checks.append(
+                Check("train", files["train"], column, FEATURE_AUC, {"max_auc": params.max_feature_auc},
+                      passed=passed, observed=round(auc, 4), note=note, protected=column in protected,
+                      severity=severity)
+            )  # fmt: skip
+    return checks
+
+
 def _group_names(counts: pd.Series, known: list[Any], masked: bool, min_rows: int) -> list[str]:
-    """Each group's name as reported: quoted, unless the column is protected and the group is outside the
-    declared value set or smaller than the minimum (a few people, or an inferred value set): then numbered.
+    """Each group's name as reported: quoted, or numbered when it could describe a few people.
+
+    Numbered: the column is protected and the group is outside the declared value set or smaller than the
+    minimum (a few people, or an inferred value set).
     """
     listed = {str(v) for v in known}
     names, unlisted = [], 0
@@ -281,8 +406,14 @@ def validate_frames(
             results.sort(key=lambda item: order[str(item["expectation_config"]["id"])])
             missing = {c for c in schema.required if c not in frame}
             frame_checks = [_to_check(item, split, files[split], missing, set(protected)) for item in results]
+            label_type = label_type_check(frame, schema, split, files[split])
+            if label_type is not None and not label_type.passed:  # every row would be "not a label": say why once
+                label_set = (schema.target, LABEL_SET)
+                frame_checks = [c for c in frame_checks if c is None or (c.column, c.rule) != label_set]
             checks.extend(_explain_types(frame, [c for c in frame_checks if c is not None]))
+            checks.extend([label_type] if label_type is not None else [])
             checks.extend(group_checks(frame, schema, params, split, files[split], protected))
+        checks.extend(leakage_checks(frames, files, schema, params, protected))
         if docs_dir is not None:
             context.build_data_docs()
             site = root / "gx" / "uncommitted" / "data_docs" / "local_site"
@@ -290,15 +421,31 @@ def validate_frames(
                 shutil.copytree(site, tmp, dirs_exist_ok=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    return ValidationResult(passed=all(c.passed for c in checks), checks=checks)
+    return ValidationResult(checks=checks)
+
+
+def _warning(check: Check) -> dict[str, Any]:
+    """A warning's entry in the report: where, which rule, how many rows (AUC: the observed AUC), no row values."""
+    return {
+        "split": check.split,
+        "file": check.file,
+        "rule": check.rule,
+        "column": check.column,
+        "count": check.unexpected_count,
+        "fraction": check.unexpected_fraction,
+        "observed": check.observed,
+        "message": check.describe(),
+    }
 
 
 def report(result: ValidationResult, schema: Schema) -> dict[str, Any]:
-    """The JSON form of a validation result."""
+    """The JSON form of a validation result (`passed` is the verdict the later stages read)."""
     return {
         "passed": result.passed,
         "n_checks": len(result.checks),
         "n_failed": len(result.failures),
+        "n_warnings": len(result.warnings),
+        "warnings": [_warning(c) for c in result.warnings],
         "schema": asdict(schema),
         "checks": [asdict(c) for c in result.checks],
     }

@@ -89,6 +89,8 @@ def rescore(
     """
     import mlflow.pyfunc
 
+    from humane.governance.serving import PROBABILITY, as_request
+
     difference = schema_difference(input_schema(champion_uri), input_schema(candidate_uri))
     if difference is not None:
         why = (f"champion v{champion.version} takes different inputs ({difference}), so it cannot be scored on "
@@ -100,12 +102,11 @@ def rescore(
     try:
         model = mlflow.pyfunc.load_model(champion_uri)
         columns = list(input_schema(champion_uri))
-        scored: Any = model.predict(raw_test[columns])
+        scored: Any = model.predict(as_request(raw_test[columns], model.metadata.get_input_schema()))
         threshold = float(model.model_config["threshold"])
     except Exception as err:
         raise StoreError(f"registry: champion v{champion.version} could not be scored on the candidate's test "
                          f"rows: {type(err).__name__}: {err}") from err  # fmt: skip
-    from humane.governance.serving import PROBABILITY
 
     probability = np.asarray(scored[PROBABILITY], dtype=np.float64)
     figures = champion_figures(probability, threshold, test, sensitive, audit, calibration_bins)

@@ -1,13 +1,17 @@
 """The registered model: an MLflow pyfunc logged as code, holding the privacy policy, preprocessor and weights.
 
 `predict(raw_frame)` takes the raw input columns (no label) and returns, per row, the positive-class
-probability and the predicted label. The model is logged as code ("models from code", served_model.py),
-its files are JSON, skops (explicitly trusted types only) and a torch state dict read with weights_only=True
-(torch's restricted loader, which builds tensors and plain containers only): no pickle of code is loaded.
+probability, the predicted label, and whether the row lies outside the training-time domain with the rules it
+breaks (governance.domain): such a row is scored and flagged, never refused. Numeric inputs are declared as
+double in the signature, so JSON clients may send 40, 40.0 or 1e6 alike. The model is logged as code ("models
+from code", served_model.py), its files are JSON, skops (explicitly trusted types only) and a torch state dict
+read with weights_only=True (torch's restricted loader, which builds tensors and plain containers only): no
+pickle of code is loaded.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,9 @@ import numpy as np
 import pandas as pd
 
 PROBABILITY, LABEL = "probability", "label"
+OUT_OF_DOMAIN, DOMAIN_RULES = "out_of_domain", "domain_rules"  # the flag and the "; "-joined rules it rests on
 ARTIFACT_MODEL, ARTIFACT_PREPROCESSOR, ARTIFACT_POLICY = "model", "preprocessor", "privacy_policy"
+ARTIFACT_DOMAIN = "domain"
 MASKED = "<masked>"  # stands in for values of masked or sensitive columns in the logged input example
 SERVED_MODEL_FILE = Path(__file__).with_name("served_model.py")
 
@@ -25,37 +31,55 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
     """Privacy policy + preprocessing + MLP behind MLflow's pyfunc interface."""
 
     def load_context(self, context: Any) -> None:
-        """Load the policy (JSON), the preprocessor (skops) and the network (state dict, weights_only)."""
+        """Load the policy (JSON), the preprocessor (skops), the network (state dict, weights_only), the domain."""
+        domain = context.artifacts.get(ARTIFACT_DOMAIN)  # absent from models logged before domains were shipped
         self.load_files(
             float(context.model_config["threshold"]),
             Path(context.artifacts[ARTIFACT_POLICY]),
             Path(context.artifacts[ARTIFACT_PREPROCESSOR]),
             Path(context.artifacts[ARTIFACT_MODEL]),
+            Path(domain) if domain else None,
         )
 
-    def load_files(self, threshold: float, policy: Path, preprocessor: Path, model: Path) -> HumaneModel:
-        """Load from the pipeline's own files (what load_context does with the logged copies)."""
+    def load_files(
+        self, threshold: float, policy: Path, preprocessor: Path, model: Path, domain: Path | None = None
+    ) -> HumaneModel:
+        """Load from the pipeline's own files (what load_context does with the logged copies).
+
+        Without a domain file (a model logged before domains were shipped) no row can be flagged: every row
+        comes back with `out_of_domain` false and no rules.
+        """
         import torch
 
         from humane.core.io import read_json
+        from humane.governance.domain import Domain
         from humane.modeling.features import load_preprocessor
         from humane.modeling.model import load_model
         from humane.privacy.policy import FittedPolicy
 
         self.threshold = threshold
-        self.policy = FittedPolicy.from_dict(read_json(policy))
+        # Bins are open at serving even when the load stage ran with strict_bins: one request beyond the edges must
+        # not fail a batch; it falls into the outermost bin and the domain flags it.
+        self.policy = replace(FittedPolicy.from_dict(read_json(policy)), strict_bins=False)
         self.preprocessor = load_preprocessor(preprocessor)
         self.model = load_model(torch.load(model, weights_only=True))
+        self.domain = Domain.from_dict(read_json(domain)) if domain is not None else None
         return self
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """Probability of the positive label and the label itself for each raw row."""
+        """For each raw row: probability of the positive label, the label, and the domain rules it breaks."""
         import torch
 
+        from humane.governance.domain import SEPARATOR, as_model_input, broken_rules
         from humane.modeling.model import probabilities
         from humane.privacy.policy import apply_policy
 
         frame = pd.DataFrame(model_input)
+        rules: list[list[str]] = [[] for _ in range(len(frame))]
+        if self.domain is not None:
+            frame = as_model_input(self.domain, frame)
+            # Judged on the raw values, before the policy bins or caps them (97 is above Adult's ages, 70+ is not).
+            rules = broken_rules(self.domain, frame)
         # The same masking as training: requests may carry raw values; identifiers are never inputs.
         frame = apply_policy(self.policy, frame.drop(columns=self.policy.pseudonymize, errors="ignore"), key=None)
         x = torch.from_numpy(self.preprocessor.transform(frame))
@@ -64,7 +88,8 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         labels = self.preprocessor.labels
         negative = next(label for label in labels if label != self.preprocessor.positive_label)
         predicted = np.where(p >= self.threshold, self.preprocessor.positive_label, negative)
-        return pd.DataFrame({PROBABILITY: p, LABEL: predicted})
+        return pd.DataFrame({PROBABILITY: p, LABEL: predicted, OUT_OF_DOMAIN: [bool(r) for r in rules],
+                             DOMAIN_RULES: [SEPARATOR.join(r) for r in rules]})  # fmt: skip
 
 
 def input_example(
@@ -74,7 +99,8 @@ def input_example(
 
     Each column takes its most common value, except masked and sensitive columns: their `placeholders` entry
     (e.g. a binned column's lowest edge, so the request passes the privacy policy) or 0 for numbers, MASKED
-    (an unknown category to the model) for text.
+    (an unknown category to the model) for text. Numbers are float64 (booleans stay booleans), so that the
+    signature inferred from the example declares them double: a client may send 40, 40.0 or 1e6.
     """
     row: dict[str, Any] = {}
     for column in inputs:
@@ -88,6 +114,31 @@ def input_example(
             row[column] = MASKED if column in masked or not len(values) else values.mode().iloc[0]
     example = pd.DataFrame([row])
     for column in inputs:
-        if pd.api.types.is_numeric_dtype(frame[column]):
-            example[column] = example[column].astype(frame[column].dtype)
+        if pd.api.types.is_bool_dtype(frame[column]):
+            example[column] = example[column].astype(bool)
+        elif pd.api.types.is_numeric_dtype(frame[column]):
+            example[column] = example[column].astype(np.float64)
     return example
+
+
+def as_request(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
+    """Rows from Python typed as a pyfunc's input signature declares its floating-point columns.
+
+    The scoring server casts JSON to the signature's types, but `PyFuncModel.predict` does not: it refuses
+    int64 for a double column ("Can not safely convert int64 to float64"). Integer columns the signature
+    declares double (or float) are cast here; anything else is left for MLflow's schema enforcement to judge.
+
+    Args:
+        frame: Raw rows, e.g. read from CSV or Parquet (integer-looking columns come back int64).
+        schema: The model's input schema (`model.metadata.get_input_schema()`), an `mlflow.types.Schema`.
+
+    """
+    from mlflow.types import DataType
+
+    out = frame.copy()
+    for spec in schema.inputs:
+        if spec.name in out and spec.type in (DataType.double, DataType.float):
+            values = out[spec.name]
+            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+                out[spec.name] = values.astype(spec.type.to_numpy())
+    return out

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import tempfile
 import warnings
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,9 +20,11 @@ from humane.core import io
 from humane.core.context import RunContext
 from humane.core.params import flatten, read_raw
 from humane.core.paths import Paths
+from humane.governance.domain import Domain, fit_domain
 from humane.governance.gate import privacy_metrics
 from humane.governance.lineage import git_commit, md5_of
 from humane.governance.serving import (
+    ARTIFACT_DOMAIN,
     ARTIFACT_MODEL,
     ARTIFACT_POLICY,
     ARTIFACT_PREPROCESSOR,
@@ -32,6 +36,7 @@ from humane.governance.store import StoreError, client, ensure_experiment, using
 from humane.privacy.policy import FittedPolicy
 
 MODEL_ARTIFACT = "model"
+DOMAIN_FILE = "domain.json"  # the served model's training-time domain, logged beside its other files
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 SERVING_PACKAGES = ("mlflow", "torch", "scikit-learn", "pandas", "numpy", "skops", "pydantic")
 RUN_KEY_TAG = "humane.run_key"
@@ -95,31 +100,58 @@ def requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
 
 
+def serving_domain(paths: Paths, inputs: list[str], protected: set[str]) -> Domain:
+    """The model inputs' training-time domain: the validated schema (reports/validation.json) over the train pool.
+
+    Ranges and category sets are the ones validation checked; what the schema does not state comes from the
+    train pool as the load stage wrote it (data/interim/train.parquet), except for `protected` columns, whose
+    values are never shipped.
+    """
+    schema = io.read_json(paths.validation_report)["schema"]
+    policy = FittedPolicy.from_dict(io.read_json(paths.privacy_policy))
+    train = pd.read_parquet(paths.interim_train, columns=inputs)
+    return fit_domain(
+        train,
+        numeric=[c for c in inputs if c in schema["numeric"]],
+        categorical=[c for c in inputs if c in schema["categorical"]],
+        ranges={c: (lo, hi) for c, (lo, hi) in schema["ranges"].items()},
+        categories=schema["categories"],
+        grouped=list(policy.kept_categories),
+        protected=protected,
+    )
+
+
 def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
-    """Log the pyfunc as code with its files, a raw-column signature and a synthetic input example."""
+    """Log the pyfunc as code with its files and domain, a raw-column signature and a synthetic input example."""
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     import humane
+    from humane.modeling.features import load_preprocessor
 
-    model = HumaneModel().load_files(threshold, paths.privacy_policy, paths.preprocessor, paths.model)
-    lowest_bin = {column: edges[0] for column, edges in model.policy.bins.items()}  # a value the policy admits
-    example = input_example(pd.read_parquet(paths.interim_test), model.preprocessor.inputs, masked, lowest_bin)
-    signature = infer_signature(example, model.predict(None, example))
-    return mlflow.pyfunc.log_model(
-        name=MODEL_ARTIFACT,
-        python_model=str(SERVED_MODEL_FILE),
-        artifacts={
-            ARTIFACT_MODEL: str(paths.model),
-            ARTIFACT_PREPROCESSOR: str(paths.preprocessor),
-            ARTIFACT_POLICY: str(paths.privacy_policy),
-        },
-        model_config={"threshold": threshold},
-        code_paths=[str(next(iter(humane.__path__)))],
-        signature=signature,
-        input_example=example,
-        pip_requirements=requirements(),
-    )
+    inputs = load_preprocessor(paths.preprocessor).inputs
+    with tempfile.TemporaryDirectory(prefix="humane-domain-") as tmp:
+        domain = Path(tmp) / DOMAIN_FILE
+        io.write_json(domain, serving_domain(paths, inputs, masked).to_dict())
+        model = HumaneModel().load_files(threshold, paths.privacy_policy, paths.preprocessor, paths.model, domain)
+        lowest_bin = {column: edges[0] for column, edges in model.policy.bins.items()}  # a value the policy admits
+        example = input_example(pd.read_parquet(paths.interim_test), inputs, masked, lowest_bin)
+        signature = infer_signature(example, model.predict(None, example))
+        return mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=str(SERVED_MODEL_FILE),
+            artifacts={
+                ARTIFACT_MODEL: str(paths.model),
+                ARTIFACT_PREPROCESSOR: str(paths.preprocessor),
+                ARTIFACT_POLICY: str(paths.privacy_policy),
+                ARTIFACT_DOMAIN: str(domain),
+            },
+            model_config={"threshold": threshold},
+            code_paths=[str(next(iter(humane.__path__)))],
+            signature=signature,
+            input_example=example,
+            pip_requirements=requirements(),
+        )
 
 
 def find_run(mlflow_client: Any, experiment_id: str, key: str) -> tuple[Any | None, list[Any]]:

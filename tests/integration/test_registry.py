@@ -19,6 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.training import training
+from humane.governance.serving import as_request
 from tests.conftest import BIN, ROOT, SAMPLE_DIR, mlflow_client, run, tracked_runs
 
 MODEL = "humane-sample"
@@ -187,8 +188,10 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch):
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     inputs = [s.name for s in model.metadata.get_input_schema().inputs]
     assert "income" not in inputs and "age" in inputs
-    local = model.predict(raw)
+    # A Python client casts integer columns to the signature's doubles (MLflow refuses int64 there; JSON is cast).
+    local = model.predict(as_request(raw, model.metadata.get_input_schema()))
     assert local["probability"].between(0, 1).all() and set(local["label"]) <= {"<=50K", ">50K"}
+    assert local["out_of_domain"].dtype == bool and local["domain_rules"].map(type).eq(str).all()
 
     port = _free_port()
     server = subprocess.Popen(
@@ -217,6 +220,7 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch):
         server.wait(timeout=30)
     assert [round(r["probability"], 6) for r in served] == [round(p, 6) for p in local["probability"]]
     assert [r["label"] for r in served] == local["label"].tolist()
+    assert [r["domain_rules"] for r in served] == local["domain_rules"].tolist()
 
 
 NO_PICKLE = """
@@ -228,7 +232,9 @@ pickle.Unpickler = refuse  # torch.load(weights_only=True) has its own restricte
 import mlflow, pandas as pd
 model = mlflow.pyfunc.load_model(sys.argv[1])
 import json
-print(json.dumps(model.predict(pd.read_csv(sys.argv[2]).head(3).drop(columns=["income"]))["label"].tolist()))
+rows = pd.read_csv(sys.argv[2]).head(3).drop(columns=["income"])
+rows = rows.astype({c: float for c in rows.select_dtypes("integer").columns})  # the signature's doubles
+print(json.dumps(model.predict(rows)["label"].tolist()))
 """
 
 
@@ -238,7 +244,7 @@ def test_the_registered_model_loads_without_unpickling_anything(ran_project, tmp
     local = mlflow.artifacts.download_artifacts(f"models:/{MODEL}/1", dst_path=str(tmp_path))
     files = {p.name for p in Path(local).rglob("*") if p.is_file()}
     assert "python_model.pkl" not in files and not any(f.endswith((".pkl", ".joblib")) for f in files), files
-    assert {"served_model.py", "preprocessor.skops", "model.pt", "privacy_policy.json"} <= files
+    assert {"served_model.py", "preprocessor.skops", "model.pt", "privacy_policy.json", "domain.json"} <= files
     result = subprocess.run(["python", "-c", NO_PICKLE, f"models:/{MODEL}@champion", str(ran_project / SAMPLE_DIR
                             / "test.csv")], cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
                             capture_output=True, text=True, timeout=300)  # fmt: skip

@@ -5,6 +5,7 @@ import json
 from humane.core.io import md5_of
 from humane.data.datasets import read_adult
 from humane.governance.rescoring import schema_difference
+from humane.governance.serving import as_request
 from tests.conftest import ROOT, SAMPLE_DIR, SAMPLE_TEST_ROWS, mlflow_client, run
 
 MODEL = "humane-sample"
@@ -35,7 +36,7 @@ def test_champion_is_rescored_on_the_candidates_test_rows(ran_project):
     try:
         model = mlflow.pyfunc.load_model(f"models:/{MODEL}/1")
         raw = pd.read_parquet(ran_project / "data/interim/test.parquet")
-        scored = model.predict(raw.drop(columns=["income"]))
+        scored = model.predict(as_request(raw.drop(columns=["income"]), model.metadata.get_input_schema()))
         accuracy = float((scored["label"] == raw["income"]).mean())
     finally:
         mlflow.set_tracking_uri(None)

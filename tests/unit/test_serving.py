@@ -1,0 +1,242 @@
+"""The served model takes what clients send: doubles for numbers, and every scored row flagged against its domain."""
+
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.exceptions import MlflowException
+from mlflow.pyfunc.scoring_server import invocations
+
+from humane.core import io
+from humane.core.params import load_params
+from humane.core.paths import Paths
+from humane.data.schema import resolve_schema
+from humane.governance.domain import (
+    ABOVE,
+    BELOW,
+    NULL,
+    UNSEEN,
+    ColumnDomain,
+    Domain,
+    as_model_input,
+    broken_rules,
+    fit_domain,
+)
+from humane.governance.serving import DOMAIN_RULES, LABEL, OUT_OF_DOMAIN, PROBABILITY, HumaneModel, as_request
+from humane.governance.tracking import DOMAIN_FILE, log_serving_model
+from humane.modeling.features import fit, save_preprocessor
+from humane.modeling.model import MLP, MLPArgs
+from humane.privacy.policy import apply_policy, fit_policy
+from tests.conftest import ROOT
+
+RULE = re.compile(rf"^[\w-]+: ({BELOW}|{ABOVE}|{UNSEEN}|{NULL})$")  # column and rule, no value
+
+
+def _rules(row: pd.Series) -> set[str]:
+    return set(filter(None, row[DOMAIN_RULES].split("; ")))
+
+
+# ---- the domain alone: tiny frames ----
+
+
+def test_fit_domain_takes_stated_ranges_else_training_and_never_a_protected_column_values():
+    train = pd.DataFrame({"hours": [10, 40, 60], "gain": [0, 5, None], "age": [17, 30, 70], "secret": [3.0, 9.0, 12.0],
+                          "job": ["a", "b", None], "country": ["US", "Other", "US"]})  # fmt: skip
+    domain = fit_domain(
+        train,
+        numeric=["hours", "gain", "age", "secret"],
+        categorical=["job", "country"],
+        ranges={"age": (17, 91)},
+        categories={"job": ["a", "b", "c"], "country": ["US", "Mexico", "Other"]},
+        grouped=["country"],
+        protected={"age", "secret"},
+    )
+    assert domain.columns["hours"] == ColumnDomain("numeric", nulls=False, min=10.0, max=60.0)
+    assert domain.columns["gain"] == ColumnDomain("numeric", nulls=True, min=0.0, max=5.0)
+    assert domain.columns["age"] == ColumnDomain("numeric", nulls=False, min=17.0, max=91.0)  # stated, not data
+    assert domain.columns["secret"] == ColumnDomain("numeric", nulls=False)  # protected: no min/max shipped
+    assert domain.columns["job"].categories == ["a", "b"]  # "c" is documented but no training row had it
+    assert domain.columns["job"].nulls
+    assert domain.columns["country"].categories == ["US", "Mexico", "Other"]  # grouped: Mexico maps to Other
+    assert Domain.from_dict(json.loads(json.dumps(domain.to_dict()))) == domain
+
+
+def test_broken_rules_name_column_and_rule_only():
+    domain = Domain({"hours": ColumnDomain("numeric", False, 1.0, 99.0),
+                     "job": ColumnDomain("categorical", True, categories=["a", "b"]),
+                     "code": ColumnDomain("categorical", False, categories=[1, 2])})  # fmt: skip
+    request = pd.DataFrame({"hours": [-5, 40.0, None, 1e6], "job": ["a", "zzz", None, "b"], "code": [1.0, 2, 3, None]})
+    rules = broken_rules(domain, as_model_input(domain, request))
+    assert rules == [
+        [f"hours: {BELOW}"],
+        [f"job: {UNSEEN}"],
+        [f"hours: {NULL}", f"code: {UNSEEN}"],  # a null job is fine: training had some
+        [f"hours: {ABOVE}", f"code: {NULL}"],
+    ]
+
+
+def test_text_in_a_numeric_input_is_an_error_that_quotes_nothing():
+    domain = Domain({"hours": ColumnDomain("numeric", False, 1.0, 99.0)})
+    with pytest.raises(Exception, match=r"'hours'.*1 values are not numbers") as err:
+        as_model_input(domain, pd.DataFrame({"hours": ["40", "PLANTED"]}))
+    assert "PLANTED" not in str(err.value)
+
+
+# ---- a real model, logged and loaded through MLflow ----
+
+
+def _adult_rows(n: int, seed: int) -> pd.DataFrame:
+    """Raw Adult-shaped rows: integer columns as CSV readers give them, nulls in workclass only."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "age": rng.integers(17, 90, n), "workclass": rng.choice(["Private", "State-gov", None], n),
+        "fnlwgt": rng.integers(10_000, 300_000, n), "education": rng.choice(["Bachelors", "HS-grad"], n),
+        "education-num": rng.integers(1, 16, n), "marital-status": rng.choice(["Never-married", "Divorced"], n),
+        "occupation": rng.choice(["Sales", "Tech-support"], n), "relationship": rng.choice(["Husband", "Wife"], n),
+        "race": rng.choice(["White", "Black"], n), "sex": rng.choice(["Male", "Female"], n),
+        "capital-gain": rng.choice([0, 5000], n), "capital-loss": np.zeros(n, dtype=np.int64),
+        "hours-per-week": rng.integers(20, 60, n), "native-country": "United-States",
+        "income": rng.choice(["<=50K", ">50K"], n),
+    })  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A tiny model built as the pipeline builds one, logged by tracking to a SQLite store, and loaded back."""
+    root = tmp_path_factory.mktemp("served")
+    paths = Paths(root)
+    params = load_params(ROOT / "params.yaml")  # the built-in Adult profile: documented ranges, age bins
+    raw_train, raw_test = _adult_rows(60, 0), _adult_rows(20, 1)
+    policy = fit_policy(params.privacy, raw_train)
+    train, test = apply_policy(policy, raw_train, key=None), apply_policy(policy, raw_test, key=None)
+    schema = resolve_schema(params.data, train, policy.to_dict(), params.validate_.min_group_rows)
+    pre = fit(train, schema, params.preprocess)
+    torch.manual_seed(0)
+    network = MLP(MLPArgs(len(pre.feature_names), [8], 0.0, "relu"))
+    io.write_parquet(paths.interim_train, train)
+    io.write_parquet(paths.interim_test, test)
+    io.write_json(paths.privacy_policy, policy.to_dict())
+    io.write_json(paths.validation_report, {"passed": True, "schema": asdict(schema)})
+    paths.preprocessor.parent.mkdir(parents=True, exist_ok=True)
+    save_preprocessor(pre, paths.preprocessor)
+    torch.save({"state_dict": network.state_dict(), "model_args": network.args.to_dict()}, paths.model)
+
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    try:
+        experiment = mlflow.create_experiment("serving", artifact_location=(root / "mlartifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            info = log_serving_model(paths, 0.5, {*policy.masked_columns, *schema.sensitive})
+        local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(root / "downloaded")))
+        yield mlflow.pyfunc.load_model(str(local)), local, raw_test.drop(columns=["income"])
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def test_numeric_inputs_are_doubles_in_the_signature(served):
+    model, _, _ = served
+    types = {spec.name: spec.type.name for spec in model.metadata.get_input_schema().inputs}
+    assert {types[c] for c in ["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"]} == {"double"}
+    assert types["workclass"] == "string" and "income" not in types and "sex" not in types
+    outputs = {spec.name for spec in model.metadata.get_output_schema().inputs}
+    assert {PROBABILITY, LABEL, OUT_OF_DOMAIN, DOMAIN_RULES} <= outputs
+
+
+def _post(model, body: str) -> pd.DataFrame:
+    """What `mlflow models serve` answers to a POST /invocations with this JSON body (its own request handler)."""
+    answer = invocations(body, "application/json", model, model.metadata.get_input_schema())
+    assert answer.status == 200, answer.response
+    return pd.DataFrame(json.loads(answer.response)["predictions"])
+
+
+def test_a_json_client_sending_floats_for_integer_looking_columns_is_scored(served):
+    model, local, rows = served
+    records = json.loads(rows.head(3).to_json(orient="records"))  # integers, as a client writes them
+    for record, gain, age in zip(records, [0.0, 1e6, 5000.0], [30.0, 45.5, 60], strict=True):
+        record.update({"capital-gain": gain, "age": age})  # floats, and an integer beside them
+    records[2]["hours-per-week"] = None  # JSON's null in an integer-looking column
+    body = json.dumps({"dataframe_records": records})
+    assert '"capital-gain": 1000000.0' in body and '"capital-gain": 0.0' in body
+    scored = _post(model, body)
+    assert len(scored) == 3 and scored[PROBABILITY].between(0, 1).all()
+    assert [_rules(r) for _, r in scored.iterrows()] == [
+        set(),
+        {"capital-gain: above the validated range"},  # Adult documents 0-99999
+        {"hours-per-week: null where none was seen"},
+    ]
+    assert scored[OUT_OF_DOMAIN].tolist() == [False, True, True]
+    # The request example logged with the model is itself a valid request.
+    assert len(_post(model, (local / "serving_input_example.json").read_text())) == 1
+
+
+def test_python_clients_cast_integer_columns_with_as_request(served):
+    model, _, rows = served
+    with pytest.raises(MlflowException, match="Can not safely convert int64 to float64"):
+        model.predict(rows)  # MLflow's own enforcement: int64 is refused for a double column
+    scored = model.predict(as_request(rows, model.metadata.get_input_schema()))
+    assert scored[PROBABILITY].between(0, 1).all() and set(scored[LABEL]) <= {"<=50K", ">50K"}
+
+
+def test_each_row_comes_back_flagged_with_the_rules_it_breaks(served):
+    model, _, rows = served
+    request = as_request(rows.head(6).reset_index(drop=True), model.metadata.get_input_schema())
+    request.loc[0, "hours-per-week"] = -3.0  # Adult's documented hours: 1-99
+    request.loc[1, "workclass"] = "Space-agency"  # no training row had it
+    request.loc[2, "age"] = np.nan  # training held no null age
+    request.loc[3, "workclass"] = None  # training held null workclass: fine
+    request.loc[4, "age"] = 97.0  # beyond the bins' span and Adult's documented ages: answered, and flagged
+    scored = model.predict(request)
+    assert list(scored.columns[:2]) == [PROBABILITY, LABEL] and scored[PROBABILITY].notna().all()
+    assert [_rules(r) for _, r in scored.iterrows()] == [
+        {"hours-per-week: below the validated range"},
+        {"workclass: unseen category"},
+        {"age: null where none was seen"},
+        set(),
+        {"age: above the validated range"},
+        set(),
+    ]
+    assert scored[OUT_OF_DOMAIN].tolist() == [True, True, True, False, True, False]
+    assert all(RULE.match(rule) for _, row in scored.iterrows() for rule in _rules(row))  # no value is quoted
+
+
+def test_age_97_is_answered_like_the_outermost_bin(served):
+    model, _, rows = served
+    request = as_request(rows.head(1).reset_index(drop=True), model.metadata.get_input_schema())
+    old, oldest_bin = request.assign(age=97.0), request.assign(age=75.0)
+    assert model.predict(old)[PROBABILITY].iloc[0] == pytest.approx(model.predict(oldest_bin)[PROBABILITY].iloc[0])
+    assert model.predict(old)[OUT_OF_DOMAIN].iloc[0] and not model.predict(oldest_bin)[OUT_OF_DOMAIN].iloc[0]
+
+
+def test_the_domain_ships_beside_the_model_without_protected_values(served):
+    _, local, _ = served
+    (path,) = local.rglob(DOMAIN_FILE)
+    domain = Domain.from_dict(json.loads(path.read_text()))
+    assert domain.columns["age"].min == 17 and domain.columns["age"].max == 91  # the bins' span, not the data's
+    assert domain.columns["hours-per-week"].max == 99  # Adult's documented range
+    assert "sex" not in domain.columns and "fnlwgt" not in domain.columns  # not model inputs
+    assert domain.columns["native-country"].categories[-1] == "Other"  # grouped: the documented list and Other
+
+
+def test_serving_answers_beyond_the_bins_even_when_loading_was_strict(served, tmp_path):
+    _, local, rows = served
+    files = local / "artifacts"
+    strict = tmp_path / "privacy_policy.json"
+    strict.write_text(json.dumps({**json.loads((files / "privacy_policy.json").read_text()), "strict_bins": True}))
+    model = HumaneModel().load_files(0.5, strict, files / "preprocessor.skops", files / "model.pt", files / DOMAIN_FILE)
+    scored = model.predict(None, rows.head(2).assign(age=[97, 12]))
+    assert scored[PROBABILITY].notna().all()
+    assert scored[DOMAIN_RULES].tolist() == [f"age: {ABOVE}", f"age: {BELOW}"]
+
+
+def test_a_model_logged_without_a_domain_still_scores_unflagged(served):
+    _, local, rows = served
+    files = local / "artifacts"
+    policy, pre, network = files / "privacy_policy.json", files / "preprocessor.skops", files / "model.pt"
+    model = HumaneModel().load_files(0.5, policy, pre, network)  # no domain file, as models logged before
+    scored = model.predict(None, rows.head(2).assign(age=[97, 40]))
+    assert scored[PROBABILITY].notna().all() and not scored[OUT_OF_DOMAIN].any() and set(scored[DOMAIN_RULES]) == {""}
