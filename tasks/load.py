@@ -1,8 +1,9 @@
-"""Load stage: read the configured source, mask it by the privacy policy, write the interim frames."""
+"""Load stage: read the configured source, check it, mask it by the privacy policy, write the interim frames."""
 
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import pandas as pd
 
@@ -11,9 +12,19 @@ from humane.core.context import RunContext, stage_main
 from humane.core.errors import DataError
 from humane.core.params import Params
 from humane.core.paths import Paths
-from humane.data.sources import load
+from humane.data.identifiers import check_identifiers, find_identifiers, identifier_report
+from humane.data.schema import resolve_labels
+from humane.data.sources import convert_dates, load
 from humane.privacy.anonymity import risk_report
-from humane.privacy.policy import FittedPolicy, absent_columns, apply_policy, check_policy, fit_policy, pseudonym_key
+from humane.privacy.policy import (
+    FittedPolicy,
+    absent_columns,
+    apply_policy,
+    bins_clipped,
+    check_policy,
+    fit_policy,
+    pseudonym_key,
+)
 
 
 def _masked(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None, file: str) -> pd.DataFrame:
@@ -24,29 +35,53 @@ def _masked(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None, file: 
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
-    """Load the source, apply the privacy policy, and write the masked frames plus their provenance.
+    """Load the source, check it, apply the privacy policy, and write the masked frames plus their provenance.
 
-    The policy runs before anything is written: no raw value of a dropped, pseudonymized or generalized
-    column reaches a file. A missing pseudonymization key fails here, before any read or write.
+    Nothing is written until every check has passed: the label column (present, typed as the profile says),
+    no column that looks like a direct identifier unless a rule names it, dates turned into numbers by
+    data.dates, then the privacy policy: no raw value of a dropped, pseudonymized or generalized column
+    reaches a file. A missing pseudonymization key fails here, before any read or write.
     """
     spec, privacy = params.data, params.privacy
     check_policy(privacy)
     key = pseudonym_key(privacy)
     loaded = load(spec, paths.root)
-    policy = fit_policy(privacy, loaded.train)
-    absent = absent_columns(privacy, loaded.train)
+    resolve_labels(spec, loaded.train)  # data.positive_label / data.labels name observed labels, in their type
+    checked = privacy.identifiers.check
+    findings = (
+        find_identifiers(loaded.train, privacy.identifiers, spec.max_categories, skip=(spec.target,)) if checked else []
+    )
+    check_identifiers(findings, privacy, spec, loaded.files["train"])
+    raw_train = convert_dates(loaded.train, spec.dates, loaded.files["train"])
+    raw_test = convert_dates(loaded.test, spec.dates, loaded.files["test"])
+    policy = fit_policy(privacy, raw_train)
+    absent = absent_columns(privacy, raw_train)
     if absent:
         print(f"load: privacy rules name columns this data lacks, skipped: {absent}", file=sys.stderr)
-    train = _masked(policy, loaded.train, key, loaded.files["train"])
-    test = _masked(policy, loaded.test, key, loaded.files["test"])
-    report = risk_report(loaded.train, train, privacy, spec.target)
+    train = _masked(policy, raw_train, key, loaded.files["train"])
+    test = _masked(policy, raw_test, key, loaded.files["test"])
+    clipped = {"train": bins_clipped(policy, raw_train), "test": bins_clipped(policy, raw_test)}
+    report = {
+        **risk_report(loaded.train, train, privacy, spec.target),
+        # Values beyond the outermost bin edges, per column, that fell into the outermost bin (open bins).
+        "bins_clipped": clipped,
+        "identifiers": identifier_report(findings, privacy, spec, checked),
+    }
+    meta: dict[str, Any] = {"source": spec.source, "files": loaded.files, "md5": loaded.md5,
+                            "rows": {"train": len(train), "test": len(test)},
+                            "missing_labels": {"rule": spec.missing_labels, "dropped": loaded.missing_labels_dropped},
+                            "dates": dict(spec.dates)}  # fmt: skip
     io.write_parquet(paths.interim_train, train)
     io.write_parquet(paths.interim_test, test)
     io.write_json(paths.privacy_policy, policy.to_dict())
     io.write_json(paths.privacy_report, report)
-    io.write_json(paths.interim_meta, {"source": spec.source, "files": loaded.files, "md5": loaded.md5,
-                                       "rows": {"train": len(train), "test": len(test)}})  # fmt: skip
-    return f"load: {len(train)} train-pool rows, {len(test)} test rows from {loaded.files}"
+    io.write_json(paths.interim_meta, meta)
+    notes = [f"{n} rows without a label dropped from {f}" for f, n in loaded.missing_labels_dropped.items()]
+    notes += [
+        f"{n} values of {c!r} beyond its bins ({split})" for split, cs in clipped.items() for c, n in cs.items() if n
+    ]
+    suffix = f" ({'; '.join(notes)})" if notes else ""
+    return f"load: {len(train)} train-pool rows, {len(test)} test rows from {loaded.files}{suffix}"
 
 
 if __name__ == "__main__":

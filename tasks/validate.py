@@ -6,6 +6,8 @@ recorded in the report and printed.
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
 
 from humane.core import io
@@ -31,6 +33,8 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     files = io.read_json(paths.interim_meta)["files"]
     policy = io.read_json(paths.privacy_policy)
     schema = resolve_schema(params.data, frames["train"], policy, params.validate.min_group_rows)
+    for column, why in schema.skipped.items():
+        print(f"validate: column {column!r} is not a model input: {why}", file=sys.stderr)
     # Masked and sensitive columns are validated like any other, but their values are never quoted.
     protected = protected_columns(policy, schema)
     result = validate_frames(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import numbers
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from humane.core.errors import DataError
@@ -18,13 +21,16 @@ class Schema:
     """Which column plays which role, and the value sets and ranges the data must respect."""
 
     target: str
-    positive_label: str
-    labels: list[str]
+    # Label values in the label column's own type (str, int, bool; float for a float column): compare with ==.
+    positive_label: Any
+    labels: list[Any]
     numeric: list[str]
     categorical: list[str]
     sensitive: list[str]
     categories: dict[str, list[str]]
     ranges: dict[str, tuple[float, float]]
+    # Columns role inference left out of the model inputs, and why (e.g. too many categories to one-hot encode).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def features(self, include_sensitive: bool) -> list[str]:
         """Model input columns, in a stable order."""
@@ -42,11 +48,79 @@ def _observed_values(column: pd.Series) -> list:
     return sorted(column.dropna().unique().tolist(), key=str)
 
 
+def _yaml(value: Any) -> str:
+    """How to write a label in params.yaml so that YAML gives it the column's type."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return str(value)
+
+
+def same_label(a: Any, b: Any) -> bool:
+    """Equal and of the same kind: 1 matches 1 and 1.0, never True or "1" (in Python True == 1; not here)."""
+    if isinstance(a, (bool, np.bool_)) or isinstance(b, (bool, np.bool_)):
+        return isinstance(a, (bool, np.bool_)) and isinstance(b, (bool, np.bool_)) and bool(a) == bool(b)
+    if isinstance(a, str) or isinstance(b, str):
+        return isinstance(a, str) and isinstance(b, str) and a == b
+    if isinstance(a, numbers.Number) and isinstance(b, numbers.Number):
+        return bool(a == b)
+    return False
+
+
+def match_label(value: Any, observed: list[Any], key: str, column: str) -> Any:
+    """The observed label that `value` (as params.yaml types it) names, in the column's own type.
+
+    Not among them is an error listing the observed labels; a value that matches one only as text says how to
+    write it (e.g. `1` without quotes for an integer column).
+    """
+    for label in observed:
+        if same_label(value, label):
+            return label
+    hint = ""
+    as_text = [label for label in observed if str(label).lower() == str(value).lower()]
+    if as_text:
+        label = as_text[0]
+        unquoted = " without quotes" if isinstance(value, str) and not isinstance(label, str) else ""
+        hint = (
+            f"; it matches {_yaml(label)} only as text (the column holds {type(label).__name__} values): write "
+            f"{key}: {_yaml(label)}{unquoted}"
+        )
+    raise DataError(
+        f"params.yaml {key} {_yaml(value)} is not one of the labels observed in column {column!r}: "
+        f"[{', '.join(_yaml(v) for v in observed)}]{hint}"
+    )
+
+
+def resolve_labels(spec: DataParams, train: pd.DataFrame) -> tuple[Any, list[Any]]:
+    """The positive label and the label set, in the label column's own type.
+
+    The label set is `data.labels`, else a built-in dataset's documented labels, else the labels observed in
+    the train pool; declared labels and `data.positive_label` are matched against the observed ones as YAML
+    typed them (1, true and "yes" are different labels).
+    """
+    builtin = BUILTINS.get(spec.source)
+    if spec.labels is not None:
+        declared: list[Any] | None = list(spec.labels)
+    elif builtin is not None and spec.target in builtin.categories:
+        declared = list(builtin.categories[spec.target])
+    else:
+        declared = None
+    if spec.target in train:
+        observed = _observed_values(train[spec.target])
+        labels = [match_label(v, observed, "data.labels", spec.target) for v in declared] if declared else observed
+    else:
+        labels = declared or [spec.positive_label]
+    return match_label(spec.positive_label, labels, "data.positive_label", spec.target), labels
+
+
 def resolve_schema(
     spec: DataParams, train: pd.DataFrame, policy: dict[str, Any] | None = None, min_category_rows: int = 1
 ) -> Schema:
     """Resolve roles from the spec, the built-in schema, or (for what neither states) the train pool's dtypes.
 
+    An inferred categorical column with more than `data.max_categories` distinct values is skipped (not a
+    model input) and listed in `Schema.skipped` with the reason; declared columns are never skipped.
     `policy` is the fitted privacy policy: its dropped and pseudonymized columns play no role (they are gone,
     or identifiers), and the "Other" group of a generalized categorical is a known value. A value set inferred
     from the data for a sensitive or generalized column keeps only values seen in at least `min_category_rows`
@@ -62,14 +136,18 @@ def resolve_schema(
         numeric = [c for c in builtin.numeric if c not in dropped]
     else:
         numeric = [c for c in train.columns if c not in dropped and pd.api.types.is_numeric_dtype(train[c])]
+    skipped: dict[str, str] = {}
     if spec.categorical is not None:
         categorical = list(spec.categorical)
     elif builtin is not None:
         categorical = [c for c in builtin.categories if c not in dropped]
     else:
-        categorical = [c for c in train.columns if c not in dropped and c not in numeric]
+        inferred = [c for c in train.columns if c not in dropped and c not in numeric]
+        skipped = too_many_categories(train, inferred, spec.max_categories)
+        categorical = [c for c in inferred if c not in skipped]
     # Sensitive columns are audited even when the spec leaves them out of the feature roles.
     for column in spec.sensitive_features:
+        skipped.pop(column, None)
         if column not in numeric and column not in categorical:
             categorical.append(column)
     overlap = sorted(set(numeric) & set(categorical))
@@ -89,16 +167,7 @@ def resolve_schema(
         if column in policy.get("kept_categories", {}) and OTHER not in categories.get(column, [OTHER]):
             categories[column].append(OTHER)
 
-    if spec.labels is not None:
-        labels = list(spec.labels)
-    elif builtin is not None and spec.target in builtin.categories:
-        labels = list(builtin.categories[spec.target])
-    elif spec.target in train:
-        labels = [str(v) for v in _observed_values(train[spec.target])]
-    else:
-        labels = [spec.positive_label]
-    if spec.positive_label not in labels:
-        raise DataError(f"params.yaml data.positive_label {spec.positive_label!r} is not one of the labels {labels}")
+    positive_label, labels = resolve_labels(spec, train)
 
     ranges = {c: (float(lo), float(hi)) for c, (lo, hi) in (builtin.ranges.items() if builtin else [])}
     for column, bounds in spec.ranges.items():
@@ -112,11 +181,29 @@ def resolve_schema(
 
     return Schema(
         target=spec.target,
-        positive_label=spec.positive_label,
+        positive_label=positive_label,
         labels=labels,
         numeric=numeric,
         categorical=categorical,
         sensitive=list(spec.sensitive_features),
         categories=categories,
         ranges=ranges,
+        skipped=skipped,
     )
+
+
+def too_many_categories(train: pd.DataFrame, columns: list[str], max_categories: int) -> dict[str, str]:
+    """Inferred categorical columns with more distinct values than data.max_categories, and why they are skipped.
+
+    One-hot encoding such a column would give the model a feature per value (often one per person: a name, a
+    free-text answer, an id); declare it in data.categorical to encode it anyway.
+    """
+    skipped = {}
+    for column in columns:
+        count = int(train[column].nunique())
+        if count > max_categories:
+            skipped[column] = (
+                f"{count} distinct values, more than data.max_categories ({max_categories}): not one-hot encoded "
+                f"and not a model input (list it in data.categorical to encode it anyway)"
+            )
+    return skipped

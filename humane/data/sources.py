@@ -1,54 +1,188 @@
-"""Reading a data source: a built-in (md5-checked) or a user CSV/Parquet file, and the held-out test split."""
+"""Reading a data source: a built-in (md5-checked) or a user CSV/Parquet file, and the held-out test split.
+
+Every way a user's file can be malformed ends in a `DataError` naming the file, the column and the rule to
+change, never a traceback; no error quotes a data value (a header line, column names and label values are
+not personal data and may be shown).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import codecs
+import json
+import warnings
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from humane.core.errors import DataError
-from humane.core.params import DataParams, confine
+from humane.core.errors import ConfigError, DataError
+from humane.core.params import DataParams, ReadParams, confine
 from humane.data.datasets import BUILTINS, md5_of, verify
 
 # The seed of the train/test split of a single-file source; fixed so that the test rows never move.
 TEST_SPLIT_SEED = 20240601
 
+CSV_SUFFIXES = (".csv", ".tsv")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+# Compressions pandas infers from the file name: data.csv.gz is read as CSV.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")
+# Separators suggested when a CSV file parses into a single column.
+LIKELY_DELIMITERS = (",", ";", "\t", "|")
+# How much of a file's first line an error shows.
+SHOWN_LINE_CHARS = 120
+# Date columns turned into a number count from this day (data.dates: days).
+EPOCH = pd.Timestamp("1970-01-01")
+
 
 @dataclass(frozen=True)
 class Loaded:
-    """The train pool, the test frame and where each came from."""
+    """The train pool, the test frame, where each came from, and the rows dropped for a missing label."""
 
     train: pd.DataFrame
     test: pd.DataFrame
     files: dict[str, str]
     md5: dict[str, str]
+    # {file as params.yaml names it: rows dropped because their label was missing} (data.missing_labels: drop)
+    missing_labels_dropped: dict[str, int] = field(default_factory=dict)
 
 
-def read_table(path: Path, shown: str | None = None) -> pd.DataFrame:
-    """Read a user CSV or Parquet file with errors that name the file (as params.yaml names it: `shown`)."""
+def _kind(path: Path, name: str) -> str:
+    """'csv', 'tsv' or 'parquet' from the file name; a compressed CSV (data.csv.gz) is a CSV."""
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSED_SUFFIXES:
+        suffixes = suffixes[:-1]
+    last = suffixes[-1] if suffixes else ""
+    if last in CSV_SUFFIXES:
+        return last.lstrip(".")
+    if last in PARQUET_SUFFIXES and path.suffix.lower() in PARQUET_SUFFIXES:
+        return "parquet"
+    raise DataError(
+        f"{name}: unsupported file type {''.join(path.suffixes) or 'without an extension'!r}; use .csv "
+        f"(optionally compressed: .csv.gz, .csv.bz2, .csv.zip, .csv.xz, .csv.zst), .tsv or .parquet"
+    )
+
+
+def _encoding(read: ReadParams) -> str:
+    """The codec to read with; UTF-8 also accepts (and drops) a byte-order mark."""
+    try:
+        codec = codecs.lookup(read.encoding).name
+    except LookupError:
+        raise ConfigError(
+            f"data.read.encoding: unknown encoding {read.encoding!r} (e.g. utf-8, latin-1, cp1252)"
+        ) from None
+    return "utf-8-sig" if codec == "utf-8" else read.encoding
+
+
+def _read_csv(path: Path, name: str, read: ReadParams, tab: bool) -> pd.DataFrame:
+    sep = read.delimiter or ("\t" if tab else ",")
+    options = {"sep": sep, "decimal": read.decimal, "thousands": read.thousands, "encoding": _encoding(read),
+               "skipinitialspace": True, "compression": "infer"}  # fmt: skip
+    names: list[str] = []
+    try:
+        # The header as written: pandas renames a repeated name (a, a.1), so duplicates are found here.
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, **options)
+        names = [str(v).strip() for v in header.iloc[0].tolist()] if len(header) else []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", pd.errors.ParserWarning)
+            # index_col=False: rows with more fields than the header are reported, not turned into an index.
+            frame = pd.read_csv(path, index_col=False, **options)
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{name}: cannot be decoded as {read.encoding} (byte 0x{err.object[err.start]:02x} is not valid "
+            f"{err.encoding}); set data.read.encoding to the file's encoding (e.g. latin-1, cp1252 or utf-16)"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{name}: file is empty (no header and no rows)") from None
+    except pd.errors.ParserError as err:
+        raise DataError(
+            f"{name}: cannot be parsed as CSV with data.read.delimiter {json.dumps(sep)} ({err}); every row needs "
+            f"as many fields as the header; {_header_hint(names, sep)}"
+        ) from None
+    except (OSError, EOFError, zlib.error) as err:
+        raise DataError(f"{name}: cannot be read or decompressed: {err}") from None
+    for warning in caught:  # any other warning is shown as usual
+        if not issubclass(warning.category, pd.errors.ParserWarning):
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+        raise DataError(
+            f"{name}: rows have more fields than the header ({len(frame.columns)} names) with data.read.delimiter "
+            f"{json.dumps(sep)}; every column needs a name; {_header_hint(names, sep)}"
+        )
+    _check_names(names, name)
+    if len(names) == len(frame.columns):  # a blank name keeps pandas' "Unnamed: <i>"
+        frame.columns = [n or str(c).strip() for n, c in zip(names, frame.columns, strict=True)]
+    else:
+        frame.columns = [str(c).strip() for c in frame.columns]
+    if len(frame.columns) == 1:
+        raise DataError(
+            f"{name}: parses into a single column with data.read.delimiter {json.dumps(sep)}, but a dataset needs a "
+            f"label column and at least one feature; {_header_hint(names, sep)}"
+        )
+    return frame
+
+
+def _header_hint(names: list[str], sep: str) -> str:
+    """The file's first line (truncated) and the separator it seems to use."""
+    line = sep.join(names)
+    shown = line if len(line) <= SHOWN_LINE_CHARS else line[:SHOWN_LINE_CHARS] + "..."
+    counts = {d: line.count(d) for d in LIKELY_DELIMITERS if d != sep and d in line}
+    if not counts:
+        return f"the first line is {shown!r}; check data.read.delimiter"
+    best = max(counts, key=lambda d: counts[d])
+    return (
+        f"the first line is {shown!r}, which holds {counts[best]} {json.dumps(best)}: set data.read.delimiter: "
+        f"{json.dumps(best)}"
+    )
+
+
+def _read_parquet(path: Path, name: str) -> pd.DataFrame:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = [str(n).strip() for n in pq.read_schema(path).names]
+        _check_names(names, name)
+        frame = pd.read_parquet(path)
+    except (pa.ArrowException, OSError) as err:
+        raise DataError(f"{name}: not a readable Parquet file ({type(err).__name__}: {err})") from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if len(frame.columns) == 1:
+        raise DataError(
+            f"{name}: holds a single column {frame.columns[0]!r}; a dataset needs a label column and at least one "
+            "feature"
+        )
+    return frame
+
+
+def _check_names(names: list[str], name: str) -> None:
+    """Column names are unique once surrounding spaces are stripped (blank names are pandas' "Unnamed: <i>")."""
+    repeated = sorted(n for n, count in Counter(names).items() if count > 1 and n)
+    if repeated:
+        raise DataError(
+            f"{name}: duplicate column names {repeated} in the header (pandas would silently rename the second "
+            f"'{repeated[0]}' to '{repeated[0]}.1'); give every column its own name"
+        )
+
+
+def read_table(path: Path, shown: str | None = None, read: ReadParams | None = None) -> pd.DataFrame:
+    """Read a user CSV (data.read options; compressed by name, e.g. .csv.gz) or Parquet file.
+
+    Column names keep their spelling (spaces, odd characters) without surrounding whitespace. Errors name the
+    file as params.yaml names it (`shown`).
+    """
     name = shown or str(path)
+    read = read or ReadParams()
     if not path.exists():
         raise DataError(f"{name}: data source not found (data.source must be a built-in name or a file path)")
     if path.is_dir():
         raise DataError(f"{name}: data source is a directory, expected a .csv or .parquet file")
     if path.stat().st_size == 0:
         raise DataError(f"{name}: file is empty")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            frame = pd.read_csv(path, skipinitialspace=True)
-        elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            raise DataError(f"{name}: unsupported file type {suffix!r}; use .csv or .parquet")
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{name}: file is empty (no header and no rows)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"{name}: cannot be parsed: {err}") from None
+    kind = _kind(path, name)
+    frame = _read_parquet(path, name) if kind == "parquet" else _read_csv(path, name, read, tab=kind == "tsv")
     if frame.empty:
         raise DataError(f"{name}: file has a header but no rows")
     return frame
@@ -64,34 +198,163 @@ def split_test(frame: pd.DataFrame, target: str, fraction: float) -> tuple[pd.Da
     return train.reset_index(drop=True), test.reset_index(drop=True)
 
 
+def _missing(values: pd.Series) -> pd.Series:
+    """Null, or text that is blank after stripping."""
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+        return values.isna()
+    try:
+        blank = values.str.strip().eq("").fillna(False).astype(bool)  # non-text values of a mixed column: NaN
+    except AttributeError:  # no text at all (e.g. an object column of numbers)
+        return values.isna()
+    return values.isna() | blank
+
+
+def clean_labels(frame: pd.DataFrame, spec: DataParams, name: str) -> tuple[pd.DataFrame, int]:
+    """The frame with a usable label column, and how many rows were dropped for a missing label.
+
+    The target must be a column; rows without a label are an error naming the column and the count, or,
+    with data.missing_labels: drop, dropped and counted. A numeric label column that held nulls (and so was
+    read as floats) becomes integer again when every remaining label is a whole number.
+    """
+    if spec.target not in frame:
+        columns = [str(c) for c in frame.columns]
+        listed = columns if len(columns) <= 30 else [*columns[:30], "..."]
+        raise DataError(
+            f"{name}: the label column {spec.target!r} (data.target) is not in the data; the file has "
+            f"{len(columns)} columns: {listed}" + ("; check data.read.delimiter" if len(columns) <= 2 else "")
+        )
+    missing = _missing(frame[spec.target])
+    count = int(missing.sum())
+    if count and spec.missing_labels == "error":
+        raise DataError(
+            f"{name}: column {spec.target!r} (the label) is missing in {count} of {len(frame)} rows; fill them in, "
+            f"or set data.missing_labels: drop to drop those rows (they are counted in data/interim/meta.json)"
+        )
+    if count:
+        frame = frame.loc[~missing].reset_index(drop=True)
+    labels = frame[spec.target]
+    if pd.api.types.is_float_dtype(labels) and len(labels) and bool((labels == labels.round()).all()):
+        frame = frame.assign(**{spec.target: labels.astype("int64")})
+    return frame, count
+
+
+def check_numbers(frame: pd.DataFrame, numeric: list[str] | None, name: str, read: ReadParams) -> pd.DataFrame:
+    """Numbers read as text: converted where declared numeric, an error where the decimal mark is the cause.
+
+    A column in data.numeric whose text values are all numbers (a Parquet string column, say) becomes numeric.
+    A text column whose every value is a number written with the other decimal mark ("3,5" read with
+    data.read.decimal ".") is an error pointing at data.read.decimal, instead of a numeric column silently
+    read as text. Any other text in a numeric column is left to validation, which counts it (and quotes it
+    only for columns no privacy rule protects).
+    """
+    other = "," if read.decimal == "." else "."
+    out = frame
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+            continue
+        text = values[~_missing(values)].astype(str).str.strip()
+        if text.empty:
+            continue
+        if column in (numeric or []):
+            parsed = pd.to_numeric(values.where(~_missing(values)), errors="coerce")
+            if parsed.notna().sum() == len(text):
+                out = out.assign(**{column: parsed})
+                continue
+        if not text.str.contains(other, regex=False).any():
+            continue
+        swapped = pd.to_numeric(text.str.replace(other, read.decimal, regex=False), errors="coerce")
+        if swapped.notna().all():
+            raise DataError(
+                f"{name}: column {column!r} holds numbers written with {json.dumps(other)} (all {len(text)} values; "
+                f"values withheld), read as text with data.read.decimal {json.dumps(read.decimal)}; set "
+                f"data.read.decimal: {json.dumps(other)} (or data.read.thousands: {json.dumps(other)} if it "
+                f"separates thousands)"
+            )
+    return out
+
+
+def check_label_values(frame: pd.DataFrame, target: str, name: str) -> None:
+    """A binary task needs at least two label values in the train pool (labels are not personal data)."""
+    observed = sorted(frame[target].dropna().unique().tolist(), key=str)
+    if len(observed) < 2:
+        raise DataError(
+            f"{name}: column {target!r} (the label) holds a single value {observed}; a classifier needs rows of "
+            f"both labels"
+        )
+
+
+def convert_dates(frame: pd.DataFrame, dates: dict[str, str], name: str) -> pd.DataFrame:
+    """Apply data.dates: each named column is parsed, then dropped or turned into its year or days since 1970.
+
+    A value that is present but not a date is an error counting such values (values withheld).
+    """
+    out = frame.copy()
+    for column, rule in dates.items():
+        if column not in out:
+            raise DataError(f"{name}: data.dates names column {column!r}, which is not in the data")
+        if rule == "drop":
+            out = out.drop(columns=[column])
+            continue
+        parsed = parse_dates(out[column])
+        bad = int((out[column].notna() & parsed.isna() & ~_missing(out[column])).sum())
+        if bad:
+            raise DataError(
+                f"{name}: column {column!r} (data.dates: {rule}): {bad} values are not dates (values withheld)"
+            )
+        number = parsed.dt.year if rule == "year" else (parsed - EPOCH).dt.days
+        out[column] = number.astype("int64") if number.notna().all() else number.astype("float64")
+    return out
+
+
+def parse_dates(values: pd.Series) -> pd.Series:
+    """Dates as naive UTC timestamps (ISO 8601 first, then any format pandas recognises); NaT if not a date."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = pd.to_datetime(values, utc=True)
+    else:
+        # As text: 19800131 and 1980 read as dates, never as a count of nanoseconds since 1970.
+        text = values.astype("object").where(values.notna(), None).map(lambda v: None if v is None else str(v))
+        parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+        rest = parsed.isna() & text.notna()
+        if rest.any():
+            parsed[rest] = pd.to_datetime(text[rest], format="mixed", errors="coerce", utc=True)
+    return parsed.dt.tz_localize(None)
+
+
+def _prepared(frame: pd.DataFrame, spec: DataParams, name: str) -> tuple[pd.DataFrame, int]:
+    frame, dropped = clean_labels(frame, spec, name)
+    return check_numbers(frame, spec.numeric, name, spec.read), dropped
+
+
 def load(spec: DataParams, root: Path) -> Loaded:
     """Read the source named in the data spec; built-ins are checked against their published md5.
 
-    A file path must resolve inside the project folder `root` (or inside a declared absolute data.root).
+    A file path must resolve inside the project folder `root` (or inside a declared absolute data.root). The
+    label column is checked (present, no missing labels unless data.missing_labels: drop, at least two
+    values) before a single-file source is split, so the split can be stratified.
     """
     builtin = BUILTINS.get(spec.source)
+    dropped: dict[str, int] = {}
     if builtin is not None:
         train_path = verify(builtin.train, root)
-        train = builtin.reader(train_path)
         files = {"train": str(builtin.train.path)}
         md5 = {"train": builtin.train.md5}
+        train, dropped[files["train"]] = _prepared(builtin.reader(train_path), spec, files["train"])
         if builtin.test is not None:
             test_path = verify(builtin.test, root)
-            test = builtin.reader(test_path)
             files["test"], md5["test"] = str(builtin.test.path), builtin.test.md5
-        else:
-            train, test = split_test(train, spec.target, spec.test_fraction)
-            files["test"], md5["test"] = files["train"], md5["train"]
-        return Loaded(train, test, files, md5)
-
-    train_path = confine(spec.source, "data.source", root, spec.root)
-    train = read_table(train_path, spec.source)
-    files, md5 = {"train": spec.source}, {"train": md5_of(train_path)}
-    if spec.test_source:
-        test_path = confine(spec.test_source, "data.test_source", root, spec.root)
-        test = read_table(test_path, spec.test_source)
-        files["test"], md5["test"] = spec.test_source, md5_of(test_path)
+            test, dropped[files["test"]] = _prepared(builtin.reader(test_path), spec, files["test"])
     else:
+        train_path = confine(spec.source, "data.source", root, spec.root)
+        files, md5 = {"train": spec.source}, {"train": md5_of(train_path)}
+        train, dropped[spec.source] = _prepared(read_table(train_path, spec.source, spec.read), spec, spec.source)
+        if spec.test_source:
+            test_path = confine(spec.test_source, "data.test_source", root, spec.root)
+            files["test"], md5["test"] = spec.test_source, md5_of(test_path)
+            raw_test = read_table(test_path, spec.test_source, spec.read)
+            test, dropped[spec.test_source] = _prepared(raw_test, spec, spec.test_source)
+    check_label_values(train, spec.target, files["train"])
+    if "test" not in files:
         train, test = split_test(train, spec.target, spec.test_fraction)
         files["test"], md5["test"] = files["train"], md5["train"]
-    return Loaded(train, test, files, md5)
+    return Loaded(train, test, files, md5, {f: n for f, n in dropped.items() if n})

@@ -30,6 +30,8 @@ class FittedPolicy:
     bins: dict[str, list[float]]
     top_code: dict[str, float]
     kept_categories: dict[str, list[str]] = field(default_factory=dict)
+    # Strict: a value beyond the bins' edges is an error; otherwise it falls into the outermost bin.
+    strict_bins: bool = False
 
     @property
     def masked_columns(self) -> list[str]:
@@ -39,16 +41,16 @@ class FittedPolicy:
     def to_dict(self) -> dict[str, Any]:
         """JSON form (no key, no raw values beyond the kept category names)."""
         return {"drop": self.drop, "pseudonymize": self.pseudonymize, "bins": self.bins, "top_code": self.top_code,
-                "kept_categories": self.kept_categories}  # fmt: skip
+                "kept_categories": self.kept_categories, "strict_bins": self.strict_bins}  # fmt: skip
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> FittedPolicy:
-        """Inverse of to_dict."""
+        """Inverse of to_dict (a policy written before `strict_bins` existed reads as open bins)."""
         return cls(**payload)
 
 
 def check_policy(params: PrivacyParams) -> None:
-    """A column may have one rule only; bins must be increasing."""
+    """A column may have one rule only (`keep` may go with a generalisation); bins must be increasing."""
     seen: dict[str, str] = {}
     rules = {"drop": params.drop, "pseudonymize": params.pseudonymize, "bins": params.bins,
              "top_code": params.top_code, "group_rare": params.group_rare}  # fmt: skip
@@ -57,6 +59,9 @@ def check_policy(params: PrivacyParams) -> None:
             if column in seen:
                 raise ConfigError(f"privacy: column {column!r} has two rules ({seen[column]} and {rule})")
             seen[column] = rule
+    for column in params.keep:
+        if seen.get(column) in ("drop", "pseudonymize"):
+            raise ConfigError(f"privacy: column {column!r} has two rules ({seen[column]} and keep)")
     for column, edges in params.bins.items():
         if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
             raise ConfigError(f"privacy.bins.{column}: edges must be at least two increasing numbers, got {edges}")
@@ -136,7 +141,7 @@ def pseudonymize(values: pd.Series, key: bytes) -> pd.Series:
 
 def absent_columns(params: PrivacyParams, pool: pd.DataFrame) -> list[str]:
     """Policy columns this data does not have (the policy written for one dataset, run on another)."""
-    named = [*params.drop, *params.bins, *params.top_code, *params.group_rare, *params.quasi_identifiers]
+    named = [*params.drop, *params.keep, *params.bins, *params.top_code, *params.group_rare, *params.quasi_identifiers]
     return sorted({c for c in named if c not in pool})
 
 
@@ -155,16 +160,22 @@ def fit_policy(params: PrivacyParams, pool: pd.DataFrame) -> FittedPolicy:
             counts = pool[column].value_counts()
             kept[column] = sorted(str(v) for v, n in counts.items() if n >= min_count)
     return FittedPolicy(
-        [c for c in params.drop if c in pool],
-        list(params.pseudonymize),
-        {c: e for c, e in params.bins.items() if c in pool},
-        {c: v for c, v in params.top_code.items() if c in pool},
-        kept,
+        drop=[c for c in params.drop if c in pool],
+        pseudonymize=list(params.pseudonymize),
+        bins={c: e for c, e in params.bins.items() if c in pool},
+        top_code={c: v for c, v in params.top_code.items() if c in pool},
+        kept_categories=kept,
+        strict_bins=params.strict_bins,
     )
 
 
 def apply_policy(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None) -> pd.DataFrame:
-    """Mask a raw frame: the result holds no dropped column and no raw value of a masked one."""
+    """Mask a raw frame: the result holds no dropped column and no raw value of a masked one.
+
+    Bins are open at the ends: a value below the first edge falls into the first bin, one above the last edge
+    into the last (`bins_clipped` counts them); with `strict_bins` such a value is an error. The same function
+    masks requests at serving time, so one out-of-bin row does not fail a batch there either.
+    """
     out = frame.drop(columns=[c for c in policy.drop if c in frame])
     for column in policy.pseudonymize:
         if column in out:
@@ -175,12 +186,14 @@ def apply_policy(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None) -
         if column in out:
             values = _numeric(out[column], column, "bins")
             below, above = int((values < edges[0]).sum()), int((values > edges[-1]).sum())
-            if below or above:
+            if policy.strict_bins and (below or above):
                 raise DataError(
                     f"column {column!r}: privacy rule bins [{edges[0]:g}, {edges[-1]:g}]: {below + above} values fall "
-                    f"outside the bins ({below} below {edges[0]:g}, {above} above {edges[-1]:g}; {WITHHELD})"
+                    f"outside the bins ({below} below {edges[0]:g}, {above} above {edges[-1]:g}; {WITHHELD}); "
+                    f"privacy.strict_bins is on (off: they fall into the outermost bin)"
                 )
-            # Each value becomes its bin's lower edge (the last edge closes the top bin).
+            # Each value becomes its bin's lower edge (the last edge closes the top bin; beyond the edges, the
+            # outermost bin).
             idx = np.clip(np.searchsorted(edges, values.to_numpy(), side="right") - 1, 0, len(edges) - 2)
             out[column] = _keep_integers(pd.Series(np.asarray(edges)[idx], index=out.index).where(values.notna()),
                                          frame[column])  # fmt: skip
@@ -192,6 +205,16 @@ def apply_policy(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None) -
             values = out[column].astype("object")
             out[column] = values.where(values.isna() | values.astype(str).isin(kept), OTHER)
     return out
+
+
+def bins_clipped(policy: FittedPolicy, frame: pd.DataFrame) -> dict[str, int]:
+    """Per binned column, how many raw values lie beyond the edges (and so fell into the outermost bin)."""
+    counts = {}
+    for column, edges in policy.bins.items():
+        if column in frame:
+            values = _numeric(frame[column], column, "bins")
+            counts[column] = int(((values < edges[0]) | (values > edges[-1])).sum())
+    return counts
 
 
 def _numeric(values: pd.Series, column: str, rule: str) -> pd.Series:

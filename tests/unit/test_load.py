@@ -1,13 +1,18 @@
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from humane.core.context import RunContext
 from humane.core.errors import DataError
 from humane.core.io import md5_of
-from humane.core.params import load_params
+from humane.core.params import ReadParams, load_params
+from humane.core.paths import Paths
 from humane.data.datasets import BUILTINS, RawFile, read_adult, read_german, verify
 from humane.data.sources import load, read_table, split_test
+from tasks import load as load_stage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,3 +69,76 @@ def test_single_file_split_is_seeded_and_stratified():
     again, _ = split_test(frame, "y", 0.25)
     assert len(test) == 25 and (test["y"] == "b").sum() == 5
     assert train["x"].tolist() == again["x"].tolist()
+
+
+def _users_file(path: Path, n: int = 300) -> None:
+    """A user's `;`-separated file with a 0/1 label (two missing), ages over 91, an id, e-mails, dates and notes."""
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({
+        "customer id": rng.permutation(np.arange(500_000, 500_000 + n)),
+        "email": [f"person.{i}@example.org" for i in range(n)],
+        "born": (pd.Timestamp("1925-01-01") + pd.to_timedelta(rng.integers(0, 30_000, n), unit="D")).strftime("%F"),
+        "notes": [" ".join(rng.choice(["late", "paid", "called", "the", "office", "twice"], 6)) for _ in range(n)],
+        "age": np.r_[[40, 41, 97, 99, 12], rng.integers(18, 90, n - 5)],  # the first two rows lack a label
+        "income": rng.normal(3000, 500, n).round(2),
+        "sex": rng.choice(["F", "M"], n),
+        "y": np.r_[[None, None], rng.integers(0, 2, n - 2)],
+    })  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, sep=";", decimal=",", index=False)
+
+
+def _users_params(**privacy):
+    params = load_params(ROOT / "params.yaml")
+    data = params.data.model_copy(update=dict(
+        name="users", source="data/raw/users.csv", target="y", positive_label=1, sensitive_features=["sex"], drop=[],
+        read=ReadParams(delimiter=";", decimal=","), missing_labels="drop", dates={"born": "year"}))  # fmt: skip
+    rules = params.privacy.model_copy(update={
+        "drop": ["email", "notes"], "pseudonymize": [], "keep": [], "group_rare": {}, "top_code": {},
+        "bins": {"age": [17.0, 30.0, 50.0, 70.0, 91.0]}, "quasi_identifiers": ["age", "sex"], **privacy})  # fmt: skip
+    return params.model_copy(update={"data": data, "privacy": rules})
+
+
+def test_load_stage_on_a_users_file_checks_before_writing_and_records_what_it_did(tmp_path):
+    _users_file(tmp_path / "data/raw/users.csv")
+    paths, ctx = Paths(tmp_path), RunContext(tmp_path)
+    with pytest.raises(DataError, match=r"data/raw/users.csv: 1 columns look like direct identifiers .*'customer id': "
+                                        r"unique per row \(id\) .*add privacy.drop: \[\"customer id\"\]"):  # fmt: skip
+        load_stage.run(_users_params(), paths, ctx)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"] and not (tmp_path / "data/interim").exists()
+
+    load_stage.run(_users_params(keep=["customer id"]), paths, ctx)
+    train, test = pd.read_parquet(paths.interim_train), pd.read_parquet(paths.interim_test)
+    assert len(train) + len(test) == 298 and train["y"].dtype == "int64"
+    assert "email" not in train and "notes" not in train  # dropped before anything was written
+    assert train["born"].between(1925, 2010).all() and train["born"].dtype == "int64"  # data.dates: year
+    assert set(pd.concat([train, test])["age"]) <= {17, 30, 50, 70}  # 97, 99 and 12 fell into the outermost bins
+    privacy = json.loads(paths.privacy_report.read_text())
+    clipped = privacy["bins_clipped"]
+    assert clipped["train"]["age"] + clipped["test"]["age"] == 3
+    found = privacy["identifiers"]["findings"]
+    assert privacy["identifiers"]["checked"] is True
+    assert {c: (f["kind"], f["handled_by"]) for c, f in found.items()} == {
+        "customer id": ("id", "privacy.keep"), "email": ("EMAIL_ADDRESS", "privacy.drop"),
+        "born": ("date", "data.dates"), "notes": ("free_text", "privacy.drop")}  # fmt: skip
+    meta = json.loads(paths.interim_meta.read_text())
+    assert meta["missing_labels"] == {"rule": "drop", "dropped": {"data/raw/users.csv": 2}}
+    assert "person.0@example.org" not in paths.privacy_report.read_text() + paths.interim_meta.read_text()
+
+
+def test_load_stage_refuses_a_positive_label_of_the_wrong_type_before_writing(tmp_path):
+    _users_file(tmp_path / "data/raw/users.csv")
+    params = _users_params(keep=["customer id"])
+    params = params.model_copy(update={"data": params.data.model_copy(update={"positive_label": "1"})})
+    with pytest.raises(DataError, match=r"write data.positive_label: 1 without quotes"):
+        load_stage.run(params, Paths(tmp_path), RunContext(tmp_path))
+    assert not (tmp_path / "data/interim").exists()
+
+
+def test_identifier_check_can_be_turned_off(tmp_path):
+    _users_file(tmp_path / "data/raw/users.csv")
+    params = _users_params()
+    off = params.privacy.identifiers.model_copy(update={"check": False})
+    params = params.model_copy(update={"privacy": params.privacy.model_copy(update={"identifiers": off})})
+    load_stage.run(params, Paths(tmp_path), RunContext(tmp_path))
+    assert json.loads(Paths(tmp_path).privacy_report.read_text())["identifiers"] == {"checked": False, "findings": {}}

@@ -15,7 +15,9 @@ from humane.privacy.anonymity import anonymity, class_sizes, risk_report
 from humane.privacy.membership import attack, membership_audit
 from humane.privacy.policy import (
     OTHER,
+    FittedPolicy,
     apply_policy,
+    bins_clipped,
     canonical_text,
     check_policy,
     fit_policy,
@@ -28,7 +30,9 @@ from tests.conftest import ROOT
 
 def _policy(**kw):
     base = dict(drop=[], pseudonymize=[], bins={}, top_code={}, group_rare={}, key_env="HUMANE_TEST_KEY",
-                key_block=None, quasi_identifiers=["age", "sex"], k=2)  # fmt: skip
+                key_block=None, quasi_identifiers=["age", "sex"], k=2,
+                identifiers=dict(check=True, unique_share=0.9, text_unique_share=0.5, free_text_words=4,
+                                 pattern_share=0.3, sample_rows=1000))  # fmt: skip
     base.update(kw)
     return PrivacyParams(**base)
 
@@ -63,7 +67,8 @@ def test_pseudonyms_are_taken_over_a_canonical_form_of_the_value():
 def test_missing_key_is_a_clear_error_before_any_data_is_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HUMANE_TEST_KEY", raising=False)
-    spec = DataParams(source="missing.csv", target="y", positive_label="1", sensitive_features=[])
+    spec = DataParams(name="t", intended_use="use.md", source="missing.csv", target="y", positive_label=1,
+                      sensitive_features=["sex"])  # fmt: skip
     with pytest.raises(
         ConfigError, match="no key is set: put the HMAC key in the environment variable HUMANE_TEST_KEY"
     ):
@@ -82,6 +87,9 @@ def test_a_column_gets_one_rule_and_bins_must_increase():
         check_policy(_policy(drop=["age"], bins={"age": [0.0, 10.0]}))
     with pytest.raises(ConfigError, match="increasing"):
         check_policy(_policy(bins={"age": [30.0, 20.0]}))
+    with pytest.raises(ConfigError, match=r"column 'id' has two rules \(drop and keep\)"):
+        check_policy(_policy(drop=["id"], keep=["id"]))
+    check_policy(_policy(keep=["zip"], group_rare={"zip": 5}))  # kept on purpose, and generalised
 
 
 def test_policy_drops_bins_top_codes_and_groups_rare_categories():
@@ -93,13 +101,29 @@ def test_policy_drops_bins_top_codes_and_groups_rare_categories():
     out = apply_policy(policy, frame, key=None)
     assert "name" not in out
     assert out["age"].tolist() == [17, 17, 25, 40] and out["age"].dtype == "int64"  # the last edge closes the top bin
-    with pytest.raises(DataError, match=r"column 'age': privacy rule bins \[17, 91\]: 1 values fall outside"):
-        apply_policy(policy, frame.assign(age=[18, 24, 37, 95]), key=None)
+    assert bins_clipped(policy, frame) == {"age": 0}
     with pytest.raises(DataError, match="needs numbers"):
         apply_policy(policy, frame.assign(gain=["0", "x", "1", "2"]), key=None)
     assert out["gain"].tolist() == [0, 10, 50, 5]
     assert out["country"].tolist()[:3] == ["US", "US", OTHER] and pd.isna(out["country"].iloc[3])
     assert policy.kept_categories == {"country": ["US"]}
+
+
+def test_bins_are_open_at_the_ends_and_counted_unless_strict():
+    frame = pd.DataFrame({"age": [12, 18, 37, 97, 120, None]})
+    policy = fit_policy(_policy(bins={"age": [17.0, 25.0, 40.0, 91.0]}), frame)
+    out = apply_policy(policy, frame, key=None)
+    # Below the first edge: the first bin; above the last: the last bin (its lower edge); missing stays missing.
+    assert out["age"].tolist()[:5] == [17, 17, 25, 40, 40] and pd.isna(out["age"].iloc[5])
+    assert bins_clipped(policy, frame) == {"age": 3}
+    strict = fit_policy(_policy(bins={"age": [17.0, 25.0, 40.0, 91.0]}, strict_bins=True), frame)
+    with pytest.raises(DataError, match=r"column 'age': privacy rule bins \[17, 91\]: 3 values fall outside the bins "
+                                        r"\(1 below 17, 2 above 91; values withheld.*strict_bins is on"):  # fmt: skip
+        apply_policy(strict, frame, key=None)
+    # The serving side reads the fitted policy back: strictness travels with it, and an older file means open.
+    assert FittedPolicy.from_dict(strict.to_dict()).strict_bins is True
+    legacy = {k: v for k, v in policy.to_dict().items() if k != "strict_bins"}
+    assert apply_policy(FittedPolicy.from_dict(legacy), frame.iloc[[3]], key=None)["age"].tolist() == [40]
 
 
 def test_k_anonymity_and_l_diversity_by_hand():

@@ -43,7 +43,7 @@ def _docs_text(docs_dir):
 
 def test_policy_errors_count_offending_values_but_never_quote_them():
     frame = pd.DataFrame({"age": [18, 24, PLANTED_NUMBER, 5], "gain": [0, 10, 20, 30]})
-    policy = fit_policy(_privacy(bins={"age": [17.0, 40.0, 91.0]}, top_code={"gain": 15.0}), frame)
+    policy = fit_policy(_privacy(bins={"age": [17.0, 40.0, 91.0]}, top_code={"gain": 15.0}, strict_bins=True), frame)
     with pytest.raises(DataError) as out_of_bins:
         apply_policy(policy, frame, key=None)
     message = str(out_of_bins.value)
