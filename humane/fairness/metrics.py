@@ -163,8 +163,12 @@ def audit_predictions(frame: pd.DataFrame, p: np.ndarray, features: list[str], t
     return [audit_feature(f, y, y_pred, p, g, params) for f, g in sensitive_columns(frame, features).items()]
 
 
-def data_audit(frame: pd.DataFrame, data: DataParams) -> dict[str, list[dict[str, Any]]]:
-    """Each group's share of the rows and its label base rate, before any model is trained."""
+def data_audit(frame: pd.DataFrame, data: DataParams, min_group_rows: int) -> dict[str, list[dict[str, Any]]]:
+    """Each group's share of the rows and its label base rate, before any model is trained.
+
+    A group with fewer than `min_group_rows` rows is "too small to judge": its base rate would describe a
+    handful of people, so it is withheld (None) and the group is flagged.
+    """
     positive = (frame[data.target] == data.positive_label).astype(float)
     out = {}
     prefixed = frame.rename(columns={c: f"{SENSITIVE_PREFIX}{c}" for c in data.sensitive_features})
@@ -175,7 +179,8 @@ def data_audit(frame: pd.DataFrame, data: DataParams) -> dict[str, list[dict[str
                 "group": str(g),
                 "rows": int(r["size"]),
                 "share": float(r["size"] / len(frame)),
-                "base_rate": float(r["mean"]),
+                "base_rate": float(r["mean"]) if r["size"] >= min_group_rows else None,
+                "too_small": bool(r["size"] < min_group_rows),
             }
             for g, r in stats.sort_values("size", ascending=False).iterrows()
         ]

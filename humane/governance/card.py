@@ -161,9 +161,10 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     for feature in facts["audit"]["features"]:
         card.heading(feature["feature"], 3)
         headers = ["group", "rows", "selection rate", "accuracy", "TPR", "FPR", "precision", "calibration error"]
+        # A group too small to judge shows its size only: its rates would describe a handful of people.
         card.table(headers, [
             [g["group"] + (" (too small to judge)" if g["too_small"] else ""), g["count"]]
-            + [_ci(g["metrics"][m]) for m in GROUP_METRICS]
+            + (["withheld"] * len(GROUP_METRICS) if g["too_small"] else [_ci(g["metrics"][m]) for m in GROUP_METRICS])
             for g in feature["groups"]
         ])  # fmt: skip
 
@@ -183,7 +184,8 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     card.para(f"Great Expectations validation: {'passed' if validation['passed'] else 'FAILED'} "
               f"({validation['n_checks']} checks, {validation['n_failed']} failed) on {facts['files']}.")  # fmt: skip
     card.table(["feature", "group", "share of training rows", "label base rate"], [
-        [feature, g["group"], f"{g['share']:.1%}", g["base_rate"]]
+        [feature, g["group"], f"{g['share']:.1%}",
+         "too small to judge" if g.get("too_small") else g["base_rate"]]
         for feature, groups in facts["data_audit"].items() for g in groups
     ])  # fmt: skip
     small = [f"{f['feature']}: {', '.join(f['too_small'])}" for f in facts["audit"]["features"] if f["too_small"]]

@@ -185,7 +185,8 @@ def log_run(paths: Paths, experiment: str, threshold: float, sensitive: list[str
     for attempt in interrupted:  # an earlier attempt of this pipeline run died half-way: it is not a record
         mlflow_client.delete_run(attempt.info.run_id)
 
-    raw_params = {k: str(v)[:MAX_PARAM_CHARS] for k, v in flatten(read_raw(paths.params)).items()}
+    # MLflow's param names allow no `*`: the policy's `fairness.*.<gap>` is logged as `fairness.each.<gap>`.
+    raw_params = {k.replace("*", "each"): str(v)[:MAX_PARAM_CHARS] for k, v in flatten(read_raw(paths.params)).items()}
     metrics = io.read_json(paths.metrics)
     train_metrics = io.read_json(paths.train_metrics)
     history = io.read_json(paths.train_history)

@@ -125,10 +125,13 @@ def test_intersection_and_data_audit():
         positive_label=">50K",
         sensitive_features=["sex", "race"],
     )
-    report = data_audit(frame, spec)
+    report = data_audit(frame, spec, 1)
     sex = {g["group"]: g for g in report["sex"]}
     assert sex["M"]["share"] == pytest.approx(0.6) and sex["M"]["base_rate"] == pytest.approx(2 / 3)
     assert sex["F"]["base_rate"] == pytest.approx(0.5)
+    small = {g["group"]: g for g in data_audit(frame, spec, 3)["sex"]}
+    assert small["F"]["too_small"] and small["F"]["base_rate"] is None  # 2 rows: withheld, flagged
+    assert not small["M"]["too_small"] and small["M"]["base_rate"] == pytest.approx(2 / 3)
     assert {g["group"] for g in report["sex x race"]} == {"F x x", "F x y", "M x x", "M x y"}
     columns = sensitive_columns(frame.add_prefix("__sensitive__"), ["sex", "race"])
     assert list(columns) == ["sex", "race", "sex x race"]
@@ -204,7 +207,7 @@ def test_data_audit_counts_null_sensitive_values_as_missing():
         positive_label=">50K",
         sensitive_features=["sex", "race"],
     )
-    report = data_audit(frame, spec)
+    report = data_audit(frame, spec, 1)
     sex = {g["group"]: g for g in report["sex"]}
     assert sex["missing"]["rows"] == 4 and sex["missing"]["share"] == pytest.approx(4 / 12)
     assert sex["missing"]["base_rate"] == pytest.approx(0.5)  # y = 1, 0, 1, 0
