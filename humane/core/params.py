@@ -10,7 +10,7 @@ import copy
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StrictBool, StrictInt, ValidationError, model_validator
 
 from humane.core.errors import ConfigError
 
@@ -121,6 +121,32 @@ class PolicyParams(_Section):
     max_increase: dict[str, float] = {}
 
 
+class MitigationParams(_Section):
+    """Bias mitigation (part of the dataset profile): by data, by training and by thresholds.
+
+    `target` names the sensitive feature(s) the methods act on (two or more: their intersection); groups
+    with fewer training rows than validate.min_group_rows are left out of the constraints, and named.
+    """
+
+    target: list[str] = []
+    # Pre-processing (preprocess stage): Kamiran & Calders weights, and oversampling of group x label cells.
+    reweigh: bool = False
+    resample: bool = False
+    # In-processing (train stage): a fairness term in the loss (fairret), weighted by loss_weight.
+    loss: Literal["none", "demographic_parity", "equalized_odds"] = "none"
+    loss_weight: float = Field(0.0, ge=0, le=100)
+    # Post-processing (postprocess stage): Fairlearn's ThresholdOptimizer fitted on the validation split.
+    thresholds: Literal["none", "demographic_parity", "equalized_odds", "true_positive_rate_parity"] = "none"
+    seed: int = 0
+
+    @property
+    def active(self) -> list[str]:
+        """The methods switched on, by name."""
+        on = ["reweigh"] * self.reweigh + ["resample"] * self.resample
+        on += [f"loss:{self.loss}"] if self.loss != "none" and self.loss_weight > 0 else []
+        return on + ([f"thresholds:{self.thresholds}"] if self.thresholds != "none" else [])
+
+
 class ValidateParams(_Section):
     """Tolerances of the data-validation suite."""
 
@@ -214,6 +240,7 @@ class Params(_Section):
     data: DataParams
     privacy: PrivacyParams
     policy: PolicyParams = PolicyParams()
+    mitigation: MitigationParams = MitigationParams()
     validate_: ValidateParams = Field(alias="validate")
     preprocess: PreprocessParams
     train: TrainParams
@@ -223,6 +250,20 @@ class Params(_Section):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True)
 
+    @model_validator(mode="after")
+    def _mitigation_fits_the_data(self) -> Params:
+        target, active = self.mitigation.target, self.mitigation.active
+        unknown = [f for f in target if f not in self.data.sensitive_features]
+        if unknown:
+            raise ValueError(f"mitigation.target names {unknown}, which are not in data.sensitive_features "
+                             f"{self.data.sensitive_features}")  # fmt: skip
+        if active and not target:
+            raise ValueError(f"mitigation {active} is on but mitigation.target names no sensitive feature")
+        if self.train.dp.enabled and [m for m in active if not m.startswith("thresholds")]:
+            raise ValueError("mitigation by weights, resampling or a loss term is not combined with DP-SGD "
+                             "(train.dp.enabled): its privacy accounting assumes the plain loss on uniform samples")  # fmt: skip
+        return self
+
     @property
     def validate(self) -> ValidateParams:  # type: ignore[override]
         """The `validate:` section (a name BaseModel reserves, hence the alias)."""
@@ -230,7 +271,7 @@ class Params(_Section):
 
 
 # The sections of a dataset profile (profiles/<name>.yaml): everything that is about one dataset.
-PROFILE_SECTIONS = ("data", "privacy", "policy")
+PROFILE_SECTIONS = ("data", "privacy", "policy", "mitigation")
 
 
 # The keys a flow run (`overrides`, `python -m flows.training key=value`) may change: experiment settings of
@@ -253,6 +294,13 @@ OVERRIDABLE = (
     "train.progress",
     "evaluate.threshold",
     "evaluate.calibration_bins",
+    # Mitigation strengthens fairness and never weakens the policy (the gate still judges): a sweep varies it.
+    "mitigation.reweigh",
+    "mitigation.resample",
+    "mitigation.loss",
+    "mitigation.loss_weight",
+    "mitigation.thresholds",
+    "mitigation.seed",
 )
 
 # Params that name files the pipeline reads: data files inside data/raw/ (or data.root), others in the project.
@@ -289,7 +337,9 @@ def describe(err: ValidationError) -> str:
         # Union members (str | None) add their type name to the location; the key is what the user wrote.
         loc = [p for p in loc if p not in ("str", "float", "int", "bool", "list[str]", "list[float]", "none")]
         key = ".".join(loc)
-        if item["type"] == "extra_forbidden":
+        if not loc:  # a rule across sections (a model validator): its message names the keys
+            message = str(item["msg"]).removeprefix("Value error, ")
+        elif item["type"] == "extra_forbidden":
             parent = ".".join(loc[:-1])
             message = f"{key}: unknown key; allowed in {parent or 'params.yaml'}: {_allowed(parent)}"
         elif item["type"] == "missing":

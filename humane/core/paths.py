@@ -45,7 +45,10 @@ class Paths:
     preprocessor = _At("models/preprocessor.skops")
     model = _At("models/model.pt")
     checkpoints_dir = _At("models/checkpoints")
+    thresholds = _At("models/thresholds.json")
 
+    mitigation_data = _At("reports/mitigation_data.json")
+    mitigation_thresholds = _At("reports/mitigation_thresholds.json")
     validation_report = _At("reports/validation.json")
     validation_docs = _At("reports/validation_docs")
     train_history = _At("reports/train_history.json")
@@ -84,3 +87,4 @@ class Paths:
 # Columns added beside the features in processed frames.
 LABEL_COLUMN = "__label__"
 SENSITIVE_PREFIX = "__sensitive__"
+WEIGHT_COLUMN = "__weight__"  # a training row's sample weight (reweighing), in the processed train frame only

@@ -1,8 +1,8 @@
-"""Dataset profiles: everything about one dataset (data, privacy, policy) in one file, copied into params.yaml.
+"""Dataset profiles: everything about one dataset (data, privacy, policy, mitigation) in one file.
 
-A profile (profiles/<name>.yaml) holds the `data:`, `privacy:` and `policy:` sections. `use` replaces those
-three sections of params.yaml whole, so nothing of the previous dataset's profile survives the switch, and
-leaves every other section (and its comments) as it was. params.yaml stays the one params file DVC reads:
+A profile (profiles/<name>.yaml) holds the `data:`, `privacy:`, `policy:` and `mitigation:` sections. `use`
+copies them into params.yaml, replacing those sections whole, so nothing of the previous dataset's profile
+survives the switch, and leaves every other section (and its comments) as it was. params.yaml stays the one params file DVC reads:
 `dvc params diff` and `dvc exp run -S data.target=...` keep working.
 
     python -m humane.data.profiles use profiles/german.yaml
@@ -11,7 +11,7 @@ leaves every other section (and its comments) as it was. params.yaml stays the o
 from __future__ import annotations
 
 import argparse
-import io as _io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,11 @@ from humane.core import io
 from humane.core.errors import ConfigError, cli
 from humane.core.params import PROFILE_SECTIONS, parse_params, read_raw
 
+TOP_LEVEL = re.compile(r"^([A-Za-z_][\w.-]*)\s*:")
+
 
 def read_profile(path: Path) -> dict[str, Any]:
-    """A profile file's sections; anything but data, privacy and policy is an error."""
+    """A profile file's sections; anything but the profile sections (PROFILE_SECTIONS) is an error."""
     raw = read_raw(path)
     extra = sorted(set(raw) - set(PROFILE_SECTIONS))
     if extra:
@@ -31,45 +33,65 @@ def read_profile(path: Path) -> dict[str, Any]:
     return raw
 
 
+def sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """Split YAML text into its header and top-level sections, each with the comment lines right above it."""
+    lines = text.splitlines()
+    starts = []
+    for i, line in enumerate(lines):
+        match = TOP_LEVEL.match(line)
+        if match:
+            begin = i
+            while begin > 0 and lines[begin - 1].startswith("#"):
+                begin -= 1
+            starts.append((begin, match.group(1)))
+    if not starts:
+        return text, []
+    header = "\n".join(lines[: starts[0][0]]).strip("\n")
+    out = []
+    for n, (begin, key) in enumerate(starts):
+        end = starts[n + 1][0] if n + 1 < len(starts) else len(lines)
+        out.append((key, "\n".join(lines[begin:end]).strip("\n")))
+    return header, out
+
+
 def use(profile: Path, params_path: Path) -> str:
-    """Replace params.yaml's profile sections with the profile's; the result is checked before it is written."""
+    """Replace params.yaml's profile sections with the profile's, text and comments; checked before written.
+
+    A profile section that params.yaml lacks is added after the last profile section; one the profile lacks
+    is removed (its defaults apply). Every other section keeps its text, comments and place.
+    """
     from ruamel.yaml import YAML
 
-    sections = read_profile(profile)
-    yaml = YAML()  # round trip: the other sections keep their comments and order
-    yaml.preserve_quotes = True
-    yaml.width = 120
-    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
-    document = yaml.load(params_path.read_text())
-    incoming = yaml.load(profile.read_text())
-    for name in PROFILE_SECTIONS:
-        if name in incoming:
-            document[name] = incoming[name]
-        elif name in document:
-            del document[name]
-    buffer = _io.StringIO()
-    yaml.dump(document, buffer)
-    # A replaced section loses the blank line ruamel kept as its trailing comment: one blank line before each
-    # top-level section (or its leading comment block), as params.yaml is laid out.
-    lines: list[str] = []
-    for line in buffer.getvalue().splitlines():
-        top_level = bool(line) and not line[0].isspace()
-        if top_level and lines and lines[-1].strip() and not lines[-1].startswith("#"):
-            lines.append("")
-        lines.append(line)
-    text = "\n".join(lines) + "\n"
+    read_profile(profile)
+    header, current = sections(params_path.read_text())
+    _, incoming = sections(profile.read_text())
+    own = {key: text for key, text in incoming if key in PROFILE_SECTIONS}
+    kept: list[str] = []
+    placed = False
+    for key, text in current:
+        if key not in PROFILE_SECTIONS:
+            kept.append(text)
+            continue
+        if not placed:  # the profile's sections, in its order, where params.yaml's first one stood
+            kept.extend(own.values())
+            placed = True
+    if not placed:
+        kept = list(own.values()) + kept
+    text = "\n\n".join([header, *kept] if header else kept) + "\n"
     try:
         parse_params(YAML(typ="safe", pure=True).load(text))
     except ConfigError as err:
         raise ConfigError(f"{profile}: {err}") from None
     io.write_text(params_path, text)
-    return f"params.yaml now uses the {sections['data'].get('name')!r} profile from {profile}"
+    name = YAML(typ="safe", pure=True).load(profile.read_text())["data"].get("name")
+    return f"params.yaml now uses the {name!r} profile from {profile}"
 
 
 def main(argv: list[str] | None = None) -> str:
+    """The command line: `use PROFILE [--params params.yaml]`."""
     parser = argparse.ArgumentParser(prog="python -m humane.data.profiles", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    chosen = sub.add_parser("use", help="copy a profile's data, privacy and policy sections into params.yaml")
+    chosen = sub.add_parser("use", help="copy a profile's sections into params.yaml")
     chosen.add_argument("profile", type=Path)
     chosen.add_argument("--params", type=Path, default=Path("params.yaml"))
     args = parser.parse_args(argv)

@@ -105,7 +105,8 @@ def test_policy_keys_cannot_be_overridden(key):
 
 
 def test_the_allow_list_is_experiment_settings_only():
-    assert {k.split(".")[0] for k in OVERRIDABLE} == {"preprocess", "train", "evaluate"}
+    assert {k.split(".")[0] for k in OVERRIDABLE} == {"preprocess", "train", "evaluate", "mitigation"}
+    assert "mitigation.target" not in OVERRIDABLE  # which groups are protected is the profile's decision
     assert not [k for k in OVERRIDABLE if k.startswith("train.dp")]  # the privacy guarantee is policy
     check_overridable({"train.lr": 1, "evaluate.threshold": 0.4, "preprocess.seed": 3})
 
@@ -215,9 +216,10 @@ def test_switching_profiles_replaces_the_whole_profile_and_nothing_else(tmp_path
     switched, before, german = read_raw(target), read_raw(PARAMS), read_raw(ROOT / "profiles/german.yaml")
     assert switched["data"] == german["data"] and switched["privacy"] == german["privacy"]
     assert switched["policy"] == german["policy"] == {}  # nothing of Adult's policy survives
-    assert {k: v for k, v in switched.items() if k not in ("data", "privacy", "policy")} == {
-        k: v for k, v in before.items() if k not in ("data", "privacy", "policy")
-    }
+    assert switched["mitigation"] == german["mitigation"]
+    profile = ("data", "privacy", "policy", "mitigation")
+    others = [k for k in before if k not in profile]
+    assert {k: switched[k] for k in others} == {k: before[k] for k in others} and set(switched) == set(before)
     assert parse_params(switched).data.model_name == "humane-german"
     use(ROOT / "profiles/adult.yaml", target)
     assert target.read_text() == PARAMS.read_text()  # comments and layout of the other sections survive
@@ -228,5 +230,5 @@ def test_a_profile_with_a_stage_section_is_refused(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(PARAMS.read_text())  # a whole params file is not a profile
-    with pytest.raises(ConfigError, match=r"a profile holds only \['data', 'privacy', 'policy'\]"):
+    with pytest.raises(ConfigError, match=r"a profile holds only \['data', 'privacy', 'policy', 'mitigation'\]"):
         use(bad, tmp_path / "params.yaml")
