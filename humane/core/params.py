@@ -261,7 +261,8 @@ class Params(_Section):
             raise ValueError(f"mitigation {active} is on but mitigation.target names no sensitive feature")
         if self.train.dp.enabled and [m for m in active if not m.startswith("thresholds")]:
             raise ValueError("mitigation by weights, resampling or a loss term is not combined with DP-SGD "
-                             "(train.dp.enabled): its privacy accounting assumes the plain loss on uniform samples")  # fmt: skip
+                             "(train.dp.enabled): its privacy accounting assumes the plain loss on uniform "
+                             "samples")  # fmt: skip
         return self
 
     @property
