@@ -10,6 +10,7 @@ from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN, Paths
 from humane.fairness.metrics import audit_predictions, headline, overall_with_ci
+from humane.fairness.mitigation import decisions
 from humane.fairness.plots import save_plots
 from humane.modeling.evaluation import predict_proba
 from humane.modeling.features import split_xy
@@ -21,13 +22,17 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     frame = pd.read_parquet(paths.processed_test)
     x, _, _ = split_xy(frame)
     p = predict_proba(torch.load(paths.model, weights_only=True), x)
-    audits = audit_predictions(frame, p, params.data.sensitive_features, threshold, settings)
+    thresholds = io.read_json(paths.thresholds)
+    decided = decisions(p, frame, thresholds)
+    audits = audit_predictions(frame, p, params.data.sensitive_features, threshold, settings, decided)
     y = frame[LABEL_COLUMN].to_numpy().astype(float)
+    y_pred = (p >= threshold).astype(float) if decided is None else decided.astype(float)
     report = {
         "threshold": threshold,
+        "thresholds": thresholds.get("constraint", "none"),
         "min_group_size": settings.min_group_size,
         "bootstrap": settings.bootstrap,
-        "overall": overall_with_ci(y, (p >= threshold).astype(float), p, settings),
+        "overall": overall_with_ci(y, y_pred, p, settings),
         "features": [a.__dict__ for a in audits],
     }
     io.write_json(paths.audit_report, report)

@@ -9,6 +9,7 @@ from humane.core import io
 from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import Paths
+from humane.fairness.mitigation import decisions
 from humane.modeling.evaluation import (
     baselines,
     binary_metrics,
@@ -26,12 +27,15 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Score the model and the baselines on the test split; write metrics, plots and the membership report."""
     settings = params.evaluate
     x_train, y_train, _ = split_xy(pd.read_parquet(paths.processed_train))
-    x_test, y_test, _ = split_xy(pd.read_parquet(paths.processed_test))
+    test = pd.read_parquet(paths.processed_test)
+    x_test, y_test, _ = split_xy(test)
     state = torch.load(paths.model, weights_only=True)
     y = y_test.numpy()
     p = predict_proba(state, x_test)
+    # A post-processed model decides by per-group thresholds (fitted on validation rows), not p >= threshold.
+    decided = decisions(p, test, io.read_json(paths.thresholds))
     metrics = {
-        "model": binary_metrics(y, p, settings.threshold, settings.calibration_bins),
+        "model": binary_metrics(y, p, settings.threshold, settings.calibration_bins, decided),
         "baseline": baselines(x_train.numpy(), y_train.numpy(), x_test.numpy(), y, settings),
         "test_rows": len(y),
     }

@@ -10,6 +10,7 @@ from humane.core.errors import ValidationFailed
 from humane.core.params import Params
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
+from humane.fairness.mitigation import mitigate_data
 from humane.modeling.features import fit, save_preprocessor, split_train_val, to_model_frame
 
 
@@ -21,11 +22,15 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     schema = resolve_schema(params.data, pool, io.read_json(paths.privacy_policy))
     train, val = split_train_val(pool, schema.target, params.preprocess.val_fraction, params.preprocess.seed)
     pre = fit(train, schema, params.preprocess)
-    for path, frame in ((paths.processed_train, train), (paths.processed_val, val), (paths.processed_test, test)):
-        io.write_parquet(path, to_model_frame(pre, frame))
+    # Mitigation by data acts on the training rows only: validation and test keep the population as it is.
+    model_train, report = mitigate_data(to_model_frame(pre, train), params.mitigation, params.validate.min_group_rows)
+    io.write_parquet(paths.processed_train, model_train)
+    io.write_parquet(paths.processed_val, to_model_frame(pre, val))
+    io.write_parquet(paths.processed_test, to_model_frame(pre, test))
     io.write_with(paths.preprocessor, lambda tmp: save_preprocessor(pre, tmp))
-    sizes = {"train": len(train), "val": len(val), "test": len(test), "features": len(pre.feature_names)}
-    return f"preprocess: {sizes}"
+    io.write_json(paths.mitigation_data, report)
+    sizes = {"train": len(model_train), "val": len(val), "test": len(test), "features": len(pre.feature_names)}
+    return f"preprocess: {sizes}" + (f"; mitigation by data: {report['methods']}" if report["methods"] else "")
 
 
 if __name__ == "__main__":

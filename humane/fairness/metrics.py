@@ -156,10 +156,13 @@ def sensitive_columns(frame: pd.DataFrame, features: list[str]) -> dict[str, pd.
 
 
 def audit_predictions(frame: pd.DataFrame, p: np.ndarray, features: list[str], threshold: float,
-                      params: AuditParams) -> list[FeatureAudit]:  # fmt: skip
-    """Audit every sensitive feature and their intersection on labelled, scored rows."""
+                      params: AuditParams, decisions: np.ndarray | None = None) -> list[FeatureAudit]:  # fmt: skip
+    """Audit every sensitive feature and their intersection on labelled, scored rows.
+
+    `decisions` (0/1) replaces `p >= threshold` when the model decides by per-group thresholds.
+    """
     y = frame[LABEL_COLUMN].to_numpy().astype(float)
-    y_pred = (p >= threshold).astype(float)
+    y_pred = (p >= threshold).astype(float) if decisions is None else np.asarray(decisions, dtype=float)
     return [audit_feature(f, y, y_pred, p, g, params) for f, g in sensitive_columns(frame, features).items()]
 
 

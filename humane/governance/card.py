@@ -179,6 +179,8 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
             rows.append([feature["feature"], gap, _ci(value), "none" if limit is None else limit, verdict])
     card.table(["feature", "gap", "value [95% CI]", "policy maximum", "result"], rows)
 
+    add_mitigation(card, params, facts)
+
     card.heading("Data")
     validation = facts["validation"]
     card.para(f"Great Expectations validation: {'passed' if validation['passed'] else 'FAILED'} "
@@ -218,6 +220,49 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     card.heading("Promotion decision")
     add_decision(card, decision)
     return card
+
+
+def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
+    """Which bias mitigation shaped this model, on which groups, and what it means for its use."""
+    card.heading("Bias mitigation")
+    settings = params.mitigation
+    if not settings.active:
+        card.para("None: the model was trained on the data as it is, with the plain loss, and decides by one "
+                  f"threshold ({params.evaluate.threshold}) for everyone.")  # fmt: skip
+        return
+    target = " x ".join(settings.target)
+    items = []
+    data = facts.get("mitigation_data", {})
+    if "reweigh" in data:
+        weights = ", ".join(f"{c['group']}/{c['label']}: {c['weight']:.3f}" for c in data["reweigh"]["cells"]
+                            if c.get("weight") is not None)  # fmt: skip
+        items.append(f"reweighing (Kamiran & Calders) on {target}: a weight per group/label cell so that label and "
+                     f"group are independent in the weighted training data ({weights})")  # fmt: skip
+    if "resample" in data:
+        r = data["resample"]
+        rate, before, after = r["target_positive_rate"], r["rows_before"], r["rows_after"]
+        items.append(f"oversampling of group x label cells on {target} to one label rate ({rate:.3f}): "
+                     f"{before} → {after} training rows")  # fmt: skip
+    mitigation = facts.get("train_metrics", {}).get("mitigation", {})
+    if settings.loss != "none" and settings.loss_weight > 0:
+        items.append(f"a {settings.loss.replace('_', ' ')} term in the loss (fairret, weight {settings.loss_weight}) "
+                     f"over the groups {mitigation.get('groups', [])}")  # fmt: skip
+    thresholds = facts.get("thresholds", {})
+    if thresholds.get("constraint", "none") != "none":
+        items.append(f"per-group decision thresholds for {thresholds['constraint'].replace('_', ' ')} on {target} "
+                     f"(Fairlearn's ThresholdOptimizer, fitted on {thresholds['fit_rows']} validation rows, never "
+                     "the test rows); decisions are randomised between two thresholds where a group's mix requires "
+                     "it (seeded)")  # fmt: skip
+    small = sorted({*data.get("too_small_to_constrain", []), *mitigation.get("too_small_to_constrain", []),
+                    *thresholds.get("pooled", [])})  # fmt: skip
+    if small:
+        items.append(f"groups too small to constrain (fewer than {params.validate.min_group_rows} rows), left out of "
+                     f"the constraints: {small}")  # fmt: skip
+    card.bullets(items)
+    if thresholds.get("constraint", "none") != "none":
+        card.para(f"**Use:** this model needs the sensitive column(s) {settings.target} in every request at "
+                  "prediction time (its decision threshold depends on the group); a request without them is "
+                  "refused. The column is never a model input.")  # fmt: skip
 
 
 def add_decision(card: Card, decision: Decision) -> None:

@@ -70,6 +70,8 @@ def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> di
         "train_metrics": train_metrics,
         "privacy": io.read_json(paths.privacy_report),
         "membership": io.read_json(paths.membership_report),
+        "mitigation_data": io.read_json(paths.mitigation_data),
+        "thresholds": io.read_json(paths.thresholds),
     }
 
 

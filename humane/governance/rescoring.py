@@ -60,13 +60,14 @@ def schema_difference(champion: dict[str, str], candidate: dict[str, str]) -> st
 
 def champion_figures(
     probability: np.ndarray, threshold: float, test: pd.DataFrame, sensitive: list[str], audit: AuditParams,
-    calibration_bins: int,
+    calibration_bins: int, decisions: np.ndarray | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """test.* and fairness.<feature>.<gap> of scores on the processed test frame (label and sensitive columns)."""
     y = test[LABEL_COLUMN].to_numpy().astype(float)
-    metrics = binary_metrics(y, probability, threshold, calibration_bins)
+    metrics = binary_metrics(y, probability, threshold, calibration_bins, decisions)
     # Point estimates only: the change rules compare values, not intervals.
-    audits = audit_predictions(test, probability, sensitive, threshold, audit.model_copy(update={"bootstrap": 1}))
+    audits = audit_predictions(test, probability, sensitive, threshold, audit.model_copy(update={"bootstrap": 1}),
+                               decisions)  # fmt: skip
     flat = flatten({"test": metrics, "fairness": headline(audits)})
     return {k: float(v) for k, v in flat.items()}
 
@@ -89,7 +90,7 @@ def rescore(
     """
     import mlflow.pyfunc
 
-    from humane.governance.serving import PROBABILITY, as_request
+    from humane.governance.serving import DECISION, PROBABILITY, as_request
 
     difference = schema_difference(input_schema(champion_uri), input_schema(candidate_uri))
     if difference is not None:
@@ -109,7 +110,9 @@ def rescore(
                          f"rows: {type(err).__name__}: {err}") from err  # fmt: skip
 
     probability = np.asarray(scored[PROBABILITY], dtype=np.float64)
-    figures = champion_figures(probability, threshold, test, sensitive, audit, calibration_bins)
+    # The champion's own decisions (per-group thresholds, if it was post-processed); older models lack them.
+    decided = np.asarray(scored[DECISION], dtype=np.int64) if DECISION in scored else None
+    figures = champion_figures(probability, threshold, test, sensitive, audit, calibration_bins, decided)
     note = (f"champion v{champion.version} re-scored on the candidate's {len(test)} test rows (its recorded "
             "figures came from its own test split)")  # fmt: skip
     return Rescored(Champion(champion.version, figures, champion.run_id), None, [note])

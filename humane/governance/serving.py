@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 
 PROBABILITY, LABEL = "probability", "label"
+DECISION = "decision"  # 1 where the label is the positive one: what the metrics and the audit count
 OUT_OF_DOMAIN, DOMAIN_RULES = "out_of_domain", "domain_rules"  # the flag and the "; "-joined rules it rests on
 ARTIFACT_MODEL, ARTIFACT_PREPROCESSOR, ARTIFACT_POLICY = "model", "preprocessor", "privacy_policy"
 ARTIFACT_DOMAIN = "domain"
+ARTIFACT_THRESHOLDS = "thresholds"  # per-group thresholds of a post-processed model ({"constraint": "none"} if not)
 MASKED = "<masked>"  # stands in for values of masked or sensitive columns in the logged input example
 SERVED_MODEL_FILE = Path(__file__).with_name("served_model.py")
 
@@ -33,17 +35,20 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         """Load the policy (JSON), the preprocessor (skops), the network (state dict, weights_only), the domain."""
         domain = context.artifacts.get(ARTIFACT_DOMAIN)  # absent from models logged before domains were shipped
+        thresholds = context.artifacts.get(ARTIFACT_THRESHOLDS)  # likewise before post-processing existed
         self.load_files(
             float(context.model_config["threshold"]),
             Path(context.artifacts[ARTIFACT_POLICY]),
             Path(context.artifacts[ARTIFACT_PREPROCESSOR]),
             Path(context.artifacts[ARTIFACT_MODEL]),
             Path(domain) if domain else None,
+            Path(thresholds) if thresholds else None,
         )
 
     def load_files(
-        self, threshold: float, policy: Path, preprocessor: Path, model: Path, domain: Path | None = None
-    ) -> HumaneModel:
+        self, threshold: float, policy: Path, preprocessor: Path, model: Path, domain: Path | None = None,
+        thresholds: Path | None = None,
+    ) -> HumaneModel:  # fmt: skip
         """Load from the pipeline's own files (what load_context does with the logged copies).
 
         Without a domain file (a model logged before domains were shipped) no row can be flagged: every row
@@ -64,7 +69,13 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         self.preprocessor = load_preprocessor(preprocessor)
         self.model = load_model(torch.load(model, weights_only=True))
         self.domain = Domain.from_dict(read_json(domain)) if domain is not None else None
+        self.thresholds = read_json(thresholds) if thresholds is not None else {"constraint": "none"}
         return self
+
+    @property
+    def needs_sensitive(self) -> list[str]:
+        """The sensitive columns every request must carry: a post-processed model decides per group."""
+        return list(self.thresholds.get("target", [])) if self.thresholds.get("constraint", "none") != "none" else []
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """For each raw row: probability of the positive label, the label, and the domain rules it breaks."""
@@ -81,14 +92,32 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
             # Judged on the raw values, before the policy bins or caps them (97 is above Adult's ages, 70+ is not).
             rules = broken_rules(self.domain, frame)
         # The same masking as training: requests may carry raw values; identifiers are never inputs.
+        missing = [c for c in self.needs_sensitive if c not in frame.columns]
+        if missing:
+            from humane.core.errors import DataError
+
+            raise DataError(
+                f"the request lacks the sensitive column(s) {missing}: this model was post-processed for "
+                f"{self.thresholds['constraint']} and decides with per-group thresholds, so every row must say its "
+                "group (the column is read for the threshold only, never as a model input)"
+            )
         frame = apply_policy(self.policy, frame.drop(columns=self.policy.pseudonymize, errors="ignore"), key=None)
         x = torch.from_numpy(self.preprocessor.transform(frame))
         with torch.inference_mode():
             p = probabilities(self.model(x)).numpy().astype(np.float64)
+        positive = p >= self.threshold
+        if self.needs_sensitive:
+            from humane.core.paths import SENSITIVE_PREFIX
+            from humane.fairness.mitigation import decisions
+
+            groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": frame[c].astype(str).astype("object").where(
+                frame[c].notna(), None).to_numpy() for c in self.needs_sensitive})  # fmt: skip
+            positive = decisions(p, groups, self.thresholds).astype(bool)
         labels = self.preprocessor.labels
         negative = next(label for label in labels if label != self.preprocessor.positive_label)
-        predicted = np.where(p >= self.threshold, self.preprocessor.positive_label, negative)
-        return pd.DataFrame({PROBABILITY: p, LABEL: predicted, OUT_OF_DOMAIN: [bool(r) for r in rules],
+        predicted = np.where(positive, self.preprocessor.positive_label, negative)
+        return pd.DataFrame({PROBABILITY: p, LABEL: predicted, DECISION: positive.astype(np.int64),
+                             OUT_OF_DOMAIN: [bool(r) for r in rules],
                              DOMAIN_RULES: [SEPARATOR.join(r) for r in rules]})  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from humane.governance.serving import (
     ARTIFACT_MODEL,
     ARTIFACT_POLICY,
     ARTIFACT_PREPROCESSOR,
+    ARTIFACT_THRESHOLDS,
     SERVED_MODEL_FILE,
     HumaneModel,
     input_example,
@@ -133,9 +134,13 @@ def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
     with tempfile.TemporaryDirectory(prefix="humane-domain-") as tmp:
         domain = Path(tmp) / DOMAIN_FILE
         io.write_json(domain, serving_domain(paths, inputs, masked).to_dict())
-        model = HumaneModel().load_files(threshold, paths.privacy_policy, paths.preprocessor, paths.model, domain)
+        model = HumaneModel().load_files(threshold, paths.privacy_policy, paths.preprocessor, paths.model, domain,
+                                         paths.thresholds)  # fmt: skip
         lowest_bin = {column: edges[0] for column, edges in model.policy.bins.items()}  # a value the policy admits
-        example = input_example(pd.read_parquet(paths.interim_test), inputs, masked, lowest_bin)
+        # A post-processed model also takes its target's sensitive columns; the example shows the largest group
+        # (a group's name, not a person's value) so that it passes the thresholds.
+        needs = [c for c in model.needs_sensitive if c not in inputs]
+        example = input_example(pd.read_parquet(paths.interim_test), inputs + needs, masked - set(needs), lowest_bin)
         signature = infer_signature(example, model.predict(None, example))
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
@@ -145,6 +150,7 @@ def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
                 ARTIFACT_PREPROCESSOR: str(paths.preprocessor),
                 ARTIFACT_POLICY: str(paths.privacy_policy),
                 ARTIFACT_DOMAIN: str(domain),
+                ARTIFACT_THRESHOLDS: str(paths.thresholds),
             },
             model_config={"threshold": threshold},
             code_paths=[str(next(iter(humane.__path__)))],

@@ -56,9 +56,16 @@ def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int) -> flo
     return float(sum(b.count * abs(b.fraction_positive - b.mean_predicted) for b in bins) / len(y))
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bins: int) -> dict[str, float]:
-    """Threshold, ranking and probability-quality metrics of positive-class probabilities."""
-    predicted = (p >= threshold).astype(np.int64)
+def binary_metrics(
+    y: np.ndarray, p: np.ndarray, threshold: float, n_bins: int, decisions: np.ndarray | None = None
+) -> dict[str, float]:
+    """Threshold, ranking and probability-quality metrics of positive-class probabilities.
+
+    `decisions` (0/1) replaces `p >= threshold` for the threshold metrics when the decisions come from
+    elsewhere (per-group thresholds of a post-processed model); the ranking and probability metrics are the
+    model's scores' either way.
+    """
+    predicted = (p >= threshold).astype(np.int64) if decisions is None else np.asarray(decisions, dtype=np.int64)
     two_classes = len(np.unique(y)) == 2
     clipped = np.clip(p, PROB_EPS, 1 - PROB_EPS)
     return {

@@ -22,7 +22,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from humane.core.errors import DataError
 from humane.core.params import Label, PreprocessParams
-from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN
 from humane.data.schema import Schema
 
 MISSING = "__missing__"  # the category that stands for a null categorical value
@@ -126,8 +126,10 @@ def to_model_frame(pre: Preprocessor, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_xy(frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Feature tensor, label tensor and feature names of a processed frame (sensitive columns excluded)."""
-    features = [c for c in frame.columns if c != LABEL_COLUMN and not c.startswith(SENSITIVE_PREFIX)]
+    """Feature tensor, label tensor and feature names of a processed frame (sensitive columns, weights excluded)."""
+    features = [
+        c for c in frame.columns if c not in (LABEL_COLUMN, WEIGHT_COLUMN) and not c.startswith(SENSITIVE_PREFIX)
+    ]
     x = torch.from_numpy(frame[features].to_numpy(dtype=np.float32, copy=True))
     y = torch.from_numpy(frame[LABEL_COLUMN].to_numpy(dtype=np.int64, copy=True))
     return x, y, features

@@ -6,7 +6,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,12 +44,26 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+Penalty = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, xb: torch.Tensor, yb: torch.Tensor
-) -> float:
-    """One optimisation step; returns the batch loss."""
+    model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
+    wb: torch.Tensor | None = None, gb: torch.Tensor | None = None, penalty: Penalty | None = None,
+) -> float:  # fmt: skip
+    """One optimisation step; returns the batch loss.
+
+    With sample weights `wb` the BCE is weighted per row (reweighing); with a `penalty` its fairness term on the
+    batch's groups `gb` is added (in-processing mitigation).
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss = criterion(model(xb), yb)
+    logits = model(xb)
+    if wb is None:
+        loss = criterion(logits, yb)
+    else:
+        loss = (nn.functional.binary_cross_entropy_with_logits(logits, yb, reduction="none") * wb).mean()
+    if penalty is not None:
+        loss = loss + penalty(logits, gb, yb)
     loss.backward()
     optimizer.step()
     return loss.item()
@@ -81,10 +95,21 @@ def check_finite(row: dict[str, float]) -> None:
 
 def fit(
     x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, params: TrainParams,
-    checkpoint_dir: Path | None = None,
+    checkpoint_dir: Path | None = None, *, sample_weight: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None, penalty: Penalty | None = None,
 ) -> TrainResult:  # fmt: skip
-    """Train with early stopping on validation loss and return the best epoch's model."""
+    """Train with early stopping on validation loss and return the best epoch's model.
+
+    `sample_weight` (one per training row, rescaled to mean 1) weights the training loss; `penalty` adds a
+    fairness term computed on each batch's rows of `groups` (one-hot, rows x groups). The validation loss that
+    early stopping reads stays the plain, unweighted BCE.
+    """
     generator = seed_everything(params.seed)
+    if params.dp.enabled and (sample_weight is not None or penalty is not None):
+        raise HumaneError("sample weights and fairness terms are not combined with DP-SGD (train.dp.enabled)")
+    if penalty is not None and groups is None:
+        raise HumaneError("a fairness penalty needs the training rows' groups")
+    weights = None if sample_weight is None else (sample_weight / sample_weight.mean()).float()
     args = MLPArgs(x_train.shape[1], list(params.hidden_sizes), params.dropout, params.activation)
     model: nn.Module = MLP(args)
     criterion = eval_criterion = loss_fn()
@@ -102,12 +127,15 @@ def fit(
         optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     base = getattr(model, "_module", model)  # the plain network inside Opacus' wrapper
 
-    def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+    def batches() -> Iterator[Batch]:
         if engine is None:
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, params.batch_size):
                 idx = order[start : start + params.batch_size]
-                yield x_train[idx], targets[idx]
+                yield (x_train[idx], targets[idx], None if weights is None else weights[idx],
+                       None if groups is None else groups[idx])  # fmt: skip
             return
         from opacus.utils.batch_memory_manager import BatchMemoryManager
 
@@ -116,7 +144,7 @@ def fit(
                                 optimizer=optimizer) as memory_safe:  # fmt: skip
             for xb, yb in memory_safe:
                 if len(xb):
-                    yield xb, yb
+                    yield xb, yb, None, None
 
     history: list[dict[str, float]] = []
     best_loss, best_epoch, best_state, stale = math.inf, 0, copy.deepcopy(base.state_dict()), 0
@@ -126,8 +154,8 @@ def fit(
         epoch_start = time.perf_counter()
         model.train()
         total, seen = 0.0, 0
-        for xb, yb in batches():
-            total += train_step(model, optimizer, criterion, xb, yb) * len(xb)
+        for xb, yb, wb, gb in batches():
+            total += train_step(model, optimizer, criterion, xb, yb, wb, gb, penalty) * len(xb)
             seen += len(xb)
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), **eval_step(base, eval_criterion, x_val, y_val)}
         check_finite(row)

@@ -17,6 +17,7 @@ from humane.core import io
 from humane.core.params import load_params
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
+from humane.fairness.mitigation import fit_thresholds
 from humane.governance.domain import (
     ABOVE,
     BELOW,
@@ -28,9 +29,10 @@ from humane.governance.domain import (
     broken_rules,
     fit_domain,
 )
-from humane.governance.serving import DOMAIN_RULES, LABEL, OUT_OF_DOMAIN, PROBABILITY, HumaneModel, as_request
+from humane.governance.serving import DECISION, DOMAIN_RULES, LABEL, OUT_OF_DOMAIN, PROBABILITY, HumaneModel, as_request
 from humane.governance.tracking import DOMAIN_FILE, log_serving_model
-from humane.modeling.features import fit, save_preprocessor
+from humane.modeling.evaluation import predict_proba
+from humane.modeling.features import fit, save_preprocessor, split_xy, to_model_frame
 from humane.modeling.model import MLP, MLPArgs
 from humane.privacy.policy import apply_policy, fit_policy
 from tests.conftest import ROOT
@@ -106,10 +108,8 @@ def _adult_rows(n: int, seed: int) -> pd.DataFrame:
     })  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """A tiny model built as the pipeline builds one, logged by tracking to a SQLite store, and loaded back."""
-    root = tmp_path_factory.mktemp("served")
+def _log(root: Path, thresholds: str):
+    """A tiny model built as the pipeline builds one (optionally post-processed), logged by tracking, loaded back."""
     paths = Paths(root)
     params = load_params(ROOT / "params.yaml")  # the built-in Adult profile: documented ranges, age bins
     raw_train, raw_test = _adult_rows(60, 0), _adult_rows(20, 1)
@@ -125,7 +125,11 @@ def served(tmp_path_factory):
     io.write_json(paths.validation_report, {"passed": True, "schema": asdict(schema)})
     paths.preprocessor.parent.mkdir(parents=True, exist_ok=True)
     save_preprocessor(pre, paths.preprocessor)
-    torch.save({"state_dict": network.state_dict(), "model_args": network.args.to_dict()}, paths.model)
+    state = {"state_dict": network.state_dict(), "model_args": network.args.to_dict()}
+    torch.save(state, paths.model)
+    settings = params.mitigation.model_copy(update={"thresholds": thresholds, "target": ["sex"]})
+    val = to_model_frame(pre, train)  # stands in for the validation rows here
+    io.write_json(paths.thresholds, fit_thresholds(predict_proba(state, split_xy(val)[0]), val, settings, 5))
 
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     try:
@@ -133,9 +137,43 @@ def served(tmp_path_factory):
         with mlflow.start_run(experiment_id=experiment):
             info = log_serving_model(paths, 0.5, {*policy.masked_columns, *schema.sensitive})
         local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(root / "downloaded")))
-        yield mlflow.pyfunc.load_model(str(local)), local, raw_test.drop(columns=["income"])
+        return mlflow.pyfunc.load_model(str(local)), local, raw_test.drop(columns=["income"])
     finally:
         mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The plain model: one threshold for everyone."""
+    return _log(tmp_path_factory.mktemp("served"), "none")
+
+
+@pytest.fixture(scope="module")
+def served_thresholds(tmp_path_factory):
+    """The model post-processed for demographic parity on sex: it needs `sex` in every request."""
+    return _log(tmp_path_factory.mktemp("served_thresholds"), "demographic_parity")
+
+
+def test_a_post_processed_model_refuses_a_request_without_the_sensitive_column(served_thresholds):
+    model, local, rows = served_thresholds
+    types = {spec.name: spec.type.name for spec in model.metadata.get_input_schema().inputs}
+    assert types["sex"] == "string"  # the signature says so
+    body = json.dumps({"dataframe_records": json.loads(rows.head(4).to_json(orient="records"))})
+    scored = _post(model, body)  # with the column: scored, and decided per group
+    assert len(scored) == 4 and set(scored[DECISION]) <= {0, 1}
+    without = json.dumps(
+        {"dataframe_records": json.loads(rows.drop(columns=["sex"]).head(4).to_json(orient="records"))}
+    )
+    # Refused by the signature, naming the column: through the scoring server's handler and from Python.
+    with pytest.raises(MlflowException, match=r"missing inputs \['sex'\]"):
+        invocations(without, "application/json", model, model.metadata.get_input_schema())
+    with pytest.raises(MlflowException, match=r"missing inputs \['sex'\]"):
+        model.predict(as_request(rows.drop(columns=["sex"]), model.metadata.get_input_schema()))
+    # And by the model itself, should a caller bypass the signature.
+    with pytest.raises(Exception, match=r"lacks the sensitive column\(s\) \['sex'\]"):
+        model.unwrap_python_model().predict(None, rows.drop(columns=["sex"]))
+    # The logged example request is a valid request (it carries a group).
+    assert len(_post(model, (local / "serving_input_example.json").read_text())) == 1
 
 
 def test_numeric_inputs_are_doubles_in_the_signature(served):
