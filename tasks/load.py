@@ -12,9 +12,9 @@ from humane.core.context import RunContext, stage_main
 from humane.core.errors import DataError
 from humane.core.params import Params
 from humane.core.paths import Paths
-from humane.data.identifiers import check_identifiers, find_identifiers, identifier_report
+from humane.data.identifiers import Finding, check_identifiers, find_identifiers, identifier_report
 from humane.data.schema import resolve_labels
-from humane.data.sources import convert_dates, load
+from humane.data.sources import Loaded, convert_dates, load
 from humane.privacy.anonymity import risk_report
 from humane.privacy.policy import (
     FittedPolicy,
@@ -34,11 +34,31 @@ def _masked(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None, file: 
         raise DataError(f"{file}: {err}") from None
 
 
+def _identifiers(params: Params, loaded: Loaded) -> list[Finding]:
+    """Identifier findings of the training file and of a separate test file; an unhandled one stops the load.
+
+    The test file is checked on its own: a column that is a category in the training file can hold e-mail
+    addresses in the test file. A column flagged in both is reported once, as the training file shows it.
+    """
+    spec, privacy = params.data, params.privacy
+    if not privacy.identifiers.check:
+        return []
+    findings = find_identifiers(loaded.train, privacy.identifiers, spec.max_categories, skip=(spec.target,))
+    check_identifiers(findings, privacy, spec, loaded.files["train"])
+    if loaded.files["test"] == loaded.files["train"]:  # split from the training file: already checked
+        return findings
+    in_test = find_identifiers(loaded.test, privacy.identifiers, spec.max_categories, skip=(spec.target,))
+    check_identifiers(in_test, privacy, spec, loaded.files["test"])
+    seen = {f.column for f in findings}
+    return findings + [f for f in in_test if f.column not in seen]
+
+
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Load the source, check it, apply the privacy policy, and write the masked frames plus their provenance.
 
     Nothing is written until every check has passed: the label column (present, typed as the profile says),
-    no column that looks like a direct identifier unless a rule names it, dates turned into numbers by
+    no test-file column the training file lacks, no column of either file that looks like a direct identifier
+    unless a rule names it, dates turned into numbers by
     data.dates, then the privacy policy: no raw value of a dropped, pseudonymized or generalized column
     reaches a file. A missing pseudonymization key fails here, before any read or write.
     """
@@ -47,11 +67,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     key = pseudonym_key(privacy)
     loaded = load(spec, paths.root)
     resolve_labels(spec, loaded.train)  # data.positive_label / data.labels name observed labels, in their type
-    checked = privacy.identifiers.check
-    findings = (
-        find_identifiers(loaded.train, privacy.identifiers, spec.max_categories, skip=(spec.target,)) if checked else []
-    )
-    check_identifiers(findings, privacy, spec, loaded.files["train"])
+    findings = _identifiers(params, loaded)
     raw_train = convert_dates(loaded.train, spec.dates, loaded.files["train"])
     raw_test = convert_dates(loaded.test, spec.dates, loaded.files["test"])
     policy = fit_policy(privacy, raw_train)
@@ -65,7 +81,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
         **risk_report(loaded.train, train, privacy, spec.target),
         # Values beyond the outermost bin edges, per column, that fell into the outermost bin (open bins).
         "bins_clipped": clipped,
-        "identifiers": identifier_report(findings, privacy, spec, checked),
+        "identifiers": identifier_report(findings, privacy, spec, privacy.identifiers.check),
     }
     meta: dict[str, Any] = {"source": spec.source, "files": loaded.files, "md5": loaded.md5,
                             "rows": {"train": len(train), "test": len(test)},

@@ -10,7 +10,10 @@ from humane.governance.tracking import log_run
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Log the workspace's state as the pipeline run's MLflow run (found, not duplicated, on a retry)."""
-    record = log_run(paths, params.data.experiment, params.evaluate.threshold, params.data.sensitive_features, ctx)
+    # Columns whose values are never shipped with the model (no ranges, no categories, no example values): the
+    # sensitive ones, those kept although they look identifying, and date-derived ones.
+    protected = [*params.data.sensitive_features, *params.privacy.keep, *params.data.dates]
+    record = log_run(paths, params.data.experiment, params.evaluate.threshold, protected, ctx)
     return f"track: MLflow run {record['run_id']} in experiment {record['experiment']!r}"
 
 

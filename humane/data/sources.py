@@ -8,12 +8,19 @@ not personal data and may be shown).
 from __future__ import annotations
 
 import codecs
+import gzip
+import importlib.util
 import json
+import lzma
+import re
+import tarfile
 import warnings
+import zipfile
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
@@ -27,12 +34,16 @@ TEST_SPLIT_SEED = 20240601
 
 CSV_SUFFIXES = (".csv", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-# Compressions pandas infers from the file name: data.csv.gz is read as CSV.
+# Compressions pandas infers from the file name: data.csv.gz is read as CSV (.zst only with the zstandard package).
 COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")
+# What a damaged archive, or a file not compressed as its name says, raises while pandas decompresses it.
+CORRUPT_ARCHIVE = (gzip.BadGzipFile, zipfile.BadZipFile, lzma.LZMAError, tarfile.TarError, zlib.error, EOFError)
 # Separators suggested when a CSV file parses into a single column.
 LIKELY_DELIMITERS = (",", ";", "\t", "|")
-# How much of a file's first line an error shows.
+# How much of a file's first line an error shows (only a line that looks like a header is shown).
 SHOWN_LINE_CHARS = 120
+# Any candidate delimiter: a line is split on all of them to judge whether its fields are numbers.
+_ANY_DELIMITER = re.compile("|".join(re.escape(d) for d in LIKELY_DELIMITERS))
 # Date columns turned into a number count from this day (data.dates: days).
 EPOCH = pd.Timestamp("1970-01-01")
 
@@ -61,8 +72,40 @@ def _kind(path: Path, name: str) -> str:
         return "parquet"
     raise DataError(
         f"{name}: unsupported file type {''.join(path.suffixes) or 'without an extension'!r}; use .csv "
-        f"(optionally compressed: .csv.gz, .csv.bz2, .csv.zip, .csv.xz, .csv.zst), .tsv or .parquet"
+        f"(optionally compressed: {', '.join(_compressions())}), .tsv or .parquet"
     )
+
+
+def _zstd_available() -> bool:
+    return importlib.util.find_spec("zstandard") is not None
+
+
+def _compressions() -> list[str]:
+    """The compressed CSV names a user is told about: .csv.zst only where it can be read."""
+    return [".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz"] + ([".csv.zst"] if _zstd_available() else [])
+
+
+def _check_archive(path: Path, name: str) -> None:
+    """What pandas would fail on with a bare exception: zstd without its package, a .zip not holding one file."""
+    suffix = path.suffix.lower()
+    if suffix == ".zst" and not _zstd_available():
+        raise DataError(
+            f"{name}: zstd needs the zstandard package, which is not installed; decompress the file or compress it "
+            f"as one of {', '.join(_compressions())}"
+        )
+    if suffix == ".zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                count = len(archive.namelist())
+        except (zipfile.BadZipFile, OSError) as err:
+            raise DataError(
+                f"{name}: cannot be read or decompressed: not a valid .zip archive ({type(err).__name__}); the file "
+                f"is damaged or not compressed as its name says"
+            ) from None
+        if count != 1:
+            raise DataError(
+                f"{name}: a .zip data source must hold exactly one CSV file; this archive holds {count} files"
+            )
 
 
 def _encoding(read: ReadParams) -> str:
@@ -78,8 +121,8 @@ def _encoding(read: ReadParams) -> str:
 
 def _read_csv(path: Path, name: str, read: ReadParams, tab: bool) -> pd.DataFrame:
     sep = read.delimiter or ("\t" if tab else ",")
-    options = {"sep": sep, "decimal": read.decimal, "thousands": read.thousands, "encoding": _encoding(read),
-               "skipinitialspace": True, "compression": "infer"}  # fmt: skip
+    options: dict[str, Any] = {"sep": sep, "decimal": read.decimal, "thousands": read.thousands,
+                               "encoding": _encoding(read), "skipinitialspace": True, "compression": "infer"}  # fmt: skip
     names: list[str] = []
     try:
         # The header as written: pandas renames a repeated name (a, a.1), so duplicates are found here.
@@ -99,17 +142,22 @@ def _read_csv(path: Path, name: str, read: ReadParams, tab: bool) -> pd.DataFram
     except pd.errors.ParserError as err:
         raise DataError(
             f"{name}: cannot be parsed as CSV with data.read.delimiter {json.dumps(sep)} ({err}); every row needs "
-            f"as many fields as the header; {_header_hint(names, sep)}"
+            f"as many fields as the header; {_header_hint(names, sep, path, options)}"
         ) from None
-    except (OSError, EOFError, zlib.error) as err:
-        raise DataError(f"{name}: cannot be read or decompressed: {err}") from None
+    except CORRUPT_ARCHIVE as err:  # before OSError: gzip's error is one
+        raise DataError(
+            f"{name}: cannot be read or decompressed: not a valid {path.suffix.lower()} file "
+            f"({type(err).__name__}); the file is damaged or not compressed as its name says"
+        ) from None
+    except OSError as err:
+        raise DataError(f"{name}: cannot be read or decompressed ({type(err).__name__}: {err})") from None
     for warning in caught:  # any other warning is shown as usual
         if not issubclass(warning.category, pd.errors.ParserWarning):
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
         raise DataError(
             f"{name}: rows have more fields than the header ({len(frame.columns)} names) with data.read.delimiter "
-            f"{json.dumps(sep)}; every column needs a name; {_header_hint(names, sep)}"
+            f"{json.dumps(sep)}; every column needs a name; {_header_hint(names, sep, path, options)}"
         )
     _check_names(names, name)
     if len(names) == len(frame.columns):  # a blank name keeps pandas' "Unnamed: <i>"
@@ -119,23 +167,63 @@ def _read_csv(path: Path, name: str, read: ReadParams, tab: bool) -> pd.DataFram
     if len(frame.columns) == 1:
         raise DataError(
             f"{name}: parses into a single column with data.read.delimiter {json.dumps(sep)}, but a dataset needs a "
-            f"label column and at least one feature; {_header_hint(names, sep)}"
+            f"label column and at least one feature; {_header_hint(names, sep, path, options)}"
         )
     return frame
 
 
-def _header_hint(names: list[str], sep: str) -> str:
-    """The file's first line (truncated) and the separator it seems to use."""
+def _header_hint(names: list[str], sep: str, path: Path, options: dict[str, Any]) -> str:
+    """The file's first line (truncated) if it looks like a header, else its length, and the separator it seems to use.
+
+    A file without a header row has a row of data as its first line: that line is described (its length and
+    how many of each candidate delimiter it holds), never quoted.
+    """
     line = sep.join(names)
-    shown = line if len(line) <= SHOWN_LINE_CHARS else line[:SHOWN_LINE_CHARS] + "..."
     counts = {d: line.count(d) for d in LIKELY_DELIMITERS if d != sep and d in line}
-    if not counts:
-        return f"the first line is {shown!r}; check data.read.delimiter"
-    best = max(counts, key=lambda d: counts[d])
-    return (
-        f"the first line is {shown!r}, which holds {counts[best]} {json.dumps(best)}: set data.read.delimiter: "
-        f"{json.dumps(best)}"
+    best = max(counts, key=lambda d: counts[d]) if counts else None
+    if looks_like_header(line, _second_line(path, options)):
+        shown = line if len(line) <= SHOWN_LINE_CHARS else line[:SHOWN_LINE_CHARS] + "..."
+        if best is None:
+            return f"the first line is {shown!r}; check data.read.delimiter"
+        return (
+            f"the first line is {shown!r}, which holds {counts[best]} {json.dumps(best)}: set data.read.delimiter: "
+            f"{json.dumps(best)}"
+        )
+    held = ", ".join(f"{line.count(d)} {json.dumps(d)}" for d in LIKELY_DELIMITERS)
+    described = (
+        f"the first line is not shown (it does not look like a header: a number among its fields, or no number in "
+        f"the next line, so it may be a row of data; the first line must name the columns): {len(line)} characters "
+        f"holding {held}"
     )
+    if best is None:
+        return f"{described}; check data.read.delimiter"
+    return f"{described}: set data.read.delimiter: {json.dumps(best)}"
+
+
+def _second_line(path: Path, options: dict[str, Any]) -> str | None:
+    """The file's second line, its fields joined by the delimiter; None when there is none or it does not parse."""
+    try:
+        row = pd.read_csv(path, header=None, skiprows=1, nrows=1, dtype=str, keep_default_na=False, **options)
+    except (ValueError, OSError, *CORRUPT_ARCHIVE):  # ParserError, EmptyDataError, UnicodeDecodeError among them
+        return None
+    return str(options["sep"]).join(str(v) for v in row.iloc[0].tolist()) if len(row) else None
+
+
+def _numbers(line: str) -> list[bool]:
+    """Per field of `line`, split on every candidate delimiter: whether it is a number."""
+    fields = pd.Series([f.strip().strip("\"'").strip() for f in _ANY_DELIMITER.split(line)], dtype=object)
+    return pd.to_numeric(fields, errors="coerce").notna().tolist()
+
+
+def looks_like_header(first: str, second: str | None) -> bool:
+    """Whether a first line may be quoted as a header: none of its fields is a number, and the next line has one.
+
+    A line that holds a number, or that has the shape of the next line (all text, as a row of names would be),
+    may be a row of data in a file without a header; so may the only line of a file.
+    """
+    if second is None or any(_numbers(first)):
+        return False
+    return any(_numbers(second))
 
 
 def _read_parquet(path: Path, name: str) -> pd.DataFrame:
@@ -182,6 +270,7 @@ def read_table(path: Path, shown: str | None = None, read: ReadParams | None = N
     if path.stat().st_size == 0:
         raise DataError(f"{name}: file is empty")
     kind = _kind(path, name)
+    _check_archive(path, name)
     frame = _read_parquet(path, name) if kind == "parquet" else _read_csv(path, name, read, tab=kind == "tsv")
     if frame.empty:
         raise DataError(f"{name}: file has a header but no rows")
@@ -218,10 +307,17 @@ def clean_labels(frame: pd.DataFrame, spec: DataParams, name: str) -> tuple[pd.D
     """
     if spec.target not in frame:
         columns = [str(c) for c in frame.columns]
-        listed = columns if len(columns) <= 30 else [*columns[:30], "..."]
+        first_row = ",".join(str(v) for v in frame.iloc[0].tolist()) if len(frame) else None
+        if looks_like_header(",".join(columns), first_row):
+            listed = f": {columns if len(columns) <= 30 else [*columns[:30], '...']}"
+        else:  # a file without a header row: its "names" are a row of data
+            listed = (
+                ", whose names are not shown (the first line does not look like a header, so it may be a row of "
+                "data; the first line must name the columns)"
+            )
         raise DataError(
             f"{name}: the label column {spec.target!r} (data.target) is not in the data; the file has "
-            f"{len(columns)} columns: {listed}" + ("; check data.read.delimiter" if len(columns) <= 2 else "")
+            f"{len(columns)} columns{listed}" + ("; check data.read.delimiter" if len(columns) <= 2 else "")
         )
     missing = _missing(frame[spec.target])
     count = int(missing.sum())
@@ -272,6 +368,21 @@ def check_numbers(frame: pd.DataFrame, numeric: list[str] | None, name: str, rea
                 f"separates thousands)"
             )
     return out
+
+
+def check_test_columns(train: pd.DataFrame, test: pd.DataFrame, train_name: str, test_name: str) -> None:
+    """A separate test file holds no column the training file lacks (columns named, values never quoted).
+
+    The privacy rules are fitted, and the identifier check is judged, on the training file's columns: a column
+    only the test file has (an e-mail column, say) would otherwise reach data/interim unmasked.
+    """
+    extra = [str(c) for c in test.columns if c not in train.columns]
+    if extra:
+        raise DataError(
+            f"{test_name}: {len(extra)} columns are not in the training file {train_name}: {extra}; a test file may "
+            f"only hold the training file's columns (nothing was written). Remove them from {test_name}, or add "
+            f"them to {train_name} so that the privacy rules and the identifier check cover them"
+        )
 
 
 def check_label_values(frame: pd.DataFrame, target: str, name: str) -> None:
@@ -331,7 +442,8 @@ def load(spec: DataParams, root: Path) -> Loaded:
 
     A file path must resolve inside the project folder `root` (or inside a declared absolute data.root). The
     label column is checked (present, no missing labels unless data.missing_labels: drop, at least two
-    values) before a single-file source is split, so the split can be stratified.
+    values) before a single-file source is split, so the split can be stratified; a separate test file may not
+    hold a column the training file lacks.
     """
     builtin = BUILTINS.get(spec.source)
     dropped: dict[str, int] = {}
@@ -353,6 +465,8 @@ def load(spec: DataParams, root: Path) -> Loaded:
             files["test"], md5["test"] = spec.test_source, md5_of(test_path)
             raw_test = read_table(test_path, spec.test_source, spec.read)
             test, dropped[spec.test_source] = _prepared(raw_test, spec, spec.test_source)
+    if "test" in files:
+        check_test_columns(train, test, files["train"], files["test"])
     check_label_values(train, spec.target, files["train"])
     if "test" not in files:
         train, test = split_test(train, spec.target, spec.test_fraction)

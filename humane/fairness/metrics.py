@@ -128,6 +128,9 @@ def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray
     for i, name in enumerate(names):
         metrics = {}
         for metric in GROUP_METRICS:
+            if not judged[i]:  # too small to judge: its rates would describe a handful of people; withheld
+                metrics[metric] = {"value": None, "lo": None, "hi": None}
+                continue
             lo, hi = interval(np.array([d[i] for d in draws[metric]]))
             metrics[metric] = {"value": float(table.loc[i, metric]), "lo": lo, "hi": hi}
         rows.append({"group": name, "count": int(table.loc[i, "count"]), "too_small": not bool(judged[i]),

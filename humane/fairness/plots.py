@@ -19,18 +19,20 @@ def save_plots(audits: list[FeatureAudit], out_dir: Path) -> list[dict[str, Any]
 
     rows: list[dict[str, Any]] = []
     for audit in audits:
-        fig, axes = plt.subplots(1, 2, figsize=(10, 0.35 * len(audit.groups) + 1.5), sharey=True)
-        labels = [g["group"] + (" (too small)" if g["too_small"] else "") for g in audit.groups]
+        # Groups too small to judge are left out: their rates are withheld (see audit_feature).
+        groups = [g for g in audit.groups if not g["too_small"]]
+        fig, axes = plt.subplots(1, 2, figsize=(10, 0.35 * max(len(groups), 1) + 1.5), sharey=True)
+        labels = [g["group"] for g in groups]
         for ax, metric in zip(axes, ("selection_rate", "tpr"), strict=True):
-            values = np.array([g["metrics"][metric]["value"] for g in audit.groups])
-            lo = np.array([g["metrics"][metric]["lo"] for g in audit.groups])
-            hi = np.array([g["metrics"][metric]["hi"] for g in audit.groups])
+            values = np.array([g["metrics"][metric]["value"] for g in groups], dtype=float)
+            lo = np.array([g["metrics"][metric]["lo"] for g in groups], dtype=float)
+            hi = np.array([g["metrics"][metric]["hi"] for g in groups], dtype=float)
             err = np.nan_to_num(np.vstack([values - lo, hi - values]).clip(min=0))
             ax.barh(labels, np.nan_to_num(values), xerr=err, capsize=3, color="#4c72b0")
             ax.set(title=metric.replace("_", " "), xlim=(0, 1))
             rows += [{"feature": audit.feature, "group": g["group"], "metric": metric,
                       "value": g["metrics"][metric]["value"], "lo": g["metrics"][metric]["lo"],
-                      "hi": g["metrics"][metric]["hi"]} for g in audit.groups]  # fmt: skip
+                      "hi": g["metrics"][metric]["hi"]} for g in groups]  # fmt: skip
         fig.suptitle(f"{audit.feature}: per-group rates, 95% bootstrap CI")
         name = audit.feature.replace(INTERSECTION, "_x_").replace(" ", "_")
         fig.savefig(out_dir / f"{name}.png", format="png", dpi=90, bbox_inches="tight")

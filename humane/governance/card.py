@@ -298,5 +298,7 @@ def group_rows(audit_report: dict[str, Any]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def _ci(value: dict[str, float]) -> str:
+def _ci(value: dict[str, float | None]) -> str:
+    if value["value"] is None:  # a group too small to judge: withheld
+        return "withheld"
     return f"{cell(value['value'])} [{cell(value['lo'])}, {cell(value['hi'])}]"

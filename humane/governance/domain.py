@@ -11,6 +11,7 @@ column. A rule names the column and the rule, never a value.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -107,7 +108,9 @@ def fit_domain(
             low, high = ranges[column]
             columns[column] = ColumnDomain(NUMERIC, nulls, float(low), float(high))
         elif column not in protected and values.notna().any():
-            columns[column] = ColumnDomain(NUMERIC, nulls, float(values.min()), float(values.max()))
+            # Rounded outward to two significant figures: the exact extremes are two people's values.
+            low, high = _outward(float(values.min()), math.floor), _outward(float(values.max()), math.ceil)
+            columns[column] = ColumnDomain(NUMERIC, nulls, low, high)
         else:
             columns[column] = ColumnDomain(NUMERIC, nulls)
     for column in categorical:
@@ -125,6 +128,14 @@ def fit_domain(
             known = None
         columns[column] = ColumnDomain(CATEGORICAL, nulls, categories=known)
     return Domain(columns)
+
+
+def _outward(value: float, direction: Any) -> float:
+    """`value` rounded to two significant figures, away from the inside of the range (floor for a minimum)."""
+    if value == 0 or not math.isfinite(value):
+        return value
+    step = 10.0 ** (math.floor(math.log10(abs(value))) - 1)
+    return round(float(direction(value / step) * step), 12)
 
 
 def broken_rules(domain: Domain, frame: pd.DataFrame) -> list[list[str]]:

@@ -109,16 +109,17 @@ class Policy:
     def of(cls, gate: GateParams, dataset: PolicyParams, sensitive: list[str]) -> Policy:
         """Merge: the profile adds thresholds and, for the same metric, replaces the generic one."""
 
-        def merged(generic: dict[str, float], own: dict[str, float]) -> dict[str, float]:
+        def expanded(rules: dict[str, float]) -> dict[str, float]:
             out: dict[str, float] = {}
-            for metric, threshold in generic.items():
+            for metric, threshold in rules.items():
                 if metric.startswith(WILDCARD):
                     gap = metric.removeprefix(WILDCARD)
                     out.update({f"fairness.{feature}.{gap}": threshold for feature in sensitive})
-                else:
-                    out[metric] = threshold
-            out.update(own)
+            out.update({m: t for m, t in rules.items() if not m.startswith(WILDCARD)})  # a named feature wins
             return out
+
+        def merged(generic: dict[str, float], own: dict[str, float]) -> dict[str, float]:
+            return {**expanded(generic), **expanded(own)}
 
         return cls(gate.require_validation, dict(gate.above_baseline), merged(gate.min, dataset.min),
                    merged(gate.max, dataset.max), merged(gate.max_drop, dataset.max_drop),

@@ -122,16 +122,34 @@ def judge(params: Params, paths: Paths, candidate: dict[str, float], reference: 
     import pandas as pd
 
     policy = policy_of(params)
+    warned = validation_notes(io.read_json(paths.validation_report))
     if reference is None:
-        return decide(policy, candidate, None, test_md5={"candidate": test_md5, "champion": None})
+        return decide(policy, candidate, None, notes=warned, test_md5={"candidate": test_md5, "champion": None})
+    from humane.modeling.features import load_preprocessor
+
+    pre = load_preprocessor(paths.preprocessor)
     rescored = rescore(reference, f"models:/{name}/{reference.version}", record["model_uri"],
                        pd.read_parquet(paths.interim_test), pd.read_parquet(paths.processed_test),
-                       params.data.sensitive_features, params.audit, params.evaluate.calibration_bins)  # fmt: skip
+                       params.data.sensitive_features, params.audit, params.evaluate.calibration_bins,
+                       io.read_json(paths.privacy_policy), (pre.labels, pre.positive_label))  # fmt: skip
     if rescored.champion is None:
-        return decide(policy, candidate, reference, notes=rescored.notes, change_skipped=rescored.skipped,
+        return decide(policy, candidate, reference, notes=warned + rescored.notes, change_skipped=rescored.skipped,
                       test_md5={"candidate": test_md5, "champion": reference.test_md5})  # fmt: skip
-    return decide(policy, candidate, rescored.champion, notes=rescored.notes,
+    return decide(policy, candidate, rescored.champion, notes=warned + rescored.notes,
                   test_md5={"candidate": test_md5, "champion": test_md5})  # fmt: skip
+
+
+def validation_notes(report: dict[str, Any]) -> list[str]:
+    """Validation's warnings (small groups, shared records, suspected leaks), for the decision beside its checks.
+
+    They did not fail validation (validate.strict is off), but whoever reads the decision should see them: a
+    record in both splits or a leaked column inflates the very figures the policy judges.
+    """
+    warnings = report.get("warnings", [])
+    if not warnings:
+        return []
+    listed = "; ".join(sorted({f"{w['rule']} on {w['column'] or 'the rows'} ({w['split']})" for w in warnings}))
+    return [f"data validation passed with {len(warnings)} warning(s): {listed}"]
 
 
 def recorded_decision(version: Any, basis: str) -> Decision | None:

@@ -44,8 +44,14 @@ def input_schema(model_uri: str) -> dict[str, str]:
     return {spec.name: str(spec.type) for spec in signature.inputs.inputs}
 
 
+# Numeric input types that requests may carry interchangeably (`serving.as_request` casts integers to doubles).
+NUMERIC_TYPES = {"integer": "number", "long": "number", "float": "number", "double": "number"}
+
+
 def schema_difference(champion: dict[str, str], candidate: dict[str, str]) -> str | None:
-    """None when both take the same columns with the same types; else what differs, in one line."""
+    """None when both take the same columns with compatible types; else what differs, in one line."""
+    champion = {c: NUMERIC_TYPES.get(t, t) for c, t in champion.items()}
+    candidate = {c: NUMERIC_TYPES.get(t, t) for c, t in candidate.items()}
     if champion == candidate:
         return None
     parts = []
@@ -81,12 +87,17 @@ def rescore(
     sensitive: list[str],
     audit: AuditParams,
     calibration_bins: int,
+    candidate_policy: dict[str, Any],
+    candidate_labels: tuple[list[Any], Any],
 ) -> Rescored:
     """Score the champion's pyfunc on the candidate's test rows.
 
     `raw_test` holds the masked input rows; `test` the same rows processed (label and sensitive columns).
-    A champion that takes other inputs is not scored (change rules skipped). One that takes the same inputs but
-    cannot be loaded or scored is an error: the decision cannot be taken, so nothing is registered.
+    A champion that takes other inputs, masks them by another privacy policy (`candidate_policy`: the rows are
+    masked by the candidate's) or predicts other labels (`candidate_labels`: labels and positive label) is not
+    scored: the change rules are skipped, and said why. One that takes the same inputs but cannot be loaded or
+    scored is an error: the decision cannot be taken, so nothing is registered. The champion's recorded
+    privacy.* figures (which do not depend on test rows) are kept beside the re-scored ones.
     """
     import mlflow.pyfunc
 
@@ -102,6 +113,20 @@ def rescore(
         raise StoreError("rescoring: the processed test frame does not match the interim test rows")
     try:
         model = mlflow.pyfunc.load_model(champion_uri)
+        served = model.unwrap_python_model()
+        policy = {**served.policy.to_dict(), "strict_bins": False}
+        labels = (list(served.preprocessor.labels), served.preprocessor.positive_label)
+    except Exception as err:
+        raise StoreError(f"registry: champion v{champion.version} could not be loaded to be scored on the "
+                         f"candidate's test rows: {type(err).__name__}: {err}") from err  # fmt: skip
+    if policy != {**candidate_policy, "strict_bins": False}:
+        why = (f"champion v{champion.version} masks its inputs by another privacy policy, so the candidate's "
+               "masked test rows are not its inputs")  # fmt: skip
+        return Rescored(None, why, [])
+    if labels != (list(candidate_labels[0]), candidate_labels[1]):
+        why = f"champion v{champion.version} predicts other labels ({labels[0]}, positive {labels[1]!r})"
+        return Rescored(None, why, [])
+    try:
         columns = list(input_schema(champion_uri))
         scored: Any = model.predict(as_request(raw_test[columns], model.metadata.get_input_schema()))
         threshold = float(model.model_config["threshold"])
@@ -113,6 +138,7 @@ def rescore(
     # The champion's own decisions (per-group thresholds, if it was post-processed); older models lack them.
     decided = np.asarray(scored[DECISION], dtype=np.int64) if DECISION in scored else None
     figures = champion_figures(probability, threshold, test, sensitive, audit, calibration_bins, decided)
+    figures.update({k: v for k, v in champion.metrics.items() if k.startswith("privacy.")})
     note = (f"champion v{champion.version} re-scored on the candidate's {len(test)} test rows (its recorded "
             "figures came from its own test split)")  # fmt: skip
     return Rescored(Champion(champion.version, figures, champion.run_id), None, [note])

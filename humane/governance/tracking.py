@@ -172,7 +172,7 @@ def find_run(mlflow_client: Any, experiment_id: str, key: str) -> tuple[Any | No
     return (complete[0] if complete else None), [r for r in runs if r not in complete]
 
 
-def log_run(paths: Paths, experiment: str, threshold: float, sensitive: list[str], ctx: RunContext) -> dict[str, str]:
+def log_run(paths: Paths, experiment: str, threshold: float, protected: list[str], ctx: RunContext) -> dict[str, str]:
     """Log the workspace's pipeline state as one MLflow run (or find the one already logged); its ids."""
     import mlflow
     from mlflow.entities import Metric
@@ -199,7 +199,7 @@ def log_run(paths: Paths, experiment: str, threshold: float, sensitive: list[str
     validation = io.read_json(paths.validation_report)
     fairness = io.read_json(paths.fairness)
     privacy, membership = io.read_json(paths.privacy_report), io.read_json(paths.membership_report)
-    masked = {*FittedPolicy.from_dict(io.read_json(paths.privacy_policy)).masked_columns, *sensitive}
+    masked = {*FittedPolicy.from_dict(io.read_json(paths.privacy_policy)).masked_columns, *protected}
 
     with (
         using_tracking_uri(uri),

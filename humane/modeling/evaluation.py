@@ -89,11 +89,16 @@ def predict_proba(state: dict[str, Any], x: torch.Tensor) -> np.ndarray:
 def baselines(
     x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, params: EvaluateParams
 ) -> dict[str, dict[str, float]]:
-    """A majority-class predictor (the training prior) and an L2 logistic regression, on the same features."""
+    """A majority-class predictor (the training prior) and an L2 logistic regression, on the same features.
+
+    The majority class always predicts the commoner training label, whatever evaluate.threshold says: its
+    scores are the prior (for the probability metrics), its decisions that label.
+    """
     prior = np.full(len(y_test), y_train.mean())
+    majority = np.full(len(y_test), int(y_train.mean() >= 0.5))
     logreg = LogisticRegression(max_iter=2000).fit(x_train, y_train)
     return {
-        "majority": binary_metrics(y_test, prior, params.threshold, params.calibration_bins),
+        "majority": binary_metrics(y_test, prior, params.threshold, params.calibration_bins, majority),
         "logreg": binary_metrics(y_test, logreg.predict_proba(x_test)[:, 1], params.threshold, params.calibration_bins),
     }
 

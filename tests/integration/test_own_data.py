@@ -6,6 +6,7 @@ id, a name, an e-mail, a date of birth and a free-text note, and is `;`-separate
 
 import json
 
+import pandas as pd
 import yaml
 
 from tests.conftest import mlflow_client, run
@@ -30,7 +31,7 @@ def test_a_new_dataset_runs_with_only_its_profile(project, monkeypatch):
     write_loans(project / "data/raw/loans/applicants.csv")
     (project / "docs/intended_use/loans.md").write_text(INTENDED_USE)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["validate"]["min_group_rows"] = 30  # the 12-row group is below it: a warning, not a failure
+    assert params["validate"]["min_group_rows"] == 30  # the 12-row group is below it: a warning, not a failure
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     # 1. Without privacy rules for them, the identifying columns stop the load stage, named, before any write.
@@ -51,7 +52,8 @@ def test_a_new_dataset_runs_with_only_its_profile(project, monkeypatch):
     meta = json.loads((project / "data/interim/meta.json").read_text())
     assert meta["rows"] == {"train": 2250, "test": 750}
     privacy = json.loads((project / "reports/privacy.json").read_text())
-    assert "age" in json.dumps(privacy.get("bins_clipped", privacy))  # ages past 90: counted, not an error
+    clipped = privacy["bins_clipped"]
+    assert clipped["train"]["age"] + clipped["test"]["age"] == 25  # ages past 90: counted, not an error
 
     validation = json.loads((project / "reports/validation.json").read_text())
     assert validation["passed"]
@@ -81,6 +83,22 @@ def test_a_new_dataset_runs_with_only_its_profile(project, monkeypatch):
     small_rows = [line for line in card.splitlines() if "group_d" in line]
     assert small_rows and all("too small to judge" in line or "not judged" in line for line in small_rows)
     assert any("| withheld | withheld |" in line for line in small_rows)  # its rates are not shown
+    # The registered model answers an applicant older than the bins, flagged as outside the validated range.
+    import mlflow
+
+    from humane.governance.serving import OUT_OF_DOMAIN, as_request
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    try:
+        model = mlflow.pyfunc.load_model("models:/humane-loans/1")
+        schema = model.metadata.get_input_schema()
+        rows = pd.read_parquet(project / "data/interim/test.parquet").head(2)[schema.input_names()]
+        rows.loc[:, "age"] = [97.0, 40.0]
+        scored = model.predict(as_request(rows, schema))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert bool(scored[OUT_OF_DOMAIN].iloc[0])
+    assert "age: above the validated range" in scored["domain_rules"].iloc[0]
     # No identifying value reached any report.
     reports = "".join(p.read_text(errors="ignore") for p in (project / "reports").rglob("*") if p.is_file()
                       and p.suffix in (".json", ".md", ".html"))  # fmt: skip

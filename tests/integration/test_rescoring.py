@@ -52,3 +52,42 @@ def test_schema_difference_names_what_differs():
         "the candidate adds ['job']; types differ for ['age']"
     )
     assert schema_difference(same, {"age": "double"}) == "the candidate lacks ['sex']"
+
+
+def _aliases(project):
+    return {a: str(v) for a, v in mlflow_client(project).get_registered_model(MODEL).aliases.items()}
+
+
+def test_other_inputs_skip_the_change_rules_and_an_unscorable_champion_stops_registration(ran_project):
+    import shutil
+
+    import yaml
+
+    # 1. A candidate that takes other inputs: the change rules are skipped and said why; value rules still apply.
+    params = yaml.safe_load((ran_project / "params.yaml").read_text())
+    params["data"]["drop"] = ["fnlwgt", "education"]
+    (ran_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro"], ran_project)
+    decision = json.loads((ran_project / "reports/decision.json").read_text())
+    assert decision["champion_version"] == "1"
+    assert any("takes different inputs (the candidate lacks ['education'])" in n for n in decision["notes"])
+    changes = [c for c in decision["checks"] if c["rule"] in ("max_drop", "max_increase")]
+    assert changes and all(c["passed"] is None and "skipped" in c["note"] for c in changes)
+    assert any(c["rule"] == "min" and c["passed"] is not None for c in decision["checks"])
+    recorded = mlflow_client(ran_project).get_model_version(MODEL, "1").tags["test.md5"]
+    assert decision["test_md5"]["champion"] == recorded  # what the champion's own figures were measured on
+    before = _aliases(ran_project)
+
+    # 2. A champion that cannot be loaded: the decision cannot be taken, so nothing is registered, no alias moves.
+    params["data"]["drop"] = ["fnlwgt"]
+    params["train"]["seed"] = 7
+    (ran_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    champion = before["champion"]
+    source = mlflow_client(ran_project).get_model_version(MODEL, champion).source
+    assert source  # where its files are; remove every artifact the store holds so that it cannot be loaded
+    shutil.rmtree(ran_project / "mlartifacts")
+    failed = run(["dvc", "repro"], ran_project, check=False)
+    assert failed.returncode != 0
+    assert f"champion v{champion} could not be" in failed.stderr
+    versions = mlflow_client(ran_project).search_model_versions(f"name = '{MODEL}'")
+    assert len(versions) == int(max(before.values())) and _aliases(ran_project) == before

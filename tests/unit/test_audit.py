@@ -108,6 +108,8 @@ def test_small_groups_are_flagged_and_left_out_of_the_gaps():
     assert result.too_small == ["c"]
     flags = {g["group"]: g["too_small"] for g in result.groups}
     assert flags == {"a": False, "b": False, "c": True}
+    small = next(g for g in result.groups if g["group"] == "c")
+    assert all(v == {"value": None, "lo": None, "hi": None} for v in small["metrics"].values())  # withheld
     judged = group_table(Y, PRED, P, groups).query("group != 'c'")
     assert result.gaps["equalized_odds_difference"]["value"] == pytest.approx(
         gaps_from(judged)["equalized_odds_difference"]

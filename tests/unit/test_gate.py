@@ -106,6 +106,12 @@ def test_generic_policy_expands_per_feature_and_the_profile_overrides():
                           "fairness.race.demographic_parity_difference": 0.3}  # fmt: skip
     assert merged.min == {"test.accuracy": 0.84} and merged.max_drop == {"test.accuracy": 0.01}
     assert Policy.of(gate, PolicyParams(), ["age_band"]).max == {"fairness.age_band.demographic_parity_difference": 0.2}
+    # A profile may use the wildcard too; a feature it names explicitly keeps its own threshold.
+    own = PolicyParams(
+        max={"fairness.*.demographic_parity_difference": 0.1, "fairness.race.demographic_parity_difference": 0.3}
+    )
+    expected = {"fairness.sex.demographic_parity_difference": 0.1, "fairness.race.demographic_parity_difference": 0.3}
+    assert Policy.of(gate, own, ["sex", "race"]).max == expected
 
 
 @pytest.mark.parametrize(("auc", "passes"), [(0.89, True), (0.87, False)])
