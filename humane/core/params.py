@@ -234,6 +234,17 @@ class GateParams(_Section):
     max_increase: dict[str, float]
 
 
+class SweepParams(_Section):
+    """A sweep of candidates (flows/sweep.py): overrides of allow-listed keys, one mapping per candidate."""
+
+    candidates: list[dict[str, Any]] = Field(min_length=1)
+    # The chosen candidate maximises this validation metric among those within the policy's fairness limits.
+    select: Literal["accuracy", "balanced_accuracy", "roc_auc"]
+    # Candidates run in parallel (threads, one torch thread each), or on a Dask cluster at dask_address.
+    workers: int = Field(ge=1, le=64)
+    dask_address: str | None = None
+
+
 class Params(_Section):
     """The whole params.yaml: a dataset profile (data, privacy, policy), then one section per stage."""
 
@@ -247,6 +258,7 @@ class Params(_Section):
     evaluate: EvaluateParams
     audit: AuditParams
     gate: GateParams
+    sweep: SweepParams
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True)
 
@@ -259,6 +271,11 @@ class Params(_Section):
                              f"{self.data.sensitive_features}")  # fmt: skip
         if active and not target:
             raise ValueError(f"mitigation {active} is on but mitigation.target names no sensitive feature")
+        for n, candidate in enumerate(self.sweep.candidates):
+            refused = sorted(k for k in candidate if k not in OVERRIDABLE)
+            if refused:
+                raise ValueError(f"sweep.candidates[{n}] sets {refused}: a candidate may change only allow-listed "
+                                 "keys (humane.core.params.OVERRIDABLE)")  # fmt: skip
         if self.train.dp.enabled and [m for m in active if not m.startswith("thresholds")]:
             raise ValueError("mitigation by weights, resampling or a loss term is not combined with DP-SGD "
                              "(train.dp.enabled): its privacy accounting assumes the plain loss on uniform "
