@@ -58,9 +58,9 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
 
     Nothing is written until every check has passed: the label column (present, typed as the profile says),
     no test-file column the training file lacks, no column of either file that looks like a direct identifier
-    unless a rule names it, dates turned into numbers by
-    data.dates, then the privacy policy: no raw value of a dropped, pseudonymized or generalized column
-    reaches a file. A missing pseudonymization key fails here, before any read or write.
+    unless a rule names it, dates turned into numbers by data.dates, then the privacy policy: no raw value of a
+    dropped, pseudonymized or generalized column reaches a file. A missing pseudonymization key fails here,
+    before any read or write.
     """
     spec, privacy = params.data, params.privacy
     check_policy(privacy)

@@ -10,7 +10,9 @@ A column is flagged when it is
   a sample with no NLP engine and nothing downloaded (the e-mail check uses tldextract's bundled list).
 
 The uniqueness, name and free-text rules also need more distinct values than `data.max_categories`: a column
-with fewer is a category (as role inference treats it), however small the table. Every flagged column must be
+with fewer is a category (as role inference treats it), however small the table. A text column whose values
+are nearly all numbers (an income column with a stray "unknown") is judged as numbers: an id only with an id's
+shape, never a name or free text; validation counts its text values. Every flagged column must be
 named in a rule (privacy.drop, privacy.pseudonymize, privacy.keep or data.dates) or the load stage
 stops before writing anything. Findings carry the column, the kind and a share, never a value.
 """
@@ -37,6 +39,10 @@ SAMPLE_SEED = 0
 ID_SPAN_FACTOR = 2
 # ... or all written with the same number of digits, at least this many (random account numbers, phone numbers).
 ID_MIN_DIGITS = 4
+
+# A text column whose sampled values are at least this share numbers is a numeric column with a few stray
+# text values ("unknown"): it is judged as numbers (an id only with an id's shape), never as names or free text.
+NUMBER_SHARE = 0.9
 
 # Presidio's recognizers, entity -> class in presidio_analyzer.predefined_recognizers; each needs an "@" or six
 # digits in a value to match it.
@@ -141,6 +147,17 @@ def _look_at(column: str, values: pd.Series, params: IdentifierParams, max_categ
     dates = _date_share(text)
     if dates >= params.pattern_share:
         return Finding(column, "date", dates, "sampled values that are dates")
+    if float(_as_numbers(text).notna().mean()) >= NUMBER_SHARE:
+        # A numeric column with a few stray text values ("unknown" among incomes): judged as the numbers it
+        # holds; validation counts the text values (without quoting those of a protected column).
+        written = present.astype(str).str.strip()
+        numbers = _as_numbers(written)
+        written, numbers = written[numbers.notna()], numbers.dropna()
+        distinct = int(numbers.nunique())
+        share = distinct / len(present)
+        if distinct > max_categories and share >= params.unique_share and _id_shaped(numbers, written):
+            return Finding(column, "id", share, "distinct values per row")
+        return None
     if not many:
         return None
     words = float(text.map(lambda v: len(_WORD.findall(v))).mean())
@@ -153,16 +170,26 @@ def _look_at(column: str, values: pd.Series, params: IdentifierParams, max_categ
     return None
 
 
-def _id_shaped(values: pd.Series) -> bool:
-    """Whole numbers that are consecutive-ish or all of one width (an amount is neither)."""
+def _id_shaped(values: pd.Series, written: pd.Series | None = None) -> bool:
+    """Whole numbers that are consecutive-ish or all of one width (an amount is neither).
+
+    `written`: the same values as text, when they were read as text, so that the width counts leading zeros.
+    """
     numbers = pd.to_numeric(values)
     if not bool((numbers == numbers.round()).all()):
         return False  # measurements with decimals are not ids
     low, high, distinct = float(numbers.min()), float(numbers.max()), int(numbers.nunique())
     if (high - low + 1) <= ID_SPAN_FACTOR * distinct:
         return True
-    widths = numbers.abs().astype("int64").astype(str).str.len()
+    digits = written.str.lstrip("+-") if written is not None else numbers.abs().astype("int64").astype(str)
+    widths = digits.str.len()
     return int(widths.nunique()) == 1 and int(widths.iloc[0]) >= ID_MIN_DIGITS
+
+
+def _as_numbers(text: pd.Series) -> pd.Series:
+    """Text values as numbers, written with either decimal mark; NaN where a value is no number."""
+    parsed = pd.to_numeric(text, errors="coerce")
+    return parsed.fillna(pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce"))
 
 
 def _date_share(text: pd.Series) -> float:

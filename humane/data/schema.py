@@ -15,6 +15,10 @@ from humane.core.params import DataParams
 from humane.data.datasets import BUILTINS
 from humane.privacy.policy import OTHER
 
+# The most label values an error lists: a column with more distinct values is not a label column, and its
+# values (e-mail addresses, names) are not quoted.
+MAX_LISTED_LABELS = 10
+
 
 @dataclass(frozen=True)
 class Schema:
@@ -72,11 +76,18 @@ def match_label(value: Any, observed: list[Any], key: str, column: str) -> Any:
     """The observed label that `value` (as params.yaml types it) names, in the column's own type.
 
     Not among them is an error listing the observed labels; a value that matches one only as text says how to
-    write it (e.g. `1` without quotes for an integer column).
+    write it (e.g. `1` without quotes for an integer column). A column with more than MAX_LISTED_LABELS
+    distinct values is no label column (an e-mail or name column named by mistake): the error gives only the
+    count and quotes none of its values.
     """
     for label in observed:
         if same_label(value, label):
             return label
+    if len(observed) > MAX_LISTED_LABELS:
+        raise DataError(
+            f"params.yaml {key} {_yaml(value)} is not one of the labels observed in column {column!r}: "
+            f"{len(observed)} distinct values (not shown); a binary label has 2 — is data.target the label column?"
+        )
     hint = ""
     as_text = [label for label in observed if str(label).lower() == str(value).lower()]
     if as_text:

@@ -1,8 +1,9 @@
 """Reading a data source: a built-in (md5-checked) or a user CSV/Parquet file, and the held-out test split.
 
 Every way a user's file can be malformed ends in a `DataError` naming the file, the column and the rule to
-change, never a traceback; no error quotes a data value (a header line, column names and label values are
-not personal data and may be shown).
+change, never a traceback; no error quotes a data value. A header line and column names are shown only
+when the first line looks like a header (a file without one has a row of data there); label values are
+listed only for a column with few of them (see `humane.data.schema.match_label`).
 """
 
 from __future__ import annotations
@@ -122,7 +123,8 @@ def _encoding(read: ReadParams) -> str:
 def _read_csv(path: Path, name: str, read: ReadParams, tab: bool) -> pd.DataFrame:
     sep = read.delimiter or ("\t" if tab else ",")
     options: dict[str, Any] = {"sep": sep, "decimal": read.decimal, "thousands": read.thousands,
-                               "encoding": _encoding(read), "skipinitialspace": True, "compression": "infer"}  # fmt: skip
+                               "encoding": _encoding(read), "skipinitialspace": True,
+                               "compression": "infer"}  # fmt: skip
     names: list[str] = []
     try:
         # The header as written: pandas renames a repeated name (a, a.1), so duplicates are found here.

@@ -4,7 +4,6 @@ import json
 
 from humane.core.io import md5_of
 from humane.data.datasets import read_adult
-from humane.governance.rescoring import schema_difference
 from humane.governance.serving import as_request
 from tests.conftest import ROOT, SAMPLE_DIR, SAMPLE_TEST_ROWS, mlflow_client, run
 
@@ -43,15 +42,6 @@ def test_champion_is_rescored_on_the_candidates_test_rows(ran_project):
     assert abs(drop["champion_value"] - accuracy) < 1e-9
     card = (ran_project / "reports/model_card.md").read_text()
     assert f"candidate {new_md5}, champion {new_md5}" in card
-
-
-def test_schema_difference_names_what_differs():
-    same = {"age": "double", "sex": "string"}
-    assert schema_difference(same, dict(same)) is None
-    assert schema_difference(same, {"age": "long", "sex": "string", "job": "string"}) == (
-        "the candidate adds ['job']; types differ for ['age']"
-    )
-    assert schema_difference(same, {"age": "double"}) == "the candidate lacks ['sex']"
 
 
 def _aliases(project):

@@ -73,6 +73,19 @@ def test_small_tables_and_categories_are_not_ids():
     assert _findings(tiny) == {}
 
 
+def test_a_numeric_column_with_a_few_text_values_is_judged_as_numbers():
+    rng = np.random.default_rng(3)
+    income = rng.normal(3000, 500, N).round(2).astype(str).astype(object)  # unique per row, as text
+    income[[5, 17]] = "unknown"
+    comma = np.char.replace(income.astype(str), ".", ",").astype(object)  # written with a decimal comma
+    padded = np.array([f"{i:07d}" for i in rng.permutation(np.arange(1, N * 50, 50))], dtype=object)
+    padded[9] = "n/a"  # random account numbers, zero-padded to one width: still an id with a stray text value
+    frame = pd.DataFrame({"income": income, "income_de": comma, "account": padded, "y": rng.integers(0, 2, N)})
+    assert {c: f.kind for c, f in _findings(frame).items()} == {"account": "id"}
+    texts = frame.assign(income=[f"{v} unknown" for v in income])  # mostly text: still a text column
+    assert _findings(texts[["income", "y"]])["income"].kind == "id"
+
+
 def test_the_real_datasets_raise_nothing():
     adult = read_adult(ROOT / "data/raw/adult/adult.data")
     assert find_identifiers(adult, PARAMS, 50, skip=("income",)) == []

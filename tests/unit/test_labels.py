@@ -71,6 +71,23 @@ def test_a_positive_label_not_observed_lists_the_observed_labels():
     assert not same_label(True, 1) and not same_label("1", 1) and same_label(1, 1.0) and same_label(False, False)
 
 
+def test_a_target_that_is_no_label_column_gives_a_count_and_quotes_no_value():
+    emails = [f"person.{i}@example.org" for i in range(12)]
+    with pytest.raises(DataError) as err:
+        resolve_labels(_spec(target="y", positive_label=1), _frame(emails))
+    assert str(err.value) == (
+        "params.yaml data.positive_label 1 is not one of the labels observed in column 'y': 12 distinct values (not "
+        "shown); a binary label has 2 — is data.target the label column?"
+    )
+    assert "@" not in str(err.value)
+    with pytest.raises(DataError, match="12 distinct values") as err:  # not even the value it matches as text
+        match_label("PERSON.3@EXAMPLE.ORG", emails, "data.positive_label", "email")
+    assert not any(e in str(err.value) for e in emails)
+    # Ten values are still listed: a multi-class label is shown as it is.
+    with pytest.raises(DataError, match=r": \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9\]$"):
+        match_label(10, list(range(10)), "data.positive_label", "y")
+
+
 def test_declared_labels_are_typed_too():
     spec = _spec(positive_label=2, labels=[1, 2])
     assert resolve_labels(spec, _frame([1, 2, 2, 1])) == (2, [1, 2])

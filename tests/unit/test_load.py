@@ -71,8 +71,11 @@ def test_single_file_split_is_seeded_and_stratified():
     assert train["x"].tolist() == again["x"].tolist()
 
 
-def _users_file(path: Path, n: int = 300) -> None:
-    """A user's `;`-separated file with a 0/1 label (two missing), ages over 91, an id, e-mails, dates and notes."""
+def _users_file(path: Path, n: int = 300, **columns) -> None:
+    """A user's `;`-separated file with a 0/1 label (two missing), ages over 91, an id, e-mails, dates and notes.
+
+    `columns`: columns to add or replace, as `DataFrame.assign` takes them.
+    """
     rng = np.random.default_rng(1)
     frame = pd.DataFrame({
         "customer id": rng.permutation(np.arange(500_000, 500_000 + n)),
@@ -83,16 +86,17 @@ def _users_file(path: Path, n: int = 300) -> None:
         "income": rng.normal(3000, 500, n).round(2),
         "sex": rng.choice(["F", "M"], n),
         "y": np.r_[[None, None], rng.integers(0, 2, n - 2)],
-    })  # fmt: skip
+    }).assign(**columns)  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, sep=";", decimal=",", index=False)
 
 
-def _users_params(**privacy):
+def _users_params(test_source=None, **privacy):
     params = load_params(ROOT / "params.yaml")
     data = params.data.model_copy(update=dict(
         name="users", source="data/raw/users.csv", target="y", positive_label=1, sensitive_features=["sex"], drop=[],
-        read=ReadParams(delimiter=";", decimal=","), missing_labels="drop", dates={"born": "year"}))  # fmt: skip
+        read=ReadParams(delimiter=";", decimal=","), missing_labels="drop", dates={"born": "year"},
+        test_source=test_source))  # fmt: skip
     rules = params.privacy.model_copy(update={
         "drop": ["email", "notes"], "pseudonymize": [], "keep": [], "group_rare": {}, "top_code": {},
         "bins": {"age": [17.0, 30.0, 50.0, 70.0, 91.0]}, "quasi_identifiers": ["age", "sex"], **privacy})  # fmt: skip
@@ -142,3 +146,42 @@ def test_identifier_check_can_be_turned_off(tmp_path):
     params = params.model_copy(update={"privacy": params.privacy.model_copy(update={"identifiers": off})})
     load_stage.run(params, Paths(tmp_path), RunContext(tmp_path))
     assert json.loads(Paths(tmp_path).privacy_report.read_text())["identifiers"] == {"checked": False, "findings": {}}
+
+
+def test_a_test_file_is_checked_too_and_may_not_add_columns(tmp_path):
+    _users_file(tmp_path / "data/raw/users.csv")
+    work = [f"worker.{i}@example.com" for i in range(80)]
+    _users_file(tmp_path / "data/raw/users_test.csv", n=80, **{"work email": work})
+    paths, ctx = Paths(tmp_path), RunContext(tmp_path)
+    params = _users_params(test_source="data/raw/users_test.csv", keep=["customer id"])
+    with pytest.raises(DataError) as err:
+        load_stage.run(params, paths, ctx)
+    assert str(err.value).startswith(
+        "data/raw/users_test.csv: 1 columns are not in the training file data/raw/users.csv: ['work email']; a test "
+        "file may only hold the training file's columns (nothing was written)"
+    )
+    assert "@" not in str(err.value)
+    assert not (tmp_path / "data/interim").exists() and not (tmp_path / "reports").exists()
+
+    # A column the training file holds as a category, and the test file as e-mail addresses.
+    _users_file(tmp_path / "data/raw/users.csv", contact=lambda f: ["phone", "mail"] * (len(f) // 2))
+    _users_file(tmp_path / "data/raw/users_test.csv", n=80, contact=work)
+    with pytest.raises(DataError, match=r"^data/raw/users_test.csv: 1 columns look like direct identifiers .*"
+                                        r"'contact': e-mail addresses \(pattern\)") as err:  # fmt: skip
+        load_stage.run(params, paths, ctx)
+    assert "@" not in str(err.value) and not (tmp_path / "data/interim").exists()
+
+    load_stage.run(_users_params(test_source="data/raw/users_test.csv", keep=["customer id", "contact"]), paths, ctx)
+    assert "worker.5@example.com" in set(pd.read_parquet(paths.interim_test)["contact"])  # kept on purpose
+    found = json.loads(paths.privacy_report.read_text())["identifiers"]["findings"]
+    assert (found["contact"]["kind"], found["contact"]["handled_by"]) == ("EMAIL_ADDRESS", "privacy.keep")
+
+
+def test_a_stray_text_value_in_a_numeric_column_is_left_to_validation(tmp_path):
+    stray = lambda f: f["income"].astype(object).where(f.index != 7, "unknown")  # noqa: E731
+    _users_file(tmp_path / "data/raw/users.csv", income=stray)
+    paths = Paths(tmp_path)
+    load_stage.run(_users_params(keep=["customer id"]), paths, RunContext(tmp_path))  # no "unique per row (id)"
+    frames = pd.concat([pd.read_parquet(paths.interim_train), pd.read_parquet(paths.interim_test)])
+    assert (frames["income"] == "unknown").sum() == 1 and len(frames) == 298
+    assert "income" not in json.loads(paths.privacy_report.read_text())["identifiers"]["findings"]

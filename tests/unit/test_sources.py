@@ -1,6 +1,8 @@
 """Reading real files, and the bad ones: each ends in a DataError naming the file and the rule, never a traceback."""
 
 import gzip
+import importlib.util
+import zipfile
 
 import pandas as pd
 import pytest
@@ -80,6 +82,11 @@ def test_tab_separated_file(tmp_path):
         ("ragged.csv", "a,y\n1,2,3\n4,5,6\n", ReadParams(), "rows have more fields than the header"),
         ("short.csv", "a,y\n1,2\n3,4,5\n", ReadParams(), "cannot be parsed as CSV with data.read.delimiter"),
         ("bad.csv.gz", b"not gzip at all", ReadParams(), "cannot be read or decompressed"),
+        ("bad.csv.zip", b"not a zip at all", ReadParams(),
+         r"cannot be read or decompressed: not a valid \.zip archive \(BadZipFile\)"),
+        ("bad.csv.xz", b"not xz at all", ReadParams(), r"cannot be read or decompressed: not a valid \.xz file"),
+        ("bad.csv.bz2", b"not bz2 at all", ReadParams(), "cannot be read or decompressed"),
+        ("bad.csv.tar", b"not a tar at all", ReadParams(), r"cannot be read or decompressed: not a valid \.tar file"),
         ("bad.parquet", b"PAR1 definitely not parquet", ReadParams(), "not a readable Parquet file"),
         ("t.xlsx", "a,b\n", ReadParams(), "unsupported file type '.xlsx'"),
     ],
@@ -89,6 +96,62 @@ def test_broken_files_fail_with_the_file_and_the_rule(tmp_path, name, content, r
     with pytest.raises(DataError, match=message) as err:
         read_table(path, f"data/raw/{name}", read)
     assert str(err.value).startswith(f"data/raw/{name}: ")
+
+
+def test_a_zip_must_hold_one_file_and_zstd_needs_its_package(tmp_path):
+    path = tmp_path / "data/raw/two.csv.zip"
+    path.parent.mkdir(parents=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.csv", ROWS)
+        archive.writestr("b.csv", ROWS)
+    with pytest.raises(DataError, match=r"^data/raw/two.csv.zip: a \.zip data source must hold exactly one CSV file; "
+                                        r"this archive holds 2 files$"):  # fmt: skip
+        read_table(path, "data/raw/two.csv.zip")
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("a.csv", ROWS)
+    assert read_table(path)["y"].tolist() == [1, 0, 0, 1]
+    zst = _write(tmp_path, "t.csv.zst", b"\x28\xb5\x2f\xfd not really zstd")
+    unsupported = _write(tmp_path, "t.xlsx", ROWS)
+    if importlib.util.find_spec("zstandard") is None:
+        expected = r"^data/raw/t.csv.zst: zstd needs the zstandard package, which is not installed; decompress the file"
+        with pytest.raises(DataError, match=expected + r" or compress it as one of \.csv\.gz"):
+            read_table(zst, "data/raw/t.csv.zst")
+        with pytest.raises(DataError, match=r"optionally compressed: \.csv\.gz, \.csv\.bz2, \.csv\.zip, \.csv\.xz\)"):
+            read_table(unsupported)  # .csv.zst is not advertised while it cannot be read
+    else:
+        with pytest.raises(DataError, match=r"\.csv\.xz, \.csv\.zst\)"):
+            read_table(unsupported)
+        with pytest.raises(DataError, match="cannot be read or decompressed"):
+            read_table(zst)
+
+
+def test_a_first_line_that_may_be_data_is_described_never_quoted(tmp_path):
+    # No header: the first line is a person's row. Wrong delimiter, so the file parses into a single column.
+    _write(tmp_path, "noheader.csv", f"{SECRET};41;F;1\nAnn Smith;30;M;0\n")
+    with pytest.raises(DataError) as err:
+        read_table(tmp_path / "data/raw/noheader.csv", "data/raw/noheader.csv")
+    message = str(err.value)
+    assert SECRET not in message and "Quackenbush" not in message and "41" not in message
+    assert message.endswith(
+        "the first line is not shown (it does not look like a header: a number among its fields, or no number in the "
+        'next line, so it may be a row of data; the first line must name the columns): 24 characters holding 0 ",", '
+        '3 ";", 0 "\\t", 0 "|": set data.read.delimiter: ";"'
+    )
+    # All text, as the next line: may be data too (a file of names and categories without a header).
+    _write(tmp_path, "text.csv", f"{SECRET};F;yes\nAnn Smith;M;no\n")
+    with pytest.raises(DataError, match="the first line is not shown") as err:
+        read_table(tmp_path / "data/raw/text.csv")
+    assert SECRET not in str(err.value)
+    # A header (text over a row with numbers) is still quoted, so a user sees what went wrong.
+    _write(tmp_path, "semi.csv", "age;sex;y\n30;F;1\n")
+    with pytest.raises(DataError, match=r"the first line is 'age;sex;y', which holds 2 \";\""):
+        read_table(tmp_path / "data/raw/semi.csv")
+    # A missing label column lists the columns only when they look like a header.
+    _write(tmp_path, "t.csv", f"{SECRET},41,F,1\nAnn Smith,30,M,0\n")
+    with pytest.raises(DataError, match=r"the file has 4 columns, whose names are not shown \(the first line does not "
+                                        r"look like a header") as err:  # fmt: skip
+        load(_spec(), tmp_path)
+    assert SECRET not in str(err.value) and "41" not in str(err.value)
 
 
 def test_duplicate_columns_in_parquet(tmp_path):
