@@ -187,7 +187,20 @@ def ran_project(repro_project: Path, tmp_path: Path) -> Path:
     """A private copy of the project after a successful `dvc repro` (outputs, cache, lock, MLflow store)."""
     dest = tmp_path / "ran"
     shutil.copytree(repro_project, dest, symlinks=True)
+    _relocate_store(dest / "mlflow.db", str(repro_project), str(dest))
     return dest
+
+
+def _relocate_store(db: Path, old: str, new: str) -> None:
+    """Point a copied MLflow store at the copy's own artifacts (MLflow records absolute artifact locations)."""
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for column in conn.execute(f"PRAGMA table_info('{table}')").fetchall():
+                if column[2].upper().startswith(("VARCHAR", "TEXT")):
+                    conn.execute(f'UPDATE "{table}" SET "{column[1]}" = REPLACE("{column[1]}", ?, ?) '
+                                 f'WHERE "{column[1]}" LIKE ?', (old, new, f"%{old}%"))  # fmt: skip
 
 
 def md5s(project: Path, paths: list[str]) -> dict[str, str]:
