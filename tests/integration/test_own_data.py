@@ -31,7 +31,7 @@ def test_a_new_dataset_runs_with_only_its_profile(project, monkeypatch):
     write_loans(project / "data/raw/loans/applicants.csv")
     (project / "docs/intended_use/loans.md").write_text(INTENDED_USE)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["validate"]["min_group_rows"] = 30  # the sample's is 5; the 12-row group is below 30: a warning, not a failure
+    params["validate"]["min_group_rows"] = 30  # the sample sets 5; the 12-row group is below 30: a warning
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     # 1. Without privacy rules for them, the identifying columns stop the load stage, named, before any write.
