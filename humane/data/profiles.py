@@ -2,8 +2,8 @@
 
 A profile (profiles/<name>.yaml) holds the `data:`, `privacy:`, `policy:` and `mitigation:` sections. `use`
 copies them into params.yaml, replacing those sections whole, so nothing of the previous dataset's profile
-survives the switch, and leaves every other section (and its comments) as it was. params.yaml stays the one params file DVC reads:
-`dvc params diff` and `dvc exp run -S data.target=...` keep working.
+survives the switch, and leaves every other section (and its comments) as it was. params.yaml stays the one
+params file DVC reads: `dvc params diff` and `dvc exp run -S data.target=...` keep working.
 
     python -m humane.data.profiles use profiles/german.yaml
 """
@@ -11,13 +11,14 @@ survives the switch, and leaves every other section (and its comments) as it was
 from __future__ import annotations
 
 import argparse
+import io as _io
 import re
 from pathlib import Path
 from typing import Any
 
 from humane.core import io
 from humane.core.errors import ConfigError, cli
-from humane.core.params import PROFILE_SECTIONS, parse_params, read_raw
+from humane.core.params import PROFILE_SECTIONS, MitigationParams, PolicyParams, parse_params, read_raw
 
 TOP_LEVEL = re.compile(r"^([A-Za-z_][\w.-]*)\s*:")
 
@@ -57,15 +58,23 @@ def sections(text: str) -> tuple[str, list[tuple[str, str]]]:
 def use(profile: Path, params_path: Path) -> str:
     """Replace params.yaml's profile sections with the profile's, text and comments; checked before written.
 
-    A profile section that params.yaml lacks is added after the last profile section; one the profile lacks
-    is removed (its defaults apply). Every other section keeps its text, comments and place.
+    The profile's sections take the place of params.yaml's first profile section, in the profile's order; a
+    section the profile leaves out, or leaves partly out, is written whole with its defaults. Every other section keeps its text, comments and place.
     """
     from ruamel.yaml import YAML
 
-    read_profile(profile)
+    raw = read_profile(profile)
     header, current = sections(params_path.read_text())
     _, incoming = sections(profile.read_text())
     own = {key: text for key, text in incoming if key in PROFILE_SECTIONS}
+    # DVC needs every key a stage lists in params.yaml: a section the profile leaves out (or leaves partly
+    # out) is written whole, with its defaults, and says so.
+    for name, model in (("policy", PolicyParams), ("mitigation", MitigationParams)):
+        given = raw.get(name) or {}
+        full = model.model_validate(given).model_dump()
+        if set(given) != set(full):
+            note = f"# {name}: not all set in {profile.name}; the defaults fill in the rest.\n"
+            own[name] = note + _block(name, full)
     kept: list[str] = []
     placed = False
     for key, text in current:
@@ -85,6 +94,18 @@ def use(profile: Path, params_path: Path) -> str:
     io.write_text(params_path, text)
     name = YAML(typ="safe", pure=True).load(profile.read_text())["data"].get("name")
     return f"params.yaml now uses the {name!r} profile from {profile}"
+
+
+def _block(name: str, values: dict[str, Any]) -> str:
+    """A top-level YAML section, flow style for short mappings and lists."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.default_flow_style = None
+    yaml.width = 120
+    buffer = _io.StringIO()
+    yaml.dump({name: values}, buffer)
+    return buffer.getvalue().rstrip("\n")
 
 
 def main(argv: list[str] | None = None) -> str:
