@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint format flow ui bench clean profile
+.PHONY: setup run test lint format flow ui bench clean profile sweep
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ format: setup
 PROFILE ?= profiles/adult.yaml
 profile: setup  ## switch datasets: copy a profile's data, privacy and policy into params.yaml (PROFILE=profiles/x.yaml)
 	python -m humane.data.profiles use $(PROFILE)
+
+sweep: setup  ## the bias-mitigation sweep (params.yaml sweep:): candidates in parallel, the front, the choice, then training
+	python -m flows.sweep
 
 flow: setup  ## run the same pipeline as a local Prefect flow
 	python -m flows.training

@@ -240,7 +240,8 @@ class SweepParams(_Section):
     candidates: list[dict[str, Any]] = Field(min_length=1)
     # The chosen candidate maximises this validation metric among those within the policy's fairness limits.
     select: Literal["accuracy", "balanced_accuracy", "roc_auc"]
-    # Candidates run in parallel (threads, one torch thread each), or on a Dask cluster at dask_address.
+    # Candidates run in parallel (processes, one torch thread each), or on a Dask cluster at dask_address
+    # (workers started with --nthreads 1: torch's random generator is per process).
     workers: int = Field(ge=1, le=64)
     dask_address: str | None = None
 

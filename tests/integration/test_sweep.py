@@ -103,6 +103,7 @@ def test_sweep_runs_candidates_in_parallel_chooses_by_policy_and_registers_only_
     assert version.tags["sweep.candidate"] == str(chosen) and version.tags["sweep.position"]
     assert all(f"{i}: " in version.tags["sweep.rejected"] for i in range(4) if i != chosen)
     assert parent.data.tags["sweep.registered_version"] == str(version.version)
+    assert "model_card/sweep.md" in {a.path for a in client.list_artifacts(version.run_id, "model_card")}
     # The chosen candidate's figures in the sweep are the pipeline's own (same frames, same seed, same code).
     assert by_index[chosen].data.metrics["test.accuracy"] == tracked.data.metrics["test.accuracy"]
 

@@ -1,0 +1,429 @@
+"""The bias-mitigation sweep flow: candidates in parallel, their Pareto front, a choice by policy, one registration.
+
+`sweep.candidates` in params.yaml lists the candidates (overrides of allow-listed keys; {} is the project's
+params as they are). The flow brings the processed frames up to date (`dvc repro preprocess`, a no-op when
+they are current), trains one model per distinct training setting and scores each candidate on it (Prefect
+tasks on a process pool of `sweep.workers`, or on the Dask cluster at `sweep.dask_address`), chooses on the
+validation split by the promotion policy's fairness limits (humane.fairness.sweep.select), and records it all in
+MLflow: one parent run tagged humane.sweep=true, a child run per candidate. Only the chosen candidate goes on:
+the training flow runs it as a subflow (isolated workspace, DVC experiment, registry, gate), and its registered
+version is tagged with its place on the front and the alternatives rejected.
+
+Processes, not threads: torch's default random generator (weight initialisation, dropout) is shared by every
+thread of a process, so candidates trained side by side in threads draw from one stream in an order that varies
+run to run and their figures are not reproducible. One process per worker keeps each candidate's training
+exactly what `fit` makes of its seed. On Dask, start workers with one thread each (`dask worker --nthreads 1`).
+
+`python -m flows.sweep` exits 0 when the chosen candidate was registered and promoted, 3 when the gate refused it,
+4 when no candidate is within the policy's fairness limits, 2 on an error. `python -m flows.sweep --dvc-queue`
+queues every candidate as a DVC experiment instead (`dvc exp run --queue -S ...`, up to the audit stage, so
+nothing is registered); `dvc queue start` runs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.states import Completed, Failed, State
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
+
+from humane.core import io, workspace
+from humane.core.context import RunContext
+from humane.core.errors import ConfigError, HumaneError
+from humane.core.params import Params, SweepParams, apply_overrides, load_params, parse_params, read_raw
+from humane.core.paths import Paths
+from humane.fairness import sweep as lib
+from humane.governance.gate import Policy
+from humane.governance.store import client, ensure_experiment
+
+# Where the sweep writes its table, plot and choice in the project; the table's rows are `dvc plots` data:
+# `dvc plots show reports/sweep/front.json -x test_dp_sex -y test_accuracy` (fields: humane.fairness.sweep.table).
+SWEEP_DIR = Path("reports/sweep")
+FRONT_JSON, FRONT_PNG, SELECTION_JSON, CHOICE_MD = "front.json", "front.png", "selection.json", "choice.md"
+# MLflow: the parent run's tag, and the artifact folder of the sweep's files.
+SWEEP_TAG, ARTIFACT_DIR = "humane.sweep", "sweep"
+TABLE_KEY, CHOICE_KEY = "mitigation-sweep", "mitigation-sweep-choice"
+# The queued DVC experiments run the pipeline up to this stage: measured, never tracked or registered.
+QUEUE_TARGET = "audit"
+TAG_LIMIT = 4000  # characters of a registry tag value kept (MLflow stores up to 5000)
+EXIT = {"promoted": 0, "error": 2, "rejected": 3, "no_candidate": 4}
+NO_CANDIDATE = "NoCandidate"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tasks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@task(name="read-sweep", cache_policy=NO_CACHE)
+def read_sweep(project: Path) -> tuple[Params, list[Params]]:
+    """The project's params and each candidate's params (overrides applied), refusing bad candidates up front."""
+    path = Paths(project).params
+    raw = read_raw(path)
+    try:
+        params = parse_params(raw)
+        lib.check_candidates(params.sweep.candidates)
+        candidates = [parse_params(apply_overrides(raw, c)) for c in params.sweep.candidates]
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return params, candidates
+
+
+@task(name="processed-frames", cache_policy=NO_CACHE)
+def processed_frames(project: Path) -> dict[str, pd.DataFrame]:
+    """The processed frames of the project's current pipeline, brought up to date first.
+
+    `dvc repro preprocess` runs the stages up to preprocess that are stale (none when they are current), in the
+    project folder and under its workspace lock, like an in-place pipeline run. The training rows come back as
+    they were before the project's own mitigation by data, so that each candidate applies its own.
+    """
+    logger = get_run_logger()
+    paths = Paths(project)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with workspace.workspace_lock(project):
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro", "preprocess"], cwd=project, env=env,
+                              capture_output=True, text=True)  # fmt: skip
+        if done.returncode != 0:
+            tail = (done.stderr.strip() or done.stdout.strip())[-2000:]
+            raise HumaneError(f"`dvc repro preprocess` failed in {project}, so there are no processed frames to "
+                              f"score the candidates on:\n{tail}")  # fmt: skip
+        ran = [line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage '")]
+        logger.info("processed frames: %s", f"stages run first: {ran}" if ran else "current (dvc.lock)")
+        report = io.read_json(paths.mitigation_data)
+        frames = {
+            "train": lib.unmitigated_train(pd.read_parquet(paths.processed_train), report),
+            "val": pd.read_parquet(paths.processed_val),
+            "test": pd.read_parquet(paths.processed_test),
+        }
+    return frames
+
+
+@task(task_run_name="train-{index}", cache_policy=NO_CACHE)
+def train_model(index: int, params: Params, frames: dict[str, pd.DataFrame]) -> lib.TrainedModel:
+    """Train candidate `index`'s model (shared by the candidates with the same training settings)."""
+    return lib.train_candidate(params, frames)
+
+
+@task(task_run_name="candidate-{index}", cache_policy=NO_CACHE)
+def score_model(index: int, params: Params, val: pd.DataFrame, test: pd.DataFrame, trained: lib.TrainedModel,
+                model_of: int | None, overrides: dict[str, Any]) -> lib.CandidateResult:  # fmt: skip
+    """Fit candidate `index`'s thresholds on the validation rows and measure both splits."""
+    return lib.score_candidate(params, val, test, trained, model_of, overrides)
+
+
+@task(name="record-sweep", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def record_sweep(project: Path, params: Params, results: list[lib.CandidateResult], chosen: int | None,
+                 rejected: dict[int, str], timing: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Record the sweep: reports/sweep/, MLflow (a parent run, a child per candidate) and the flow run's page.
+
+    Returns what the registered version's tags need (the parent run, the fronts, the table, the choice).
+    """
+    feature, quality = lib.front_feature(params), params.sweep.select
+    limits = lib.fairness_limits(policy_of(params))
+    fronts = {name: lib.pareto_front(results, quality, f"{lib.FAIRNESS_PREFIX}{feature}.{gap}", "test")
+              for name, gap in lib.FRONT_GAPS.items()}  # fmt: skip
+    rows = lib.table(results, feature, chosen, rejected, fronts)
+    markdown = lib.choice_markdown(rows, chosen, quality, feature, limits)
+    selection = {
+        "select": quality, "front_feature": feature, "front_split": "test", "selection_split": "val",
+        "limits": {m: {"rule": r, "threshold": t} for m, (r, t) in limits.items()}, "chosen": chosen,
+        "chosen_overrides": params.sweep.candidates[chosen] if chosen is not None else None,
+        "rejected": {str(i): reason for i, reason in rejected.items()}, "fronts": fronts, **timing,
+    }  # fmt: skip
+    out = Paths(project).root / SWEEP_DIR
+    io.write_json(out / FRONT_JSON, rows)
+    io.write_json(out / SELECTION_JSON, selection)
+    io.write_text(out / CHOICE_MD, markdown)
+    lib.plot_front(results, out / FRONT_PNG, feature, quality, chosen, limits)
+    parent = log_to_mlflow(project, params, results, rows, selection, out)
+    create_table_artifact(key=TABLE_KEY, table=rows, description="Bias-mitigation sweep: every candidate")
+    create_markdown_artifact(key=CHOICE_KEY, markdown=markdown, description="Bias-mitigation sweep: the choice")
+    return {"parent_run": parent, "fronts": fronts, "feature": feature, "rows": rows, "markdown": markdown}
+
+
+@task(name="mark-registered", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+def mark_registered(project: Path, params: Params, recorded: dict[str, Any], chosen: int,
+                    training_run_id: str | None) -> dict[str, str] | None:  # fmt: skip
+    """Tag the chosen candidate's registered version (and the parent run) with its place in the sweep.
+
+    The version is the one the training subflow registered: found by the subflow's id on its tracked run, else
+    (a run that changed nothing) the newest registered run whose overrides are the chosen candidate's.
+    """
+    logger = get_run_logger()
+    ctx = RunContext(project)
+    mlflow_client = client(ctx.tracking_uri)
+    experiment = mlflow_client.get_experiment_by_name(params.data.experiment)
+    overrides = lib.describe(params.sweep.candidates[chosen])
+    found = []
+    if experiment is not None and training_run_id:
+        found = mlflow_client.search_runs([experiment.experiment_id],
+                                          f"tags.`prefect.flow_run_id` = '{training_run_id}'")  # fmt: skip
+    if experiment is not None and not [r for r in found if "registry.version" in r.data.tags]:
+        # Compared here, not in the filter: the overrides' text holds quotes that MLflow's filter syntax cannot.
+        newest = mlflow_client.search_runs([experiment.experiment_id], "tags.`registry.version` != ''",
+                                           max_results=500, order_by=["attributes.start_time DESC"])  # fmt: skip
+        found = [r for r in newest if r.data.tags.get("overrides") == overrides]
+    found = [r for r in found if "registry.version" in r.data.tags]
+    if not found:
+        logger.warning("no registered version found for candidate %s (%s); not tagged", chosen, overrides)
+        return None
+    run = found[0]
+    name, version = run.data.tags["registry.model"], run.data.tags["registry.version"]
+    rejected = " | ".join(f"{r['candidate']}: {r['status']}" for r in recorded["rows"] if not r["chosen"])
+    tags = {
+        "sweep.parent_run": recorded["parent_run"],
+        "sweep.candidate": str(chosen),
+        "sweep.overrides": overrides,
+        "sweep.position": lib.position(chosen, recorded["fronts"], recorded["feature"]),
+        "sweep.rejected": rejected[:TAG_LIMIT] or "-",
+    }
+    for key, value in tags.items():
+        mlflow_client.set_model_version_tag(name, version, key, value)
+    # The card's sweep section: where the model sits on the front and why the others were not chosen.
+    mlflow_client.log_text(run.info.run_id, recorded["markdown"], "model_card/sweep.md")
+    for key, value in {"sweep.registered_model": name, "sweep.registered_version": version,
+                       "sweep.training_run": run.info.run_id,
+                       "sweep.gate": run.data.tags.get("gate.decision", "-")}.items():  # fmt: skip
+        mlflow_client.set_tag(recorded["parent_run"], key, value)
+    return {"model": name, "version": version, "run_id": run.info.run_id}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# MLflow
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def policy_of(params: Params) -> Policy:
+    """The promotion policy in force (the generic gate and the dataset's own thresholds)."""
+    return Policy.of(params.gate, params.policy, params.data.sensitive_features)
+
+
+def log_to_mlflow(project: Path, params: Params, results: list[lib.CandidateResult], rows: list[dict[str, Any]],
+                  selection: dict[str, Any], out: Path) -> str:  # fmt: skip
+    """One parent run (the sweep) and a child run per candidate, with its real start and end; the parent's id.
+
+    A retry of this flow run first deletes what an interrupted earlier attempt left (runs tagged with this flow
+    run's id and never marked complete), so the store holds one parent per sweep.
+    """
+    ctx = RunContext(project)
+    mlflow_client = client(ctx.tracking_uri)
+    artifact_root = Paths(project).mlflow_artifacts if ctx.default_store else None
+    experiment_id = ensure_experiment(mlflow_client, params.data.experiment, artifact_root)
+    run_id = str(flow_run.id) if flow_run.id else "local"
+    earlier = mlflow_client.search_runs([experiment_id], f"tags.`sweep.flow_run_id` = '{run_id}'")
+    for attempt in earlier:
+        if attempt.data.tags.get("humane.complete") == "true" and attempt.data.tags.get(SWEEP_TAG) == "true":
+            return attempt.info.run_id
+    for attempt in earlier:
+        mlflow_client.delete_run(attempt.info.run_id)
+    common = {"sweep.flow_run_id": run_id, "mlflow.source.name": "prefect flow sweep", "mlflow.source.type": "JOB"}
+    parent = mlflow_client.create_run(
+        experiment_id, start_time=int(selection["started"] * 1000), run_name=f"sweep · {len(results)} candidates",
+        tags={SWEEP_TAG: "true", **common, "sweep.chosen": str(selection["chosen"]),
+              "sweep.front_feature": selection["front_feature"], "sweep.select": selection["select"]},
+    ).info.run_id  # fmt: skip
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    for i, (result, row) in enumerate(zip(results, rows, strict=True)):
+        child = mlflow_client.create_run(
+            experiment_id, start_time=int(result.started * 1000), run_name=f"sweep candidate {i} · {row['overrides']}",
+            tags={"mlflow.parentRunId": parent, **common, "sweep.candidate": str(i),
+                  "sweep.overrides": row["overrides"], "sweep.methods": row["methods"],
+                  "sweep.status": row["status"][:TAG_LIMIT],
+                  "sweep.model_of": str(row["model_of"]),
+                  **{f"sweep.front_{name}": str(row[f"front_{name}"]).lower() for name in lib.FRONT_GAPS}},
+        ).info.run_id  # fmt: skip
+        metrics = {**{f"val.{k}": v for k, v in result.val.items()}, **{f"test.{k}": v for k, v in result.test.items()},
+                   "train.seconds": result.train_seconds, "train.best_epoch": result.best_epoch,
+                   "train.epochs_run": result.epochs_run, "train.rows": result.train_rows}  # fmt: skip
+        mlflow_client.log_batch(
+            child, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v],  # NaN is not logged
+            params=[Param(k, str(v)[:6000]) for k, v in sorted(result.overrides.items())],
+            tags=[RunTag("humane.complete", "true")],
+        )  # fmt: skip
+        mlflow_client.set_terminated(child, "FINISHED", end_time=int(result.finished * 1000))
+    chosen = selection["chosen"]
+    summary = {
+        "sweep.candidates": len(results),
+        "sweep.wall_seconds": selection["wall_seconds"],
+        "sweep.train_seconds_sum": selection["train_seconds_sum"],
+        "sweep.on_front_dp": len(selection["fronts"]["dp"]),
+        "sweep.on_front_eo": len(selection["fronts"]["eo"]),
+    }
+    if chosen is not None:
+        summary.update({f"chosen.val.{k}": v for k, v in results[chosen].val.items() if v == v})
+        summary.update({f"chosen.test.{k}": v for k, v in results[chosen].test.items() if v == v})
+    mlflow_client.log_batch(
+        parent, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()],
+        params=[Param("sweep.select", selection["select"]), Param("sweep.workers", str(params.sweep.workers)),
+                Param("sweep.runner", selection["runner"]), Param("sweep.n_candidates", str(len(results)))],
+    )  # fmt: skip
+    for name in (FRONT_JSON, FRONT_PNG, SELECTION_JSON, CHOICE_MD):
+        mlflow_client.log_artifact(parent, str(out / name), ARTIFACT_DIR)
+    mlflow_client.set_tag(parent, "humane.complete", "true")
+    mlflow_client.set_terminated(parent, "FINISHED", end_time=int(time.time() * 1000))
+    return parent
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The flow
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def task_runner(settings: SweepParams) -> TaskRunner:
+    """Processes on this machine (`sweep.workers`), or the Dask cluster at `sweep.dask_address`."""
+    if settings.dask_address:
+        from prefect_dask import DaskTaskRunner
+
+        return DaskTaskRunner(address=settings.dask_address)
+    return ProcessPoolTaskRunner(max_workers=settings.workers)
+
+
+@flow(name="sweep", log_prints=True, task_runner=ProcessPoolTaskRunner(max_workers=2))
+def sweep() -> State:
+    """Read → bring the processed frames up to date → train and score the candidates → choose → register one.
+
+    The project is the working directory. Run it with `run_sweep()` (or `python -m flows.sweep`) to get the
+    task runner params.yaml asks for; called directly, it uses two local processes.
+    """
+    project = Path.cwd()
+    started = time.time()
+    params, candidates = read_sweep(project)
+    frames = processed_frames(project)
+    val, test = lib.scoring_frame(frames["val"]), lib.scoring_frame(frames["test"])
+
+    # One model per distinct training setting, submitted first; each candidate is scored on its model.
+    owner: dict[str, int] = {}
+    trained = {}
+    for n, candidate in enumerate(candidates):
+        key = lib.training_key(candidate)
+        if key not in owner:
+            owner[key] = n
+            trained[key] = train_model.submit(n, candidate, frames)
+    scored = []
+    for n, candidate in enumerate(candidates):
+        key = lib.training_key(candidate)
+        model_of = None if owner[key] == n else owner[key]
+        scored.append(score_model.submit(n, candidate, val, test, trained[key], model_of, params.sweep.candidates[n]))
+    results = [future.result() for future in scored]
+    timing = {"started": started, "wall_seconds": round(time.time() - started, 2),
+              "train_seconds_sum": round(sum(r.train_seconds for r in results if r.model_of is None), 2),
+              "models_trained": len(trained), "runner": describe_runner(params.sweep)}  # fmt: skip
+
+    # The choice: validation figures against the policy's fairness limits.
+    chosen, rejected = lib.select(results, policy_of(params), params.sweep.select)
+    recorded = record_sweep(project, params, results, chosen, rejected, timing)
+    print(recorded["markdown"])
+    if chosen is None:
+        return Failed(name=NO_CANDIDATE, message="no sweep candidate is within the policy's fairness limits on the "
+                      "validation split: " + "; ".join(f"{i}: {r}" for i, r in rejected.items()))  # fmt: skip
+
+    # Only the chosen candidate goes on: trained by the pipeline, registered, judged by the gate.
+    from flows.training import training
+
+    state = training(overrides=params.sweep.candidates[chosen] or None, return_state=True)
+    if state.is_completed() or state.name == "Rejected":  # registered (promoted or not); an error registers nothing
+        mark_registered(project, params, recorded, chosen, str(state.state_details.flow_run_id or ""))
+    head = f"sweep candidate {chosen} ({lib.describe(params.sweep.candidates[chosen])}): "
+    if state.name == "Rejected":
+        return Failed(name="Rejected", message=head + (state.message or "refused by the gate"))
+    if state.is_completed():
+        return Completed(message=head + (state.message or "registered"))
+    return state  # the training run failed: its error stands
+
+
+def describe_runner(settings: SweepParams) -> str:
+    """The task runner in words, as the parent run records it."""
+    if settings.dask_address:
+        return f"dask:{settings.dask_address}"
+    return f"processes:{settings.workers}"
+
+
+def run_sweep() -> State:
+    """Run the sweep flow with the task runner params.yaml asks for; its final state."""
+    settings = load_params(Paths(Path.cwd()).params).sweep
+    return sweep.with_options(task_runner=task_runner(settings))(return_state=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The same grid as DVC experiments
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def yaml_value(value: Any) -> str:
+    """A value as `dvc exp run -S key=value` reads it back (YAML 1.2): plain when that is exact, else JSON."""
+    import json
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
+
+    if isinstance(value, str):
+        try:
+            plain = YAML(typ="safe", pure=True).load(value) == value
+        except YAMLError:  # e.g. "a: b" or "[x": not plain YAML; quoted below
+            plain = False
+        if plain:
+            return value
+    return json.dumps(value)
+
+
+def queue_commands(candidates: list[dict[str, Any]]) -> list[list[str]]:
+    """`dvc exp run --queue` for each candidate, up to the audit stage (measured, not tracked or registered)."""
+    return [["dvc", "exp", "run", "--queue", *[a for k, v in c.items() for a in ("-S", f"{k}={yaml_value(v)}")],
+             QUEUE_TARGET] for c in candidates]  # fmt: skip
+
+
+def queue(project: Path) -> int:
+    """Queue every candidate as a DVC experiment; print the commands and how to run and compare them."""
+    params = load_params(Paths(project).params)
+    lib.check_candidates(params.sweep.candidates)
+    for command in queue_commands(params.sweep.candidates):
+        print(shlex.join(command))
+        done = subprocess.run([sys.executable, "-m", *command], cwd=project, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"error: {shlex.join(command)} failed: {(done.stderr or done.stdout).strip()[-1000:]}",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT["error"]
+    print(f"queued {len(params.sweep.candidates)} experiments; run them with `dvc queue start -j "
+          f"{params.sweep.workers}`, follow with `dvc queue status`, compare with `dvc exp show` "
+          "(the policy's choice is made by `python -m flows.sweep`)")  # fmt: skip
+    return EXIT["promoted"]
+
+
+def main(argv: list[str]) -> int:
+    """`python -m flows.sweep [--dvc-queue]`: run the sweep (or queue its grid as DVC experiments)."""
+    if argv not in ([], ["--dvc-queue"]):
+        print(f"usage: python -m flows.sweep [--dvc-queue]; got {shlex.join(argv)}", file=sys.stderr)
+        return EXIT["error"]
+    try:
+        if argv:
+            return queue(Path.cwd())
+        state = run_sweep()
+        if state.name in ("Rejected", NO_CANDIDATE):
+            print(state.message, file=sys.stderr)
+            return EXIT["rejected" if state.name == "Rejected" else "no_candidate"]
+        state.result()  # re-raises the error of a failed task or subflow
+    except HumaneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT["error"]
+    print(state.message)
+    return EXIT["promoted"]
+
+
+if __name__ == "__main__":
+    # Run as the importable module (not __main__): the process pool's workers load the tasks from flows.sweep.
+    from flows import sweep as module
+
+    raise SystemExit(module.main(sys.argv[1:]))
