@@ -41,7 +41,7 @@ def input_schema(model_uri: str) -> dict[str, str]:
         raise StoreError(f"registry: cannot read the signature of {model_uri}: {type(err).__name__}: {err}") from err
     if signature is None or signature.inputs is None:
         raise StoreError(f"registry: {model_uri} was logged without an input signature")
-    return {spec.name: str(spec.type) for spec in signature.inputs.inputs}
+    return {spec.name: getattr(spec.type, "name", str(spec.type)) for spec in signature.inputs.inputs}
 
 
 # Numeric input types that requests may carry interchangeably (`serving.as_request` casts integers to doubles).
@@ -49,19 +49,20 @@ NUMERIC_TYPES = {"integer": "number", "long": "number", "float": "number", "doub
 
 
 def schema_difference(champion: dict[str, str], candidate: dict[str, str]) -> str | None:
-    """None when both take the same columns with compatible types; else what differs, in one line."""
+    """None when the champion can be scored on the candidate's rows; else what stands in the way, in one line.
+
+    It can when every column it takes is one the candidate takes too, with a compatible type (numbers are
+    numbers: `as_request` casts integers to doubles). A candidate taking more columns (e.g. the sensitive column a
+    post-processed model needs) is no obstacle: the champion reads only its own.
+    """
     champion = {c: NUMERIC_TYPES.get(t, t) for c, t in champion.items()}
     candidate = {c: NUMERIC_TYPES.get(t, t) for c, t in candidate.items()}
-    if champion == candidate:
-        return None
     parts = []
-    if added := sorted(set(candidate) - set(champion)):
-        parts.append(f"the candidate adds {added}")
     if removed := sorted(set(champion) - set(candidate)):
         parts.append(f"the candidate lacks {removed}")
     if retyped := sorted(c for c in set(champion) & set(candidate) if champion[c] != candidate[c]):
         parts.append(f"types differ for {retyped}")
-    return "; ".join(parts)
+    return "; ".join(parts) or None
 
 
 def champion_figures(
