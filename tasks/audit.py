@@ -23,7 +23,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     x, _, _ = split_xy(frame)
     p = predict_proba(torch.load(paths.model, weights_only=True), x)
     thresholds = io.read_json(paths.thresholds)
-    decided = decisions(p, frame, thresholds)
+    decided = decisions(p, frame, thresholds, x.numpy())
     audits = audit_predictions(frame, p, params.data.sensitive_features, threshold, settings, decided)
     y = frame[LABEL_COLUMN].to_numpy().astype(float)
     y_pred = (p >= threshold).astype(float) if decided is None else decided.astype(float)

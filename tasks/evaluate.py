@@ -33,7 +33,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     y = y_test.numpy()
     p = predict_proba(state, x_test)
     # A post-processed model decides by per-group thresholds (fitted on validation rows), not p >= threshold.
-    decided = decisions(p, test, io.read_json(paths.thresholds))
+    decided = decisions(p, test, io.read_json(paths.thresholds), x_test.numpy())
     metrics = {
         "model": binary_metrics(y, p, settings.threshold, settings.calibration_bins, decided),
         "baseline": baselines(x_train.numpy(), y_train.numpy(), x_test.numpy(), y, settings),

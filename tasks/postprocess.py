@@ -22,13 +22,13 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     val = pd.read_parquet(paths.processed_val)
     x_val, _, _ = split_xy(val)
     p_val = predict_proba(torch.load(paths.model, weights_only=True), x_val)
-    state = fit_thresholds(p_val, val, params.mitigation, params.validate.min_group_rows)
+    state = fit_thresholds(p_val, val, params.mitigation, params.validate.min_group_rows, params.evaluate.threshold)
     io.write_json(paths.thresholds, state)
     if state["constraint"] == "none":
         return "postprocess: no per-group thresholds (mitigation.thresholds: none)"
-    pooled = f"; pooled small groups: {state['pooled']}" if state["pooled"] else ""
+    excluded = f"; too small, plain threshold: {state['excluded']}" if state["excluded"] else ""
     return (f"postprocess: {state['constraint']} thresholds for {len(state['groups'])} groups of "
-            f"{' x '.join(state['target'])}, fitted on {state['fit_rows']} validation rows{pooled}")  # fmt: skip
+            f"{' x '.join(state['target'])}, fitted on {state['fit_rows']} validation rows{excluded}")  # fmt: skip
 
 
 if __name__ == "__main__":

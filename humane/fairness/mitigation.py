@@ -8,7 +8,7 @@ is the group "missing" here too. Groups with fewer than `min_rows` rows are too 
 - reweighing: weight 1 (their label rate is left as observed);
 - oversampling: never resampled;
 - fairness penalty: no group of their own (an all-zero one-hot row), so they add no penalty term;
-- thresholds (`GroupThresholds`): pooled into one group, `POOLED_GROUP`, with its own threshold.
+- thresholds (`GroupThresholds`): no threshold of their own; their rows are decided by the plain threshold.
 
 The sensitive feature is never a model input: it travels beside the features (a key per row) and is only read
 by these functions. The reductions estimator that Fairlearn's ExponentiatedGradient fits lives in
@@ -17,6 +17,7 @@ by these functions. The reductions estimator that Fairlearn's ExponentiatedGradi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -41,7 +42,6 @@ ThresholdConstraint = Literal["demographic_parity", "equalized_odds", "true_posi
 THRESHOLD_CONSTRAINTS: tuple[str, ...] = ("demographic_parity", "equalized_odds", "true_positive_rate_parity")
 PENALTY_CONSTRAINTS: tuple[str, ...] = ("demographic_parity", "equalized_odds")
 # The group that `GroupThresholds` gives the rows of all too-small groups (one shared threshold for them).
-POOLED_GROUP = "(small groups pooled)"
 THRESHOLD_OBJECTIVE = "accuracy_score"
 
 
@@ -345,11 +345,10 @@ class GroupThresholds:
     chosen rate is equal across groups while accuracy is maximised. The state is plain JSON (`to_dict`), read back
     by `from_dict` without pickle; prediction uses only that state, so a fitted and a loaded object agree.
 
-    Groups too small to constrain (fewer than `min_rows` validation rows) share one threshold under
-    `POOLED_GROUP`; at prediction their rows are mapped there. A group never seen at fit time is refused
-    (DataError naming the number of rows and groups, never a value): thresholds fitted for other groups would
-    apply a constraint nobody checked. A null sensitive value is the group "missing" (`group_keys`), like any
-    other group.
+    Groups too small to constrain (fewer than `min_rows` validation rows) and groups unseen at fit time have
+    no threshold of their own: their rows are decided by the plain threshold (`fallback_threshold`, the
+    pipeline's evaluate.threshold), and the excluded groups are named in the state. A null sensitive value is
+    the group "missing" (`group_keys`), like any other group.
 
     Decisions are randomised where a group's mix is: row i of a call is positive when its positive probability
     is ≥ the i-th draw of numpy's RandomState(seed), the same draws as ThresholdOptimizer.predict(random_state=
@@ -362,7 +361,7 @@ class GroupThresholds:
 
     def fit(
         self, scores: np.ndarray, y: np.ndarray | pd.Series, keys: pd.Series, constraint: ThresholdConstraint,
-        seed: int, *, min_rows: int,
+        seed: int, *, min_rows: int, fallback_threshold: float = 0.5,
     ) -> GroupThresholds:  # fmt: skip
         """Fit the thresholds on validation scores.
 
@@ -372,7 +371,9 @@ class GroupThresholds:
             keys: Group per validation row (`group_keys`; no None).
             constraint: "demographic_parity", "equalized_odds" or "true_positive_rate_parity" (equal opportunity).
             seed: Seed of the randomised decisions at prediction time (the fit itself is deterministic).
-            min_rows: Groups with fewer validation rows are pooled into `POOLED_GROUP` (see `constrained`).
+            min_rows: Groups with fewer validation rows are left out of the constraints (see `constrained`): their
+                rows, and rows of groups unseen here, are decided by `fallback_threshold` (evaluate.threshold).
+            fallback_threshold: The plain threshold for rows of excluded or unseen groups.
 
         Returns:
             self.
@@ -383,14 +384,17 @@ class GroupThresholds:
         labels = _labels(y, len(keys))
         p = self._scores(scores, len(keys))
         kept, too_small = constrained(keys, min_rows)
-        if POOLED_GROUP in set(kept.dropna()):
-            raise DataError(f"a group is named {POOLED_GROUP!r}, the name reserved for pooled small groups")
-        groups = kept.where(kept.notna(), POOLED_GROUP).astype(str)
+        rows = kept.notna().to_numpy()
+        groups = kept[rows].astype(str)
+        one_label = sorted(g for g in set(groups) if len(set(labels[rows][groups.to_numpy() == g])) < 2)
+        if one_label:
+            raise DataError(f"per-group thresholds: the validation rows of group(s) {one_label} hold one label "
+                            "only, so no threshold can be fitted for them (more data, or another target)")  # fmt: skip
         optimizer = ThresholdOptimizer(
             estimator=_Scores(), constraints=constraint, objective=THRESHOLD_OBJECTIVE, prefit=True,
             predict_method="predict_proba",
         )  # fmt: skip
-        optimizer.fit(p.reshape(-1, 1), labels, sensitive_features=groups.to_numpy())
+        optimizer.fit(p[rows].reshape(-1, 1), labels[rows], sensitive_features=groups.to_numpy())
         table = {}
         for group, bunch in optimizer.interpolated_thresholder_.interpolation_dict.items():
             entry = {"p0": float(bunch.p0), "operation0": _operation(bunch.operation0),
@@ -401,7 +405,8 @@ class GroupThresholds:
         self.optimizer_ = optimizer
         self.state = {
             "constraint": constraint, "objective": THRESHOLD_OBJECTIVE, "seed": int(seed), "min_rows": int(min_rows),
-            "pooled_group": POOLED_GROUP, "pooled": too_small, "fit_rows": len(keys), "groups": table,
+            "excluded": too_small, "fallback_threshold": float(fallback_threshold), "fit_rows": int(rows.sum()),
+            "groups": table,
         }  # fmt: skip
         return self
 
@@ -422,21 +427,14 @@ class GroupThresholds:
                 "group keys contain nulls; build them with group_keys (a null sensitive value is 'missing')"
             )
         groups = keys.astype(str)
-        groups = groups.where(~groups.isin(state["pooled"]), state["pooled_group"])
-        unseen = ~groups.isin(list(state["groups"]))
-        if unseen.any():
-            raise DataError(
-                f"{int(unseen.sum())} row(s) belong to {groups[unseen].nunique()} group(s) unseen when the thresholds "
-                f"were fitted on {len(state['groups'])} group(s); the thresholds cannot judge them (refit on "
-                "validation data that holds every group, or map the value upstream)"
-            )
-        return groups
+        # Rows of groups left out of the constraints (too small) or unseen at fit time get the plain threshold.
+        return groups.where(groups.isin(list(state["groups"])), None)
 
     def positive_probability(self, scores: np.ndarray, keys: pd.Series) -> np.ndarray:
         """Each row's probability of a positive decision (Fairlearn's InterpolatedThresholder._pmf_predict)."""
         p = self._scores(scores, len(keys))
         groups = self._groups(keys).to_numpy()
-        out = np.zeros(len(p))
+        out = (p >= self._fitted()["fallback_threshold"]).astype(float)
         for group, g in self._fitted()["groups"].items():
             rows = groups == group
             q = g["p0"] * _apply(g["operation0"], p[rows]) + g["p1"] * _apply(g["operation1"], p[rows])
@@ -445,19 +443,27 @@ class GroupThresholds:
             out[rows] = q
         return out
 
-    def predict(self, scores: np.ndarray, keys: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    def predict(
+        self, scores: np.ndarray, keys: pd.Series, features: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Decisions and their positive probability.
 
         Args:
             scores: The model's positive probability per row.
             keys: Group per row (`group_keys`).
+            features: The rows' model features (float32, as the model reads them). Each row's draw is then a
+                keyed hash of its features and the seed: the same row gets the same decision alone, in any batch
+                and at any position, so what the audit measures is what serving does. Without features the
+                draws are numpy's RandomState(seed) in row order (Fairlearn's own `predict(random_state=seed)`).
 
         Returns:
             (y_pred 0/1 ints, positive_probability): y_pred is 1 where positive_probability ≥ the row's draw.
 
         """
         probability = self.positive_probability(scores, keys)
-        draws = np.random.RandomState(self._fitted()["seed"]).rand(len(probability))
+        seed = self._fitted()["seed"]
+        in_order = features is None
+        draws = np.random.RandomState(seed).rand(len(probability)) if in_order else row_draws(features, seed)
         return (probability >= draws).astype(int), probability
 
     def to_dict(self) -> dict[str, Any]:
@@ -472,7 +478,7 @@ class GroupThresholds:
             DataError: The dict is not a GroupThresholds state.
 
         """
-        needed = {"constraint", "seed", "pooled_group", "pooled", "groups"}
+        needed = {"constraint", "seed", "excluded", "fallback_threshold", "groups"}
         if not isinstance(state, dict) or not needed <= set(state) or not state["groups"]:
             raise DataError(f"group thresholds state must hold the keys {sorted(needed)} and at least one group")
         for g in state["groups"].values():
@@ -499,7 +505,8 @@ def mitigate_data(train: pd.DataFrame, settings: MitigationParams, min_rows: int
 
     Returns the frame to train on and a report (cells, counts and weights; groups named, no rows).
     """
-    report: dict[str, Any] = {"target": list(settings.target), "methods": settings.active, "min_rows": min_rows}
+    methods = ["reweigh"] * settings.reweigh + ["resample"] * settings.resample  # this stage's methods only
+    report: dict[str, Any] = {"target": list(settings.target), "methods": methods, "min_rows": min_rows}
     if not (settings.reweigh or settings.resample):
         return train, report
     keys, too_small = constrained(group_keys(train, settings.target), min_rows)
@@ -531,7 +538,20 @@ def training_terms(
     return weights, onehot, fairness_penalty(settings.loss, settings.loss_weight), info
 
 
-def fit_thresholds(p_val: np.ndarray, val: pd.DataFrame, settings: MitigationParams, min_rows: int) -> dict:
+def row_draws(features: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform [0, 1) number per row from a keyed BLAKE2 hash of its float32 features: stable across batches."""
+    x = np.ascontiguousarray(np.asarray(features, dtype=np.float32))
+    key = int(seed).to_bytes(8, "little", signed=True)
+    out = np.empty(len(x))
+    for i, row in enumerate(x):
+        digest = hashlib.blake2b(row.tobytes(), digest_size=8, key=key).digest()
+        out[i] = int.from_bytes(digest, "little") / 2.0**64
+    return out
+
+
+def fit_thresholds(
+    p_val: np.ndarray, val: pd.DataFrame, settings: MitigationParams, min_rows: int, fallback_threshold: float
+) -> dict:
     """The postprocess stage's part: per-group thresholds fitted on the validation split, as plain JSON.
 
     Returns {"constraint": "none"} when post-processing is off.
@@ -540,16 +560,19 @@ def fit_thresholds(p_val: np.ndarray, val: pd.DataFrame, settings: MitigationPar
         return {"constraint": "none"}
     keys = group_keys(val, settings.target)
     fitted = GroupThresholds().fit(p_val, val[LABEL_COLUMN].to_numpy(), keys, settings.thresholds, settings.seed,
-                                   min_rows=min_rows)  # fmt: skip
+                                   min_rows=min_rows, fallback_threshold=fallback_threshold)  # fmt: skip
     return {**fitted.to_dict(), "target": list(settings.target)}
 
 
-def decisions(p: np.ndarray, frame: pd.DataFrame, state: dict[str, Any]) -> np.ndarray | None:
+def decisions(p: np.ndarray, frame: pd.DataFrame, state: dict[str, Any], features: np.ndarray) -> np.ndarray | None:
     """0/1 decisions by the fitted per-group thresholds, or None when the model decides by `p >= threshold`.
 
-    `frame` holds the rows' sensitive columns (processed frames: SENSITIVE_PREFIX + feature).
+    `frame` holds the rows' sensitive columns (processed frames: SENSITIVE_PREFIX + feature); `features` the
+    rows' model features (each row's draw hashes them, so evaluation, audit and serving decide alike).
     """
-    if state.get("constraint", "none") == "none":
+    if "constraint" not in state:
+        raise DataError("the thresholds file names no constraint; it is not one the postprocess stage wrote")
+    if state["constraint"] == "none":
         return None
-    y_pred, _ = GroupThresholds.from_dict(state).predict(p, group_keys(frame, state["target"]))
+    y_pred, _ = GroupThresholds.from_dict(state).predict(p, group_keys(frame, state["target"]), features)
     return y_pred

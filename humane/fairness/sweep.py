@@ -223,7 +223,7 @@ def front_feature(params: Params) -> str:
 
 def figures(params: Params, frame: pd.DataFrame, p: np.ndarray, thresholds: dict[str, Any]) -> dict[str, float]:
     """Quality and the audit's gaps of one split's scores, deciding as the served model would."""
-    decided = decisions(p, frame, thresholds)
+    decided = decisions(p, frame, thresholds, split_xy(frame)[0].numpy())
     y = frame[LABEL_COLUMN].to_numpy()
     quality = binary_metrics(y, p, params.evaluate.threshold, params.evaluate.calibration_bins, decided)
     out = {m: quality[m] for m in QUALITY_METRICS}
@@ -258,7 +258,8 @@ def score_candidate(
 
     """
     started = time.time()
-    state = fit_thresholds(trained.p_val, val, params.mitigation, params.validate.min_group_rows)
+    state = fit_thresholds(trained.p_val, val, params.mitigation, params.validate.min_group_rows,
+                           params.evaluate.threshold)  # fmt: skip
     val_figures = figures(params, val, trained.p_val, state)
     test_figures = figures(params, test, trained.p_test, state)
     return CandidateResult(

@@ -254,7 +254,7 @@ def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
                      "the test rows); decisions are randomised between two thresholds where a group's mix requires "
                      "it (seeded)")  # fmt: skip
     small = sorted({*data.get("too_small_to_constrain", []), *mitigation.get("too_small_to_constrain", []),
-                    *thresholds.get("pooled", [])})  # fmt: skip
+                    *thresholds.get("excluded", [])})  # fmt: skip
     if small:
         items.append(f"groups too small to constrain (fewer than {params.validate.min_group_rows} rows), left out of "
                      f"the constraints: {small}")  # fmt: skip

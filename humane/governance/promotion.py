@@ -128,10 +128,10 @@ def judge(params: Params, paths: Paths, candidate: dict[str, float], reference: 
     from humane.modeling.features import load_preprocessor
 
     pre = load_preprocessor(paths.preprocessor)
-    rescored = rescore(reference, f"models:/{name}/{reference.version}", record["model_uri"],
-                       pd.read_parquet(paths.interim_test), pd.read_parquet(paths.processed_test),
-                       params.data.sensitive_features, params.audit, params.evaluate.calibration_bins,
-                       io.read_json(paths.privacy_policy), (pre.labels, pre.positive_label))  # fmt: skip
+    rescored = rescore(reference, f"models:/{name}/{reference.version}", pd.read_parquet(paths.interim_test),
+                       pd.read_parquet(paths.processed_test), params.data.sensitive_features, params.audit,
+                       params.evaluate.calibration_bins, io.read_json(paths.privacy_policy),
+                       (pre.labels, pre.positive_label))  # fmt: skip
     if rescored.champion is None:
         return decide(policy, candidate, reference, notes=warned + rescored.notes, change_skipped=rescored.skipped,
                       test_md5={"candidate": test_md5, "champion": reference.test_md5})  # fmt: skip

@@ -82,7 +82,6 @@ def champion_figures(
 def rescore(
     champion: Champion,
     champion_uri: str,
-    candidate_uri: str,
     raw_test: pd.DataFrame,
     test: pd.DataFrame,
     sensitive: list[str],
@@ -104,10 +103,13 @@ def rescore(
 
     from humane.governance.serving import DECISION, PROBABILITY, as_request
 
-    difference = schema_difference(input_schema(champion_uri), input_schema(candidate_uri))
+    # What the candidate's test rows hold (all columns of the loaded record, masked): the champion reads its own.
+    held = {c: "boolean" if pd.api.types.is_bool_dtype(t) else "double" if pd.api.types.is_numeric_dtype(t)
+            else "string" for c, t in raw_test.dtypes.items()}  # fmt: skip
+    difference = schema_difference(input_schema(champion_uri), held)
     if difference is not None:
-        why = (f"champion v{champion.version} takes different inputs ({difference}), so it cannot be scored on "
-               "the candidate's test rows")  # fmt: skip
+        why = (f"champion v{champion.version} takes inputs the candidate's test rows do not hold as it needs "
+               f"({difference.replace('the candidate', 'the rows')})")  # fmt: skip
         return Rescored(None, why, [])
     missing = [f"{SENSITIVE_PREFIX}{f}" for f in sensitive if f"{SENSITIVE_PREFIX}{f}" not in test]
     if missing or LABEL_COLUMN not in test or len(test) != len(raw_test):

@@ -75,7 +75,13 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
     @property
     def needs_sensitive(self) -> list[str]:
         """The sensitive columns every request must carry: a post-processed model decides per group."""
-        return list(self.thresholds.get("target", [])) if self.thresholds.get("constraint", "none") != "none" else []
+        if self.thresholds.get("constraint", "none") == "none":
+            return []
+        if not self.thresholds.get("target"):  # fail closed: a post-processed model that names no group column
+            from humane.core.errors import DataError
+
+            raise DataError("the model's thresholds name no sensitive column; it cannot decide per group")
+        return list(self.thresholds["target"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """For each raw row: probability of the positive label, the label, and the domain rules it breaks."""
@@ -112,7 +118,7 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
 
             groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": frame[c].astype(str).astype("object").where(
                 frame[c].notna(), None).to_numpy() for c in self.needs_sensitive})  # fmt: skip
-            positive = decisions(p, groups, self.thresholds).astype(bool)
+            positive = decisions(p, groups, self.thresholds, x.numpy()).astype(bool)
         labels = self.preprocessor.labels
         negative = next(label for label in labels if label != self.preprocessor.positive_label)
         predicted = np.where(positive, self.preprocessor.positive_label, negative)

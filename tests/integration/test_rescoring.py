@@ -53,14 +53,15 @@ def test_other_inputs_skip_the_change_rules_and_an_unscorable_champion_stops_reg
 
     import yaml
 
-    # 1. A candidate that takes other inputs: the change rules are skipped and said why; value rules still apply.
+    # 1. A candidate masked by another privacy policy: its test rows are not the champion's inputs, so the change
+    # rules are skipped and said why; the value rules still apply.
     params = yaml.safe_load((ran_project / "params.yaml").read_text())
-    params["data"]["categorical"] = [c for c in params["data"]["categorical"] if c != "education"]
+    params["privacy"]["bins"] = {"age": [17, 30, 45, 60, 91]}
     (ran_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro"], ran_project)
     decision = json.loads((ran_project / "reports/decision.json").read_text())
     assert decision["champion_version"] == "1"
-    assert any("takes different inputs (the candidate lacks ['education'])" in n for n in decision["notes"])
+    assert any("champion v1 masks its inputs by another privacy policy" in n for n in decision["notes"])
     changes = [c for c in decision["checks"] if c["rule"] in ("max_drop", "max_increase")]
     assert changes and all(c["passed"] is None and "skipped" in c["note"] for c in changes)
     assert any(c["rule"] == "min" and c["passed"] is not None for c in decision["checks"])
@@ -69,7 +70,7 @@ def test_other_inputs_skip_the_change_rules_and_an_unscorable_champion_stops_reg
     before = _aliases(ran_project)
 
     # 2. A champion that cannot be loaded: the decision cannot be taken, so nothing is registered, no alias moves.
-    params["data"]["categorical"].append("education")
+    params["privacy"]["bins"] = {"age": [17, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 91]}
     params["train"]["seed"] = 7
     (ran_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     champion = before["champion"]

@@ -11,7 +11,6 @@ from humane.core.errors import ConfigError, DataError
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.fairness.metrics import gaps_from, group_table
 from humane.fairness.mitigation import (
-    POOLED_GROUP,
     GroupThresholds,
     constrained,
     fairness_penalty,
@@ -309,17 +308,35 @@ def test_group_thresholds_json_round_trip_and_fairlearn_agree(split, constraint)
     np.testing.assert_array_equal(y_fitted, fairlearn)
 
 
-def test_group_thresholds_refuse_unseen_groups_without_naming_them(split):
-    val = split["val"]
+def test_unseen_groups_get_the_plain_threshold_and_draws_do_not_depend_on_the_batch(split):
+    val, test = split["val"], split["test"]
     thresholds = GroupThresholds().fit(predict_scores(split["model"], x_of(val)), val[LABEL_COLUMN],
-                                       group_keys(val, ["sex"]), "demographic_parity", seed=0, min_rows=50)  # fmt: skip
+                                       group_keys(val, ["sex"]), "demographic_parity", seed=0, min_rows=50,
+                                       fallback_threshold=0.5)  # fmt: skip
     keys = pd.Series(["a", "secret-value", "missing"])
-    with pytest.raises(DataError, match=r"2 row\(s\) belong to 2 group\(s\) unseen") as err:
-        thresholds.predict(np.array([0.2, 0.5, 0.9]), keys)
-    assert "secret-value" not in str(err.value)
+    _, probability = thresholds.predict(np.array([0.2, 0.7, 0.3]), keys)
+    assert probability[1:].tolist() == [1.0, 0.0]  # unseen groups: p >= 0.5, no threshold of their own
+    # Each row's draw hashes its features: alone or in a batch, at any position, the same decision.
+    x = x_of(test)
+    scores, keys = predict_scores(split["model"], x), group_keys(test, ["sex"])
+    batch, _ = thresholds.predict(scores, keys, x.numpy())
+    alone = [thresholds.predict(scores[i : i + 1], keys.iloc[i : i + 1], x.numpy()[i : i + 1])[0][0] for i in range(40)]
+    np.testing.assert_array_equal(batch[:40], alone)
+    order = np.arange(len(scores))[::-1]
+    reversed_, _ = thresholds.predict(scores[order], keys.iloc[order], x.numpy()[order])
+    np.testing.assert_array_equal(reversed_[::-1], batch)
 
 
-def test_intersection_with_a_too_small_group_is_named_excluded_and_pooled(split):
+def test_a_constrained_group_with_one_label_is_a_clear_error(split):
+    val = split["val"]
+    y = val[LABEL_COLUMN].to_numpy().copy()
+    keys = group_keys(val, ["sex"])
+    y[(keys == "b").to_numpy()] = 0
+    with pytest.raises(DataError, match=r"group\(s\) \['b'\] hold one label only"):
+        GroupThresholds().fit(predict_scores(split["model"], x_of(val)), y, keys, "equalized_odds", seed=0, min_rows=50)
+
+
+def test_intersection_with_a_too_small_group_is_named_and_excluded(split):
     val = split["val"].copy()
     # race: r1 / r2 for everyone except 12 rows of group b, which are r3: the cell "b x r3" is too small.
     rng = np.random.default_rng(1)
@@ -336,7 +353,8 @@ def test_intersection_with_a_too_small_group_is_named_excluded_and_pooled(split)
     scores = predict_scores(split["model"], x_of(val))
     thresholds = GroupThresholds().fit(scores, val[LABEL_COLUMN], keys, "demographic_parity", seed=0, min_rows=50)
     state = thresholds.to_dict()
-    assert state["pooled"] == ["b x r3"]
-    assert set(state["groups"]) == {"a x r1", "a x r2", "b x r1", "b x r2", POOLED_GROUP}
-    y_pred, _ = thresholds.predict(scores, keys)  # rows of the small group are judged by the pooled threshold
-    assert len(y_pred) == len(val)
+    assert state["excluded"] == ["b x r3"]
+    assert set(state["groups"]) == {"a x r1", "a x r2", "b x r1", "b x r2"}  # no threshold for the small cell
+    _, probability = thresholds.predict(scores, keys)  # its rows are decided by the plain threshold
+    small = (keys == "b x r3").to_numpy()
+    np.testing.assert_array_equal(probability[small], (scores[small] >= 0.5).astype(float))

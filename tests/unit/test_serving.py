@@ -129,7 +129,7 @@ def _log(root: Path, thresholds: str):
     torch.save(state, paths.model)
     settings = params.mitigation.model_copy(update={"thresholds": thresholds, "target": ["sex"]})
     val = to_model_frame(pre, train)  # stands in for the validation rows here
-    io.write_json(paths.thresholds, fit_thresholds(predict_proba(state, split_xy(val)[0]), val, settings, 5))
+    io.write_json(paths.thresholds, fit_thresholds(predict_proba(state, split_xy(val)[0]), val, settings, 5, 0.5))
 
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
     try:
