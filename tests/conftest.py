@@ -128,6 +128,9 @@ def sample_params(project: Path, **sections: dict) -> None:
         ranges={"age": [17, 90], "hours-per-week": [1, 99]},
     )
     params["validate"].update(min_group_rows=5)
+    # The suite's pipeline runs unmitigated (its checks compare with the plain model); the mitigated default is
+    # exercised by tests/integration/test_sweep.py and tests/unit/test_serving.py.
+    params["mitigation"].update(thresholds="none")
     params["train"].update(max_epochs=8, patience=2, hidden_sizes=[64, 32], lr=0.002, progress=False)
     params["audit"].update(bootstrap=50, min_group_size=30)
     # A policy the sample's small model can meet: the tests need a champion to compare against.

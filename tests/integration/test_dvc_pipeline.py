@@ -69,8 +69,10 @@ def test_one_mlflow_run_with_params_metrics_lineage_and_model(repro_project, mon
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repro_project / 'mlflow.db'}")  # restored after the test
     model = mlflow.pyfunc.load_model(f"runs:/{tracked.info.run_id}/model")
     raw = pd.read_csv(repro_project / "data/raw/sample/test.csv").head(7)
-    predicted = model.predict(raw.drop(columns=["income"]))
-    assert list(predicted.columns) == ["probability", "label"] and len(predicted) == 7
+    from humane.governance.serving import as_request
+
+    predicted = model.predict(as_request(raw.drop(columns=["income"]), model.metadata.get_input_schema()))
+    assert list(predicted.columns)[:2] == ["probability", "label"] and len(predicted) == 7
     assert set(predicted["label"]) <= {"<=50K", ">50K"}
 
 
