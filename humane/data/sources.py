@@ -460,12 +460,14 @@ def load(spec: DataParams, root: Path) -> Loaded:
             test, dropped[files["test"]] = _prepared(builtin.reader(test_path), spec, files["test"])
     else:
         train_path = confine(spec.source, "data.source", root, spec.root)
+        # Read first: a missing or unreadable file is a clear error there, before its md5 is taken.
+        train_frame = read_table(train_path, spec.source, spec.read)
         files, md5 = {"train": spec.source}, {"train": md5_of(train_path)}
-        train, dropped[spec.source] = _prepared(read_table(train_path, spec.source, spec.read), spec, spec.source)
+        train, dropped[spec.source] = _prepared(train_frame, spec, spec.source)
         if spec.test_source:
             test_path = confine(spec.test_source, "data.test_source", root, spec.root)
-            files["test"], md5["test"] = spec.test_source, md5_of(test_path)
             raw_test = read_table(test_path, spec.test_source, spec.read)
+            files["test"], md5["test"] = spec.test_source, md5_of(test_path)
             test, dropped[spec.test_source] = _prepared(raw_test, spec, spec.test_source)
     if "test" in files:
         check_test_columns(train, test, files["train"], files["test"])

@@ -32,7 +32,8 @@ def _edit(frame: pd.DataFrame, case: str) -> pd.DataFrame:
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("missing_column", [TRAIN, "'education'", "expect_column_to_exist"]),
+        # The test file then holds a column the training file lacks: refused before anything is written.
+        ("missing_column", [f"{SAMPLE_DIR}/test.csv", "['education']", "not in the training file"]),
         ("wrong_dtype", [TRAIN, "'hours-per-week'", "expect_column_values_to_be_in_type_list", "unknown"]),
         ("wrong_dtype_generalized", [TRAIN, "'age'", "privacy rule bins needs numbers", "3 values"]),
         ("label_outside", [TRAIN, "'income'", "expect_column_values_to_be_in_set", "maybe"]),
