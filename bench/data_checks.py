@@ -22,9 +22,8 @@ for _ in range(5):
     found = find_identifiers(train, params.privacy.identifiers, params.data.max_categories, skip=("income",))
     find_identifiers(test, params.privacy.identifiers, params.data.max_categories, skip=("income",))
     t.append(time.perf_counter() - s)
-print(
-    f"identifier check, train {len(train)} + test {len(test)} rows: median {sorted(t)[2] * 1000:.0f} ms; findings {found}"
-)
+median = sorted(t)[2] * 1000
+print(f"identifier check, train {len(train)} + test {len(test)} rows: median {median:.0f} ms; findings {found}")
 policy = fit_policy(params.privacy, train)
 mtrain, mtest = apply_policy(policy, train, None), apply_policy(policy, test, None)
 schema = resolve_schema(params.data, mtrain, policy.to_dict(), params.validate.min_group_rows)
