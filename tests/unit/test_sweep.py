@@ -218,7 +218,6 @@ def test_a_candidate_is_measured_like_the_pipeline_and_a_shared_model_scores_the
         assert {"accuracy", "balanced_accuracy", "roc_auc", DP, EO, "fairness.sex x race.demographic_parity_difference",
                 "fairness.race.equalized_odds_difference"} <= set(figures)  # fmt: skip
         assert all(not math.isnan(v) for v in figures.values())
-    print({k: (round(plain.test[k], 3), round(fitted.test[k], 3)) for k in ("accuracy", DP, EO)})
     assert plain.val[DP] > 0.1 and plain.test[DP] > 0.1  # the injected bias is there
     # Thresholds fitted on validation rows cut the DP gap on the held-out test rows.
     assert fitted.test[DP] < 0.5 * plain.test[DP]
