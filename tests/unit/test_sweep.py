@@ -151,8 +151,9 @@ def test_table_rows_are_flat_and_plot_is_written(tmp_path):
 
 @pytest.fixture(scope="module")
 def raw() -> dict:
+    # Unmitigated base (the Adult profile's default thresholds undone), so "plain" and "thresholded" differ.
     small = {"train.max_epochs": 4, "train.patience": 2, "train.hidden_sizes": [16], "train.lr": 0.01,
-             "train.progress": False}  # fmt: skip
+             "train.progress": False, "mitigation.thresholds": "none"}  # fmt: skip
     return apply_overrides(read_raw(ROOT / "params.yaml"), small)
 
 
