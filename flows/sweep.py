@@ -302,7 +302,8 @@ def sweep() -> State:
     started = time.time()
     params, candidates = read_sweep(project)
     frames = processed_frames(project)
-    val, test = lib.scoring_frame(frames["val"]), lib.scoring_frame(frames["test"])
+    # Whole frames: a post-processed candidate's per-row draws hash each row's features.
+    val, test = frames["val"], frames["test"]
 
     # One model per distinct training setting, submitted first; each candidate is scored on its model.
     owner: dict[str, int] = {}

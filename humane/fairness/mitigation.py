@@ -541,6 +541,8 @@ def training_terms(
 def row_draws(features: np.ndarray, seed: int) -> np.ndarray:
     """A uniform [0, 1) number per row from a keyed BLAKE2 hash of its float32 features: stable across batches."""
     x = np.ascontiguousarray(np.asarray(features, dtype=np.float32))
+    if x.ndim != 2 or x.shape[1] == 0:  # no features: every row would get the same draw
+        raise DataError("per-row draws need the rows' model features; none were given")
     key = int(seed).to_bytes(8, "little", signed=True)
     out = np.empty(len(x))
     for i, row in enumerate(x):

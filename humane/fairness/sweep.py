@@ -27,7 +27,7 @@ import torch
 
 from humane.core.errors import ConfigError, DataError
 from humane.core.params import Params
-from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN
+from humane.core.paths import LABEL_COLUMN, WEIGHT_COLUMN
 from humane.fairness.metrics import INTERSECTION, audit_predictions, headline
 from humane.fairness.mitigation import decisions, fit_thresholds, mitigate_data, training_terms
 from humane.governance.gate import Policy
@@ -164,11 +164,6 @@ def unmitigated_train(train: pd.DataFrame, report: dict[str, Any]) -> pd.DataFra
     return out
 
 
-def scoring_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The columns scoring reads (label and sensitive columns): what a scoring task needs shipped to it."""
-    return frame[[LABEL_COLUMN, *[c for c in frame.columns if c.startswith(SENSITIVE_PREFIX)]]]
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # One candidate: train, then score
 # ---------------------------------------------------------------------------------------------------------------
@@ -249,7 +244,7 @@ def score_candidate(
 
     Args:
         params: The candidate's params (overrides applied).
-        val: The processed validation rows (label and sensitive columns suffice: `scoring_frame`).
+        val: The processed validation rows (features too: per-row draws of thresholds hash them).
         test: The processed test rows, likewise.
         trained: The model's scores (`train_candidate`), possibly shared with other candidates.
         model_of: The index of the candidate whose training produced the model, when it was trained for another
@@ -339,7 +334,7 @@ def limit_failures(figures_: dict[str, float], limits: dict[str, tuple[str, floa
 
 
 def select(results: list[CandidateResult], policy: Policy, quality: str) -> tuple[int | None, dict[int, str]]:
-    """The candidate with the best validation `quality` among those within every fairness limit of the policy.
+    """The candidate with the best validation `quality` among those within every fairness limit and quality floor.
 
     Only validation figures are read (the test split stays for the front and the gate). Ties go to the earlier
     candidate. If no candidate is within the limits, none is chosen (fail closed).
@@ -363,6 +358,13 @@ def select(results: list[CandidateResult], policy: Policy, quality: str) -> tupl
     eligible: list[tuple[int, float]] = []
     for i, result in enumerate(results):
         reasons = limit_failures(result.val, limits)
+        # The policy's quality floors too (test.<metric> minimums, read on validation): a model that met the
+        # fairness limits by collapsing to one answer is not a choice the gate could promote.
+        for metric, floor in policy.min.items():
+            name = metric.removeprefix("test.")
+            got = result.val.get(name) if metric.startswith("test.") else None
+            if got is not None and (not _measured(got) or got < floor):
+                reasons.append(f"validation {name} = {got:.4f} < min {floor}")
         value = result.val.get(quality)
         if not _measured(value):
             reasons.append(f"validation {quality} not measured")

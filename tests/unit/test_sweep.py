@@ -252,3 +252,11 @@ def test_queue_commands_one_per_candidate_up_to_the_audit():
     assert commands[0] == ["dvc", "exp", "run", "--queue", "audit"]
     assert commands[1] == ["dvc", "exp", "run", "--queue", "-S", "mitigation.loss=equalized_odds", "-S",
                            "mitigation.loss_weight=0.3", "audit"]  # fmt: skip
+
+
+def test_select_applies_the_policys_quality_floors_on_validation():
+    # Candidate 1 meets the gap limit by collapsing (accuracy 0.45 < the policy's test.accuracy minimum 0.5).
+    results = [result(0.86, 0.17), result(0.45, 0.0), result(0.84, 0.05)]
+    chosen, rejected = select(results, policy({DP: 0.10}), "accuracy")
+    assert chosen == 2
+    assert rejected[1] == "validation accuracy = 0.4500 < min 0.5"
