@@ -116,17 +116,17 @@ def test_small_groups_are_flagged_and_left_out_of_the_gaps():
     )
 
 
+# The data spec the data-audit tests share: income as the label, sex and race audited.
+AUDIT_SPEC = DataParams(
+    name="t", intended_use="use.md", source="s.csv", target="income", positive_label=">50K",
+    sensitive_features=["sex", "race"],
+)  # fmt: skip
+
+
 def test_intersection_and_data_audit():
     frame = pd.DataFrame({"sex": ["F", "F", "M", "M", "M"], "race": ["x", "y", "x", "x", "y"],
                           "income": [">50K", "<=50K", ">50K", ">50K", "<=50K"]})  # fmt: skip
-    spec = DataParams(
-        name="t",
-        intended_use="use.md",
-        source="s.csv",
-        target="income",
-        positive_label=">50K",
-        sensitive_features=["sex", "race"],
-    )
+    spec = AUDIT_SPEC
     report = data_audit(frame, spec, 1)
     sex = {g["group"]: g for g in report["sex"]}
     assert sex["M"]["share"] == pytest.approx(0.6) and sex["M"]["base_rate"] == pytest.approx(2 / 3)
@@ -201,14 +201,7 @@ def test_a_small_missing_group_is_flagged_and_left_out_of_the_gaps():
 
 def test_data_audit_counts_null_sensitive_values_as_missing():
     frame = pd.DataFrame({"sex": SEX, "race": RACE, "income": np.where(Y12 == 1, ">50K", "<=50K")})
-    spec = DataParams(
-        name="t",
-        intended_use="use.md",
-        source="s.csv",
-        target="income",
-        positive_label=">50K",
-        sensitive_features=["sex", "race"],
-    )
+    spec = AUDIT_SPEC
     report = data_audit(frame, spec, 1)
     sex = {g["group"]: g for g in report["sex"]}
     assert sex["missing"]["rows"] == 4 and sex["missing"]["share"] == pytest.approx(4 / 12)
