@@ -38,6 +38,7 @@ os.environ.update(
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DVC_NO_ANALYTICS": "1",
+        "NML_DISABLE_USAGE_LOGGING": "1",
         "PREFECT_HOME": str(_STATE / "prefect"),
         "PREFECT_API_URL": f"http://127.0.0.1:{PREFECT_PORT}/api",
         "PREFECT_LOGGING_LEVEL": "WARNING",
@@ -133,6 +134,8 @@ def sample_params(project: Path, **sections: dict) -> None:
     params["mitigation"].update(thresholds="none")
     params["train"].update(max_epochs=8, patience=2, hidden_sizes=[64, 32], lr=0.002, progress=False)
     params["audit"].update(bootstrap=50, min_group_size=30)
+    # Promotion without a person's sign-off: tests/integration/test_signoff.py turns it on.
+    params["gate"].update(require_approval=False, four_eyes=False)
     # A policy the sample's small model can meet: the tests need a champion to compare against.
     params["policy"] = {
         "min": {"test.accuracy": 0.8, "test.roc_auc": 0.85},

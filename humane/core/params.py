@@ -232,6 +232,13 @@ class GateParams(_Section):
     max: dict[str, float]
     max_drop: dict[str, float]
     max_increase: dict[str, float]
+    # Sign-off: a candidate that passes the rules waits, registered as challenger with `approval: pending`, for
+    # a named person's decision (`python -m tasks.approve`, or the paused Prefect run) before `champion` moves.
+    require_approval: bool = False
+    # Two people: whoever triggered the run cannot approve its candidate.
+    four_eyes: bool = False
+    # How long a paused Prefect run waits for the decision; it then ends NotApproved (the version stays pending).
+    approval_timeout_s: int = Field(86400, ge=1)
 
 
 class SweepParams(_Section):
