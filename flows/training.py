@@ -13,11 +13,14 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 
@@ -27,6 +30,7 @@ from humane.core.errors import HumaneError
 from humane.core.params import Params, apply_overrides, check_paths, parse_params, read_raw
 from humane.core.paths import Paths
 from humane.data.datasets import BUILTINS
+from humane.governance import signoff
 from humane.governance.card import decision_page, group_rows
 from humane.governance.gate import Decision
 
@@ -63,13 +67,71 @@ def publish(paths: Paths, fresh: bool) -> dict[str, Any]:
     """
     registration = io.read_json(paths.registration)
     decision = Decision.from_dict(io.read_json(paths.decision))
-    page = decision_page(decision, registration["model_name"], registration["version"])
+    page = decision_page(decision, registration["model_name"], registration["version"],
+                         awaiting=bool(registration.get("pending")))  # fmt: skip
     if not fresh:
         page = "_Nothing changed since this candidate was registered: the decision below was recorded then._\n\n" + page
     create_markdown_artifact(key="promotion-decision", markdown=page, description="Gate")
     create_table_artifact(key="bias-audit-groups", table=group_rows(io.read_json(paths.audit_report)),
                           description="Per-group test metrics with 95% bootstrap CIs")  # fmt: skip
     return registration
+
+
+class SignOff(RunInput):
+    """The form a paused run shows: the decision, who takes it, and why."""
+
+    decision: Literal["approve", "reject"]
+    approver: str
+    comment: str
+
+
+# How often a paused run asks the API whether it was resumed.
+SIGNOFF_POLL_S = 2
+
+
+def await_signoff(params: Params, ctx: RunContext, registration: dict[str, Any]) -> State:
+    """Pause for a person's decision on a pending candidate, then record it (humane.governance.signoff).
+
+    On Prefect's ephemeral API (no server: nobody could open the form) the run ends AwaitingSignOff and the
+    CLI decides. A timeout ends the run NotApproved and leaves the version pending, as does a refused sign-off
+    (e.g. four eyes); a rejection ends it Rejected. The project lock is not held while the run waits.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    name, version = registration["model_name"], registration["version"]
+    cli_hint = f"python -m tasks.approve {name} {version} --approve (or --reject) --by NAME --comment TEXT"
+    if not PREFECT_API_URL.value():
+        return Completed(name="AwaitingSignOff", message=f"{name} v{version} awaits sign-off: {cli_hint}")
+    trail = Paths(ctx.project).audit_trail
+    who = signoff.user_name(ctx.user)
+    rule = f" Four eyes: {who}, who triggered this run, cannot approve it." if params.gate.four_eyes else ""
+    description = (
+        f"**Sign-off: {name} v{version}** passed every automated check and waits for your decision before "
+        f"`champion` moves. The evidence is on this flow run's Artifacts tab: `promotion-decision` (every check "
+        f"against the policy), `bias-audit-groups` (per-group metrics with 95% CIs) and `model-card` (the card as "
+        f"registered; also MLflow run {registration.get('run_id', '?')}, artifact model_card/model_card.html)."
+        f"{rule} Without a decision within {params.gate.approval_timeout_s} s the run ends NotApproved and the "
+        f"version stays pending ({cli_hint})."
+    )
+    try:
+        answer = pause_flow_run(wait_for_input=SignOff.with_initial_data(description=description),
+                                timeout=params.gate.approval_timeout_s, poll_interval=SIGNOFF_POLL_S)  # fmt: skip
+    except FlowPauseTimeout:
+        signoff.record_timeout(trail, name, version, ctx.tracking_uri, f"prefect flow run {flow_run.id}",
+                               params.gate.approval_timeout_s)  # fmt: skip
+        return Failed(name="NotApproved", message=f"{name} v{version}: no sign-off within "
+                      f"{params.gate.approval_timeout_s} s; champion unchanged, the version stays pending "
+                      f"({cli_hint})")  # fmt: skip
+    approve = answer.decision == "approve"
+    try:
+        entry = signoff.sign_off(ctx.tracking_uri, trail, name, version, approve, answer.approver, answer.comment,
+                                 channel=f"prefect flow run {flow_run.id}")  # fmt: skip
+    except signoff.SignOffError as err:
+        return Failed(name="NotApproved", message=f"sign-off refused: {err}; champion unchanged, the version "
+                      f"stays pending ({cli_hint})")  # fmt: skip
+    if approve:
+        return Completed(message=f"{name} v{version} promoted to champion after sign-off by {entry['by']}")
+    return Failed(name="Rejected", message=f"{name} v{version} rejected by {entry['by']}: {entry['comment']}")
 
 
 def outcome(registration: dict[str, Any], fresh: bool = True) -> State:
@@ -99,18 +161,20 @@ def workspace_for(project: Path, overrides: dict[str, Any]) -> Iterator[Paths]:
 
 
 @flow(name="training", log_prints=True)
-def training(overrides: dict[str, Any] | None = None) -> State:
-    """Load → validate → audit data → preprocess → train → evaluate → audit → track → gate → register.
+def training(overrides: dict[str, Any] | None = None, requested_by: str | None = None) -> State:
+    """Load → validate → audit data → preprocess → train → evaluate → audit → track → gate → register → sign-off.
 
     Args:
         overrides: allow-listed params to change for this run only (humane.core.params.OVERRIDABLE), e.g.
             ``{"train.lr": 0.003}``. The project's params.yaml is left as it is.
+        requested_by: who triggers the run (recorded; under gate.four_eyes they cannot approve its candidate);
+            default $HUMANE_USER, else the worker's login name.
 
     """
     overrides = dict(overrides or {})
     project = Path.cwd()
     check_params(project, overrides)
-    ctx = RunContext(project, PREFECT_ENTRY, str(flow_run.id), flow_run.name, overrides)
+    ctx = RunContext(project, PREFECT_ENTRY, str(flow_run.id), flow_run.name, overrides, requested_by)
     with workspace_for(project, overrides) as paths:
         params = check_params.fn(paths.root, {})  # the run's own params.yaml, overrides applied
         states: dict[str, State] = {}
@@ -122,6 +186,12 @@ def training(overrides: dict[str, Any] | None = None) -> State:
             states[stage.name].result()  # a failed stage stops the run here, with its error
         fresh = states["register"].name != "Skipped"
         registration = publish(paths, fresh, wait_for=[states["register"]])
+        card = paths.model_card_md.read_text() if params.gate.require_approval else ""
+    if params.gate.require_approval:
+        version = registration["version"]
+        if signoff.status(ctx.tracking_uri, registration["model_name"], version) == signoff.PENDING:
+            create_markdown_artifact(key="model-card", markdown=card, description="The model card as registered")
+            return await_signoff(params, ctx, registration)
     return outcome(registration, fresh)
 
 
@@ -138,7 +208,10 @@ def main(argv: list[str]) -> int:
             return 2
         overrides[key] = yaml.load(value)
     state = training(overrides=overrides or None, return_state=True)
-    if state.name == "Rejected":
+    if state.name == "AwaitingSignOff":
+        print(state.message, file=sys.stderr)
+        return 0
+    if state.name in ("Rejected", "NotApproved"):
         print(state.message, file=sys.stderr)
         return 3
     try:

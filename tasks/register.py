@@ -11,6 +11,10 @@ from humane.governance.promotion import register
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Register the candidate and move the aliases its decision allows."""
     result = register(params, paths, ctx)
+    if result["pending"]:
+        return (f"register: {result['model_name']} v{result['version']} (challenger) passed the automated checks and "
+                f"awaits sign-off: python -m tasks.approve {result['model_name']} {result['version']} --approve "
+                "(or --reject) --by NAME --comment TEXT")  # fmt: skip
     verdict = "promoted to champion" if result["promoted"] else "not promoted: " + "; ".join(result["reasons"])
     return f"register: {result['model_name']} v{result['version']} (challenger), {verdict}"
 

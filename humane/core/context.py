@@ -30,6 +30,8 @@ class RunContext:
     flow_run_id: str | None = None
     flow_run_name: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    # Who triggered the run (the flow's `requested_by`); None: $HUMANE_USER, else the login name.
+    user: str | None = None
 
     @property
     def tracking_uri(self) -> str:

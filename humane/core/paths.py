@@ -75,6 +75,8 @@ class Paths:
     # Default MLflow store when MLFLOW_TRACKING_URI is unset: a SQLite file plus a local artifact folder,
     # always in the project folder (an isolated workspace records into its project's store).
     mlflow_db = _At("mlflow.db")
+    # The sign-off audit trail (humane.governance.audit_trail): append-only, hash-chained; commit it with git.
+    audit_trail = _At("audit/signoff.jsonl")
     mlflow_artifacts = _At("mlartifacts")
 
     def __init__(self, root: Path = Path(".")) -> None:

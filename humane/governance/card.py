@@ -11,6 +11,9 @@ from humane.core.params import Params
 from humane.fairness.metrics import GROUP_METRICS
 from humane.governance.gate import RESULT_WORDS, Decision, Policy
 
+# The card's sign-off paragraph while a person's decision is awaited; the sign-off replaces it with the outcome.
+SIGNOFF_PENDING = "Awaiting sign-off by a person (gate.require_approval): champion does not move until then."
+
 
 @dataclass
 class Card:
@@ -129,6 +132,7 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     card = Card()
     name = params.data.model_name
     card.heading(f"Model card: {name}" + (f" v{version}" if version else ""), 1)
+    add_signoff(card, params, decision)  # first: the version description keeps the card's first 5000 characters
     card.heading("Model details")
     train = params.train
     card.table(["fact", "value"], [
@@ -218,8 +222,21 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     ])  # fmt: skip
 
     card.heading("Promotion decision")
-    add_decision(card, decision)
+    awaiting = params.gate.require_approval and decision.passed
+    add_decision(card, decision, awaiting)
     return card
+
+
+def add_signoff(card: Card, params: Params, decision: Decision) -> None:
+    """Whether a person must sign off, and (replaced by the sign-off itself) that it is awaited."""
+    card.heading("Sign-off")
+    if params.gate.require_approval and decision.passed:
+        card.para(SIGNOFF_PENDING + (" Two people: whoever triggered the run cannot approve it." if
+                                     params.gate.four_eyes else ""))  # fmt: skip
+    elif params.gate.require_approval:
+        card.para("Not eligible: the candidate failed the automated checks, so it cannot be approved.")
+    else:
+        card.para("Not required by the policy (gate.require_approval is off): the automated checks decided.")
 
 
 def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
@@ -265,9 +282,13 @@ def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
                   "refused. The column is never a model input.")  # fmt: skip
 
 
-def add_decision(card: Card, decision: Decision) -> None:
-    """The decision, its reasons and every check as a table: one rendering for the card and the flow's page."""
-    card.para(("PROMOTED to champion. " if decision.passed else "NOT PROMOTED. ") + decision.summary())
+def add_decision(card: Card, decision: Decision, awaiting: bool = False) -> None:
+    """The decision, its reasons and every check as a table: one rendering for the card and the flow's page.
+
+    `awaiting`: the candidate passed and waits for a person's sign-off before it can become champion.
+    """
+    verdict = "PASSED the automated checks; awaiting sign-off. " if awaiting else "PROMOTED to champion. "
+    card.para((verdict if decision.passed else "NOT PROMOTED. ") + decision.summary())
     card.table(["rule", "metric", "value", "threshold", "champion", "result"], [
         [c.rule, c.metric, cell(c.value), c.threshold,
          "-" if c.champion_version is None else f"v{c.champion_version}: {cell(c.champion_value)}",
@@ -281,11 +302,11 @@ def add_decision(card: Card, decision: Decision) -> None:
         card.para(f"Test rows scored (md5 of data/interim/test.parquet): {scored}.")
 
 
-def decision_page(decision: Decision, model_name: str, version: str) -> str:
+def decision_page(decision: Decision, model_name: str, version: str, awaiting: bool = False) -> str:
     """The decision as Markdown for the Prefect flow run's page."""
     card = Card()
     card.heading(f"Promotion decision: {model_name} v{version}", 1)
-    add_decision(card, decision)
+    add_decision(card, decision, awaiting)
     return card.to_markdown()
 
 

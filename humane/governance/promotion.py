@@ -9,6 +9,7 @@ it was compared with has since changed, in which case it decides again and recor
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,16 @@ from humane.governance.registry import (
     version_of_run,
 )  # fmt: skip
 from humane.governance.rescoring import rescore
+from humane.governance.signoff import (
+    APPROVAL_TAG,
+    APPROVED,
+    CARD_MD5_TAG,
+    EVIDENCE_TAGS,
+    PENDING,
+    Pending,
+    record_pending,
+    user_name,
+)  # fmt: skip
 from humane.governance.store import client, using_tracking_uri
 
 TAG_LIMIT = 5000
@@ -85,6 +96,7 @@ def version_tags(decision: Decision, candidate: dict[str, float], facts: dict[st
         "decision.champion_version": decision.champion_version or "-",
         DECISION_JSON_TAG: json.dumps(decision.to_dict(), sort_keys=True, default=str)[:TAG_LIMIT],
         "data.md5": facts["data_md5"],
+        "data.raw_md5": facts["raw_md5"],
         TEST_MD5_TAG: facts["test_md5"],
         "git_commit": facts["git_commit"],
         "run_id": facts["run_id"],
@@ -180,9 +192,10 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         basis = decision_basis(params, candidate, facts["test_md5"])
         decision = recorded_decision(existing, basis) if existing is not None else None
         champion_now = champion.version if champion else None
+        redecided = decision is None or champion_now not in (decision.champion_version, str(existing.version))
         # An earlier attempt's decision stands while the champion it was judged against (or this very version,
         # promoted by that attempt) still holds the alias; otherwise the world moved on: decide again.
-        if decision is None or champion_now not in (decision.champion_version, str(existing.version)):
+        if redecided:
             reference = champion
             if existing is not None and champion_now == str(existing.version):
                 # An earlier attempt made this version champion; judge it against the one it replaced.
@@ -195,12 +208,25 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         else:
             version = register_version(mlflow_client, name, record["model_uri"], record["run_id"])
         card = model_card(params, decision, version, facts)
-        set_tags(mlflow_client, name, version, {**version_tags(decision, candidate, facts), BASIS_TAG: basis})
+        tags = {**version_tags(decision, candidate, facts), BASIS_TAG: basis,
+                CARD_MD5_TAG: hashlib.md5(card.to_markdown().encode()).hexdigest()}  # fmt: skip
+        approval = existing.tags.get(APPROVAL_TAG) if existing is not None else None
+        # A new version, or a decision taken again, that passes waits for a person when the policy says so; a
+        # decision reused by a retry keeps its sign-off state (the trail holds its events).
+        if params.gate.require_approval and decision.passed and (existing is None or redecided):
+            tags.update(record_pending(Paths(ctx.project).audit_trail, Pending(
+                name, version, user_name(ctx.user), params.gate.four_eyes, decision.to_dict(),
+                {k: tags[k] for k in EVIDENCE_TAGS if k in tags}, champion_now)))  # fmt: skip
+            approval = PENDING
+        set_tags(mlflow_client, name, version, tags)
         set_description(mlflow_client, name, version, card.to_markdown())
         set_alias(mlflow_client, name, CHALLENGER, version)
-        if decision.passed:
+        promoted = decision.passed and (not params.gate.require_approval or approval == APPROVED)
+        if promoted:
             set_alias(mlflow_client, name, CHAMPION, version)
-        elif champion_now == version:  # refused now: the alias goes back to the version this one replaced
+        elif champion_now == version and (not decision.passed or redecided):
+            # refused now, or judged again and waiting for sign-off: the alias goes back to the version this one
+            # replaced
             restore_champion(mlflow_client, name, decision.champion_version)
     io.write_json(paths.decision, decision.to_dict())
     io.write_with(paths.model_card_md, lambda tmp: tmp.write_text(card.to_markdown()))
@@ -211,8 +237,10 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         mlflow.log_dict(decision.to_dict(), "reports/decision.json")
         mlflow.set_tags({"gate.decision": "promoted" if decision.passed else "rejected",
                          "registry.version": version, "registry.model": name})  # fmt: skip
-    result = {"model_name": name, "version": version, "promoted": decision.passed, "reasons": decision.reasons,
-              "aliases": [CHALLENGER, CHAMPION] if decision.passed else [CHALLENGER],
-              "compared_with": decision.champion_version}  # fmt: skip
+    pending = decision.passed and not promoted and approval == PENDING
+    result = {"model_name": name, "version": version, "promoted": promoted, "reasons": decision.reasons,
+              "passed_checks": decision.passed, "approval": approval, "pending": pending,
+              "aliases": [CHALLENGER, CHAMPION] if promoted else [CHALLENGER],
+              "compared_with": decision.champion_version, "run_id": record["run_id"]}  # fmt: skip
     io.write_json(paths.registration, result)
     return result
