@@ -132,6 +132,9 @@ def sign_off(uri: str, trail: Path, name: str, version: str, approve: bool, appr
         record = _version(mlflow_client, name, version)
         tags = record.tags
         pending_entry = tags.get(PENDING_ENTRY_TAG)
+        if approve and tags.get(DECISION_TAG) != "promoted":
+            raise SignOffError(f"{name} v{version} failed the automated checks ({tags.get('decision.reasons', '?')})"
+                               "; a candidate that failed them cannot be approved")  # fmt: skip
         if APPROVAL_TAG not in tags or pending_entry is None:
             raise SignOffError(f"{name} v{version} was registered without a sign-off requirement "
                                "(gate.require_approval was off); there is nothing to approve")  # fmt: skip
@@ -173,10 +176,7 @@ def sign_off(uri: str, trail: Path, name: str, version: str, approve: bool, appr
 
 
 def check_approvable(name: str, version: str, tags: dict[str, str], approver: str, champion: Any) -> None:
-    """Refuse an approval the policy does not allow: failed checks, four eyes, a moved champion."""
-    if tags.get(DECISION_TAG) != "promoted":
-        raise SignOffError(f"{name} v{version} failed the automated checks ({tags.get('decision.reasons', '?')}); "
-                           "a candidate that failed them cannot be approved")  # fmt: skip
+    """Refuse an approval the policy does not allow: four eyes, a moved champion."""
     triggered = tags.get(TRIGGERED_BY_TAG, "")
     if tags.get(FOUR_EYES_TAG) == "true" and approver.casefold() == triggered.casefold():
         raise SignOffError(f"four eyes (gate.four_eyes): {approver} triggered the run that produced {name} "
