@@ -1,47 +1,132 @@
-"""Train stage: fit the MLP on the processed splits; write the model, checkpoints and training history."""
+"""Train stage: fit the network on the processed splits; write the model, checkpoints, history and compute bill.
+
+With `train.distributed` asking for more than one process, the stage relaunches itself through torchrun
+(`python -m torch.distributed.run ... -m tasks.train`), whether `dvc repro` or the Prefect flow called it; each
+worker reads the caller's exact params and workspace from a spec file, joins the process group (gloo on CPU, nccl
+on CUDA) and trains its share of every batch; only rank 0 writes.
+"""
 
 from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import torch
 
 from humane.core import io
 from humane.core.context import RunContext, stage_main
-from humane.core.params import Params
+from humane.core.errors import HumaneError, cli
+from humane.core.params import Params, parse_params
 from humane.core.paths import Paths
 from humane.fairness.mitigation import training_terms
-from humane.modeling.features import split_xy
-from humane.modeling.model import count_parameters
+from humane.modeling.compute import ComputeMeter, bill, flops_per_sample
+from humane.modeling.features import load_preprocessor, split_xy, token_layout
+from humane.modeling.model import count_parameters, model_state
 from humane.modeling.training import fit
+
+SPEC_ENV = "HUMANE_TRAIN_SPEC"  # a torchrun worker's params and workspace, written by the launching process
+FLOP_PROBE_ROWS = 64  # rows of the one forward + backward pass whose FLOPs are counted
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
-    """Train with early stopping; the best epoch's weights become the model."""
-    train = pd.read_parquet(paths.processed_train)
-    x_train, y_train, features = split_xy(train)
-    x_val, y_val, _ = split_xy(pd.read_parquet(paths.processed_val))
-    weights, groups, penalty, mitigation = training_terms(train, params.mitigation, params.validate.min_group_rows)
-    with io.atomic_dir(paths.checkpoints_dir) as checkpoints:
-        result = fit(x_train, y_train, x_val, y_val, params.train, checkpoints, sample_weight=weights, groups=groups,
-                     penalty=penalty)  # fmt: skip
-    state = {
-        "state_dict": result.model.state_dict(),
-        "model_args": result.model.args.to_dict(),
-        "config": params.train.model_dump(),
-        "feature_names": features,
-        "best_epoch": result.best_epoch,
-    }
+    """Train with early stopping; the best epoch's weights become the model (through torchrun when distributed)."""
+    if params.train.distributed.world > 1 and "LOCAL_RANK" not in os.environ:
+        return launch(params, paths)
+    if "LOCAL_RANK" in os.environ:
+        return _in_group(params, paths)
+    return train(params, paths)
+
+
+def launch(params: Params, paths: Paths) -> str:
+    """Run this stage under torchrun with the caller's params and workspace; rank 0's summary is the result."""
+    dist = params.train.distributed
+    with tempfile.TemporaryDirectory(prefix="humane-torchrun-") as tmp:
+        spec = Path(tmp) / "spec.json"
+        summary = Path(tmp) / "summary.txt"
+        spec.write_text(json.dumps({"params": params.model_dump(mode="json", by_alias=True),
+                                    "root": str(paths.root.resolve()), "summary": str(summary)}))  # fmt: skip
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={dist.nproc_per_node}",
+               f"--nnodes={dist.nnodes}", f"--master_addr={dist.master_addr}", f"--master_port={dist.master_port}",
+               "-m", "tasks.train"]  # fmt: skip
+        if dist.nnodes > 1:
+            cmd.insert(3, f"--node_rank={os.environ.get('PET_NODE_RANK', '0')}")
+        env = {**os.environ, SPEC_ENV: str(spec), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        result = subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parents[1], check=False)
+        if result.returncode != 0:
+            raise HumaneError(f"distributed training (torchrun, {dist.world} processes) failed with exit code "
+                              f"{result.returncode}; see the workers' output above")  # fmt: skip
+        return summary.read_text() if summary.exists() else "train: distributed run finished (this node has no rank 0)"
+
+
+def _in_group(params: Params, paths: Paths) -> str:
+    """A torchrun worker: join the process group, train, leave."""
+    backend = params.train.distributed.backend
+    if backend == "auto":
+        backend = "nccl" if torch.cuda.is_available() and params.train.device != "cpu" else "gloo"
+    torch.distributed.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    try:
+        return train(params, paths)
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def train(params: Params, paths: Paths) -> str:
+    """Fit, measure the compute bill, and (rank 0) write the model, history and metrics."""
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    settings = params.train
+    with ComputeMeter(settings.compute, machine=settings.distributed.world > 1, active=rank == 0) as meter:
+        train_frame = pd.read_parquet(paths.processed_train)
+        x_train, y_train, features = split_xy(train_frame)
+        x_val, y_val, _ = split_xy(pd.read_parquet(paths.processed_val))
+        weights, groups, penalty, mitigation = training_terms(train_frame, params.mitigation,
+                                                              params.validate.min_group_rows)  # fmt: skip
+        del train_frame
+        layout = token_layout(load_preprocessor(paths.preprocessor)) if settings.model == "ft_transformer" else None
+        result = fit(x_train, y_train, x_val, y_val, settings, paths.checkpoints_dir, sample_weight=weights,
+                     groups=groups, penalty=penalty, layout=layout,
+                     fingerprint_extra=params.mitigation.model_dump_json())  # fmt: skip
+    if rank != 0:
+        return "train: worker finished"
+    flops = flops_per_sample(result.model, x_train[:FLOP_PROBE_ROWS])
+    samples = sum(1 for _ in result.history) * len(x_train)
+    compute = bill(meter, n_parameters=count_parameters(result.model), flops=flops, samples=samples,
+                   train_seconds=result.train_seconds, device=result.device, world_size=result.world_size,
+                   precision=settings.precision)  # fmt: skip
+    state = {**model_state(result.model), "config": settings.model_dump(mode="json"), "feature_names": features,
+             "best_epoch": result.best_epoch}  # fmt: skip
     io.write_with(paths.model, lambda tmp: torch.save(state, tmp))
     io.write_json(paths.train_history, result.history)
     best = result.history[result.best_epoch - 1]
     io.write_json(
         paths.train_metrics,
-        {"best_epoch": result.best_epoch, "epochs_run": len(result.history), "best_val_loss": best["val_loss"],
-         "best_val_accuracy": best["val_accuracy"], "best_val_auc": best["val_auc"],
-         "n_parameters": count_parameters(result.model), "mitigation": mitigation, **result.privacy},
+        {"model": settings.model, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+         "best_val_loss": best["val_loss"], "best_val_accuracy": best["val_accuracy"], "best_val_auc": best["val_auc"],
+         "n_parameters": count_parameters(result.model), "resumed_from_epoch": result.resumed_from,
+         "mitigation": mitigation, **result.privacy, "compute": compute},
     )  # fmt: skip
-    return f"train: best epoch {result.best_epoch} of {len(result.history)}, {result.samples_per_second:,.0f} samples/s"
+    summary = (f"train: {settings.model}, best epoch {result.best_epoch} of {len(result.history)}, "
+               f"{compute['samples_per_second']:,.0f} samples/s on {result.world_size} x {result.device}"
+               + (f" (resumed after epoch {result.resumed_from})" if result.resumed_from else ""))  # fmt: skip
+    spec = os.environ.get(SPEC_ENV)
+    if spec:
+        Path(json.loads(Path(spec).read_text())["summary"]).write_text(summary)
+    return summary
+
+
+def worker_main() -> None:
+    """A torchrun worker's entry point: the launching process's params and workspace, from its spec file."""
+    spec = json.loads(Path(os.environ[SPEC_ENV]).read_text())
+    print(run(parse_params(spec["params"]), Paths(Path(spec["root"])), RunContext(project=Path(spec["root"]))))
 
 
 if __name__ == "__main__":
-    stage_main(run)
+    if SPEC_ENV in os.environ:
+        cli(worker_main)
+    else:
+        stage_main(run)

@@ -183,20 +183,104 @@ class DPParams(_Section):
     max_physical_batch_size: int = Field(ge=1)
 
 
+class FTTransformerParams(_Section):
+    """FT-Transformer sizes (Gorishniy et al., 2021; rtdl-revisiting-models): one token per feature + [CLS].
+
+    The defaults are the paper's default 3-block configuration (about 0.9M parameters on Adult). 12 blocks of
+    width 1024 reach 10^8 parameters; `checkpointing` recomputes each block's activations in the backward pass
+    (torch.utils.checkpoint) to trade compute for memory.
+    """
+
+    d_block: int = Field(192, ge=8)
+    n_blocks: int = Field(3, ge=1)
+    attention_n_heads: int = Field(8, ge=1)
+    attention_dropout: float = Field(0.2, ge=0, lt=1)
+    # ReGLU feed-forward width as a multiple of d_block (4/3 keeps about the parameters of a 2x ReLU block).
+    ffn_d_hidden_multiplier: float = Field(4 / 3, gt=0)
+    ffn_dropout: float = Field(0.1, ge=0, lt=1)
+    residual_dropout: float = Field(0.0, ge=0, lt=1)
+    checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> FTTransformerParams:
+        if self.d_block % self.attention_n_heads:
+            raise ValueError(f"train.ft_transformer.d_block ({self.d_block}) must be a multiple of "
+                             f"attention_n_heads ({self.attention_n_heads})")  # fmt: skip
+        return self
+
+
+class DistributedParams(_Section):
+    """Multi-process training (DDP) launched with torchrun; 1 process on 1 node trains in-process."""
+
+    nproc_per_node: int = Field(1, ge=1, le=256)
+    # Machines taking part; each machine's own rank comes from its environment (PET_NODE_RANK, torchrun's
+    # variable; 0 on the machine at master_addr), so every machine runs the same params.
+    nnodes: int = Field(1, ge=1)
+    # host:port of node 0 that every node reaches (torchrun's --master_addr/--master_port).
+    master_addr: str = "127.0.0.1"
+    master_port: int = Field(29500, ge=1, le=65535)
+    # auto: nccl on CUDA, gloo on CPU.
+    backend: Literal["auto", "gloo", "nccl"] = "auto"
+
+    @property
+    def world(self) -> int:
+        """Total number of processes."""
+        return self.nproc_per_node * self.nnodes
+
+
+class ComputeParams(_Section):
+    """How the compute bill is measured: codecarbon offline (no network), for this country's grid."""
+
+    # ISO 3166-1 alpha-3 country code of the machine's grid (carbon intensity); region: e.g. a US state.
+    country_iso_code: str = Field("USA", pattern=r"^[A-Z]{3}$")
+    region: str | None = None
+    energy: bool = True
+
+
 class TrainParams(_Section):
     """Model shape and optimisation settings."""
 
     seed: int
+    # mlp: hidden_sizes, dropout, activation below; ft_transformer: the ft_transformer section.
+    model: Literal["mlp", "ft_transformer"] = "mlp"
     hidden_sizes: list[PositiveInt] = Field(min_length=1)
     dropout: float = Field(ge=0, lt=1)
     activation: Literal["relu", "gelu", "tanh", "silu"]
+    ft_transformer: FTTransformerParams = FTTransformerParams()
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
+    # The global batch: split over processes (distributed) and accumulation steps.
     batch_size: int = Field(ge=1)
     max_epochs: int = Field(ge=1)
     patience: int = Field(ge=1)
     dp: DPParams
     progress: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    grad_accumulation: int = Field(1, ge=1)
+    # Continue a killed run from its last checkpoint when params and data are unchanged.
+    resume: bool = True
+    distributed: DistributedParams = DistributedParams()
+    compute: ComputeParams = ComputeParams()
+
+    @model_validator(mode="after")
+    def _combinations(self) -> TrainParams:
+        if self.dp.enabled:
+            refused = [what for what, on in [
+                ("train.model ft_transformer (Opacus has no per-sample gradients for rtdl's feature "
+                 "embeddings and [CLS] token, which are bare parameters)", self.model == "ft_transformer"),
+                ("train.distributed (more than one process)", self.distributed.world > 1),
+                ("train.grad_accumulation > 1 (Opacus forms its own logical batches)", self.grad_accumulation > 1),
+                ("train.precision bf16", self.precision != "fp32"),
+            ] if on]  # fmt: skip
+            if refused:
+                raise ValueError(f"DP-SGD (train.dp.enabled) is not combined with {'; '.join(refused)}")
+        parts = self.distributed.world * self.grad_accumulation
+        if self.batch_size % parts:
+            raise ValueError(f"train.batch_size ({self.batch_size}) must divide evenly over "
+                             f"{self.distributed.world} process(es) x {self.grad_accumulation} accumulation "
+                             "step(s)")  # fmt: skip
+        return self
 
 
 class EvaluateParams(_Section):
@@ -253,6 +337,54 @@ class SweepParams(_Section):
     dask_address: str | None = None
 
 
+# The breaches a monitoring run can end in (flows/monitoring.py), in the order the run's state is named by.
+BREACHES = ("BiasDegraded", "PerformanceDegraded", "DriftDetected")
+# Gaps whose growth the monitoring judges (a ratio shrinks as it worsens: it is judged by its difference).
+MONITORED_GAPS = ("demographic_parity_difference", "equalized_odds_difference", "equal_opportunity_difference")
+
+
+class MonitorParams(_Section):
+    """Monitoring the champion on production batches (flows/monitoring.py): drift, performance and group gaps.
+
+    Every figure is compared with the champion's own reference, fixed when it was tracked: its test rows as the
+    model read them (drift), and its test-time figures with their bootstrap intervals (performance, gaps).
+    """
+
+    # NannyML's univariate drift distance per feature kind (jensen_shannon and hellinger lie in [0, 1]).
+    drift_method_continuous: Literal["jensen_shannon", "hellinger", "wasserstein", "kolmogorov_smirnov"] = (
+        "jensen_shannon"
+    )
+    drift_method_categorical: Literal["jensen_shannon", "hellinger", "l_infinity"] = "jensen_shannon"
+    # An input feature drifted when its distance to the reference exceeds this; the predicted probability too.
+    drift_threshold: float = Field(0.1, gt=0)
+    prediction_drift_threshold: float = Field(0.1, gt=0)
+    # DriftDetected when more than this share of the input features drifted (0: any one).
+    max_drifted_share: float = Field(0.0, ge=0, lt=1)
+    # DriftDetected when more than this share of the rows break a training-domain rule (out_of_domain).
+    max_out_of_domain_share: float = Field(0.05, ge=0, le=1)
+    # PerformanceDegraded when accuracy or roc_auc (estimated by CBPE without labels, realised with them) falls
+    # more than this below the test-time figure, overall or for a group large enough to judge, and the two 95%
+    # intervals do not overlap where both exist.
+    max_drop: dict[Literal["accuracy", "roc_auc"], float] = {"accuracy": 0.05, "roc_auc": 0.05}
+    # BiasDegraded when a gap ("<feature>.<gap>", "*" for every sensitive feature; the named feature wins) grows
+    # more than this above its test-time value and its 95% interval lies above the test-time interval.
+    max_increase: dict[str, float] = {"*.demographic_parity_difference": 0.05, "*.equalized_odds_difference": 0.05}
+    # A batch with fewer rows is refused: too few to judge anything.
+    min_rows: int = Field(100, ge=1)
+    # Breaches that start the training deployment (Prefect) by themselves; a monitoring run never moves an alias.
+    retrain_on: list[Literal["BiasDegraded", "PerformanceDegraded", "DriftDetected"]] = []
+    training_deployment: str = Field("training/adult", pattern=r"^[^/]+/[^/]+$")
+
+    @model_validator(mode="after")
+    def _known_gaps(self) -> MonitorParams:
+        for key in self.max_increase:
+            feature, _, gap = key.rpartition(".")
+            if not feature or gap not in MONITORED_GAPS:
+                raise ValueError(f"monitor.max_increase: key {key!r} must be '<feature or *>.<gap>' with a gap in "
+                                 f"{list(MONITORED_GAPS)}")  # fmt: skip
+        return self
+
+
 class Params(_Section):
     """The whole params.yaml: a dataset profile (data, privacy, policy), then one section per stage."""
 
@@ -267,6 +399,7 @@ class Params(_Section):
     audit: AuditParams
     gate: GateParams
     sweep: SweepParams
+    monitor: MonitorParams = MonitorParams()
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True)
 
@@ -309,6 +442,10 @@ OVERRIDABLE = (
     "preprocess.val_fraction",
     "preprocess.log_transform",
     "train.seed",
+    "train.model",
+    "train.ft_transformer",
+    "train.precision",
+    "train.grad_accumulation",
     "train.hidden_sizes",
     "train.dropout",
     "train.activation",

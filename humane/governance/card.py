@@ -136,8 +136,7 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     card.heading("Model details")
     train = params.train
     card.table(["fact", "value"], [
-        ["architecture", f"MLP {facts['n_inputs']} → {' → '.join(map(str, train.hidden_sizes))} → 1 logit, "
-                         f"{train.activation}, dropout {train.dropout}"],
+        ["architecture", architecture(params, facts)],
         ["parameters", f"{facts['n_parameters']:,}"],
         ["training", f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, "
                      f"best epoch {facts['best_epoch']} of {facts['epochs_run']} (early stopping on validation loss)"],
@@ -221,10 +220,52 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
         f"{mia['generalization_gap_accuracy']:.3f} accuracy, {mia['generalization_gap_loss']:.3f} loss",
     ])  # fmt: skip
 
+    add_compute(card, facts.get("train_metrics", {}).get("compute"))
+
     card.heading("Promotion decision")
     awaiting = params.gate.require_approval and decision.passed
     add_decision(card, decision, awaiting)
     return card
+
+
+def architecture(params: Params, facts: dict[str, Any]) -> str:
+    """The network in one line: the MLP's layers, or the FT-Transformer's sizes."""
+    train = params.train
+    if train.model == "ft_transformer":
+        ft = train.ft_transformer
+        return (f"FT-Transformer (rtdl-revisiting-models) over {facts['n_inputs']} inputs: one token per feature + "
+                f"[CLS], {ft.n_blocks} blocks of width {ft.d_block}, {ft.attention_n_heads} heads, ReGLU FFN "
+                f"x{ft.ffn_d_hidden_multiplier:.3g}, dropout attention {ft.attention_dropout} / FFN {ft.ffn_dropout} / "
+                f"residual {ft.residual_dropout}"
+                + (", activation checkpointing" if ft.checkpointing else ""))  # fmt: skip
+    return (f"MLP {facts['n_inputs']} → {' → '.join(map(str, train.hidden_sizes))} → 1 logit, {train.activation}, "
+            f"dropout {train.dropout}")  # fmt: skip
+
+
+def add_compute(card: Card, compute: dict[str, Any] | None) -> None:
+    """What training cost: size, FLOPs, throughput, time, peak memory, energy and CO2 (codecarbon, offline)."""
+    card.heading("Compute")
+    if not compute:
+        card.para("Not recorded: this model was trained before the compute bill was kept.")
+        return
+    rows = [
+        ["parameters", f"{compute['n_parameters']:,}"],
+        ["FLOPs per training sample (forward + backward)", f"{compute['flops_per_sample']:.4g}"],
+        ["training FLOPs (all epochs)", f"{compute['train_flops']:.4g}"],
+        ["throughput", f"{compute['samples_per_second']:,.0f} samples/s"],
+        ["training wall time", f"{compute['train_seconds']:.1f} s"],
+        ["train stage wall time", f"{compute['stage_seconds']:.1f} s"],
+        ["peak memory (RSS)", f"{compute['peak_rss_gb']:.2f} GB"],
+        ["device", f"{compute['world_size']} process(es) on {compute['device']}, {compute['precision']}"],
+    ]
+    if "peak_cuda_gb" in compute:
+        rows.append(["peak GPU memory allocated", f"{compute['peak_cuda_gb']:.2f} GB"])
+    if "energy_kwh" in compute:
+        rows.append(["energy (codecarbon estimate)", f"{compute['energy_kwh']:.3g} kWh"])
+        rows.append([f"CO2 (grid of {compute['country_iso_code']})", f"{compute['co2_kg']:.3g} kg"])
+    card.table(["figure", "value"], rows)
+    if compute.get("note"):
+        card.para(compute["note"])
 
 
 def add_signoff(card: Card, params: Params, decision: Decision) -> None:

@@ -243,9 +243,21 @@ def decide(
     return Decision(passed, reasons, checks, champion.version if champion else None, notes, dict(test_md5 or {}))
 
 
+def compute_metrics(train: dict[str, Any]) -> dict[str, float]:
+    """compute.*: the training run's compute bill (parameters, FLOPs, throughput, time, memory, energy, CO2).
+
+    Only numbers are metrics; a figure that was not measured (e.g. energy when codecarbon could not start) is
+    absent, so a rule on it fails as "not measured" rather than passing.
+    """
+    bill = train.get("compute", {})
+    return {f"compute.{k}": float(v) for k, v in bill.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+
+
 def read_candidate(paths: Paths) -> dict[str, float]:
     """The candidate's metrics, read from the stage outputs."""
-    privacy = privacy_metrics(io.read_json(paths.privacy_report), io.read_json(paths.membership_report),
-                              io.read_json(paths.train_metrics))  # fmt: skip
+    train = io.read_json(paths.train_metrics)
+    privacy = privacy_metrics(io.read_json(paths.privacy_report), io.read_json(paths.membership_report), train)
     validation = io.read_json(paths.validation_report)["passed"]
-    return candidate_metrics(io.read_json(paths.metrics), io.read_json(paths.fairness), validation, privacy)
+    flat = candidate_metrics(io.read_json(paths.metrics), io.read_json(paths.fairness), validation, privacy)
+    return {**flat, **compute_metrics(train)}

@@ -86,6 +86,23 @@ def build_transformer(schema: Schema, inputs: list[str], log_columns: list[str])
     return ColumnTransformer([p for p in parts if p[2]], verbose_feature_names_out=True)
 
 
+def token_layout(pre: Preprocessor) -> tuple[int, list[int]]:
+    """How the model's input row splits into features: numeric column count, then each one-hot block's width.
+
+    The FT-Transformer gives each numeric column and each categorical column (its one-hot block, read back as a
+    category index) one token. The transformer writes numeric parts first, then the one-hot part (build_transformer).
+    """
+    slices = pre.transformer.output_indices_
+    numeric = sum(slices[name].stop - slices[name].start for name in ("num", "log") if name in slices)
+    widths: list[int] = []
+    if "cat" in pre.transformer.named_transformers_:
+        encoder = pre.transformer.named_transformers_["cat"][-1]
+        widths = [len(categories) for categories in encoder.categories_]
+        if slices["cat"].start != numeric or slices["cat"].stop - slices["cat"].start != sum(widths):
+            raise DataError("the preprocessor's one-hot columns do not follow its numeric columns as expected")
+    return numeric, widths
+
+
 def split_train_val(frame: pd.DataFrame, target: str, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seeded, label-stratified split of the train pool."""
     if not 0 < fraction < 1:

@@ -1,11 +1,20 @@
-"""The MLP and how its output becomes a probability (binary tasks: the pipeline validates two label values)."""
+"""The networks (an MLP, an FT-Transformer) and how their output becomes a probability.
+
+Binary tasks: the pipeline validates two label values. Both networks take the preprocessor's output, one row of
+scaled numeric columns followed by one-hot blocks, and return one logit per row; the model file is a state dict
+plus the args that rebuild the network (`model_state` / `load_model`, read with weights_only=True).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from humane.core.params import TrainParams
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -60,9 +69,149 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def load_model(state: dict) -> MLP:
-    """Rebuild a model from a checkpoint dict (read with weights_only=True)."""
-    model = MLP(MLPArgs(**state["model_args"]))
+@dataclass(frozen=True)
+class FTTransformerArgs:
+    """Everything needed to rebuild an FT-Transformer over the preprocessor's columns.
+
+    The input row is `n_numeric` numeric columns, then one one-hot block per categorical column, of the widths in
+    `cardinalities`. Each numeric column becomes a token by rtdl's linear embedding; each one-hot block is read
+    back as a category index (its all-zero row, a category unseen in training, as one extra index) and becomes a
+    token by an embedding table. With no layout known every column is a numeric token.
+    """
+
+    n_inputs: int
+    n_numeric: int
+    cardinalities: list[int]
+    d_block: int
+    n_blocks: int
+    attention_n_heads: int
+    attention_dropout: float
+    ffn_d_hidden_multiplier: float
+    ffn_dropout: float
+    residual_dropout: float
+    checkpointing: bool = False
+    kind: str = field(default="ft_transformer", init=False)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form for checkpoints (the `kind` says which network to rebuild)."""
+        return asdict(self)
+
+
+class FTTransformer(nn.Module):
+    """Feature tokenizer + pre-norm transformer blocks + [CLS] head (rtdl_revisiting_models.FTTransformer).
+
+    The blocks are run here, in rtdl's own order, so that each can be checkpointed (its activations recomputed in
+    the backward pass) when `checkpointing` is on.
+    """
+
+    def __init__(self, args: FTTransformerArgs) -> None:
+        super().__init__()
+        import rtdl_revisiting_models as rtdl
+
+        if args.n_numeric + sum(args.cardinalities) != args.n_inputs:
+            raise ValueError(f"FT-Transformer layout: {args.n_numeric} numeric columns and one-hot blocks "
+                             f"{args.cardinalities} do not add up to {args.n_inputs} inputs")  # fmt: skip
+        self.net = rtdl.FTTransformer(
+            n_cont_features=args.n_numeric, cat_cardinalities=[k + 1 for k in args.cardinalities], d_out=1,
+            n_blocks=args.n_blocks, d_block=args.d_block, attention_n_heads=args.attention_n_heads,
+            attention_dropout=args.attention_dropout, ffn_d_hidden=None,
+            ffn_d_hidden_multiplier=args.ffn_d_hidden_multiplier, ffn_dropout=args.ffn_dropout,
+            residual_dropout=args.residual_dropout,
+        )  # fmt: skip
+        self.args = args
+
+    def tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows → (batch, 1 + features, d_block): [CLS], numeric tokens, categorical tokens."""
+        net, n_num = self.net, self.args.n_numeric
+        parts = [net.cls_embedding(x.shape[:-1])]
+        if n_num:
+            parts.append(net.cont_embeddings(x[:, :n_num]))
+        if self.args.cardinalities:
+            indices, start = [], n_num
+            for width in self.args.cardinalities:
+                block = x[:, start : start + width]
+                unseen = torch.full_like(block[:, 0], width, dtype=torch.long)
+                indices.append(torch.where(block.sum(-1) > 0, block.argmax(-1), unseen))
+                start += width
+            parts.append(net.cat_embeddings(torch.stack(indices, dim=-1)))
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def _block(block: nn.ModuleDict, x: torch.Tensor, last: bool) -> torch.Tensor:
+        # rtdl's FTTransformerBackbone.forward, one block: the last attends from [CLS] only.
+        identity = x
+        if "attention_normalization" in block:
+            x = block["attention_normalization"](x)
+        x = block["attention"](x[:, :1] if last else x, x)
+        x = identity + block["attention_residual_dropout"](x)
+        identity = x
+        x = block["ffn"](block["ffn_normalization"](x))
+        return block["output"](identity + block["ffn_residual_dropout"](x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (batch,)."""
+        h = self.tokens(x)
+        blocks = self.net.backbone.blocks
+        for i, block in enumerate(blocks):
+            last = i + 1 == len(blocks)
+            if self.args.checkpointing and self.training and torch.is_grad_enabled():
+                h = checkpoint(self._block, block, h, last, use_reentrant=False)
+            else:
+                h = self._block(block, h, last)
+        return self.net.backbone.output(h[:, 0]).squeeze(-1)
+
+
+Network = MLP | FTTransformer
+
+
+def build_model(params: TrainParams, n_inputs: int, layout: tuple[int, list[int]] | None = None) -> Network:
+    """The network `train.model` names, for `n_inputs` columns (`layout`: numeric count, one-hot block widths)."""
+    if params.model == "mlp":
+        return MLP(MLPArgs(n_inputs, list(params.hidden_sizes), params.dropout, params.activation))
+    n_numeric, cardinalities = layout if layout is not None else (n_inputs, [])
+    ft = params.ft_transformer
+    return FTTransformer(FTTransformerArgs(
+        n_inputs, n_numeric, list(cardinalities), ft.d_block, ft.n_blocks, ft.attention_n_heads,
+        ft.attention_dropout, ft.ffn_d_hidden_multiplier, ft.ffn_dropout, ft.residual_dropout, ft.checkpointing,
+    ))  # fmt: skip
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: the FT-Transformer's embeddings, norms and biases get no weight decay (as in rtdl)."""
+    if isinstance(model, FTTransformer):
+        groups = model.net.make_parameter_groups()
+        groups[0]["weight_decay"] = weight_decay
+        return groups
+    return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+
+
+def describe(model: Network) -> str:
+    """One line for the card: the architecture and its sizes."""
+    a = model.args
+    if isinstance(a, FTTransformerArgs):
+        return (f"FT-Transformer: {a.n_numeric} numeric + {len(a.cardinalities)} categorical tokens and [CLS], "
+                f"{a.n_blocks} blocks of width {a.d_block}, {a.attention_n_heads} heads, ReGLU FFN x"
+                f"{a.ffn_d_hidden_multiplier:.3g}, dropout attention {a.attention_dropout} / FFN {a.ffn_dropout} / "
+                f"residual {a.residual_dropout}")  # fmt: skip
+    return (f"MLP {a.n_inputs} → {' → '.join(map(str, a.hidden_sizes))} → 1 logit, {a.activation}, "
+            f"dropout {a.dropout}")  # fmt: skip
+
+
+def model_state(model: Network) -> dict[str, Any]:
+    """What the model file holds: weights and the args that rebuild the network (tensors and plain data only)."""
+    return {"state_dict": model.state_dict(), "model_args": model.args.to_dict()}
+
+
+def load_model(state: dict) -> Network:
+    """Rebuild a model from a checkpoint dict (read with weights_only=True); `kind` absent: an MLP."""
+    args = dict(state["model_args"])
+    kind = args.pop("kind", "mlp")
+    if kind == "ft_transformer":
+        model: Network = FTTransformer(FTTransformerArgs(**args))
+    elif kind == "mlp":
+        model = MLP(MLPArgs(**args))
+    else:
+        raise ValueError(f"the model file names an unknown network kind {kind!r}")
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model
