@@ -6,6 +6,7 @@ from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import Paths
 from humane.governance.tracking import log_run
+from humane.monitoring.reference import MonitoredColumns
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
@@ -13,7 +14,8 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     # Columns whose values are never shipped with the model (no ranges, no categories, no example values): the
     # sensitive ones, those kept although they look identifying, and date-derived ones.
     protected = [*params.data.sensitive_features, *params.privacy.keep, *params.data.dates]
-    record = log_run(paths, params.data.experiment, params.evaluate.threshold, protected, ctx)
+    monitored = MonitoredColumns(list(params.data.sensitive_features), params.data.target)
+    record = log_run(paths, params.data.experiment, params.evaluate.threshold, protected, ctx, monitored)
     return f"track: MLflow run {record['run_id']} in experiment {record['experiment']!r}"
 
 

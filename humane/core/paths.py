@@ -71,6 +71,8 @@ class Paths:
     model_card_md = _At("reports/model_card.md")
     model_card_html = _At("reports/model_card.html")
     registration = _At("reports/registration.json")
+    # One folder per monitored batch (flows/monitoring.py): report.json, report.html and its plots.
+    monitoring_dir = _At("reports/monitoring")
 
     # Default MLflow store when MLFLOW_TRACKING_URI is unset: a SQLite file plus a local artifact folder,
     # always in the project folder (an isolated workspace records into its project's store).

@@ -34,6 +34,7 @@ from humane.governance.serving import (
     input_example,
 )
 from humane.governance.store import StoreError, client, ensure_experiment, using_tracking_uri
+from humane.monitoring.reference import REFERENCE_ARTIFACT, MonitoredColumns, write_reference
 from humane.privacy.policy import FittedPolicy
 
 MODEL_ARTIFACT = "model"
@@ -172,8 +173,14 @@ def find_run(mlflow_client: Any, experiment_id: str, key: str) -> tuple[Any | No
     return (complete[0] if complete else None), [r for r in runs if r not in complete]
 
 
-def log_run(paths: Paths, experiment: str, threshold: float, protected: list[str], ctx: RunContext) -> dict[str, str]:
-    """Log the workspace's pipeline state as one MLflow run (or find the one already logged); its ids."""
+def log_run(paths: Paths, experiment: str, threshold: float, protected: list[str], ctx: RunContext,
+            monitored: MonitoredColumns | None = None) -> dict[str, str]:  # fmt: skip
+    """Log the workspace's pipeline state as one MLflow run (or find the one already logged); its ids.
+
+    With `monitored`, the run also holds the model's monitoring reference (humane.monitoring.reference): the
+    test rows as the model read them, with their sensitive columns, label and scores. The track stage always
+    passes it; a champion without one cannot be monitored (the monitoring says so and stops).
+    """
     import mlflow
     from mlflow.entities import Metric
 
@@ -242,6 +249,11 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: list[str
                                               name=path.stem, digest=md5_of(path))  # fmt: skip
             mlflow.log_input(dataset, context=context)
         info = log_serving_model(paths, threshold, masked)
+        if monitored is not None:
+            with tempfile.TemporaryDirectory(prefix="humane-reference-") as tmp:
+                reference = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+                write_reference(paths, threshold, monitored, reference)
+                mlflow.log_artifact(str(reference), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
         mlflow.set_tags({"humane.model_uri": info.model_uri, COMPLETE_TAG: "true"})
     record = {"run_id": run_id, "experiment_id": experiment_id, "experiment": experiment,
               "model_uri": info.model_uri, "run_key": key}  # fmt: skip

@@ -1,0 +1,290 @@
+"""What a batch is judged on against the champion's reference, and the thresholds it breaches.
+
+NannyML for drift and estimated performance, humane.fairness.metrics (the audit's one definition, with its
+bootstrap) for group rates and gaps.
+
+Every comparison is with the champion's own reference: its test rows as the model read them (drift, CBPE's
+calibration, per-group ROC AUC) and its test-time audit with 95% bootstrap intervals (group rates and gaps).
+NannyML is imported lazily (its import takes seconds and reads NML_DISABLE_USAGE_LOGGING, set here first).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from humane.core.params import MONITORED_GAPS, AuditParams, MonitorParams
+from humane.core.paths import LABEL_COLUMN
+from humane.fairness.metrics import audit_feature, overall_with_ci, sensitive_columns
+from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN
+
+Z95 = 1.959964  # a 95% interval from NannyML's sampling error (its own boundaries are ±3 sampling errors)
+DRIFT, PERFORMANCE, BIAS = "DriftDetected", "PerformanceDegraded", "BiasDegraded"
+# The gap each group metric makes: which per-group rates a gap is the spread of.
+GAP_RATES = {"demographic_parity_difference": ("selection_rate",), "equalized_odds_difference": ("tpr", "fpr"),
+             "equal_opportunity_difference": ("tpr",)}  # fmt: skip
+LABEL_GAPS = ("equalized_odds_difference", "equal_opportunity_difference")
+
+
+def nannyml() -> Any:
+    """NannyML, imported with its usage logging off."""
+    os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")
+    import nannyml as nml
+
+    return nml
+
+
+def _figure(value: float | None, lo: float | None = None, hi: float | None = None) -> dict[str, float | None]:
+    def clean(x: float | None) -> float | None:
+        return None if x is None or not math.isfinite(float(x)) else float(x)
+
+    return {"value": clean(value), "lo": clean(lo), "hi": clean(hi)}
+
+
+def drift(reference: pd.DataFrame, batch: pd.DataFrame, features: list[str], params: MonitorParams) -> dict[str, Any]:
+    """Univariate drift of each input feature and of the predicted probability (NannyML), the batch as one chunk."""
+    nml = nannyml()
+    columns = [*features, PROBABILITY_COLUMN]
+    calculator = nml.UnivariateDriftCalculator(
+        column_names=columns, continuous_methods=[params.drift_method_continuous],
+        categorical_methods=[params.drift_method_categorical], chunk_number=1,
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # NannyML warns that one reference chunk gives no spread for thresholds
+        calculator.fit(reference[columns])
+        result = calculator.calculate(batch[columns]).filter(period="analysis").to_df()
+    out = {}
+    for column in columns:
+        (method,) = [m for c, m, k in result.columns if c == column and k == "value"]
+        distance = float(result[(column, method, "value")].iloc[0])
+        limit = params.prediction_drift_threshold if column == PROBABILITY_COLUMN else params.drift_threshold
+        out["prediction" if column == PROBABILITY_COLUMN else column] = {
+            "method": method, "distance": distance, "threshold": limit, "drifted": bool(distance > limit),
+        }  # fmt: skip
+    return out
+
+
+def estimate(reference: pd.DataFrame, batch: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """CBPE's estimated accuracy and ROC AUC (NannyML), with a 95% interval from its sampling error.
+
+    CBPE assumes the probabilities are calibrated (it recalibrates on the reference when they are not); the
+    champion's test-time calibration is reported beside the estimates.
+    """
+    nml = nannyml()
+    estimator = nml.CBPE(y_pred_proba=PROBABILITY_COLUMN, y_pred=DECISION_COLUMN, y_true=LABEL_COLUMN,
+                         problem_type="classification_binary", metrics=["accuracy", "roc_auc"],
+                         chunk_number=1)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(reference[[PROBABILITY_COLUMN, DECISION_COLUMN, LABEL_COLUMN]])
+        result = estimator.estimate(batch[[PROBABILITY_COLUMN, DECISION_COLUMN]]).filter(period="analysis").to_df()
+    out = {}
+    for metric in ("accuracy", "roc_auc"):
+        value, error = float(result[(metric, "value")].iloc[0]), float(result[(metric, "sampling_error")].iloc[0])
+        out[metric] = _figure(value, value - Z95 * error, value + Z95 * error)
+    return out
+
+
+def auc(y: np.ndarray, p: np.ndarray) -> float | None:
+    """ROC AUC (scikit-learn); None where one label is absent."""
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The champion's test-time figures: overall and per-group metrics with 95% CIs, gaps with CIs."""
+
+    overall: dict[str, dict[str, float | None]]
+    groups: dict[str, dict[str, dict[str, Any]]]  # feature -> group -> {count, too_small, metrics}
+    gaps: dict[str, dict[str, dict[str, float | None]]]  # feature -> gap -> {value, lo, hi}
+    calibration: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+
+def recorded_figures(audit: dict[str, Any], metrics: dict[str, Any], reference: pd.DataFrame,
+              features: list[str], min_group_size: int) -> Recorded:  # fmt: skip
+    """The champion's recorded audit and metrics, with ROC AUC (overall, per group) from its reference rows."""
+    y, p = reference[LABEL_COLUMN].to_numpy(), reference[PROBABILITY_COLUMN].to_numpy()
+    overall = {m: _figure(v["value"], v["lo"], v["hi"]) for m, v in audit["overall"].items()}
+    overall["roc_auc"] = _figure(metrics["model"]["roc_auc"])
+    labels = sensitive_columns(reference, features)
+    groups: dict[str, dict[str, dict[str, Any]]] = {}
+    for entry in audit["features"]:
+        feature = entry["feature"]
+        groups[feature] = {}
+        for g in entry["groups"]:
+            rows = (labels[feature] == g["group"]).to_numpy() if feature in labels else np.zeros(len(y), bool)
+            m = {k: _figure(v["value"], v["lo"], v["hi"]) for k, v in g["metrics"].items()}
+            m["roc_auc"] = _figure(auc(y[rows], p[rows]) if not g["too_small"] and rows.any() else None)
+            groups[feature][g["group"]] = {"count": g["count"], "too_small": g["too_small"], "metrics": m}
+    gaps = {e["feature"]: {k: _figure(v["value"], v["lo"], v["hi"]) for k, v in e["gaps"].items()}
+            for e in audit["features"]}  # fmt: skip
+    calibration = {k: float(metrics["model"][k]) for k in ("ece", "brier") if k in metrics["model"]}
+    return Recorded(overall, groups, gaps, calibration)
+
+
+def groups(frame: pd.DataFrame, features: list[str], labeled: bool, audit: AuditParams) -> dict[str, Any]:
+    """Per sensitive feature (and their intersection): group counts and rates with bootstrap CIs, and the gaps.
+
+    The audit's own functions and settings (humane.fairness.metrics.audit_feature: same bootstrap, same
+    min_group_size: smaller groups are withheld and left out of the gaps). Without labels, only the selection
+    rate and the demographic-parity gaps are kept (the others need labels).
+    """
+    rows = frame if not labeled else frame[frame[LABEL_COLUMN].notna()].reset_index(drop=True)
+    y = rows[LABEL_COLUMN].to_numpy(dtype=float) if labeled else np.zeros(len(rows))
+    y_pred, p = rows[DECISION_COLUMN].to_numpy(dtype=float), rows[PROBABILITY_COLUMN].to_numpy()
+    out = {}
+    for feature, labels in sensitive_columns(rows, features).items():
+        result = audit_feature(feature, y, y_pred, p, labels, audit)
+        kept = None if labeled else ("selection_rate",)
+        table = {g["group"]: {"count": g["count"], "too_small": g["too_small"],
+                              "metrics": {k: v for k, v in g["metrics"].items() if kept is None or k in kept}}
+                 for g in result.groups}  # fmt: skip
+        gaps = {k: _figure(v["value"], v["lo"], v["hi"]) for k, v in result.gaps.items()
+                if labeled or k.startswith("demographic_parity")}  # fmt: skip
+        out[feature] = {"groups": table, "gaps": gaps, "too_small": result.too_small}
+    return out
+
+
+def realised(frame: pd.DataFrame, audit: AuditParams) -> dict[str, dict[str, float | None]]:
+    """Accuracy (with the audit's bootstrap CI) and ROC AUC on the batch's labeled rows."""
+    rows = frame[frame[LABEL_COLUMN].notna()]
+    y, y_pred = rows[LABEL_COLUMN].to_numpy(dtype=float), rows[DECISION_COLUMN].to_numpy(dtype=float)
+    p = rows[PROBABILITY_COLUMN].to_numpy()
+    accuracy = overall_with_ci(y, y_pred, p, audit)["accuracy"]
+    return {"accuracy": _figure(accuracy["value"], accuracy["lo"], accuracy["hi"]), "roc_auc": _figure(auc(y, p))}
+
+
+def group_estimates(reference: pd.DataFrame, batch: pd.DataFrame, features: list[str],
+                    min_group_size: int) -> dict[str, dict[str, dict[str, Any]]]:  # fmt: skip
+    """CBPE per sensitive group: fitted on the group's reference rows, estimated on its batch rows.
+
+    A group with fewer than `min_group_size` rows on either side, or one label only in the reference, is withheld.
+    """
+    ref_labels, batch_labels = sensitive_columns(reference, features), sensitive_columns(batch, features)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for feature in features:
+        out[feature] = {}
+        for group in sorted(set(batch_labels[feature])):
+            ref_rows = reference[(ref_labels[feature] == group).to_numpy()]
+            rows = batch[(batch_labels[feature] == group).to_numpy()]
+            if min(len(ref_rows), len(rows)) < min_group_size or ref_rows[LABEL_COLUMN].nunique() < 2:
+                out[feature][group] = {"count": len(rows), "too_small": True, "metrics": {}}
+                continue
+            out[feature][group] = {"count": len(rows), "too_small": False, "metrics": estimate(ref_rows, rows)}
+    return out
+
+
+def _dropped(reference: dict[str, float | None], batch: dict[str, float | None], limit: float) -> float | None:
+    """How far the batch's figure fell below the reference's when it is a breach, else None."""
+    if reference["value"] is None or batch["value"] is None:
+        return None
+    drop = reference["value"] - batch["value"]
+    separate = reference["lo"] is None or batch["hi"] is None or batch["hi"] < reference["lo"]
+    return drop if drop > limit and separate else None
+
+
+def _grown(reference: dict[str, float | None], batch: dict[str, float | None], limit: float) -> float | None:
+    """How far the batch's gap grew above the reference's when it is a breach, else None."""
+    if reference["value"] is None or batch["value"] is None:
+        return None
+    rise = batch["value"] - reference["value"]
+    separate = reference["hi"] is None or batch["lo"] is None or batch["lo"] > reference["hi"]
+    return rise if rise > limit and separate else None
+
+
+def _fmt(figure: dict[str, float | None]) -> str:
+    if figure["value"] is None:
+        return "n/a"
+    ci = f" [{figure['lo']:.3f}, {figure['hi']:.3f}]" if figure["lo"] is not None and figure["hi"] is not None else ""
+    return f"{figure['value']:.3f}{ci}"
+
+
+def gap_limit(max_increase: dict[str, float], feature: str, gap: str, sensitive: list[str]) -> float | None:
+    """The allowed increase of a gap: the feature's own key, else "*" (each sensitive feature on its own)."""
+    if f"{feature}.{gap}" in max_increase:
+        return max_increase[f"{feature}.{gap}"]
+    return max_increase.get(f"*.{gap}") if feature in sensitive else None
+
+
+def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, sensitive: list[str]) -> list[dict]:
+    """The breached thresholds, each {"breach", "subject", "message"}; an empty list when the batch passes."""
+    found: list[dict[str, str]] = []
+    drift_ = result["drift"]
+    features = [f for f in drift_ if f != "prediction"]
+    drifted = [f for f in features if drift_[f]["drifted"]]
+    if features and len(drifted) / len(features) > params.max_drifted_share:
+        details = ", ".join(f"{f} {drift_[f]['method']} {drift_[f]['distance']:.3f}" for f in drifted)
+        found.append({"breach": DRIFT, "subject": ",".join(drifted),
+                      "message": f"{len(drifted)} of {len(features)} input features drifted (distance > "
+                                 f"{params.drift_threshold}): {details}"})  # fmt: skip
+    if drift_["prediction"]["drifted"]:
+        d = drift_["prediction"]
+        found.append({"breach": DRIFT, "subject": "prediction",
+                      "message": f"predicted probability drifted: {d['method']} {d['distance']:.3f} > "
+                                 f"{d['threshold']}"})  # fmt: skip
+    domain = result["out_of_domain"]
+    if domain["share"] > params.max_out_of_domain_share:
+        top = sorted(domain["per_rule"].items(), key=lambda kv: -kv[1])[:3]
+        found.append({"breach": DRIFT, "subject": "out_of_domain",
+                      "message": f"{domain['share']:.1%} of rows are outside the training domain (> "
+                                 f"{params.max_out_of_domain_share:.1%}): "
+                                 + ", ".join(f"{r} {s:.1%}" for r, s in top)})  # fmt: skip
+    performance = result["performance"]
+    kind = "realised" if performance.get("realised") else "estimated"
+    measured = performance.get("realised") or performance.get("estimated") or {}
+    for metric, limit in params.max_drop.items():
+        if metric in measured:
+            drop = _dropped(reference.overall[metric], measured[metric], limit)
+            if drop is not None:
+                found.append({"breach": PERFORMANCE, "subject": f"overall.{metric}",
+                              "message": f"{kind} {metric} {_fmt(measured[metric])} is {drop:.3f} below the test-time "
+                                         f"{_fmt(reference.overall[metric])} (> {limit})"})  # fmt: skip
+        by_group = performance.get(f"{kind}_groups", {})
+        for feature, table in by_group.items():
+            for group, row in table.items():
+                ref = reference.groups.get(feature, {}).get(group)
+                if row["too_small"] or ref is None or ref["too_small"] or metric not in row["metrics"]:
+                    continue
+                drop = _dropped(ref["metrics"][metric], row["metrics"][metric], limit)
+                if drop is not None:
+                    found.append({"breach": PERFORMANCE, "subject": f"{feature}={group}.{metric}",
+                                  "message": f"{kind} {metric} of {feature}={group} {_fmt(row['metrics'][metric])} is "
+                                             f"{drop:.3f} below its test-time {_fmt(ref['metrics'][metric])} "
+                                             f"(> {limit})"})  # fmt: skip
+    for feature, entry in result["groups"].items():
+        for gap in MONITORED_GAPS:
+            limit = gap_limit(params.max_increase, feature, gap, sensitive)
+            if limit is None or gap not in entry["gaps"] or feature not in reference.gaps:
+                continue
+            rise = _grown(reference.gaps[feature][gap], entry["gaps"][gap], limit)
+            if rise is None:
+                continue
+            found.append({"breach": BIAS, "subject": f"{feature}.{gap}",
+                          "message": f"{feature} {gap} {_fmt(entry['gaps'][gap])} grew {rise:.3f} above the test-time "
+                                     f"{_fmt(reference.gaps[feature][gap])} (> {limit}); "
+                                     + _group_rates(entry, reference.groups.get(feature, {}), gap)})  # fmt: skip
+    return found
+
+
+def _group_rates(entry: dict[str, Any], reference: dict[str, dict[str, Any]], gap: str) -> str:
+    """The rates behind a gap, per judged group, batch vs test time (e.g. "tpr Female 0.18 (test 0.47)")."""
+    parts = []
+    for rate in GAP_RATES[gap]:
+        cells = []
+        for group, row in entry["groups"].items():
+            value = row["metrics"].get(rate, {}).get("value")
+            if row["too_small"] or value is None:
+                continue
+            before = reference.get(group, {}).get("metrics", {}).get(rate, {}).get("value")
+            cells.append(f"{group} {value:.3f}" + (f" (test {before:.3f})" if before is not None else ""))
+        parts.append(f"{rate}: " + ", ".join(cells))
+    return "; ".join(parts)

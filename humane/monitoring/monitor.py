@@ -1,0 +1,164 @@
+"""One batch judged against the champion: score it, put it in the reference's shape, compute, judge.
+
+Plain functions: the champion and the batch come in, a result (JSON-ready) and its breaches come out. Nothing
+here writes a file or talks to a server (flows/monitoring.py does, after every check has passed).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from humane.core.errors import DataError
+from humane.core.params import Params
+from humane.core.paths import LABEL_COLUMN
+from humane.governance.domain import SEPARATOR
+from humane.governance.serving import as_request
+from humane.monitoring import checks
+from humane.monitoring.batch import Batch
+from humane.monitoring.champion import ChampionModel
+from humane.monitoring.reference import (
+    DECISION_COLUMN,
+    PROBABILITY_COLUMN,
+    MonitoredColumns,
+    domain_shares,
+    monitored_frame,
+)
+
+
+def score(champion: ChampionModel, batch: Batch) -> pd.DataFrame:
+    """The champion's pyfunc output for the batch (probability, label, decision, out_of_domain, domain_rules)."""
+    from mlflow.exceptions import MlflowException
+
+    schema = champion.model.metadata.get_input_schema()
+    request = as_request(batch.frame[[spec.name for spec in schema.inputs]], schema)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return champion.model.predict(request).reset_index(drop=True)
+    except MlflowException as err:  # the signature refused a column: name the file (the message names the column)
+        raise DataError(f"{batch.path}: the served model refused the batch: {err.message}") from None
+    except DataError as err:
+        raise DataError(f"{batch.path}: {err}") from None
+
+
+def monitored(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params: Params) -> pd.DataFrame:
+    """The batch in the reference's shape: inputs after the model's privacy policy, groups, label, scores."""
+    served = champion.served
+    columns = MonitoredColumns(list(params.data.sensitive_features), params.data.target)
+    return monitored_frame(batch.frame, scores, served.policy, list(served.preprocessor.inputs), columns,
+                           served.preprocessor.positive_label, list(served.preprocessor.labels),
+                           str(batch.path))  # fmt: skip
+
+
+def evaluate(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params: Params,
+             when: datetime) -> dict[str, Any]:  # fmt: skip
+    """Every figure of the batch against the champion's reference, and the breached thresholds."""
+    sensitive = list(params.data.sensitive_features)
+    frame = monitored(champion, batch, scores, params)
+    reference = champion.reference
+    inputs = list(champion.served.preprocessor.inputs)
+    recorded = checks.recorded_figures(champion.audit, champion.metrics, reference, sensitive,
+                                       params.audit.min_group_size)  # fmt: skip
+    labeled_rows = int(frame[LABEL_COLUMN].notna().sum()) if batch.labeled else 0
+    performance: dict[str, Any] = {
+        "test_time": {m: recorded.overall[m] for m in ("accuracy", "roc_auc")},
+        "calibration": recorded.calibration,
+        "estimated": checks.estimate(reference, frame),
+        "estimated_groups": checks.group_estimates(reference, frame, sensitive, params.audit.min_group_size),
+        "realised": None,
+    }
+    groups = checks.groups(frame, sensitive, batch.labeled, params.audit)
+    if batch.labeled:
+        labeled = frame[frame[LABEL_COLUMN].notna()].reset_index(drop=True)
+        performance["realised"] = checks.realised(labeled, params.audit)
+        performance["realised_groups"] = realised_groups(labeled, groups, sensitive)
+    result: dict[str, Any] = {
+        "batch": batch.name,
+        "file": str(batch.path),
+        "batch_time": when.isoformat(),
+        "rows": len(frame),
+        "labeled": batch.labeled,
+        "labeled_rows": labeled_rows,
+        "notes": [*batch.notes, calibration_note(recorded.calibration)],
+        "model": {"name": champion.name, "version": champion.version, "run_id": champion.run_id},
+        "reference_rows": len(reference),
+        "selection_rate": {
+            "batch": float(frame[DECISION_COLUMN].mean()),
+            "reference": float(reference[DECISION_COLUMN].mean()),
+        },
+        "drift": checks.drift(reference, frame, inputs, params.monitor),
+        "out_of_domain": domain_shares(scores, SEPARATOR),
+        "performance": performance,
+        "groups": groups,
+        "test_time": {"groups": recorded.groups, "gaps": recorded.gaps},
+        "min_group_size": params.audit.min_group_size,
+        "thresholds": params.monitor.model_dump(),
+    }
+    result["breaches"] = checks.judge(result, recorded, params.monitor, sensitive)
+    return result
+
+
+def realised_groups(labeled: pd.DataFrame, groups: dict[str, Any], sensitive: list[str]) -> dict[str, Any]:
+    """Per group of each sensitive feature: realised accuracy (with the audit's CI) and ROC AUC."""
+    from humane.fairness.metrics import sensitive_columns
+
+    labels = sensitive_columns(labeled, sensitive)
+    y, p = labeled[LABEL_COLUMN].to_numpy(dtype=float), labeled[PROBABILITY_COLUMN].to_numpy()
+    out: dict[str, Any] = {}
+    for feature in sensitive:
+        out[feature] = {}
+        for group, row in groups[feature]["groups"].items():
+            rows = (labels[feature] == group).to_numpy()
+            metrics = {} if row["too_small"] else {"accuracy": row["metrics"]["accuracy"],
+                                                   "roc_auc": checks._figure(checks.auc(y[rows], p[rows]))}  # fmt: skip
+            out[feature][group] = {"count": row["count"], "too_small": row["too_small"], "metrics": metrics}
+    return out
+
+
+def calibration_note(calibration: dict[str, float]) -> str:
+    """CBPE's assumption, with the champion's measured calibration."""
+    ece = calibration.get("ece")
+    measured = f"its test-time expected calibration error is {ece:.3f}" if ece is not None else "not measured"
+    return (
+        f"estimated performance (CBPE) assumes calibrated probabilities; {measured} (reports/metrics.json of "
+        "the champion's run), and CBPE recalibrates on the reference rows where needed"
+    )
+
+
+def breach_name(breaches: list[dict[str, str]]) -> str | None:
+    """The name of the run's end state: the first breached kind in humane.core.params.BREACHES order."""
+    from humane.core.params import BREACHES
+
+    kinds = {b["breach"] for b in breaches}
+    return next((k for k in BREACHES if k in kinds), None)
+
+
+def _metric_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The figures MLflow plots over batches: drift distances, domain share, performance, group rates and gaps."""
+    out: dict[str, float] = {"rows": result["rows"], "labeled_rows": result["labeled_rows"],
+                             "selection_rate": result["selection_rate"]["batch"],
+                             "out_of_domain.share": result["out_of_domain"]["share"],
+                             "breaches": len(result["breaches"])}  # fmt: skip
+    for feature, entry in result["drift"].items():
+        out[f"drift.{feature}"] = entry["distance"]
+    performance = result["performance"]
+    for kind in ("estimated", "realised"):
+        for metric, figure in (performance.get(kind) or {}).items():
+            out[f"{kind}.{metric}"] = figure["value"]
+    for feature, entry in result["groups"].items():
+        for gap, figure in entry["gaps"].items():
+            out[f"gap.{feature}.{gap}"] = figure["value"]
+        for group, row in entry["groups"].items():
+            for metric, figure in row["metrics"].items():
+                out[f"group.{feature}.{group}.{metric}"] = figure["value"]
+    return {_metric_name(k): float(v) for k, v in out.items() if v is not None and np.isfinite(float(v))}
