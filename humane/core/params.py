@@ -263,24 +263,18 @@ class TrainParams(_Section):
     distributed: DistributedParams = DistributedParams()
     compute: ComputeParams = ComputeParams()
 
-    @model_validator(mode="after")
-    def _combinations(self) -> TrainParams:
-        if self.dp.enabled:
-            refused = [what for what, on in [
-                ("train.model ft_transformer (Opacus has no per-sample gradients for rtdl's feature "
-                 "embeddings and [CLS] token, which are bare parameters)", self.model == "ft_transformer"),
-                ("train.distributed (more than one process)", self.distributed.world > 1),
-                ("train.grad_accumulation > 1 (Opacus forms its own logical batches)", self.grad_accumulation > 1),
-                ("train.precision bf16", self.precision != "fp32"),
-            ] if on]  # fmt: skip
-            if refused:
-                raise ValueError(f"DP-SGD (train.dp.enabled) is not combined with {'; '.join(refused)}")
-        parts = self.distributed.world * self.grad_accumulation
-        if self.batch_size % parts:
-            raise ValueError(f"train.batch_size ({self.batch_size}) must divide evenly over "
-                             f"{self.distributed.world} process(es) x {self.grad_accumulation} accumulation "
-                             "step(s)")  # fmt: skip
-        return self
+    def conflicts(self) -> list[str]:
+        """Settings that cannot be combined (DP-SGD with what Opacus or its accounting cannot take)."""
+        if not self.dp.enabled:
+            return []
+        refused = [what for what, on in [
+            ("train.model ft_transformer (Opacus has no per-sample gradient rule for rtdl's [CLS] token and "
+             "feature-embedding parameters: a probe with ghost clipping fails)", self.model == "ft_transformer"),
+            ("train.distributed (more than one process)", self.distributed.world > 1),
+            ("train.grad_accumulation > 1 (Opacus forms its own logical batches)", self.grad_accumulation > 1),
+            ("train.precision bf16", self.precision != "fp32"),
+        ] if on]  # fmt: skip
+        return [f"DP-SGD (train.dp.enabled) is not combined with {'; '.join(refused)}"] if refused else []
 
 
 class EvaluateParams(_Section):
@@ -421,6 +415,13 @@ class Params(_Section):
             raise ValueError("mitigation by weights, resampling or a loss term is not combined with DP-SGD "
                              "(train.dp.enabled): its privacy accounting assumes the plain loss on uniform "
                              "samples")  # fmt: skip
+        return self
+
+    @model_validator(mode="after")
+    def _training_combinations(self) -> Params:
+        conflicts = self.train.conflicts()
+        if conflicts:
+            raise ValueError("; ".join(conflicts))
         return self
 
     @property

@@ -233,6 +233,8 @@ def fit(
     continues after the last finished epoch and ends exactly as an uninterrupted run (on CPU).
     Under torchrun (an initialised process group) only rank 0 writes.
     """
+    if params.conflicts():
+        raise HumaneError("; ".join(params.conflicts()))
     rank, world = _world()
     accumulation = params.grad_accumulation
     if params.distributed.world != world:
