@@ -375,17 +375,18 @@ def fit(
         rng = _gather(torch.get_rng_state(), world)
         cuda_rng = _gather(torch.cuda.get_rng_state(device), world) if device.type == "cuda" else []
         if writer and checkpoint_dir is not None:
-            # Weights, model args and metrics of every epoch, for inspection.
-            epoch_state = {"epoch": epoch, "state_dict": base.state_dict(), "model_args": base.args.to_dict(),
-                           "config": params.model_dump(mode="json"), "metrics": row}  # fmt: skip
-            io.write_with(checkpoint_dir / f"epoch_{epoch:03d}.pt", lambda tmp, s=epoch_state: torch.save(s, tmp))
-            # Everything a rerun needs to continue exactly here, written whole or not at all.
+            # Everything a rerun needs to continue exactly here, written whole or not at all;
+            # first, so that an epoch's file on disk means the state after it can be resumed.
             full = {"fingerprint": expected, "epoch": epoch, "state_dict": base.state_dict(),
                     "optimizer": optimizer.state_dict(), "rng": rng, "cuda_rng": cuda_rng,
                     "generator": generator.get_state(), "history": history, "best_loss": best_loss,
                     "best_epoch": best_epoch, "best_state": best_state, "stale": stale, "stopped": stopped,
                     "seconds": spent + time.perf_counter() - started}  # fmt: skip
             io.write_with(checkpoint_dir / RESUME_FILE, lambda tmp, s=full: torch.save(s, tmp))
+            # Weights, model args and metrics of every epoch, for inspection.
+            epoch_state = {"epoch": epoch, "state_dict": base.state_dict(), "model_args": base.args.to_dict(),
+                           "config": params.model_dump(mode="json"), "metrics": row}  # fmt: skip
+            io.write_with(checkpoint_dir / f"epoch_{epoch:03d}.pt", lambda tmp, s=epoch_state: torch.save(s, tmp))
         if stopped:
             break
     bar.close()
