@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export NML_DISABLE_USAGE_LOGGING := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint format flow ui bench clean profile sweep
+.PHONY: setup run test lint format flow ui bench clean profile sweep batches monitor
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,13 @@ sweep: setup  ## the bias-mitigation sweep (params.yaml sweep:): candidates in p
 
 flow: setup  ## run the same pipeline as a local Prefect flow
 	python -m flows.training
+
+batches: setup  ## demo production batches under data/batches/ (in distribution, shifted, widened sex gap)
+	python -m humane.monitoring.demo
+
+BATCH ?= data/batches/in_distribution.csv
+monitor: setup  ## monitor the champion on one batch (BATCH=...): exit 0 ok, 3 BiasDegraded, 4 PerformanceDegraded, 5 DriftDetected
+	python -m flows.monitoring $(BATCH)
 
 ui: setup  ## the MLflow UI on the project's default store, opened on its model-training view
 	@echo "open http://127.0.0.1:5000/#/experiments?workflowType=machine_learning"

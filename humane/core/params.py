@@ -357,8 +357,8 @@ class MonitorParams(_Section):
     # DriftDetected when more than this share of the rows break a training-domain rule (out_of_domain).
     max_out_of_domain_share: float = Field(0.05, ge=0, le=1)
     # PerformanceDegraded when accuracy or roc_auc (estimated by CBPE without labels, realised with them) falls
-    # more than this below the test-time figure, overall or for a group large enough to judge, and the two 95%
-    # intervals do not overlap where both exist.
+    # more than this below the test-time figure, overall or (accuracy, which the audit gives an interval) for a
+    # group large enough to judge, and the two 95% intervals do not overlap where both exist.
     max_drop: dict[Literal["accuracy", "roc_auc"], float] = {"accuracy": 0.05, "roc_auc": 0.05}
     # BiasDegraded when a gap ("<feature>.<gap>", "*" for every sensitive feature; the named feature wins) grows
     # more than this above its test-time value and its 95% interval lies above the test-time interval.

@@ -254,6 +254,8 @@ def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, se
                 ref = reference.groups.get(feature, {}).get(group)
                 if row["too_small"] or ref is None or ref["too_small"] or metric not in row["metrics"]:
                     continue
+                if ref["metrics"][metric]["lo"] is None:  # no test-time interval (a group's ROC AUC): reported only
+                    continue
                 drop = _dropped(ref["metrics"][metric], row["metrics"][metric], limit)
                 if drop is not None:
                     found.append({"breach": PERFORMANCE, "subject": f"{feature}={group}.{metric}",

@@ -1,0 +1,218 @@
+"""Monitoring's pure parts: batch checks, the breach rules, the demo batches, the params and the automation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from humane.core.errors import ConfigError, DataError
+from humane.core.params import MonitorParams, parse_params, read_raw
+from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.data.datasets import read_adult
+from humane.monitoring import checks, demo
+from humane.monitoring.batch import batch_name, check_columns, read_batch
+from humane.monitoring.monitor import breach_name
+from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN, positive_indicator
+
+ROOT = Path(__file__).resolve().parents[2]
+KINDS = {"age": "numeric", "workclass": "text"}
+
+
+def _rows(n: int = 5) -> pd.DataFrame:
+    return pd.DataFrame({"age": [30 + i for i in range(n)], "workclass": ["Private"] * n, "sex": ["Male"] * n,
+                         "id": [f"person-{i}" for i in range(n)]})  # fmt: skip
+
+
+def test_a_batch_keeps_only_what_the_monitoring_reads_and_says_when_it_has_no_labels(tmp_path):
+    path = tmp_path / "day-1.csv"
+    _rows().to_csv(path, index=False)
+    batch = read_batch(path, KINDS, ["sex"], "income", min_rows=5)
+    assert batch.name == "day-1" and list(batch.frame.columns) == ["age", "workclass", "sex"]  # no identifier kept
+    assert not batch.labeled and "no label column" in batch.notes[0]
+    _rows().assign(income=["<=50K", None, ">50K", None, None]).to_csv(path, index=False)
+    labeled = read_batch(path, KINDS, ["sex"], "income", min_rows=5)
+    assert labeled.labeled and "3 of 5 rows have no label yet" in labeled.notes[0]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda f: f.drop(columns=["workclass"]), "columns ['workclass'] are missing"),
+        (lambda f: f.drop(columns=["sex"]), "columns ['sex'] are missing"),
+        (lambda f: f.assign(age=["thirty"] + [30] * 4), "column 'age': the model reads numbers; 1 of 5 values"),
+        (lambda f: f.assign(workclass=range(5)), "column 'workclass': the model reads text"),
+    ],
+)
+def test_a_malformed_batch_is_refused_naming_the_file_the_column_and_the_rule(tmp_path, change, expected):
+    path = tmp_path / "bad.csv"
+    change(_rows()).to_csv(path, index=False)
+    with pytest.raises(DataError, match="rule") as err:
+        read_batch(path, KINDS, ["sex"], "income", min_rows=1)
+    assert str(path) in str(err.value) and expected in str(err.value)
+    assert "thirty" not in str(err.value)  # values are withheld
+
+
+def test_empty_and_too_small_batches_are_refused(tmp_path):
+    empty, header, small = tmp_path / "empty.csv", tmp_path / "header.csv", tmp_path / "small.csv"
+    empty.write_text("")
+    header.write_text("age,workclass,sex\n")
+    _rows(3).to_csv(small, index=False)
+    with pytest.raises(DataError, match=r"empty\.csv: file is empty"):
+        read_batch(empty, KINDS, ["sex"], "income", min_rows=1)
+    with pytest.raises(DataError, match=r"header\.csv: file has a header but no rows"):
+        read_batch(header, KINDS, ["sex"], "income", min_rows=1)
+    with pytest.raises(DataError, match=r"3 rows; rule: a batch needs at least monitor\.min_rows = 5"):
+        read_batch(small, KINDS, ["sex"], "income", min_rows=5)
+    with pytest.raises(DataError, match="must be letters"):
+        batch_name(Path("/x/ bad name.csv"))
+
+
+def test_numbers_sent_as_text_are_read_as_numbers():
+    out = check_columns(_rows().assign(age=["30", "31", "32", "33", None]), KINDS, ["sex"], "f.parquet")
+    assert out["age"].tolist()[:4] == [30, 31, 32, 33] and pd.isna(out["age"].iloc[4])
+
+
+def test_labels_outside_the_models_are_refused_by_name():
+    labels = pd.Series(["<=50K", ">50K", None, ">50K."], name="income")
+    with pytest.raises(DataError, match=r"column 'income' \(the label\) holds values \['>50K.'\]"):
+        positive_indicator(labels, ">50K", ["<=50K", ">50K"], "b.csv")
+    ok = positive_indicator(labels.iloc[:3], ">50K", ["<=50K", ">50K"], "b.csv")
+    assert ok.iloc[0] == 0 and ok.iloc[1] == 1 and np.isnan(ok.iloc[2])
+
+
+def _figure(value, lo=None, hi=None):
+    return {"value": value, "lo": lo, "hi": hi}
+
+
+def _result(drift=None, share=0.0, estimated=0.85, gap=(0.1, 0.08, 0.12), labeled=False):
+    drift = drift or {}
+    return {
+        "drift": {**{f: {"method": "jensen_shannon", "distance": d, "threshold": 0.1, "drifted": d > 0.1}
+                     for f, d in {"age": 0.02, "hours": 0.03, **drift}.items()},
+                  "prediction": {"method": "jensen_shannon", "distance": 0.01, "threshold": 0.1, "drifted": False}},
+        "out_of_domain": {"share": share, "rows": 0, "per_rule": {"age: above the validated range": share}},
+        "performance": {"estimated": {"accuracy": _figure(estimated, estimated - 0.01, estimated + 0.01)},
+                        "estimated_groups": {}, "realised": None},
+        "groups": {"sex": {"groups": {"Female": {"count": 300, "too_small": False,
+                                                  "metrics": {"selection_rate": _figure(0.1)}},
+                                       "Male": {"count": 600, "too_small": False,
+                                                "metrics": {"selection_rate": _figure(0.1 + gap[0])}}},
+                           "gaps": {"demographic_parity_difference": _figure(*gap)}, "too_small": []}},
+    }  # fmt: skip
+
+
+RECORDED = checks.Recorded(
+    overall={"accuracy": _figure(0.85, 0.84, 0.86), "roc_auc": _figure(0.9)},
+    groups={"sex": {"Female": {"count": 500, "too_small": False, "metrics": {"selection_rate": _figure(0.08)}}}},
+    gaps={"sex": {"demographic_parity_difference": _figure(0.1, 0.08, 0.12)}},
+    calibration={"ece": 0.01},
+)
+
+
+def test_a_batch_like_the_reference_breaches_nothing():
+    assert checks.judge(_result(), RECORDED, MonitorParams(), ["sex"]) == []
+
+
+def test_drift_names_the_drifted_features_only():
+    (breach,) = checks.judge(_result(drift={"age": 0.4}), RECORDED, MonitorParams(), ["sex"])
+    assert breach["breach"] == "DriftDetected" and breach["subject"] == "age"
+    assert "age jensen_shannon 0.400" in breach["message"] and "hours" not in breach["message"]
+    # A share above which features must drift: one of three is not enough at 0.5.
+    assert checks.judge(_result(drift={"age": 0.4}), RECORDED, MonitorParams(max_drifted_share=0.5), ["sex"]) == []
+
+
+def test_out_of_domain_share_is_a_drift_breach_naming_the_rule():
+    (breach,) = checks.judge(_result(share=0.2), RECORDED, MonitorParams(), ["sex"])
+    assert breach["subject"] == "out_of_domain" and "age: above the validated range 20.0%" in breach["message"]
+
+
+def test_a_performance_drop_counts_only_beyond_the_margin_and_the_intervals():
+    (breach,) = checks.judge(_result(estimated=0.70), RECORDED, MonitorParams(), ["sex"])
+    assert breach["breach"] == "PerformanceDegraded" and "estimated accuracy 0.700" in breach["message"]
+    assert checks.judge(_result(estimated=0.81), RECORDED, MonitorParams(), ["sex"]) == []  # within 0.05
+
+
+def test_a_gap_breaches_only_when_it_grows_beyond_the_margin_and_its_interval_clears_the_test_times():
+    wide = _result(gap=(0.3, 0.25, 0.35))
+    (breach,) = checks.judge(wide, RECORDED, MonitorParams(), ["sex"])
+    assert breach["breach"] == "BiasDegraded" and breach["subject"] == "sex.demographic_parity_difference"
+    assert "Female 0.100 (test 0.080)" in breach["message"]
+    overlapping = _result(gap=(0.3, 0.11, 0.45))  # a noisy estimate whose interval reaches the test-time one
+    assert checks.judge(overlapping, RECORDED, MonitorParams(), ["sex"]) == []
+    # A feature's own key wins over "*".
+    lenient = MonitorParams(max_increase={"*.demographic_parity_difference": 0.05,
+                                          "sex.demographic_parity_difference": 0.5})  # fmt: skip
+    assert checks.judge(wide, RECORDED, lenient, ["sex"]) == []
+
+
+def test_the_state_is_named_by_the_first_breach_kind():
+    breaches = [{"breach": "DriftDetected"}, {"breach": "BiasDegraded"}]
+    assert breach_name(breaches) == "BiasDegraded" and breach_name([]) is None
+
+
+def test_gap_limits_apply_star_to_each_sensitive_feature_not_the_intersection():
+    limits = {"*.equalized_odds_difference": 0.05, "sex x race.equalized_odds_difference": 0.2}
+    assert checks.gap_limit(limits, "sex", "equalized_odds_difference", ["sex", "race"]) == 0.05
+    assert checks.gap_limit(limits, "sex x race", "equalized_odds_difference", ["sex", "race"]) == 0.2
+    assert checks.gap_limit({"*.equalized_odds_difference": 0.05}, "sex x race", "equalized_odds_difference",
+                            ["sex", "race"]) is None  # fmt: skip
+
+
+def test_group_rates_without_labels_keep_only_the_selection_rate_and_the_dp_gaps():
+    from humane.core.params import AuditParams
+
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({f"{SENSITIVE_PREFIX}sex": rng.choice(["Female", "Male"], n),
+                          PROBABILITY_COLUMN: rng.uniform(size=n)})  # fmt: skip
+    frame[DECISION_COLUMN] = (frame[PROBABILITY_COLUMN] > 0.5).astype(int)
+    out = checks.groups(frame, ["sex"], labeled=False, audit=AuditParams(seed=0, bootstrap=20, min_group_size=50))
+    assert set(out["sex"]["gaps"]) == {"demographic_parity_difference", "demographic_parity_ratio"}
+    assert set(out["sex"]["groups"]["Female"]["metrics"]) == {"selection_rate"}
+    labeled = frame.assign(**{LABEL_COLUMN: (rng.uniform(size=n) < 0.3).astype(float)})
+    full = checks.groups(labeled, ["sex"], labeled=True, audit=AuditParams(seed=0, bootstrap=20, min_group_size=50))
+    assert "equalized_odds_difference" in full["sex"]["gaps"]
+
+
+def test_demo_batches_are_deterministic_and_shift_only_what_they_say():
+    test = read_adult(ROOT / "data/raw/adult/adult.test")
+    first, again = demo.make_batches(test, 1000, 0), demo.make_batches(test, 1000, 0)
+    for name in first:
+        pd.testing.assert_frame_equal(first[name], again[name])
+    same, shifted, bias = first["in_distribution"], first["shifted"], first["bias"]
+    assert demo.TARGET in same and demo.TARGET not in shifted and demo.TARGET in bias
+    assert shifted["age"].mean() > same["age"].mean() + 10 and shifted["age"].max() <= 90
+    assert shifted["hours-per-week"].mean() < 0.8 * same["hours-per-week"].mean()
+    women = bias["sex"] == "Female"
+    assert (bias.loc[women, demo.TARGET] == demo.POSITIVE).mean() > 0.25  # about 11% in the source
+    assert set(bias.drop(columns=[demo.TARGET]).columns) == set(shifted.columns)
+
+
+def test_monitor_params_refuse_unknown_gaps_and_breaches():
+    raw = read_raw(ROOT / "params.yaml")
+    assert parse_params(raw).monitor.retrain_on == []
+    with pytest.raises(ConfigError, match=r"monitor\.max_increase: key .sex\.demographic_parity_ratio."):
+        parse_params({**raw, "monitor": {**raw["monitor"], "max_increase": {"sex.demographic_parity_ratio": 0.1}}})
+    with pytest.raises(ConfigError, match=r"monitor\.retrain_on"):
+        parse_params({**raw, "monitor": {**raw["monitor"], "retrain_on": ["Drift"]}})
+
+
+def test_the_monitoring_deployment_and_the_retraining_automation_are_valid():
+    from prefect.automations import AutomationCore
+
+    deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    monitoring = deployments["adult-monitoring"]
+    assert monitoring["entrypoint"] == "flows/monitoring.py:monitoring" and "batch" in monitoring["parameters"]
+    assert monitoring["schedules"][0]["cron"]
+    training = f"training/{deployments['adult']['name']}"
+    assert parse_params(read_raw(ROOT / "params.yaml")).monitor.training_deployment == training
+    text = (ROOT / "automations/retrain_on_drift.yaml").read_text()
+    automation = AutomationCore.model_validate(
+        yaml.safe_load(text.replace("TRAINING_DEPLOYMENT_ID", "00000000-0000-0000-0000-000000000001"))
+    )
+    assert automation.trigger.expect == {"prefect.flow-run.DriftDetected"}
+    assert automation.actions[0].type == "run-deployment"
