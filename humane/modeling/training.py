@@ -189,10 +189,13 @@ def read_resume(checkpoint_dir: Path | None, params: TrainParams, expected: str)
     return state, f"resumed after epoch {state['epoch']} from {path}"
 
 
-def clear_checkpoints(checkpoint_dir: Path) -> None:
-    """Remove an earlier run's checkpoints (they belong to other params, data or code)."""
-    for old in [*checkpoint_dir.glob("epoch_*.pt"), checkpoint_dir / RESUME_FILE]:
-        old.unlink(missing_ok=True)
+def clear_checkpoints(checkpoint_dir: Path, everything: bool = True) -> None:
+    """Remove half-written files a kill left behind and (everything) an earlier run's checkpoints."""
+    old = [*checkpoint_dir.glob(".epoch_*.pt.*"), *checkpoint_dir.glob(f".{RESUME_FILE}.*")]
+    if everything:
+        old += [*checkpoint_dir.glob("epoch_*.pt"), checkpoint_dir / RESUME_FILE]
+    for path in old:
+        path.unlink(missing_ok=True)
 
 
 def _world() -> tuple[int, int]:
@@ -258,10 +261,10 @@ def fit(
     expected = fingerprint(params, [x_train, y_train, x_val, y_val, weights, groups], fingerprint_extra)
     resume, note = read_resume(checkpoint_dir, params, expected) if rank == 0 else (None, "")
     resume, note = _broadcast((resume, note), rank, world)
-    if writer and resume is None:
+    if writer:
         assert checkpoint_dir is not None
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        clear_checkpoints(checkpoint_dir)
+        clear_checkpoints(checkpoint_dir, everything=resume is None)
     if rank == 0 and checkpoint_dir is not None:
         print(f"train: {note}", file=sys.stderr)
 
