@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export NML_DISABLE_USAGE_LOGGING := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint format flow ui bench clean profile sweep batches monitor
+.PHONY: setup run test lint format flow ui bench clean profile sweep approve reject signoff-record batches monitor
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,16 @@ profile: setup  ## switch datasets: copy a profile's data, privacy and policy in
 
 sweep: setup  ## the bias-mitigation sweep (params.yaml sweep:): candidates in parallel, the front, the choice, then training
 	python -m flows.sweep
+
+MODEL ?= humane-adult
+approve: setup  ## sign off a pending candidate: make approve VERSION=7 BY="name" COMMENT="why" [MODEL=humane-adult]
+	python -m tasks.approve $(MODEL) $(VERSION) --approve --by "$(BY)" --comment "$(COMMENT)"
+
+reject: setup  ## reject a pending candidate: make reject VERSION=7 BY="name" COMMENT="why"
+	python -m tasks.approve $(MODEL) $(VERSION) --reject --by "$(BY)" --comment "$(COMMENT)"
+
+signoff-record: setup  ## one version's audit record for an auditor (reports/signoff/): make signoff-record VERSION=7
+	python -m tasks.approve $(MODEL) $(VERSION) --export
 
 flow: setup  ## run the same pipeline as a local Prefect flow
 	python -m flows.training

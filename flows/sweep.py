@@ -335,11 +335,15 @@ def sweep() -> State:
     from flows.training import training
 
     state = training(overrides=params.sweep.candidates[chosen] or None, return_state=True)
-    if state.is_completed() or state.name == "Rejected":  # registered (promoted or not); an error registers nothing
+    # Registered (promoted, refused, or waiting for a sign-off that did not come in time); an error registers nothing.
+    unsigned = state.name == "NotApproved" or (state.is_failed() and "never resumed" in (state.message or ""))
+    if state.is_completed() or state.name == "Rejected" or unsigned:
         mark_registered(project, params, recorded, chosen, str(state.state_details.flow_run_id or ""))
     head = f"sweep candidate {chosen} ({lib.describe(params.sweep.candidates[chosen])}): "
     if state.name == "Rejected":
         return Failed(name="Rejected", message=head + (state.message or "refused by the gate"))
+    if unsigned:
+        return Failed(name="NotApproved", message=head + (state.message or "not signed off"))
     if state.is_completed():
         return Completed(message=head + (state.message or "registered"))
     return state  # the training run failed: its error stands
@@ -412,9 +416,9 @@ def main(argv: list[str]) -> int:
         if argv:
             return queue(Path.cwd())
         state = run_sweep()
-        if state.name in ("Rejected", NO_CANDIDATE):
+        if state.name in ("Rejected", "NotApproved", NO_CANDIDATE):
             print(state.message, file=sys.stderr)
-            return EXIT["rejected" if state.name == "Rejected" else "no_candidate"]
+            return EXIT["no_candidate" if state.name == NO_CANDIDATE else "rejected"]
         state.result()  # re-raises the error of a failed task or subflow
     except HumaneError as err:
         print(f"error: {err}", file=sys.stderr)

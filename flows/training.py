@@ -117,8 +117,12 @@ def await_signoff(params: Params, ctx: RunContext, registration: dict[str, Any])
         answer = pause_flow_run(wait_for_input=SignOff.with_initial_data(description=description),
                                 timeout=params.gate.approval_timeout_s, poll_interval=SIGNOFF_POLL_S)  # fmt: skip
     except FlowPauseTimeout:
+        # Recorded here; Prefect's server then ends the run in its own Failed state, "The flow was notapproved
+        # and never resumed." (it refuses any other state once a pause has expired).
         signoff.record_timeout(trail, name, version, ctx.tracking_uri, f"prefect flow run {flow_run.id}",
                                params.gate.approval_timeout_s)  # fmt: skip
+        print(f"no sign-off of {name} v{version} within {params.gate.approval_timeout_s} s: champion unchanged, "
+              f"the version stays pending ({cli_hint})")  # fmt: skip
         return Failed(name="NotApproved", message=f"{name} v{version}: no sign-off within "
                       f"{params.gate.approval_timeout_s} s; champion unchanged, the version stays pending "
                       f"({cli_hint})")  # fmt: skip
@@ -211,6 +215,11 @@ def main(argv: list[str]) -> int:
     if state.name == "AwaitingSignOff":
         print(state.message, file=sys.stderr)
         return 0
+    if state.is_failed() and "never resumed" in (state.message or ""):  # the sign-off window closed
+        print(f"{state.message} No sign-off in time: champion unchanged; the version stays pending, to be decided "
+              "with python -m tasks.approve MODEL VERSION --approve|--reject --by NAME --comment TEXT",
+              file=sys.stderr)  # fmt: skip
+        return 3
     if state.name in ("Rejected", "NotApproved"):
         print(state.message, file=sys.stderr)
         return 3
