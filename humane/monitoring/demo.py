@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--source", type=Path, default=TEST_FILE, help="the Adult test file")
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
+    if not args.source.is_file():
+        print(f"error: {args.source}: the Adult test file is not there (run from the project folder, or --source)",
+              file=sys.stderr)  # fmt: skip
+        return 2
     test = read_adult(args.source)
     for name, frame in make_batches(test, args.rows, args.seed).items():
         path = args.out / f"{name}.csv"
