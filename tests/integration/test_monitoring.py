@@ -161,3 +161,28 @@ def test_a_champion_without_its_reference_is_a_clear_error(monitored, prefect_se
         assert len(_monitoring_runs(monitored)) == runs
     finally:
         moved.rename(stored)
+
+
+def test_a_breach_listed_in_retrain_on_starts_the_training_deployment(monitored, prefect_server, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:  # a training deployment on the session's server (no worker needed)
+        flow_id = client.create_flow_from_name("training")
+        deployment = client.create_deployment(flow_id=flow_id, name="retrain-test",
+                                              entrypoint="flows/training.py:training")  # fmt: skip
+    saved = (monitored / "params.yaml").read_text()
+    params = yaml.safe_load(saved)
+    params["monitor"].update(retrain_on=["DriftDetected"], training_deployment="training/retrain-test")
+    (monitored / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        state = _run(monitored, "data/batches/shifted.csv", monkeypatch)
+    finally:
+        (monitored / "params.yaml").write_text(saved)
+    assert state.name == "DriftDetected" and "training deployment 'training/retrain-test' started" in state.message
+    with get_client(sync_client=True) as client:
+        (started,) = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment])))  # fmt: skip
+    assert set(started.tags) >= {"monitoring", "DriftDetected"}
+    # The monitoring run only asked for training: the new candidate faces the gate, the champion did not move.
+    assert started.state.is_scheduled()
