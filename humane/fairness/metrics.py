@@ -21,6 +21,24 @@ INTERSECTION = " x "  # joins feature names and group values of the intersection
 MISSING_GROUP = "missing"  # the group of rows whose sensitive value is null
 
 
+def group_text(values: pd.Series) -> pd.Series:
+    """A sensitive value as text, the same whatever type carried it; a null stays None (object dtype).
+
+    1, 1.0 and "1" are all "1": a numeric code read as int64 in training and sent as 1.0 by a JSON client (the
+    served model declares numbers as double) names the same group, so per-group thresholds and group metrics
+    find it. Other values are their `str`.
+    """
+
+    def one(value: Any) -> str:
+        if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+            return str(int(value))
+        return str(value)
+
+    null = values.isna()
+    return pd.Series([None if n else one(v) for v, n in zip(values.to_numpy(dtype=object), null, strict=True)],
+                     index=values.index, dtype="object")  # fmt: skip
+
+
 def group_labels(values: pd.Series, feature: str) -> pd.Series:
     """The one definition of a sensitive value's group label: its text, and "missing" for a null.
 
@@ -29,7 +47,7 @@ def group_labels(values: pd.Series, feature: str) -> pd.Series:
     DataError naming the feature instead (rename the value upstream).
     """
     null = values.isna()
-    text = values.astype(str)
+    text = group_text(values)
     if (text[~null] == MISSING_GROUP).any():
         raise DataError(
             f"sensitive feature {feature!r} has the value {MISSING_GROUP!r}, which is the label of its null "

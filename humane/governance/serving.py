@@ -114,10 +114,11 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         positive = p >= self.threshold
         if self.needs_sensitive:
             from humane.core.paths import SENSITIVE_PREFIX
+            from humane.fairness.metrics import group_text
             from humane.fairness.mitigation import decisions
 
-            groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": frame[c].astype(str).astype("object").where(
-                frame[c].notna(), None).to_numpy() for c in self.needs_sensitive})  # fmt: skip
+            groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": group_text(frame[c]).to_numpy()
+                                   for c in self.needs_sensitive})  # fmt: skip
             positive = decisions(p, groups, self.thresholds, x.numpy()).astype(bool)
         labels = self.preprocessor.labels
         negative = next(label for label in labels if label != self.preprocessor.positive_label)

@@ -24,6 +24,7 @@ from humane.core.errors import DataError
 from humane.core.params import Label, PreprocessParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN
 from humane.data.schema import Schema
+from humane.fairness.metrics import group_text
 
 MISSING = "__missing__"  # the category that stands for a null categorical value
 
@@ -129,7 +130,7 @@ def fit(train: pd.DataFrame, schema: Schema, params: PreprocessParams) -> Prepro
 def to_model_frame(pre: Preprocessor, frame: pd.DataFrame) -> pd.DataFrame:
     """Features, label and (for auditing, never as inputs) the sensitive attributes, in one frame.
 
-    A sensitive value is written as its text and a null stays a null (None; a Parquet null once stored), on
+    A sensitive value is written as its text (`group_text`: 1 and 1.0 alike) and a null stays a null (None), on
     every pandas version (pandas < 3 turned NaN into the text "nan"). Naming the null group is left to
     `humane.fairness.metrics.group_labels`, the one definition of a group label.
     """
@@ -137,8 +138,7 @@ def to_model_frame(pre: Preprocessor, frame: pd.DataFrame) -> pd.DataFrame:
     features[LABEL_COLUMN] = pre.encode_labels(frame[pre.target])
     for column in pre.sensitive:
         values = frame[column]
-        text = values.astype(str).astype("object").where(values.notna(), None)
-        features[f"{SENSITIVE_PREFIX}{column}"] = text.to_numpy()
+        features[f"{SENSITIVE_PREFIX}{column}"] = group_text(values).to_numpy()
     return features
 
 

@@ -156,6 +156,14 @@ def test_group_labels_name_nulls_missing_and_keep_text():
     assert group_labels(pd.Series(["F", np.nan], dtype="str"), "sex").tolist() == ["F", "missing"]
 
 
+def test_a_numeric_group_code_is_one_group_whatever_type_carries_it():
+    as_ints = group_labels(pd.Series([1, 0, None], dtype="Int64"), "g")
+    as_floats = group_labels(pd.Series([1.0, 0.0, np.nan]), "g")
+    as_objects = group_labels(pd.Series(["1", 0, None], dtype=object), "g")
+    assert as_ints.tolist() == as_floats.tolist() == as_objects.tolist() == ["1", "0", "missing"]
+    assert group_labels(pd.Series([1.5, True, "x"], dtype=object), "g").tolist() == ["1.5", "True", "x"]
+
+
 def test_a_real_value_named_missing_is_refused_naming_the_column():
     with pytest.raises(DataError, match=r"'race'.*'missing'"):
         group_labels(pd.Series(["White", "missing"]), "race")

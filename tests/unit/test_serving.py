@@ -93,8 +93,18 @@ def test_text_in_a_numeric_input_is_an_error_that_quotes_nothing():
 # ---- a real model, logged and loaded through MLflow ----
 
 
-def _adult_rows(n: int, seed: int) -> pd.DataFrame:
-    """Raw Adult-shaped rows: integer columns as CSV readers give them, nulls in workclass only."""
+def _adult_rows(n: int, seed: int, numeric_sex: bool = False) -> pd.DataFrame:
+    """Raw Adult-shaped rows: integer columns as CSV readers give them, nulls in workclass only.
+
+    `numeric_sex`: sex coded 0/1 (int64), as many datasets code a group.
+    """
+    rows = _adult_text_rows(n, seed)
+    if numeric_sex:
+        rows["sex"] = (rows["sex"] == "Male").astype("int64")
+    return rows
+
+
+def _adult_text_rows(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     return pd.DataFrame({
         "age": rng.integers(17, 90, n), "workclass": rng.choice(["Private", "State-gov", None], n),
@@ -108,11 +118,11 @@ def _adult_rows(n: int, seed: int) -> pd.DataFrame:
     })  # fmt: skip
 
 
-def _log(root: Path, thresholds: str):
+def _log(root: Path, thresholds: str, numeric_sex: bool = False):
     """A tiny model built as the pipeline builds one (optionally post-processed), logged by tracking, loaded back."""
     paths = Paths(root)
     params = load_params(ROOT / "params.yaml")  # the built-in Adult profile: documented ranges, age bins
-    raw_train, raw_test = _adult_rows(60, 0), _adult_rows(20, 1)
+    raw_train, raw_test = _adult_rows(60, 0, numeric_sex), _adult_rows(20, 1, numeric_sex)
     policy = fit_policy(params.privacy, raw_train)
     train, test = apply_policy(policy, raw_train, key=None), apply_policy(policy, raw_test, key=None)
     schema = resolve_schema(params.data, train, policy.to_dict(), params.validate_.min_group_rows)
@@ -174,6 +184,23 @@ def test_a_post_processed_model_refuses_a_request_without_the_sensitive_column(s
         model.unwrap_python_model().predict(None, rows.drop(columns=["sex"]))
     # The logged example request is a valid request (it carries a group).
     assert len(_post(model, (local / "serving_input_example.json").read_text())) == 1
+
+
+def test_a_group_coded_as_a_number_finds_its_threshold_when_sent_as_a_float(tmp_path):
+    # Trained on sex coded 0/1 (int64); the signature declares the column double, so a JSON client's 1 and 1.0 both
+    # arrive as 1.0. The group is still "1", the key its threshold was fitted under, not an unseen "1.0".
+    model, local, rows = _log(tmp_path, "demographic_parity", numeric_sex=True)
+    fitted = io.read_json(local / "artifacts" / "thresholds.json")
+    assert set(fitted["groups"]) == {"0", "1"}
+    records = json.loads(rows.to_json(orient="records"))
+    for record in records:
+        record["sex"] = float(record["sex"])
+    scored = _post(model, json.dumps({"dataframe_records": records}))
+    direct = model.unwrap_python_model().predict(None, rows)  # int64 codes, past the signature
+    assert scored[DECISION].tolist() == direct[DECISION].tolist()
+    # The check can tell: some rows lie between their group's threshold and the fallback an unseen group gets.
+    low = min(g["operation0"]["threshold"] for g in fitted["groups"].values())
+    assert ((direct[PROBABILITY] > low) & (direct[PROBABILITY] <= fitted["fallback_threshold"])).any()
 
 
 def test_numeric_inputs_are_doubles_in_the_signature(served):
