@@ -9,7 +9,8 @@ the validation split (postprocess), then quality and the audit's gaps on the val
 Candidates that differ only in what comes after training (decision thresholds, evaluation settings) share one
 trained model: `training_key` says which settings shape the model. The candidate is then chosen on the
 validation split only, by `select`: the best validation quality among the candidates whose validation gaps
-meet every fairness limit of the promotion policy, or none (fail closed). The test figures draw the front.
+meet every fairness limit of the promotion policy, or none (fail closed). A candidate's validation figures
+are out-of-fold where it fits thresholds on those rows (`cross_fitted`). The test figures draw the front.
 """
 
 from __future__ import annotations
@@ -216,9 +217,14 @@ def front_feature(params: Params) -> str:
     return INTERSECTION.join(target)
 
 
-def figures(params: Params, frame: pd.DataFrame, p: np.ndarray, thresholds: dict[str, Any]) -> dict[str, float]:
-    """Quality and the audit's gaps of one split's scores, deciding as the served model would."""
-    decided = decisions(p, frame, thresholds, split_xy(frame)[0].numpy())
+def figures(params: Params, frame: pd.DataFrame, p: np.ndarray, thresholds: dict[str, Any],
+            decided: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
+    """Quality and the audit's gaps of one split's scores, deciding as the served model would.
+
+    `decided`: the rows' decisions when they were not taken by `thresholds` (out-of-fold, `cross_fitted`).
+    """
+    if decided is None:
+        decided = decisions(p, frame, thresholds, split_xy(frame)[0].numpy())
     y = frame[LABEL_COLUMN].to_numpy()
     quality = binary_metrics(y, p, params.evaluate.threshold, params.evaluate.calibration_bins, decided)
     out = {m: quality[m] for m in QUALITY_METRICS}
@@ -255,7 +261,9 @@ def score_candidate(
     started = time.time()
     state = fit_thresholds(trained.p_val, val, params.mitigation, params.validate.min_group_rows,
                            params.evaluate.threshold)  # fmt: skip
-    val_figures = figures(params, val, trained.p_val, state)
+    # Thresholds fitted on the validation rows would score themselves in-sample there: the choice reads
+    # out-of-fold figures instead. The test split is decided by `state`, as the pipeline decides it.
+    val_figures = figures(params, val, trained.p_val, state, cross_fitted(params, val, trained.p_val))
     test_figures = figures(params, test, trained.p_test, state)
     return CandidateResult(
         overrides=dict(overrides or {}), methods=params.mitigation.active, val=val_figures, test=test_figures,
@@ -263,6 +271,32 @@ def score_candidate(
         train_rows=trained.train_rows, started=trained.started if model_of is None else started, finished=time.time(),
         model_of=model_of, thresholds={k: state[k] for k in ("constraint", "pooled") if k in state},
     )  # fmt: skip
+
+
+def cross_fitted(params: Params, val: pd.DataFrame, p_val: np.ndarray, folds: int = 2) -> np.ndarray | None:
+    """Out-of-fold decisions on the validation rows: each fold decided by thresholds fitted on the others.
+
+    Folds are stratified by the mitigation target's group and the label (seeded by mitigation.seed), so each fold
+    fits every group it can. None when the candidate fits no thresholds (its decisions are `p >= threshold`).
+    """
+    if params.mitigation.thresholds == "none":
+        return None
+    from sklearn.model_selection import StratifiedKFold
+
+    from humane.fairness.mitigation import group_keys
+
+    cells = group_keys(val, params.mitigation.target).astype(str) + "|" + val[LABEL_COLUMN].astype(str)
+    counts = cells.value_counts()
+    strata = cells.where(cells.map(counts) >= folds, "rare")  # cells smaller than the folds share one stratum
+    decided = np.zeros(len(val), dtype=np.int64)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=params.mitigation.seed)
+    for fit_rows, apply_rows in splitter.split(np.zeros(len(val)), strata.to_numpy()):
+        part = val.iloc[fit_rows]
+        state = fit_thresholds(p_val[fit_rows], part, params.mitigation, params.validate.min_group_rows,
+                               params.evaluate.threshold)  # fmt: skip
+        applied = val.iloc[apply_rows]
+        decided[apply_rows] = decisions(p_val[apply_rows], applied, state, split_xy(applied)[0].numpy())
+    return decided
 
 
 def run_candidate(params: Params, frames: dict[str, pd.DataFrame],

@@ -19,6 +19,7 @@ from humane.fairness.mitigation import mitigate_data
 from humane.fairness.sweep import (
     CandidateResult,
     check_candidates,
+    cross_fitted,
     pareto_front,
     plot_front,
     run_candidate,
@@ -30,6 +31,7 @@ from humane.fairness.sweep import (
     unmitigated_train,
 )  # fmt: skip
 from humane.governance.gate import Policy
+from humane.modeling.features import split_xy
 
 ROOT = Path(__file__).resolve().parents[2]
 DP, EO = "fairness.sex.demographic_parity_difference", "fairness.sex.equalized_odds_difference"
@@ -228,6 +230,30 @@ def test_a_candidate_is_measured_like_the_pipeline_and_a_shared_model_scores_the
     # The same training settings make the same model: sharing it changes nothing but the record.
     assert shared.val == fitted.val and shared.test == fitted.test
     assert shared.model_of == 0 and fitted.model_of is None
+
+
+def test_a_threshold_candidates_validation_decisions_are_out_of_fold(raw, frames):
+    from sklearn.model_selection import StratifiedKFold
+
+    from humane.fairness.mitigation import decisions, fit_thresholds, group_keys
+
+    dp = params_with(raw, mitigation__thresholds="demographic_parity")
+    val = frames["val"]
+    woman = (val[f"{SENSITIVE_PREFIX}sex"] == "F").to_numpy()
+    p = 1 / (1 + np.exp(-(1.5 * val["f0"].to_numpy() - 2.0 * woman - 0.5)))  # the true scores: biased by sex
+    decided = cross_fitted(dp, val, p)
+    # Each half of the validation rows is decided by thresholds fitted on the other half only (never on itself).
+    strata = group_keys(val, ["sex"]).astype(str) + "|" + val[LABEL_COLUMN].astype(str)
+    halves = list(StratifiedKFold(2, shuffle=True, random_state=dp.mitigation.seed).split(p, strata))
+    for fit_rows, apply_rows in halves:
+        assert not set(fit_rows) & set(apply_rows)
+        state = fit_thresholds(p[fit_rows], val.iloc[fit_rows], dp.mitigation, dp.validate.min_group_rows, 0.5)
+        applied = val.iloc[apply_rows]
+        assert (decisions(p[apply_rows], applied, state, split_xy(applied)[0].numpy()) == decided[apply_rows]).all()
+    in_sample = decisions(p, val, fit_thresholds(p, val, dp.mitigation, dp.validate.min_group_rows, 0.5),
+                          split_xy(val)[0].numpy())  # fmt: skip
+    assert (in_sample != decided).any()  # what the choice used to read
+    assert cross_fitted(params_with(raw), val, p) is None  # no thresholds: decided by p >= threshold
 
 
 # ---------------------------------------------------------------------------------------------------------------
