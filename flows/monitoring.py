@@ -95,9 +95,12 @@ def publish_task(result: dict[str, Any]) -> None:
 def retrain_task(settings: MonitorParams, breach: str, batch: str) -> str:
     """Start the training deployment (without waiting); the new candidate faces the gate like any other."""
     from prefect.deployments import run_deployment
+    from prefect.runtime import flow_run
 
+    # One training run per monitoring run and breach, however often this task is retried.
     run = run_deployment(name=settings.training_deployment, timeout=0, tags=["monitoring", breach],
-                         idempotency_key=None)  # fmt: skip
+                         parameters={"requested_by": f"monitoring flow run {flow_run.id} ({breach})"},
+                         idempotency_key=f"monitoring-{flow_run.id}-{breach}")  # fmt: skip
     return f"training deployment {settings.training_deployment!r} started (flow run {run.name}, {run.id}) for {batch}"
 
 
@@ -142,7 +145,11 @@ def monitoring(batch: str, batch_time: str | None = None) -> State:
     # Response: the named state, and the training deployment for the breaches monitor.retrain_on lists.
     name = monitor.breach_name(result["breaches"])
     wanted = [b for b in params.monitor.retrain_on if b in {x["breach"] for x in result["breaches"]}]
-    retrained = retrain_task(params.monitor, wanted[0], checked.name) if wanted else None
+    retrained = None
+    if wanted:  # a failure to start training is said beside the alert, never instead of it
+        started = retrain_task(params.monitor, wanted[0], checked.name, return_state=True)
+        failed = f"the training deployment {params.monitor.training_deployment!r} could NOT be started: "
+        retrained = started.result() if started.is_completed() else failed + str(started.message)
     if name is not None:
         get_run_logger().warning("%s: %s", name, "; ".join(b["message"] for b in result["breaches"]))
     return outcome(result, folder, retrained)

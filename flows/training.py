@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, Failed, State
 
 from humane.core import io, workspace
@@ -149,6 +149,8 @@ def outcome(registration: dict[str, Any], fresh: bool = True) -> State:
         return Completed(message=f"nothing changed: {version} was registered by an earlier run ({verdict} then)")
     if registration["promoted"]:
         return Completed(message=f"{version} promoted to champion")
+    if registration.get("passed_checks"):  # passed, and a person's sign-off decides (or decided) the rest
+        return Completed(message=f"{version} passed the automated checks; sign-off: {registration.get('approval')}")
     return Failed(name="Rejected", message=f"{version} not promoted: " + "; ".join(registration["reasons"]))
 
 
@@ -172,12 +174,15 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
         overrides: allow-listed params to change for this run only (humane.core.params.OVERRIDABLE), e.g.
             ``{"train.lr": 0.003}``. The project's params.yaml is left as it is.
         requested_by: who triggers the run (recorded; under gate.four_eyes they cannot approve its candidate);
-            default $HUMANE_USER, else the worker's login name.
+            default $HUMANE_USER or the login name for a local run, "deployment <flow>/<name>" for a deployment run
+            (pass `-p requested_by=NAME` so that four eyes binds the person who asked).
 
     """
     overrides = dict(overrides or {})
     project = Path.cwd()
     check_params(project, overrides)
+    if requested_by is None and deployment.id:  # a deployment run names no person unless it is told one
+        requested_by = f"deployment training/{deployment.name}"
     ctx = RunContext(project, PREFECT_ENTRY, str(flow_run.id), flow_run.name, overrides, requested_by)
     with workspace_for(project, overrides) as paths:
         params = check_params.fn(paths.root, {})  # the run's own params.yaml, overrides applied
@@ -193,9 +198,13 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
         card = paths.model_card_md.read_text() if params.gate.require_approval else ""
     if params.gate.require_approval:
         version = registration["version"]
-        if signoff.status(ctx.tracking_uri, registration["model_name"], version) == signoff.PENDING:
+        status = signoff.status(ctx.tracking_uri, registration["model_name"], version)
+        if status == signoff.PENDING:
             create_markdown_artifact(key="model-card", markdown=card, description="The model card as registered")
             return await_signoff(params, ctx, registration)
+        if status == signoff.REJECTED:
+            return Failed(name="Rejected", message=f"{registration['model_name']} v{version} was rejected at "
+                          "sign-off (python -m tasks.approve ... --export shows by whom and why)")  # fmt: skip
     return outcome(registration, fresh)
 
 

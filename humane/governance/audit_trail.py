@@ -80,9 +80,13 @@ def append(path: Path, entry: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def entries_for(path: Path, model: str, version: str) -> list[dict[str, Any]]:
-    """The verified trail's events for one model version, oldest first."""
-    return [e for e in read(path) if e.get("model") == model and str(e.get("version")) == str(version)]
+def entries_for(path: Path, model: str, version: str, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The verified trail's events for one model version (and, given, the run it was registered from), oldest first.
+
+    The run id tells apart two versions with the same number in different stores (e.g. after a fresh store).
+    """
+    return [e for e in read(path) if e.get("model") == model and str(e.get("version")) == str(version)
+            and (run_id is None or e.get("run_id") == run_id)]  # fmt: skip
 
 
 def missing_entries(path: Path, expected: dict[str, str]) -> list[str]:

@@ -13,6 +13,8 @@ from humane.governance.gate import RESULT_WORDS, Decision, Policy
 
 # The card's sign-off paragraph while a person's decision is awaited; the sign-off replaces it with the outcome.
 SIGNOFF_PENDING = "Awaiting sign-off by a person (gate.require_approval): champion does not move until then."
+AWAITING = "PASSED the automated checks; awaiting sign-off. "  # the decision's verdict while it waits
+SIGNED = "PASSED the automated checks; a person decided (see Sign-off). "  # and once decided
 
 
 @dataclass
@@ -127,12 +129,13 @@ def _markdown_to_html(text: str) -> str:
     return "\n".join(out)
 
 
-def model_card(params: Params, decision: Decision, version: str | None, facts: dict[str, Any]) -> Card:
+def model_card(params: Params, decision: Decision, version: str | None, facts: dict[str, Any],
+               signed: str | None = None) -> Card:  # fmt: skip
     """The model card from recorded facts: details, use, metrics with CIs, gaps vs policy, validation, decision."""
     card = Card()
     name = params.data.model_name
     card.heading(f"Model card: {name}" + (f" v{version}" if version else ""), 1)
-    add_signoff(card, params, decision)  # first: the version description keeps the card's first 5000 characters
+    add_signoff(card, params, decision, signed)  # first: the description keeps the card's first 5000 characters
     card.heading("Model details")
     train = params.train
     card.table(["fact", "value"], [
@@ -223,8 +226,8 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     add_compute(card, facts.get("train_metrics", {}).get("compute"))
 
     card.heading("Promotion decision")
-    awaiting = params.gate.require_approval and decision.passed
-    add_decision(card, decision, awaiting)
+    awaiting = params.gate.require_approval and decision.passed and not signed
+    add_decision(card, decision, awaiting, signed_off=bool(signed))
     return card
 
 
@@ -268,10 +271,12 @@ def add_compute(card: Card, compute: dict[str, Any] | None) -> None:
         card.para(compute["note"])
 
 
-def add_signoff(card: Card, params: Params, decision: Decision) -> None:
-    """Whether a person must sign off, and (replaced by the sign-off itself) that it is awaited."""
+def add_signoff(card: Card, params: Params, decision: Decision, signed: str | None = None) -> None:
+    """Whether a person must sign off, and that it is awaited (the sign-off replaces it) or how it went (`signed`)."""
     card.heading("Sign-off")
-    if params.gate.require_approval and decision.passed:
+    if signed:
+        card.para(signed)
+    elif params.gate.require_approval and decision.passed:
         card.para(SIGNOFF_PENDING + (" Two people: whoever triggered the run cannot approve it." if
                                      params.gate.four_eyes else ""))  # fmt: skip
     elif params.gate.require_approval:
@@ -323,12 +328,13 @@ def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
                   "refused. The column is never a model input.")  # fmt: skip
 
 
-def add_decision(card: Card, decision: Decision, awaiting: bool = False) -> None:
+def add_decision(card: Card, decision: Decision, awaiting: bool = False, signed_off: bool = False) -> None:
     """The decision, its reasons and every check as a table: one rendering for the card and the flow's page.
 
-    `awaiting`: the candidate passed and waits for a person's sign-off before it can become champion.
+    `awaiting`: the candidate passed and waits for a person's sign-off before it can become champion;
+    `signed_off`: a person decided (the card's Sign-off section says how).
     """
-    verdict = "PASSED the automated checks; awaiting sign-off. " if awaiting else "PROMOTED to champion. "
+    verdict = AWAITING if awaiting else (SIGNED if signed_off else "PROMOTED to champion. ")
     card.para((verdict if decision.passed else "NOT PROMOTED. ") + decision.summary())
     card.table(["rule", "metric", "value", "threshold", "champion", "result"], [
         [c.rule, c.metric, cell(c.value), c.threshold,

@@ -21,9 +21,15 @@ from humane.governance.card import model_card
 from humane.governance.gate import Decision, Policy, decide, read_candidate
 from humane.governance.lineage import git_commit, md5_of
 from humane.governance.registry import (
+    BASIS_TAG,
     CHALLENGER,
     CHAMPION,
+    DECISION_JSON_TAG,
+    DECISION_TAG,
     METRIC_TAG,
+    PASSED,
+    REJECTED_BY_POLICY,
+    TAG_LIMIT,
     TEST_MD5_TAG,
     champion_of,
     current_champion,
@@ -37,21 +43,21 @@ from humane.governance.registry import (
 )  # fmt: skip
 from humane.governance.rescoring import rescore
 from humane.governance.signoff import (
+    APPROVAL_BASIS_TAG,
     APPROVAL_TAG,
     APPROVED,
     CARD_MD5_TAG,
     EVIDENCE_TAGS,
     PENDING,
+    REGISTERED_CARD,
+    REJECTED,
     Pending,
+    decided_entry,
+    outcome_text,
     record_pending,
     user_name,
 )  # fmt: skip
 from humane.governance.store import client, using_tracking_uri
-
-TAG_LIMIT = 5000
-DECISION_TAG = "decision"
-DECISION_JSON_TAG = "decision.json"  # the whole decision, so that a retry can reuse it verbatim
-BASIS_TAG = "decision.basis"  # hash of policy, candidate metrics and gate code the decision was taken on
 
 
 def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> dict[str, Any]:
@@ -91,7 +97,7 @@ def version_tags(decision: Decision, candidate: dict[str, float], facts: dict[st
     import json
 
     tags = {
-        DECISION_TAG: "promoted" if decision.passed else "rejected",
+        DECISION_TAG: PASSED if decision.passed else REJECTED_BY_POLICY,
         "decision.reasons": "; ".join(decision.reasons)[:TAG_LIMIT] or "-",
         "decision.champion_version": decision.champion_version or "-",
         DECISION_JSON_TAG: json.dumps(decision.to_dict(), sort_keys=True, default=str)[:TAG_LIMIT],
@@ -164,6 +170,43 @@ def validation_notes(report: dict[str, Any]) -> list[str]:
     return [f"data validation passed with {len(warnings)} warning(s): {listed}"]
 
 
+def signoff_state(params: Params, ctx: RunContext, existing: Any, decision: Decision, redecided: bool, basis: str,
+                  version: str, champion_now: str | None,
+                  ) -> tuple[str | None, dict[str, str], dict[str, Any] | None]:  # fmt: skip
+    """The version's sign-off state after this registration: (approval, {} or a marker to record pending, entry).
+
+    A passing candidate waits for a person when the policy asks, unless its sign-off state still applies: a
+    person's rejection stands (a rerun does not reopen it); a pending or approved state stands while the
+    decision it was asked on stands (same basis, not judged again). A version that is champion and was never
+    asked for a sign-off (promoted before the policy asked for one) stays as it is while its decision stands.
+    `entry` is the trail event that decided it, for the card.
+    """
+    if not (params.gate.require_approval and decision.passed):
+        return (existing.tags.get(APPROVAL_TAG) if existing is not None else None), {}, None
+    if existing is None:
+        return PENDING, {APPROVAL_TAG: PENDING}, None
+    tags = existing.tags
+    approval = tags.get(APPROVAL_TAG)
+    trail = Paths(ctx.project).audit_trail
+    if approval == REJECTED:
+        return REJECTED, {}, decided_entry(trail, name_of(existing), version, tags)
+    if not redecided:
+        if approval in (PENDING, APPROVED) and tags.get(APPROVAL_BASIS_TAG) == basis:
+            return (
+                approval,
+                {},
+                decided_entry(trail, name_of(existing), version, tags) if approval == APPROVED else None,
+            )
+        if approval is None and champion_now == version:
+            return None, {}, None
+    return PENDING, {APPROVAL_TAG: PENDING}, None
+
+
+def name_of(version: Any) -> str:
+    """A registry version's model name."""
+    return str(version.name)
+
+
 def recorded_decision(version: Any, basis: str) -> Decision | None:
     """The decision an earlier attempt recorded on this version, if it got that far and on the same basis."""
     import json
@@ -207,40 +250,46 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
             version = str(existing.version)
         else:
             version = register_version(mlflow_client, name, record["model_uri"], record["run_id"])
-        card = model_card(params, decision, version, facts)
-        tags = {**version_tags(decision, candidate, facts), BASIS_TAG: basis,
-                CARD_MD5_TAG: hashlib.md5(card.to_markdown().encode()).hexdigest()}  # fmt: skip
-        approval = existing.tags.get(APPROVAL_TAG) if existing is not None else None
-        # A new version, or a decision taken again, that passes waits for a person when the policy says so; a
-        # decision reused by a retry keeps its sign-off state (the trail holds its events).
-        if params.gate.require_approval and decision.passed and (existing is None or redecided):
-            tags.update(record_pending(Paths(ctx.project).audit_trail, Pending(
+        approval, pending_tags, signed = signoff_state(params, ctx, existing, decision, redecided, basis, version,
+                                                       champion_now)  # fmt: skip
+        card = model_card(params, decision, version, facts, signed=outcome_text(signed) if signed else None)
+        tags = {**version_tags(decision, candidate, facts), BASIS_TAG: basis}
+        if not (existing is not None and approval in (APPROVED, REJECTED) and not pending_tags):
+            # the card a person is (or will be) shown; a decided version keeps the hash of the one they saw
+            tags[CARD_MD5_TAG] = hashlib.md5(card.to_markdown().encode()).hexdigest()
+        if pending_tags:
+            pending_tags = record_pending(Paths(ctx.project).audit_trail, Pending(
                 name, version, user_name(ctx.user), params.gate.four_eyes, decision.to_dict(),
-                {k: tags[k] for k in EVIDENCE_TAGS if k in tags}, champion_now)))  # fmt: skip
-            approval = PENDING
-        set_tags(mlflow_client, name, version, tags)
+                {k: tags[k] for k in EVIDENCE_TAGS if k in tags}, champion_now, basis, record["run_id"]))  # fmt: skip
+        # The sign-off state first: a registration cut short after it leaves a decision that is judged again.
+        set_tags(mlflow_client, name, version, {**pending_tags, **tags})
         set_description(mlflow_client, name, version, card.to_markdown())
         set_alias(mlflow_client, name, CHALLENGER, version)
-        promoted = decision.passed and (not params.gate.require_approval or approval == APPROVED)
+        # With sign-off required only the sign-off moves `champion` (humane.governance.signoff).
+        promoted = decision.passed and not params.gate.require_approval
         if promoted:
             set_alias(mlflow_client, name, CHAMPION, version)
         elif champion_now == version and (not decision.passed or redecided):
             # refused now, or judged again and waiting for sign-off: the alias goes back to the version this one
             # replaced
             restore_champion(mlflow_client, name, decision.champion_version)
+        # a version signed off earlier is still champion while its decision stands
+        is_champion = promoted or (champion_now == version and decision.passed and not redecided)
     io.write_json(paths.decision, decision.to_dict())
     io.write_with(paths.model_card_md, lambda tmp: tmp.write_text(card.to_markdown()))
     io.write_with(paths.model_card_html, lambda tmp: tmp.write_text(card.to_html(f"Model card: {name} v{version}")))
     with using_tracking_uri(ctx.tracking_uri), mlflow.start_run(run_id=record["run_id"]):
         mlflow.log_artifact(str(paths.model_card_md), "model_card")
         mlflow.log_artifact(str(paths.model_card_html), "model_card")
+        if CARD_MD5_TAG in tags:  # the card as registered, kept unchanged: what `card.md5` and the trail name
+            mlflow.log_text(card.to_markdown(), f"model_card/{REGISTERED_CARD}")
         mlflow.log_dict(decision.to_dict(), "reports/decision.json")
         mlflow.set_tags({"gate.decision": "promoted" if decision.passed else "rejected",
                          "registry.version": version, "registry.model": name})  # fmt: skip
-    pending = decision.passed and not promoted and approval == PENDING
-    result = {"model_name": name, "version": version, "promoted": promoted, "reasons": decision.reasons,
+    pending = decision.passed and not is_champion and approval == PENDING
+    result = {"model_name": name, "version": version, "promoted": is_champion, "reasons": decision.reasons,
               "passed_checks": decision.passed, "approval": approval, "pending": pending,
-              "aliases": [CHALLENGER, CHAMPION] if promoted else [CHALLENGER],
+              "aliases": [CHALLENGER, CHAMPION] if is_champion else [CHALLENGER],
               "compared_with": decision.champion_version, "run_id": record["run_id"]}  # fmt: skip
     io.write_json(paths.registration, result)
     return result

@@ -19,6 +19,11 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 METRIC_TAG = "metric."  # version tags holding the metrics the gate compares against
 TEST_MD5_TAG = "test.md5"  # the test rows a version's recorded metrics were measured on
+TAG_LIMIT = 5000  # MLflow's size for a tag value
+DECISION_TAG = "decision"  # the automated decision: PASSED or REJECTED
+PASSED, REJECTED_BY_POLICY = "promoted", "rejected"  # its values ("promoted": passed every check of the policy)
+DECISION_JSON_TAG = "decision.json"  # the whole decision, so that a retry can reuse it verbatim
+BASIS_TAG = "decision.basis"  # hash of policy, candidate metrics and gate code the decision was taken on
 DESCRIPTION_LIMIT = 5000  # MLflow's column size for a version description
 
 

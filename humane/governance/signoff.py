@@ -31,10 +31,15 @@ from typing import Any
 
 from humane.core.errors import HumaneError
 from humane.governance import audit_trail
-from humane.governance.card import SIGNOFF_PENDING, Card, add_decision
+from humane.governance.card import AWAITING, SIGNED, SIGNOFF_PENDING, Card, add_decision
 from humane.governance.gate import Decision
 from humane.governance.registry import (
+    BASIS_TAG,
     CHAMPION,
+    DECISION_JSON_TAG,
+    DECISION_TAG,
+    PASSED,
+    TAG_LIMIT,
     current_champion,
     promotion_lock,
     set_alias,
@@ -48,11 +53,11 @@ PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 TRIGGERED_BY_TAG = "triggered_by"
 FOUR_EYES_TAG = "approval.four_eyes"
 PENDING_ENTRY_TAG = "approval.pending_entry"  # hash of the trail's `pending` event for this decision
+APPROVAL_BASIS_TAG = "approval.basis"  # the decision basis (decision.basis) the sign-off was asked on
+REGISTERED_CARD = "registered_card.md"  # the run's card as registered, never changed: what card.md5 names
 ENTRY_TAG = "approval.entry"  # hash of the trail's event that decided it
 CARD_MD5_TAG = "card.md5"  # md5 of the card as registered: what the approver was shown
-DECISION_TAG, DECISION_JSON_TAG = "decision", "decision.json"
 EVIDENCE_TAGS = ("data.md5", "test.md5", "data.raw_md5", CARD_MD5_TAG, "run_id", "git_commit")
-TAG_LIMIT = 5000
 USER_ENV = "HUMANE_USER"
 
 
@@ -84,17 +89,42 @@ class Pending:
     decision: dict[str, Any]
     evidence: dict[str, str]
     champion_before: str | None
+    basis: str
+    run_id: str
 
 
 def record_pending(trail: Path, pending: Pending) -> dict[str, str]:
     """Append the `pending` event; the version tags that mark it as waiting (registration sets them)."""
     entry = audit_trail.append(trail, {
-        "event": PENDING, "model": pending.model, "version": pending.version, "at": now(),
-        "by": pending.triggered_by, "os_user": getpass.getuser(), "four_eyes": pending.four_eyes,
+        "event": PENDING, "model": pending.model, "version": pending.version, "run_id": pending.run_id,
+        "at": now(), "by": pending.triggered_by, "os_user": getpass.getuser(), "four_eyes": pending.four_eyes,
         "decision": pending.decision, "evidence": pending.evidence, "champion_before": pending.champion_before,
+        "basis": pending.basis,
     })  # fmt: skip
-    return {APPROVAL_TAG: PENDING, TRIGGERED_BY_TAG: pending.triggered_by,
+    return {APPROVAL_TAG: PENDING, TRIGGERED_BY_TAG: pending.triggered_by, APPROVAL_BASIS_TAG: pending.basis,
             FOUR_EYES_TAG: "true" if pending.four_eyes else "false", PENDING_ENTRY_TAG: entry["hash"]}  # fmt: skip
+
+
+def held_entries(trail: Path, name: str, version: str, tags: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The trail entries the version's tags name ({tag: entry}); a named entry the trail lacks is an error.
+
+    A trail that was deleted, cut back (e.g. to an older commit) or is another checkout's does not hold them:
+    nothing is signed off or shown on top of it.
+    """
+    wanted = {k: tags[k] for k in (PENDING_ENTRY_TAG, ENTRY_TAG) if k in tags}
+    held = {e["hash"]: e for e in audit_trail.read(trail)}
+    missing = sorted(k for k, digest in wanted.items() if digest not in held)
+    if missing:
+        raise audit_trail.AuditTrailError(
+            f"{trail}: {name} v{version}'s tag(s) {', '.join(missing)} name trail entries this trail does not hold "
+            "(deleted, cut back, or another checkout's trail): restore the trail (git) before signing off"
+        )
+    return {k: held[digest] for k, digest in wanted.items()}
+
+
+def decided_entry(trail: Path, name: str, version: str, tags: dict[str, str]) -> dict[str, Any] | None:
+    """The trail event that decided the version (approved or rejected), or None while none did."""
+    return held_entries(trail, name, version, tags).get(ENTRY_TAG)
 
 
 def status(uri: str, name: str, version: str) -> str | None:
@@ -132,13 +162,18 @@ def sign_off(uri: str, trail: Path, name: str, version: str, approve: bool, appr
         record = _version(mlflow_client, name, version)
         tags = record.tags
         pending_entry = tags.get(PENDING_ENTRY_TAG)
-        if approve and tags.get(DECISION_TAG) != "promoted":
+        if approve and tags.get(DECISION_TAG) != PASSED:
             raise SignOffError(f"{name} v{version} failed the automated checks ({tags.get('decision.reasons', '?')})"
                                "; a candidate that failed them cannot be approved")  # fmt: skip
         if APPROVAL_TAG not in tags or pending_entry is None:
             raise SignOffError(f"{name} v{version} was registered without a sign-off requirement "
                                "(gate.require_approval was off); there is nothing to approve")  # fmt: skip
-        recorded = [e for e in audit_trail.entries_for(trail, name, str(version))
+        held_entries(trail, name, str(version), tags)  # the trail holds what the tags name, or nothing is decided
+        if tags.get(APPROVAL_BASIS_TAG) != tags.get(BASIS_TAG):
+            raise SignOffError(f"{name} v{version}: its sign-off was asked on another decision than the one it "
+                               "now records (a registration cut short); rerun the pipeline to register it "
+                               "again")  # fmt: skip
+        recorded = [e for e in audit_trail.entries_for(trail, name, str(version), record.run_id)
                     if e["event"] in (APPROVED, REJECTED) and e.get("pending_entry") == pending_entry]  # fmt: skip
         champion = current_champion(mlflow_client, name)
         if recorded:  # an earlier sign-off was recorded; complete its effects, never record a second one
@@ -157,7 +192,8 @@ def sign_off(uri: str, trail: Path, name: str, version: str, approve: bool, appr
             if approve:
                 check_approvable(name, str(version), tags, approver, champion)
             entry = audit_trail.append(trail, {
-                "event": event, "model": name, "version": str(version), "at": now(), "by": approver,
+                "event": event, "model": name, "version": str(version), "run_id": record.run_id, "at": now(),
+                "by": approver,
                 "os_user": getpass.getuser(), "comment": comment, "channel": channel,
                 "pending_entry": pending_entry, "decision": _decision(tags),
                 "evidence": {k: tags[k] for k in EVIDENCE_TAGS if k in tags},
@@ -198,9 +234,12 @@ def check_champion(name: str, version: str, tags: dict[str, str], champion: Any)
 
 def record_timeout(trail: Path, name: str, version: str, uri: str, channel: str, waited_s: int) -> dict[str, Any]:
     """A paused run's sign-off window closed: recorded; the version stays pending (the CLI can still decide)."""
-    tags = _version(client(uri), name, version).tags
+    record = _version(client(uri), name, version)
+    tags = record.tags
+    held_entries(trail, name, str(version), tags)
     return audit_trail.append(trail, {
-        "event": "timed_out", "model": name, "version": str(version), "at": now(), "by": "-",
+        "event": "timed_out", "model": name, "version": str(version), "run_id": record.run_id, "at": now(),
+        "by": "-",
         "os_user": getpass.getuser(), "channel": channel, "pending_entry": tags.get(PENDING_ENTRY_TAG),
         "comment": f"no decision within {waited_s} s; the version stays pending",
     })  # fmt: skip
@@ -227,7 +266,8 @@ def update_card(uri: str, mlflow_client: Any, record: Any, entry: dict[str, Any]
     done = outcome_text(entry)
     description = record.description or ""
     if SIGNOFF_PENDING in description:
-        set_description(mlflow_client, record.name, str(record.version), description.replace(SIGNOFF_PENDING, done))
+        updated = description.replace(SIGNOFF_PENDING, done).replace(AWAITING, SIGNED)
+        set_description(mlflow_client, record.name, str(record.version), updated)
     if not record.run_id:
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,11 +276,12 @@ def update_card(uri: str, mlflow_client: Any, record: Any, entry: dict[str, Any]
                                             tracking_uri=uri))  # fmt: skip
         except Exception as err:
             raise StoreError(f"cannot read the model card of run {record.run_id}: {type(err).__name__}: {err}") from err
-        for name, old, new in (("model_card.md", SIGNOFF_PENDING, done),
-                               ("model_card.html", html.escape(SIGNOFF_PENDING), html.escape(done))):  # fmt: skip
+        # The current card shows the outcome; model_card/registered_card.md stays as the approver saw it.
+        for name, escape in (("model_card.md", str), ("model_card.html", html.escape)):
             path = local / name
-            if path.exists() and old in path.read_text():
-                path.write_text(path.read_text().replace(old, new))
+            if path.exists() and escape(SIGNOFF_PENDING) in path.read_text():
+                text = path.read_text().replace(escape(SIGNOFF_PENDING), escape(done))
+                path.write_text(text.replace(escape(AWAITING), escape(SIGNED)))
                 mlflow_client.log_artifact(record.run_id, str(path), "model_card")
 
 
@@ -248,12 +289,8 @@ def audit_document(uri: str, trail: Path, name: str, version: str) -> Card:
     """One version's record for an auditor: its checks, evidence hashes and every sign-off event, verified."""
     record = _version(client(uri), name, version)
     tags = record.tags
-    events = audit_trail.entries_for(trail, name, str(version))  # verifies the whole chain first
-    expected = {f"tag {k}": tags[k] for k in (PENDING_ENTRY_TAG, ENTRY_TAG) if k in tags}
-    missing = audit_trail.missing_entries(trail, expected)
-    if missing:
-        raise audit_trail.AuditTrailError(f"{trail}: the registry's {', '.join(missing)} of {name} v{version} name an "
-                                          "entry the trail does not hold; lines were cut from the trail")  # fmt: skip
+    held_entries(trail, name, str(version), tags)  # verifies the chain, and that it holds what the tags name
+    events = audit_trail.entries_for(trail, name, str(version), record.run_id)
     card = Card()
     card.heading(f"Audit record: {name} v{version}", 1)
     card.table(["fact", "value"], [

@@ -135,21 +135,41 @@ def groups(frame: pd.DataFrame, features: list[str], labeled: bool, audit: Audit
     """Per sensitive feature (and their intersection): group counts and rates with bootstrap CIs, and the gaps.
 
     The audit's own functions and settings (humane.fairness.metrics.audit_feature: same bootstrap, same
-    min_group_size: smaller groups are withheld and left out of the gaps). Without labels, only the selection
-    rate and the demographic-parity gaps are kept (the others need labels).
+    min_group_size: smaller groups are withheld and left out of the gaps). The selection rate and the
+    demographic-parity gaps need no label: they are measured on every row. With labels, the label metrics and
+    gaps (accuracy, TPR, FPR, equalized odds ...) are measured on the labeled rows and added; a group with too
+    few labeled rows gets `labels_too_small` and no label metrics.
     """
-    rows = frame if not labeled else frame[frame[LABEL_COLUMN].notna()].reset_index(drop=True)
-    y = rows[LABEL_COLUMN].to_numpy(dtype=float) if labeled else np.zeros(len(rows))
+    out = _groups(frame, features, None, audit, ("selection_rate",))
+    if not labeled:
+        return out
+    rows = frame[frame[LABEL_COLUMN].notna()].reset_index(drop=True)
+    with_labels = _groups(rows, features, rows[LABEL_COLUMN].to_numpy(dtype=float), audit, None)
+    for feature, entry in out.items():
+        measured = with_labels[feature]
+        for group, row in entry["groups"].items():
+            extra = measured["groups"].get(group)
+            row["labels_too_small"] = extra is None or extra["too_small"]
+            if not row["labels_too_small"]:
+                row["metrics"].update({k: v for k, v in extra["metrics"].items() if k != "selection_rate"})
+        entry["gaps"].update({k: v for k, v in measured["gaps"].items() if not k.startswith("demographic_parity")})
+    return out
+
+
+def _groups(rows: pd.DataFrame, features: list[str], y: np.ndarray | None, audit: AuditParams,
+            kept: tuple[str, ...] | None) -> dict[str, Any]:  # fmt: skip
+    """audit_feature per feature on `rows`; without labels (`y` None) only `kept` metrics and the DP gaps."""
     y_pred, p = rows[DECISION_COLUMN].to_numpy(dtype=float), rows[PROBABILITY_COLUMN].to_numpy()
+    labels_given = y is not None
+    y = y if labels_given else np.zeros(len(rows))
     out = {}
     for feature, labels in sensitive_columns(rows, features).items():
         result = audit_feature(feature, y, y_pred, p, labels, audit)
-        kept = None if labeled else ("selection_rate",)
         table = {g["group"]: {"count": g["count"], "too_small": g["too_small"],
                               "metrics": {k: v for k, v in g["metrics"].items() if kept is None or k in kept}}
                  for g in result.groups}  # fmt: skip
         gaps = {k: _figure(v["value"], v["lo"], v["hi"]) for k, v in result.gaps.items()
-                if labeled or k.startswith("demographic_parity")}  # fmt: skip
+                if labels_given or k.startswith("demographic_parity")}  # fmt: skip
         out[feature] = {"groups": table, "gaps": gaps, "too_small": result.too_small}
     return out
 

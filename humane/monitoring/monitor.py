@@ -115,9 +115,10 @@ def realised_groups(labeled: pd.DataFrame, groups: dict[str, Any], sensitive: li
         out[feature] = {}
         for group, row in groups[feature]["groups"].items():
             rows = (labels[feature] == group).to_numpy()
-            metrics = {} if row["too_small"] else {"accuracy": row["metrics"]["accuracy"],
-                                                   "roc_auc": checks._figure(checks.auc(y[rows], p[rows]))}  # fmt: skip
-            out[feature][group] = {"count": row["count"], "too_small": row["too_small"], "metrics": metrics}
+            withheld = row["too_small"] or row.get("labels_too_small", False)
+            metrics = {} if withheld else {"accuracy": row["metrics"]["accuracy"],
+                                           "roc_auc": checks._figure(checks.auc(y[rows], p[rows]))}  # fmt: skip
+            out[feature][group] = {"count": int(rows.sum()), "too_small": withheld, "metrics": metrics}
     return out
 
 

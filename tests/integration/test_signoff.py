@@ -4,6 +4,7 @@ Each scenario makes a new candidate cheaply from the shared pipeline run: a new 
 audit and everything after it (track, gate, register), so each is a new MLflow run and registry version.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -69,12 +70,12 @@ def _trail(project):
     return audit_trail.read(project / "audit/signoff.jsonl")
 
 
-def _card(project, version):
-    """The run's card artifact (Markdown) of a version."""
+def _card(project, version, name="model_card.md"):
+    """The run's card artifact (Markdown) of a version, and the version's description."""
     from mlflow.artifacts import download_artifacts
 
     record = mlflow_client(project).get_model_version(MODEL, str(version))
-    local = download_artifacts(run_id=record.run_id, artifact_path="model_card/model_card.md",
+    local = download_artifacts(run_id=record.run_id, artifact_path=f"model_card/{name}",
                                tracking_uri=f"sqlite:///{project / 'mlflow.db'}")  # fmt: skip
     return open(local).read(), record.description
 
@@ -105,6 +106,13 @@ def test_dvc_repro_leaves_a_pending_challenger_and_the_cli_signs_it_off(signoff_
     assert _aliases(project)["champion"] == champion and len(_trail(project)) == before + 1
     # A decision needs a reason.
     assert "comment is empty" in _approve(project, version, "--approve", "--by", "bob").stderr
+    # Nothing is signed off on a trail that lacks the version's pending entry (deleted, cut back, another checkout's).
+    trail = project / "audit/signoff.jsonl"
+    kept = trail.read_text()
+    trail.write_text("".join(kept.splitlines(keepends=True)[:before]))
+    cut = _approve(project, version, "--approve", "--by", "bob", "--comment", "fine")
+    assert cut.returncode == 2 and "does not hold" in cut.stderr and _aliases(project)["champion"] == champion
+    trail.write_text(kept)
 
     done = _approve(project, version, "--approve", "--by", "bob", "--comment", "gaps within policy; checked CIs")
     assert done.returncode == 0, done.stderr
@@ -117,7 +125,10 @@ def test_dvc_repro_leaves_a_pending_challenger_and_the_cli_signs_it_off(signoff_
     assert entries[1]["champion_before"] == champion and entries[1]["decision"]["passed"] is True
     card, description = _card(project, version)
     for text in (card, description):
-        assert "APPROVED by bob" in text and SIGNOFF_PENDING not in text
+        assert "APPROVED by bob" in text and SIGNOFF_PENDING not in text and "awaiting sign-off" not in text
+    # The card the approver saw is kept as registered: the hash the trail holds is its hash.
+    registered = _card(project, version, "registered_card.md")[0]
+    assert hashlib.md5(registered.encode()).hexdigest() == tags["card.md5"] and SIGNOFF_PENDING in registered
 
     # One decision per candidate: a second one is refused and changes nothing.
     again = _approve(project, version, "--reject", "--by", "carol", "--comment", "changed my mind")
@@ -204,6 +215,11 @@ def test_a_paused_prefect_run_waits_for_the_form_and_records_the_answer(signoff_
         assert proc.returncode == 3 and state.name == "Rejected", output[-2000:]
         assert _aliases(project)["champion"] == champion
         assert _tags(project, version)["approval"] == "rejected"
+        # A rerun of the registration does not reopen a person's rejection.
+        events = len(_trail(project))
+        run(["dvc", "repro", "--force", "--single-item", "register"], project)
+        assert _tags(project, version)["approval"] == "rejected" and len(_trail(project)) == events
+        assert _aliases(project)["champion"] == champion
 
 
 def test_a_run_nobody_answers_times_out_pending_and_the_cli_can_decide_later(signoff_project, prefect_server):
@@ -226,6 +242,12 @@ def test_a_run_nobody_answers_times_out_pending_and_the_cli_can_decide_later(sig
     assert _trail(project)[-1]["event"] == "timed_out"
     # The same command decides a version a Prefect run left pending.
     assert _approve(project, version, "--approve", "--by", "alice", "--comment", "mine").returncode == 2  # four eyes
+    # Not while the champion differs from the one the candidate was judged against.
+    client = mlflow_client(project)
+    client.delete_registered_model_alias(MODEL, "champion")  # e.g. withdrawn by an operator meanwhile
+    moved = _approve(project, version, "--approve", "--by", "bob", "--comment", "late review")
+    assert moved.returncode == 2 and "rerun the pipeline" in moved.stderr
+    client.set_registered_model_alias(MODEL, "champion", champion)
     done = _approve(project, version, "--approve", "--by", "bob", "--comment", "late review")
     assert done.returncode == 0, done.stderr
     assert _aliases(project)["champion"] == version
