@@ -46,6 +46,7 @@ from humane.core.paths import Paths
 from humane.fairness import sweep as lib
 from humane.governance.gate import Policy
 from humane.governance.store import client, ensure_experiment
+from humane.modeling.features import load_preprocessor, token_layout
 
 # Where the sweep writes its table, plot and choice in the project; the table's rows are `dvc plots` data:
 # `dvc plots show reports/sweep/front.json -x test_dp_sex -y test_accuracy` (fields: humane.fairness.sweep.table).
@@ -110,9 +111,10 @@ def processed_frames(project: Path) -> dict[str, pd.DataFrame]:
 
 
 @task(task_run_name="train-{index}", cache_policy=NO_CACHE)
-def train_model(index: int, params: Params, frames: dict[str, pd.DataFrame]) -> lib.TrainedModel:
+def train_model(index: int, params: Params, frames: dict[str, pd.DataFrame],
+                layout: tuple[int, list[int]]) -> lib.TrainedModel:  # fmt: skip
     """Train candidate `index`'s model (shared by the candidates with the same training settings)."""
-    return lib.train_candidate(params, frames)
+    return lib.train_candidate(params, frames, layout)
 
 
 @task(task_run_name="candidate-{index}", cache_policy=NO_CACHE)
@@ -304,6 +306,7 @@ def sweep() -> State:
     frames = processed_frames(project)
     # Whole frames: a post-processed candidate's per-row draws hash each row's features.
     val, test = frames["val"], frames["test"]
+    layout = token_layout(load_preprocessor(Paths(project).preprocessor))  # for FT-Transformer candidates
 
     # One model per distinct training setting, submitted first; each candidate is scored on its model.
     owner: dict[str, int] = {}
@@ -312,7 +315,7 @@ def sweep() -> State:
         key = lib.training_key(candidate)
         if key not in owner:
             owner[key] = n
-            trained[key] = train_model.submit(n, candidate, frames)
+            trained[key] = train_model.submit(n, candidate, frames, layout)
     scored = []
     for n, candidate in enumerate(candidates):
         key = lib.training_key(candidate)

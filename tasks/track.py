@@ -14,7 +14,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     # Columns whose values are never shipped with the model (no ranges, no categories, no example values): the
     # sensitive ones, those kept although they look identifying, and date-derived ones.
     protected = [*params.data.sensitive_features, *params.privacy.keep, *params.data.dates]
-    monitored = MonitoredColumns(list(params.data.sensitive_features), params.data.target)
+    monitored = MonitoredColumns.of(params)
     record = log_run(paths, params.data.experiment, params.evaluate.threshold, protected, ctx, monitored)
     return f"track: MLflow run {record['run_id']} in experiment {record['experiment']!r}"
 

@@ -170,12 +170,15 @@ def unmitigated_train(train: pd.DataFrame, report: dict[str, Any]) -> pd.DataFra
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def train_candidate(params: Params, frames: dict[str, pd.DataFrame]) -> TrainedModel:
-    """Mitigate the training rows, train the MLP (one torch thread), and score the validation and test rows.
+def train_candidate(params: Params, frames: dict[str, pd.DataFrame],
+                    layout: tuple[int, list[int]] | None = None) -> TrainedModel:  # fmt: skip
+    """Mitigate the training rows, train the network (one process, one torch thread), and score val and test rows.
 
     Args:
         params: The candidate's params (overrides applied).
         frames: The processed "train" (before mitigation by data: `unmitigated_train`), "val" and "test" frames.
+        layout: The preprocessor's token layout (humane.modeling.features.token_layout), which an FT-Transformer
+            needs to give each categorical column one token, as the train stage does.
 
     """
     started = time.time()
@@ -190,8 +193,13 @@ def train_candidate(params: Params, frames: dict[str, pd.DataFrame]) -> TrainedM
         raise DataError("the processed train, val and test frames do not have the same feature columns; re-run "
                         "`dvc repro preprocess`")  # fmt: skip
     weights, groups, penalty, _ = training_terms(train, params.mitigation, min_rows)
-    result = fit(x_train, y_train, x_val, y_val, params.train.model_copy(update={"progress": False}),
-                 sample_weight=weights, groups=groups, penalty=penalty)  # fmt: skip
+    # Candidates run side by side, one process each: a candidate is never itself launched over torchrun.
+    one_process = params.train.distributed.model_copy(update={"nproc_per_node": 1, "nnodes": 1})
+    settings = params.train.model_copy(update={"progress": False, "distributed": one_process})
+    if settings.model == "ft_transformer" and layout is None:
+        raise ConfigError("an FT-Transformer candidate needs the preprocessor's token layout (the sweep passes it)")
+    result = fit(x_train, y_train, x_val, y_val, settings, sample_weight=weights, groups=groups, penalty=penalty,
+                 layout=layout if settings.model == "ft_transformer" else None)  # fmt: skip
     with torch.inference_mode():
         p_val = torch.sigmoid(result.model(x_val)).numpy().astype(np.float64)
         p_test = torch.sigmoid(result.model(x_test)).numpy().astype(np.float64)

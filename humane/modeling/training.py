@@ -166,8 +166,15 @@ def fingerprint(params: TrainParams, tensors: list[torch.Tensor | None], extra: 
     for tensor in tensors:
         digest.update(b"none" if tensor is None else tensor.detach().cpu().contiguous().numpy().tobytes())
         digest.update(b"|")
-    for source in sorted(Path(__file__).parent.glob("*.py")):
+    package = Path(__file__).parents[1]
+    # The training code: this package, the fairness loss terms, DP-SGD; and the libraries that compute.
+    for source in [*sorted(Path(__file__).parent.glob("*.py")), package / "fairness" / "mitigation.py",
+                   package / "privacy" / "dp.py"]:  # fmt: skip
         digest.update(source.read_bytes())
+    from importlib.metadata import version
+
+    for library in ("torch", "rtdl-revisiting-models", "fairret", "opacus"):
+        digest.update(f"{library}=={version(library)};".encode())
     return digest.hexdigest()
 
 

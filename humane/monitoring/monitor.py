@@ -50,7 +50,7 @@ def score(champion: ChampionModel, batch: Batch) -> pd.DataFrame:
 def monitored(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params: Params) -> pd.DataFrame:
     """The batch in the reference's shape: inputs after the model's privacy policy, groups, label, scores."""
     served = champion.served
-    columns = MonitoredColumns(list(params.data.sensitive_features), params.data.target)
+    columns = MonitoredColumns.of(params)
     return monitored_frame(batch.frame, scores, served.policy, list(served.preprocessor.inputs), columns,
                            served.preprocessor.positive_label, list(served.preprocessor.labels),
                            str(batch.path))  # fmt: skip
@@ -62,7 +62,9 @@ def evaluate(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params
     sensitive = list(params.data.sensitive_features)
     frame = monitored(champion, batch, scores, params)
     reference = champion.reference
-    inputs = list(champion.served.preprocessor.inputs)
+    withheld = MonitoredColumns.of(params).withheld
+    inputs = [c for c in champion.served.preprocessor.inputs if c not in withheld]
+    unwatched = [c for c in champion.served.preprocessor.inputs if c in withheld]
     recorded = checks.recorded_figures(champion.audit, champion.metrics, reference, sensitive,
                                        params.audit.min_group_size)  # fmt: skip
     labeled_rows = int(frame[LABEL_COLUMN].notna().sum()) if batch.labeled else 0
@@ -85,7 +87,15 @@ def evaluate(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params
         "rows": len(frame),
         "labeled": batch.labeled,
         "labeled_rows": labeled_rows,
-        "notes": [*batch.notes, calibration_note(recorded.calibration)],
+        "notes": [*batch.notes, calibration_note(recorded.calibration)]
+        + (
+            [
+                f"no drift measured for {unwatched}: inputs kept although they look identifying (privacy.keep) or "
+                "derived from dates (data.dates) are not stored row by row in the reference"
+            ]
+            if unwatched
+            else []
+        ),
         "model": {"name": champion.name, "version": champion.version, "run_id": champion.run_id},
         "reference_rows": len(reference),
         "selection_rate": {

@@ -1,7 +1,8 @@
 """The champion's monitoring reference: its test rows as the model read them, with its scores, fixed at tracking.
 
 Reference and batch share one shape (`monitored_frame`): the served model's input columns after the privacy
-policy (binned, capped, rare categories grouped; never a pseudonymized or dropped column), the sensitive
+policy (binned, capped, rare categories grouped; never a pseudonymized or dropped column, nor one kept although
+it looks identifying (privacy.keep) or derived from a date (data.dates)), the sensitive
 columns as `__sensitive__<feature>` (after the policy too), the label as 0/1 in `__label__` when known, and the
 model's probability and decision. Drift then compares like with like, and the group metrics of
 humane.fairness.metrics read both directly.
@@ -32,6 +33,15 @@ class MonitoredColumns:
 
     sensitive: list[str]
     target: str
+    # Inputs never stored row by row (kept although they look identifying, date-derived): the reference and the
+    # batch frame leave them out, and their drift is not measured (the report says so).
+    withheld: tuple[str, ...] = ()
+
+    @staticmethod
+    def of(params: Any) -> MonitoredColumns:
+        """From params: the sensitive features, the label, and privacy.keep and data.dates withheld."""
+        withheld = tuple(dict.fromkeys([*params.privacy.keep, *params.data.dates]))
+        return MonitoredColumns(list(params.data.sensitive_features), params.data.target, withheld)
 
 
 def positive_indicator(labels: pd.Series, positive: Any, known: list[Any], name: str) -> pd.Series:
@@ -63,7 +73,7 @@ def monitored_frame(
     """
     wanted = list(dict.fromkeys([*inputs, *(c for c in columns.sensitive if c in raw)]))
     masked = apply_policy(policy, raw[[c for c in wanted if c not in policy.pseudonymize]], key=None)
-    out = masked[[c for c in inputs if c in masked]].reset_index(drop=True)
+    out = masked[[c for c in inputs if c in masked and c not in columns.withheld]].reset_index(drop=True)
     for feature in columns.sensitive:
         out[f"{SENSITIVE_PREFIX}{feature}"] = masked[feature].reset_index(drop=True)
     if columns.target in raw:

@@ -227,3 +227,20 @@ def test_the_monitoring_deployment_and_the_retraining_automation_are_valid():
     )
     assert automation.trigger.expect == {"prefect.flow-run.DriftDetected"}
     assert automation.actions[0].type == "run-deployment"
+
+
+def test_inputs_kept_although_identifying_or_from_dates_are_never_stored_row_by_row(tiny_adult):
+    from humane.governance.serving import DECISION, PROBABILITY
+    from humane.monitoring.reference import MonitoredColumns, monitored_frame
+    from humane.privacy.policy import fit_policy
+
+    raw = read_raw(Path(__file__).resolve().parents[2] / "params.yaml")  # the Adult profile
+    raw["privacy"]["keep"] = ["occupation"]
+    params = parse_params(raw)
+    columns = MonitoredColumns.of(params)
+    assert columns.withheld == ("occupation",)
+    scores = pd.DataFrame({PROBABILITY: np.full(len(tiny_adult), 0.4), DECISION: np.zeros(len(tiny_adult), int)})
+    policy = fit_policy(params.privacy, tiny_adult)
+    frame = monitored_frame(tiny_adult, scores, policy, ["age", "occupation", "education"], columns,
+                            ">50K", ["<=50K", ">50K"], "batch.csv")  # fmt: skip
+    assert "occupation" not in frame and {"age", "education", f"{SENSITIVE_PREFIX}sex"} <= set(frame)
