@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
@@ -108,8 +108,8 @@ def await_signoff(params: Params, ctx: RunContext, registration: dict[str, Any])
     description = (
         f"**Sign-off: {name} v{version}** passed every automated check and waits for your decision before "
         f"`champion` moves. The evidence is on this flow run's Artifacts tab: `promotion-decision` (every check "
-        f"against the policy), `bias-audit-groups` (per-group metrics with 95% CIs) and `model-card` (the card as "
-        f"registered; also MLflow run {registration.get('run_id', '?')}, artifact model_card/model_card.html)."
+        f"against the policy), `bias-audit-groups` (per-group metrics with 95% CIs), `model-card` (the card as "
+        f"registered) and `model-card-link` (the card in MLflow run {registration.get('run_id', '?')})."
         f"{rule} Without a decision within {params.gate.approval_timeout_s} s the run ends NotApproved and the "
         f"version stays pending ({cli_hint})."
     )
@@ -201,6 +201,9 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
         status = signoff.status(ctx.tracking_uri, registration["model_name"], version)
         if status == signoff.PENDING:
             create_markdown_artifact(key="model-card", markdown=card, description="The model card as registered")
+            create_link_artifact(key="model-card-link", link=signoff.card_link(ctx.tracking_uri,
+                                 registration["run_id"]), link_text=f"Model card of {registration['model_name']} "
+                                 f"v{version} (MLflow)", description="The registered card in MLflow")  # fmt: skip
             return await_signoff(params, ctx, registration)
         if status == signoff.REJECTED:
             return Failed(name="Rejected", message=f"{registration['model_name']} v{version} was rejected at "

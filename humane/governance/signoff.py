@@ -232,6 +232,19 @@ def check_champion(name: str, version: str, tags: dict[str, str], champion: Any)
                        "against the current champion, then sign off")  # fmt: skip
 
 
+def card_link(uri: str, run_id: str) -> str:
+    """Where a person opens the registered card: the MLflow UI's artifact view on a server, else the file."""
+    mlflow_client = client(uri)
+    try:
+        run = mlflow_client.get_run(run_id)
+    except Exception as err:
+        raise StoreError(f"cannot read MLflow run {run_id}: {type(err).__name__}: {err}") from err
+    if uri.startswith(("http://", "https://")):
+        return (f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}/artifacts/"
+                "model_card/model_card.html")  # fmt: skip
+    return f"{run.info.artifact_uri.rstrip('/')}/model_card/model_card.html"
+
+
 def record_timeout(trail: Path, name: str, version: str, uri: str, channel: str, waited_s: int) -> dict[str, Any]:
     """A paused run's sign-off window closed: recorded; the version stays pending (the CLI can still decide)."""
     record = _version(client(uri), name, version)

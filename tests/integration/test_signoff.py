@@ -200,7 +200,7 @@ def test_a_paused_prefect_run_waits_for_the_form_and_records_the_answer(signoff_
     assert _tags(project, version)["approval"] == "pending" and _aliases(project)["champion"] == champion
     with get_client(sync_client=True) as client:  # the evidence sits beside the form
         keys = {a.key for a in client.read_artifacts() if a.flow_run_id == paused.id}
-    assert {"promotion-decision", "bias-audit-groups", "model-card"} <= keys
+    assert {"promotion-decision", "bias-audit-groups", "model-card", "model-card-link"} <= keys
     resume_flow_run(paused.id, run_input={"decision": answer, "approver": "bob", "comment": f"{answer}: reviewed"})
     output, _ = proc.communicate(timeout=120)
     state = _final_state(paused.id)
