@@ -254,8 +254,8 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
                                                        champion_now)  # fmt: skip
         card = model_card(params, decision, version, facts, signed=outcome_text(signed) if signed else None)
         tags = {**version_tags(decision, candidate, facts), BASIS_TAG: basis}
-        if not (existing is not None and approval in (APPROVED, REJECTED) and not pending_tags):
-            # the card a person is (or will be) shown; a decided version keeps the hash of the one they saw
+        fresh_card = existing is None or bool(pending_tags)
+        if fresh_card:  # the card a person will be shown; a retry keeps the hash of the one already shown
             tags[CARD_MD5_TAG] = hashlib.md5(card.to_markdown().encode()).hexdigest()
         if pending_tags:
             pending_tags = record_pending(Paths(ctx.project).audit_trail, Pending(
@@ -281,7 +281,7 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
     with using_tracking_uri(ctx.tracking_uri), mlflow.start_run(run_id=record["run_id"]):
         mlflow.log_artifact(str(paths.model_card_md), "model_card")
         mlflow.log_artifact(str(paths.model_card_html), "model_card")
-        if CARD_MD5_TAG in tags:  # the card as registered, kept unchanged: what `card.md5` and the trail name
+        if fresh_card:  # the card as registered, kept unchanged: what `card.md5` and the trail name
             mlflow.log_text(card.to_markdown(), f"model_card/{REGISTERED_CARD}")
         mlflow.log_dict(decision.to_dict(), "reports/decision.json")
         mlflow.set_tags({"gate.decision": "promoted" if decision.passed else "rejected",
