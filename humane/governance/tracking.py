@@ -14,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from humane.core import io
@@ -161,6 +162,38 @@ def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
         )
 
 
+def distinct_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """Each column's distinct values (a null kept once, dtypes kept), cycled to the longest column's count.
+
+    MLflow infers a column's type and whether it is required (holds no null) from the set of its values, not
+    from how often each occurs, so this frame has the schema of `frame`; its length is the largest number of
+    distinct values in a column instead of the row count.
+    """
+    if frame.empty:
+        return frame
+    uniques = {column: frame[column].drop_duplicates().reset_index(drop=True) for column in frame.columns}
+    rows = max(len(values) for values in uniques.values())
+    return pd.DataFrame({column: values.take(np.arange(rows) % len(values)).reset_index(drop=True)
+                         for column, values in uniques.items()})  # fmt: skip
+
+
+def summarized_dataset(frame: pd.DataFrame, source: str, name: str, digest: str) -> Any:
+    """An MLflow dataset input for `frame`: its schema, row and element counts, and `digest`; no rows are logged.
+
+    `mlflow.data.from_pandas` infers the schema with a Python loop over every value (about 90 s for 280k rows
+    of 100 columns); the same schema is inferred here from each column's distinct values (`distinct_values`).
+    """
+    import mlflow
+    from mlflow.data.pandas_dataset import PandasDataset
+
+    summary = mlflow.data.from_pandas(distinct_values(frame), source=source, name=name, digest=digest)
+
+    class Summarized(PandasDataset):
+        schema = summary.schema  # the class attribute replaces PandasDataset's inferring property
+
+    return Summarized(frame, source=summary.source, name=name, digest=digest)
+
+
 def find_run(mlflow_client: Any, experiment_id: str, key: str) -> tuple[Any | None, list[Any]]:
     """The completed run with this key, and any interrupted attempts of it."""
     from mlflow.exceptions import MlflowException
@@ -245,8 +278,8 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: list[str
         mlflow.log_artifacts(str(paths.validation_docs), artifact_path="reports/validation_docs")
         # Dataset inputs: schema and row count only (no rows), with the DVC md5 as the digest.
         for path, context in ((paths.processed_train, "training"), (paths.processed_test, "test")):
-            dataset = mlflow.data.from_pandas(pd.read_parquet(path), source=str(path.relative_to(paths.root)),
-                                              name=path.stem, digest=md5_of(path))  # fmt: skip
+            dataset = summarized_dataset(pd.read_parquet(path), str(path.relative_to(paths.root)), path.stem,
+                                         md5_of(path))  # fmt: skip
             mlflow.log_input(dataset, context=context)
         info = log_serving_model(paths, threshold, masked)
         if monitored is not None:
