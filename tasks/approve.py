@@ -14,6 +14,7 @@ person who triggered the run approving it.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.html')}")
         return
     entry = sign_off(uri, trail, args.model, args.version, args.approve, user_name(args.by), args.comment,
-                     channel=f"cli ({os.environ.get('USER', '?')}@{os.uname().nodename})")  # fmt: skip
+                     channel=f"cli ({getpass.getuser()}@{os.uname().nodename})")  # fmt: skip
     moved = f"champion is now v{args.version}" if args.approve else "champion unchanged"
     print(f"{args.model} v{args.version} {entry['event']} by {entry['by']}: {moved}; audit trail entry "
           f"{entry['hash'][:12]} in {trail} (commit it)")  # fmt: skip

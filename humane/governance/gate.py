@@ -80,7 +80,7 @@ class Decision:
     def summary(self) -> str:
         """One paragraph for logs and states."""
         if self.passed:
-            return "promoted: every check of the policy passed" + (f" ({'; '.join(self.notes)})" if self.notes else "")
+            return "every check of the policy passed" + (f" ({'; '.join(self.notes)})" if self.notes else "")
         return "not promoted: " + "; ".join(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:

@@ -318,7 +318,8 @@ def audit_document(uri: str, trail: Path, name: str, version: str) -> Card:
     card.heading("Automated decision")
     decision = _decision(tags)
     if "checks" in decision:
-        add_decision(card, Decision.from_dict(decision), awaiting=tags.get(APPROVAL_TAG) == PENDING)
+        add_decision(card, Decision.from_dict(decision), awaiting=tags.get(APPROVAL_TAG) == PENDING,
+                     signed_off=tags.get(APPROVAL_TAG) in (APPROVED, REJECTED))  # fmt: skip
     else:
         card.para(f"{decision.get('verdict')}: {decision.get('reasons')}")
     card.heading("Sign-off events")
