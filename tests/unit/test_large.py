@@ -1,7 +1,6 @@
 """Large models: the FT-Transformer beside the MLP, its 10^8-parameter size, accumulation, resume, compute bill."""
 
 import math
-from dataclasses import asdict
 
 import mlflow
 import numpy as np
@@ -19,12 +18,12 @@ from humane.governance.serving import PROBABILITY
 from humane.governance.tracking import log_serving_model
 from humane.modeling.compute import ComputeMeter, bill, flops_per_sample
 from humane.modeling.features import fit as fit_preprocessor
-from humane.modeling.features import save_preprocessor, token_layout
+from humane.modeling.features import token_layout
 from humane.modeling.model import FTTransformer, build_model, count_parameters, load_model, model_state
 from humane.modeling.training import RESUME_FILE, fit
 from humane.privacy.policy import apply_policy, fit_policy
 from tests.conftest import ROOT
-from tests.unit.test_serving import _adult_rows
+from tests.unit.test_serving import _adult_rows, write_stage_inputs
 
 DP_OFF = DPParams(enabled=False, target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0, accountant="prv",
                   max_physical_batch_size=32)  # fmt: skip
@@ -216,12 +215,7 @@ def test_the_served_transformer_scores_raw_rows_like_the_network(tmp_path):
     assert layout[0] + sum(layout[1]) == len(pre.feature_names) and layout[1]
     torch.manual_seed(0)
     network = build_model(_params(), len(pre.feature_names), layout).eval()
-    io.write_parquet(paths.interim_train, train)
-    io.write_parquet(paths.interim_test, test)
-    io.write_json(paths.privacy_policy, policy.to_dict())
-    io.write_json(paths.validation_report, {"passed": True, "schema": asdict(schema)})
-    paths.preprocessor.parent.mkdir(parents=True, exist_ok=True)
-    save_preprocessor(pre, paths.preprocessor)
+    write_stage_inputs(paths, train, test, policy, schema, pre)
     torch.save(model_state(network), paths.model)
     io.write_json(paths.thresholds, {"constraint": "none"})
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")

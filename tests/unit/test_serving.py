@@ -118,6 +118,16 @@ def _adult_text_rows(n: int, seed: int) -> pd.DataFrame:
     })  # fmt: skip
 
 
+def write_stage_inputs(paths: Paths, train, test, policy, schema, pre) -> None:
+    """The files the track stage reads besides the model: masked rows, policy, validated schema, preprocessor."""
+    io.write_parquet(paths.interim_train, train)
+    io.write_parquet(paths.interim_test, test)
+    io.write_json(paths.privacy_policy, policy.to_dict())
+    io.write_json(paths.validation_report, {"passed": True, "schema": asdict(schema)})
+    paths.preprocessor.parent.mkdir(parents=True, exist_ok=True)
+    save_preprocessor(pre, paths.preprocessor)
+
+
 def _log(root: Path, thresholds: str, numeric_sex: bool = False):
     """A tiny model built as the pipeline builds one (optionally post-processed), logged by tracking, loaded back."""
     paths = Paths(root)
@@ -129,12 +139,7 @@ def _log(root: Path, thresholds: str, numeric_sex: bool = False):
     pre = fit(train, schema, params.preprocess)
     torch.manual_seed(0)
     network = MLP(MLPArgs(len(pre.feature_names), [8], 0.0, "relu"))
-    io.write_parquet(paths.interim_train, train)
-    io.write_parquet(paths.interim_test, test)
-    io.write_json(paths.privacy_policy, policy.to_dict())
-    io.write_json(paths.validation_report, {"passed": True, "schema": asdict(schema)})
-    paths.preprocessor.parent.mkdir(parents=True, exist_ok=True)
-    save_preprocessor(pre, paths.preprocessor)
+    write_stage_inputs(paths, train, test, policy, schema, pre)
     state = {"state_dict": network.state_dict(), "model_args": network.args.to_dict()}
     torch.save(state, paths.model)
     settings = params.mitigation.model_copy(update={"thresholds": thresholds, "target": ["sex"]})
