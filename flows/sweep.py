@@ -137,6 +137,7 @@ def record_sweep(project: Path, params: Params, results: list[lib.CandidateResul
               for name, gap in lib.FRONT_GAPS.items()}  # fmt: skip
     rows = lib.table(results, feature, chosen, rejected, fronts)
     markdown = lib.choice_markdown(rows, chosen, quality, feature, limits)
+    markdown += "\n\n" + lib.compute_markdown(timing["compute_sum"]) + "\n"
     selection = {
         "select": quality, "front_feature": feature, "front_split": "test", "selection_split": "val",
         "limits": {m: {"rule": r, "threshold": t} for m, (r, t) in limits.items()}, "chosen": chosen,
@@ -249,7 +250,9 @@ def log_to_mlflow(project: Path, params: Params, results: list[lib.CandidateResu
         ).info.run_id  # fmt: skip
         metrics = {**{f"val.{k}": v for k, v in result.val.items()}, **{f"test.{k}": v for k, v in result.test.items()},
                    "train.seconds": result.train_seconds, "train.best_epoch": result.best_epoch,
-                   "train.epochs_run": result.epochs_run, "train.rows": result.train_rows}  # fmt: skip
+                   "train.epochs_run": result.epochs_run, "train.rows": result.train_rows,
+                   **{f"train.compute.{k}": v for k, v in result.compute.items()
+                      if isinstance(v, int | float) and not isinstance(v, bool)}}  # fmt: skip
         mlflow_client.log_batch(
             child, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v],  # NaN is not logged
             params=[Param(k, str(v)[:6000]) for k, v in sorted(result.overrides.items())],
@@ -261,6 +264,8 @@ def log_to_mlflow(project: Path, params: Params, results: list[lib.CandidateResu
         "sweep.candidates": len(results),
         "sweep.wall_seconds": selection["wall_seconds"],
         "sweep.train_seconds_sum": selection["train_seconds_sum"],
+        # The compute bill summed over the candidates that trained (energy left out unless every one measured it).
+        **{f"sweep.compute.{k}_sum": v for k, v in selection["compute_sum"].items() if not isinstance(v, str)},
         "sweep.on_front_dp": len(selection["fronts"]["dp"]),
         "sweep.on_front_eo": len(selection["fronts"]["eo"]),
     }
@@ -306,7 +311,7 @@ def sweep() -> State:
     frames = processed_frames(project)
     # Whole frames: a post-processed candidate's per-row draws hash each row's features.
     val, test = frames["val"], frames["test"]
-    layout = token_layout(load_preprocessor(Paths(project).preprocessor))  # for FT-Transformer candidates
+    layout = token_layout(load_preprocessor(Paths(project).preprocessor))  # numeric embeddings, FT-Transformer tokens
 
     # One model per distinct training setting, submitted first; each candidate is scored on its model.
     owner: dict[str, int] = {}
@@ -324,6 +329,7 @@ def sweep() -> State:
     results = [future.result() for future in scored]
     timing = {"started": started, "wall_seconds": round(time.time() - started, 2),
               "train_seconds_sum": round(sum(r.train_seconds for r in results if r.model_of is None), 2),
+              "compute_sum": lib.compute_sum(results),
               "models_trained": len(trained), "runner": describe_runner(params.sweep)}  # fmt: skip
 
     # The choice: validation figures against the policy's fairness limits.

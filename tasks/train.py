@@ -25,13 +25,12 @@ from humane.core.errors import HumaneError, cli
 from humane.core.params import Params, parse_params
 from humane.core.paths import Paths
 from humane.fairness.mitigation import training_terms
-from humane.modeling.compute import ComputeMeter, bill, flops_per_sample
+from humane.modeling.compute import FLOP_PROBE_ROWS, ComputeMeter, bill, flops_per_sample
 from humane.modeling.features import load_preprocessor, split_xy, token_layout
 from humane.modeling.model import count_parameters, model_state
 from humane.modeling.training import fit
 
 SPEC_ENV = "HUMANE_TRAIN_SPEC"  # a torchrun worker's params and workspace, written by the launching process
-FLOP_PROBE_ROWS = 64  # rows of the one forward + backward pass whose FLOPs are counted
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
@@ -87,7 +86,8 @@ def train(params: Params, paths: Paths) -> str:
         weights, groups, penalty, mitigation = training_terms(train_frame, params.mitigation,
                                                               params.validate.min_group_rows)  # fmt: skip
         del train_frame
-        layout = token_layout(load_preprocessor(paths.preprocessor)) if settings.model == "ft_transformer" else None
+        # Which inputs are numeric and which one-hot blocks belong together (numeric embeddings, FT tokens).
+        layout = token_layout(load_preprocessor(paths.preprocessor))
         result = fit(x_train, y_train, x_val, y_val, settings, paths.checkpoints_dir, sample_weight=weights,
                      groups=groups, penalty=penalty, layout=layout,
                      fingerprint_extra=params.mitigation.model_dump_json())  # fmt: skip

@@ -183,6 +183,21 @@ class DPParams(_Section):
     max_physical_batch_size: int = Field(ge=1)
 
 
+class NumericEmbeddingParams(_Section):
+    """How numeric columns enter the network (rtdl-num-embeddings; Gorishniy et al., 2022).
+
+    linear: as scaled values (the MLP) or one linear token each (the FT-Transformer). periodic: each value becomes
+    sin/cos of `n_frequencies` trained frequencies (initialised from N(0, frequency_init_scale^2)), then a linear
+    layer and ReLU to `d_embedding` values ("PLR", lite: that layer shared by the columns); the FT-Transformer uses
+    its token width instead of `d_embedding`.
+    """
+
+    kind: Literal["linear", "periodic"] = "linear"
+    d_embedding: int = Field(16, ge=1)
+    n_frequencies: int = Field(48, ge=1)
+    frequency_init_scale: float = Field(1.0, gt=0)
+
+
 class FTTransformerParams(_Section):
     """FT-Transformer sizes (Gorishniy et al., 2021; rtdl-revisiting-models): one token per feature + [CLS].
 
@@ -247,6 +262,7 @@ class TrainParams(_Section):
     dropout: float = Field(ge=0, lt=1)
     activation: Literal["relu", "gelu", "tanh", "silu"]
     ft_transformer: FTTransformerParams = FTTransformerParams()
+    numeric_embedding: NumericEmbeddingParams = NumericEmbeddingParams()
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     # The global batch: split over processes (distributed) and accumulation steps.
@@ -445,6 +461,7 @@ OVERRIDABLE = (
     "train.seed",
     "train.model",
     "train.ft_transformer",
+    "train.numeric_embedding",
     "train.precision",
     "train.grad_accumulation",
     "train.hidden_sizes",

@@ -32,8 +32,10 @@ from humane.core.paths import LABEL_COLUMN, WEIGHT_COLUMN
 from humane.fairness.metrics import INTERSECTION, audit_predictions, headline
 from humane.fairness.mitigation import decisions, fit_thresholds, mitigate_data, training_terms
 from humane.governance.gate import Policy
+from humane.modeling.compute import FLOP_PROBE_ROWS, ComputeMeter, bill, flops_per_sample
 from humane.modeling.evaluation import binary_metrics
 from humane.modeling.features import split_xy
+from humane.modeling.model import count_parameters
 from humane.modeling.training import fit
 
 QUALITY_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
@@ -57,6 +59,8 @@ class TrainedModel:
     train_seconds: float
     started: float  # wall-clock time (epoch seconds) the candidate's work began, for the run's record
     finished: float
+    # The training's compute bill (humane.modeling.compute.bill): FLOPs, samples/s, energy and CO2.
+    compute: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,8 @@ class CandidateResult:
     # The index of the candidate whose training produced the model, when it was trained for another candidate.
     model_of: int | None = None
     thresholds: dict[str, Any] = field(default_factory=dict)
+    # The compute bill of the training this candidate ran (empty when it was scored on another's model).
+    compute: dict[str, Any] = field(default_factory=dict)
 
     def figures(self, split: str) -> dict[str, float]:
         """The figures of one split ("val" or "test")."""
@@ -178,7 +184,8 @@ def train_candidate(params: Params, frames: dict[str, pd.DataFrame],
         params: The candidate's params (overrides applied).
         frames: The processed "train" (before mitigation by data: `unmitigated_train`), "val" and "test" frames.
         layout: The preprocessor's token layout (humane.modeling.features.token_layout), which an FT-Transformer
-            needs to give each categorical column one token, as the train stage does.
+            needs to give each categorical column one token, and numeric embeddings to find the numeric columns,
+            as the train stage does.
 
     """
     started = time.time()
@@ -196,15 +203,55 @@ def train_candidate(params: Params, frames: dict[str, pd.DataFrame],
     # Candidates run side by side, one process each: a candidate is never itself launched over torchrun.
     one_process = params.train.distributed.model_copy(update={"nproc_per_node": 1, "nnodes": 1})
     settings = params.train.model_copy(update={"progress": False, "distributed": one_process})
-    if settings.model == "ft_transformer" and layout is None:
-        raise ConfigError("an FT-Transformer candidate needs the preprocessor's token layout (the sweep passes it)")
-    result = fit(x_train, y_train, x_val, y_val, settings, sample_weight=weights, groups=groups, penalty=penalty,
-                 layout=layout if settings.model == "ft_transformer" else None)  # fmt: skip
+    if layout is None and (settings.model == "ft_transformer" or settings.numeric_embedding.kind != "linear"):
+        raise ConfigError("an FT-Transformer or numeric-embedding candidate needs the preprocessor's token layout "
+                          "(the sweep passes it)")  # fmt: skip
+    with ComputeMeter(settings.compute) as meter:
+        result = fit(x_train, y_train, x_val, y_val, settings, sample_weight=weights, groups=groups,
+                     penalty=penalty, layout=layout)  # fmt: skip
+    compute = bill(meter, n_parameters=count_parameters(result.model),
+                   flops=flops_per_sample(result.model, x_train[:FLOP_PROBE_ROWS]),
+                   samples=len(result.history) * len(x_train), train_seconds=result.train_seconds,
+                   device=result.device, world_size=1, precision=settings.precision)  # fmt: skip
     with torch.inference_mode():
         p_val = torch.sigmoid(result.model(x_val)).numpy().astype(np.float64)
         p_test = torch.sigmoid(result.model(x_test)).numpy().astype(np.float64)
     return TrainedModel(p_val, p_test, result.best_epoch, len(result.history), len(train), result.train_seconds,
-                        started, time.time())  # fmt: skip
+                        started, time.time(), compute)  # fmt: skip
+
+
+# The figures of a sweep's compute bill that add up over its trained candidates.
+SUMMED_COMPUTE = ("train_flops", "samples", "train_seconds", "stage_seconds", "energy_kwh", "co2_kg")
+
+
+def compute_sum(results: list[CandidateResult]) -> dict[str, float | int | str]:
+    """The sweep's compute bill: each additive figure summed over the candidates that trained a model.
+
+    A figure that some candidate did not measure (codecarbon failed to start there) is not summed over the rest:
+    a partial sum would read as the whole bill. It is left out, and `note` names it.
+    """
+    bills = [r.compute for r in results if r.model_of is None]
+    out: dict[str, float | int | str] = {"models_trained": len(bills)}
+    missing = []
+    for key in SUMMED_COMPUTE:
+        values = [b.get(key) for b in bills]
+        if values and all(isinstance(v, int | float) for v in values):
+            out[key] = sum(values)  # type: ignore[arg-type]
+        else:
+            missing.append(key)
+    if missing:
+        out["note"] = f"not measured for every trained candidate, so not summed: {', '.join(missing)}"
+    return out
+
+
+def compute_markdown(total: dict[str, Any]) -> str:
+    """One paragraph of the sweep's compute bill (`compute_sum`'s output) for the choice's Markdown."""
+    parts = [f"{total[key]:{fmt}} {unit}" for key, fmt, unit in [
+        ("train_flops", ".3g", "training FLOPs"), ("samples", ",", "samples"), ("train_seconds", ",.1f", "s training"),
+        ("energy_kwh", ".3g", "kWh"), ("co2_kg", ".3g", "kg CO2 (codecarbon estimate)"),
+    ] if key in total]  # fmt: skip
+    text = f"**Compute of the sweep** ({total['models_trained']} models trained): " + ", ".join(parts) + "."
+    return text + (f" {total['note'].capitalize()}." if "note" in total else "")
 
 
 def gap_features(params: Params) -> list[str]:
@@ -278,6 +325,7 @@ def score_candidate(
         train_seconds=trained.train_seconds, best_epoch=trained.best_epoch, epochs_run=trained.epochs_run,
         train_rows=trained.train_rows, started=trained.started if model_of is None else started, finished=time.time(),
         model_of=model_of, thresholds={k: state[k] for k in ("constraint", "pooled") if k in state},
+        compute=trained.compute if model_of is None else {},
     )  # fmt: skip
 
 
@@ -307,17 +355,19 @@ def cross_fitted(params: Params, val: pd.DataFrame, p_val: np.ndarray, folds: in
     return decided
 
 
-def run_candidate(params: Params, frames: dict[str, pd.DataFrame],
-                  overrides: dict[str, Any] | None = None) -> CandidateResult:  # fmt: skip
+def run_candidate(params: Params, frames: dict[str, pd.DataFrame], overrides: dict[str, Any] | None = None,
+                  layout: tuple[int, list[int]] | None = None) -> CandidateResult:  # fmt: skip
     """Train and score one candidate in-process: what preprocess → train → postprocess → evaluate → audit measure.
 
     Args:
         params: The candidate's params (overrides applied).
         frames: The processed "train" (before mitigation by data), "val" and "test" frames.
         overrides: The candidate's overrides, as recorded.
+        layout: The preprocessor's token layout (see `train_candidate`).
 
     """
-    return score_candidate(params, frames["val"], frames["test"], train_candidate(params, frames), None, overrides)
+    trained = train_candidate(params, frames, layout)
+    return score_candidate(params, frames["val"], frames["test"], trained, None, overrides)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from humane.core.params import ComputeParams
 
+FLOP_PROBE_ROWS = 64  # rows of the one forward + backward pass whose FLOPs are counted
+
 
 def flops_per_sample(model: nn.Module, x: torch.Tensor) -> float:
     """Floating-point operations of one training step (forward + backward), per row of `x`.

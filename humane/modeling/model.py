@@ -19,14 +19,35 @@ from humane.core.params import TrainParams
 ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
 
+def periodic_embeddings(n_numeric: int, spec: dict[str, Any], d_embedding: int, lite: bool) -> nn.Module:
+    """rtdl-num-embeddings' periodic embeddings ("PLR") of `n_numeric` columns: (batch, n) → (batch, n, d)."""
+    from rtdl_num_embeddings import PeriodicEmbeddings
+
+    scale = spec["frequency_init_scale"]
+    return PeriodicEmbeddings(n_numeric, d_embedding, n_frequencies=spec["n_frequencies"],
+                              frequency_init_scale=scale, activation=True, lite=lite)  # fmt: skip
+
+
+def embedding_spec(params: TrainParams) -> dict[str, Any] | None:
+    """`train.numeric_embedding` as the plain dict the model args store; None for plain (linear) numeric inputs."""
+    spec = params.numeric_embedding
+    return None if spec.kind == "linear" else spec.model_dump()
+
+
 @dataclass(frozen=True)
 class MLPArgs:
-    """Everything needed to rebuild the network (stored in every checkpoint)."""
+    """Everything needed to rebuild the network (stored in every checkpoint).
+
+    With `embedding` (periodic), the first `n_numeric` inputs, the scaled numeric columns, each become
+    `d_embedding` values before the first layer; model files written before embeddings existed load as before.
+    """
 
     n_inputs: int
     hidden_sizes: list[int]
     dropout: float
     activation: str
+    n_numeric: int = 0
+    embedding: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
         """Plain-dict form for checkpoints."""
@@ -42,6 +63,11 @@ class MLP(nn.Module):
             raise ValueError(f"train.activation {args.activation!r} is not one of {sorted(ACTIVATIONS)}")
         layers: list[nn.Module] = []
         width = args.n_inputs
+        self.embedding: nn.Module | None = None
+        if args.embedding is not None and args.n_numeric:
+            d = args.embedding["d_embedding"]
+            self.embedding = periodic_embeddings(args.n_numeric, args.embedding, d, lite=True)
+            width += args.n_numeric * (d - 1)
         for hidden in args.hidden_sizes:
             layers += [nn.Linear(width, hidden), ACTIVATIONS[args.activation](), nn.Dropout(args.dropout)]
             width = hidden
@@ -51,6 +77,9 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits, shape (batch,)."""
+        if self.embedding is not None:
+            n = self.args.n_numeric
+            x = torch.cat([self.embedding(x[:, :n]).flatten(1), x[:, n:]], dim=1)
         return self.net(x).squeeze(-1)
 
 
@@ -90,6 +119,8 @@ class FTTransformerArgs:
     ffn_dropout: float
     residual_dropout: float
     checkpointing: bool = False
+    # Periodic numeric tokens (one output layer per column) instead of rtdl's linear ones; None: linear.
+    embedding: dict[str, Any] | None = None
     kind: str = field(default="ft_transformer", init=False)
 
     def to_dict(self) -> dict:
@@ -118,6 +149,8 @@ class FTTransformer(nn.Module):
             ffn_d_hidden_multiplier=args.ffn_d_hidden_multiplier, ffn_dropout=args.ffn_dropout,
             residual_dropout=args.residual_dropout,
         )  # fmt: skip
+        if args.embedding is not None and args.n_numeric:
+            self.net.cont_embeddings = periodic_embeddings(args.n_numeric, args.embedding, args.d_block, lite=False)
         self.args = args
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
@@ -166,13 +199,18 @@ Network = MLP | FTTransformer
 
 def build_model(params: TrainParams, n_inputs: int, layout: tuple[int, list[int]] | None = None) -> Network:
     """The network `train.model` names, for `n_inputs` columns (`layout`: numeric count, one-hot block widths)."""
-    if params.model == "mlp":
-        return MLP(MLPArgs(n_inputs, list(params.hidden_sizes), params.dropout, params.activation))
     n_numeric, cardinalities = layout if layout is not None else (n_inputs, [])
+    embedding = embedding_spec(params)
+    if embedding is not None and layout is None:
+        raise ValueError("train.numeric_embedding periodic needs the preprocessor's layout (which inputs are numeric)")
+    if params.model == "mlp":
+        return MLP(MLPArgs(n_inputs, list(params.hidden_sizes), params.dropout, params.activation, n_numeric,
+                           embedding))  # fmt: skip
     ft = params.ft_transformer
     return FTTransformer(FTTransformerArgs(
         n_inputs, n_numeric, list(cardinalities), ft.d_block, ft.n_blocks, ft.attention_n_heads,
         ft.attention_dropout, ft.ffn_d_hidden_multiplier, ft.ffn_dropout, ft.residual_dropout, ft.checkpointing,
+        embedding,
     ))  # fmt: skip
 
 
@@ -188,13 +226,16 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 def describe(model: Network) -> str:
     """One line for the card: the architecture and its sizes."""
     a = model.args
+    numeric = "" if not (a.embedding and a.n_numeric) else (
+        f"; {a.n_numeric} numeric columns through periodic embeddings ({a.embedding['n_frequencies']} frequencies, "
+        f"init scale {a.embedding['frequency_init_scale']:g})")  # fmt: skip
     if isinstance(a, FTTransformerArgs):
         return (f"FT-Transformer: {a.n_numeric} numeric + {len(a.cardinalities)} categorical tokens and [CLS], "
                 f"{a.n_blocks} blocks of width {a.d_block}, {a.attention_n_heads} heads, ReGLU FFN x"
                 f"{a.ffn_d_hidden_multiplier:.3g}, dropout attention {a.attention_dropout} / FFN {a.ffn_dropout} / "
-                f"residual {a.residual_dropout}")  # fmt: skip
+                f"residual {a.residual_dropout}{numeric}")  # fmt: skip
     return (f"MLP {a.n_inputs} → {' → '.join(map(str, a.hidden_sizes))} → 1 logit, {a.activation}, "
-            f"dropout {a.dropout}")  # fmt: skip
+            f"dropout {a.dropout}{numeric}")  # fmt: skip
 
 
 def model_state(model: Network) -> dict[str, Any]:

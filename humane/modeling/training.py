@@ -173,7 +173,7 @@ def fingerprint(params: TrainParams, tensors: list[torch.Tensor | None], extra: 
         digest.update(source.read_bytes())
     from importlib.metadata import version
 
-    for library in ("torch", "rtdl-revisiting-models", "fairret", "opacus"):
+    for library in ("torch", "rtdl-revisiting-models", "rtdl-num-embeddings", "fairret", "opacus"):
         digest.update(f"{library}=={version(library)};".encode())
     return digest.hexdigest()
 

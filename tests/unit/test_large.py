@@ -9,7 +9,15 @@ import torch
 
 from humane.core import io
 from humane.core.errors import ConfigError, HumaneError
-from humane.core.params import ComputeParams, DPParams, FTTransformerParams, TrainParams, load_params, parse_params
+from humane.core.params import (
+    ComputeParams,
+    DPParams,
+    FTTransformerParams,
+    NumericEmbeddingParams,
+    TrainParams,
+    load_params,
+    parse_params,
+)
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
 from humane.governance.card import Card, add_compute
@@ -19,7 +27,7 @@ from humane.governance.tracking import log_serving_model
 from humane.modeling.compute import ComputeMeter, bill, flops_per_sample
 from humane.modeling.features import fit as fit_preprocessor
 from humane.modeling.features import token_layout
-from humane.modeling.model import FTTransformer, build_model, count_parameters, load_model, model_state
+from humane.modeling.model import FTTransformer, build_model, count_parameters, describe, load_model, model_state
 from humane.modeling.training import RESUME_FILE, fit
 from humane.privacy.policy import apply_policy, fit_policy
 from tests.conftest import ROOT
@@ -248,3 +256,46 @@ def test_bf16_autocast_trains():
     result = fit(*_data(), _params(precision="bf16", max_epochs=4))
     assert all(math.isfinite(r["val_loss"]) for r in result.history)
     assert result.history[-1]["val_loss"] < result.history[0]["val_loss"] * 1.05
+
+
+PERIODIC = NumericEmbeddingParams(kind="periodic", d_embedding=4, n_frequencies=3, frequency_init_scale=0.5)
+
+
+@pytest.mark.parametrize("model", ["mlp", "ft_transformer"])
+def test_periodic_numeric_embeddings_train_and_survive_the_model_file(model):
+    params = _params(model=model, numeric_embedding=PERIODIC, max_epochs=3)
+    with pytest.raises(ValueError, match="numeric_embedding periodic needs the preprocessor's layout"):
+        build_model(params, 7)
+    result = fit(*_data(), params, layout=LAYOUT)
+    network = result.model
+    trained = {name for name, p in network.named_parameters() if "embedding" in name}
+    # MLP: its own periodic block; FT-Transformer: rtdl's numeric token embeddings replaced by periodic ones.
+    assert any(".periodic." in name or name.startswith("embedding.periodic") for name in trained), trained
+    assert "periodic embeddings (3 frequencies, init scale 0.5)" in describe(network)
+    x = _data()[2]
+    rebuilt = load_model(model_state(network))
+    with torch.no_grad():
+        assert torch.equal(network.eval()(x), rebuilt(x))
+        # The numeric columns go through the embedding: a changed numeric value changes the logit.
+        moved = x.clone()
+        moved[:, 0] += 1.0
+        assert not torch.allclose(rebuilt(x), rebuilt(moved))
+
+
+def test_an_mlp_model_file_from_before_numeric_embeddings_still_loads():
+    old = build_model(_params(model="mlp"), 7)
+    state = model_state(old)
+    for key in ("n_numeric", "embedding"):
+        state["model_args"].pop(key)
+    x = _data()[0]
+    with torch.no_grad():
+        assert torch.equal(old.eval()(x), load_model(state)(x))
+
+
+def test_dp_sgd_trains_an_mlp_with_periodic_embeddings():
+    dp = DP_OFF.model_copy(update={"enabled": True, "target_epsilon": 3.0})
+    params = _params(model="mlp", numeric_embedding=PERIODIC, dp=dp, max_epochs=2, resume=False)
+    result = fit(*_data(), params, layout=LAYOUT)
+    assert result.privacy["dp_enabled"] is True
+    assert 0 < result.privacy["epsilon"] <= 3.0
+    assert any(name.startswith("embedding.") for name in result.model.state_dict())

@@ -1,6 +1,7 @@
 """The sweep's pure parts: the Pareto front, the choice by policy, model sharing, and one candidate end to end."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from humane.fairness.mitigation import mitigate_data
 from humane.fairness.sweep import (
     CandidateResult,
     check_candidates,
+    compute_markdown,
+    compute_sum,
     cross_fitted,
     pareto_front,
     plot_front,
@@ -154,8 +157,10 @@ def test_table_rows_are_flat_and_plot_is_written(tmp_path):
 @pytest.fixture(scope="module")
 def raw() -> dict:
     # Unmitigated base (the Adult profile's default thresholds undone), so "plain" and "thresholded" differ.
+    # Plain numeric inputs: the tiny 4-epoch network learns the injected bias (these tests are about the sweep).
     small = {"train.max_epochs": 4, "train.patience": 2, "train.hidden_sizes": [16], "train.lr": 0.01,
-             "train.progress": False, "mitigation.thresholds": "none"}  # fmt: skip
+             "train.progress": False, "mitigation.thresholds": "none",
+             "train.numeric_embedding": {"kind": "linear"}}  # fmt: skip
     return apply_overrides(read_raw(ROOT / "params.yaml"), small)
 
 
@@ -193,6 +198,9 @@ def processed(n: int, seed: int) -> pd.DataFrame:
                          f"{SENSITIVE_PREFIX}race": np.where(rng.random(n) < 0.8, "W", "B")})  # fmt: skip
 
 
+LAYOUT = (2, [])  # the processed frames' inputs: two numeric columns, no one-hot blocks
+
+
 @pytest.fixture(scope="module")
 def frames() -> dict[str, pd.DataFrame]:
     return {"train": processed(1500, 0), "val": processed(800, 1), "test": processed(800, 2)}
@@ -210,10 +218,11 @@ def test_unmitigated_train_undoes_the_preprocess_stage_mitigation(raw, frames):
 def test_a_candidate_is_measured_like_the_pipeline_and_a_shared_model_scores_the_same(raw, frames):
     threads = torch.get_num_threads()
     try:
-        plain = run_candidate(params_with(raw), frames)
+        plain = run_candidate(params_with(raw), frames, layout=LAYOUT)
         dp = params_with(raw, mitigation__thresholds="demographic_parity")
-        fitted = run_candidate(dp, frames)
-        shared = score_candidate(dp, frames["val"], frames["test"], train_candidate(params_with(raw), frames), 0)
+        fitted = run_candidate(dp, frames, layout=LAYOUT)
+        again = train_candidate(params_with(raw), frames, LAYOUT)
+        shared = score_candidate(dp, frames["val"], frames["test"], again, 0)
     finally:
         torch.set_num_threads(threads)
     # Every quality figure and every gap of sex, race and their intersection, on both splits.
@@ -230,6 +239,27 @@ def test_a_candidate_is_measured_like_the_pipeline_and_a_shared_model_scores_the
     # The same training settings make the same model: sharing it changes nothing but the record.
     assert shared.val == fitted.val and shared.test == fitted.test
     assert shared.model_of == 0 and fitted.model_of is None
+    # Each trained candidate carries its compute bill; one scored on another's model trained nothing.
+    assert plain.compute["train_flops"] > 0 and plain.compute["samples"] == plain.epochs_run * plain.train_rows
+    assert plain.compute["n_parameters"] > 0 and shared.compute == {}
+
+
+def test_the_sweeps_compute_bill_sums_trained_candidates_and_never_a_partial_energy():
+    def bill(**kw):
+        return {"train_flops": 1e9, "samples": 100, "train_seconds": 2.0, "stage_seconds": 3.0, "energy_kwh": 0.5,
+                "co2_kg": 0.2, "n_parameters": 7, **kw}  # fmt: skip
+
+    trained, shared = replace(result(0.8, 0.1), compute=bill()), replace(result(0.8, 0.1), model_of=0)
+    total = compute_sum([trained, replace(trained, compute=bill(samples=50)), shared])
+    assert total == {"models_trained": 2, "train_flops": 2e9, "samples": 150, "train_seconds": 4.0,
+                     "stage_seconds": 6.0, "energy_kwh": 1.0, "co2_kg": 0.4}  # fmt: skip
+    unmeasured = bill()
+    del unmeasured["energy_kwh"], unmeasured["co2_kg"]
+    total = compute_sum([trained, replace(trained, compute=unmeasured)])
+    assert "energy_kwh" not in total and "co2_kg" not in total and total["samples"] == 200
+    assert total["note"] == "not measured for every trained candidate, so not summed: energy_kwh, co2_kg"
+    text = compute_markdown(total)
+    assert "2e+09 training FLOPs, 200 samples, 4.0 s training." in text and "Not measured" in text
 
 
 def test_a_threshold_candidates_validation_decisions_are_out_of_fold(raw, frames):
