@@ -173,13 +173,36 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def repro_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project copy on which `dvc repro` has run once, successfully."""
-    project = make_project(tmp_path_factory.mktemp("repro"))
+def _repro(dest: Path) -> Path:
+    project = make_project(dest)
     result = run(["dvc", "repro"], project)
     assert "Running stage 'track'" in result.stdout
     return project
+
+
+@pytest.fixture(scope="session")
+def repro_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project copy on which `dvc repro` has run once, successfully.
+
+    Under pytest-xdist the run is made once for the whole session, by the first worker that needs it (the others
+    wait on a file lock), and each worker gets its own copy of it, so that no two workers share a directory.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _repro(tmp_path_factory.mktemp("repro"))
+    import fcntl
+
+    shared = tmp_path_factory.getbasetemp().parent  # the session's temp root, common to its workers
+    built, done = shared / "repro-shared" / "project", shared / "repro-shared" / "built"
+    with open(shared / "repro-shared.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes (also if the run fails)
+        if not done.exists():
+            shutil.rmtree(built.parent, ignore_errors=True)  # what a failed attempt left
+            _repro(built)
+            done.touch()
+    dest = tmp_path_factory.mktemp("repro")
+    shutil.copytree(built, dest, symlinks=True, dirs_exist_ok=True)
+    _relocate_store(dest / "mlflow.db", str(built), str(dest))
+    return dest
 
 
 @pytest.fixture
@@ -246,3 +269,20 @@ def tiny_adult() -> pd.DataFrame:
              "native-country": "United-States", "income": ["<=50K", ">50K"][i % 2]}
         )  # fmt: skip
     return pd.DataFrame(rows)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`--dist loadgroup`): the tests of a module that share a module-scoped fixture (a project
+    copy whose state they carry from one to the next) form one group, run in order on one worker, and the groups
+    are handed out first, so that no long group is left to run alone at the end."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist's workers by `--dist loadgroup`
+        return
+    grouped = set()
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        scopes = {d.scope for ds in (defs.name2fixturedefs.values() if defs else ()) for d in ds}
+        if "module" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+            grouped.add(item.nodeid)
+    items.sort(key=lambda item: item.nodeid not in grouped)  # stable: each group keeps its tests' order
