@@ -97,7 +97,7 @@ def train(params: Params, paths: Paths) -> str:
     samples = sum(1 for _ in result.history) * len(x_train)
     compute = bill(meter, n_parameters=count_parameters(result.model), flops=flops, samples=samples,
                    train_seconds=result.train_seconds, device=result.device, world_size=result.world_size,
-                   precision=settings.precision)  # fmt: skip
+                   precision=settings.precision, prior_train_seconds=result.prior_seconds)  # fmt: skip
     state = {**model_state(result.model), "config": settings.model_dump(mode="json"), "feature_names": features,
              "best_epoch": result.best_epoch}  # fmt: skip
     io.write_with(paths.model, lambda tmp: torch.save(state, tmp))

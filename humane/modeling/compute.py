@@ -101,9 +101,15 @@ class ComputeMeter:
 
 def bill(
     meter: ComputeMeter, *, n_parameters: int, flops: float, samples: int, train_seconds: float, device: str,
-    world_size: int, precision: str,
+    world_size: int, precision: str, prior_train_seconds: float = 0.0,
 ) -> dict[str, Any]:  # fmt: skip
-    """The compute figures of one training run, for train_metrics.json (`compute`), MLflow, the card and the gate."""
+    """The compute figures of one training run, for train_metrics.json (`compute`), MLflow, the card and the gate.
+
+    `samples`, `train_flops` and `train_seconds` cover every attempt of a resumed run. The meter saw only this
+    attempt, so the energy and CO2 of the earlier attempts' `prior_train_seconds` of training are added at this
+    attempt's mean power (`energy_earlier_attempts_kwh`), and the note says so; an interrupted attempt's
+    unfinished epoch was never checkpointed and is not counted.
+    """
     out: dict[str, Any] = {
         "n_parameters": n_parameters,
         "flops_per_sample": flops,
@@ -120,8 +126,18 @@ def bill(
     }
     if torch.cuda.is_available() and device.startswith("cuda"):
         out["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1e9
-    if meter.energy_kwh is not None:
+    notes = [meter.note] if meter.note else []
+    if meter.energy_kwh is not None and meter.co2_kg is not None:
         out["energy_kwh"], out["co2_kg"] = meter.energy_kwh, meter.co2_kg
-    if meter.note:
-        out["note"] = meter.note
+        if prior_train_seconds > 0 and meter.seconds > 0:
+            share = prior_train_seconds / meter.seconds
+            earlier = meter.energy_kwh * share
+            out["energy_kwh"] += earlier
+            out["co2_kg"] += meter.co2_kg * share
+            out["energy_earlier_attempts_kwh"] = earlier
+            notes.append(f"Energy and CO2 include {earlier:.3g} kWh estimated for the earlier, interrupted attempts' "
+                         f"{prior_train_seconds:.1f} s of training, at this attempt's mean power; an interrupted "
+                         "epoch that never reached its checkpoint is not counted.")  # fmt: skip
+    if notes:
+        out["note"] = " ".join(notes)
     return out

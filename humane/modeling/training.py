@@ -60,6 +60,8 @@ class TrainResult:
     resume_note: str = ""
     device: str = "cpu"
     world_size: int = 1
+    # Training seconds of the earlier, interrupted attempts this one resumed (included in train_seconds).
+    prior_seconds: float = 0.0
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -408,7 +410,7 @@ def fit(
     resumed_from = first - 1
     result = TrainResult(base.cpu(), best_epoch, history, spent + seconds, processed / max(seconds, 1e-9),
                          resumed_from=resumed_from, resume_note=note, device=str(device),
-                         world_size=world)  # fmt: skip
+                         world_size=world, prior_seconds=spent)  # fmt: skip
     if engine is not None:
         # The budget spent by the epochs actually run (early stopping spends less than the target).
         result.privacy.update(

@@ -74,7 +74,11 @@ def test_a_killed_train_stage_resumes_to_the_uninterrupted_result(prepared):
     assert f"resumed after epoch {killed_at}" in rerun.stderr + rerun.stdout
     outcome, state = _outcome(prepared)
     assert outcome == expected
-    assert json.loads((prepared / "reports/train_metrics.json").read_text())["resumed_from_epoch"] == killed_at
+    resumed = json.loads((prepared / "reports/train_metrics.json").read_text())
+    assert resumed["resumed_from_epoch"] == killed_at
+    # The bill covers the killed attempt too: its epochs' training time, and their energy at this attempt's power.
+    assert resumed["compute"]["energy_earlier_attempts_kwh"] > 0
+    assert "earlier, interrupted attempts" in resumed["compute"]["note"]
     for name, tensor in expected_state.items():
         assert torch.equal(tensor, state[name]), name
 

@@ -211,6 +211,23 @@ def test_the_bill_measures_energy_offline_and_feeds_the_card_and_the_gate():
     assert not unmeasured.passed and "not measured" in unmeasured.reasons[0]
 
 
+def test_a_resumed_runs_energy_adds_the_earlier_attempts_at_this_attempts_power():
+    with ComputeMeter(ComputeParams(country_iso_code="FRA")) as meter:
+        sum(i * i for i in range(3_000_000))
+    common = dict(n_parameters=10, flops=100.0, samples=1000, device="cpu", world_size=1, precision="fp32")
+    fresh = bill(meter, train_seconds=meter.seconds, **common)
+    assert "energy_earlier_attempts_kwh" not in fresh and "note" not in fresh
+    # Earlier attempts trained three times as long as this one: four times this attempt's energy in all.
+    resumed = bill(meter, train_seconds=4 * meter.seconds, prior_train_seconds=3 * meter.seconds, **common)
+    assert resumed["energy_kwh"] == pytest.approx(4 * fresh["energy_kwh"])
+    assert resumed["co2_kg"] == pytest.approx(4 * fresh["co2_kg"])
+    assert resumed["energy_earlier_attempts_kwh"] == pytest.approx(3 * fresh["energy_kwh"])
+    assert "estimated for the earlier, interrupted attempts" in resumed["note"]
+    card = Card()
+    add_compute(card, resumed)
+    assert "earlier, interrupted attempts" in card.to_markdown()
+
+
 def test_the_served_transformer_scores_raw_rows_like_the_network(tmp_path):
     paths = Paths(tmp_path)
     params = load_params(ROOT / "params.yaml")
