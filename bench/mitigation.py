@@ -8,9 +8,10 @@ feature sex, neither sex nor race a model input. Every model below sees the same
   (fitted on the validation split of the training pool, never the test split) and with ExponentiatedGradient.
 - Torch candidates: the pipeline's MLP (`humane.modeling.training.fit`, params.yaml), then each method of
   `humane.fairness.mitigation` across strengths: reweighing, oversampling, the fairret fairness penalty (DP and
-  EO over a λ grid), group thresholds (DP, EO, TPR parity) on validation scores, and ExponentiatedGradient with
-  the MLP wrapped as a sample-weight-aware estimator when its measured cost (one fit × the expected oracle
-  calls) stays under EG_LIMIT_S per constraint.
+  EO over a λ grid), group thresholds (DP, EO, TPR parity) on validation scores, and the pipeline's
+  ExponentiatedGradient (`mitigation.reductions`: the MLP wrapped as a sample-weight-aware estimator, served as
+  the weighted vote of its networks) when its measured cost (one fit × the expected oracle calls) stays under
+  EG_LIMIT_S per constraint.
 - Pareto fronts (accuracy vs DP difference and vs EO difference on the test split), whether the torch front
   dominates the logistic-regression peers, and the issue's goals. Writes reports/bench/mitigation_front.png
   and reports/bench/mitigation_front.json.
@@ -58,9 +59,15 @@ from humane.fairness.mitigation import (  # noqa: E402
     oversample,
     reweighing,
 )
-from humane.fairness.reductions import MLPClassifier, predict_scores, train_mlp  # noqa: E402
+from humane.fairness.reductions import MLPClassifier, fit_reductions, predict_scores, train_mlp  # noqa: E402
 from humane.modeling.features import fit as fit_preprocessor  # noqa: E402
-from humane.modeling.features import split_train_val, split_xy, to_model_frame  # noqa: E402
+from humane.modeling.features import (  # noqa: E402
+    split_train_val,
+    split_xy,
+    to_model_frame,
+    token_layout,
+)
+from humane.modeling.model import embedding_spec  # noqa: E402
 from humane.modeling.training import fit  # noqa: E402
 from humane.privacy.policy import apply_policy, fit_policy, pseudonym_key  # noqa: E402
 
@@ -119,6 +126,8 @@ class Data:
     val: Split
     test: Split
     n_features: int
+    # The preprocessor's layout (numeric columns, one-hot widths): the periodic numeric embeddings need it.
+    layout: tuple[int, list[int]]
 
 
 @dataclass
@@ -154,7 +163,7 @@ def prepare(params: Params) -> Data:
         x, y, _ = split_xy(model_frame)
         return Split(x, y.numpy(), group_keys(model_frame, SENSITIVE), model_frame)
 
-    return Data(split(train), split(val), split(test), len(pre.feature_names))
+    return Data(split(train), split(val), split(test), len(pre.feature_names), token_layout(pre))
 
 
 def gaps(split: Split, y_pred: np.ndarray) -> tuple[float, float, float]:
@@ -264,7 +273,8 @@ def candidate(data: Data, params: Params, kind: str, strength: float) -> Outcome
         model, s = timed(lambda: train_mlp(
             x, torch.as_tensor(y, dtype=torch.float32), hidden_sizes=train.hidden_sizes, dropout=train.dropout,
             activation=train.activation, lr=train.lr, weight_decay=train.weight_decay,
-            batch_size=train.batch_size, epochs=EPOCHS, seed=seed, **extra,
+            batch_size=train.batch_size, epochs=EPOCHS, seed=seed, n_numeric=data.layout[0],
+            embedding=embedding_spec(train), **extra,
         ))  # fmt: skip
         return model, s
 
@@ -285,7 +295,7 @@ def candidate(data: Data, params: Params, kind: str, strength: float) -> Outcome
     if kind == "pipeline":
         # The pipeline's model: params.yaml's trainer with early stopping (what `dvc repro` ships).
         quiet = train.model_copy(update={"progress": False})
-        shipped = fit(tr.x, torch.as_tensor(tr.y), va.x, torch.as_tensor(va.y), quiet)
+        shipped = fit(tr.x, torch.as_tensor(tr.y), va.x, torch.as_tensor(va.y), quiet, layout=data.layout)
         add(UNMITIGATED, "none", plain(shipped.model), shipped.train_seconds)
         notes.append(f"pipeline trainer: best epoch {shipped.best_epoch} of {len(shipped.history)}")
         thresholds(shipped.model, "MLP", shipped.train_seconds, tuple(THRESHOLDS))
@@ -312,14 +322,16 @@ def candidate(data: Data, params: Params, kind: str, strength: float) -> Outcome
         add(f"{kind} λ={strength:g}", kind, plain(model), s)
         thresholds(model, f"{kind} λ={strength:g}", s, (label,))
     elif kind in ("reductions DP", "reductions EO"):
+        # The pipeline's own reductions (mitigation.reductions): the served vote, decided by evaluate.threshold.
         label = kind.split()[1]
-        moment = DemographicParity if label == "DP" else EqualizedOdds
-        estimator = MLPClassifier.from_params(train, epochs=EG_EPOCHS, threshold=threshold)
-        eg = ExponentiatedGradient(estimator, moment(difference_bound=EG_EPS), eps=EG_EPS)
-        _, s = timed(lambda: eg.fit(tr.x64, tr.y, sensitive_features=tr.keys.to_numpy()))
+        settings = params.mitigation.model_copy(update={
+            "reductions": THRESHOLDS[label], "reductions_eps": EG_EPS, "reductions_epochs": EG_EPOCHS})  # fmt: skip
+        result, info = fit_reductions(tr.x, torch.as_tensor(tr.y), va.x, torch.as_tensor(va.y), tr.keys, train,
+                                      settings, min_rows, data.layout)  # fmt: skip
         add(f"ExponentiatedGradient({label}, eps {EG_EPS:g}, {EG_EPOCHS}-epoch MLP)", "reductions",
-            eg.predict(te.x64, random_state=seed), s)  # fmt: skip
-        notes.append(f"ExponentiatedGradient({label}) with the MLP: {eg.n_oracle_calls_} oracle calls, {s:.0f}s")
+            plain(result.model), result.train_seconds)  # fmt: skip
+        notes.append(f"ExponentiatedGradient({label}) with the MLP: {info['oracle_calls']} oracle calls, "
+                     f"{info['members']} networks in the vote, {result.train_seconds:.0f}s")  # fmt: skip
     else:
         raise ValueError(f"unknown candidate kind {kind!r}")
     return rows, notes
@@ -337,7 +349,8 @@ def run_unit(unit: Unit) -> tuple[Unit, Outcome, float]:
 
 def eg_cost(data: Data, params: Params) -> float:
     """Seconds of one weighted fit of the wrapped MLP, the unit of ExponentiatedGradient's cost."""
-    estimator = MLPClassifier.from_params(params.train, epochs=EG_EPOCHS, threshold=params.evaluate.threshold)
+    estimator = MLPClassifier.from_params(params.train, epochs=EG_EPOCHS, threshold=params.evaluate.threshold,
+                                          layout=data.layout)  # fmt: skip
     weights = np.random.default_rng(params.train.seed).uniform(0.5, 1.5, len(data.train.y))
     return timed(lambda: estimator.fit(data.train.x64, data.train.y, sample_weight=weights))[1]
 

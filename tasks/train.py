@@ -25,10 +25,10 @@ from humane.core.errors import HumaneError, cli
 from humane.core.params import Params, parse_params
 from humane.core.paths import Paths
 from humane.fairness.mitigation import training_terms
+from humane.fairness.reductions import fit_mitigated
 from humane.modeling.compute import FLOP_PROBE_ROWS, ComputeMeter, bill, flops_per_sample
 from humane.modeling.features import load_preprocessor, split_xy, token_layout
 from humane.modeling.model import count_parameters, model_state
-from humane.modeling.training import fit
 
 SPEC_ENV = "HUMANE_TRAIN_SPEC"  # a torchrun worker's params and workspace, written by the launching process
 
@@ -85,16 +85,18 @@ def train(params: Params, paths: Paths) -> str:
         x_val, y_val, _ = split_xy(pd.read_parquet(paths.processed_val))
         weights, groups, penalty, mitigation = training_terms(train_frame, params.mitigation,
                                                               params.validate.min_group_rows)  # fmt: skip
-        del train_frame
         # Which inputs are numeric and which one-hot blocks belong together (numeric embeddings, FT tokens).
         layout = token_layout(load_preprocessor(paths.preprocessor))
-        result = fit(x_train, y_train, x_val, y_val, settings, paths.checkpoints_dir, sample_weight=weights,
-                     groups=groups, penalty=penalty, layout=layout,
-                     fingerprint_extra=params.mitigation.model_dump_json())  # fmt: skip
+        result, reductions = fit_mitigated(x_train, y_train, x_val, y_val, train_frame, params, settings,
+                                           paths.checkpoints_dir, sample_weight=weights, groups=groups,
+                                           penalty=penalty, layout=layout)  # fmt: skip
+        del train_frame
     if rank != 0:
         return "train: worker finished"
+    if reductions is not None:
+        mitigation["reductions"] = reductions
     flops = flops_per_sample(result.model, x_train[:FLOP_PROBE_ROWS])
-    samples = sum(1 for _ in result.history) * len(x_train)
+    samples = result.samples or len(result.history) * len(x_train)
     compute = bill(meter, n_parameters=count_parameters(result.model), flops=flops, samples=samples,
                    train_seconds=result.train_seconds, device=result.device, world_size=result.world_size,
                    precision=settings.precision, prior_train_seconds=result.prior_seconds)  # fmt: skip

@@ -135,6 +135,13 @@ class MitigationParams(_Section):
     # In-processing (train stage): a fairness term in the loss (fairret), weighted by loss_weight.
     loss: Literal["none", "demographic_parity", "equalized_odds"] = "none"
     loss_weight: float = Field(0.0, ge=0, le=100)
+    # In-processing by reductions (train stage): Fairlearn's ExponentiatedGradient around the MLP, each inner fit
+    # reductions_epochs epochs on its per-row weights, at most reductions_max_iter iterations, constraint slack
+    # reductions_eps; the model is the weighted vote of the networks it fitted.
+    reductions: Literal["none", "demographic_parity", "equalized_odds"] = "none"
+    reductions_eps: float = Field(0.01, gt=0, le=1)
+    reductions_epochs: int = Field(5, ge=1, le=1000)
+    reductions_max_iter: int = Field(50, ge=1, le=1000)
     # Post-processing (postprocess stage): Fairlearn's ThresholdOptimizer fitted on the validation split.
     thresholds: Literal["none", "demographic_parity", "equalized_odds", "true_positive_rate_parity"] = "none"
     seed: int = 0
@@ -144,6 +151,7 @@ class MitigationParams(_Section):
         """The methods switched on, by name."""
         on = ["reweigh"] * self.reweigh + ["resample"] * self.resample
         on += [f"loss:{self.loss}"] if self.loss != "none" and self.loss_weight > 0 else []
+        on += [f"reductions:{self.reductions}"] if self.reductions != "none" else []
         return on + ([f"thresholds:{self.thresholds}"] if self.thresholds != "none" else [])
 
 
@@ -428,9 +436,21 @@ class Params(_Section):
                 raise ValueError(f"sweep.candidates[{n}] sets {refused}: a candidate may change only allow-listed "
                                  "keys (humane.core.params.OVERRIDABLE)")  # fmt: skip
         if self.train.dp.enabled and [m for m in active if not m.startswith("thresholds")]:
-            raise ValueError("mitigation by weights, resampling or a loss term is not combined with DP-SGD "
-                             "(train.dp.enabled): its privacy accounting assumes the plain loss on uniform "
+            raise ValueError("mitigation by weights, resampling, a loss term or reductions is not combined with "
+                             "DP-SGD (train.dp.enabled): its privacy accounting assumes the plain loss on uniform "
                              "samples")  # fmt: skip
+        if self.mitigation.reductions != "none":
+            refused = [what for what, on in [
+                ("mitigation.reweigh (the reductions set their own per-row weights)", self.mitigation.reweigh),
+                ("a fairness loss term (mitigation.loss)", any(m.startswith("loss:") for m in active)),
+                ("train.model ft_transformer (the reductions wrap the MLP)", self.train.model != "mlp"),
+                ("train.distributed, train.grad_accumulation or bf16 (each inner fit is one plain fp32 process)",
+                 self.train.distributed.world > 1 or self.train.grad_accumulation > 1
+                 or self.train.precision != "fp32"),
+            ] if on]  # fmt: skip
+            if refused:
+                raise ValueError(f"mitigation.reductions {self.mitigation.reductions} is not combined with "
+                                 f"{'; '.join(refused)}")  # fmt: skip
         return self
 
     @model_validator(mode="after")
@@ -480,6 +500,10 @@ OVERRIDABLE = (
     "mitigation.resample",
     "mitigation.loss",
     "mitigation.loss_weight",
+    "mitigation.reductions",
+    "mitigation.reductions_eps",
+    "mitigation.reductions_epochs",
+    "mitigation.reductions_max_iter",
     "mitigation.thresholds",
     "mitigation.seed",
 )

@@ -11,17 +11,22 @@ optional penalty.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import TrainParams
-from humane.modeling.model import MLP, MLPArgs, probabilities
-from humane.modeling.training import seed_everything
+from humane.core.params import MitigationParams, Params, TrainParams
+from humane.fairness.mitigation import constrained, group_keys
+from humane.modeling.model import MLP, Ensemble, EnsembleArgs, MLPArgs, embedding_spec, loss_fn, probabilities
+from humane.modeling.training import TrainResult, clear_checkpoints, eval_step, fit, seed_everything
 
 Penalty = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -29,7 +34,8 @@ Penalty = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 def train_mlp(
     x: torch.Tensor, y: torch.Tensor, *, hidden_sizes: Sequence[int], dropout: float, activation: str, lr: float,
     weight_decay: float, batch_size: int, epochs: int, seed: int, sample_weight: torch.Tensor | None = None,
-    groups: torch.Tensor | None = None, penalty: Penalty | None = None,
+    groups: torch.Tensor | None = None, penalty: Penalty | None = None, n_numeric: int = 0,
+    embedding: dict[str, Any] | None = None,
 ) -> MLP:  # fmt: skip
     """Train the MLP for a fixed number of epochs on weighted BCE (+ an optional fairness term).
 
@@ -47,6 +53,8 @@ def train_mlp(
         sample_weight: Weight per row (≥ 0; rescaled to mean 1 so the learning rate keeps its meaning).
         groups: Per-row group tensor the penalty reads (`mitigation.group_onehot`), beside x, never in it.
         penalty: `mitigation.fairness_penalty(...)`; needs `groups`.
+        n_numeric: How many leading columns are numeric (the preprocessor's layout), for `embedding`.
+        embedding: `humane.modeling.model.embedding_spec(train)`: periodic embeddings of the numeric columns.
 
     Returns:
         The trained model in eval mode.
@@ -62,7 +70,7 @@ def train_mlp(
         raise DataError(f"sample weights must be {n} finite numbers >= 0, not all zero")
     weights = weights * (n / weights.sum())
     generator = seed_everything(seed)
-    model = MLP(MLPArgs(x.shape[1], list(hidden_sizes), dropout, activation))
+    model = MLP(MLPArgs(x.shape[1], list(hidden_sizes), dropout, activation, n_numeric, embedding))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     bce = nn.BCEWithLogitsLoss(reduction="none")
     targets = y.float()
@@ -99,7 +107,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self, *, hidden_sizes: tuple[int, ...], dropout: float, activation: str, lr: float, weight_decay: float,
-        batch_size: int, epochs: int, seed: int, threshold: float,
+        batch_size: int, epochs: int, seed: int, threshold: float, n_numeric: int = 0,
+        embedding: dict[str, Any] | None = None,
     ) -> None:  # fmt: skip
         self.hidden_sizes = hidden_sizes
         self.dropout = dropout
@@ -110,22 +119,30 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.epochs = epochs
         self.seed = seed
         self.threshold = threshold
+        self.n_numeric = n_numeric
+        self.embedding = embedding
 
     @classmethod
-    def from_params(cls, train: TrainParams, *, epochs: int, threshold: float) -> MLPClassifier:
+    def from_params(cls, train: TrainParams, *, epochs: int, threshold: float,
+                    layout: tuple[int, list[int]] | None = None) -> MLPClassifier:  # fmt: skip
         """The classifier with params.yaml's model shape and optimiser settings.
 
         Args:
             train: The `train:` section (DP-SGD is not supported here: a ConfigError if enabled).
             epochs: Epochs per fit (the reductions fit many times; fewer than train.max_epochs is usual).
-            threshold: Score at or above which `predict` says 1 (evaluate.threshold).
+            threshold: Score at or above which `predict` says 1.
+            layout: The preprocessor's layout (numeric columns first), needed by periodic numeric embeddings.
 
         """
         if train.dp.enabled:
             raise ConfigError("the reductions estimator does not support train.dp.enabled (DP-SGD)")
+        embedding = embedding_spec(train)
+        if embedding is not None and layout is None:
+            raise ConfigError("train.numeric_embedding periodic needs the preprocessor's layout (numeric columns)")
         return cls(hidden_sizes=tuple(train.hidden_sizes), dropout=train.dropout, activation=train.activation,
                    lr=train.lr, weight_decay=train.weight_decay, batch_size=train.batch_size, epochs=epochs,
-                   seed=train.seed, threshold=threshold)  # fmt: skip
+                   seed=train.seed, threshold=threshold, n_numeric=layout[0] if layout else 0,
+                   embedding=embedding)  # fmt: skip
 
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> MLPClassifier:
         """Train on X (rows × features) and 0/1 y, each row's loss times its weight."""
@@ -137,7 +154,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.model_ = train_mlp(
             x, torch.as_tensor(labels.astype(np.float32)), hidden_sizes=self.hidden_sizes, dropout=self.dropout,
             activation=self.activation, lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
-            epochs=self.epochs, seed=self.seed, sample_weight=weights,
+            epochs=self.epochs, seed=self.seed, sample_weight=weights, n_numeric=self.n_numeric,
+            embedding=self.embedding,
         )  # fmt: skip
         self.classes_ = np.array([0, 1])
         self.n_features_in_ = x.shape[1]
@@ -151,3 +169,84 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """1 where the positive probability is at least `threshold`."""
         return (self.predict_proba(X)[:, 1] >= self.threshold).astype(int)
+
+
+# An inner network votes positive at this probability: its own decision, as the reductions judged it.
+VOTE_THRESHOLD = 0.5
+
+
+def fit_reductions(
+    x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, keys: pd.Series,
+    train: TrainParams, settings: MitigationParams, min_rows: int, layout: tuple[int, list[int]] | None,
+) -> tuple[TrainResult, dict[str, Any]]:  # fmt: skip
+    """Fairlearn's ExponentiatedGradient around the MLP; the result is the weighted vote of its networks.
+
+    Each oracle call trains the MLP (params.yaml's shape and optimiser) for `reductions_epochs` epochs on the
+    per-row weights the reduction asks for; the constraint (demographic parity or equalized odds, slack
+    `reductions_eps`) is on the groups of `keys` (the mitigation target). Groups too small to constrain
+    (`min_rows`) are not constrained on their own: their rows join the largest group, and are named.
+
+    Returns:
+        The train stage's result (one history row: the ensemble on the training and validation rows; no early
+        stopping) and what the card and the record say about the reduction.
+
+    """
+    from fairlearn.reductions import DemographicParity, EqualizedOdds, ExponentiatedGradient
+
+    if settings.reductions == "none":
+        raise ConfigError("fit_reductions needs mitigation.reductions demographic_parity or equalized_odds")
+    limited, too_small = constrained(keys.reset_index(drop=True), min_rows)
+    largest = limited.value_counts().idxmax()
+    sensitive = limited.fillna(largest).astype(str).to_numpy()
+    moment = {"demographic_parity": DemographicParity, "equalized_odds": EqualizedOdds}[settings.reductions]
+    estimator = MLPClassifier.from_params(train, epochs=settings.reductions_epochs, threshold=VOTE_THRESHOLD,
+                                          layout=layout)  # fmt: skip
+    reduction = ExponentiatedGradient(estimator, moment(difference_bound=settings.reductions_eps),
+                                      eps=settings.reductions_eps, max_iter=settings.reductions_max_iter)  # fmt: skip
+    started = time.perf_counter()
+    # Fairlearn's reductions fail on float32 arrays under pandas 3: float64 here, float32 inside the MLP.
+    reduction.fit(x_train.numpy().astype(np.float64), y_train.numpy().astype(np.int64), sensitive_features=sensitive)
+    seconds = time.perf_counter() - started
+    kept = [(p.model_, float(w)) for p, w in zip(reduction.predictors_, reduction.weights_, strict=True) if w > 0]
+    if not kept:
+        raise DataError("ExponentiatedGradient returned no network with a positive weight")
+    model = Ensemble(EnsembleArgs([m.args.to_dict() for m, _ in kept], [w for _, w in kept], VOTE_THRESHOLD),
+                     members=[m for m, _ in kept]).eval()  # fmt: skip
+    criterion = loss_fn()
+    on_train = eval_step(model, criterion, x_train, y_train)
+    row = {"epoch": 1, "train_loss": on_train["val_loss"], **eval_step(model, criterion, x_val, y_val),
+           "seconds": seconds}  # fmt: skip
+    calls = int(reduction.n_oracle_calls_)
+    samples = calls * settings.reductions_epochs * len(x_train)
+    info = {
+        "method": "ExponentiatedGradient", "constraint": settings.reductions, "eps": settings.reductions_eps,
+        "epochs_per_fit": settings.reductions_epochs, "max_iter": settings.reductions_max_iter,
+        "oracle_calls": calls, "iterations": int(reduction.last_iter_), "members": len(kept),
+        "weights": [round(w, 6) for _, w in kept], "groups": sorted(str(g) for g in limited.dropna().unique()),
+        "too_small_to_constrain": too_small, "vote_threshold": VOTE_THRESHOLD,
+    }  # fmt: skip
+    result = TrainResult(model, 1, [row], seconds, samples / max(seconds, 1e-9), samples=samples)
+    return result, info
+
+
+def fit_mitigated(
+    x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, train_frame: pd.DataFrame,
+    params: Params, settings: TrainParams, checkpoint_dir: Path | None = None, *,
+    sample_weight: torch.Tensor | None = None, groups: torch.Tensor | None = None, penalty: Penalty | None = None,
+    layout: tuple[int, list[int]] | None = None,
+) -> tuple[TrainResult, dict[str, Any] | None]:  # fmt: skip
+    """The train stage's training, also the sweep's: the reductions when mitigation.reductions asks, else `fit`.
+
+    Returns the result and, for the reductions, what they did (None otherwise).
+    """
+    mitigation = params.mitigation
+    if mitigation.reductions != "none":
+        if checkpoint_dir is not None:  # nothing to resume: no epochs; an earlier run's checkpoints go
+            checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            clear_checkpoints(checkpoint_dir)
+        keys = group_keys(train_frame, mitigation.target)
+        return fit_reductions(x_train, y_train, x_val, y_val, keys, settings, mitigation,
+                              params.validate.min_group_rows, layout)  # fmt: skip
+    result = fit(x_train, y_train, x_val, y_val, settings, checkpoint_dir, sample_weight=sample_weight, groups=groups,
+                 penalty=penalty, layout=layout, fingerprint_extra=mitigation.model_dump_json())  # fmt: skip
+    return result, None

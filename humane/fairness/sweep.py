@@ -31,12 +31,12 @@ from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN, WEIGHT_COLUMN
 from humane.fairness.metrics import INTERSECTION, audit_predictions, headline
 from humane.fairness.mitigation import decisions, fit_thresholds, mitigate_data, training_terms
+from humane.fairness.reductions import fit_mitigated
 from humane.governance.gate import Policy
 from humane.modeling.compute import FLOP_PROBE_ROWS, ComputeMeter, bill, flops_per_sample
 from humane.modeling.evaluation import binary_metrics
 from humane.modeling.features import split_xy
 from humane.modeling.model import count_parameters
-from humane.modeling.training import fit
 
 QUALITY_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 FRONT_GAPS = {"dp": "demographic_parity_difference", "eo": "equalized_odds_difference"}
@@ -131,14 +131,18 @@ def describe(overrides: dict[str, Any]) -> str:
 def training_key(params: Params) -> str:
     """What shapes the trained model: two candidates with the same key can share one model.
 
-    The train section (its progress bar aside), mitigation by data and by the loss (the seed only when it seeds
-    the oversampling) and the group-size floor. Thresholds and evaluation settings act after training.
+    The train section (its progress bar aside), mitigation by data, by the loss and by reductions (the seed only
+    when it seeds the oversampling) and the group-size floor. Thresholds and evaluation settings act after training.
     """
     m = params.mitigation
     penalty = (m.loss, m.loss_weight) if m.loss != "none" and m.loss_weight > 0 else ("none", 0.0)
+    reductions = ((m.reductions, m.reductions_eps, m.reductions_epochs, m.reductions_max_iter)
+                  if m.reductions != "none" else ("none",))  # fmt: skip
+    by_target = m.reweigh or m.resample or penalty[0] != "none" or m.reductions != "none"
     parts = {
         "train": params.train.model_dump(exclude={"progress"}),
-        "target": list(m.target) if (m.reweigh or m.resample or penalty[0] != "none") else [],
+        "target": list(m.target) if by_target else [],
+        "reductions": reductions,
         "reweigh": m.reweigh,
         "resample": m.resample,
         "seed": m.seed if m.resample else None,
@@ -207,11 +211,11 @@ def train_candidate(params: Params, frames: dict[str, pd.DataFrame],
         raise ConfigError("an FT-Transformer or numeric-embedding candidate needs the preprocessor's token layout "
                           "(the sweep passes it)")  # fmt: skip
     with ComputeMeter(settings.compute) as meter:
-        result = fit(x_train, y_train, x_val, y_val, settings, sample_weight=weights, groups=groups,
-                     penalty=penalty, layout=layout)  # fmt: skip
+        result, _ = fit_mitigated(x_train, y_train, x_val, y_val, train, params, settings, sample_weight=weights,
+                                  groups=groups, penalty=penalty, layout=layout)  # fmt: skip
     compute = bill(meter, n_parameters=count_parameters(result.model),
                    flops=flops_per_sample(result.model, x_train[:FLOP_PROBE_ROWS]),
-                   samples=len(result.history) * len(x_train), train_seconds=result.train_seconds,
+                   samples=result.samples or len(result.history) * len(x_train), train_seconds=result.train_seconds,
                    device=result.device, world_size=1, precision=settings.precision)  # fmt: skip
     with torch.inference_mode():
         p_val = torch.sigmoid(result.model(x_val)).numpy().astype(np.float64)

@@ -141,8 +141,10 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     card.table(["fact", "value"], [
         ["architecture", architecture(params, facts)],
         ["parameters", f"{facts['n_parameters']:,}"],
-        ["training", f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, "
-                     f"best epoch {facts['best_epoch']} of {facts['epochs_run']} (early stopping on validation loss)"],
+        ["training", f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, " + (
+            f"best epoch {facts['best_epoch']} of {facts['epochs_run']} (early stopping on validation loss)"
+            if params.mitigation.reductions == "none" else
+            f"{params.mitigation.reductions_epochs} epochs per ExponentiatedGradient fit (no early stopping)")],
         ["training data", f"{params.data.source} (raw md5 {facts['raw_md5']}); "
                           f"processed train md5 {facts['data_md5']} (DVC)"],
         ["sensitive features (audited, not model inputs)" if not params.preprocess.include_sensitive
@@ -234,15 +236,23 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
 def architecture(params: Params, facts: dict[str, Any]) -> str:
     """The network in one line: the MLP's layers, or the FT-Transformer's sizes."""
     train = params.train
+    e = train.numeric_embedding
+    numeric = "" if e.kind == "linear" else (
+        f"; numeric columns through periodic embeddings (rtdl-num-embeddings, {e.n_frequencies} frequencies, init "
+        f"scale {e.frequency_init_scale:g})")  # fmt: skip
     if train.model == "ft_transformer":
         ft = train.ft_transformer
         return (f"FT-Transformer (rtdl-revisiting-models) over {facts['n_inputs']} inputs: one token per feature + "
                 f"[CLS], {ft.n_blocks} blocks of width {ft.d_block}, {ft.attention_n_heads} heads, ReGLU FFN "
                 f"x{ft.ffn_d_hidden_multiplier:.3g}, dropout attention {ft.attention_dropout} / FFN {ft.ffn_dropout} / "
                 f"residual {ft.residual_dropout}"
-                + (", activation checkpointing" if ft.checkpointing else ""))  # fmt: skip
-    return (f"MLP {facts['n_inputs']} → {' → '.join(map(str, train.hidden_sizes))} → 1 logit, {train.activation}, "
-            f"dropout {train.dropout}")  # fmt: skip
+                + (", activation checkpointing" if ft.checkpointing else "") + numeric)  # fmt: skip
+    mlp = (f"MLP {facts['n_inputs']} → {' → '.join(map(str, train.hidden_sizes))} → 1 logit, {train.activation}, "
+           f"dropout {train.dropout}")  # fmt: skip
+    mlp += numeric + (f", {e.d_embedding} values each" if numeric else "")
+    if params.mitigation.reductions != "none":
+        mlp = f"a weighted vote of MLPs (ExponentiatedGradient), each: {mlp}"
+    return mlp
 
 
 def add_compute(card: Card, compute: dict[str, Any] | None) -> None:
@@ -310,6 +320,15 @@ def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
     if settings.loss != "none" and settings.loss_weight > 0:
         items.append(f"a {settings.loss.replace('_', ' ')} term in the loss (fairret, weight {settings.loss_weight}) "
                      f"over the groups {mitigation.get('groups', [])}")  # fmt: skip
+    reductions = mitigation.get("reductions")
+    if reductions:
+        items.append(f"Fairlearn's ExponentiatedGradient for {reductions['constraint'].replace('_', ' ')} on "
+                     f"{target} (slack {reductions['eps']:g}) over the groups {reductions['groups']}: "
+                     f"{reductions['oracle_calls']} fits of the MLP ({reductions['epochs_per_fit']} epochs each, "
+                     f"on the per-row weights the reduction set); the model is the weighted vote of the "
+                     f"{reductions['members']} networks with a positive weight, its score the weight voting "
+                     f"positive (the probability that Fairlearn's randomised predict says yes), decided by the "
+                     f"threshold {params.evaluate.threshold} instead of a draw")  # fmt: skip
     thresholds = facts.get("thresholds", {})
     if thresholds.get("constraint", "none") != "none":
         items.append(f"per-group decision thresholds for {thresholds['constraint'].replace('_', ' ')} on {target} "

@@ -60,6 +60,11 @@ from humane.governance.signoff import (
 from humane.governance.store import client, using_tracking_uri
 
 
+def n_inputs(model_args: dict[str, Any]) -> int:
+    """The network's input width from its model file's args (an ensemble's: its members')."""
+    return n_inputs(model_args["members"][0]) if model_args.get("kind") == "ensemble" else model_args["n_inputs"]
+
+
 def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> dict[str, Any]:
     """Everything the card states, read from the stage outputs."""
     import torch
@@ -68,7 +73,7 @@ def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> di
     train_metrics = io.read_json(paths.train_metrics)
     meta = io.read_json(paths.interim_meta)
     return {
-        "n_inputs": torch.load(paths.model, weights_only=True)["model_args"]["n_inputs"],
+        "n_inputs": n_inputs(torch.load(paths.model, weights_only=True)["model_args"]),
         "n_parameters": train_metrics["n_parameters"],
         "best_epoch": train_metrics["best_epoch"],
         "epochs_run": train_metrics["epochs_run"],

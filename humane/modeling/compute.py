@@ -31,8 +31,11 @@ def flops_per_sample(model: nn.Module, x: torch.Tensor) -> float:
     """Floating-point operations of one training step (forward + backward), per row of `x`.
 
     Counted on a copy of the model in training mode, so the caller's model, gradients and state are untouched.
+    An ensemble (ExponentiatedGradient's vote) was trained one member at a time: one member's step is the unit.
     """
-    probe = copy.deepcopy(model).train()
+    from humane.modeling.model import Ensemble
+
+    probe = copy.deepcopy(model.members[0] if isinstance(model, Ensemble) else model).train()
     with FlopCounterMode(display=False) as counter:
         probe(x).float().sum().backward()
     return counter.get_total_flops() / max(len(x), 1)

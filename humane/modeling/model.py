@@ -194,7 +194,52 @@ class FTTransformer(nn.Module):
         return self.net.backbone.output(h[:, 0]).squeeze(-1)
 
 
-Network = MLP | FTTransformer
+@dataclass(frozen=True)
+class EnsembleArgs:
+    """A weighted vote of networks (Fairlearn's ExponentiatedGradient result): each member's args and weight."""
+
+    members: list[dict[str, Any]]
+    weights: list[float]
+    # A member votes positive when its probability is at least this (its own decision, as the reductions saw it).
+    vote_threshold: float = 0.5
+    kind: str = field(default="ensemble", init=False)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form for checkpoints."""
+        return asdict(self)
+
+
+# Probabilities of exactly 0 or 1 (unanimous votes) are kept this far inside (0, 1) so their logit is finite.
+VOTE_CLIP = 1e-6
+
+
+class Ensemble(nn.Module):
+    """The deterministic form of ExponentiatedGradient's randomized classifier.
+
+    Its probability is the weight of the members that vote positive, which is the probability that Fairlearn's
+    `predict` says 1 for the row; the served decision compares it with evaluate.threshold instead of drawing.
+    The output is that probability's logit, so every consumer of a network (sigmoid → probability) reads it.
+    """
+
+    def __init__(self, args: EnsembleArgs, members: list[nn.Module] | None = None) -> None:
+        super().__init__()
+        if not args.members or len(args.members) != len(args.weights) or min(args.weights) < 0:
+            raise ValueError("an ensemble needs at least one member and one weight >= 0 per member")
+        total = sum(args.weights)
+        if not total > 0:
+            raise ValueError("an ensemble's weights must not all be zero")
+        self.members = nn.ModuleList(members if members is not None else [network(a) for a in args.members])
+        self.args = args
+        self._weights = torch.tensor([w / total for w in args.weights], dtype=torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the weighted positive vote, shape (batch,)."""
+        votes = torch.stack([(probabilities(m(x)) >= self.args.vote_threshold).float() for m in self.members], -1)
+        p = (votes * self._weights.to(votes.device)).sum(-1)
+        return torch.logit(p.clamp(VOTE_CLIP, 1 - VOTE_CLIP))
+
+
+Network = MLP | FTTransformer | Ensemble
 
 
 def build_model(params: TrainParams, n_inputs: int, layout: tuple[int, list[int]] | None = None) -> Network:
@@ -226,6 +271,10 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
 def describe(model: Network) -> str:
     """One line for the card: the architecture and its sizes."""
     a = model.args
+    if isinstance(model, Ensemble):
+        weights = ", ".join(f"{w:.3f}" for w in model._weights.tolist())
+        return (f"ExponentiatedGradient ensemble: a weighted vote of {len(model.members)} networks (weights "
+                f"{weights}); each: {describe(model.members[0])}")  # fmt: skip
     numeric = "" if not (a.embedding and a.n_numeric) else (
         f"; {a.n_numeric} numeric columns through periodic embeddings ({a.embedding['n_frequencies']} frequencies, "
         f"init scale {a.embedding['frequency_init_scale']:g})")  # fmt: skip
@@ -243,16 +292,22 @@ def model_state(model: Network) -> dict[str, Any]:
     return {"state_dict": model.state_dict(), "model_args": model.args.to_dict()}
 
 
-def load_model(state: dict) -> Network:
-    """Rebuild a model from a checkpoint dict (read with weights_only=True); `kind` absent: an MLP."""
-    args = dict(state["model_args"])
+def network(model_args: dict[str, Any]) -> Network:
+    """An untrained network of the shape `model_args` describes (`kind` absent: an MLP)."""
+    args = dict(model_args)
     kind = args.pop("kind", "mlp")
     if kind == "ft_transformer":
-        model: Network = FTTransformer(FTTransformerArgs(**args))
-    elif kind == "mlp":
-        model = MLP(MLPArgs(**args))
-    else:
-        raise ValueError(f"the model file names an unknown network kind {kind!r}")
+        return FTTransformer(FTTransformerArgs(**args))
+    if kind == "mlp":
+        return MLP(MLPArgs(**args))
+    if kind == "ensemble":
+        return Ensemble(EnsembleArgs(**args))
+    raise ValueError(f"the model file names an unknown network kind {kind!r}")
+
+
+def load_model(state: dict) -> Network:
+    """Rebuild a model from a checkpoint dict (read with weights_only=True); `kind` absent: an MLP."""
+    model = network(state["model_args"])
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model

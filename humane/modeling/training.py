@@ -62,6 +62,8 @@ class TrainResult:
     world_size: int = 1
     # Training seconds of the earlier, interrupted attempts this one resumed (included in train_seconds).
     prior_seconds: float = 0.0
+    # Rows processed in training, all attempts; 0: epochs run x training rows (what `fit` does).
+    samples: int = 0
 
 
 def seed_everything(seed: int) -> torch.Generator:
