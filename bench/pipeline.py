@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 from humane.core.params import load_params  # noqa: E402
 from humane.core.paths import Paths  # noqa: E402
 from humane.core.workspace import stages  # noqa: E402
-from humane.modeling.features import split_xy  # noqa: E402
-from humane.modeling.model import MLP, MLPArgs, loss_fn  # noqa: E402
+from humane.modeling.features import load_preprocessor, split_xy, token_layout  # noqa: E402
+from humane.modeling.model import MLP, MLPArgs, build_model, loss_fn  # noqa: E402
 from humane.modeling.training import fit, seed_everything  # noqa: E402
 
 ENV = {
@@ -91,11 +91,13 @@ def throughput(project: Path, epochs: int = 6, repeats: int = 3) -> dict[str, fl
     )
     x, y, _ = split_xy(pd.read_parquet(paths.processed_train))
     xv, yv, _ = split_xy(pd.read_parquet(paths.processed_val))
-    args = MLPArgs(x.shape[1], list(params.hidden_sizes), params.dropout, params.activation)
+    # The same network as the trainer's (numeric embeddings need the preprocessor's layout).
+    layout = token_layout(load_preprocessor(paths.preprocessor))
+    args = build_model(params, x.shape[1], layout).args
     ours, bare = [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as ckpt:
-            ours.append(fit(x, y, xv, yv, params, Path(ckpt)).samples_per_second)
+            ours.append(fit(x, y, xv, yv, params, Path(ckpt), layout=layout).samples_per_second)
         bare.append(bare_loop(x, y, args, params.lr, params.weight_decay, params.batch_size, epochs))
     return {"trainer": statistics.median(ours), "bare": statistics.median(bare),
             "ratio": statistics.median(o / b for o, b in zip(ours, bare, strict=True))}  # fmt: skip

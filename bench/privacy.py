@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from humane.core.params import load_params  # noqa: E402
 from humane.core.paths import Paths  # noqa: E402
 from humane.modeling.evaluation import binary_metrics  # noqa: E402
-from humane.modeling.features import split_xy  # noqa: E402
+from humane.modeling.features import load_preprocessor, split_xy, token_layout  # noqa: E402
 from humane.modeling.model import probabilities  # noqa: E402
 from humane.modeling.training import fit  # noqa: E402
 from humane.privacy.membership import membership_audit  # noqa: E402
@@ -45,15 +45,16 @@ def main() -> None:
         return quality, mia
 
     rows = []
-    default = fit(xt, yt, xv, yv, params.train.model_copy(update={"progress": False}))
+    layout = token_layout(load_preprocessor(paths.preprocessor))  # which inputs the numeric embeddings read
+    default = fit(xt, yt, xv, yv, params.train.model_copy(update={"progress": False}), layout=layout)
     rows.append(("non-private, params.yaml (batch 256, early stopping)", default, *score(default)))
     base = params.train.model_copy(update={"progress": False, **DP_SETTINGS})
-    plain = fit(xt, yt, xv, yv, base)
+    plain = fit(xt, yt, xv, yv, base, layout=layout)
     rows.append(("non-private, DP settings (batch 1024, 10 epochs)", plain, *score(plain)))
     timed = {}
     for eps in (1.0, 3.0, 8.0):
         dp = base.dp.model_copy(update={"enabled": True, "target_epsilon": eps})
-        result = fit(xt, yt, xv, yv, base.model_copy(update={"dp": dp}))
+        result = fit(xt, yt, xv, yv, base.model_copy(update={"dp": dp}), layout=layout)
         rows.append((f"DP-SGD target ε={eps:g}", result, *score(result)))
         timed[eps] = result
     # Time per epoch, same model/data/batch size: DP (ghost clipping) over non-private.

@@ -265,7 +265,11 @@ def log_to_mlflow(project: Path, params: Params, results: list[lib.CandidateResu
         "sweep.wall_seconds": selection["wall_seconds"],
         "sweep.train_seconds_sum": selection["train_seconds_sum"],
         # The compute bill summed over the candidates that trained (energy left out unless every one measured it).
-        **{f"sweep.compute.{k}_sum": v for k, v in selection["compute_sum"].items() if not isinstance(v, str)},
+        **{
+            f"sweep.compute.{k}" + ("" if k == "models_trained" else "_sum"): v
+            for k, v in selection["compute_sum"].items()
+            if not isinstance(v, str)
+        },
         "sweep.on_front_dp": len(selection["fronts"]["dp"]),
         "sweep.on_front_eo": len(selection["fronts"]["eo"]),
     }

@@ -136,8 +136,8 @@ class MitigationParams(_Section):
     loss: Literal["none", "demographic_parity", "equalized_odds"] = "none"
     loss_weight: float = Field(0.0, ge=0, le=100)
     # In-processing by reductions (train stage): Fairlearn's ExponentiatedGradient around the MLP, each inner fit
-    # reductions_epochs epochs on its per-row weights, at most reductions_max_iter iterations, constraint slack
-    # reductions_eps; the model is the weighted vote of the networks it fitted.
+    # (oracle call; about 2-5 per iteration) reductions_epochs epochs on its per-row weights, at most
+    # reductions_max_iter iterations, constraint slack reductions_eps; the model is the weighted vote of its fits.
     reductions: Literal["none", "demographic_parity", "equalized_odds"] = "none"
     reductions_eps: float = Field(0.01, gt=0, le=1)
     reductions_epochs: int = Field(5, ge=1, le=1000)
@@ -441,12 +441,13 @@ class Params(_Section):
                              "samples")  # fmt: skip
         if self.mitigation.reductions != "none":
             refused = [what for what, on in [
-                ("mitigation.reweigh (the reductions set their own per-row weights)", self.mitigation.reweigh),
+                ("mitigation.reweigh or mitigation.resample (the reductions set their own per-row weights)",
+                 self.mitigation.reweigh or self.mitigation.resample),
                 ("a fairness loss term (mitigation.loss)", any(m.startswith("loss:") for m in active)),
                 ("train.model ft_transformer (the reductions wrap the MLP)", self.train.model != "mlp"),
-                ("train.distributed, train.grad_accumulation or bf16 (each inner fit is one plain fp32 process)",
-                 self.train.distributed.world > 1 or self.train.grad_accumulation > 1
-                 or self.train.precision != "fp32"),
+                ("train.distributed, train.grad_accumulation, bf16 or train.device cuda (each inner fit is one plain "
+                 "fp32 process on the CPU)", self.train.distributed.world > 1 or self.train.grad_accumulation > 1
+                 or self.train.precision != "fp32" or self.train.device == "cuda"),
             ] if on]  # fmt: skip
             if refused:
                 raise ValueError(f"mitigation.reductions {self.mitigation.reductions} is not combined with "

@@ -25,7 +25,17 @@ from torch import nn
 from humane.core.errors import ConfigError, DataError
 from humane.core.params import MitigationParams, Params, TrainParams
 from humane.fairness.mitigation import constrained, group_keys
-from humane.modeling.model import MLP, Ensemble, EnsembleArgs, MLPArgs, embedding_spec, loss_fn, probabilities
+from humane.modeling.model import (
+    MLP,
+    Constant,
+    ConstantArgs,
+    Ensemble,
+    EnsembleArgs,
+    MLPArgs,
+    embedding_spec,
+    loss_fn,
+    probabilities,
+)
 from humane.modeling.training import TrainResult, clear_checkpoints, eval_step, fit, seed_everything
 
 Penalty = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -182,9 +192,11 @@ def fit_reductions(
     """Fairlearn's ExponentiatedGradient around the MLP; the result is the weighted vote of its networks.
 
     Each oracle call trains the MLP (params.yaml's shape and optimiser) for `reductions_epochs` epochs on the
-    per-row weights the reduction asks for; the constraint (demographic parity or equalized odds, slack
-    `reductions_eps`) is on the groups of `keys` (the mitigation target). Groups too small to constrain
-    (`min_rows`) are not constrained on their own: their rows join the largest group, and are named.
+    per-row weights the reduction asks for (Fairlearn makes about 2-5 calls per iteration, and answers a call
+    whose reduced labels have one class with a constant classifier, which joins the vote as such). The
+    constraint (demographic parity or equalized odds, slack `reductions_eps`) is on the groups of `keys` (the
+    mitigation target). Groups too small to constrain (`min_rows`) are not constrained on their own: their rows
+    join the largest group, and are named.
 
     Returns:
         The train stage's result (one history row: the ensemble on the training and validation rows; no early
@@ -207,23 +219,42 @@ def fit_reductions(
     # Fairlearn's reductions fail on float32 arrays under pandas 3: float64 here, float32 inside the MLP.
     reduction.fit(x_train.numpy().astype(np.float64), y_train.numpy().astype(np.int64), sensitive_features=sensitive)
     seconds = time.perf_counter() - started
-    kept = [(p.model_, float(w)) for p, w in zip(reduction.predictors_, reduction.weights_, strict=True) if w > 0]
-    if not kept:
-        raise DataError("ExponentiatedGradient returned no network with a positive weight")
-    model = Ensemble(EnsembleArgs([m.args.to_dict() for m, _ in kept], [w for _, w in kept], VOTE_THRESHOLD),
-                     members=[m for m, _ in kept]).eval()  # fmt: skip
+    members: list[nn.Module] = []
+    weights: list[float] = []
+    for index, weight in reduction.weights_.items():
+        if weight <= 0:
+            continue
+        predictor = reduction.predictors_[index]
+        if isinstance(predictor, MLPClassifier):
+            members.append(predictor.model_)
+        elif hasattr(predictor, "constant"):  # Fairlearn's DummyClassifier: the reduced labels had one class
+            members.append(Constant(ConstantArgs(x_train.shape[1], int(predictor.constant))))
+        else:
+            raise DataError(f"ExponentiatedGradient returned a {type(predictor).__name__}, which the ensemble cannot "
+                            "serve")  # fmt: skip
+        weights.append(float(weight))
+    if not any(isinstance(m, MLP) for m in members):
+        raise DataError(
+            "ExponentiatedGradient's solution holds no trained network, only constant classifiers: "
+            "the MLP cannot meet the constraint here (try a larger mitigation.reductions_eps)"
+        )
+    model = Ensemble(EnsembleArgs([m.args.to_dict() for m in members], weights, VOTE_THRESHOLD),
+                     members=members).eval()  # fmt: skip
     criterion = loss_fn()
     on_train = eval_step(model, criterion, x_train, y_train)
     row = {"epoch": 1, "train_loss": on_train["val_loss"], **eval_step(model, criterion, x_val, y_val),
            "seconds": seconds}  # fmt: skip
-    calls = int(reduction.n_oracle_calls_)
+    # Fairlearn answers some oracle calls with a constant classifier instead of fitting: those trained nothing.
+    calls = int(reduction.n_oracle_calls_) - int(getattr(reduction, "n_oracle_calls_dummy_returned_", 0))
     samples = calls * settings.reductions_epochs * len(x_train)
     info = {
         "method": "ExponentiatedGradient", "constraint": settings.reductions, "eps": settings.reductions_eps,
         "epochs_per_fit": settings.reductions_epochs, "max_iter": settings.reductions_max_iter,
-        "oracle_calls": calls, "iterations": int(reduction.last_iter_), "members": len(kept),
-        "weights": [round(w, 6) for _, w in kept], "groups": sorted(str(g) for g in limited.dropna().unique()),
-        "too_small_to_constrain": too_small, "vote_threshold": VOTE_THRESHOLD,
+        "oracle_calls": calls, "iterations": int(reduction.last_iter_), "members": len(members),
+        "constant_members": sum(isinstance(m, Constant) for m in members),
+        "weights": [round(w, 6) for w in weights], "groups": sorted(str(g) for g in limited.dropna().unique()),
+        "too_small_to_constrain": too_small, "merged_into": str(largest) if too_small else None,
+        "vote_threshold": VOTE_THRESHOLD,
     }  # fmt: skip
     result = TrainResult(model, 1, [row], seconds, samples / max(seconds, 1e-9), samples=samples)
     return result, info

@@ -237,7 +237,7 @@ def architecture(params: Params, facts: dict[str, Any]) -> str:
     """The network in one line: the MLP's layers, or the FT-Transformer's sizes."""
     train = params.train
     e = train.numeric_embedding
-    numeric = "" if e.kind == "linear" else (
+    numeric = "" if e.kind == "linear" or not facts.get("n_numeric", 1) else (
         f"; numeric columns through periodic embeddings (rtdl-num-embeddings, {e.n_frequencies} frequencies, init "
         f"scale {e.frequency_init_scale:g})")  # fmt: skip
     if train.model == "ft_transformer":
@@ -321,15 +321,21 @@ def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
         items.append(f"a {settings.loss.replace('_', ' ')} term in the loss (fairret, weight {settings.loss_weight}) "
                      f"over the groups {mitigation.get('groups', [])}")  # fmt: skip
     reductions = mitigation.get("reductions")
+    thresholds = facts.get("thresholds", {})
     if reductions:
+        decided = ("then decided by the per-group thresholds below" if thresholds.get("constraint", "none") != "none"
+                   else f"decided by the threshold {params.evaluate.threshold} instead of a draw")  # fmt: skip
         items.append(f"Fairlearn's ExponentiatedGradient for {reductions['constraint'].replace('_', ' ')} on "
                      f"{target} (slack {reductions['eps']:g}) over the groups {reductions['groups']}: "
                      f"{reductions['oracle_calls']} fits of the MLP ({reductions['epochs_per_fit']} epochs each, "
                      f"on the per-row weights the reduction set); the model is the weighted vote of the "
-                     f"{reductions['members']} networks with a positive weight, its score the weight voting "
-                     f"positive (the probability that Fairlearn's randomised predict says yes), decided by the "
-                     f"threshold {params.evaluate.threshold} instead of a draw")  # fmt: skip
-    thresholds = facts.get("thresholds", {})
+                     f"{reductions['members']} members with a positive weight, its score the weight voting "
+                     f"positive (the probability that Fairlearn's randomised predict says yes), {decided}")  # fmt: skip
+        if reductions.get("too_small_to_constrain"):
+            items.append(f"groups too small to constrain by the reductions (fewer than "
+                         f"{params.validate.min_group_rows} training rows), merged into the largest group "
+                         f"{reductions['merged_into']!r} and constrained with it: "
+                         f"{reductions['too_small_to_constrain']}")  # fmt: skip
     if thresholds.get("constraint", "none") != "none":
         items.append(f"per-group decision thresholds for {thresholds['constraint'].replace('_', ' ')} on {target} "
                      f"(Fairlearn's ThresholdOptimizer, fitted on {thresholds['fit_rows']} validation rows, never "

@@ -65,6 +65,13 @@ def n_inputs(model_args: dict[str, Any]) -> int:
     return n_inputs(model_args["members"][0]) if model_args.get("kind") == "ensemble" else model_args["n_inputs"]
 
 
+def n_numeric(model_args: dict[str, Any]) -> int:
+    """How many numeric columns the network reads as numbers (0 for a model file from before the layout)."""
+    if model_args.get("kind") == "ensemble":
+        return max(n_numeric(member) for member in model_args["members"])
+    return int(model_args.get("n_numeric", 0))
+
+
 def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> dict[str, Any]:
     """Everything the card states, read from the stage outputs."""
     import torch
@@ -72,8 +79,10 @@ def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> di
     intended = check_intended_use(params.data.intended_use, paths.root)
     train_metrics = io.read_json(paths.train_metrics)
     meta = io.read_json(paths.interim_meta)
+    model_args = torch.load(paths.model, weights_only=True)["model_args"]
     return {
-        "n_inputs": n_inputs(torch.load(paths.model, weights_only=True)["model_args"]),
+        "n_inputs": n_inputs(model_args),
+        "n_numeric": n_numeric(model_args),
         "n_parameters": train_metrics["n_parameters"],
         "best_epoch": train_metrics["best_epoch"],
         "epochs_run": train_metrics["epochs_run"],

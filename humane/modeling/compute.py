@@ -35,7 +35,7 @@ def flops_per_sample(model: nn.Module, x: torch.Tensor) -> float:
     """
     from humane.modeling.model import Ensemble
 
-    probe = copy.deepcopy(model.members[0] if isinstance(model, Ensemble) else model).train()
+    probe = copy.deepcopy(model.networks[0] if isinstance(model, Ensemble) else model).train()
     with FlopCounterMode(display=False) as counter:
         probe(x).float().sum().backward()
     return counter.get_total_flops() / max(len(x), 1)

@@ -211,6 +211,36 @@ class EnsembleArgs:
 
 # Probabilities of exactly 0 or 1 (unanimous votes) are kept this far inside (0, 1) so their logit is finite.
 VOTE_CLIP = 1e-6
+# A vote exactly at a decision threshold must read as reaching it (decisions are `p >= threshold`) after the
+# logit → float32 → sigmoid round trip, which moves p by up to ~1e-7: every vote is nudged up by this much.
+VOTE_TIE = 1e-6
+
+
+@dataclass(frozen=True)
+class ConstantArgs:
+    """A member that always says one label (Fairlearn's stand-in when a reduced problem had one class only)."""
+
+    n_inputs: int
+    label: int
+    kind: str = field(default="constant", init=False)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form for checkpoints."""
+        return asdict(self)
+
+
+class Constant(nn.Module):
+    """Always `label`: a logit of ±20 (probability within 3e-9 of 0 or 1), whatever the row."""
+
+    def __init__(self, args: ConstantArgs) -> None:
+        super().__init__()
+        if args.label not in (0, 1):
+            raise ValueError(f"a constant member says 0 or 1, not {args.label!r}")
+        self.args = args
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The constant logit per row, shape (batch,)."""
+        return torch.full(x.shape[:1], 20.0 if self.args.label else -20.0, dtype=torch.float32, device=x.device)
 
 
 class Ensemble(nn.Module):
@@ -230,13 +260,18 @@ class Ensemble(nn.Module):
             raise ValueError("an ensemble's weights must not all be zero")
         self.members = nn.ModuleList(members if members is not None else [network(a) for a in args.members])
         self.args = args
-        self._weights = torch.tensor([w / total for w in args.weights], dtype=torch.float32)
+        self._weights = torch.tensor([w / total for w in args.weights], dtype=torch.float64)
+
+    @property
+    def networks(self) -> list[nn.Module]:
+        """The trained members (not the constant ones)."""
+        return [m for m in self.members if not isinstance(m, Constant)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the weighted positive vote, shape (batch,)."""
-        votes = torch.stack([(probabilities(m(x)) >= self.args.vote_threshold).float() for m in self.members], -1)
-        p = (votes * self._weights.to(votes.device)).sum(-1)
-        return torch.logit(p.clamp(VOTE_CLIP, 1 - VOTE_CLIP))
+        """Logits of the weighted positive vote, shape (batch,); the sum and logit in float64."""
+        votes = torch.stack([(probabilities(m(x)) >= self.args.vote_threshold).double() for m in self.members], -1)
+        p = (votes * self._weights.to(votes.device)).sum(-1) + VOTE_TIE
+        return torch.logit(p.clamp(VOTE_CLIP, 1 - VOTE_CLIP)).float()
 
 
 Network = MLP | FTTransformer | Ensemble
@@ -273,8 +308,10 @@ def describe(model: Network) -> str:
     a = model.args
     if isinstance(model, Ensemble):
         weights = ", ".join(f"{w:.3f}" for w in model._weights.tolist())
-        return (f"ExponentiatedGradient ensemble: a weighted vote of {len(model.members)} networks (weights "
-                f"{weights}); each: {describe(model.members[0])}")  # fmt: skip
+        constant = len(model.members) - len(model.networks)
+        return (f"ExponentiatedGradient ensemble: a weighted vote of {len(model.members)} members (weights "
+                f"{weights}" + (f"; {constant} of them a constant classifier" if constant else "")
+                + f"); each network: {describe(model.networks[0])}")  # fmt: skip
     numeric = "" if not (a.embedding and a.n_numeric) else (
         f"; {a.n_numeric} numeric columns through periodic embeddings ({a.embedding['n_frequencies']} frequencies, "
         f"init scale {a.embedding['frequency_init_scale']:g})")  # fmt: skip
@@ -302,6 +339,8 @@ def network(model_args: dict[str, Any]) -> Network:
         return MLP(MLPArgs(**args))
     if kind == "ensemble":
         return Ensemble(EnsembleArgs(**args))
+    if kind == "constant":
+        return Constant(ConstantArgs(**args))
     raise ValueError(f"the model file names an unknown network kind {kind!r}")
 
 

@@ -16,7 +16,17 @@ from humane.fairness.reductions import VOTE_THRESHOLD, MLPClassifier, fit_reduct
 from humane.fairness.sweep import run_candidate
 from humane.modeling.compute import flops_per_sample
 from humane.modeling.features import split_xy
-from humane.modeling.model import Ensemble, describe, load_model, model_state
+from humane.modeling.model import (
+    MLP,
+    Constant,
+    ConstantArgs,
+    Ensemble,
+    EnsembleArgs,
+    MLPArgs,
+    describe,
+    load_model,
+    model_state,
+)
 from tests.unit.test_sweep import DP, LAYOUT, processed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,13 +63,16 @@ def test_exponentiated_gradient_cuts_the_dp_gap_on_held_out_rows_and_stays_above
 
 
 def test_the_vote_is_fairlearns_probability_and_survives_the_model_file(frames):
-    params = params_with(mitigation__reductions="demographic_parity")
+    # The default numeric embedding (periodic) in every member.
+    params = params_with(mitigation__reductions="demographic_parity", train__numeric_embedding={"kind": "periodic"})
+    assert params.train.numeric_embedding.kind == "periodic"
     x, y, _ = split_xy(frames["train"])
     xv, yv, _ = split_xy(frames["val"])
     keys = group_keys(frames["train"], params.mitigation.target)
     result, info = fit_reductions(x, y, xv, yv, keys, params.train, params.mitigation, 5, LAYOUT)
     model = result.model
     assert isinstance(model, Ensemble) and len(model.members) == info["members"] >= 1
+    assert all(any(n.startswith("embedding.") for n in dict(m.named_parameters())) for m in model.networks)
     assert info["oracle_calls"] >= info["members"] and info["groups"] == ["F", "M"]
     assert math.isclose(sum(info["weights"]), 1.0, rel_tol=1e-6)
     assert "ExponentiatedGradient ensemble: a weighted vote of" in describe(model)
@@ -81,14 +94,55 @@ def test_the_vote_is_fairlearns_probability_and_survives_the_model_file(frames):
 
 
 @pytest.mark.parametrize(("overrides", "named"), [
-    ({"mitigation.reweigh": True}, "mitigation.reweigh"),
+    ({"mitigation.reweigh": True}, "mitigation.reweigh or mitigation.resample"),
+    ({"mitigation.resample": True}, "mitigation.reweigh or mitigation.resample"),
     ({"mitigation.loss": "equalized_odds", "mitigation.loss_weight": 0.5}, "a fairness loss term"),
     ({"train.model": "ft_transformer"}, "train.model ft_transformer"),
+    ({"train.grad_accumulation": 2}, "train.grad_accumulation"),
+    ({"train.precision": "bf16"}, "bf16"),
+    ({"train.device": "cuda"}, "train.device cuda"),
+    ({"train.distributed.nproc_per_node": 2}, "train.distributed"),
 ])  # fmt: skip
 def test_reductions_refuse_what_they_cannot_combine_with(overrides, named):
     raw = apply_overrides(read_raw(ROOT / "params.yaml"), {"mitigation.reductions": "equalized_odds"})
     for key, value in overrides.items():
-        section, leaf = key.split(".")
-        raw[section][leaf] = value
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
     with pytest.raises(ConfigError, match=f"mitigation.reductions equalized_odds is not combined with .*{named}"):
         parse_params(raw)
+
+
+def test_reductions_are_refused_with_dp_sgd():
+    raw = apply_overrides(read_raw(ROOT / "params.yaml"), {"mitigation.reductions": "demographic_parity"})
+    raw["train"]["dp"]["enabled"] = True
+    with pytest.raises(ConfigError, match="a loss term or reductions is not combined with DP-SGD"):
+        parse_params(raw)
+
+
+def _member(bias: float) -> MLP:
+    """A network whose logit is `bias` whatever the row (zero weights): it votes yes exactly when bias >= 0."""
+    member = MLP(MLPArgs(2, [3], 0.0, "relu"))
+    with torch.no_grad():
+        for parameter in member.parameters():
+            parameter.zero_()
+        member.net[-1].bias.fill_(bias)
+    return member.eval()
+
+
+def test_a_vote_at_the_threshold_is_decided_yes_and_a_constant_member_votes_its_label():
+    x = torch.zeros(4, 2)
+    members = [_member(1.0), _member(-1.0), Constant(ConstantArgs(2, 1))]
+    model = Ensemble(EnsembleArgs([m.args.to_dict() for m in members], [0.3, 0.5, 0.2]), members=members)
+    with torch.no_grad():
+        p = torch.sigmoid(model(x))
+    # Members 0 and 2 vote yes: 0.3 + 0.2 = 0.5, exactly the default threshold, which a vote must reach.
+    assert bool((p >= 0.5).all()) and torch.allclose(p, torch.full((4,), 0.5), atol=1e-5)
+    assert "1 of them a constant classifier" in describe(model)
+    rebuilt = load_model(model_state(model))
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), model(x))
+    with pytest.raises(ValueError, match="at least one member and one weight >= 0"):
+        Ensemble(EnsembleArgs([members[0].args.to_dict()], [-1.0]))
