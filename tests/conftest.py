@@ -271,18 +271,17 @@ def tiny_adult() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`--dist loadgroup`): the tests of a module that share a module-scoped fixture (a project
-    copy whose state they carry from one to the next) form one group, run in order on one worker, and the groups
-    are handed out first, so that no long group is left to run alone at the end."""
-    if not getattr(config.option, "loadgroup", False):  # set on xdist's workers by `--dist loadgroup`
+    """Under pytest-xdist (`--dist loadfile`: a file's tests run on one worker, in order, so that a module-scoped
+    project copy is made once), the order the files are handed out in: first one integration file that needs the
+    session's shared run (its worker makes the run), then the integration files that make their own project runs
+    (the other worker starts on them meanwhile), then the other integration files, the short unit files last."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
-    grouped = set()
-    for item in items:
-        defs = getattr(item, "_fixtureinfo", None)
-        scopes = {d.scope for ds in (defs.name2fixturedefs.values() if defs else ()) for d in ds}
-        if "module" in scopes:
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-            grouped.add(item.nodeid)
-    items.sort(key=lambda item: item.nodeid not in grouped)  # stable: each group keeps its tests' order
+    files = list(dict.fromkeys(item.path for item in items))
+    integration = [f for f in files if "integration" in f.parts]
+    shared = {item.path for item in items if "repro_project" in item.fixturenames}
+    needs = [f for f in integration if f in shared]
+    order = needs[:1] + [f for f in integration if f not in shared] + needs[1:]
+    rank = {f: i for i, f in enumerate(order + [f for f in files if f not in order])}
+    items.sort(key=lambda item: rank[item.path])
