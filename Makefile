@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export NML_DISABLE_USAGE_LOGGING := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint format flow ui bench clean profile sweep approve reject signoff-record batches monitor
+.PHONY: setup run test lint format flow ui bench clean profile sweep approve reject rollback signoff-record batches monitor
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,11 +45,16 @@ sweep: setup  ## the bias-mitigation sweep (params.yaml sweep:): candidates in p
 	python -m flows.sweep
 
 MODEL ?= humane-adult
-approve: setup  ## sign off a pending candidate: make approve VERSION=7 BY="name" COMMENT="why" [MODEL=humane-adult]
-	python -m tasks.approve $(MODEL) $(VERSION) --approve --by "$(BY)" --comment "$(COMMENT)"
+BY ?=
+approve: setup  ## sign off a pending candidate as your account: make approve VERSION=7 COMMENT="why" [BY="shown name"]
+	python -m tasks.approve $(MODEL) $(VERSION) --approve --comment "$(COMMENT)" $(if $(BY),--by "$(BY)")
 
-reject: setup  ## reject a pending candidate: make reject VERSION=7 BY="name" COMMENT="why"
-	python -m tasks.approve $(MODEL) $(VERSION) --reject --by "$(BY)" --comment "$(COMMENT)"
+reject: setup  ## reject a pending candidate: make reject VERSION=7 COMMENT="why"
+	python -m tasks.approve $(MODEL) $(VERSION) --reject --comment "$(COMMENT)" $(if $(BY),--by "$(BY)")
+
+TO ?=
+rollback: setup  ## move champion back, recorded: make rollback TO=5 COMMENT="why" (no TO: no champion)
+	python -m tasks.rollback $(MODEL) $(if $(TO),--to $(TO),--none) --comment "$(COMMENT)"
 
 signoff-record: setup  ## one version's audit record for an auditor (reports/signoff/): make signoff-record VERSION=7
 	python -m tasks.approve $(MODEL) $(VERSION) --export
@@ -74,3 +79,21 @@ bench: run  ## full-Adult benchmarks: quality, fairness, throughput, timings; th
 
 clean:  ## remove pipeline outputs and local tracking state (keeps the venv)
 	rm -rf data/interim data/processed models reports mlflow.db mlflow.db.lock mlartifacts .prefect
+
+# Team mode: a complete local stack on 127.0.0.1, everything under one folder (default .team/, HUMANE_TEAM_DIR
+# overrides), stopped by PID: PostgreSQL 15, the MLflow server with authentication, the Prefect server and a process
+# worker, an OpenSSH server for the DVC remote. Settings: $(TEAM_DIR)/team.env; admin secrets: $(TEAM_DIR)/secrets/.
+TEAM_DIR ?= $(or $(HUMANE_TEAM_DIR),$(CURDIR)/.team)
+TEAM_ACCOUNTS ?= team/accounts.example.yaml
+.PHONY: team-up team-down team-bootstrap
+
+team-up: setup  ## start the local team stack (python -m team.stack status shows it)
+	python -m team.stack up --dir "$(TEAM_DIR)"
+
+team-down: setup  ## stop the local team stack (data kept; `python -m team.stack down --purge` deletes it)
+	python -m team.stack down --dir "$(TEAM_DIR)"
+
+team-bootstrap: setup  ## users, permissions, models, pool, mutex, trail schema (TEAM_ACCOUNTS=); local stack unless MLFLOW_TRACKING_URI set
+	@if [ -z "$$MLFLOW_TRACKING_URI" ] && [ -f "$(TEAM_DIR)/team.env" ]; then \
+		set -a; . "$(TEAM_DIR)/team.env"; . "$(TEAM_DIR)/secrets/admin.env"; set +a; fi; \
+	HUMANE_TEAM_DIR="$(TEAM_DIR)" python -m team.bootstrap --settings "$(TEAM_ACCOUNTS)"

@@ -1,6 +1,9 @@
 """The monitoring flow: one production batch scored by the champion and judged against its reference.
 
-Read and check the batch (nothing is written for a bad one), score it with `models:/humane-<name>@champion`,
+First the champion is verified: its recorded decision passed, its sign-off holds (where params.yaml's
+gate.require_approval asks for one; always in team mode) and the audit trail's last move of the alias names it;
+else the run stops (exit 2) naming what is missing. Then read and check the batch (nothing is written for a bad
+one), score it with that exact version (`models:/humane-<name>/<version>`, never the alias, which could move),
 compute drift, estimated and realised performance and group gaps (humane.monitoring), then write the report,
 record an MLflow run and show Prefect artifacts. A breached threshold ends the run in a Failed state named
 BiasDegraded, PerformanceDegraded or DriftDetected whose message names the features, groups and figures;
@@ -46,9 +49,9 @@ def batch_moment(value: str | None) -> datetime:
 
 
 @task(name="load-champion", cache_policy=NO_CACHE)
-def champion_task(uri: str, name: str) -> ChampionModel:
-    """The champion's pyfunc, reference rows and test-time figures (a clear error when any is missing)."""
-    return load_champion(uri, name)
+def champion_task(uri: str, name: str, project: Path, require_signoff: bool) -> ChampionModel:
+    """The verified champion's pyfunc, reference rows and test-time figures (a clear error when any is missing)."""
+    return load_champion(uri, name, project, require_signoff)
 
 
 @task(name="read-batch", cache_policy=NO_CACHE)
@@ -134,8 +137,8 @@ def monitoring(batch: str, batch_time: str | None = None) -> State:
     ctx = RunContext(project)
     when = batch_moment(batch_time)
     path = Path(batch) if Path(batch).is_absolute() else project / batch
-    # Checks first: a bad batch or a missing champion stops here, before anything is written.
-    champion = champion_task(ctx.tracking_uri, params.data.model_name)
+    # Checks first: a missing or unverified champion or a bad batch stops here, before anything is written.
+    champion = champion_task(ctx.tracking_uri, params.data.model_name, project, params.gate.require_approval)
     checked = batch_task(path, champion, params)
     result = judge_task(champion, checked, params, when)
     # Records: the report folder, the MLflow run, the flow run's artifacts.

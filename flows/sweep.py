@@ -14,10 +14,15 @@ thread of a process, so candidates trained side by side in threads draw from one
 run to run and their figures are not reproducible. One process per worker keeps each candidate's training
 exactly what `fit` makes of its seed. On Dask, start workers with one thread each (`dask worker --nthreads 1`).
 
+Before any candidate is trained, the champion the chosen candidate will be judged against is verified
+(humane.governance.approvals.verified_champion: its recorded decision passed, its sign-off holds where
+gate.require_approval asks for one, always in team mode, and the audit trail's last move of the alias names it);
+one that does not verify stops the sweep, naming what is missing (roll it back with `python -m tasks.rollback`).
+
 `python -m flows.sweep` exits 0 when the chosen candidate was registered and promoted, 3 when the gate refused it,
-4 when no candidate is within the policy's fairness limits, 2 on an error. `python -m flows.sweep --dvc-queue`
-queues every candidate as a DVC experiment instead (`dvc exp run --queue -S ...`, up to the audit stage, so
-nothing is registered); `dvc queue start` runs them.
+4 when no candidate is within the policy's fairness limits, 2 on an error (a champion that does not verify
+included). `python -m flows.sweep --dvc-queue` queues every candidate as a DVC experiment instead
+(`dvc exp run --queue -S ...`, up to the audit stage, so nothing is registered); `dvc queue start` runs them.
 """
 
 from __future__ import annotations
@@ -79,6 +84,22 @@ def read_sweep(project: Path) -> tuple[Params, list[Params]]:
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
     return params, candidates
+
+
+@task(name="verify-champion", cache_policy=NO_CACHE)
+def verify_champion(project: Path, params: Params) -> str | None:
+    """The champion's version once its decision and sign-off verify against the trail (None: no champion yet).
+
+    Raises ChampionNotVerified, naming what is missing, before any compute is spent on candidates that would be
+    judged against it.
+    """
+    from humane.governance.approvals import verified_champion
+
+    uri, name = RunContext(project).tracking_uri, params.data.model_name
+    champion = verified_champion(uri, project, name, params.gate.require_approval)
+    version = champion.version if champion else None
+    get_run_logger().info("champion: %s", f"v{version} (verified against the audit trail)" if version else "none")
+    return version
 
 
 @task(name="processed-frames", cache_policy=NO_CACHE)
@@ -312,6 +333,7 @@ def sweep() -> State:
     project = Path.cwd()
     started = time.time()
     params, candidates = read_sweep(project)
+    verify_champion(project, params)  # an unverified champion stops the sweep here, before any training
     frames = processed_frames(project)
     # Whole frames: a post-processed candidate's per-row draws hash each row's features.
     val, test = frames["val"], frames["test"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,9 +31,10 @@ from humane.core.errors import HumaneError
 from humane.core.params import Params, apply_overrides, check_paths, parse_params, read_raw
 from humane.core.paths import Paths
 from humane.data.datasets import BUILTINS
-from humane.governance import signoff
+from humane.governance import approvals, signoff, team_client
 from humane.governance.card import decision_page, group_rows
 from humane.governance.gate import Decision
+from humane.governance.store import client
 
 # Retries only where a stage talks to a server (the tracking store and registry); never on training.
 RETRIES = {"track": 2, "register": 2}
@@ -90,52 +92,92 @@ SIGNOFF_POLL_S = 2
 
 
 def await_signoff(params: Params, ctx: RunContext, registration: dict[str, Any]) -> State:
-    """Pause for a person's decision on a pending candidate, then record it (humane.governance.signoff).
+    """Pause for a decision on a pending candidate; resumed, read the decision from the registry.
 
-    On Prefect's ephemeral API (no server: nobody could open the form) the run ends AwaitingSignOff and the
-    CLI decides. A timeout ends the run NotApproved and leaves the version pending, as does a refused sign-off
-    (e.g. four eyes); a rejection ends it Rejected. The project lock is not held while the run waits.
+    The form cannot authenticate who fills it (Prefect's open-source server has no users). Locally its decision
+    is taken as this run's operating-system account, the one that registered the candidate, so under four eyes
+    it is refused; in team mode it is never taken. A refused or ignored answer leaves the run paused for a valid
+    decision, which arrives through `python -m tasks.approve` (it wakes this run). On Prefect's ephemeral API
+    (no server) the run ends AwaitingSignOff. No decision within gate.approval_timeout_s: the run ends
+    NotApproved and the version stays pending. The project lock is not held while the run waits.
     """
     from prefect.settings import PREFECT_API_URL
 
     name, version = registration["model_name"], registration["version"]
-    cli_hint = f"python -m tasks.approve {name} {version} --approve (or --reject) --by NAME --comment TEXT"
+    cli_hint = f"python -m tasks.approve {name} {version} --approve (or --reject) --comment TEXT"
     if not PREFECT_API_URL.value():
         return Completed(name="AwaitingSignOff", message=f"{name} v{version} awaits sign-off: {cli_hint}")
-    trail = Paths(ctx.project).audit_trail
-    who = signoff.user_name(ctx.user)
-    rule = f" Four eyes: {who}, who triggered this run, cannot approve it." if params.gate.four_eyes else ""
-    description = (
-        f"**Sign-off: {name} v{version}** passed every automated check and waits for your decision before "
+    team = team_client.is_team(ctx.tracking_uri)
+    client(ctx.tracking_uri).set_model_version_tag(name, version, approvals.FLOW_RUN_TAG, str(flow_run.id))
+    deadline = time.monotonic() + params.gate.approval_timeout_s
+    form = SignOff.with_initial_data(description=signoff_description(params, registration, team, cli_hint))
+    while (decided := finished(ctx, name, version)) is None:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise FlowPauseTimeout
+            answer = pause_flow_run(wait_for_input=form, timeout=max(1, int(remaining)), poll_interval=SIGNOFF_POLL_S)
+        except FlowPauseTimeout:
+            return timed_out(params, ctx, name, version, cli_hint)
+        if finished(ctx, name, version) is None:
+            take_form_decision(ctx, answer, name, version, team)
+    return decided
+
+
+def signoff_description(params: Params, registration: dict[str, Any], team: bool, cli_hint: str) -> str:
+    """What the paused run's form says: what is decided, where the evidence is, who may decide and how."""
+    name, version = registration["model_name"], registration["version"]
+    if team:
+        who = (
+            " Team mode: this form cannot approve (Prefect does not authenticate who fills it). A reviewer "
+            f"decides with their own MLflow credentials: {cli_hint}; this run then resumes by itself."
+        )
+    else:
+        who = (
+            " This form decides as the operating-system account running the flow, which registered the candidate:"
+            f" under four eyes another account decides with {cli_hint}." if params.gate.four_eyes else ""
+        )
+    return (
+        f"**Sign-off: {name} v{version}** passed every automated check and waits for a decision before "
         f"`champion` moves. The evidence is on this flow run's Artifacts tab: `promotion-decision` (every check "
         f"against the policy), `bias-audit-groups` (per-group metrics with 95% CIs), `model-card` (the card as "
-        f"registered) and `model-card-link` (the card in MLflow run {registration.get('run_id', '?')})."
-        f"{rule} Without a decision within {params.gate.approval_timeout_s} s the run ends NotApproved and the "
-        f"version stays pending ({cli_hint})."
+        f"registered) and `model-card-link` (the card in MLflow run {registration.get('run_id', '?')}).{who} "
+        f"Without a decision within {params.gate.approval_timeout_s} s the run ends NotApproved and the version "
+        "stays pending."
     )
+
+
+def finished(ctx: RunContext, name: str, version: str) -> State | None:
+    """The run's end once the version is decided (read from the registry), else None."""
+    status = approvals.status(ctx.tracking_uri, name, version)
+    if status == signoff.APPROVED:
+        return Completed(message=f"{name} v{version} promoted to champion after sign-off")
+    if status == signoff.REJECTED:
+        return Failed(name="Rejected", message=f"{name} v{version} rejected at sign-off (the audit record says why)")
+    return None
+
+
+def take_form_decision(ctx: RunContext, answer: SignOff, name: str, version: str, team: bool) -> None:
+    """Submit the form's decision locally; a refusal is printed and the run waits on."""
+    logger = get_run_logger()
+    if team:
+        logger.warning("the form's answer for %s v%s is not a decision in team mode; still waiting", name, version)
+        return
     try:
-        answer = pause_flow_run(wait_for_input=SignOff.with_initial_data(description=description),
-                                timeout=params.gate.approval_timeout_s, poll_interval=SIGNOFF_POLL_S)  # fmt: skip
-    except FlowPauseTimeout:
-        # Recorded here; Prefect's server then ends the run in its own Failed state, "The flow was notapproved
-        # and never resumed." (it refuses any other state once a pause has expired).
-        signoff.record_timeout(trail, name, version, ctx.tracking_uri, f"prefect flow run {flow_run.id}",
-                               params.gate.approval_timeout_s)  # fmt: skip
-        print(f"no sign-off of {name} v{version} within {params.gate.approval_timeout_s} s: champion unchanged, "
-              f"the version stays pending ({cli_hint})")  # fmt: skip
-        return Failed(name="NotApproved", message=f"{name} v{version}: no sign-off within "
-                      f"{params.gate.approval_timeout_s} s; champion unchanged, the version stays pending "
-                      f"({cli_hint})")  # fmt: skip
-    approve = answer.decision == "approve"
-    try:
-        entry = signoff.sign_off(ctx.tracking_uri, trail, name, version, approve, answer.approver, answer.comment,
-                                 channel=f"prefect flow run {flow_run.id}")  # fmt: skip
-    except signoff.SignOffError as err:
-        return Failed(name="NotApproved", message=f"sign-off refused: {err}; champion unchanged, the version "
-                      f"stays pending ({cli_hint})")  # fmt: skip
-    if approve:
-        return Completed(message=f"{name} v{version} promoted to champion after sign-off by {entry['by']}")
-    return Failed(name="Rejected", message=f"{name} v{version} rejected by {entry['by']}: {entry['comment']}")
+        approvals.submit_decision(ctx.tracking_uri, ctx.project, name, version, answer.decision == "approve",
+                                  answer.approver, answer.comment, f"prefect flow run {flow_run.id}")  # fmt: skip
+    except HumaneError as err:
+        logger.warning("sign-off refused: %s; champion unchanged, still waiting for a valid decision", err)
+
+
+def timed_out(params: Params, ctx: RunContext, name: str, version: str, cli_hint: str) -> State:
+    """Recorded; Prefect's server then ends the run in its own Failed state ("... never resumed")."""
+    waited = params.gate.approval_timeout_s
+    approvals.record_timeout(ctx.tracking_uri, ctx.project, name, version, f"prefect flow run {flow_run.id}", waited)
+    print(f"no sign-off of {name} v{version} within {waited} s: champion unchanged, the version stays pending "
+          f"({cli_hint})")  # fmt: skip
+    return Failed(name="NotApproved", message=f"{name} v{version}: no sign-off within {waited} s; champion "
+                  f"unchanged, the version stays pending ({cli_hint})")  # fmt: skip
 
 
 def outcome(registration: dict[str, Any], fresh: bool = True) -> State:
@@ -173,9 +215,8 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
     Args:
         overrides: allow-listed params to change for this run only (humane.core.params.OVERRIDABLE), e.g.
             ``{"train.lr": 0.003}``. The project's params.yaml is left as it is.
-        requested_by: who triggers the run (recorded; under gate.four_eyes they cannot approve its candidate);
-            default $HUMANE_USER or the login name for a local run, "deployment <flow>/<name>" for a deployment run
-            (pass `-p requested_by=NAME` so that four eyes binds the person who asked).
+        requested_by: the name shown for whoever asked for the run (a display name: four eyes compares the
+            authenticated account that registered the candidate, i.e. the account running this flow).
 
     """
     overrides = dict(overrides or {})
@@ -195,13 +236,14 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
             states[stage.name].result()  # a failed stage stops the run here, with its error
         fresh = states["register"].name != "Skipped"
         registration = publish(paths, fresh, wait_for=[states["register"]])
-        card = paths.model_card_md.read_text() if params.gate.require_approval else ""
-    if params.gate.require_approval:
+        require = params.gate.require_approval or team_client.is_team(ctx.tracking_uri)
+        card = paths.model_card_md.read_text() if require else ""
+    if require:
         version = registration["version"]
-        status = signoff.status(ctx.tracking_uri, registration["model_name"], version)
+        status = approvals.status(ctx.tracking_uri, registration["model_name"], version)
         if status == signoff.PENDING:
             create_markdown_artifact(key="model-card", markdown=card, description="The model card as registered")
-            create_link_artifact(key="model-card-link", link=signoff.card_link(ctx.tracking_uri,
+            create_link_artifact(key="model-card-link", link=approvals.card_link(ctx.tracking_uri,
                                  registration["run_id"]), link_text=f"Model card of {registration['model_name']} "
                                  f"v{version} (MLflow)", description="The registered card in MLflow")  # fmt: skip
             return await_signoff(params, ctx, registration)
@@ -229,7 +271,7 @@ def main(argv: list[str]) -> int:
         return 0
     if state.is_failed() and "never resumed" in (state.message or ""):  # the sign-off window closed
         print(f"{state.message} No sign-off in time: champion unchanged; the version stays pending, to be decided "
-              "with python -m tasks.approve MODEL VERSION --approve|--reject --by NAME --comment TEXT",
+              "with python -m tasks.approve MODEL VERSION --approve|--reject --comment TEXT",
               file=sys.stderr)  # fmt: skip
         return 3
     if state.name in ("Rejected", "NotApproved"):

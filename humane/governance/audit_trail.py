@@ -15,14 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from humane.core.errors import HumaneError
 from humane.core.io import file_lock
 
 GENESIS = "0" * 64
-EVENTS = ("pending", "approved", "rejected", "timed_out")
+EVENTS = ("pending", "approved", "rejected", "timed_out", "promoted", "rolled_back", "withdrawn")
 
 
 class AuditTrailError(HumaneError):
@@ -93,3 +94,43 @@ def missing_entries(path: Path, expected: dict[str, str]) -> list[str]:
     """Of `expected` ({what: entry hash}, from registry tags), those the verified trail does not hold."""
     held = {e["hash"] for e in read(path)}
     return sorted(what for what, digest in expected.items() if digest not in held)
+
+
+class Trail(Protocol):
+    """Where sign-off events are kept: the local JSON Lines file, or the team's server-side table."""
+
+    where: str  # for messages: the file, or the server
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every entry, oldest first, after verifying the chain (an error when it does not verify)."""
+        ...
+
+    def append(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Add one event at the end of the verified chain; the record as stored, with `seq`, `prev`, `hash`."""
+        ...
+
+
+@dataclass(frozen=True)
+class FileTrail:
+    """The local trail: a hash-chained JSON Lines file (local mode)."""
+
+    path: Path
+
+    @property
+    def where(self) -> str:
+        """The file."""
+        return str(self.path)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every verified entry."""
+        return read(self.path)
+
+    def append(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Append under the file lock."""
+        return append(self.path, entry)
+
+
+def entries_of(trail: Trail, model: str, version: str, run_id: str | None = None) -> list[dict[str, Any]]:
+    """The verified trail's events for one model version (and, given, its run), oldest first."""
+    return [e for e in trail.read() if e.get("model") == model and str(e.get("version")) == str(version)
+            and (run_id is None or e.get("run_id") == run_id)]  # fmt: skip

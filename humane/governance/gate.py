@@ -243,6 +243,29 @@ def decide(
     return Decision(passed, reasons, checks, champion.version if champion else None, notes, dict(test_md5 or {}))
 
 
+def rejudge(check: dict[str, Any]) -> bool | None:
+    """A recorded check's verdict recomputed from its own figures, as `decide` computes it (None: skipped)."""
+    if check.get("passed") is None:
+        return None
+    value, threshold, rule = check.get("value"), check.get("threshold"), check.get("rule")
+    if rule == "validation_passed":
+        return value == 1.0
+    if check.get("note") and rule not in ("max_drop", "max_increase"):
+        return False  # a baseline that was not measured
+    if not _measured(value) or isinstance(threshold, bool) or threshold is None:
+        return False
+    if rule == "above_baseline":
+        return value > threshold
+    if rule == "min":
+        return value >= threshold
+    if rule == "max":
+        return value <= threshold
+    reference = check.get("champion_value")
+    if rule in ("max_drop", "max_increase") and _measured(reference):
+        return ((reference - value) if rule == "max_drop" else (value - reference)) <= threshold
+    return False
+
+
 def compute_metrics(train: dict[str, Any]) -> dict[str, float]:
     """compute.*: the training run's compute bill (parameters, FLOPs, throughput, time, memory, energy, CO2).
 

@@ -17,8 +17,10 @@ from humane.core import io
 from humane.core.context import RunContext
 from humane.core.params import Params, check_intended_use
 from humane.core.paths import Paths
+from humane.governance import approvals, signoff, team_client
 from humane.governance.card import model_card
 from humane.governance.gate import Decision, Policy, decide, read_candidate
+from humane.governance.identity import local_actor
 from humane.governance.lineage import git_commit, md5_of
 from humane.governance.registry import (
     BASIS_TAG,
@@ -31,11 +33,11 @@ from humane.governance.registry import (
     REJECTED_BY_POLICY,
     TAG_LIMIT,
     TEST_MD5_TAG,
+    Champion,
     champion_of,
     current_champion,
     promotion_lock,
     register_version,
-    restore_champion,
     set_alias,
     set_description,
     set_tags,
@@ -47,16 +49,12 @@ from humane.governance.signoff import (
     APPROVAL_TAG,
     APPROVED,
     CARD_MD5_TAG,
-    EVIDENCE_TAGS,
+    ENTRY_TAG,
     PENDING,
     REGISTERED_CARD,
     REJECTED,
-    Pending,
-    decided_entry,
     outcome_text,
-    record_pending,
-    user_name,
-)  # fmt: skip
+)
 from humane.governance.store import client, using_tracking_uri
 
 
@@ -184,49 +182,12 @@ def validation_notes(report: dict[str, Any]) -> list[str]:
     return [f"data validation passed with {len(warnings)} warning(s): {listed}"]
 
 
-def signoff_state(params: Params, ctx: RunContext, existing: Any, decision: Decision, redecided: bool, basis: str,
-                  version: str, champion_now: str | None,
-                  ) -> tuple[str | None, dict[str, str], dict[str, Any] | None]:  # fmt: skip
-    """The version's sign-off state after this registration: (approval, {} or a marker to record pending, entry).
-
-    A passing candidate waits for a person when the policy asks, unless its sign-off state still applies: a
-    person's rejection stands (a rerun does not reopen it); a pending or approved state stands while the
-    decision it was asked on stands (same basis, not judged again). A version that is champion and was never
-    asked for a sign-off (promoted before the policy asked for one) stays as it is while its decision stands.
-    `entry` is the trail event that decided it, for the card.
-    """
-    if not (params.gate.require_approval and decision.passed):
-        return (existing.tags.get(APPROVAL_TAG) if existing is not None else None), {}, None
-    if existing is None:
-        return PENDING, {APPROVAL_TAG: PENDING}, None
-    tags = existing.tags
-    approval = tags.get(APPROVAL_TAG)
-    trail = Paths(ctx.project).audit_trail
-    if approval == REJECTED:
-        return REJECTED, {}, decided_entry(trail, name_of(existing), version, tags)
-    if not redecided:
-        if approval in (PENDING, APPROVED) and tags.get(APPROVAL_BASIS_TAG) == basis:
-            return (
-                approval,
-                {},
-                decided_entry(trail, name_of(existing), version, tags) if approval == APPROVED else None,
-            )
-        if approval is None and champion_now == version:
-            return None, {}, None
-    return PENDING, {APPROVAL_TAG: PENDING}, None
-
-
-def name_of(version: Any) -> str:
-    """A registry version's model name."""
-    return str(version.name)
-
-
 def recorded_decision(version: Any, basis: str) -> Decision | None:
     """The decision an earlier attempt recorded on this version, if it got that far and on the same basis."""
     import json
 
     payload = version.tags.get(DECISION_JSON_TAG)
-    if payload is None or version.tags.get(BASIS_TAG) != basis:
+    if payload is None or version.tags.get(BASIS_TAG, "").split(":")[0] != basis:
         return None
     try:
         return Decision.from_dict(json.loads(payload))
@@ -235,64 +196,117 @@ def recorded_decision(version: Any, basis: str) -> Decision | None:
 
 
 def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
-    """Register the tracked candidate once; move `challenger` to it, and `champion` only if the policy passes."""
-    import mlflow
+    """Register the tracked candidate once; move `challenger` to it; `champion` only as the policy allows.
 
+    With a sign-off required (always in team mode) a passing candidate waits for a person
+    (humane.governance.signoff); without one (local mode only) it becomes champion when every check passed.
+    """
     record = io.read_json(paths.mlflow_run)
     name = params.data.model_name
     candidate = read_candidate(paths)
     facts = gather_facts(params, paths, record["run_id"], ctx.project)
     mlflow_client = client(ctx.tracking_uri)
+    team = team_client.is_team(ctx.tracking_uri)
     with promotion_lock(ctx.tracking_uri):
         champion = current_champion(mlflow_client, name)
+        champion_now = champion.version if champion else None
         existing = version_of_run(mlflow_client, name, record["run_id"])
         basis = decision_basis(params, candidate, facts["test_md5"])
-        decision = recorded_decision(existing, basis) if existing is not None else None
-        champion_now = champion.version if champion else None
-        redecided = decision is None or champion_now not in (decision.champion_version, str(existing.version))
-        # An earlier attempt's decision stands while the champion it was judged against (or this very version,
-        # promoted by that attempt) still holds the alias; otherwise the world moved on: decide again.
-        if redecided:
-            reference = champion
-            if existing is not None and champion_now == str(existing.version):
-                # An earlier attempt made this version champion; judge it against the one it replaced.
-                replaced = existing.tags.get("decision.champion_version", "-")
-                reference = None if replaced == "-" else champion_of(mlflow_client, name, replaced)
-            with using_tracking_uri(ctx.tracking_uri):
-                decision = judge(params, paths, candidate, reference, name, record, facts["test_md5"])
-        if existing is not None:
-            version = str(existing.version)
-        else:
-            version = register_version(mlflow_client, name, record["model_uri"], record["run_id"])
-        approval, pending_tags, signed = signoff_state(params, ctx, existing, decision, redecided, basis, version,
-                                                       champion_now)  # fmt: skip
+        decision = decide_once(params, paths, ctx, candidate, champion, existing, basis, facts["test_md5"])
+        version = str(existing.version) if existing is not None else register_version(
+            mlflow_client, name, record["model_uri"], record["run_id"])  # fmt: skip
+        full_basis = f"{basis}:{decision.champion_version or '-'}"  # judged against another champion: new basis
+        require = params.gate.require_approval or team
+        before = existing.tags if existing is not None else {}
+        waits = require and decision.passed and before.get(APPROVAL_TAG) != REJECTED and not (
+            before.get(APPROVAL_TAG) in (PENDING, APPROVED) and before.get(APPROVAL_BASIS_TAG) == full_basis)
+        signed = decided_entry(approvals.trail_for(ctx.tracking_uri, ctx.project), name, version, before,
+                               full_basis)  # fmt: skip
         card = model_card(params, decision, version, facts, signed=outcome_text(signed) if signed else None)
-        tags = {**version_tags(decision, candidate, facts), BASIS_TAG: basis}
-        fresh_card = existing is None or bool(pending_tags)
+        tags = {**version_tags(decision, candidate, facts), BASIS_TAG: full_basis}
+        fresh_card = existing is None or waits
         if fresh_card:  # the card a person will be shown; a retry keeps the hash of the one already shown
             tags[CARD_MD5_TAG] = hashlib.md5(card.to_markdown().encode()).hexdigest()
-        if pending_tags:
-            pending_tags = record_pending(Paths(ctx.project).audit_trail, Pending(
-                name, version, user_name(ctx.user), params.gate.four_eyes, decision.to_dict(),
-                {k: tags[k] for k in EVIDENCE_TAGS if k in tags}, champion_now, basis, record["run_id"]))  # fmt: skip
-        # The sign-off state first: a registration cut short after it leaves a decision that is judged again.
-        set_tags(mlflow_client, name, version, {**pending_tags, **tags})
+        set_tags(mlflow_client, name, version, tags)
         set_description(mlflow_client, name, version, card.to_markdown())
         set_alias(mlflow_client, name, CHALLENGER, version)
-        # With sign-off required only the sign-off moves `champion` (humane.governance.signoff).
-        promoted = decision.passed and not params.gate.require_approval
-        if promoted:
-            set_alias(mlflow_client, name, CHAMPION, version)
-        elif champion_now == version and (not decision.passed or redecided):
-            # refused now, or judged again and waiting for sign-off: the alias goes back to the version this one
-            # replaced
-            restore_champion(mlflow_client, name, decision.champion_version)
-        # a version signed off earlier is still champion while its decision stands
-        is_champion = promoted or (champion_now == version and decision.passed and not redecided)
+        if require:
+            request(ctx, params, name, version, team)
+        else:
+            promote_without_signoff(ctx, mlflow_client, name, version, decision.passed, champion_now)
+        approval = signoff.read_version(mlflow_client, name, version).tags.get(APPROVAL_TAG)
+        is_champion = (current_champion(mlflow_client, name) or NO_CHAMPION).version == version
+    record_outputs(paths, ctx, record["run_id"], name, version, decision, card, fresh_card)
+    result = {"model_name": name, "version": version, "promoted": is_champion, "reasons": decision.reasons,
+              "passed_checks": decision.passed, "approval": approval,
+              "pending": decision.passed and not is_champion and approval == PENDING,
+              "aliases": [CHALLENGER, CHAMPION] if is_champion else [CHALLENGER],
+              "compared_with": decision.champion_version, "run_id": record["run_id"]}  # fmt: skip
+    io.write_json(paths.registration, result)
+    return result
+
+
+NO_CHAMPION = Champion("", {}, None)
+
+
+def decide_once(params: Params, paths: Paths, ctx: RunContext, candidate: dict[str, float], champion: Any,
+                existing: Any, basis: str, test_md5: str) -> Decision:  # fmt: skip
+    """The decision an earlier attempt recorded, while the champion it was judged against still holds; else anew."""
+    name = params.data.model_name
+    decision = recorded_decision(existing, basis) if existing is not None else None
+    champion_now = champion.version if champion else None
+    if decision is not None and champion_now in (decision.champion_version, str(existing.version)):
+        return decision
+    reference = champion
+    if existing is not None and champion_now == str(existing.version):
+        # An earlier attempt made this version champion; judge it against the one it replaced.
+        replaced = existing.tags.get("decision.champion_version", "-")
+        reference = None if replaced == "-" else champion_of(client(ctx.tracking_uri), name, replaced)
+    with using_tracking_uri(ctx.tracking_uri):
+        return judge(params, paths, candidate, reference, name, {}, test_md5)
+
+
+def decided_entry(trail: Any, name: str, version: str, tags: dict[str, str], basis: str) -> dict[str, Any] | None:
+    """The trail event that decided the version on this basis (for the card), or None."""
+    if tags.get(APPROVAL_TAG) not in (APPROVED, REJECTED) or tags.get(APPROVAL_BASIS_TAG) != basis:
+        return None
+    return signoff.held(trail, name, version, tags).get(ENTRY_TAG)
+
+
+def request(ctx: RunContext, params: Params, name: str, version: str, team: bool) -> dict[str, Any]:
+    """Ask for the sign-off (and withdraw a re-decided champion): the team server, or the local trail."""
+    where = f"registration ({ctx.entry_point}{', flow run ' + ctx.flow_run_id if ctx.flow_run_id else ''})"
+    if team:
+        return team_client.call(ctx.tracking_uri, "POST", "signoff/request",
+                                {"model": name, "version": version, "channel": where})  # fmt: skip
+    actor = local_actor(ctx.user)
+    return signoff.request_signoff(client(ctx.tracking_uri), approvals.trail_for(ctx.tracking_uri, ctx.project),
+                                   name, version, actor, [actor.account], params.gate.four_eyes, where)  # fmt: skip
+
+
+def promote_without_signoff(ctx: RunContext, mlflow_client: Any, name: str, version: str, passed: bool,
+                            champion_now: str | None) -> None:  # fmt: skip
+    """Local mode, no sign-off required: a passing version becomes champion, a failing one loses it; recorded."""
+    trail = approvals.trail_for(ctx.tracking_uri, ctx.project)
+    actor = local_actor(ctx.user)
+    record = signoff.read_version(mlflow_client, name, version)
+    if passed and champion_now != version:
+        signoff.record_promotion(trail, name, record, actor, ctx.entry_point, champion_now)
+        set_alias(mlflow_client, name, CHAMPION, version)
+    elif not passed and champion_now == version:
+        signoff.withdraw(mlflow_client, trail, name, record, actor, ctx.entry_point,
+                         "registered again and no longer passes the policy")  # fmt: skip
+
+
+def record_outputs(paths: Paths, ctx: RunContext, run_id: str, name: str, version: str, decision: Decision,
+                   card: Any, fresh_card: bool) -> None:  # fmt: skip
+    """decision.json and the card files, here and in the run's artifacts."""
+    import mlflow
+
     io.write_json(paths.decision, decision.to_dict())
     io.write_with(paths.model_card_md, lambda tmp: tmp.write_text(card.to_markdown()))
     io.write_with(paths.model_card_html, lambda tmp: tmp.write_text(card.to_html(f"Model card: {name} v{version}")))
-    with using_tracking_uri(ctx.tracking_uri), mlflow.start_run(run_id=record["run_id"]):
+    with using_tracking_uri(ctx.tracking_uri), mlflow.start_run(run_id=run_id):
         mlflow.log_artifact(str(paths.model_card_md), "model_card")
         mlflow.log_artifact(str(paths.model_card_html), "model_card")
         if fresh_card:  # the card as registered, kept unchanged: what `card.md5` and the trail name
@@ -300,10 +314,3 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         mlflow.log_dict(decision.to_dict(), "reports/decision.json")
         mlflow.set_tags({"gate.decision": "promoted" if decision.passed else "rejected",
                          "registry.version": version, "registry.model": name})  # fmt: skip
-    pending = decision.passed and not is_champion and approval == PENDING
-    result = {"model_name": name, "version": version, "promoted": is_champion, "reasons": decision.reasons,
-              "passed_checks": decision.passed, "approval": approval, "pending": pending,
-              "aliases": [CHALLENGER, CHAMPION] if is_champion else [CHALLENGER],
-              "compared_with": decision.champion_version, "run_id": record["run_id"]}  # fmt: skip
-    io.write_json(paths.registration, result)
-    return result

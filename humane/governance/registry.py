@@ -70,14 +70,6 @@ def champion_of(mlflow_client: Any, name: str, version: str) -> Champion:
     return Champion(str(record.version), metrics, record.run_id, record.tags.get(TEST_MD5_TAG))
 
 
-def restore_champion(mlflow_client: Any, name: str, version: str | None) -> None:
-    """Point `champion` back at `version`, or remove it when there was none before."""
-    if version is None:
-        mlflow_client.delete_registered_model_alias(name, CHAMPION)
-    else:
-        mlflow_client.set_registered_model_alias(name, CHAMPION, version)
-
-
 def version_of_run(mlflow_client: Any, name: str, run_id: str) -> Any | None:
     """The version of `name` registered from `run_id`, if an earlier attempt registered one."""
     from mlflow.exceptions import MlflowException
@@ -95,7 +87,15 @@ def version_of_run(mlflow_client: Any, name: str, run_id: str) -> Any | None:
 
 
 def promotion_lock(uri: str) -> Any:
-    """Serialise decide → register → move aliases between pipeline runs sharing a store on this machine."""
+    """Serialise decide → register → move aliases between pipeline runs sharing a store.
+
+    Team mode: the Prefect server's strict global concurrency limit, across machines. Else a file lock on
+    this machine (beside a SQLite store).
+    """
+    from humane.governance import team_client
+
+    if team_client.is_team(uri):
+        return team_client.promotion_mutex()
     if uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///") + ".lock").resolve()
     else:
@@ -118,7 +118,9 @@ def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str)
         except MlflowException as created:
             if getattr(created, "error_code", None) != "RESOURCE_ALREADY_EXISTS":
                 raise
-    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id)
+    # A logged model (`models:/m-<id>`) is named by its id too: a tracking server insists on it.
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id)
     return str(version.version)
 
 

@@ -178,3 +178,90 @@ def as_request(frame: pd.DataFrame, schema: Any) -> pd.DataFrame:
             if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
                 out[spec.name] = values.astype(spec.type.to_numpy())
     return out
+
+
+def champion_uri(
+    name: str, project: Path | None = None, uri: str | None = None, require_signoff: bool | None = None
+) -> str:
+    """`models:/NAME/<version>` of the champion once its decision and sign-off verify against the audit trail.
+
+    What to load or serve instead of `models:/NAME@champion`: the alias is read once, the version behind it is
+    verified (humane.governance.approvals.verified_champion: its recorded checks passed, its approval holds on
+    its current decision where a sign-off is required or was asked, and the trail's last move of the alias names
+    it), and the version number is returned, so that the alias cannot move between the check and the load.
+
+    Args:
+        name: The registered model, e.g. `humane-adult`.
+        project: The project folder whose audit trail (audit/signoff.jsonl) and params.yaml apply; default: the
+            working directory.
+        uri: The MLflow store; default: MLFLOW_TRACKING_URI, else the project's SQLite store.
+        require_signoff: Whether the champion must hold an approval; default: params.yaml's
+            `gate.require_approval` (False without a params.yaml). Team mode always requires it.
+
+    Raises:
+        ChampionNotVerified: the champion does not verify; the message names what is missing.
+        HumaneError: the model has no champion.
+
+    """
+    from humane.core.context import RunContext
+    from humane.core.errors import HumaneError
+    from humane.governance.approvals import verified_champion
+
+    project = Path.cwd() if project is None else Path(project)
+    uri = uri or RunContext(project).tracking_uri
+    if require_signoff is None:
+        require_signoff = _requires_approval(project)
+    champion = verified_champion(uri, project, name, require_signoff)
+    if champion is None:
+        raise HumaneError(f"registry: model {name!r} has no champion version; there is nothing to serve")
+    return f"models:/{name}/{champion.version}"
+
+
+def load_champion(
+    name: str, project: Path | None = None, uri: str | None = None, require_signoff: bool | None = None
+) -> Any:
+    """The verified champion's pyfunc (`champion_uri`), loaded by its version number from the store."""
+    from humane.core.context import RunContext
+    from humane.governance.store import using_tracking_uri
+
+    project = Path.cwd() if project is None else Path(project)
+    uri = uri or RunContext(project).tracking_uri
+    model_uri = champion_uri(name, project, uri, require_signoff)
+    with using_tracking_uri(uri):
+        return mlflow.pyfunc.load_model(model_uri)
+
+
+def _requires_approval(project: Path) -> bool:
+    """params.yaml's `gate.require_approval` in the project (False where the folder has no params.yaml)."""
+    from humane.core.params import load_params
+    from humane.core.paths import Paths
+
+    path = Paths(project).params
+    return load_params(path).gate.require_approval if path.exists() else False
+
+
+def main(argv: list[str]) -> int:
+    """`python -m humane.governance.serving NAME`: print the verified champion's `models:/NAME/<version>`.
+
+    For `mlflow models serve -m "$(python -m humane.governance.serving humane-adult)"`: exit 2, with the reason
+    on stderr and nothing on stdout, when there is no champion or it does not verify.
+    """
+    import sys
+
+    from humane.core.errors import HumaneError
+
+    if len(argv) != 1 or argv[0].startswith("-"):
+        print("usage: python -m humane.governance.serving MODEL_NAME   (e.g. humane-adult)", file=sys.stderr)
+        return 2
+    try:
+        print(champion_uri(argv[0]))
+    except HumaneError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

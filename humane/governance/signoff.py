@@ -1,38 +1,37 @@
-"""Sign-off: a named person approves or rejects a candidate that passed the automated checks.
+"""Sign-off: the state machine of a candidate that passed the automated checks, and of the `champion` alias.
 
-With `gate.require_approval`, registration leaves a passing candidate as `challenger` with the registry tag
-`approval: pending` and a `pending` event in the audit trail (humane.governance.audit_trail). `sign_off` is
-the one way it leaves that state, whether the decision comes from the paused Prefect run's form or from
-`python -m tasks.approve`:
+One implementation, run by whoever is the authority: in team mode the MLflow tracking server's plugin
+(humane.governance.server_app) calls it with the identity basic-auth authenticated and the PostgreSQL trail; in
+local mode the command line calls it with the operating-system account and the JSON Lines trail. Callers hold
+the promotion lock around each call.
 
-- a candidate that failed the automated checks cannot be approved; one that is not pending cannot be decided
-  again (the trail and the tags keep the first decision);
-- under `gate.four_eyes` (recorded on the version at registration), whoever triggered the run cannot approve it;
-- an approval moves `champion` only while the champion is still the version the decision was judged against;
-  otherwise the candidate must be judged again (rerun the pipeline) before anyone can approve it;
-- the trail entry is written first, then the version's tags, the card and the alias, so an interrupted
-  sign-off is completed by running the same command again, from the recorded entry, never recorded twice.
-
-Names are as declared (`--by`, the form's approver field) beside the operating-system user that ran the
-command: authenticating people is the job of the MLflow server's and Prefect's own access control.
+- `request_signoff`: after a registration, a passing candidate waits (`pending` event, `approval: pending`);
+  a version that holds `champion` but no longer carries an approved decision on its current basis loses the
+  alias (`withdrawn` event): a re-decided version never keeps or regains `champion` without a new sign-off.
+- `decide`: a reviewer approves or rejects a pending candidate, once. Refused: a candidate whose recorded
+  checks did not pass or do not add up; a decision whose basis changed since the sign-off was asked; under four
+  eyes an account that registered it (the trigger accounts recorded with the `pending` event); an approval when
+  the champion is no longer the one the decision compared with. A rejection stands.
+- `rollback`: moves `champion` back to an earlier approved version, or off any version, as a recorded event.
+- `verified_champion`: what consumers call; the champion's decision, sign-off and the trail's last alias move
+  must agree, else it is refused naming what is missing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import getpass
-import html
+import hashlib
 import json
-import os
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+import math
+import re
 from typing import Any
 
 from humane.core.errors import HumaneError
 from humane.governance import audit_trail
-from humane.governance.card import AWAITING, SIGNED, SIGNOFF_PENDING, Card, add_decision
-from humane.governance.gate import Decision
+from humane.governance.audit_trail import Trail
+from humane.governance.card import AWAITING, SIGNED, SIGNOFF_PENDING
+from humane.governance.gate import VALIDATION_METRIC, rejudge
+from humane.governance.identity import Actor
 from humane.governance.registry import (
     BASIS_TAG,
     CHAMPION,
@@ -40,17 +39,18 @@ from humane.governance.registry import (
     DECISION_TAG,
     PASSED,
     TAG_LIMIT,
+    Champion,
+    champion_of,
     current_champion,
-    promotion_lock,
-    set_alias,
     set_description,
     set_tags,
-)  # fmt: skip
-from humane.governance.store import StoreError, client
+)
+from humane.governance.store import StoreError
 
 APPROVAL_TAG = "approval"
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
-TRIGGERED_BY_TAG = "triggered_by"
+PROMOTED, ROLLED_BACK, WITHDRAWN = "promoted", "rolled_back", "withdrawn"  # trail events that move `champion`
+TRIGGERED_BY_TAG = "triggered_by"  # the accounts that registered the version (comma-separated)
 FOUR_EYES_TAG = "approval.four_eyes"
 PENDING_ENTRY_TAG = "approval.pending_entry"  # hash of the trail's `pending` event for this decision
 APPROVAL_BASIS_TAG = "approval.basis"  # the decision basis (decision.basis) the sign-off was asked on
@@ -58,19 +58,14 @@ REGISTERED_CARD = "registered_card.md"  # the run's card as registered, never ch
 ENTRY_TAG = "approval.entry"  # hash of the trail's event that decided it
 CARD_MD5_TAG = "card.md5"  # md5 of the card as registered: what the approver was shown
 EVIDENCE_TAGS = ("data.md5", "test.md5", "data.raw_md5", CARD_MD5_TAG, "run_id", "git_commit")
-USER_ENV = "HUMANE_USER"
 
 
 class SignOffError(HumaneError):
     """The sign-off is refused: the message says why and what to do."""
 
 
-def user_name(explicit: str | None = None) -> str:
-    """Who is acting: an explicit name, else $HUMANE_USER, else the login name."""
-    name = (explicit or os.environ.get(USER_ENV) or getpass.getuser()).strip()
-    if not name:
-        raise SignOffError(f"no user name: pass one, or set {USER_ENV}")
-    return name
+class ChampionNotVerified(SignOffError):
+    """The version behind `champion` does not carry a verified decision and sign-off: it must not be used."""
 
 
 def now() -> str:
@@ -78,63 +73,12 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@dataclass(frozen=True)
-class Pending:
-    """What registration records about a candidate that waits for sign-off."""
-
-    model: str
-    version: str
-    triggered_by: str
-    four_eyes: bool
-    decision: dict[str, Any]
-    evidence: dict[str, str]
-    champion_before: str | None
-    basis: str
-    run_id: str
-
-
-def record_pending(trail: Path, pending: Pending) -> dict[str, str]:
-    """Append the `pending` event; the version tags that mark it as waiting (registration sets them)."""
-    entry = audit_trail.append(trail, {
-        "event": PENDING, "model": pending.model, "version": pending.version, "run_id": pending.run_id,
-        "at": now(), "by": pending.triggered_by, "os_user": getpass.getuser(), "four_eyes": pending.four_eyes,
-        "decision": pending.decision, "evidence": pending.evidence, "champion_before": pending.champion_before,
-        "basis": pending.basis,
-    })  # fmt: skip
-    return {APPROVAL_TAG: PENDING, TRIGGERED_BY_TAG: pending.triggered_by, APPROVAL_BASIS_TAG: pending.basis,
-            FOUR_EYES_TAG: "true" if pending.four_eyes else "false", PENDING_ENTRY_TAG: entry["hash"]}  # fmt: skip
-
-
-def held_entries(trail: Path, name: str, version: str, tags: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """The trail entries the version's tags name ({tag: entry}); a named entry the trail lacks is an error.
-
-    A trail that was deleted, cut back (e.g. to an older commit) or is another checkout's does not hold them:
-    nothing is signed off or shown on top of it.
-    """
-    wanted = {k: tags[k] for k in (PENDING_ENTRY_TAG, ENTRY_TAG) if k in tags}
-    held = {e["hash"]: e for e in audit_trail.read(trail)}
-    missing = sorted(k for k, digest in wanted.items() if digest not in held)
-    if missing:
-        raise audit_trail.AuditTrailError(
-            f"{trail}: {name} v{version}'s tag(s) {', '.join(missing)} name trail entries this trail does not hold "
-            "(deleted, cut back, or another checkout's trail): restore the trail (git) before signing off"
-        )
-    return {k: held[digest] for k, digest in wanted.items()}
-
-
-def decided_entry(trail: Path, name: str, version: str, tags: dict[str, str]) -> dict[str, Any] | None:
-    """The trail event that decided the version (approved or rejected), or None while none did."""
-    return held_entries(trail, name, version, tags).get(ENTRY_TAG)
-
-
-def status(uri: str, name: str, version: str) -> str | None:
-    """The version's approval tag (pending, approved, rejected), or None when no sign-off was asked for."""
-    return _version(client(uri), name, version).tags.get(APPROVAL_TAG)
-
-
-def _version(mlflow_client: Any, name: str, version: str) -> Any:
+def read_version(mlflow_client: Any, name: str, version: str) -> Any:
+    """The registry's record of one version; a missing version is a refusal, any other failure a StoreError."""
     from mlflow.exceptions import MlflowException
 
+    if not re.fullmatch(r"[1-9][0-9]*", str(version)):
+        raise SignOffError(f"{name}: {version!r} is not a version number (write it as 1, 2, ...)")
     try:
         return mlflow_client.get_model_version(name, str(version))
     except MlflowException as err:
@@ -145,120 +89,7 @@ def _version(mlflow_client: Any, name: str, version: str) -> Any:
         raise StoreError(f"registry: cannot read {name} v{version}: {type(err).__name__}: {err}") from err
 
 
-def sign_off(uri: str, trail: Path, name: str, version: str, approve: bool, approver: str, comment: str,
-             channel: str) -> dict[str, Any]:  # fmt: skip
-    """Approve or reject a pending candidate; the trail entry that records it.
-
-    `channel` says where the decision was taken (the CLI, a Prefect flow run's id).
-    """
-    approver, comment = approver.strip(), comment.strip()
-    if not approver:
-        raise SignOffError("the approver's name is empty: say who decides (--by NAME)")
-    if not comment:
-        raise SignOffError("the comment is empty: say why (--comment TEXT); the auditor reads it")
-    event = APPROVED if approve else REJECTED
-    mlflow_client = client(uri)
-    with promotion_lock(uri):
-        record = _version(mlflow_client, name, version)
-        tags = record.tags
-        pending_entry = tags.get(PENDING_ENTRY_TAG)
-        if approve and tags.get(DECISION_TAG) != PASSED:
-            raise SignOffError(f"{name} v{version} failed the automated checks ({tags.get('decision.reasons', '?')})"
-                               "; a candidate that failed them cannot be approved")  # fmt: skip
-        if APPROVAL_TAG not in tags or pending_entry is None:
-            raise SignOffError(f"{name} v{version} was registered without a sign-off requirement "
-                               "(gate.require_approval was off); there is nothing to approve")  # fmt: skip
-        held_entries(trail, name, str(version), tags)  # the trail holds what the tags name, or nothing is decided
-        if tags.get(APPROVAL_BASIS_TAG) != tags.get(BASIS_TAG):
-            raise SignOffError(f"{name} v{version}: its sign-off was asked on another decision than the one it "
-                               "now records (a registration cut short); rerun the pipeline to register it "
-                               "again")  # fmt: skip
-        recorded = [e for e in audit_trail.entries_for(trail, name, str(version), record.run_id)
-                    if e["event"] in (APPROVED, REJECTED) and e.get("pending_entry") == pending_entry]  # fmt: skip
-        champion = current_champion(mlflow_client, name)
-        if recorded:  # an earlier sign-off was recorded; complete its effects, never record a second one
-            entry = recorded[0]
-            if entry["event"] != event:
-                raise SignOffError(f"{name} v{version} was already {entry['event']} by {entry['by']} at "
-                                   f"{entry['at']} (audit trail entry {entry['hash'][:12]}); a decision is not "
-                                   "taken twice")  # fmt: skip
-            if tags.get(APPROVAL_TAG) == event and tags.get(ENTRY_TAG) == entry["hash"] and (
-                    not approve or (champion is not None and champion.version == str(version))):  # fmt: skip
-                raise SignOffError(f"{name} v{version} was already {event} by {entry['by']} at {entry['at']}")
-        else:
-            if tags.get(APPROVAL_TAG) != PENDING:
-                raise SignOffError(f"{name} v{version} is not awaiting sign-off (approval: "
-                                   f"{tags.get(APPROVAL_TAG)}); a decision is not taken twice")  # fmt: skip
-            if approve:
-                check_approvable(name, str(version), tags, approver, champion)
-            entry = audit_trail.append(trail, {
-                "event": event, "model": name, "version": str(version), "run_id": record.run_id, "at": now(),
-                "by": approver,
-                "os_user": getpass.getuser(), "comment": comment, "channel": channel,
-                "pending_entry": pending_entry, "decision": _decision(tags),
-                "evidence": {k: tags[k] for k in EVIDENCE_TAGS if k in tags},
-                "champion_before": champion.version if champion else None,
-            })  # fmt: skip
-        if approve:  # the alias moves only while the champion is the one the decision compared with
-            check_champion(name, str(version), tags, champion)
-        set_tags(mlflow_client, name, str(version), {
-            APPROVAL_TAG: event, "approval.by": entry["by"], "approval.at": entry["at"],
-            "approval.comment": entry["comment"][:TAG_LIMIT], ENTRY_TAG: entry["hash"],
-        })  # fmt: skip
-        update_card(uri, mlflow_client, record, entry)
-        if approve:
-            set_alias(mlflow_client, name, CHAMPION, str(version))
-    return entry
-
-
-def check_approvable(name: str, version: str, tags: dict[str, str], approver: str, champion: Any) -> None:
-    """Refuse an approval the policy does not allow: four eyes, a moved champion."""
-    triggered = tags.get(TRIGGERED_BY_TAG, "")
-    if tags.get(FOUR_EYES_TAG) == "true" and approver.casefold() == triggered.casefold():
-        raise SignOffError(f"four eyes (gate.four_eyes): {approver} triggered the run that produced {name} "
-                           f"v{version} and cannot also approve it; another person must")  # fmt: skip
-    check_champion(name, version, tags, champion)
-
-
-def check_champion(name: str, version: str, tags: dict[str, str], champion: Any) -> None:
-    """The champion must still be the version the decision was judged against (or this one, on a retry)."""
-    judged = tags.get("decision.champion_version", "-")
-    judged_version = None if judged == "-" else judged
-    now_version = champion.version if champion else None
-    if now_version in (judged_version, version):
-        return
-    raise SignOffError(f"{name} v{version} was judged against champion {'v' + judged if judged != '-' else 'none'}, "
-                       f"but the champion is now v{now_version}: rerun the pipeline so that the candidate is judged "
-                       "against the current champion, then sign off")  # fmt: skip
-
-
-def card_link(uri: str, run_id: str) -> str:
-    """Where a person opens the registered card: the MLflow UI's artifact view on a server, else the file."""
-    mlflow_client = client(uri)
-    try:
-        run = mlflow_client.get_run(run_id)
-    except Exception as err:
-        raise StoreError(f"cannot read MLflow run {run_id}: {type(err).__name__}: {err}") from err
-    if uri.startswith(("http://", "https://")):
-        return (f"{uri.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run_id}/artifacts/"
-                "model_card/model_card.html")  # fmt: skip
-    return f"{run.info.artifact_uri.rstrip('/')}/model_card/model_card.html"
-
-
-def record_timeout(trail: Path, name: str, version: str, uri: str, channel: str, waited_s: int) -> dict[str, Any]:
-    """A paused run's sign-off window closed: recorded; the version stays pending (the CLI can still decide)."""
-    record = _version(client(uri), name, version)
-    tags = record.tags
-    held_entries(trail, name, str(version), tags)
-    return audit_trail.append(trail, {
-        "event": "timed_out", "model": name, "version": str(version), "run_id": record.run_id, "at": now(),
-        "by": "-",
-        "os_user": getpass.getuser(), "channel": channel, "pending_entry": tags.get(PENDING_ENTRY_TAG),
-        "comment": f"no decision within {waited_s} s; the version stays pending",
-    })  # fmt: skip
-
-
-def _decision(tags: dict[str, str]) -> dict[str, Any]:
+def recorded_decision(tags: dict[str, str]) -> dict[str, Any]:
     """The automated decision recorded on the version (whole JSON, or its verdict when cut at the tag limit)."""
     try:
         return json.loads(tags[DECISION_JSON_TAG])
@@ -266,68 +97,536 @@ def _decision(tags: dict[str, str]) -> dict[str, Any]:
         return {"verdict": tags.get(DECISION_TAG), "reasons": tags.get("decision.reasons")}
 
 
-def outcome_text(entry: dict[str, Any]) -> str:
-    """The card's sign-off paragraph once decided."""
-    return (f"{entry['event'].upper()} by {entry['by']} on {entry['at']}: {entry['comment']} "
-            f"(audit trail entry {entry['hash'][:12]}; operating-system user {entry['os_user']}).")  # fmt: skip
+def decision_digest(tags: dict[str, str]) -> str:
+    """SHA-256 of the recorded decision's JSON: what the `pending` event binds a sign-off to."""
+    return hashlib.sha256(tags.get(DECISION_JSON_TAG, "").encode()).hexdigest()
 
 
-def update_card(uri: str, mlflow_client: Any, record: Any, entry: dict[str, Any]) -> None:
-    """Replace the card's pending paragraph with the outcome: the version description and the run's card files."""
-    from mlflow.artifacts import download_artifacts
+def check_passed(name: str, version: str, tags: dict[str, str], run_metrics: dict[str, float] | None = None) -> None:
+    """Refuse a version whose recorded decision did not pass, or whose record does not add up.
 
-    done = outcome_text(entry)
+    Passing means: the verdict tag says so, the whole decision JSON is there (not cut at the tag limit), says
+    passed, every check's verdict follows from its own figures, none failed, and (given the run's logged
+    metrics) every figure the run logged is the figure the check judged.
+    """
+    if tags.get(DECISION_TAG) != PASSED:
+        raise SignOffError(
+            f"{name} v{version} failed the automated checks ({tags.get('decision.reasons', '?')}); "
+            "a candidate that failed them cannot be approved or become champion"
+        )
+    decision = recorded_decision(tags)
+    checks = decision.get("checks")
+    if decision.get("passed") is not True or not isinstance(checks, list) or not checks:
+        raise SignOffError(
+            f"{name} v{version}: its recorded decision ({DECISION_JSON_TAG}) is missing, cut or "
+            "does not say passed; it cannot be approved (rerun the pipeline)"
+        )
+    wrong = [c.get("metric", "?") for c in checks if c.get("passed") is False or rejudge(c) != c.get("passed")]
+    if wrong:
+        raise SignOffError(
+            f"{name} v{version}: its verdict says passed but its checks on {', '.join(wrong)} failed or do not "
+            "follow from their own figures; the record does not add up and cannot be approved"
+        )
+    if run_metrics is not None:
+        check_figures(name, version, checks, run_metrics)
+
+
+def check_figures(name: str, version: str, checks: list[dict[str, Any]], run_metrics: dict[str, float]) -> None:
+    """Every figure a check judged equals what the version's run logged under that name."""
+    logged = dict(run_metrics)
+    if "validation.n_failed" in logged:
+        logged[VALIDATION_METRIC] = 1.0 if logged["validation.n_failed"] == 0 else 0.0
+    compute = {k.removeprefix("train."): v for k, v in run_metrics.items() if k.startswith("train.compute.")}
+    logged.update(compute)
+    differ = []
+    for check in checks:
+        for metric, value in (
+            (check.get("metric"), check.get("value")),
+            (check.get("reference"), check.get("reference_value")),
+        ):
+            if metric is None or value is None:
+                continue
+            if metric not in logged:
+                differ.append(f"{metric} judged {value}, never logged by the run")
+            elif not _same(float(value), float(logged[metric])):
+                differ.append(f"{metric} judged {value}, logged {logged[metric]}")
+    if differ:
+        raise SignOffError(
+            f"{name} v{version}: its decision's figures are not its run's ({'; '.join(differ)}); it cannot be approved"
+        )
+
+
+def _same(a: float, b: float) -> bool:
+    """Equal as logged: stores keep an infinite figure (privacy.epsilon without DP) as the largest double."""
+    if math.isinf(a) or math.isinf(b):
+        return abs(a) >= 1e308 and abs(b) >= 1e308 and math.copysign(1, a) == math.copysign(1, b)
+    return a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def run_metrics_of(mlflow_client: Any, record: Any) -> dict[str, float]:
+    """The metrics the version's run logged (its source of truth for the figures)."""
+    if not record.run_id:
+        raise SignOffError(f"{record.name} v{record.version} names no MLflow run: its figures cannot be checked")
+    try:
+        return dict(mlflow_client.get_run(record.run_id).data.metrics)
+    except Exception as err:
+        raise StoreError(f"cannot read MLflow run {record.run_id}: {type(err).__name__}: {err}") from err
+
+
+def triggers_of(tags: dict[str, str]) -> list[str]:
+    """The accounts recorded as having triggered (registered) the version."""
+    return [t for t in tags.get(TRIGGERED_BY_TAG, "").split(",") if t]
+
+
+def _entry(
+    event: str, name: str, version: str | None, record: Any, actor: Actor, channel: str, **fields: Any
+) -> dict[str, Any]:
+    return {
+        "event": event,
+        "model": name,
+        "version": None if version is None else str(version),
+        "run_id": record.run_id if record is not None else None,
+        "at": now(),
+        "by": actor.account,
+        "authority": actor.authority,
+        "display": actor.display,
+        "channel": channel,
+        **fields,
+    }
+
+
+def withdraw(
+    mlflow_client: Any, trail: Trail, name: str, record: Any, actor: Actor, channel: str, why: str
+) -> dict[str, Any]:
+    """Take `champion` off `record`'s version, recorded first."""
+    entry = trail.append(
+        _entry(
+            WITHDRAWN,
+            name,
+            record.version,
+            record,
+            actor,
+            channel,
+            comment=why,
+            champion_before=str(record.version),
+            champion_after=None,
+        )
+    )
+    mlflow_client.delete_registered_model_alias(name, CHAMPION)
+    return entry
+
+
+def holds_approval(tags: dict[str, str]) -> bool:
+    """True when the version carries an approval on the basis of the decision it records now."""
+    return (
+        tags.get(APPROVAL_TAG) == APPROVED and tags.get(APPROVAL_BASIS_TAG) == tags.get(BASIS_TAG) and ENTRY_TAG in tags
+    )
+
+
+def request_signoff(
+    mlflow_client: Any,
+    trail: Trail,
+    name: str,
+    version: str,
+    actor: Actor,
+    triggers: list[str],
+    four_eyes: bool,
+    channel: str,
+    evidence: dict[str, str] | None = None,
+    may_withdraw: bool = True,
+) -> dict[str, Any]:
+    """After a registration: withdraw `champion` from a re-decided version, then record `pending` if it passed.
+
+    Returns {"pending": entry or None, "withdrawn": entry or None}. A rejection stands; a version pending or
+    approved on its current decision basis stays as it is.
+    """
+    record = read_version(mlflow_client, name, version)
+    tags = record.tags
+    champion = current_champion(mlflow_client, name)
+    withdrawn = None
+    if champion is not None and champion.version == str(version) and not holds_approval(tags):
+        if not may_withdraw:
+            raise SignOffError(
+                f"{name} v{version} is champion and its decision changed: only a reviewer may register it again "
+                "(which takes champion off it) or roll it back"
+            )
+        withdrawn = withdraw(
+            mlflow_client,
+            trail,
+            name,
+            record,
+            actor,
+            channel,
+            "registered again: its decision changed since its sign-off",
+        )
+        champion = None
+    if tags.get(DECISION_TAG) != PASSED or tags.get(APPROVAL_TAG) == REJECTED:
+        return {"pending": None, "withdrawn": withdrawn}
+    if tags.get(APPROVAL_TAG) in (PENDING, APPROVED) and tags.get(APPROVAL_BASIS_TAG) == tags.get(BASIS_TAG):
+        return {"pending": None, "withdrawn": withdrawn}
+    check_passed(name, str(version), tags, run_metrics_of(mlflow_client, record))
+    refuse_rejected_run(mlflow_client, name, str(version), record.run_id)
+    accounts = sorted({*triggers, actor.account} - {""})
+    entry = trail.append(
+        _entry(
+            PENDING,
+            name,
+            version,
+            record,
+            actor,
+            channel,
+            triggers=accounts,
+            four_eyes=four_eyes,
+            decision=recorded_decision(tags),
+            decision_sha256=decision_digest(tags),
+            basis=tags.get(BASIS_TAG),
+            evidence=evidence or {k: tags[k] for k in EVIDENCE_TAGS if k in tags},
+            champion_before=champion.version if champion else None,
+        )
+    )
+    set_tags(
+        mlflow_client,
+        name,
+        str(version),
+        {
+            APPROVAL_TAG: PENDING,
+            TRIGGERED_BY_TAG: ",".join(accounts),
+            APPROVAL_BASIS_TAG: tags.get(BASIS_TAG, ""),
+            FOUR_EYES_TAG: "true" if four_eyes else "false",
+            PENDING_ENTRY_TAG: entry["hash"],
+        },
+    )
+    return {"pending": entry, "withdrawn": withdrawn}
+
+
+def refuse_rejected_run(mlflow_client: Any, name: str, version: str, run_id: str | None) -> None:
+    """A person's rejection stands for the run, not only its version number.
+
+    The same run registered again under another version number waits for nobody.
+    """
+    try:
+        others = mlflow_client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    except Exception as err:
+        raise StoreError(f"registry: cannot search versions of {name!r}: {type(err).__name__}: {err}") from err
+    rejected = [v.version for v in others if str(v.version) != version and v.tags.get(APPROVAL_TAG) == REJECTED]
+    if rejected:
+        raise SignOffError(
+            f"{name} v{version} is run {run_id}, whose v{rejected[0]} a person rejected; a rejection stands"
+        )
+
+
+def held(trail: Trail, name: str, version: str, tags: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The trail entries the version's tags name ({tag: entry}); a named entry the trail lacks is an error."""
+    wanted = {k: tags[k] for k in (PENDING_ENTRY_TAG, ENTRY_TAG) if k in tags}
+    entries = {e["hash"]: e for e in trail.read()}
+    missing = sorted(k for k, digest in wanted.items() if digest not in entries)
+    if missing:
+        raise audit_trail.AuditTrailError(
+            f"{trail.where}: {name} v{version}'s tag(s) {', '.join(missing)} name trail entries this trail does "
+            "not hold (deleted, cut back, or another checkout's trail): restore the trail before signing off"
+        )
+    return {k: entries[digest] for k, digest in wanted.items()}
+
+
+def _pending_entry(trail: Trail, name: str, version: str, tags: dict[str, str]) -> dict[str, Any]:
+    """The `pending` event the sign-off answers, checked against what the version records now."""
+    if tags.get(APPROVAL_TAG) is None or PENDING_ENTRY_TAG not in tags:
+        raise SignOffError(
+            f"{name} v{version} was registered without a sign-off requirement; there is nothing to approve"
+        )
+    pending = held(trail, name, version, tags)[PENDING_ENTRY_TAG]
+    if tags.get(APPROVAL_BASIS_TAG) != tags.get(BASIS_TAG) or pending.get("basis") != tags.get(BASIS_TAG):
+        raise SignOffError(
+            f"{name} v{version}: its sign-off was asked on another decision than the one it now "
+            "records; rerun the pipeline to register it again"
+        )
+    if pending.get("decision_sha256", decision_digest(tags)) != decision_digest(tags):
+        raise SignOffError(
+            f"{name} v{version}: its recorded decision changed after the sign-off was asked "
+            f"(trail entry {pending['hash'][:12]}); rerun the pipeline"
+        )
+    return pending
+
+
+def last_decision(trail: Trail, name: str, version: str, pending: dict[str, Any]) -> dict[str, Any] | None:
+    """The approval or rejection recorded for this `pending` event, if one was."""
+    found = [
+        e
+        for e in audit_trail.entries_of(trail, name, version)
+        if e["event"] in (APPROVED, REJECTED) and e.get("pending_entry") == pending["hash"]
+    ]
+    return found[-1] if found else None
+
+
+def check_four_eyes(name: str, version: str, tags: dict[str, str], pending: dict[str, Any], actor: Actor) -> None:
+    """Under four eyes, no account that registered the version approves it."""
+    if tags.get(FOUR_EYES_TAG) != "true" and not pending.get("four_eyes"):
+        return
+    triggers = {t.casefold() for t in [*pending.get("triggers", []), *triggers_of(tags)]}
+    if actor.account.casefold() in triggers:
+        raise SignOffError(
+            f"four eyes: {actor.account} ({actor.authority} account) triggered the run that "
+            f"produced {name} v{version} and cannot also approve it; another person must"
+        )
+
+
+def refuse_decided(
+    trail: Trail,
+    name: str,
+    version: str,
+    tags: dict[str, str],
+    done: dict[str, Any] | None,
+    event: str,
+    actor: Actor,
+    champion: Champion | None,
+) -> None:
+    """Refuse a second decision.
+
+    The one exception: the same account completing its own interrupted decision (the entry is in the trail, but
+    the tags or, for an approval, the alias never followed).
+    """
+    if done is None:
+        if tags.get(APPROVAL_TAG) != PENDING:
+            raise SignOffError(
+                f"{name} v{version} is not awaiting sign-off (approval: {tags.get(APPROVAL_TAG)}); a decision is "
+                "not taken twice (to move champion back use python -m tasks.rollback)"
+            )
+        return
+    already = (
+        f"{name} v{version} was already {done['event']} by {done['by']} at {done['at']} (trail entry "
+        f"{done['hash'][:12]}); a decision is not taken twice (to move champion back use python -m tasks.rollback)"
+    )
+    if done["event"] != event or done["by"] != actor.account:
+        raise SignOffError(already)
+    tagged = tags.get(APPROVAL_TAG) == event and tags.get(ENTRY_TAG) == done["hash"]
+    move = last_move(trail, name)
+    alias_pending = event == APPROVED and move is not None and move["hash"] == done["hash"]
+    alias_pending = alias_pending and (champion is None or champion.version != version)
+    if tagged and not alias_pending:
+        raise SignOffError(already)
+
+
+def rejoins(trail: Trail, name: str, version: str, champion: Champion | None) -> bool:
+    """True when `champion` was last taken off this very version by its re-registration (and nobody since)."""
+    move = last_move(trail, name)
+    return champion is None and move is not None and move["event"] == WITHDRAWN and move.get("version") == version
+
+
+def check_champion(name: str, version: str, judged_version: str | None, champion: Champion | None) -> None:
+    """The champion must still be the version the decision was judged against (as the `pending` event recorded)."""
+    now_version = champion.version if champion else None
+    if now_version == judged_version:
+        return
+    raise SignOffError(
+        f"{name} v{version} was judged against champion {'v' + judged_version if judged_version else 'none'}, "
+        f"but the champion is now {'v' + now_version if now_version else 'none'}: rerun the pipeline so that the "
+        "candidate is judged against the current champion, then sign off"
+    )
+
+
+def decide(
+    mlflow_client: Any, trail: Trail, name: str, version: str, approve: bool, actor: Actor, comment: str, channel: str
+) -> dict[str, Any]:
+    """Approve or reject a pending candidate, once; the trail entry that records it.
+
+    An interrupted sign-off (its entry written, the tags not yet) is completed, with every check again, by the
+    same decision from the same account; anything else already decided is refused.
+    """
+    comment = comment.strip()
+    if not comment:
+        raise SignOffError("the comment is empty: say why (--comment TEXT); the auditor reads it")
+    event = APPROVED if approve else REJECTED
+    record = read_version(mlflow_client, name, version)
+    tags = record.tags
+    if approve:
+        check_passed(name, str(version), tags, run_metrics_of(mlflow_client, record))
+    pending = _pending_entry(trail, name, str(version), tags)
+    done = last_decision(trail, name, str(version), pending)
+    champion = current_champion(mlflow_client, name)
+    refuse_decided(trail, name, str(version), tags, done, event, actor, champion)
+    if approve:
+        check_four_eyes(name, str(version), tags, pending, actor)
+        if not rejoins(trail, name, str(version), champion):
+            check_champion(name, str(version), pending.get("decision", {}).get("champion_version"), champion)
+    entry = done or trail.append(
+        _entry(
+            event,
+            name,
+            version,
+            record,
+            actor,
+            channel,
+            comment=comment,
+            pending_entry=pending["hash"],
+            decision_sha256=decision_digest(tags),
+            evidence={k: tags[k] for k in EVIDENCE_TAGS if k in tags},
+            champion_before=champion.version if champion else None,
+            champion_after=str(version) if approve else (champion.version if champion else None),
+        )
+    )
+    set_tags(
+        mlflow_client,
+        name,
+        str(version),
+        {
+            APPROVAL_TAG: event,
+            "approval.by": entry["by"],
+            "approval.at": entry["at"],
+            "approval.comment": entry["comment"][:TAG_LIMIT],
+            ENTRY_TAG: entry["hash"],
+        },
+    )
+    _describe_outcome(mlflow_client, record, entry)
+    if approve:
+        mlflow_client.set_registered_model_alias(name, CHAMPION, str(version))
+    return entry
+
+
+def rollback(
+    mlflow_client: Any, trail: Trail, name: str, to_version: str | None, actor: Actor, comment: str, channel: str
+) -> dict[str, Any]:
+    """Move `champion` back to an earlier approved version (`to_version`), or off any version; recorded first."""
+    comment = comment.strip()
+    if not comment:
+        raise SignOffError("the comment is empty: say why the champion is rolled back (--comment TEXT)")
+    champion = current_champion(mlflow_client, name)
+    before = champion.version if champion else None
+    if to_version is not None and str(to_version) == before:
+        raise SignOffError(f"{name} v{to_version} is already champion")
+    if to_version is None and before is None:
+        raise SignOffError(f"{name} has no champion to roll back")
+    record = None
+    if to_version is not None:
+        record = read_version(mlflow_client, name, str(to_version))
+        check_restorable(trail, name, str(to_version), record.tags, actor)
+        check_passed(name, str(to_version), record.tags, run_metrics_of(mlflow_client, record))
+    entry = trail.append(
+        _entry(
+            ROLLED_BACK,
+            name,
+            to_version,
+            record,
+            actor,
+            channel,
+            comment=comment,
+            champion_before=before,
+            champion_after=None if to_version is None else str(to_version),
+        )
+    )
+    if to_version is None:
+        mlflow_client.delete_registered_model_alias(name, CHAMPION)
+    else:
+        mlflow_client.set_registered_model_alias(name, CHAMPION, str(to_version))
+    return entry
+
+
+def check_restorable(trail: Trail, name: str, version: str, tags: dict[str, str], actor: Actor) -> None:
+    """A version may be made champion again only with a verified approval on its current decision."""
+    check_passed(name, version, tags)
+    if not holds_approval(tags):
+        raise SignOffError(
+            f"{name} v{version} does not hold an approval on the decision it records "
+            f"(approval: {tags.get(APPROVAL_TAG, 'none')}); it cannot become champion again"
+        )
+    entries = held(trail, name, version, tags)
+    check_approval_entry(name, version, tags, entries[ENTRY_TAG])
+    check_four_eyes(name, version, tags, entries.get(PENDING_ENTRY_TAG, {}), actor)
+
+
+def _describe_outcome(mlflow_client: Any, record: Any, entry: dict[str, Any]) -> None:
     description = record.description or ""
     if SIGNOFF_PENDING in description:
-        updated = description.replace(SIGNOFF_PENDING, done).replace(AWAITING, SIGNED)
+        updated = description.replace(SIGNOFF_PENDING, outcome_text(entry)).replace(AWAITING, SIGNED)
         set_description(mlflow_client, record.name, str(record.version), updated)
-    if not record.run_id:
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = Path(download_artifacts(run_id=record.run_id, artifact_path="model_card", dst_path=tmp,
-                                            tracking_uri=uri))  # fmt: skip
-        except Exception as err:
-            raise StoreError(f"cannot read the model card of run {record.run_id}: {type(err).__name__}: {err}") from err
-        # The current card shows the outcome; model_card/registered_card.md stays as the approver saw it.
-        for name, escape in (("model_card.md", str), ("model_card.html", html.escape)):
-            path = local / name
-            if path.exists() and escape(SIGNOFF_PENDING) in path.read_text():
-                text = path.read_text().replace(escape(SIGNOFF_PENDING), escape(done))
-                path.write_text(text.replace(escape(AWAITING), escape(SIGNED)))
-                mlflow_client.log_artifact(record.run_id, str(path), "model_card")
 
 
-def audit_document(uri: str, trail: Path, name: str, version: str) -> Card:
-    """One version's record for an auditor: its checks, evidence hashes and every sign-off event, verified."""
-    record = _version(client(uri), name, version)
+def outcome_text(entry: dict[str, Any]) -> str:
+    """The card's sign-off paragraph once decided."""
+    shown = entry.get("display") or entry["by"]
+    who = entry["by"] if shown == entry["by"] else f"{shown} (account {entry['by']})"
+    authority = {"os": "operating-system account", "mlflow-server": "authenticated by the MLflow server"}.get(
+        entry.get("authority", ""), "declared name"
+    )
+    return (
+        f"{entry['event'].upper()} by {who} on {entry['at']}: {entry['comment']} "
+        f"(audit trail entry {entry['hash'][:12]}; {authority})."
+    )
+
+
+def last_move(trail: Trail, name: str) -> dict[str, Any] | None:
+    """The trail's last event that moved `name`'s champion alias."""
+    moves = [
+        e
+        for e in trail.read()
+        if e.get("model") == name
+        and "champion_after" in e
+        and e["event"] in (APPROVED, PROMOTED, ROLLED_BACK, WITHDRAWN)
+    ]
+    return moves[-1] if moves else None
+
+
+def verified_champion(mlflow_client: Any, trail: Trail, name: str, require_signoff: bool) -> Champion | None:
+    """The champion, after checking that its decision, its sign-off and the trail's last alias move agree.
+
+    None when there is no champion. Refused (ChampionNotVerified, naming what is missing) when the version's
+    checks did not pass, when it needs a sign-off (`require_signoff`, or one was asked) that it does not hold on
+    its current decision, or when the trail's last recorded move of the alias does not name this version (the
+    alias was moved outside humane).
+    """
+    champion = current_champion(mlflow_client, name)
+    if champion is None:
+        return None
+    version = champion.version
+    record = read_version(mlflow_client, name, version)
     tags = record.tags
-    held_entries(trail, name, str(version), tags)  # verifies the chain, and that it holds what the tags name
-    events = audit_trail.entries_for(trail, name, str(version), record.run_id)
-    card = Card()
-    card.heading(f"Audit record: {name} v{version}", 1)
-    card.table(["fact", "value"], [
-        ["approval", tags.get(APPROVAL_TAG, "not required (registered without gate.require_approval)")],
-        ["triggered by", tags.get(TRIGGERED_BY_TAG, "-")],
-        ["four eyes", tags.get(FOUR_EYES_TAG, "-")],
-        ["aliases now", ", ".join(record.aliases) or "none"],
-        ["MLflow run", record.run_id or "-"],
-        *[[k, tags.get(k, "-")] for k in EVIDENCE_TAGS if k != "run_id"],
-        ["audit trail", f"{trail} (hash chain verified, {len(audit_trail.read(trail))} entries)"],
-    ])  # fmt: skip
-    card.heading("Automated decision")
-    decision = _decision(tags)
-    if "checks" in decision:
-        add_decision(card, Decision.from_dict(decision), awaiting=tags.get(APPROVAL_TAG) == PENDING,
-                     signed_off=tags.get(APPROVAL_TAG) in (APPROVED, REJECTED))  # fmt: skip
-    else:
-        card.para(f"{decision.get('verdict')}: {decision.get('reasons')}")
-    card.heading("Sign-off events")
-    card.table(["#", "event", "by", "at (UTC)", "operating-system user", "comment", "channel", "entry hash"], [
-        [e["seq"], e["event"], e["by"], e["at"], e.get("os_user", "-"), e.get("comment", "-"),
-         e.get("channel", "registration"), e["hash"]]
-        for e in events
-    ])  # fmt: skip
-    if not events:
-        card.para("No sign-off events: this version was registered without a sign-off requirement.")
-    return card
+    try:
+        check_passed(name, version, tags, run_metrics_of(mlflow_client, record))
+        if require_signoff or APPROVAL_TAG in tags:
+            if not holds_approval(tags):
+                raise SignOffError(
+                    f"{name} v{version} holds no approval on its current decision (approval: "
+                    f"{tags.get(APPROVAL_TAG, 'none')})"
+                )
+            check_approval_entry(name, version, tags, held(trail, name, version, tags)[ENTRY_TAG])
+        move = last_move(trail, name)
+        if move is None or move.get("champion_after") != version:
+            after = move.get("champion_after") if move else None
+            said = (
+                "none" if move is None else f"{'v' + after if after else 'none'} ({move['event']} {move['hash'][:12]})"
+            )
+            raise SignOffError(
+                f"{trail.where} records no move of champion to v{version} (its last move: {said}): "
+                "the alias was moved outside humane"
+            )
+    except (SignOffError, audit_trail.AuditTrailError) as err:
+        raise ChampionNotVerified(f"champion {name} v{version} does not verify, refusing to use it: {err}") from err
+    return champion_of(mlflow_client, name, version)
+
+
+def check_approval_entry(name: str, version: str, tags: dict[str, str], entry: dict[str, Any]) -> None:
+    """The approval the tags name is this version's, answers its `pending` event and covers its decision as is."""
+    if entry.get("event") != APPROVED or entry.get("model") != name or str(entry.get("version")) != version:
+        raise SignOffError(f"the trail entry {name} v{version}'s approval tag names is not an approval of it")
+    if entry.get("pending_entry") != tags.get(PENDING_ENTRY_TAG):
+        raise SignOffError(f"{name} v{version}'s approval answers another sign-off request than its tags name")
+    if entry.get("decision_sha256") != decision_digest(tags):
+        raise SignOffError(f"{name} v{version}'s recorded decision changed after it was approved")
+
+
+def record_promotion(
+    trail: Trail, name: str, record: Any, actor: Actor, channel: str, champion_before: str | None
+) -> dict[str, Any]:
+    """Local mode without a sign-off requirement: the policy's own promotion, recorded as the alias move."""
+    return trail.append(
+        _entry(
+            PROMOTED,
+            name,
+            record.version,
+            record,
+            actor,
+            channel,
+            comment="passed every check; no sign-off required (gate.require_approval off)",
+            champion_before=champion_before,
+            champion_after=str(record.version),
+        )
+    )

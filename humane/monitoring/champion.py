@@ -1,7 +1,8 @@
 """The MLflow edge of the monitoring: the champion, its reference and test-time figures, and the monitoring run.
 
-Fails closed: no champion, a run without its reference, or a store that cannot be read is a clear error,
-never "nothing to compare with". A monitoring run only reads the registry: it never moves an alias.
+Fails closed: no champion, a champion whose decision and sign-off do not verify against the audit trail, a run
+without its reference, or a store that cannot be read is a clear error, never "nothing to compare with". A
+monitoring run only reads the registry: it never moves an alias.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pandas as pd
 from humane.core import io
 from humane.core.errors import HumaneError
 from humane.governance.registry import CHAMPION
-from humane.governance.store import StoreError, client, ensure_experiment, using_tracking_uri
+from humane.governance.store import client, ensure_experiment, using_tracking_uri
 from humane.monitoring.reference import REFERENCE_ARTIFACT
 
 AUDIT_ARTIFACT, METRICS_ARTIFACT = "reports/audit.json", "reports/metrics.json"  # as the track stage logs them
@@ -52,29 +53,35 @@ def monitoring_experiment(model_name: str) -> str:
     return f"{model_name}-monitoring"
 
 
-def load_champion(uri: str, name: str) -> ChampionModel:
-    """The version behind `champion`, its pyfunc, and its run's reference, audit and metrics."""
+def load_champion(uri: str, name: str, project: Path, require_signoff: bool = False) -> ChampionModel:
+    """The verified champion's version, its pyfunc, and its run's reference, audit and metrics.
+
+    The version behind `champion` is used only once its decision and sign-off verify against the project's audit
+    trail (humane.governance.approvals.verified_champion; `require_signoff`: params' gate.require_approval, always
+    in team mode); else ChampionNotVerified names what is missing. The model is then loaded by that version's
+    number, never by the alias, so that the alias cannot move between the check and the load.
+    """
     import mlflow.pyfunc
-    from mlflow.exceptions import MlflowException
+
+    from humane.governance.approvals import verified_champion
 
     mlflow_client = client(uri)
-    try:
-        version = mlflow_client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as err:
-        if getattr(err, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-            raise MonitoringError(f"registry: model {name!r} has no {CHAMPION!r} version; there is nothing to monitor "
-                                  "(promote a model first)") from None  # fmt: skip
-        raise StoreError(f"registry: cannot read {name}@{CHAMPION}: {err}") from err
-    except Exception as err:  # the store itself failed: never "no champion"
-        raise StoreError(f"registry: cannot read {name}@{CHAMPION}: {type(err).__name__}: {err}") from err
+    champion = verified_champion(uri, project, name, require_signoff)  # StoreError when the store fails
+    if champion is None:
+        raise MonitoringError(
+            f"registry: model {name!r} has no {CHAMPION!r} version; there is nothing to monitor (promote a model first)"
+        )
+    if not champion.run_id:
+        raise MonitoringError(f"{name} v{champion.version} names no MLflow run: it has no reference to compare with")
+    version, run_id = champion.version, champion.run_id
     with tempfile.TemporaryDirectory(prefix="humane-champion-") as tmp:
         files = {}
         for artifact in (REFERENCE_ARTIFACT, AUDIT_ARTIFACT, METRICS_ARTIFACT):
             try:
-                files[artifact] = Path(mlflow_client.download_artifacts(version.run_id, artifact, tmp))
+                files[artifact] = Path(mlflow_client.download_artifacts(run_id, artifact, tmp))
             except Exception as err:
                 raise MonitoringError(
-                    f"{name} v{version.version}: its run {version.run_id} holds no {artifact} ({type(err).__name__}); "
+                    f"{name} v{version}: its run {run_id} holds no {artifact} ({type(err).__name__}); "
                     "it was tracked before monitoring existed or its artifacts are gone: track it again, or "
                     "promote a version tracked by this code"
                 ) from None
@@ -82,8 +89,8 @@ def load_champion(uri: str, name: str) -> ChampionModel:
         audit, metrics = io.read_json(files[AUDIT_ARTIFACT]), io.read_json(files[METRICS_ARTIFACT])
     with using_tracking_uri(uri), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-    return ChampionModel(name, str(version.version), version.run_id, model, reference, audit, metrics)
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    return ChampionModel(name, version, run_id, model, reference, audit, metrics)
 
 
 def champion_version(uri: str, name: str) -> str | None:

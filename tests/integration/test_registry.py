@@ -19,7 +19,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from flows.training import training
-from humane.governance.serving import as_request
+from humane.governance.serving import as_request, load_champion
 from tests.conftest import BIN, ROOT, SAMPLE_DIR, mlflow_client, run, tracked_runs
 
 MODEL = "humane-sample"
@@ -185,7 +185,9 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch):
     uri = f"sqlite:///{ran_project / 'mlflow.db'}"
     raw = pd.read_csv(ran_project / SAMPLE_DIR / "test.csv").head(4).drop(columns=["income"])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    monkeypatch.chdir(ran_project)
+    # The README's path: the champion verified against the audit trail, loaded and served by its version number.
+    model = load_champion(MODEL)
     inputs = [s.name for s in model.metadata.get_input_schema().inputs]
     assert "income" not in inputs and "age" in inputs
     # A Python client casts integer columns to the signature's doubles (MLflow refuses int64 there; JSON is cast).
@@ -193,9 +195,11 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch):
     assert local["probability"].between(0, 1).all() and set(local["label"]) <= {"<=50K", ">50K"}
     assert local["out_of_domain"].dtype == bool and local["domain_rules"].map(type).eq(str).all()
 
+    verified = run(["python", "-m", "humane.governance.serving", MODEL], ran_project).stdout.strip()
+    assert verified == f"models:/{MODEL}/1"
     port = _free_port()
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", f"models:/{MODEL}@champion", "--env-manager", "local",
+        [str(BIN / "mlflow"), "models", "serve", "-m", verified, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)],
         cwd=ran_project, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -138,3 +138,29 @@ def test_schema_mismatch_skips_change_rules_but_not_value_rules():
     failing = decide(policy(min={"test.accuracy": 0.9}, max_drop={"test.accuracy": 0.01}), CANDIDATE, champion,
                      change_skipped="champion v4 takes different inputs")  # fmt: skip
     assert not failing.passed and failing.reasons == ["test.accuracy = 0.8500: below the minimum (0.9)"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_recorded_checks_verdict_is_recomputed_from_its_own_figures(seed):
+    """What the sign-off server re-checks: every verdict `decide` records follows from the check's figures, and a
+    figure edited after the fact no longer does."""
+    import random
+
+    from humane.governance.gate import rejudge
+
+    rng = random.Random(seed)
+    rules = policy(above_baseline={"logreg.roc_auc": 0.02}, min={"test.accuracy": 0.8},
+                   max={"fairness.sex.demographic_parity_difference": 0.2}, max_drop={"test.accuracy": 0.01},
+                   max_increase={"fairness.sex.equalized_odds_difference": 0.02})  # fmt: skip
+    candidate = {"test.accuracy": rng.uniform(0.7, 0.9), "test.roc_auc": rng.uniform(0.8, 0.95),
+                 "baseline.logreg.roc_auc": rng.uniform(0.8, 0.95), "validation.passed": rng.choice([0.0, 1.0]),
+                 "fairness.sex.demographic_parity_difference": rng.uniform(0.0, 0.4),
+                 "fairness.sex.equalized_odds_difference": rng.uniform(0.0, 0.2)}  # fmt: skip
+    champion = Champion("1", {"test.accuracy": rng.uniform(0.7, 0.9), "fairness.sex.equalized_odds_difference": 0.1},
+                        None) if seed % 3 else None  # fmt: skip
+    checks = decide(rules, candidate, champion).to_dict()["checks"]
+    assert [rejudge(c) for c in checks] == [c["passed"] for c in checks]
+    for check in checks:
+        if check["passed"] is True and check["rule"] in ("min", "max"):
+            forged = {**check, "value": check["threshold"] + (-1 if check["rule"] == "min" else 1)}
+            assert rejudge(forged) is False

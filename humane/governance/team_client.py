@@ -1,0 +1,223 @@
+"""Team mode, client side: the MLflow tracking server running humane's plugin is the authority.
+
+A checkout is in team mode when its tracking URI is an MLflow server that answers humane's plugin API
+(`/api/humane/v1/whoami`, see humane.governance.server_app). Then the server authenticates every identity
+(the MLflow user whose credentials made the request), keeps the audit trail in PostgreSQL, and is the only one
+that records sign-off events and moves `champion`; this module sends it requests and reads its trail.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from humane.core.errors import HumaneError
+from humane.governance.store import StoreError
+
+API = "/api/humane/v1"
+
+
+class TeamError(HumaneError):
+    """The team server refused a request (the message is the server's reason) or could not be reached."""
+
+
+def is_http(uri: str) -> bool:
+    """True for a tracking server URI."""
+    return uri.startswith(("http://", "https://"))
+
+
+def call(uri: str, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One request to the plugin API with this checkout's MLflow credentials; the JSON answer.
+
+    A refusal (4xx) raises TeamError with the server's message; a server that cannot be reached or answers
+    5xx raises StoreError: nothing is assumed from silence.
+    """
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    creds = get_default_host_creds(uri)
+    kwargs: dict[str, Any] = {"json": payload} if method != "GET" else {"params": payload or {}}
+    try:
+        response = http_request(
+            creds,
+            f"{API}/{path}",
+            method,
+            max_retries=2,
+            backoff_factor=1,
+            timeout=120,
+            raise_on_status=False,
+            **kwargs,
+        )
+    except Exception as err:
+        raise StoreError(f"team server {uri}: {method} {API}/{path} failed: {type(err).__name__}: {err}") from err
+    try:
+        body = response.json()
+    except ValueError:
+        body = {"message": response.text[:500]}
+    if response.status_code >= 500:
+        raise StoreError(f"team server {uri}: {API}/{path} answered {response.status_code}: {body.get('message')}")
+    if response.status_code >= 400:
+        raise TeamError(f"refused by the team server ({response.status_code}): {body.get('message', body)}")
+    return body
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(uri: str) -> bool:
+    from mlflow.utils.credentials import get_default_host_creds
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        response = http_request(
+            get_default_host_creds(uri),
+            f"{API}/whoami",
+            "GET",
+            max_retries=2,
+            backoff_factor=1,
+            timeout=30,
+            raise_on_status=False,
+        )
+    except Exception as err:
+        raise StoreError(f"tracking server {uri} cannot be reached: {type(err).__name__}: {err}") from err
+    if response.status_code == 404:
+        return False
+    if response.status_code in (401, 403):
+        raise TeamError(
+            f"tracking server {uri} refused this checkout's credentials ({response.status_code}): set "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (see docs/team.md)"
+        )
+    if response.status_code != 200:
+        raise StoreError(f"tracking server {uri}: {API}/whoami answered {response.status_code}")
+    try:
+        return bool(response.json().get("humane"))
+    except ValueError:
+        return False
+
+
+MODE_ENV = "HUMANE_MODE"  # team | local: what the checkout expects (team.env sets team)
+
+
+def is_team(uri: str) -> bool:
+    """True when `uri` is a tracking server running humane's plugin (team mode).
+
+    Never decided by silence: with HUMANE_MODE=team a store without the plugin is an error; a tracking server
+    without the plugin is used as a plain store only when HUMANE_MODE=local says so (nothing server-enforced).
+    """
+    mode = os.environ.get(MODE_ENV, "").strip().lower()
+    if mode not in ("", "team", "local"):
+        raise TeamError(f"{MODE_ENV}={mode!r}: expected team or local")
+    team = is_http(uri) and _probe(uri)
+    if mode == "team" and not team:
+        raise TeamError(
+            f"{MODE_ENV}=team but {uri} is not a tracking server running humane's plugin (mlflow server "
+            "--app-name humane): refusing to fall back to local mode"
+        )
+    if is_http(uri) and not team and mode != "local":
+        raise TeamError(
+            f"{uri} is a tracking server without humane's plugin, so nothing there enforces the sign-off: start it "
+            f"with --app-name humane (docs/team.md), or set {MODE_ENV}=local to use it as a plain store"
+        )
+    return team
+
+
+def whoami(uri: str) -> dict[str, Any]:
+    """The identity the team server authenticated for this checkout's credentials."""
+    return call(uri, "GET", "whoami")
+
+
+@dataclass(frozen=True)
+class ServerTrail:
+    """The team's audit trail, kept by the server in PostgreSQL; read and verified here, appended only there."""
+
+    uri: str
+
+    @property
+    def where(self) -> str:
+        """The server."""
+        return f"the team server's trail ({self.uri})"
+
+    def read(self) -> list[dict[str, Any]]:
+        """Every entry, after verifying the server's hash chain here."""
+        from humane.governance.trail_db import verify_rows
+
+        rows = call(self.uri, "GET", "trail")["rows"]
+        return verify_rows(rows, where=self.where)
+
+    def append(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """Refused: in team mode only the server appends, with the identity it authenticated."""
+        raise TeamError(
+            f"team mode: a checkout does not write the trail; the server records {entry.get('event')} events itself"
+        )
+
+
+def trail_for(uri: str, local_path: Any) -> Any:
+    """The trail in force: the server's in team mode, else the project's JSON Lines file at `local_path`."""
+    from humane.governance.audit_trail import FileTrail
+
+    return ServerTrail(uri) if is_team(uri) else FileTrail(local_path)
+
+
+def dumps(payload: Any) -> str:
+    """Canonical JSON (sorted keys, no spaces) as the trail hashes it."""
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+
+
+PROMOTION_LIMIT = "humane-promotion"  # the Prefect global concurrency limit (limit 1) the bootstrap creates
+LOCK_TIMEOUT_ENV = "HUMANE_LOCK_TIMEOUT_S"
+LEASE_S = 60  # renewed while held; a crashed holder's slot is freed by the server when the lease runs out
+
+
+def check_mutex() -> None:
+    """The limit must exist, be active and hold one slot: Prefect lets an inactive or wider limit lock nothing."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as prefect:
+            limit = prefect.read_global_concurrency_limit_by_name(PROMOTION_LIMIT)
+    except Exception as err:
+        raise TeamError(
+            f"the promotion mutex {PROMOTION_LIMIT!r} cannot be read from the Prefect server: {type(err).__name__}: "
+            f"{err} (does it exist? run python -m team.bootstrap)"
+        ) from err
+    if not limit.active or limit.limit != 1:
+        raise TeamError(
+            f"the promotion mutex {PROMOTION_LIMIT!r} is {'inactive' if not limit.active else f'limit {limit.limit}'}"
+            ": it would not serialise registrations; an administrator must set it active with limit 1"
+        )
+
+
+@contextmanager
+def promotion_mutex(timeout_s: float | None = None) -> Iterator[None]:
+    """Serialise registrations across machines: one slot of the Prefect server's `humane-promotion` limit.
+
+    Strict: a missing limit is an error, never "nothing to lock". A bounded wait (HUMANE_LOCK_TIMEOUT_S,
+    default 300 s) ends in a clear error; a holder that dies loses the slot when its lease runs out.
+    """
+    from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError, ConcurrencySlotAcquisitionError
+    from prefect.concurrency.sync import concurrency
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise TeamError(
+            f"team mode: the promotion mutex is the Prefect server's global concurrency limit "
+            f"{PROMOTION_LIMIT!r}; set PREFECT_API_URL and PREFECT_API_AUTH_STRING (docs/team.md)"
+        )
+    wait = timeout_s if timeout_s is not None else float(os.environ.get(LOCK_TIMEOUT_ENV, "300"))
+    check_mutex()
+    try:
+        with concurrency(PROMOTION_LIMIT, occupy=1, timeout_seconds=wait, lease_duration=LEASE_S, strict=True):
+            yield
+    except AcquireConcurrencySlotTimeoutError as err:
+        raise TeamError(
+            f"the promotion mutex {PROMOTION_LIMIT!r} stayed held by another registration for {wait:g} "
+            f"s; try again later (or raise {LOCK_TIMEOUT_ENV})"
+        ) from err
+    except ConcurrencySlotAcquisitionError as err:
+        raise TeamError(
+            f"the promotion mutex {PROMOTION_LIMIT!r} cannot be taken on {PREFECT_API_URL.value()}: "
+            f"{err} (does the limit exist? run python -m team.bootstrap)"
+        ) from err

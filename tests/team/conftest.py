@@ -1,0 +1,174 @@
+"""The team stack for tests: started once per pytest session, bootstrapped with four accounts, always stopped.
+
+Under pytest-xdist the first worker that needs the stack starts it (the others wait on a file lock in the session's
+shared temp root); each worker using it registers itself there, and the last one to finish stops it and deletes its
+folder. A watcher process started with the stack stops it too if the pytest process is killed before that.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from team.settings import TeamSettings, read_env
+from team.stack import SERVICES, Layout, missing_binaries, running
+
+ROOT = Path(__file__).resolve().parents[2]
+# trainer, reviewer, an account that is both, a reader; the model the sample project registers.
+ACCOUNTS = {"tina": "trainer", "rita": "reviewer", "dora": ["trainer", "reviewer"], "remy": "reader"}
+MODELS = ["humane-sample"]
+TEAM_FILE = {"models": MODELS, "accounts": ACCOUNTS}
+
+
+@dataclass(frozen=True)
+class TeamStack:
+    """A running, bootstrapped team stack: its settings and each account's environment."""
+
+    settings: TeamSettings
+    accounts: dict[str, dict[str, str]]
+    team_file: dict = field(default_factory=lambda: TEAM_FILE)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> Path:
+        """The stack's folder."""
+        return self.settings.dir
+
+    @property
+    def mlflow_uri(self) -> str:
+        """The tracking server."""
+        return self.settings.mlflow_uri
+
+    @property
+    def prefect_api_url(self) -> str:
+        """The Prefect API."""
+        return self.settings.prefect_api_url
+
+    @property
+    def trail_owner_dsn(self) -> str:
+        """The trail database's owner (may try UPDATE/DELETE; the trigger refuses them)."""
+        return self.settings.trail_owner_dsn
+
+    @property
+    def dvc_remote_url(self) -> str:
+        """ssh://humane-dvc@127.0.0.1:PORT/.../dvc-remote."""
+        return self.settings.dvc_remote_url
+
+    @property
+    def dvc_keyfile(self) -> Path:
+        """The key DVC logs in with."""
+        return self.settings.dvc_keyfile
+
+    def env(self, account: str) -> dict[str, str]:
+        """team.env plus one account's credentials: MLFLOW_TRACKING_*, PREFECT_API_URL, PREFECT_API_AUTH_STRING."""
+        return {**self.settings.env, **self.accounts[account]}
+
+    def admin_env(self) -> dict[str, str]:
+        """team.env plus the administrators' credentials (MLflow admin, Prefect auth string, trail owner DSN)."""
+        return self.settings.admin_env()
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> float:
+    """Run a stack command; its wall time. A failure shows what it printed."""
+    started = time.monotonic()
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise RuntimeError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return time.monotonic() - started
+
+
+def _start(root: Path, shared: Path) -> dict[str, float]:
+    """`team.stack up` and `team.bootstrap` in `root`, the watcher; their wall times."""
+    env = {**os.environ, "HUMANE_TEAM_DIR": str(root)}
+    timings = {"up": _run([sys.executable, "-m", "team.stack", "up", "--dir", str(root)], env)}
+    _watch(root, shared)
+    spec = shared / "team-accounts.yaml"
+    spec.write_text(yaml.safe_dump(TEAM_FILE))
+    admin = TeamSettings.load(root).admin_env()
+    timings["bootstrap"] = _run([sys.executable, "-m", "team.bootstrap", "--settings", str(spec)], {**env, **admin})
+    return timings
+
+
+def _watch(root: Path, shared: Path) -> None:
+    """A detached `team.stack down --when-gone PID`: stops the stack if pytest (its main process) dies first."""
+    main_pid = os.getppid() if os.environ.get("PYTEST_XDIST_WORKER") else os.getpid()
+    with open(shared / "team-stack-watch.log", "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "team.stack", "down", "--dir", str(root), "--when-gone", str(main_pid)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(root: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "team.stack", "down", "--dir", str(root), "--purge"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the holder dies
+        yield
+
+
+def _load(root: Path, timings: dict[str, float]) -> TeamStack:
+    settings = TeamSettings.load(root)
+    accounts = {name: read_env(root / "accounts" / f"{name}.env") for name in ACCOUNTS}
+    return TeamStack(settings, accounts, timings=timings)
+
+
+@pytest.fixture(scope="session")
+def team_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamStack]:
+    """The session's team stack (see the module's docstring); skipped only where the Debian binaries are absent."""
+    if missing := missing_binaries():
+        why = f"team stack needs Debian's postgresql-15, postgresql-15-pgaudit, openssh-server: no {missing}"
+        if os.environ.get("HUMANE_REQUIRE_TEAM_STACK"):  # CI: installed by .ci/run, so a miss is a failure
+            pytest.fail(why)
+        pytest.skip(why)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    state, users = shared / "team-stack.dir", shared / "team-stack.users"
+    users.mkdir(exist_ok=True)
+    with _locked(shared / "team-stack.lock"):
+        root = Path(state.read_text()) if state.exists() else None
+        if root is None or len(running(Layout(root))) != len(SERVICES):
+            # Not under the pytest temp root: that folder is private to root, the stack's service accounts
+            # (humane-pg, humane-dvc) must reach theirs.
+            root = Path(tempfile.mkdtemp(prefix="humane-team-"))
+            try:
+                timings = _start(root, shared)
+            except BaseException:
+                _stop(root)  # nothing half-started stays behind
+                raise
+            state.write_text(str(root))
+            (shared / "team-stack.timings").write_text(yaml.safe_dump(timings))
+        (users / str(os.getpid())).touch()
+    try:
+        yield _load(root, yaml.safe_load((shared / "team-stack.timings").read_text()))
+    finally:
+        with _locked(shared / "team-stack.lock"):
+            (users / str(os.getpid())).unlink(missing_ok=True)
+            if not any(users.iterdir()):
+                _stop(root)
+                state.unlink(missing_ok=True)

@@ -1,0 +1,352 @@
+"""Team mode end to end: the servers enforce the sign-off, whatever client asks.
+
+One pipeline run on the sample data against the session's team stack (tests/team/conftest.py): accounts tina
+(trainer), rita (reviewer), dora (both) and remy (reader). Further candidates change only the audit's seed, so
+each reruns audit → track → gate → register. The tests run in file order and build on each other's registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.conftest import make_project
+
+MODEL = "humane-sample"
+
+
+def _env(stack, account):
+    env = {**os.environ, **stack.env(account)}
+    env.pop("HUMANE_USER", None)
+    return env
+
+
+def _sh(cmd, project, env, check=True, timeout=900):
+    result = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def _cli(stack, account, project, module, *args):
+    return _sh([sys.executable, "-m", f"tasks.{module}", *args], project, _env(stack, account), check=False)
+
+
+def _client(stack, account):
+    from mlflow.tracking import MlflowClient
+
+    env = stack.admin_env() if account == "admin" else stack.env(account)
+    os.environ.update({k: v for k, v in env.items() if k.startswith("MLFLOW_TRACKING_")})
+    return MlflowClient(tracking_uri=stack.mlflow_uri, registry_uri=stack.mlflow_uri)
+
+
+def _auth(stack, account):
+    env = stack.env(account)
+    return env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]
+
+
+def _aliases(stack):
+    return {a: str(v) for a, v in _client(stack, "remy").get_registered_model(MODEL).aliases.items()}
+
+
+def _tags(stack, version):
+    return _client(stack, "remy").get_model_version(MODEL, str(version)).tags
+
+
+def _trail(stack, account="remy"):
+    os.environ.update({k: v for k, v in stack.env(account).items() if k.startswith("MLFLOW_TRACKING_")})
+    from humane.governance.team_client import ServerTrail
+
+    return ServerTrail(stack.mlflow_uri).read()
+
+
+def _registration(project):
+    return json.loads((project / "reports/registration.json").read_text())
+
+
+def _new_candidate(project, **policy):
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["audit"]["seed"] += 1
+    params["policy"]["min"].update(policy)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _repro(stack, account, project):
+    _sh(["dvc", "repro"], project, _env(stack, account))
+    return _registration(project)
+
+
+@pytest.fixture(scope="module")
+def team_project(team_stack, tmp_path_factory):
+    """The sample project, run once by the trainer against the team stack: v1, pending."""
+    project = make_project(tmp_path_factory.mktemp("team") / "project")
+    started = time.monotonic()
+    registration = _repro(team_stack, "tina", project)
+    print(f"team mode: one full pipeline run (dvc repro, sample data) took {time.monotonic() - started:.1f} s")
+    assert registration["pending"] and not registration["promoted"]
+    return project
+
+
+def test_the_trainers_run_waits_and_only_a_reviewer_moves_champion(team_stack, team_project):
+    version = _registration(team_project)["version"]
+    tags = _tags(team_stack, version)
+    # Identities stamped by the server from the credentials, not from anything the client said.
+    assert (tags["approval"], tags["triggered_by"], tags["humane.registered_by"]) == ("pending", "tina", "tina")
+    run = _client(team_stack, "remy").get_run(tags["run_id"])
+    assert run.data.tags["humane.created_by"] == "tina"
+    # The trainer cannot decide (no MANAGE on the model), whatever name she types.
+    refused = _cli(
+        team_stack, "tina", team_project, "approve", MODEL, version, "--approve", "--by", "rita", "--comment", "mine"
+    )
+    assert refused.returncode == 2 and "refused by the team server (403)" in refused.stderr, refused.stderr
+    done = _cli(team_stack, "rita", team_project, "approve", MODEL, version, "--approve", "--comment", "CIs checked")
+    assert done.returncode == 0, done.stderr
+    assert _aliases(team_stack)["champion"] == version
+    entry = _trail(team_stack)[-1]
+    assert (entry["event"], entry["by"], entry["authority"], entry["version"]) == (
+        "approved",
+        "rita",
+        "mlflow-server",
+        version,
+    )
+    assert entry["db_user"] == "humane_trail_writer"
+    assert _cli(team_stack, "remy", team_project, "trail", "verify").returncode == 0
+
+
+@pytest.fixture(scope="module")
+def dora_version(team_stack, team_project):
+    """A candidate the dual account dora ran herself (judged against v1)."""
+    _new_candidate(team_project)
+    registration = _repro(team_stack, "dora", team_project)
+    assert registration["pending"]
+    return registration["version"]
+
+
+def test_the_dual_account_cannot_approve_its_own_run_through_any_client(team_stack, team_project, dora_version):
+    from mlflow.exceptions import MlflowException
+
+    champion = _aliases(team_stack)["champion"]
+    assert _tags(team_stack, dora_version)["triggered_by"] == "dora"
+    cli = _cli(team_stack, "dora", team_project, "approve", MODEL, dora_version, "--approve", "--comment", "ok")
+    assert cli.returncode == 2 and "four eyes" in cli.stderr, cli.stderr
+    with pytest.raises(MlflowException, match="champion moves only through"):
+        _client(team_stack, "dora").set_registered_model_alias(MODEL, "champion", dora_version)
+    for prefix in ("api", "ajax-api"):  # the REST API and the UI's (its alias pencil)
+        answer = requests.post(
+            f"{team_stack.mlflow_uri}/{prefix}/2.0/mlflow/registered-models/alias",
+            json={"name": MODEL, "alias": "champion", "version": dora_version},
+            auth=_auth(team_stack, "dora"),
+            timeout=30,
+        )
+        assert answer.status_code == 403, answer.text
+    direct = requests.post(
+        f"{team_stack.mlflow_uri}/api/humane/v1/signoff/decide",
+        json={"model": MODEL, "version": dora_version, "approve": True, "comment": "x"},
+        auth=_auth(team_stack, "dora"),
+        timeout=60,
+    )
+    assert direct.status_code == 409 and "four eyes" in direct.json()["message"]
+    assert _aliases(team_stack)["champion"] == champion
+
+
+def test_trainers_cannot_move_champion_nor_forge_the_trigger(team_stack, team_project, dora_version):
+    from mlflow.exceptions import MlflowException
+
+    champion = _aliases(team_stack)["champion"]
+    with pytest.raises(MlflowException):
+        _client(team_stack, "tina").set_registered_model_alias(MODEL, "champion", dora_version)
+    with pytest.raises(MlflowException):
+        _client(team_stack, "tina").delete_registered_model_alias(MODEL, "champion")
+    # Forging who triggered dora's run, so that dora could approve it: refused, and nothing changed.
+    for key in ("triggered_by", "humane.registered_by", "approval", "approval.four_eyes"):
+        with pytest.raises(MlflowException):
+            _client(team_stack, "dora").set_model_version_tag(MODEL, dora_version, key, "tina")
+    run_id = _tags(team_stack, dora_version)["run_id"]
+    with pytest.raises(MlflowException):
+        _client(team_stack, "dora").set_tag(run_id, "humane.created_by", "tina")
+    # A run created with someone else's user id is still stamped with the credentials' account.
+    experiment = _client(team_stack, "tina").get_experiment_by_name(MODEL)
+    forged = _client(team_stack, "tina").create_run(experiment.experiment_id, tags={"mlflow.user": "rita"})
+    assert _client(team_stack, "remy").get_run(forged.info.run_id).data.tags["humane.created_by"] == "tina"
+    assert _tags(team_stack, dora_version)["triggered_by"] == "dora"
+    assert _aliases(team_stack)["champion"] == champion
+    # Another reviewer may approve dora's run.
+    done = _cli(team_stack, "rita", team_project, "approve", MODEL, dora_version, "--approve", "--comment", "fine")
+    assert done.returncode == 0, done.stderr
+    assert _aliases(team_stack)["champion"] == dora_version
+
+
+def test_a_version_that_failed_its_checks_cannot_become_champion(team_stack, team_project, dora_version):
+    from mlflow.exceptions import MlflowException
+
+    _new_candidate(team_project, **{"test.accuracy": 0.99})
+    registration = _repro(team_stack, "tina", team_project)
+    failed = registration["version"]
+    assert not registration["passed_checks"] and _aliases(team_stack)["champion"] == dora_version
+    approve = _cli(team_stack, "rita", team_project, "approve", MODEL, failed, "--approve", "--comment", "override")
+    assert approve.returncode == 2
+    rollback = _cli(team_stack, "rita", team_project, "rollback", MODEL, "--to", failed, "--comment", "override")
+    assert rollback.returncode == 2 and "failed the automated checks" in rollback.stderr, rollback.stderr
+    with pytest.raises(MlflowException):  # the admin account, through the Python client
+        _client(team_stack, "admin").set_registered_model_alias(MODEL, "champion", failed)
+    # Forging the verdict on the version's own tags, then asking for a sign-off: the server re-judges every check
+    # from its figures and the run's logged metrics, and refuses.
+    decision = json.loads(_tags(team_stack, failed)["decision.json"])
+    forged = {**decision, "passed": True, "reasons": [], "checks": [{**c, "passed": True} for c in decision["checks"]]}
+    _client(team_stack, "tina").set_model_version_tag(MODEL, failed, "decision", "promoted")
+    _client(team_stack, "tina").set_model_version_tag(MODEL, failed, "decision.json", json.dumps(forged))
+    asked = requests.post(
+        f"{team_stack.mlflow_uri}/api/humane/v1/signoff/request",
+        json={"model": MODEL, "version": failed},
+        auth=_auth(team_stack, "tina"),
+        timeout=60,
+    )
+    assert asked.status_code == 409 and "does not add up" in asked.json()["message"], asked.text
+    assert "approval" not in _tags(team_stack, failed)
+    assert _aliases(team_stack)["champion"] == dora_version
+
+
+def test_a_registered_models_files_and_the_permissions_cannot_be_changed(team_stack, dora_version):
+    record = _client(team_stack, "remy").get_model_version(MODEL, dora_version)
+    location = _client(team_stack, "remy").get_logged_model(record.model_id).artifact_location
+    path = location.removeprefix("mlflow-artifacts:").lstrip("/") + "/MLmodel"
+    for account in ("tina", "rita", "dora"):  # swapping the approved model's files, as any role
+        put = requests.put(
+            f"{team_stack.mlflow_uri}/api/2.0/mlflow-artifacts/artifacts/{path}",
+            data=b"swapped",
+            auth=_auth(team_stack, account),
+            timeout=30,
+        )
+        assert put.status_code == 403 and "written once" in put.text, (account, put.text)
+    # A reviewer (MANAGE on the model) cannot make another account a reviewer: only an administrator grants.
+    grant = requests.post(
+        f"{team_stack.mlflow_uri}/api/3.0/mlflow/users/permissions/grant",
+        json={"username": "tina", "resource_type": "registered_model", "resource_key": MODEL, "permission": "MANAGE"},
+        auth=_auth(team_stack, "rita"),
+        timeout=30,
+    )
+    assert grant.status_code == 403, grant.text
+
+
+def test_rollback_is_a_recorded_reviewer_event_and_reapproval_never_repromotes(team_stack, team_project, dora_version):
+    refused = _cli(team_stack, "tina", team_project, "rollback", MODEL, "--none", "--comment", "incident")
+    assert refused.returncode == 2 and "403" in refused.stderr
+    rolled = _cli(team_stack, "rita", team_project, "rollback", MODEL, "--none", "--comment", "incident 7")
+    assert rolled.returncode == 0, rolled.stderr
+    assert "champion" not in _aliases(team_stack)
+    entry = _trail(team_stack)[-1]
+    assert (entry["event"], entry["by"], entry["champion_before"], entry["comment"]) == (
+        "rolled_back",
+        "rita",
+        dora_version,
+        "incident 7",
+    )
+    again = _cli(team_stack, "rita", team_project, "approve", MODEL, dora_version, "--approve", "--comment", "again")
+    assert again.returncode == 2 and "already approved" in again.stderr
+    mine = _cli(team_stack, "dora", team_project, "rollback", MODEL, "--to", dora_version, "--comment", "back")
+    assert mine.returncode == 2 and "four eyes" in mine.stderr
+    back = _cli(team_stack, "rita", team_project, "rollback", MODEL, "--to", dora_version, "--comment", "closed")
+    assert back.returncode == 0, back.stderr
+    assert _aliases(team_stack)["champion"] == dora_version
+    assert _cli(team_stack, "remy", team_project, "trail", "verify").returncode == 0
+
+
+def test_the_trail_refuses_update_and_delete(team_stack, team_project):
+    import psycopg
+
+    with psycopg.connect(team_stack.trail_owner_dsn, autocommit=True) as conn:
+        for statement in ("UPDATE humane_audit.trail SET actor = 'x'", "DELETE FROM humane_audit.trail"):
+            with pytest.raises(psycopg.Error):
+                conn.execute(statement)
+        assert conn.execute("SELECT count(*) FROM humane_audit.trail").fetchone()[0] == len(_trail(team_stack))
+
+
+def test_two_checkouts_registering_at_once_are_serialised(team_stack, team_project, tmp_path, monkeypatch):
+    from prefect.concurrency.sync import concurrency
+
+    second = tmp_path / "second"
+    shutil.copytree(team_project, second, symlinks=True)
+    for project, shift in ((team_project, 10), (second, 20)):
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["audit"]["seed"] += shift
+        params["policy"]["min"]["test.accuracy"] = 0.8
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    before = len(_trail(team_stack))
+    versions_before = _versions(team_stack)
+    for key, value in stack_prefect(team_stack).items():
+        monkeypatch.setenv(key, value)
+    logs = {account: tmp_path / f"{account}.log" for account in ("tina", "dora")}
+    # While this test holds the promotion mutex, both checkouts reach registration and neither gets through.
+    with concurrency("humane-promotion", occupy=1, timeout_seconds=30, strict=True):
+        procs = {
+            account: subprocess.Popen(
+                ["dvc", "repro"],
+                cwd=project,
+                env={**_env(team_stack, account), "PYTHONUNBUFFERED": "1"},
+                stdout=logs[account].open("w"),
+                stderr=subprocess.STDOUT,
+            )
+            for account, project in (("tina", team_project), ("dora", second))
+        }
+        deadline = time.monotonic() + 600
+        while not all("Running stage 'register'" in log.read_text() for log in logs.values()):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), {
+                a: log.read_text()[-2000:] for a, log in logs.items()
+            }
+            time.sleep(1)
+        time.sleep(10)  # both are inside `register`, waiting for the slot
+        assert all(p.poll() is None for p in procs.values())
+        assert _versions(team_stack) == versions_before, "a registration went through while the mutex was held"
+    for account, proc in procs.items():
+        assert proc.wait(timeout=600) == 0, logs[account].read_text()[-3000:]
+    new = [e for e in _trail(team_stack)[before:] if e["event"] == "pending"]
+    assert sorted(e["by"] for e in new) == ["dora", "tina"]
+    assert len(_versions(team_stack)) == len(versions_before) + 2
+    assert _cli(team_stack, "remy", team_project, "trail", "verify").returncode == 0
+
+
+def _versions(stack):
+    return {v.version for v in _client(stack, "remy").search_model_versions(f"name = '{MODEL}'")}
+
+
+def stack_prefect(stack):
+    env = stack.env("tina")
+    return {"PREFECT_API_URL": env["PREFECT_API_URL"], "PREFECT_API_AUTH_STRING": env["PREFECT_API_AUTH_STRING"]}
+
+
+def test_a_second_checkout_pulls_the_champions_exact_model(team_stack, team_project, tmp_path):
+    from mlflow.artifacts import download_artifacts
+
+    env = _env(team_stack, "tina")
+    _sh(["dvc", "remote", "add", "-f", "-d", "team", team_stack.dvc_remote_url], team_project, env)
+    _sh(["dvc", "remote", "modify", "--local", "team", "keyfile", str(team_stack.dvc_keyfile)], team_project, env)
+    _sh(["dvc", "push"], team_project, env)
+    _sh(["git", "add", "-A"], team_project, env)
+    _sh(["git", "commit", "-q", "-m", "run"], team_project, env)
+    clone = tmp_path / "clone"
+    _sh(["git", "clone", "-q", str(team_project), str(clone)], tmp_path, env)
+    _sh(["dvc", "remote", "modify", "--local", "team", "keyfile", str(team_stack.dvc_keyfile)], clone, env)
+    _sh(["dvc", "pull"], clone, env)
+    status = _sh(["dvc", "status"], clone, env)
+    assert "up to date" in status.stdout, status.stdout
+    pulled = hashlib.md5((clone / "models/model.pt").read_bytes()).hexdigest()
+    version = _aliases(team_stack)["champion"]
+    served = Path(
+        download_artifacts(
+            artifact_uri=f"models:/{MODEL}/{version}", dst_path=str(tmp_path / "m"), tracking_uri=team_stack.mlflow_uri
+        )
+    )
+    (model_file,) = [p for p in served.rglob("model.pt")]
+    assert hashlib.md5(model_file.read_bytes()).hexdigest() == pulled
+    run = _client(team_stack, "remy").get_run(_tags(team_stack, version)["run_id"])
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri  # on the server
