@@ -135,7 +135,9 @@ def signoff_description(params: Params, registration: dict[str, Any], team: bool
     else:
         who = (
             " This form decides as the operating-system account running the flow, which registered the candidate:"
-            f" under four eyes another account decides with {cli_hint}." if params.gate.four_eyes else ""
+            f" under four eyes another account decides with {cli_hint}."
+            if params.gate.four_eyes
+            else ""
         )
     return (
         f"**Sign-off: {name} v{version}** passed every automated check and waits for a decision before "

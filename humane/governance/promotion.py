@@ -218,8 +218,12 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         full_basis = f"{basis}:{decision.champion_version or '-'}"  # judged against another champion: new basis
         require = params.gate.require_approval or team
         before = existing.tags if existing is not None else {}
-        waits = require and decision.passed and before.get(APPROVAL_TAG) != REJECTED and not (
-            before.get(APPROVAL_TAG) in (PENDING, APPROVED) and before.get(APPROVAL_BASIS_TAG) == full_basis)
+        waits = (
+            require
+            and decision.passed
+            and before.get(APPROVAL_TAG) != REJECTED
+            and not (before.get(APPROVAL_TAG) in (PENDING, APPROVED) and before.get(APPROVAL_BASIS_TAG) == full_basis)
+        )
         signed = decided_entry(approvals.trail_for(ctx.tracking_uri, ctx.project), name, version, before,
                                full_basis)  # fmt: skip
         card = model_card(params, decision, version, facts, signed=outcome_text(signed) if signed else None)

@@ -235,7 +235,11 @@ def test_rollback_is_recorded_and_a_rerun_approval_never_repromotes(signoff_proj
     assert "champion" not in _aliases(project)
     entry = _trail(project)[-1]
     assert (entry["event"], entry["by"], entry["champion_before"], entry["champion_after"]) == (
-        "rolled_back", reviewer, version, None)
+        "rolled_back",
+        reviewer,
+        version,
+        None,
+    )
     # Running the approval again re-promotes nothing, for anyone: a decision is not taken twice.
     for account in (None, reviewer):
         again = _approve(project, version, "--approve", "--comment", "again", account=account)
@@ -350,7 +354,11 @@ def test_a_paused_prefect_run_shows_the_evidence_and_waits_for_a_valid_decision(
         output, _ = proc.communicate(timeout=120)
         entry = _trail(project)[-1]
         assert (entry["event"], entry["by"], entry["display"], entry["version"]) == (
-            "rejected", os_account(), "bob", version)
+            "rejected",
+            os_account(),
+            "bob",
+            version,
+        )
         assert entry["channel"] == f"prefect flow run {paused.id}"
         assert proc.returncode == 3 and _final_state(paused.id).name == "Rejected", output[-2000:]
         assert _aliases(project)["champion"] == champion
