@@ -243,9 +243,10 @@ def test_a_registered_models_files_and_the_permissions_cannot_be_changed(team_st
         )
         assert put.status_code == 403 and "written once" in put.text, (account, put.text)
     # A reviewer (MANAGE on the model) cannot make another account a reviewer: only an administrator grants.
+    body = {"username": "tina", "resource_type": "registered_model", "resource_id": MODEL, "permission": "MANAGE"}
     grant = requests.post(
         f"{team_stack.mlflow_uri}/api/3.0/mlflow/users/permissions/grant",
-        json={"username": "tina", "resource_type": "registered_model", "resource_key": MODEL, "permission": "MANAGE"},
+        json=body,
         auth=_auth(team_stack, "rita"),
         timeout=30,
     )
@@ -358,10 +359,10 @@ def test_a_second_checkout_pulls_the_champions_exact_model(team_stack, team_proj
     assert "Running stage" not in repro.stdout, repro.stdout
     pulled = hashlib.md5((clone / "models/model.pt").read_bytes()).hexdigest()
     version = _aliases(team_stack)["champion"]
+    source = _client(team_stack, "remy").get_model_version(MODEL, version).source.removeprefix("models:/")
+    location = _client(team_stack, "remy").get_logged_model(source).artifact_location
     served = Path(
-        download_artifacts(
-            artifact_uri=f"models:/{MODEL}/{version}", dst_path=str(tmp_path / "m"), tracking_uri=team_stack.mlflow_uri
-        )
+        download_artifacts(artifact_uri=location, dst_path=str(tmp_path / "m"), tracking_uri=team_stack.mlflow_uri)
     )
     (model_file,) = list(served.rglob("model.pt"))
     assert hashlib.md5(model_file.read_bytes()).hexdigest() == pulled
