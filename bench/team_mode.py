@@ -63,6 +63,7 @@ def main() -> None:
     args.add_argument("--full", action="store_true", help="Adult as shipped instead of the sample")
     full = args.parse_args().full
     base = Path(tempfile.mkdtemp(prefix="humane-bench-team-"))
+    base.chmod(0o755)  # the stack's service accounts (humane-pg, humane-dvc) must reach their folders
     stack = base / "stack"
     env = {**os.environ, **QUIET, "HUMANE_TEAM_DIR": str(stack)}
     env.pop("MLFLOW_TRACKING_URI", None)
