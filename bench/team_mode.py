@@ -31,8 +31,13 @@ sys.path.insert(0, str(ROOT))
 from team.settings import TeamSettings, read_env  # noqa: E402
 from tests.conftest import make_project  # noqa: E402
 
-QUIET = {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-         "DVC_NO_ANALYTICS": "1", "NML_DISABLE_USAGE_LOGGING": "1"}  # fmt: skip
+QUIET = {
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "NML_DISABLE_USAGE_LOGGING": "1",
+}
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -73,8 +78,9 @@ def main() -> None:
         spec = base / "accounts.yaml"
         spec.write_text(yaml.safe_dump({"models": ["humane-sample", "humane-adult"], "accounts": {"tina": "trainer"}}))
         admin = TeamSettings.load(stack).admin_env()
-        times["bootstrap"] = timed([sys.executable, "-m", "team.bootstrap", "--settings", str(spec)], ROOT,
-                                   {**env, **admin})  # fmt: skip
+        times["bootstrap"] = timed(
+            [sys.executable, "-m", "team.bootstrap", "--settings", str(spec)], ROOT, {**env, **admin}
+        )
         local, team = project_copy(base / "local", full), project_copy(base / "team", full)
         times["dvc repro, local"] = timed(["dvc", "repro"], local, env)
         trainer = {**env, **TeamSettings.load(stack).env, **read_env(stack / "accounts" / "tina.env")}

@@ -166,8 +166,16 @@ def take_form_decision(ctx: RunContext, answer: SignOff, name: str, version: str
         logger.warning("the form's answer for %s v%s is not a decision in team mode; still waiting", name, version)
         return
     try:
-        approvals.submit_decision(ctx.tracking_uri, ctx.project, name, version, answer.decision == "approve",
-                                  answer.approver, answer.comment, f"prefect flow run {flow_run.id}")  # fmt: skip
+        approvals.submit_decision(
+            ctx.tracking_uri,
+            ctx.project,
+            name,
+            version,
+            answer.decision == "approve",
+            answer.approver,
+            answer.comment,
+            f"prefect flow run {flow_run.id}",
+        )
     except HumaneError as err:
         logger.warning("sign-off refused: %s; champion unchanged, still waiting for a valid decision", err)
 
@@ -176,10 +184,15 @@ def timed_out(params: Params, ctx: RunContext, name: str, version: str, cli_hint
     """Recorded; Prefect's server then ends the run in its own Failed state ("... never resumed")."""
     waited = params.gate.approval_timeout_s
     approvals.record_timeout(ctx.tracking_uri, ctx.project, name, version, f"prefect flow run {flow_run.id}", waited)
-    print(f"no sign-off of {name} v{version} within {waited} s: champion unchanged, the version stays pending "
-          f"({cli_hint})")  # fmt: skip
-    return Failed(name="NotApproved", message=f"{name} v{version}: no sign-off within {waited} s; champion "
-                  f"unchanged, the version stays pending ({cli_hint})")  # fmt: skip
+    print(
+        f"no sign-off of {name} v{version} within {waited} s: champion unchanged, the version stays pending "
+        f"({cli_hint})"
+    )
+    return Failed(
+        name="NotApproved",
+        message=f"{name} v{version}: no sign-off within {waited} s; champion "
+        f"unchanged, the version stays pending ({cli_hint})",
+    )
 
 
 def outcome(registration: dict[str, Any], fresh: bool = True) -> State:

@@ -132,5 +132,10 @@ class FileTrail:
 
 def entries_of(trail: Trail, model: str, version: str, run_id: str | None = None) -> list[dict[str, Any]]:
     """The verified trail's events for one model version (and, given, its run), oldest first."""
-    return [e for e in trail.read() if e.get("model") == model and str(e.get("version")) == str(version)
-            and (run_id is None or e.get("run_id") == run_id)]  # fmt: skip
+    return [
+        e
+        for e in trail.read()
+        if e.get("model") == model
+        and str(e.get("version")) == str(version)
+        and (run_id is None or e.get("run_id") == run_id)
+    ]

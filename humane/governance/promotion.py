@@ -213,8 +213,11 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         existing = version_of_run(mlflow_client, name, record["run_id"])
         basis = decision_basis(params, candidate, facts["test_md5"])
         decision = decide_once(params, paths, ctx, candidate, champion, existing, basis, facts["test_md5"])
-        version = str(existing.version) if existing is not None else register_version(
-            mlflow_client, name, record["model_uri"], record["run_id"])  # fmt: skip
+        version = (
+            str(existing.version)
+            if existing is not None
+            else register_version(mlflow_client, name, record["model_uri"], record["run_id"])
+        )
         full_basis = f"{basis}:{decision.champion_version or '-'}"  # judged against another champion: new basis
         require = params.gate.require_approval or team
         before = existing.tags if existing is not None else {}
@@ -224,8 +227,7 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
             and before.get(APPROVAL_TAG) != REJECTED
             and not (before.get(APPROVAL_TAG) in (PENDING, APPROVED) and before.get(APPROVAL_BASIS_TAG) == full_basis)
         )
-        signed = decided_entry(approvals.trail_for(ctx.tracking_uri, ctx.project), name, version, before,
-                               full_basis)  # fmt: skip
+        signed = decided_entry(approvals.trail_for(ctx.tracking_uri, ctx.project), name, version, before, full_basis)
         card = model_card(params, decision, version, facts, signed=outcome_text(signed) if signed else None)
         tags = {**version_tags(decision, candidate, facts), BASIS_TAG: full_basis}
         fresh_card = existing is None or waits
@@ -241,11 +243,18 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         approval = signoff.read_version(mlflow_client, name, version).tags.get(APPROVAL_TAG)
         is_champion = (current_champion(mlflow_client, name) or NO_CHAMPION).version == version
     record_outputs(paths, ctx, record["run_id"], name, version, decision, card, fresh_card)
-    result = {"model_name": name, "version": version, "promoted": is_champion, "reasons": decision.reasons,
-              "passed_checks": decision.passed, "approval": approval,
-              "pending": decision.passed and not is_champion and approval == PENDING,
-              "aliases": [CHALLENGER, CHAMPION] if is_champion else [CHALLENGER],
-              "compared_with": decision.champion_version, "run_id": record["run_id"]}  # fmt: skip
+    result = {
+        "model_name": name,
+        "version": version,
+        "promoted": is_champion,
+        "reasons": decision.reasons,
+        "passed_checks": decision.passed,
+        "approval": approval,
+        "pending": decision.passed and not is_champion and approval == PENDING,
+        "aliases": [CHALLENGER, CHAMPION] if is_champion else [CHALLENGER],
+        "compared_with": decision.champion_version,
+        "run_id": record["run_id"],
+    }
     io.write_json(paths.registration, result)
     return result
 
@@ -253,8 +262,16 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
 NO_CHAMPION = Champion("", {}, None)
 
 
-def decide_once(params: Params, paths: Paths, ctx: RunContext, candidate: dict[str, float], champion: Any,
-                existing: Any, basis: str, test_md5: str) -> Decision:  # fmt: skip
+def decide_once(
+    params: Params,
+    paths: Paths,
+    ctx: RunContext,
+    candidate: dict[str, float],
+    champion: Any,
+    existing: Any,
+    basis: str,
+    test_md5: str,
+) -> Decision:
     """The decision an earlier attempt recorded, while the champion it was judged against still holds; else anew."""
     name = params.data.model_name
     decision = recorded_decision(existing, basis) if existing is not None else None
@@ -281,15 +298,25 @@ def request(ctx: RunContext, params: Params, name: str, version: str, team: bool
     """Ask for the sign-off (and withdraw a re-decided champion): the team server, or the local trail."""
     where = f"registration ({ctx.entry_point}{', flow run ' + ctx.flow_run_id if ctx.flow_run_id else ''})"
     if team:
-        return team_client.call(ctx.tracking_uri, "POST", "signoff/request",
-                                {"model": name, "version": version, "channel": where})  # fmt: skip
+        return team_client.call(
+            ctx.tracking_uri, "POST", "signoff/request", {"model": name, "version": version, "channel": where}
+        )
     actor = local_actor(ctx.user)
-    return signoff.request_signoff(client(ctx.tracking_uri), approvals.trail_for(ctx.tracking_uri, ctx.project),
-                                   name, version, actor, [actor.account], params.gate.four_eyes, where)  # fmt: skip
+    return signoff.request_signoff(
+        client(ctx.tracking_uri),
+        approvals.trail_for(ctx.tracking_uri, ctx.project),
+        name,
+        version,
+        actor,
+        [actor.account],
+        params.gate.four_eyes,
+        where,
+    )
 
 
-def promote_without_signoff(ctx: RunContext, mlflow_client: Any, name: str, version: str, passed: bool,
-                            champion_now: str | None) -> None:  # fmt: skip
+def promote_without_signoff(
+    ctx: RunContext, mlflow_client: Any, name: str, version: str, passed: bool, champion_now: str | None
+) -> None:
     """Local mode, no sign-off required: a passing version becomes champion, a failing one loses it; recorded."""
     trail = approvals.trail_for(ctx.tracking_uri, ctx.project)
     actor = local_actor(ctx.user)
@@ -298,12 +325,20 @@ def promote_without_signoff(ctx: RunContext, mlflow_client: Any, name: str, vers
         signoff.record_promotion(trail, name, record, actor, ctx.entry_point, champion_now)
         set_alias(mlflow_client, name, CHAMPION, version)
     elif not passed and champion_now == version:
-        signoff.withdraw(mlflow_client, trail, name, record, actor, ctx.entry_point,
-                         "registered again and no longer passes the policy")  # fmt: skip
+        signoff.withdraw(
+            mlflow_client,
+            trail,
+            name,
+            record,
+            actor,
+            ctx.entry_point,
+            "registered again and no longer passes the policy",
+        )
 
 
-def record_outputs(paths: Paths, ctx: RunContext, run_id: str, name: str, version: str, decision: Decision,
-                   card: Any, fresh_card: bool) -> None:  # fmt: skip
+def record_outputs(
+    paths: Paths, ctx: RunContext, run_id: str, name: str, version: str, decision: Decision, card: Any, fresh_card: bool
+) -> None:
     """decision.json and the card files, here and in the run's artifacts."""
     import mlflow
 

@@ -225,6 +225,28 @@ def holds_approval(tags: dict[str, str]) -> bool:
     )
 
 
+def withdraw_redecided(
+    mlflow_client: Any,
+    trail: Trail,
+    name: str,
+    record: Any,
+    champion: Champion | None,
+    actor: Actor,
+    channel: str,
+    may_withdraw: bool,
+) -> dict[str, Any] | None:
+    """Take `champion` off `record`'s version when it no longer holds an approval on its decision (recorded)."""
+    if champion is None or champion.version != str(record.version) or holds_approval(record.tags):
+        return None
+    if not may_withdraw:
+        raise SignOffError(
+            f"{name} v{record.version} is champion and its decision changed: only a reviewer may register it "
+            "again (which takes champion off it) or roll it back"
+        )
+    why = "registered again: its decision changed since its sign-off"
+    return withdraw(mlflow_client, trail, name, record, actor, channel, why)
+
+
 def request_signoff(
     mlflow_client: Any,
     trail: Trail,
@@ -234,7 +256,6 @@ def request_signoff(
     triggers: list[str],
     four_eyes: bool,
     channel: str,
-    evidence: dict[str, str] | None = None,
     may_withdraw: bool = True,
 ) -> dict[str, Any]:
     """After a registration: withdraw `champion` from a re-decided version, then record `pending` if it passed.
@@ -245,22 +266,8 @@ def request_signoff(
     record = read_version(mlflow_client, name, version)
     tags = record.tags
     champion = current_champion(mlflow_client, name)
-    withdrawn = None
-    if champion is not None and champion.version == str(version) and not holds_approval(tags):
-        if not may_withdraw:
-            raise SignOffError(
-                f"{name} v{version} is champion and its decision changed: only a reviewer may register it again "
-                "(which takes champion off it) or roll it back"
-            )
-        withdrawn = withdraw(
-            mlflow_client,
-            trail,
-            name,
-            record,
-            actor,
-            channel,
-            "registered again: its decision changed since its sign-off",
-        )
+    withdrawn = withdraw_redecided(mlflow_client, trail, name, record, champion, actor, channel, may_withdraw)
+    if withdrawn is not None:
         champion = None
     if tags.get(DECISION_TAG) != PASSED or tags.get(APPROVAL_TAG) == REJECTED:
         return {"pending": None, "withdrawn": withdrawn}
@@ -282,7 +289,7 @@ def request_signoff(
             decision=recorded_decision(tags),
             decision_sha256=decision_digest(tags),
             basis=tags.get(BASIS_TAG),
-            evidence=evidence or {k: tags[k] for k in EVIDENCE_TAGS if k in tags},
+            evidence={k: tags[k] for k in EVIDENCE_TAGS if k in tags},
             champion_before=champion.version if champion else None,
         )
     )

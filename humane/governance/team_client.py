@@ -37,24 +37,8 @@ def call(uri: str, method: str, path: str, payload: dict[str, Any] | None = None
     A refusal (4xx) raises TeamError with the server's message; a server that cannot be reached or answers
     5xx raises StoreError: nothing is assumed from silence.
     """
-    from mlflow.utils.credentials import get_default_host_creds
-    from mlflow.utils.rest_utils import http_request
-
-    creds = get_default_host_creds(uri)
     kwargs: dict[str, Any] = {"json": payload} if method != "GET" else {"params": payload or {}}
-    try:
-        response = http_request(
-            creds,
-            f"{API}/{path}",
-            method,
-            max_retries=2,
-            backoff_factor=1,
-            timeout=120,
-            raise_on_status=False,
-            **kwargs,
-        )
-    except Exception as err:
-        raise StoreError(f"team server {uri}: {method} {API}/{path} failed: {type(err).__name__}: {err}") from err
+    response = _request(uri, method, path, 120, **kwargs)
     try:
         body = response.json()
     except ValueError:
@@ -66,23 +50,29 @@ def call(uri: str, method: str, path: str, payload: dict[str, Any] | None = None
     return body
 
 
-@functools.lru_cache(maxsize=8)
-def _probe(uri: str) -> bool:
+def _request(uri: str, method: str, path: str, timeout: int, **kwargs: Any) -> Any:
+    """One HTTP request to the plugin API with this checkout's MLflow credentials; unreachable is a StoreError."""
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
     try:
-        response = http_request(
+        return http_request(
             get_default_host_creds(uri),
-            f"{API}/whoami",
-            "GET",
+            f"{API}/{path}",
+            method,
             max_retries=2,
             backoff_factor=1,
-            timeout=30,
+            timeout=timeout,
             raise_on_status=False,
+            **kwargs,
         )
     except Exception as err:
-        raise StoreError(f"tracking server {uri} cannot be reached: {type(err).__name__}: {err}") from err
+        raise StoreError(f"team server {uri}: {method} {API}/{path} failed: {type(err).__name__}: {err}") from err
+
+
+@functools.lru_cache(maxsize=8)
+def _probe(uri: str) -> bool:
+    response = _request(uri, "GET", "whoami", 30)
     if response.status_code == 404:
         return False
     if response.status_code in (401, 403):

@@ -43,8 +43,9 @@ def reviewer():
     except KeyError:
         if os.geteuid() != 0:
             pytest.skip(f"needs the operating-system account {REVIEWER} (or root to create it)")
-        subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", REVIEWER],
-                       check=True)  # fmt: skip
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", REVIEWER], check=True
+        )
     _let_run_python(REVIEWER)
     return REVIEWER
 
@@ -120,8 +121,15 @@ def _cli(project, module, *args, account=None, display="someone"):
     home = tempfile.mkdtemp(prefix="humane-home-")
     os.chmod(home, 0o777)
     env = {**_env(display), "HOME": home, "PREFECT_HOME": os.path.join(home, ".prefect")}
-    return subprocess.run([sys.executable, "-m", f"tasks.{module}", *args], cwd=project, capture_output=True,
-                          text=True, timeout=120, env=env, **_as(account))  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", f"tasks.{module}", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        **_as(account),
+    )
 
 
 def _approve(project, version, *args, account=None, display="someone"):
@@ -151,8 +159,9 @@ def _card(project, version, name="model_card.md"):
 
 
 def _repro(project, display="alice"):
-    result = subprocess.run(["dvc", "repro"], cwd=project, capture_output=True, text=True, env=_env(display),
-                            timeout=600)  # fmt: skip
+    result = subprocess.run(
+        ["dvc", "repro"], cwd=project, capture_output=True, text=True, env=_env(display), timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads((project / "reports/registration.json").read_text())
 
@@ -191,8 +200,9 @@ def test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off(
     assert cut.returncode == 2 and "does not hold" in cut.stderr and _aliases(project)["champion"] == champion
     trail.write_text(kept)
 
-    done = _approve(project, version, "--approve", "--by", "Bob", "--comment", "gaps within policy; checked CIs",
-                    account=reviewer)  # fmt: skip
+    done = _approve(
+        project, version, "--approve", "--by", "Bob", "--comment", "gaps within policy; checked CIs", account=reviewer
+    )
     assert done.returncode == 0, done.stderr
     assert _aliases(project) == {"champion": version, "challenger": version}
     tags = _tags(project, version)
@@ -324,8 +334,9 @@ def _final_state(flow_run_id):
 
 
 @pytest.mark.parametrize("answer", ["approve", "reject"])
-def test_a_paused_prefect_run_shows_the_evidence_and_waits_for_a_valid_decision(signoff_project, prefect_server,
-                                                                                 reviewer, answer):  # fmt: skip
+def test_a_paused_prefect_run_shows_the_evidence_and_waits_for_a_valid_decision(
+    signoff_project, prefect_server, reviewer, answer
+):
     project = signoff_project
     champion = _aliases(project)["champion"]
     _new_candidate(project)
@@ -385,8 +396,7 @@ def _paused_again(flow_run_id, timeout=60):
     raise AssertionError("the run did not pause again")
 
 
-def test_a_run_nobody_answers_times_out_pending_and_the_cli_can_decide_later(signoff_project, prefect_server,
-                                                                             reviewer):  # fmt: skip
+def test_a_run_nobody_answers_times_out_pending_and_the_cli_can_decide_later(signoff_project, prefect_server, reviewer):
     project = signoff_project
     champion = _aliases(project)["champion"]
     _set(project, gate={"approval_timeout_s": 3})

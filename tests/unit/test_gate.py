@@ -149,15 +149,26 @@ def test_a_recorded_checks_verdict_is_recomputed_from_its_own_figures(seed):
     from humane.governance.gate import rejudge
 
     rng = random.Random(seed)
-    rules = policy(above_baseline={"logreg.roc_auc": 0.02}, min={"test.accuracy": 0.8},
-                   max={"fairness.sex.demographic_parity_difference": 0.2}, max_drop={"test.accuracy": 0.01},
-                   max_increase={"fairness.sex.equalized_odds_difference": 0.02})  # fmt: skip
-    candidate = {"test.accuracy": rng.uniform(0.7, 0.9), "test.roc_auc": rng.uniform(0.8, 0.95),
-                 "baseline.logreg.roc_auc": rng.uniform(0.8, 0.95), "validation.passed": rng.choice([0.0, 1.0]),
-                 "fairness.sex.demographic_parity_difference": rng.uniform(0.0, 0.4),
-                 "fairness.sex.equalized_odds_difference": rng.uniform(0.0, 0.2)}  # fmt: skip
-    champion = Champion("1", {"test.accuracy": rng.uniform(0.7, 0.9), "fairness.sex.equalized_odds_difference": 0.1},
-                        None) if seed % 3 else None  # fmt: skip
+    rules = policy(
+        above_baseline={"logreg.roc_auc": 0.02},
+        min={"test.accuracy": 0.8},
+        max={"fairness.sex.demographic_parity_difference": 0.2},
+        max_drop={"test.accuracy": 0.01},
+        max_increase={"fairness.sex.equalized_odds_difference": 0.02},
+    )
+    candidate = {
+        "test.accuracy": rng.uniform(0.7, 0.9),
+        "test.roc_auc": rng.uniform(0.8, 0.95),
+        "baseline.logreg.roc_auc": rng.uniform(0.8, 0.95),
+        "validation.passed": rng.choice([0.0, 1.0]),
+        "fairness.sex.demographic_parity_difference": rng.uniform(0.0, 0.4),
+        "fairness.sex.equalized_odds_difference": rng.uniform(0.0, 0.2),
+    }
+    champion = (
+        Champion("1", {"test.accuracy": rng.uniform(0.7, 0.9), "fairness.sex.equalized_odds_difference": 0.1}, None)
+        if seed % 3
+        else None
+    )
     checks = decide(rules, candidate, champion).to_dict()["checks"]
     assert [rejudge(c) for c in checks] == [c["passed"] for c in checks]
     for check in checks:
