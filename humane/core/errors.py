@@ -1,13 +1,29 @@
-"""Errors a user can act on, and the one place that turns them into an exit code."""
+"""Errors a user can act on, and the one place that turns them into an exit code.
+
+Each error class carries its exit code, so an entry point's exit code is read from the error's type, never from
+its message text. The codes every entry point shares (docs/exit_codes.md lists each entry point's own too):
+
+    2   HumaneError: bad input or configuration; the message names the file, column or setting and the rule
+    10  ServerUnavailable: a server (MLflow, Prefect, PostgreSQL) did not answer within the bounded retries
+    11  AccessRefused: a server refused the credentials or the permission; the message names the user
+    12  IntegrityFailed: a registered file, the audit trail or a recorded hash does not verify
+"""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 
+INPUT_EXIT = 2
+UNAVAILABLE_EXIT = 10
+ACCESS_EXIT = 11
+INTEGRITY_EXIT = 12
+
 
 class HumaneError(Exception):
     """An error caused by input or configuration; its message says what to fix."""
+
+    exit_code = INPUT_EXIT
 
 
 class ConfigError(HumaneError):
@@ -22,10 +38,33 @@ class ValidationFailed(HumaneError):
     """Great Expectations validation of the input data failed."""
 
 
+class ServerUnavailable(HumaneError):
+    """A server did not answer within the bounded retries; the message names the server and the setting."""
+
+    exit_code = UNAVAILABLE_EXIT
+
+
+class AccessRefused(HumaneError):
+    """A server refused the request's credentials or permission; the message names the user, never a secret."""
+
+    exit_code = ACCESS_EXIT
+
+
+class IntegrityFailed(HumaneError):
+    """Something recorded does not verify (a registered file's hash, the audit trail's chain)."""
+
+    exit_code = INTEGRITY_EXIT
+
+
+def exit_code(err: BaseException) -> int:
+    """The exit code of an error: its class's code for a HumaneError, 1 for anything unexpected."""
+    return err.exit_code if isinstance(err, HumaneError) else 1
+
+
 def cli(main: Callable[[], None]) -> None:
-    """Run a stage entry point; user errors print one clear line and exit 2, never a bare traceback."""
+    """Run a stage entry point; user errors print one clear line and exit with their code, never a traceback."""
     try:
         main()
     except HumaneError as err:
         print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(err.exit_code) from None
