@@ -6,11 +6,13 @@ from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import Paths
 from humane.governance.promotion import register
+from humane.governance.store import server_calls
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Register the candidate and move the aliases its decision allows."""
-    result = register(params, paths, ctx)
+    with server_calls(ctx.tracking_uri):  # bounded retries (HUMANE_SERVER_RETRY_S), then one clear line
+        result = register(params, paths, ctx)
     if result["pending"]:
         return (f"register: {result['model_name']} v{result['version']} (challenger) passed the automated checks and "
                 f"awaits sign-off: python -m tasks.approve {result['model_name']} {result['version']} --approve "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import Paths
+from humane.governance.store import server_calls
 from humane.governance.tracking import log_run
 from humane.monitoring.reference import MonitoredColumns
 
@@ -15,7 +16,8 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     # sensitive ones, those kept although they look identifying, and date-derived ones.
     protected = [*params.data.sensitive_features, *params.privacy.keep, *params.data.dates]
     monitored = MonitoredColumns.of(params)
-    record = log_run(paths, params.data.experiment, params.evaluate.threshold, protected, ctx, monitored)
+    with server_calls(ctx.tracking_uri):  # bounded retries (HUMANE_SERVER_RETRY_S), then one clear line
+        record = log_run(paths, params.data.experiment, params.evaluate.threshold, protected, ctx, monitored)
     return f"track: MLflow run {record['run_id']} in experiment {record['experiment']!r}"
 
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from humane.core.errors import HumaneError
+from humane.core.errors import AccessRefused, ConfigError, HumaneError, ServerUnavailable
 
 # MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says it is model training.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
+# The time given to an MLflow server that does not answer, retries and waits included (seconds).
+RETRY_ENV, DEFAULT_RETRY_S, MIN_RETRY_S = "HUMANE_SERVER_RETRY_S", 30, 4
+RETRIES = 3  # attempts after the first; the budget sets the backoff and the per-request timeout
 
 
 class StoreError(HumaneError):
@@ -76,3 +82,153 @@ def ensure_experiment(mlflow_client: Any, name: str, artifact_root: Path | None)
     if experiment is None or experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING:
         mlflow_client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
     return experiment_id
+
+
+@dataclass(frozen=True)
+class RetryPlan:
+    """MLflow's own HTTP retry settings, derived from one budget so that retrying never outlasts it."""
+
+    budget_s: int
+    retries: int
+    backoff_factor: int
+    timeout_s: int
+
+    @property
+    def worst_case_s(self) -> int:
+        """Every attempt timing out plus every wait between attempts (urllib3 waits 0, 2f, 4f, ...)."""
+        return (self.retries + 1) * self.timeout_s + self.backoff_factor * (2**self.retries - 2)
+
+    def environment(self) -> dict[str, str]:
+        """The MLFLOW_HTTP_REQUEST_* variables MLflow reads on every request."""
+        return {
+            "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.retries),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": str(self.backoff_factor),
+            "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0",
+            "MLFLOW_HTTP_REQUEST_TIMEOUT": str(self.timeout_s),
+        }
+
+
+def retry_plan(budget_s: int) -> RetryPlan:
+    """A fifth of the budget for the waits between attempts, the rest shared by the attempts' timeouts."""
+    waits = 2**RETRIES - 2
+    backoff = int(budget_s * 0.2) // waits
+    timeout = max(1, (budget_s - backoff * waits) // (RETRIES + 1))
+    return RetryPlan(budget_s, RETRIES, backoff, timeout)
+
+
+def retry_budget(env: dict[str, str] | None = None) -> int:
+    """HUMANE_SERVER_RETRY_S (default 30): whole seconds, at least 4; ConfigError naming the setting otherwise."""
+    raw = (os.environ if env is None else env).get(RETRY_ENV, "").strip()
+    if not raw:
+        return DEFAULT_RETRY_S
+    try:
+        budget = int(raw)
+    except ValueError:
+        budget = 0
+    if budget < MIN_RETRY_S:
+        raise ConfigError(f"{RETRY_ENV}={raw!r}: expected whole seconds, at least {MIN_RETRY_S}")
+    return budget
+
+
+def is_remote(uri: str) -> bool:
+    """True for a tracking server (http, https), whose requests MLflow retries."""
+    return uri.startswith(("http://", "https://"))
+
+
+def safe_uri(uri: str) -> str:
+    """The URI without its user name and password (what may be printed or logged)."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return parts._replace(netloc=netloc).geturl()
+
+
+def server_user(uri: str) -> str:
+    """The user the requests authenticate as: MLFLOW_TRACKING_USERNAME, else the URI's, else none."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") or urlsplit(uri).username
+    return repr(user) if user else "(none: MLFLOW_TRACKING_USERNAME is not set)"
+
+
+@contextmanager
+def server_calls(uri: str) -> Iterator[None]:
+    """The block's requests to the MLflow server at `uri` retry within HUMANE_SERVER_RETRY_S, then fail clearly.
+
+    Sets MLflow's MLFLOW_HTTP_REQUEST_* variables for the block only (restored after, so a long-lived process
+    keeps its own), keeps urllib3's per-attempt retry warnings quiet, and turns a server that did not answer into
+    ServerUnavailable and a refused login or permission into AccessRefused: one line each, naming the server
+    without credentials. A local store (SQLite, files) is used as is.
+    """
+    if not is_remote(uri):
+        yield
+        return
+    plan = retry_plan(retry_budget())
+    saved = {name: os.environ.get(name) for name in plan.environment()}
+    pool_log = logging.getLogger("urllib3.connectionpool")
+    level = pool_log.level
+    os.environ.update(plan.environment())
+    pool_log.setLevel(logging.ERROR)
+    try:
+        yield
+    except (ServerUnavailable, AccessRefused):
+        raise
+    except Exception as err:
+        translated = server_error(err, uri, plan)
+        if translated is None:
+            raise
+        raise translated from None
+    finally:
+        pool_log.setLevel(level)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def server_error(err: BaseException, uri: str, plan: RetryPlan) -> HumaneError | None:
+    """ServerUnavailable or AccessRefused for an error caused by the server's silence or refusal; else None."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    where = safe_uri(uri)
+    for cause in _chain(err):
+        if isinstance(cause, requests.exceptions.RetryError):  # answered, but only with errors (5xx, 429)
+            return ServerUnavailable(
+                f"MLflow server {where} answered only errors for {plan.budget_s} s of retries ({RETRY_ENV}="
+                f"{plan.budget_s}; {_reason(cause)}): see the server's log (a full artifact store?), then rerun"
+            )
+        if isinstance(cause, (requests.ConnectionError, requests.Timeout)):
+            return ServerUnavailable(
+                f"MLflow server {where} did not answer within {plan.budget_s} s of retries "
+                f"({RETRY_ENV}={plan.budget_s}; {type(cause).__name__}): start it or raise {RETRY_ENV}, then rerun"
+            )
+        status = None
+        if isinstance(cause, MlflowException):
+            status = cause.get_http_status_code()
+        elif isinstance(cause, requests.HTTPError) and cause.response is not None:
+            status = cause.response.status_code
+        if status in (401, 403):
+            what = "the credentials" if status == 401 else "the permission"
+            return AccessRefused(
+                f"MLflow server {where} refused {what} of user {server_user(uri)} (HTTP {status}): check "
+                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD and the user's permissions"
+            )
+    return None
+
+
+def _reason(err: BaseException) -> str:
+    """urllib3's reason for giving up (e.g. "too many 500 error responses"), without the URL."""
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    return str(reason) if reason is not None else type(err).__name__
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    """The error, then its causes and contexts, each once."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
