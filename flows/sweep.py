@@ -19,10 +19,13 @@ Before any candidate is trained, the champion the chosen candidate will be judge
 gate.require_approval asks for one, always in team mode, and the audit trail's last move of the alias names it);
 one that does not verify stops the sweep, naming what is missing (roll it back with `python -m tasks.rollback`).
 
-`python -m flows.sweep` exits 0 when the chosen candidate was registered and promoted, 3 when the gate refused it,
-4 when no candidate is within the policy's fairness limits, 2 on an error (a champion that does not verify
-included). `python -m flows.sweep --dvc-queue` queues every candidate as a DVC experiment instead
-(`dvc exp run --queue -S ...`, up to the audit stage, so nothing is registered); `dvc queue start` runs them.
+The sweep ends in the state its chosen candidate's training run ended in (flows.training's names: Completed only
+when the candidate became champion, AwaitingSignOff or NotApproved while it waits for a sign-off, Rejected,
+NotPromoted), or NoCandidate when none is within the policy's fairness limits. `python -m flows.sweep` exits
+with the status docs/exit_codes.md gives each (0 promoted, 3 refused, 4 no candidate, 6 awaiting sign-off), or
+an error's own (2 for bad input, a champion that does not verify included). `python -m flows.sweep --dvc-queue`
+queues every candidate as a DVC experiment instead (`dvc exp run --queue -S ...`, up to the audit stage, so
+nothing is registered); `dvc queue start` runs them.
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
+from flows import training as training_flow
 from humane.core import io, workspace
 from humane.core.context import RunContext
-from humane.core.errors import ConfigError, HumaneError
+from humane.core.errors import ConfigError, HumaneError, exit_code
 from humane.core.params import Params, SweepParams, apply_overrides, load_params, parse_params, read_raw
 from humane.core.paths import Paths
 from humane.fairness import sweep as lib
@@ -63,8 +67,10 @@ TABLE_KEY, CHOICE_KEY = "mitigation-sweep", "mitigation-sweep-choice"
 # The queued DVC experiments run the pipeline up to this stage: measured, never tracked or registered.
 QUEUE_TARGET = "audit"
 TAG_LIMIT = 4000  # characters of a registry tag value kept (MLflow stores up to 5000)
-EXIT = {"promoted": 0, "error": 2, "rejected": 3, "no_candidate": 4}
-NO_CANDIDATE = "NoCandidate"
+NO_CANDIDATE = "NoCandidate"  # a Failed state: no candidate is within the policy's fairness limits
+# Exit status per end state: the training flow's (its chosen candidate's outcome), and NoCandidate.
+EXIT = {**training_flow.EXIT, NO_CANDIDATE: 4}
+QUEUED_EXIT, ERROR_EXIT = 0, 2
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -367,21 +373,24 @@ def sweep() -> State:
                       "validation split: " + "; ".join(f"{i}: {r}" for i, r in rejected.items()))  # fmt: skip
 
     # Only the chosen candidate goes on: trained by the pipeline, registered, judged by the gate.
-    from flows.training import training
+    state = training_flow.training(overrides=params.sweep.candidates[chosen] or None, return_state=True)
+    return chosen_outcome(project, params, recorded, chosen, state)
 
-    state = training(overrides=params.sweep.candidates[chosen] or None, return_state=True)
-    # Registered (promoted, refused, or waiting for a sign-off that did not come in time); an error registers nothing.
-    unsigned = state.name == "NotApproved" or (state.is_failed() and "never resumed" in (state.message or ""))
-    if state.is_completed() or state.name == "Rejected" or unsigned:
-        mark_registered(project, params, recorded, chosen, str(state.state_details.flow_run_id or ""))
-    head = f"sweep candidate {chosen} ({lib.describe(params.sweep.candidates[chosen])}): "
-    if state.name == "Rejected":
-        return Failed(name="Rejected", message=head + (state.message or "refused by the gate"))
-    if unsigned:
-        return Failed(name="NotApproved", message=head + (state.message or "not signed off"))
+
+def chosen_outcome(project: Path, params: Params, recorded: dict[str, Any], chosen: int, state: State) -> State:
+    """The sweep's end: its chosen candidate's training outcome, under the same name; tagged once registered.
+
+    Every named outcome of the training flow registered the candidate (promoted, awaiting or lacking a sign-off,
+    refused); a training run that failed with an error registered nothing, and its error stands.
+    """
+    end = training_flow.end_state(state)
+    if end not in training_flow.EXIT:
+        return state
+    mark_registered(project, params, recorded, chosen, str(state.state_details.flow_run_id or ""))
+    message = f"sweep candidate {chosen} ({lib.describe(params.sweep.candidates[chosen])}): {state.message or end}"
     if state.is_completed():
-        return Completed(message=head + (state.message or "registered"))
-    return state  # the training run failed: its error stands
+        return Completed(name=end, message=message)
+    return Failed(name=end, message=message)
 
 
 def describe_runner(settings: SweepParams) -> str:
@@ -435,31 +444,28 @@ def queue(project: Path) -> int:
         if done.returncode != 0:
             print(f"error: {shlex.join(command)} failed: {(done.stderr or done.stdout).strip()[-1000:]}",
                   file=sys.stderr)  # fmt: skip
-            return EXIT["error"]
+            return ERROR_EXIT
     print(f"queued {len(params.sweep.candidates)} experiments; run them with `dvc queue start -j "
           f"{params.sweep.workers}`, follow with `dvc queue status`, compare with `dvc exp show` "
           "(the policy's choice is made by `python -m flows.sweep`)")  # fmt: skip
-    return EXIT["promoted"]
+    return QUEUED_EXIT
 
 
 def main(argv: list[str]) -> int:
-    """`python -m flows.sweep [--dvc-queue]`: run the sweep (or queue its grid as DVC experiments)."""
+    """`python -m flows.sweep [--dvc-queue]`: run the sweep (or queue its grid as DVC experiments).
+
+    The exit status is read from the end state's name (EXIT) or, for an error, from its type.
+    """
     if argv not in ([], ["--dvc-queue"]):
         print(f"usage: python -m flows.sweep [--dvc-queue]; got {shlex.join(argv)}", file=sys.stderr)
-        return EXIT["error"]
+        return ERROR_EXIT
     try:
         if argv:
             return queue(Path.cwd())
-        state = run_sweep()
-        if state.name in ("Rejected", "NotApproved", NO_CANDIDATE):
-            print(state.message, file=sys.stderr)
-            return EXIT["no_candidate" if state.name == NO_CANDIDATE else "rejected"]
-        state.result()  # re-raises the error of a failed task or subflow
-    except HumaneError as err:
+        return training_flow.exit_status(run_sweep(), EXIT)
+    except HumaneError as err:  # an error raised before the flow ran (reading params.yaml)
         print(f"error: {err}", file=sys.stderr)
-        return EXIT["error"]
-    print(state.message)
-    return EXIT["promoted"]
+        return exit_code(err)
 
 
 if __name__ == "__main__":

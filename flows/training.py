@@ -27,17 +27,27 @@ from prefect.states import Completed, Failed, State
 
 from humane.core import io, workspace
 from humane.core.context import PREFECT_ENTRY, RunContext
-from humane.core.errors import HumaneError
+from humane.core.errors import HumaneError, exit_code
 from humane.core.params import Params, apply_overrides, check_paths, parse_params, read_raw
 from humane.core.paths import Paths
 from humane.data.datasets import BUILTINS
 from humane.governance import approvals, signoff, team_client
 from humane.governance.card import decision_page, group_rows
 from humane.governance.gate import Decision
+from humane.governance.registry import current_champion
 from humane.governance.store import client
 
 # Retries only where a stage talks to a server (the tracking store and registry); never on training.
 RETRIES = {"track": 2, "register": 2}
+
+# The flow's end states, by name, and `python -m flows.training`'s exit status for each (docs/exit_codes.md).
+COMPLETED = "Completed"  # the candidate is champion
+AWAITING = "AwaitingSignOff"  # Completed type: passed, waits for a sign-off (no Prefect server to pause on)
+NOT_APPROVED = "NotApproved"  # Failed type: paused for a sign-off that did not come in time; still pending
+REJECTED = "Rejected"  # Failed type: refused by the gate or at sign-off
+NOT_PROMOTED = "NotPromoted"  # Failed type: passed the checks, yet not champion (e.g. rolled back since)
+# A stage's error ends the run Failed, and the command exits with the error's code (humane.core.errors).
+EXIT = {COMPLETED: 0, REJECTED: 3, NOT_PROMOTED: 3, AWAITING: 6, NOT_APPROVED: 6}
 
 
 @task(name="check-params", cache_policy=NO_CACHE)
@@ -181,34 +191,78 @@ def take_form_decision(ctx: RunContext, answer: SignOff, name: str, version: str
 
 
 def timed_out(params: Params, ctx: RunContext, name: str, version: str, cli_hint: str) -> State:
-    """Recorded; Prefect's server then ends the run in its own Failed state ("... never resumed")."""
+    """Recorded, then the run's own NotApproved state set on the server (`end_paused_run`)."""
     waited = params.gate.approval_timeout_s
     approvals.record_timeout(ctx.tracking_uri, ctx.project, name, version, f"prefect flow run {flow_run.id}", waited)
     print(
         f"no sign-off of {name} v{version} within {waited} s: champion unchanged, the version stays pending "
         f"({cli_hint})"
     )
-    return Failed(
-        name="NotApproved",
-        message=f"{name} v{version}: no sign-off within {waited} s; champion "
-        f"unchanged, the version stays pending ({cli_hint})",
+    message = (
+        f"{name} v{version}: no sign-off within {waited} s; champion unchanged, the version stays pending ({cli_hint})"
     )
+    end_paused_run(Failed(name=NOT_APPROVED, message=message))
+    return Failed(name=NOT_APPROVED, message=message)
+
+
+def end_paused_run(state: State) -> None:
+    """Put the paused run in `state` on the server, bypassing the orchestration rules.
+
+    Prefect's local wait for a resume outlasts the pause's deadline on the server, which then turns any state the
+    run proposes from Paused into an anonymous Failed state ("... never resumed"). Set first, the run's own named
+    state stands, and the state the flow then returns is accepted as a Failed to Failed transition.
+    """
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        prefect.set_flow_run_state(flow_run.id, state, force=True)
+
+
+def standing(ctx: RunContext, registration: dict[str, Any]) -> dict[str, Any]:
+    """The registration as the registry holds it now: is the version champion, does it wait for a sign-off.
+
+    Read again rather than taken from reports/registration.json, which a run that changed nothing inherits from
+    the run that registered the candidate (the champion may have moved, or a person decided, since).
+    """
+    name, version = registration["model_name"], registration["version"]
+    champion = current_champion(client(ctx.tracking_uri), name)
+    promoted = champion is not None and str(champion.version) == str(version)
+    approval = approvals.status(ctx.tracking_uri, name, version)
+    pending = bool(registration.get("passed_checks")) and not promoted and approval == signoff.PENDING
+    return {**registration, "promoted": promoted, "approval": approval, "pending": pending}
 
 
 def outcome(registration: dict[str, Any], fresh: bool = True) -> State:
-    """Completed when the candidate became champion; a Failed state named Rejected, with the reasons, when not.
+    """The run's end state, from the registration as the registry holds it now (`standing`).
 
-    A run that changed nothing (every stage current) ends Completed, naming the decision recorded earlier.
+    Completed only when the candidate is champion; AwaitingSignOff (a Completed state) when it waits for a
+    person; Failed states named Rejected (the gate's reasons, or a person's rejection) or NotPromoted otherwise. A
+    run that changed nothing (every stage current) ends the same way, its message saying so.
     """
-    version = f"{registration['model_name']} v{registration['version']}"
-    if not fresh:
-        verdict = "promoted" if registration["promoted"] else "not promoted"
-        return Completed(message=f"nothing changed: {version} was registered by an earlier run ({verdict} then)")
+    name, number = registration["model_name"], registration["version"]
+    version = f"{name} v{number}"
+    head = "" if fresh else f"nothing changed since an earlier run registered {version}: "
     if registration["promoted"]:
-        return Completed(message=f"{version} promoted to champion")
-    if registration.get("passed_checks"):  # passed, and a person's sign-off decides (or decided) the rest
-        return Completed(message=f"{version} passed the automated checks; sign-off: {registration.get('approval')}")
-    return Failed(name="Rejected", message=f"{version} not promoted: " + "; ".join(registration["reasons"]))
+        return Completed(message=head + f"{version} {'promoted to' if fresh else 'is'} champion")
+    if registration.get("pending"):
+        return Completed(
+            name=AWAITING,
+            message=head + f"{version} passed the automated checks and awaits sign-off: "
+            f"python -m tasks.approve {name} {number} --approve (or --reject) --comment TEXT",
+        )
+    if registration.get("approval") == signoff.REJECTED:
+        return Failed(
+            name=REJECTED,
+            message=head + f"{version} was rejected at sign-off (python -m tasks.approve "
+            f"{name} {number} --export shows by whom and why)",
+        )
+    if registration.get("passed_checks"):
+        return Failed(
+            name=NOT_PROMOTED,
+            message=head + f"{version} passed the automated checks but is not champion "
+            f"(sign-off: {registration.get('approval') or 'none asked'}); champion unchanged",
+        )
+    return Failed(name=REJECTED, message=head + f"{version} not promoted: " + "; ".join(registration["reasons"]))
 
 
 @contextmanager
@@ -251,25 +305,54 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
             states[stage.name].result()  # a failed stage stops the run here, with its error
         fresh = states["register"].name != "Skipped"
         registration = publish(paths, fresh, wait_for=[states["register"]])
-        require = params.gate.require_approval or team_client.is_team(ctx.tracking_uri)
-        card = paths.model_card_md.read_text() if require else ""
-    if require:
-        version = registration["version"]
-        status = approvals.status(ctx.tracking_uri, registration["model_name"], version)
-        if status == signoff.PENDING:
-            create_markdown_artifact(key="model-card", markdown=card, description="The model card as registered")
-            create_link_artifact(key="model-card-link", link=approvals.card_link(ctx.tracking_uri,
-                                 registration["run_id"]), link_text=f"Model card of {registration['model_name']} "
-                                 f"v{version} (MLflow)", description="The registered card in MLflow")  # fmt: skip
-            return await_signoff(params, ctx, registration)
-        if status == signoff.REJECTED:
-            return Failed(name="Rejected", message=f"{registration['model_name']} v{version} was rejected at "
-                          "sign-off (python -m tasks.approve ... --export shows by whom and why)")  # fmt: skip
-    return outcome(registration, fresh)
+        card = paths.model_card_md.read_text()
+    now = standing(ctx, registration)
+    if now["pending"] and (params.gate.require_approval or team_client.is_team(ctx.tracking_uri)):
+        create_markdown_artifact(key="model-card", markdown=card, description="The model card as registered")
+        create_link_artifact(
+            key="model-card-link",
+            link=approvals.card_link(ctx.tracking_uri, registration["run_id"]),
+            link_text=f"Model card of {registration['model_name']} v{registration['version']} (MLflow)",
+            description="The registered card in MLflow",
+        )
+        return await_signoff(params, ctx, registration)
+    return outcome(now, fresh)
+
+
+def end_state(state: State) -> str:
+    """The name the exit table reads for a final state: the flow's own names, or Prefect's pause-timeout state.
+
+    Prefect's pause-timeout state is an unnamed Failed state that directly follows a Paused state whose deadline
+    had passed (the server's pause-expiry service, or its refusal of a late transition); it is read from the run's
+    state history, never from the message.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if state.name in EXIT:
+        return state.name
+    paused_before = state.is_failed() and state.name == "Failed" and PREFECT_API_URL.value()  # only a server pauses
+    if paused_before and state.state_details.flow_run_id and pause_expired(state.state_details.flow_run_id):
+        return NOT_APPROVED
+    return state.type.value
+
+
+def pause_expired(flow_run_id: Any) -> bool:
+    """True when the flow run's last state is Failed and the one before it a Paused state past its deadline."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as prefect:
+        history = sorted(prefect.read_flow_run_states(flow_run_id), key=lambda s: s.timestamp)
+    if len(history) < 2 or not history[-1].is_failed() or not history[-2].is_paused():
+        return False
+    deadline = history[-2].state_details.pause_timeout
+    return deadline is not None and deadline <= history[-1].timestamp
 
 
 def main(argv: list[str]) -> int:
-    """`python -m flows.training [key=value ...]`: run the flow locally; values are YAML 1.2, as `dvc exp run -S`."""
+    """`python -m flows.training [key=value ...]`: run the flow locally; values are YAML 1.2, as `dvc exp run -S`.
+
+    The exit status is read from the end state's name (EXIT) or, for a failed stage, from its error's type.
+    """
     from ruamel.yaml import YAML
 
     yaml = YAML(typ="safe", pure=True)  # YAML 1.2: 1e-3 is a number (PyYAML's YAML 1.1 reads it as text)
@@ -280,23 +363,25 @@ def main(argv: list[str]) -> int:
             print(f"error: expected key=value, got {arg!r}", file=sys.stderr)
             return 2
         overrides[key] = yaml.load(value)
-    state = training(overrides=overrides or None, return_state=True)
-    if state.name == "AwaitingSignOff":
-        print(state.message, file=sys.stderr)
-        return 0
-    if state.is_failed() and "never resumed" in (state.message or ""):  # the sign-off window closed
-        print(f"{state.message} No sign-off in time: champion unchanged; the version stays pending, to be decided "
-              "with python -m tasks.approve MODEL VERSION --approve|--reject --comment TEXT",
-              file=sys.stderr)  # fmt: skip
-        return 3
-    if state.name in ("Rejected", "NotApproved"):
-        print(state.message, file=sys.stderr)
-        return 3
+    return exit_status(training(overrides=overrides or None, return_state=True), EXIT)
+
+
+def exit_status(state: State, table: dict[str, int]) -> int:
+    """A command's exit status for a flow's final state, printing why.
+
+    `table` maps the state's name (`end_state`) to a status; a state not in it exits with the code of the error it
+    holds (humane.core.errors; an unexpected error is raised: a traceback, exit 1), else 0.
+    """
+    end = end_state(state)
+    if end in table:
+        print(state.message, file=sys.stderr if table[end] else sys.stdout)
+        return table[end]
     try:
         state.result()  # re-raises the error of a failed stage
     except HumaneError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_code(err)
+    print(state.message)
     return 0
 
 

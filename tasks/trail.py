@@ -3,7 +3,8 @@
     python -m tasks.trail verify            (the hash chain, and the registry against it)
     python -m tasks.trail export [PATH]     (the verified trail as JSON Lines; default reports/signoff/trail.jsonl)
 
-Exit 0 when the chain verifies and the registry agrees with it; 2 otherwise, each disagreement printed.
+Exit 0 when the chain verifies and the registry agrees with it; 12 (IntegrityFailed) when the registry disagrees,
+each disagreement printed; otherwise the error's own code (docs/exit_codes.md).
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ from pathlib import Path
 
 from humane.core import io
 from humane.core.context import RunContext
-from humane.core.errors import HumaneError, cli
+from humane.core.errors import IntegrityFailed, cli
 from humane.governance import approvals
 
 
-class TrailMismatch(HumaneError):
+class TrailMismatch(IntegrityFailed):
     """The registry disagrees with the trail."""
 
 
