@@ -1,0 +1,178 @@
+"""Processes killed with SIGKILL: `dvc repro` at its stage boundaries and in train, a Prefect worker in train.
+
+Nothing may be left half-done: the rerun's outputs equal an uninterrupted run's, training resumes from its
+checkpoint, and the registry holds one version per pipeline run. A worker's flow run whose process died ends
+Crashed (flow-run heartbeats and the automation in automations/crash_zombie_flow_runs.yaml), never Running forever.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from uuid import UUID
+
+import psutil
+import yaml
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+from humane.core.workspace import stages
+from humane.governance.signoff import PROMOTED
+from tests.conftest import BIN, ROOT, mlflow_client, run, tracked_runs
+
+MODEL = "humane-sample"
+# Outputs that hold what is measured or named per run, not computed from the data: compute bill and wall times
+# (train), the MLflow run's id (track) and what the registry assigned (register). Every other out must match.
+PER_RUN = {"reports/train_metrics.json", "reports/mlflow_run.json", "reports/decision.json",
+           "reports/registration.json", "reports/model_card.md", "reports/model_card.html"}  # fmt: skip
+
+
+def lock_md5s(project: Path) -> dict[str, str]:
+    """The md5 dvc.lock records for each stage's outs (files; a folder's own md5), minus the per-run ones."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    return {f"{stage}:{out['path']}": out["md5"] for stage, entry in lock.items() for out in entry.get("outs", [])
+            if out["path"] not in PER_RUN and "md5" in out}  # fmt: skip
+
+
+def killed_repro(project: Path, when: str) -> str:
+    """Run `dvc repro` in its own process group and SIGKILL the group at `when`; what it printed.
+
+    `when` is a stage's name (killed as DVC starts it: the boundary after the stage before it) or "in-train" (once
+    train has written its first checkpoint).
+    """
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=project, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    seen = []
+    checkpoint = project / "models/checkpoints/resume.pt"
+    for line in proc.stdout:
+        seen.append(line)
+        if when == "in-train" and line.startswith("Running stage 'train'"):
+            deadline = time.time() + 300
+            while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+                time.sleep(0.05)
+            break
+        if line.startswith(f"Running stage '{when}'"):
+            break
+    alive = proc.poll() is None
+    if alive:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert alive, f"dvc repro ended before the kill at {when}:\n{''.join(seen)[-3000:]}"
+    return "".join(seen)
+
+
+def test_dvc_repro_killed_at_every_stage_boundary_reruns_to_the_same_outputs_and_registers_once(project, repro_project):
+    """One chain of kills: each rerun is killed at the next boundary, so the whole chain costs about one run."""
+    names = [s.name for s in stages(project / "dvc.yaml")]
+    points = [names[1], names[2], names[3], names[4], "in-train", *names[5:]]  # every boundary, and within train
+    for when in points:
+        killed_repro(project, when)
+    assert (project / "models/checkpoints/resume.pt").exists()  # train's checkpoint survived its kill
+    done = run(["dvc", "repro"], project)
+    assert "Running stage 'load'" not in done.stdout  # what finished before a kill is not run again
+
+    assert lock_md5s(project) == lock_md5s(repro_project)
+    train = json.loads((project / "reports/train_metrics.json").read_text())
+    assert train["resumed_from_epoch"] >= 1, train  # the kill in train: the rerun continued from its checkpoint
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout
+    # One tracked run, one registered version, one promotion in the trail: nothing twice.
+    assert len(tracked_runs(project)) == 1
+    assert len(mlflow_client(project).search_model_versions(f"name = '{MODEL}'")) == 1
+    trail = [json.loads(line) for line in (project / "audit/signoff.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in trail].count(PROMOTED) == 1, trail
+
+
+def _kill_tree(pid: int) -> list[int]:
+    """SIGKILL a process and every process it started (the worker and its flow run), as a lost machine would."""
+    family = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    for proc in family:
+        proc.send_signal(signal.SIGKILL)
+    psutil.wait_procs(family, timeout=30)
+    return [p.pid for p in family]
+
+
+def _worker(project: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "a") as out:
+        return subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "humane-local"], cwd=project,
+                                env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def _state_of(flow_run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(flow_run_id).state
+
+
+def _wait_for(flow_run_id, done, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = _state_of(flow_run_id)
+        if done(state):
+            return state
+        time.sleep(1)
+    raise AssertionError(f"flow run {flow_run_id}: not {what} after {timeout} s; {state.type.value} {state.name}")
+
+
+def test_a_worker_killed_in_train_leaves_a_crashed_run_and_the_rerun_resumes_and_registers_once(
+    ran_project, prefect_server
+):
+    project = ran_project
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["train"].update(seed=7)  # train and what follows run again; load .. preprocess are current
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    versions = len(mlflow_client(project).search_model_versions(f"name = '{MODEL}'"))
+    runs_before = len(tracked_runs(project))
+    env = {**os.environ, "PWD": str(project)}
+    prefect = str(BIN / "prefect")
+    run([prefect, "work-pool", "create", "humane-local", "--type", "process", "--overwrite"], project)
+    subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=project, env=env, check=True, capture_output=True)
+    run([prefect, "deployment", "delete", "monitoring/adult-monitoring"], project)  # its daily schedule: not here
+    # The documented automation, its window shortened from 90 s (three missed heartbeats) to 45 s for the test.
+    automation = yaml.safe_load((ROOT / "automations/crash_zombie_flow_runs.yaml").read_text())
+    automation["trigger"]["within"] = 45
+    (project / "zombies.yaml").write_text(yaml.safe_dump(automation))
+    run([prefect, "automation", "create", "--from-file", str(project / "zombies.yaml")], project)
+
+    log = project / "worker.log"
+    worker = _worker(project, env, log)
+    try:
+        first = run([prefect, "deployment", "run", "training/adult"], project)
+        flow_run_id = UUID(re.search(r"UUID: ([0-9a-f-]{36})", first.stdout).group(1))
+        checkpoint = project / "models/checkpoints/resume.pt"
+        checkpoint.unlink(missing_ok=True)
+        deadline = time.time() + 300
+        while not checkpoint.exists():
+            assert time.time() < deadline and worker.poll() is None, log.read_text()[-3000:]
+            assert not _state_of(flow_run_id).is_final(), _state_of(flow_run_id)
+            time.sleep(0.2)
+        killed_at = time.time()
+        assert len(_kill_tree(worker.pid)) >= 2  # the worker and the flow run's process
+        # Nobody reports the run's end: the missing heartbeats do.
+        crashed = _wait_for(flow_run_id, lambda s: s.is_final(), 45 + 30 + 30, "ended")
+        assert crashed.is_crashed(), (crashed.type, crashed.name, crashed.message)
+        print(f"Crashed {time.time() - killed_at:.0f} s after the kill")
+
+        worker = _worker(project, env, log)
+        again = run([prefect, "deployment", "run", "training/adult", "--watch", "--watch-timeout", "400"], project,
+                    check=False, timeout=500)  # fmt: skip
+    finally:
+        if worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    with get_client(sync_client=True) as client:
+        (deployment,) = client.read_deployments(deployment_filter=DeploymentFilter(name=DeploymentFilterName(
+            any_=["adult"])))  # fmt: skip
+        (rerun,) = [r for r in client.read_flow_runs() if r.deployment_id == deployment.id and r.id != flow_run_id]
+    # Promoted or refused by the policy against the champion: either way the candidate was registered.
+    assert rerun.state.name in ("Completed", "Rejected"), (rerun.state.name, rerun.state.message, again.stdout[-2000:])
+    train = json.loads((project / "reports/train_metrics.json").read_text())
+    assert train["resumed_from_epoch"] >= 1, train
+    assert len(tracked_runs(project)) == runs_before + 1
+    assert len(mlflow_client(project).search_model_versions(f"name = '{MODEL}'")) == versions + 1
