@@ -31,7 +31,7 @@ t = []
 for _ in range(3):
     s = time.perf_counter()
     checks = leakage_checks(
-        {"train": mtrain, "test": mtest}, {"train": "adult.data", "test": "adult.test"}, schema, params.validate
+        {"train": mtrain, "test": mtest}, {"train": "adult.data", "test": "adult.test"}, schema, params.data.leakage
     )
     t.append(time.perf_counter() - s)
 shared = [c for c in checks if c.rule == "shared_rows" or "shared" in c.rule]

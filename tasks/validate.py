@@ -1,7 +1,8 @@
 """Validate stage: the Great Expectations suite and the leakage checks on the interim frames.
 
-A failure stops the pipeline here; warnings (small sensitive groups, leakage, unless `validate.strict`) are
-recorded in the report and printed.
+A failure stops the pipeline here: a sensitive feature that cannot be audited, or leakage beyond the dataset's
+limits (`data.leakage`), among the rest. Warnings (small sensitive groups, unless `validate.strict`) are recorded
+in the report and printed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from humane.core.errors import ValidationFailed
 from humane.core.params import Params
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
-from humane.data.validation import protected_columns, report, validate_frames
+from humane.data.validation import leakage_summary, protected_columns, report, validate_frames
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
@@ -37,13 +38,16 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
         print(f"validate: column {column!r} is not a model input: {why}", file=sys.stderr)
     # Masked and sensitive columns are validated like any other, but their values are never quoted.
     protected = protected_columns(policy, schema)
+    leakage = params.data.leakage
     result = validate_frames(
-        frames, files, schema, params.validate, docs_dir=paths.validation_docs, protected=protected
+        frames, files, schema, params.validate, docs_dir=paths.validation_docs, protected=protected, leakage=leakage
     )
-    io.write_json(paths.validation_report, report(result, schema))
+    summary = leakage_summary(result, leakage)
+    io.write_json(paths.validation_report, {**report(result, schema), "leakage": summary})
     if not result.passed:
         raise ValidationFailed(result.message())
-    return f"validate: {result.message()}"
+    raised = ", ".join(f"data.leakage.{name} = {getattr(leakage, name)}" for name in summary["raised"])
+    return f"validate: {result.message()}" + (f"\nleakage limits raised on purpose: {raised}" if raised else "")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Besides the GX suite: the label's type against the schema's labels, a minimum size per sensitive group, and two
 leakage checks (rows shared by the training pool and the test split; a feature that alone predicts the label).
-Small groups and leakage are warnings recorded in the report unless `validate.strict` makes them failures.
+A small group is a warning recorded in the report unless `validate.strict` makes it a failure; a sensitive feature
+without two groups large enough to judge cannot be audited, and fails. Leakage beyond the dataset's limits
+(`data.leakage`) fails; a profile may raise a limit on purpose, and the report says so (`leakage_summary`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,10 @@ import numpy as np
 import pandas as pd
 
 from humane.core import io
-from humane.core.errors import DataError
-from humane.core.params import ValidateParams
+from humane.core.params import LeakageParams, ValidateParams
 from humane.core.paths import Paths
 from humane.data.leakage import feature_aucs, shared_rows
 from humane.data.schema import Schema
-from humane.privacy.policy import FittedPolicy
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
                  "float32", "float64", "Int8", "Int16", "Int32", "Int64", "Float32", "Float64"]  # fmt: skip
@@ -37,6 +37,11 @@ SCHEMA_LEVEL_OBSERVED = {"expect_column_values_to_be_in_type_list"}
 WITHHELD = "values withheld: protected column"
 # Rules that are warnings unless validate.strict: they describe the data's fitness, not its integrity.
 SMALL_GROUPS = "min_rows_per_sensitive_group"
+# The documented leakage limits (`data.leakage` when a profile leaves them out); a higher one is raised on purpose.
+DEFAULT_LEAKAGE = LeakageParams()
+# Always a failure: a sensitive feature with fewer than two groups large enough to judge has no gap to audit.
+AUDITABLE = "two_sensitive_groups_to_audit"
+# Failures beyond the dataset's leakage limits (data.leakage).
 SHARED_ROWS = "rows_shared_with_training_pool"
 FEATURE_AUC = "single_feature_auc"
 LABEL_TYPE = "label_type_matches_column"
@@ -122,29 +127,6 @@ class ValidationResult:
         return "\n".join(lines)
 
 
-def protected_columns(policy: dict[str, Any], schema: Schema) -> set[str]:
-    """Columns whose raw values no validation output may quote: masked by the fitted privacy policy, or sensitive.
-
-    Args:
-        policy: The fitted privacy policy as written by the load stage (`FittedPolicy.to_dict`, keys drop,
-            pseudonymize, bins, top_code, kept_categories).
-        schema: The resolved schema; its sensitive features are protected too.
-
-    Raises:
-        DataError: The policy has an unknown or missing rule: a rule that cannot be read could be a column left
-            unprotected, so this fails closed.
-
-    """
-    try:
-        masked = FittedPolicy.from_dict(policy).masked_columns
-    except TypeError as err:
-        raise DataError(
-            f"{Paths.privacy_policy}: not a fitted privacy policy (expected the keys drop, pseudonymize, bins, "
-            f"top_code, kept_categories): {err}"
-        ) from None
-    return {str(c) for c in masked} | set(schema.sensitive)
-
-
 def build_expectations(schema: Schema, params: ValidateParams, split: str) -> list[Any]:
     """The GX expectations for one frame: columns, types, nulls, ranges, category and label sets, row count."""
     import great_expectations as gx
@@ -179,7 +161,8 @@ def group_checks(
 
     Group sizes are aggregates and are reported by group name; for a protected column only groups in the
     schema's value set and at least `min_group_rows` large are named, any other one is numbered instead.
-    A group below the minimum is too small to judge: a warning, or a failure when `params.strict`.
+    A group below the minimum is too small to judge: a warning, or a failure when `params.strict`. A feature
+    with fewer than two groups of the minimum cannot be audited at all: always a failure (`auditable`).
     """
     checks = []
     severity = _soft(params)
@@ -198,6 +181,7 @@ def group_checks(
                   note=f"groups below the minimum (too small to judge): {small}" if small else None,
                   protected=column in protected, severity=severity)
         )  # fmt: skip
+        checks.append(auditable(sizes, params.min_group_rows, split, file, column, column in protected))
     if split == "train":
         n_labels = len(schema.labels)
         checks.append(
@@ -205,6 +189,25 @@ def group_checks(
                   observed=n_labels, note=None if n_labels == 2 else "a binary task needs exactly two label values")
         )  # fmt: skip
     return checks
+
+
+def auditable(sizes: dict[str, int], min_rows: int, split: str, file: str, column: str, protected: bool) -> Check:
+    """Whether a sensitive feature has two groups of at least `min_rows` rows, so that a gap between groups exists.
+
+    With fewer (one value for every row, or every other group below the minimum) each fairness figure of the
+    feature would be unmeasurable after training: validation fails at once instead, naming the feature. The
+    observed value is the number of groups large enough, never a group's name.
+    """
+    judged = sum(n >= min_rows for n in sizes.values())
+    note = None
+    if judged < 2:
+        note = (
+            f"cannot be audited: {judged} of its {len(sizes)} group(s) hold at least {min_rows} rows, so no "
+            "fairness gap can be measured (does the column hold one value for every row? validate.min_group_rows "
+            "sets the minimum)"
+        )
+    kwargs = {"min_groups": 2, "min_rows": min_rows}
+    return Check(split, file, column, AUDITABLE, kwargs, judged >= 2, judged, note=note, protected=protected)
 
 
 def _soft(params: ValidateParams) -> Literal["error", "warning"]:
@@ -254,15 +257,15 @@ def label_type_check(frame: pd.DataFrame, schema: Schema, split: str, file: str)
 
 
 def leakage_checks(
-    frames: dict[str, pd.DataFrame], files: dict[str, str], schema: Schema, params: ValidateParams,
+    frames: dict[str, pd.DataFrame], files: dict[str, str], schema: Schema, leakage: LeakageParams,
     protected: set[str] | frozenset[str] = frozenset(),
 ) -> list[Check]:  # fmt: skip
     """Rows of the test split that also sit in the training pool, and features that alone predict the label.
 
-    Shared rows are compared on every column the frames hold (after the privacy policy); feature AUCs are computed on the training pool (see `humane.data.leakage`). Both are
-    counts or AUCs by column name, never a row's values: warnings, or failures when `params.strict`.
+    Shared rows are compared on every column the frames hold (after the privacy policy); feature AUCs are
+    computed on the training pool (see `humane.data.leakage`). Both are counts or AUCs by column name, never a
+    row's values. Beyond the dataset's limits (`data.leakage`) they fail validation.
     """
-    severity = _soft(params)
     checks = []
     train, test = frames.get("train"), frames.get("test")
     if train is not None and test is not None:
@@ -270,21 +273,23 @@ def leakage_checks(
         # people with equal coarsened features are common and not a leak; the same record on both sides is.
         columns = [c for c in train.columns if c in test]
         count = shared_rows(train, test, columns)
+        share, limit = count / max(len(test), 1), leakage.max_shared_fraction
         note = (f"test rows equal to a training row on all {len(columns)} columns of the loaded record: the same "
-                "record in both splits inflates the test figures")  # fmt: skip
+                "record in both splits inflates the test figures (limit: data.leakage.max_shared_fraction "
+                f"{limit:.2%})")  # fmt: skip
         checks.append(
-            Check("test", files["test"], None, SHARED_ROWS, {}, passed=count == 0, unexpected_count=count,
-                  unexpected_fraction=count / max(len(test), 1), note=note if count else None, severity=severity)
+            Check("test", files["test"], None, SHARED_ROWS, {"max_fraction": limit}, passed=share <= limit,
+                  unexpected_count=count, unexpected_fraction=share, note=note if count else None)
         )  # fmt: skip
     if train is not None:
         aucs = feature_aucs(train, schema.target, schema.positive_label, schema.numeric, schema.categorical)
         for column, auc in aucs.items():
-            passed = auc <= params.max_feature_auc
-            note = None if passed else "predicts the label almost perfectly on its own: a leaked outcome column?"
+            passed = auc <= leakage.max_feature_auc
+            note = None if passed else ("predicts the label almost perfectly on its own: a leaked outcome column? "
+                                        "(data.leakage.max_feature_auc)")  # fmt: skip
             checks.append(
-                Check("train", files["train"], column, FEATURE_AUC, {"max_auc": params.max_feature_auc},
-                      passed=passed, observed=round(auc, 4), note=note, protected=column in protected,
-                      severity=severity)
+                Check("train", files["train"], column, FEATURE_AUC, {"max_auc": leakage.max_feature_auc},
+                      passed=passed, observed=round(auc, 4), note=note, protected=column in protected)
             )  # fmt: skip
     return checks
 
@@ -360,19 +365,48 @@ def _explain_types(frame: pd.DataFrame, checks: list[Check]) -> list[Check]:
     return out
 
 
+def coded_values(
+    frames: dict[str, pd.DataFrame], schema: Schema, protected: set[str] | frozenset[str]
+) -> tuple[dict[str, pd.DataFrame], Schema]:
+    """Frames and schema in which a protected column's value set learned from the data is replaced by codes.
+
+    GX writes an expectation's value set into its results and renders it in the Data Docs: for a protected
+    column whose categories were inferred from the data (not documented by a built-in dataset), the known values
+    become "<category 1>", "<category 2>", ..., any other present value "<unseen>" (nulls stay null), so the
+    suite checks the same membership without holding a value.
+    """
+    columns = [c for c in schema.categories if c in protected and c not in schema.documented]
+    if not columns:
+        return frames, schema
+    codes = {c: {v: f"<category {i + 1}>" for i, v in enumerate(schema.categories[c])} for c in columns}
+    coded = {}
+    for split, frame in frames.items():
+        frame = frame.copy()
+        for column in (c for c in columns if c in frame):
+            values = frame[column].astype("object")
+            frame[column] = values.map(codes[column]).where(values.isna() | values.isin(codes[column]), "<unseen>")
+        coded[split] = frame
+    return coded, replace(schema, categories={**schema.categories, **{c: list(codes[c].values()) for c in columns}})
+
+
 def validate_frames(
     frames: dict[str, pd.DataFrame], files: dict[str, str], schema: Schema, params: ValidateParams,
     docs_dir: Path | None = None, protected: set[str] | frozenset[str] = frozenset(),
+    leakage: LeakageParams = DEFAULT_LEAKAGE,
 ) -> ValidationResult:  # fmt: skip
     """Run the suite on each frame with GX; optionally build GX Data Docs into `docs_dir`.
 
-    Expectations on `protected` columns (see `protected_columns`) run in a suite of their own per frame, with a
-    result format that returns counts but no values, so that neither the checks, the JSON report nor the Data Docs
-    hold a raw value of them; the other columns' failures quote a few offending values.
+    `leakage` holds the dataset's leakage limits (`data.leakage`; the documented defaults when not given).
+
+    Expectations on `protected` columns (`humane.privacy.policy.protected_columns`) run in a suite of their own
+    per frame, with a result format that returns counts but no values, and a value set learned from their data
+    is coded (`coded_values`), so that neither the checks, the JSON report nor the Data Docs hold a raw value of
+    them; the other columns' failures quote a few offending values.
     """
     import great_expectations as gx
 
     logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    coded, coded_schema = coded_values(frames, schema, protected)  # what GX sees: no learned value set quoted
     root = Path(tempfile.mkdtemp(prefix="humane-gx-"))
     try:
         context = gx.get_context(mode="file", project_root_dir=root)
@@ -382,7 +416,7 @@ def validate_frames(
         order: dict[str, int] = {}  # expectation id -> its place in build_expectations, to report in suite order
         for split in frames:
             batch = source.add_dataframe_asset(split).add_batch_definition_whole_dataframe("whole")
-            expectations = list(enumerate(build_expectations(schema, params, split)))
+            expectations = list(enumerate(build_expectations(coded_schema, params, split)))
             hidden = [getattr(e, "column", None) in protected for _, e in expectations]
             groups = [
                 (split, PUBLIC_FORMAT, [x for x, h in zip(expectations, hidden, strict=True) if not h]),
@@ -401,7 +435,7 @@ def validate_frames(
         for split, frame in frames.items():
             results = []
             for definition, result_format in runs[split]:
-                run = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
+                run = definition.run(batch_parameters={"dataframe": coded[split]}, result_format=result_format)
                 results.extend(run.to_json_dict()["results"])
             results.sort(key=lambda item: order[str(item["expectation_config"]["id"])])
             missing = {c for c in schema.required if c not in frame}
@@ -413,7 +447,7 @@ def validate_frames(
             checks.extend(_explain_types(frame, [c for c in frame_checks if c is not None]))
             checks.extend([label_type] if label_type is not None else [])
             checks.extend(group_checks(frame, schema, params, split, files[split], protected))
-        checks.extend(leakage_checks(frames, files, schema, params, protected))
+        checks.extend(leakage_checks(frames, files, schema, leakage, protected))
         if docs_dir is not None:
             context.build_data_docs()
             site = root / "gx" / "uncommitted" / "data_docs" / "local_site"
@@ -438,6 +472,18 @@ def _warning(check: Check) -> dict[str, Any]:
     }
 
 
+def written_schema(schema: Schema, protected: set[str] | frozenset[str]) -> dict[str, Any]:
+    """The schema as reports hold it: a protected column's value set learned from the data is left out.
+
+    Its name is listed in `withheld_categories` instead; documented value sets (a built-in dataset's) stay.
+    """
+    withheld = sorted(c for c in schema.categories if c in protected and c not in schema.documented)
+    out = asdict(schema)
+    out["categories"] = {c: v for c, v in schema.categories.items() if c not in withheld}
+    out["withheld_categories"] = withheld
+    return out
+
+
 def report(result: ValidationResult, schema: Schema) -> dict[str, Any]:
     """The JSON form of a validation result (`passed` is the verdict the later stages read)."""
     return {
@@ -446,6 +492,31 @@ def report(result: ValidationResult, schema: Schema) -> dict[str, Any]:
         "n_failed": len(result.failures),
         "n_warnings": len(result.warnings),
         "warnings": [_warning(c) for c in result.warnings],
-        "schema": asdict(schema),
+        "schema": written_schema(schema, {c.column for c in result.checks if c.protected and c.column}),
         "checks": [asdict(c) for c in result.checks],
+    }
+
+
+def leakage_summary(result: ValidationResult, leakage: LeakageParams) -> dict[str, Any]:
+    """The leakage limits in force beside their documented defaults, what was measured, and which are raised.
+
+    A limit above its default was raised on purpose by the profile (`data.leakage`): the model card states it
+    with the measured figure. Aggregates only: a share of rows, an AUC and the column it belongs to.
+    """
+    default = DEFAULT_LEAKAGE
+    shared = next((c for c in result.checks if c.rule == SHARED_ROWS), None)
+    aucs = [c for c in result.checks if c.rule == FEATURE_AUC and c.observed is not None]
+    top = max(aucs, key=lambda c: c.observed, default=None)
+    limits = ("max_shared_fraction", "max_feature_auc")
+    raised = [name for name in limits if getattr(leakage, name) > getattr(default, name)]
+    return {
+        "max_shared_fraction": leakage.max_shared_fraction,
+        "default_max_shared_fraction": default.max_shared_fraction,
+        "shared_rows": None if shared is None else shared.unexpected_count,
+        "shared_fraction": None if shared is None else shared.unexpected_fraction,
+        "max_feature_auc": leakage.max_feature_auc,
+        "default_max_feature_auc": default.max_feature_auc,
+        "top_feature_auc": None if top is None else top.observed,
+        "top_feature": None if top is None else top.column,
+        "raised": raised,
     }

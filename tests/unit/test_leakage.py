@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from humane.core.params import DataParams, ValidateParams
+from humane.core.params import DataParams, LeakageParams, ValidateParams
 from humane.data.leakage import feature_aucs, shared_rows
 from humane.data.schema import resolve_schema
-from humane.data.validation import FEATURE_AUC, SHARED_ROWS, report, validate_frames
+from humane.data.validation import FEATURE_AUC, SHARED_ROWS, leakage_summary, report, validate_frames
 
 N = 400
 
@@ -89,8 +89,8 @@ SPEC = DataParams(
     categorical=["workclass", "education", "occupation", "race", "sex", "native-country"],
     intended_use="docs/intended_use/adult.md",
 )  # fmt: skip
-PARAMS = ValidateParams(min_rows=10, min_group_rows=3, max_null_fraction=0.4, max_unseen_fraction=0.0,
-                        max_feature_auc=0.95, strict=False)  # fmt: skip
+PARAMS = ValidateParams(min_rows=10, min_group_rows=3, max_null_fraction=0.4, max_unseen_fraction=0.0, strict=False)
+DEFAULTS = LeakageParams()  # the documented limits: 1% shared test rows, single-feature ROC AUC 0.95
 
 
 @pytest.fixture
@@ -101,42 +101,53 @@ def split(tiny_adult):
     return {"train": tiny_adult, "test": test}
 
 
-def _run(split, strict: bool):
+def _run(split, leakage: LeakageParams = DEFAULTS, strict: bool = False):
     schema = resolve_schema(SPEC, split["train"])
     params = PARAMS.model_copy(update={"strict": strict})
-    return validate_frames(split, {"train": "a.csv", "test": "b.csv"}, schema, params, protected={"race", "sex"})
+    files = {"train": "a.csv", "test": "b.csv"}
+    return validate_frames(split, files, schema, params, protected={"race", "sex"}, leakage=leakage)
 
 
 LEAKS = {("test", None, SHARED_ROWS), ("train", "capital-gain", FEATURE_AUC), ("train", "occupation", FEATURE_AUC),
          ("train", "race", FEATURE_AUC)}  # fmt: skip
 
 
-def test_leakage_warns_and_passes_unless_strict(split):
-    result = _run(split, strict=False)
-    assert result.passed, result.message()
-    assert {(c.split, c.column, c.rule) for c in result.warnings} == LEAKS
-    (shared,) = [c for c in result.warnings if c.rule == SHARED_ROWS]
-    assert (shared.unexpected_count, shared.unexpected_fraction) == (4, pytest.approx(4 / 12))
-    aucs = {c.column: c.observed for c in result.checks if c.rule == FEATURE_AUC}
-    assert aucs["capital-gain"] == 1.0 and aucs["sex"] == 0.5 and aucs["age"] < 0.95
-
-    entries = report(result, resolve_schema(SPEC, split["train"]))
-    assert entries["passed"] and entries["n_warnings"] == 4
-    assert {(w["rule"], w["column"], w["count"]) for w in entries["warnings"]} == {
-        (SHARED_ROWS, None, 4), (FEATURE_AUC, "capital-gain", None), (FEATURE_AUC, "occupation", None),
-        (FEATURE_AUC, "race", None),
-    }  # fmt: skip
-    text = json.dumps(entries["warnings"])
-    assert "Black" not in text and "White" not in text  # a protected column's AUC is reported, not its values
-    assert "rows_shared_with_training_pool: 4 rows (33.3%)" in result.message()
-
-
-def test_leakage_fails_in_strict_mode(split):
-    result = _run(split, strict=True)
+@pytest.mark.parametrize("strict", [False, True])
+def test_leakage_beyond_the_default_limits_fails_whatever_strict_says(split, strict):
+    result = _run(split, strict=strict)
     assert not result.passed
     assert {(c.split, c.column, c.rule) for c in result.failures} == LEAKS
     assert result.warnings == []
-    assert "capital-gain" in result.message() and "leaked outcome column" in result.message()
+    (shared,) = [c for c in result.failures if c.rule == SHARED_ROWS]
+    assert (shared.unexpected_count, shared.unexpected_fraction) == (4, pytest.approx(4 / 12))
+    aucs = {c.column: c.observed for c in result.checks if c.rule == FEATURE_AUC}
+    assert aucs["capital-gain"] == 1.0 and aucs["sex"] == 0.5 and aucs["age"] < 0.95
+    message = result.message()
+    assert "b.csv [test]: rows_shared_with_training_pool(max_fraction=0.01): 4 rows (33.3%) violate it" in message
+    assert "data.leakage.max_shared_fraction" in message
+    assert "a.csv [train] column 'capital-gain': single_feature_auc(max_auc=0.95)" in message
+    assert "leaked outcome column" in message and "data.leakage.max_feature_auc" in message
+    entries = report(result, resolve_schema(SPEC, split["train"]))
+    assert not entries["passed"] and entries["n_failed"] == 4
+    text = json.dumps(entries["checks"], default=str) + message
+    assert "Black" not in text and "White" not in text  # a protected column's AUC is reported, not its values
+
+
+def test_a_limit_raised_on_purpose_lets_the_run_go_on_and_says_so(split):
+    raised = LeakageParams(max_shared_fraction=0.5, max_feature_auc=1.0)
+    result = _run(split, raised)
+    assert result.passed, result.message()
+    summary = leakage_summary(result, raised)
+    assert summary["raised"] == ["max_shared_fraction", "max_feature_auc"]
+    assert (summary["max_shared_fraction"], summary["default_max_shared_fraction"]) == (0.5, 0.01)
+    assert (summary["shared_rows"], summary["shared_fraction"]) == (4, pytest.approx(4 / 12))
+    assert (summary["max_feature_auc"], summary["default_max_feature_auc"]) == (1.0, 0.95)
+    assert summary["top_feature_auc"] == 1.0 and summary["top_feature"] in {"capital-gain", "occupation", "race"}
+
+    # Raised, but not far enough: the share above the raised limit still fails; the defaults are not "raised".
+    short = _run(split, LeakageParams(max_shared_fraction=0.3, max_feature_auc=1.0))
+    assert {(c.split, c.rule) for c in short.failures} == {("test", SHARED_ROWS)}
+    assert leakage_summary(_run(split), DEFAULTS)["raised"] == []
 
 
 def test_clean_split_has_no_leakage_findings(split):
@@ -145,7 +156,7 @@ def test_clean_split_has_no_leakage_findings(split):
     spec = SPEC.model_copy(update={"numeric": ["age"], "categorical": ["workclass", "sex"]})
     schema = resolve_schema(spec, clean["train"])
     result = validate_frames(
-        clean, {"train": "a.csv", "test": "b.csv"}, schema, PARAMS.model_copy(update={"strict": True})
+        clean, {"train": "a.csv", "test": "b.csv"}, schema, PARAMS, leakage=LeakageParams(max_shared_fraction=0.0)
     )
     leakage = [c for c in result.checks if c.rule in (SHARED_ROWS, FEATURE_AUC)]
     assert len(leakage) == 4 and all(c.passed for c in leakage), result.message()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from humane.core.errors import DataError
-from humane.core.params import DataParams, PrivacyParams, ValidateParams
+from humane.core.params import DataParams, LeakageParams, PrivacyParams, ValidateParams
 from humane.data.schema import resolve_schema
 from humane.data.validation import protected_columns, report, validate_frames
 from humane.privacy.policy import apply_policy, fit_policy
@@ -21,8 +21,8 @@ SPEC = DataParams(
     numeric=["age", "capital-gain", "hours-per-week"], drop=["fnlwgt"],
     categorical=["workclass", "education", "occupation", "race", "sex", "native-country"],
 )  # fmt: skip
-PARAMS = ValidateParams(min_rows=10, min_group_rows=1, max_null_fraction=0.4, max_unseen_fraction=0.0,
-                        max_feature_auc=0.999, strict=False)  # fmt: skip
+PARAMS = ValidateParams(min_rows=10, min_group_rows=1, max_null_fraction=0.4, max_unseen_fraction=0.0, strict=False)
+LEAKAGE = LeakageParams(max_feature_auc=1.0)  # tiny_adult's capital-gain follows the label: not what is tested here
 POLICY = {"drop": [], "pseudonymize": [], "bins": {"age": [10.0, 20.0, 99.0]}, "top_code": {}, "kept_categories": {}}
 
 
@@ -86,7 +86,7 @@ def test_validation_reports_and_data_docs_hold_no_value_of_a_protected_column(ti
     assert protected == {"age", "sex"}
     docs = tmp_path / "docs"
     result = validate_frames({"train": frame}, {"train": "data/interim/train.parquet"}, schema, PARAMS,
-                             docs_dir=docs, protected=protected)  # fmt: skip
+                             docs_dir=docs, protected=protected, leakage=LEAKAGE)  # fmt: skip
 
     failed = {(c.column, c.rule): c for c in result.failures}
     assert set(failed) == {("age", "expect_column_values_to_be_between"), ("sex", "expect_column_values_to_be_in_set"),
@@ -119,7 +119,7 @@ def test_unprotected_run_still_quotes_the_values(tiny_adult, tmp_path):
     frame.loc[0, "age"] = PLANTED_NUMBER
     frame.loc[1, "sex"] = PLANTED_CATEGORY
     docs = tmp_path / "docs"
-    result = validate_frames({"train": frame}, {"train": "t"}, schema, PARAMS, docs_dir=docs)
+    result = validate_frames({"train": frame}, {"train": "t"}, schema, PARAMS, docs_dir=docs, leakage=LEAKAGE)
     for text in [result.message(), json.dumps(report(result, schema), default=str), _docs_text(docs)]:
         assert str(PLANTED_NUMBER) in text and PLANTED_CATEGORY in text
 
@@ -130,7 +130,9 @@ def test_non_numeric_values_of_a_protected_numeric_column_are_counted_not_quoted
     frame.loc[[3, 4], "age"] = PLANTED_CATEGORY
     frame.loc[5, "hours-per-week"] = PUBLIC_CATEGORY
     docs = tmp_path / "docs"
-    result = validate_frames({"train": frame}, {"train": "t"}, schema, PARAMS, docs_dir=docs, protected={"age"})
+    result = validate_frames(
+        {"train": frame}, {"train": "t"}, schema, PARAMS, docs_dir=docs, protected={"age"}, leakage=LEAKAGE
+    )
     failed = {(c.column, c.rule): c for c in result.failures}
     age = failed[("age", "expect_column_values_to_be_in_type_list")]
     assert age.unexpected_count == 2 and age.examples is None

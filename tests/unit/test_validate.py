@@ -4,9 +4,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from humane.core.params import DataParams, ValidateParams
+from humane.core.params import DataParams, LeakageParams, ValidateParams
 from humane.data.schema import resolve_schema
-from humane.data.validation import LABEL_TYPE, SMALL_GROUPS, report, validate_frames
+from humane.data.validation import AUDITABLE, LABEL_TYPE, SMALL_GROUPS, report, validate_frames
 
 SPEC = DataParams(
     name="tiny", source="tiny.csv", target="income", positive_label=">50K", sensitive_features=["sex"],
@@ -14,16 +14,16 @@ SPEC = DataParams(
     ranges={"age": [17, 90]}, categorical=["workclass", "education", "occupation", "race", "sex", "native-country"],
     intended_use="docs/intended_use/adult.md",
 )  # fmt: skip
-# tiny_adult's capital-gain, occupation and race follow the label exactly: an AUC limit of 1 keeps the single-feature
-# leakage check quiet here (it is tested in test_leakage.py).
-PARAMS = ValidateParams(min_rows=10, min_group_rows=3, max_null_fraction=0.4, max_unseen_fraction=0.0,
-                        max_feature_auc=1.0, strict=False)  # fmt: skip
+PARAMS = ValidateParams(min_rows=10, min_group_rows=3, max_null_fraction=0.4, max_unseen_fraction=0.0, strict=False)
+# tiny_adult's capital-gain, occupation and race follow the label exactly, and some tests validate a frame against
+# itself: limits of 1 keep the leakage checks quiet here (they are tested in test_leakage.py).
+QUIET = LeakageParams(max_shared_fraction=1.0, max_feature_auc=1.0)
 STRICT = PARAMS.model_copy(update={"strict": True})
 
 
 def _validate(frame, params=PARAMS, spec=SPEC):
     schema = resolve_schema(spec, frame)
-    return validate_frames({"train": frame}, {"train": "data/raw/tiny.csv"}, schema, params)
+    return validate_frames({"train": frame}, {"train": "data/raw/tiny.csv"}, schema, params, leakage=QUIET)
 
 
 def _failed(result):
@@ -43,7 +43,7 @@ def test_binned_columns_are_checked_against_the_bins_span(tiny_adult):
     assert resolve_schema(SPEC, tiny_adult).ranges["age"] == (17.0, 90.0)
 
     def run(ages, schema):
-        return validate_frames({"train": tiny_adult.assign(age=ages)}, {"train": "t"}, schema, PARAMS)
+        return validate_frames({"train": tiny_adult.assign(age=ages)}, {"train": "t"}, schema, PARAMS, leakage=QUIET)
 
     binned = [10, 10, 20, 20, 99] + [20] * 7  # bin edges: the first (below the documented 17) and the last included
     result = run(binned, schema)
@@ -72,7 +72,7 @@ def test_test_file_is_checked_against_the_train_pool_columns(tiny_adult):
                       intended_use="docs/intended_use/adult.md")  # fmt: skip
     schema = resolve_schema(spec, tiny_adult)
     frames = {"train": tiny_adult, "test": tiny_adult.drop(columns=["occupation"])}
-    result = validate_frames(frames, {"train": "u.csv", "test": "t.csv"}, schema, PARAMS)
+    result = validate_frames(frames, {"train": "u.csv", "test": "t.csv"}, schema, PARAMS, leakage=QUIET)
     assert {(c.split, c.column, c.rule) for c in result.failures} == {("test", "occupation", "expect_column_to_exist")}
 
 
@@ -109,7 +109,8 @@ def test_all_null_column(tiny_adult):
 def test_too_few_rows_fail_and_small_groups_warn(tiny_adult):
     frame = tiny_adult.head(5)  # sex: 3 Male, 2 Female; min_group_rows 3
     result = _validate(frame)
-    assert _failed(result) == {(None, "expect_table_row_count_to_be_between")}
+    # One group of sex large enough to judge: it cannot be audited, which fails whatever `strict` says.
+    assert _failed(result) == {(None, "expect_table_row_count_to_be_between"), ("sex", AUDITABLE)}
     (warning,) = result.warnings
     assert (warning.column, warning.rule, warning.unexpected_count) == ("sex", SMALL_GROUPS, 2)
     assert "too small to judge" in result.message()
@@ -131,7 +132,7 @@ def test_small_group_of_a_protected_column_is_numbered_in_the_warning(tiny_adult
     frame = tiny_adult.copy()
     frame.loc[[0, 1], "sex"] = "ZZRARESEX"
     schema = resolve_schema(SPEC, tiny_adult)  # sex: Female, Male
-    result = validate_frames({"train": frame}, {"train": "t"}, schema, PARAMS, protected={"sex"})
+    result = validate_frames({"train": frame}, {"train": "t"}, schema, PARAMS, protected={"sex"}, leakage=QUIET)
     (warning,) = [c for c in result.warnings if c.rule == SMALL_GROUPS]
     assert warning.observed == {"Female": 6, "Male": 4, "<withheld group #1>": 2}
     text = json.dumps(report(result, schema), default=str) + result.message()
@@ -159,7 +160,9 @@ def test_labels_of_another_type_than_the_column_are_named_once(tiny_adult):
     spec = SPEC.model_copy(update={"labels": [0, 1], "positive_label": 1})
     schema = resolve_schema(spec, train)
     test = train.astype({"income": "str"})  # e.g. a test file whose label column was read as text
-    result = validate_frames({"train": train, "test": test}, {"train": "a.csv", "test": "b.csv"}, schema, PARAMS)
+    result = validate_frames(
+        {"train": train, "test": test}, {"train": "a.csv", "test": "b.csv"}, schema, PARAMS, leakage=QUIET
+    )
     # Once, by type: not "100% of the rows violate the label set".
     assert {(c.split, c.column, c.rule) for c in result.failures} == {("test", "income", LABEL_TYPE)}
     (check,) = result.failures
@@ -167,6 +170,6 @@ def test_labels_of_another_type_than_the_column_are_named_once(tiny_adult):
     assert "b.csv [test] column 'income'" in result.message() and "labels are of type int" in result.message()
 
     text_labels = replace(schema, labels=["0", "1"], positive_label="1")  # a schema not typed like its column
-    result = validate_frames({"train": train}, {"train": "a.csv"}, text_labels, PARAMS)
+    result = validate_frames({"train": train}, {"train": "a.csv"}, text_labels, PARAMS, leakage=QUIET)
     assert _failed(result) == {("income", LABEL_TYPE)}
     assert result.failures[0].observed == "integer"
