@@ -26,15 +26,25 @@ from tests.conftest import BIN, ROOT, mlflow_client, run, tracked_runs
 MODEL = "humane-sample"
 # Outputs that hold what is measured or named per run, not computed from the data: compute bill and wall times
 # (train), the MLflow run's id (track) and what the registry assigned (register). Every other out must match.
-PER_RUN = {"reports/train_metrics.json", "reports/mlflow_run.json", "reports/decision.json",
-           "reports/registration.json", "reports/model_card.md", "reports/model_card.html"}  # fmt: skip
+PER_RUN = {
+    "reports/train_metrics.json",
+    "reports/mlflow_run.json",
+    "reports/decision.json",
+    "reports/registration.json",
+    "reports/model_card.md",
+    "reports/model_card.html",
+}
 
 
 def lock_md5s(project: Path) -> dict[str, str]:
     """The md5 dvc.lock records for each stage's outs (files; a folder's own md5), minus the per-run ones."""
     lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
-    return {f"{stage}:{out['path']}": out["md5"] for stage, entry in lock.items() for out in entry.get("outs", [])
-            if out["path"] not in PER_RUN and "md5" in out}  # fmt: skip
+    return {
+        f"{stage}:{out['path']}": out["md5"]
+        for stage, entry in lock.items()
+        for out in entry.get("outs", [])
+        if out["path"] not in PER_RUN and "md5" in out
+    }
 
 
 def killed_repro(project: Path, when: str) -> str:
@@ -44,8 +54,15 @@ def killed_repro(project: Path, when: str) -> str:
     train has written its first checkpoint).
     """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([str(BIN / "dvc"), "repro"], cwd=project, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [str(BIN / "dvc"), "repro"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     seen = []
     checkpoint = project / "models/checkpoints/resume.pt"
     for line in proc.stdout:
@@ -97,8 +114,13 @@ def _kill_tree(pid: int) -> list[int]:
 
 def _worker(project: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
     with open(log, "a") as out:
-        return subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "humane-local"], cwd=project,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen(
+            [str(BIN / "prefect"), "worker", "start", "--pool", "humane-local"],
+            cwd=project,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def _state_of(flow_run_id):
@@ -157,8 +179,12 @@ def test_a_worker_killed_in_train_leaves_a_crashed_run_and_the_rerun_resumes_and
         print(f"Crashed {time.time() - killed_at:.0f} s after the kill")
 
         worker = _worker(project, env, log)
-        again = run([prefect, "deployment", "run", "training/adult", "--watch", "--watch-timeout", "400"], project,
-                    check=False, timeout=500)  # fmt: skip
+        again = run(
+            [prefect, "deployment", "run", "training/adult", "--watch", "--watch-timeout", "400"],
+            project,
+            check=False,
+            timeout=500,
+        )
     finally:
         if worker.poll() is None:
             worker.terminate()
@@ -167,8 +193,9 @@ def test_a_worker_killed_in_train_leaves_a_crashed_run_and_the_rerun_resumes_and
             except subprocess.TimeoutExpired:
                 worker.kill()
     with get_client(sync_client=True) as client:
-        (deployment,) = client.read_deployments(deployment_filter=DeploymentFilter(name=DeploymentFilterName(
-            any_=["adult"])))  # fmt: skip
+        (deployment,) = client.read_deployments(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["adult"]))
+        )
         (rerun,) = [r for r in client.read_flow_runs() if r.deployment_id == deployment.id and r.id != flow_run_id]
     # Promoted or refused by the policy against the champion: either way the candidate was registered.
     assert rerun.state.name in ("Completed", "Rejected"), (rerun.state.name, rerun.state.message, again.stdout[-2000:])
