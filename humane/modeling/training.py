@@ -405,6 +405,10 @@ def fit(
             break
     bar.close()
     seconds = time.perf_counter() - started
+    if engine is not None:
+        from humane.privacy.dp import release
+
+        base = release(model)  # Opacus' hooks stay behind: the network leaves training plain
     base.load_state_dict(best_state)
     base.eval()
     if writer and checkpoint_dir is not None:

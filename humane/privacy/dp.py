@@ -48,3 +48,20 @@ def make_private(
         max_grad_norm=params.dp.max_grad_norm, grad_sample_mode="ghost",
     )  # fmt: skip
     return engine, model, optimizer, loss_fn, loader
+
+
+def release(wrapped: Any) -> nn.Module:
+    """The plain network inside Opacus' wrapper, with Opacus' hooks and per-parameter attributes taken off.
+
+    The wrapper registers its per-sample-gradient hooks on the network's own layers, so they outlive training in
+    the network it wraps. A later forward pass with gradients on that network, or on a copy of it (the compute
+    bill's FLOP probe deep-copies it, and a copied parameter loses Opacus' `_forward_counter`), would run them:
+    `AttributeError: 'Parameter' object has no attribute '_forward_counter'`. What leaves training is plain.
+    """
+    wrapped.cleanup()  # removes the hooks, then grad_sample, _forward_counter, _norm_sample from every parameter
+    network = wrapped._module
+    for module in network.modules():
+        for leftover in ("activations", "max_batch_len"):
+            if leftover in vars(module):
+                delattr(module, leftover)
+    return network

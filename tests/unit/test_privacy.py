@@ -1,3 +1,4 @@
+import copy
 import hashlib
 import hmac
 
@@ -10,8 +11,10 @@ from humane.core.context import RunContext
 from humane.core.errors import ConfigError, DataError
 from humane.core.params import DataParams, DPParams, PrivacyParams, TrainParams, load_params
 from humane.core.paths import Paths
+from humane.modeling.model import build_model, loss_fn
 from humane.modeling.training import fit
 from humane.privacy.anonymity import anonymity, class_sizes, risk_report
+from humane.privacy.dp import make_private
 from humane.privacy.membership import attack, membership_audit
 from humane.privacy.policy import (
     OTHER,
@@ -191,6 +194,32 @@ def test_dp_training_spends_no_more_than_the_target_epsilon():
     assert result.privacy["noise_multiplier"] > 0.5
     assert max(r["val_accuracy"] for r in result.history) > 0.7  # still learns under noise
     assert all(name.startswith("net.") for name in result.model.state_dict())  # Opacus' wrapper is not saved
+
+
+def test_dp_sgd_clips_each_row_by_its_whole_gradient_on_the_default_model():
+    """Ghost clipping's per-row gradient norms, over every parameter of params.yaml's network (the periodic
+    embeddings' frequencies included), equal each row's own gradient norm computed by plain autograd: the clipping
+    the accountant assumes covers the whole model."""
+    train = load_params(ROOT / "params.yaml").train
+    dp = train.dp.model_copy(update={"enabled": True})
+    params = train.model_copy(update={"dropout": 0.0, "dp": dp, "batch_size": 16, "max_epochs": 1})  # fast accounting
+    assert params.model == "mlp" and params.numeric_embedding.kind == "periodic"
+    g = torch.Generator().manual_seed(0)
+    blocks = [torch.nn.functional.one_hot(torch.randint(0, w, (64,), generator=g), w).float() for w in (3, 4)]
+    x = torch.cat([torch.randn(64, 3, generator=g), *blocks], dim=1)
+    y = (x[:, 0] > 0).float()
+    network = build_model(params, x.shape[1], (3, [3, 4]))
+    reference = copy.deepcopy(network)
+    _, private, _, criterion, _ = make_private(network, loss_fn(), x, y, params, g)
+    private.train()
+    criterion(private(x[:16]), y[:16]).backward()
+    expected = []
+    for i in range(16):
+        reference.zero_grad()
+        torch.nn.functional.binary_cross_entropy_with_logits(reference(x[i : i + 1]), y[i : i + 1]).backward()
+        expected.append(torch.cat([p.grad.flatten() for p in reference.parameters()]).norm())
+    assert any("periodic" in name for name, _ in reference.named_parameters())
+    assert torch.allclose(private.per_sample_gradient_norms, torch.stack(expected), rtol=1e-4, atol=1e-6)
 
 
 def test_membership_attack_is_chance_on_unseen_rows_and_strong_on_an_overfitted_model():

@@ -1,10 +1,16 @@
+import copy
+import re
+
 import pytest
 import torch
+import yaml
 from torch import nn
 
-from humane.core.params import DPParams, TrainParams
+from humane.core.params import DPParams, TrainParams, parse_params, read_raw
+from humane.modeling.compute import FLOP_PROBE_ROWS, flops_per_sample
 from humane.modeling.model import MLP, MLPArgs, count_parameters, loss_fn
 from humane.modeling.training import TrainingDiverged, fit
+from tests.conftest import ROOT
 
 
 def _params(**kw):
@@ -80,3 +86,49 @@ def test_an_exploding_validation_loss_is_caught():
     xv[0, :] = float("inf")  # one unbounded validation row: its loss is not a number
     with pytest.raises(TrainingDiverged, match=r"val_loss = (nan|inf)"):
         fit(x, y, xv, yv, _params(max_epochs=3))
+
+
+# Adult's processed layout: 5 scaled numeric columns, then one one-hot block per categorical column.
+ADULT_LAYOUT = (5, [8, 16, 7, 14, 6, 5, 2, 41])
+
+
+def _adult_shaped(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    n_numeric, widths = ADULT_LAYOUT
+    blocks = [nn.functional.one_hot(torch.randint(0, w, (n,), generator=g), w).float() for w in widths]
+    x = torch.cat([torch.randn(n, n_numeric, generator=g), *blocks], dim=1)
+    return x, (x[:, 0] + x[:, 1] - x[:, 7] > 0).long()
+
+
+def readme_dp_settings() -> dict[str, object]:
+    """The `-S key=value` settings of README's DP-SGD example (`dvc exp run -S train.dp.enabled=true ...`)."""
+    (line,) = [m for m in re.findall(r"dvc exp run [^`\n]*", (ROOT / "README.md").read_text()) if "train.dp." in m]
+    return {key: yaml.safe_load(value) for key, value in re.findall(r"-S (\S+?)=(\S+)", line)}
+
+
+def test_dp_sgd_trains_the_default_model_with_the_readme_settings():
+    """params.yaml's model (MLP, periodic numeric embeddings) under README's DP example: batch 1024, lr 0.002.
+
+    The network that leaves training must be plain: the train stage's FLOP probe trains a deep copy of it, which
+    ran Opacus' leftover hooks and failed with "'Parameter' object has no attribute '_forward_counter'".
+    """
+    settings = readme_dp_settings()
+    assert settings["train.batch_size"] == 1024 and settings["train.dp.enabled"] is True, settings
+    raw = read_raw(ROOT / "params.yaml")
+    for key, value in settings.items():
+        section = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            section = section[part]
+        section[leaf] = value
+    raw["train"].update(max_epochs=1, progress=False)  # one epoch: the same code path, the same batch settings
+    params = parse_params(raw).train
+    assert params.model == "mlp" and params.numeric_embedding.kind == "periodic"
+    x, y = _adult_shaped(3000, 0)
+    result = fit(x[:2400], y[:2400], x[2400:], y[2400:], params, layout=ADULT_LAYOUT)
+    assert 0 < result.privacy["epsilon"] <= settings["train.dp.target_epsilon"] + 1e-3
+    network = result.model
+    assert flops_per_sample(network, x[:FLOP_PROBE_ROWS]) > 0  # what the train stage does next
+    assert not any(hasattr(p, a) for p in network.parameters() for a in ("_forward_counter", "grad_sample"))
+    assert not any(m._forward_hooks or m._backward_hooks for m in network.modules())
+    copy.deepcopy(network).train()(x[:8]).sum().backward()
