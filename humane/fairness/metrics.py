@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +21,7 @@ GAP_METRICS = (
 )  # fmt: skip
 INTERSECTION = " x "  # joins feature names and group values of the intersectional audit, e.g. "sex x race"
 MISSING_GROUP = "missing"  # the group of rows whose sensitive value is null
+FAIRNESS_PREFIX = "fairness."  # the gaps as the policy names them: fairness.<feature>.<gap>
 
 
 def group_text(values: pd.Series) -> pd.Series:
@@ -209,6 +212,37 @@ def data_audit(frame: pd.DataFrame, data: DataParams, min_group_rows: int) -> di
             for g, r in stats.sort_values("size", ascending=False).iterrows()
         ]
     return out
+
+
+def unmeasurable(metric: str, figures: Mapping[str, float | None]) -> str:
+    """Why a fairness figure (`fairness.<feature>.<gap>`) has no value, read from its feature's other gaps.
+
+    `gaps_from` leaves a gap NaN for exactly these reasons: fewer than two groups large enough to judge (then every
+    gap of the feature is NaN, the demographic parity difference included), no positive decision in any of them
+    (the ratio is 0/0), or no positive label in any of them (the true-positive rates are 0/0).
+
+    Args:
+        metric: The figure's name, e.g. "fairness.sex.demographic_parity_difference".
+        figures: The flat figures it was looked up in (the gate's candidate, a sweep candidate's split).
+
+    Returns:
+        "unmeasurable (why)", for a rule's reason.
+
+    """
+    feature, _, gap = metric.removeprefix(FAIRNESS_PREFIX).rpartition(".")
+    if not any(name.startswith(f"{FAIRNESS_PREFIX}{feature}.") for name in figures):
+        return f"unmeasurable (the audit measured nothing of {feature!r}: not one of data.sensitive_features?)"
+    if gap not in GAP_METRICS:
+        return f"unmeasurable (the audit measures no gap {gap!r}; its gaps are {', '.join(GAP_METRICS)})"
+    parity = figures.get(f"{FAIRNESS_PREFIX}{feature}.demographic_parity_difference")
+    if parity is None or math.isnan(parity):
+        return (
+            f"unmeasurable (fewer than two groups of {feature!r} with at least audit.min_group_size rows, so no "
+            "gap between groups exists)"
+        )
+    if gap == "demographic_parity_ratio":
+        return f"unmeasurable (no group of {feature!r} large enough to judge received a positive decision: 0/0)"
+    return f"unmeasurable (no group of {feature!r} large enough to judge holds a positive label: its rates are 0/0)"
 
 
 def headline(audits: list[FeatureAudit]) -> dict[str, dict[str, float]]:

@@ -29,7 +29,7 @@ import torch
 from humane.core.errors import ConfigError, DataError
 from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN, WEIGHT_COLUMN
-from humane.fairness.metrics import INTERSECTION, audit_predictions, headline
+from humane.fairness.metrics import INTERSECTION, audit_predictions, headline, unmeasurable
 from humane.fairness.mitigation import decisions, fit_thresholds, mitigate_data, training_terms
 from humane.fairness.reductions import fit_mitigated
 from humane.governance.gate import Policy
@@ -421,7 +421,9 @@ def limit_failures(figures_: dict[str, float], limits: dict[str, tuple[str, floa
     for metric, (rule, threshold) in sorted(limits.items()):
         value = figures_.get(metric)
         if not _measured(value):
-            reasons.append(f"{metric} not measured on the validation split (the policy's {rule} is {threshold})")
+            reasons.append(
+                f"validation {metric}: {unmeasurable(metric, figures_)} (the policy's {rule} is {threshold})"
+            )
         elif rule == "max" and value > threshold:
             reasons.append(f"validation {metric} = {value:.4f} > max {threshold}")
         elif rule == "min" and value < threshold:

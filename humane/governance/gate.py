@@ -16,6 +16,7 @@ from typing import Any
 from humane.core import io
 from humane.core.params import GateParams, PolicyParams, flatten
 from humane.core.paths import Paths
+from humane.fairness.metrics import FAIRNESS_PREFIX, unmeasurable
 from humane.governance.registry import Champion
 
 VALIDATION_METRIC = "validation.passed"
@@ -164,6 +165,20 @@ def _measured(value: float | None) -> bool:
     return value is not None and not math.isnan(value)
 
 
+def _unmeasured(metric: str, value: float | None, candidate: dict[str, float]) -> str | None:
+    """Why a rule's figure cannot be judged (the check's note), or None when it was measured.
+
+    A fairness figure says why it is unmeasurable (`humane.fairness.metrics.unmeasurable`), a NaN of another
+    kind that it is NaN: never "nan: above the maximum". An absent figure of another kind keeps the plain
+    "was not measured" reason.
+    """
+    if _measured(value):
+        return None
+    if metric.startswith(FAIRNESS_PREFIX):
+        return unmeasurable(metric, candidate)
+    return None if value is None else "unmeasurable (its recorded value is NaN)"
+
+
 def decide(
     policy: Policy,
     candidate: dict[str, float],
@@ -198,11 +213,11 @@ def decide(
         checks.append(Check("above_baseline", metric, bar, value, _measured(value) and value > bar,
                             reference=f"{BASELINE_PREFIX}{reference}", reference_value=base))  # fmt: skip
     for metric, threshold in policy.min.items():
-        value = candidate.get(metric)
-        checks.append(Check("min", metric, threshold, value, _measured(value) and value >= threshold))
+        value, note = candidate.get(metric), _unmeasured(metric, candidate.get(metric), candidate)
+        checks.append(Check("min", metric, threshold, value, _measured(value) and value >= threshold, note=note))
     for metric, threshold in policy.max.items():
-        value = candidate.get(metric)
-        checks.append(Check("max", metric, threshold, value, _measured(value) and value <= threshold))
+        value, note = candidate.get(metric), _unmeasured(metric, candidate.get(metric), candidate)
+        checks.append(Check("max", metric, threshold, value, _measured(value) and value <= threshold, note=note))
 
     change_rules = [("max_drop", m, t) for m, t in policy.max_drop.items()]
     change_rules += [("max_increase", m, t) for m, t in policy.max_increase.items()]
@@ -228,7 +243,8 @@ def decide(
                                      "be judged"))  # fmt: skip
             continue
         if not _measured(value):
-            checks.append(Check(rule, metric, threshold, value, False, champion.version, reference))
+            note = _unmeasured(metric, value, candidate)
+            checks.append(Check(rule, metric, threshold, value, False, champion.version, reference, note=note))
             continue
         change = (reference - value) if rule == "max_drop" else (value - reference)
         checks.append(Check(rule, metric, threshold, value, change <= threshold, champion.version, reference))

@@ -1,7 +1,11 @@
+import numpy as np
+import pandas as pd
 import pytest
 
-from humane.core.params import GateParams, PolicyParams
-from humane.governance.gate import Policy, candidate_metrics, decide
+from humane.core.params import AuditParams, GateParams, PolicyParams
+from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.fairness.metrics import audit_predictions, headline
+from humane.governance.gate import Policy, candidate_metrics, decide, rejudge
 from humane.governance.registry import Champion
 
 CANDIDATE = {"validation.passed": 1.0, "test.accuracy": 0.85, "test.roc_auc": 0.90,
@@ -34,8 +38,52 @@ def test_unmeasured_metric_fails():
     decision = decide(policy(max={"fairness.race.equalized_odds_difference": 0.1}), CANDIDATE, None)
     assert not decision.passed
     assert decision.reasons == [
-        "fairness.race.equalized_odds_difference was not measured for this model, and the policy's max rule needs it"
+        "fairness.race.equalized_odds_difference: unmeasurable (the audit measured nothing of 'race': not one of "
+        "data.sensitive_features?)"
     ]
+    absent = decide(policy(min={"test.f1": 0.5}), CANDIDATE, None)
+    assert absent.reasons == ["test.f1 was not measured for this model, and the policy's min rule needs it"]
+
+
+DP = "fairness.sex.demographic_parity_difference"
+EO = "fairness.sex.equalized_odds_difference"
+RATIO = "fairness.sex.demographic_parity_ratio"
+FEW_GROUPS = (
+    "unmeasurable (fewer than two groups of 'sex' with at least audit.min_group_size rows, so no gap between groups "
+    "exists)"
+)
+
+
+def _audited(sex: list[str], y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """The gate's figures after a real audit (30 rows judge a group) of the given rows."""
+    frame = pd.DataFrame({LABEL_COLUMN: y, f"{SENSITIVE_PREFIX}sex": sex})
+    audits = audit_predictions(frame, p, ["sex"], 0.5, AuditParams(seed=0, bootstrap=5, min_group_size=30))
+    return candidate_metrics({"model": {"accuracy": 0.85}}, headline(audits), True)
+
+
+def test_an_unauditable_feature_fails_as_unmeasurable_and_says_why():
+    """The issue's case: a sex column with one value. Its gaps are NaN; the rules fail, naming why, never 'nan'."""
+    rng = np.random.default_rng(0)
+    y, p = rng.integers(0, 2, 200), rng.random(200)
+    one_group = _audited(["Male"] * 195 + ["Female"] * 5, y, p)  # Female: too small to judge
+    assert np.isnan(one_group[DP])
+    rules = policy(min={"test.accuracy": 0.8}, max={DP: 0.12}, max_increase={EO: 0.02})
+    decision = decide(rules, one_group, Champion("1", {EO: 0.05}, None))
+    assert not decision.passed
+    assert decision.reasons == [f"{DP}: {FEW_GROUPS}", f"{EO}: {FEW_GROUPS}"]
+    assert not any("nan" in reason for reason in decision.reasons)
+    assert [rejudge(c) for c in decision.to_dict()["checks"]] == [c.passed for c in decision.checks]
+
+    # Two groups large enough, but no positive decision / no positive label in them: the ratio / the rates are 0/0.
+    sex = ["Male"] * 100 + ["Female"] * 100
+    no_decision = decide(policy(min={RATIO: 0.8}), _audited(sex, y, np.zeros(200)), None)
+    why = "no group of 'sex' large enough to judge received a positive decision: 0/0"
+    assert no_decision.reasons == [f"{RATIO}: unmeasurable ({why})"]
+    no_positive = decide(policy(max={EO: 0.1}), _audited(sex, np.zeros(200, dtype=int), p), None)
+    why = "no group of 'sex' large enough to judge holds a positive label: its rates are 0/0"
+    assert no_positive.reasons == [f"{EO}: unmeasurable ({why})"]
+    nan_quality = decide(policy(min={"test.accuracy": 0.8}), {**CANDIDATE, "test.accuracy": float("nan")}, None)
+    assert nan_quality.reasons == ["test.accuracy: unmeasurable (its recorded value is NaN)"]
 
 
 def test_validation_is_a_hard_rule():

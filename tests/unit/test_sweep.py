@@ -128,7 +128,7 @@ def test_select_refuses_an_unmeasured_gap_and_applies_min_rules():
     results[1].val[ratio], results[2].val[ratio] = 0.7, 0.9
     chosen, rejected = select(results, policy({DP: 0.10}, {ratio: 0.8}), "accuracy")
     assert chosen == 2
-    assert rejected[0].startswith(f"{DP} not measured on the validation split")
+    assert rejected[0].startswith(f"validation {DP}: unmeasurable (fewer than two groups of 'sex' with at least")
     assert rejected[1] == f"validation {ratio} = 0.7000 < min 0.8"
 
 
