@@ -2,12 +2,52 @@
 
 First the champion is verified: its recorded decision passed, its sign-off holds (where params.yaml's
 gate.require_approval asks for one; always in team mode) and the audit trail's last move of the alias names it;
-else the run stops (exit 2) naming what is missing. Then read and check the batch (nothing is written for a bad
-one), score it with that exact version (`models:/humane-<name>/<version>`, never the alias, which could move),
-compute drift, estimated and realised performance and group gaps (humane.monitoring), then write the report,
-record an MLflow run and show Prefect artifacts. A breached threshold ends the run in a Failed state named
-BiasDegraded, PerformanceDegraded or DriftDetected whose message names the features, groups and figures;
-`monitor.retrain_on` starts the training deployment for the breaches it lists. The run never moves an alias.
+else the run stops (exit 2) naming what is missing. Its reference, audit and metrics are then downloaded from its
+MLflow run: an artifact the run does not hold is an error (exit 2), a store that does not answer is
+ServerUnavailable (exit 10, naming the server and the artifact), a file that does not parse is IntegrityFailed
+(exit 12). Then read and check the batch (nothing is written for a bad one), score it with that exact version
+(`models:/humane-<name>/<version>`, never the alias, which could move), compute drift, estimated and realised
+performance and group gaps (humane.monitoring), then write the report, record an MLflow run and show Prefect
+artifacts. A breached threshold ends the run in a Failed state named BiasDegraded, PerformanceDegraded or
+DriftDetected whose message names the features, groups and figures; `monitor.retrain_on` starts the training
+deployment for the breaches it lists. The run never moves an alias.
+
+Fails closed: every figure a rule needs must be computed (humane.monitoring.checks.unmeasured); one that cannot
+be (NaN, infinite, missing, or its computation failed) ends the run in a Failed state named MonitoringIncomplete
+whose message names each such figure and why, after the report and the MLflow run are written. Required:
+
+- drift: the distance of every monitored input feature and of the predicted probability;
+- the share of rows outside the training domain;
+- performance, for each metric in `monitor.max_drop`: the champion's test-time figure, CBPE's estimate, and on a
+  labeled batch the realised figure; per sensitive group, the judged figure of each group large enough in the
+  batch whose test-time figure has an interval;
+- group gaps: each gap with a limit in `monitor.max_increase`, per sensitive feature (the intersection only when
+  named): the demographic-parity gaps on every batch, the label gaps (equalized odds, equal opportunity) on a
+  labeled batch, at test time and in the batch. A batch whose feature has fewer than two groups of
+  `audit.min_group_size` rows (labeled rows for a label gap) cannot give the gap: that is MonitoringIncomplete
+  too; lower `audit.min_group_size` or drop the feature's key from `max_increase` to monitor it no more.
+
+Not required (said in the report's notes): the label metrics of an unlabeled batch; per-group figures of a group
+withheld as too small; the drift of inputs kept on purpose (privacy.keep) or derived from dates.
+
+Exit codes of `python -m flows.monitoring` and the end states they come from (read from the state's name, or
+from the type of the error a Failed state holds, never from message text):
+
+| exit | end state | when |
+| --- | --- | --- |
+| 0 | Completed | every required figure computed, no threshold breached |
+| 3 | Failed, named BiasDegraded | a group gap grew beyond `monitor.max_increase` |
+| 4 | Failed, named PerformanceDegraded | accuracy or ROC AUC fell beyond `monitor.max_drop` |
+| 5 | Failed, named DriftDetected | inputs, the prediction or the out-of-domain share drifted |
+| 6 | Failed, named MonitoringIncomplete | a figure a rule needs could not be computed, and nothing breached |
+| 2 | Failed (HumaneError) | an unusable batch or argument; no verified champion; an artifact its run lacks |
+| 10 | Failed (ServerUnavailable) | the MLflow store did not answer; the message names the server and the artifact |
+| 11 | Failed (AccessRefused) | the MLflow store refused the credentials; the message names the user |
+| 12 | Failed (IntegrityFailed) | an artifact of the champion's run is corrupt (does not parse, lacks its fields) |
+| 1 | Failed or Crashed (other error) | an unexpected error; its traceback is in the flow run's logs |
+
+When several breaches fire, the state is the first of BiasDegraded, PerformanceDegraded, DriftDetected; a breach
+outranks MonitoringIncomplete (its message then names the unmeasured figures too).
 """
 
 from __future__ import annotations
@@ -24,16 +64,18 @@ from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
 from humane.core.context import RunContext
-from humane.core.errors import ConfigError, HumaneError
+from humane.core.errors import ConfigError, exit_code
 from humane.core.io import md5_of
 from humane.core.params import MonitorParams, Params, load_params
 from humane.core.paths import Paths
 from humane.monitoring import monitor, report
 from humane.monitoring.batch import Batch, input_columns, read_batch
 from humane.monitoring.champion import ChampionModel, load_champion, log_monitoring_run
+from humane.monitoring.checks import INCOMPLETE
 
-# Exit status of `python -m flows.monitoring` per end state (2: the batch or the champion could not be used).
-EXIT = {"Completed": 0, "BiasDegraded": 3, "PerformanceDegraded": 4, "DriftDetected": 5}
+# Exit status of `python -m flows.monitoring` per named end state; a Failed state holding an error exits with
+# the error's code (humane.core.errors.exit_code: 2 input, 10 server unavailable, 11 access, 12 integrity, 1 other).
+EXIT = {"Completed": 0, "BiasDegraded": 3, "PerformanceDegraded": 4, "DriftDetected": 5, INCOMPLETE: 6}
 ERROR_EXIT = 2
 
 
@@ -79,7 +121,11 @@ def report_task(result: dict[str, Any], folder: Path) -> Path:
 def mlflow_task(ctx: RunContext, champion: ChampionModel, batch: Batch, result: dict[str, Any], when: datetime,
                 folder: Path) -> str:  # fmt: skip
     """The batch's MLflow run in humane-<name>-monitoring, tagged with the model version and the verdict."""
-    tags = {"humane.breaches": ",".join(sorted({b["breach"] for b in result["breaches"]})) or "none"}
+    tags = {
+        "humane.breaches": ",".join(sorted({b["breach"] for b in result["breaches"]})) or "none",
+        "humane.state": monitor.state_name(result) or "Completed",
+        "humane.incomplete": ",".join(i["figure"] for i in result["incomplete"])[:4000] or "none",
+    }
     artifacts = Paths(ctx.project).mlflow_artifacts if ctx.default_store else None
     return log_monitoring_run(ctx.tracking_uri, champion, batch.name, md5_of(batch.path), when,
                               monitor.flat_metrics(result), tags, folder, artifacts)  # fmt: skip
@@ -108,14 +154,21 @@ def retrain_task(settings: MonitorParams, breach: str, batch: str) -> str:
 
 
 def outcome(result: dict[str, Any], folder: Path, retrained: str | None) -> State:
-    """Completed with the headline figures, or Failed named after the breach with every breached threshold."""
-    name = monitor.breach_name(result["breaches"])
+    """Completed with the headline figures, or Failed named after the breach (or MonitoringIncomplete).
+
+    The message names every breached threshold, then every figure that could not be computed and why.
+    """
+    name = monitor.state_name(result)
     where = f"report: {folder / 'report.html'}"
     if name is None:
         drifted = [f for f, d in result["drift"].items() if d["drifted"]]
         return Completed(message=f"{result['batch']}: no threshold breached ({result['rows']} rows; drifted: "
                                  f"{', '.join(drifted) or 'none'}); {where}")  # fmt: skip
-    message = f"{result['batch']}: " + "; ".join(f"{b['breach']}: {b['message']}" for b in result["breaches"])
+    parts = [f"{b['breach']}: {b['message']}" for b in result["breaches"]]
+    if result.get("incomplete"):
+        unmeasured = "; ".join(f"{i['figure']} ({i['reason']})" for i in result["incomplete"])
+        parts.append(f"{INCOMPLETE}: {len(result['incomplete'])} figure(s) could not be computed: {unmeasured}")
+    message = f"{result['batch']}: " + "; ".join(parts)
     if retrained:
         message += f"; {retrained}"
     return Failed(name=name, message=f"{message}; {where}")
@@ -146,7 +199,7 @@ def monitoring(batch: str, batch_time: str | None = None) -> State:
     mlflow_task(ctx, champion, checked, result, when, folder)
     publish_task(result)
     # Response: the named state, and the training deployment for the breaches monitor.retrain_on lists.
-    name = monitor.breach_name(result["breaches"])
+    name = monitor.state_name(result)
     wanted = [b for b in params.monitor.retrain_on if b in {x["breach"] for x in result["breaches"]}]
     retrained = None
     if wanted:  # a failure to start training is said beside the alert, never instead of it
@@ -154,26 +207,46 @@ def monitoring(batch: str, batch_time: str | None = None) -> State:
         failed = f"the training deployment {params.monitor.training_deployment!r} could NOT be started: "
         retrained = started.result() if started.is_completed() else failed + str(started.message)
     if name is not None:
-        get_run_logger().warning("%s: %s", name, "; ".join(b["message"] for b in result["breaches"]))
+        said = [b["message"] for b in result["breaches"]]
+        said += [f"{i['figure']}: {i['reason']}" for i in result["incomplete"]]
+        get_run_logger().warning("%s: %s", name, "; ".join(said))
     return outcome(result, folder, retrained)
 
 
+def run_error(state: State) -> BaseException | None:
+    """The error a Failed (or Crashed, Cancelled) run holds; None for one that returned its state."""
+    try:
+        state.result()
+    except BaseException as err:  # the error the run failed with (Prefect's own for a crashed or cancelled run)
+        return err
+    return None
+
+
+def exit_status(state: State) -> int:
+    """The exit code of a finished run: its state's type and name (EXIT), else the type of the error it holds."""
+    if state.is_completed():
+        return EXIT["Completed"]
+    if state.is_failed() and state.name in EXIT:
+        return EXIT[state.name]
+    err = run_error(state)
+    return exit_code(err) if err is not None else 1  # a failure without an error: not ours, never a success
+
+
 def main(argv: list[str]) -> int:
-    """`python -m flows.monitoring BATCH [BATCH_TIME]`: 0 no breach, 3/4/5 a breach (EXIT), 2 an unusable input."""
+    """`python -m flows.monitoring BATCH [BATCH_TIME]`: the exit codes of the module's docstring."""
     if not 1 <= len(argv) <= 2:
         print("usage: python -m flows.monitoring BATCH [BATCH_TIME]", file=sys.stderr)
         return ERROR_EXIT
     state = monitoring(batch=argv[0], batch_time=argv[1] if len(argv) > 1 else None, return_state=True)
-    if state.name in EXIT and state.name != "Completed":
+    code = exit_status(state)
+    if code == 0:
+        print(state.message)
+    elif state.name in EXIT:
         print(f"{state.name}: {state.message}", file=sys.stderr)
-        return EXIT[state.name]
-    try:
-        state.result()
-    except HumaneError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return ERROR_EXIT
-    print(state.message)
-    return 0
+    else:
+        err = run_error(state)
+        print(f"error: {err if err is not None else state.message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """The MLflow edge of the monitoring: the champion, its reference and test-time figures, and the monitoring run.
 
 Fails closed: no champion, a champion whose decision and sign-off do not verify against the audit trail, a run
-without its reference, or a store that cannot be read is a clear error, never "nothing to compare with". A
+without its reference, or a store that cannot be read is a clear error, never "nothing to compare with". The
+three ways a run's artifact can fail are told apart: absent from the run (MonitoringError, exit 2: tracked before
+monitoring existed, or deleted), not downloadable (ServerUnavailable, exit 10, naming the server and the artifact;
+AccessRefused, exit 11, for refused credentials), or downloaded but corrupt (IntegrityFailed, exit 12). A
 monitoring run only reads the registry: it never moves an alias.
 """
 
@@ -17,12 +20,14 @@ from typing import Any
 import pandas as pd
 
 from humane.core import io
-from humane.core.errors import HumaneError
+from humane.core.errors import AccessRefused, HumaneError, IntegrityFailed, ServerUnavailable
+from humane.core.paths import LABEL_COLUMN
 from humane.governance.registry import CHAMPION
-from humane.governance.store import client, ensure_experiment, using_tracking_uri
-from humane.monitoring.reference import REFERENCE_ARTIFACT
+from humane.governance.store import client, ensure_experiment, is_remote, safe_uri, server_calls, using_tracking_uri
+from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN, REFERENCE_ARTIFACT
 
 AUDIT_ARTIFACT, METRICS_ARTIFACT = "reports/audit.json", "reports/metrics.json"  # as the track stage logs them
+ARTIFACTS = (REFERENCE_ARTIFACT, AUDIT_ARTIFACT, METRICS_ARTIFACT)
 MODEL_TAG, VERSION_TAG, BATCH_TAG = "humane.model", "humane.model_version", "humane.batch"
 
 
@@ -74,23 +79,72 @@ def load_champion(uri: str, name: str, project: Path, require_signoff: bool = Fa
     if not champion.run_id:
         raise MonitoringError(f"{name} v{champion.version} names no MLflow run: it has no reference to compare with")
     version, run_id = champion.version, champion.run_id
+    label = f"{name} v{version}"
+    with server_calls(uri):
+        location = mlflow_client.get_run(run_id).info.artifact_uri
     with tempfile.TemporaryDirectory(prefix="humane-champion-") as tmp:
-        files = {}
-        for artifact in (REFERENCE_ARTIFACT, AUDIT_ARTIFACT, METRICS_ARTIFACT):
-            try:
-                files[artifact] = Path(mlflow_client.download_artifacts(run_id, artifact, tmp))
-            except Exception as err:
-                raise MonitoringError(
-                    f"{name} v{version}: its run {run_id} holds no {artifact} ({type(err).__name__}); "
-                    "it was tracked before monitoring existed or its artifacts are gone: track it again, or "
-                    "promote a version tracked by this code"
-                ) from None
-        reference = pd.read_parquet(files[REFERENCE_ARTIFACT])
-        audit, metrics = io.read_json(files[AUDIT_ARTIFACT]), io.read_json(files[METRICS_ARTIFACT])
-    with using_tracking_uri(uri), warnings.catch_warnings():
+        files = {a: _download(mlflow_client, uri, location, run_id, a, Path(tmp), label) for a in ARTIFACTS}
+        reference, audit, metrics = _parse(files, run_id, label)
+    with server_calls(uri), using_tracking_uri(uri), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     return ChampionModel(name, version, run_id, model, reference, audit, metrics)
+
+
+def _download(mlflow_client: Any, uri: str, location: str, run_id: str, artifact: str, dest: Path, label: str) -> Path:
+    """One artifact of the champion's run, downloaded to `dest`.
+
+    Raises:
+        MonitoringError: the run does not hold the artifact (listed by the store, so an absent file is told
+            apart from a store that did not answer).
+        ServerUnavailable: the store (the run's artifact location, or the tracking server proxying it) did not
+            answer within the bounded retries, or the download failed; names the server and the artifact.
+        AccessRefused: the server refused the credentials (names the user).
+
+    """
+    server = location if is_remote(location) else uri
+    where = f"{label}'s {artifact} (run {run_id}, artifacts at {safe_uri(location)})"
+    try:
+        with server_calls(server):
+            listed = {f.path for f in mlflow_client.list_artifacts(run_id, artifact.rpartition("/")[0])}
+            path = Path(mlflow_client.download_artifacts(run_id, artifact, str(dest))) if artifact in listed else None
+    except ServerUnavailable as err:
+        raise ServerUnavailable(f"cannot download {where}: {err}") from None
+    except AccessRefused as err:
+        raise AccessRefused(f"cannot download {where}: {err}") from None
+    except Exception as err:  # a local store or a failed transfer: the artifact is listed, so not absent
+        raise ServerUnavailable(
+            f"cannot download {where} from {safe_uri(server)}: {type(err).__name__}; rerun once the store answers"
+        ) from None
+    if path is None:
+        raise MonitoringError(
+            f"{label}: its run {run_id} holds no {artifact}; it was tracked before monitoring existed or its "
+            "artifacts are gone: track it again, or promote a version tracked by this code"
+        )
+    return path
+
+
+def _parse(files: dict[str, Path], run_id: str, label: str) -> tuple[pd.DataFrame, dict, dict]:
+    """The reference rows, the audit and the metrics; IntegrityFailed naming a file that does not parse."""
+    what = {REFERENCE_ARTIFACT: "a Parquet table", AUDIT_ARTIFACT: "a JSON object", METRICS_ARTIFACT: "a JSON object"}
+    parsed: dict[str, Any] = {}
+    for artifact, path in files.items():
+        try:
+            parsed[artifact] = pd.read_parquet(path) if artifact == REFERENCE_ARTIFACT else io.read_json(path)
+        except Exception as err:
+            raise IntegrityFailed(
+                f"{label}: {artifact} of run {run_id} is corrupt: not {what[artifact]} ({type(err).__name__})"
+            ) from None
+    reference, audit, metrics = (parsed[a] for a in ARTIFACTS)
+    lacking = {
+        REFERENCE_ARTIFACT: [c for c in (LABEL_COLUMN, PROBABILITY_COLUMN, DECISION_COLUMN) if c not in reference],
+        AUDIT_ARTIFACT: [k for k in ("overall", "features") if not isinstance(audit, dict) or k not in audit],
+        METRICS_ARTIFACT: [k for k in ("model",) if not isinstance(metrics, dict) or k not in metrics],
+    }
+    for artifact, missing in lacking.items():
+        if missing:
+            raise IntegrityFailed(f"{label}: {artifact} of run {run_id} is corrupt: it lacks {missing}")
+    return reference, audit, metrics
 
 
 def champion_version(uri: str, name: str) -> str | None:
@@ -107,21 +161,23 @@ def log_monitoring_run(uri: str, champion: ChampionModel, batch: str, batch_md5:
     """One MLflow run per monitored batch, tagged with the model version; metrics at step = the batch's time.
 
     The step is the batch time in whole seconds since 1970 and the timestamp is the batch time, so the MLflow UI
-    plots each metric over batches (chart view, x-axis "Step" or "Time").
+    plots each metric over batches (chart view, x-axis "Step" or "Time"). A server that does not answer within
+    the bounded retries is ServerUnavailable (humane.governance.store.server_calls).
     """
     import mlflow
     from mlflow.entities import Metric
 
-    mlflow_client = client(uri)
-    experiment_id = ensure_experiment(mlflow_client, monitoring_experiment(champion.name), artifact_root)
-    step, stamp = int(when.timestamp()), int(when.timestamp() * 1000)
-    with using_tracking_uri(uri), mlflow.start_run(experiment_id=experiment_id,
-                                                   run_name=f"{batch} · v{champion.version}") as run:  # fmt: skip
-        mlflow.set_tags({MODEL_TAG: champion.name, VERSION_TAG: champion.version, BATCH_TAG: batch,
-                         "humane.batch_md5": batch_md5, "humane.batch_time": when.isoformat(),
-                         "humane.champion_run_id": champion.run_id, **tags})  # fmt: skip
-        batch_metrics = [Metric(k, float(v), stamp, step) for k, v in sorted(metrics.items())]
-        for start in range(0, len(batch_metrics), 1000):
-            mlflow_client.log_batch(run.info.run_id, metrics=batch_metrics[start : start + 1000])
-        mlflow.log_artifacts(str(folder), artifact_path="monitoring")
-    return run.info.run_id
+    with server_calls(uri):
+        mlflow_client = client(uri)
+        experiment_id = ensure_experiment(mlflow_client, monitoring_experiment(champion.name), artifact_root)
+        step, stamp = int(when.timestamp()), int(when.timestamp() * 1000)
+        with using_tracking_uri(uri), mlflow.start_run(experiment_id=experiment_id,
+                                                       run_name=f"{batch} · v{champion.version}") as run:  # fmt: skip
+            mlflow.set_tags({MODEL_TAG: champion.name, VERSION_TAG: champion.version, BATCH_TAG: batch,
+                             "humane.batch_md5": batch_md5, "humane.batch_time": when.isoformat(),
+                             "humane.champion_run_id": champion.run_id, **tags})  # fmt: skip
+            batch_metrics = [Metric(k, float(v), stamp, step) for k, v in sorted(metrics.items())]
+            for start in range(0, len(batch_metrics), 1000):
+                mlflow_client.log_batch(run.info.run_id, metrics=batch_metrics[start : start + 1000])
+            mlflow.log_artifacts(str(folder), artifact_path="monitoring")
+        return run.info.run_id

@@ -6,6 +6,10 @@ bootstrap) for group rates and gaps.
 Every comparison is with the champion's own reference: its test rows as the model read them (drift, CBPE's
 calibration, per-group ROC AUC) and its test-time audit with 95% bootstrap intervals (group rates and gaps).
 NannyML is imported lazily (its import takes seconds and reads NML_DISABLE_USAGE_LOGGING, set here first).
+
+Fails closed: a figure a rule needs that cannot be computed (NaN, infinite, missing, or its computation raised) is
+never read as "within the threshold". `unmeasured` names each such figure and why; the flow then ends in
+MonitoringIncomplete (flows/monitoring.py lists the figures each batch must give).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN
 
 Z95 = 1.959964  # a 95% interval from NannyML's sampling error (its own boundaries are ±3 sampling errors)
 DRIFT, PERFORMANCE, BIAS = "DriftDetected", "PerformanceDegraded", "BiasDegraded"
+INCOMPLETE = "MonitoringIncomplete"  # a required figure could not be computed: the batch is not judged as passing
 # The gap each group metric makes: which per-group rates a gap is the spread of.
 GAP_RATES = {"demographic_parity_difference": ("selection_rate",), "equalized_odds_difference": ("tpr", "fpr"),
              "equal_opportunity_difference": ("tpr",)}  # fmt: skip
@@ -40,50 +45,87 @@ def nannyml() -> Any:
     return nml
 
 
-def _figure(value: float | None, lo: float | None = None, hi: float | None = None) -> dict[str, float | None]:
+def _figure(value: float | None, lo: float | None = None, hi: float | None = None) -> dict[str, Any]:
+    """A figure with its interval; a non-finite value becomes None, with the reason it was not computed."""
+
     def clean(x: float | None) -> float | None:
         return None if x is None or not math.isfinite(float(x)) else float(x)
 
-    return {"value": clean(value), "lo": clean(lo), "hi": clean(hi)}
+    out: dict[str, Any] = {"value": clean(value), "lo": clean(lo), "hi": clean(hi)}
+    if value is not None and out["value"] is None:
+        out["reason"] = f"the computation gave {float(value)}"
+    return out
+
+
+def _missing(reason: str) -> dict[str, Any]:
+    """A figure that could not be computed, and why."""
+    return {"value": None, "lo": None, "hi": None, "reason": reason}
+
+
+def _failure(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err)[:300]}"
 
 
 def drift(reference: pd.DataFrame, batch: pd.DataFrame, features: list[str], params: MonitorParams) -> dict[str, Any]:
-    """Univariate drift of each input feature and of the predicted probability (NannyML), the batch as one chunk."""
+    """Univariate drift of each input feature and of the predicted probability (NannyML), the batch as one chunk.
+
+    A distance NannyML cannot give (NaN for a column empty in the batch, or a failed calculation) is None, with
+    `drifted` None and the reason: unmeasured, never "not drifted".
+    """
     nml = nannyml()
     columns = [*features, PROBABILITY_COLUMN]
     calculator = nml.UnivariateDriftCalculator(
         column_names=columns, continuous_methods=[params.drift_method_continuous],
         categorical_methods=[params.drift_method_categorical], chunk_number=1,
     )  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # NannyML warns that one reference chunk gives no spread for thresholds
-        calculator.fit(reference[columns])
-        result = calculator.calculate(batch[columns]).filter(period="analysis").to_df()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # NannyML warns that one reference chunk gives no spread for thresholds
+            calculator.fit(reference[columns])
+            result = calculator.calculate(batch[columns]).filter(period="analysis").to_df()
+    except Exception as err:  # named per feature below: the batch then ends MonitoringIncomplete, never passes
+        result, failed = None, f"NannyML's drift calculation failed ({_failure(err)})"
     out = {}
     for column in columns:
-        (method,) = [m for c, m, k in result.columns if c == column and k == "value"]
-        distance = float(result[(column, method, "value")].iloc[0])
         limit = params.prediction_drift_threshold if column == PROBABILITY_COLUMN else params.drift_threshold
-        out["prediction" if column == PROBABILITY_COLUMN else column] = {
-            "method": method, "distance": distance, "threshold": limit, "drifted": bool(distance > limit),
-        }  # fmt: skip
+        entry: dict[str, Any] = {"method": None, "distance": None, "threshold": limit, "drifted": None}
+        methods = [] if result is None else [m for c, m, k in result.columns if c == column and k == "value"]
+        if len(methods) == 1:
+            entry["method"] = methods[0]
+            entry["distance"] = _figure(float(result[(column, methods[0], "value")].iloc[0]))["value"]
+        if entry["distance"] is None:
+            entry["reason"] = (
+                failed
+                if result is None
+                else f"NannyML gave no finite {entry['method'] or 'drift'} distance (e.g. the column is empty in "
+                "the batch)"
+            )
+        else:
+            entry["drifted"] = bool(entry["distance"] > limit)
+        out["prediction" if column == PROBABILITY_COLUMN else column] = entry
     return out
 
 
-def estimate(reference: pd.DataFrame, batch: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+def estimate(reference: pd.DataFrame, batch: pd.DataFrame) -> dict[str, dict[str, Any]]:
     """CBPE's estimated accuracy and ROC AUC (NannyML), with a 95% interval from its sampling error.
 
     CBPE assumes the probabilities are calibrated (it recalibrates on the reference when they are not); the
-    champion's test-time calibration is reported beside the estimates.
+    champion's test-time calibration is reported beside the estimates. A failed estimation gives figures without
+    values, each with the reason.
     """
     nml = nannyml()
     estimator = nml.CBPE(y_pred_proba=PROBABILITY_COLUMN, y_pred=DECISION_COLUMN, y_true=LABEL_COLUMN,
                          problem_type="classification_binary", metrics=["accuracy", "roc_auc"],
                          chunk_number=1)  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        estimator.fit(reference[[PROBABILITY_COLUMN, DECISION_COLUMN, LABEL_COLUMN]])
-        result = estimator.estimate(batch[[PROBABILITY_COLUMN, DECISION_COLUMN]]).filter(period="analysis").to_df()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            estimator.fit(reference[[PROBABILITY_COLUMN, DECISION_COLUMN, LABEL_COLUMN]])
+            batch_rows = batch[[PROBABILITY_COLUMN, DECISION_COLUMN]]
+            result = estimator.estimate(batch_rows).filter(period="analysis").to_df()
+    except Exception as err:  # each metric is then a named unmeasured figure, never a pass
+        reason = f"NannyML's CBPE failed ({_failure(err)})"
+        return {metric: _missing(reason) for metric in ("accuracy", "roc_auc")}
     out = {}
     for metric in ("accuracy", "roc_auc"):
         value, error = float(result[(metric, "value")].iloc[0]), float(result[(metric, "sampling_error")].iloc[0])
@@ -114,7 +156,7 @@ def recorded_figures(audit: dict[str, Any], metrics: dict[str, Any], reference: 
     """The champion's recorded audit and metrics, with ROC AUC (overall, per group) from its reference rows."""
     y, p = reference[LABEL_COLUMN].to_numpy(), reference[PROBABILITY_COLUMN].to_numpy()
     overall = {m: _figure(v["value"], v["lo"], v["hi"]) for m, v in audit["overall"].items()}
-    overall["roc_auc"] = _figure(metrics["model"]["roc_auc"])
+    overall["roc_auc"] = _figure(metrics["model"].get("roc_auc"))
     labels = sensitive_columns(reference, features)
     groups: dict[str, dict[str, dict[str, Any]]] = {}
     for entry in audit["features"]:
@@ -174,13 +216,19 @@ def _groups(rows: pd.DataFrame, features: list[str], y: np.ndarray | None, audit
     return out
 
 
-def realised(frame: pd.DataFrame, audit: AuditParams) -> dict[str, dict[str, float | None]]:
+def realised(frame: pd.DataFrame, audit: AuditParams) -> dict[str, dict[str, Any]]:
     """Accuracy (with the audit's bootstrap CI) and ROC AUC on the batch's labeled rows."""
     rows = frame[frame[LABEL_COLUMN].notna()]
     y, y_pred = rows[LABEL_COLUMN].to_numpy(dtype=float), rows[DECISION_COLUMN].to_numpy(dtype=float)
     p = rows[PROBABILITY_COLUMN].to_numpy()
     accuracy = overall_with_ci(y, y_pred, p, audit)["accuracy"]
-    return {"accuracy": _figure(accuracy["value"], accuracy["lo"], accuracy["hi"]), "roc_auc": _figure(auc(y, p))}
+    roc_auc = auc(y, p)
+    return {
+        "accuracy": _figure(accuracy["value"], accuracy["lo"], accuracy["hi"]),
+        "roc_auc": _figure(roc_auc)
+        if roc_auc is not None
+        else _missing(f"the {len(rows)} labeled rows hold one label class only"),
+    }
 
 
 def group_estimates(reference: pd.DataFrame, batch: pd.DataFrame, features: list[str],
@@ -282,7 +330,7 @@ def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, se
                                   "message": f"{kind} {metric} of {feature}={group} {_fmt(row['metrics'][metric])} is "
                                              f"{drop:.3f} below its test-time {_fmt(ref['metrics'][metric])} "
                                              f"(> {limit})"})  # fmt: skip
-    for feature, entry in result["groups"].items():
+    for feature, entry in (result.get("groups") or {}).items():
         for gap in MONITORED_GAPS:
             limit = gap_limit(params.max_increase, feature, gap, sensitive)
             if limit is None or gap not in entry["gaps"] or feature not in reference.gaps:
@@ -295,6 +343,100 @@ def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, se
                                      f"{_fmt(reference.gaps[feature][gap])} (> {limit}); "
                                      + _group_rates(entry, reference.groups.get(feature, {}), gap)})  # fmt: skip
     return found
+
+
+def unmeasured(result: dict[str, Any], reference: Recorded, params: MonitorParams, sensitive: list[str]) -> list[dict]:
+    """Each figure a rule needs that could not be computed, as {"figure", "reason"}; empty when every one was.
+
+    Required (a missing, NaN or infinite value is named, never read as within the threshold):
+    the drift distance of every monitored input and of the predicted probability; the out-of-domain share; for
+    each metric in `max_drop`, its test-time figure, CBPE's estimate and, on a labeled batch, the realised figure,
+    overall and for each group judged at test time that is large enough in the batch; each gap with a limit in
+    `max_increase` (the label gaps on a labeled batch only), at test time and in the batch. A gap cannot be
+    computed when the batch holds fewer than two groups of `audit.min_group_size` rows: that is named too.
+    """
+    missing = [
+        {"figure": f"drift.{feature}", "reason": entry.get("reason") or "no drift distance"}
+        for feature, entry in result["drift"].items()
+        if entry.get("distance") is None
+    ]
+    share = result["out_of_domain"].get("share")
+    if share is None or not math.isfinite(share):
+        missing.append({"figure": "out_of_domain.share", "reason": f"the share of rows is {share}"})
+    return [
+        *missing,
+        *_unmeasured_performance(result, reference, params),
+        *_unmeasured_gaps(result, reference, params, sensitive),
+    ]
+
+
+def _absent(name: str, figure: dict[str, Any] | None, otherwise: str) -> list[dict[str, str]]:
+    """[{"figure", "reason"}] when `figure` has no value, else []."""
+    if figure is not None and figure.get("value") is not None:
+        return []
+    return [{"figure": name, "reason": (figure or {}).get("reason") or otherwise}]
+
+
+def _unmeasured_performance(result: dict[str, Any], reference: Recorded, params: MonitorParams) -> list[dict]:
+    performance = result.get("performance") or {}
+    labeled = bool(result.get("labeled"))
+    kinds = ("estimated", "realised") if labeled else ("estimated",)
+    judged = "realised" if labeled else "estimated"
+    missing = []
+    for metric in params.max_drop:
+        recorded = reference.overall.get(metric)
+        missing += _absent(f"test_time.{metric}", recorded, "not in the champion's recorded audit or metrics")
+        for kind in kinds:
+            missing += _absent(f"{kind}.{metric}", (performance.get(kind) or {}).get(metric), f"no {kind} figure")
+        by_group = performance.get(f"{judged}_groups")
+        if by_group is None:
+            missing.append({"figure": f"{judged}_groups.{metric}", "reason": "no per-group figures"})
+            continue
+        for feature, table in by_group.items():
+            for group, row in table.items():
+                ref = reference.groups.get(feature, {}).get(group)
+                ref_figure = (ref or {}).get("metrics", {}).get(metric) or {}
+                if row["too_small"] or ref is None or ref["too_small"] or ref_figure.get("lo") is None:
+                    continue  # withheld (too few rows) or reported only (no test-time interval): not judged
+                name = f"{judged}.{feature}={group}.{metric}"
+                missing += _absent(name, row["metrics"].get(metric), f"no {judged} figure for the group")
+    return missing
+
+
+def _unmeasured_gaps(
+    result: dict[str, Any], reference: Recorded, params: MonitorParams, sensitive: list[str]
+) -> list[dict]:
+    labeled = bool(result.get("labeled"))
+    missing = []
+    groups = result.get("groups") or {}
+    for feature in dict.fromkeys([*sensitive, *groups]):
+        entry = groups.get(feature)
+        for gap in MONITORED_GAPS:
+            limit = gap_limit(params.max_increase, feature, gap, sensitive)
+            if limit is None or (gap in LABEL_GAPS and not labeled):
+                continue  # not monitored, or a label gap on a batch without labels (the report's notes say so)
+            recorded = reference.gaps.get(feature, {}).get(gap)
+            missing += _absent(f"test_time.{feature}.{gap}", recorded, "not in the champion's recorded audit")
+            if entry is None:
+                missing.append({"figure": f"{feature}.{gap}", "reason": "no group rates computed for the feature"})
+                continue
+            why = _too_few(entry, gap in LABEL_GAPS, result.get("min_group_size"))
+            missing += _absent(f"{feature}.{gap}", entry["gaps"].get(gap), why)
+    return missing
+
+
+def _too_few(entry: dict[str, Any], labels: bool, min_group_size: int | None) -> str:
+    """Why a gap has no value: the groups large enough to judge (labeled rows for a label gap), with counts."""
+    judged = [
+        g for g, r in entry["groups"].items() if not r["too_small"] and not (labels and r.get("labels_too_small"))
+    ]
+    if len(judged) >= 2:
+        return "the gap was not computed"
+    counts = ", ".join(f"{g} {r['count']}" for g, r in entry["groups"].items())
+    rows = "labeled rows" if labels else "rows"
+    return (
+        f"fewer than two groups with at least audit.min_group_size = {min_group_size} {rows} (rows per group: {counts})"
+    )
 
 
 def _group_rates(entry: dict[str, Any], reference: dict[str, dict[str, Any]], gap: str) -> str:

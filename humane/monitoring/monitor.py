@@ -58,7 +58,11 @@ def monitored(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, param
 
 def evaluate(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params: Params,
              when: datetime) -> dict[str, Any]:  # fmt: skip
-    """Every figure of the batch against the champion's reference, and the breached thresholds."""
+    """Every figure of the batch against the champion's reference, the breached thresholds and the unmeasured.
+
+    `breaches` lists the thresholds the batch breached; `incomplete` each figure a rule needs that could not be
+    computed (checks.unmeasured), which ends the run MonitoringIncomplete when nothing was breached.
+    """
     sensitive = list(params.data.sensitive_features)
     frame = monitored(champion, batch, scores, params)
     reference = champion.reference
@@ -111,6 +115,7 @@ def evaluate(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params
         "thresholds": params.monitor.model_dump(),
     }
     result["breaches"] = checks.judge(result, recorded, params.monitor, sensitive)
+    result["incomplete"] = checks.unmeasured(result, recorded, params.monitor, sensitive)
     return result
 
 
@@ -150,6 +155,16 @@ def breach_name(breaches: list[dict[str, str]]) -> str | None:
     return next((k for k in BREACHES if k in kinds), None)
 
 
+def state_name(result: dict[str, Any]) -> str | None:
+    """The run's end state: a breach kind, else MonitoringIncomplete, else None (Completed).
+
+    The first breach kind in BREACHES order (breach_name); else MonitoringIncomplete when a figure a rule needs
+    could not be computed (result["incomplete"]). A breach outranks an incomplete batch: what was measured already
+    breached; the unmeasured figures are named beside it.
+    """
+    return breach_name(result["breaches"]) or (checks.INCOMPLETE if result.get("incomplete") else None)
+
+
 def _metric_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
 
@@ -159,7 +174,8 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {"rows": result["rows"], "labeled_rows": result["labeled_rows"],
                              "selection_rate": result["selection_rate"]["batch"],
                              "out_of_domain.share": result["out_of_domain"]["share"],
-                             "breaches": len(result["breaches"])}  # fmt: skip
+                             "breaches": len(result["breaches"]),
+                             "incomplete": len(result.get("incomplete", []))}  # fmt: skip
     for feature, entry in result["drift"].items():
         out[f"drift.{feature}"] = entry["distance"]
     performance = result["performance"]

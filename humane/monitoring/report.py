@@ -28,18 +28,21 @@ def _fmt(figure: dict[str, Any] | None) -> str:
 def plot_drift(result: dict[str, Any], path: Path) -> None:
     """Horizontal bars: each feature's (and the prediction's) drift distance, the threshold as a line."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(result["drift"])
-    values = [result["drift"][n]["distance"] for n in names]
+    # An unmeasured distance (None: MonitoringIncomplete names it) is drawn as no bar.
+    values = [result["drift"][n]["distance"] if result["drift"][n]["distance"] is not None else np.nan for n in names]
+    method = next((d["method"] for d in result["drift"].values() if d["method"]), "no method")
     colors = ["#c44e52" if result["drift"][n]["drifted"] else "#4c72b0" for n in names]
     fig, ax = plt.subplots(figsize=(7, 0.32 * len(names) + 1.4))
     ax.barh(names, values, color=colors)
     ax.axvline(result["thresholds"]["drift_threshold"], color="black", linestyle="--", linewidth=1, label="threshold")
     ax.invert_yaxis()
-    ax.set(xlabel=f"distance to the reference ({result['drift'][names[0]]['method']}, ...)",
+    ax.set(xlabel=f"distance to the reference ({method}, ...)",
            title=f"{result['batch']}: drift per feature (red: drifted)")  # fmt: skip
     ax.legend(loc="lower right")
     fig.savefig(path, format="png", dpi=90, bbox_inches="tight")
@@ -141,6 +144,9 @@ def summary(result: dict[str, Any]) -> str:
     model = result["model"]
     breached = "\n".join(f"- `{b['breach']}` {b['message']}" for b in result["breaches"])
     verdict = f"**Breached:**\n\n{breached}" if breached else "**No threshold breached.**"
+    if result.get("incomplete"):
+        unmeasured = "\n".join(f"- `{i['figure']}`: {i['reason']}" for i in result["incomplete"])
+        verdict += f"\n\n**Could not be computed (MonitoringIncomplete), so not judged:**\n\n{unmeasured}"
     drifted = [f for f, d in result["drift"].items() if d["drifted"]]
     performance = result["performance"]
     lines = [
@@ -192,8 +198,11 @@ def page(result: dict[str, Any], folder: Path) -> str:
     if result["breaches"]:
         items = "".join(f"<li><b>{esc(b['breach'])}</b> {esc(b['message'])}</li>" for b in result["breaches"])
         parts.append(f"<div class='alert'><h2>Breached</h2><ul>{items}</ul></div>")
-    else:
+    elif not result.get("incomplete"):
         parts.append("<p class='ok'><b>No threshold breached.</b></p>")
+    if result.get("incomplete"):
+        items = "".join(f"<li><b>{esc(i['figure'])}</b>: {esc(i['reason'])}</li>" for i in result["incomplete"])
+        parts.append(f"<div class='alert'><h2>Could not be computed (MonitoringIncomplete)</h2><ul>{items}</ul></div>")
     for name in PLOTS:
         data = base64.b64encode((folder / name).read_bytes()).decode()
         parts.append(f"<img alt='{esc(name)}' src='data:image/png;base64,{data}'>")

@@ -95,7 +95,10 @@ def _result(drift=None, share=0.0, estimated=0.85, gap=(0.1, 0.08, 0.12), labele
                      for f, d in {"age": 0.02, "hours": 0.03, **drift}.items()},
                   "prediction": {"method": "jensen_shannon", "distance": 0.01, "threshold": 0.1, "drifted": False}},
         "out_of_domain": {"share": share, "rows": 0, "per_rule": {"age: above the validated range": share}},
-        "performance": {"estimated": {"accuracy": _figure(estimated, estimated - 0.01, estimated + 0.01)},
+        "labeled": labeled,
+        "min_group_size": 50,
+        "performance": {"estimated": {"accuracy": _figure(estimated, estimated - 0.01, estimated + 0.01),
+                                      "roc_auc": _figure(0.9, 0.88, 0.92)},
                         "estimated_groups": {}, "realised": None},
         "groups": {"sex": {"groups": {"Female": {"count": 300, "too_small": False,
                                                   "metrics": {"selection_rate": _figure(0.1)}},
@@ -115,6 +118,144 @@ RECORDED = checks.Recorded(
 
 def test_a_batch_like_the_reference_breaches_nothing():
     assert checks.judge(_result(), RECORDED, MonitorParams(), ["sex"]) == []
+    assert checks.unmeasured(_result(), RECORDED, MonitorParams(), ["sex"]) == []
+
+
+def _end(result: dict) -> tuple[str, int, str]:
+    """What the flow makes of a judged result: its end state's name, its exit code and its message."""
+    from flows.monitoring import exit_status, outcome
+
+    result = {**result, "batch": "day-1", "rows": 600}
+    result["breaches"] = checks.judge(result, RECORDED, MonitorParams(), ["sex"])
+    result["incomplete"] = checks.unmeasured(result, RECORDED, MonitorParams(), ["sex"])
+    state = outcome(result, Path("reports/monitoring/day-1"), None)
+    return state.name, exit_status(state), state.message
+
+
+def test_a_nan_drift_distance_is_unmeasured_not_undrifted_and_ends_monitoring_incomplete():
+    from humane.monitoring.reference import PROBABILITY_COLUMN
+
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"age": rng.normal(40, 10, 300), PROBABILITY_COLUMN: rng.uniform(size=300)})
+    batch = pd.DataFrame({"age": np.full(150, np.nan), PROBABILITY_COLUMN: rng.uniform(size=150)})  # all null
+    drift = checks.drift(reference, batch, ["age"], MonitorParams(prediction_drift_threshold=0.9))
+    assert drift["age"]["distance"] is None and drift["age"]["drifted"] is None  # NannyML's NaN, never "not drifted"
+    assert "no finite jensen_shannon distance" in drift["age"]["reason"]
+    name, code, message = _end({**_result(), "drift": drift})
+    assert (name, code) == ("MonitoringIncomplete", 6)
+    assert "drift.age (NannyML gave no finite jensen_shannon distance" in message
+
+
+@pytest.mark.parametrize(
+    ("change", "figure", "reason"),
+    [
+        # A figure the rules need is missing from the result.
+        (
+            lambda r: r["groups"]["sex"]["gaps"].pop("demographic_parity_difference"),
+            "sex.demographic_parity_difference",
+            "the gap was not computed",
+        ),
+        (lambda r: r["performance"]["estimated"].pop("roc_auc"), "estimated.roc_auc", "no estimated figure"),
+        (lambda r: r.pop("groups"), "sex.demographic_parity_difference", "no group rates computed"),
+        # Non-finite figures: NaN or infinite are never within a threshold.
+        (
+            lambda r: r["performance"]["estimated"].update(accuracy=checks._figure(float("inf"))),
+            "estimated.accuracy",
+            "the computation gave inf",
+        ),
+        (
+            lambda r: r["groups"]["sex"]["gaps"].update(demographic_parity_difference=checks._figure(float("nan"))),
+            "sex.demographic_parity_difference",
+            "the computation gave nan",
+        ),
+        (lambda r: r["out_of_domain"].update(share=float("nan")), "out_of_domain.share", "the share of rows is nan"),
+        # No performance figures at all: the performance rules cannot run, so the batch is not judged as passing.
+        (lambda r: r["performance"].update(estimated=None), "estimated.accuracy", "no estimated figure"),
+        (lambda r: r.update(performance={}), "estimated_groups.accuracy", "no per-group figures"),
+        # A labeled batch must give its realised figures.
+        (lambda r: r.update(labeled=True), "realised.accuracy", "no realised figure"),
+    ],
+)
+def test_a_missing_or_non_finite_figure_ends_monitoring_incomplete_naming_it(change, figure, reason):
+    result = _result()
+    change(result)
+    name, code, message = _end(result)
+    assert (name, code) == ("MonitoringIncomplete", 6), message
+    assert f"{figure} ({reason}" in message
+
+
+def test_a_gap_without_two_groups_large_enough_is_named_with_the_counts():
+    result = _result()
+    result["groups"]["sex"]["groups"]["Female"].update(count=20, too_small=True)
+    result["groups"]["sex"]["gaps"]["demographic_parity_difference"] = checks._figure(None)
+    (missing,) = checks.unmeasured(result, RECORDED, MonitorParams(), ["sex"])
+    assert missing["figure"] == "sex.demographic_parity_difference"
+    counts = "rows per group: Female 20, Male 600"
+    assert missing["reason"] == f"fewer than two groups with at least audit.min_group_size = 50 rows ({counts})"
+    # A test-time gap the champion's audit does not hold cannot be compared with either.
+    recorded = checks.Recorded(RECORDED.overall, RECORDED.groups, {"sex": {}}, RECORDED.calibration)
+    assert checks.unmeasured(_result(), recorded, MonitorParams(), ["sex"]) == [
+        {"figure": "test_time.sex.demographic_parity_difference", "reason": "not in the champion's recorded audit"}
+    ]
+
+
+def test_realised_roc_auc_on_one_label_class_is_unmeasured():
+    from humane.core.params import AuditParams
+
+    frame = pd.DataFrame({LABEL_COLUMN: [1.0] * 60, DECISION_COLUMN: [1, 0] * 30, PROBABILITY_COLUMN: [0.7, 0.3] * 30})
+    figures = checks.realised(frame, AuditParams(seed=0, bootstrap=10, min_group_size=5))
+    assert figures["accuracy"]["value"] == 0.5
+    assert figures["roc_auc"]["value"] is None
+    assert figures["roc_auc"]["reason"] == "the 60 labeled rows hold one label class only"
+
+
+def test_a_breach_outranks_an_unmeasured_figure_and_both_are_said():
+    result = _result(drift={"age": 0.4})
+    result["performance"]["estimated"].pop("roc_auc")
+    name, code, message = _end(result)
+    assert (name, code) == ("DriftDetected", 5)
+    assert "1 of 2 input features drifted" in message and "MonitoringIncomplete: 1 figure(s)" in message
+    assert _end(_result())[:2] == ("Completed", 0)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [("HumaneError", 2), ("ServerUnavailable", 10), ("AccessRefused", 11), ("IntegrityFailed", 12), ("KeyError", 1)],
+)
+def test_the_exit_code_of_a_failed_run_is_read_from_its_error_s_type(error, code):
+    import builtins
+
+    from prefect.states import Crashed, Failed
+
+    from flows.monitoring import exit_status
+    from humane.core import errors
+
+    kind = getattr(errors, error, None) or getattr(builtins, error)
+    assert exit_status(Failed(data=kind("DriftDetected"))) == code  # the message text is never read
+    assert exit_status(Failed(name="DriftDetected")) == 5
+    assert exit_status(Crashed(message="Completed")) == 1
+
+
+def test_a_corrupt_champion_artifact_is_an_integrity_failure_naming_it(tmp_path):
+    from humane.core.errors import IntegrityFailed
+    from humane.monitoring.champion import ARTIFACTS, _parse
+
+    files = {a: tmp_path / a.replace("/", "_") for a in ARTIFACTS}
+    reference = pd.DataFrame({LABEL_COLUMN: [0], PROBABILITY_COLUMN: [0.1], DECISION_COLUMN: [0]})
+    reference.to_parquet(files[ARTIFACTS[0]])
+    files[ARTIFACTS[1]].write_text('{"overall": {}, "features": []}')
+    files[ARTIFACTS[2]].write_text('{"model": {}}')
+    assert len(_parse(files, "r1", "m v1")[0]) == 1
+    files[ARTIFACTS[2]].write_text('{"model": ')  # cut short
+    with pytest.raises(IntegrityFailed, match=r"m v1: reports/metrics.json of run r1 is corrupt: not a JSON object"):
+        _parse(files, "r1", "m v1")
+    files[ARTIFACTS[2]].write_text('{"model": {}}')
+    reference.drop(columns=[PROBABILITY_COLUMN]).to_parquet(files[ARTIFACTS[0]])
+    with pytest.raises(IntegrityFailed, match=r"monitoring/reference.parquet of run r1 is corrupt: it lacks"):
+        _parse(files, "r1", "m v1")
+    files[ARTIFACTS[0]].write_bytes(b"PAR1 not parquet")
+    with pytest.raises(IntegrityFailed, match=r"not a Parquet table"):
+        _parse(files, "r1", "m v1")
 
 
 def test_drift_names_the_drifted_features_only():
