@@ -47,7 +47,7 @@ NOT_APPROVED = "NotApproved"  # Failed type: paused for a sign-off that did not 
 REJECTED = "Rejected"  # Failed type: refused by the gate or at sign-off
 NOT_PROMOTED = "NotPromoted"  # Failed type: passed the checks, yet not champion (e.g. rolled back since)
 # A stage's error ends the run Failed, and the command exits with the error's code (humane.core.errors).
-EXIT = {COMPLETED: 0, REJECTED: 3, NOT_PROMOTED: 3, AWAITING: 6, NOT_APPROVED: 6}
+EXIT = {COMPLETED: 0, REJECTED: 3, NOT_PROMOTED: 3, AWAITING: 7, NOT_APPROVED: 7}
 
 
 @task(name="check-params", cache_policy=NO_CACHE)

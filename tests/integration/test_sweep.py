@@ -8,7 +8,8 @@ from pathlib import Path
 
 import yaml
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, FlowFilter, FlowFilterName
+from prefect.client.schemas.sorting import FlowRunSort
 
 from humane.core.context import RunContext
 from tests.conftest import ROOT, mlflow_client, run
@@ -53,11 +54,19 @@ def sweep_runs(project: Path) -> tuple:
 def test_sweep_runs_candidates_in_parallel_chooses_by_policy_and_registers_only_the_choice(ran_project,
                                                                                           prefect_server):  # fmt: skip
     with_sweep(ran_project, CANDIDATES)
+    # The chosen candidate then waits for a sign-off that does not come (3 s): pending is never "promoted". With no
+    # champion (withdrawn), it is judged on the value rules alone and nothing has to verify against the trail.
+    path = ran_project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["gate"].update(require_approval=True, approval_timeout_s=3)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
     client = mlflow_client(ran_project)
+    client.delete_registered_model_alias(MODEL, "champion")
     versions_before = {v.version for v in client.search_model_versions(f"name = '{MODEL}'")}
 
     done = sweep(ran_project)
-    assert done.returncode in (0, 3), done.stderr[-3000:]  # registered: promoted (0) or refused by the gate (3)
+    # Registered: awaiting a sign-off (7; here none came in time) or refused by the gate (3).
+    assert done.returncode in (7, 3), done.stderr[-3000:]
 
     # One parent run tagged as the sweep, a child per candidate under it.
     (parent,), children = sweep_runs(ran_project)
@@ -100,7 +109,15 @@ def test_sweep_runs_candidates_in_parallel_chooses_by_policy_and_registers_only_
     (version,) = new
     tracked = client.get_run(version.run_id)
     assert tracked.data.tags["overrides"] == RunContext(ran_project, overrides=CANDIDATES[chosen]).describe_overrides()
-    assert tracked.data.tags["gate.decision"] == ("promoted" if done.returncode == 0 else "rejected")
+    assert (tracked.data.tags["gate.decision"] == "rejected") == (done.returncode == 3)
+    if done.returncode == 7:  # the sweep's state is the training run's own: pending, champion unchanged
+        with get_client(sync_client=True) as prefect:
+            (last, *_) = prefect.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=["sweep"])), sort=FlowRunSort.START_TIME_DESC, limit=1
+            )
+        assert (last.state.type.value, last.state.name) == ("FAILED", "NotApproved"), last.state
+        assert version.tags["approval"] == "pending" and "champion" not in client.get_registered_model(MODEL).aliases
+        assert "the version stays pending" in done.stderr and "promoted to champion" not in done.stdout + done.stderr
     assert version.tags["sweep.parent_run"] == parent.info.run_id
     assert version.tags["sweep.candidate"] == str(chosen) and version.tags["sweep.position"]
     assert all(f"{i}: " in version.tags["sweep.rejected"] for i in range(4) if i != chosen)

@@ -24,8 +24,8 @@ def registration(**fields: object) -> dict:
     [
         ({"promoted": True, "passed_checks": True}, True, "Completed", "COMPLETED", 0),
         ({"promoted": True, "passed_checks": True}, False, "Completed", "COMPLETED", 0),
-        ({"pending": True, "passed_checks": True, "approval": "pending"}, True, "AwaitingSignOff", "COMPLETED", 6),
-        ({"pending": True, "passed_checks": True, "approval": "pending"}, False, "AwaitingSignOff", "COMPLETED", 6),
+        ({"pending": True, "passed_checks": True, "approval": "pending"}, True, "AwaitingSignOff", "COMPLETED", 7),
+        ({"pending": True, "passed_checks": True, "approval": "pending"}, False, "AwaitingSignOff", "COMPLETED", 7),
         ({"passed_checks": True, "approval": "rejected"}, False, "Rejected", "FAILED", 3),
         ({"passed_checks": True, "approval": "approved"}, False, "NotPromoted", "FAILED", 3),  # rolled back since
         ({}, True, "Rejected", "FAILED", 3),
@@ -45,7 +45,7 @@ def test_the_training_flows_end_state_and_exit_status_follow_the_registry(fields
 
 def test_a_timed_out_sign_off_is_read_from_the_state_name_not_its_message(capsys):
     own = Failed(name="NotApproved", message="anything at all")
-    assert training.exit_status(own, training.EXIT) == 6
+    assert training.exit_status(own, training.EXIT) == 7
     # A Failed state whose message reads like Prefect's pause timeout, but that follows no expired pause, is an error.
     lookalike = Failed(message="The flow was paused and never resumed.", data=HumaneError("a stage's own error"))
     assert training.exit_status(lookalike, training.EXIT) == 2
@@ -82,8 +82,8 @@ def test_an_unexpected_error_is_not_given_a_users_exit_code():
 def test_the_sweep_never_exits_as_promoted_while_its_candidate_waits_for_a_sign_off():
     assert sweep.EXIT["Completed"] == 0
     waiting = [training.AWAITING, training.NOT_APPROVED]
-    assert {sweep.EXIT[name] for name in waiting} == {6}
+    assert {sweep.EXIT[name] for name in waiting} == {7}
     assert sweep.EXIT[training.REJECTED] == sweep.EXIT[training.NOT_PROMOTED] == 3 and sweep.EXIT["NoCandidate"] == 4
     # A waiting candidate's Completed-type state keeps its name through the sweep, so its status is not 0.
     awaiting = Completed(name=training.AWAITING, message="sweep candidate 1 (...): humane-x v4 awaits sign-off")
-    assert training.exit_status(awaiting, sweep.EXIT) == 6
+    assert training.exit_status(awaiting, sweep.EXIT) == 7
