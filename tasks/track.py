@@ -8,13 +8,13 @@ from humane.core.paths import Paths
 from humane.governance.store import server_calls
 from humane.governance.tracking import log_run
 from humane.monitoring.reference import MonitoredColumns
+from humane.privacy.policy import protected_columns
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Log the workspace's state as the pipeline run's MLflow run (found, not duplicated, on a retry)."""
-    # Columns whose values are never shipped with the model (no ranges, no categories, no example values): the
-    # sensitive ones, those kept although they look identifying, and date-derived ones.
-    protected = [*params.data.sensitive_features, *params.privacy.keep, *params.data.dates]
+    # Columns whose values are never shipped with the model (no ranges, no categories, no example values).
+    protected = protected_columns(params.privacy, params.data).all
     monitored = MonitoredColumns.of(params)
     with server_calls(ctx.tracking_uri):  # bounded retries (HUMANE_SERVER_RETRY_S), then one clear line
         record = log_run(paths, params.data.experiment, params.evaluate.threshold, protected, ctx, monitored)

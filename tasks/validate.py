@@ -17,7 +17,8 @@ from humane.core.errors import ValidationFailed
 from humane.core.params import Params
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
-from humane.data.validation import leakage_summary, protected_columns, report, validate_frames
+from humane.data.validation import leakage_summary, report, validate_frames
+from humane.privacy.policy import protected_columns
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
@@ -36,8 +37,9 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     schema = resolve_schema(params.data, frames["train"], policy, params.validate.min_group_rows)
     for column, why in schema.skipped.items():
         print(f"validate: column {column!r} is not a model input: {why}", file=sys.stderr)
-    # Masked and sensitive columns are validated like any other, but their values are never quoted.
-    protected = protected_columns(policy, schema)
+    # Protected columns (masked, sensitive, kept, date-derived) are validated like any other, but no value of
+    # theirs is quoted and no value set learned from their data is written.
+    protected = protected_columns(params.privacy, params.data, policy).all
     leakage = params.data.leakage
     result = validate_frames(
         frames, files, schema, params.validate, docs_dir=paths.validation_docs, protected=protected, leakage=leakage

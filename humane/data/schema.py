@@ -35,6 +35,9 @@ class Schema:
     ranges: dict[str, tuple[float, float]]
     # Columns role inference left out of the model inputs, and why (e.g. too many categories to one-hot encode).
     skipped: dict[str, str] = field(default_factory=dict)
+    # Categorical columns whose value set a built-in dataset documents; every other value set is learned from
+    # the data, and reports leave it out for a protected column (humane.data.validation.written_schema).
+    documented: list[str] = field(default_factory=list)
 
     def features(self, include_sensitive: bool) -> list[str]:
         """Model input columns, in a stable order."""
@@ -200,6 +203,7 @@ def resolve_schema(
         categories=categories,
         ranges=ranges,
         skipped=skipped,
+        documented=[c for c in categorical if builtin is not None and c in builtin.categories],
     )
 
 

@@ -4,9 +4,10 @@ A row outside the domain is still scored: the flag informs the client and the mo
 Per input column the domain holds whether nulls were seen in training and, for a numeric column, the
 validated range (the schema's stated range: a built-in dataset's documented one, the profile's
 `data.ranges`, or a binned column's bin span; else the training rows' min and max), for a categorical one
-the known categories. Columns whose raw values must not leave the load stage (masked by the privacy policy,
-or sensitive) get no range taken from the data: their training min and max would be values of such a
-column. A rule names the column and the rule, never a value.
+the known categories. Columns whose raw values must not leave the load stage (`protected_columns` of
+humane.privacy.policy: masked, sensitive, kept or date-derived) get no range and no category set taken from the
+data: their training min and max, or their values, would be values of such a column (the validation report
+holds no value set learned from their data either). A rule names the column and the rule, never a value.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def fit_domain(
         grouped: Columns whose rare categories the privacy policy groups into "Other": any value the schema
             lists is known (the policy maps it to a group the model saw); values the schema does not list
             (rare in training, or never seen) are unseen.
-        protected: Columns whose values must not be shipped (masked or sensitive): no range from the data.
+        protected: Columns whose raw values never leave the load stage (humane.privacy.policy's
+            `protected_columns`): no range and no category set from the training rows.
 
     Returns:
         The domain; the known categories of an ungrouped column are the schema's values that the training

@@ -10,6 +10,7 @@ import hashlib
 import math
 import tempfile
 import warnings
+from collections.abc import Iterable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from humane.governance.serving import (
 )
 from humane.governance.store import StoreError, client, ensure_experiment, using_tracking_uri
 from humane.monitoring.reference import REFERENCE_ARTIFACT, MonitoredColumns, write_reference
-from humane.privacy.policy import FittedPolicy
+from humane.privacy.policy import OTHER, FittedPolicy
 
 MODEL_ARTIFACT = "model"
 DOMAIN_FILE = "domain.json"  # the served model's training-time domain, logged beside its other files
@@ -107,18 +108,21 @@ def serving_domain(paths: Paths, inputs: list[str], protected: set[str]) -> Doma
     """The model inputs' training-time domain: the validated schema (reports/validation.json) over the train pool.
 
     Ranges and category sets are the ones validation checked; what the schema does not state comes from the
-    train pool as the load stage wrote it (data/interim/train.parquet), except for `protected` columns, whose
-    values are never shipped.
+    train pool as the load stage wrote it (data/interim/train.parquet), except for `protected` columns
+    (`humane.privacy.policy.protected_columns`), whose values are never shipped: the report holds no value set
+    learned from their data, so a protected column has none, but for a column whose rare categories the policy
+    groups: its known categories are the policy's kept ones and "Other" (the policy ships them already).
     """
     schema = io.read_json(paths.validation_report)["schema"]
     policy = FittedPolicy.from_dict(io.read_json(paths.privacy_policy))
+    grouped = {c: [*kept, OTHER] for c, kept in policy.kept_categories.items() if c not in schema["categories"]}
     train = pd.read_parquet(paths.interim_train, columns=inputs)
     return fit_domain(
         train,
         numeric=[c for c in inputs if c in schema["numeric"]],
         categorical=[c for c in inputs if c in schema["categorical"]],
         ranges={c: (lo, hi) for c, (lo, hi) in schema["ranges"].items()},
-        categories=schema["categories"],
+        categories={**schema["categories"], **grouped},
         grouped=list(policy.kept_categories),
         protected=protected,
     )
@@ -177,6 +181,21 @@ def distinct_values(frame: pd.DataFrame) -> pd.DataFrame:
                          for column, values in uniques.items()})  # fmt: skip
 
 
+def numbered_features(frame: pd.DataFrame, protected: set[str]) -> pd.DataFrame:
+    """The processed frame with the one-hot features of a protected column numbered, not named by their value.
+
+    A one-hot feature is named `cat__<column>_<value>` (humane.modeling.features): the dataset schema MLflow
+    records would otherwise list the values of a protected categorical input. The numbers follow the columns'
+    order; the rows and types are unchanged.
+    """
+    names: dict[str, str] = {}
+    for column in sorted(protected, key=len, reverse=True):  # "a_b" before "a": the longer prefix wins
+        prefix = f"cat__{column}_"
+        features = [c for c in frame.columns if str(c).startswith(prefix) and c not in names]
+        names.update({c: f"{prefix}<category {i + 1}>" for i, c in enumerate(features)})
+    return frame.rename(columns=names)
+
+
 def summarized_dataset(frame: pd.DataFrame, source: str, name: str, digest: str) -> Any:
     """An MLflow dataset input for `frame`: its schema, row and element counts, and `digest`; no rows are logged.
 
@@ -206,9 +225,13 @@ def find_run(mlflow_client: Any, experiment_id: str, key: str) -> tuple[Any | No
     return (complete[0] if complete else None), [r for r in runs if r not in complete]
 
 
-def log_run(paths: Paths, experiment: str, threshold: float, protected: list[str], ctx: RunContext,
+def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable[str], ctx: RunContext,
             monitored: MonitoredColumns | None = None) -> dict[str, str]:  # fmt: skip
     """Log the workspace's pipeline state as one MLflow run (or find the one already logged); its ids.
+
+    `protected` are the columns whose raw values never leave the load stage (`protected_columns(...).all` of
+    humane.privacy.policy; the fitted policy's masked columns are added): the served model's domain and input
+    example hold no value of them, and the dataset inputs name their one-hot features by number.
 
     With `monitored`, the run also holds the model's monitoring reference (humane.monitoring.reference): the
     test rows as the model read them, with their sensitive columns, label and scores. The track stage always
@@ -239,7 +262,7 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: list[str
     validation = io.read_json(paths.validation_report)
     fairness = io.read_json(paths.fairness)
     privacy, membership = io.read_json(paths.privacy_report), io.read_json(paths.membership_report)
-    masked = {*FittedPolicy.from_dict(io.read_json(paths.privacy_policy)).masked_columns, *protected}
+    masked = {*FittedPolicy.from_dict(io.read_json(paths.privacy_policy)).masked_columns, *map(str, protected)}
 
     with (
         using_tracking_uri(uri),
@@ -278,8 +301,8 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: list[str
         mlflow.log_artifacts(str(paths.validation_docs), artifact_path="reports/validation_docs")
         # Dataset inputs: schema and row count only (no rows), with the DVC md5 as the digest.
         for path, context in ((paths.processed_train, "training"), (paths.processed_test, "test")):
-            dataset = summarized_dataset(pd.read_parquet(path), str(path.relative_to(paths.root)), path.stem,
-                                         md5_of(path))  # fmt: skip
+            frame = numbered_features(pd.read_parquet(path), masked)
+            dataset = summarized_dataset(frame, str(path.relative_to(paths.root)), path.stem, md5_of(path))
             mlflow.log_input(dataset, context=context)
         info = log_serving_model(paths, threshold, masked)
         if monitored is not None:

@@ -2,10 +2,11 @@
 
 Reference and batch share one shape (`monitored_frame`): the served model's input columns after the privacy
 policy (binned, capped, rare categories grouped; never a pseudonymized or dropped column, nor one kept although
-it looks identifying (privacy.keep) or derived from a date (data.dates)), the sensitive
-columns as `__sensitive__<feature>` (after the policy too), the label as 0/1 in `__label__` when known, and the
-model's probability and decision. Drift then compares like with like, and the group metrics of
-humane.fairness.metrics read both directly.
+it looks identifying (privacy.keep) or derived from a date (data.dates): the unmasked columns of
+`humane.privacy.policy.protected_columns`), the sensitive columns as `__sensitive__<feature>` (after the policy
+too; in the reference a group too small to judge is not named, see `reference_frame`), the label as 0/1 in
+`__label__` when known, and the model's probability and decision. Drift then compares like with like, and the
+group metrics of humane.fairness.metrics read both directly.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import pandas as pd
 from humane.core.errors import DataError
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.governance.serving import DECISION, DOMAIN_RULES, OUT_OF_DOMAIN, PROBABILITY
-from humane.privacy.policy import FittedPolicy, apply_policy
+from humane.privacy.policy import FittedPolicy, apply_policy, protected_columns
 
 # Where the reference lives among the champion's run artifacts (logged by the track stage).
+# The reference's name for a sensitive group too small to judge: its own name would describe a few people.
+SMALL_GROUP = "<withheld group>"
 REFERENCE_ARTIFACT = "monitoring/reference.parquet"
 PROBABILITY_COLUMN, DECISION_COLUMN = "__probability__", "__decision__"
 
@@ -36,12 +39,16 @@ class MonitoredColumns:
     # Inputs never stored row by row (kept although they look identifying, date-derived): the reference and the
     # batch frame leave them out, and their drift is not measured (the report says so).
     withheld: tuple[str, ...] = ()
+    # A sensitive group with fewer reference rows than this is not named in the reference (audit.min_group_size:
+    # the audit judges no smaller group, so the monitoring compares none).
+    min_group_rows: int = 0
 
     @staticmethod
     def of(params: Any) -> MonitoredColumns:
-        """From params: the sensitive features, the label, and privacy.keep and data.dates withheld."""
-        withheld = tuple(dict.fromkeys([*params.privacy.keep, *params.data.dates]))
-        return MonitoredColumns(list(params.data.sensitive_features), params.data.target, withheld)
+        """From params: the sensitive features, the label, the unmasked protected columns withheld, the group size."""
+        withheld = tuple(sorted(protected_columns(params.privacy, params.data).unmasked))
+        sensitive, size = list(params.data.sensitive_features), params.audit.min_group_size
+        return MonitoredColumns(sensitive, params.data.target, withheld, size)
 
 
 def positive_indicator(labels: pd.Series, positive: Any, known: list[Any], name: str) -> pd.Series:
@@ -92,6 +99,10 @@ def reference_frame(model: Any, test: pd.DataFrame, inputs: list[str], columns: 
         inputs: The model's raw input columns.
         columns: The sensitive features and the label column.
 
+    Returns:
+        The monitored frame; a sensitive group with fewer rows than `columns.min_group_rows` is named
+        SMALL_GROUP (too small to judge, so the monitoring compares no figure of it).
+
     """
     missing = [c for c in [*inputs, *columns.sensitive, columns.target] if c not in test]
     if missing:
@@ -99,8 +110,14 @@ def reference_frame(model: Any, test: pd.DataFrame, inputs: list[str], columns: 
     request = test[list(dict.fromkeys([*inputs, *model.needs_sensitive]))]
     scores = model.predict(None, request)
     labels = list(model.preprocessor.labels)
-    return monitored_frame(test, scores, model.policy, inputs, columns, model.preprocessor.positive_label, labels,
-                           "test rows")  # fmt: skip
+    positive = model.preprocessor.positive_label
+    frame = monitored_frame(test, scores, model.policy, inputs, columns, positive, labels, "test rows")
+    for feature in columns.sensitive:
+        groups = frame[f"{SENSITIVE_PREFIX}{feature}"]
+        counts = groups.value_counts()
+        small = groups.isin(counts[counts < columns.min_group_rows].index)
+        frame[f"{SENSITIVE_PREFIX}{feature}"] = groups.astype("object").where(~small, SMALL_GROUP)
+    return frame
 
 
 def domain_shares(scores: pd.DataFrame, separator: str) -> dict[str, Any]:

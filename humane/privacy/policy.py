@@ -10,12 +10,14 @@ import os
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pandas as pd
 
-from humane.core.errors import ConfigError, DataError
-from humane.core.params import PrivacyParams
+from humane.core.errors import ConfigError, DataError, ServerUnavailable
+from humane.core.params import DataParams, PrivacyParams
+from humane.core.paths import Paths
 
 OTHER = "Other"  # the category that rare values are grouped into
 WITHHELD = "values withheld: the column is masked by the privacy policy"  # errors never quote a masked column's values
@@ -85,12 +87,38 @@ def pseudonym_key(params: PrivacyParams) -> bytes | None:
 
 
 def _secret_block(name: str) -> str | None:
-    try:
-        from prefect.blocks.system import Secret
+    """The value of the Prefect Secret block `name`; None when the Prefect API says there is no such block.
 
+    Raises:
+        ServerUnavailable: The Prefect API could not be asked (unreachable, or an error): the message names the
+            block and PREFECT_API_URL, and is distinct from "no key is set".
+        ConfigError: The block exists but cannot be read as a Secret.
+
+    """
+    import httpx
+    from prefect.blocks.system import Secret
+    from prefect.exceptions import ObjectNotFound, PrefectException
+    from prefect.settings import PREFECT_API_URL
+
+    try:
         return Secret.load(name).get()
-    except (ValueError, ImportError, RuntimeError, OSError):
-        return None  # no such block, or no Prefect API to ask: the caller names both places to put the key
+    except ValueError as err:
+        if isinstance(err.__cause__, ObjectNotFound):
+            return None  # the caller names both places to put the key
+        raise ConfigError(f"privacy.key_block: Prefect block {name!r} is not a readable Secret: {err}") from None
+    except (httpx.HTTPError, PrefectException, OSError, RuntimeError) as err:  # the API's failure, not "no key"
+        raise ServerUnavailable(
+            f"privacy.key_block: cannot read the Prefect Secret block {name!r}: the Prefect API at PREFECT_API_URL="
+            f"{_without_credentials(PREFECT_API_URL.value())} did not answer ({type(err).__name__}: {err})"
+        ) from None
+
+
+def _without_credentials(url: str | None) -> str:
+    """A URL as it may be printed: any user and password it embeds left out."""
+    if not url:
+        return "(unset)"
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def canonical_text(value: Any) -> str | None:
@@ -143,6 +171,69 @@ def absent_columns(params: PrivacyParams, pool: pd.DataFrame) -> list[str]:
     """Policy columns this data does not have (the policy written for one dataset, run on another)."""
     named = [*params.drop, *params.keep, *params.bins, *params.top_code, *params.group_rare, *params.quasi_identifiers]
     return sorted({c for c in named if c not in pool})
+
+
+@dataclass(frozen=True)
+class ProtectedColumns:
+    """The columns whose raw values never leave the load stage, by kind (see `protected_columns`).
+
+    No report, store, log or error message quotes a raw value of any of them, and no schema written outside
+    the load stage lists the values it learned from their data; counts and sizes are reported instead.
+
+    Attributes:
+        masked: Dropped, pseudonymized or generalised (binned, top-coded, rare groups merged) by the policy.
+        sensitive: The sensitive features (their groups are named in aggregates only, by the audits).
+        kept: Kept on purpose although they look identifying (privacy.keep): stored as loaded.
+        dates: Date columns (data.dates): the values derived from them are a person's dates.
+
+    """
+
+    masked: frozenset[str]
+    sensitive: frozenset[str]
+    kept: frozenset[str]
+    dates: frozenset[str]
+
+    @property
+    def all(self) -> frozenset[str]:
+        """Every protected column, whatever its kind."""
+        return self.masked | self.sensitive | self.kept | self.dates
+
+    @property
+    def unmasked(self) -> frozenset[str]:
+        """Kept and date-derived columns: stored as loaded (not generalised) and not needed to audit groups."""
+        return (self.kept | self.dates) - self.sensitive
+
+
+def protected_columns(
+    privacy: PrivacyParams, data: DataParams, fitted: dict[str, Any] | None = None
+) -> ProtectedColumns:
+    """The one definition of the columns whose raw values never leave the load stage.
+
+    Args:
+        privacy: The privacy section: drop, pseudonymize, bins, top_code and group_rare mask; keep keeps.
+        data: The data section: its sensitive features and its date columns (data.dates).
+        fitted: The fitted policy as the load stage wrote it (`FittedPolicy.to_dict`), when there is one: its
+            columns are added (a policy written by another run of the parameters still protects its own).
+
+    Raises:
+        DataError: `fitted` has an unknown or missing rule: a rule that cannot be read could be a column left
+            unprotected, so this fails closed.
+
+    """
+    masked = {*privacy.drop, *privacy.pseudonymize, *privacy.bins, *privacy.top_code, *privacy.group_rare}
+    if fitted is not None:
+        try:
+            masked |= set(FittedPolicy.from_dict(fitted).masked_columns)
+        except TypeError as err:
+            raise DataError(
+                f"{Paths.privacy_policy}: not a fitted privacy policy (expected the keys drop, pseudonymize, bins, "
+                f"top_code, kept_categories): {err}"
+            ) from None
+    return ProtectedColumns(_names(masked), _names(data.sensitive_features), _names(privacy.keep), _names(data.dates))
+
+
+def _names(columns: Any) -> frozenset[str]:
+    return frozenset(str(c) for c in columns)
 
 
 def fit_policy(params: PrivacyParams, pool: pd.DataFrame) -> FittedPolicy:
