@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from humane.governance.registry import (
     CHAMPION,
     DECISION_JSON_TAG,
     DECISION_TAG,
+    MANIFEST_TAG,
     METRIC_TAG,
     PASSED,
     REJECTED_BY_POLICY,
@@ -36,11 +38,16 @@ from humane.governance.registry import (
     Champion,
     champion_of,
     current_champion,
+    discarded_on_failure,
+    download_model,
+    manifest_tag,
     promotion_lock,
     register_version,
     set_alias,
     set_description,
     set_tags,
+    verified_model_files,
+    verify_manifest,
     version_of_run,
 )  # fmt: skip
 from humane.governance.rescoring import rescore
@@ -146,9 +153,12 @@ def decision_basis(params: Params, candidate: dict[str, float], test_md5: str) -
     return digest.hexdigest()[:32]
 
 
-def judge(params: Params, paths: Paths, candidate: dict[str, float], reference: Any, name: str, record: dict,
+def judge(params: Params, paths: Paths, candidate: dict[str, float], reference: Any, name: str, uri: str,
           test_md5: str) -> Decision:  # fmt: skip
-    """Decide against `reference` (a Champion or None), re-scored on the candidate's test rows where possible."""
+    """Decide against `reference` (a Champion or None), re-scored on the candidate's test rows where possible.
+
+    The champion is loaded (its served code run) only from its files checked against its registered manifest.
+    """
     import pandas as pd
 
     policy = policy_of(params)
@@ -158,10 +168,12 @@ def judge(params: Params, paths: Paths, candidate: dict[str, float], reference: 
     from humane.modeling.features import load_preprocessor
 
     pre = load_preprocessor(paths.preprocessor)
-    rescored = rescore(reference, f"models:/{name}/{reference.version}", pd.read_parquet(paths.interim_test),
-                       pd.read_parquet(paths.processed_test), params.data.sensitive_features, params.audit,
-                       params.evaluate.calibration_bins, io.read_json(paths.privacy_policy),
-                       (pre.labels, pre.positive_label))  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="humane-champion-") as tmp:
+        folder = verified_model_files(uri, name, reference.version, Path(tmp))
+        rescored = rescore(reference, str(folder), pd.read_parquet(paths.interim_test),
+                           pd.read_parquet(paths.processed_test), params.data.sensitive_features, params.audit,
+                           params.evaluate.calibration_bins, io.read_json(paths.privacy_policy),
+                           (pre.labels, pre.positive_label))  # fmt: skip
     if rescored.champion is None:
         return decide(policy, candidate, reference, notes=warned + rescored.notes, change_skipped=rescored.skipped,
                       test_md5={"candidate": test_md5, "champion": reference.test_md5})  # fmt: skip
@@ -230,11 +242,18 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         signed = decided_entry(approvals.trail_for(ctx.tracking_uri, ctx.project), name, version, before, full_basis)
         card = model_card(params, decision, version, facts, signed=outcome_text(signed) if signed else None)
         tags = {**version_tags(decision, candidate, facts), BASIS_TAG: full_basis}
-        fresh_card = existing is None or waits
-        if fresh_card:  # the card a person will be shown; a retry keeps the hash of the one already shown
-            tags[CARD_MD5_TAG] = hashlib.md5(card.to_markdown().encode()).hexdigest()
-        set_tags(mlflow_client, name, version, tags)
-        set_description(mlflow_client, name, version, card.to_markdown())
+        # Until the version holds its files' manifest, its card and its tags, a failure (a full artifact store, a
+        # server gone) takes back a version this attempt created (local mode; in team mode it stays, untagged and
+        # without an alias, for the rerun to complete).
+        with discarded_on_failure(mlflow_client, name, version, existing is None and not team):
+            tags.update(record_manifest(mlflow_client, ctx.tracking_uri, name, version, team))
+            fresh_card = existing is None or waits or not card_logged(ctx.tracking_uri, record["run_id"], before)
+            if fresh_card:  # the card a person will be shown; a retry keeps the hash of the one already shown
+                # Logged before the tag naming it: an attempt that dies in between leaves no hash of a missing file.
+                log_registered_card(ctx.tracking_uri, record["run_id"], card.to_markdown())
+                tags[CARD_MD5_TAG] = hashlib.md5(card.to_markdown().encode()).hexdigest()
+            set_tags(mlflow_client, name, version, tags)
+            set_description(mlflow_client, name, version, card.to_markdown())
         set_alias(mlflow_client, name, CHALLENGER, version)
         if require:
             request(ctx, params, name, version, team)
@@ -242,7 +261,7 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
             promote_without_signoff(ctx, mlflow_client, name, version, decision.passed, champion_now)
         approval = signoff.read_version(mlflow_client, name, version).tags.get(APPROVAL_TAG)
         is_champion = (current_champion(mlflow_client, name) or NO_CHAMPION).version == version
-    record_outputs(paths, ctx, record["run_id"], name, version, decision, card, fresh_card)
+    record_outputs(paths, ctx, record["run_id"], name, version, decision, card)
     result = {
         "model_name": name,
         "version": version,
@@ -284,7 +303,7 @@ def decide_once(
         replaced = existing.tags.get("decision.champion_version", "-")
         reference = None if replaced == "-" else champion_of(client(ctx.tracking_uri), name, replaced)
     with using_tracking_uri(ctx.tracking_uri):
-        return judge(params, paths, candidate, reference, name, {}, test_md5)
+        return judge(params, paths, candidate, reference, name, ctx.tracking_uri, test_md5)
 
 
 def decided_entry(trail: Any, name: str, version: str, tags: dict[str, str], basis: str) -> dict[str, Any] | None:
@@ -337,7 +356,7 @@ def promote_without_signoff(
 
 
 def record_outputs(
-    paths: Paths, ctx: RunContext, run_id: str, name: str, version: str, decision: Decision, card: Any, fresh_card: bool
+    paths: Paths, ctx: RunContext, run_id: str, name: str, version: str, decision: Decision, card: Any
 ) -> None:
     """decision.json and the card files, here and in the run's artifacts."""
     import mlflow
@@ -348,8 +367,49 @@ def record_outputs(
     with using_tracking_uri(ctx.tracking_uri), mlflow.start_run(run_id=run_id):
         mlflow.log_artifact(str(paths.model_card_md), "model_card")
         mlflow.log_artifact(str(paths.model_card_html), "model_card")
-        if fresh_card:  # the card as registered, kept unchanged: what `card.md5` and the trail name
-            mlflow.log_text(card.to_markdown(), f"model_card/{REGISTERED_CARD}")
         mlflow.log_dict(decision.to_dict(), "reports/decision.json")
-        mlflow.set_tags({"gate.decision": "promoted" if decision.passed else "rejected",
+        mlflow.set_tags({"gate.decision": PASSED if decision.passed else REJECTED_BY_POLICY,
                          "registry.version": version, "registry.model": name})  # fmt: skip
+
+
+def record_manifest(mlflow_client: Any, uri: str, name: str, version: str, team: bool) -> dict[str, str]:
+    """The version's files checked against its manifest; the manifest tag to set where it is not recorded yet.
+
+    Local mode: the first attempt hashes the logged model's files (served code, weights, preprocessor, policy
+    JSON, ...) and returns the tag. Team mode: humane's server stamps it at CreateModelVersion (clients may not
+    set `humane.*` version tags), so it must be there already. A retry finds it and checks the files against it.
+    """
+    recorded = mlflow_client.get_model_version(name, version)
+    held = recorded.tags.get(MANIFEST_TAG)
+    with tempfile.TemporaryDirectory(prefix="humane-register-") as tmp:
+        folder = download_model(uri, str(recorded.source), Path(tmp))
+        if held is None and not team:
+            return {MANIFEST_TAG: manifest_tag(folder)}
+        verify_manifest(folder, held, f"{name} v{version}")
+    return {}
+
+
+def card_logged(uri: str, run_id: str, tags: dict[str, str]) -> bool:
+    """Whether the run holds the registered card that the version's `card.md5` names (False without the tag)."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    expected = tags.get(CARD_MD5_TAG)
+    if not expected:
+        return False
+    with tempfile.TemporaryDirectory(prefix="humane-card-") as tmp:
+        try:
+            path = download_artifacts(
+                run_id=run_id, artifact_path=f"model_card/{REGISTERED_CARD}", dst_path=tmp, tracking_uri=uri
+            )
+        except (MlflowException, OSError):  # not logged (the attempt died before): log it now
+            return False
+        return hashlib.md5(Path(path).read_bytes()).hexdigest() == expected
+
+
+def log_registered_card(uri: str, run_id: str, markdown: str) -> None:
+    """The card as registered, kept unchanged in the run: what `card.md5` and the trail name."""
+    import mlflow
+
+    with using_tracking_uri(uri), mlflow.start_run(run_id=run_id):
+        mlflow.log_text(markdown, f"model_card/{REGISTERED_CARD}")

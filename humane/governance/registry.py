@@ -7,21 +7,30 @@ is no champion; any other error is a StoreError, never "nothing there".
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from humane.core.errors import IntegrityFailed
 from humane.core.io import file_lock
-from humane.governance.store import StoreError
+from humane.governance.store import StoreError, client
+
+_log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 METRIC_TAG = "metric."  # version tags holding the metrics the gate compares against
 TEST_MD5_TAG = "test.md5"  # the test rows a version's recorded metrics were measured on
 TAG_LIMIT = 5000  # MLflow's size for a tag value
-DECISION_TAG = "decision"  # the automated decision: PASSED or REJECTED
-PASSED, REJECTED_BY_POLICY = "promoted", "rejected"  # its values ("promoted": passed every check of the policy)
+DECISION_TAG = "decision"  # the automated decision: PASSED or REJECTED_BY_POLICY
+PASSED, REJECTED_BY_POLICY = "passed", "rejected"  # its values: passed every check of the policy, or not
+LEGACY_PASSED = "promoted"  # what versions registered before the rename hold for PASSED (still read as passed)
+MANIFEST_TAG = "humane.files"  # JSON {file of the logged model: sha256}, recorded at registration
 DECISION_JSON_TAG = "decision.json"  # the whole decision, so that a retry can reuse it verbatim
 BASIS_TAG = "decision.basis"  # hash of policy, candidate metrics and gate code the decision was taken on
 DESCRIPTION_LIMIT = 5000  # MLflow's column size for a version description
@@ -138,6 +147,117 @@ def set_description(mlflow_client: Any, name: str, version: str, description: st
     mlflow_client.update_model_version(name, version, description=description)
 
 
+@contextmanager
+def discarded_on_failure(mlflow_client: Any, name: str, version: str, discard: bool) -> Iterator[None]:
+    """Delete the version `version` again if the block fails and `discard` (it was created by this attempt).
+
+    The block's error is the one raised; a version that cannot be deleted either (the store is gone) stays, without
+    tags or aliases, and the rerun finds and completes it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except BaseException:
+        if discard:
+            try:
+                mlflow_client.delete_model_version(name, version)
+            except (MlflowException, OSError) as err:  # the block's error says what failed; this one only adds to it
+                why = type(err).__name__
+                _log.warning("registry: %s v%s not taken back (%s); the rerun completes it", name, version, why)
+        raise
+
+
 def set_alias(mlflow_client: Any, name: str, alias: str, version: str) -> None:
     """Point `alias` at `version`."""
     mlflow_client.set_registered_model_alias(name, alias, version)
+
+
+def decision_passed(tags: dict[str, str]) -> bool:
+    """Whether a version's recorded automated decision passed (the value before the rename counts too)."""
+    return tags.get(DECISION_TAG) in (PASSED, LEGACY_PASSED)
+
+
+def file_manifest(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, keyed by its POSIX path relative to it."""
+    manifest = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        manifest[path.relative_to(folder).as_posix()] = digest.hexdigest()
+    return manifest
+
+
+def download_model(uri: str, model_uri: str, dst: Path) -> Path:
+    """The logged model's files (MLmodel, served code, weights, preprocessor, policy ...) in a local folder."""
+    from mlflow.artifacts import download_artifacts
+
+    from humane.governance.store import using_tracking_uri
+
+    try:
+        with using_tracking_uri(uri):  # `models:/m-<id>` is resolved on the fluent API's store
+            return Path(download_artifacts(artifact_uri=model_uri, dst_path=str(dst), tracking_uri=uri))
+    except Exception as err:
+        raise StoreError(f"registry: cannot read the files of {model_uri}: {type(err).__name__}: {err}") from err
+
+
+def manifest_tag(folder: Path) -> str:
+    """The manifest of a logged model's folder as the version tag's value."""
+    return json.dumps(file_manifest(folder), sort_keys=True, separators=(",", ":"))
+
+
+def verify_manifest(folder: Path, recorded: str | None, what: str) -> None:
+    """IntegrityFailed naming the first file of `folder` that differs from the recorded manifest, or its lack."""
+    if not recorded:
+        raise IntegrityFailed(
+            f"{what}: no manifest of its files was recorded at registration (version tag {MANIFEST_TAG}); "
+            "nothing of it is loaded: register the run again"
+        )
+    try:
+        expected = json.loads(recorded)
+    except ValueError:
+        raise IntegrityFailed(
+            f"{what}: its recorded manifest ({MANIFEST_TAG}) is not JSON; nothing is loaded"
+        ) from None
+    found = file_manifest(folder)
+    for name in sorted(set(expected) | set(found)):
+        if name not in found:
+            problem = "is missing"
+        elif name not in expected:
+            problem = "was added after registration"
+        elif found[name] != expected[name]:
+            problem = f"changed after registration (sha256 {found[name][:12]}…, registered {expected[name][:12]}…)"
+        else:
+            continue
+        raise IntegrityFailed(f"{what}: file {name} {problem}; nothing of it is loaded or run")
+
+
+def verified_model_files(uri: str, name: str, version: str, dst: Path) -> Path:
+    """The version's logged model downloaded to `dst` and checked file by file against its manifest.
+
+    Load from the returned folder (never from the store again), so that what runs is what was checked.
+    """
+    try:
+        record = client(uri).get_model_version(name, version)
+    except Exception as err:
+        raise StoreError(f"registry: cannot read {name} v{version}: {err}") from err
+    folder = download_model(uri, str(record.source), dst)
+    verify_manifest(folder, record.tags.get(MANIFEST_TAG), f"{name} v{version}")
+    return folder
+
+
+def load_verified(uri: str, name: str, version: str) -> Any:
+    """The version's pyfunc, loaded from its files once they match the manifest recorded at registration.
+
+    Loading a "models from code" pyfunc runs its served_model.py: nothing runs before every file verifies.
+    """
+    import mlflow.pyfunc
+
+    from humane.governance.store import using_tracking_uri
+
+    with tempfile.TemporaryDirectory(prefix="humane-verified-") as tmp:
+        folder = verified_model_files(uri, name, version, Path(tmp))
+        with using_tracking_uri(uri):
+            return mlflow.pyfunc.load_model(str(folder))

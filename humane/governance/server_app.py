@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from humane.core.errors import HumaneError
-from humane.governance import signoff, trail_db
+from humane.governance import registry, signoff, trail_db
 from humane.governance.identity import MLFLOW_SERVER, Actor
 from humane.governance.registry import CHAMPION
 from humane.governance.trail_db import DbTrail, LockBusy
@@ -498,6 +498,35 @@ def _stamp_version(version: dict[str, Any], user: str) -> None:
         version["name"], version["version"], ModelVersionTag(REGISTERED_BY_TAG, user)
     )
     _put_tag(version.setdefault("tags", []), REGISTERED_BY_TAG, user)
+    manifest = _files_manifest(version)  # what registration recorded, out of every client's reach (humane.*)
+    if manifest is None:  # not registered from a logged model: nothing to hash, and it never verifies
+        return
+    _get_model_registry_store().set_model_version_tag(
+        version["name"], version["version"], ModelVersionTag(registry.MANIFEST_TAG, manifest)
+    )
+    _put_tag(version["tags"], registry.MANIFEST_TAG, manifest)
+
+
+def _files_manifest(version: dict[str, Any]) -> str | None:
+    """The manifest (humane.governance.registry) of the logged model a new version is registered from, if any."""
+    import tempfile
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from mlflow.server.handlers import _get_artifact_repo_mlflow_artifacts, _get_tracking_store
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    source = str(version.get("source", ""))
+    model_id = version.get("model_id") or (source.removeprefix("models:/") if source.startswith("models:/m-") else "")
+    if not model_id:
+        return None
+    location = _get_tracking_store().get_logged_model(model_id).artifact_location
+    if location.startswith("mlflow-artifacts:"):
+        repo, path = _get_artifact_repo_mlflow_artifacts(), urlsplit(location).path.lstrip("/")
+    else:
+        repo, path = get_artifact_repository(location), ""
+    with tempfile.TemporaryDirectory(prefix="humane-manifest-") as tmp:
+        return registry.manifest_tag(Path(repo.download_artifacts(path, tmp)))
 
 
 def _put_tag(tags: list[dict[str, str]], key: str, value: str) -> None:

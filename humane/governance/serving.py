@@ -220,15 +220,19 @@ def champion_uri(
 def load_champion(
     name: str, project: Path | None = None, uri: str | None = None, require_signoff: bool | None = None
 ) -> Any:
-    """The verified champion's pyfunc (`champion_uri`), loaded by its version number from the store."""
+    """The verified champion's pyfunc (`champion_uri`), loaded by its version number from the store.
+
+    Its files are downloaded and checked against the manifest recorded at registration before anything of it
+    is loaded or run (humane.governance.registry.load_verified); a changed file is refused by name
+    (IntegrityFailed, exit 12).
+    """
     from humane.core.context import RunContext
-    from humane.governance.store import using_tracking_uri
+    from humane.governance.registry import load_verified
 
     project = Path.cwd() if project is None else Path(project)
     uri = uri or RunContext(project).tracking_uri
-    model_uri = champion_uri(name, project, uri, require_signoff)
-    with using_tracking_uri(uri):
-        return mlflow.pyfunc.load_model(model_uri)
+    version = champion_uri(name, project, uri, require_signoff).rsplit("/", 1)[1]
+    return load_verified(uri, name, version)
 
 
 def _requires_approval(project: Path) -> bool:

@@ -37,11 +37,11 @@ from humane.governance.registry import (
     CHAMPION,
     DECISION_JSON_TAG,
     DECISION_TAG,
-    PASSED,
     TAG_LIMIT,
     Champion,
     champion_of,
     current_champion,
+    decision_passed,
     set_description,
     set_tags,
 )
@@ -109,7 +109,7 @@ def check_passed(name: str, version: str, tags: dict[str, str], run_metrics: dic
     passed, every check's verdict follows from its own figures, none failed, and (given the run's logged
     metrics) every figure the run logged is the figure the check judged.
     """
-    if tags.get(DECISION_TAG) != PASSED:
+    if not decision_passed(tags):
         raise SignOffError(
             f"{name} v{version} failed the automated checks ({tags.get('decision.reasons', '?')}); "
             "a candidate that failed them cannot be approved or become champion"
@@ -269,7 +269,7 @@ def request_signoff(
     withdrawn = withdraw_redecided(mlflow_client, trail, name, record, champion, actor, channel, may_withdraw)
     if withdrawn is not None:
         champion = None
-    if tags.get(DECISION_TAG) != PASSED or tags.get(APPROVAL_TAG) == REJECTED:
+    if not decision_passed(tags) or tags.get(APPROVAL_TAG) == REJECTED:
         return {"pending": None, "withdrawn": withdrawn}
     if tags.get(APPROVAL_TAG) in (PENDING, APPROVED) and tags.get(APPROVAL_BASIS_TAG) == tags.get(BASIS_TAG):
         return {"pending": None, "withdrawn": withdrawn}

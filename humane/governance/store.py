@@ -158,10 +158,11 @@ def server_calls(uri: str) -> Iterator[None]:
     Sets MLflow's MLFLOW_HTTP_REQUEST_* variables for the block only (restored after, so a long-lived process
     keeps its own), keeps urllib3's per-attempt retry warnings quiet, and turns a server that did not answer into
     ServerUnavailable and a refused login or permission into AccessRefused: one line each, naming the server
-    without credentials. A local store (SQLite, files) is used as is.
+    without credentials. For a local store (SQLite, files) only a full disk is translated (StoreError).
     """
     if not is_remote(uri):
-        yield
+        with full_store_errors():
+            yield
         return
     plan = retry_plan(retry_budget())
     saved = {name: os.environ.get(name) for name in plan.environment()}
@@ -170,8 +171,9 @@ def server_calls(uri: str) -> Iterator[None]:
     os.environ.update(plan.environment())
     pool_log.setLevel(logging.ERROR)
     try:
-        yield
-    except (ServerUnavailable, AccessRefused):
+        with full_store_errors():
+            yield
+    except (ServerUnavailable, AccessRefused, StoreError):
         raise
     except Exception as err:
         translated = server_error(err, uri, plan)
@@ -185,6 +187,22 @@ def server_calls(uri: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextmanager
+def full_store_errors() -> Iterator[None]:
+    """A full disk or quota under a local artifact store or database: StoreError naming the file, one line."""
+    import errno
+
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StoreError(
+            f"MLflow store: no space left writing {err.filename or 'its files'} ({os.strerror(err.errno)}): "
+            "free space and rerun (the rerun completes what this attempt began)"
+        ) from None
 
 
 def server_error(err: BaseException, uri: str, plan: RetryPlan) -> HumaneError | None:

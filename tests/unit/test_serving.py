@@ -310,3 +310,83 @@ def test_a_model_logged_without_a_domain_still_scores_unflagged(served):
     model = HumaneModel().load_files(0.5, policy, pre, network)  # no domain file, as models logged before
     scored = model.predict(None, rows.head(2).assign(age=[97, 40]))
     assert scored[PROBABILITY].notna().all() and not scored[OUT_OF_DOMAIN].any() and set(scored[DOMAIN_RULES]) == {""}
+
+
+# ---- the registered files: a manifest at registration, verified before anything is loaded ----
+
+
+def test_default_retry_budget_bounds_every_attempt_and_wait_within_30_s():
+    from humane.governance.store import DEFAULT_RETRY_S, retry_budget, retry_plan
+
+    plan = retry_plan(retry_budget({}))
+    assert plan.budget_s == DEFAULT_RETRY_S == 30 and plan.worst_case_s <= 30 and plan.retries >= 1
+    assert all(retry_plan(b).worst_case_s <= b for b in range(4, 600))
+    assert plan.environment()["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == str(plan.retries)
+
+
+def test_a_bad_retry_setting_is_named():
+    from humane.core.errors import ConfigError
+    from humane.governance.store import retry_budget
+
+    for raw in ("soon", "2", "-1"):
+        with pytest.raises(ConfigError, match=f"HUMANE_SERVER_RETRY_S='{raw}'"):
+            retry_budget({"HUMANE_SERVER_RETRY_S": raw})
+
+
+def test_a_server_is_named_without_its_credentials():
+    from humane.governance.store import safe_uri
+
+    assert safe_uri("https://tina:s3cret@mlflow.example:5000/x") == "https://mlflow.example:5000/x"
+    assert safe_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+
+
+def test_a_manifest_names_the_missing_added_or_changed_file(tmp_path):
+    from humane.core.errors import IntegrityFailed
+    from humane.governance.registry import manifest_tag, verify_manifest
+
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts/model.pt").write_bytes(b"weights")
+    (tmp_path / "served_model.py").write_text("print('served')\n")
+    recorded = manifest_tag(tmp_path)
+    verify_manifest(tmp_path, recorded, "m v1")
+    (tmp_path / "artifacts/model.pt").write_bytes(b"other weights")
+    with pytest.raises(IntegrityFailed, match=r"file artifacts/model.pt changed after registration"):
+        verify_manifest(tmp_path, recorded, "m v1")
+    (tmp_path / "artifacts/model.pt").unlink()
+    with pytest.raises(IntegrityFailed, match=r"file artifacts/model.pt is missing"):
+        verify_manifest(tmp_path, recorded, "m v1")
+    (tmp_path / "artifacts/model.pt").write_bytes(b"weights")
+    (tmp_path / "extra.py").write_text("x = 1\n")
+    with pytest.raises(IntegrityFailed, match=r"file extra.py was added after registration"):
+        verify_manifest(tmp_path, recorded, "m v1")
+    with pytest.raises(IntegrityFailed, match="no manifest of its files was recorded"):
+        verify_manifest(tmp_path, None, "m v1")
+
+
+def test_a_tampered_registered_file_is_refused_by_name_before_its_code_runs(served):
+    """Registered in the fixture's real SQLite store; one file changed in the artifact store afterwards."""
+    import yaml
+
+    from humane.core.errors import IntegrityFailed
+    from humane.governance.promotion import record_manifest
+    from humane.governance.registry import load_verified, register_version, set_tags
+    from humane.governance.store import client, using_tracking_uri
+
+    _, local, rows = served
+    root = next(p for p in local.parents if (p / "mlflow.db").exists())
+    logged = yaml.safe_load((local / "MLmodel").read_text())
+    uri, name = f"sqlite:///{root}/mlflow.db", "humane-unit"
+    store = client(uri)
+    with using_tracking_uri(uri):  # the SQLite registry finds the logged model on the fluent API's store
+        version = register_version(store, name, f"models:/{logged['model_id']}", logged["run_id"])
+    set_tags(store, name, version, record_manifest(store, uri, name, version, team=False))
+    model = load_verified(uri, name, version)
+    assert len(model.predict(as_request(rows.head(3), model.metadata.get_input_schema()))) == 3
+
+    (stored,) = root.glob(f"mlartifacts/**/{logged['model_id']}/artifacts/served_model.py")
+    stored.write_text(stored.read_text() + "\nraise SystemExit('the tampered code ran')\n")
+    for load in (lambda: load_verified(uri, name, version), lambda: record_manifest(store, uri, name, version, False)):
+        with pytest.raises(
+            IntegrityFailed, match=rf"{name} v{version}: file served_model.py changed after registration"
+        ):
+            load()
