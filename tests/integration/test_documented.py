@@ -1,0 +1,471 @@
+"""Documented means tested: every shell command the README and docs/*.md show is run by a named test.
+
+A documented command is a line of a ```bash / ```sh / ```shell / ```console block (comments dropped, backslash
+continuations and multi-line quotes joined, whitespace collapsed; a console block's `$ ` lines only), or a command
+shown in backticks on a line of its own (README's DP-SGD example). YAML and other blocks are not commands.
+
+REGISTRY maps each one to the tests that run it and the command's distinctive part (tokens found in the command
+and in each test's source, or in the source of a helper function of the test's module that the test calls). A
+`make` command whose tests run the target's recipe rather than `make` itself says so (`recipe=True`: the tokens
+are then looked for in that recipe in the Makefile). A command that no test can run says why (`Exempt`), never
+silently. A new documented command fails `test_every_documented_command_is_in_the_registry` with its text.
+
+The last tests here run the commands no other test ran, on the sample data with the documented settings.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run, tracked_runs
+
+SHELL_BLOCKS = {"bash", "sh", "shell", "console"}
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
+DISPLAYED = re.compile(r"^\s*`([^`]+)`\s*$", re.M)  # a command in backticks on a line of its own
+MAKE = ["make", "-o", ".venv/.installed"]  # the venv is the suite's own (linked in): `setup` is not remade
+
+
+@dataclass(frozen=True)
+class Covered:
+    """The tests that run a documented command; `part`: its distinctive tokens, in the command and each test."""
+
+    part: tuple[str, ...]
+    nodes: tuple[str, ...]
+    recipe: bool = False  # a `make` command: the tests run its recipe, which holds the tokens
+
+
+@dataclass(frozen=True)
+class Exempt:
+    """A documented command that no test runs, and why."""
+
+    reason: str
+
+
+DOC = "tests/integration/test_documented.py::"
+PIPE = "tests/integration/test_dvc_pipeline.py::"
+FLOW = "tests/integration/test_prefect_flow.py::"
+SIGN = "tests/integration/test_signoff.py::"
+TEAM = "tests/team/test_team_signoff.py::"
+STACK = "tests/team/conftest.py::"
+MON = "tests/integration/test_monitoring.py::"
+
+TEAM_ENV = Exempt(
+    "sources the team stack's .team/team.env and an account's .env, which exist only under the session's team "
+    "stack (tests/team fixtures, not visible from tests/integration); tests/team/* use the same files' values through "
+    "team.stack's Layout (TeamStack.env) and run dvc repro with them, but not this shell line"
+)
+
+REGISTRY: dict[str, Covered | Exempt] = {
+    "make run": Covered(("make", "run"), (DOC + "test_make_run_make_test_and_the_activated_venv",)),
+    "make test": Covered(("make", "test"), (DOC + "test_make_run_make_test_and_the_activated_venv",)),
+    "source .venv/bin/activate": Covered(
+        ("source .venv/bin/activate",), (DOC + "test_make_run_make_test_and_the_activated_venv",)
+    ),
+    "export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false "
+    "DVC_NO_ANALYTICS=1 NML_DISABLE_USAGE_LOGGING=1": Covered(
+        ("export DO_NOT_TRACK=true",), (DOC + "test_make_run_make_test_and_the_activated_venv",)
+    ),
+    "dvc repro": Covered(("dvc", "repro"), (PIPE + "test_second_repro_does_nothing",)),
+    "dvc metrics show": Covered(("metrics", "show"), (PIPE + "test_repro_writes_every_artifact_and_is_clean",)),
+    "dvc plots show": Covered(("plots", "show"), (PIPE + "test_repro_writes_every_artifact_and_is_clean",)),
+    "dvc exp run -S train.lr=0.003": Covered(("dvc exp run -S",), (PIPE + "test_dvc_exp_run_with_set_param",)),
+    "dvc exp show": Covered(("dvc exp show",), (PIPE + "test_dvc_exp_run_with_set_param",)),
+    'python -m tasks.approve humane-adult 7 --approve --comment "gaps within policy; CIs checked"': Covered(
+        ("approve", "--approve", "--comment"),
+        (SIGN + "test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off",),
+    ),
+    'python -m tasks.approve humane-adult 7 --reject --comment "EO gap too close to the limit"': Covered(
+        ("approve", "--reject", "--comment"),
+        (SIGN + "test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off",),
+    ),
+    "python -m tasks.approve humane-adult 7 --export": Covered(
+        ("approve", "--export"),
+        (SIGN + "test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off",),
+    ),
+    'python -m tasks.rollback humane-adult --to 6 --comment "incident 42"': Covered(
+        ("rollback", "--to", "--comment"), (SIGN + "test_rollback_is_recorded_and_a_rerun_approval_never_repromotes",)
+    ),
+    "python -m tasks.trail verify": Covered(
+        ("trail", "verify"), (TEAM + "test_the_trainers_run_waits_and_only_a_reviewer_moves_champion",)
+    ),
+    'make approve MODEL=humane-adult VERSION=7 COMMENT="..."': Covered(
+        ("make", "approve", "MODEL=", "VERSION=", "COMMENT="), (DOC + "test_make_approve_reaches_the_sign_off",)
+    ),
+    "export MLFLOW_TRACKING_URI=sqlite:///mlflow.db": Covered(
+        ("MLFLOW_TRACKING_URI", "sqlite:///"), (DOC + "test_readme_serving_snippets_run_as_written",)
+    ),
+    'python -c " import pandas as pd from humane.governance.serving import as_request, load_champion model = '
+    "load_champion('humane-adult') # the verified champion, loaded by its version number rows = "
+    "pd.read_parquet('data/interim/test.parquet').head(3).drop(columns=['income']) print(model.predict(as_request("
+    'rows, model.metadata.get_input_schema())))"': Covered(
+        ("python -c",), (DOC + "test_readme_serving_snippets_run_as_written",)
+    ),
+    "uri=$(python -m humane.governance.serving humane-adult)": Covered(
+        ("python -m humane.governance.serving",), (DOC + "test_readme_serving_snippets_run_as_written",)
+    ),
+    'mlflow models serve -m "$uri" --env-manager local --host 127.0.0.1 --port 5001 &': Covered(
+        ("models serve -m", "--env-manager local"),
+        ("tests/integration/test_registry.py::test_champion_is_a_serving_ready_pyfunc",),
+    ),
+    "curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d '{\"dataframe_split\": "
+    '{"columns": ["age","workclass","education","education-num","marital-status","occupation","relationship", '
+    '"capital-gain","capital-loss","hours-per-week","native-country"], "data": [[52,"Self-emp-inc","Masters",14,'
+    '"Married-civ-spouse","Exec-managerial","Husband",15024,0,50,"United-States"]]}}\'': Covered(
+        ("/invocations", "dataframe_split"),
+        ("tests/integration/test_registry.py::test_champion_is_a_serving_ready_pyfunc",),
+    ),
+    "make ui": Covered(("make", "ui"), (DOC + "test_make_ui_serves_the_mlflow_ui",)),
+    "python -m flows.training": Covered(
+        ("flows.training",), (FLOW + "test_a_policy_override_is_refused_before_anything_runs",)
+    ),
+    "python -m flows.training train.lr=0.003": Covered(
+        ("flows.training", "train."), (FLOW + "test_overridden_runs_are_isolated_and_saved_as_experiments",)
+    ),
+    "prefect server start --host 127.0.0.1 --port 4200 &": Covered(
+        ("server", "start", "--host", "127.0.0.1", "--port"), ("tests/conftest.py::prefect_server",)
+    ),
+    "export PREFECT_API_URL=http://127.0.0.1:4200/api": Covered(
+        ("PREFECT_API_URL",), ("tests/conftest.py::prefect_server",)
+    ),
+    "prefect work-pool create humane-local --type process": Covered(
+        ("work-pool create humane-local --type process",), (FLOW + "test_deployment_runs_on_a_process_worker",)
+    ),
+    "prefect --no-prompt deploy --all": Covered(
+        ("--no-prompt deploy --all",), (FLOW + "test_deployment_runs_on_a_process_worker",)
+    ),
+    "prefect worker start --pool humane-local &": Covered(
+        ("worker start --pool humane-local",), (FLOW + "test_deployment_runs_on_a_process_worker",)
+    ),
+    "prefect deployment run 'training/adult' --watch": Covered(
+        ("deployment run", "training/adult", "--watch"), (FLOW + "test_deployment_runs_on_a_process_worker",)
+    ),
+    "prefect deployment run 'training/adult' -p overrides='{\"train.lr\": 0.003}' --watch": Covered(
+        ("deployment run", "training/adult", "-p", "overrides=", "--watch"),
+        (FLOW + "test_deployment_runs_on_a_process_worker",),
+    ),
+    "dvc exp apply prefect-<flow-run-name>-<id>": Covered(
+        ("exp apply", "prefect-"), (FLOW + "test_overridden_runs_are_isolated_and_saved_as_experiments",)
+    ),
+    "make batches": Covered(("make", "batches"), (DOC + "test_make_batches_and_make_profile",)),
+    "python -m flows.monitoring data/batches/in_distribution.csv": Covered(
+        ("data/batches/in_distribution.csv",),
+        (MON + "test_an_in_distribution_batch_completes_with_no_alert_and_is_recorded",),
+    ),
+    "python -m flows.monitoring data/batches/bias.csv 2026-05-01T06:00:00Z": Covered(
+        ("-m flows.monitoring data/batches/bias.csv",),
+        (MON + "test_the_bias_batch_raises_bias_degraded_naming_the_group",),
+    ),
+    'sed "s/TRAINING_DEPLOYMENT_ID/$(prefect deployment inspect training/adult -o json | jq -r .id)/" '
+    "automations/retrain_on_drift.yaml > /tmp/retrain_on_drift.yaml": Covered(
+        ("TRAINING_DEPLOYMENT_ID", "deployment inspect training/adult -o json", "jq -r .id", "retrain_on_drift.yaml"),
+        (DOC + "test_the_retraining_automation_is_created_as_documented",),
+    ),
+    "prefect automation create --from-file /tmp/retrain_on_drift.yaml": Covered(
+        ("automation create --from-file",), (DOC + "test_the_retraining_automation_is_created_as_documented",)
+    ),
+    "prefect deployment run monitoring/adult-monitoring -p batch=data/batches/shifted.csv --watch": Exempt(
+        "a scheduled monitoring deployment run needs a process worker, a champion and the shifted batch: the "
+        "monitoring flow itself on the same batches runs in tests/integration/test_monitoring.py and the deployment "
+        "path in test_prefect_flow.py::test_deployment_runs_on_a_process_worker; this exact line is not run"
+    ),
+    "make profile PROFILE=profiles/german.yaml": Covered(
+        ("make", "profile", "PROFILE=profiles/german.yaml"), (DOC + "test_make_batches_and_make_profile",)
+    ),
+    "make profile PROFILE=profiles/adult.yaml": Covered(
+        ("make", "profile", "PROFILE=profiles/adult.yaml"), (DOC + "test_make_batches_and_make_profile",)
+    ),
+    "make team-up && make team-bootstrap": Covered(("team.stack", "up"), (STACK + "_start",), recipe=True),
+    "set -a; . .team/team.env; . .team/accounts/alice.env; set +a && dvc repro": TEAM_ENV,
+    "make team-down": Covered(("team.stack", "down"), (STACK + "_stop",), recipe=True),
+    "dvc exp run -S train.dp.enabled=true -S train.dp.target_epsilon=3 -S train.batch_size=1024 -S train.lr=0.002 "
+    "-S train.max_epochs=10": Covered(("train.dp.enabled=true",), (DOC + "test_readme_dp_sgd_experiment_runs",)),
+    "make team-up": Covered(("team.stack", "up"), (STACK + "_start",), recipe=True),
+    "make team-bootstrap": Covered(("team.bootstrap", "--settings"), (STACK + "_start",), recipe=True),
+    "set -a; . .team/team.env; . .team/accounts/alice.env; set +a": TEAM_ENV,
+    'python -m tasks.approve humane-adult 7 --approve --comment "CIs checked"': Covered(
+        ("approve", "--approve", "--comment"),
+        (SIGN + "test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off",),
+    ),
+    'dvc remote add -d team "$HUMANE_DVC_REMOTE_URL"; dvc remote modify --local team keyfile "$HUMANE_DVC_KEYFILE"': (
+        Covered(("remote", "add", "-d"), (TEAM + "test_a_second_checkout_pulls_the_champions_exact_model",))
+    ),
+    "dvc push": Covered(("dvc", "push"), (TEAM + "test_a_second_checkout_pulls_the_champions_exact_model",)),
+}
+
+
+def _strip_comment(line: str, quote: str | None) -> tuple[str, str | None]:
+    """The line without its shell comment; `quote` is the quote still open from the line before (or None)."""
+    out, prev = [], " "
+    for ch in line:
+        if quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#" and prev.isspace():
+            break
+        out.append(ch)
+        prev = ch
+    return "".join(out).rstrip(), quote
+
+
+def block_commands(lang: str, body: str) -> list[str]:
+    """The commands of one fenced block: continuations and open quotes joined, whitespace collapsed."""
+    found, pending, quote = [], "", None
+    for raw in body.splitlines():
+        if lang == "console" and quote is None and not pending:
+            if not raw.startswith("$ "):
+                continue  # output, not a command
+            raw = raw[2:]
+        line, quote = _strip_comment(raw, quote)
+        if quote is None and line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        pending += line + (" " if quote else "")
+        if quote is None:
+            if pending.strip():
+                found.append(" ".join(pending.split()))
+            pending = ""
+    return found
+
+
+def documented_commands() -> dict[str, str]:
+    """Every documented command → where it is first shown (file name)."""
+    found: dict[str, str] = {}
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        for lang, body in FENCE.findall(text):
+            if lang in SHELL_BLOCKS:
+                for command in block_commands(lang, body):
+                    found.setdefault(command, path.name)
+        for command in DISPLAYED.findall(text):
+            found.setdefault(" ".join(command.split()), path.name)
+    return found
+
+
+@cache
+def _functions(path: str) -> dict[str, tuple[str, str]]:
+    """A module's functions (any depth): name → (source, its string literals in order, joined by spaces)."""
+    source = (ROOT / path).read_text()
+    out = {}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            literals = []
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                    literals.append((sub.lineno, sub.col_offset, sub.value))
+                elif isinstance(sub, ast.JoinedStr):
+                    text = "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in sub.values)
+                    literals.append((sub.lineno, sub.col_offset, text))
+            stream = " ".join(" ".join(v for *_, v in sorted(literals)).split())
+            out.setdefault(node.name, (ast.get_source_segment(source, node) or "", stream))
+    return out
+
+
+def node_text(node: str) -> str:
+    """The test's source and literals, and those of the module's functions it calls (transitively)."""
+    path, _, name = node.partition("::")
+    functions = _functions(path)
+    seen, todo, texts = set(), [name.split("[")[0]], []
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in functions:
+            continue
+        seen.add(current)
+        source, stream = functions[current]
+        texts += [source, stream]
+        todo += [n for n in functions if re.search(rf"\b{re.escape(n)}\(", source)]
+    return "\n".join(texts)
+
+
+def make_recipe(target: str) -> str:
+    """The recipe lines of a Makefile target."""
+    match = re.search(rf"^{re.escape(target)}:[^\n]*\n((?:\t[^\n]*\n)+)", (ROOT / "Makefile").read_text(), re.M)
+    assert match, f"Makefile has no target {target}"
+    return match.group(1)
+
+
+def test_every_documented_command_is_in_the_registry():
+    documented = documented_commands()
+    assert len(documented) > 40  # the parser reads the blocks (a broken parser must not pass by finding none)
+    missing = [f"{where}: {command}" for command, where in documented.items() if command not in REGISTRY]
+    assert not missing, "documented commands that no test is registered to run:\n" + "\n".join(missing)
+    stale = [command for command in REGISTRY if command not in documented]
+    assert not stale, f"registered commands the docs no longer show: {stale}"
+
+
+@pytest.mark.parametrize("command", sorted(REGISTRY))
+def test_each_registered_test_exists_and_runs_the_command(command):
+    entry = REGISTRY[command]
+    if isinstance(entry, Exempt):
+        assert len(entry.reason) > 40, f"{command}: an exemption needs its reason"
+        return
+    assert entry.nodes and entry.part
+    where = make_recipe(command.split()[1]) if entry.recipe else command
+    assert all(token in where for token in entry.part), f"{entry.part} is not in {where!r}"
+    for node in entry.nodes:
+        path, _, name = node.partition("::")
+        assert (ROOT / path).is_file() and name.split("[")[0] in _functions(path), f"{node} does not exist"
+        text = node_text(node)
+        absent = [token for token in entry.part if token not in text]
+        assert not absent, f"{node} does not run {command!r}: {absent} not in its source"
+
+
+def test_the_parser_joins_continuations_and_quotes_and_drops_comments():
+    body = 'a --x \\\n  --y  # note\n# only a comment\npython -c "\nprint(1)  # kept\n"\n\n'
+    assert block_commands("bash", body) == ["a --x --y", 'python -c " print(1) # kept "']
+    assert block_commands("console", "$ dvc repro\nRunning stage 'load'\n") == ["dvc repro"]
+
+
+# --- the documented commands no other test runs, on the sample data with the documented settings ---
+
+
+def _with_venv(project: Path) -> Path:
+    """The project copy with the suite's venv linked in as .venv, as `make` and `source` expect."""
+    venv = project / ".venv"
+    if not venv.exists():
+        venv.symlink_to(Path(os.environ.get("VIRTUAL_ENV") or ROOT / ".venv").resolve())
+    return project
+
+
+def test_readme_dp_sgd_experiment_runs(ran_project):
+    """README's DP-SGD example, exactly as written, on the sample data: it trains, spends at most ε=3, registers."""
+    (line,) = [c for c in documented_commands() if "train.dp.enabled=true" in c]
+    assert line.startswith("dvc exp run -S train.dp.enabled=true")
+    run(line.split(), ran_project, timeout=900)
+    metrics = json.loads((ran_project / "reports/train_metrics.json").read_text())
+    assert metrics["dp_enabled"] is True and 0 < metrics["epsilon"] <= 3.0 + 1e-3
+    assert metrics["epochs_run"] <= 10 and metrics["compute"]["flops_per_sample"] > 0
+    params = tracked_runs(ran_project)[0].data.params
+    assert (params["train.dp.enabled"], params["train.batch_size"], params["train.lr"]) == ("True", "1024", "0.002")
+
+
+def test_make_run_make_test_and_the_activated_venv(ran_project):
+    """`make run` (the pipeline, already up to date), `make test` (one test chosen by PYTEST_ADDOPTS), and the
+    README's `source .venv/bin/activate` + `export DO_NOT_TRACK=true ...` before a tool runs."""
+    project = _with_venv(ran_project)
+    made = run([*MAKE, "run"], project)
+    assert "dvc repro" in made.stdout and "Data and pipelines are up to date" in made.stdout
+    env = {
+        **os.environ,
+        "PYTEST_ADDOPTS": "-p no:cacheprovider -n 0 tests/unit/test_train.py::test_loss_takes_the_raw_logit",
+    }
+    tested = subprocess.run([*MAKE, "test"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert tested.returncode == 0 and "1 passed" in tested.stdout, tested.stdout[-2000:] + tested.stderr[-2000:]
+    (activate,) = [c for c in documented_commands() if c.startswith("source ")]
+    (quiet,) = [c for c in documented_commands() if c.startswith("export DO_NOT_TRACK=true")]
+    assert activate == "source .venv/bin/activate"
+    script = f"{activate} && {quiet} && command -v dvc && dvc metrics show"
+    shown = subprocess.run(["bash", "-c", script], cwd=project, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert shown.stdout.splitlines()[0] == str(project / ".venv/bin/dvc") and "accuracy" in shown.stdout
+
+
+def test_readme_serving_snippets_run_as_written(ran_project):
+    """README's `export MLFLOW_TRACKING_URI=sqlite:///mlflow.db`, its `python -c "..."` and `uri=$(python -m
+    humane.governance.serving ...)` lines, run by bash with the sample's model name for humane-adult."""
+    model = "humane-" + yaml.safe_load((ran_project / "params.yaml").read_text())["data"]["name"]
+    block = next(b for lang, b in FENCE.findall((ROOT / "README.md").read_text()) if "load_champion" in b)
+    lines = block.split("mlflow models serve")[0].replace("humane-adult", model)  # up to the server: uri=$(...)
+    script = f'set -e\n{lines}\necho "uri=$uri"\n'
+    done = subprocess.run(["bash", "-c", script], cwd=ran_project, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(rf"^uri=models:/{model}/\d+$", done.stdout, re.M), done.stdout
+    assert "export MLFLOW_TRACKING_URI=sqlite:///mlflow.db" in block and "python -c" in block
+
+
+def test_make_approve_reaches_the_sign_off(ran_project):
+    """`make approve MODEL=... VERSION=... COMMENT="..."` passes its variables to tasks.approve: a version the
+    registry lacks is refused by name with a non-zero exit."""
+    project = _with_venv(ran_project)
+    model = "humane-" + yaml.safe_load((project / "params.yaml").read_text())["data"]["name"]
+    made = subprocess.run(
+        [*MAKE, "approve", f"MODEL={model}", "VERSION=999", "COMMENT=checked"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert made.returncode != 0
+    assert f"tasks.approve {model} 999 --approve --comment" in made.stdout
+    assert "999" in made.stderr and "Traceback" not in made.stderr, made.stderr[-2000:]
+
+
+def test_make_batches_and_make_profile(project):
+    """`make batches` writes the demo batches; `make profile PROFILE=profiles/german.yaml` switches params.yaml's
+    dataset sections and `PROFILE=profiles/adult.yaml` switches them back."""
+    project = _with_venv(project)
+    (project / "data/raw/adult").symlink_to(ROOT / "data/raw/adult")  # the demo batches are drawn from Adult's files
+    run([*MAKE, "batches"], project, timeout=300)
+    assert {p.name for p in (project / "data/batches").glob("*.csv")} >= {
+        "in_distribution.csv",
+        "shifted.csv",
+        "bias.csv",
+    }
+    run([*MAKE, "profile", "PROFILE=profiles/german.yaml"], project)
+    assert yaml.safe_load((project / "params.yaml").read_text())["data"]["name"] == "german"
+    run([*MAKE, "profile", "PROFILE=profiles/adult.yaml"], project)
+    assert yaml.safe_load((project / "params.yaml").read_text())["data"]["name"] == "adult"
+
+
+def test_make_ui_serves_the_mlflow_ui(ran_project):
+    """`make ui` blocks serving the UI: started, its port probed until the UI answers, then stopped."""
+    project = _with_venv(ran_project)
+    ui = subprocess.Popen(
+        [*MAKE, "ui"], cwd=project, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        deadline, status = time.time() + 120, None
+        while status != 200:
+            assert ui.poll() is None and time.time() < deadline, ui.stdout.read().decode()[-2000:] if ui.poll() else ""
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:5000/health", timeout=2) as response:
+                    status = response.status
+            except OSError:
+                time.sleep(1)
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)  # make and the server it started: this test's own process group
+        ui.wait(timeout=30)
+    assert shutil.which("mlflow")
+
+
+def test_the_retraining_automation_is_created_as_documented(ran_project, prefect_server):
+    """README's `prefect --no-prompt deploy --all`, the `sed ... | jq` line and `prefect automation create` against
+    the session's server: the automation runs the deployment the sed line named."""
+    block = next(b for lang, b in FENCE.findall((ROOT / "README.md").read_text()) if "retrain_on_drift" in b)
+    lines = block_commands("bash", block)
+    deploy, sed, create = lines[0], lines[1], lines[2]
+    assert deploy == "prefect --no-prompt deploy --all" and "jq -r .id" in sed and "TRAINING_DEPLOYMENT_ID" in sed
+    assert "deployment inspect training/adult -o json" in sed and "retrain_on_drift.yaml" in sed
+    assert create.startswith("prefect automation create --from-file")
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    pool = "prefect work-pool create humane-local --type process --overwrite"  # as README's deployment section
+    script = "set -e\n" + "\n".join([pool, deploy, sed.replace("/tmp/", "./"), create.replace("/tmp/", "./")])
+    done = subprocess.run(["bash", "-c", script], cwd=ran_project, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        deployment = json.loads(
+            run(["prefect", "deployment", "inspect", "training/adult", "-o", "json"], ran_project).stdout
+        )
+        written = (ran_project / "retrain_on_drift.yaml").read_text()
+        assert deployment["id"] in written and "TRAINING_DEPLOYMENT_ID" not in written
+        listed = run(["prefect", "automation", "ls"], ran_project).stdout
+        assert yaml.safe_load(written)["name"] in listed
+    finally:
+        name = yaml.safe_load((ROOT / "automations/retrain_on_drift.yaml").read_text())["name"]
+        subprocess.run(["prefect", "--no-prompt", "automation", "delete", name], cwd=ran_project, env=env)
+        for gone in ("monitoring/adult-monitoring", "training/adult"):  # the daily schedule must not fire in the suite
+            subprocess.run(["prefect", "--no-prompt", "deployment", "delete", gone], cwd=ran_project, env=env)
