@@ -30,9 +30,10 @@ def make_private(
 ) -> tuple[Any, nn.Module, Any, nn.Module, Any]:  # fmt: skip
     """Wrap model, optimizer and loss for DP-SGD with noise calibrated to the target epsilon over max_epochs.
 
-    Ghost clipping computes per-sample gradient norms without materialising per-sample gradients: on the
-    Adult MLP an epoch takes about 1.9x the non-private time (bench/privacy.py); Opacus' default hooks took
-    about 5x in a probe.
+    Ghost clipping computes per-sample gradient norms without materialising per-sample gradients (the periodic
+    embeddings' frequencies, used directly in their forward, get functorch per-sample gradients): on full Adult
+    with the default model an epoch takes about 2.5x the non-private time (bench/privacy.py --eps 3, one
+    thread); Opacus' default hooks took about 5x in a probe.
     """
     from opacus import PrivacyEngine
     from opacus.validators import ModuleValidator
