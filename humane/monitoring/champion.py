@@ -80,8 +80,7 @@ def load_champion(uri: str, name: str, project: Path, require_signoff: bool = Fa
         raise MonitoringError(f"{name} v{champion.version} names no MLflow run: it has no reference to compare with")
     version, run_id = champion.version, champion.run_id
     label = f"{name} v{version}"
-    with server_calls(uri):
-        location = mlflow_client.get_run(run_id).info.artifact_uri
+    location = _artifact_location(mlflow_client, uri, run_id, label)
     with tempfile.TemporaryDirectory(prefix="humane-champion-") as tmp:
         files = {a: _download(mlflow_client, uri, location, run_id, a, Path(tmp), label) for a in ARTIFACTS}
         reference, audit, metrics = _parse(files, run_id, label)
@@ -89,6 +88,19 @@ def load_champion(uri: str, name: str, project: Path, require_signoff: bool = Fa
         warnings.simplefilter("ignore")
         model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
     return ChampionModel(name, version, run_id, model, reference, audit, metrics)
+
+
+def _artifact_location(mlflow_client: Any, uri: str, run_id: str, label: str) -> str:
+    """Where the champion's run keeps its artifacts; MonitoringError when the store holds no such run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with server_calls(uri):
+            return mlflow_client.get_run(run_id).info.artifact_uri
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise MonitoringError(f"{label} names MLflow run {run_id}, which the store does not hold") from None
 
 
 def _download(mlflow_client: Any, uri: str, location: str, run_id: str, artifact: str, dest: Path, label: str) -> Path:

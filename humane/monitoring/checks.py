@@ -78,6 +78,7 @@ def drift(reference: pd.DataFrame, batch: pd.DataFrame, features: list[str], par
         column_names=columns, continuous_methods=[params.drift_method_continuous],
         categorical_methods=[params.drift_method_categorical], chunk_number=1,
     )  # fmt: skip
+    failed = ""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # NannyML warns that one reference chunk gives no spread for thresholds

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -15,13 +16,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from flows.monitoring import monitoring
+from flows.monitoring import exit_status, monitoring, run_error
+from humane.core.errors import ServerUnavailable
 from humane.core.io import read_json
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.data.datasets import read_adult
 from humane.monitoring import demo
+from humane.monitoring.champion import MonitoringError
 from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN, REFERENCE_ARTIFACT
-from tests.conftest import ROOT, _relocate_store, mlflow_client
+from tests.conftest import ROOT, _free_port, _relocate_store, mlflow_client
 
 MODEL, EXPERIMENT = "humane-sample", "humane-sample-monitoring"
 ROWS = 600
@@ -158,9 +161,32 @@ def test_a_champion_without_its_reference_is_a_clear_error(monitored, prefect_se
         runs = len(_monitoring_runs(monitored))
         state = _run(monitored, "data/batches/in_distribution.csv", monkeypatch)
         assert state.is_failed() and f"holds no {REFERENCE_ARTIFACT}" in state.message, state.message
+        assert isinstance(run_error(state), MonitoringError) and exit_status(state) == 2
         assert len(_monitoring_runs(monitored)) == runs
     finally:
         moved.rename(stored)
+
+
+def test_a_champion_artifact_store_that_does_not_answer_is_server_unavailable(monitored, prefect_server, monkeypatch):
+    """The champion's run keeps its artifacts on a server that is down (a closed port): exit 10, never "holds no"."""
+    run_id = mlflow_client(monitored).get_model_version_by_alias(MODEL, "champion").run_id
+    port = _free_port()  # nothing listens there
+    monkeypatch.setenv("HUMANE_SERVER_RETRY_S", "4")  # the smallest retry budget: the test waits seconds, not 30
+    with sqlite3.connect(monitored / "mlflow.db") as db:
+        (saved,) = db.execute("SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()
+        db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (f"http://127.0.0.1:{port}/a", run_id))
+    try:
+        runs = len(_monitoring_runs(monitored))
+        state = _run(monitored, "data/batches/in_distribution.csv", monkeypatch)
+    finally:
+        with sqlite3.connect(monitored / "mlflow.db") as db:
+            db.execute("UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (saved, run_id))
+    err = run_error(state)
+    assert isinstance(err, ServerUnavailable) and exit_status(state) == 10, state.message
+    assert f"http://127.0.0.1:{port}" in str(err) and REFERENCE_ARTIFACT in str(err), str(err)
+    assert "holds no" not in str(err) and "tracked before monitoring" not in str(err)
+    assert len(_monitoring_runs(monitored)) == runs
+    assert not (monitored / "reports/monitoring/in_distribution.tmp").exists()
 
 
 def test_a_breach_listed_in_retrain_on_starts_the_training_deployment(monitored, prefect_server, monkeypatch):
