@@ -50,3 +50,20 @@ def test_distinct_values_keeps_each_value_once_with_its_dtype():
         assert set(out[column].dropna()) == set(frame[column].dropna())
         assert out[column].isna().any() == frame[column].isna().any()
     assert distinct_values(frame.head(0)).empty
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # MLflow's hints on integer columns and local sources
+def test_the_logged_dataset_numbers_the_one_hot_features_of_a_protected_column():
+    from humane.governance.tracking import numbered_features
+
+    frame = processed_like(10).assign(
+        **{"cat__email_ann@ZZKEPT.example": 1.0, "cat__email_bob@ZZKEPT.example": 0.0, "cat__email_x_y": 0.0}
+    )
+    out = numbered_features(frame, {"email", "email_x", "sex"})
+    numbered = ["cat__email_<category 1>", "cat__email_<category 2>", "cat__email_x_<category 1>"]
+    assert [c for c in out.columns if c.startswith("cat__email")] == numbered
+    assert "cat__sex_Male" not in out and "cat__sex_<category 1>" in out  # a sensitive input too
+    assert "num__age" in out and "__sensitive__sex" in out  # other columns keep their names
+    assert out.set_axis(frame.columns, axis=1).equals(frame)  # rows, types and order unchanged
+    summary = summarized_dataset(out, "data/processed/train.parquet", "train", "abc")
+    assert "ZZKEPT" not in str(summary.to_dict())
