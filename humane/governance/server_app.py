@@ -39,7 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from humane.core.errors import HumaneError
+from humane.core.errors import HumaneError, ServerUnavailable
 from humane.governance import registry, signoff, trail_db
 from humane.governance.identity import MLFLOW_SERVER, Actor
 from humane.governance.registry import CHAMPION
@@ -557,6 +557,9 @@ def _api(view: Callable[[], Any]) -> Callable[[], Any]:
             return _error(err.status, err.code, err.message)
         except (LockBusy, signoff.SignOffError) as err:
             return _error(409, REFUSED, str(err))
+        except ServerUnavailable as err:  # the trail's database: the client reports it as unavailable (exit 10)
+            _log.error("humane: %s failed: %s", view.__name__, err)
+            return _error(503, "TEMPORARILY_UNAVAILABLE", str(err))
         except HumaneError as err:
             _log.error("humane: %s failed: %s", view.__name__, err)
             return _error(500, "INTERNAL_ERROR", str(err))

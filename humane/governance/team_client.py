@@ -16,14 +16,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from humane.core.errors import HumaneError
+from humane.core.errors import AccessRefused, HumaneError, ServerUnavailable
 from humane.governance.store import StoreError
 
 API = "/api/humane/v1"
 
 
 class TeamError(HumaneError):
-    """The team server refused a request (the message is the server's reason) or could not be reached."""
+    """The team server refused a request (the message is the server's reason)."""
+
+
+class TeamUnavailable(StoreError, ServerUnavailable):
+    """The team server (or the trail database behind it) could not be reached or failed: exit 10, nothing moved."""
+
+
+def _user() -> str:
+    return os.environ.get("MLFLOW_TRACKING_USERNAME") or "(no MLFLOW_TRACKING_USERNAME)"
 
 
 def is_http(uri: str) -> bool:
@@ -34,8 +42,8 @@ def is_http(uri: str) -> bool:
 def call(uri: str, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
     """One request to the plugin API with this checkout's MLflow credentials; the JSON answer.
 
-    A refusal (4xx) raises TeamError with the server's message; a server that cannot be reached or answers
-    5xx raises StoreError: nothing is assumed from silence.
+    A refusal (4xx) raises TeamError with the server's message (AccessRefused for credentials it does not
+    accept); a server that cannot be reached or answers 5xx raises TeamUnavailable: nothing is assumed from silence.
     """
     kwargs: dict[str, Any] = {"json": payload} if method != "GET" else {"params": payload or {}}
     response = _request(uri, method, path, 120, **kwargs)
@@ -44,14 +52,16 @@ def call(uri: str, method: str, path: str, payload: dict[str, Any] | None = None
     except ValueError:
         body = {"message": response.text[:500]}
     if response.status_code >= 500:
-        raise StoreError(f"team server {uri}: {API}/{path} answered {response.status_code}: {body.get('message')}")
+        raise TeamUnavailable(f"team server {uri}: {API}/{path} answered {response.status_code}: {body.get('message')}")
+    if response.status_code == 401:
+        raise _refused(uri, response.status_code)
     if response.status_code >= 400:
         raise TeamError(f"refused by the team server ({response.status_code}): {body.get('message', body)}")
     return body
 
 
 def _request(uri: str, method: str, path: str, timeout: int, **kwargs: Any) -> Any:
-    """One HTTP request to the plugin API with this checkout's MLflow credentials; unreachable is a StoreError."""
+    """One HTTP request to the plugin API with this checkout's MLflow credentials; unreachable: TeamUnavailable."""
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
@@ -67,7 +77,14 @@ def _request(uri: str, method: str, path: str, timeout: int, **kwargs: Any) -> A
             **kwargs,
         )
     except Exception as err:
-        raise StoreError(f"team server {uri}: {method} {API}/{path} failed: {type(err).__name__}: {err}") from err
+        raise TeamUnavailable(f"team server {uri}: {method} {API}/{path} failed: {type(err).__name__}: {err}") from err
+
+
+def _refused(uri: str, status: int) -> AccessRefused:
+    return AccessRefused(
+        f"tracking server {uri} refused the credentials of MLflow user {_user()!r} (HTTP {status}): check "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (see docs/team.md)"
+    )
 
 
 @functools.lru_cache(maxsize=8)
@@ -76,12 +93,9 @@ def _probe(uri: str) -> bool:
     if response.status_code == 404:
         return False
     if response.status_code in (401, 403):
-        raise TeamError(
-            f"tracking server {uri} refused this checkout's credentials ({response.status_code}): set "
-            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (see docs/team.md)"
-        )
+        raise _refused(uri, response.status_code)
     if response.status_code != 200:
-        raise StoreError(f"tracking server {uri}: {API}/whoami answered {response.status_code}")
+        raise TeamUnavailable(f"tracking server {uri}: {API}/whoami answered {response.status_code}")
     try:
         return bool(response.json().get("humane"))
     except ValueError:

@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from humane.core.errors import HumaneError
+from humane.core.errors import HumaneError, ServerUnavailable
 from humane.governance.audit_trail import EVENTS, GENESIS, AuditTrailError
 
 
@@ -122,6 +122,17 @@ REVOKE ALL ON {TABLE} FROM PUBLIC;
 
 _ROWS_SQL = f"SELECT seq, prev, hash, body::text AS body FROM {TABLE} ORDER BY seq"
 _INSERT_SQL = f"INSERT INTO {TABLE} (body) VALUES (%s::jsonb) RETURNING seq, prev, hash, body::text AS body"
+
+
+class TrailUnavailable(AuditTrailError, ServerUnavailable):
+    """The trail's database cannot be reached (or went away mid-request): nothing was recorded, nothing moves."""
+
+
+def _failure(err: Exception) -> type[AuditTrailError]:
+    """The error class for a database error: unavailable for a lost or refused connection, else the trail's own."""
+    import psycopg
+
+    return TrailUnavailable if isinstance(err, psycopg.OperationalError) else AuditTrailError
 
 
 class LockBusy(HumaneError):
@@ -258,7 +269,7 @@ class DbTrail:
             with _connect(self.dsn, row_factory=dict_row) as conn:
                 return list(conn.execute(_ROWS_SQL).fetchall())
         except psycopg.Error as err:
-            raise AuditTrailError(f"{self.where}: cannot read: {err}") from err
+            raise _failure(err)(f"{self.where}: cannot read: {err}") from err
 
     def read(self) -> list[dict[str, Any]]:
         """Every entry, after verifying the whole chain."""
@@ -284,7 +295,7 @@ class DbTrail:
                 rows.append(conn.execute(_INSERT_SQL, (body,)).fetchone())
                 return verify_rows(rows, self.where)[-1]
         except psycopg.Error as err:
-            raise AuditTrailError(f"{self.where}: the {entry.get('event')} event was not recorded: {err}") from err
+            raise _failure(err)(f"{self.where}: the {entry.get('event')} event was not recorded: {err}") from err
 
 
 @contextmanager
@@ -300,7 +311,7 @@ def advisory_lock(dsn: str, key: int, timeout_s: float, what: str) -> Iterator[N
     try:
         conn = _connect(dsn, autocommit=True)
     except psycopg.Error as err:
-        raise AuditTrailError(f"cannot reach {describe(dsn)} to take the lock ({what}): {err}") from err
+        raise TrailUnavailable(f"cannot reach {describe(dsn)} to take the lock ({what}): {err}") from err
     with conn:
         try:
             conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{max(1, int(timeout_s * 1000))}ms")))

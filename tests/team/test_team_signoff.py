@@ -368,3 +368,70 @@ def test_a_second_checkout_pulls_the_champions_exact_model(team_stack, team_proj
     assert hashlib.md5(model_file.read_bytes()).hexdigest() == pulled
     run = _client(team_stack, "remy").get_run(_tags(team_stack, version)["run_id"])
     assert run.info.artifact_uri.startswith("mlflow-artifacts:"), run.info.artifact_uri  # on the server
+
+
+def _postgres(stack):
+    """The stack's PostgreSQL: its layout, service account and port (for restarts and superuser statements)."""
+    from team.stack import PORT_ENV, Layout, _pg_account
+
+    return Layout(stack.dir), _pg_account(), int(stack.settings.env[PORT_ENV["postgres"]])
+
+
+def _wait_for(log, text, proc, timeout=600):
+    deadline = time.monotonic() + timeout
+    while text not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def test_postgres_restarted_during_a_run_then_the_rerun_registers_once(team_stack, team_project, tmp_path):
+    from team.stack import start_postgres, stop_postgres
+
+    layout, pg, port = _postgres(team_stack)
+    _new_candidate(team_project)
+    versions_before = _versions(team_stack)
+    log = tmp_path / "repro.log"
+    proc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=team_project,
+        env={**_env(team_stack, "tina"), "PYTHONUNBUFFERED": "1"},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    _wait_for(log, "Running stage 'track'", proc)  # the first stage that talks to the servers
+    stop_postgres(layout, pg)
+    time.sleep(2)
+    start_postgres(layout, pg, port)
+    code = proc.wait(timeout=900)
+    output = log.read_text()
+    assert "Traceback" not in output, output[-3000:]  # completed, or failed with one clear line
+    if code != 0:
+        assert code == 10 and "error: " in output, output[-3000:]
+        _sh(["dvc", "repro"], team_project, _env(team_stack, "tina"))
+    registration = _registration(team_project)
+    assert _versions(team_stack) == versions_before | {registration["version"]}  # registered exactly once
+    assert registration["pending"] and _tags(team_stack, registration["version"])["approval"] == "pending"
+    assert _cli(team_stack, "remy", team_project, "trail", "verify").returncode == 0
+
+
+def test_the_trail_unavailable_at_signoff_moves_nothing(team_stack, team_project):
+    from team.stack import _connect
+
+    layout, _, port = _postgres(team_stack)
+    version = _registration(team_project)["version"]  # tina's pending candidate (the test above)
+    aliases, trail = _aliases(team_stack), _trail(team_stack)
+    with _connect(layout, {"postgres": port}) as admin:
+        admin.execute("ALTER DATABASE humane ALLOW_CONNECTIONS false")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'humane'")
+        try:
+            refused = _cli(team_stack, "rita", team_project, "approve", MODEL, version, "--approve", "--comment", "ok")
+            assert _aliases(team_stack) == aliases  # the tracking server is up: nothing moved
+        finally:
+            admin.execute("ALTER DATABASE humane ALLOW_CONNECTIONS true")
+    assert refused.returncode == 10, (refused.returncode, refused.stderr)
+    assert "Traceback" not in refused.stderr and refused.stderr.strip().startswith("error: "), refused.stderr
+    assert _trail(team_stack) == trail and _tags(team_stack, version)["approval"] == "pending"
+    done = _cli(team_stack, "rita", team_project, "approve", MODEL, version, "--approve", "--comment", "trail back")
+    assert done.returncode == 0, done.stderr
+    assert _aliases(team_stack)["champion"] == version
+    assert _cli(team_stack, "remy", team_project, "trail", "verify").returncode == 0
