@@ -71,21 +71,25 @@ def run_stage(stage: workspace.Stage, params: Params, paths: Paths, ctx: RunCont
 
 
 @task(name="publish", cache_policy=NO_CACHE)
-def publish(paths: Paths, fresh: bool) -> dict[str, Any]:
-    """Show the decision (as registered) and the per-group table on the flow run's page.
+def publish(paths: Paths, ctx: RunContext, fresh: bool) -> dict[str, Any]:
+    """Show the decision (as registered) and the per-group table on the flow run's page; the registration now.
 
     `fresh` is False when nothing changed since an earlier run registered the candidate: the page then says
-    the decision is the one recorded at that time.
+    the decision is the one recorded at that time. Whether the candidate is champion or awaits a sign-off is read
+    from the registry as it is now (`standing`), so a pending candidate is never shown as promoted.
     """
-    registration = io.read_json(paths.registration)
+    registration = standing(ctx, io.read_json(paths.registration))
     decision = Decision.from_dict(io.read_json(paths.decision))
-    page = decision_page(decision, registration["model_name"], registration["version"],
-                         awaiting=bool(registration.get("pending")))  # fmt: skip
+    name, version = registration["model_name"], registration["version"]
+    page = decision_page(decision, name, version, awaiting=registration["pending"])
+    if decision.passed and not registration["promoted"] and not registration["pending"]:
+        page = f"_{name} v{version} is not champion (sign-off: {registration['approval'] or 'none'})._\n\n" + page
     if not fresh:
         page = "_Nothing changed since this candidate was registered: the decision below was recorded then._\n\n" + page
     create_markdown_artifact(key="promotion-decision", markdown=page, description="Gate")
-    create_table_artifact(key="bias-audit-groups", table=group_rows(io.read_json(paths.audit_report)),
-                          description="Per-group test metrics with 95% bootstrap CIs")  # fmt: skip
+    audit = io.read_json(paths.audit_report)
+    description = "Per-group test metrics with 95% bootstrap CIs"
+    create_table_artifact(key="bias-audit-groups", table=group_rows(audit), description=description)
     return registration
 
 
@@ -304,10 +308,9 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
                                      return_state=True)  # fmt: skip
             states[stage.name].result()  # a failed stage stops the run here, with its error
         fresh = states["register"].name != "Skipped"
-        registration = publish(paths, fresh, wait_for=[states["register"]])
+        registration = publish(paths, ctx, fresh, wait_for=[states["register"]])
         card = paths.model_card_md.read_text()
-    now = standing(ctx, registration)
-    if now["pending"] and (params.gate.require_approval or team_client.is_team(ctx.tracking_uri)):
+    if registration["pending"] and (params.gate.require_approval or team_client.is_team(ctx.tracking_uri)):
         create_markdown_artifact(key="model-card", markdown=card, description="The model card as registered")
         create_link_artifact(
             key="model-card-link",
@@ -316,7 +319,7 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
             description="The registered card in MLflow",
         )
         return await_signoff(params, ctx, registration)
-    return outcome(now, fresh)
+    return outcome(registration, fresh)
 
 
 def end_state(state: State) -> str:

@@ -88,7 +88,6 @@ def test_dvc_repro_killed_at_every_stage_boundary_reruns_to_the_same_outputs_and
     points = [names[1], names[2], names[3], names[4], "in-train", *names[5:]]  # every boundary, and within train
     for when in points:
         killed_repro(project, when)
-    assert (project / "models/checkpoints/resume.pt").exists()  # train's checkpoint survived its kill
     done = run(["dvc", "repro"], project)
     assert "Running stage 'load'" not in done.stdout  # what finished before a kill is not run again
 
