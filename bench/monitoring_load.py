@@ -62,11 +62,12 @@ def prepare(project: Path, batches: int, rows: int) -> list[Path]:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     test = read_adult(ROOT / demo.TEST_FILE)
+    stamp = time.strftime("%Y%m%dT%H%M%S")  # a rerun on the same project names its batches (and runs) anew
     files = []
     for i in range(batches):
         kind = KINDS[i % len(KINDS)]
         frame = demo.make_batches(test, rows, i)[kind]
-        files.append(folder / f"{kind}-{i + 1:03d}.csv")
+        files.append(folder / f"{kind}-{stamp}-{i + 1:03d}.csv")
         frame.to_csv(files[-1], index=False)
     return files
 
@@ -99,7 +100,7 @@ def monitor_all(project: Path, files: list[Path]) -> tuple[list[dict], Counter]:
         started = time.monotonic()
         for i, path in enumerate(files, start=1):
             state = monitoring(batch=str(path), batch_time=f"2026-05-01T{i % 24:02d}:00:00+00:00", return_state=True)
-            kind = path.stem.rsplit("-", 1)[0]
+            kind = path.stem.split("-")[0]
             states[state.name] += 1
             if state.name not in EXIT:
                 raise SystemExit(f"batch {i} ({path.name}) ended {state.name}: {state.message}")
@@ -119,7 +120,7 @@ def monitor_all(project: Path, files: list[Path]) -> tuple[list[dict], Counter]:
 
 
 def check_outputs(project: Path, files: list[Path]) -> int:
-    """Every batch's report folder complete and one MLflow run per batch; the runs counted."""
+    """Every batch's report folder complete, and exactly one MLflow run per batch; the batches' runs counted."""
     from humane.core.io import read_json
     from humane.governance.store import client
     from humane.monitoring.report import PLOTS
@@ -135,10 +136,10 @@ def check_outputs(project: Path, files: list[Path]) -> int:
     mlflow_client = client(f"sqlite:///{project / 'mlflow.db'}")
     experiment = mlflow_client.get_experiment_by_name(EXPERIMENT)
     runs = [] if experiment is None else mlflow_client.search_runs([experiment.experiment_id], max_results=10000)
-    batches = {r.data.tags.get("humane.batch") for r in runs}
-    missing += [f"MLflow run of {p.stem}" for p in files if p.stem not in batches]
+    per_batch = Counter(r.data.tags.get("humane.batch") for r in runs)
+    missing += [f"MLflow run of {p.stem} ({per_batch[p.stem]} runs, not 1)" for p in files if per_batch[p.stem] != 1]
     assert not missing, f"{len(missing)} outputs missing: {missing[:20]}"
-    return len(runs)
+    return sum(per_batch[p.stem] for p in files)
 
 
 def main() -> None:
