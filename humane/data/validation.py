@@ -210,6 +210,16 @@ def auditable(sizes: dict[str, int], min_rows: int, split: str, file: str, colum
     return Check(split, file, column, AUDITABLE, kwargs, judged >= 2, judged, note=note, protected=protected)
 
 
+def once_per_feature(checks: list[Check]) -> list[Check]:
+    """Drop a later split's failed `auditable` check of a feature whose training pool already failed it.
+
+    One cause, one line: a file whose column holds one value fails in the training pool and, split from the
+    same file, in the test split too.
+    """
+    failed = {c.column for c in checks if c.rule == AUDITABLE and c.split == "train" and not c.passed}
+    return [c for c in checks if not (c.rule == AUDITABLE and c.split != "train" and c.column in failed)]
+
+
 def _soft(params: ValidateParams) -> Literal["error", "warning"]:
     """The severity of the rules that only warn unless strict."""
     return "error" if params.strict else "warning"
@@ -275,8 +285,8 @@ def leakage_checks(
         count = shared_rows(train, test, columns)
         share, limit = count / max(len(test), 1), leakage.max_shared_fraction
         note = (f"test rows equal to a training row on all {len(columns)} columns of the loaded record: the same "
-                "record in both splits inflates the test figures (limit: data.leakage.max_shared_fraction "
-                f"{limit:.2%})")  # fmt: skip
+                f"record in both splits inflates the test figures (limit {limit:.2%}; where different people can "
+                "share every value, raise data.leakage.max_shared_fraction on purpose)")  # fmt: skip
         checks.append(
             Check("test", files["test"], None, SHARED_ROWS, {"max_fraction": limit}, passed=share <= limit,
                   unexpected_count=count, unexpected_fraction=share, note=note if count else None)
@@ -447,6 +457,7 @@ def validate_frames(
             checks.extend(_explain_types(frame, [c for c in frame_checks if c is not None]))
             checks.extend([label_type] if label_type is not None else [])
             checks.extend(group_checks(frame, schema, params, split, files[split], protected))
+        checks = once_per_feature(checks)
         checks.extend(leakage_checks(frames, files, schema, leakage, protected))
         if docs_dir is not None:
             context.build_data_docs()

@@ -193,6 +193,7 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     validation = facts["validation"]
     card.para(f"Great Expectations validation: {'passed' if validation['passed'] else 'FAILED'} "
               f"({validation['n_checks']} checks, {validation['n_failed']} failed) on {facts['files']}.")  # fmt: skip
+    card.para(leakage_statement(validation))
     card.table(["feature", "group", "share of training rows", "label base rate"], [
         [feature, g["group"], f"{g['share']:.1%}",
          "too small to judge" if g.get("too_small") else g["base_rate"]]
@@ -293,6 +294,35 @@ def add_signoff(card: Card, params: Params, decision: Decision, signed: str | No
         card.para("Not eligible: the candidate failed the automated checks, so it cannot be approved.")
     else:
         card.para("Not required by the policy (gate.require_approval is off): the automated checks decided.")
+
+
+def leakage_statement(validation: dict[str, Any]) -> str:
+    """What validation measured of leakage against the limits in force; a limit the profile raised is said first.
+
+    Args:
+        validation: reports/validation.json; its `leakage` entry (`humane.data.validation.leakage_summary`).
+
+    Returns:
+        One paragraph. A report without the entry (written before it existed) says the figures are unknown.
+
+    """
+    leak = validation.get("leakage")
+    if not leak:
+        return "Leakage: not recorded by this validation report (the figures and limits are unknown)."
+    shared = leak["shared_fraction"]
+    share = "not measured (no separate test split)" if shared is None else f"{shared:.2%} ({leak['shared_rows']} rows)"
+    top = leak["top_feature_auc"]
+    auc = "not measured" if top is None else f"{top:.3f} ({leak['top_feature']})"
+    figures = (
+        f"test rows equal to a training-pool row: {share}, limit {leak['max_shared_fraction']:.2%}; best "
+        f"single-feature ROC AUC: {auc}, limit {leak['max_feature_auc']}"
+    )
+    if not leak["raised"]:
+        return f"Leakage (limits not raised): {figures}."
+    defaults = ", ".join(
+        f"data.leakage.{name} {leak[name]} (default {leak[f'default_{name}']})" for name in leak["raised"]
+    )
+    return f"Leakage limits RAISED on purpose by the dataset profile: {defaults}. Measured: {figures}."
 
 
 def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:

@@ -160,3 +160,18 @@ def test_clean_split_has_no_leakage_findings(split):
     )
     leakage = [c for c in result.checks if c.rule in (SHARED_ROWS, FEATURE_AUC)]
     assert len(leakage) == 4 and all(c.passed for c in leakage), result.message()
+
+
+def test_the_card_states_the_leakage_figures_and_a_raised_limit(split):
+    from humane.governance.card import leakage_statement
+
+    raised = LeakageParams(max_shared_fraction=0.5, max_feature_auc=1.0)
+    statement = leakage_statement({"leakage": leakage_summary(_run(split, raised), raised)})
+    assert statement.startswith("Leakage limits RAISED on purpose by the dataset profile: ")
+    assert "data.leakage.max_shared_fraction 0.5 (default 0.01), data.leakage.max_feature_auc 1.0 (default 0.95)" in (
+        statement
+    )
+    assert "test rows equal to a training-pool row: 33.33% (4 rows), limit 50.00%" in statement
+    plain = leakage_statement({"leakage": leakage_summary(_run(split), DEFAULTS)})
+    assert plain.startswith("Leakage (limits not raised): ") and "RAISED" not in plain
+    assert "not recorded" in leakage_statement({"passed": True})  # a report written before the entry existed

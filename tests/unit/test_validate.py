@@ -173,3 +173,22 @@ def test_labels_of_another_type_than_the_column_are_named_once(tiny_adult):
     result = validate_frames({"train": train}, {"train": "a.csv"}, text_labels, PARAMS, leakage=QUIET)
     assert _failed(result) == {("income", LABEL_TYPE)}
     assert result.failures[0].observed == "integer"
+
+
+def test_a_sensitive_feature_with_one_group_cannot_be_audited_and_fails_once(tiny_adult):
+    """One value for every row: validation fails whatever `strict` says, once per feature, naming the column."""
+    male = tiny_adult.assign(sex="Male")
+    schema = resolve_schema(SPEC, male)
+    files = {"train": "data/raw/one.csv", "test": "data/raw/one.csv"}
+    result = validate_frames({"train": male, "test": male.copy()}, files, schema, PARAMS, leakage=QUIET)
+    assert {(c.split, c.column, c.rule) for c in result.failures} == {("train", "sex", AUDITABLE)}
+    (check,) = result.failures
+    assert check.observed == 1 and check.severity == "error"
+    line = "data/raw/one.csv [train] column 'sex': two_sensitive_groups_to_audit(min_groups=2, min_rows=3); observed 1"
+    assert f"{line}; cannot be audited: 1 of its 1 group(s) hold at least 3 rows" in result.message()
+
+    # Two groups in the training pool, one in a separate test file: the test file is named.
+    test = male.copy()
+    frames, files = {"train": tiny_adult, "test": test}, {"train": "a.csv", "test": "b.csv"}
+    mixed = validate_frames(frames, files, resolve_schema(SPEC, tiny_adult), PARAMS, leakage=QUIET)
+    assert {(c.split, c.file, c.column, c.rule) for c in mixed.failures} == {("test", "b.csv", "sex", AUDITABLE)}
