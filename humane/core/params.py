@@ -47,10 +47,10 @@ class LeakageParams(_Section):
     """
 
     # Share of the test rows equal to a training-pool row on every loaded column (the same record on both sides
-    # inflates the test figures). Adult's own split: 0.41% (66 of 16,281), German's: 0.
+    # inflates the test figures; the profiles' comments give the built-in datasets' measured shares).
     max_shared_fraction: float = Field(0.01, ge=0, le=1)
     # A feature whose values alone rank the label with a ROC AUC above this (either direction) is a suspected
-    # leak of the outcome. Adult's highest: 0.78 (relationship), German's: 0.69 (checking_status).
+    # leak of the outcome.
     max_feature_auc: float = Field(0.95, gt=0.5, le=1)
 
 
