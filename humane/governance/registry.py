@@ -31,6 +31,7 @@ DECISION_TAG = "decision"  # the automated decision: PASSED or REJECTED_BY_POLIC
 PASSED, REJECTED_BY_POLICY = "passed", "rejected"  # its values: passed every check of the policy, or not
 LEGACY_PASSED = "promoted"  # what versions registered before the rename hold for PASSED (still read as passed)
 MANIFEST_TAG = "humane.files"  # JSON {file of the logged model: sha256}, recorded at registration
+DOWNLOAD_NOTE = ("registered_model_meta",)  # written by MLflow into a downloaded model's folder, not stored
 DECISION_JSON_TAG = "decision.json"  # the whole decision, so that a retry can reuse it verbatim
 BASIS_TAG = "decision.basis"  # hash of policy, candidate metrics and gate code the decision was taken on
 DESCRIPTION_LIMIT = 5000  # MLflow's column size for a version description
@@ -179,9 +180,13 @@ def decision_passed(tags: dict[str, str]) -> bool:
 
 
 def file_manifest(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder`, keyed by its POSIX path relative to it."""
+    """sha256 of every file under `folder`, keyed by its POSIX path relative to it.
+
+    MLflow's own download note (`registered_model_meta`, written when a `models:/` URI is downloaded, never
+    stored) is left out, so that the manifest a server takes from its store equals the one a client checks.
+    """
     manifest = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.relative_to(folder).parts != DOWNLOAD_NOTE):
         digest = hashlib.sha256()
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):

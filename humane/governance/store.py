@@ -156,32 +156,39 @@ def server_calls(uri: str) -> Iterator[None]:
     """The block's requests to the MLflow server at `uri` retry within HUMANE_SERVER_RETRY_S, then fail clearly.
 
     Sets MLflow's MLFLOW_HTTP_REQUEST_* variables for the block only (restored after, so a long-lived process
-    keeps its own), keeps urllib3's per-attempt retry warnings quiet, and turns a server that did not answer into
-    ServerUnavailable and a refused login or permission into AccessRefused: one line each, naming the server
-    without credentials. For a local store (SQLite, files) only a full disk is translated (StoreError).
+    keeps its own), keeps urllib3's per-attempt retry warnings and MLflow's progress bars quiet, and turns a server
+    that did not answer into ServerUnavailable and a refused login or permission into AccessRefused: one line
+    each, naming the server without credentials. A full disk under a local store is a StoreError naming it.
     """
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     if not is_remote(uri):
-        with full_store_errors():
+        with scoped_environment(quiet), full_store_errors():
             yield
         return
     plan = retry_plan(retry_budget())
-    saved = {name: os.environ.get(name) for name in plan.environment()}
     pool_log = logging.getLogger("urllib3.connectionpool")
     level = pool_log.level
-    os.environ.update(plan.environment())
     pool_log.setLevel(logging.ERROR)
     try:
-        with full_store_errors():
+        with scoped_environment({**plan.environment(), **quiet}), full_store_errors():
             yield
-    except (ServerUnavailable, AccessRefused, StoreError):
-        raise
-    except Exception as err:
+    except Exception as err:  # also a HumaneError raised on a server's silence: said once, the same way
         translated = server_error(err, uri, plan)
         if translated is None:
             raise
         raise translated from None
     finally:
         pool_log.setLevel(level)
+
+
+@contextmanager
+def scoped_environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the block only; their earlier values (or absence) come back after."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -227,12 +234,14 @@ def server_error(err: BaseException, uri: str, plan: RetryPlan) -> HumaneError |
             status = cause.get_http_status_code()
         elif isinstance(cause, requests.HTTPError) and cause.response is not None:
             status = cause.response.status_code
-        if status in (401, 403):
-            what = "the credentials" if status == 401 else "the permission"
+        if status == 401:
             return AccessRefused(
-                f"MLflow server {where} refused {what} of user {server_user(uri)} (HTTP {status}): check "
-                "MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD and the user's permissions"
+                f"MLflow server {where} refused the credentials of user {server_user(uri)} (HTTP 401): check "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
             )
+        if status == 403:  # the server's own words say which permission (they hold no secret)
+            said = " ".join(str(getattr(cause, "message", cause)).split())[:300]
+            return AccessRefused(f"MLflow server {where} refused user {server_user(uri)} (HTTP 403): {said}")
     return None
 
 
