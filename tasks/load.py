@@ -53,6 +53,28 @@ def _identifiers(params: Params, loaded: Loaded) -> list[Finding]:
     return findings + [f for f in in_test if f.column not in seen]
 
 
+def _storable(frame: pd.DataFrame, file: str) -> None:
+    """Every column converts to one Parquet column type before anything is written (values withheld).
+
+    A CSV column of integers beyond the 64-bit range is read as Python integers, which Parquet cannot hold.
+    """
+    import pyarrow as pa
+
+    for column in frame.columns:
+        try:
+            pa.array(frame[column], from_pandas=True)
+        except OverflowError:
+            why = "integers beyond the 64-bit range"
+        except (pa.ArrowException, ValueError, TypeError):
+            why = "values of more than one type"
+        else:
+            continue
+        raise DataError(
+            f"{file}: column {column!r} holds {why} (values withheld) and cannot be stored as one column; write it "
+            f"as text in the file, or name it in privacy.drop or privacy.pseudonymize (nothing was written)"
+        )
+
+
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Load the source, check it, apply the privacy policy, and write the masked frames plus their provenance.
 
@@ -76,6 +98,8 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
         print(f"load: privacy rules name columns this data lacks, skipped: {absent}", file=sys.stderr)
     train = _masked(policy, raw_train, key, loaded.files["train"])
     test = _masked(policy, raw_test, key, loaded.files["test"])
+    _storable(train, loaded.files["train"])
+    _storable(test, loaded.files["test"])
     clipped = {"train": bins_clipped(policy, raw_train), "test": bins_clipped(policy, raw_test)}
     report = {
         **risk_report(loaded.train, train, privacy, spec.target),

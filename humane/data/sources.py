@@ -13,6 +13,7 @@ import gzip
 import importlib.util
 import json
 import lzma
+import math
 import re
 import tarfile
 import warnings
@@ -134,10 +135,10 @@ def _read_csv(path: Path, name: str, read: ReadParams, tab: bool) -> pd.DataFram
             warnings.simplefilter("always", pd.errors.ParserWarning)
             # index_col=False: rows with more fields than the header are reported, not turned into an index.
             frame = pd.read_csv(path, index_col=False, **options)
-    except UnicodeDecodeError as err:
+    except UnicodeError as err:  # a byte the codec rejects, or a stream it cannot start (UTF-16 without a BOM)
         raise DataError(
-            f"{name}: cannot be decoded as {read.encoding} (byte 0x{err.object[err.start]:02x} is not valid "
-            f"{err.encoding}); set data.read.encoding to the file's encoding (e.g. latin-1, cp1252 or utf-16)"
+            f"{name}: cannot be decoded as {read.encoding} ({_decode_failure(err)}); set data.read.encoding to the "
+            f"file's encoding (e.g. latin-1, cp1252 or utf-16)"
         ) from None
     except pd.errors.EmptyDataError:
         raise DataError(f"{name}: file is empty (no header and no rows)") from None
@@ -163,15 +164,22 @@ def _read_csv(path: Path, name: str, read: ReadParams, tab: bool) -> pd.DataFram
         )
     _check_names(names, name)
     if len(names) == len(frame.columns):  # a blank name keeps pandas' "Unnamed: <i>"
-        frame.columns = [n or str(c).strip() for n, c in zip(names, frame.columns, strict=True)]
+        frame.columns = _named([n or str(c) for n, c in zip(names, frame.columns, strict=True)])
     else:
-        frame.columns = [str(c).strip() for c in frame.columns]
+        frame.columns = _named(frame.columns)
     if len(frame.columns) == 1:
         raise DataError(
             f"{name}: parses into a single column with data.read.delimiter {json.dumps(sep)}, but a dataset needs a "
             f"label column and at least one feature; {_header_hint(names, sep, path, options)}"
         )
     return frame
+
+
+def _decode_failure(err: UnicodeError) -> str:
+    """What the codec rejected: the offending byte (never the text around it), or the codec's own reason."""
+    if isinstance(err, UnicodeDecodeError):
+        return f"byte 0x{err.object[err.start]:02x} is not valid {err.encoding}"
+    return str(err)
 
 
 def _header_hint(names: list[str], sep: str, path: Path, options: dict[str, Any]) -> str:
@@ -238,13 +246,22 @@ def _read_parquet(path: Path, name: str) -> pd.DataFrame:
         frame = pd.read_parquet(path)
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{name}: not a readable Parquet file ({type(err).__name__}: {err})") from None
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = _named(frame.columns)
     if len(frame.columns) == 1:
         raise DataError(
             f"{name}: holds a single column {frame.columns[0]!r}; a dataset needs a label column and at least one "
             "feature"
         )
     return frame
+
+
+def _named(columns: Any) -> list[str]:
+    """Column names without surrounding whitespace; a name left blank is pandas' own "Unnamed: <i>".
+
+    pandas names an empty header field so, but not one of spaces or control characters that strip() removes.
+    """
+    stripped = [str(c).strip() for c in columns]
+    return [c or f"Unnamed: {i}" for i, c in enumerate(stripped)]
 
 
 def _check_names(names: list[str], name: str) -> None:
@@ -284,9 +301,19 @@ def split_test(frame: pd.DataFrame, target: str, fraction: float) -> tuple[pd.Da
     if not 0 < fraction < 1:
         raise DataError(f"data.test_fraction must be in (0, 1), got {fraction}")
     labels = frame.get(target)
-    stratify = labels if labels is not None and labels.value_counts().min() >= 2 else None
+    stratify = labels if labels is not None and _stratifiable(labels, fraction) else None
     train, test = train_test_split(frame, test_size=fraction, random_state=TEST_SPLIT_SEED, stratify=stratify)
     return train.reset_index(drop=True), test.reset_index(drop=True)
+
+
+def _stratifiable(labels: pd.Series, fraction: float) -> bool:
+    """Whether a stratified split exists: two rows per label, and room for every label on both sides.
+
+    A few rows (a file of four, say) are split unstratified; validation then judges what each side holds.
+    """
+    counts = labels.value_counts()
+    test_rows = math.ceil(fraction * len(labels))  # as scikit-learn rounds the test share
+    return bool(len(counts)) and counts.min() >= 2 and min(test_rows, len(labels) - test_rows) >= len(counts)
 
 
 def _missing(values: pd.Series) -> pd.Series:
