@@ -24,8 +24,10 @@ from humane.governance.signoff import PROMOTED
 from tests.conftest import BIN, ROOT, mlflow_client, run, tracked_runs
 
 MODEL = "humane-sample"
-# Outputs that hold what is measured or named per run, not computed from the data: compute bill and wall times
-# (train), the MLflow run's id (track) and what the registry assigned (register). Every other out must match.
+# Outputs that hold what is measured or named per run, not computed from the data: the compute bill (train), the
+# MLflow run's id (track), what the registry assigned (register), and GX's data docs (timestamps). Outputs that
+# record wall times beside what is computed (the history, the epoch checkpoints) and the skops preprocessor (not
+# byte-stable) are compared by content below. Every other out must match dvc.lock's md5 exactly.
 PER_RUN = {
     "reports/train_metrics.json",
     "reports/mlflow_run.json",
@@ -33,6 +35,10 @@ PER_RUN = {
     "reports/registration.json",
     "reports/model_card.md",
     "reports/model_card.html",
+    "reports/validation_docs",
+    "reports/train_history.json",
+    "models/checkpoints",
+    "models/preprocessor.skops",
 }
 
 
@@ -92,6 +98,7 @@ def test_dvc_repro_killed_at_every_stage_boundary_reruns_to_the_same_outputs_and
     assert "Running stage 'load'" not in done.stdout  # what finished before a kill is not run again
 
     assert lock_md5s(project) == lock_md5s(repro_project)
+    assert_same_training(project, repro_project)
     train = json.loads((project / "reports/train_metrics.json").read_text())
     assert train["resumed_from_epoch"] >= 1, train  # the kill in train: the rerun continued from its checkpoint
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout
@@ -100,6 +107,33 @@ def test_dvc_repro_killed_at_every_stage_boundary_reruns_to_the_same_outputs_and
     assert len(mlflow_client(project).search_model_versions(f"name = '{MODEL}'")) == 1
     trail = [json.loads(line) for line in (project / "audit/signoff.jsonl").read_text().splitlines()]
     assert [e["event"] for e in trail].count(PROMOTED) == 1, trail
+
+
+def assert_same_training(ours: Path, theirs: Path) -> None:
+    """The history, each epoch's checkpoint and the preprocessor alike, wall times aside."""
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from humane.modeling.features import load_preprocessor
+
+    def history(project: Path) -> list[dict]:
+        rows = json.loads((project / "reports/train_history.json").read_text())
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+    assert history(ours) == history(theirs)
+    names = sorted(p.name for p in (theirs / "models/checkpoints").iterdir())
+    assert sorted(p.name for p in (ours / "models/checkpoints").iterdir()) == names
+    for name in names:
+        a, b = (torch.load(p / "models/checkpoints" / name, weights_only=False) for p in (ours, theirs))
+        assert a["state_dict"].keys() == b["state_dict"].keys()
+        assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]), name
+        assert {k: v for k, v in a["metrics"].items() if k != "seconds"} == {
+            k: v for k, v in b["metrics"].items() if k != "seconds"
+        }
+    test = pd.read_parquet(ours / "data/interim/test.parquet")
+    a, b = (load_preprocessor(p / "models/preprocessor.skops") for p in (ours, theirs))
+    assert a.feature_names == b.feature_names and np.array_equal(a.transform(test), b.transform(test))
 
 
 def _kill_tree(pid: int) -> list[int]:
