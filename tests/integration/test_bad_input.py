@@ -84,8 +84,9 @@ LATER = [*KEPT, "reports/data_audit.json", "reports/fairness.json", "reports/pol
 
 
 def _failure_lines(stderr: str) -> list[str]:
-    """The failed checks as validation lists them, one line each."""
-    return [line for line in stderr.splitlines() if line.startswith("  - ")]
+    """The failed checks as validation lists them, one line each (the warnings listed after them left out)."""
+    failures = stderr.split("data validation failed", 1)[-1].split("\nwarnings (", 1)[0]
+    return [line for line in failures.splitlines() if line.startswith("  - ")]
 
 
 def _one_file(project, leakage: dict | None = None) -> None:
