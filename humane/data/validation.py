@@ -44,6 +44,7 @@ AUDITABLE = "two_sensitive_groups_to_audit"
 # Failures beyond the dataset's leakage limits (data.leakage).
 SHARED_ROWS = "rows_shared_with_training_pool"
 FEATURE_AUC = "single_feature_auc"
+LEAKED = "predicts the label almost perfectly on its own: a leaked outcome column? (data.leakage.max_feature_auc)"
 LABEL_TYPE = "label_type_matches_column"
 LABEL_SET = "expect_column_values_to_be_in_set"
 # Label types as pandas infers a column's values (`infer_dtype`), by the Python type of a schema label.
@@ -295,8 +296,7 @@ def leakage_checks(
         aucs = feature_aucs(train, schema.target, schema.positive_label, schema.numeric, schema.categorical)
         for column, auc in aucs.items():
             passed = auc <= leakage.max_feature_auc
-            note = None if passed else ("predicts the label almost perfectly on its own: a leaked outcome column? "
-                                        "(data.leakage.max_feature_auc)")  # fmt: skip
+            note = None if passed else LEAKED
             checks.append(
                 Check("train", files["train"], column, FEATURE_AUC, {"max_auc": leakage.max_feature_auc},
                       passed=passed, observed=round(auc, 4), note=note, protected=column in protected)
