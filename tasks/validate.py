@@ -42,7 +42,14 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     protected = protected_columns(params.privacy, params.data, policy).all
     leakage = params.data.leakage
     result = validate_frames(
-        frames, files, schema, params.validate, docs_dir=paths.validation_docs, protected=protected, leakage=leakage
+        frames,
+        files,
+        schema,
+        params.validate,
+        docs_dir=paths.validation_docs,
+        protected=protected,
+        leakage=leakage,
+        audit_rows=params.audit.min_group_size,
     )
     summary = leakage_summary(result, leakage)
     io.write_json(paths.validation_report, {**report(result, schema), "leakage": summary})

@@ -156,14 +156,16 @@ def build_expectations(schema: Schema, params: ValidateParams, split: str) -> li
 
 def group_checks(
     frame: pd.DataFrame, schema: Schema, params: ValidateParams, split: str, file: str,
-    protected: set[str] | frozenset[str] = frozenset(),
+    protected: set[str] | frozenset[str] = frozenset(), audit_rows: int = 0,
 ) -> list[Check]:  # fmt: skip
     """Minimum rows per sensitive group (GX has no grouped row-count expectation), plus a binary label.
 
     Group sizes are aggregates and are reported by group name; for a protected column only groups in the
     schema's value set and at least `min_group_rows` large are named, any other one is numbered instead.
     A group below the minimum is too small to judge: a warning, or a failure when `params.strict`. A feature
-    with fewer than two groups of the minimum cannot be audited at all: always a failure (`auditable`).
+    with fewer than two groups of the minimum cannot be audited at all: always a failure (`auditable`). On the
+    test split, which the bias audit judges, "large enough" also means at least `audit_rows` rows (the audit's
+    audit.min_group_size), else every gap of the feature would be unmeasurable after training.
     """
     checks = []
     severity = _soft(params)
@@ -182,7 +184,8 @@ def group_checks(
                   note=f"groups below the minimum (too small to judge): {small}" if small else None,
                   protected=column in protected, severity=severity)
         )  # fmt: skip
-        checks.append(auditable(sizes, params.min_group_rows, split, file, column, column in protected))
+        judged = max(params.min_group_rows, audit_rows if split == "test" else 0)
+        checks.append(auditable(sizes, judged, split, file, column, column in protected))
     if split == "train":
         n_labels = len(schema.labels)
         checks.append(
@@ -205,7 +208,7 @@ def auditable(sizes: dict[str, int], min_rows: int, split: str, file: str, colum
         note = (
             f"cannot be audited: {judged} of its {len(sizes)} group(s) hold at least {min_rows} rows, so no "
             "fairness gap can be measured (does the column hold one value for every row? validate.min_group_rows "
-            "sets the minimum)"
+            "and, on the test split, audit.min_group_size set the minimum)"
         )
     kwargs = {"min_groups": 2, "min_rows": min_rows}
     return Check(split, file, column, AUDITABLE, kwargs, judged >= 2, judged, note=note, protected=protected)
@@ -402,11 +405,13 @@ def coded_values(
 def validate_frames(
     frames: dict[str, pd.DataFrame], files: dict[str, str], schema: Schema, params: ValidateParams,
     docs_dir: Path | None = None, protected: set[str] | frozenset[str] = frozenset(),
-    leakage: LeakageParams = DEFAULT_LEAKAGE,
+    leakage: LeakageParams = DEFAULT_LEAKAGE, audit_rows: int = 0,
 ) -> ValidationResult:  # fmt: skip
     """Run the suite on each frame with GX; optionally build GX Data Docs into `docs_dir`.
 
     `leakage` holds the dataset's leakage limits (`data.leakage`; the documented defaults when not given).
+    `audit_rows` is the bias audit's minimum group size (audit.min_group_size): the test split, which the audit
+    judges, must hold two groups of at least that many rows per sensitive feature (see `group_checks`).
 
     Expectations on `protected` columns (`humane.privacy.policy.protected_columns`) run in a suite of their own
     per frame, with a result format that returns counts but no values, and a value set learned from their data
@@ -456,7 +461,7 @@ def validate_frames(
                 frame_checks = [c for c in frame_checks if c is None or (c.column, c.rule) != label_set]
             checks.extend(_explain_types(frame, [c for c in frame_checks if c is not None]))
             checks.extend([label_type] if label_type is not None else [])
-            checks.extend(group_checks(frame, schema, params, split, files[split], protected))
+            checks.extend(group_checks(frame, schema, params, split, files[split], protected, audit_rows))
         checks = once_per_feature(checks)
         checks.extend(leakage_checks(frames, files, schema, leakage, protected))
         if docs_dir is not None:

@@ -192,3 +192,14 @@ def test_a_sensitive_feature_with_one_group_cannot_be_audited_and_fails_once(tin
     frames, files = {"train": tiny_adult, "test": test}, {"train": "a.csv", "test": "b.csv"}
     mixed = validate_frames(frames, files, resolve_schema(SPEC, tiny_adult), PARAMS, leakage=QUIET)
     assert {(c.split, c.file, c.column, c.rule) for c in mixed.failures} == {("test", "b.csv", "sex", AUDITABLE)}
+
+
+def test_the_test_split_needs_two_groups_of_the_audits_minimum(tiny_adult):
+    """Groups large enough for validation but below audit.min_group_size in the test split: refused before training."""
+    frames, files = {"train": tiny_adult, "test": tiny_adult.copy()}, {"train": "a.csv", "test": "b.csv"}
+    schema = resolve_schema(SPEC, tiny_adult)
+    smallest = int(tiny_adult["sex"].value_counts().min())
+    assert validate_frames(frames, files, schema, PARAMS, leakage=QUIET, audit_rows=smallest).passed
+    refused = validate_frames(frames, files, schema, PARAMS, leakage=QUIET, audit_rows=smallest + 1)
+    assert {(c.split, c.column, c.rule) for c in refused.failures} == {("test", "sex", AUDITABLE)}
+    assert f"min_rows={smallest + 1}" in refused.message() and "audit.min_group_size" in refused.message()
