@@ -12,6 +12,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.training import training
 from humane.core.workspace import stages
+from humane.governance.registry import PASSED, REJECTED_BY_POLICY
 from humane.modeling.features import load_preprocessor
 from tests.conftest import BIN, md5s, mlflow_client, run, tracked_runs
 
@@ -79,7 +80,7 @@ def test_overridden_runs_are_isolated_and_saved_as_experiments(ran_project, pref
     assert [p.returncode in (0, 3) for p in procs] == [True, True], [o[1][-3000:] for o in outputs]
     decided = {r.data.params["train.max_epochs"]: r.data.tags["gate.decision"] for r in tracked_runs(ran_project)[:2]}
     assert decided == {
-        str(n): "promoted" if p.returncode == 0 else "rejected" for n, p in zip((2, 3), procs, strict=True)
+        str(n): PASSED if p.returncode == 0 else REJECTED_BY_POLICY for n, p in zip((2, 3), procs, strict=True)
     }
 
     # The workspace is as it was: params, lock and outputs.
