@@ -225,6 +225,9 @@ def test_a_worker_killed_in_train_leaves_a_crashed_run_and_the_rerun_resumes_and
                 worker.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 worker.kill()
+        with get_client(sync_client=True) as client:  # the session's server: no other test's run is judged by it
+            for made in client.read_automations_by_name(automation["name"]):
+                client.delete_automation(made.id)
     with get_client(sync_client=True) as client:
         (deployment,) = client.read_deployments(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["adult"]))
