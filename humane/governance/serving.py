@@ -18,6 +18,10 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+from humane.core.errors import DataError
 
 PROBABILITY, LABEL = "probability", "label"
 DECISION = "decision"  # 1 where the label is the positive one: what the metrics and the audit count
@@ -27,6 +31,39 @@ ARTIFACT_DOMAIN = "domain"
 ARTIFACT_THRESHOLDS = "thresholds"  # per-group thresholds of a post-processed model ({"constraint": "none"} if not)
 MASKED = "<masked>"  # stands in for values of masked or sensitive columns in the logged input example
 SERVED_MODEL_FILE = Path(__file__).with_name("served_model.py")
+
+
+class RequestRefused(DataError, MlflowException):
+    """A scoring request the model cannot read: a DataError to Python callers, a 400 to the scoring server's.
+
+    MLflow's server answers an MlflowException with its error code and message; any other exception from `predict`
+    becomes a generic 400 carrying the traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        MlflowException.__init__(self, message, error_code=INVALID_PARAMETER_VALUE)
+
+
+# A cell the model cannot read as one value: JSON arrays and objects arrive as these.
+NOT_ONE_VALUE = (list, tuple, dict, set, np.ndarray)
+
+
+def single_values(frame: pd.DataFrame) -> pd.DataFrame:
+    """The request, if every cell holds one value (a number, text, a boolean or null).
+
+    Raises:
+        DataError: A column holds lists or objects (counted, not quoted: the column may be protected).
+
+    """
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            count = int(frame[column].map(lambda v: isinstance(v, NOT_ONE_VALUE)).sum())
+            if count:
+                raise DataError(
+                    f"request column {column!r}: {count} values are a list or an object, not one number or text "
+                    "(values withheld); send one value per cell"
+                )
+    return frame
 
 
 class HumaneModel(mlflow.pyfunc.PythonModel):
@@ -84,14 +121,26 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         return list(self.thresholds["target"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        """For each raw row: probability of the positive label, the label, and the domain rules it breaks."""
+        """For each raw row: probability of the positive label, the label, and the domain rules it breaks.
+
+        Raises:
+            RequestRefused: The request cannot be read (a cell holding a list or an object, text in a numeric
+                input, a missing group column): a DataError naming the column and the rule, which the scoring
+                server answers with a 400 carrying that message and no traceback.
+
+        """
+        try:
+            return self._score(single_values(pd.DataFrame(model_input)))
+        except DataError as err:
+            raise RequestRefused(str(err)) from None
+
+    def _score(self, frame: pd.DataFrame) -> pd.DataFrame:
         import torch
 
         from humane.governance.domain import SEPARATOR, as_model_input, broken_rules
         from humane.modeling.model import probabilities
         from humane.privacy.policy import apply_policy
 
-        frame = pd.DataFrame(model_input)
         rules: list[list[str]] = [[] for _ in range(len(frame))]
         if self.domain is not None:
             frame = as_model_input(self.domain, frame)

@@ -185,3 +185,14 @@ def test_a_stray_text_value_in_a_numeric_column_is_left_to_validation(tmp_path):
     frames = pd.concat([pd.read_parquet(paths.interim_train), pd.read_parquet(paths.interim_test)])
     assert (frames["income"] == "unknown").sum() == 1 and len(frames) == 298
     assert "income" not in json.loads(paths.privacy_report.read_text())["identifiers"]["findings"]
+
+
+def test_integers_beyond_64_bits_are_refused_before_anything_is_written(tmp_path):
+    # Found by tests/unit/test_hostile.py: pandas reads such a column as Python integers, which Parquet cannot hold.
+    _users_file(tmp_path / "data/raw/users.csv", code=lambda f: [str(2**70 + i) for i in range(len(f))])
+    with pytest.raises(DataError, match=r"^data/raw/users.csv: column 'code' holds integers beyond the 64-bit range"):
+        load_stage.run(_users_params(keep=["customer id", "code"]), Paths(tmp_path), RunContext(tmp_path))
+    assert not (tmp_path / "data/interim").exists()
+    load_stage.run(
+        _users_params(keep=["customer id"], drop=["email", "notes", "code"]), Paths(tmp_path), RunContext(tmp_path)
+    )

@@ -243,3 +243,26 @@ def test_dates_become_years_or_days_or_are_dropped():
     assert SECRET not in str(err.value)
     with pytest.raises(DataError, match=r"data\.dates names column 'born', which is not in the data"):
         convert_dates(frame, {"born": "year"}, "f.csv")
+
+
+# ---- found by the generated battery (tests/unit/test_hostile.py) ----
+
+
+def test_a_utf16_file_read_as_utf16_without_a_bom_is_a_data_error(tmp_path):
+    path = _write(tmp_path, "t.csv", "a,y\n1,0\n2,1\n", encoding="utf-8")
+    with pytest.raises(
+        DataError, match=r"t.csv: cannot be decoded as utf-16 \(UTF-16 stream does not start with BOM\)"
+    ):
+        read_table(path, read=ReadParams(encoding="utf-16"))
+
+
+def test_a_column_name_of_control_characters_is_unnamed_like_a_blank_one(tmp_path):
+    path = _write(tmp_path, "t.csv", "a,\x1f,\u2003,y\n1,2,3,0\n4,5,6,1\n")
+    assert list(read_table(path).columns) == ["a", "Unnamed: 1", "Unnamed: 2", "y"]
+
+
+def test_a_file_too_small_to_stratify_is_split_unstratified():
+    from humane.data.sources import split_test
+
+    train, test = split_test(pd.DataFrame({"x": range(4), "y": [0, 0, 1, 1]}), "y", 0.2)
+    assert (len(train), len(test)) == (3, 1)
