@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from humane.core.errors import HumaneError
+from humane.core.errors import HumaneError, IntegrityFailed
 from humane.core.io import file_lock
 
 GENESIS = "0" * 64
@@ -28,6 +28,10 @@ EVENTS = ("pending", "approved", "rejected", "timed_out", "promoted", "rolled_ba
 
 class AuditTrailError(HumaneError):
     """The audit trail cannot be read, or its chain does not verify: nothing is signed off on top of it."""
+
+
+class ChainBroken(AuditTrailError, IntegrityFailed):
+    """The trail's hash chain does not verify (an entry edited, removed, reordered or forged): exit 12."""
 
 
 def entry_hash(record: dict[str, Any]) -> str:
@@ -50,16 +54,16 @@ def read(path: Path) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except ValueError as err:
-            raise AuditTrailError(f"{path}, line {number}: not a JSON object ({err}); the trail was edited") from err
+            raise ChainBroken(f"{path}, line {number}: not a JSON object ({err}); the trail was edited") from err
         if not isinstance(record, dict):
-            raise AuditTrailError(f"{path}, line {number}: not a JSON object; the trail was edited")
+            raise ChainBroken(f"{path}, line {number}: not a JSON object; the trail was edited")
         if record.get("seq") != number - 1 or record.get("prev") != previous:
-            raise AuditTrailError(f"{path}, line {number}: the chain is broken (sequence or previous hash does not "
+            raise ChainBroken(f"{path}, line {number}: the chain is broken (sequence or previous hash does not "
                                   f"follow line {number - 1}); lines were removed, reordered or edited")  # fmt: skip
         if record.get("hash") != entry_hash(record):
-            raise AuditTrailError(f"{path}, line {number}: the entry's hash does not match its content; it was edited")
+            raise ChainBroken(f"{path}, line {number}: the entry's hash does not match its content; it was edited")
         if record.get("event") not in EVENTS:
-            raise AuditTrailError(f"{path}, line {number}: unknown event {record.get('event')!r}")
+            raise ChainBroken(f"{path}, line {number}: unknown event {record.get('event')!r}")
         previous = record["hash"]
         entries.append(record)
     return entries

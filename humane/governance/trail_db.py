@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from humane.core.errors import HumaneError, ServerUnavailable
-from humane.governance.audit_trail import EVENTS, GENESIS, AuditTrailError
+from humane.governance.audit_trail import EVENTS, GENESIS, AuditTrailError, ChainBroken
 
 
 def _lock_key(name: str) -> int:
@@ -211,10 +211,10 @@ def verify_rows(rows: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
 
     Checks that `seq` runs 0, 1, 2, ..., that each `prev` is the hash before it (64 zeros first), that each
     hash is sha256(prev|seq|body) over the body text received, and that each body is a JSON object naming a
-    known event. The first failure raises AuditTrailError naming the seq and what is broken.
+    known event. The first failure raises ChainBroken (exit 12) naming the seq and what is broken.
     """
     if not isinstance(rows, list):
-        raise AuditTrailError(f"{where}: expected a list of rows, got {type(rows).__name__}")
+        raise ChainBroken(f"{where}: expected a list of rows, got {type(rows).__name__}")
     entries: list[dict[str, Any]] = []
     previous = GENESIS
     for expected_seq, row in enumerate(rows):
@@ -226,26 +226,24 @@ def verify_rows(rows: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
 def _verified(row: Any, expected_seq: int, previous: str, where: str) -> dict[str, Any]:
     """One row checked against its place in the chain; the entry (body + seq, prev, hash)."""
     if not isinstance(row, dict) or not all(k in row for k in ("seq", "prev", "hash", "body")):
-        raise AuditTrailError(f"{where}, row {expected_seq}: not a trail row (seq, prev, hash, body expected)")
+        raise ChainBroken(f"{where}, row {expected_seq}: not a trail row (seq, prev, hash, body expected)")
     seq, prev, digest, text = row["seq"], row["prev"], row["hash"], row["body"]
     if type(seq) is not int or seq != expected_seq:
-        raise AuditTrailError(f"{where}, seq {seq!r}: expected seq {expected_seq}; entries were removed or reordered")
+        raise ChainBroken(f"{where}, seq {seq!r}: expected seq {expected_seq}; entries were removed or reordered")
     if prev != previous:
-        raise AuditTrailError(
-            f"{where}, seq {seq}: its prev does not match the hash of seq {seq - 1}; the chain is broken"
-        )
+        raise ChainBroken(f"{where}, seq {seq}: its prev does not match the hash of seq {seq - 1}; the chain is broken")
     if not isinstance(text, str) or not isinstance(digest, str) or row_hash(prev, seq, text) != digest:
-        raise AuditTrailError(f"{where}, seq {seq}: the hash does not match the entry's content; it was edited")
+        raise ChainBroken(f"{where}, seq {seq}: the hash does not match the entry's content; it was edited")
     try:
         body = json.loads(text)
     except ValueError as err:
-        raise AuditTrailError(f"{where}, seq {seq}: the body is not JSON ({err})") from err
+        raise ChainBroken(f"{where}, seq {seq}: the body is not JSON ({err})") from err
     if not isinstance(body, dict):
-        raise AuditTrailError(f"{where}, seq {seq}: the body is not a JSON object")
+        raise ChainBroken(f"{where}, seq {seq}: the body is not a JSON object")
     if body.get("event") not in EVENTS:
-        raise AuditTrailError(f"{where}, seq {seq}: unknown event {body.get('event')!r}")
+        raise ChainBroken(f"{where}, seq {seq}: unknown event {body.get('event')!r}")
     if any(k in body for k in SERVER_FIELDS):
-        raise AuditTrailError(f"{where}, seq {seq}: the body holds a chain field ({', '.join(SERVER_FIELDS)})")
+        raise ChainBroken(f"{where}, seq {seq}: the body holds a chain field ({', '.join(SERVER_FIELDS)})")
     return {**body, "seq": seq, "prev": prev, "hash": digest}
 
 

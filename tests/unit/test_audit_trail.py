@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from humane.core.errors import INTEGRITY_EXIT, exit_code
 from humane.governance import audit_trail
 from humane.governance.audit_trail import AuditTrailError
 
@@ -62,8 +63,9 @@ def test_an_edit_that_recomputes_its_own_hash_still_breaks_the_next_link(tmp_pat
     record["hash"] = audit_trail.entry_hash(record)
     lines[1] = json.dumps(record, sort_keys=True)
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(AuditTrailError, match="line 3: the chain is broken"):
+    with pytest.raises(AuditTrailError, match="line 3: the chain is broken") as broken:
         audit_trail.read(path)
+    assert exit_code(broken.value) == INTEGRITY_EXIT  # a broken chain is an integrity failure, not bad input
 
 
 def test_lines_cut_from_the_end_are_found_against_the_registry_tags(tmp_path):
