@@ -52,14 +52,15 @@ def registry_state(project: Path) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def served(repro_project: Path) -> Iterator[dict[str, Any]]:
+def served(repro_project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The shared run's registered version, loaded through MLflow, with raw request rows and the registry's state."""
     before = registry_state(repro_project)
     uri = f"models:/{MODEL}/{mlflow_client(repro_project).get_model_version_by_alias(MODEL, 'champion').version}"
     mlflow.set_tracking_uri(f"sqlite:///{repro_project / 'mlflow.db'}")
     try:
         model = mlflow.pyfunc.load_model(uri)
-        local = mlflow.artifacts.download_artifacts(uri, dst_path=str(repro_project / "hostile-model"))
+        scratch = tmp_path_factory.mktemp("hostile-model")
+        local = mlflow.artifacts.download_artifacts(uri, dst_path=str(scratch / "model"))
     finally:
         mlflow.set_tracking_uri(None)
     rows = pd.read_csv(repro_project / SAMPLE_DIR / "test.csv").drop(columns=["income"]).head(200)
@@ -67,7 +68,14 @@ def served(repro_project: Path) -> Iterator[dict[str, Any]]:
     from mlflow.pyfunc.scoring_server import init
 
     with TestClient(init(model), raise_server_exceptions=False) as client:
-        yield {"project": repro_project, "model": model, "local": Path(local), "rows": rows, "client": client}
+        yield {
+            "project": repro_project,
+            "scratch": scratch,
+            "model": model,
+            "local": Path(local),
+            "rows": rows,
+            "client": client,
+        }
     assert registry_state(repro_project) == before  # no request changed the registry
 
 
@@ -199,7 +207,7 @@ def _free_port() -> int:
 def server(served: dict[str, Any]) -> Iterator[str]:
     """`mlflow models serve` on the downloaded registered model (no conda/virtualenv: this environment)."""
     port = _free_port()
-    log = open(served["project"] / "hostile-serve.log", "w")  # noqa: SIM115 - closed below
+    log = open(served["scratch"] / "hostile-serve.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
             str(BIN / "mlflow"),
@@ -230,7 +238,7 @@ def server(served: dict[str, Any]) -> Iterator[str]:
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                raise RuntimeError((served["project"] / "hostile-serve.log").read_text()[-3000:]) from None
+                raise RuntimeError((served["scratch"] / "hostile-serve.log").read_text()[-3000:]) from None
             time.sleep(0.5)
     yield url
     proc.terminate()
