@@ -323,7 +323,7 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
 
 
 def end_state(state: State) -> str:
-    """The name the exit table reads for a final state: the flow's own names, or Prefect's pause-timeout state.
+    """The name an exit table reads for a final state: its own name, or NotApproved for Prefect's pause timeout.
 
     Prefect's pause-timeout state is an unnamed Failed state that directly follows a Paused state whose deadline
     had passed (the server's pause-expiry service, or its refusal of a late transition); it is read from the run's
@@ -331,12 +331,10 @@ def end_state(state: State) -> str:
     """
     from prefect.settings import PREFECT_API_URL
 
-    if state.name in EXIT:
-        return state.name
-    paused_before = state.is_failed() and state.name == "Failed" and PREFECT_API_URL.value()  # only a server pauses
-    if paused_before and state.state_details.flow_run_id and pause_expired(state.state_details.flow_run_id):
-        return NOT_APPROVED
-    return state.type.value
+    unnamed_failure = state.is_failed() and state.name == "Failed" and state.state_details.flow_run_id
+    if unnamed_failure and PREFECT_API_URL.value() and pause_expired(state.state_details.flow_run_id):
+        return NOT_APPROVED  # only a server pauses a run
+    return state.name or state.type.value
 
 
 def pause_expired(flow_run_id: Any) -> bool:

@@ -4,6 +4,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from prefect.exceptions import FailedRun
 from prefect.states import Completed, Failed
 
 from flows import sweep, training
@@ -83,7 +84,11 @@ def test_the_sweep_never_exits_as_promoted_while_its_candidate_waits_for_a_sign_
     assert sweep.EXIT["Completed"] == 0
     waiting = [training.AWAITING, training.NOT_APPROVED]
     assert {sweep.EXIT[name] for name in waiting} == {7}
-    assert sweep.EXIT[training.REJECTED] == sweep.EXIT[training.NOT_PROMOTED] == 3 and sweep.EXIT["NoCandidate"] == 4
+    assert sweep.EXIT[training.REJECTED] == sweep.EXIT[training.NOT_PROMOTED] == 3
+    no_candidate = Failed(name=sweep.NO_CANDIDATE, message="no sweep candidate is within the policy's limits")
+    assert training.exit_status(no_candidate, sweep.EXIT) == 4
+    with pytest.raises(FailedRun):  # NoCandidate is the sweep's own state: the training flow has no status for it
+        training.exit_status(no_candidate, training.EXIT)
     # A waiting candidate's Completed-type state keeps its name through the sweep, so its status is not 0.
     awaiting = Completed(name=training.AWAITING, message="sweep candidate 1 (...): humane-x v4 awaits sign-off")
     assert training.exit_status(awaiting, sweep.EXIT) == 7
