@@ -25,8 +25,10 @@ from humane.core.paths import Paths
 from humane.data.leakage import feature_aucs, shared_rows
 from humane.data.schema import Schema
 
+# The dtypes of a numeric column; True/False counts as numeric (0/1), as the schema's inference reads it.
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
-                 "float32", "float64", "Int8", "Int16", "Int32", "Int64", "Float32", "Float64"]  # fmt: skip
+                 "float32", "float64", "Int8", "Int16", "Int32", "Int64", "Float32", "Float64", "bool",
+                 "boolean"]  # fmt: skip
 EXAMPLES = 5  # offending values quoted per failed check (never for a protected column)
 # GX result formats: public columns quote a few offending values; protected columns get counts only (BASIC with no
 # partial list: GX 1.24 then returns unexpected_count / unexpected_percent and renders no value into Data Docs).

@@ -203,3 +203,13 @@ def test_the_test_split_needs_two_groups_of_the_audits_minimum(tiny_adult):
     refused = validate_frames(frames, files, schema, PARAMS, leakage=QUIET, audit_rows=smallest + 1)
     assert {(c.split, c.column, c.rule) for c in refused.failures} == {("test", "sex", AUDITABLE)}
     assert f"min_rows={smallest + 1}" in refused.message() and "audit.min_group_size" in refused.message()
+
+
+def test_a_true_false_column_is_a_valid_numeric_input(tiny_adult):
+    """Inferred numeric (pandas counts bool as numeric), so validation accepts its dtype (found by test_hostile)."""
+    flagged = tiny_adult.assign(flag=[i % 2 == 0 for i in range(len(tiny_adult))])
+    schema = resolve_schema(SPEC.model_copy(update={"numeric": [*SPEC.numeric, "flag"]}), flagged)
+    assert "flag" in schema.numeric
+    files = {"train": "a.csv", "test": "b.csv"}
+    result = validate_frames({"train": flagged, "test": flagged.copy()}, files, schema, PARAMS, leakage=QUIET)
+    assert not [c for c in result.failures if c.column == "flag"], result.message()
