@@ -134,21 +134,29 @@ def submit(project: Path, env: dict[str, str]) -> list[str]:
     sh([prefect, "deployment", "delete", "monitoring/adult-monitoring"], project, env)
     from prefect.deployments import run_deployment
 
-    os.environ.update({k: v for k, v in env.items() if k.startswith("PREFECT_")})
     ids = []
-    for overrides in OVERRIDES:
-        flow_run = run_deployment("training/adult", parameters={"overrides": overrides}, timeout=0)
-        ids.append(str(flow_run.id))
+    with stack_prefect(env):
+        for overrides in OVERRIDES:
+            flow_run = run_deployment("training/adult", parameters={"overrides": overrides}, timeout=0)
+            ids.append(str(flow_run.id))
     return ids
 
 
-def wait(ids: list[str], limit_s: float) -> dict[str, Any]:
+def stack_prefect(env: dict[str, str]) -> Any:
+    """This process's Prefect client settings pointed at the stack's server (settings are read at import)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    updates = {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"]}
+    return temporary_settings(updates=updates)
+
+
+def wait(ids: list[str], limit_s: float, env: dict[str, str]) -> dict[str, Any]:
     """Poll until every run is final or paused (or the limit passes); {id: flow run}."""
     from prefect import get_client
 
     deadline = time.monotonic() + limit_s
     while True:
-        with get_client(sync_client=True) as client:
+        with stack_prefect(env), get_client(sync_client=True) as client:
             runs = {i: client.read_flow_run(i) for i in ids}
         if all(r.state.type.value in FINAL or r.state.name == "Paused" for r in runs.values()):
             return runs
@@ -197,7 +205,7 @@ def main() -> None:
         sampler.start()
         started = time.monotonic()
         ids = submit(project, trainer)
-        runs = wait(ids, options.limit)
+        runs = wait(ids, options.limit, trainer)
         wall = time.monotonic() - started
         sampler.done.set()
         outcomes = {}
@@ -222,7 +230,10 @@ def main() -> None:
     finally:
         for worker in workers:
             worker.terminate()
-            worker.wait(timeout=60)
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
         if stack is not None:
             subprocess.run([sys.executable, "-m", "team.stack", "down", "--dir", str(stack), "--purge"], cwd=ROOT)
         shutil.rmtree(base, ignore_errors=True)

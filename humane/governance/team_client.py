@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from humane.core.errors import AccessRefused, HumaneError, ServerUnavailable
-from humane.governance.store import StoreError
+from humane.governance.store import RETRY_ENV, StoreError, retry_budget, retry_plan, safe_uri
 
 API = "/api/humane/v1"
+POST_TIMEOUT_S = 120  # above the server's promotion-lock wait (server_app: HUMANE_LOCK_TIMEOUT_S, 60 s by default)
 
 
 class TeamError(HumaneError):
@@ -46,13 +47,15 @@ def call(uri: str, method: str, path: str, payload: dict[str, Any] | None = None
     accept); a server that cannot be reached or answers 5xx raises TeamUnavailable: nothing is assumed from silence.
     """
     kwargs: dict[str, Any] = {"json": payload} if method != "GET" else {"params": payload or {}}
-    response = _request(uri, method, path, 120, **kwargs)
+    response = _request(uri, method, path, **kwargs)
     try:
         body = response.json()
     except ValueError:
         body = {"message": response.text[:500]}
     if response.status_code >= 500:
-        raise TeamUnavailable(f"team server {uri}: {API}/{path} answered {response.status_code}: {body.get('message')}")
+        raise TeamUnavailable(
+            f"team server {safe_uri(uri)}: {API}/{path} answered {response.status_code}: {body.get('message')}"
+        )
     if response.status_code == 401:
         raise _refused(uri, response.status_code)
     if response.status_code >= 400:
@@ -60,42 +63,55 @@ def call(uri: str, method: str, path: str, payload: dict[str, Any] | None = None
     return body
 
 
-def _request(uri: str, method: str, path: str, timeout: int, **kwargs: Any) -> Any:
-    """One HTTP request to the plugin API with this checkout's MLflow credentials; unreachable: TeamUnavailable."""
+def _request(uri: str, method: str, path: str, **kwargs: Any) -> Any:
+    """One HTTP request to the plugin API with this checkout's MLflow credentials; unreachable: TeamUnavailable.
+
+    Retries stay within HUMANE_SERVER_RETRY_S (store.retry_budget). A POST (a sign-off, a rollback) may wait on
+    the server's promotion lock, so its answer may take up to POST_TIMEOUT_S, and it is retried only where the
+    server did nothing (no connection, or 502/503/504/429: the trail's database unavailable answers 503).
+    """
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
+    plan = retry_plan(retry_budget())
+    timeout = plan.timeout_s if method == "GET" else POST_TIMEOUT_S
+    codes = {"retry_codes": frozenset({429, 502, 503, 504})} if method != "GET" else {}
     try:
         return http_request(
             get_default_host_creds(uri),
             f"{API}/{path}",
             method,
-            max_retries=2,
-            backoff_factor=1,
+            max_retries=plan.retries,
+            backoff_factor=plan.backoff_factor,
+            backoff_jitter=0,
             timeout=timeout,
             raise_on_status=False,
+            **codes,
             **kwargs,
         )
     except Exception as err:
-        raise TeamUnavailable(f"team server {uri}: {method} {API}/{path} failed: {type(err).__name__}: {err}") from err
+        raise TeamUnavailable(
+            f"team server {safe_uri(uri)}: {method} {API}/{path} failed after retrying within {RETRY_ENV}="
+            f"{plan.budget_s} s: {type(err).__name__}: {str(err).replace(uri, safe_uri(uri))}"
+        ) from err
 
 
 def _refused(uri: str, status: int) -> AccessRefused:
     return AccessRefused(
-        f"tracking server {uri} refused the credentials of MLflow user {_user()!r} (HTTP {status}): check "
+        f"tracking server {safe_uri(uri)} refused the credentials of MLflow user {_user()!r} (HTTP {status}): check "
         "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (see docs/team.md)"
     )
 
 
 @functools.lru_cache(maxsize=8)
 def _probe(uri: str) -> bool:
-    response = _request(uri, "GET", "whoami", 30)
+    response = _request(uri, "GET", "whoami")
     if response.status_code == 404:
         return False
     if response.status_code in (401, 403):
         raise _refused(uri, response.status_code)
     if response.status_code != 200:
-        raise TeamUnavailable(f"tracking server {uri}: {API}/whoami answered {response.status_code}")
+        raise TeamUnavailable(f"tracking server {safe_uri(uri)}: {API}/whoami answered {response.status_code}")
     try:
         return bool(response.json().get("humane"))
     except ValueError:

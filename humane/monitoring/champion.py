@@ -22,7 +22,7 @@ import pandas as pd
 from humane.core import io
 from humane.core.errors import AccessRefused, HumaneError, IntegrityFailed, ServerUnavailable
 from humane.core.paths import LABEL_COLUMN
-from humane.governance.registry import CHAMPION
+from humane.governance.registry import CHAMPION, load_verified
 from humane.governance.store import client, ensure_experiment, is_remote, safe_uri, server_calls, using_tracking_uri
 from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN, REFERENCE_ARTIFACT
 
@@ -64,10 +64,10 @@ def load_champion(uri: str, name: str, project: Path, require_signoff: bool = Fa
     The version behind `champion` is used only once its decision and sign-off verify against the project's audit
     trail (humane.governance.approvals.verified_champion; `require_signoff`: params' gate.require_approval, always
     in team mode); else ChampionNotVerified names what is missing. The model is then loaded by that version's
-    number, never by the alias, so that the alias cannot move between the check and the load.
+    number, never by the alias, so that the alias cannot move between the check and the load, and only once its
+    files match the manifest recorded at registration (registry.load_verified; IntegrityFailed names a file that
+    does not).
     """
-    import mlflow.pyfunc
-
     from humane.governance.approvals import verified_champion
 
     mlflow_client = client(uri)
@@ -84,9 +84,9 @@ def load_champion(uri: str, name: str, project: Path, require_signoff: bool = Fa
     with tempfile.TemporaryDirectory(prefix="humane-champion-") as tmp:
         files = {a: _download(mlflow_client, uri, location, run_id, a, Path(tmp), label) for a in ARTIFACTS}
         reference, audit, metrics = _parse(files, run_id, label)
-    with server_calls(uri), using_tracking_uri(uri), warnings.catch_warnings():
+    with server_calls(uri), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        model = load_verified(uri, name, version)
     return ChampionModel(name, version, run_id, model, reference, audit, metrics)
 
 

@@ -169,9 +169,12 @@ REGISTRY: dict[str, Covered | Exempt] = {
         ("-m flows.monitoring data/batches/bias.csv",),
         (MON + "test_the_bias_batch_raises_bias_degraded_naming_the_group",),
     ),
-    'sed "s/TRAINING_DEPLOYMENT_ID/$(prefect deployment inspect training/adult -o json | jq -r .id)/" '
-    "automations/retrain_on_drift.yaml > /tmp/retrain_on_drift.yaml": Covered(
-        ("TRAINING_DEPLOYMENT_ID", "deployment inspect training/adult -o json", "jq -r .id", "retrain_on_drift.yaml"),
+    'id=$(curl -sf "$PREFECT_API_URL/deployments/name/training/adult" | jq -re .id)': Covered(
+        ("deployments/name/training/adult",),
+        (DOC + "test_the_retraining_automation_is_created_as_documented",),
+    ),
+    'sed "s/TRAINING_DEPLOYMENT_ID/$id/" automations/retrain_on_drift.yaml > /tmp/retrain_on_drift.yaml': Covered(
+        ("TRAINING_DEPLOYMENT_ID", "retrain_on_drift.yaml"),
         (DOC + "test_the_retraining_automation_is_created_as_documented",),
     ),
     "prefect automation create --from-file /tmp/retrain_on_drift.yaml": Covered(
@@ -449,19 +452,18 @@ def test_the_retraining_automation_is_created_as_documented(project, prefect_ser
     the session's server: the automation runs the deployment the sed line named."""
     block = next(b for lang, b in FENCE.findall((ROOT / "README.md").read_text()) if "retrain_on_drift" in b)
     lines = block_commands("bash", block)
-    deploy, sed, create = lines[0], lines[1], lines[2]
-    assert deploy == "prefect --no-prompt deploy --all" and "jq -r .id" in sed and "TRAINING_DEPLOYMENT_ID" in sed
-    assert "deployment inspect training/adult -o json" in sed and "retrain_on_drift.yaml" in sed
+    deploy, named, sed, create = lines[:4]
+    assert deploy == "prefect --no-prompt deploy --all" and "deployments/name/training/adult" in named
+    assert "TRAINING_DEPLOYMENT_ID" in sed and "retrain_on_drift.yaml" in sed
     assert create.startswith("prefect automation create --from-file")
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     pool = "prefect work-pool create humane-local --type process --overwrite"  # as README's deployment section
-    script = "set -e\n" + "\n".join([pool, deploy, sed.replace("/tmp/", "./"), create.replace("/tmp/", "./")])
+    script = "set -e\n" + "\n".join([pool, deploy, named, sed.replace("/tmp/", "./"), create.replace("/tmp/", "./")])
     done = subprocess.run(["bash", "-c", script], cwd=project, env=env, capture_output=True, text=True, timeout=300)
     try:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        # Read from the API: once an automation names the deployment, `prefect deployment inspect -o json` fails
-        # (Prefect 3.x: "Type is not JSON serializable: set", the automation's trigger) and the sed line's
-        # substitution would be empty: a rerun of this block must not be trusted to have named the deployment.
+        # The README reads the id from the API: once an automation names the deployment, `prefect deployment
+        # inspect -o json` fails (Prefect 3.9: "Type is not JSON serializable: set"), so a rerun would name none.
         with urllib.request.urlopen(f"{prefect_server}/deployments/name/training/adult", timeout=30) as response:
             deployment = json.loads(response.read())
         written = (project / "retrain_on_drift.yaml").read_text()

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from flows.monitoring import exit_status, monitoring, run_error
-from humane.core.errors import ServerUnavailable
+from humane.core.errors import IntegrityFailed, ServerUnavailable
 from humane.core.io import read_json
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.data.datasets import read_adult
@@ -187,6 +187,26 @@ def test_a_champion_artifact_store_that_does_not_answer_is_server_unavailable(mo
     assert "holds no" not in str(err) and "tracked before monitoring" not in str(err)
     assert len(_monitoring_runs(monitored)) == runs
     assert not (monitored / "reports/monitoring/in_distribution.tmp").exists()
+
+
+def test_a_champion_whose_registered_files_changed_is_refused_before_it_is_loaded(
+    monitored, prefect_server, monkeypatch
+):
+    """The served code changed in the artifact store after registration: exit 12 naming it; nothing of it runs."""
+    version = mlflow_client(monitored).get_model_version_by_alias(MODEL, "champion")
+    model_id = version.source.removeprefix("models:/")
+    (stored,) = (monitored / "mlartifacts").rglob(f"{model_id}/artifacts/served_model.py")
+    saved = stored.read_text()
+    stored.write_text(saved + "\nraise SystemExit('the tampered code ran')\n")
+    try:
+        runs = len(_monitoring_runs(monitored))
+        state = _run(monitored, "data/batches/in_distribution.csv", monkeypatch)
+    finally:
+        stored.write_text(saved)
+    err = run_error(state)
+    assert isinstance(err, IntegrityFailed) and exit_status(state) == 12, state.message
+    assert "served_model.py changed after registration" in str(err), str(err)
+    assert len(_monitoring_runs(monitored)) == runs
 
 
 def test_a_breach_listed_in_retrain_on_starts_the_training_deployment(monitored, prefect_server, monkeypatch):
