@@ -293,24 +293,60 @@ def _requires_approval(project: Path) -> bool:
     return load_params(path).gate.require_approval if path.exists() else False
 
 
-def main(argv: list[str]) -> int:
-    """`python -m humane.governance.serving NAME`: print the verified champion's `models:/NAME/<version>`.
+def checked_copy(name: str, version: str, dest: Path) -> Path:
+    """The version's files in `dest` (new or empty), checked against its manifest; nothing left there if not.
 
-    For `mlflow models serve -m "$(python -m humane.governance.serving humane-adult)"`: exit 2, with the reason
-    on stderr and nothing on stdout, when there is no champion or it does not verify.
+    Downloaded beside `dest` and moved into place only once every file verifies, so a folder named `dest` holds
+    checked files or nothing.
     """
+    import shutil
+    import tempfile
+
+    from humane.core.context import RunContext
+    from humane.core.errors import ConfigError
+    from humane.governance.registry import verified_model_files
+
+    dest = dest.resolve()
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ConfigError(f"--files {dest}: exists and is not an empty folder; name a new one")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".humane-download-", dir=dest.parent))
+    try:
+        folder = verified_model_files(RunContext(Path.cwd()).tracking_uri, name, version, scratch)
+        if dest.exists():
+            dest.rmdir()
+        folder.rename(dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return dest
+
+
+def main(argv: list[str]) -> int:
+    """`python -m humane.governance.serving NAME [--files DIR]`: the verified champion, for `mlflow models serve`.
+
+    With `--files DIR`: the champion's files downloaded into DIR (new or empty) and checked against the manifest
+    recorded at registration; prints DIR, to serve with `mlflow models serve -m DIR`, so that what runs is what was
+    checked. Without: prints `models:/NAME/<version>` (its decision and sign-off verified, its files not: the server
+    downloads them again). Nothing on stdout and the error's exit code (2, 10, 11, 12) with the reason on stderr
+    when there is no champion, it does not verify, or a file changed after registration.
+    """
+    import argparse
     import sys
 
     from humane.core.errors import HumaneError
 
-    if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python -m humane.governance.serving MODEL_NAME   (e.g. humane-adult)", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(prog="python -m humane.governance.serving")
+    parser.add_argument("name", help="the registered model, e.g. humane-adult")
+    parser.add_argument("--files", type=Path, help="download the champion's checked files into this new folder")
+    args = parser.parse_args(argv)
     try:
-        print(champion_uri(argv[0]))
+        verified = champion_uri(args.name)
+        if args.files is not None:
+            verified = str(checked_copy(args.name, verified.rsplit("/", 1)[1], args.files))
     except HumaneError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return err.exit_code
+    print(verified)
     return 0
 
 

@@ -114,10 +114,10 @@ REGISTRY: dict[str, Covered | Exempt] = {
     'rows, model.metadata.get_input_schema())))"': Covered(
         ("python -c",), (DOC + "test_readme_serving_snippets_run_as_written",)
     ),
-    "uri=$(python -m humane.governance.serving humane-adult)": Covered(
+    'model=$(python -m humane.governance.serving humane-adult --files "$(mktemp -d)/model")': Covered(
         ("python -m humane.governance.serving",), (DOC + "test_readme_serving_snippets_run_as_written",)
     ),
-    'mlflow models serve -m "$uri" --env-manager local --host 127.0.0.1 --port 5001 &': Covered(
+    'mlflow models serve -m "$model" --env-manager local --host 127.0.0.1 --port 5001 &': Covered(
         ("models serve -m", "--env-manager local"),
         ("tests/integration/test_registry.py::test_champion_is_a_serving_ready_pyfunc",),
     ),
@@ -380,15 +380,16 @@ def test_make_run_make_test_and_the_activated_venv(ran_project):
 
 
 def test_readme_serving_snippets_run_as_written(ran_project):
-    """README's `export MLFLOW_TRACKING_URI=sqlite:///mlflow.db`, its `python -c "..."` and `uri=$(python -m
-    humane.governance.serving ...)` lines, run by bash with the sample's model name for humane-adult."""
+    """README's `export MLFLOW_TRACKING_URI=sqlite:///mlflow.db`, its `python -c "..."` and `model=$(python -m
+    humane.governance.serving ... --files ...)` lines, run by bash with the sample's model name for humane-adult."""
     model = "humane-" + yaml.safe_load((ran_project / "params.yaml").read_text())["data"]["name"]
     block = next(b for lang, b in FENCE.findall((ROOT / "README.md").read_text()) if "load_champion" in b)
-    lines = block.split("mlflow models serve")[0].replace("humane-adult", model)  # up to the server: uri=$(...)
-    script = f'set -e\n{lines}\necho "uri=$uri"\n'
+    lines = block.split("mlflow models serve")[0].replace("humane-adult", model)  # up to the server: model=$(...)
+    script = f'set -e\n{lines}\necho "model=$model"\n'
     done = subprocess.run(["bash", "-c", script], cwd=ran_project, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert re.search(rf"^uri=models:/{model}/\d+$", done.stdout, re.M), done.stdout
+    folder = Path(re.search(r"^model=(/.+)$", done.stdout, re.M).group(1))
+    assert (folder / "MLmodel").exists() and (folder / "served_model.py").exists(), done.stdout
     assert "export MLFLOW_TRACKING_URI=sqlite:///mlflow.db" in block and "python -c" in block
 
 

@@ -181,7 +181,7 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch):
+def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch, tmp_path):
     uri = f"sqlite:///{ran_project / 'mlflow.db'}"
     raw = pd.read_csv(ran_project / SAMPLE_DIR / "test.csv").head(4).drop(columns=["income"])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -195,8 +195,11 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch):
     assert local["probability"].between(0, 1).all() and set(local["label"]) <= {"<=50K", ">50K"}
     assert local["out_of_domain"].dtype == bool and local["domain_rules"].map(type).eq(str).all()
 
-    verified = run(["python", "-m", "humane.governance.serving", MODEL], ran_project).stdout.strip()
-    assert verified == f"models:/{MODEL}/1"
+    assert run(["python", "-m", "humane.governance.serving", MODEL], ran_project).stdout.strip() == f"models:/{MODEL}/1"
+    files = tmp_path / "served"  # the champion's files, checked against the manifest recorded at registration
+    verified = run(["python", "-m", "humane.governance.serving", MODEL, "--files", str(files)], ran_project)
+    assert verified.stdout.strip() == str(files) and (files / "MLmodel").exists()
+    verified = str(files)
     port = _free_port()
     server = subprocess.Popen(
         [str(BIN / "mlflow"), "models", "serve", "-m", verified, "--env-manager", "local",

@@ -29,7 +29,16 @@ from humane.governance.domain import (
     broken_rules,
     fit_domain,
 )
-from humane.governance.serving import DECISION, DOMAIN_RULES, LABEL, OUT_OF_DOMAIN, PROBABILITY, HumaneModel, as_request
+from humane.governance.serving import (
+    DECISION,
+    DOMAIN_RULES,
+    LABEL,
+    OUT_OF_DOMAIN,
+    PROBABILITY,
+    HumaneModel,
+    as_request,
+    checked_copy,
+)
 from humane.governance.tracking import DOMAIN_FILE, log_serving_model
 from humane.modeling.evaluation import predict_proba
 from humane.modeling.features import fit, save_preprocessor, split_xy, to_model_frame
@@ -363,7 +372,7 @@ def test_a_manifest_names_the_missing_added_or_changed_file(tmp_path):
         verify_manifest(tmp_path, None, "m v1")
 
 
-def test_a_tampered_registered_file_is_refused_by_name_before_its_code_runs(served):
+def test_a_tampered_registered_file_is_refused_by_name_before_its_code_runs(served, monkeypatch, tmp_path):
     """Registered in the fixture's real SQLite store; one file changed in the artifact store afterwards."""
     import yaml
 
@@ -383,10 +392,18 @@ def test_a_tampered_registered_file_is_refused_by_name_before_its_code_runs(serv
     model = load_verified(uri, name, version)
     assert len(model.predict(as_request(rows.head(3), model.metadata.get_input_schema()))) == 3
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert (checked_copy(name, version, tmp_path / "good") / "MLmodel").exists()  # what `--files` serves from
+
     (stored,) = root.glob(f"mlartifacts/**/{logged['model_id']}/artifacts/served_model.py")
     stored.write_text(stored.read_text() + "\nraise SystemExit('the tampered code ran')\n")
-    for load in (lambda: load_verified(uri, name, version), lambda: record_manifest(store, uri, name, version, False)):
+    for load in (
+        lambda: load_verified(uri, name, version),
+        lambda: record_manifest(store, uri, name, version, False),
+        lambda: checked_copy(name, version, tmp_path / "served"),
+    ):
         with pytest.raises(
             IntegrityFailed, match=rf"{name} v{version}: file served_model.py changed after registration"
         ):
             load()
+    assert not (tmp_path / "served").exists() and [p.name for p in tmp_path.iterdir()] == ["good"]
