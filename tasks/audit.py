@@ -43,7 +43,8 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     lines = []
     for audit in audits:
         gaps = ", ".join(f"{k} {v['value']:.3f} [{v['lo']:.3f}, {v['hi']:.3f}]" for k, v in audit.gaps.items())
-        lines.append(f"audit {audit.feature}: {gaps}" + (f"; too small: {audit.too_small}" if audit.too_small else ""))
+        small = ", ".join(f"{g['group']} ({g['count']} rows)" for g in audit.groups if g["too_small"])
+        lines.append(f"audit {audit.feature}: {gaps}" + (f"; too small to judge: {small}" if small else ""))
     return "\n".join(lines)
 
 

@@ -22,6 +22,10 @@ GAP_METRICS = (
 INTERSECTION = " x "  # joins feature names and group values of the intersectional audit, e.g. "sex x race"
 MISSING_GROUP = "missing"  # the group of rows whose sensitive value is null
 FAIRNESS_PREFIX = "fairness."  # the gaps as the policy names them: fairness.<feature>.<gap>
+# A group too small to judge is numbered in every report, never named: a rare value of a sensitive column can
+# single out a person. The numbering of validation's report (humane/data/validation.py `_group_names`); the
+# monitoring reference merges such groups into one "<withheld group>" (humane/monitoring/reference.py).
+WITHHELD_GROUP = "<withheld group #{}>"
 
 
 def group_text(values: pd.Series) -> pd.Series:
@@ -57,6 +61,26 @@ def group_labels(values: pd.Series, feature: str) -> pd.Series:
             f"(missing) group; rename that value in the data so the two stay apart"
         )
     return text.where(~null, MISSING_GROUP)
+
+
+def shown_names(sizes: Mapping[str, int], min_rows: int) -> dict[str, str]:
+    """Each group's name as a report shows it: its own name at or above `min_rows` rows, else a number.
+
+    The groups below the minimum are numbered (WITHHELD_GROUP) in order of decreasing size, ties in name order so
+    the numbers are stable; only their row counts, which are aggregates, are reported beside them. The "missing"
+    group keeps its name, as in validation's report: it is the label of null values, no one's value.
+
+    Args:
+        sizes: Rows per group label (`group_labels`).
+        min_rows: The smallest group judged (audit.min_group_size, or validate.min_group_rows for the data audit).
+
+    Returns:
+        The shown name per group label.
+
+    """
+    small = sorted((-n, g) for g, n in sizes.items() if n < min_rows and g != MISSING_GROUP)
+    numbered = {g: WITHHELD_GROUP.format(i) for i, (_, g) in enumerate(small, 1)}
+    return {g: numbered.get(g, g) for g in sizes}
 
 
 def group_table(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, groups: pd.Series) -> pd.DataFrame:
@@ -111,7 +135,10 @@ def weighted_metrics(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, codes: np
 
 @dataclass(frozen=True)
 class FeatureAudit:
-    """One sensitive feature (or intersection): groups with CIs, and gaps over the groups large enough to judge."""
+    """One sensitive feature (or intersection): groups with CIs, and gaps over the groups large enough to judge.
+
+    A group too small to judge is shown numbered (`shown_names`) in `groups` and `too_small`, with its rates withheld.
+    """
 
     feature: str
     groups: list[dict[str, Any]]
@@ -145,6 +172,7 @@ def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray
         lo, hi = np.percentile(finite, [2.5, 97.5])
         return float(lo), float(hi)
 
+    shown = shown_names(dict(zip(names, table["count"].tolist(), strict=True)), params.min_group_size)
     rows = []
     for i, name in enumerate(names):
         metrics = {}
@@ -154,12 +182,19 @@ def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray
                 continue
             lo, hi = interval(np.array([d[i] for d in draws[metric]]))
             metrics[metric] = {"value": float(table.loc[i, metric]), "lo": lo, "hi": hi}
-        rows.append({"group": name, "count": int(table.loc[i, "count"]), "too_small": not bool(judged[i]),
+        rows.append({"group": shown[name], "count": int(table.loc[i, "count"]), "too_small": not bool(judged[i]),
                      "metrics": metrics})  # fmt: skip
     point = gaps_from(table[judged])
     gaps = {g: {"value": point[g], **dict(zip(("lo", "hi"), interval(np.array(gap_draws[g])), strict=True))}
             for g in GAP_METRICS}  # fmt: skip
-    return FeatureAudit(feature, rows, gaps, [n for n, ok in zip(names, judged, strict=True) if not ok])
+    rows.sort(key=lambda row: (row["too_small"], _number(row["group"])))  # named (in name order), then numbered
+    return FeatureAudit(feature, rows, gaps, [row["group"] for row in rows if row["too_small"]])
+
+
+def _number(shown: str) -> int:
+    """A numbered group's number (WITHHELD_GROUP), 0 for a named one: numbered rows sort in their order."""
+    prefix = WITHHELD_GROUP.split("{")[0]
+    return int(shown.removeprefix(prefix).rstrip(">")) if shown.startswith(prefix) else 0
 
 
 def overall_with_ci(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, params: AuditParams) -> dict[str, dict]:
@@ -194,22 +229,24 @@ def data_audit(frame: pd.DataFrame, data: DataParams, min_group_rows: int) -> di
     """Each group's share of the rows and its label base rate, before any model is trained.
 
     A group with fewer than `min_group_rows` rows is "too small to judge": its base rate would describe a
-    handful of people, so it is withheld (None) and the group is flagged.
+    handful of people, so it is withheld (None), the group is flagged and numbered, not named (`shown_names`).
     """
     positive = (frame[data.target] == data.positive_label).astype(float)
     out = {}
     prefixed = frame.rename(columns={c: f"{SENSITIVE_PREFIX}{c}" for c in data.sensitive_features})
     for feature, groups in sensitive_columns(prefixed, data.sensitive_features).items():
         stats = pd.DataFrame({"group": groups, "y": positive}).groupby("group")["y"].agg(["size", "mean"])
+        stats = stats.sort_values("size", ascending=False, kind="stable")
+        shown = shown_names(stats["size"].to_dict(), min_group_rows)
         out[feature] = [
             {
-                "group": str(g),
+                "group": shown[g],
                 "rows": int(r["size"]),
                 "share": float(r["size"] / len(frame)),
                 "base_rate": float(r["mean"]) if r["size"] >= min_group_rows else None,
                 "too_small": bool(r["size"] < min_group_rows),
             }
-            for g, r in stats.sort_values("size", ascending=False).iterrows()
+            for g, r in stats.iterrows()
         ]
     return out
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import html
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from humane.core.params import Params
-from humane.fairness.metrics import GROUP_METRICS
+from humane.fairness.metrics import FAIRNESS_PREFIX, GROUP_METRICS, unmeasurable
 from humane.governance.gate import RESULT_WORDS, Decision, Policy
 
 # The card's sign-off paragraph while a person's decision is awaited; the sign-off replaces it with the outcome.
@@ -178,14 +179,7 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
 
     card.heading("Fairness gaps against the policy")
     thresholds = Policy.of(params.gate, params.policy, params.data.sensitive_features).max
-    rows = []
-    for feature in facts["audit"]["features"]:
-        for gap, value in feature["gaps"].items():
-            key = f"fairness.{feature['feature']}.{gap}"
-            limit = thresholds.get(key)
-            verdict = "n/a" if limit is None else ("within" if value["value"] <= limit else "EXCEEDS")
-            rows.append([feature["feature"], gap, _ci(value), "none" if limit is None else limit, verdict])
-    card.table(["feature", "gap", "value [95% CI]", "policy maximum", "result"], rows)
+    card.table(["feature", "gap", "value [95% CI]", "policy maximum", "result"], gap_rows(facts["audit"], thresholds))
 
     add_mitigation(card, params, facts)
 
@@ -199,7 +193,7 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
          "too small to judge" if g.get("too_small") else g["base_rate"]]
         for feature, groups in facts["data_audit"].items() for g in groups
     ])  # fmt: skip
-    small = [f"{f['feature']}: {', '.join(f['too_small'])}" for f in facts["audit"]["features"] if f["too_small"]]
+    small = [f"{f['feature']}: {_sizes(f['groups'])}" for f in facts["audit"]["features"] if f["too_small"]]
     if small:
         card.heading("Recorded limitations", 3)
         card.bullets([f"groups with fewer than {params.audit.min_group_size} test rows were not judged — {s}"
@@ -232,6 +226,38 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     awaiting = params.gate.require_approval and decision.passed and not signed
     add_decision(card, decision, awaiting, signed_off=bool(signed))
     return card
+
+
+def gap_rows(audit: dict[str, Any], limits: dict[str, float]) -> list[list[Any]]:
+    """The fairness table's rows: each gap with its CI, the policy's maximum and the result.
+
+    A gap with no value (NaN, or None) is "unmeasurable" with the reason the gate gives
+    (`humane.fairness.metrics.unmeasurable`), never "EXCEEDS" or "within".
+
+    Args:
+        audit: reports/audit.json.
+        limits: The policy's maxima (`Policy.max`), by `fairness.<feature>.<gap>`.
+
+    Returns:
+        [feature, gap, value [95% CI], policy maximum, result] per gap.
+
+    """
+    figures = {
+        f"{FAIRNESS_PREFIX}{f['feature']}.{gap}": value["value"]
+        for f in audit["features"]
+        for gap, value in f["gaps"].items()
+    }
+    rows = []
+    for feature in audit["features"]:
+        for gap, value in feature["gaps"].items():
+            key = f"{FAIRNESS_PREFIX}{feature['feature']}.{gap}"
+            limit, figure = limits.get(key), value["value"]
+            if figure is None or math.isnan(figure):
+                verdict = unmeasurable(key, figures)
+            else:
+                verdict = "n/a" if limit is None else ("within" if figure <= limit else "EXCEEDS")
+            rows.append([feature["feature"], gap, _ci(value), "none" if limit is None else limit, verdict])
+    return rows
 
 
 def architecture(params: Params, facts: dict[str, Any]) -> str:
@@ -419,6 +445,11 @@ def group_rows(audit_report: dict[str, Any]) -> list[dict[str, Any]]:
          **{m: _ci(g["metrics"][m]) for m in GROUP_METRICS}}
         for f in audit_report["features"] for g in f["groups"]
     ]  # fmt: skip
+
+
+def _sizes(groups: list[dict[str, Any]]) -> str:
+    """The groups too small to judge, as the audit shows them (numbered), with their row counts."""
+    return ", ".join(f"{g['group']} ({g['count']} rows)" for g in groups if g["too_small"])
 
 
 def _ci(value: dict[str, float | None]) -> str:

@@ -38,20 +38,6 @@ WORKSPACE_DATA = ("data/interim/", "data/processed/")
 # A kept column that is a model input is one-hot encoded: the fitted encoder lists its values and the checkpoint
 # names its features by them (what keeping a column means), in the workspace and among the model's artifacts.
 MODEL_FILES = ("preprocessor.skops", "model.pt")
-# Open (issue 18, fairness layer): the audits name a sensitive group too small to judge (with its rates withheld)
-# in the data audit, the fairness audit and the model card, which the registry and the training flow's Prefect
-# artifacts (the audit's group table, the card) carry. Only these places may hold the planted group.
-SMALL_GROUP_NAMED_BY_AUDIT = (
-    "data_audit.json",
-    "audit.json",
-    "model_card.md",
-    "model_card.html",
-    "registered_card.md",
-    "mlflow.db:model_versions.description",
-    "prefect.db:artifact.data",
-    "prefect.db:artifact_collection.data",
-    "prefect.db:events.payload",
-)
 
 
 def _plant(path: Path) -> None:
@@ -68,13 +54,15 @@ def _plant(path: Path) -> None:
 
 
 def _allowed(kind: str, where: str) -> bool:
-    """Whether a planted value of this kind may sit in this place (see WORKSPACE_DATA, MODEL_FILES and the rest)."""
+    """Whether a planted value of this kind may sit in this place (see WORKSPACE_DATA and MODEL_FILES).
+
+    Nowhere else: a sensitive group too small to judge (the planted race) is numbered by the audits, the card, the
+    registry and the Prefect artifacts (`humane.fairness.metrics.shown_names`), never named.
+    """
     where = where.split(" = ")[-1]  # a DVC cache file: the workspace file it copies
     if kind == "masked" or kind == "date":
         return False
-    if where.startswith(WORKSPACE_DATA) or (kind == "kept" and where.endswith(MODEL_FILES)):
-        return True
-    return kind == "sensitive" and where.endswith(SMALL_GROUP_NAMED_BY_AUDIT)
+    return where.startswith(WORKSPACE_DATA) or (kind == "kept" and where.endswith(MODEL_FILES))
 
 
 def _db_texts(path: Path, name: str) -> list[tuple[str, str]]:
@@ -184,6 +172,16 @@ def test_planted_personal_values_never_leave_the_load_stage(project, prefect_ser
     assert row["native-country"] == "<masked>"  # generalized (rare countries grouped)
     assert row["age"] == 17 and "sex" not in row  # binned: its lowest edge; sensitive: not a model input
     assert row["email"] == "<masked>" and row["birth_date"] == 0  # kept, date-derived: placeholders
+
+    # The planted race (3 rows) is too small to judge: the audits and the card number it, with its row count.
+    audit = json.loads((project / "reports/audit.json").read_text())
+    race = next(f for f in audit["features"] if f["feature"] == "race")
+    small = [g for g in race["groups"] if g["too_small"]]
+    assert small and all(g["group"].startswith("<withheld group #") for g in small)
+    assert any(g["group"] == "White" and not g["too_small"] for g in race["groups"])  # large groups keep their names
+    data_audit = json.loads((project / "reports/data_audit.json").read_text())
+    assert any(g["group"].startswith("<withheld group #") and g["rows"] == 3 for g in data_audit["race"])
+    assert "<withheld group #" in (project / "reports/model_card.md").read_text()
 
     # Every file the run produced: all but the raw inputs, git's store and the project's own tracked sources.
     scanned = _scanned(project, logs)

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,15 +107,82 @@ def test_bootstrap_is_seeded_and_brackets_the_estimate():
 def test_small_groups_are_flagged_and_left_out_of_the_gaps():
     groups = pd.Series(["a"] * 4 + ["b"] * 3 + ["c"])
     result = audit_feature("g", Y, PRED, P, groups, AuditParams(seed=0, bootstrap=20, min_group_size=3))
-    assert result.too_small == ["c"]
+    assert result.too_small == ["<withheld group #1>"]  # numbered, never named: "c" could single out a person
     flags = {g["group"]: g["too_small"] for g in result.groups}
-    assert flags == {"a": False, "b": False, "c": True}
-    small = next(g for g in result.groups if g["group"] == "c")
+    assert flags == {"a": False, "b": False, "<withheld group #1>": True}
+    small = next(g for g in result.groups if g["too_small"])
+    assert small["count"] == 1
     assert all(v == {"value": None, "lo": None, "hi": None} for v in small["metrics"].values())  # withheld
     judged = group_table(Y, PRED, P, groups).query("group != 'c'")
     assert result.gaps["equalized_odds_difference"]["value"] == pytest.approx(
         gaps_from(judged)["equalized_odds_difference"]
     )
+
+
+def test_groups_too_small_to_judge_are_numbered_everywhere_the_audits_write():
+    # 40 rows: a (20) and b (14) judged; the rare values of 3, 2 and 1 rows are numbered by decreasing size.
+    values = ["a"] * 20 + ["b"] * 14 + ["RAREX"] * 3 + ["RAREY"] * 2 + ["RAREZ"]
+    rng = np.random.default_rng(0)
+    y, p = (rng.uniform(size=40) < 0.4).astype(float), rng.uniform(size=40)
+    groups = pd.Series(values)
+    result = audit_feature(
+        "race", y, (p >= 0.5).astype(float), p, groups, AuditParams(seed=0, bootstrap=20, min_group_size=10)
+    )
+    assert [(g["group"], g["count"], g["too_small"]) for g in result.groups] == [
+        ("a", 20, False),
+        ("b", 14, False),
+        ("<withheld group #1>", 3, True),
+        ("<withheld group #2>", 2, True),
+        ("<withheld group #3>", 1, True),
+    ]
+    assert result.too_small == ["<withheld group #1>", "<withheld group #2>", "<withheld group #3>"]
+    judged = group_table(y, (p >= 0.5).astype(float), p, groups).query("group in ['a', 'b']")
+    assert result.gaps["demographic_parity_difference"]["value"] == pytest.approx(
+        gaps_from(judged)["demographic_parity_difference"]
+    )  # renaming changed nothing measured
+    frame = pd.DataFrame({"sex": ["F", "M"] * 20, "race": values, "income": np.where(y == 1, ">50K", "<=50K")})
+    report = data_audit(frame, AUDIT_SPEC, 10)
+    race = [(g["group"], g["rows"]) for g in report["race"]]
+    assert race == [
+        ("a", 20),
+        ("b", 14),
+        ("<withheld group #1>", 3),
+        ("<withheld group #2>", 2),
+        ("<withheld group #3>", 1),
+    ]
+    crossed = [g["group"] for g in report["sex x race"]]
+    assert "F x a" in crossed and all(g.startswith("<withheld group #") for g in crossed if "a" not in g)
+    assert "RARE" not in repr(result) + json.dumps(report)
+
+
+def test_the_card_says_an_unmeasurable_gap_is_unmeasurable_and_why():
+    from humane.governance.card import gap_rows
+
+    nan = {"value": float("nan"), "lo": float("nan"), "hi": float("nan")}
+    audit = {
+        "features": [
+            {"feature": "sex", "gaps": {"demographic_parity_difference": nan, "equalized_odds_difference": nan}},
+            {
+                "feature": "race",
+                "gaps": {
+                    "demographic_parity_difference": {"value": 0.2, "lo": 0.1, "hi": 0.3},
+                    "demographic_parity_ratio": {"value": None, "lo": None, "hi": None},
+                },
+            },
+        ]
+    }
+    limits = {
+        "fairness.sex.demographic_parity_difference": 0.12,
+        "fairness.race.demographic_parity_difference": 0.1,
+        "fairness.race.demographic_parity_ratio": 0.5,
+    }
+    rows = {(r[0], r[1]): r for r in gap_rows(audit, limits)}
+    sex = rows["sex", "demographic_parity_difference"]
+    assert sex[2:4] == ["n/a [n/a, n/a]", 0.12]
+    assert sex[4].startswith("unmeasurable (fewer than two groups of 'sex'") and "EXCEEDS" not in sex[4]
+    assert rows["sex", "equalized_odds_difference"][4].startswith("unmeasurable (fewer than two groups")  # no limit
+    assert rows["race", "demographic_parity_difference"][4] == "EXCEEDS"  # a measured gap is still judged
+    assert rows["race", "demographic_parity_ratio"][4].startswith("unmeasurable (no group of 'race'")
 
 
 # The data spec the data-audit tests share: income as the label, sex and race audited.
@@ -132,7 +201,9 @@ def test_intersection_and_data_audit():
     assert sex["M"]["share"] == pytest.approx(0.6) and sex["M"]["base_rate"] == pytest.approx(2 / 3)
     assert sex["F"]["base_rate"] == pytest.approx(0.5)
     small = {g["group"]: g for g in data_audit(frame, spec, 3)["sex"]}
-    assert small["F"]["too_small"] and small["F"]["base_rate"] is None  # 2 rows: withheld, flagged
+    assert set(small) == {"M", "<withheld group #1>"}  # F, 2 rows: withheld, flagged and numbered, not named
+    assert small["<withheld group #1>"]["too_small"] and small["<withheld group #1>"]["base_rate"] is None
+    assert small["<withheld group #1>"]["rows"] == 2
     assert not small["M"]["too_small"] and small["M"]["base_rate"] == pytest.approx(2 / 3)
     assert {g["group"] for g in report["sex x race"]} == {"F x x", "F x y", "M x x", "M x y"}
     columns = sensitive_columns(frame.add_prefix("__sensitive__"), ["sex", "race"])
