@@ -35,7 +35,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from humane.core.errors import ConfigError, DataError
 from humane.core.params import MitigationParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN
-from humane.fairness.metrics import INTERSECTION, sensitive_columns
+from humane.fairness.metrics import INTERSECTION, sensitive_columns, shown_names
 
 PenaltyConstraint = Literal["demographic_parity", "equalized_odds"]
 ThresholdConstraint = Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity"]
@@ -88,7 +88,8 @@ def constrained(keys: pd.Series, min_rows: int) -> tuple[pd.Series, list[str]]:
             handful of people, so equalising them would fit noise).
 
     Returns:
-        The keys with too-small groups set to None, and the names of those groups (sorted).
+        The keys with too-small groups set to None, and those groups as reports show them: numbered, never named
+        (`humane.fairness.metrics.shown_names`: a rare value can single out a person), with their row counts.
 
     Raises:
         DataError: The keys contain nulls, or fewer than two groups are large enough (nothing to equalise).
@@ -97,7 +98,10 @@ def constrained(keys: pd.Series, min_rows: int) -> tuple[pd.Series, list[str]]:
     if keys.isna().any():
         raise DataError("group keys contain nulls; build them with group_keys (a null sensitive value is 'missing')")
     counts = keys.value_counts()
-    too_small = sorted(str(g) for g in counts.index[counts < min_rows])
+    sizes = {str(g): int(n) for g, n in counts.items()}
+    shown = shown_names(sizes, min_rows)  # numbered, never named
+    small = sorted((g for g, n in sizes.items() if n < min_rows), key=lambda g: (-sizes[g], g))
+    too_small = [f"{shown[g]} ({sizes[g]} rows)" for g in small]
     kept = counts.index[counts >= min_rows]
     if len(kept) < 2:
         raise DataError(

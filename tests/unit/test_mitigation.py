@@ -67,10 +67,10 @@ def test_group_keys_errors_name_the_column():
         group_keys(f, [])
 
 
-def test_constrained_names_and_excludes_small_groups():
+def test_constrained_numbers_and_excludes_small_groups():
     keys = pd.Series(["a"] * 5 + ["b"] * 4 + ["c"], name="sex")
     kept, too_small = constrained(keys, min_rows=3)
-    assert too_small == ["c"]
+    assert too_small == ["<withheld group #1> (1 rows)"]  # numbered with its size: "c" could single out a person
     assert kept.tolist() == ["a"] * 5 + ["b"] * 4 + [None]
     with pytest.raises(DataError, match="1 with at least 5 rows"):
         constrained(keys, min_rows=5)
@@ -108,7 +108,7 @@ def test_reweighing_weights_by_hand():
 def test_reweighing_small_group_keeps_weight_one_and_missing_is_a_group():
     f = frame(["a", "a", "a", "a", None, None, None, None, "c"], [1, 0, 0, 0, 1, 1, 1, 0, 1])
     keys, too_small = constrained(group_keys(f, ["sex"]), min_rows=2)
-    assert too_small == ["c"]
+    assert too_small == ["<withheld group #1> (1 rows)"]
     weights, report = reweighing(keys, f[LABEL_COLUMN])
     assert weights[-1] == 1.0
     assert report["excluded_rows"] == 1
@@ -336,7 +336,7 @@ def test_a_constrained_group_with_one_label_is_a_clear_error(split):
         GroupThresholds().fit(predict_scores(split["model"], x_of(val)), y, keys, "equalized_odds", seed=0, min_rows=50)
 
 
-def test_intersection_with_a_too_small_group_is_named_and_excluded(split):
+def test_intersection_with_a_too_small_group_is_numbered_and_excluded(split):
     val = split["val"].copy()
     # race: r1 / r2 for everyone except 12 rows of group b, which are r3: the cell "b x r3" is too small.
     rng = np.random.default_rng(1)
@@ -344,7 +344,7 @@ def test_intersection_with_a_too_small_group_is_named_and_excluded(split):
     val.loc[val.index[val[SEX] == "b"][:12], RACE] = "r3"
     keys = group_keys(val, ["sex", "race"])
     kept, too_small = constrained(keys, min_rows=50)
-    assert too_small == ["b x r3"]
+    assert too_small == ["<withheld group #1> (12 rows)"]  # numbered with its size, never named
     assert kept[keys == "b x r3"].isna().all() and kept[keys != "b x r3"].notna().all()
     weights, report = reweighing(kept, val[LABEL_COLUMN])
     assert (weights[(keys == "b x r3").to_numpy()] == 1).all() and report["excluded_rows"] == 12
@@ -353,7 +353,7 @@ def test_intersection_with_a_too_small_group_is_named_and_excluded(split):
     scores = predict_scores(split["model"], x_of(val))
     thresholds = GroupThresholds().fit(scores, val[LABEL_COLUMN], keys, "demographic_parity", seed=0, min_rows=50)
     state = thresholds.to_dict()
-    assert state["excluded"] == ["b x r3"]
+    assert state["excluded"] == ["<withheld group #1> (12 rows)"]
     assert set(state["groups"]) == {"a x r1", "a x r2", "b x r1", "b x r2"}  # no threshold for the small cell
     _, probability = thresholds.predict(scores, keys)  # its rows are decided by the plain threshold
     small = (keys == "b x r3").to_numpy()
