@@ -5,7 +5,8 @@ From a YAML of models and accounts (see team/accounts.example.yaml) it creates, 
   `<accounts dir>/<name>.env` (0600), never printed;
 - the registered models and their experiments (model `humane-X` -> experiment `humane-X`, artifacts proxied by the
   server) and each account's permissions on them (see PERMISSIONS);
-- the Prefect work pool `humane-process` and the promotion mutex (global concurrency limit, limit 1);
+- the Prefect work pool `humane-process`, the promotion mutex (global concurrency limit, limit 1) and the
+  automation that marks a killed flow run Crashed (automations/crash_zombie_flow_runs.yaml);
 - the audit trail's schema (humane.governance.trail_db.install_schema, as the trail database's owner).
 
 The stack and its administrators' credentials come from the environment: MLFLOW_TRACKING_URI with
@@ -33,6 +34,7 @@ from humane.core.errors import ConfigError, HumaneError, cli
 from team.settings import PROJECT, StackError, format_env, read_env, team_dir, write_private
 
 POOL = "humane-process"
+ZOMBIE_AUTOMATION = Path(__file__).resolve().parents[1] / "automations" / "crash_zombie_flow_runs.yaml"
 TRAIL_WRITER = "humane_trail_writer"
 # What each part needs from the environment. The trail comes first: humane's MLflow server plugin checks it at
 # start-up, so on a new stack `--only trail` runs before the MLflow server is started, the rest after.
@@ -236,6 +238,19 @@ def bootstrap_prefect() -> None:
         if not limit.active:
             raise StackError(f"global concurrency limit {PROMOTION_LIMIT} is inactive: activate it in the Prefect UI")
         print(f"global concurrency limit {PROMOTION_LIMIT}: limit {limit.limit}")
+        ensure_zombie_automation(client)
+
+
+def ensure_zombie_automation(client: Any) -> None:
+    """automations/crash_zombie_flow_runs.yaml on the server (once, by name): a killed run ends Crashed."""
+    from prefect.events.schemas.automations import AutomationCore
+
+    spec = yaml.safe_load(ZOMBIE_AUTOMATION.read_text())
+    if client.read_automations_by_name(spec["name"]):
+        print(f"automation {spec['name']}: present")
+        return
+    client.create_automation(AutomationCore.model_validate(spec))
+    print(f"automation {spec['name']}: created (flow runs without heartbeats end Crashed)")
 
 
 def bootstrap_trail(owner_dsn: str) -> None:

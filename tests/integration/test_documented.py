@@ -150,6 +150,12 @@ REGISTRY: dict[str, Covered | Exempt] = {
     "prefect worker start --pool humane-local &": Covered(
         ("worker start --pool humane-local",), (FLOW + "test_deployment_runs_on_a_process_worker",)
     ),
+    "prefect automation create --from-file automations/crash_zombie_flow_runs.yaml": Covered(
+        ("crash_zombie_flow_runs.yaml", "--from-file"),
+        (
+            "tests/integration/test_crash.py::test_a_worker_killed_in_train_leaves_a_crashed_run_and_the_rerun_resumes_and_registers_once",
+        ),
+    ),
     "prefect deployment run 'training/adult' --watch": Covered(
         ("deployment run", "training/adult", "--watch"), (FLOW + "test_deployment_runs_on_a_process_worker",)
     ),

@@ -157,6 +157,7 @@ def test_bootstrap_is_idempotent_and_follows_role_changes(team_stack, tmp_path):
     assert "user zed: created" in bootstrap({"zed": "trainer"})
     again = bootstrap({**team_stack.team_file["accounts"], "zed": "reader"})
     assert "created" not in again and "restored" not in again and "password" not in again, again
+    assert "automation crash-zombie-flow-runs: present" in again  # a killed run ends Crashed on the team server too
     account = team_stack.dir / "accounts" / "zed.env"
     assert account.stat().st_mode & 0o777 == 0o600
     zed = _creds(read_env(account))
