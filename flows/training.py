@@ -37,8 +37,24 @@ from humane.governance.gate import Decision
 from humane.governance.registry import current_champion
 from humane.governance.store import client
 
-# Retries only where a stage talks to a server (the tracking store and registry); never on training.
+# Retries only where a stage talks to a server (the tracking store and registry); never on training. A
+# HumaneError is never retried: bad input stays bad, and a server that did not answer was already retried within
+# HUMANE_SERVER_RETRY_S by the stage (retrying it here would multiply that bound).
 RETRIES = {"track": 2, "register": 2}
+
+
+def retry_unexpected(task: Any, task_run: Any, state: State) -> bool:
+    """Prefect's retry condition: retry an unexpected error, never a HumaneError (see RETRIES)."""
+    if not state.is_failed():
+        return False
+    try:
+        state.result()
+    except HumaneError:
+        return False
+    except Exception:
+        return True
+    return False
+
 
 # The flow's end states, by name, and `python -m flows.training`'s exit status for each (docs/exit_codes.md).
 COMPLETED = "Completed"  # the candidate is champion
@@ -303,7 +319,7 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
         states: dict[str, State] = {}
         for stage in workspace.stages(paths.dvc_yaml):
             run = run_stage.with_options(name=stage.name, retries=RETRIES.get(stage.name, 0),
-                                         retry_delay_seconds=[2, 10])  # fmt: skip
+                                         retry_delay_seconds=[2, 10], retry_condition_fn=retry_unexpected)  # fmt: skip
             states[stage.name] = run(stage, params, paths, ctx, wait_for=[states[u] for u in stage.upstream],
                                      return_state=True)  # fmt: skip
             states[stage.name].result()  # a failed stage stops the run here, with its error

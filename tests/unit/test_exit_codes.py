@@ -92,3 +92,16 @@ def test_the_sweep_never_exits_as_promoted_while_its_candidate_waits_for_a_sign_
     # A waiting candidate's Completed-type state keeps its name through the sweep, so its status is not 0.
     awaiting = Completed(name=training.AWAITING, message="sweep candidate 1 (...): humane-x v4 awaits sign-off")
     assert training.exit_status(awaiting, sweep.EXIT) == 7
+
+
+def test_prefect_retries_an_unexpected_error_never_a_humane_error():
+    """A server that did not answer was retried within HUMANE_SERVER_RETRY_S already: no second round of retries."""
+    from prefect.states import Completed, Failed
+
+    from flows.training import retry_unexpected
+    from humane.core.errors import ServerUnavailable, ValidationFailed
+
+    assert retry_unexpected(None, None, Failed(data=RuntimeError("database is locked")))
+    assert not retry_unexpected(None, None, Failed(data=ServerUnavailable("tracking server did not answer")))
+    assert not retry_unexpected(None, None, Failed(data=ValidationFailed("bad column")))
+    assert not retry_unexpected(None, None, Completed())
