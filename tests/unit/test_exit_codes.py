@@ -105,3 +105,13 @@ def test_prefect_retries_an_unexpected_error_never_a_humane_error():
     assert not retry_unexpected(None, None, Failed(data=ServerUnavailable("tracking server did not answer")))
     assert not retry_unexpected(None, None, Failed(data=ValidationFailed("bad column")))
     assert not retry_unexpected(None, None, Completed())
+
+
+def test_the_register_line_never_claims_more_than_the_registry_says():
+    from tasks.register import verdict
+
+    assert verdict({"promoted": True, "passed_checks": True, "reasons": []}) == "promoted to champion"
+    rejected = verdict({"promoted": False, "passed_checks": True, "approval": "rejected", "reasons": []})
+    assert rejected == "passed the automated checks, not champion (sign-off: rejected)"
+    refused = verdict({"promoted": False, "passed_checks": False, "reasons": ["test.accuracy = 0.5: below 0.8"]})
+    assert refused == "not promoted: test.accuracy = 0.5: below 0.8"
