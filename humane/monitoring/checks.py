@@ -25,7 +25,7 @@ import pandas as pd
 
 from humane.core.params import MONITORED_GAPS, AuditParams, MonitorParams
 from humane.core.paths import LABEL_COLUMN
-from humane.fairness.metrics import audit_feature, overall_with_ci, sensitive_columns
+from humane.fairness.metrics import audit_feature, overall_with_ci, sensitive_columns, shown_names
 from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN
 
 Z95 = 1.959964  # a 95% interval from NannyML's sampling error (its own boundaries are ±3 sampling errors)
@@ -236,17 +236,19 @@ def group_estimates(reference: pd.DataFrame, batch: pd.DataFrame, features: list
                     min_group_size: int) -> dict[str, dict[str, dict[str, Any]]]:  # fmt: skip
     """CBPE per sensitive group: fitted on the group's reference rows, estimated on its batch rows.
 
-    A group with fewer than `min_group_size` rows on either side, or one label only in the reference, is withheld.
+    A group with fewer than `min_group_size` rows on either side, or one label only in the reference, is withheld;
+    one with fewer batch rows is numbered, never named (`humane.fairness.metrics.shown_names`).
     """
     ref_labels, batch_labels = sensitive_columns(reference, features), sensitive_columns(batch, features)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for feature in features:
         out[feature] = {}
+        shown = shown_names(batch_labels[feature].value_counts().to_dict(), min_group_size)
         for group in sorted(set(batch_labels[feature])):
             ref_rows = reference[(ref_labels[feature] == group).to_numpy()]
             rows = batch[(batch_labels[feature] == group).to_numpy()]
             if min(len(ref_rows), len(rows)) < min_group_size or ref_rows[LABEL_COLUMN].nunique() < 2:
-                out[feature][group] = {"count": len(rows), "too_small": True, "metrics": {}}
+                out[feature][shown[group]] = {"count": len(rows), "too_small": True, "metrics": {}}
                 continue
             out[feature][group] = {"count": len(rows), "too_small": False, "metrics": estimate(ref_rows, rows)}
     return out

@@ -155,6 +155,35 @@ def test_groups_too_small_to_judge_are_numbered_everywhere_the_audits_write():
     assert "RARE" not in repr(result) + json.dumps(report)
 
 
+def test_monitoring_numbers_a_batch_group_too_small_to_judge():
+    from humane.monitoring import checks
+    from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN
+
+    rng = np.random.default_rng(0)
+
+    def scored(values: list[str]) -> pd.DataFrame:
+        p = rng.uniform(size=len(values))
+        return pd.DataFrame(
+            {
+                f"{SENSITIVE_PREFIX}race": values,
+                PROBABILITY_COLUMN: p,
+                DECISION_COLUMN: p >= 0.5,
+                LABEL_COLUMN: (rng.uniform(size=len(values)) < 0.4).astype(float),
+            }
+        )
+
+    reference, batch = scored(["a"] * 60 + ["b"] * 60), scored(["a"] * 60 + ["b"] * 10 + ["RAREQ"] * 2)
+    params = AuditParams(seed=0, bootstrap=10, min_group_size=50)
+    estimated = checks.group_estimates(reference, batch, ["race"], 50)["race"]
+    assert {g: (r["count"], r["too_small"]) for g, r in estimated.items() if r["too_small"]} == {
+        "<withheld group #1>": (10, True),
+        "<withheld group #2>": (2, True),
+    }
+    rates = checks.groups(batch, ["race"], labeled=True, audit=params)["race"]
+    assert set(rates["groups"]) == {"a", "<withheld group #1>", "<withheld group #2>"}
+    assert "RAREQ" not in repr(estimated) + repr(rates)
+
+
 def test_the_card_says_an_unmeasurable_gap_is_unmeasurable_and_why():
     from humane.governance.card import gap_rows
 
