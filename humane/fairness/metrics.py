@@ -172,9 +172,13 @@ def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray
         lo, hi = np.percentile(finite, [2.5, 97.5])
         return float(lo), float(hi)
 
-    shown = shown_names(dict(zip(names, table["count"].tolist(), strict=True)), params.min_group_size)
+    counts = table["count"].tolist()
+    shown = shown_names(dict(zip(names, counts, strict=True)), params.min_group_size)
+    # The judged groups in name order, then the numbered ones in their numbers' order (decreasing size).
+    order = sorted(range(len(names)), key=lambda i: (not judged[i], 0 if judged[i] else -counts[i], names[i]))
     rows = []
-    for i, name in enumerate(names):
+    for i in order:
+        name = names[i]
         metrics = {}
         for metric in GROUP_METRICS:
             if not judged[i]:  # too small to judge: its rates would describe a handful of people; withheld
@@ -187,14 +191,7 @@ def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray
     point = gaps_from(table[judged])
     gaps = {g: {"value": point[g], **dict(zip(("lo", "hi"), interval(np.array(gap_draws[g])), strict=True))}
             for g in GAP_METRICS}  # fmt: skip
-    rows.sort(key=lambda row: (row["too_small"], _number(row["group"])))  # named (in name order), then numbered
     return FeatureAudit(feature, rows, gaps, [row["group"] for row in rows if row["too_small"]])
-
-
-def _number(shown: str) -> int:
-    """A numbered group's number (WITHHELD_GROUP), 0 for a named one: numbered rows sort in their order."""
-    prefix = WITHHELD_GROUP.split("{")[0]
-    return int(shown.removeprefix(prefix).rstrip(">")) if shown.startswith(prefix) else 0
 
 
 def overall_with_ci(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, params: AuditParams) -> dict[str, dict]:
