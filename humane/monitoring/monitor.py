@@ -133,7 +133,9 @@ def realised_groups(labeled: pd.DataFrame, groups: dict[str, Any], sensitive: li
             withheld = row["too_small"] or row.get("labels_too_small", False)
             metrics = {} if withheld else {"accuracy": row["metrics"]["accuracy"],
                                            "roc_auc": checks._figure(checks.auc(y[rows], p[rows]))}  # fmt: skip
-            out[feature][group] = {"count": int(rows.sum()), "too_small": withheld, "metrics": metrics}
+            # A group too small to judge is numbered, not named (nothing matches its label): keep its own count.
+            count = row.get("count", 0) if withheld and not rows.any() else int(rows.sum())
+            out[feature][group] = {"count": int(count), "too_small": withheld, "metrics": metrics}
     return out
 
 
