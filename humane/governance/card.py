@@ -16,6 +16,8 @@ from humane.governance.gate import RESULT_WORDS, Decision, Policy
 SIGNOFF_PENDING = "Awaiting sign-off by a person (gate.require_approval): champion does not move until then."
 AWAITING = "PASSED the automated checks; awaiting sign-off. "  # the decision's verdict while it waits
 SIGNED = "PASSED the automated checks; a person decided (see Sign-off). "  # and once decided
+# No sign-off asked: the registration made it champion (a later rollback is in the audit trail, not here).
+PROMOTED = "PASSED the automated checks; PROMOTED to champion when registered. "
 
 
 @dataclass
@@ -415,7 +417,7 @@ def add_decision(card: Card, decision: Decision, awaiting: bool = False, signed_
     `awaiting`: the candidate passed and waits for a person's sign-off before it can become champion;
     `signed_off`: a person decided (the card's Sign-off section says how).
     """
-    verdict = AWAITING if awaiting else (SIGNED if signed_off else "PROMOTED to champion. ")
+    verdict = AWAITING if awaiting else (SIGNED if signed_off else PROMOTED)
     card.para((verdict if decision.passed else "NOT PROMOTED. ") + decision.summary())
     card.table(["rule", "metric", "value", "threshold", "champion", "result"], [
         [c.rule, c.metric, cell(c.value), c.threshold,
