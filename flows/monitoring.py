@@ -63,6 +63,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
+from flows.retries import retry_unexpected
 from humane.core.context import RunContext
 from humane.core.errors import ConfigError, exit_code
 from humane.core.io import md5_of
@@ -117,7 +118,13 @@ def report_task(result: dict[str, Any], folder: Path) -> Path:
     return report.write_report(result, folder)
 
 
-@task(name="log-mlflow", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="log-mlflow",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unexpected,
+)
 def mlflow_task(ctx: RunContext, champion: ChampionModel, batch: Batch, result: dict[str, Any], when: datetime,
                 folder: Path) -> str:  # fmt: skip
     """The batch's MLflow run in humane-<name>-monitoring, tagged with the model version and the verdict."""
@@ -140,7 +147,13 @@ def publish_task(result: dict[str, Any]) -> None:
     create_table_artifact(key=f"monitoring-groups-{key}", table=report.group_rows(result), description=description)
 
 
-@task(name="trigger-training", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(
+    name="trigger-training",
+    cache_policy=NO_CACHE,
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unexpected,
+)
 def retrain_task(settings: MonitorParams, breach: str, batch: str) -> str:
     """Start the training deployment (without waiting); the new candidate faces the gate like any other."""
     from prefect.deployments import run_deployment

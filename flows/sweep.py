@@ -47,6 +47,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from flows import training as training_flow
+from flows.retries import retry_unexpected
 from humane.core import io, workspace
 from humane.core.context import RunContext
 from humane.core.errors import ConfigError, HumaneError, exit_code
@@ -151,7 +152,13 @@ def score_model(index: int, params: Params, val: pd.DataFrame, test: pd.DataFram
     return lib.score_candidate(params, val, test, trained, model_of, overrides)
 
 
-@task(name="record-sweep", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="record-sweep",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unexpected,
+    cache_policy=NO_CACHE,
+)
 def record_sweep(project: Path, params: Params, results: list[lib.CandidateResult], chosen: int | None,
                  rejected: dict[int, str], timing: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     """Record the sweep: reports/sweep/, MLflow (a parent run, a child per candidate) and the flow run's page.
@@ -182,7 +189,13 @@ def record_sweep(project: Path, params: Params, results: list[lib.CandidateResul
     return {"parent_run": parent, "fronts": fronts, "feature": feature, "rows": rows, "markdown": markdown}
 
 
-@task(name="mark-registered", retries=2, retry_delay_seconds=[2, 10], cache_policy=NO_CACHE)
+@task(
+    name="mark-registered",
+    retries=2,
+    retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_unexpected,
+    cache_policy=NO_CACHE,
+)
 def mark_registered(project: Path, params: Params, recorded: dict[str, Any], chosen: int,
                     training_run_id: str | None) -> dict[str, str] | None:  # fmt: skip
     """Tag the chosen candidate's registered version (and the parent run) with its place in the sweep.

@@ -25,6 +25,7 @@ from prefect.input import RunInput
 from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, Failed, State
 
+from flows.retries import retry_unexpected
 from humane.core import io, workspace
 from humane.core.context import PREFECT_ENTRY, RunContext
 from humane.core.errors import HumaneError, exit_code
@@ -37,23 +38,9 @@ from humane.governance.gate import Decision
 from humane.governance.registry import current_champion
 from humane.governance.store import client
 
-# Retries only where a stage talks to a server (the tracking store and registry); never on training. A
-# HumaneError is never retried: bad input stays bad, and a server that did not answer was already retried within
-# HUMANE_SERVER_RETRY_S by the stage (retrying it here would multiply that bound).
+# Retries only where a stage talks to a server (the tracking store and registry); never on training, and never
+# for a HumaneError (flows.retries).
 RETRIES = {"track": 2, "register": 2}
-
-
-def retry_unexpected(task: Any, task_run: Any, state: State) -> bool:
-    """Prefect's retry condition: retry an unexpected error, never a HumaneError (see RETRIES)."""
-    if not state.is_failed():
-        return False
-    try:
-        state.result()
-    except HumaneError:
-        return False
-    except Exception:
-        return True
-    return False
 
 
 # The flow's end states, by name, and `python -m flows.training`'s exit status for each (docs/exit_codes.md).

@@ -23,6 +23,7 @@ from humane.core import io
 from humane.core.context import RunContext
 from humane.core.errors import cli
 from humane.governance import approvals
+from humane.governance.store import server_calls
 
 
 def parser() -> argparse.ArgumentParser:
@@ -46,23 +47,24 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     project = Path.cwd()
     uri = RunContext(project).tracking_uri
-    if args.export is not None:
-        document = approvals.audit_document(uri, project, args.model, args.version)
-        stem = Path(args.export) if args.export else Path("reports/signoff") / f"{args.model}-v{args.version}"
-        io.write_text(stem.with_suffix(".md"), document.to_markdown())
-        io.write_text(stem.with_suffix(".html"), document.to_html(f"Audit record: {args.model} v{args.version}"))
-        print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.html')}")
-        return
-    entry = approvals.submit_decision(
-        uri, project, args.model, args.version, args.approve, args.by, args.comment, approvals.channel()
-    )
-    moved = f"champion is now v{args.version}" if args.approve else "champion unchanged"
-    trail = approvals.trail_for(uri, project)
-    print(
-        f"{args.model} v{args.version} {entry['event']} by account {entry['by']} ({entry.get('authority')}): "
-        f"{moved}; audit trail entry {entry['hash'][:12]} in {trail.where}"
-    )
-    approvals.wake_paused_run(uri, entry)
+    with server_calls(uri):  # bounded retries (HUMANE_SERVER_RETRY_S), one clear line
+        if args.export is not None:
+            document = approvals.audit_document(uri, project, args.model, args.version)
+            stem = Path(args.export) if args.export else Path("reports/signoff") / f"{args.model}-v{args.version}"
+            io.write_text(stem.with_suffix(".md"), document.to_markdown())
+            io.write_text(stem.with_suffix(".html"), document.to_html(f"Audit record: {args.model} v{args.version}"))
+            print(f"wrote {stem.with_suffix('.md')} and {stem.with_suffix('.html')}")
+            return
+        entry = approvals.submit_decision(
+            uri, project, args.model, args.version, args.approve, args.by, args.comment, approvals.channel()
+        )
+        moved = f"champion is now v{args.version}" if args.approve else "champion unchanged"
+        trail = approvals.trail_for(uri, project)
+        print(
+            f"{args.model} v{args.version} {entry['event']} by account {entry['by']} ({entry.get('authority')}): "
+            f"{moved}; audit trail entry {entry['hash'][:12]} in {trail.where}"
+        )
+        approvals.wake_paused_run(uri, entry)
 
 
 if __name__ == "__main__":

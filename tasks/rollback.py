@@ -17,6 +17,7 @@ from pathlib import Path
 from humane.core.context import RunContext
 from humane.core.errors import cli
 from humane.governance import approvals
+from humane.governance.store import server_calls
 
 
 def parser() -> argparse.ArgumentParser:
@@ -36,12 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     project = Path.cwd()
     uri = RunContext(project).tracking_uri
-    entry = approvals.submit_rollback(uri, project, args.model, args.to, args.comment, args.by)
-    after = f"v{entry['champion_after']}" if entry.get("champion_after") else "no version"
-    print(
-        f"{args.model}: champion rolled back from v{entry.get('champion_before')} to {after} by account "
-        f"{entry['by']}; audit trail entry {entry['hash'][:12]}"
-    )
+    with server_calls(uri):  # bounded retries (HUMANE_SERVER_RETRY_S), one clear line
+        entry = approvals.submit_rollback(uri, project, args.model, args.to, args.comment, args.by)
+        after = f"v{entry['champion_after']}" if entry.get("champion_after") else "no version"
+        print(
+            f"{args.model}: champion rolled back from v{entry.get('champion_before')} to {after} by account "
+            f"{entry['by']}; audit trail entry {entry['hash'][:12]}"
+        )
 
 
 if __name__ == "__main__":

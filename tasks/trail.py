@@ -17,6 +17,7 @@ from humane.core import io
 from humane.core.context import RunContext
 from humane.core.errors import IntegrityFailed, cli
 from humane.governance import approvals
+from humane.governance.store import server_calls
 
 
 class TrailMismatch(IntegrityFailed):
@@ -31,16 +32,17 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     project = Path.cwd()
     uri = RunContext(project).tracking_uri
-    trail = approvals.trail_for(uri, project)
-    entries = trail.read()  # verifies the chain
-    problems = approvals.registry_problems(uri, trail)
-    if problems:
-        raise TrailMismatch(f"{trail.where}: the registry disagrees with the trail:\n  " + "\n  ".join(problems))
-    print(f"{trail.where}: hash chain verified ({len(entries)} entries); the registry agrees with it")
-    if args.action == "export":
-        text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
-        io.write_text(Path(args.path), text)
-        print(f"wrote {args.path}")
+    with server_calls(uri):  # bounded retries (HUMANE_SERVER_RETRY_S), one clear line
+        trail = approvals.trail_for(uri, project)
+        entries = trail.read()  # verifies the chain
+        problems = approvals.registry_problems(uri, trail)
+        if problems:
+            raise TrailMismatch(f"{trail.where}: the registry disagrees with the trail:\n  " + "\n  ".join(problems))
+        print(f"{trail.where}: hash chain verified ({len(entries)} entries); the registry agrees with it")
+        if args.action == "export":
+            text = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
+            io.write_text(Path(args.path), text)
+            print(f"wrote {args.path}")
 
 
 if __name__ == "__main__":

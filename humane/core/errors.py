@@ -11,6 +11,7 @@ its message text. The codes every entry point shares (docs/exit_codes.md lists e
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 
@@ -20,10 +21,22 @@ ACCESS_EXIT = 11
 INTEGRITY_EXIT = 12
 
 
+# The user:password@ part of a URL (a tracking URI, a Prefect API URL, a database address).
+_USERINFO = re.compile(r"(?<=://)[^/\s@'\"]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials of every URL in it removed (`http://u:p@host` -> `http://host`)."""
+    return _USERINFO.sub("", text)
+
+
 class HumaneError(Exception):
-    """An error caused by input or configuration; its message says what to fix."""
+    """An error caused by input or configuration; its message says what to fix (never a URL's credentials)."""
 
     exit_code = INPUT_EXIT
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(arg) if isinstance(arg, str) else arg for arg in args))
 
 
 class ConfigError(HumaneError):

@@ -18,7 +18,7 @@ from typing import Any
 
 from humane.core.errors import IntegrityFailed
 from humane.core.io import file_lock
-from humane.governance.store import StoreError, client
+from humane.governance.store import StoreError, client, scoped_environment
 
 _log = logging.getLogger(__name__)
 
@@ -130,7 +130,15 @@ def register_version(mlflow_client: Any, name: str, model_uri: str, run_id: str)
                 raise
     # A logged model (`models:/m-<id>`) is named by its id too: a tracking server insists on it.
     model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
-    version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id)
+    # Sent once: a create retried after the server acted would make a second version of the run.
+    with scoped_environment({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}):
+        try:
+            version = mlflow_client.create_model_version(name, model_uri, run_id=run_id, model_id=model_id)
+        except Exception:
+            made = version_of_run(mlflow_client, name, run_id)  # the answer was lost, not the version
+            if made is None:
+                raise
+            return str(made.version)
     return str(version.version)
 
 
@@ -217,15 +225,16 @@ def verify_manifest(folder: Path, recorded: str | None, what: str) -> None:
     """IntegrityFailed naming the first file of `folder` that differs from the recorded manifest, or its lack."""
     if not recorded:
         raise IntegrityFailed(
-            f"{what}: no manifest of its files was recorded at registration (version tag {MANIFEST_TAG}); "
-            "nothing of it is loaded: register the run again"
+            f"{what}: no manifest of its files was recorded at registration (version tag {MANIFEST_TAG}; versions "
+            "registered before humane recorded one have none); nothing of it is loaded: register a new candidate, "
+            "or take a champion without one off with python -m tasks.rollback MODEL --none --comment TEXT"
         )
     try:
         expected = json.loads(recorded)
     except ValueError:
-        raise IntegrityFailed(
-            f"{what}: its recorded manifest ({MANIFEST_TAG}) is not JSON; nothing is loaded"
-        ) from None
+        expected = None
+    if not isinstance(expected, dict):
+        raise IntegrityFailed(f"{what}: its recorded manifest ({MANIFEST_TAG}) is not a JSON object; nothing is loaded")
     found = file_manifest(folder)
     for name in sorted(set(expected) | set(found)):
         if name not in found:

@@ -39,10 +39,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from humane.core.errors import HumaneError, ServerUnavailable
+from humane.core.errors import HumaneError, IntegrityFailed, ServerUnavailable
 from humane.governance import registry, signoff, trail_db
 from humane.governance.identity import MLFLOW_SERVER, Actor
 from humane.governance.registry import CHAMPION
+from humane.governance.team_client import INTEGRITY_CODE
 from humane.governance.trail_db import DbTrail, LockBusy
 
 _log = logging.getLogger(__name__)
@@ -470,16 +471,27 @@ def _stamp(response: Any) -> Any:
             _stamp_version(data["model_version"], user)
         else:
             _stamp_run(data["run"], user)
-    except Exception as err:  # the entity exists without its stamp: say so, never answer 200
-        _log.exception("humane: could not stamp the creator")
-        return _error(
-            500,
-            "INTERNAL_ERROR",
-            f"humane: created, but the creator {user} could not be recorded "
-            f"({type(err).__name__}: {err}); ask an administrator",
-        )
+    except Exception as err:  # never answer 200 for an entity without its stamps
+        _log.exception("humane: could not stamp the new entity")
+        if kind is reg.CreateModelVersion and _take_back(data["model_version"]):
+            what = "the version was not created: its creator or its files' manifest could not be recorded"
+        else:
+            what = f"created, but its stamps (creator {user}, files' manifest) could not be recorded; ask an admin"
+        return _error(500, "INTERNAL_ERROR", f"humane: {what} ({type(err).__name__}: {err})")
     response.set_data(json.dumps(data))
     return response
+
+
+def _take_back(version: dict[str, Any]) -> bool:
+    """Delete a version whose stamps could not be written, so that a retried registration makes it afresh."""
+    from mlflow.server.handlers import _get_model_registry_store
+
+    try:
+        _get_model_registry_store().delete_model_version(version["name"], version["version"])
+    except Exception:
+        _log.exception("humane: could not delete the unstamped version %s v%s", version["name"], version["version"])
+        return False
+    return True
 
 
 def _stamp_run(run: dict[str, Any], user: str) -> None:
@@ -557,6 +569,9 @@ def _api(view: Callable[[], Any]) -> Callable[[], Any]:
             return _error(err.status, err.code, err.message)
         except (LockBusy, signoff.SignOffError) as err:
             return _error(409, REFUSED, str(err))
+        except IntegrityFailed as err:  # e.g. the trail's chain does not verify: the client exits 12
+            _log.error("humane: %s failed: %s", view.__name__, err)
+            return _error(409, INTEGRITY_CODE, str(err))
         except ServerUnavailable as err:  # the trail's database: the client reports it as unavailable (exit 10)
             _log.error("humane: %s failed: %s", view.__name__, err)
             return _error(503, "TEMPORARILY_UNAVAILABLE", str(err))

@@ -277,11 +277,13 @@ def load_champion(
     """
     from humane.core.context import RunContext
     from humane.governance.registry import load_verified
+    from humane.governance.store import server_calls
 
     project = Path.cwd() if project is None else Path(project)
     uri = uri or RunContext(project).tracking_uri
-    version = champion_uri(name, project, uri, require_signoff).rsplit("/", 1)[1]
-    return load_verified(uri, name, version)
+    with server_calls(uri):  # bounded retries (HUMANE_SERVER_RETRY_S), then one clear line
+        version = champion_uri(name, project, uri, require_signoff).rsplit("/", 1)[1]
+        return load_verified(uri, name, version)
 
 
 def _requires_approval(project: Path) -> bool:
@@ -333,16 +335,19 @@ def main(argv: list[str]) -> int:
     import argparse
     import sys
 
+    from humane.core.context import RunContext
     from humane.core.errors import HumaneError
+    from humane.governance.store import server_calls
 
     parser = argparse.ArgumentParser(prog="python -m humane.governance.serving")
     parser.add_argument("name", help="the registered model, e.g. humane-adult")
     parser.add_argument("--files", type=Path, help="download the champion's checked files into this new folder")
     args = parser.parse_args(argv)
     try:
-        verified = champion_uri(args.name)
-        if args.files is not None:
-            verified = str(checked_copy(args.name, verified.rsplit("/", 1)[1], args.files))
+        with server_calls(RunContext(Path.cwd()).tracking_uri):  # bounded retries, then one clear line
+            verified = champion_uri(args.name)
+            if args.files is not None:
+                verified = str(checked_copy(args.name, verified.rsplit("/", 1)[1], args.files))
     except HumaneError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

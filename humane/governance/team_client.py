@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from humane.core.errors import AccessRefused, HumaneError, ServerUnavailable
+from humane.core.errors import AccessRefused, HumaneError, IntegrityFailed, ServerUnavailable
 from humane.governance.store import RETRY_ENV, StoreError, retry_budget, retry_plan, safe_uri
 
 API = "/api/humane/v1"
+INTEGRITY_CODE = "INTEGRITY_FAILED"  # the server's answer when its trail or a recorded hash does not verify
 POST_TIMEOUT_S = 120  # above the server's promotion-lock wait (server_app: HUMANE_LOCK_TIMEOUT_S, 60 s by default)
 
 
@@ -58,6 +59,12 @@ def call(uri: str, method: str, path: str, payload: dict[str, Any] | None = None
         )
     if response.status_code == 401:
         raise _refused(uri, response.status_code)
+    if response.status_code == 403:  # a permission the account lacks: the server's words name it
+        raise AccessRefused(
+            f"refused by the team server (403) for MLflow user {_user()!r}: {body.get('message', body)}"
+        )
+    if body.get("error_code") == INTEGRITY_CODE:
+        raise IntegrityFailed(f"team server {safe_uri(uri)}: {body.get('message')}")
     if response.status_code >= 400:
         raise TeamError(f"refused by the team server ({response.status_code}): {body.get('message', body)}")
     return body
@@ -66,33 +73,33 @@ def call(uri: str, method: str, path: str, payload: dict[str, Any] | None = None
 def _request(uri: str, method: str, path: str, **kwargs: Any) -> Any:
     """One HTTP request to the plugin API with this checkout's MLflow credentials; unreachable: TeamUnavailable.
 
-    Retries stay within HUMANE_SERVER_RETRY_S (store.retry_budget). A POST (a sign-off, a rollback) may wait on
-    the server's promotion lock, so its answer may take up to POST_TIMEOUT_S, and it is retried only where the
-    server did nothing (no connection, or 502/503/504/429: the trail's database unavailable answers 503).
+    A GET retries within HUMANE_SERVER_RETRY_S (store.retry_budget). A POST (a sign-off, a rollback) is sent
+    once: its answer may take up to POST_TIMEOUT_S (it may wait on the server's promotion lock), and a retry after
+    a lost answer could act twice; one that failed is TeamUnavailable, to be rerun by the person (the state
+    machine refuses a second decision, so a rerun after a lost answer says it was decided).
     """
     from mlflow.utils.credentials import get_default_host_creds
     from mlflow.utils.rest_utils import http_request
 
     plan = retry_plan(retry_budget())
-    timeout = plan.timeout_s if method == "GET" else POST_TIMEOUT_S
-    codes = {"retry_codes": frozenset({429, 502, 503, 504})} if method != "GET" else {}
+    get = method == "GET"
     try:
         return http_request(
             get_default_host_creds(uri),
             f"{API}/{path}",
             method,
-            max_retries=plan.retries,
+            max_retries=plan.retries if get else 0,
             backoff_factor=plan.backoff_factor,
             backoff_jitter=0,
-            timeout=timeout,
+            timeout=plan.timeout_s if get else POST_TIMEOUT_S,
             raise_on_status=False,
-            **codes,
             **kwargs,
         )
     except Exception as err:
         raise TeamUnavailable(
-            f"team server {safe_uri(uri)}: {method} {API}/{path} failed after retrying within {RETRY_ENV}="
-            f"{plan.budget_s} s: {type(err).__name__}: {str(err).replace(uri, safe_uri(uri))}"
+            f"team server {safe_uri(uri)}: {method} {API}/{path} failed"
+            + (f" after retrying within {RETRY_ENV}={plan.budget_s} s" if get else " (sent once; rerun it)")
+            + f": {type(err).__name__}: {str(err).replace(uri, safe_uri(uri))}"
         ) from err
 
 

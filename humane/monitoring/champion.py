@@ -71,7 +71,8 @@ def load_champion(uri: str, name: str, project: Path, require_signoff: bool = Fa
     from humane.governance.approvals import verified_champion
 
     mlflow_client = client(uri)
-    champion = verified_champion(uri, project, name, require_signoff)  # StoreError when the store fails
+    with server_calls(uri):  # a store that does not answer: ServerUnavailable within HUMANE_SERVER_RETRY_S
+        champion = verified_champion(uri, project, name, require_signoff)
     if champion is None:
         raise MonitoringError(
             f"registry: model {name!r} has no {CHAMPION!r} version; there is nothing to monitor (promote a model first)"

@@ -121,7 +121,7 @@ def test_the_trainers_run_waits_and_only_a_reviewer_moves_champion(team_stack, t
     refused = _cli(
         team_stack, "tina", team_project, "approve", MODEL, version, "--approve", "--by", "rita", "--comment", "mine"
     )
-    assert refused.returncode == 2 and "refused by the team server (403)" in refused.stderr, refused.stderr
+    assert refused.returncode == 11 and "refused by the team server (403)" in refused.stderr, refused.stderr
     done = _cli(team_stack, "rita", team_project, "approve", MODEL, version, "--approve", "--comment", "CIs checked")
     assert done.returncode == 0, done.stderr
     assert _aliases(team_stack)["champion"] == version
@@ -255,7 +255,7 @@ def test_a_registered_models_files_and_the_permissions_cannot_be_changed(team_st
 
 def test_rollback_is_a_recorded_reviewer_event_and_reapproval_never_repromotes(team_stack, team_project, dora_version):
     refused = _cli(team_stack, "tina", team_project, "rollback", MODEL, "--none", "--comment", "incident")
-    assert refused.returncode == 2 and "403" in refused.stderr
+    assert refused.returncode == 11 and "403" in refused.stderr
     rolled = _cli(team_stack, "rita", team_project, "rollback", MODEL, "--none", "--comment", "incident 7")
     assert rolled.returncode == 0, rolled.stderr
     assert "champion" not in _aliases(team_stack)

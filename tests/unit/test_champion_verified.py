@@ -135,4 +135,6 @@ def test_the_command_prints_the_verified_version_or_exits_2_naming_what_is_missi
     assert serving.main([MODEL]) == 2
     out, err = capsys.readouterr()
     assert out == "" and "does not verify" in err and "v3 failed the automated checks" in err
-    assert serving.main([]) == 2 and "usage:" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # argparse: the usage line and exit 2
+        serving.main([])
+    assert usage.value.code == 2 and "usage:" in capsys.readouterr().err

@@ -98,7 +98,7 @@ def test_prefect_retries_an_unexpected_error_never_a_humane_error():
     """A server that did not answer was retried within HUMANE_SERVER_RETRY_S already: no second round of retries."""
     from prefect.states import Completed, Failed
 
-    from flows.training import retry_unexpected
+    from flows.retries import retry_unexpected
     from humane.core.errors import ServerUnavailable, ValidationFailed
 
     assert retry_unexpected(None, None, Failed(data=RuntimeError("database is locked")))
@@ -115,3 +115,16 @@ def test_the_register_line_never_claims_more_than_the_registry_says():
     assert rejected == "passed the automated checks, not champion (sign-off: rejected)"
     refused = verdict({"promoted": False, "passed_checks": False, "reasons": ["test.accuracy = 0.5: below 0.8"]})
     assert refused == "not promoted: test.accuracy = 0.5: below 0.8"
+
+
+def test_no_error_message_carries_a_urls_credentials():
+    from humane.core.errors import ServerUnavailable
+    from humane.governance.store import StoreError
+
+    errors = (
+        StoreError("cannot read http://alice:s3cret@127.0.0.1:5000/x: 'http://bob:pw2@h/'"),
+        ServerUnavailable("trail at postgresql://writer:pw3@127.0.0.1:5432/humane did not answer"),
+    )
+    for err in errors:
+        assert not any(secret in str(err) for secret in ("s3cret", "pw2", "pw3", "alice", "bob", "writer")), err
+        assert "127.0.0.1" in str(err)
