@@ -400,7 +400,7 @@ def test_postgres_restarted_during_a_run_then_the_rerun_registers_once(team_stac
     )
     _wait_for(log, "Running stage 'track'", proc)  # the first stage that talks to the servers
     stop_postgres(layout, pg)
-    time.sleep(2)
+    time.sleep(10)  # down while the stage imports and sends its first requests (they retry, within the budget)
     start_postgres(layout, pg, port)
     code = proc.wait(timeout=900)
     output = log.read_text()
