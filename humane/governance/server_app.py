@@ -155,19 +155,24 @@ def _admin_only(what: str) -> Callable[[Any, str], str | None]:
     return rule
 
 
-WRITABLE_AGAIN = ("model_card", "reports")  # a run's folders a registration rewrites (the card shows the sign-off)
+# What a registration rewrites in its run: the card (it shows the sign-off) and the decision (bound to the trail by
+# its sha256). Everything else, monitoring's baseline (reports/audit.json, reports/metrics.json, the reference)
+# included, is written once.
+WRITABLE_AGAIN = ("model_card",)
+WRITABLE_FILES = ("reports/decision.json",)
 
 
 def overwrite_refusal(artifact_path: str) -> str | None:
     """Artifacts are written once: a file that exists is never replaced.
 
-    That keeps a registered model's weights and code the files that were checked and signed off. A run's card
-    and reports are the exception (a registration rewrites them); what cannot be checked is refused.
+    That keeps a registered model's weights and code the files that were checked and signed off, and a run's
+    reports the ones monitoring compares with. The card and the decision are the exception (a registration
+    rewrites them); what cannot be checked is refused.
     """
     from mlflow.server.handlers import _get_artifact_repo_mlflow_artifacts
 
     head, tail = posixpath.split(artifact_path.strip("/"))
-    if posixpath.basename(head) in WRITABLE_AGAIN:
+    if posixpath.basename(head) in WRITABLE_AGAIN or f"{posixpath.basename(head)}/{tail}" in WRITABLE_FILES:
         return None
     try:
         listed = {posixpath.basename(f.path) for f in _get_artifact_repo_mlflow_artifacts().list_artifacts(head)}

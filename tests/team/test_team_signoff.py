@@ -234,14 +234,17 @@ def test_a_registered_models_files_and_the_permissions_cannot_be_changed(team_st
     model_id = record.source.removeprefix("models:/")
     location = _client(team_stack, "remy").get_logged_model(model_id).artifact_location
     path = location.removeprefix("mlflow-artifacts:").lstrip("/") + "/MLmodel"
-    for account in ("tina", "rita", "dora"):  # swapping the approved model's files, as any role
-        put = requests.put(
-            f"{team_stack.mlflow_uri}/api/2.0/mlflow-artifacts/artifacts/{path}",
-            data=b"swapped",
-            auth=_auth(team_stack, account),
-            timeout=30,
-        )
-        assert put.status_code == 403 and "written once" in put.text, (account, put.text)
+    run = _client(team_stack, "remy").get_run(record.run_id)
+    baseline = run.info.artifact_uri.removeprefix("mlflow-artifacts:").lstrip("/") + "/reports/audit.json"
+    for account in ("tina", "rita", "dora"):  # swapping the approved model's files or its monitoring baseline
+        for swapped in (path, baseline):
+            put = requests.put(
+                f"{team_stack.mlflow_uri}/api/2.0/mlflow-artifacts/artifacts/{swapped}",
+                data=b"swapped",
+                auth=_auth(team_stack, account),
+                timeout=30,
+            )
+            assert put.status_code == 403 and "written once" in put.text, (account, swapped, put.text)
     # A reviewer (MANAGE on the model) cannot make another account a reviewer: only an administrator grants.
     body = {"username": "tina", "resource_type": "registered_model", "resource_id": MODEL, "permission": "MANAGE"}
     grant = requests.post(
