@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -122,8 +123,13 @@ def start_worker(project: Path, env: dict[str, str], log: Path, name: str) -> su
     """A process worker on the bench's pool, in the project folder, with the trainer's credentials."""
     argv = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--name", name]
     with open(log, "w") as out:  # the child keeps its own descriptor
-        return subprocess.Popen(
-            argv, cwd=project, env={**env, "PWD": str(project)}, stdout=out, stderr=subprocess.STDOUT
+        return subprocess.Popen(  # its own process group: the flow runs it started go with it
+            argv,
+            cwd=project,
+            env={**env, "PWD": str(project)},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -165,8 +171,9 @@ def wait(ids: list[str], limit_s: float, env: dict[str, str]) -> dict[str, Any]:
         time.sleep(5)
 
 
-def registry_check(env: dict[str, str]) -> list[str]:
-    """Problems: a tracked run registered twice, or a version whose run is not in the experiment."""
+def registry_check(env: dict[str, str], paused: int) -> list[str]:
+    """Problems: a tracked run registered twice, a version whose run is not in the experiment, or a number of
+    pending versions other than the number of runs paused for a sign-off."""
     from mlflow.tracking import MlflowClient
 
     os.environ.update({k: v for k, v in env.items() if k.startswith("MLFLOW_")})
@@ -179,6 +186,9 @@ def registry_check(env: dict[str, str]) -> list[str]:
         per_run[version.run_id] = per_run.get(version.run_id, 0) + 1
     problems = [f"run {r} has {n} versions" for r, n in per_run.items() if n != 1]
     problems += [f"version of run {r} is not a tracked run" for r in per_run if r not in runs]
+    pending = sum(v.tags.get("approval") == "pending" for v in versions)
+    if pending != paused:
+        problems.append(f"{pending} pending versions for {paused} runs paused for a sign-off")
     return problems
 
 
@@ -212,12 +222,14 @@ def main() -> None:
         for overrides, flow_run_id in zip(OVERRIDES, ids, strict=True):
             state = runs[flow_run_id].state
             outcomes[flow_run_id] = {"overrides": overrides, "state": state.name, "message": state.message or ""}
-            print(f"{json.dumps(overrides):<45} {state.name:<12} {(state.message or '')[:100]}")
+            print(f"{json.dumps(overrides):<45} {state.name:<12} {state.message or ''}")
             if state.type.value not in FINAL and state.name != "Paused":
                 failures.append(f"{flow_run_id}: still {state.name} after {options.limit:.0f} s")
-            elif state.name not in ("Completed", "Failed", "Paused") or not (state.message or state.is_completed()):
+            elif state.name == "Paused":  # waits for a reviewer: its version must be pending (registry_check)
+                continue
+            elif state.name not in ("Completed", "Failed") or not (state.message or state.is_completed()):
                 failures.append(f"{flow_run_id}: ended {state.name} without a reason")
-        failures += registry_check(trainer)
+        failures += registry_check(trainer, sum(o["state"] == "Paused" for o in outcomes.values()))
         verify = [sys.executable, "-m", "tasks.trail", "verify"]
         trail = subprocess.run(verify, cwd=project, env=trainer, capture_output=True, text=True)
         print(trail.stdout.strip() or trail.stderr.strip())
@@ -228,12 +240,9 @@ def main() -> None:
         peak = round(sampler.peak / 2**20)
         print(json.dumps({"runs": len(ids), "wall_s": round(wall, 1), "peak_rss_mib": peak, "states": states}))
     finally:
-        for worker in workers:
-            worker.terminate()
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        for worker in workers:  # the workers and the paused flow runs they started
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=60)
         if stack is not None:
             subprocess.run([sys.executable, "-m", "team.stack", "down", "--dir", str(stack), "--purge"], cwd=ROOT)
         shutil.rmtree(base, ignore_errors=True)
