@@ -195,6 +195,9 @@ def dumps(payload: Any) -> str:
 
 PROMOTION_LIMIT = "humane-promotion"  # the Prefect global concurrency limit (limit 1) the bootstrap creates
 LOCK_TIMEOUT_ENV = "HUMANE_LOCK_TIMEOUT_S"
+# How long a registration waits for the promotion mutex by default: registrations queue behind each other, and under
+# load one holds it for a minute or more (bench/load.py: 8 runs at once on 2 cores queued past 300 s).
+MUTEX_WAIT_S = 1800
 LEASE_S = 60  # renewed while held; a crashed holder's slot is freed by the server when the lease runs out
 
 
@@ -222,7 +225,7 @@ def promotion_mutex(timeout_s: float | None = None) -> Iterator[None]:
     """Serialise registrations across machines: one slot of the Prefect server's `humane-promotion` limit.
 
     Strict: a missing limit is an error, never "nothing to lock". A bounded wait (HUMANE_LOCK_TIMEOUT_S,
-    default 300 s) ends in a clear error; a holder that dies loses the slot when its lease runs out.
+    default MUTEX_WAIT_S) ends in a clear error; a holder that dies loses the slot when its lease runs out.
     """
     from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError, ConcurrencySlotAcquisitionError
     from prefect.concurrency.sync import concurrency
@@ -233,7 +236,7 @@ def promotion_mutex(timeout_s: float | None = None) -> Iterator[None]:
             f"team mode: the promotion mutex is the Prefect server's global concurrency limit "
             f"{PROMOTION_LIMIT!r}; set PREFECT_API_URL and PREFECT_API_AUTH_STRING (docs/team.md)"
         )
-    wait = timeout_s if timeout_s is not None else float(os.environ.get(LOCK_TIMEOUT_ENV, "300"))
+    wait = timeout_s if timeout_s is not None else float(os.environ.get(LOCK_TIMEOUT_ENV, MUTEX_WAIT_S))
     check_mutex()
     try:
         with concurrency(PROMOTION_LIMIT, occupy=1, timeout_seconds=wait, lease_duration=LEASE_S, strict=True):
