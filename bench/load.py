@@ -41,18 +41,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from team.settings import TeamSettings, read_env  # noqa: E402
+from team.stack import QUIET as STACK_QUIET  # noqa: E402
 from tests.conftest import make_project  # noqa: E402
 
 BIN = Path(sys.executable).parent
 POOL = "bench-load"  # its own process pool: both workers hold the trainer's credentials
 MODEL = "humane-sample"
-QUIET = {
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-    "NML_DISABLE_USAGE_LOGGING": "1",
-}
+QUIET = {**STACK_QUIET, "NML_DISABLE_USAGE_LOGGING": "1"}  # the stack's, and NannyML's
 # Allowed overrides (humane.core.params.OVERRIDABLE), one set per run: different seeds, rates and lengths.
 OVERRIDES = [
     {"train.seed": 1},

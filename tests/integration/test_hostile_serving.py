@@ -28,7 +28,7 @@ from mlflow.exceptions import MlflowException
 
 from humane.core.errors import HumaneError
 from humane.governance.serving import PROBABILITY, as_request
-from tests.conftest import BIN, SAMPLE_DIR, mlflow_client
+from tests.conftest import BIN, SAMPLE_DIR, _free_port, mlflow_client
 
 MODEL = "humane-sample"
 BATTERY = settings(
@@ -193,14 +193,6 @@ def test_a_huge_batch_is_scored(served):
 
 
 # ---- a real `mlflow models serve` process ----
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 
 from humane.core.errors import UNAVAILABLE_EXIT, exit_code
 from humane.governance.team_client import TeamUnavailable, call
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]  # closed again when the socket closes: nothing listens there
+from tests.conftest import _free_port
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_an_unreachable_team_server_is_unavailable_within_the_budget(monkeypatch, method):
     monkeypatch.setenv("HUMANE_SERVER_RETRY_S", "4")
-    uri = f"http://someone:not-a-real-password@127.0.0.1:{_closed_port()}"
+    uri = f"http://someone:not-a-real-password@127.0.0.1:{_free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(TeamUnavailable) as refused:
         call(uri, method, "whoami", {})
