@@ -63,7 +63,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed, Failed, State
 
-from flows.retries import retry_unexpected
+from flows.retries import SERVER_TASK
 from humane.core.context import RunContext
 from humane.core.errors import ConfigError, exit_code
 from humane.core.io import md5_of
@@ -121,9 +121,7 @@ def report_task(result: dict[str, Any], folder: Path) -> Path:
 @task(
     name="log-mlflow",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unexpected,
+    **SERVER_TASK,
 )
 def mlflow_task(ctx: RunContext, champion: ChampionModel, batch: Batch, result: dict[str, Any], when: datetime,
                 folder: Path) -> str:  # fmt: skip
@@ -150,9 +148,7 @@ def publish_task(result: dict[str, Any]) -> None:
 @task(
     name="trigger-training",
     cache_policy=NO_CACHE,
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unexpected,
+    **SERVER_TASK,
 )
 def retrain_task(settings: MonitorParams, breach: str, batch: str) -> str:
     """Start the training deployment (without waiting); the new candidate faces the gate like any other."""

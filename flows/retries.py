@@ -24,3 +24,7 @@ def retry_unexpected(task: Any, task_run: Any, state: State) -> bool:
     except Exception:
         return True
     return False
+
+
+# A task that talks to a server: two retries of an unexpected error, never of a HumaneError.
+SERVER_TASK: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": retry_unexpected}

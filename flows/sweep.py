@@ -47,7 +47,7 @@ from prefect.states import Completed, Failed, State
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from flows import training as training_flow
-from flows.retries import retry_unexpected
+from flows.retries import SERVER_TASK
 from humane.core import io, workspace
 from humane.core.context import RunContext
 from humane.core.errors import ConfigError, HumaneError, exit_code
@@ -154,9 +154,7 @@ def score_model(index: int, params: Params, val: pd.DataFrame, test: pd.DataFram
 
 @task(
     name="record-sweep",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unexpected,
+    **SERVER_TASK,
     cache_policy=NO_CACHE,
 )
 def record_sweep(project: Path, params: Params, results: list[lib.CandidateResult], chosen: int | None,
@@ -191,9 +189,7 @@ def record_sweep(project: Path, params: Params, results: list[lib.CandidateResul
 
 @task(
     name="mark-registered",
-    retries=2,
-    retry_delay_seconds=[2, 10],
-    retry_condition_fn=retry_unexpected,
+    **SERVER_TASK,
     cache_policy=NO_CACHE,
 )
 def mark_registered(project: Path, params: Params, recorded: dict[str, Any], chosen: int,
