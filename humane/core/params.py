@@ -81,6 +81,11 @@ class DataParams(_Section):
     # An absolute folder outside the project that data files may be read from, declared on purpose.
     root: str | None = None
     leakage: LeakageParams = LeakageParams()
+    # age: source and test_source name age-encrypted files (x.csv.age), decrypted in memory at load with the
+    # identity from the environment variable encryption_key_env, else the Prefect Secret block encryption_key_block.
+    encryption: Literal["none", "age"] = "none"
+    encryption_key_env: str = "HUMANE_AGE_IDENTITY"
+    encryption_key_block: str | None = None
 
     @property
     def model_name(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import codecs
 import gzip
 import importlib.util
+import io
 import json
 import lzma
 import math
@@ -20,9 +21,10 @@ import warnings
 import zipfile
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
@@ -30,6 +32,9 @@ from sklearn.model_selection import train_test_split
 from humane.core.errors import ConfigError, DataError
 from humane.core.params import DataParams, ReadParams, confine
 from humane.data.datasets import BUILTINS, md5_of, verify
+
+if TYPE_CHECKING:
+    from pyrage import x25519
 
 # The seed of the train/test split of a single-file source; fixed so that the test rows never move.
 TEST_SPLIT_SEED = 20240601
@@ -48,6 +53,35 @@ SHOWN_LINE_CHARS = 120
 _ANY_DELIMITER = re.compile("|".join(re.escape(d) for d in LIKELY_DELIMITERS))
 # Date columns turned into a number count from this day (data.dates: days).
 EPOCH = pd.Timestamp("1970-01-01")
+# The compression of a decrypted CSV by the inner file's last suffix (pandas infers it only from a path).
+_COMPRESSION = {".gz": "gzip", ".bz2": "bz2", ".zip": "zip", ".xz": "xz", ".zst": "zstd", ".tar": "tar"}
+
+
+@dataclass(frozen=True)
+class Decrypted:
+    """An age file's plaintext, in memory only, and the name of the file inside the encryption (x.csv for x.csv.age)."""
+
+    data: bytes
+    path: Path
+
+    @property
+    def suffix(self) -> str:
+        """The inner file's last suffix (what its compression is judged by)."""
+        return self.path.suffix
+
+
+# A file to parse: its path, or the plaintext of an age file (data.encryption: age).
+Source = Path | Decrypted
+
+
+def _input(source: Source) -> Path | io.BytesIO:
+    """What pandas and pyarrow read: the path, or a fresh in-memory buffer over the plaintext."""
+    return source if isinstance(source, Path) else io.BytesIO(source.data)
+
+
+def _compression(source: Source) -> str | None:
+    """The compression option of pandas: inferred from a path's name; for a plaintext, from the inner name."""
+    return "infer" if isinstance(source, Path) else _COMPRESSION.get(source.suffix.lower())
 
 
 @dataclass(frozen=True)
@@ -87,7 +121,7 @@ def _compressions() -> list[str]:
     return [".csv.gz", ".csv.bz2", ".csv.zip", ".csv.xz"] + ([".csv.zst"] if _zstd_available() else [])
 
 
-def _check_archive(path: Path, name: str) -> None:
+def _check_archive(path: Source, name: str) -> None:
     """What pandas would fail on with a bare exception: zstd without its package, a .zip not holding one file."""
     suffix = path.suffix.lower()
     if suffix == ".zst" and not _zstd_available():
@@ -97,7 +131,7 @@ def _check_archive(path: Path, name: str) -> None:
         )
     if suffix == ".zip":
         try:
-            with zipfile.ZipFile(path) as archive:
+            with zipfile.ZipFile(_input(path)) as archive:
                 count = len(archive.namelist())
         except (zipfile.BadZipFile, OSError) as err:
             raise DataError(
@@ -121,20 +155,20 @@ def _encoding(read: ReadParams) -> str:
     return "utf-8-sig" if codec == "utf-8" else read.encoding
 
 
-def _read_csv(path: Path, name: str, read: ReadParams, tab: bool) -> pd.DataFrame:
+def _read_csv(path: Source, name: str, read: ReadParams, tab: bool) -> pd.DataFrame:
     sep = read.delimiter or ("\t" if tab else ",")
     options: dict[str, Any] = {"sep": sep, "decimal": read.decimal, "thousands": read.thousands,
                                "encoding": _encoding(read), "skipinitialspace": True,
-                               "compression": "infer"}  # fmt: skip
+                               "compression": _compression(path)}  # fmt: skip
     names: list[str] = []
     try:
         # The header as written: pandas renames a repeated name (a, a.1), so duplicates are found here.
-        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False, **options)
+        header = pd.read_csv(_input(path), header=None, nrows=1, dtype=str, keep_default_na=False, **options)
         names = [str(v).strip() for v in header.iloc[0].tolist()] if len(header) else []
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", pd.errors.ParserWarning)
             # index_col=False: rows with more fields than the header are reported, not turned into an index.
-            frame = pd.read_csv(path, index_col=False, **options)
+            frame = pd.read_csv(_input(path), index_col=False, **options)
     except UnicodeError as err:  # a byte the codec rejects, or a stream it cannot start (UTF-16 without a BOM)
         raise DataError(
             f"{name}: cannot be decoded as {read.encoding} ({_decode_failure(err)}); set data.read.encoding to the "
@@ -182,7 +216,7 @@ def _decode_failure(err: UnicodeError) -> str:
     return str(err)
 
 
-def _header_hint(names: list[str], sep: str, path: Path, options: dict[str, Any]) -> str:
+def _header_hint(names: list[str], sep: str, path: Source, options: dict[str, Any]) -> str:
     """The file's first line (truncated) if it looks like a header, else its length, and the separator it seems to use.
 
     A file without a header row has a row of data as its first line: that line is described (its length and
@@ -210,10 +244,10 @@ def _header_hint(names: list[str], sep: str, path: Path, options: dict[str, Any]
     return f"{described}: set data.read.delimiter: {json.dumps(best)}"
 
 
-def _second_line(path: Path, options: dict[str, Any]) -> str | None:
+def _second_line(path: Source, options: dict[str, Any]) -> str | None:
     """The file's second line, its fields joined by the delimiter; None when there is none or it does not parse."""
     try:
-        row = pd.read_csv(path, header=None, skiprows=1, nrows=1, dtype=str, keep_default_na=False, **options)
+        row = pd.read_csv(_input(path), header=None, skiprows=1, nrows=1, dtype=str, keep_default_na=False, **options)
     except (ValueError, OSError, *CORRUPT_ARCHIVE):  # ParserError, EmptyDataError, UnicodeDecodeError among them
         return None
     return str(options["sep"]).join(str(v) for v in row.iloc[0].tolist()) if len(row) else None
@@ -236,14 +270,14 @@ def looks_like_header(first: str, second: str | None) -> bool:
     return any(_numbers(second))
 
 
-def _read_parquet(path: Path, name: str) -> pd.DataFrame:
+def _read_parquet(path: Source, name: str) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        names = [str(n).strip() for n in pq.read_schema(path).names]
+        names = [str(n).strip() for n in pq.read_schema(_input(path)).names]
         _check_names(names, name)
-        frame = pd.read_parquet(path)
+        frame = pd.read_parquet(_input(path))
     except (pa.ArrowException, OSError) as err:
         raise DataError(f"{name}: not a readable Parquet file ({type(err).__name__}: {err})") from None
     frame.columns = _named(frame.columns)
@@ -274,11 +308,17 @@ def _check_names(names: list[str], name: str) -> None:
         )
 
 
-def read_table(path: Path, shown: str | None = None, read: ReadParams | None = None) -> pd.DataFrame:
+def read_table(
+    path: Path,
+    shown: str | None = None,
+    read: ReadParams | None = None,
+    identity: Callable[[str], x25519.Identity] | None = None,
+) -> pd.DataFrame:
     """Read a user CSV (data.read options; compressed by name, e.g. .csv.gz) or Parquet file.
 
     Column names keep their spelling (spaces, odd characters) without surrounding whitespace. Errors name the
-    file as params.yaml names it (`shown`).
+    file as params.yaml names it (`shown`). With `identity` (data.encryption: age; called with the file's name),
+    the file is an age file (x.csv.age), decrypted in memory and parsed as the file inside it (x.csv).
     """
     name = shown or str(path)
     read = read or ReadParams()
@@ -288,12 +328,37 @@ def read_table(path: Path, shown: str | None = None, read: ReadParams | None = N
         raise DataError(f"{name}: data source is a directory, expected a .csv or .parquet file")
     if path.stat().st_size == 0:
         raise DataError(f"{name}: file is empty")
-    kind = _kind(path, name)
-    _check_archive(path, name)
-    frame = _read_parquet(path, name) if kind == "parquet" else _read_csv(path, name, read, tab=kind == "tsv")
+    source = _plaintext(path, name, identity)
+    kind = _kind(source.path if isinstance(source, Decrypted) else path, name)
+    _check_archive(source, name)
+    frame = _read_parquet(source, name) if kind == "parquet" else _read_csv(source, name, read, tab=kind == "tsv")
     if frame.empty:
         raise DataError(f"{name}: file has a header but no rows")
     return frame
+
+
+def _plaintext(path: Path, name: str, identity: Callable[[str], x25519.Identity] | None) -> Source:
+    """The file to parse: the path itself, or (data.encryption: age) an age file's plaintext, in memory only.
+
+    An age file (by its name or its first bytes) read without data.encryption: age, and a plaintext file read with
+    it, are errors naming the file.
+    """
+    from humane.privacy.encryption import decrypt, inner_name, is_encrypted, looks_encrypted
+
+    if identity is None:
+        if is_encrypted(path) or looks_encrypted(path):
+            raise DataError(
+                f"{name}: is an age-encrypted file, but data.encryption is none; set data.encryption: age and put the "
+                f"identity in the environment variable data.encryption_key_env names (default HUMANE_AGE_IDENTITY)"
+            )
+        return path
+    if not is_encrypted(path):
+        raise DataError(
+            f"{name}: data.encryption is age, but this file is not an age file (its name does not end in .age); "
+            f"encrypt it (`python -m humane.privacy.encryption encrypt {name} --recipients FILE`) and name the .age "
+            f"file, or set data.encryption: none"
+        )
+    return Decrypted(decrypt(path, identity(name), name), inner_name(path))
 
 
 def split_test(frame: pd.DataFrame, target: str, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -461,6 +526,20 @@ def parse_dates(values: pd.Series) -> pd.Series:
     return parsed.dt.tz_localize(None)
 
 
+def _identity(spec: DataParams, builtin: bool) -> Callable[[str], x25519.Identity] | None:
+    """Where an age file's identity comes from (data.encryption: age), asked only when a file is decrypted."""
+    if spec.encryption == "none":
+        return None
+    if builtin:
+        raise ConfigError(
+            f"data.encryption: age needs data.source to name an age-encrypted file (x.csv.age), not the built-in "
+            f"dataset {spec.source!r}; set data.encryption: none"
+        )
+    from humane.privacy.encryption import source_identity
+
+    return lambda name: source_identity(spec, name)
+
+
 def _prepared(frame: pd.DataFrame, spec: DataParams, name: str) -> tuple[pd.DataFrame, int]:
     frame, dropped = clean_labels(frame, spec, name)
     return check_numbers(frame, spec.numeric, name, spec.read), dropped
@@ -476,6 +555,7 @@ def load(spec: DataParams, root: Path) -> Loaded:
     """
     builtin = BUILTINS.get(spec.source)
     dropped: dict[str, int] = {}
+    identity = _identity(spec, builtin is not None)
     if builtin is not None:
         train_path = verify(builtin.train, root)
         files = {"train": str(builtin.train.path)}
@@ -488,12 +568,12 @@ def load(spec: DataParams, root: Path) -> Loaded:
     else:
         train_path = confine(spec.source, "data.source", root, spec.root)
         # Read first: a missing or unreadable file is a clear error there, before its md5 is taken.
-        train_frame = read_table(train_path, spec.source, spec.read)
+        train_frame = read_table(train_path, spec.source, spec.read, identity)
         files, md5 = {"train": spec.source}, {"train": md5_of(train_path)}
         train, dropped[spec.source] = _prepared(train_frame, spec, spec.source)
         if spec.test_source:
             test_path = confine(spec.test_source, "data.test_source", root, spec.root)
-            raw_test = read_table(test_path, spec.test_source, spec.read)
+            raw_test = read_table(test_path, spec.test_source, spec.read, identity)
             files["test"], md5["test"] = spec.test_source, md5_of(test_path)
             test, dropped[spec.test_source] = _prepared(raw_test, spec, spec.test_source)
     if "test" in files:

@@ -86,8 +86,10 @@ def pseudonym_key(params: PrivacyParams) -> bytes | None:
     return value.encode()
 
 
-def _secret_block(name: str) -> str | None:
+def _secret_block(name: str, setting: str = "privacy.key_block") -> str | None:
     """The value of the Prefect Secret block `name`; None when the Prefect API says there is no such block.
+
+    `setting` is the params key that names the block, as the errors name it.
 
     Raises:
         ServerUnavailable: The Prefect API could not be asked (unreachable, or an error): the message names the
@@ -105,10 +107,10 @@ def _secret_block(name: str) -> str | None:
     except ValueError as err:
         if isinstance(err.__cause__, ObjectNotFound):
             return None  # the caller names both places to put the key
-        raise ConfigError(f"privacy.key_block: Prefect block {name!r} is not a readable Secret: {err}") from None
+        raise ConfigError(f"{setting}: Prefect block {name!r} is not a readable Secret: {err}") from None
     except (httpx.HTTPError, PrefectException, OSError, RuntimeError) as err:  # the API's failure, not "no key"
         raise ServerUnavailable(
-            f"privacy.key_block: cannot read the Prefect Secret block {name!r}: the Prefect API at PREFECT_API_URL="
+            f"{setting}: cannot read the Prefect Secret block {name!r}: the Prefect API at PREFECT_API_URL="
             f"{_without_credentials(PREFECT_API_URL.value())} did not answer ({type(err).__name__}: {err})"
         ) from None
 
