@@ -92,7 +92,7 @@ def identity_from(key_env: str, key_block: str | None, setting: str, needed_by: 
             f"{needed_by}: no age identity is set: put the identity (the AGE-SECRET-KEY-1... line that `python -m "
             f"humane.privacy.encryption keygen` wrote) in the environment variable {key_env}{block}"
         )
-    return parse_identity(value, where)
+    return parse_identity(value, f"{needed_by}: {where}")
 
 
 def parse_identity(value: object, where: str) -> x25519.Identity:
