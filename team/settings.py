@@ -2,7 +2,9 @@
 
 One folder holds the whole stack (default `<project>/.team`, `HUMANE_TEAM_DIR` overrides it):
 
-    team.env            sourceable, no secrets: server URLs, DVC remote, ports
+    team.env            sourceable, no secrets: server URLs (https), the CA file clients verify them with, DVC
+                        remote, ports
+    tls/                the stack's CA and server certificate (team/tls.py); keys 0600
     secrets/            0700; one file per password or key (0600) and admin.env (MLflow admin, Prefect auth string,
                         the trail owner's DSN)
     accounts/           0700; <name>.env per account that bootstrap generated a password for (0600)
@@ -25,6 +27,7 @@ from humane.core.errors import HumaneError
 
 PROJECT = Path(__file__).resolve().parents[1]
 DIR_ENV = "HUMANE_TEAM_DIR"
+CA_ENV = "HUMANE_TEAM_CA_FILE"  # in team.env: the CA file, for tools without a setting of their own (curl --cacert)
 
 
 class StackError(HumaneError):
@@ -81,6 +84,11 @@ class Layout:
     def ssh(self) -> Path:
         """The OpenSSH server's config, host key and authorized_keys."""
         return self.root / "ssh"
+
+    @property
+    def tls(self) -> Path:
+        """The CA and the server certificate (team.tls)."""
+        return self.root / "tls"
 
     @property
     def dvc_remote(self) -> Path:
@@ -170,6 +178,11 @@ class TeamSettings:
     def prefect_api_url(self) -> str:
         """The Prefect server's API."""
         return self.env["PREFECT_API_URL"]
+
+    @property
+    def ca_file(self) -> Path:
+        """The CA certificate the servers' certificates chain to (what clients verify them with)."""
+        return Path(self.env[CA_ENV])
 
     @property
     def dvc_remote_url(self) -> str:

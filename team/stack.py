@@ -3,7 +3,9 @@
 PostgreSQL 15 (Debian's packages; pgaudit on the `humane` database) holds MLflow's backend store, its basic-auth user
 database, Prefect's database and the audit trail. The MLflow tracking server runs humane's plugin (`--app-name
 humane`, on top of basic-auth) with proxied artifacts; the Prefect server has an auth string and one process worker;
-Debian's OpenSSH server serves the DVC remote over SFTP to one key. Ports are free ones chosen at `up` (or fixed by
+Debian's OpenSSH server serves the DVC remote over SFTP to one key. PostgreSQL and both HTTP servers speak TLS only,
+with the certificate of a CA the stack makes (team.tls, under `tls/`), and every client verifies it, the servers'
+own database connections included (`sslmode=verify-full`). Ports are free ones chosen at `up` (or fixed by
 HUMANE_TEAM_*_PORT), written to `team.env`; processes are stopped by the PIDs recorded in `run/`. When run as root,
 PostgreSQL runs as the system account `humane-pg` (initdb refuses root) and the DVC remote belongs to `humane-dvc`.
 """
@@ -18,6 +20,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -27,10 +30,12 @@ from base64 import b64encode
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import quote
 
 from humane.core.errors import cli
+from team import tls
 from team.bootstrap import POOL, bootstrap_trail
-from team.settings import Layout, StackError, format_env, read_env, secret, team_dir, write_private
+from team.settings import CA_ENV, Layout, StackError, format_env, read_env, secret, team_dir, write_private
 
 if TYPE_CHECKING:
     import psycopg
@@ -173,14 +178,19 @@ def _tail(layout: Layout, service: str, chars: int = 1500) -> str:
     return path.read_text(errors="replace")[-chars:] if path.exists() else ""
 
 
-def _http(url: str, auth: str | None = None, body: dict | None = None) -> tuple[int, Any]:
-    """The HTTP status and JSON answer (None if not JSON) of a GET, a POST when `body` is given; 0: no answer."""
+def _http(url: str, ca: Path, auth: str | None = None, body: dict | None = None) -> tuple[int, Any]:
+    """The HTTP status and JSON answer (None if not JSON) of a GET, a POST when `body` is given; 0: no answer.
+
+    An https URL's certificate must chain to `ca` and name the host (a server that fails that does not answer).
+    """
     headers = {"Content-Type": "application/json"}
     if auth:
         headers["Authorization"] = "Basic " + b64encode(auth.encode()).decode()
     data = json.dumps(body).encode() if body is not None else None
+    context = ssl.create_default_context(cafile=ca)
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=5) as response:
+        request = urllib.request.Request(url, data, headers)
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
             status, text = response.status, response.read()
     except urllib.error.HTTPError as err:
         return err.code, None
@@ -282,8 +292,16 @@ def _base_env() -> dict[str, str]:
     return {**env, **QUIET, "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}"}
 
 
+def _ca(layout: Layout) -> Path:
+    return tls.TlsFiles.at(layout.tls).ca
+
+
 def _pg_url(layout: Layout, ports: dict[str, int], role: str, db: str, driver: str = "postgresql") -> str:
-    return f"{driver}://{role}:{secret(layout, role)}@{HOST}:{ports['postgres']}/{db}"
+    """A role's URL; libpq's (psycopg) verifies the server's certificate and name (asyncpg: _prefect_db_tls)."""
+    url = f"{driver}://{role}:{secret(layout, role)}@{HOST}:{ports['postgres']}/{db}"
+    if driver.endswith("+asyncpg"):
+        return url
+    return f"{url}?sslmode=verify-full&sslrootcert={quote(str(_ca(layout)), safe='/')}"
 
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -296,10 +314,13 @@ unix_socket_permissions = 0700
 password_encryption = 'scram-sha-256'
 shared_preload_libraries = 'pgaudit'
 """
-# No trust anywhere: every login, local or TCP, proves its password (SCRAM).
+# No trust anywhere: every login, local or TCP, proves its password (SCRAM); over TCP only inside TLS (hostssl).
 PG_HBA = """local all all scram-sha-256
-host all all 127.0.0.1/32 scram-sha-256
+hostssl all all 127.0.0.1/32 scram-sha-256
+hostnossl all all all reject
 """
+# TLS, set at every start (so that a cluster made before it gets it too); the files are copies in the data folder.
+PG_TLS = "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key -c ssl_min_protocol_version=TLSv1.2"
 
 
 def init_postgres(layout: Layout, pg: Account) -> None:
@@ -323,12 +344,23 @@ def init_postgres(layout: Layout, pg: Account) -> None:
         pwfile.unlink(missing_ok=True)
     with open(data / "postgresql.conf", "a") as conf:
         conf.write(PG_CONF.format(socket=data))
-    (data / "pg_hba.conf").write_text(PG_HBA)
+
+
+def _pg_tls(layout: Layout, pg: Account) -> None:
+    """pg_hba.conf (TLS only over TCP) and the server's certificate and key in the data folder, owned by `pg` (0600)."""
+    (layout.pg / "pg_hba.conf").write_text(PG_HBA)
+    files = tls.TlsFiles.at(layout.tls)
+    for source, name in ((files.cert, "server.crt"), (files.key, "server.key")):
+        target = layout.pg / name
+        write_private(target, source.read_text())
+        _chown(target, pg)
 
 
 def start_postgres(layout: Layout, pg: Account, port: int) -> None:
-    """pg_ctl start on 127.0.0.1:`port`, waiting until it accepts connections; record the postmaster's pid."""
-    argv = [str(PG_BIN / "pg_ctl"), "-D", str(layout.pg), "-l", str(layout.log("postgres")), "-o", f"-p {port}"]
+    """pg_ctl start on 127.0.0.1:`port` with TLS, waiting until it accepts connections; record the postmaster's pid."""
+    _pg_tls(layout, pg)
+    options = f"-p {port} {PG_TLS}"
+    argv = [str(PG_BIN / "pg_ctl"), "-D", str(layout.pg), "-l", str(layout.log("postgres")), "-o", options]
     _run("start PostgreSQL", [*argv, "-w", "-t", "60", "start"], user=pg, cwd=layout.root)
     _record(layout, "postgres", int((layout.pg / "postmaster.pid").read_text().split()[0]))
 
@@ -343,6 +375,8 @@ def _connect(layout: Layout, ports: dict[str, int], db: str = "postgres") -> psy
             dbname=db,
             user="postgres",
             password=secret(layout, "postgres"),
+            sslmode="verify-full",
+            sslrootcert=str(_ca(layout)),
             autocommit=True,
             connect_timeout=10,
         )
@@ -499,9 +533,12 @@ def start_mlflow(layout: Layout, ports: dict[str, int]) -> None:
         # MLflow's job runner (GenAI jobs, periodic tasks: seven huey processes) is not used by humane.
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
+    files = tls.TlsFiles.at(layout.tls)
     argv = [str(BIN / "mlflow"), "server", "--app-name", _app(), "--artifacts-destination", str(layout.artifacts)]
     options = f"--serve-artifacts --host {HOST} --port {ports['mlflow']} --workers 2"
-    _spawn(layout, "mlflow", [*argv, *options.split()], env)
+    # uvicorn (mlflow server's default) serves TLS only: no plain listener.
+    uvicorn = shlex.join(["--ssl-keyfile", str(files.key), "--ssl-certfile", str(files.cert)])
+    _spawn(layout, "mlflow", [*argv, *options.split(), "--uvicorn-opts", uvicorn], env)
 
 
 def prefect_auth(layout: Layout) -> str:
@@ -509,17 +546,35 @@ def prefect_auth(layout: Layout) -> str:
     return f"humane:{secret(layout, 'prefect_auth')}"
 
 
+def _prefect_db_tls(layout: Layout) -> dict[str, str]:
+    """Prefect's settings for its asyncpg connections: TLS, the certificate verified against the CA, its name checked.
+
+    prefect.server.database.configurations builds the SSL context from them (asyncpg ignores libpq's sslmode).
+    """
+    prefix = "PREFECT_SERVER_DATABASE_SQLALCHEMY_CONNECT_ARGS_TLS_"
+    return {f"{prefix}ENABLED": "true", f"{prefix}CA_FILE": str(_ca(layout)), f"{prefix}CHECK_HOSTNAME": "true"}
+
+
 def start_prefect(layout: Layout, ports: dict[str, int]) -> None:
-    """The Prefect server on PostgreSQL (asyncpg), with an auth string and file-backed concurrency leases."""
+    """The Prefect server on PostgreSQL (asyncpg), with an auth string and file-backed concurrency leases, over TLS.
+
+    `prefect server start` has no TLS options, so the server is started as that command does in the background:
+    uvicorn with Prefect's app factory (prefect.cli._server_utils), plus uvicorn's --ssl-keyfile/--ssl-certfile.
+    """
+    files = tls.TlsFiles.at(layout.tls)
     env = {
         **_base_env(),
         "PREFECT_HOME": str(layout.prefect),
         "PREFECT_API_DATABASE_CONNECTION_URL": _pg_url(layout, ports, "prefect_srv", "prefect", "postgresql+asyncpg"),
+        **_prefect_db_tls(layout),
         "PREFECT_SERVER_API_AUTH_STRING": prefect_auth(layout),
         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem",
+        "PREFECT_SERVER_UI_API_URL": _prefect_api(ports),  # the UI calls the API over https too
+        "PREFECT__SERVER_FINAL": "1",  # what `prefect server start` sets: this is the server, not an ephemeral one
     }
-    argv = [str(BIN / "prefect"), "server", "start", "--host", HOST, "--port", str(ports["prefect"])]
-    _spawn(layout, "prefect", argv, env)
+    app = ["--factory", "prefect.server.api.server:create_app", "--host", HOST, "--port", str(ports["prefect"])]
+    ssl_files = ["--ssl-keyfile", str(files.key), "--ssl-certfile", str(files.cert)]
+    _spawn(layout, "prefect", [sys.executable, "-m", "uvicorn", *app, *ssl_files], env)
 
 
 def start_worker(layout: Layout, ports: dict[str, int]) -> None:
@@ -528,6 +583,7 @@ def start_worker(layout: Layout, ports: dict[str, int]) -> None:
         **_base_env(),
         "PREFECT_HOME": str(layout.prefect),
         "PREFECT_API_URL": _prefect_api(ports),
+        "PREFECT_API_SSL_CERT_FILE": str(_ca(layout)),
         "PREFECT_API_AUTH_STRING": prefect_auth(layout),
     }
     argv = [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process", "--name", "humane-local"]
@@ -535,15 +591,16 @@ def start_worker(layout: Layout, ports: dict[str, int]) -> None:
 
 
 def _mlflow_uri(ports: dict[str, int]) -> str:
-    return f"http://{HOST}:{ports['mlflow']}"
+    return f"https://{HOST}:{ports['mlflow']}"
 
 
 def _prefect_api(ports: dict[str, int]) -> str:
-    return f"http://{HOST}:{ports['prefect']}/api"
+    return f"https://{HOST}:{ports['prefect']}/api"
 
 
 def _worker_online(layout: Layout, ports: dict[str, int]) -> bool:
-    code, workers = _http(f"{_prefect_api(ports)}/work_pools/{POOL}/workers/filter", prefect_auth(layout), {})
+    url = f"{_prefect_api(ports)}/work_pools/{POOL}/workers/filter"
+    code, workers = _http(url, _ca(layout), prefect_auth(layout), {})
     return code == 200 and any(worker.get("status") == "ONLINE" for worker in workers)
 
 
@@ -551,7 +608,13 @@ def _worker_online(layout: Layout, ports: dict[str, int]) -> bool:
 
 
 def write_settings(layout: Layout, ports: dict[str, int], dvc: Account) -> None:
-    """team.env (sourceable, no secrets) and secrets/admin.env (the administrators' credentials)."""
+    """team.env (sourceable, no secrets) and secrets/admin.env (the administrators' credentials).
+
+    The clients verify the servers with the stack's CA: MLflow's (MLFLOW_TRACKING_SERVER_CERT_PATH, read by
+    mlflow.utils.credentials for every request, humane's plugin API included), Prefect's (PREFECT_API_SSL_CERT_FILE,
+    its HTTP and websocket clients) and libpq's (sslmode=verify-full in the DSNs).
+    """
+    ca = str(_ca(layout))
     write_private(
         layout.team_env,
         format_env(
@@ -559,7 +622,10 @@ def write_settings(layout: Layout, ports: dict[str, int], dvc: Account) -> None:
                 "HUMANE_TEAM_DIR": str(layout.root),
                 "HUMANE_MODE": "team",  # a checkout refuses to run if the server lacks humane's plugin
                 "MLFLOW_TRACKING_URI": _mlflow_uri(ports),
+                "MLFLOW_TRACKING_SERVER_CERT_PATH": ca,
                 "PREFECT_API_URL": _prefect_api(ports),
+                "PREFECT_API_SSL_CERT_FILE": ca,
+                CA_ENV: ca,
                 "HUMANE_DVC_REMOTE_URL": dvc_remote_url(layout, dvc, ports["sshd"]),
                 "HUMANE_DVC_KEYFILE": str(layout.secret("dvc_key")),
                 **{PORT_ENV[service]: str(port) for service, port in ports.items()},
@@ -599,6 +665,7 @@ def up(root: Path) -> None:
     started = time.monotonic()
     pg, dvc = os_account(PG_USER), os_account(DVC_USER)
     prepare(layout, pg, dvc)
+    tls.ensure(layout.tls)
     ports = choose_ports(layout)
     try:
         _start_all(layout, ports, pg, dvc)
@@ -607,7 +674,7 @@ def up(root: Path) -> None:
         raise
     print(f"team stack up in {root} in {time.monotonic() - started:.1f} s")
     print(
-        f"  MLflow  {_mlflow_uri(ports)} (app {_app()})\n  Prefect {_prefect_api(ports)}\n"
+        f"  MLflow  {_mlflow_uri(ports)} (app {_app()})\n  Prefect {_prefect_api(ports)}\n  CA      {_ca(layout)}\n"
         f"  DVC     {dvc_remote_url(layout, dvc, ports['sshd'])}\n  settings: {layout.team_env}, {layout.admin_env}"
     )
 
@@ -622,10 +689,11 @@ def _start_all(layout: Layout, ports: dict[str, int], pg: Account, dvc: Account)
     start_sshd(layout, dvc, ports["sshd"])
     start_mlflow(layout, ports)
     start_prefect(layout, ports)
-    _wait("HTTP 200 on /api/health", lambda: _http(f"{_prefect_api(ports)}/health")[0] == 200, "prefect", layout)
+    ca = _ca(layout)
+    _wait("HTTPS 200 on /api/health", lambda: _http(f"{_prefect_api(ports)}/health", ca)[0] == 200, "prefect", layout)
     start_worker(layout, ports)
     _wait(f"SSH banner on {HOST}:{ports['sshd']}", lambda: _ssh_ready(ports["sshd"]), "sshd", layout)
-    _wait("HTTP 200 on /health", lambda: _http(f"{_mlflow_uri(ports)}/health")[0] == 200, "mlflow", layout)
+    _wait("HTTPS 200 on /health", lambda: _http(f"{_mlflow_uri(ports)}/health", ca)[0] == 200, "mlflow", layout)
     _wait(f"an ONLINE worker in pool {POOL}", lambda: _worker_online(layout, ports), "worker", layout)
     write_settings(layout, ports, dvc)
 
@@ -692,8 +760,8 @@ def health(layout: Layout, ports: dict[str, int]) -> dict[str, bool]:
     return {
         "postgres": _pg_ready(ports["postgres"]),
         "sshd": _ssh_ready(ports["sshd"]),
-        "mlflow": _http(f"{_mlflow_uri(ports)}/health")[0] == 200,
-        "prefect": _http(f"{_prefect_api(ports)}/health")[0] == 200,
+        "mlflow": _http(f"{_mlflow_uri(ports)}/health", _ca(layout))[0] == 200,
+        "prefect": _http(f"{_prefect_api(ports)}/health", _ca(layout))[0] == 200,
         "worker": _worker_online(layout, ports),
     }
 

@@ -165,7 +165,13 @@ def team_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TeamStack]:
             (shared / "team-stack.timings").write_text(yaml.safe_dump(timings))
         (users / str(os.getpid())).touch()
     try:
-        yield _load(root, yaml.safe_load((shared / "team-stack.timings").read_text()))
+        stack = _load(root, yaml.safe_load((shared / "team-stack.timings").read_text()))
+        with pytest.MonkeyPatch.context() as patch:
+            # This process's MLflow client and raw requests verify the servers with the stack's CA, as a checkout that
+            # sourced team.env does (subprocesses get it from TeamStack.env).
+            for name in ("MLFLOW_TRACKING_SERVER_CERT_PATH", "REQUESTS_CA_BUNDLE"):
+                patch.setenv(name, str(stack.settings.ca_file))
+            yield stack
     finally:
         with _locked(shared / "team-stack.lock"):
             (users / str(os.getpid())).unlink(missing_ok=True)
