@@ -62,6 +62,10 @@ SIGN = "tests/integration/test_signoff.py::"
 TEAM = "tests/team/test_team_signoff.py::"
 STACK = "tests/team/conftest.py::"
 MON = "tests/integration/test_monitoring.py::"
+ENC = (
+    "tests/integration/test_encrypted_run.py::"
+    "test_an_encrypted_run_leaves_no_plaintext_and_rotation_locks_the_old_identity_out"
+)
 
 TEAM_ENV = Exempt(
     "sources the team stack's .team/team.env and an account's .env, which exist only under the session's team "
@@ -80,6 +84,19 @@ REGISTRY: dict[str, Covered | Exempt] = {
         ("export DO_NOT_TRACK=true",), (DOC + "test_make_run_make_test_and_the_activated_venv",)
     ),
     "dvc repro": Covered(("dvc", "repro"), (PIPE + "test_second_repro_does_nothing",)),
+    "python -m humane.privacy.encryption keygen --identity ~/.config/humane/age-identity.txt >> "
+    "data/raw/recipients.txt": Covered(("humane.privacy.encryption keygen --identity",), (ENC,)),
+    "python -m humane.privacy.encryption encrypt data/raw/loans/applicants.csv --recipients data/raw/recipients.txt "
+    "--remove-plaintext": Covered(("humane.privacy.encryption encrypt", "--recipients", "--remove-plaintext"), (ENC,)),
+    "dvc add data/raw/loans/applicants.csv.age": Covered(("dvc add", ".age"), (ENC,)),
+    "git add data/raw/recipients.txt data/raw/loans/applicants.csv.age.dvc data/raw/loans/.gitignore": Covered(
+        ("git add", ".age.dvc", ".gitignore"), (ENC,)
+    ),
+    'export HUMANE_AGE_IDENTITY="$(cat ~/.config/humane/age-identity.txt)"': Covered(
+        ("export HUMANE_AGE_IDENTITY",), (ENC,)
+    ),
+    "python -m humane.privacy.encryption rotate data/raw/loans/applicants.csv.age --recipients "
+    "data/raw/recipients.txt": Covered(("humane.privacy.encryption rotate", "--recipients"), (ENC,)),
     "dvc metrics show": Covered(("metrics", "show"), (PIPE + "test_repro_writes_every_artifact_and_is_clean",)),
     "dvc plots show": Covered(("plots", "show"), (PIPE + "test_repro_writes_every_artifact_and_is_clean",)),
     "dvc exp run -S train.lr=0.003": Covered(("dvc exp run -S",), (PIPE + "test_dvc_exp_run_with_set_param",)),
