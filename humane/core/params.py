@@ -423,6 +423,56 @@ class MonitorParams(_Section):
         return self
 
 
+class SuperLinkParams(_Section):
+    """How the coordinator reaches the Flower SuperLink's control API (written to the run's own FLWR_HOME)."""
+
+    # The connection's name in the Flower configuration the federate stage writes (not ~/.flwr).
+    connection: str = Field("humane", pattern=r"^[A-Za-z0-9_-]+$")
+    # host:port of the SuperLink's control API (flower-superlink --control-api-address; 9093 by default).
+    address: str = "127.0.0.1:9093"
+    # Plain gRPC: only for a SuperLink on 127.0.0.1 (tests, trying it out); otherwise TLS with root_certificates.
+    insecure: bool = False
+    # PEM file of the CA that signed the SuperLink's certificate (relative to the workspace); null: system CAs.
+    root_certificates: str | None = None
+
+
+class FederatedParams(_Section):
+    """Federated training with Flower (federation/params.yaml): the run's settings, passed as its run config.
+
+    Every site trains on its own rows; what leaves a site is aggregates (with min_group_size, optionally noise)
+    and model updates. The keys below rounds are the ServerApp's run-config keys (federated/pyproject.toml).
+    """
+
+    # The Flower App folder and the site environment holding flwr (make site-env), relative to the workspace.
+    app: str = "../federated"
+    site_env: str = "../.site-env"
+    superlink: SuperLinkParams = SuperLinkParams()
+    # The sites expected to take part (their SuperNodes' `site` node config); the card names each one's fate.
+    sites: list[str] = Field(min_length=1)
+    rounds: int = Field(ge=1)
+    local_epochs: int = Field(1, ge=1)
+    fraction_train: float = Field(1.0, gt=0, le=1)
+    # Fewer usable sites (answering, not excluded) and the run fails with a clear error.
+    min_sites: int = Field(ge=1)
+    strategy: Literal["fedavg", "fedprox"] = "fedavg"
+    proximal_mu: float = Field(0.0, ge=0)
+    # No group or category with fewer rows at a site is sent (its rows are counted as withheld).
+    min_group_size: int = Field(ge=1)
+    # SD of the Gaussian noise on the counts a site sends (0: exact counts).
+    noise: float = Field(0.0, ge=0)
+    # Client-side DP (Opacus at each site): 0 = off.
+    dp_epsilon: float = Field(0.0, ge=0)
+    dp_delta: float = Field(1e-5, gt=0, lt=1)
+    dp_clip: float = Field(1.0, gt=0)
+    # Secure aggregation (Flower's SecAgg+): the coordinator sees only the sum of the sites' updates.
+    secagg: bool = False
+    seed: int = 0
+    # A site that does not answer a round in time is dropped for that round (and said so on the card).
+    round_timeout_s: float = Field(300.0, gt=0)
+    # The whole `flwr run`, after which the stage gives up.
+    run_timeout_s: float = Field(3600.0, gt=0)
+
+
 class Params(_Section):
     """The whole params.yaml: a dataset profile (data, privacy, policy), then one section per stage."""
 
@@ -438,6 +488,8 @@ class Params(_Section):
     gate: GateParams
     sweep: SweepParams
     monitor: MonitorParams = MonitorParams()
+    # Only in a federated coordinator's workspace (federation/params.yaml).
+    federated: FederatedParams | None = None
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True)
 

@@ -71,6 +71,10 @@ class Paths:
     model_card_md = _At("reports/model_card.md")
     model_card_html = _At("reports/model_card.html")
     registration = _At("reports/registration.json")
+    # A federated coordinator's workspace (federation/): the run's sites, rounds and messages, and the sites'
+    # evaluation counts (tasks/federate.py). Its presence marks the workspace's model as federated.
+    federation = _At("reports/federation.json")
+    federated_evaluation = _At("reports/federated_evaluation.json")
     # One folder per monitored batch (flows/monitoring.py): report.json, report.html and its plots.
     monitoring_dir = _At("reports/monitoring")
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from humane.core.params import Params
 from humane.fairness.metrics import FAIRNESS_PREFIX, GROUP_METRICS, unmeasurable
+from humane.governance import federation
 from humane.governance.gate import RESULT_WORDS, Decision, Policy
 
 # The card's sign-off paragraph while a person's decision is awaited; the sign-off replaces it with the outcome.
@@ -145,6 +146,8 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
         ["architecture", architecture(params, facts)],
         ["parameters", f"{facts['n_parameters']:,}"],
         ["training", f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, " + (
+            f"federated: round {facts['best_epoch']} of {facts['epochs_run']} kept (lowest validation loss the sites "
+            "reported)" if facts.get("federation") else
             f"best epoch {facts['best_epoch']} of {facts['epochs_run']} (early stopping on validation loss)"
             if params.mitigation.reductions == "none" else
             f"{params.mitigation.reductions_epochs} epochs per ExponentiatedGradient fit (no early stopping)")],
@@ -184,7 +187,67 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     card.table(["feature", "gap", "value [95% CI]", "policy maximum", "result"], gap_rows(facts["audit"], thresholds))
 
     add_mitigation(card, params, facts)
+    if facts.get("federation"):  # no row at the coordinator: its sites, and what could not be measured here
+        add_federation(card, params, facts)
+    else:
+        add_pooled_data(card, params, facts)
 
+    card.heading("Promotion decision")
+    awaiting = params.gate.require_approval and decision.passed and not signed
+    add_decision(card, decision, awaiting, signed_off=bool(signed))
+    return card
+
+
+def add_federation(card: Card, params: Params, facts: dict[str, Any]) -> None:
+    """A federated model's sites (rows, status and why), its run, and the figures that only rows give."""
+    run = facts["federation"]
+    card.heading("Federated training")
+    card.table(["site", "status", "reason", "train rows", "test rows", "rounds joined"], federation.site_rows(run))
+    card.bullets(federation.run_lines(run))
+    auc_error = facts["metrics"]["model"].get("auc_binning_error", float("nan"))
+    card.para(
+        "Evaluated and audited from the sites' confusion counts and score histograms, merged (per site: "
+        "reports/audit.json): accuracy, rates and gaps are exact, ROC AUC is within "
+        f"{auc_error:.4f} of the rows' (score bins), a group's calibration error is not sent (withheld). Baselines: "
+        + federation.why_unmeasured("baseline.logreg.accuracy")
+        + "."
+    )
+    card.heading("Data")
+    card.para(
+        "Each site ran load (with the column privacy policy), Great Expectations validation, the identifier check "
+        "and the data audit on its own rows; a site whose data failed was excluded with its reason (table above), "
+        "never silently."
+    )
+    rows = [
+        [f, g["group"], f"{g['share']:.1%}", "not sent"] for f, groups in facts["data_audit"].items() for g in groups
+    ]
+    card.table(["feature", "group", "share of training rows (trained sites)", "label base rate"], rows)
+    small = [f"{f['feature']}: {_sizes(f['groups'])}" for f in facts["audit"]["features"] if f["too_small"]]
+    withheld = facts["audit"].get("withheld_rows", {})
+    card.heading("Recorded limitations", 3)
+    card.bullets(
+        [f"groups with fewer than {params.audit.min_group_size} test rows were not judged — {s}" for s in small]
+        + [
+            f"{f}: {n} test rows in groups below {run['min_group_size']} rows at a site, not sent (withheld)"
+            for f, n in withheld.items()
+            if n
+        ]
+        or ["none"]
+    )
+    card.heading("Privacy")
+    policy = params.privacy
+    card.bullets(
+        [
+            f"column policy applied at each site before anything was written: dropped {policy.drop or 'none'}, "
+            f"pseudonymized {policy.pseudonymize or 'none'}, binned {list(policy.bins) or 'none'}, "
+            f"rare categories grouped {list(policy.group_rare) or 'none'}"
+        ]
+        + [f"{name}: {federation.why_unmeasured(name)}" for name in ("privacy.k_min", "privacy.mia_auc")]
+    )
+
+
+def add_pooled_data(card: Card, params: Params, facts: dict[str, Any]) -> None:
+    """Data, privacy and compute of a model trained on pooled rows."""
     card.heading("Data")
     validation = facts["validation"]
     card.para(f"Great Expectations validation: {'passed' if validation['passed'] else 'FAILED'} "
@@ -223,11 +286,6 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     ])  # fmt: skip
 
     add_compute(card, facts.get("train_metrics", {}).get("compute"))
-
-    card.heading("Promotion decision")
-    awaiting = params.gate.require_approval and decision.passed and not signed
-    add_decision(card, decision, awaiting, signed_off=bool(signed))
-    return card
 
 
 def gap_rows(audit: dict[str, Any], limits: dict[str, float]) -> list[list[Any]]:

@@ -17,6 +17,7 @@ from humane.core import io
 from humane.core.params import GateParams, PolicyParams, flatten
 from humane.core.paths import Paths
 from humane.fairness.metrics import FAIRNESS_PREFIX, unmeasurable
+from humane.governance import federation
 from humane.governance.registry import Champion
 
 VALIDATION_METRIC = "validation.passed"
@@ -174,6 +175,8 @@ def _unmeasured(metric: str, value: float | None, candidate: dict[str, float]) -
     """
     if _measured(value):
         return None
+    if federation.MARK in candidate and federation.why_unmeasured(metric):
+        return federation.why_unmeasured(metric)
     if metric.startswith(FAIRNESS_PREFIX):
         return unmeasurable(metric, candidate)
     return None if value is None else "unmeasurable (its recorded value is NaN)"
@@ -206,8 +209,9 @@ def decide(
         metric = f"test.{reference.split('.', 1)[-1]}"
         value, base = candidate.get(metric), candidate.get(f"{BASELINE_PREFIX}{reference}")
         if not _measured(base):
-            checks.append(Check("above_baseline", metric, margin, value, False, note=f"the baseline {reference} was "
-                                "not measured, so the model cannot be shown to beat it"))  # fmt: skip
+            why = _unmeasured(f"{BASELINE_PREFIX}{reference}", base, candidate) or "not measured"
+            checks.append(Check("above_baseline", metric, margin, value, False, note=f"the baseline {reference} is "
+                                f"{why}, so the model cannot be shown to beat it"))  # fmt: skip
             continue
         bar = base - margin
         checks.append(Check("above_baseline", metric, bar, value, _measured(value) and value > bar,
@@ -296,7 +300,11 @@ def compute_metrics(train: dict[str, Any]) -> dict[str, float]:
 def read_candidate(paths: Paths) -> dict[str, float]:
     """The candidate's metrics, read from the stage outputs."""
     train = io.read_json(paths.train_metrics)
-    privacy = privacy_metrics(io.read_json(paths.privacy_report), io.read_json(paths.membership_report), train)
     validation = io.read_json(paths.validation_report)["passed"]
+    if federation.is_federated(paths):  # no row here: the figures only the rows give are unmeasurable (why)
+        privacy = federation.privacy_figures(train)
+        flat = candidate_metrics(io.read_json(paths.metrics), io.read_json(paths.fairness), validation, privacy)
+        return {**flat, **federation.figures(federation.read(paths))}
+    privacy = privacy_metrics(io.read_json(paths.privacy_report), io.read_json(paths.membership_report), train)
     flat = candidate_metrics(io.read_json(paths.metrics), io.read_json(paths.fairness), validation, privacy)
     return {**flat, **compute_metrics(train)}

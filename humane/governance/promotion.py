@@ -18,7 +18,7 @@ from humane.core import io
 from humane.core.context import RunContext
 from humane.core.params import Params, check_intended_use
 from humane.core.paths import Paths
-from humane.governance import approvals, signoff, team_client
+from humane.governance import approvals, federation, signoff, team_client
 from humane.governance.card import model_card
 from humane.governance.gate import Decision, Policy, decide, read_candidate
 from humane.governance.identity import local_actor
@@ -83,17 +83,22 @@ def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> di
 
     intended = check_intended_use(params.data.intended_use, paths.root)
     train_metrics = io.read_json(paths.train_metrics)
-    meta = io.read_json(paths.interim_meta)
     model_args = torch.load(paths.model, weights_only=True)["model_args"]
+    if federation.is_federated(paths):  # no data file here: the sites and their rows (reports/federation.json)
+        run = federation.read(paths)
+        meta = {"md5": {"train": federation.NOT_HERE}, "files": {"sites": "each site's own data file"}}
+        rows = {"data_md5": federation.NOT_HERE, "test_md5": federation.NOT_HERE, "federation": run}
+    else:
+        meta = io.read_json(paths.interim_meta)
+        rows = {"data_md5": md5_of(paths.processed_train), "test_md5": md5_of(paths.interim_test)}
     return {
+        **rows,
         "n_inputs": n_inputs(model_args),
         "n_numeric": n_numeric(model_args),
         "n_parameters": train_metrics["n_parameters"],
         "best_epoch": train_metrics["best_epoch"],
         "epochs_run": train_metrics["epochs_run"],
         "raw_md5": meta["md5"]["train"],
-        "data_md5": md5_of(paths.processed_train),
-        "test_md5": md5_of(paths.interim_test),
         "files": ", ".join(sorted(set(meta["files"].values()))),
         "git_commit": git_commit(project),
         "run_id": run_id,
@@ -165,6 +170,10 @@ def judge(params: Params, paths: Paths, candidate: dict[str, float], reference: 
     warned = validation_notes(io.read_json(paths.validation_report))
     if reference is None:
         return decide(policy, candidate, None, notes=warned, test_md5={"candidate": test_md5, "champion": None})
+    if federation.is_federated(paths):
+        skipped = "the champion cannot be re-scored on the candidate's test rows: they stay at the sites (federated)"
+        sides = {"candidate": test_md5, "champion": reference.test_md5}
+        return decide(policy, candidate, reference, notes=warned, change_skipped=skipped, test_md5=sides)
     from humane.modeling.features import load_preprocessor
 
     pre = load_preprocessor(paths.preprocessor)

@@ -22,6 +22,7 @@ from humane.core import io
 from humane.core.context import RunContext
 from humane.core.params import flatten, read_raw
 from humane.core.paths import Paths
+from humane.governance import federation
 from humane.governance.domain import Domain, fit_domain
 from humane.governance.gate import privacy_metrics
 from humane.governance.lineage import git_commit, md5_of
@@ -62,7 +63,7 @@ def run_key(paths: Paths, ctx: RunContext) -> str:
     if ctx.flow_run_id:
         return f"prefect:{ctx.flow_run_id}"
     digest = hashlib.sha256()
-    for name in RECORDED:
+    for name in federation.RECORDED if federation.is_federated(paths) else RECORDED:
         digest.update(f"{name}={md5_of(getattr(paths, name))};".encode())
     digest.update(git_commit(ctx.project).encode())
     return f"dvc:{digest.hexdigest()[:32]}"
@@ -78,14 +79,20 @@ def run_name(ctx: RunContext) -> str:
 
 def lineage_tags(paths: Paths, ctx: RunContext) -> dict[str, str]:
     """Git commit, md5s of the data and model files, and which entry point ran the pipeline."""
-    meta = io.read_json(paths.interim_meta)
+    if federation.is_federated(paths):  # the sites that trained, no file md5: the rows stay at the sites
+        data = federation.lineage(paths, federation.read(paths))
+    else:
+        meta = io.read_json(paths.interim_meta)
+        data = {
+            "data.source": str(meta["source"]),
+            "data.raw_md5.train": meta["md5"]["train"],
+            "data.raw_md5.test": meta["md5"]["test"],
+            "data.md5.train": md5_of(paths.processed_train),
+            "data.md5.test": md5_of(paths.processed_test),
+        }
     tags = {
         "git_commit": git_commit(ctx.project),
-        "data.source": str(meta["source"]),
-        "data.raw_md5.train": meta["md5"]["train"],
-        "data.raw_md5.test": meta["md5"]["test"],
-        "data.md5.train": md5_of(paths.processed_train),
-        "data.md5.test": md5_of(paths.processed_test),
+        **data,
         "model.md5": md5_of(paths.model),
         "preprocessor.md5": md5_of(paths.preprocessor),
         "entry_point": "prefect" if ctx.flow_run_id else "dvc",
@@ -136,17 +143,23 @@ def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
     import humane
     from humane.modeling.features import load_preprocessor
 
-    inputs = load_preprocessor(paths.preprocessor).inputs
+    pre = load_preprocessor(paths.preprocessor)
+    inputs, federated = pre.inputs, federation.is_federated(paths)
     with tempfile.TemporaryDirectory(prefix="humane-domain-") as tmp:
         domain = Path(tmp) / DOMAIN_FILE
-        io.write_json(domain, serving_domain(paths, inputs, masked).to_dict())
+        if federated:  # no training row here: the preprocessor's categories and the stated ranges
+            fitted = federation.serving_domain(pre, io.read_json(paths.validation_report)["schema"]["ranges"], masked)
+        else:
+            fitted = serving_domain(paths, inputs, masked)
+        io.write_json(domain, fitted.to_dict())
         model = HumaneModel().load_files(threshold, paths.privacy_policy, paths.preprocessor, paths.model, domain,
                                          paths.thresholds)  # fmt: skip
         lowest_bin = {column: edges[0] for column, edges in model.policy.bins.items()}  # a value the policy admits
         # A post-processed model also takes its target's sensitive columns; the example shows the largest group
         # (a group's name, not a person's value) so that it passes the thresholds.
         needs = [c for c in model.needs_sensitive if c not in inputs]
-        example = input_example(pd.read_parquet(paths.interim_test), inputs + needs, masked - set(needs), lowest_bin)
+        rows = federation.example_frame(fitted) if federated else pd.read_parquet(paths.interim_test)
+        example = input_example(rows, inputs + needs, masked - set(needs), lowest_bin)
         signature = infer_signature(example, model.predict(None, example))
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
@@ -262,6 +275,7 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
     validation = io.read_json(paths.validation_report)
     fairness = io.read_json(paths.fairness)
     privacy, membership = io.read_json(paths.privacy_report), io.read_json(paths.membership_report)
+    run_of_sites = federation.read(paths) if federation.is_federated(paths) else None
     masked = {*FittedPolicy.from_dict(io.read_json(paths.privacy_policy)).masked_columns, *map(str, protected)}
 
     with (
@@ -274,12 +288,16 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
         run_id = run.info.run_id
         mlflow.set_tags(lineage_tags(paths, ctx))
         mlflow.log_params(raw_params)
+        if run_of_sites is None:
+            figures = flat_metrics(privacy_metrics(privacy, membership, train_metrics))
+        else:  # ε, and the run's federated.* figures; the risk and attack figures are unmeasurable here
+            figures = flat_metrics({**federation.privacy_figures(train_metrics), **federation.figures(run_of_sites)})
         summary = {
             **flat_metrics(metrics["model"], "test."),
             **flat_metrics(metrics["baseline"], "baseline."),
             **flat_metrics(train_metrics, "train."),
             **flat_metrics(fairness, "fairness."),
-            **flat_metrics(privacy_metrics(privacy, membership, train_metrics)),
+            **figures,
             "validation.n_checks": validation["n_checks"],
             "validation.n_failed": validation["n_failed"],
         }
@@ -299,13 +317,19 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
         for path in (paths.roc_png, paths.calibration_png, *sorted(paths.audit_plots_dir.glob("*.png"))):
             mlflow.log_artifact(str(path), artifact_path="plots")
         mlflow.log_artifacts(str(paths.validation_docs), artifact_path="reports/validation_docs")
-        # Dataset inputs: schema and row count only (no rows), with the DVC md5 as the digest.
-        for path, context in ((paths.processed_train, "training"), (paths.processed_test, "test")):
+        if run_of_sites is not None:  # the sites, rounds and messages; the counts the sites sent
+            for path in (paths.federation, paths.federated_evaluation):
+                mlflow.log_artifact(str(path), artifact_path="reports")
+        # Dataset inputs: schema and row count only (no rows), with the DVC md5 as the digest. Federated: none here.
+        inputs = [] if run_of_sites else [(paths.processed_train, "training"), (paths.processed_test, "test")]
+        for path, context in inputs:
             frame = numbered_features(pd.read_parquet(path), masked)
             dataset = summarized_dataset(frame, str(path.relative_to(paths.root)), path.stem, md5_of(path))
             mlflow.log_input(dataset, context=context)
         info = log_serving_model(paths, threshold, masked)
-        if monitored is not None:
+        if run_of_sites is not None:  # a reference needs the test rows and their scores: they stay at the sites
+            mlflow.set_tag("humane.monitoring", "no reference: a federated model's test rows stay at its sites")
+        elif monitored is not None:
             with tempfile.TemporaryDirectory(prefix="humane-reference-") as tmp:
                 reference = Path(tmp) / Path(REFERENCE_ARTIFACT).name
                 write_reference(paths, threshold, monitored, reference)
