@@ -14,11 +14,12 @@ No Flower, Prefect or MLflow here: a site's node (federated/, in the site enviro
 - `local_round`: a few local epochs from the global weights, with FedProx's proximal term and optionally DP-SGD
   (Opacus) whose budget is accounted over every round the site joins.
 - `site_frames` / `site_data`: a site workspace's interim files, split as the preprocess stage splits them, and
-  turned into tensors with the global preprocessor.
+  turned into tensors with the global preprocessor; `site_eval`: the probabilities a site scores.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -199,7 +200,7 @@ class SiteDP:
     max_physical_batch_size: int = 512
 
     def params(self, epochs: int, batch_size: int, lr: float, weight_decay: float) -> TrainParams:
-        """The settings humane.privacy.dp.make_private reads (optimiser, batch, epochs to budget for, DP).
+        """The settings humane.privacy.dp.make_private reads (optimiser, batch, DP; the noise is given to it).
 
         Built without validation of the network fields make_private never reads.
         """
@@ -239,7 +240,7 @@ def _plain_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: in
 
 
 def _dp_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, settings: TrainParams, mu: float,
-               generator: torch.Generator) -> tuple[nn.Module, float, int, dict[str, float]]:  # fmt: skip
+               noise: float, generator: torch.Generator) -> tuple[nn.Module, float, int]:  # fmt: skip
     from opacus.utils.batch_memory_manager import BatchMemoryManager
 
     from humane.privacy.dp import make_private, release
@@ -247,7 +248,8 @@ def _dp_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, 
     # Ghost clipping's double backward trips torch's notice about hooks on inputs without gradients.
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     model.train()  # Opacus validates a network in training mode
-    engine, wrapped, optimizer, criterion, loader = make_private(model, loss_fn(), x, y.float(), settings, generator)
+    engine, wrapped, optimizer, criterion, loader = make_private(model, loss_fn(), x, y.float(), settings, generator,
+                                                                 noise_multiplier=noise)  # fmt: skip
     params = list(wrapped._module.parameters())
     anchor = [p.detach().clone() for p in params]
     total, rows = 0.0, 0
@@ -263,17 +265,35 @@ def _dp_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, 
                 if mu and not getattr(optimizer, "_is_last_step_skipped", False):
                     _proximal(params, anchor, settings.lr * mu)
     steps = sum(s for _, _, s in engine.accountant.history)
-    sample_rate = engine.accountant.history[0][1] if engine.accountant.history else 0.0
-    used = {"noise_multiplier": float(optimizer.noise_multiplier), "sample_rate": float(sample_rate)}
-    return release(wrapped), total / max(rows, 1), steps, used
+    return release(wrapped), total / max(rows, 1), steps
 
 
-def spent_epsilon(dp: SiteDP, noise_multiplier: float, sample_rate: float, steps_per_round: int, rounds: int) -> float:
-    """The epsilon (at dp.delta) a site has spent after `rounds` rounds of `steps_per_round` DP-SGD steps."""
+def dp_schedule(dp: SiteDP, rows: int, batch_size: int, epochs: int) -> tuple[float, float, int]:
+    """Sample rate, DP-SGD steps per round and the noise multiplier that spends dp.epsilon over dp.rounds rounds.
+
+    Opacus samples each row with probability 1 / (batches per epoch) and takes that many steps an epoch.
+    """
+    per_epoch = max(1, math.ceil(rows / batch_size))
+    steps = epochs * per_epoch
+    return 1 / per_epoch, steps, _noise(dp, 1 / per_epoch, steps * dp.rounds)
+
+
+@functools.lru_cache(maxsize=64)
+def _noise(dp: SiteDP, sample_rate: float, steps: int) -> float:
+    # The same calibration as Opacus' make_private_with_epsilon; cached: a site's rounds share it (PRV: seconds).
+    from opacus.accountants.utils import get_noise_multiplier
+
+    return float(get_noise_multiplier(target_epsilon=dp.epsilon, target_delta=dp.delta, sample_rate=sample_rate,
+                                      steps=steps, accountant=dp.accountant))  # fmt: skip
+
+
+@functools.lru_cache(maxsize=256)
+def spent_epsilon(dp: SiteDP, noise_multiplier: float, sample_rate: float, steps: int) -> float:
+    """The epsilon (at dp.delta) spent by `steps` DP-SGD steps at this noise and sample rate (all rounds joined)."""
     from opacus.accountants import create_accountant
 
     accountant = create_accountant(dp.accountant)
-    accountant.history = [(noise_multiplier, sample_rate, steps_per_round * rounds)]
+    accountant.history = [(noise_multiplier, sample_rate, steps)]
     return float(accountant.get_epsilon(dp.delta))
 
 
@@ -318,12 +338,15 @@ def local_round(
     if dp is None:
         loss, steps = _plain_epochs(model, x, y, epochs, batch_size, lr, weight_decay, proximal_mu, generator)
     else:
+        sample_rate, planned, noise = dp_schedule(dp, len(x), batch_size, epochs)
         settings = dp.params(epochs, batch_size, lr, weight_decay)
-        trained, loss, steps, used = _dp_epochs(model, x, y, epochs, settings, proximal_mu, generator)
+        trained, loss, steps = _dp_epochs(model, x, y, epochs, settings, proximal_mu, noise, generator)
+        if steps > planned:
+            raise HumaneError(f"DP-SGD took {steps} steps where {planned} were accounted for; no update is sent")
         load_weights(model, weights(trained))
-        eps = spent_epsilon(dp, used["noise_multiplier"], used["sample_rate"], steps, rounds_joined + 1)
-        metrics.update(epsilon=eps, delta=dp.delta, noise_multiplier=used["noise_multiplier"], clip=dp.clip,
-                       dp_rounds=rounds_joined + 1)  # fmt: skip
+        # Accounted as planned: a step Opacus skipped (an empty Poisson batch) only makes the figure an upper bound.
+        eps = spent_epsilon(dp, noise, sample_rate, planned * (rounds_joined + 1))
+        metrics.update(epsilon=eps, delta=dp.delta, noise_multiplier=noise, clip=dp.clip, dp_rounds=rounds_joined + 1)
     if not math.isfinite(loss):
         raise TrainingDiverged(f"local training diverged: train_loss = {loss}; no update is sent")
     model.eval()
@@ -337,12 +360,6 @@ def site_eval(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     with torch.inference_mode():
         logits = [model(x[i : i + EVAL_CHUNK]).float() for i in range(0, len(x), EVAL_CHUNK)]
     return probabilities(torch.cat(logits)).cpu().numpy() if logits else np.zeros(0, dtype=np.float32)
-
-
-def log_loss_sum(y: np.ndarray, p: np.ndarray) -> float:
-    """Summed binary cross-entropy of probabilities (clipped as sklearn's log_loss clips): sites add these up."""
-    p = np.clip(p.astype(np.float64), 1e-15, 1 - 1e-15)
-    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).sum())
 
 
 # --- a site's rows -----------------------------------------------------------------------------------------------
@@ -360,11 +377,16 @@ class SiteFrames:
 
 @dataclass(frozen=True)
 class SiteData:
-    """Rows as the network reads them: features, 0/1 labels, and each sensitive feature's group per row."""
+    """Rows as the network reads them: features, 0/1 labels, and the sensitive columns beside them.
+
+    `sensitive` holds the model frame's sensitive columns (SENSITIVE_PREFIX + feature, as the audit reads them):
+    humane.fairness.metrics.sensitive_columns(data.sensitive, pre.sensitive) gives each feature's group labels
+    (and their intersection), the `groups` humane.fairness.counts.site_counts takes.
+    """
 
     x: torch.Tensor
     y: torch.Tensor
-    groups: dict[str, pd.Series]
+    sensitive: pd.DataFrame
 
 
 def site_frames(paths: Paths, data: DataParams, preprocess: PreprocessParams) -> SiteFrames:
@@ -380,8 +402,7 @@ def site_frames(paths: Paths, data: DataParams, preprocess: PreprocessParams) ->
 
 
 def site_data(pre: Preprocessor, frame: pd.DataFrame) -> SiteData:
-    """Rows through the global preprocessor (groups as the audit names them: humane.features.to_model_frame)."""
+    """Rows through the global preprocessor (humane.modeling.features.to_model_frame, as the preprocess stage)."""
     model_frame = to_model_frame(pre, frame)
     x, y, _ = split_xy(model_frame)
-    groups = {c: model_frame[f"{SENSITIVE_PREFIX}{c}"] for c in pre.sensitive}
-    return SiteData(x, y, groups)
+    return SiteData(x, y, model_frame[[f"{SENSITIVE_PREFIX}{c}" for c in pre.sensitive]])

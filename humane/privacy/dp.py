@@ -26,9 +26,11 @@ def as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 def make_private(
     model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams,
-    generator: torch.Generator,
+    generator: torch.Generator, noise_multiplier: float | None = None,
 ) -> tuple[Any, nn.Module, Any, nn.Module, Any]:  # fmt: skip
     """Wrap model, optimizer and loss for DP-SGD with noise calibrated to the target epsilon over max_epochs.
+
+    With `noise_multiplier` (a federated site's, calibrated once for all the rounds it may join) that noise is used.
 
     Ghost clipping computes per-sample gradient norms without materialising per-sample gradients (the periodic
     embeddings' frequencies, used directly in their forward, get functorch per-sample gradients): on full Adult
@@ -43,6 +45,17 @@ def make_private(
     optimizer = torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     loader = DataLoader(BatchRows(x, y), batch_size=params.batch_size, generator=generator, collate_fn=as_batch)
     engine = PrivacyEngine(accountant=params.dp.accountant)
+    if noise_multiplier is not None:
+        model, optimizer, loss_fn, loader = engine.make_private(
+            module=model,
+            optimizer=optimizer,
+            criterion=loss_fn,
+            data_loader=loader,
+            noise_multiplier=noise_multiplier,
+            max_grad_norm=params.dp.max_grad_norm,
+            grad_sample_mode="ghost",
+        )
+        return engine, model, optimizer, loss_fn, loader
     model, optimizer, loss_fn, loader = engine.make_private_with_epsilon(
         module=model, optimizer=optimizer, criterion=loss_fn, data_loader=loader,
         target_epsilon=params.dp.target_epsilon, target_delta=params.dp.delta, epochs=params.max_epochs,
