@@ -215,3 +215,23 @@ def test_the_command_line_exits_with_the_error_code_and_one_line(tmp_path, alice
     )  # fmt: skip
     assert done.returncode == 2 and done.stderr.startswith(f"error: rotate {age}: no age identity is set")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_a_prefect_api_failure_reading_the_identity_block_is_not_reported_as_no_identity(tmp_path, alice, monkeypatch):
+    import socket
+
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from humane.core.errors import ServerUnavailable
+
+    _encrypted(tmp_path, alice[1])
+    with socket.socket() as sock:  # a port nothing listens on once the socket is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.delenv(ENV, raising=False)
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}), pytest.raises(ServerUnavailable) as err:
+        _load(tmp_path, _params(encryption_key_block="humane-age-identity"))
+    message = str(err.value)
+    assert message.startswith("data.encryption_key_block: cannot read the Prefect Secret block 'humane-age-identity'")
+    assert "no age identity is set" not in message and exit_code(err.value) == 10
+    assert not (tmp_path / "data/interim").exists()
