@@ -25,6 +25,7 @@ exact small-cell reconstruction, not a differential-privacy guarantee (no sensit
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -271,7 +272,43 @@ def _group_figures(conf: Mapping[str, float]) -> dict[str, float]:
     return {m: figures[m] if m in figures else float("nan") for m in GROUP_METRICS}
 
 
-def _interval(values: list[float]) -> tuple[float, float]:
+def _sample_rates(cells: np.ndarray) -> dict[str, np.ndarray]:
+    """The group rates of resampled cells shaped (draws, groups, 4) in CELLS order, as `rates` defines them."""
+    tp, fp, tn, fn = np.moveaxis(cells, -1, 0)
+    n = tp + fp + tn + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "selection_rate": (tp + fp) / n,
+            "accuracy": (tp + tn) / n,
+            "tpr": tp / (tp + fn),
+            "fpr": fp / (fp + tn),
+            "precision": np.where(tp + fp > 0, tp / (tp + fp), 0.0),
+            "calibration_error": np.full(n.shape, np.nan),  # NOT_FROM_COUNTS
+        }
+
+
+def _sample_gaps(figures: dict[str, np.ndarray], judged: np.ndarray) -> dict[str, np.ndarray]:
+    """`gaps_from` per draw over the judged groups (NaN rates skipped; fewer than two groups: NaN)."""
+    draws = figures["selection_rate"].shape[0]
+    if judged.sum() < 2:
+        return {gap: np.full(draws, np.nan) for gap in GAP_METRICS}
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN draw (no positive label resampled) stays NaN
+        spread = {
+            m: (np.nanmax(figures[m][:, judged], axis=1), np.nanmin(figures[m][:, judged], axis=1))
+            for m in ("selection_rate", "tpr", "fpr")
+        }
+    (sel_hi, sel_lo), (tpr_hi, tpr_lo), (fpr_hi, fpr_lo) = spread.values()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "demographic_parity_difference": sel_hi - sel_lo,
+            "demographic_parity_ratio": np.where(sel_hi > 0, sel_lo / sel_hi, np.nan),
+            "equalized_odds_difference": np.fmax(tpr_hi - tpr_lo, fpr_hi - fpr_lo),
+            "equal_opportunity_difference": tpr_hi - tpr_lo,
+        }
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
     finite = np.asarray(values, dtype=float)
     finite = finite[np.isfinite(finite)]
     if len(finite) == 0:
@@ -294,37 +331,31 @@ def audit_from_counts(
     """`audit_feature` on counts: per-group rates with 95% intervals, and the gaps over the groups judged.
 
     Groups below audit.min_group_size are numbered and their rates withheld, as in the row audit; the rows no site
-    sent (groups below federated.min_group_size at a site) enter the resampling as one cell of their own.
+    sent (groups below federated.min_group_size at a site) enter the resampling as one cell of their own. Point
+    values use the row audit's own definitions (`gaps_from`); the draws the same formulas on arrays.
     """
     names = sorted(by_group)
     sizes = {g: int(by_group[g]["rows"]) for g in names}
     judged = np.array([sizes[g] >= params.min_group_size for g in names], dtype=bool)
     flat = np.array([by_group[g]["confusion"][k] for g in names for k in CELLS] + [withheld], dtype=float)
     samples = _resampled(flat, np.random.default_rng(params.seed), params.bootstrap)
+    drawn = _sample_rates(samples[:, : 4 * len(names)].reshape(len(samples), len(names), 4))
+    gap_draws = _sample_gaps(drawn, judged)
     point = pd.DataFrame([{"group": g, **_group_figures(by_group[g]["confusion"])} for g in names])
-    draws: dict[str, list[list[float]]] = {g: [] for g in names}
-    gap_draws: dict[str, list[float]] = {g: [] for g in GAP_METRICS}
-    for sample in samples:
-        table = pd.DataFrame(
-            [_group_figures(dict(zip(CELLS, sample[4 * i : 4 * i + 4], strict=True))) for i in range(len(names))]
-        )
-        for i, g in enumerate(names):
-            draws[g].append([table.loc[i, m] for m in GROUP_METRICS])
-        for gap, value in gaps_from(table[judged] if len(table) else table).items():
-            gap_draws[gap].append(value)
     shown = shown_names(sizes, params.min_group_size)
     order = sorted(range(len(names)), key=lambda i: (not judged[i], 0 if judged[i] else -sizes[names[i]], names[i]))
     rows = []
     for i in order:
-        g = names[i]
         metrics = {}
-        for j, metric in enumerate(GROUP_METRICS):
+        for metric in GROUP_METRICS:
             if not judged[i] or metric in NOT_FROM_COUNTS:
                 metrics[metric] = {"value": None, "lo": None, "hi": None}
                 continue
-            lo, hi = _interval([d[j] for d in draws[g]])
+            lo, hi = _interval(drawn[metric][:, i])
             metrics[metric] = {"value": float(point.loc[i, metric]), "lo": lo, "hi": hi}
-        rows.append({"group": shown[g], "count": sizes[g], "too_small": not bool(judged[i]), "metrics": metrics})
+        rows.append(
+            {"group": shown[names[i]], "count": sizes[names[i]], "too_small": not bool(judged[i]), "metrics": metrics}
+        )
     gaps_point = gaps_from(point[judged] if len(point) else point)
     gaps = {
         g: {"value": gaps_point[g], **dict(zip(("lo", "hi"), _interval(gap_draws[g]), strict=True))}
