@@ -15,6 +15,15 @@ No Flower, Prefect or MLflow here: a site's node (federated/, in the site enviro
   (Opacus) whose budget is accounted over every round the site joins.
 - `site_frames` / `site_data`: a site workspace's interim files, split as the preprocess stage splits them, and
   turned into tensors with the global preprocessor; `site_eval`: the probabilities a site scores.
+
+A site's node, in order: after its own load, validate and data_audit stages, `site_frames(Paths(workspace), its
+params.data, the coordinator's preprocess params)`; its reply to "stats" is humane.data.site_stats.site_summary of
+`frames.train` with `frames.schema`. The coordinator merges the replies (merge_summaries) and sends the merged
+summary back: `preprocessor_from_summary(merged, preprocess)` builds the same transformer at every site (it is
+deterministic), so no fitted object travels. Each round: `site_data(pre, frames.train)`, `build_network(train
+params, pre)`, `local_round(...)`. Evaluation: `site_eval(model, site_data(pre, frames.test).x)` into
+humane.fairness.counts.site_counts, with humane.fairness.metrics.sensitive_columns(data.sensitive, pre.sensitive)
+as its groups.
 """
 
 from __future__ import annotations
