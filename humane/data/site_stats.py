@@ -7,7 +7,8 @@ What a summary holds (all JSON: ints, floats, the column names and the category 
 - `rows` and `label_counts` {"positive", "negative"};
 - per numeric column: `count` (non-null values), `sum`, `sum_sq`, and `log_sum`, `log_sum_sq` of signed_log1p of
   the values (for whichever columns the coordinator's preprocess.log_transform names); no minimum or maximum:
-  each is one person's value, and the preprocessor does not need them;
+  each is one person's value, and the preprocessor does not need them. A column with fewer than min_group_size
+  values at the site (a sum of one value is that value) sends zeros, and its values are counted in `withheld`;
 - per categorical column (sensitive ones included): `categories`, a list of [value, rows] for the values seen in at
   least `min_group_size` rows, `missing` (null rows, sent under the same threshold) and `withheld` (the rows of
   values, or nulls, below it: counted, never named);
@@ -47,7 +48,7 @@ def _signed_log1p(values: np.ndarray) -> np.ndarray:
     return np.sign(values) * np.log1p(np.abs(values))
 
 
-def _numeric_stats(values: pd.Series, column: str) -> dict[str, float | int]:
+def _numeric_stats(values: pd.Series, column: str, min_group_size: int) -> dict[str, float | int]:
     try:
         present = pd.to_numeric(values.dropna(), errors="raise").to_numpy(dtype=np.float64)
     except (TypeError, ValueError):
@@ -56,9 +57,11 @@ def _numeric_stats(values: pd.Series, column: str) -> dict[str, float | int]:
         ) from None
     if not np.isfinite(present).all():
         raise DataError(f"column {column!r}: numeric column holds infinite values (values withheld)")
+    if present.size < min_group_size:
+        return {"count": 0, **dict.fromkeys(NUMERIC_SUMS, 0.0), "withheld": int(present.size)}
     logged = _signed_log1p(present)
     return {"count": int(present.size), "sum": float(present.sum()), "sum_sq": float((present**2).sum()),
-            "log_sum": float(logged.sum()), "log_sum_sq": float((logged**2).sum())}  # fmt: skip
+            "log_sum": float(logged.sum()), "log_sum_sq": float((logged**2).sum()), "withheld": 0}  # fmt: skip
 
 
 def _category_stats(values: pd.Series, min_group_size: int) -> dict[str, Any]:
@@ -100,7 +103,7 @@ def site_summary(
         raise DataError(f"the site has {len(frame)} training rows, fewer than min_group_size ({min_group_size}): "
                         "no aggregate of them is sent")  # fmt: skip
     positive = int((frame[schema.target] == schema.positive_label).sum())
-    columns: dict[str, dict[str, Any]] = {c: _numeric_stats(frame[c], c) for c in schema.numeric}
+    columns: dict[str, dict[str, Any]] = {c: _numeric_stats(frame[c], c, min_group_size) for c in schema.numeric}
     columns.update({c: _category_stats(frame[c], min_group_size) for c in schema.categorical})
     summary = {"format": FORMAT, "sites": 1, "rows": len(frame),
                "label_counts": {"positive": positive, "negative": len(frame) - positive},
@@ -127,7 +130,8 @@ def add_noise(summary: dict[str, Any], sd: float, rng: np.random.Generator) -> d
             rms_sq = stats[total] / n
             stats[name] += float(rng.normal(0.0, sd * math.sqrt(rms_sq)))
             stats[total] = max(0.0, stats[total] + float(rng.normal(0.0, sd * rms_sq)))
-        stats["count"] = _noisy_count(stats["count"], sd, rng)
+        stats["count"] = _noisy_count(stats["count"], sd, rng) if stats["count"] else 0
+        stats["withheld"] = _noisy_count(stats["withheld"], sd, rng) if stats["withheld"] else 0
     for column in out["categorical"]:
         stats = out["columns"][column]
         stats["categories"] = [[v, _noisy_count(n, sd, rng)] for v, n in stats["categories"]]
@@ -146,7 +150,7 @@ def check_summary(summary: Any, name: str) -> None:
     if missing:
         raise DataError(f"{name}: the site summary lacks {missing}")
     counts = [summary["rows"], *summary["label_counts"].values()]
-    counts += [summary["columns"][c]["count"] for c in summary["numeric"]]
+    counts += [summary["columns"][c][k] for c in summary["numeric"] for k in ("count", "withheld")]
     for column in summary["categorical"]:
         stats = summary["columns"][column]
         counts += [stats["missing"], stats["withheld"], *(n for _, n in stats["categories"])]
@@ -180,7 +184,8 @@ def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     for column in first["numeric"]:
         stats = [s["columns"][column] for s in summaries]
         merged["columns"][column] = {"count": sum(s["count"] for s in stats),
-                                     **{k: float(sum(s[k] for s in stats)) for k in NUMERIC_SUMS}}  # fmt: skip
+                                     **{k: float(sum(s[k] for s in stats)) for k in NUMERIC_SUMS},
+                                     "withheld": sum(s["withheld"] for s in stats)}  # fmt: skip
     for column in first["categorical"]:
         merged["columns"][column] = _merge_categories([s["columns"][column] for s in summaries])
     return merged

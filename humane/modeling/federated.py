@@ -8,7 +8,8 @@ No Flower, Prefect or MLflow here: a site's node (federated/, in the site enviro
   imputed with the pooled MEAN, not the median (a median needs the rows or a histogram; the mean is exact from
   the sums, and the scaler's statistics stay exact too). Rows without a numeric null transform identically (up to
   float rounding). A category withheld at every site (fewer than min_group_size rows at each) is not in the
-  encoder: its rows encode as all zeros, as any unseen category does.
+  encoder: its rows encode as all zeros, as any unseen category does; a numeric column's values at a site that
+  has fewer than min_group_size of them count as missing (imputed) in the statistics.
 - `weights` / `load_weights`: the network's state as a list of numpy arrays in state_dict order (the periodic
   embeddings' frequencies included).
 - `local_round`: a few local epochs from the global weights, with FedProx's proximal term and optionally DP-SGD
@@ -86,7 +87,8 @@ def _moments(summary: dict[str, Any], column: str, logged: bool) -> tuple[float,
     stats = summary["columns"][column]
     count = stats["count"]
     if count == 0:
-        raise DataError(f"column {column!r}: no site has a value in this numeric column")
+        raise DataError(f"column {column!r}: no site sent a value of this numeric column (none has min_group_size "
+                        f"({summary['min_group_size']}) values)")  # fmt: skip
     total, squares = (stats["log_sum"], stats["log_sum_sq"]) if logged else (stats["sum"], stats["sum_sq"])
     mean = total / count
     rows = max(summary["rows"], count)  # noisy counts may disagree; the scaler saw at least the values

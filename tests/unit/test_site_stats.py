@@ -28,7 +28,8 @@ def test_summary_holds_sums_and_counts_only(tiny_adult):
     assert json.loads(json.dumps(summary)) == summary  # JSON as it is sent
     assert summary["rows"] == 60 and summary["label_counts"] == {"positive": 30, "negative": 30}
     age = summary["columns"]["age"]
-    assert set(age) == {"count", "sum", "sum_sq", "log_sum", "log_sum_sq"}  # no min or max: one person's value
+    # No minimum or maximum: each is one person's value.
+    assert set(age) == {"count", "sum", "sum_sq", "log_sum", "log_sum_sq", "withheld"}
     assert age["count"] == 60 and age["sum"] == pytest.approx(frame["age"].sum())
     assert age["sum_sq"] == pytest.approx((frame["age"].astype(float) ** 2).sum())
     gain = frame["capital-gain"].to_numpy(dtype=float)
@@ -49,6 +50,12 @@ def test_small_groups_never_appear_in_a_summary(tiny_adult):
     # A column's nulls below the threshold are withheld too, not sent as a missing count.
     summary = site_summary(frame, schema, min_group_size=25)
     assert summary["columns"]["workclass"] == {"categories": [], "missing": 0, "withheld": 60}
+    # A numeric column with fewer values than the threshold sends no sums: a sum of one value is that value.
+    sparse = frame.astype({"capital-loss": float})
+    sparse["capital-loss"] = np.nan
+    sparse.loc[3, "capital-loss"] = 1234.0
+    loss = site_summary(sparse, schema, min_group_size=5)["columns"]["capital-loss"]
+    assert loss == {"count": 0, "sum": 0.0, "sum_sq": 0.0, "log_sum": 0.0, "log_sum_sq": 0.0, "withheld": 1}
     mix = group_mix(site_summary(frame, schema, min_group_size=5))
     assert mix["race"]["(withheld)"] == pytest.approx(1 / 60) and sum(mix["sex"].values()) == pytest.approx(1)
     with pytest.raises(DataError, match="fewer than min_group_size"):
