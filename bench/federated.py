@@ -9,9 +9,10 @@ native country). Each site's rows are split into train and validation as the pre
 Side by side, with params.yaml's network (the MLP with periodic numeric embeddings by default), on the same rows:
 - centralised: humane's trainer (humane.modeling.training.fit) on the pooled training rows, the preprocessor
   fitted on them (humane.modeling.features.fit), up to R x L epochs with params.yaml's patience;
-- federated: a plain FedAvg (or FedProx) loop over the 5 sites with humane.modeling.federated, in this process:
-  the preprocessor from the sites' merged aggregates (humane.data.site_stats; min_group_size), then R rounds of L
-  local epochs at every site, the same patience in rounds, the round with the lowest pooled validation loss kept;
+- federated: a plain FedAvg loop (with --mu, FedProx beside it) over the 5 sites with humane.modeling.federated,
+  in this process: the preprocessor from the sites' merged aggregates (humane.data.site_stats; min_group_size),
+  then R rounds of L local epochs at every site, the same patience in rounds, the round with the lowest pooled
+  validation loss kept;
 - with DP at ε (default 3): centralised DP-SGD (humane's DP path, bench/privacy.py's settings: batch 1024, lr
   0.002, 10 epochs, all run) against DP-SGD at every site (Opacus, each site's ε over all 10 rounds of 1 epoch,
   same batch and lr).
@@ -27,7 +28,7 @@ measures the algorithm, not the sites' own policies. The Flower run in real proc
 splits is a separate measurement; `--write-sites DIR` writes each site's raw rows (DIR/<site>/train.csv, test.csv)
 for it.
 
-Run with `nice python bench/federated.py [--rounds 60] [--local-epochs 1] [--mu 0] [--eps 3] [--json out.json]
+Run with `nice python bench/federated.py [--rounds 60] [--local-epochs 1] [--mu 1] [--eps 3] [--json out.json]
 [--threads 1]` in the activated venv; it needs only data/raw/adult.
 """
 
@@ -238,11 +239,27 @@ def sex_gaps(counts: dict[str, Any], audit: AuditParams) -> dict[str, float | No
     return {g: result.gaps[g]["value"] for g in GAPS}
 
 
+def plan(args: argparse.Namespace, params: Params) -> list[tuple[str, TrainParams, SiteDP | None, float]]:
+    """The runs: name, training settings, a site's DP settings (None: none) and FedProx's mu."""
+    plain = params.train.model_copy(update={"progress": False, "max_epochs": args.rounds * args.local_epochs})
+    runs = [("centralised", plain, None, 0.0), ("federated FedAvg", plain, None, 0.0)]
+    if args.mu > 0:
+        runs.append((f"federated FedProx mu={args.mu:g}", plain, None, args.mu))
+    if args.eps > 0:
+        private = plain.model_copy(update=DP_SETTINGS)
+        dp = private.dp.model_copy(update={"enabled": True, "target_epsilon": args.eps})
+        site_dp = SiteDP(epsilon=args.eps, delta=dp.delta, clip=dp.max_grad_norm, rounds=DP_SETTINGS["max_epochs"],
+                         accountant=dp.accountant, max_physical_batch_size=dp.max_physical_batch_size)  # fmt: skip
+        runs += [(f"centralised DP-SGD ε={args.eps:g}", private.model_copy(update={"dp": dp}), None, 0.0),
+                 (f"federated FedAvg, DP-SGD at each site ε={args.eps:g}", private, site_dp, 0.0)]  # fmt: skip
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=60, help="federated rounds R (centralised: R x L epochs)")
     parser.add_argument("--local-epochs", type=int, default=1, help="local epochs L per round")
-    parser.add_argument("--mu", type=float, default=0.0, help="FedProx mu (0: FedAvg)")
+    parser.add_argument("--mu", type=float, default=0.0, help="FedProx mu of an extra row (0: no FedProx row)")
     parser.add_argument("--eps", type=float, default=3.0, help="target ε of the DP rows (0: no DP rows)")
     parser.add_argument("--min-group-size", type=int, default=10, help="aggregates: smallest category sent")
     parser.add_argument("--noise", type=float, default=0.0, help="aggregates: sd of the noise on counts")
@@ -258,17 +275,7 @@ def main() -> None:
     for s in out["sites"]:
         print(f"{s['site']}: {s['train']} train / {s['val']} val / {s['test']} test rows, label rate "
               f"{s['label_rate']:.3f}, sex {s['sex']}, race {s['race']}")  # fmt: skip
-    budget = args.rounds * args.local_epochs
-    plain = params.train.model_copy(update={"progress": False, "max_epochs": budget})
-    runs = [("centralised", plain, None), ("federated", plain, None)]
-    if args.eps > 0:
-        private = plain.model_copy(update=DP_SETTINGS)
-        dp = private.dp.model_copy(update={"enabled": True, "target_epsilon": args.eps})
-        site_dp = SiteDP(epsilon=args.eps, delta=dp.delta, clip=dp.max_grad_norm, rounds=DP_SETTINGS["max_epochs"],
-                         accountant=dp.accountant, max_physical_batch_size=dp.max_physical_batch_size)  # fmt: skip
-        runs += [(f"centralised DP-SGD ε={args.eps:g}", private.model_copy(update={"dp": dp}), None),
-                 (f"federated, DP-SGD at each site ε={args.eps:g}", private, site_dp)]  # fmt: skip
-    for name, settings, site_dp in runs:
+    for name, settings, site_dp, mu in plan(args, params):
         print(f"{name} ...", flush=True)
         if name.startswith("centralised"):
             model, info = centralised(settings, setup)
@@ -276,7 +283,7 @@ def main() -> None:
         else:
             dp_run = site_dp is not None
             rounds = DP_SETTINGS["max_epochs"] if dp_run else args.rounds
-            model, info = federated(settings, setup, rounds, 1 if dp_run else args.local_epochs, args.mu,
+            model, info = federated(settings, setup, rounds, 1 if dp_run else args.local_epochs, mu,
                                     rounds if dp_run else settings.patience, site_dp)  # fmt: skip
             pre = setup.federated
         out["rows"][name] = {**info, **evaluate(model, pre, setup, params)}
