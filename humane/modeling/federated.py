@@ -92,7 +92,10 @@ def _moments(summary: dict[str, Any], column: str, logged: bool) -> tuple[float,
     total, squares = (stats["log_sum"], stats["log_sum_sq"]) if logged else (stats["sum"], stats["sum_sq"])
     mean = total / count
     rows = max(summary["rows"], count)  # noisy counts may disagree; the scaler saw at least the values
-    return mean, max(0.0, (squares - count * mean**2) / rows)
+    var = (squares - count * mean**2) / rows
+    # A constant column's variance, computed from sums, is off zero by rounding (about eps x the mean square):
+    # zero it, so that the scaler leaves the column unscaled as on the pooled rows (not divided by ~1e-8).
+    return mean, 0.0 if var <= 16 * np.finfo(np.float64).eps * squares / rows else var
 
 
 def _stand_in(summary: dict[str, Any], inputs: list[str]) -> pd.DataFrame:
@@ -115,8 +118,7 @@ def _set_numeric(pipeline: Any, summary: dict[str, Any], columns: list[str], log
     imputer.statistics_ = mean.copy()
     scaler.mean_, scaler.var_ = mean, var
     # StandardScaler leaves a constant column unscaled (scale 1), as sklearn's _handle_zeros_in_scale does.
-    scale = np.sqrt(var)
-    scaler.scale_ = np.where(scale < 10 * np.finfo(np.float64).eps, 1.0, scale)
+    scaler.scale_ = np.where(var == 0.0, 1.0, np.sqrt(var))
     scaler.n_samples_seen_ = np.int64(summary["rows"])
 
 

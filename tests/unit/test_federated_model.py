@@ -66,6 +66,17 @@ def test_preprocessor_from_aggregates_matches_the_pooled_fit(adult, tmp_path):
     assert pooled.transform(gap)[0, age] != pytest.approx(0.0, abs=1e-3)
 
 
+def test_a_constant_column_is_left_unscaled_as_on_the_pooled_rows(adult):
+    train, _ = adult
+    constant = train.assign(**{"hours-per-week": 99.9})  # not a binary fraction: its sums round off zero variance
+    schema, pre = _federated(constant)
+    pooled = fit(constant, schema, PREPROCESS)
+    column = pre.feature_names.index("num__hours-per-week")
+    other = constant.head(3).assign(**{"hours-per-week": [10.0, 99.9, 40.0]})
+    assert np.allclose(pre.transform(other)[:, column], pooled.transform(other)[:, column], atol=1e-5)
+    assert pre.transformer.named_transformers_["num"][-1].scale_[column] == 1.0
+
+
 def test_a_category_too_small_at_every_site_is_not_encoded(adult):
     train, _ = adult
     _, pre = _federated(train, min_group_size=20)
