@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -270,8 +271,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     params = load_params(ROOT / "params.yaml")
     setup = prepare(params, args.min_group_size, args.noise, args.write_sites)
-    out: dict[str, Any] = {"command": " ".join(sys.argv), "sites": describe_sites(setup),
-                           "summary_bytes": setup.summary_bytes, "rows": {}}  # fmt: skip
+    out: dict[str, Any] = {"command": " ".join(sys.argv), "threads": args.threads, "load_average_start":
+                           os.getloadavg(), "sites": describe_sites(setup), "summary_bytes": setup.summary_bytes,
+                           "rows": {}}  # fmt: skip
     for s in out["sites"]:
         print(f"{s['site']}: {s['train']} train / {s['val']} val / {s['test']} test rows, label rate "
               f"{s['label_rate']:.3f}, sex {s['sex']}, race {s['race']}")  # fmt: skip
@@ -289,7 +291,9 @@ def main() -> None:
         out["rows"][name] = {**info, **evaluate(model, pre, setup, params)}
         r = out["rows"][name]
         print(f"  accuracy {r['accuracy']:.4f}, ROC AUC {r['roc_auc']:.4f}, wall {r['wall_s']:.0f} s", flush=True)
+    out["load_average_end"] = os.getloadavg()  # wall times are only comparable on an otherwise idle machine
     table(out)
+    print(f"\nload average (1, 5, 15 min) at start {out['load_average_start']}, at end {out['load_average_end']}")
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=str))
 
