@@ -1,0 +1,60 @@
+"""A site's node killed mid-training (SIGKILL of its SuperNode after round 1): the round completes with the others,
+the run ends, and federation.json says the site was dropped and when. Its own federation: the node stays dead."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.federated.conftest import NODES, Federation, require_site_env, start, stop
+from tests.federated.sites import ROOT, make_sites
+
+TIMEOUT_S = 20.0
+
+
+@pytest.fixture(scope="module")
+def three_sites(tmp_path_factory: pytest.TempPathFactory, sample_frames: tuple) -> Iterator[Federation]:
+    require_site_env()
+    root = tmp_path_factory.mktemp("dropout")
+    running = start(root, make_sites(root / "sites", *sample_frames, broken=False))
+    try:
+        yield running
+    finally:
+        stop(running)
+
+
+def test_a_node_killed_after_round_one_is_dropped_and_the_run_completes(three_sites, tmp_path):
+    out = tmp_path / "out"
+    cmd = three_sites.run_cmd(out, rounds=3, round_timeout_s=TIMEOUT_S)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=three_sites.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)  # fmt: skip
+    watchdog = threading.Timer(900, proc.kill)
+    watchdog.start()
+    lines, killed = [], False
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if not killed and "round 1/3 done" in line:
+                kill = [*NODES, "kill", "--dir", str(three_sites.state), "--site", "site_c"]
+                subprocess.run(kill, cwd=ROOT, check=True, capture_output=True, timeout=60)
+                killed = True
+        proc.wait(timeout=60)
+    finally:
+        watchdog.cancel()
+    log = "".join(lines)
+    assert killed, log[-4000:]
+    run = json.loads((out / "federation.json").read_text())
+    status = {s["site"]: s for s in run["sites"]}
+    assert status["site_c"]["status"] == "dropped" and status["site_c"]["rounds_joined"] == 1
+    assert f"round_timeout_s = {TIMEOUT_S:g} s in round 2" in status["site_c"]["reason"]
+    assert [status[s]["status"] for s in ("site_a", "site_b")] == ["trained", "trained"]
+    assert [status[s]["rounds_joined"] for s in ("site_a", "site_b")] == [3, 3]
+    assert [h["sites"] for h in run["history"]] == [3, 2, 2] and run["round_timeout_s"] == TIMEOUT_S
+    sent = {(m["round"], m["direction"]) for m in run["messages"] if m["site"] == "site_c" and m["kind"] == "train"}
+    assert sent == {(1, "to_site"), (1, "from_site"), (2, "to_site")}  # asked in round 2, no answer, then left out
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert sorted(evaluation["sites"]) == ["site_a", "site_b"]
