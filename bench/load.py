@@ -145,9 +145,10 @@ def submit(project: Path, env: dict[str, str]) -> list[str]:
 
 def stack_prefect(env: dict[str, str]) -> Any:
     """This process's Prefect client settings pointed at the stack's server (settings are read at import)."""
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL, temporary_settings
 
     updates = {PREFECT_API_URL: env["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"]}
+    updates[PREFECT_API_SSL_CERT_FILE] = env["PREFECT_API_SSL_CERT_FILE"]  # the stack's CA (team.env)
     return temporary_settings(updates=updates)
 
 

@@ -73,6 +73,13 @@ TEAM_ENV = Exempt(
     "team.stack's Layout (TeamStack.env) and run dvc repro with them, but not this shell line"
 )
 
+FED = "tests/federated/conftest.py::"
+FL_TLS = Exempt(
+    "a SuperLink and SuperNodes with TLS certificates on separate machines; tests/federated start the same Flower "
+    "executables (flower-superlink, flower-supernode --node-config) with --insecure on 127.0.0.1 through "
+    "federated/humane_fl/nodes.py (tests/federated/conftest.py::start)"
+)
+
 REGISTRY: dict[str, Covered | Exempt] = {
     "make run": Covered(("make", "run"), (DOC + "test_make_run_make_test_and_the_activated_venv",)),
     "make test": Covered(("make", "test"), (DOC + "test_make_run_make_test_and_the_activated_venv",)),
@@ -84,6 +91,14 @@ REGISTRY: dict[str, Covered | Exempt] = {
         ("export DO_NOT_TRACK=true",), (DOC + "test_make_run_make_test_and_the_activated_venv",)
     ),
     "dvc repro": Covered(("dvc", "repro"), (PIPE + "test_second_repro_does_nothing",)),
+    "cd federation && dvc repro": Covered(
+        ("cd federation", "dvc repro"),
+        ("tests/federated/test_pipeline.py::test_dvc_repro_of_the_federation_workspace_registers_a_judged_version",),
+    ),
+    "cd federation && python -m flows.training": Covered(
+        ("cd federation", "flows.training"),
+        ("tests/federated/test_pipeline.py::test_the_prefect_flow_runs_the_federation_workspace",),
+    ),
     "python -m humane.privacy.encryption keygen --identity ~/.config/humane/age-identity.txt >> "
     "data/raw/recipients.txt": Covered(("humane.privacy.encryption keygen --identity",), (ENC,)),
     "python -m humane.privacy.encryption encrypt data/raw/loans/applicants.csv --recipients data/raw/recipients.txt "
@@ -230,6 +245,29 @@ REGISTRY: dict[str, Covered | Exempt] = {
         Covered(("remote", "add", "-d"), (TEAM + "test_a_second_checkout_pulls_the_champions_exact_model",))
     ),
     "dvc push": Covered(("dvc", "push"), (TEAM + "test_a_second_checkout_pulls_the_champions_exact_model",)),
+    'openssl s_client -connect "127.0.0.1:$HUMANE_TEAM_MLFLOW_PORT" -CAfile "$HUMANE_TEAM_CA_FILE" -verify_ip 127.0.0.1 '
+    "-verify_return_error </dev/null": Covered(
+        ("openssl", "s_client", "-verify_return_error"),
+        ("tests/team/test_tls.py::test_openssl_verifies_each_servers_chain",),
+    ),
+    "make site-env": Covered(
+        ("requirements-site.txt", "--no-deps"),
+        ("tests/federated/test_site_env.py::test_the_site_env_holds_the_pinned_versions",),
+        recipe=True,
+    ),
+    ".site-env/bin/flower-superlink --ssl-ca-certfile ca.pem --ssl-certfile superlink.pem --ssl-keyfile superlink.key "
+    "--host 0.0.0.0 --port 9093 --database superlink.db --disable-runtime-dependency-installation": FL_TLS,
+    ".site-env/bin/flower-supernode --superlink coordinator.example.org:9093 --root-certificates ca.pem --node-config "
+    "\"site='site_a' workspace='/srv/humane/site_a'\"": FL_TLS,
+    ".site-env/bin/python -m federated.humane_fl.nodes up --dir .federation --site site_a=/abs/path/site_a --site "
+    "site_b=/abs/path/site_b": Covered(("federated.humane_fl.nodes", "up", "--site"), (FED + "start",)),
+    ".site-env/bin/python -m federated.humane_fl.nodes status --dir .federation": Covered(
+        ("federated.humane_fl.nodes", "status", "--dir"),
+        ("tests/federated/test_flower.py::test_nodes_status_names_the_connection_and_every_running_process",),
+    ),
+    ".site-env/bin/python -m federated.humane_fl.nodes down --dir .federation": Covered(
+        ("federated.humane_fl.nodes", "down", "--dir"), (FED + "stop",)
+    ),
 }
 
 

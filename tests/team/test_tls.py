@@ -50,7 +50,7 @@ CA_SETTINGS = ("MLFLOW_TRACKING_SERVER_CERT_PATH", "PREFECT_API_SSL_CERT_FILE", 
 
 
 def _probe(env: dict[str, str]) -> dict[str, str]:
-    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "HUMANE_SERVER_RETRY_S": "1"}
+    quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "HUMANE_SERVER_RETRY_S": "4"}
     done = subprocess.run(
         [sys.executable, "-c", PROBE], cwd=ROOT, env={**env, **quick}, capture_output=True, text=True, timeout=180
     )
@@ -111,13 +111,14 @@ def test_the_checkouts_clients_verify_and_refuse_without_the_ca(team_stack):
 
 def test_postgresql_takes_only_verified_tls_connections(team_stack, tmp_path):
     assert "sslmode=verify-full" in team_stack.trail_owner_dsn
-    with _pg(team_stack) as conn:
+    superuser = {"user": "postgres", "password": (team_stack.dir / "secrets" / "postgres").read_text().strip()}
+    with _pg(team_stack, **superuser, dbname="postgres") as conn:
         # Every client backend, the MLflow and Prefect servers' own pools included, is on TLS 1.3.
         rows = conn.execute(
             "SELECT a.usename, s.ssl, s.version FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) "
             "WHERE a.backend_type = 'client backend'"
         ).fetchall()
-    assert {"mlflow_srv", "prefect_srv", "humane_trail_owner"} <= {user for user, *_ in rows}
+    assert {"mlflow_srv", "prefect_srv", "postgres"} <= {user for user, *_ in rows}
     assert all(encrypted and version == "TLSv1.3" for _, encrypted, version in rows), rows
     with pytest.raises(psycopg.OperationalError, match="no encryption"):  # the right password, without TLS
         _pg(team_stack, sslmode="disable")
@@ -125,3 +126,14 @@ def test_postgresql_takes_only_verified_tls_connections(team_stack, tmp_path):
     tls.make_ca(other)
     with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
         _pg(team_stack, sslrootcert=str(other.ca))
+
+
+def test_openssl_verifies_each_servers_chain(team_stack):
+    """docs/team.md's check: `openssl s_client ... -CAfile "$HUMANE_TEAM_CA_FILE" -verify_return_error`."""
+    ports, env = _ports(team_stack), team_stack.settings.env
+    for port, starttls in ((ports["mlflow"], []), (ports["prefect"], []), (ports["pg"], ["-starttls", "postgres"])):
+        argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *starttls, "-CAfile"]
+        argv += [env["HUMANE_TEAM_CA_FILE"], "-verify_ip", "127.0.0.1", "-verify_return_error"]
+        done = subprocess.run(argv, input="", capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0 and "Verify return code: 0 (ok)" in done.stdout, done.stdout[-2000:] + done.stderr
+        assert "TLSv1.3" in done.stdout
