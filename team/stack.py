@@ -756,7 +756,9 @@ def down(root: Path, purge: bool = False) -> None:
 
 
 def health(layout: Layout, ports: dict[str, int]) -> dict[str, bool]:
-    """Whether each service answers as it should."""
+    """Whether each service answers as it should (the HTTP servers over TLS verified with the stack's CA)."""
+    if not _ca(layout).exists():
+        raise StackError(f"{_ca(layout)} is missing: the servers cannot be verified (`up` makes it)")
     return {
         "postgres": _pg_ready(ports["postgres"]),
         "sshd": _ssh_ready(ports["sshd"]),
