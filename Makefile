@@ -13,6 +13,7 @@ export NML_DISABLE_USAGE_LOGGING := 1
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup run test lint format flow ui bench clean profile sweep approve reject rollback signoff-record batches monitor
+.PHONY: site-env
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,19 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	touch $@
 
 setup: $(VENV)/.installed
+
+# The site environment of federated training (README, "Federated training"): Flower 1.42 pins typer, rich,
+# packaging and protobuf below what the main lock needs, so a site's node (and the coordinator's SuperLink) run
+# from their own venv: torch first (the CPU build), then requirements-site.txt, then humane without dependencies.
+SITE_ENV ?= .site-env
+$(SITE_ENV)/.installed: requirements-site.txt pyproject.toml
+	test -x $(SITE_ENV)/bin/python || $(PYTHON) -m venv $(SITE_ENV)
+	$(SITE_ENV)/bin/pip install --quiet torch==2.13.0
+	$(SITE_ENV)/bin/pip install --quiet -r requirements-site.txt
+	$(SITE_ENV)/bin/pip install --quiet --no-deps -e .
+	touch $@
+
+site-env: $(SITE_ENV)/.installed  ## the federated site environment .site-env (torch, flwr 1.42, what a site needs)
 
 run: setup  ## set up and run the whole pipeline on the built-in dataset (dvc repro)
 	dvc repro

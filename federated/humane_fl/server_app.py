@@ -151,6 +151,20 @@ def _error(reply: Message) -> str:
     return (reason[-1] if reason else "an error without a reason")[:2000]
 
 
+# Flower's error codes for a node or message that is gone (the node stopped, crashed or lost its connection):
+# the site is dropped, not excluded (it did not refuse anything).
+GONE = {3: "message unavailable", 4: "reply unavailable", 5: "node unavailable", 8: "ClientApp crashed"}
+
+
+def _failed(ledger: Ledger, node: int, reply: Message, when: str) -> None:
+    """Record a site's error reply: dropped when its node is gone, excluded when the site raised."""
+    code = int(reply.error.code)
+    if code in GONE:
+        ledger.set_status(node, DROPPED, f"{GONE[code]} {when}; left out of the later rounds")
+    else:
+        ledger.set_status(node, EXCLUDED, f"{when}: {_error(reply)}")
+
+
 def collect_stats(grid: Grid, ledger: Ledger, cfg: RunConfig) -> dict[int, dict[str, Any]]:
     """Ask every connected node for its summary; record exclusions; return {node: summary} of the usable sites."""
     nodes = _wait_for_nodes(grid, cfg)
@@ -160,7 +174,8 @@ def collect_stats(grid: Grid, ledger: Ledger, cfg: RunConfig) -> dict[int, dict[
     summaries = {}
     for node, reply in replies.items():
         if reply.has_error():
-            ledger.sites[node] = SiteRecord(f"node-{node}", EXCLUDED, f"stats failed: {_error(reply)}")
+            ledger.sites[node] = SiteRecord(f"node-{node}")
+            _failed(ledger, node, reply, "at the data checks (stats)")
             continue
         stats = dict(reply.content.config_records["stats"].items())
         record = ledger.sites[node] = SiteRecord(str(stats["site"]))
@@ -215,7 +230,7 @@ def train_rounds(grid: Grid, ledger: Ledger, cfg: RunConfig, arrays: ArrayRecord
         good = []
         for node, reply in replies.items():
             if reply.has_error():
-                ledger.set_status(node, EXCLUDED, f"round {server_round}: {_error(reply)}")
+                _failed(ledger, node, reply, f"in round {server_round}")
             else:
                 good.append(reply)
                 ledger.sites[node].rounds_joined += 1
@@ -258,7 +273,7 @@ def evaluate(grid: Grid, ledger: Ledger, cfg: RunConfig, arrays: ArrayRecord, co
     counts, val = {}, []
     for node, reply in replies.items():
         if reply.has_error():
-            ledger.set_status(node, EXCLUDED, f"evaluation: {_error(reply)}")
+            _failed(ledger, node, reply, "at the evaluation")
             continue
         result = dict(reply.content.config_records["evaluation"].items())
         site = ledger.name(node)

@@ -20,7 +20,10 @@ import pytest
 
 from tests.federated.sites import ROOT, SITE_ENV, make_sites, run_config
 
-NODES = [str(SITE_ENV / "bin/python"), "-m", "federated.humane_fl.nodes"]
+
+def nodes_cmd(*args: str) -> list[str]:
+    """`.site-env/bin/python -m federated.humane_fl.nodes <args>` (README, "Federated training")."""
+    return [str(SITE_ENV / "bin/python"), "-m", "federated.humane_fl.nodes", *args]
 
 
 def require_site_env() -> None:
@@ -60,17 +63,17 @@ class Federation:
 def start(root: Path, sites: dict[str, Path]) -> Federation:
     """`nodes up` for these sites under root/state."""
     state = root / "state"
-    cmd = [*NODES, "up", "--dir", str(state), *(f"--site={n}={p}" for n, p in sites.items())]
+    cmd = nodes_cmd("up", "--dir", str(state), *(f"--site={n}={p}" for n, p in sites.items()))
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     if result.returncode != 0:
-        subprocess.run([*NODES, "down", "--dir", str(state)], cwd=ROOT, capture_output=True, timeout=120)
+        subprocess.run(nodes_cmd("down", "--dir", str(state)), cwd=ROOT, capture_output=True, timeout=120)
         raise AssertionError(f"nodes up failed:\n{result.stdout}\n{result.stderr}")
     return Federation(state, json.loads((state / "federation.json").read_text()), sites)
 
 
 def stop(federation: Federation) -> None:
     """`nodes down`: every process of the federation, by PID."""
-    subprocess.run([*NODES, "down", "--dir", str(federation.state)], cwd=ROOT, capture_output=True, timeout=120)
+    subprocess.run(nodes_cmd("down", "--dir", str(federation.state)), cwd=ROOT, capture_output=True, timeout=120)
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.federated.conftest import NODES, Federation, require_site_env, start, stop
+from tests.federated.conftest import Federation, nodes_cmd, require_site_env, start, stop
 from tests.federated.sites import ROOT, make_sites
 
-TIMEOUT_S = 20.0
+# Above a round's time on a loaded CI machine (a ClientApp process per message; the data checks take longest).
+TIMEOUT_S = 60.0
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory, sample_frames: tuple) 
 
 def test_a_node_killed_after_round_one_is_dropped_and_the_run_completes(three_sites, tmp_path):
     out = tmp_path / "out"
-    cmd = three_sites.run_cmd(out, rounds=3, round_timeout_s=TIMEOUT_S)
+    cmd = three_sites.run_cmd(out, rounds=2, round_timeout_s=TIMEOUT_S)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=three_sites.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
     watchdog = threading.Timer(900, proc.kill)
@@ -38,8 +39,8 @@ def test_a_node_killed_after_round_one_is_dropped_and_the_run_completes(three_si
     try:
         for line in proc.stdout:
             lines.append(line)
-            if not killed and "round 1/3 done" in line:
-                kill = [*NODES, "kill", "--dir", str(three_sites.state), "--site", "site_c"]
+            if not killed and "round 1/2 done" in line:
+                kill = nodes_cmd("kill", "--dir", str(three_sites.state), "--site", "site_c")
                 subprocess.run(kill, cwd=ROOT, check=True, capture_output=True, timeout=60)
                 killed = True
         proc.wait(timeout=60)
@@ -50,11 +51,16 @@ def test_a_node_killed_after_round_one_is_dropped_and_the_run_completes(three_si
     run = json.loads((out / "federation.json").read_text())
     status = {s["site"]: s for s in run["sites"]}
     assert status["site_c"]["status"] == "dropped" and status["site_c"]["rounds_joined"] == 1
-    assert f"round_timeout_s = {TIMEOUT_S:g} s in round 2" in status["site_c"]["reason"]
+    # No answer before round_timeout_s, or the SuperLink saw the node go first (Flower's NODE_UNAVAILABLE).
+    reason = status["site_c"]["reason"]
+    assert "in round 2; left out of the later rounds" in reason
+    assert f"round_timeout_s = {TIMEOUT_S:g} s" in reason or reason.startswith("node unavailable"), reason
     assert [status[s]["status"] for s in ("site_a", "site_b")] == ["trained", "trained"]
-    assert [status[s]["rounds_joined"] for s in ("site_a", "site_b")] == [3, 3]
-    assert [h["sites"] for h in run["history"]] == [3, 2, 2] and run["round_timeout_s"] == TIMEOUT_S
-    sent = {(m["round"], m["direction"]) for m in run["messages"] if m["site"] == "site_c" and m["kind"] == "train"}
-    assert sent == {(1, "to_site"), (1, "from_site"), (2, "to_site")}  # asked in round 2, no answer, then left out
+    assert [status[s]["rounds_joined"] for s in ("site_a", "site_b")] == [2, 2]
+    assert [h["sites"] for h in run["history"]] == [3, 2] and run["round_timeout_s"] == TIMEOUT_S
+    sent = {(m["round"], m["kind"], m["direction"]) for m in run["messages"] if m["site"] == "site_c"}
+    # asked in round 2, no answer, then left out (not asked to evaluate)
+    assert sent == {(0, "stats", "to_site"), (0, "stats", "from_site"), (1, "train", "to_site"),
+                    (1, "train", "from_site"), (2, "train", "to_site")}  # fmt: skip
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert sorted(evaluation["sites"]) == ["site_a", "site_b"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,8 @@ import torch
 from humane.fairness.counts import merge_counts
 from humane.modeling.features import load_preprocessor
 from humane.modeling.model import load_model
-from tests.federated.sites import MARKER
+from tests.federated.conftest import nodes_cmd
+from tests.federated.sites import MARKER, ROOT
 
 TRAINED = ["site_a", "site_b", "site_c"]
 # What a site may send, by message kind: names of records and keys (federated/humane_fl/records.py `keys`).
@@ -142,3 +144,13 @@ def test_no_row_value_reaches_the_coordinator(federated_run, federation):
     assert any(p.name == "state.db" for p in files) and any(p.name == "federation.json" for p in files)
     for path in files:
         assert marker not in path.read_bytes(), path
+
+
+def test_nodes_status_names_the_connection_and_every_running_process(federation):
+    result = subprocess.run(nodes_cmd("status", "--dir", str(federation.state)), cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"FLWR_HOME={federation.info['flwr_home']}" in result.stdout and "flwr run federated humane" in result.stdout
+    for key in ["superlink", *(f"site:{s}" for s in federation.sites)]:
+        assert re.search(rf"^{key}: pid \d+ running$", result.stdout, re.M), key
+    assert "online SuperNodes: 4" in result.stdout
