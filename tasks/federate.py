@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -32,7 +33,7 @@ from humane.fairness.counts import (
     metrics_from_counts,
     overall_from_counts,
 )
-from humane.fairness.metrics import INTERSECTION, FeatureAudit, headline
+from humane.fairness.metrics import INTERSECTION, FeatureAudit, headline, shown_names
 from humane.fairness.plots import save_plots as save_audit_plots
 from humane.governance import federation
 from humane.modeling.evaluation import CalibrationBin, save_plots
@@ -43,12 +44,17 @@ from humane.privacy.policy import OTHER, FittedPolicy
 # What flwr prints when the SuperLink's control API does not answer (flwr.cli.utils.SUPERLINK_UNAVAILABLE_MESSAGE).
 UNAVAILABLE = "Connection to the SuperLink is unavailable"
 OUT_FILES = ("model.pt", "preprocessor.skops", "federation.json", "evaluation.json")
+# The one line the ServerApp leaves in out_dir when its run fails (federated/humane_fl/server_app.py).
+ERROR_FILE = "federation_error.txt"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed)\w*: ")  # a traceback's last line
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Run the federation, then write models/ and reports/ from its output folder."""
     settings = federated_settings(params)
-    with tempfile.TemporaryDirectory(prefix=".federate-", dir=paths.root) as tmp:
+    # Absolute: the ServerApp (another process, started by the SuperLink) writes into out_dir.
+    with tempfile.TemporaryDirectory(prefix=".federate-", dir=paths.root.resolve()) as tmp:
         out_dir = Path(tmp) / "out"
         out_dir.mkdir()
         flower_run(params, settings, paths.root.resolve(), Path(tmp))
@@ -161,6 +167,9 @@ def flower_run(params: Params, settings: FederatedParams, root: Path, tmp: Path)
             " start it first (README, Federated training)"
         )
     missing = [name for name in OUT_FILES if not (tmp / "out" / name).is_file()]
+    error = tmp / "out" / ERROR_FILE
+    if error.is_file():  # the ServerApp's own reason (e.g. fewer usable sites than min_sites)
+        raise HumaneError(f"the federated run failed: {error.read_text().strip()}")
     if done.returncode != 0 or missing:
         raise HumaneError(
             f"the federated run failed (flwr exit {done.returncode}; no {', '.join(missing) or '-'} "
@@ -169,8 +178,11 @@ def flower_run(params: Params, settings: FederatedParams, root: Path, tmp: Path)
 
 
 def failure_text(output: str) -> str:
-    """The ServerApp's own failure lines (errors first), else flwr's last lines, in one line."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    """The ServerApp's own exception line (its traceback's last), else flwr's error lines, in one line."""
+    lines = [line.strip() for line in ANSI.sub("", output).splitlines() if line.strip()]
+    raised = [line for line in lines if RAISED.match(line)]
+    if raised:
+        return raised[-1]
     errors = [line for line in lines if "error" in line.lower() or "exception" in line.lower()]
     return " | ".join((errors or lines)[-4:]) or "no output"
 
@@ -380,7 +392,7 @@ def write_site_checks(params: Params, paths: Paths, run_of_sites: dict[str, Any]
             f"<html><body><h1>Validation at the sites</h1><ul>{rows}</ul>"
             "<p>Each site's Great Expectations report stays at the site.</p></body></html>"
         )
-    io.write_json(paths.data_audit, pooled_group_mix(run_of_sites))
+    io.write_json(paths.data_audit, pooled_group_mix(run_of_sites, params.validate.min_group_rows))
     io.write_json(
         paths.privacy_report,
         {
@@ -393,23 +405,33 @@ def write_site_checks(params: Params, paths: Paths, run_of_sites: dict[str, Any]
     io.write_json(paths.mitigation_data, {})
 
 
-def pooled_group_mix(run_of_sites: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    """Each sensitive group's share of the trained sites' training rows (group_mix weighted by rows); no base rate."""
+def pooled_group_mix(run_of_sites: dict[str, Any], min_group_rows: int) -> dict[str, list[dict[str, Any]]]:
+    """Each sensitive group's share of the trained sites' training rows (group_mix weighted by rows); no base rate.
+
+    A group with fewer pooled rows than validate.min_group_rows is numbered, not named, as in the pooled data audit.
+    """
     trained = federation.sites_with(run_of_sites, "trained")
     total = sum(s["rows"]["train"] for s in trained) or 1
-    rows: dict[str, dict[str, float]] = {}
+    pooled: dict[str, dict[str, float]] = {}
     for site in trained:
         for feature, mix in site.get("group_mix", {}).items():
             for group, share in mix.items():
-                into = rows.setdefault(feature, {})
+                into = pooled.setdefault(feature, {})
                 into[group] = into.get(group, 0.0) + share * site["rows"]["train"]
-    return {
-        f: [
-            {"group": g, "rows": round(n), "share": n / total, "base_rate": None, "too_small": False}
-            for g, n in sorted(mix.items(), key=lambda kv: -kv[1])
+    out = {}
+    for feature, rows in pooled.items():
+        shown = shown_names({g: round(n) for g, n in rows.items()}, min_group_rows)
+        out[feature] = [
+            {
+                "group": shown[g],
+                "rows": round(n),
+                "share": n / total,
+                "base_rate": None,
+                "too_small": round(n) < min_group_rows,
+            }
+            for g, n in sorted(rows.items(), key=lambda kv: -kv[1])
         ]
-        for f, mix in rows.items()
-    }
+    return out
 
 
 if __name__ == "__main__":

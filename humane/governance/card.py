@@ -151,7 +151,8 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
             f"best epoch {facts['best_epoch']} of {facts['epochs_run']} (early stopping on validation loss)"
             if params.mitigation.reductions == "none" else
             f"{params.mitigation.reductions_epochs} epochs per ExponentiatedGradient fit (no early stopping)")],
-        ["training data", f"{params.data.source} (raw md5 {facts['raw_md5']}); "
+        ["training data", "each site's own files, never sent (see Federated training)" if facts.get("federation")
+                          else f"{params.data.source} (raw md5 {facts['raw_md5']}); "
                           f"processed train md5 {facts['data_md5']} (DVC)"],
         ["sensitive features (audited, not model inputs)" if not params.preprocess.include_sensitive
          else "sensitive features (audited, and model inputs)", ", ".join(params.data.sensitive_features)],
