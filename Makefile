@@ -27,15 +27,14 @@ setup: $(VENV)/.installed
 # The site environment of federated training (README, "Federated training"): Flower 1.42 pins typer, rich,
 # packaging and protobuf below what the main lock needs, so a site's node (and the coordinator's SuperLink) run
 # from their own venv: torch first (the CPU build), then requirements-site.txt, then humane without dependencies.
+# Reinstalled only when requirements-site.txt or pyproject.toml is newer than its stamp.
 SITE_ENV ?= .site-env
-$(SITE_ENV)/.installed: requirements-site.txt pyproject.toml
+site-env:  ## the federated site environment .site-env (torch, flwr 1.42, what a site needs)
 	test -x $(SITE_ENV)/bin/python || $(PYTHON) -m venv $(SITE_ENV)
-	$(SITE_ENV)/bin/pip install --quiet torch==2.13.0
-	$(SITE_ENV)/bin/pip install --quiet -r requirements-site.txt
-	$(SITE_ENV)/bin/pip install --quiet --no-deps -e .
-	touch $@
-
-site-env: $(SITE_ENV)/.installed  ## the federated site environment .site-env (torch, flwr 1.42, what a site needs)
+	test requirements-site.txt -ot $(SITE_ENV)/.installed -a pyproject.toml -ot $(SITE_ENV)/.installed || { \
+		$(SITE_ENV)/bin/pip install --quiet torch==2.13.0 && \
+		$(SITE_ENV)/bin/pip install --quiet -r requirements-site.txt && \
+		$(SITE_ENV)/bin/pip install --quiet --no-deps -e . && touch $(SITE_ENV)/.installed; }
 
 run: setup  ## set up and run the whole pipeline on the built-in dataset (dvc repro)
 	dvc repro

@@ -74,14 +74,10 @@ def _dp(config: dict[str, Any]) -> Any:
                   clip=float(config["dp_clip"]), rounds=int(config["rounds"]))  # fmt: skip
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """One local round (FedAvg/FedProx; Opacus DP when dp_epsilon > 0) from the global weights."""
-    config = config_dict(msg.content.config_records["config"])
+def _local_round(config: dict[str, Any], arrays: list, context: Context) -> tuple[list, int, dict[str, float]]:
     site, workspace = _where(context)
     _refuse_if_excluded(context)
     state = _state(context)
-    arrays = msg.content.array_records["arrays"].to_numpy_ndarrays()
     new, rows, metrics = work.train(
         workspace, site, work.RunSettings.parse(config), bytes(config["preprocessor"]), arrays,
         server_round=int(config["server-round"]), epochs=int(config["local_epochs"]),
@@ -89,7 +85,35 @@ def train(msg: Message, context: Context) -> Message:
         rounds_joined=int(state["rounds_joined"]),
     )  # fmt: skip
     state["rounds_joined"] = int(state["rounds_joined"]) + 1
-    record = MetricRecord({"num-examples": rows, **{k: float(v) for k, v in metrics.items()}})
+    return new, rows, {k: float(v) for k, v in metrics.items()}
+
+
+def _secagg_train(msg: Message, context: Context) -> Message:
+    """The training step inside SecAgg+ (Flower's legacy FitIns/FitRes format; secaggplus_mod masks the reply)."""
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.compat.common import recorddict_compat as compat
+
+    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    new, rows, metrics = _local_round(dict(fitins.config), parameters_to_ndarrays(fitins.parameters), context)
+    res = FitRes(Status(Code.OK, "ok"), ndarrays_to_parameters(new), rows, metrics)
+    return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One local round (FedAvg/FedProx; Opacus DP when dp_epsilon > 0) from the global weights.
+
+    Under secagg, the round's SecAgg+ stages: Flower's secaggplus_mod around the same training.
+    """
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, _secagg_train)
+    config = config_dict(msg.content.config_records["config"])
+    arrays = msg.content.array_records["arrays"].to_numpy_ndarrays()
+    new, rows, metrics = _local_round(config, arrays, context)
+    record = MetricRecord({"num-examples": rows, **metrics})
     return Message(RecordDict({"arrays": ArrayRecord(new), "metrics": record}), reply_to=msg)
 
 

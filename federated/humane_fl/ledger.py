@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TRAINED, EXCLUDED, DROPPED = "trained", "excluded", "dropped"
+# Flower's error codes for a node or message that is gone (the node stopped, crashed or lost its connection):
+# the site is dropped, not excluded (it did not refuse anything).
+GONE = {3: "message unavailable", 4: "reply unavailable", 5: "node unavailable", 8: "ClientApp crashed"}
 
 
 @dataclass
@@ -59,6 +62,14 @@ class Ledger:
         record = self.sites.setdefault(node, SiteRecord(self.name(node)))
         if record.status == TRAINED:
             record.status, record.reason = status, reason
+
+    def failed(self, node: int, code: int, reason: str, when: str) -> None:
+        """A site's error reply: dropped when its node is gone, excluded when the site raised (with its reason)."""
+        if code in GONE:
+            self.set_status(node, DROPPED, f"{GONE[code]} {when}; left out of the later rounds")
+        else:
+            lines = reason.strip().splitlines()
+            self.set_status(node, EXCLUDED, f"{when}: {(lines[-1] if lines else 'an error without a reason')[:2000]}")
 
     def usable(self) -> list[int]:
         """Nodes still taking part (neither excluded nor dropped)."""

@@ -7,9 +7,10 @@ contract's files into the run config's out_dir:
    its exclusion with a reason (recorded, never silent); fewer usable sites than min_sites: the run fails.
 2. The merged summaries give the global preprocessor (humane.modeling.federated.preprocessor_from_summary), sent to
    the sites with every message (aggregate-derived: category sets, means and variances).
-3. `rounds` rounds of Flower's FedAvg or FedProx (their configure_train / aggregate_train): a node that does not
-   answer within round_timeout_s is dropped from that round, which completes with the others, and takes no
-   further part; with dp_epsilon > 0 each site trains with Opacus and reports its epsilon.
+3. `rounds` rounds of Flower's FedAvg or FedProx (their configure_train / aggregate_train; with secagg, Flower's
+   SecAgg+ workflow: humane_fl.secagg): a node that does not answer within round_timeout_s is dropped from that
+   round, which completes with the others, and takes no further part; with dp_epsilon > 0 each site trains with
+   Opacus and reports its epsilon.
 4. "evaluate": each site's counts on its test rows (humane.fairness.counts.site_counts), merged.
 
 Every message in either direction is recorded (kind, keys, bytes) in federation.json. A failure writes
@@ -146,23 +147,9 @@ def exchange(grid: Grid, ledger: Ledger, messages: list[Message], server_round: 
     return replies, silent
 
 
-def _error(reply: Message) -> str:
-    reason = str(reply.error.reason).strip().splitlines()
-    return (reason[-1] if reason else "an error without a reason")[:2000]
-
-
-# Flower's error codes for a node or message that is gone (the node stopped, crashed or lost its connection):
-# the site is dropped, not excluded (it did not refuse anything).
-GONE = {3: "message unavailable", 4: "reply unavailable", 5: "node unavailable", 8: "ClientApp crashed"}
-
-
 def _failed(ledger: Ledger, node: int, reply: Message, when: str) -> None:
-    """Record a site's error reply: dropped when its node is gone, excluded when the site raised."""
-    code = int(reply.error.code)
-    if code in GONE:
-        ledger.set_status(node, DROPPED, f"{GONE[code]} {when}; left out of the later rounds")
-    else:
-        ledger.set_status(node, EXCLUDED, f"{when}: {_error(reply)}")
+    """Record a site's error reply (Ledger.failed: dropped when its node is gone, else excluded)."""
+    ledger.failed(node, int(reply.error.code), str(reply.error.reason or ""), when)
 
 
 def collect_stats(grid: Grid, ledger: Ledger, cfg: RunConfig) -> dict[int, dict[str, Any]]:
@@ -213,37 +200,59 @@ def _weighted(values: list[tuple[float, float]]) -> float | None:
     return sum(v * w for v, w in values) / total if total > 0 else None
 
 
-def train_rounds(grid: Grid, ledger: Ledger, cfg: RunConfig, arrays: ArrayRecord, common: dict[str, Any]
-                 ) -> ArrayRecord:  # fmt: skip
-    """`rounds` rounds of Flower's FedAvg/FedProx over the usable sites; drop-outs recorded; the last weights."""
+def train_rounds(grid: Grid, ledger: Ledger, cfg: RunConfig, arrays: ArrayRecord, common: dict[str, Any],
+                 context: Context, max_rows: int) -> ArrayRecord:  # fmt: skip
+    """`rounds` rounds of Flower's FedAvg/FedProx over the usable sites; the last weights.
+
+    With secagg, through Flower's SecAgg+ (humane_fl.secagg). Drop-outs and failures are recorded.
+    """
     kwargs = {"fraction_train": cfg.fraction_train, "fraction_evaluate": 0.0, "min_train_nodes": 1,
               "min_available_nodes": 1}  # fmt: skip
     strategy = FedProx(**kwargs, proximal_mu=cfg.proximal_mu) if cfg.strategy == "fedprox" else FedAvg(**kwargs)
     for server_round in range(1, cfg.rounds + 1):
         _enough(ledger, cfg, f"before round {server_round}")
-        messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(common),
-                                                 NodeSubset(grid, ledger.usable())))  # fmt: skip
-        replies, silent = exchange(grid, ledger, messages, server_round, "train", cfg.round_timeout_s)
-        for node in silent:
-            ledger.set_status(node, DROPPED, f"no answer within round_timeout_s = {cfg.round_timeout_s:g} s in round "
-                                             f"{server_round}; left out of the later rounds")  # fmt: skip
-        good = []
-        for node, reply in replies.items():
-            if reply.has_error():
-                _failed(ledger, node, reply, f"in round {server_round}")
-            else:
-                good.append(reply)
-                ledger.sites[node].rounds_joined += 1
-                _spent(ledger, ledger.name(node), dict(reply.content.metric_records["metrics"].items()))
-        if not good:
-            raise FederationFailed(f"round {server_round}: no site returned an update")
-        aggregated, _ = strategy.aggregate_train(server_round, good)
-        if aggregated is None:
-            raise FederationFailed(f"round {server_round}: the updates could not be aggregated")
-        arrays = aggregated
-        _history(ledger, server_round, good)
-        log(INFO, "round %d/%d done: %d sites", server_round, cfg.rounds, len(good))
+        if cfg.secagg:
+            from .secagg import secagg_round
+
+            new, results = secagg_round(grid, context, ledger, cfg, arrays, common, server_round, max_rows)
+            if new is None:
+                raise FederationFailed(f"round {server_round}: secure aggregation halted (too few sites answered)")
+        else:
+            new, results = _plain_round(grid, ledger, cfg, strategy, arrays, common, server_round)
+        arrays = new
+        for node, metrics, _ in results:
+            ledger.sites[node].rounds_joined += 1
+            _spent(ledger, ledger.name(node), metrics)
+        _history(ledger, server_round, [metrics for _, metrics, _ in results])
+        log(INFO, "round %d/%d done: %d sites", server_round, cfg.rounds, len(results))
     return arrays
+
+
+def _plain_round(grid: Grid, ledger: Ledger, cfg: RunConfig, strategy: FedAvg, arrays: ArrayRecord,
+                 common: dict[str, Any], server_round: int) -> tuple[ArrayRecord, list]:  # fmt: skip
+    """One round of the Message API strategy: configure_train, send, wait round_timeout_s, aggregate_train."""
+    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(common),
+                                             NodeSubset(grid, ledger.usable())))  # fmt: skip
+    replies, silent = exchange(grid, ledger, messages, server_round, "train", cfg.round_timeout_s)
+    for node in silent:
+        ledger.set_status(node, DROPPED, f"no answer within round_timeout_s = {cfg.round_timeout_s:g} s in round "
+                                         f"{server_round}; left out of the later rounds")  # fmt: skip
+    good = []
+    for node, reply in replies.items():
+        if reply.has_error():
+            _failed(ledger, node, reply, f"in round {server_round}")
+        else:
+            good.append(reply)
+    if not good:
+        raise FederationFailed(f"round {server_round}: no site returned an update")
+    aggregated, _ = strategy.aggregate_train(server_round, good)
+    if aggregated is None:
+        raise FederationFailed(f"round {server_round}: the updates could not be aggregated")
+    results = []
+    for reply in good:
+        metrics = dict(reply.content.metric_records["metrics"].items())
+        results.append((reply.metadata.src_node_id, metrics, int(metrics["num-examples"])))
+    return aggregated, results
 
 
 def _spent(ledger: Ledger, site: str, metrics: dict[str, Any]) -> None:
@@ -252,13 +261,12 @@ def _spent(ledger: Ledger, site: str, metrics: dict[str, Any]) -> None:
                            "rounds": int(metrics["dp_rounds"])}  # fmt: skip
 
 
-def _history(ledger: Ledger, server_round: int, replies: list[Message]) -> None:
-    metrics = [dict(r.content.metric_records["metrics"].items()) for r in replies]
-    train_loss = _weighted([(float(m["train_loss"]), float(m["num-examples"])) for m in metrics])
+def _history(ledger: Ledger, server_round: int, metrics: list[dict[str, Any]]) -> None:
+    train_loss = _weighted([(float(m["train_loss"]), float(m["rows"])) for m in metrics])
     # The sites measured the weights they received: the previous round's global model.
     if ledger.history:
         ledger.history[-1]["val_loss"] = _weighted([(float(m["val_loss"]), float(m["val_rows"])) for m in metrics])
-    ledger.history.append({"round": server_round, "train_loss": train_loss, "val_loss": None, "sites": len(replies)})
+    ledger.history.append({"round": server_round, "train_loss": train_loss, "val_loss": None, "sites": len(metrics)})
 
 
 def evaluate(grid: Grid, ledger: Ledger, cfg: RunConfig, arrays: ArrayRecord, common: dict[str, Any]
@@ -305,7 +313,7 @@ def _write(path: Path, write: Any) -> None:
     os.replace(tmp, path)
 
 
-def run(grid: Grid, cfg: RunConfig) -> None:
+def run(grid: Grid, cfg: RunConfig, context: Context) -> None:
     """The whole federated run; the contract's files are written only once everything succeeded."""
     import torch
 
@@ -317,8 +325,6 @@ def run(grid: Grid, cfg: RunConfig) -> None:
 
     from .site import preprocessor_bytes, to_json
 
-    if cfg.secagg:
-        raise FederationFailed(SECAGG_UNSUPPORTED)
     started = time.time()
     params = json.loads(cfg.params_json)
     preprocess = PreprocessParams.model_validate(params.get("preprocess") or {})
@@ -337,7 +343,8 @@ def run(grid: Grid, cfg: RunConfig) -> None:
     torch.manual_seed(cfg.seed)
     model = build_network(train, pre)
     common = {**cfg.to_sites(), "preprocessor": sent}
-    arrays = train_rounds(grid, ledger, cfg, ArrayRecord(weights(model)), common)
+    max_rows = 2 * max(int(s["rows"]) for s in summaries.values()) + 100  # SecAgg+'s bound on a site's weight
+    arrays = train_rounds(grid, ledger, cfg, ArrayRecord(weights(model)), common, context, max_rows)
     counts = evaluate(grid, ledger, cfg, arrays, common)
     load_weights(model, arrays.to_numpy_ndarrays())
     threshold = float((params.get("evaluate") or {}).get("threshold", 0.5))
@@ -357,13 +364,6 @@ def run(grid: Grid, cfg: RunConfig) -> None:
     log(INFO, "federated run done: %d rounds, sites trained %s; files in %s", len(ledger.history), trained, out)
 
 
-SECAGG_UNSUPPORTED = (
-    "secagg: Flower 1.42's SecAgg+ (SecAggPlusWorkflow) runs only inside the legacy workflow API (LegacyContext "
-    "with a flwr.server.strategy Strategy), not with the Message API strategies (flwr.serverapp.strategy) this "
-    "app uses; secagg = true is refused rather than silently ignored"
-)
-
-
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Entry point: parse the run config, run, and on failure leave one line in out_dir/federation_error.txt."""
@@ -371,7 +371,7 @@ def main(grid: Grid, context: Context) -> None:
     error = cfg.out_dir / ERROR_FILE
     error.unlink(missing_ok=True)
     try:
-        run(grid, cfg)
+        run(grid, cfg, context)
     except Exception as err:
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
         line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -1,5 +1,6 @@
 """A site's node killed mid-training (SIGKILL of its SuperNode after round 1): the round completes with the others,
-the run ends, and federation.json says the site was dropped and when. Its own federation: the node stays dead."""
+the run ends, and federation.json says the site was dropped and when. Its own federation: the node stays dead.
+The run is FedAvg through Flower's Message API strategy, with client-side DP (Opacus at each site, epsilon 3)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory, sample_frames: tuple) 
 
 def test_a_node_killed_after_round_one_is_dropped_and_the_run_completes(three_sites, tmp_path):
     out = tmp_path / "out"
-    cmd = three_sites.run_cmd(out, rounds=2, round_timeout_s=TIMEOUT_S)
+    cmd = three_sites.run_cmd(out, rounds=2, round_timeout_s=TIMEOUT_S, dp_epsilon=3.0)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=three_sites.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)  # fmt: skip
     watchdog = threading.Timer(900, proc.kill)
@@ -64,3 +65,7 @@ def test_a_node_killed_after_round_one_is_dropped_and_the_run_completes(three_si
                     (1, "train", "from_site"), (2, "train", "to_site")}  # fmt: skip
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert sorted(evaluation["sites"]) == ["site_a", "site_b"]
+    dp = run["dp"]  # each site's epsilon over the rounds it joined; the run's is the largest
+    assert sorted(dp["per_site"]) == ["site_a", "site_b", "site_c"] and dp["per_site"]["site_c"]["rounds"] == 1
+    assert 0 < dp["epsilon"] <= 3.0 + 1e-6 and dp["epsilon"] == max(d["epsilon"] for d in dp["per_site"].values())
+    assert dp["delta"] == 1e-5 and dp["clip"] == 1.0 and dp["noise_multiplier"] > 0
