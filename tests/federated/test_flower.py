@@ -167,3 +167,13 @@ def test_nodes_status_names_the_connection_and_every_running_process(federation)
     for key in ["superlink", *(f"site:{s}" for s in federation.sites)]:
         assert re.search(rf"^{key}: pid \d+ running$", result.stdout, re.M), key
     assert "online SuperNodes: 4" in result.stdout
+
+
+def test_too_few_usable_sites_fail_the_run_with_one_line_and_no_files(federation, tmp_path):
+    out = tmp_path / "out"
+    log = federation.run(out, min_sites=4, rounds=1)
+    error = (out / "federation_error.txt").read_text()
+    assert error.startswith("FederationFailed: 3 usable sites after the sites' data checks, fewer than min_sites = 4")
+    assert "site_d: excluded (data/raw/site/train.csv: the label column 'income'" in error
+    assert len(error.strip().splitlines()) == 1 and "FederationFailed" in log
+    assert sorted(p.name for p in out.iterdir()) == ["federation_error.txt"]  # none of the contract's files
