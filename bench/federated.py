@@ -183,7 +183,7 @@ def federated(settings: TrainParams, setup: Setup, rounds: int, local_epochs: in
     kept_arrays = arrays
     started = time.perf_counter()
     for r in range(1, rounds + 1):
-        updates, slowest, eps = [], 0.0, {}
+        updates, slowest, eps, noise = [], 0.0, {}, {}
         for i, (name, d) in enumerate(sites.items()):
             a, n, m = local_round(model, d["train"].x, d["train"].y, global_arrays=arrays, epochs=local_epochs,
                                   batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay,
@@ -193,6 +193,7 @@ def federated(settings: TrainParams, setup: Setup, rounds: int, local_epochs: in
             slowest = max(slowest, m["seconds"])
             if dp is not None:
                 eps[name] = m["epsilon"]
+                noise[name] = m["noise_multiplier"]
         arrays = fedavg(updates)
         load_weights(model, arrays)
         critical += slowest
@@ -210,7 +211,8 @@ def federated(settings: TrainParams, setup: Setup, rounds: int, local_epochs: in
     info = {"rounds_run": len(history), "kept": kept, "wall_s": time.perf_counter() - started,
             "critical_path_s": critical, "bytes_per_round": {"to_sites": size * len(sites),
             "from_sites": size * len(sites), "per_site_each_way": size},
-            "epsilon_per_site": history[-1]["epsilon"], "history": history}  # fmt: skip
+            "epsilon_per_site": history[-1]["epsilon"], "noise_multiplier_per_site": noise or None,
+            "history": history}  # fmt: skip
     if dp is not None:
         info["epsilon"] = max(history[-1]["epsilon"].values())
     return model, info
