@@ -213,6 +213,15 @@ def add_federation(card: Card, params: Params, facts: dict[str, Any]) -> None:
         + federation.why_unmeasured("baseline.logreg.accuracy")
         + "."
     )
+    per_site = [
+        [site, f["feature"], gap, _ci(f["gaps"][gap])]
+        for site, audit in facts["audit"].get("sites", {}).items()
+        for f in audit["features"]
+        for gap in ("demographic_parity_difference", "equalized_odds_difference")
+    ]
+    if per_site:
+        card.heading("Fairness gaps per site (each site's own test rows, 95% CIs)", 3)
+        card.table(["site", "feature", "gap", "value [95% CI]"], per_site)
     card.heading("Data")
     card.para(
         "Each site ran load (with the column privacy policy), Great Expectations validation, the identifier check "

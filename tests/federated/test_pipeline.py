@@ -78,14 +78,18 @@ def test_dvc_repro_of_the_federation_workspace_registers_a_judged_version(worksp
 
 
 def test_the_prefect_flow_runs_the_federation_workspace(workspace, prefect_server):
+    """The flow reads the workspace's dvc.yaml: federate is current (no second Flower run), the rest runs again."""
+    model = (workspace / "models/model.pt").read_bytes()
     params = yaml.safe_load((workspace / "params.yaml").read_text())
-    params["federated"]["seed"] = 1  # a new run: the federate stage is stale
+    params["policy"]["min"]["test.accuracy"] = 0.69  # a policy change: track, gate and register run again
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     # README: cd federation && python -m flows.training
     result = run(["python", "-m", "flows.training"], workspace, check=False, timeout=900)
     assert result.returncode in (0, 3), result.stderr[-3000:]
+    assert (workspace / "models/model.pt").read_bytes() == model  # federate was Skipped: DVC says it is current
     registration = json.loads((workspace / "reports/registration.json").read_text())
     assert registration["model_name"] == MODEL and registration["version"] == "2"
-    run_id = registration["run_id"]
-    tags = mlflow_client(workspace).get_run(run_id).data.tags
+    tags = mlflow_client(workspace).get_run(registration["run_id"]).data.tags
     assert tags["entry_point"] == "prefect" and "site_a:trained" in tags["federated.sites"]
+    decision = json.loads((workspace / "reports/decision.json").read_text())
+    assert any(c["metric"] == "test.accuracy" and c["threshold"] == 0.69 for c in decision["checks"])

@@ -181,6 +181,7 @@ def test_track_gate_register_judge_and_card_the_federated_model(workspace, monke
     ):
         assert text in card, text
     assert "unmeasurable (federated: k-anonymity" in card
+    assert "### Fairness gaps per site" in card and "| site-b | sex | equalized_odds_difference |" in card
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workspace / 'mlflow.db'}")
