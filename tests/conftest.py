@@ -274,13 +274,13 @@ def tiny_adult() -> pd.DataFrame:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`--dist loadfile`: a file's tests run on one worker, in order, so that a module-scoped
     project copy is made once), the order the files are handed out in: first one integration file that needs the
-    session's shared run (its worker makes the run), then the integration and team-mode files that make their own
-    project runs (the other worker starts on them meanwhile), then the other integration files, the short unit files
-    last."""
+    session's shared run (its worker makes the run), then the integration, team-mode and federated files that make
+    their own project runs (the other worker starts on them meanwhile), then the other integration files, the short
+    unit files last."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     files = list(dict.fromkeys(item.path for item in items))
-    integration = [f for f in files if "integration" in f.parts or "team" in f.parts]
+    integration = [f for f in files if {"integration", "team", "federated"} & set(f.parts)]
     shared = {item.path for item in items if "repro_project" in item.fixturenames}
     needs = [f for f in integration if f in shared]
     order = needs[:1] + [f for f in integration if f not in shared] + needs[1:]
