@@ -291,7 +291,7 @@ def test_the_trail_refuses_update_and_delete(team_stack, team_project):
 
 def test_two_checkouts_registering_at_once_are_serialised(team_stack, team_project, tmp_path):
     from prefect.concurrency.sync import concurrency
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_SSL_CERT_FILE, PREFECT_API_URL, temporary_settings
 
     second = tmp_path / "second"
     shutil.copytree(team_project, second, symlinks=True)
@@ -304,6 +304,7 @@ def test_two_checkouts_registering_at_once_are_serialised(team_stack, team_proje
     versions_before = _versions(team_stack)
     prefect = stack_prefect(team_stack)
     server = {PREFECT_API_URL: prefect["PREFECT_API_URL"], PREFECT_API_AUTH_STRING: prefect["PREFECT_API_AUTH_STRING"]}
+    server[PREFECT_API_SSL_CERT_FILE] = str(team_stack.settings.ca_file)  # the stack's CA, as team.env says
     logs = {account: tmp_path / f"{account}.log" for account in ("tina", "dora")}
     # While this test holds the promotion mutex, both checkouts reach registration and neither gets through.
     with temporary_settings(updates=server), concurrency("humane-promotion", occupy=1, timeout_seconds=30, strict=True):
