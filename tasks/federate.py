@@ -213,8 +213,23 @@ def write_reports(params: Params, settings: FederatedParams, paths: Paths, out_d
 
 
 def sites_accounted(run_of_sites: dict[str, Any], settings: FederatedParams) -> dict[str, Any]:
-    """The run with every expected site accounted for (one that never connected: dropped, said so); enough trained."""
-    named = {s["site"] for s in run_of_sites["sites"]}
+    """The run with every expected site accounted for (one that never connected: dropped, said so); enough trained.
+
+    A site's name is what its SuperNode's --node-config says: a name not in federated.sites, or one answered by
+    two nodes, is refused (its rows are not known to be the site's), never counted as a trained site.
+    """
+    names = [s["site"] for s in run_of_sites["sites"]]
+    trained_names = [s["site"] for s in federation.sites_with(run_of_sites, "trained")]
+    unknown = sorted({n for n in trained_names if n not in settings.sites})
+    twice = sorted({n for n in trained_names if names.count(n) > 1})
+    if unknown or twice:
+        refused = [f"nodes that trained as sites not in federated.sites: {', '.join(unknown)}"] * bool(unknown)
+        refused += [f"sites answered by more than one node: {', '.join(twice)}"] * bool(twice)
+        raise HumaneError(
+            f"the federated run is refused: {'; '.join(refused)} (a site's name is its SuperNode's --node-config, "
+            f"not authenticated: list every site in federated.sites and start one node per site)"
+        )
+    named = set(names)
     absent = [
         {
             "site": s,

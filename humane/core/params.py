@@ -423,6 +423,10 @@ class MonitorParams(_Section):
         return self
 
 
+# The hosts a SuperLink may be reached on without TLS (federated.superlink.insecure: tests, trying it out).
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 class SuperLinkParams(_Section):
     """How the coordinator reaches the Flower SuperLink's control API (written to the run's own FLWR_HOME)."""
 
@@ -434,6 +438,17 @@ class SuperLinkParams(_Section):
     insecure: bool = False
     # PEM file of the CA that signed the SuperLink's certificate (relative to the workspace); null: system CAs.
     root_certificates: str | None = None
+
+    @model_validator(mode="after")
+    def _insecure_only_on_loopback(self) -> SuperLinkParams:
+        host = self.address.rpartition(":")[0].strip("[]") if ":" in self.address else self.address
+        if self.insecure and host not in LOOPBACK:
+            where = " or ".join(LOOPBACK)
+            raise ValueError(
+                f"insecure: true (plain gRPC, no TLS) is refused for {self.address!r}: only a SuperLink on {where} "
+                "may be reached without TLS; set insecure: false and root_certificates"
+            )
+        return self
 
 
 class FederatedParams(_Section):

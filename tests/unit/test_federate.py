@@ -222,6 +222,41 @@ def test_fewer_trained_sites_than_min_sites_is_one_clear_error(workspace, tmp_pa
     assert not Paths(tmp_path).federation.exists()  # nothing marks a half-written workspace as federated
 
 
+@pytest.mark.parametrize(
+    ("rename", "match"),
+    [
+        ({"site-b": "site-x"}, r"trained as sites not in federated.sites: site-x"),
+        ({"site-b": "site-a"}, r"answered by more than one node: site-a"),
+    ],
+)
+def test_a_trained_site_not_listed_or_named_twice_is_refused(workspace, tmp_path, rename, match):
+    params = load_params(workspace / "params.yaml")
+    settings = federate.federated_settings(params)
+    out = tmp_path / "out"
+    shutil.copytree(workspace / "out", out)
+    run = io.read_json(out / "federation.json")
+    for site in run["sites"]:
+        site["site"] = rename.get(site["site"], site["site"])
+    io.write_json(out / "federation.json", run)
+    with pytest.raises(HumaneError, match=match):
+        federate.write_reports(params, settings, Paths(tmp_path), out)
+    assert not Paths(tmp_path).federation.exists()
+
+
+def test_plain_grpc_to_a_superlink_off_loopback_is_refused(workspace):
+    from humane.core.params import parse_params
+
+    raw = json.loads(json.dumps(load_params(workspace / "params.yaml").model_dump(by_alias=True)))
+    assert raw["federated"]["superlink"]["insecure"] is True  # the workspace's own setting, on 127.0.0.1
+    raw["federated"]["superlink"]["address"] = "coordinator.example.org:9093"
+    with pytest.raises(
+        ConfigError, match=r"(?i)federated.superlink: .*insecure: true \(plain grpc, no tls\) is refused"
+    ):
+        parse_params(raw)
+    raw["federated"]["superlink"].update(insecure=False, root_certificates="ca.pem")
+    assert parse_params(raw).federated.superlink.address == "coordinator.example.org:9093"
+
+
 def test_a_missing_site_env_names_make_site_env(workspace):
     raw = json.loads(json.dumps(load_params(workspace / "params.yaml").model_dump(by_alias=True)))
     raw["federated"]["site_env"] = "no-such-env"
