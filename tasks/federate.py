@@ -86,7 +86,7 @@ def federated_settings(params: Params) -> FederatedParams:
                 "mitigation (per-group weights, terms or thresholds need the rows at one place)",
                 params.mitigation.active,
             ),
-            ("train.dp.enabled (use federated.dp_epsilon: client-level DP at each site)", params.train.dp.enabled),
+            ("train.dp.enabled (use federated.dp_epsilon: DP-SGD at each site, record-level)", params.train.dp.enabled),
             ("train.distributed (each site trains in one process)", params.train.distributed.world > 1),
         ]
         if on
@@ -360,7 +360,7 @@ def write_training(
             delta=dp["delta"],
             noise_multiplier=dp["noise_multiplier"],
             max_grad_norm=dp["clip"],
-            accountant="Opacus at each site (client-level)",
+            accountant="Opacus at each site (record-level: a site's rows, not a site's participation)",
         )
     io.write_json(paths.train_history, history)
     io.write_json(

@@ -146,8 +146,8 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
         ["architecture", architecture(params, facts)],
         ["parameters", f"{facts['n_parameters']:,}"],
         ["training", f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, " + (
-            f"federated: round {facts['best_epoch']} of {facts['epochs_run']} kept (lowest validation loss the sites "
-            "reported)" if facts.get("federation") else
+            f"federated: the weights after round {facts['best_epoch']} of {facts['epochs_run']} (no round is picked "
+            "by validation loss)" if facts.get("federation") else
             f"best epoch {facts['best_epoch']} of {facts['epochs_run']} (early stopping on validation loss)"
             if params.mitigation.reductions == "none" else
             f"{params.mitigation.reductions_epochs} epochs per ExponentiatedGradient fit (no early stopping)")],

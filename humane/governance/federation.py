@@ -101,7 +101,7 @@ def figures(federation: dict[str, Any]) -> dict[str, float]:
 
 
 def privacy_figures(train_metrics: dict[str, Any]) -> dict[str, float]:
-    """privacy.* of a federated model: only ε (client-level DP at the sites, else unbounded); the rest unmeasurable."""
+    """privacy.* of a federated model: only ε (record-level DP-SGD at the sites, else inf); the rest unmeasurable."""
     return {"privacy.epsilon": float(train_metrics["epsilon"]) if train_metrics.get("dp_enabled") else math.inf}
 
 
@@ -122,16 +122,18 @@ def run_lines(federation: dict[str, Any]) -> list[str]:
         f" (proximal term mu {federation['proximal_mu']:g})" if federation["strategy"] == "fedprox" else ""
     )
     return [
-        f"{federation['rounds']} rounds of {strategy} over the sites that trained; the global model is the "
-        "round kept by the validation loss the sites reported",
+        f"{federation['rounds']} rounds of {strategy} over the sites that trained; the global model is the last "
+        "round's (the validation loss the sites reported is in the history, not used to pick a round)",
         f"what left a site: aggregates only (counts, sums, category sets, confusion counts per group; groups with "
         f"fewer than {federation['min_group_size']} rows withheld"
         + (f", Gaussian noise sd {federation['noise']:g} on the counts" if federation["noise"] else "")
         + ") and model updates"
         + (" (summed by secure aggregation, SecAgg+)" if federation["secagg"] else ""),
         (
-            f"client-level differential privacy at each site (Opacus): ε = {dp['epsilon']:.3f} at δ = {dp['delta']:g}, "
-            f"clip {dp['clip']:g}, noise multiplier {dp['noise_multiplier']:.3f}"
+            f"record-level differential privacy at each site (DP-SGD by Opacus): ε = {dp['epsilon']:.3f} at "
+            f"δ = {dp['delta']:g} for one row of a site's training data (not for a site taking part), clip "
+            f"{dp['clip']:g}, noise multiplier {dp['noise_multiplier']:.3f}; the summaries and counts a site sends "
+            "and its validation losses are outside this ε"
         )
         if dp
         else "no differential privacy: no bound on what the updates reveal about a site's rows",

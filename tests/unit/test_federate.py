@@ -178,6 +178,8 @@ def test_track_gate_register_judge_and_card_the_federated_model(workspace, monke
         "| 1500 |",
         "3 rounds of fedavg",
         "round 2 of 3",
+        "the global model is the last round's",
+        "no differential privacy",
     ):
         assert text in card, text
     assert "unmeasurable (federated: k-anonymity" in card
