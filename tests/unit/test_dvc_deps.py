@@ -447,3 +447,28 @@ def test_stage_modules_rule_bites(tmp_path):
     _write(tmp_path, "tasks/c.py", "from . import d\n")  # relative
     _write(tmp_path, "tasks/d.py", "")
     assert stage_cross_imports(tmp_path) == ["tasks/a.py imports tasks/b.py", "tasks/c.py imports tasks/d.py"]
+
+
+# ------------------------------------------------------------------------------ federation/dvc.yaml
+
+FEDERATION = "federation"  # the coordinator's workspace: its deps are relative to it (../humane, ../tasks/...)
+FED = load_dvc(ROOT / FEDERATION)
+FED_STAGES = [name for name, stage in FED["stages"].items() if stage_entry(stage) is not None]
+# The federate stage also runs the Flower App's ServerApp (a process the SuperLink starts, from federated/).
+FED_ALSO_RUNS = {"federate": ["federated/humane_fl/server_app.py"]}
+
+
+def test_federation_dvc_yaml_has_python_module_stages():
+    assert {"federate", "track", "gate", "register"} <= set(FED_STAGES)
+
+
+@pytest.mark.parametrize("stage", FED_STAGES)
+def test_federation_stage_depends_on_every_file_it_executes(stage):
+    spec = FED["stages"][stage]
+    deps = [posixpath.normpath(posixpath.join(FEDERATION, _dep_path(d))) for d in spec.get("deps") or []]
+    missing = uncovered({"stages": {stage: {**spec, "deps": deps}}}, ROOT)[stage]
+    for extra in FED_ALSO_RUNS.get(stage, []):
+        files = {f.relative_to(ROOT).as_posix() for f in closure(ROOT / extra, ROOT)}
+        assert "humane/modeling/federated.py" in files  # the walker followed the ServerApp's imports
+        missing += sorted(f for f in files if executes_code(ROOT / f) and not is_covered(f, deps))
+    assert not missing, "\n" + describe(f"{FEDERATION}/{stage}", sorted(set(missing)))
