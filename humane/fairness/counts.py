@@ -75,7 +75,8 @@ def site_counts(
         p: The model's positive-class probabilities for those rows.
         threshold: Decision threshold (p >= threshold is a positive decision).
         groups: Group labels per sensitive feature (humane.fairness.metrics.sensitive_columns; no nulls).
-        min_group_size: A group with fewer rows is not sent; its rows are counted under "withheld".
+        min_group_size: A group with fewer rows is not sent; its rows are counted under "withheld" (with the
+            smallest other groups' while the withheld rows are fewer than this: `sent_groups`).
         bins: Equal-width score bins of [0, 1] for the histograms.
 
     Returns:
@@ -102,16 +103,30 @@ def site_counts(
         if len(labels) != len(y) or labels.isna().any():
             raise DataError(f"site_counts: the groups of {feature!r} must label every row (group_labels first)")
         values = labels.astype(str).to_numpy()
-        sent, withheld = {}, 0
-        for group in sorted(set(values)):
-            mask = values == group
-            if mask.sum() < min_group_size:
-                withheld += int(mask.sum())
-                continue
-            sent[group] = {"rows": int(mask.sum()), "confusion": confusion(y[mask], y_pred[mask])}
-        out["groups"][feature] = sent
-        out["withheld"][feature] = withheld
+        kept = sent_groups(values, min_group_size)
+        out["groups"][feature] = {
+            g: {"rows": int((values == g).sum()), "confusion": confusion(y[values == g], y_pred[values == g])}
+            for g in kept
+        }
+        out["withheld"][feature] = int((~np.isin(values, kept)).sum())
     return out
+
+
+def sent_groups(values: np.ndarray, min_group_size: int) -> list[str]:
+    """The groups whose counts leave the site: each of min_group_size rows or more, and what they leave out too.
+
+    The site's overall counts minus its sent groups' are the withheld rows' counts, so withheld rows fewer than
+    min_group_size (one person of a rare group: their label and decision) would be read by subtraction. The
+    smallest groups that pass are then withheld too (complementary suppression), until the withheld rows are none
+    or at least min_group_size.
+    """
+    names, sizes = np.unique(values, return_counts=True)
+    by_size = sorted(zip(sizes.tolist(), names.tolist(), strict=True))
+    withheld = sum(n for n, _ in by_size if n < min_group_size)
+    kept = [(n, g) for n, g in by_size if n >= min_group_size]
+    while kept and 0 < withheld < min_group_size:
+        withheld += kept.pop(0)[0]
+    return sorted(g for _, g in kept)
 
 
 def merge_counts(counts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -131,8 +131,23 @@ def test_a_group_below_min_group_size_never_leaves_the_site(scored):
     for name in small.index:
         assert name not in counts["groups"]["race"]
         assert f'"{name}"' not in text
-    assert counts["withheld"]["race"] == int(small.sum())
+    # The small groups' rows, and (when they are fewer than 30) the next smallest groups' too: never fewer than 30
+    # withheld rows, which the site's total minus its sent groups would otherwise give away.
+    assert counts["withheld"]["race"] >= max(int(small.sum()), 30)
     assert sum(g["rows"] for g in counts["groups"]["race"].values()) + counts["withheld"]["race"] == len(site)
+    assert counts["groups"]["race"]  # the large groups are still sent
+
+
+def test_withheld_rows_are_none_or_at_least_min_group_size():
+    y, p = np.array([1.0, 0.0] * 20 + [1.0]), np.full(41, 0.7)
+    one = pd.Series(["a"] * 30 + ["b"] * 10 + ["c"])  # c alone would be read as total - a - b
+    counts = site_counts(y, p, THRESHOLD, {"g": one}, min_group_size=5)
+    assert set(counts["groups"]["g"]) == {"a"} and counts["withheld"]["g"] == 11
+    even = pd.Series(["a"] * 30 + ["b"] * 11)
+    counts = site_counts(y, p, THRESHOLD, {"g": even}, min_group_size=5)
+    assert set(counts["groups"]["g"]) == {"a", "b"} and counts["withheld"]["g"] == 0
+    counts = site_counts(y, p, THRESHOLD, {"g": one}, min_group_size=12)  # b (10) and c (1): 11 < 12, a goes too
+    assert counts["groups"]["g"] == {} and counts["withheld"]["g"] == 41
 
 
 def test_merge_sums_every_count_and_refuses_mixed_bins(scored):
