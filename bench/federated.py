@@ -87,8 +87,11 @@ def site_of(frame: pd.DataFrame) -> pd.Series:
     work = frame["workclass"]
     government = work.isin(["Federal-gov", "State-gov", "Local-gov"])
     self_employed = work.isin(["Self-emp-not-inc", "Self-emp-inc"])
-    site = np.select([~us, work == "Private", government, self_employed], ["abroad", "us-private", "us-government",
-                     "us-self-employed"], default="us-other")  # fmt: skip
+    site = np.select(
+        [~us, work == "Private", government, self_employed],
+        ["abroad", "us-private", "us-government", "us-self-employed"],
+        default="us-other",
+    )
     return pd.Series(site, index=frame.index)
 
 
@@ -120,10 +123,13 @@ def prepare(params: Params, min_group_size: int, noise: float, write_sites: Path
             (write_sites / name).mkdir(parents=True, exist_ok=True)
             loaded.train[site_of(loaded.train) == name].to_csv(write_sites / name / "train.csv", index=False)
             loaded.test[site_of(loaded.test) == name].to_csv(write_sites / name / "test.csv", index=False)
-    pooled = fit_preprocessor(pd.concat([f["train"] for f in frames.values()], ignore_index=True), schema,
-                              params.preprocess)  # fmt: skip
-    summaries = {n: site_summary(f["train"], schema, min_group_size=min_group_size, noise=noise, seed=i)
-                 for i, (n, f) in enumerate(frames.items())}  # fmt: skip
+    pooled = fit_preprocessor(
+        pd.concat([f["train"] for f in frames.values()], ignore_index=True), schema, params.preprocess
+    )
+    summaries = {
+        n: site_summary(f["train"], schema, min_group_size=min_group_size, noise=noise, seed=i)
+        for i, (n, f) in enumerate(frames.items())
+    }
     federated = preprocessor_from_summary(merge_summaries(list(summaries.values())), params.preprocess)
     sizes = {n: len(json.dumps(s).encode()) for n, s in summaries.items()}
     return Setup(schema, frames, pooled, federated, sizes)
@@ -135,10 +141,17 @@ def describe_sites(setup: Setup) -> list[dict[str, Any]]:
     for name, f in setup.frames.items():
         rows = pd.concat([f["train"], f["val"]])
         positive = (rows[setup.schema.target] == setup.schema.positive_label).mean()
-        out.append({"site": name, "train": len(f["train"]), "val": len(f["val"]), "test": len(f["test"]),
-                    "label_rate": float(positive),
-                    "sex": rows["sex"].value_counts(normalize=True).round(3).to_dict(),
-                    "race": rows["race"].value_counts(normalize=True).round(3).to_dict()})  # fmt: skip
+        out.append(
+            {
+                "site": name,
+                "train": len(f["train"]),
+                "val": len(f["val"]),
+                "test": len(f["test"]),
+                "label_rate": float(positive),
+                "sex": rows["sex"].value_counts(normalize=True).round(3).to_dict(),
+                "race": rows["race"].value_counts(normalize=True).round(3).to_dict(),
+            }
+        )
     return out
 
 
@@ -154,26 +167,41 @@ def payload_bytes(arrays: list[np.ndarray]) -> int:
 
 def val_loss(model: torch.nn.Module, sites: dict[str, dict[str, SiteData]]) -> float:
     """Pooled validation loss from the sites' summed losses (what the coordinator gets)."""
-    sums = [site_counts(d["val"].y.numpy(), site_eval(model, d["val"].x), 0.5, {}, 1)["loss_sum"]
-            for d in sites.values()]  # fmt: skip
+    sums = [
+        site_counts(d["val"].y.numpy(), site_eval(model, d["val"].x), 0.5, {}, 1)["loss_sum"] for d in sites.values()
+    ]
     return float(sum(sums) / sum(len(d["val"].y) for d in sites.values()))
 
 
 def centralised(settings: TrainParams, setup: Setup) -> tuple[torch.nn.Module, dict[str, Any]]:
     """humane's trainer on the pooled rows, the preprocessor fitted on them."""
-    pooled = {s: site_data(setup.pooled, pd.concat([f[s] for f in setup.frames.values()], ignore_index=True))
-              for s in ("train", "val")}  # fmt: skip
+    pooled = {
+        s: site_data(setup.pooled, pd.concat([f[s] for f in setup.frames.values()], ignore_index=True))
+        for s in ("train", "val")
+    }
     started = time.perf_counter()
-    result = fit(pooled["train"].x, pooled["train"].y, pooled["val"].x, pooled["val"].y, settings,
-                 layout=token_layout(setup.pooled))  # fmt: skip
-    info = {"epochs_run": len(result.history), "kept": result.best_epoch, "wall_s": time.perf_counter() - started,
-            "epsilon": result.privacy.get("epsilon"), "noise_multiplier": result.privacy.get("noise_multiplier"),
-            "history": result.history}  # fmt: skip
+    result = fit(
+        pooled["train"].x,
+        pooled["train"].y,
+        pooled["val"].x,
+        pooled["val"].y,
+        settings,
+        layout=token_layout(setup.pooled),
+    )
+    info = {
+        "epochs_run": len(result.history),
+        "kept": result.best_epoch,
+        "wall_s": time.perf_counter() - started,
+        "epsilon": result.privacy.get("epsilon"),
+        "noise_multiplier": result.privacy.get("noise_multiplier"),
+        "history": result.history,
+    }
     return result.model, info
 
 
-def federated(settings: TrainParams, setup: Setup, rounds: int, local_epochs: int, mu: float, patience: int,
-              dp: SiteDP | None) -> tuple[torch.nn.Module, dict[str, Any]]:  # fmt: skip
+def federated(
+    settings: TrainParams, setup: Setup, rounds: int, local_epochs: int, mu: float, patience: int, dp: SiteDP | None
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """FedAvg (FedProx with mu > 0) over the sites with humane.modeling.federated, the sites one after another."""
     sites = {n: {s: site_data(setup.federated, f[s]) for s in ("train", "val")} for n, f in setup.frames.items()}
     torch.manual_seed(settings.seed)
@@ -185,10 +213,20 @@ def federated(settings: TrainParams, setup: Setup, rounds: int, local_epochs: in
     for r in range(1, rounds + 1):
         updates, slowest, eps, noise = [], 0.0, {}, {}
         for i, (name, d) in enumerate(sites.items()):
-            a, n, m = local_round(model, d["train"].x, d["train"].y, global_arrays=arrays, epochs=local_epochs,
-                                  batch_size=settings.batch_size, lr=settings.lr, weight_decay=settings.weight_decay,
-                                  proximal_mu=mu, dp=dp, rounds_joined=r - 1,
-                                  seed=settings.seed * 100_000 + r * 100 + i)  # fmt: skip
+            a, n, m = local_round(
+                model,
+                d["train"].x,
+                d["train"].y,
+                global_arrays=arrays,
+                epochs=local_epochs,
+                batch_size=settings.batch_size,
+                lr=settings.lr,
+                weight_decay=settings.weight_decay,
+                proximal_mu=mu,
+                dp=dp,
+                rounds_joined=r - 1,
+                seed=settings.seed * 100_000 + r * 100 + i,
+            )
             updates.append((a, n))
             slowest = max(slowest, m["seconds"])
             if dp is not None:
@@ -208,11 +246,16 @@ def federated(settings: TrainParams, setup: Setup, rounds: int, local_epochs: in
             break
     load_weights(model, kept_arrays)
     size = payload_bytes(arrays)
-    info = {"rounds_run": len(history), "kept": kept, "wall_s": time.perf_counter() - started,
-            "critical_path_s": critical, "bytes_per_round": {"to_sites": size * len(sites),
-            "from_sites": size * len(sites), "per_site_each_way": size},
-            "epsilon_per_site": history[-1]["epsilon"], "noise_multiplier_per_site": noise or None,
-            "history": history}  # fmt: skip
+    info = {
+        "rounds_run": len(history),
+        "kept": kept,
+        "wall_s": time.perf_counter() - started,
+        "critical_path_s": critical,
+        "bytes_per_round": {"to_sites": size * len(sites), "from_sites": size * len(sites), "per_site_each_way": size},
+        "epsilon_per_site": history[-1]["epsilon"],
+        "noise_multiplier_per_site": noise or None,
+        "history": history,
+    }
     if dp is not None:
         info["epsilon"] = max(history[-1]["epsilon"].values())
     return model, info
@@ -232,8 +275,13 @@ def evaluate(model: torch.nn.Module, pre: Preprocessor, setup: Setup, params: Pa
     merged = merge_counts(list(counts.values()))
     from_counts = metrics_from_counts(merged, params.evaluate.calibration_bins)
     gaps = {name: sex_gaps(c, audit) for name, c in {**counts, "global": merged}.items()}
-    return {"accuracy": rows["accuracy"], "roc_auc": rows["roc_auc"], "roc_auc_from_counts": from_counts["roc_auc"],
-            "accuracy_from_counts": from_counts["accuracy"], "sex_gaps": gaps}  # fmt: skip
+    return {
+        "accuracy": rows["accuracy"],
+        "roc_auc": rows["roc_auc"],
+        "roc_auc_from_counts": from_counts["roc_auc"],
+        "accuracy_from_counts": from_counts["accuracy"],
+        "sex_gaps": gaps,
+    }
 
 
 def sex_gaps(counts: dict[str, Any], audit: AuditParams) -> dict[str, float | None]:
@@ -251,10 +299,18 @@ def plan(args: argparse.Namespace, params: Params) -> list[tuple[str, TrainParam
     if args.eps > 0:
         private = plain.model_copy(update=DP_SETTINGS)
         dp = private.dp.model_copy(update={"enabled": True, "target_epsilon": args.eps})
-        site_dp = SiteDP(epsilon=args.eps, delta=dp.delta, clip=dp.max_grad_norm, rounds=DP_SETTINGS["max_epochs"],
-                         accountant=dp.accountant, max_physical_batch_size=dp.max_physical_batch_size)  # fmt: skip
-        runs += [(f"centralised DP-SGD ε={args.eps:g}", private.model_copy(update={"dp": dp}), None, 0.0),
-                 (f"federated FedAvg, DP-SGD at each site ε={args.eps:g}", private, site_dp, 0.0)]  # fmt: skip
+        site_dp = SiteDP(
+            epsilon=args.eps,
+            delta=dp.delta,
+            clip=dp.max_grad_norm,
+            rounds=DP_SETTINGS["max_epochs"],
+            accountant=dp.accountant,
+            max_physical_batch_size=dp.max_physical_batch_size,
+        )
+        runs += [
+            (f"centralised DP-SGD ε={args.eps:g}", private.model_copy(update={"dp": dp}), None, 0.0),
+            (f"federated FedAvg, DP-SGD at each site ε={args.eps:g}", private, site_dp, 0.0),
+        ]
     return runs
 
 
@@ -273,12 +329,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     params = load_params(ROOT / "params.yaml")
     setup = prepare(params, args.min_group_size, args.noise, args.write_sites)
-    out: dict[str, Any] = {"command": " ".join(sys.argv), "threads": args.threads, "load_average_start":
-                           os.getloadavg(), "sites": describe_sites(setup), "summary_bytes": setup.summary_bytes,
-                           "rows": {}}  # fmt: skip
+    out: dict[str, Any] = {
+        "command": " ".join(sys.argv),
+        "threads": args.threads,
+        "load_average_start": os.getloadavg(),
+        "sites": describe_sites(setup),
+        "summary_bytes": setup.summary_bytes,
+        "rows": {},
+    }
     for s in out["sites"]:
-        print(f"{s['site']}: {s['train']} train / {s['val']} val / {s['test']} test rows, label rate "
-              f"{s['label_rate']:.3f}, sex {s['sex']}, race {s['race']}")  # fmt: skip
+        print(
+            f"{s['site']}: {s['train']} train / {s['val']} val / {s['test']} test rows, label rate "
+            f"{s['label_rate']:.3f}, sex {s['sex']}, race {s['race']}"
+        )
     for name, settings, site_dp, mu in plan(args, params):
         print(f"{name} ...", flush=True)
         if name.startswith("centralised"):
@@ -287,8 +350,15 @@ def main() -> None:
         else:
             dp_run = site_dp is not None
             rounds = DP_SETTINGS["max_epochs"] if dp_run else args.rounds
-            model, info = federated(settings, setup, rounds, 1 if dp_run else args.local_epochs, mu,
-                                    rounds if dp_run else settings.patience, site_dp)  # fmt: skip
+            model, info = federated(
+                settings,
+                setup,
+                rounds,
+                1 if dp_run else args.local_epochs,
+                mu,
+                rounds if dp_run else settings.patience,
+                site_dp,
+            )
             pre = setup.federated
         out["rows"][name] = {**info, **evaluate(model, pre, setup, params)}
         r = out["rows"][name]
@@ -302,8 +372,10 @@ def main() -> None:
 
 def table(out: dict[str, Any]) -> None:
     """The figures as Markdown tables."""
-    print("\n| run | test accuracy | ROC AUC (rows / counts) | ε | epochs or rounds (kept) | bytes per round "
-          "(to / from sites) | wall s (critical path) |")  # fmt: skip
+    print(
+        "\n| run | test accuracy | ROC AUC (rows / counts) | ε | epochs or rounds (kept) | bytes per round "
+        "(to / from sites) | wall s (critical path) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in out["rows"].items():
         eps = "-" if r.get("epsilon") is None else f"{r['epsilon']:.2f}"
@@ -311,8 +383,10 @@ def table(out: dict[str, Any]) -> None:
         sent = r.get("bytes_per_round")
         sent_text = "-" if sent is None else f"{sent['to_sites']:,} / {sent['from_sites']:,}"
         path = f" ({r['critical_path_s']:.0f})" if "critical_path_s" in r else ""
-        print(f"| {name} | {r['accuracy']:.4f} | {r['roc_auc']:.4f} / {r['roc_auc_from_counts']:.4f} | {eps} | "
-              f"{run} ({r['kept']}) | {sent_text} | {r['wall_s']:.0f}{path} |")  # fmt: skip
+        print(
+            f"| {name} | {r['accuracy']:.4f} | {r['roc_auc']:.4f} / {r['roc_auc_from_counts']:.4f} | {eps} | "
+            f"{run} ({r['kept']}) | {sent_text} | {r['wall_s']:.0f}{path} |"
+        )
     sites = [*SITES, "global"]
     print("\nSex gaps (demographic parity / equalized odds difference), test split by site:\n")
     print("| run | " + " | ".join(sites) + " |")

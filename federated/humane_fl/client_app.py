@@ -70,8 +70,12 @@ def _dp(config: dict[str, Any]) -> Any:
         return None
     from humane.modeling.federated import SiteDP
 
-    return SiteDP(epsilon=float(config["dp_epsilon"]), delta=float(config["dp_delta"]),
-                  clip=float(config["dp_clip"]), rounds=int(config["rounds"]))  # fmt: skip
+    return SiteDP(
+        epsilon=float(config["dp_epsilon"]),
+        delta=float(config["dp_delta"]),
+        clip=float(config["dp_clip"]),
+        rounds=int(config["rounds"]),
+    )
 
 
 def _local_round(config: dict[str, Any], arrays: list, context: Context) -> tuple[list, int, dict[str, float]]:
@@ -79,11 +83,17 @@ def _local_round(config: dict[str, Any], arrays: list, context: Context) -> tupl
     _refuse_if_excluded(context)
     state = _state(context)
     new, rows, metrics = work.train(
-        workspace, site, work.RunSettings.parse(config), bytes(config["preprocessor"]), arrays,
-        server_round=int(config["server-round"]), epochs=int(config["local_epochs"]),
-        proximal_mu=float(config.get("proximal-mu", config.get("proximal_mu", 0.0))), dp=_dp(config),
+        workspace,
+        site,
+        work.RunSettings.parse(config),
+        bytes(config["preprocessor"]),
+        arrays,
+        server_round=int(config["server-round"]),
+        epochs=int(config["local_epochs"]),
+        proximal_mu=float(config.get("proximal-mu", config.get("proximal_mu", 0.0))),
+        dp=_dp(config),
         rounds_joined=int(state["rounds_joined"]),
-    )  # fmt: skip
+    )
     state["rounds_joined"] = int(state["rounds_joined"]) + 1
     return new, rows, {k: float(v) for k, v in metrics.items()}
 
@@ -125,6 +135,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     _refuse_if_excluded(context)
     arrays = msg.content.array_records["arrays"].to_numpy_ndarrays()
     result = work.evaluate(workspace, site, work.RunSettings.parse(config), bytes(config["preprocessor"]), arrays)
-    record = ConfigRecord({"site": site, "counts": work.to_json(result["counts"]), "rows": result["counts"]["rows"],
-                           "val_loss": float(result["val_loss"]), "val_rows": int(result["val_rows"])})  # fmt: skip
+    record = ConfigRecord(
+        {
+            "site": site,
+            "counts": work.to_json(result["counts"]),
+            "rows": result["counts"]["rows"],
+            "val_loss": float(result["val_loss"]),
+            "val_rows": int(result["val_rows"]),
+        }
+    )
     return Message(RecordDict({"evaluation": record}), reply_to=msg)

@@ -27,8 +27,14 @@ class SiteRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """federation.json's entry."""
-        return {"site": self.site, "status": self.status, "reason": self.reason, "rows": dict(self.rows),
-                "group_mix": self.group_mix, "rounds_joined": self.rounds_joined}  # fmt: skip
+        return {
+            "site": self.site,
+            "status": self.status,
+            "reason": self.reason,
+            "rows": dict(self.rows),
+            "group_mix": self.group_mix,
+            "rounds_joined": self.rounds_joined,
+        }
 
 
 @dataclass
@@ -52,8 +58,9 @@ class Ledger:
 
         Kept by node and named by site at the end: a node's site is known once it answered "stats".
         """
-        self.messages.append({"round": server_round, "node": node, "kind": kind, "direction": direction,
-                              "keys": keys, "bytes": size})  # fmt: skip
+        self.messages.append(
+            {"round": server_round, "node": node, "kind": kind, "direction": direction, "keys": keys, "bytes": size}
+        )
         totals = self.bytes.setdefault(server_round, {"phase": kind, "to_sites": 0, "from_sites": 0})
         totals["to_sites" if direction == "to_site" else "from_sites"] += size
 
@@ -80,10 +87,17 @@ class Ledger:
         s = self.settings
         return {
             "sites": [r.to_dict() for r in sorted(self.sites.values(), key=lambda r: r.site)],
-            "rounds": len(self.history), "strategy": s["strategy"], "proximal_mu": s["proximal_mu"],
-            "min_group_size": s["min_group_size"], "noise": s["noise"], "dp": dp, "secagg": s["secagg"],
-            "bytes": [{"round": r, **b} for r, b in sorted(self.bytes.items())], "wall_s": wall_s,
-            "messages": [{**{k: v for k, v in m.items() if k != "node"}, "site": self.name(m["node"])}
-                         for m in self.messages],
+            "rounds": len(self.history),
+            "strategy": s["strategy"],
+            "proximal_mu": s["proximal_mu"],
+            "min_group_size": s["min_group_size"],
+            "noise": s["noise"],
+            "dp": dp,
+            "secagg": s["secagg"],
+            "bytes": [{"round": r, **b} for r, b in sorted(self.bytes.items())],
+            "wall_s": wall_s,
+            "messages": [
+                {**{k: v for k, v in m.items() if k != "node"}, "site": self.name(m["node"])} for m in self.messages
+            ],
             "history": self.history,
-        }  # fmt: skip
+        }

@@ -73,9 +73,7 @@ def _spawn(cmd: list[str], folder: Path, env: dict[str, str]) -> int:
     """Start a process in its own session (so `down` stops it with its children), log and PID in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "log.txt", "ab") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True
-        )  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True)
     (folder / "pid").write_text(str(proc.pid))
     return proc.pid
 
@@ -110,8 +108,11 @@ def online_nodes(flwr_home: Path) -> int:
     """How many SuperNodes the SuperLink lists as online (`flwr supernode ls`); -1 when it does not answer."""
     result = subprocess.run(
         [str(bin_dir() / "flwr"), "supernode", "ls", CONNECTION, "--format", "json"],
-        capture_output=True, text=True, env=flower_env(flwr_home), timeout=60,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=flower_env(flwr_home),
+        timeout=60,
+    )
     try:
         nodes = json.loads(result.stdout)["nodes"]
     except (ValueError, KeyError, TypeError):
@@ -122,8 +123,17 @@ def online_nodes(flwr_home: Path) -> int:
 def start_superlink(state: Path, port: int) -> int:
     """Start the SuperLink (insecure: loopback only) and wait until it listens."""
     folder = state / "superlink"
-    cmd = [str(bin_dir() / "flower-superlink"), "--insecure", "--host", HOST, "--port", str(port),
-           "--database", str(folder / "state.db"), "--disable-runtime-dependency-installation"]  # fmt: skip
+    cmd = [
+        str(bin_dir() / "flower-superlink"),
+        "--insecure",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--database",
+        str(folder / "state.db"),
+        "--disable-runtime-dependency-installation",
+    ]
     pid = _spawn(cmd, folder, flower_env(state / "flwr-home"))
     _wait_port(port, pid, folder / "log.txt", 60)
     return pid
@@ -133,8 +143,18 @@ def start_supernode(state: Path, site: str, workspace: Path, superlink: str) -> 
     """Start one site's SuperNode; `--node-config` names the site and its workspace folder."""
     folder = state / "nodes" / site
     node_config = f"site='{site}' workspace='{workspace}'"
-    cmd = [str(bin_dir() / "flower-supernode"), "--insecure", "--superlink", superlink, "--host", HOST,
-           "--port", str(free_port()), "--node-config", node_config]  # fmt: skip
+    cmd = [
+        str(bin_dir() / "flower-supernode"),
+        "--insecure",
+        "--superlink",
+        superlink,
+        "--host",
+        HOST,
+        "--port",
+        str(free_port()),
+        "--node-config",
+        node_config,
+    ]
     return _spawn(cmd, folder, flower_env(folder / "flwr-home"))
 
 
@@ -165,8 +185,14 @@ def up(state: Path, sites: dict[str, Path], timeout: float = 120) -> dict[str, A
     flwr_home = state / "flwr-home"
     write_config(flwr_home, address)
     pids = {"superlink": start_superlink(state, port)}
-    info = {"address": address, "connection": CONNECTION, "flwr_home": str(flwr_home), "pids": pids,
-            "sites": {name: str(path) for name, path in sites.items()}, "bin": str(bin_dir())}  # fmt: skip
+    info = {
+        "address": address,
+        "connection": CONNECTION,
+        "flwr_home": str(flwr_home),
+        "pids": pids,
+        "sites": {name: str(path) for name, path in sites.items()},
+        "bin": str(bin_dir()),
+    }
     _write_state(state, info)
     for name, workspace in sites.items():
         pids[f"site:{name}"] = start_supernode(state, name, workspace, address)

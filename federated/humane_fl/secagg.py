@@ -27,52 +27,39 @@ from flwr.serverapp import Grid
 
 from .ledger import DROPPED, Ledger
 from .records import keys, size
+from .server_app import NodeSubset
 
 # Parameters are clipped to this range before quantisation: above any weight of humane's networks.
 CLIPPING_RANGE = 64.0
 
 
-class RecordingGrid(Grid):
+class RecordingGrid(NodeSubset):
     """The run's grid restricted to the usable nodes, recording every message of the SecAgg+ stages."""
 
     def __init__(self, grid: Grid, nodes: Iterable[int], ledger: Ledger, server_round: int) -> None:
-        self.grid, self.nodes, self.ledger, self.server_round = grid, list(nodes), ledger, server_round
-        self.answered: set[int] = set()
+        super().__init__(grid, nodes)
+        self.ledger, self.server_round = ledger, server_round
 
-    def set_run(self, run: Any) -> None:  # noqa: D102 - delegated
-        self.grid.set_run(run)
-
-    @property
-    def run(self) -> Any:  # noqa: D102 - delegated
-        return self.grid.run
-
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,  # noqa: D102
-                       ttl: float | None = None) -> Message:  # fmt: skip
-        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:  # noqa: D102 - the usable nodes
-        return list(self.nodes)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:  # noqa: D102 - delegated
-        return self.grid.push_messages(messages)
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102 - delegated
-        return self.grid.pull_messages(message_ids)
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None  # noqa: D102
-                         ) -> Iterable[Message]:  # fmt: skip
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Send, wait at most `timeout` s, and record both directions (an error reply: Ledger.failed)."""
         messages = list(messages)
         for msg in messages:
-            self.ledger.message(self.server_round, msg.metadata.dst_node_id, "train", "to_site", keys(msg.content),
-                                size(msg.content))  # fmt: skip
+            self.ledger.message(
+                self.server_round, msg.metadata.dst_node_id, "train", "to_site", keys(msg.content), size(msg.content)
+            )
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
         for reply in replies:
             content = RecordDict() if reply.has_error() else reply.content
             if reply.has_error():
-                self.ledger.failed(reply.metadata.src_node_id, int(reply.error.code), str(reply.error.reason or ""),
-                                   f"in round {self.server_round} (SecAgg+)")  # fmt: skip
-            self.ledger.message(self.server_round, reply.metadata.src_node_id, "train", "from_site", keys(content),
-                                size(content))  # fmt: skip
+                self.ledger.failed(
+                    reply.metadata.src_node_id,
+                    int(reply.error.code),
+                    str(reply.error.reason or ""),
+                    f"in round {self.server_round} (SecAgg+)",
+                )
+            self.ledger.message(
+                self.server_round, reply.metadata.src_node_id, "train", "from_site", keys(content), size(content)
+            )
         return replies
 
 
@@ -87,17 +74,29 @@ def _strategy(cfg: Any, common: dict[str, Any], nodes: int) -> Any:
             type(self).results = list(results)
             return super().aggregate_fit(server_round, results, failures)
 
-    kwargs: dict[str, Any] = {"fraction_fit": cfg.fraction_train, "fraction_evaluate": 0.0, "min_fit_clients": 2,
-                              "min_evaluate_clients": 0, "min_available_clients": min(2, nodes),
-                              "on_fit_config_fn": lambda r: {**common, "server-round": r}}  # fmt: skip
+    kwargs: dict[str, Any] = {
+        "fraction_fit": cfg.fraction_train,
+        "fraction_evaluate": 0.0,
+        "min_fit_clients": 2,
+        "min_evaluate_clients": 0,
+        "min_available_clients": min(2, nodes),
+        "on_fit_config_fn": lambda r: {**common, "server-round": r},
+    }
     if cfg.strategy == "fedprox":
         kwargs["proximal_mu"] = cfg.proximal_mu
     return Keeping(**kwargs)
 
 
-def secagg_round(grid: Grid, context: Context, ledger: Ledger, cfg: Any, arrays: ArrayRecord,
-                 common: dict[str, Any], server_round: int, max_rows: int
-                 ) -> tuple[ArrayRecord | None, list]:  # fmt: skip
+def secagg_round(
+    grid: Grid,
+    context: Context,
+    ledger: Ledger,
+    cfg: Any,
+    arrays: ArrayRecord,
+    common: dict[str, Any],
+    server_round: int,
+    max_rows: int,
+) -> tuple[ArrayRecord | None, list]:
     """One SecAgg+ round over the usable nodes.
 
     Returns:
@@ -110,13 +109,19 @@ def secagg_round(grid: Grid, context: Context, ledger: Ledger, cfg: Any, arrays:
     for node in nodes:
         manager.register(GridClientProxy(node_id=node, grid=recording, run_id=grid.run.run_id))
     strategy = _strategy(cfg, common, len(nodes))
-    legacy = LegacyContext(context, config=ServerConfig(num_rounds=cfg.rounds), strategy=strategy,
-                           client_manager=manager)  # fmt: skip
+    legacy = LegacyContext(
+        context, config=ServerConfig(num_rounds=cfg.rounds), strategy=strategy, client_manager=manager
+    )
     legacy.state.array_records[MAIN_PARAMS_RECORD] = arrays
     legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({Key.CURRENT_ROUND: server_round})
     # Every share is needed back unless a site drops out: 3 sites share with all, a threshold of 2.
-    workflow = SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=0.67, max_weight=float(max_rows),
-                                  clipping_range=CLIPPING_RANGE, timeout=cfg.round_timeout_s)  # fmt: skip
+    workflow = SecAggPlusWorkflow(
+        num_shares=1.0,
+        reconstruction_threshold=0.67,
+        max_weight=float(max_rows),
+        clipping_range=CLIPPING_RANGE,
+        timeout=cfg.round_timeout_s,
+    )
     workflow(recording, legacy)
     results = [(proxy.node_id, dict(fitres.metrics), fitres.num_examples) for proxy, fitres in strategy.results]
     for node in set(nodes) - {node for node, _, _ in results}:

@@ -72,33 +72,57 @@ class RunConfig:
         """Check and type the run config; a bad value fails with its key named."""
         try:
             parsed = cls(
-                out_dir=Path(str(config["out_dir"])), rounds=int(config["rounds"]),
-                local_epochs=int(config["local_epochs"]), fraction_train=float(config["fraction_train"]),
-                min_sites=int(config["min_sites"]), strategy=str(config["strategy"]),
-                proximal_mu=float(config["proximal_mu"]), min_group_size=int(config["min_group_size"]),
-                noise=float(config["noise"]), dp_epsilon=float(config["dp_epsilon"]),
-                dp_delta=float(config["dp_delta"]), dp_clip=float(config["dp_clip"]), secagg=bool(config["secagg"]),
-                seed=int(config["seed"]), params_json=str(config["params_json"]),
+                out_dir=Path(str(config["out_dir"])),
+                rounds=int(config["rounds"]),
+                local_epochs=int(config["local_epochs"]),
+                fraction_train=float(config["fraction_train"]),
+                min_sites=int(config["min_sites"]),
+                strategy=str(config["strategy"]),
+                proximal_mu=float(config["proximal_mu"]),
+                min_group_size=int(config["min_group_size"]),
+                noise=float(config["noise"]),
+                dp_epsilon=float(config["dp_epsilon"]),
+                dp_delta=float(config["dp_delta"]),
+                dp_clip=float(config["dp_clip"]),
+                secagg=bool(config["secagg"]),
+                seed=int(config["seed"]),
+                params_json=str(config["params_json"]),
                 round_timeout_s=float(config["round_timeout_s"]),
-            )  # fmt: skip
+            )
             json.loads(parsed.params_json)
         except (KeyError, ValueError, TypeError) as err:
             raise FederationFailed(f"run config: {type(err).__name__} {err}") from None
-        problems = [k for k, bad in (("out_dir", not parsed.out_dir.is_absolute()), ("rounds", parsed.rounds < 1),
-                                      ("local_epochs", parsed.local_epochs < 1), ("min_sites", parsed.min_sites < 1),
-                                      ("strategy", parsed.strategy not in ("fedavg", "fedprox")),
-                                      ("fraction_train", not 0 < parsed.fraction_train <= 1),
-                                      ("round_timeout_s", parsed.round_timeout_s <= 0),
-                                      ("min_group_size", parsed.min_group_size < 1)) if bad]  # fmt: skip
+        problems = [
+            k
+            for k, bad in (
+                ("out_dir", not parsed.out_dir.is_absolute()),
+                ("rounds", parsed.rounds < 1),
+                ("local_epochs", parsed.local_epochs < 1),
+                ("min_sites", parsed.min_sites < 1),
+                ("strategy", parsed.strategy not in ("fedavg", "fedprox")),
+                ("fraction_train", not 0 < parsed.fraction_train <= 1),
+                ("round_timeout_s", parsed.round_timeout_s <= 0),
+                ("min_group_size", parsed.min_group_size < 1),
+            )
+            if bad
+        ]
         if problems:
             raise FederationFailed(f"run config: invalid {problems} (out_dir must be an absolute path)")
         return parsed
 
     def to_sites(self) -> dict[str, Any]:
         """The settings every message to a site carries (no data)."""
-        return {"min_group_size": self.min_group_size, "noise": self.noise, "seed": self.seed,
-                "params_json": self.params_json, "rounds": self.rounds, "local_epochs": self.local_epochs,
-                "dp_epsilon": self.dp_epsilon, "dp_delta": self.dp_delta, "dp_clip": self.dp_clip}  # fmt: skip
+        return {
+            "min_group_size": self.min_group_size,
+            "noise": self.noise,
+            "seed": self.seed,
+            "params_json": self.params_json,
+            "rounds": self.rounds,
+            "local_epochs": self.local_epochs,
+            "dp_epsilon": self.dp_epsilon,
+            "dp_delta": self.dp_delta,
+            "dp_clip": self.dp_clip,
+        }
 
 
 class NodeSubset(Grid):
@@ -114,8 +138,10 @@ class NodeSubset(Grid):
     def run(self) -> Any:  # noqa: D102 - delegated
         return self.grid.run
 
-    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,  # noqa: D102
-                       ttl: float | None = None) -> Message:  # fmt: skip
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
+        """Delegated."""
         return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> Iterable[int]:  # noqa: D102 - the subset
@@ -127,13 +153,14 @@ class NodeSubset(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:  # noqa: D102 - delegated
         return self.grid.pull_messages(message_ids)
 
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None  # noqa: D102
-                         ) -> Iterable[Message]:  # fmt: skip
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Delegated."""
         return self.grid.send_and_receive(messages, timeout=timeout)
 
 
-def exchange(grid: Grid, ledger: Ledger, messages: list[Message], server_round: int, kind: str, timeout: float
-             ) -> tuple[dict[int, Message], set[int]]:  # fmt: skip
+def exchange(
+    grid: Grid, ledger: Ledger, messages: list[Message], server_round: int, kind: str, timeout: float
+) -> tuple[dict[int, Message], set[int]]:
     """Send messages, wait at most `timeout` s; record both directions; return {node: reply} and the silent nodes."""
     for msg in messages:
         ledger.message(server_round, msg.metadata.dst_node_id, kind, "to_site", keys(msg.content), size(msg.content))
@@ -182,8 +209,9 @@ def _wait_for_nodes(grid: Grid, cfg: RunConfig) -> list[int]:
     while len(nodes := sorted(grid.get_node_ids())) < cfg.min_sites and time.time() < deadline:
         time.sleep(1)
     if len(nodes) < cfg.min_sites:
-        raise FederationFailed(f"{len(nodes)} SuperNodes connected after {cfg.round_timeout_s} s; min_sites is "
-                               f"{cfg.min_sites}")  # fmt: skip
+        raise FederationFailed(
+            f"{len(nodes)} SuperNodes connected after {cfg.round_timeout_s} s; min_sites is {cfg.min_sites}"
+        )
     return nodes
 
 
@@ -191,8 +219,9 @@ def _enough(ledger: Ledger, cfg: RunConfig, when: str) -> None:
     usable = ledger.usable()
     if len(usable) < cfg.min_sites:
         gone = "; ".join(f"{r.site}: {r.status} ({r.reason})" for r in ledger.sites.values() if r.reason)
-        raise FederationFailed(f"{len(usable)} usable sites {when}, fewer than min_sites = {cfg.min_sites}"
-                               f"{': ' + gone if gone else ''}")  # fmt: skip
+        raise FederationFailed(
+            f"{len(usable)} usable sites {when}, fewer than min_sites = {cfg.min_sites}{': ' + gone if gone else ''}"
+        )
 
 
 def _weighted(values: list[tuple[float, float]]) -> float | None:
@@ -200,14 +229,25 @@ def _weighted(values: list[tuple[float, float]]) -> float | None:
     return sum(v * w for v, w in values) / total if total > 0 else None
 
 
-def train_rounds(grid: Grid, ledger: Ledger, cfg: RunConfig, arrays: ArrayRecord, common: dict[str, Any],
-                 context: Context, max_rows: int) -> ArrayRecord:  # fmt: skip
+def train_rounds(
+    grid: Grid,
+    ledger: Ledger,
+    cfg: RunConfig,
+    arrays: ArrayRecord,
+    common: dict[str, Any],
+    context: Context,
+    max_rows: int,
+) -> ArrayRecord:
     """`rounds` rounds of Flower's FedAvg/FedProx over the usable sites; the last weights.
 
     With secagg, through Flower's SecAgg+ (humane_fl.secagg). Drop-outs and failures are recorded.
     """
-    kwargs = {"fraction_train": cfg.fraction_train, "fraction_evaluate": 0.0, "min_train_nodes": 1,
-              "min_available_nodes": 1}  # fmt: skip
+    kwargs = {
+        "fraction_train": cfg.fraction_train,
+        "fraction_evaluate": 0.0,
+        "min_train_nodes": 1,
+        "min_available_nodes": 1,
+    }
     strategy = FedProx(**kwargs, proximal_mu=cfg.proximal_mu) if cfg.strategy == "fedprox" else FedAvg(**kwargs)
     for server_round in range(1, cfg.rounds + 1):
         _enough(ledger, cfg, f"before round {server_round}")
@@ -228,15 +268,27 @@ def train_rounds(grid: Grid, ledger: Ledger, cfg: RunConfig, arrays: ArrayRecord
     return arrays
 
 
-def _plain_round(grid: Grid, ledger: Ledger, cfg: RunConfig, strategy: FedAvg, arrays: ArrayRecord,
-                 common: dict[str, Any], server_round: int) -> tuple[ArrayRecord, list]:  # fmt: skip
+def _plain_round(
+    grid: Grid,
+    ledger: Ledger,
+    cfg: RunConfig,
+    strategy: FedAvg,
+    arrays: ArrayRecord,
+    common: dict[str, Any],
+    server_round: int,
+) -> tuple[ArrayRecord, list]:
     """One round of the Message API strategy: configure_train, send, wait round_timeout_s, aggregate_train."""
-    messages = list(strategy.configure_train(server_round, arrays, ConfigRecord(common),
-                                             NodeSubset(grid, ledger.usable())))  # fmt: skip
+    messages = list(
+        strategy.configure_train(server_round, arrays, ConfigRecord(common), NodeSubset(grid, ledger.usable()))
+    )
     replies, silent = exchange(grid, ledger, messages, server_round, "train", cfg.round_timeout_s)
     for node in silent:
-        ledger.set_status(node, DROPPED, f"no answer within round_timeout_s = {cfg.round_timeout_s:g} s in round "
-                                         f"{server_round}; left out of the later rounds")  # fmt: skip
+        ledger.set_status(
+            node,
+            DROPPED,
+            f"no answer within round_timeout_s = {cfg.round_timeout_s:g} s in round "
+            f"{server_round}; left out of the later rounds",
+        )
     good = []
     for node, reply in replies.items():
         if reply.has_error():
@@ -257,8 +309,11 @@ def _plain_round(grid: Grid, ledger: Ledger, cfg: RunConfig, strategy: FedAvg, a
 
 def _spent(ledger: Ledger, site: str, metrics: dict[str, Any]) -> None:
     if "epsilon" in metrics:
-        ledger.dp[site] = {"epsilon": float(metrics["epsilon"]), "noise_multiplier": float(metrics["noise_multiplier"]),
-                           "rounds": int(metrics["dp_rounds"])}  # fmt: skip
+        ledger.dp[site] = {
+            "epsilon": float(metrics["epsilon"]),
+            "noise_multiplier": float(metrics["noise_multiplier"]),
+            "rounds": int(metrics["dp_rounds"]),
+        }
 
 
 def _history(ledger: Ledger, server_round: int, metrics: list[dict[str, Any]]) -> None:
@@ -269,8 +324,9 @@ def _history(ledger: Ledger, server_round: int, metrics: list[dict[str, Any]]) -
     ledger.history.append({"round": server_round, "train_loss": train_loss, "val_loss": None, "sites": len(metrics)})
 
 
-def evaluate(grid: Grid, ledger: Ledger, cfg: RunConfig, arrays: ArrayRecord, common: dict[str, Any]
-             ) -> dict[str, dict[str, Any]]:  # fmt: skip
+def evaluate(
+    grid: Grid, ledger: Ledger, cfg: RunConfig, arrays: ArrayRecord, common: dict[str, Any]
+) -> dict[str, dict[str, Any]]:
     """The final weights at every site still taking part: {site: counts}; the last round's validation loss."""
     nodes = ledger.usable()
     content = RecordDict({"arrays": arrays, "config": ConfigRecord(common)})
@@ -302,9 +358,14 @@ def dp_record(ledger: Ledger, cfg: RunConfig) -> dict[str, Any] | None:
     if not ledger.dp:
         raise FederationFailed("DP was on but no site reported its epsilon")
     spent = ledger.dp.values()
-    return {"epsilon": max(d["epsilon"] for d in spent), "delta": cfg.dp_delta, "clip": cfg.dp_clip,
-            "noise_multiplier": min(d["noise_multiplier"] for d in spent), "target_epsilon": cfg.dp_epsilon,
-            "per_site": ledger.dp}  # fmt: skip
+    return {
+        "epsilon": max(d["epsilon"] for d in spent),
+        "delta": cfg.dp_delta,
+        "clip": cfg.dp_clip,
+        "noise_multiplier": min(d["noise_multiplier"] for d in spent),
+        "target_epsilon": cfg.dp_epsilon,
+        "per_site": ledger.dp,
+    }
 
 
 def _write(path: Path, write: Any) -> None:
@@ -329,9 +390,15 @@ def run(grid: Grid, cfg: RunConfig, context: Context) -> None:
     params = json.loads(cfg.params_json)
     preprocess = PreprocessParams.model_validate(params.get("preprocess") or {})
     train = TrainParams.model_validate(params["train"]) if "train" in params else TrainParams()
-    ledger = Ledger(settings={"strategy": cfg.strategy, "proximal_mu": cfg.proximal_mu if cfg.strategy == "fedprox"
-                              else 0.0, "min_group_size": cfg.min_group_size, "noise": cfg.noise,
-                              "secagg": cfg.secagg})  # fmt: skip
+    ledger = Ledger(
+        settings={
+            "strategy": cfg.strategy,
+            "proximal_mu": cfg.proximal_mu if cfg.strategy == "fedprox" else 0.0,
+            "min_group_size": cfg.min_group_size,
+            "noise": cfg.noise,
+            "secagg": cfg.secagg,
+        }
+    )
     summaries = collect_stats(grid, ledger, cfg)
     for node, summary in summaries.items():
         ledger.sites[node].rows["train"] = int(summary["rows"])
@@ -350,8 +417,12 @@ def run(grid: Grid, cfg: RunConfig, context: Context) -> None:
     threshold = float((params.get("evaluate") or {}).get("threshold", 0.5))
     bins = len(next(iter(counts.values()))["scores"]["positive"])
     evaluation = {"threshold": threshold, "bins": bins, "global": merge_counts(list(counts.values())), "sites": counts}
-    state = {**model_state(model), "config": train.model_dump(mode="json"), "feature_names": pre.feature_names,
-             "best_epoch": len(ledger.history)}  # fmt: skip
+    state = {
+        **model_state(model),
+        "config": train.model_dump(mode="json"),
+        "feature_names": pre.feature_names,
+        "best_epoch": len(ledger.history),
+    }
     federation = ledger.to_dict(round(time.time() - started, 3), dp_record(ledger, cfg))
     federation["round_timeout_s"] = cfg.round_timeout_s
     out = cfg.out_dir

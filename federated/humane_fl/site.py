@@ -106,9 +106,16 @@ def stats(workspace: Path, site: str, settings: RunSettings) -> dict[str, Any]:
     for name, step in (("load", tasks.load.run), ("validate", validated), ("data_audit", tasks.data_audit.run)):
         print(guarded(name, lambda s=step: s(params, paths, ctx)), file=sys.stderr)
     frames = guarded("split", lambda: site_frames(paths, params.data, settings.preprocess))
-    return guarded("summary", lambda: site_summary(frames.train, frames.schema,
-                                                    min_group_size=settings.min_group_size, noise=settings.noise,
-                                                    seed=site_seed(settings.seed, site, 0)))  # fmt: skip
+    return guarded(
+        "summary",
+        lambda: site_summary(
+            frames.train,
+            frames.schema,
+            min_group_size=settings.min_group_size,
+            noise=settings.noise,
+            seed=site_seed(settings.seed, site, 0),
+        ),
+    )
 
 
 def validated(params: Any, paths: Paths, ctx: Any) -> str:
@@ -177,9 +184,19 @@ def _val_loss(model: Any, pre: Any, frame: Any) -> tuple[float, int]:
     return counts["loss_sum"] / counts["rows"], counts["rows"]
 
 
-def train(workspace: Path, site: str, settings: RunSettings, blob: bytes, arrays: list[np.ndarray], *,
-          server_round: int, epochs: int, proximal_mu: float, dp: Any, rounds_joined: int
-          ) -> tuple[list[np.ndarray], int, dict[str, float]]:  # fmt: skip
+def train(
+    workspace: Path,
+    site: str,
+    settings: RunSettings,
+    blob: bytes,
+    arrays: list[np.ndarray],
+    *,
+    server_round: int,
+    epochs: int,
+    proximal_mu: float,
+    dp: Any,
+    rounds_joined: int,
+) -> tuple[list[np.ndarray], int, dict[str, float]]:
     """One local round from the global weights; also the global model's loss on the site's validation rows.
 
     Returns:
@@ -197,17 +214,28 @@ def train(workspace: Path, site: str, settings: RunSettings, blob: bytes, arrays
         val_loss, val_rows = _val_loss(model, pre, frames.val)
         data = site_data(pre, frames.train)
         t = settings.train
-        new, rows, metrics = local_round(model, data.x, data.y, global_arrays=arrays, epochs=epochs,
-                                         batch_size=t.batch_size, lr=t.lr, weight_decay=t.weight_decay,
-                                         proximal_mu=proximal_mu, dp=dp, rounds_joined=rounds_joined,
-                                         seed=site_seed(settings.seed, site, server_round))  # fmt: skip
+        new, rows, metrics = local_round(
+            model,
+            data.x,
+            data.y,
+            global_arrays=arrays,
+            epochs=epochs,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            weight_decay=t.weight_decay,
+            proximal_mu=proximal_mu,
+            dp=dp,
+            rounds_joined=rounds_joined,
+            seed=site_seed(settings.seed, site, server_round),
+        )
         return new, rows, {**metrics, "val_loss": val_loss, "val_rows": val_rows}
 
     return guarded("train", work)
 
 
-def evaluate(workspace: Path, site: str, settings: RunSettings, blob: bytes, arrays: list[np.ndarray]
-             ) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    workspace: Path, site: str, settings: RunSettings, blob: bytes, arrays: list[np.ndarray]
+) -> dict[str, Any]:
     """The global model on the site's test rows as counts (C's site_counts), blurred when noise > 0.
 
     Also the validation loss of the same weights ("val_loss", "val_rows"), for the last round's history.
@@ -223,8 +251,9 @@ def evaluate(workspace: Path, site: str, settings: RunSettings, blob: bytes, arr
         load_weights(model, arrays)
         data = site_data(pre, frames.test)
         groups = sensitive_columns(data.sensitive, list(pre.sensitive))
-        counts = site_counts(data.y.numpy(), site_eval(model, data.x), settings.threshold, groups,
-                             settings.min_group_size, settings.bins)  # fmt: skip
+        counts = site_counts(
+            data.y.numpy(), site_eval(model, data.x), settings.threshold, groups, settings.min_group_size, settings.bins
+        )
         if settings.noise > 0:
             rng = np.random.default_rng(site_seed(settings.seed, site, 10_000))
             counts = add_noise(counts, settings.noise, rng)

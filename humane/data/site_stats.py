@@ -60,8 +60,14 @@ def _numeric_stats(values: pd.Series, column: str, min_group_size: int) -> dict[
     if present.size < min_group_size:
         return {"count": 0, **dict.fromkeys(NUMERIC_SUMS, 0.0), "withheld": int(present.size)}
     logged = _signed_log1p(present)
-    return {"count": int(present.size), "sum": float(present.sum()), "sum_sq": float((present**2).sum()),
-            "log_sum": float(logged.sum()), "log_sum_sq": float((logged**2).sum()), "withheld": 0}  # fmt: skip
+    return {
+        "count": int(present.size),
+        "sum": float(present.sum()),
+        "sum_sq": float((present**2).sum()),
+        "log_sum": float(logged.sum()),
+        "log_sum_sq": float((logged**2).sum()),
+        "withheld": 0,
+    }
 
 
 def _category_stats(values: pd.Series, min_group_size: int) -> dict[str, Any]:
@@ -100,17 +106,28 @@ def site_summary(
     if absent:
         raise DataError(f"the site's training rows lack the columns {absent}")
     if len(frame) < min_group_size:
-        raise DataError(f"the site has {len(frame)} training rows, fewer than min_group_size ({min_group_size}): "
-                        "no aggregate of them is sent")  # fmt: skip
+        raise DataError(
+            f"the site has {len(frame)} training rows, fewer than min_group_size ({min_group_size}): "
+            "no aggregate of them is sent"
+        )
     positive = int((frame[schema.target] == schema.positive_label).sum())
     columns: dict[str, dict[str, Any]] = {c: _numeric_stats(frame[c], c, min_group_size) for c in schema.numeric}
     columns.update({c: _category_stats(frame[c], min_group_size) for c in schema.categorical})
-    summary = {"format": FORMAT, "sites": 1, "rows": len(frame),
-               "label_counts": {"positive": positive, "negative": len(frame) - positive},
-               "target": schema.target, "labels": [_plain(v) for v in schema.labels],
-               "positive_label": _plain(schema.positive_label), "numeric": list(schema.numeric),
-               "categorical": list(schema.categorical), "sensitive": list(schema.sensitive),
-               "min_group_size": min_group_size, "noise": float(noise), "columns": columns}  # fmt: skip
+    summary = {
+        "format": FORMAT,
+        "sites": 1,
+        "rows": len(frame),
+        "label_counts": {"positive": positive, "negative": len(frame) - positive},
+        "target": schema.target,
+        "labels": [_plain(v) for v in schema.labels],
+        "positive_label": _plain(schema.positive_label),
+        "numeric": list(schema.numeric),
+        "categorical": list(schema.categorical),
+        "sensitive": list(schema.sensitive),
+        "min_group_size": min_group_size,
+        "noise": float(noise),
+        "columns": columns,
+    }
     return add_noise(summary, noise, np.random.default_rng(seed)) if noise > 0 else summary
 
 
@@ -145,8 +162,9 @@ def check_summary(summary: Any, name: str) -> None:
     if not isinstance(summary, dict) or summary.get("format") != FORMAT:
         raise DataError(f"{name}: not a site summary of format {FORMAT}")
     missing = [k for k in ("rows", "label_counts", "columns", "min_group_size", "sites", *ROLES) if k not in summary]
-    missing += [c for c in [*summary.get("numeric", []), *summary.get("categorical", [])]
-                if c not in summary.get("columns", {})]  # fmt: skip
+    missing += [
+        c for c in [*summary.get("numeric", []), *summary.get("categorical", [])] if c not in summary.get("columns", {})
+    ]
     if missing:
         raise DataError(f"{name}: the site summary lacks {missing}")
     counts = [summary["rows"], *summary["label_counts"].values()]
@@ -174,18 +192,27 @@ def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     for i, summary in enumerate(summaries[1:], start=1):
         differ = [role for role in ROLES if summary[role] != first[role]]
         if differ:
-            raise DataError(f"site summary {i} differs from site summary 0 in {differ}: every site must have the "
-                            "same columns, roles and labels")  # fmt: skip
-    merged = {**{role: first[role] for role in ROLES}, "format": FORMAT,
-              "sites": sum(s["sites"] for s in summaries), "rows": sum(s["rows"] for s in summaries),
-              "label_counts": {k: sum(s["label_counts"][k] for s in summaries) for k in ("positive", "negative")},
-              "min_group_size": max(s["min_group_size"] for s in summaries),
-              "noise": max(float(s.get("noise", 0.0)) for s in summaries), "columns": {}}  # fmt: skip
+            raise DataError(
+                f"site summary {i} differs from site summary 0 in {differ}: every site must have the "
+                "same columns, roles and labels"
+            )
+    merged = {
+        **{role: first[role] for role in ROLES},
+        "format": FORMAT,
+        "sites": sum(s["sites"] for s in summaries),
+        "rows": sum(s["rows"] for s in summaries),
+        "label_counts": {k: sum(s["label_counts"][k] for s in summaries) for k in ("positive", "negative")},
+        "min_group_size": max(s["min_group_size"] for s in summaries),
+        "noise": max(float(s.get("noise", 0.0)) for s in summaries),
+        "columns": {},
+    }
     for column in first["numeric"]:
         stats = [s["columns"][column] for s in summaries]
-        merged["columns"][column] = {"count": sum(s["count"] for s in stats),
-                                     **{k: float(sum(s[k] for s in stats)) for k in NUMERIC_SUMS},
-                                     "withheld": sum(s["withheld"] for s in stats)}  # fmt: skip
+        merged["columns"][column] = {
+            "count": sum(s["count"] for s in stats),
+            **{k: float(sum(s[k] for s in stats)) for k in NUMERIC_SUMS},
+            "withheld": sum(s["withheld"] for s in stats),
+        }
     for column in first["categorical"]:
         merged["columns"][column] = _merge_categories([s["columns"][column] for s in summaries])
     return merged
@@ -199,8 +226,11 @@ def _merge_categories(stats: list[dict[str, Any]]) -> dict[str, Any]:
             entry = totals.setdefault(json.dumps(value), [value, 0])
             entry[1] += n
     categories = [totals[k] for k in sorted(totals, key=lambda k: str(totals[k][0]))]
-    return {"categories": categories, "missing": sum(s["missing"] for s in stats),
-            "withheld": sum(s["withheld"] for s in stats)}  # fmt: skip
+    return {
+        "categories": categories,
+        "missing": sum(s["missing"] for s in stats),
+        "withheld": sum(s["withheld"] for s in stats),
+    }
 
 
 def group_mix(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -213,8 +243,9 @@ def group_mix(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
     for feature in [f for f in summary["sensitive"] if f in summary["categorical"]]:
         stats = summary["columns"][feature]
         counts = {str(v): n for v, n in stats["categories"]}
-        counts.update({k: stats[key] for k, key in (("(missing)", "missing"), ("(withheld)", "withheld"))
-                       if stats[key]})  # fmt: skip
+        counts.update(
+            {k: stats[key] for k, key in (("(missing)", "missing"), ("(withheld)", "withheld")) if stats[key]}
+        )
         total = sum(counts.values())
         mix[feature] = {g: n / total for g, n in counts.items()} if total else {}
     return mix

@@ -66,9 +66,16 @@ Arrays = list[np.ndarray]
 
 
 def _schema(summary: dict[str, Any]) -> Schema:
-    return Schema(target=summary["target"], positive_label=summary["positive_label"], labels=summary["labels"],
-                  numeric=summary["numeric"], categorical=summary["categorical"], sensitive=summary["sensitive"],
-                  categories={}, ranges={})  # fmt: skip
+    return Schema(
+        target=summary["target"],
+        positive_label=summary["positive_label"],
+        labels=summary["labels"],
+        numeric=summary["numeric"],
+        categorical=summary["categorical"],
+        sensitive=summary["sensitive"],
+        categories={},
+        ranges={},
+    )
 
 
 def _levels(summary: dict[str, Any], column: str) -> list[Any]:
@@ -76,9 +83,11 @@ def _levels(summary: dict[str, Any], column: str) -> list[Any]:
     stats = summary["columns"][column]
     levels = [value for value, _ in stats["categories"]] + ([MISSING] if stats["missing"] else [])
     if not levels:
-        raise DataError(f"column {column!r}: no category reaches min_group_size ({summary['min_group_size']}) rows "
-                        "at any site, so the global encoder has nothing to encode (lower min_group_size, or leave "
-                        "the column out of the inputs)")  # fmt: skip
+        raise DataError(
+            f"column {column!r}: no category reaches min_group_size ({summary['min_group_size']}) rows "
+            "at any site, so the global encoder has nothing to encode (lower min_group_size, or leave "
+            "the column out of the inputs)"
+        )
     return levels
 
 
@@ -87,8 +96,10 @@ def _moments(summary: dict[str, Any], column: str, logged: bool) -> tuple[float,
     stats = summary["columns"][column]
     count = stats["count"]
     if count == 0:
-        raise DataError(f"column {column!r}: no site sent a value of this numeric column (none has min_group_size "
-                        f"({summary['min_group_size']}) values)")  # fmt: skip
+        raise DataError(
+            f"column {column!r}: no site sent a value of this numeric column (none has min_group_size "
+            f"({summary['min_group_size']}) values)"
+        )
     total, squares = (stats["log_sum"], stats["log_sum_sq"]) if logged else (stats["sum"], stats["sum_sq"])
     mean = total / count
     rows = max(summary["rows"], count)  # noisy counts may disagree; the scaler saw at least the values
@@ -176,8 +187,9 @@ def load_weights(model: nn.Module, arrays: Arrays) -> None:
     loaded = {}
     for (name, current), array in zip(state.items(), arrays, strict=True):
         if tuple(np.shape(array)) != tuple(current.shape):
-            raise HumaneError(f"global weights: {name} has shape {tuple(np.shape(array))}, the network's is "
-                              f"{tuple(current.shape)}")  # fmt: skip
+            raise HumaneError(
+                f"global weights: {name} has shape {tuple(np.shape(array))}, the network's is {tuple(current.shape)}"
+            )
         loaded[name] = torch.as_tensor(np.asarray(array), dtype=current.dtype)
     model.load_state_dict(loaded)
 
@@ -217,10 +229,17 @@ class SiteDP:
 
         Built without validation of the network fields make_private never reads.
         """
-        dp = DPParams(enabled=True, target_epsilon=self.epsilon, delta=self.delta, max_grad_norm=self.clip,
-                      accountant=self.accountant, max_physical_batch_size=self.max_physical_batch_size)  # fmt: skip
-        return TrainParams.model_construct(lr=lr, weight_decay=weight_decay, batch_size=batch_size,
-                                           max_epochs=self.rounds * epochs, dp=dp)  # fmt: skip
+        dp = DPParams(
+            enabled=True,
+            target_epsilon=self.epsilon,
+            delta=self.delta,
+            max_grad_norm=self.clip,
+            accountant=self.accountant,
+            max_physical_batch_size=self.max_physical_batch_size,
+        )
+        return TrainParams.model_construct(
+            lr=lr, weight_decay=weight_decay, batch_size=batch_size, max_epochs=self.rounds * epochs, dp=dp
+        )
 
 
 def _proximal(params: list[nn.Parameter], anchor: list[torch.Tensor], step: float) -> None:
@@ -234,8 +253,17 @@ def _proximal(params: list[nn.Parameter], anchor: list[torch.Tensor], step: floa
             p.sub_(step * (p - g))
 
 
-def _plain_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, batch_size: int, lr: float,
-                  weight_decay: float, mu: float, generator: torch.Generator) -> tuple[float, int]:  # fmt: skip
+def _plain_epochs(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    mu: float,
+    generator: torch.Generator,
+) -> tuple[float, int]:
     params = list(model.parameters())
     anchor = [p.detach().clone() for p in params]
     optimizer = torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, weight_decay=weight_decay)
@@ -252,8 +280,16 @@ def _plain_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: in
     return total / max(epochs * len(x), 1), steps
 
 
-def _dp_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, settings: TrainParams, mu: float,
-               noise: float, generator: torch.Generator) -> tuple[nn.Module, float, int]:  # fmt: skip
+def _dp_epochs(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    epochs: int,
+    settings: TrainParams,
+    mu: float,
+    noise: float,
+    generator: torch.Generator,
+) -> tuple[nn.Module, float, int]:
     from opacus.utils.batch_memory_manager import BatchMemoryManager
 
     from humane.privacy.dp import make_private, release
@@ -261,15 +297,17 @@ def _dp_epochs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, 
     # Ghost clipping's double backward trips torch's notice about hooks on inputs without gradients.
     warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
     model.train()  # Opacus validates a network in training mode
-    engine, wrapped, optimizer, criterion, loader = make_private(model, loss_fn(), x, y.float(), settings, generator,
-                                                                 noise_multiplier=noise)  # fmt: skip
+    engine, wrapped, optimizer, criterion, loader = make_private(
+        model, loss_fn(), x, y.float(), settings, generator, noise_multiplier=noise
+    )
     params = list(wrapped._module.parameters())
     anchor = [p.detach().clone() for p in params]
     total, rows = 0.0, 0
     wrapped.train()
     for _ in range(epochs):
-        with BatchMemoryManager(data_loader=loader, max_physical_batch_size=settings.dp.max_physical_batch_size,
-                                optimizer=optimizer) as batches:  # fmt: skip
+        with BatchMemoryManager(
+            data_loader=loader, max_physical_batch_size=settings.dp.max_physical_batch_size, optimizer=optimizer
+        ) as batches:
             for xb, yb in batches:
                 if not len(xb):
                     continue
@@ -296,8 +334,15 @@ def _noise(dp: SiteDP, sample_rate: float, steps: int) -> float:
     # The same calibration as Opacus' make_private_with_epsilon; cached: a site's rounds share it (PRV: seconds).
     from opacus.accountants.utils import get_noise_multiplier
 
-    return float(get_noise_multiplier(target_epsilon=dp.epsilon, target_delta=dp.delta, sample_rate=sample_rate,
-                                      steps=steps, accountant=dp.accountant))  # fmt: skip
+    return float(
+        get_noise_multiplier(
+            target_epsilon=dp.epsilon,
+            target_delta=dp.delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=dp.accountant,
+        )
+    )
 
 
 @functools.lru_cache(maxsize=256)
@@ -311,10 +356,20 @@ def spent_epsilon(dp: SiteDP, noise_multiplier: float, sample_rate: float, steps
 
 
 def local_round(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, global_arrays: Arrays, epochs: int, batch_size: int,
-    lr: float, weight_decay: float = 0.0, proximal_mu: float = 0.0, dp: SiteDP | None = None,
-    rounds_joined: int = 0, seed: int = 0,
-) -> tuple[Arrays, int, dict[str, float]]:  # fmt: skip
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    global_arrays: Arrays,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    proximal_mu: float = 0.0,
+    dp: SiteDP | None = None,
+    rounds_joined: int = 0,
+    seed: int = 0,
+) -> tuple[Arrays, int, dict[str, float]]:
     """One site's part of a round: load the global weights, train `epochs` local epochs, return the new weights.
 
     Args:
@@ -342,8 +397,10 @@ def local_round(
 
     """
     if dp is not None and rounds_joined >= dp.rounds:
-        raise HumaneError(f"this site's DP budget (epsilon {dp.epsilon}) was spread over {dp.rounds} rounds and is "
-                          "spent: it takes no further part")  # fmt: skip
+        raise HumaneError(
+            f"this site's DP budget (epsilon {dp.epsilon}) was spread over {dp.rounds} rounds and is "
+            "spent: it takes no further part"
+        )
     started = time.perf_counter()
     generator = seed_everything(seed)
     load_weights(model, global_arrays)

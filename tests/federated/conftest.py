@@ -55,8 +55,14 @@ class Federation:
 
     def run(self, out_dir: Path, timeout: float = 900, **overrides: object) -> str:
         """Run the Flower App to the end; return what `flwr run --stream` printed."""
-        result = subprocess.run(self.run_cmd(out_dir, **overrides), cwd=ROOT, env=self.env(), capture_output=True,
-                                text=True, timeout=timeout)  # fmt: skip
+        result = subprocess.run(
+            self.run_cmd(out_dir, **overrides),
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         return result.stdout + result.stderr
 
 

@@ -33,12 +33,23 @@ def site_params(source: str, test_source: str) -> dict:
     """The project's params with the test suite's sample settings, pointed at one site's files."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update(
-        name="sample", source=source, test_source=test_source, labels=["<=50K", ">50K"],
+        name="sample",
+        source=source,
+        test_source=test_source,
+        labels=["<=50K", ">50K"],
         numeric=["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"],
-        categorical=["workclass", "education", "marital-status", "occupation", "relationship", "race", "sex",
-                     "native-country"],
+        categorical=[
+            "workclass",
+            "education",
+            "marital-status",
+            "occupation",
+            "relationship",
+            "race",
+            "sex",
+            "native-country",
+        ],
         ranges={"age": [17, 90], "hours-per-week": [1, 99]},
-    )  # fmt: skip
+    )
     # A site's own profile: small sites, so small groups are judged from 5 test rows and a few more unseen
     # categories in a site's test rows are tolerated.
     params["validate"].update(min_group_rows=5, min_rows=100, max_unseen_fraction=0.05)
@@ -84,11 +95,26 @@ def run_config(out_dir: Path, path: Path, **overrides: object) -> list[str]:
     """`--run-config <file.toml>` for `flwr run` (a file: params_json holds quotes and spaces): a short run."""
     params = {
         "preprocess": {"seed": 42, "val_fraction": 0.15, "include_sensitive": False, "log_transform": []},
-        "train": {**yaml.safe_load((ROOT / "params.yaml").read_text())["train"], "hidden_sizes": [64, 32],
-                  "lr": 0.002, "max_epochs": 8, "patience": 2, "progress": False},
+        "train": {
+            **yaml.safe_load((ROOT / "params.yaml").read_text())["train"],
+            "hidden_sizes": [64, 32],
+            "lr": 0.002,
+            "max_epochs": 8,
+            "patience": 2,
+            "progress": False,
+        },
         "evaluate": {"threshold": 0.5},
-    }  # fmt: skip
-    config = {"out_dir": str(out_dir), "rounds": 2, "local_epochs": 1, "min_sites": 2, "min_group_size": 10,
-              "round_timeout_s": 120.0, "seed": 3, "params_json": json.dumps(params), **overrides}  # fmt: skip
+    }
+    config = {
+        "out_dir": str(out_dir),
+        "rounds": 2,
+        "local_epochs": 1,
+        "min_sites": 2,
+        "min_group_size": 10,
+        "round_timeout_s": 120.0,
+        "seed": 3,
+        "params_json": json.dumps(params),
+        **overrides,
+    }
     path.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in config.items()))
     return ["--run-config", str(path)]

@@ -32,8 +32,9 @@ def three_sites(tmp_path_factory: pytest.TempPathFactory, sample_frames: tuple) 
 def test_a_node_killed_after_round_one_is_dropped_and_the_run_completes(three_sites, tmp_path):
     out = tmp_path / "out"
     cmd = three_sites.run_cmd(out, rounds=2, round_timeout_s=TIMEOUT_S, dp_epsilon=3.0)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=three_sites.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=three_sites.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     watchdog = threading.Timer(900, proc.kill)
     watchdog.start()
     lines, killed = [], False
@@ -61,8 +62,13 @@ def test_a_node_killed_after_round_one_is_dropped_and_the_run_completes(three_si
     assert [h["sites"] for h in run["history"]] == [3, 2] and run["round_timeout_s"] == TIMEOUT_S
     sent = {(m["round"], m["kind"], m["direction"]) for m in run["messages"] if m["site"] == "site_c"}
     # asked in round 2, no answer, then left out (not asked to evaluate)
-    assert sent == {(0, "stats", "to_site"), (0, "stats", "from_site"), (1, "train", "to_site"),
-                    (1, "train", "from_site"), (2, "train", "to_site")}  # fmt: skip
+    assert sent == {
+        (0, "stats", "to_site"),
+        (0, "stats", "from_site"),
+        (1, "train", "to_site"),
+        (1, "train", "from_site"),
+        (2, "train", "to_site"),
+    }
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert sorted(evaluation["sites"]) == ["site_a", "site_b"]
     dp = run["dp"]  # each site's epsilon over the rounds it joined; the run's is the largest

@@ -24,15 +24,42 @@ TRAINED = ["site_a", "site_b", "site_c"]
 ALLOWED = {
     "stats": {"stats.site", "stats.status", "stats.reason", "stats.summary"},
     # SecAgg+'s stages: public keys, encrypted shares, the masked update (no weights in clear), shares to unmask.
-    "train": {"secaggplus_configs.pk1", "secaggplus_configs.pk2", "secaggplus_configs.ctxts",
-              "secaggplus_configs.dsts", "secaggplus_configs.masked_params", "secaggplus_configs.nids",
-              "secaggplus_configs.shares", "fitres.parameters", "fitres.status", "fitres.num_examples",
-              "fitres.metrics"},
-    "evaluate": {"evaluation.site", "evaluation.counts", "evaluation.rows", "evaluation.val_loss",
-                 "evaluation.val_rows"},
-}  # fmt: skip
-SUMMARY_KEYS = {"format", "sites", "rows", "label_counts", "target", "labels", "positive_label", "numeric",
-                "categorical", "sensitive", "min_group_size", "noise", "columns"}  # fmt: skip
+    "train": {
+        "secaggplus_configs.pk1",
+        "secaggplus_configs.pk2",
+        "secaggplus_configs.ctxts",
+        "secaggplus_configs.dsts",
+        "secaggplus_configs.masked_params",
+        "secaggplus_configs.nids",
+        "secaggplus_configs.shares",
+        "fitres.parameters",
+        "fitres.status",
+        "fitres.num_examples",
+        "fitres.metrics",
+    },
+    "evaluate": {
+        "evaluation.site",
+        "evaluation.counts",
+        "evaluation.rows",
+        "evaluation.val_loss",
+        "evaluation.val_rows",
+    },
+}
+SUMMARY_KEYS = {
+    "format",
+    "sites",
+    "rows",
+    "label_counts",
+    "target",
+    "labels",
+    "positive_label",
+    "numeric",
+    "categorical",
+    "sensitive",
+    "min_group_size",
+    "noise",
+    "columns",
+}
 COUNTS_KEYS = {"rows", "confusion", "scores", "loss_sum", "groups", "withheld"}
 
 
@@ -150,8 +177,11 @@ def test_no_row_value_reaches_the_coordinator(federated_run, federation):
     marker = MARKER.encode()
     assert marker in (federation.sites["site_a"] / "data/raw/site/train.csv").read_bytes()  # it is at the site
     assert MARKER not in log
-    coordinator = [*out.parent.rglob("*"), *(federation.state / "superlink").rglob("*"),
-                   *Path(federation.info["flwr_home"]).rglob("*")]  # fmt: skip
+    coordinator = [
+        *out.parent.rglob("*"),
+        *(federation.state / "superlink").rglob("*"),
+        *Path(federation.info["flwr_home"]).rglob("*"),
+    ]
     files = [p for p in coordinator if p.is_file()]
     assert any(p.name == "state.db" for p in files) and any(p.name == "federation.json" for p in files)
     for path in files:
@@ -160,8 +190,9 @@ def test_no_row_value_reaches_the_coordinator(federated_run, federation):
 
 def test_nodes_status_names_the_connection_and_every_running_process(federation):
     # README: .site-env/bin/python -m federated.humane_fl.nodes status --dir <state folder>
-    result = subprocess.run(nodes_cmd("status", "--dir", str(federation.state)), cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        nodes_cmd("status", "--dir", str(federation.state)), cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert f"FLWR_HOME={federation.info['flwr_home']}" in result.stdout and "flwr run federated humane" in result.stdout
     for key in ["superlink", *(f"site:{s}" for s in federation.sites)]:

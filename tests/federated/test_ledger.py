@@ -36,6 +36,8 @@ def test_messages_are_named_by_site_once_known_and_summed_per_round():
     ledger.history.append({"round": 1, "train_loss": 0.5, "val_loss": 0.4, "sites": 1})
     out = ledger.to_dict(1.5, None)
     assert [m["site"] for m in out["messages"]] == ["site_a"] * 3 and "node" not in out["messages"][0]
-    assert out["bytes"] == [{"round": 0, "phase": "stats", "to_sites": 100, "from_sites": 900},
-                            {"round": 1, "phase": "train", "to_sites": 5000, "from_sites": 0}]  # fmt: skip
+    assert out["bytes"] == [
+        {"round": 0, "phase": "stats", "to_sites": 100, "from_sites": 900},
+        {"round": 1, "phase": "train", "to_sites": 5000, "from_sites": 0},
+    ]
     assert out["rounds"] == 1 and out["sites"][0]["rows"] == {"train": 5, "test": 2} and out["dp"] is None

@@ -10,9 +10,19 @@ from tests.federated.conftest import require_site_env
 from tests.federated.sites import ROOT, SITE_ENV
 
 # What a site's node imports: its stages, the federated ML, the counts, the Flower App.
-SITE_MODULES = ["tasks.load", "tasks.validate", "tasks.data_audit", "humane.data.site_stats",
-                "humane.modeling.federated", "humane.fairness.counts", "humane.privacy.dp", "great_expectations",
-                "opacus", "flwr.serverapp", "flwr.clientapp"]  # fmt: skip
+SITE_MODULES = [
+    "tasks.load",
+    "tasks.validate",
+    "tasks.data_audit",
+    "humane.data.site_stats",
+    "humane.modeling.federated",
+    "humane.fairness.counts",
+    "humane.privacy.dp",
+    "great_expectations",
+    "opacus",
+    "flwr.serverapp",
+    "flwr.clientapp",
+]
 
 
 def _name(text: str) -> str:
@@ -37,9 +47,12 @@ def test_the_site_env_holds_the_pinned_versions():
 
 def test_a_site_imports_without_prefect_or_mlflow():
     require_site_env()
-    code = (f"import sys, importlib\nfor m in {SITE_MODULES!r}: importlib.import_module(m)\n"
-            "print(sorted(m for m in ('prefect', 'mlflow', 'dvc') if m in sys.modules))")  # fmt: skip
-    result = subprocess.run([str(SITE_ENV / "bin/python"), "-c", code], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    code = (
+        f"import sys, importlib\nfor m in {SITE_MODULES!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in ('prefect', 'mlflow', 'dvc') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [str(SITE_ENV / "bin/python"), "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip() == "[]"

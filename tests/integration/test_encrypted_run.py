@@ -51,8 +51,9 @@ def _for(command: str, name: str) -> str:
 
 
 def _bash(lines: list[str], project: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    done = subprocess.run(["bash", "-c", "set -e\n" + "\n".join(lines)], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=900)  # fmt: skip
+    done = subprocess.run(
+        ["bash", "-c", "set -e\n" + "\n".join(lines)], cwd=project, env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -102,18 +103,22 @@ def test_an_encrypted_run_leaves_no_plaintext_and_rotation_locks_the_old_identit
     run(["git", "rm", "-q", "--cached", *(f"{SAMPLE_DIR}/{n}" for n in FILES)], project)
     _bash([_for(c, n) for n in FILES for c in (encrypt, add, git_add)], project, env)
     assert sorted(p.name for p in (project / SAMPLE_DIR).iterdir()) == [
-        ".gitignore", "test.csv.age", "test.csv.age.dvc", "train.csv.age", "train.csv.age.dvc"
-    ]  # fmt: skip
+        ".gitignore",
+        "test.csv.age",
+        "test.csv.age.dvc",
+        "train.csv.age",
+        "train.csv.age.dvc",
+    ]
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"].update(source=f"{SAMPLE_DIR}/train.csv.age", test_source=f"{SAMPLE_DIR}/test.csv.age",
-                          encryption="age")  # fmt: skip
+    params["data"].update(
+        source=f"{SAMPLE_DIR}/train.csv.age", test_source=f"{SAMPLE_DIR}/test.csv.age", encryption="age"
+    )
     params["privacy"].update(drop=["name"], pseudonymize=["account"])
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "commit", "-q", "-am", "encrypted sample"], project)
 
     # Without the identity the load stage stops, naming the file and the variable, and writes nothing.
-    failed = subprocess.run(["dvc", "repro", "load"], cwd=project, env=env, capture_output=True, text=True,
-                            timeout=300)  # fmt: skip
+    failed = subprocess.run(["dvc", "repro", "load"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
     assert failed.returncode != 0 and "exited with 2" in failed.stderr, failed.stderr[-2000:]
     assert f"error: {SAMPLE_DIR}/train.csv.age (data.encryption: age): no age identity is set" in failed.stderr
     assert "environment variable HUMANE_AGE_IDENTITY" in failed.stderr and not (project / "data/interim").exists()

@@ -211,8 +211,12 @@ def test_the_command_line_exits_with_the_error_code_and_one_line(tmp_path, alice
     env = {k: v for k, v in os.environ.items() if k != ENV}
     done = subprocess.run(
         [sys.executable, "-m", "humane.privacy.encryption", "rotate", str(age), "--recipient", alice[1]],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2 and done.stderr.startswith(f"error: rotate {age}: no age identity is set")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 

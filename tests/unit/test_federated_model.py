@@ -24,14 +24,32 @@ from humane.modeling.federated import (
 )
 from tests.conftest import ROOT
 
-SPEC = DataParams(name="t", intended_use="use.md", source="adult", target="income", positive_label=">50K",
-                  sensitive_features=["sex", "race"], drop=["fnlwgt"])  # fmt: skip
+SPEC = DataParams(
+    name="t",
+    intended_use="use.md",
+    source="adult",
+    target="income",
+    positive_label=">50K",
+    sensitive_features=["sex", "race"],
+    drop=["fnlwgt"],
+)
 PREPROCESS = PreprocessParams(seed=0, val_fraction=0.2, include_sensitive=False, log_transform=["capital-gain"])
-TRAIN = TrainParams(seed=0, hidden_sizes=[32], dropout=0.0, activation="relu", lr=0.003, weight_decay=0.0,
-                    batch_size=64, max_epochs=1, patience=1, progress=False,
-                    numeric_embedding=NumericEmbeddingParams(kind="periodic", d_embedding=4, n_frequencies=8),
-                    dp=DPParams(enabled=False, target_epsilon=3.0, delta=1e-5, max_grad_norm=1.0, accountant="prv",
-                                max_physical_batch_size=256))  # fmt: skip
+TRAIN = TrainParams(
+    seed=0,
+    hidden_sizes=[32],
+    dropout=0.0,
+    activation="relu",
+    lr=0.003,
+    weight_decay=0.0,
+    batch_size=64,
+    max_epochs=1,
+    patience=1,
+    progress=False,
+    numeric_embedding=NumericEmbeddingParams(kind="periodic", d_embedding=4, n_frequencies=8),
+    dp=DPParams(
+        enabled=False, target_epsilon=3.0, delta=1e-5, max_grad_norm=1.0, accountant="prv", max_physical_batch_size=256
+    ),
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +123,20 @@ def test_weights_round_trip_with_the_periodic_embeddings(adult):
 
 
 def _round(model, sites, arrays, seed, **kw):
-    return [local_round(model, d.x, d.y, global_arrays=arrays, epochs=1, batch_size=TRAIN.batch_size,
-                        lr=TRAIN.lr, seed=seed + i, **kw) for i, d in enumerate(sites)]  # fmt: skip
+    return [
+        local_round(
+            model,
+            d.x,
+            d.y,
+            global_arrays=arrays,
+            epochs=1,
+            batch_size=TRAIN.batch_size,
+            lr=TRAIN.lr,
+            seed=seed + i,
+            **kw,
+        )
+        for i, d in enumerate(sites)
+    ]
 
 
 def test_fedavg_of_local_rounds_beats_an_untrained_model(adult):

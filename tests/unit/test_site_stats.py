@@ -10,8 +10,15 @@ from humane.data.schema import resolve_schema
 from humane.data.site_stats import group_mix, merge_summaries, site_summary
 from humane.modeling.features import signed_log1p
 
-SPEC = DataParams(name="t", intended_use="use.md", source="adult", target="income", positive_label=">50K",
-                  sensitive_features=["sex", "race"], drop=["fnlwgt"])  # fmt: skip
+SPEC = DataParams(
+    name="t",
+    intended_use="use.md",
+    source="adult",
+    target="income",
+    positive_label=">50K",
+    sensitive_features=["sex", "race"],
+    drop=["fnlwgt"],
+)
 
 
 def _frame(tiny_adult: pd.DataFrame, copies: int = 5) -> pd.DataFrame:
