@@ -190,6 +190,7 @@ def decide(
     notes: list[str] | None = None,
     test_md5: dict[str, str | None] | None = None,
     change_skipped: str | None = None,
+    change_unmeasured: str | None = None,
 ) -> Decision:
     """Apply the policy. No thresholds at all promotes nothing.
 
@@ -198,7 +199,9 @@ def decide(
     champion lacks fails: the candidate cannot be shown not to be worse. `champion` carries the champion's
     figures on the candidate's test rows (governance.rescoring); `notes` say how they were obtained. With
     `change_skipped` (why the two cannot be compared, e.g. different input schemas) the change rules are
-    skipped and the value rules still apply.
+    skipped and the value rules still apply. With `change_unmeasured` (why the candidate's change against a
+    champion cannot be measured at all, e.g. a federated candidate's test rows stay at its sites) each change rule
+    fails as unmeasurable: the candidate cannot be shown not to be worse.
     """
     checks: list[Check] = []
     notes = list(notes or [])
@@ -235,6 +238,10 @@ def decide(
         value = candidate.get(metric)
         if not compare:
             checks.append(Check(rule, metric, threshold, value, None, note="pending: judged at registration"))
+            continue
+        if champion is not None and change_unmeasured:
+            note = f"unmeasurable ({change_unmeasured})"
+            checks.append(Check(rule, metric, threshold, value, False, champion.version, note=note))
             continue
         if champion is None or change_skipped:
             why = change_skipped or "no champion yet"

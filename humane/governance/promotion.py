@@ -171,9 +171,9 @@ def judge(params: Params, paths: Paths, candidate: dict[str, float], reference: 
     if reference is None:
         return decide(policy, candidate, None, notes=warned, test_md5={"candidate": test_md5, "champion": None})
     if federation.is_federated(paths):
-        skipped = "the champion cannot be re-scored on the candidate's test rows: they stay at the sites (federated)"
+        why = "federated: the champion cannot be re-scored on the candidate's test rows, which stay at the sites"
         sides = {"candidate": test_md5, "champion": reference.test_md5}
-        return decide(policy, candidate, reference, notes=warned, change_skipped=skipped, test_md5=sides)
+        return decide(policy, candidate, reference, notes=warned, change_unmeasured=why, test_md5=sides)
     from humane.modeling.features import load_preprocessor
 
     pre = load_preprocessor(paths.preprocessor)

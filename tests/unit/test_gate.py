@@ -117,6 +117,18 @@ def test_accuracy_drop_against_champion(champion_accuracy, passes):
         assert "dropped more than allowed vs champion v3" in decision.reasons[0]
 
 
+def test_a_change_rule_that_cannot_be_measured_fails_it_is_never_skipped():
+    """A federated candidate: the champion cannot be re-scored on its test rows, so a change rule fails."""
+    champion = Champion("3", {"test.accuracy": 0.80}, "run")  # worse than the candidate: would pass if measured
+    rules = policy(min={"test.accuracy": 0.8}, max_drop={"test.accuracy": 0.01})
+    decision = decide(rules, CANDIDATE, champion, change_unmeasured="federated: the test rows stay at the sites")
+    assert not decision.passed
+    (check,) = [c for c in decision.checks if c.rule == "max_drop"]
+    assert check.passed is False and check.note == "unmeasurable (federated: the test rows stay at the sites)"
+    assert any("unmeasurable (federated" in r for r in decision.reasons)
+    assert decide(rules, CANDIDATE, None, change_unmeasured="federated").passed  # no champion: nothing to compare
+
+
 def test_disparity_increase_against_champion():
     champion = Champion("1", {"fairness.sex.demographic_parity_difference": 0.05}, "run")
     decision = decide(policy(max_increase={"fairness.sex.demographic_parity_difference": 0.02}), CANDIDATE, champion)
