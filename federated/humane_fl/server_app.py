@@ -355,8 +355,12 @@ def dp_record(ledger: Ledger, cfg: RunConfig) -> dict[str, Any] | None:
     """federation.json's "dp": the largest epsilon any site spent (the run's guarantee), and each site's."""
     if cfg.dp_epsilon <= 0:
         return None
-    if not ledger.dp:
-        raise FederationFailed("DP was on but no site reported its epsilon")
+    silent = sorted(r.site for r in ledger.sites.values() if r.rounds_joined and r.site not in ledger.dp)
+    if not ledger.dp or silent:
+        raise FederationFailed(
+            f"DP was on but {', '.join(silent) or 'no site'} trained without reporting its epsilon: the run has no "
+            "privacy guarantee to record"
+        )
     spent = ledger.dp.values()
     return {
         "epsilon": max(d["epsilon"] for d in spent),
