@@ -99,17 +99,47 @@ def site_counts(
         "groups": {},
         "withheld": {},
     }
-    for feature, labels in groups.items():
-        if len(labels) != len(y) or labels.isna().any():
+    labels = {}
+    for feature, column in groups.items():
+        if len(column) != len(y) or column.isna().any():
             raise DataError(f"site_counts: the groups of {feature!r} must label every row (group_labels first)")
-        values = labels.astype(str).to_numpy()
-        kept = sent_groups(values, min_group_size)
+        labels[feature] = column.astype(str).to_numpy()
+    for feature, kept in suppressed(labels, min_group_size).items():
+        values = labels[feature]
         out["groups"][feature] = {
             g: {"rows": int((values == g).sum()), "confusion": confusion(y[values == g], y_pred[values == g])}
             for g in kept
         }
         out["withheld"][feature] = int((~np.isin(values, kept)).sum())
     return out
+
+
+def suppressed(labels: Mapping[str, np.ndarray], min_group_size: int) -> dict[str, list[str]]:
+    """The groups each feature sends (`sent_groups`), then more withheld where one feature's groups nest in another's.
+
+    An intersection's groups (sex x race) nest in each feature's: a sent group of sex minus the sent "sex x race"
+    groups inside it gives the withheld ones inside it, so those are likewise none or at least min_group_size (the
+    smallest sent group inside is withheld until they are). Repeated until nothing changes.
+    """
+    kept = {f: sent_groups(v, min_group_size) for f, v in labels.items()}
+    pairs = [(a, b) for a in labels for b in labels if a != b and _nested(labels[a], labels[b])]
+    changed = True
+    while changed:
+        changed = False
+        for fine, coarse in pairs:
+            for group in kept[coarse]:
+                inside = labels[coarse] == group
+                sent = inside & np.isin(labels[fine], kept[fine])
+                if 0 < int(inside.sum() - sent.sum()) < min_group_size:
+                    names, sizes = np.unique(labels[fine][sent], return_counts=True)
+                    kept[fine].remove(min(zip(sizes.tolist(), names.tolist(), strict=True))[1])
+                    changed = True
+    return kept
+
+
+def _nested(fine: np.ndarray, coarse: np.ndarray) -> bool:
+    """Whether every group of `fine` lies inside one group of `coarse`."""
+    return bool(pd.DataFrame({"f": fine, "c": coarse}).groupby("f")["c"].nunique().max() <= 1)
 
 
 def sent_groups(values: np.ndarray, min_group_size: int) -> list[str]:

@@ -180,3 +180,28 @@ def test_bad_input_is_one_clear_error():
     with pytest.raises(DataError, match="'sex'"):
         site_counts(np.array([1.0, 0.0]), np.array([0.5, 0.2]), THRESHOLD, {"sex": pd.Series(["a", None])}, 1)
     assert group_labels(pd.Series(["a", None]), "sex").tolist() == ["a", "missing"]
+
+
+def test_an_intersection_group_cannot_be_read_out_of_its_marginal_group():
+    """Female minus the sent "Female x race" groups would give the one Female x Other row: it goes too."""
+    sex = pd.Series(["Male"] * 26 + ["Female"] * 21)
+    race = pd.Series(["White"] * 20 + ["Black"] * 6 + ["White"] * 10 + ["Black"] * 10 + ["Other"])
+    groups = {"sex": sex, "race": race, "sex x race": sex + " x " + race}
+    y, p = np.array([1.0, 0.0] * 23 + [1.0]), np.full(47, 0.7)
+    counts = site_counts(y, p, THRESHOLD, groups, min_group_size=5)
+    assert set(counts["groups"]["sex"]) == {"Male", "Female"}
+    # race: Other (1 row) is withheld, and with it the next smallest race group (Black, 16): 17 rows
+    assert set(counts["groups"]["race"]) == {"White"} and counts["withheld"]["race"] == 17
+    inter = counts["groups"]["sex x race"]
+    # The intersection alone withholds Female x Other (1) and Male x Black (6): 7 rows. But Female minus the sent
+    # Female groups would still be the lone row, so a Female group goes too.
+    assert "Female x Other" not in inter and "Male x Black" not in inter and "Female x Black" not in inter
+    for sex_group in ("Male", "Female"):
+        hidden = counts["groups"]["sex"][sex_group]["rows"] - sum(
+            g["rows"] for name, g in inter.items() if name.startswith(sex_group + " x ")
+        )
+        assert hidden == 0 or hidden >= 5, (sex_group, hidden)
+    for name in ("White", "Black", "Other"):  # and within each race the same
+        race_rows = int((race == name).sum())
+        hidden = race_rows - sum(g["rows"] for n, g in inter.items() if n.endswith(" x " + name))
+        assert name not in counts["groups"]["race"] or hidden == 0 or hidden >= 5, (name, hidden)
