@@ -107,6 +107,7 @@ def run_config(params: Params, settings: FederatedParams, out_dir: Path) -> dict
         "preprocess": params.preprocess.model_dump(mode="json"),
         "evaluate": params.evaluate.model_dump(mode="json"),
         "data": {"sensitive_features": params.data.sensitive_features},
+        "privacy": params.privacy.model_dump(mode="json"),  # each site checks it applies these rules
     }
     return {
         "out_dir": str(out_dir),
@@ -125,6 +126,7 @@ def run_config(params: Params, settings: FederatedParams, out_dir: Path) -> dict
         "seed": settings.seed,
         "params_json": json.dumps(shared, sort_keys=True),
         "round_timeout_s": float(settings.round_timeout_s),
+        "expected_sites": len(settings.sites),
     }
 
 

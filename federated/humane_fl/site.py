@@ -30,6 +30,8 @@ from humane.core.params import PreprocessParams, TrainParams, load_params
 from humane.core.paths import Paths
 
 T = TypeVar("T")
+# The column privacy rules every site must apply as the coordinator states them (federation/params.yaml `privacy`).
+POLICY_RULES = ("drop", "pseudonymize", "bins", "top_code", "group_rare", "keep", "strict_bins")
 # A reason longer than this is cut (a validation report can list many checks; the site's log has all of it).
 MAX_REASON = 2000
 
@@ -65,6 +67,8 @@ class RunSettings:
     min_group_size: int
     noise: float
     seed: int
+    # The coordinator's privacy policy (federation/params.yaml `privacy`, as sent in params_json); None: not sent.
+    privacy: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, config: dict[str, Any]) -> RunSettings:
@@ -79,6 +83,7 @@ class RunSettings:
             min_group_size=int(config["min_group_size"]),
             noise=float(config["noise"]),
             seed=int(config["seed"]),
+            privacy=params.get("privacy"),
         )
 
 
@@ -102,6 +107,7 @@ def stats(workspace: Path, site: str, settings: RunSettings) -> dict[str, Any]:
 
     paths = Paths(workspace)
     params = guarded("params", lambda: load_params(paths.params))
+    same_policy(params.privacy.model_dump(mode="json"), settings.privacy)
     ctx = RunContext(project=workspace)
     for name, step in (("load", tasks.load.run), ("validate", validated), ("data_audit", tasks.data_audit.run)):
         print(guarded(name, lambda s=step: s(params, paths, ctx)), file=sys.stderr)
@@ -116,6 +122,23 @@ def stats(workspace: Path, site: str, settings: RunSettings) -> dict[str, Any]:
             seed=site_seed(settings.seed, site, 0),
         ),
     )
+
+
+def same_policy(own: dict[str, Any], coordinator: dict[str, Any] | None) -> None:
+    """Refuse to take part unless this site applies the coordinator's privacy rules (the card states those).
+
+    Raises:
+        Excluded: The coordinator sent no policy, or this site's params.yaml `privacy` differs in a rule (named).
+
+    """
+    if coordinator is None:
+        raise Excluded("privacy: the coordinator sent no privacy policy, so this site cannot show that it applies it")
+    differ = [rule for rule in POLICY_RULES if own.get(rule) != coordinator.get(rule)]
+    if differ:
+        raise Excluded(
+            f"privacy: this site's params.yaml privacy differs from the coordinator's in {', '.join(differ)}; the "
+            f"model card states the coordinator's policy as applied at every site, so each site must apply it"
+        )
 
 
 def validated(params: Any, paths: Paths, ctx: Any) -> str:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from humane.core.params import load_params
+
 ROOT = Path(__file__).resolve().parents[2]
 SITE_ENV = ROOT / ".site-env"
 GOVERNMENT = {"Federal-gov", "State-gov", "Local-gov"}
@@ -104,6 +106,7 @@ def run_config(out_dir: Path, path: Path, **overrides: object) -> list[str]:
             "progress": False,
         },
         "evaluate": {"threshold": 0.5},
+        "privacy": load_params(ROOT / "params.yaml").privacy.model_dump(mode="json"),  # the sites' own rules
     }
     config = {
         "out_dir": str(out_dir),

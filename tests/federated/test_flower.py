@@ -67,7 +67,7 @@ COUNTS_KEYS = {"rows", "confusion", "scores", "loss_sum", "groups", "withheld"}
 def federated_run(federation, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """Two rounds of FedProx through SecAgg+ over the four sites (site_d is excluded at its data checks)."""
     out = tmp_path_factory.mktemp("coordinator") / "out"
-    log = federation.run(out, strategy="fedprox", proximal_mu=0.1, secagg=True)
+    log = federation.run(out, strategy="fedprox", proximal_mu=0.1, secagg=True, expected_sites=4)
     assert (out / "federation.json").exists(), log[-4000:]
     return out, log
 
