@@ -245,8 +245,8 @@ REGISTRY: dict[str, Covered | Exempt] = {
         Covered(("remote", "add", "-d"), (TEAM + "test_a_second_checkout_pulls_the_champions_exact_model",))
     ),
     "dvc push": Covered(("dvc", "push"), (TEAM + "test_a_second_checkout_pulls_the_champions_exact_model",)),
-    'openssl s_client -connect "127.0.0.1:$HUMANE_TEAM_MLFLOW_PORT" -CAfile "$HUMANE_TEAM_CA_FILE" -verify_ip 127.0.0.1 '
-    "-verify_return_error </dev/null": Covered(
+    'openssl s_client -connect "127.0.0.1:$HUMANE_TEAM_MLFLOW_PORT" -CAfile "$HUMANE_TEAM_CA_FILE" '
+    "-verify_ip 127.0.0.1 -verify_return_error </dev/null": Covered(
         ("openssl", "s_client", "-verify_return_error"),
         ("tests/team/test_tls.py::test_openssl_verifies_each_servers_chain",),
     ),
