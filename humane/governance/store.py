@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from humane.core.errors import AccessRefused, ConfigError, HumaneError, ServerUnavailable
+from humane.core.errors import AccessRefused, ConfigError, HumaneError, IntegrityFailed, ServerUnavailable
 
 # MLflow 3's UI opens an experiment on its GenAI overview unless the experiment says it is model training.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -223,6 +223,11 @@ def server_error(err: BaseException, uri: str, plan: RetryPlan) -> HumaneError |
             return ServerUnavailable(
                 f"MLflow server {where} answered only errors for {plan.budget_s} s of retries ({RETRY_ENV}="
                 f"{plan.budget_s}; {_reason(cause)}): see the server's log (a full artifact store?), then rerun"
+            )
+        if isinstance(cause, requests.exceptions.SSLError):  # a ConnectionError too: said before it
+            return IntegrityFailed(
+                f"MLflow server {where}: its TLS certificate could not be verified ({_reason(cause)}): set "
+                "MLFLOW_TRACKING_SERVER_CERT_PATH to the file of the CA that signed it (team.env does), then rerun"
             )
         if isinstance(cause, (requests.ConnectionError, requests.Timeout)):
             return ServerUnavailable(

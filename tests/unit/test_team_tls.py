@@ -91,3 +91,39 @@ def test_certificates_from_elsewhere_are_used_as_given_and_checked(tmp_path):
     given.cert.unlink()
     with pytest.raises(StackError, match=r"server\.crt missing"):
         tls.ensure(given.ca.parent)
+
+
+def test_an_mlflow_server_whose_certificate_does_not_verify_is_one_line_naming_the_ca_setting(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from humane.core.errors import IntegrityFailed, exit_code
+    from humane.governance import store
+
+    files = tls.ensure(tmp_path / "tls")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(files.cert, files.key)
+    listener = context.wrap_socket(socket.create_server(("127.0.0.1", 0)), server_side=True)
+    port = listener.getsockname()[1]
+
+    def accept() -> None:  # every attempt's handshake, until the client gives up
+        while True:
+            try:
+                listener.accept()[0].close()
+            except (ssl.SSLError, OSError):
+                if listener.fileno() == -1:
+                    return
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setenv("HUMANE_SERVER_RETRY_S", "4")
+    monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH", raising=False)
+    uri = f"https://127.0.0.1:{port}"
+    try:
+        with (
+            pytest.raises(IntegrityFailed, match="certificate could not be verified") as caught,
+            store.server_calls(uri),
+        ):
+            MlflowClient(tracking_uri=uri).search_experiments()
+    finally:
+        listener.close()
+    assert "MLFLOW_TRACKING_SERVER_CERT_PATH" in str(caught.value)
+    assert exit_code(caught.value) == 12
