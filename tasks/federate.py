@@ -46,6 +46,8 @@ UNAVAILABLE = "Connection to the SuperLink is unavailable"
 OUT_FILES = ("model.pt", "preprocessor.skops", "federation.json", "evaluation.json")
 # The one line the ServerApp leaves in out_dir when its run fails (federated/humane_fl/server_app.py).
 ERROR_FILE = "federation_error.txt"
+STARTED = re.compile(r"Successfully started run (\d+)")  # flwr run's line naming the run it started
+STOP_TIMEOUT_S = 60
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 RAISED = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Failed)\w*: ")  # a traceback's last line
 
@@ -158,9 +160,10 @@ def flower_run(params: Params, settings: FederatedParams, root: Path, tmp: Path)
     command = [str(flwr), "run", str(app), link.connection, "--run-config", str(config), "--stream"]
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=settings.run_timeout_s)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired as late:
+        stopped = stop_run(flwr, link.connection, env, late.stdout)
         raise HumaneError(
-            f"the federated run did not finish within federated.run_timeout_s ({settings.run_timeout_s:g} s)"
+            f"the federated run did not finish within federated.run_timeout_s ({settings.run_timeout_s:g} s); {stopped}"
         ) from None
     output = done.stdout + done.stderr
     if UNAVAILABLE in output:
@@ -177,6 +180,26 @@ def flower_run(params: Params, settings: FederatedParams, root: Path, tmp: Path)
             f"the federated run failed (flwr exit {done.returncode}; no {', '.join(missing) or '-'} "
             f"written): {failure_text(output)}"
         )
+
+
+def stop_run(flwr: Path, connection: str, env: dict[str, str], output: bytes | str | None) -> str:
+    """Ask the SuperLink to stop the run `flwr run` started (its id from the output); what became of it, said.
+
+    Without the stop, the ServerApp would go on training and writing after the stage gave up.
+    """
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+    started = STARTED.search(ANSI.sub("", text))
+    if started is None:
+        return "no run had started on the SuperLink"
+    run_id = started.group(1)
+    try:
+        stop = [str(flwr), "stop", run_id, connection]
+        done = subprocess.run(stop, capture_output=True, text=True, env=env, timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        done = None
+    if done is not None and done.returncode == 0:
+        return f"run {run_id} was stopped on the SuperLink"
+    return f"run {run_id} could NOT be stopped on the SuperLink: stop it with `flwr stop {run_id}`"
 
 
 def failure_text(output: str) -> str:

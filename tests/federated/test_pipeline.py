@@ -93,3 +93,18 @@ def test_the_prefect_flow_runs_the_federation_workspace(workspace, prefect_serve
     assert tags["entry_point"] == "prefect" and "site_a:trained" in tags["federated.sites"]
     decision = json.loads((workspace / "reports/decision.json").read_text())
     assert any(c["metric"] == "test.accuracy" and c["threshold"] == 0.69 for c in decision["checks"])
+
+
+def test_a_run_past_its_time_is_stopped_on_the_superlink(workspace):
+    """federated.run_timeout_s: the stage gives up, and the run it started is stopped, not left training."""
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["federated"]["run_timeout_s"] = 15.0  # the sites' own load and validation alone take longer
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    model = workspace / "models/model.pt"
+    before = model.read_bytes() if model.exists() else None
+    result = run(["python", "-m", "tasks.federate"], workspace, check=False, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "did not finish within federated.run_timeout_s (15 s)" in result.stderr
+    assert "was stopped on the SuperLink" in result.stderr, result.stderr[-3000:]
+    assert (model.read_bytes() if model.exists() else None) == before  # nothing written
+    assert not list(workspace.glob(".federate-*"))
