@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from humane.core import io
@@ -32,6 +31,7 @@ from humane.fairness.counts import (
     calibration_from_histograms,
     metrics_from_counts,
     overall_from_counts,
+    roc_from_histograms,
 )
 from humane.fairness.metrics import INTERSECTION, FeatureAudit, headline, shown_names
 from humane.fairness.plots import save_plots as save_audit_plots
@@ -312,14 +312,6 @@ def write_evaluation(params: Params, paths: Paths, counts: dict[str, Any]) -> No
     io.write_json(paths.roc_data, roc)
     io.write_json(paths.calibration_data, calibration)
     save_plots(roc, [CalibrationBin(**b) for b in calibration], model["roc_auc"], paths.roc_png, paths.calibration_png)
-
-
-def roc_from_histograms(positive: list[int], negative: list[int]) -> list[dict[str, float]]:
-    """ROC points at the score bins' edges, from the highest edge down (the curve `auc_from_histograms` integrates)."""
-    pos, neg = np.asarray(positive, dtype=float)[::-1], np.asarray(negative, dtype=float)[::-1]
-    tpr = np.concatenate([[0.0], np.cumsum(pos) / max(pos.sum(), 1)])
-    fpr = np.concatenate([[0.0], np.cumsum(neg) / max(neg.sum(), 1)])
-    return [{"fpr": round(float(f), 6), "tpr": round(float(t), 6)} for f, t in zip(fpr, tpr, strict=True)]
 
 
 def audits_of(params: Params, counts: dict[str, Any]) -> list[FeatureAudit]:

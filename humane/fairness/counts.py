@@ -433,3 +433,11 @@ def overall_from_counts(counts: Mapping[str, Any], params: AuditParams) -> dict[
     lo, hi = _interval([error(s[: len(pos)], s[len(pos) :]) for s in samples])
     metrics["calibration_error"] = {"value": error(pos, neg), "lo": lo, "hi": hi}
     return metrics
+
+
+def roc_from_histograms(positive: list[int], negative: list[int]) -> list[dict[str, float]]:
+    """ROC points at the score bins' edges, from the highest edge down (the curve `auc_from_histograms` integrates)."""
+    pos, neg = np.asarray(positive, dtype=float)[::-1], np.asarray(negative, dtype=float)[::-1]
+    tpr = np.concatenate([[0.0], np.cumsum(pos) / max(pos.sum(), 1)])
+    fpr = np.concatenate([[0.0], np.cumsum(neg) / max(neg.sum(), 1)])
+    return [{"fpr": round(float(f), 6), "tpr": round(float(t), 6)} for f, t in zip(fpr, tpr, strict=True)]
