@@ -39,7 +39,7 @@ site-env:  ## the federated site environment .site-env (torch, flwr 1.42, what a
 run: setup  ## set up and run the whole pipeline on the built-in dataset (dvc repro)
 	dvc repro
 
-test: setup  ## set up and run the test suite
+test: setup site-env  ## set up (with the federated site environment) and run the test suite
 	pytest
 
 lint: setup

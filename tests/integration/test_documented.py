@@ -398,10 +398,14 @@ def test_the_parser_joins_continuations_and_quotes_and_drops_comments():
 
 
 def _with_venv(project: Path) -> Path:
-    """The project copy with the suite's venv linked in as .venv, as `make` and `source` expect."""
+    """The project copy with the suite's venv linked in as .venv (and the site environment as .site-env, which
+    `make test` also wants), as `make` and `source` expect."""
     venv = project / ".venv"
     if not venv.exists():
         venv.symlink_to(Path(os.environ.get("VIRTUAL_ENV") or ROOT / ".venv").resolve())
+    site_env = project / ".site-env"
+    if not site_env.exists() and (ROOT / ".site-env").is_dir():
+        site_env.symlink_to((ROOT / ".site-env").resolve())
     return project
 
 
