@@ -106,28 +106,30 @@ def write_sample(dest: Path, train_rows: int = SAMPLE_TRAIN_ROWS, test_rows: int
     test.to_csv(dest / "test.csv", index=False)
 
 
+# The sample's column roles, labels and ranges, as a profile names them (params.yaml's data section).
+SAMPLE_COLUMNS = {
+    "numeric": ["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"],
+    "categorical": [
+        "workclass",
+        "education",
+        "marital-status",
+        "occupation",
+        "relationship",
+        "race",
+        "sex",
+        "native-country",
+    ],
+    "labels": ["<=50K", ">50K"],
+    "ranges": {"age": [17, 90], "hours-per-week": [1, 99]},
+}
+
+
 def sample_params(project: Path, **sections: dict) -> None:
     """Point params.yaml at the sample files and shorten training; `sections` override further keys."""
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
-    params["data"].update(
-        name="sample",
-        source=f"{SAMPLE_DIR}/train.csv",
-        test_source=f"{SAMPLE_DIR}/test.csv",
-        numeric=["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"],
-        categorical=[
-            "workclass",
-            "education",
-            "marital-status",
-            "occupation",
-            "relationship",
-            "race",
-            "sex",
-            "native-country",
-        ],
-        labels=["<=50K", ">50K"],
-        ranges={"age": [17, 90], "hours-per-week": [1, 99]},
-    )
+    sample = {"source": f"{SAMPLE_DIR}/train.csv", "test_source": f"{SAMPLE_DIR}/test.csv", **SAMPLE_COLUMNS}
+    params["data"].update(name="sample", **sample)
     params["validate"].update(min_group_rows=5)
     # The suite's pipeline runs unmitigated (its checks compare with the plain model); the mitigated default is
     # exercised by tests/integration/test_sweep.py and tests/unit/test_serving.py.

@@ -408,20 +408,41 @@ def local_round(
     if dp is None:
         loss, steps = _plain_epochs(model, x, y, epochs, batch_size, lr, weight_decay, proximal_mu, generator)
     else:
-        sample_rate, planned, noise = dp_schedule(dp, len(x), batch_size, epochs)
-        settings = dp.params(epochs, batch_size, lr, weight_decay)
-        trained, loss, steps = _dp_epochs(model, x, y, epochs, settings, proximal_mu, noise, generator)
-        if steps > planned:
-            raise HumaneError(f"DP-SGD took {steps} steps where {planned} were accounted for; no update is sent")
-        load_weights(model, weights(trained))
-        # Accounted as planned: a step Opacus skipped (an empty Poisson batch) only makes the figure an upper bound.
-        eps = spent_epsilon(dp, noise, sample_rate, planned * (rounds_joined + 1))
-        metrics.update(epsilon=eps, delta=dp.delta, noise_multiplier=noise, clip=dp.clip, dp_rounds=rounds_joined + 1)
+        optimiser = (epochs, batch_size, lr, weight_decay)
+        loss, steps, spent = _dp_round(model, x, y, dp, optimiser, proximal_mu, rounds_joined, generator)
+        metrics.update(spent)
     if not math.isfinite(loss):
         raise TrainingDiverged(f"local training diverged: train_loss = {loss}; no update is sent")
     model.eval()
     metrics.update(train_loss=loss, steps=steps, seconds=time.perf_counter() - started)
     return weights(model), len(x), metrics
+
+
+def _dp_round(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    dp: SiteDP,
+    optimiser: tuple[int, int, float, float],
+    proximal_mu: float,
+    rounds_joined: int,
+    generator: torch.Generator,
+) -> tuple[float, int, dict[str, float]]:
+    """local_round's DP-SGD epochs (`optimiser`: epochs, batch size, lr, weight decay): loss, steps, the DP figures.
+
+    The model ends holding the trained weights. Epsilon is accounted as planned, over every round joined: a step
+    Opacus skipped (an empty Poisson batch) only makes the figure an upper bound.
+    """
+    epochs, batch_size, lr, weight_decay = optimiser
+    sample_rate, planned, noise = dp_schedule(dp, len(x), batch_size, epochs)
+    settings = dp.params(epochs, batch_size, lr, weight_decay)
+    trained, loss, steps = _dp_epochs(model, x, y, epochs, settings, proximal_mu, noise, generator)
+    if steps > planned:
+        raise HumaneError(f"DP-SGD took {steps} steps where {planned} were accounted for; no update is sent")
+    load_weights(model, weights(trained))
+    eps = spent_epsilon(dp, noise, sample_rate, planned * (rounds_joined + 1))
+    figures = {"epsilon": eps, "delta": dp.delta, "noise_multiplier": noise, "clip": dp.clip}
+    return loss, steps, {**figures, "dp_rounds": rounds_joined + 1}
 
 
 def site_eval(model: nn.Module, x: torch.Tensor) -> np.ndarray:

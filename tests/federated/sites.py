@@ -14,6 +14,7 @@ import pandas as pd
 import yaml
 
 from humane.core.params import load_params
+from tests.conftest import SAMPLE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE_ENV = ROOT / ".site-env"
@@ -34,24 +35,7 @@ def workclass_sites(frame: pd.DataFrame) -> pd.Series:
 def site_params(source: str, test_source: str) -> dict:
     """The project's params with the test suite's sample settings, pointed at one site's files."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["data"].update(
-        name="sample",
-        source=source,
-        test_source=test_source,
-        labels=["<=50K", ">50K"],
-        numeric=["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"],
-        categorical=[
-            "workclass",
-            "education",
-            "marital-status",
-            "occupation",
-            "relationship",
-            "race",
-            "sex",
-            "native-country",
-        ],
-        ranges={"age": [17, 90], "hours-per-week": [1, 99]},
-    )
+    params["data"].update(name="sample", source=source, test_source=test_source, **SAMPLE_COLUMNS)
     # A site's own profile: small sites, so small groups are judged from 5 test rows and a few more unseen
     # categories in a site's test rows are tolerated.
     params["validate"].update(min_group_rows=5, min_rows=100, max_unseen_fraction=0.05)

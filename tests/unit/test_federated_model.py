@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
+from torch import nn
 
 from humane.core.errors import HumaneError
 from humane.core.params import DataParams, DPParams, NumericEmbeddingParams, PreprocessParams, TrainParams
@@ -166,25 +167,24 @@ def _distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return float(np.sqrt(sum(((x - y) ** 2).sum() for x, y in zip(a, b, strict=True))))
 
 
-def test_fedprox_term_pulls_towards_the_global_weights(adult):
-    train, _ = adult
+def _one_site(train: pd.DataFrame) -> tuple[list, nn.Module, list[np.ndarray]]:
+    """One site of 1,200 rows under the federated preprocessor, a fresh seeded network and its weights."""
     _, pre = _federated(train)
     site = [site_data(pre, train.iloc[:1200])]
     torch.manual_seed(0)
     model = build_network(TRAIN, pre)
-    start = weights(model)
+    return site, model, weights(model)
+
+
+def test_fedprox_term_pulls_towards_the_global_weights(adult):
+    site, model, start = _one_site(adult[0])
     plain = _round(model, site, start, seed=1)[0][0]
     prox = _round(model, site, start, seed=1, proximal_mu=50.0)[0][0]
     assert 0 < _distance(prox, start) < 0.5 * _distance(plain, start)
 
 
 def test_dp_round_spends_a_finite_recorded_epsilon_over_the_rounds(adult):
-    train, _ = adult
-    _, pre = _federated(train)
-    site = [site_data(pre, train.iloc[:1200])]
-    torch.manual_seed(0)
-    model = build_network(TRAIN, pre)
-    start = weights(model)
+    site, model, start = _one_site(adult[0])
     dp = SiteDP(epsilon=3.0, delta=1e-5, clip=1.0, rounds=2, accountant="rdp", max_physical_batch_size=256)
     first, n, metrics = _round(model, site, start, seed=1, dp=dp)[0]
     _, _, second = _round(model, site, first, seed=2, dp=dp, rounds_joined=1)[0]
