@@ -238,6 +238,47 @@ def find_run(mlflow_client: Any, experiment_id: str, key: str) -> tuple[Any | No
     return (complete[0] if complete else None), [r for r in runs if r not in complete]
 
 
+def privacy_and_federation(paths: Paths, train_metrics: dict, run_of_sites: dict | None) -> dict[str, Any]:
+    """The privacy figures; federated: ε and the run's federated.* figures (risk and attack are unmeasurable)."""
+    if run_of_sites is not None:
+        return {**federation.privacy_figures(train_metrics), **federation.figures(run_of_sites)}
+    privacy, membership = io.read_json(paths.privacy_report), io.read_json(paths.membership_report)
+    return privacy_metrics(privacy, membership, train_metrics)
+
+
+def log_data_evidence(paths: Paths, masked: set[str], federated: bool) -> None:
+    """The data behind the run, in the active run.
+
+    Dataset inputs: schema and row count only (no rows), the DVC md5 as digest. Federated, where the rows stay at the
+    sites: the sites, rounds and messages, and the counts the sites sent.
+    """
+    import mlflow
+
+    if federated:
+        for path in (paths.federation, paths.federated_evaluation):
+            mlflow.log_artifact(str(path), artifact_path="reports")
+        return
+    for path, context in ((paths.processed_train, "training"), (paths.processed_test, "test")):
+        frame = numbered_features(pd.read_parquet(path), masked)
+        dataset = summarized_dataset(frame, str(path.relative_to(paths.root)), path.stem, md5_of(path))
+        mlflow.log_input(dataset, context=context)
+
+
+def log_reference(paths: Paths, threshold: float, monitored: MonitoredColumns | None, federated: bool) -> None:
+    """Monitoring's reference, in the active run; none for a federated model (its test rows stay at its sites)."""
+    import mlflow
+
+    if federated:
+        mlflow.set_tag("humane.monitoring", "no reference: a federated model's test rows stay at its sites")
+        return
+    if monitored is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="humane-reference-") as tmp:
+        reference = Path(tmp) / Path(REFERENCE_ARTIFACT).name
+        write_reference(paths, threshold, monitored, reference)
+        mlflow.log_artifact(str(reference), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+
+
 def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable[str], ctx: RunContext,
             monitored: MonitoredColumns | None = None) -> dict[str, str]:  # fmt: skip
     """Log the workspace's pipeline state as one MLflow run (or find the one already logged); its ids.
@@ -274,7 +315,6 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
     history = io.read_json(paths.train_history)
     validation = io.read_json(paths.validation_report)
     fairness = io.read_json(paths.fairness)
-    privacy, membership = io.read_json(paths.privacy_report), io.read_json(paths.membership_report)
     run_of_sites = federation.read(paths) if federation.is_federated(paths) else None
     masked = {*FittedPolicy.from_dict(io.read_json(paths.privacy_policy)).masked_columns, *map(str, protected)}
 
@@ -288,16 +328,12 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
         run_id = run.info.run_id
         mlflow.set_tags(lineage_tags(paths, ctx))
         mlflow.log_params(raw_params)
-        if run_of_sites is None:
-            figures = flat_metrics(privacy_metrics(privacy, membership, train_metrics))
-        else:  # ε, and the run's federated.* figures; the risk and attack figures are unmeasurable here
-            figures = flat_metrics({**federation.privacy_figures(train_metrics), **federation.figures(run_of_sites)})
         summary = {
             **flat_metrics(metrics["model"], "test."),
             **flat_metrics(metrics["baseline"], "baseline."),
             **flat_metrics(train_metrics, "train."),
             **flat_metrics(fairness, "fairness."),
-            **figures,
+            **flat_metrics(privacy_and_federation(paths, train_metrics, run_of_sites)),
             "validation.n_checks": validation["n_checks"],
             "validation.n_failed": validation["n_failed"],
         }
@@ -317,23 +353,9 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
         for path in (paths.roc_png, paths.calibration_png, *sorted(paths.audit_plots_dir.glob("*.png"))):
             mlflow.log_artifact(str(path), artifact_path="plots")
         mlflow.log_artifacts(str(paths.validation_docs), artifact_path="reports/validation_docs")
-        if run_of_sites is not None:  # the sites, rounds and messages; the counts the sites sent
-            for path in (paths.federation, paths.federated_evaluation):
-                mlflow.log_artifact(str(path), artifact_path="reports")
-        # Dataset inputs: schema and row count only (no rows), with the DVC md5 as the digest. Federated: none here.
-        inputs = [] if run_of_sites else [(paths.processed_train, "training"), (paths.processed_test, "test")]
-        for path, context in inputs:
-            frame = numbered_features(pd.read_parquet(path), masked)
-            dataset = summarized_dataset(frame, str(path.relative_to(paths.root)), path.stem, md5_of(path))
-            mlflow.log_input(dataset, context=context)
+        log_data_evidence(paths, masked, federated=run_of_sites is not None)
         info = log_serving_model(paths, threshold, masked)
-        if run_of_sites is not None:  # a reference needs the test rows and their scores: they stay at the sites
-            mlflow.set_tag("humane.monitoring", "no reference: a federated model's test rows stay at its sites")
-        elif monitored is not None:
-            with tempfile.TemporaryDirectory(prefix="humane-reference-") as tmp:
-                reference = Path(tmp) / Path(REFERENCE_ARTIFACT).name
-                write_reference(paths, threshold, monitored, reference)
-                mlflow.log_artifact(str(reference), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+        log_reference(paths, threshold, monitored, federated=run_of_sites is not None)
         mlflow.set_tags({"humane.model_uri": info.model_uri, COMPLETE_TAG: "true"})
     record = {"run_id": run_id, "experiment_id": experiment_id, "experiment": experiment,
               "model_uri": info.model_uri, "run_key": key}  # fmt: skip
