@@ -304,14 +304,21 @@ def compute_metrics(train: dict[str, Any]) -> dict[str, float]:
             if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
 
 
+def privacy_and_federation(paths: Paths, train: dict[str, Any]) -> dict[str, float]:
+    """privacy.* from the stage outputs.
+
+    A federated run's: ε and its federated.* figures (no row here: the figures only the rows give are unmeasurable,
+    and say why).
+    """
+    if federation.is_federated(paths):
+        return {**federation.privacy_figures(train), **federation.figures(federation.read(paths))}
+    return privacy_metrics(io.read_json(paths.privacy_report), io.read_json(paths.membership_report), train)
+
+
 def read_candidate(paths: Paths) -> dict[str, float]:
-    """The candidate's metrics, read from the stage outputs."""
+    """The candidate's metrics, read from the stage outputs (a federated run has no compute bill here)."""
     train = io.read_json(paths.train_metrics)
     validation = io.read_json(paths.validation_report)["passed"]
-    if federation.is_federated(paths):  # no row here: the figures only the rows give are unmeasurable (why)
-        privacy = federation.privacy_figures(train)
-        flat = candidate_metrics(io.read_json(paths.metrics), io.read_json(paths.fairness), validation, privacy)
-        return {**flat, **federation.figures(federation.read(paths))}
-    privacy = privacy_metrics(io.read_json(paths.privacy_report), io.read_json(paths.membership_report), train)
+    privacy = privacy_and_federation(paths, train)
     flat = candidate_metrics(io.read_json(paths.metrics), io.read_json(paths.fairness), validation, privacy)
-    return {**flat, **compute_metrics(train)}
+    return flat if federation.is_federated(paths) else {**flat, **compute_metrics(train)}

@@ -24,7 +24,7 @@ from humane.core.params import flatten, read_raw
 from humane.core.paths import Paths
 from humane.governance import federation
 from humane.governance.domain import Domain, fit_domain
-from humane.governance.gate import privacy_metrics
+from humane.governance.gate import privacy_and_federation
 from humane.governance.lineage import git_commit, md5_of
 from humane.governance.serving import (
     ARTIFACT_DOMAIN,
@@ -238,14 +238,6 @@ def find_run(mlflow_client: Any, experiment_id: str, key: str) -> tuple[Any | No
     return (complete[0] if complete else None), [r for r in runs if r not in complete]
 
 
-def privacy_and_federation(paths: Paths, train_metrics: dict, run_of_sites: dict | None) -> dict[str, Any]:
-    """The privacy figures; federated: ε and the run's federated.* figures (risk and attack are unmeasurable)."""
-    if run_of_sites is not None:
-        return {**federation.privacy_figures(train_metrics), **federation.figures(run_of_sites)}
-    privacy, membership = io.read_json(paths.privacy_report), io.read_json(paths.membership_report)
-    return privacy_metrics(privacy, membership, train_metrics)
-
-
 def log_data_evidence(paths: Paths, masked: set[str], federated: bool) -> None:
     """The data behind the run, in the active run.
 
@@ -333,7 +325,7 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
             **flat_metrics(metrics["baseline"], "baseline."),
             **flat_metrics(train_metrics, "train."),
             **flat_metrics(fairness, "fairness."),
-            **flat_metrics(privacy_and_federation(paths, train_metrics, run_of_sites)),
+            **flat_metrics(privacy_and_federation(paths, train_metrics)),
             "validation.n_checks": validation["n_checks"],
             "validation.n_failed": validation["n_failed"],
         }
