@@ -86,6 +86,9 @@ class DataParams(_Section):
     encryption: Literal["none", "age"] = "none"
     encryption_key_env: str = "HUMANE_AGE_IDENTITY"
     encryption_key_block: str | None = None
+    # Inputs a counterfactual never changes (a person cannot or should not change them: age, origin, family);
+    # the sensitive features are immutable whatever this says.
+    immutable: list[str] = []
 
     @property
     def model_name(self) -> str:
@@ -338,6 +341,39 @@ class AuditParams(_Section):
     min_group_size: int = Field(ge=1)
 
 
+class ExplainParams(_Section):
+    """Explanations (the explain stage, tasks/explain.py): attributions, proxies, error cohorts, reasons.
+
+    Attributions are computed on a seeded sample of the test rows against one reference row (numeric inputs at
+    the training median, categorical inputs at the commonest category), on the logit scale, and summed back to
+    the user's raw columns.
+    """
+
+    seed: int = 13
+    # Test rows attributed (a seeded sample; all rows when fewer).
+    sample_rows: int = Field(2000, ge=10)
+    # auto: Integrated Gradients for the MLP (differentiable in its inputs), Shapley value sampling for the
+    # FT-Transformer (its categorical tokens are looked up, not differentiable) and the reductions' ensemble.
+    method: Literal["auto", "integrated_gradients", "shapley_sampling"] = "auto"
+    # Integrated Gradients: steps of the path integral (Gauss-Legendre); Shapley sampling: permutations.
+    n_steps: int = Field(32, ge=4, le=1024)
+    n_samples: int = Field(16, ge=1, le=1024)
+    # Bootstrap resamples of the attributed rows for the intervals of the shares.
+    bootstrap: int = Field(200, ge=10)
+    # Features listed as "top" overall and per group (the card, the plots).
+    top_k: int = Field(5, ge=1)
+    # A raw input whose own cross-validated ROC AUC for a sensitive feature's groups reaches this is named a
+    # stand-in (proxy) for it; the all-inputs classifier's AUC is explain.proxy_auc.<feature>.
+    proxy_threshold: float = Field(0.7, gt=0.5, le=1)
+    proxy_folds: int = Field(5, ge=2, le=20)
+    # Error analysis: a decision tree on the test errors, this deep, leaves of at least this share of the rows;
+    # grown on one half of the test rows, its cohorts' error rates measured on the other half.
+    error_tree_depth: int = Field(3, ge=1, le=8)
+    error_min_leaf_share: float = Field(0.02, gt=0, lt=0.5)
+    # Reason codes returned by the served model when a request asks for reasons without saying how many.
+    reasons: int = Field(3, ge=1, le=20)
+
+
 class GateParams(_Section):
     """The generic promotion policy; a dataset's profile adds its own thresholds (`policy:`).
 
@@ -412,6 +448,9 @@ class MonitorParams(_Section):
     # Breaches that start the training deployment (Prefect) by themselves; a monitoring run never moves an alias.
     retrain_on: list[Literal["BiasDegraded", "PerformanceDegraded", "DriftDetected"]] = []
     training_deployment: str = Field("training/adult", pattern=r"^[^/]+/[^/]+$")
+    # DriftDetected when a raw input's share of the model's attribution (mean |attribution| share) moves more
+    # than this from its share on the test rows (reports/explanations.json), among the reference's top inputs.
+    attribution_drift_threshold: float = Field(0.1, gt=0, le=1)
 
     @model_validator(mode="after")
     def _known_gaps(self) -> MonitorParams:
@@ -500,6 +539,7 @@ class Params(_Section):
     train: TrainParams
     evaluate: EvaluateParams
     audit: AuditParams
+    explain: ExplainParams = ExplainParams()
     gate: GateParams
     sweep: SweepParams
     monitor: MonitorParams = MonitorParams()

@@ -66,6 +66,12 @@ class Paths:
     fairness = _At("reports/fairness.json")
     audit_groups_data = _At("reports/plots/audit_groups.json")
     audit_plots_dir = _At("reports/plots/audit")
+    # The explain stage: explain.* policy metrics, the full explanation report, its plots, and what serving and
+    # monitoring need to explain a row (reference row, column map, counterfactual space).
+    explain_metrics = _At("reports/explain.json")
+    explanations = _At("reports/explanations.json")
+    explain_plots_dir = _At("reports/plots/explain")
+    explainer = _At("models/explainer.json")
     policy_checks = _At("reports/policy_checks.json")
     decision = _At("reports/decision.json")
     model_card_md = _At("reports/model_card.md")
