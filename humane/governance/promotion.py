@@ -113,6 +113,8 @@ def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> di
         "membership": io.read_json(paths.membership_report),
         "mitigation_data": io.read_json(paths.mitigation_data),
         "thresholds": io.read_json(paths.thresholds),
+        # Absent in a federated workspace (no test row here to explain): the card says so.
+        "explanations": io.read_json(paths.explanations) if paths.explanations.exists() else None,
     }
 
 
