@@ -187,6 +187,7 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     thresholds = Policy.of(params.gate, params.policy, params.data.sensitive_features).max
     card.table(["feature", "gap", "value [95% CI]", "policy maximum", "result"], gap_rows(facts["audit"], thresholds))
 
+    add_explanations(card, facts.get("explanations"))
     add_mitigation(card, params, facts)
     if facts.get("federation"):  # no row at the coordinator: its sites, and what could not be measured here
         add_federation(card, params, facts)
@@ -197,6 +198,151 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     awaiting = params.gate.require_approval and decision.passed and not signed
     add_decision(card, decision, awaiting, signed_off=bool(signed))
     return card
+
+
+# Where the explain stage's plots are in the MLflow run (the track stage logs reports/plots/explain/ there).
+EXPLAIN_PLOTS_ARTIFACT = "plots/explain"
+COHORTS_SHOWN = 3  # the worst error cohorts the card lists
+DIFFERENCES_SHOWN = 3  # the largest group differences in attribution share per sensitive feature
+
+
+def add_explanations(card: Card, report: dict[str, Any] | None) -> None:
+    """Why the model decides as it does: attributions overall and per group, proxies, error cohorts, plots.
+
+    Args:
+        card: The card being built.
+        report: reports/explanations.json, or None for a model without one (an older run, a federated run).
+
+    """
+    card.heading("Explanations")
+    if not report:
+        card.para(
+            "Not recorded: this model has no explanation report (trained before the explain stage, or "
+            "federated: no test row at the coordinator to explain)."
+        )
+        return
+    attributions = report["attributions"]
+    card.para(
+        f"{report['method'].replace('_', ' ')} on {attributions['overall']['rows']} test rows (seed "
+        f"{report['seed']}), on the logit scale, summed back to the raw input columns; a column's share is "
+        "its mean |attribution| over the sum of all columns' (95% bootstrap intervals). Completeness: "
+        f"largest gap {cell(float(report['completeness_gap']))} on the logit scale."
+    )
+    overall = attributions["overall"]
+    card.heading("Top inputs overall", 3)
+    rows = [[c, share_text(overall["shares"][c])] for c in overall["top"]]
+    card.table(["input", "share of attribution [95% CI]"], rows)
+    for feature, groups in attributions.get("groups", {}).items():
+        add_group_attributions(card, feature, groups, attributions.get("differences", {}).get(feature, {}))
+    add_proxies(card, report.get("proxies", {}))
+    add_error_cohorts(card, report.get("error_analysis"))
+    plots = [f"{EXPLAIN_PLOTS_ARTIFACT}/{name}" for name in report.get("plots", [])]
+    if plots:
+        card.para("Plots (MLflow run artifacts): " + ", ".join(plots) + ".")
+
+
+def share_text(share: dict[str, Any]) -> str:
+    """An attribution share as a percentage with its interval (none for a group too small to judge)."""
+    if share.get("lo") is None or share.get("hi") is None:
+        return f"{share['value']:.1%} (no interval: too few rows)"
+    return f"{share['value']:.1%} [{share['lo']:.1%}, {share['hi']:.1%}]"
+
+
+def difference_text(diff: dict[str, Any]) -> str:
+    """A difference in share (group minus the rest) in percentage points, with its interval."""
+    if diff.get("lo") is None or diff.get("hi") is None:
+        return f"{100 * diff['value']:+.1f} pp (no interval)"
+    return f"{100 * diff['value']:+.1f} pp [{100 * diff['lo']:+.1f}, {100 * diff['hi']:+.1f}]"
+
+
+def add_group_attributions(card: Card, feature: str, groups: dict[str, Any], differences: dict[str, Any]) -> None:
+    """Per group of one sensitive feature: its top inputs, then the largest differences from the other rows."""
+    card.heading(f"Top inputs by {feature}", 3)
+    card.table(
+        ["group", "rows", "top inputs (share [95% CI])"],
+        [
+            [
+                group + (" (too small to judge)" if g.get("too_small") else ""),
+                g["rows"],
+                "; ".join(f"{c} {share_text(g['shares'][c])}" for c in g["top"]),
+            ]
+            for group, g in groups.items()
+        ],
+    )
+    largest = sorted(
+        (
+            (group, column, d)
+            for group, by_column in differences.items()
+            for column, d in by_column.items()
+            if d.get("value") is not None and d["value"] == d["value"]
+        ),
+        key=lambda item: -abs(item[2]["value"]),
+    )[:DIFFERENCES_SHOWN]
+    if largest:
+        card.para(
+            f"Largest differences in share (group minus the other rows of {feature}): "
+            + "; ".join(f"{g}: {c} {difference_text(d)}" for g, c, d in largest)
+            + "."
+        )
+
+
+def add_proxies(card: Card, proxies: dict[str, Any]) -> None:
+    """Per sensitive feature: how well all inputs predict it, the stand-ins with their own AUC, their share."""
+    card.heading("Proxies (inputs that stand in for a sensitive feature)", 3)
+    headers = ["sensitive feature", "ROC AUC of all inputs (cross-validated)", "stand-ins (own AUC)"]
+    card.table([*headers, "attribution share through them"], [proxy_row(f, p) for f, p in proxies.items()])
+
+
+def proxy_row(feature: str, proxy: dict[str, Any]) -> list[str]:
+    """One sensitive feature's proxy figures: all inputs' AUC, the stand-ins with their own AUC, their share."""
+    stand_ins = ", ".join(f"{c} ({proxy['columns'][c]:.3f})" for c in proxy.get("proxies", [])) or "none"
+    share = proxy.get("attribution_share")
+    return [feature, proxy_auc_text(proxy), stand_ins, "n/a" if share is None or share != share else f"{share:.1%}"]
+
+
+def proxy_auc_text(proxy: dict[str, Any]) -> str:
+    """The all-inputs AUC, or why it could not be measured."""
+    auc = proxy.get("auc")
+    if auc is None or auc != auc:
+        return f"not measured: {proxy.get('why', 'no reason recorded')}"
+    return f"{auc:.3f} ({proxy['folds']} folds)"
+
+
+def add_error_cohorts(card: Card, analysis: dict[str, Any] | None) -> None:
+    """The cohorts where the model errs most (worst first), with their overlap with sensitive groups."""
+    card.heading("Where the model errs most", 3)
+    if not analysis:
+        card.para("Not recorded.")
+        return
+    card.para(
+        f"A shallow tree on the test errors, grown on {analysis['grown_on']} rows, its cohorts measured on the "
+        f"other {analysis['measured_on']}; overall error rate {analysis['error_rate']:.1%}. Error rates with "
+        "95% Wilson intervals; lift = cohort error rate / overall."
+    )
+    card.table(
+        ["cohort", "rows", "error rate [95% CI]", "lift", "groups over-represented (share vs overall)"],
+        [
+            [
+                c["rule"],
+                c["rows"],
+                f"{c['error_rate']:.1%} [{c['lo']:.1%}, {c['hi']:.1%}]",
+                f"{c['lift']:.2f}",
+                overlap_text(c.get("groups", {})),
+            ]
+            for c in analysis["cohorts"][:COHORTS_SHOWN]
+        ],
+    )
+
+
+def overlap_text(groups: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Per sensitive feature, the group whose share in the cohort most exceeds its share overall."""
+    parts = []
+    for feature, shares in groups.items():
+        if not shares:
+            continue
+        group, s = max(shares.items(), key=lambda item: item[1]["share"] - item[1]["overall_share"])
+        parts.append(f"{feature}: {group} {s['share']:.0%} (overall {s['overall_share']:.0%})")
+    return "; ".join(parts) or "-"
 
 
 def add_federation(card: Card, params: Params, facts: dict[str, Any]) -> None:
