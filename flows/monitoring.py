@@ -3,10 +3,11 @@
 First the champion is verified: its recorded decision passed, its sign-off holds (where params.yaml's
 gate.require_approval asks for one; always in team mode) and the audit trail's last move of the alias names it;
 else the run stops (exit 2) naming what is missing. Its reference, audit and metrics are then downloaded from its
-MLflow run: an artifact the run does not hold is an error (exit 2), a store that does not answer is
-ServerUnavailable (exit 10, naming the server and the artifact), a file that does not parse is IntegrityFailed
-(exit 12). Then read and check the batch (nothing is written for a bad one), score it with that exact version
-(`models:/humane-<name>/<version>`, never the alias, which could move), compute drift, estimated and realised
+MLflow run: an artifact the run does not hold is an error (exit 2; its explanations excepted: attribution drift is
+then unmeasured, below), a store that does not answer is ServerUnavailable (exit 10, naming the server and the
+artifact), a file that does not parse is IntegrityFailed (exit 12). Then read and check the batch (nothing is
+written for a bad one), score it with that exact version (`models:/humane-<name>/<version>`, never the alias,
+which could move), compute drift (of the inputs, the prediction and the attribution), estimated and realised
 performance and group gaps (humane.monitoring), then write the report, record an MLflow run and show Prefect
 artifacts. A breached threshold ends the run in a Failed state named BiasDegraded, PerformanceDegraded or
 DriftDetected whose message names the features, groups and figures; `monitor.retrain_on` starts the training
@@ -18,6 +19,11 @@ whose message names each such figure and why, after the report and the MLflow ru
 
 - drift: the distance of every monitored input feature and of the predicted probability;
 - the share of rows outside the training domain;
+- attribution drift (humane.monitoring.attribution_drift): the share of the model's attribution of each of the
+  reference's top inputs (and of any input entering the batch's top `explain.top_k`) on a seeded sample of the
+  batch, against its share on the champion's test rows (`reports/explanations.json` of its run). A champion
+  whose run holds no explanations, or whose served model carries no explainer, cannot give it: the report says
+  "not measured" and why, and the run ends MonitoringIncomplete (never passes on it);
 - performance, for each metric in `monitor.max_drop`: the champion's test-time figure, CBPE's estimate, and on a
   labeled batch the realised figure; per sensitive group, the judged figure of each group large enough in the
   batch whose test-time figure has an interval;
@@ -38,7 +44,7 @@ from the type of the error a Failed state holds, never from message text):
 | 0 | Completed | every required figure computed, no threshold breached |
 | 3 | Failed, named BiasDegraded | a group gap grew beyond `monitor.max_increase` |
 | 4 | Failed, named PerformanceDegraded | accuracy or ROC AUC fell beyond `monitor.max_drop` |
-| 5 | Failed, named DriftDetected | inputs, the prediction or the out-of-domain share drifted |
+| 5 | Failed, named DriftDetected | inputs, the prediction, the out-of-domain share or the attribution drifted |
 | 6 | Failed, named MonitoringIncomplete | a figure a rule needs could not be computed, and nothing breached |
 | 2 | Failed (HumaneError) | an unusable batch or argument; no verified champion; an artifact its run lacks |
 | 10 | Failed (ServerUnavailable) | the MLflow store did not answer; the message names the server and the artifact |
@@ -69,7 +75,7 @@ from humane.core.errors import ConfigError, exit_code
 from humane.core.io import md5_of
 from humane.core.params import MonitorParams, Params, load_params
 from humane.core.paths import Paths
-from humane.monitoring import monitor, report
+from humane.monitoring import attribution_drift, monitor, report
 from humane.monitoring.batch import Batch, input_columns, read_batch
 from humane.monitoring.champion import ChampionModel, load_champion, log_monitoring_run
 from humane.monitoring.checks import INCOMPLETE
@@ -97,6 +103,12 @@ def champion_task(uri: str, name: str, project: Path, require_signoff: bool) -> 
     return load_champion(uri, name, project, require_signoff)
 
 
+@task(name="load-explanations", cache_policy=NO_CACHE)
+def explanations_task(uri: str, champion: ChampionModel) -> dict[str, Any]:
+    """The champion's recorded attribution shares, or why there are none (attribution drift is then unmeasured)."""
+    return attribution_drift.load_reference(uri, champion)
+
+
 @task(name="read-batch", cache_policy=NO_CACHE)
 def batch_task(path: Path, champion: ChampionModel, params: Params) -> Batch:
     """Read the batch and check it against the champion's input schema (missing, mistyped, empty: an error)."""
@@ -106,10 +118,12 @@ def batch_task(path: Path, champion: ChampionModel, params: Params) -> Batch:
 
 
 @task(name="judge", cache_policy=NO_CACHE)
-def judge_task(champion: ChampionModel, batch: Batch, params: Params, when: datetime) -> dict[str, Any]:
+def judge_task(
+    champion: ChampionModel, batch: Batch, explanations: dict[str, Any], params: Params, when: datetime
+) -> dict[str, Any]:
     """Score the batch with the champion and compute every figure against its reference."""
     scores = monitor.score(champion, batch)
-    return monitor.evaluate(champion, batch, scores, params, when)
+    return monitor.evaluate(champion, batch, scores, params, when, explanations)
 
 
 @task(name="write-report", cache_policy=NO_CACHE)
@@ -201,8 +215,9 @@ def monitoring(batch: str, batch_time: str | None = None) -> State:
     path = Path(batch) if Path(batch).is_absolute() else project / batch
     # Checks first: a missing or unverified champion or a bad batch stops here, before anything is written.
     champion = champion_task(ctx.tracking_uri, params.data.model_name, project, params.gate.require_approval)
+    explanations = explanations_task(ctx.tracking_uri, champion)
     checked = batch_task(path, champion, params)
-    result = judge_task(champion, checked, params, when)
+    result = judge_task(champion, checked, explanations, params, when)
     # Records: the report folder, the MLflow run, the flow run's artifacts.
     folder = report_task(result, paths.monitoring_dir / checked.name)
     mlflow_task(ctx, champion, checked, result, when, folder)

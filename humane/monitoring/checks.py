@@ -26,6 +26,7 @@ import pandas as pd
 from humane.core.params import MONITORED_GAPS, AuditParams, MonitorParams
 from humane.core.paths import LABEL_COLUMN
 from humane.fairness.metrics import audit_feature, overall_with_ci, sensitive_columns, shown_names
+from humane.monitoring import attribution_drift
 from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN
 
 Z95 = 1.959964  # a 95% interval from NannyML's sampling error (its own boundaries are ±3 sampling errors)
@@ -309,6 +310,7 @@ def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, se
                       "message": f"{domain['share']:.1%} of rows are outside the training domain (> "
                                  f"{params.max_out_of_domain_share:.1%}): "
                                  + ", ".join(f"{r} {s:.1%}" for r, s in top)})  # fmt: skip
+    found += attribution_drift.breaches(result.get("attribution_drift"), DRIFT)
     performance = result["performance"]
     kind = "realised" if performance.get("realised") else "estimated"
     measured = performance.get("realised") or performance.get("estimated") or {}
@@ -352,7 +354,9 @@ def unmeasured(result: dict[str, Any], reference: Recorded, params: MonitorParam
     """Each figure a rule needs that could not be computed, as {"figure", "reason"}; empty when every one was.
 
     Required (a missing, NaN or infinite value is named, never read as within the threshold):
-    the drift distance of every monitored input and of the predicted probability; the out-of-domain share; for
+    the drift distance of every monitored input and of the predicted probability; the out-of-domain share; the
+    attribution shares of the judged inputs (humane.monitoring.attribution_drift; "attribution_drift" when the
+    champion's attributions could not be compared at all, e.g. its run holds no explanations); for
     each metric in `max_drop`, its test-time figure, CBPE's estimate and, on a labeled batch, the realised figure,
     overall and for each group judged at test time that is large enough in the batch; each gap with a limit in
     `max_increase` (the label gaps on a labeled batch only), at test time and in the batch. A gap cannot be
@@ -368,6 +372,7 @@ def unmeasured(result: dict[str, Any], reference: Recorded, params: MonitorParam
         missing.append({"figure": "out_of_domain.share", "reason": f"the share of rows is {share}"})
     return [
         *missing,
+        *attribution_drift.unmeasured(result.get("attribution_drift")),
         *_unmeasured_performance(result, reference, params),
         *_unmeasured_gaps(result, reference, params, sensitive),
     ]

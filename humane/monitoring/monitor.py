@@ -19,7 +19,7 @@ from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN
 from humane.governance.domain import SEPARATOR
 from humane.governance.serving import as_request
-from humane.monitoring import checks
+from humane.monitoring import attribution_drift, checks
 from humane.monitoring.batch import Batch
 from humane.monitoring.champion import ChampionModel
 from humane.monitoring.reference import (
@@ -31,16 +31,21 @@ from humane.monitoring.reference import (
 )
 
 
+def request(champion: ChampionModel, batch: Batch) -> pd.DataFrame:
+    """The batch's rows as the served model reads them: its input schema's columns and types."""
+    schema = champion.model.metadata.get_input_schema()
+    return as_request(batch.frame[[spec.name for spec in schema.inputs]], schema)
+
+
 def score(champion: ChampionModel, batch: Batch) -> pd.DataFrame:
     """The champion's pyfunc output for the batch (probability, label, decision, out_of_domain, domain_rules)."""
     from mlflow.exceptions import MlflowException
 
-    schema = champion.model.metadata.get_input_schema()
-    request = as_request(batch.frame[[spec.name for spec in schema.inputs]], schema)
+    rows = request(champion, batch)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return champion.model.predict(request).reset_index(drop=True)
+            return champion.model.predict(rows).reset_index(drop=True)
     except MlflowException as err:  # the signature refused a column: name the file (the message names the column)
         raise DataError(f"{batch.path}: the served model refused the batch: {err.message}") from None
     except DataError as err:
@@ -56,12 +61,20 @@ def monitored(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, param
                            str(batch.path))  # fmt: skip
 
 
-def evaluate(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params: Params,
-             when: datetime) -> dict[str, Any]:  # fmt: skip
+def evaluate(
+    champion: ChampionModel,
+    batch: Batch,
+    scores: pd.DataFrame,
+    params: Params,
+    when: datetime,
+    explanations: dict[str, Any],
+) -> dict[str, Any]:
     """Every figure of the batch against the champion's reference, the breached thresholds and the unmeasured.
 
     `breaches` lists the thresholds the batch breached; `incomplete` each figure a rule needs that could not be
     computed (checks.unmeasured), which ends the run MonitoringIncomplete when nothing was breached.
+    `explanations` is the champion's recorded attribution shares (attribution_drift.load_reference), against
+    which the batch's attribution drift is measured.
     """
     sensitive = list(params.data.sensitive_features)
     frame = monitored(champion, batch, scores, params)
@@ -72,6 +85,7 @@ def evaluate(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params
     recorded = checks.recorded_figures(champion.audit, champion.metrics, reference, sensitive,
                                        params.audit.min_group_size)  # fmt: skip
     labeled_rows = int(frame[LABEL_COLUMN].notna().sum()) if batch.labeled else 0
+    threshold = params.monitor.attribution_drift_threshold
     performance: dict[str, Any] = {
         "test_time": {m: recorded.overall[m] for m in ("accuracy", "roc_auc")},
         "calibration": recorded.calibration,
@@ -107,6 +121,9 @@ def evaluate(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params
             "reference": float(reference[DECISION_COLUMN].mean()),
         },
         "drift": checks.drift(reference, frame, inputs, params.monitor),
+        "attribution_drift": attribution_drift.measure(
+            champion.served, request(champion, batch), explanations, params.explain, threshold
+        ),
         "out_of_domain": domain_shares(scores, SEPARATOR),
         "performance": performance,
         "groups": groups,
@@ -180,6 +197,8 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
                              "incomplete": len(result.get("incomplete", []))}  # fmt: skip
     for feature, entry in result["drift"].items():
         out[f"drift.{feature}"] = entry["distance"]
+    for column, row in (result.get("attribution_drift") or {}).get("columns", {}).items():
+        out[f"attribution_share.{column}"] = row["batch"]
     performance = result["performance"]
     for kind in ("estimated", "realised"):
         for metric, figure in (performance.get(kind) or {}).items():

@@ -2,8 +2,9 @@
 
 Plots (matplotlib, embedded in the page and saved beside it): drift distance per feature against its threshold,
 selection rate per group against the champion's test-time rate (95% intervals), and performance (test-time,
-estimated, realised) overall and per group. Nothing here quotes a row: only column names, group names, counts
-and rates.
+estimated, realised) overall and per group. Beside the data drift, the attribution drift table: each judged input's
+share of the model's attribution on the champion's test rows and in the batch, the change and whether it drifted
+(or "not measured" and why). Nothing here quotes a row: only column names, group names, counts, rates and shares.
 """
 
 from __future__ import annotations
@@ -139,6 +140,36 @@ def group_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def attribution_rows(result: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per judged input: its attribution share at test time and in the batch, the change, drifted."""
+    entry = result.get("attribution_drift") or {}
+    rows = []
+    for column, row in entry.get("columns", {}).items():
+        cells = {key: _fmt({"value": row[key]}) for key in ("reference", "batch", "change")}
+        drifted = {True: "yes", False: "no", None: "not measured"}[row["drifted"]]
+        rows.append(
+            {
+                "input": column,
+                "share (test)": cells["reference"],
+                "share (batch)": cells["batch"],
+                "change": cells["change"],
+                "drifted": drifted,
+            }
+        )
+    return rows
+
+
+def attribution_status(result: dict[str, Any]) -> str:
+    """The attribution drift in a line: the drifted inputs, none, or "not measured: <why>"."""
+    entry = result.get("attribution_drift")
+    if entry is None:
+        return "not measured: not computed for this batch"
+    if not entry.get("measured"):
+        return f"not measured: {entry.get('reason')}"
+    drifted = [c for c, row in entry["columns"].items() if row["drifted"]]
+    return (", ".join(drifted) or "none") + f" (share moved > {entry['threshold']}; {entry['rows']} rows attributed)"
+
+
 def summary(result: dict[str, Any]) -> str:
     """The Markdown summary shown on the flow run's page."""
     model = result["model"]
@@ -159,6 +190,7 @@ def summary(result: dict[str, Any]) -> str:
         "| figure | batch | champion at test time |",
         "| --- | --- | --- |",
         f"| drifted features | {', '.join(drifted) or 'none'} | — |",
+        f"| attribution drift | {attribution_status(result)} | — |",
         f"| out of domain | {result['out_of_domain']['share']:.1%} | — |",
         f"| selection rate | {result['selection_rate']['batch']:.3f} | {result['selection_rate']['reference']:.3f} |",
     ]
@@ -188,6 +220,16 @@ def write_report(result: dict[str, Any], folder: Path) -> Path:
     return folder
 
 
+def _table(rows: list[dict[str, Any]]) -> str:
+    """An HTML table of rows sharing their keys (empty text for no rows)."""
+    if not rows:
+        return ""
+    esc = html.escape
+    head = "".join(f"<th>{esc(k)}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(r.get(k, '')))}</td>" for k in rows[0]) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 def page(result: dict[str, Any], folder: Path) -> str:
     """A self-contained HTML page: verdict, headline figures, the plots (embedded), the group table, the notes."""
     esc = html.escape
@@ -206,6 +248,8 @@ def page(result: dict[str, Any], folder: Path) -> str:
     for name in PLOTS:
         data = base64.b64encode((folder / name).read_bytes()).decode()
         parts.append(f"<img alt='{esc(name)}' src='data:image/png;base64,{data}'>")
+    parts.append(f"<h2>Attribution drift</h2><p>{esc(attribution_status(result))}</p>")
+    parts.append(_table(attribution_rows(result)))
     rows = group_rows(result)
     if rows:
         head = "".join(f"<th>{esc(k)}</th>" for k in rows[0])
