@@ -127,7 +127,8 @@ def await_signoff(params: Params, ctx: RunContext, registration: dict[str, Any])
     team = team_client.is_team(ctx.tracking_uri)
     client(ctx.tracking_uri).set_model_version_tag(name, version, approvals.FLOW_RUN_TAG, str(flow_run.id))
     deadline = time.monotonic() + params.gate.approval_timeout_s
-    form = SignOff.with_initial_data(description=signoff_description(params, registration, team, cli_hint))
+    evidence = signoff.explanation_evidence(client(ctx.tracking_uri), ctx.tracking_uri, name, version)
+    form = SignOff.with_initial_data(description=signoff_description(params, registration, team, cli_hint) + evidence)
     while (decided := finished(ctx, name, version)) is None:
         remaining = deadline - time.monotonic()
         try:

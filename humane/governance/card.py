@@ -200,7 +200,8 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     return card
 
 
-# Where the explain stage's plots are in the MLflow run (the track stage logs reports/plots/explain/ there).
+# Where the explain stage's report and plots are in the MLflow run (the track stage logs them there).
+EXPLANATIONS_ARTIFACT = "reports/explanations.json"
 EXPLAIN_PLOTS_ARTIFACT = "plots/explain"
 COHORTS_SHOWN = 3  # the worst error cohorts the card lists
 DIFFERENCES_SHOWN = 3  # the largest group differences in attribution share per sensitive feature

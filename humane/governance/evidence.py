@@ -17,7 +17,7 @@ from typing import Any
 
 from humane.governance import audit_trail, signoff
 from humane.governance.audit_trail import Trail
-from humane.governance.card import Card
+from humane.governance.card import EXPLAIN_PLOTS_ARTIFACT, EXPLANATIONS_ARTIFACT, Card
 from humane.governance.store import StoreError
 
 ANNEX_IV = "EU AI Act Annex IV"
@@ -85,8 +85,8 @@ DECISION = _a("reports/decision.json", "the gate's decision: every check against
 METRICS = _a("reports/metrics.json", "test metrics of the model and two baselines")
 AUDIT = _a("reports/audit.json", "per-group metrics with 95% bootstrap intervals")
 FAIRNESS = _a("reports/fairness.json", "the fairness gaps the gate judges")
-EXPLANATIONS = _a("reports/explanations.json", "attributions overall and per group, proxies, error cohorts")
-EXPLAIN_PLOTS = _a("plots/explain/*.png", "attribution plots")
+EXPLANATIONS = _a(EXPLANATIONS_ARTIFACT, "attributions overall and per group, proxies, error cohorts")
+EXPLAIN_PLOTS = _a(f"{EXPLAIN_PLOTS_ARTIFACT}/*.png", "attribution plots")
 VALIDATION = _a("reports/validation.json", "Great Expectations validation and leakage checks")
 DATA_AUDIT = _a("reports/data_audit.json", "group shares and base rates of the training data")
 PRIVACY = _a("reports/privacy.json", "column privacy policy, k-anonymity and l-diversity")

@@ -29,8 +29,8 @@ from typing import Any
 from humane.core.errors import HumaneError
 from humane.governance import audit_trail
 from humane.governance.audit_trail import Trail
-from humane.governance.card import AWAITING, SIGNED, SIGNOFF_PENDING
-from humane.governance.gate import VALIDATION_METRIC, rejudge
+from humane.governance.card import AWAITING, EXPLAIN_PLOTS_ARTIFACT, EXPLANATIONS_ARTIFACT, SIGNED, SIGNOFF_PENDING
+from humane.governance.gate import RESULT_WORDS, VALIDATION_METRIC, rejudge
 from humane.governance.identity import Actor
 from humane.governance.registry import (
     BASIS_TAG,
@@ -45,7 +45,7 @@ from humane.governance.registry import (
     set_description,
     set_tags,
 )
-from humane.governance.store import StoreError
+from humane.governance.store import StoreError, safe_uri
 
 APPROVAL_TAG = "approval"
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
@@ -306,6 +306,75 @@ def request_signoff(
         },
     )
     return {"pending": entry, "withdrawn": withdrawn}
+
+
+PROXY_METRIC = "explain.proxy_"  # explain.proxy_auc.<feature>, explain.proxy_attribution_share.<feature>
+
+
+def explanation_evidence(mlflow_client: Any, uri: str, name: str, version: str) -> str:
+    """What the reviewer's form says of the candidate's explanations: links to them, and the proxy figures.
+
+    Args:
+        mlflow_client: A client on the store.
+        uri: The tracking URI (a server's links open its UI; a local store's are file URIs).
+        name: Registered model name.
+        version: The candidate's version.
+
+    Returns:
+        One Markdown paragraph (starting with a space, to follow the form's text).
+
+    """
+    record = read_version(mlflow_client, name, version)
+    try:
+        run = mlflow_client.get_run(record.run_id)
+        files = [a.path for a in mlflow_client.list_artifacts(record.run_id, EXPLAIN_PLOTS_ARTIFACT) if not a.is_dir]
+        reports = [a.path for a in mlflow_client.list_artifacts(record.run_id, "reports")]
+    except Exception as err:
+        raise StoreError(f"cannot read MLflow run {record.run_id}: {type(err).__name__}: {err}") from err
+    paths = [EXPLANATIONS_ARTIFACT] * (EXPLANATIONS_ARTIFACT in reports) + sorted(files)
+    links = {path: artifact_link(uri, run, path) for path in paths}
+    figures = {k: v for k, v in run.data.metrics.items() if k.startswith(PROXY_METRIC)}
+    return explanation_text(links, figures, recorded_decision(record.tags).get("checks", []))
+
+
+def artifact_link(uri: str, run: Any, path: str) -> str:
+    """Where a person opens a run artifact: the MLflow UI's artifact view on a server, else the file."""
+    if uri.startswith(("http://", "https://")):
+        server = safe_uri(uri).rstrip("/")
+        return f"{server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts/{path}"
+    return f"{run.info.artifact_uri.rstrip('/')}/{path}"
+
+
+def explanation_text(links: dict[str, str], figures: dict[str, float], checks: list[dict[str, Any]]) -> str:
+    """The form's paragraph: the explanation artifacts as links, then each proxy figure beside the gate's check.
+
+    Args:
+        links: {artifact path: link}, the explanation report first.
+        figures: The run's explain.proxy_* metrics.
+        checks: The recorded decision's checks (`Check` as dicts).
+
+    """
+    if EXPLANATIONS_ARTIFACT not in links:
+        return (
+            f" Explanations: none recorded for this run ({EXPLANATIONS_ARTIFACT} is not among its artifacts): no "
+            "attribution, proxy or error-analysis evidence to review."
+        )
+    shown = ", ".join(f"[{path.rsplit('/', 1)[-1]}]({link})" for path, link in links.items())
+    judged = {c["metric"]: c for c in checks if str(c.get("metric", "")).startswith(PROXY_METRIC)}
+    metrics = sorted({*figures, *judged})
+    proxies = "; ".join(proxy_figure(m, figures.get(m), judged.get(m)) for m in metrics) or "none recorded"
+    return (
+        f" Explanations (attributions overall and per group, proxies, error cohorts; MLflow run artifacts): {shown}."
+        f" Proxy figures beside the gate's checks: {proxies}."
+    )
+
+
+def proxy_figure(metric: str, value: float | None, check: dict[str, Any] | None) -> str:
+    """One proxy metric, its value and how the gate judged it (or that no rule judges it)."""
+    shown = "not measured" if value is None or value != value else f"{value:.3f}"
+    if check is None:
+        return f"{metric} {shown} (no gate rule)"
+    return f"{metric} {shown} (gate: {check['rule']} {check['threshold']}, {RESULT_WORDS[check.get('passed')]})"
 
 
 def refuse_rejected_run(mlflow_client: Any, name: str, version: str, run_id: str | None) -> None:
