@@ -156,7 +156,7 @@ def measure(
     """
     if "reason" in reference:
         return not_measured(reference["reason"], threshold)
-    if getattr(served, "explainer", None) is None or not hasattr(served, "attribute"):
+    if getattr(served, "explanation", None) is None or not hasattr(served, "attribute"):
         return not_measured(
             "the champion's served model carries no explainer (models/explainer.json was not "
             "logged with it), so the batch cannot be attributed",

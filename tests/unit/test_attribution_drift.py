@@ -34,7 +34,7 @@ def _attributions(scale: dict[str, float], rows: int = 200, seed: int = 0) -> pd
 class _Served:
     """Stands in for the served HumaneModel's attribution interface: rows in, one attribution per input out."""
 
-    explainer = "fitted"
+    explanation = "fitted"
 
     def __init__(self, scale: dict[str, float]) -> None:
         self.scale, self.seen = scale, 0
