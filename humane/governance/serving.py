@@ -11,7 +11,7 @@ pickle of code is loaded.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,14 @@ OUT_OF_DOMAIN, DOMAIN_RULES = "out_of_domain", "domain_rules"  # the flag and th
 ARTIFACT_MODEL, ARTIFACT_PREPROCESSOR, ARTIFACT_POLICY = "model", "preprocessor", "privacy_policy"
 ARTIFACT_DOMAIN = "domain"
 ARTIFACT_THRESHOLDS = "thresholds"  # per-group thresholds of a post-processed model ({"constraint": "none"} if not)
+ARTIFACT_EXPLAINER = "explainer"  # models/explainer.json: attribution reference, excluded columns, counterfactual space
+# Predict params (declared with these defaults in the signature) and the output columns they add: `reasons`, the
+# top-k columns behind each decision ("; "-joined); `counterfactual`, a refused row's cheapest accepted change (JSON).
+REASONS, COUNTERFACTUAL = "reasons", "counterfactual"
+EXPLAIN_PARAMS: dict[str, Any] = {REASONS: 0, COUNTERFACTUAL: False}
+NO_EXPLAINER = (
+    "this model was logged without an explainer (models/explainer.json); it gives no reasons or counterfactuals"
+)
 MASKED = "<masked>"  # stands in for values of masked or sensitive columns in the logged input example
 SERVED_MODEL_FILE = Path(__file__).with_name("served_model.py")
 
@@ -73,6 +81,7 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         """Load the policy (JSON), the preprocessor (skops), the network (state dict, weights_only), the domain."""
         domain = context.artifacts.get(ARTIFACT_DOMAIN)  # absent from models logged before domains were shipped
         thresholds = context.artifacts.get(ARTIFACT_THRESHOLDS)  # likewise before post-processing existed
+        explainer = context.artifacts.get(ARTIFACT_EXPLAINER)  # likewise before explanations existed
         self.load_files(
             float(context.model_config["threshold"]),
             Path(context.artifacts[ARTIFACT_POLICY]),
@@ -80,16 +89,18 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
             Path(context.artifacts[ARTIFACT_MODEL]),
             Path(domain) if domain else None,
             Path(thresholds) if thresholds else None,
+            Path(explainer) if explainer else None,
         )
 
     def load_files(
         self, threshold: float, policy: Path, preprocessor: Path, model: Path, domain: Path | None = None,
-        thresholds: Path | None = None,
+        thresholds: Path | None = None, explainer: Path | None = None,
     ) -> HumaneModel:  # fmt: skip
         """Load from the pipeline's own files (what load_context does with the logged copies).
 
         Without a domain file (a model logged before domains were shipped) no row can be flagged: every row
-        comes back with `out_of_domain` false and no rules.
+        comes back with `out_of_domain` false and no rules. Without an explainer file, a request asking for
+        reasons or counterfactuals is refused; other requests are answered as before.
         """
         import torch
 
@@ -107,6 +118,7 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         self.model = load_model(torch.load(model, weights_only=True))
         self.domain = Domain.from_dict(read_json(domain)) if domain is not None else None
         self.thresholds = read_json(thresholds) if thresholds is not None else {"constraint": "none"}
+        self.explanation = _Explanation.read(explainer) if explainer is not None else None
         return self
 
     @property
@@ -123,41 +135,104 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """For each raw row: probability of the positive label, the label, and the domain rules it breaks.
 
+        With the param `reasons` = k > 0, a `reasons` column: the k inputs that pushed the row's score most
+        towards its decision ("; "-joined, never a protected column). With `counterfactual` true, a
+        `counterfactual` column: for a refused row, the cheapest change of at most two actionable inputs that the
+        model accepts (JSON, holding the row's own values of the changed columns: for the requester only), empty
+        for an accepted row or where none is found. Without these params the columns are exactly as before.
+
         Raises:
             RequestRefused: The request cannot be read (a cell holding a list or an object, text in a numeric
-                input, a missing group column): a DataError naming the column and the rule, which the scoring
-                server answers with a 400 carrying that message and no traceback.
+                input, a missing group column), or asks for reasons from a model logged without an explainer: a
+                DataError naming the column and the rule, which the scoring server answers with a 400 carrying
+                that message and no traceback.
 
         """
         try:
-            return self._score(single_values(pd.DataFrame(model_input)))
+            reasons, counterfactual = self._explain_params(params)
+            raw, rules = self._inputs(single_values(pd.DataFrame(model_input)))
+            masked, x = self._features(raw)
+            p, positive = self._decide(masked, x)
+            scored = self._output(p, positive, rules)
+            if reasons:
+                scored[REASONS] = self._reasons(x, positive, reasons)
+            if counterfactual:
+                scored[COUNTERFACTUAL] = self._counterfactuals(raw, positive)
+            return scored
         except DataError as err:
             raise RequestRefused(str(err)) from None
 
-    def _score(self, frame: pd.DataFrame) -> pd.DataFrame:
-        import torch
+    def attribute(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Per raw row, each input column's attribution to its logit (rows x explainer columns), for monitoring.
 
-        from humane.governance.domain import SEPARATOR, as_model_input, broken_rules
-        from humane.modeling.model import probabilities
-        from humane.privacy.policy import apply_policy
+        The rows take the path scoring takes (domain types, privacy policy, preprocessor); the attributions are
+        the explainer's (humane.modeling.attribution.attribute), summed back to the raw columns.
+
+        Raises:
+            DataError: The model was logged without an explainer, or the rows cannot be read.
+
+        """
+        from humane.modeling.attribution import attribute
+
+        if self.explanation is None:
+            raise DataError(NO_EXPLAINER)
+        raw, _ = self._inputs(single_values(pd.DataFrame(frame)), groups=False)
+        _, x = self._features(raw)
+        values = attribute(self.model, self.explanation.attribution, x)
+        return pd.DataFrame(values, columns=self.explanation.attribution.columns, index=frame.index)
+
+    def _explain_params(self, params: dict[str, Any] | None) -> tuple[int, bool]:
+        """The request's `reasons` (k >= 0) and `counterfactual`; refused if asked of a model without an explainer."""
+        given = {**EXPLAIN_PARAMS, **(params or {})}
+        reasons, counterfactual = given[REASONS], given[COUNTERFACTUAL]
+        if isinstance(reasons, bool) or not isinstance(reasons, (int, np.integer)) or reasons < 0:
+            raise DataError(f"param {REASONS!r}: the number of reasons per row, an integer >= 0 (0: none)")
+        if not isinstance(counterfactual, (bool, np.bool_)):
+            raise DataError(f"param {COUNTERFACTUAL!r}: true or false")
+        if (reasons or counterfactual) and self.explanation is None:
+            raise DataError(NO_EXPLAINER)
+        return int(reasons), bool(counterfactual)
+
+    def _inputs(self, frame: pd.DataFrame, groups: bool = True) -> tuple[pd.DataFrame, list[list[str]]]:
+        """The request typed as the model was fitted, and per row the domain rules it breaks.
+
+        Args:
+            frame: The request's rows.
+            groups: Whether the rows must carry the sensitive columns a post-processed model decides by.
+
+        """
+        from humane.governance.domain import as_model_input, broken_rules
 
         rules: list[list[str]] = [[] for _ in range(len(frame))]
         if self.domain is not None:
             frame = as_model_input(self.domain, frame)
             # Judged on the raw values, before the policy bins or caps them (97 is above Adult's ages, 70+ is not).
             rules = broken_rules(self.domain, frame)
-        # The same masking as training: requests may carry raw values; identifiers are never inputs.
-        missing = [c for c in self.needs_sensitive if c not in frame.columns]
+        missing = [c for c in self.needs_sensitive if c not in frame.columns] if groups else []
         if missing:
-            from humane.core.errors import DataError
-
             raise DataError(
                 f"the request lacks the sensitive column(s) {missing}: this model was post-processed for "
                 f"{self.thresholds['constraint']} and decides with per-group thresholds, so every row must say its "
                 "group (the column is read for the threshold only, never as a model input)"
             )
+        return frame, rules
+
+    def _features(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
+        """The rows after the privacy policy, and their model inputs (a float32 tensor)."""
+        import torch
+
+        from humane.privacy.policy import apply_policy
+
+        # The same masking as training: requests may carry raw values; identifiers are never inputs.
         frame = apply_policy(self.policy, frame.drop(columns=self.policy.pseudonymize, errors="ignore"), key=None)
-        x = torch.from_numpy(self.preprocessor.transform(frame))
+        return frame, torch.from_numpy(self.preprocessor.transform(frame))
+
+    def _decide(self, frame: pd.DataFrame, x: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Positive-class probability and decision per row (per-group thresholds of a post-processed model)."""
+        import torch
+
+        from humane.modeling.model import probabilities
+
         with torch.inference_mode():
             p = probabilities(self.model(x)).numpy().astype(np.float64)
         positive = p >= self.threshold
@@ -169,12 +244,82 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
             groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": group_text(frame[c]).to_numpy()
                                    for c in self.needs_sensitive})  # fmt: skip
             positive = decisions(p, groups, self.thresholds, x.numpy()).astype(bool)
+        return p, positive
+
+    def _output(self, p: np.ndarray, positive: np.ndarray, rules: list[list[str]]) -> pd.DataFrame:
+        from humane.governance.domain import SEPARATOR
+
         labels = self.preprocessor.labels
         negative = next(label for label in labels if label != self.preprocessor.positive_label)
         predicted = np.where(positive, self.preprocessor.positive_label, negative)
         return pd.DataFrame({PROBABILITY: p, LABEL: predicted, DECISION: positive.astype(np.int64),
                              OUT_OF_DOMAIN: [bool(r) for r in rules],
                              DOMAIN_RULES: [SEPARATOR.join(r) for r in rules]})  # fmt: skip
+
+    def _reasons(self, x: Any, positive: np.ndarray, k: int) -> list[str]:
+        """Per row, its top-k reason codes "; "-joined: inputs that pushed towards its decision, none protected."""
+        from humane.governance.domain import SEPARATOR
+        from humane.modeling.attribution import attribute, reason_codes
+
+        explanation = self.explanation
+        values = attribute(self.model, explanation.attribution, x)
+        codes = reason_codes(values, positive, explanation.attribution.columns, explanation.excluded, k)
+        return [SEPARATOR.join(row) for row in codes]
+
+    def _counterfactuals(self, raw: pd.DataFrame, positive: np.ndarray) -> list[str]:
+        """Per refused row, its counterfactual as JSON text ("" for an accepted row or where none is found)."""
+        import json
+
+        from humane.modeling.counterfactual import search
+
+        out = [""] * len(raw)
+        refused = np.flatnonzero(~positive)
+        if not len(refused):
+            return out
+        frozen = self.explanation.excluded | set(self.needs_sensitive)
+        found = search(raw.iloc[refused], self._decide_rows, self.explanation.space, frozen=frozen)
+        for i, one in zip(refused, found, strict=True):
+            out[i] = json.dumps(one) if one is not None else ""
+        return out
+
+    def _decide_rows(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """(decision, probability) per typed raw row through the served path: what a counterfactual must flip."""
+        p, positive = self._decide(*self._features(frame))
+        return positive, p
+
+
+@dataclass(frozen=True)
+class _Explanation:
+    """What serving reads from models/explainer.json.
+
+    Attributes:
+        attribution: The attribution settings (reference row, column map, method).
+        excluded: The columns never given as a reason (protected: masked or sensitive).
+        space: What a counterfactual may change.
+
+    """
+
+    attribution: Any  # humane.modeling.attribution.Explainer
+    excluded: frozenset[str]
+    space: Any  # humane.modeling.counterfactual.CounterfactualSpace
+
+    @classmethod
+    def read(cls, path: Path) -> _Explanation:
+        """Read and check the file; one that is not an explainer file raises DataError (fail closed)."""
+        from humane.core.io import read_json
+        from humane.modeling.attribution import Explainer
+        from humane.modeling.counterfactual import CounterfactualSpace
+
+        payload = read_json(path)
+        keys = {"attribution", "excluded", "counterfactual"}
+        if not isinstance(payload, dict) or not keys <= set(payload) or not isinstance(payload["excluded"], list):
+            raise DataError(f"{path.name}: not an explainer file (expected the keys {sorted(keys)})")
+        excluded = frozenset(str(c) for c in payload["excluded"])
+        return cls(
+            Explainer.from_dict(payload["attribution"]),
+            excluded,
+            CounterfactualSpace.from_dict(payload["counterfactual"]),
+        )
 
 
 def input_example(

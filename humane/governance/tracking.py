@@ -28,10 +28,12 @@ from humane.governance.gate import privacy_and_federation
 from humane.governance.lineage import git_commit, md5_of
 from humane.governance.serving import (
     ARTIFACT_DOMAIN,
+    ARTIFACT_EXPLAINER,
     ARTIFACT_MODEL,
     ARTIFACT_POLICY,
     ARTIFACT_PREPROCESSOR,
     ARTIFACT_THRESHOLDS,
+    EXPLAIN_PARAMS,
     SERVED_MODEL_FILE,
     HumaneModel,
     input_example,
@@ -136,7 +138,11 @@ def serving_domain(paths: Paths, inputs: list[str], protected: set[str]) -> Doma
 
 
 def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
-    """Log the pyfunc as code with its files and domain, a raw-column signature and a synthetic input example."""
+    """Log the pyfunc as code with its files and domain, a raw-column signature and a synthetic input example.
+
+    The explainer (models/explainer.json) ships when the explain stage wrote one; the signature declares the
+    explain params (`reasons`, `counterfactual`) either way.
+    """
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
@@ -160,7 +166,10 @@ def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
         needs = [c for c in model.needs_sensitive if c not in inputs]
         rows = federation.example_frame(fitted) if federated else pd.read_parquet(paths.interim_test)
         example = input_example(rows, inputs + needs, masked - set(needs), lowest_bin)
-        signature = infer_signature(example, model.predict(None, example))
+        # The explain params (reasons, counterfactual) are declared with their defaults: a request without them is
+        # answered as before; a model without an explainer refuses a request that asks for them.
+        signature = infer_signature(example, model.predict(None, example), params=EXPLAIN_PARAMS)
+        explainer = {ARTIFACT_EXPLAINER: str(paths.explainer)} if paths.explainer.exists() else {}
         return mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=str(SERVED_MODEL_FILE),
@@ -170,6 +179,7 @@ def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
                 ARTIFACT_POLICY: str(paths.privacy_policy),
                 ARTIFACT_DOMAIN: str(domain),
                 ARTIFACT_THRESHOLDS: str(paths.thresholds),
+                **explainer,
             },
             model_config={"threshold": threshold},
             code_paths=[str(next(iter(humane.__path__)))],
