@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export NML_DISABLE_USAGE_LOGGING := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint format flow ui bench clean profile sweep approve reject rollback signoff-record batches monitor
+.PHONY: setup run test lint format flow ui bench clean profile sweep approve reject rollback signoff-record evidence batches monitor
 .PHONY: site-env
 
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -71,6 +71,9 @@ rollback: setup  ## move champion back, recorded: make rollback TO=5 COMMENT="wh
 
 signoff-record: setup  ## one version's audit record for an auditor (reports/signoff/): make signoff-record VERSION=7
 	python -m tasks.approve $(MODEL) $(VERSION) --export
+
+evidence: setup  ## one version's evidence against the EU AI Act Annex IV and NIST AI RMF (reports/evidence/): make evidence VERSION=7
+	python -m tasks.evidence $(MODEL) $(VERSION)
 
 flow: setup  ## run the same pipeline as a local Prefect flow
 	python -m flows.training
