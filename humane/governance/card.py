@@ -315,10 +315,12 @@ def add_error_cohorts(card: Card, analysis: dict[str, Any] | None) -> None:
     if not analysis:
         card.para("Not recorded.")
         return
+    measured = analysis.get("measured_error_rate", analysis["error_rate"])
     card.para(
         f"A shallow tree on the test errors, grown on {analysis['grown_on']} rows, its cohorts measured on the "
-        f"other {analysis['measured_on']}; overall error rate {analysis['error_rate']:.1%}. Error rates with "
-        "95% Wilson intervals; lift = cohort error rate / overall."
+        f"other {analysis['measured_on']} (error rate there {measured:.1%}; all test rows "
+        f"{analysis['error_rate']:.1%}). Error rates with 95% Wilson intervals; lift = cohort error rate / the "
+        "measured rows' error rate."
     )
     card.table(
         ["cohort", "rows", "error rate [95% CI]", "lift", "groups over-represented (share vs overall)"],

@@ -131,6 +131,64 @@ def test_the_cards_explanations_state_attributions_proxies_and_the_three_worst_c
     assert "<td>0.842 (5 folds)</td>" in card.to_html("card")
 
 
+def test_the_card_renders_a_report_built_by_the_explain_librarys_own_functions():
+    """The section reads what importance, proxy_report and error_cohorts return (not only the fixture's shape)."""
+    import numpy as np
+    import pandas as pd
+
+    from humane.core.params import ExplainParams
+    from humane.fairness.error_analysis import error_cohorts
+    from humane.fairness.proxies import proxy_metrics, proxy_report
+    from humane.modeling.attribution import importance
+
+    rng = np.random.default_rng(0)
+    n = 600
+    sex = pd.Series(rng.choice(["Female", "Male"], n))
+    husband = (sex == "Male") & (rng.random(n) < 0.8)  # a planted stand-in for sex
+    age = rng.integers(18, 80, n)
+    raw = pd.DataFrame({"relationship": np.where(husband, "Husband", "Other"), "age": age})
+    features = pd.DataFrame(
+        {
+            "cat__relationship_Husband": husband.astype(float),
+            "cat__relationship_Other": (~husband).astype(float),
+            "num__age": age / 80,
+        }
+    )
+    groups = {"sex": sex}
+    settings = ExplainParams(bootstrap=20, proxy_folds=3)
+    attributions = importance(
+        rng.normal(size=(n, 2)) * [2.0, 1.0],
+        ["relationship", "age"],
+        groups,
+        bootstrap=20,
+        seed=1,
+        top_k=2,
+        min_rows=50,
+    )
+    proxies = proxy_report(features, ["relationship", "age"], [0, 0, 1], groups, settings, min_rows=50)
+    shares = {c: v["value"] for c, v in attributions["overall"]["shares"].items()}
+    for feature, share in proxy_metrics(proxies, shares)["proxy_attribution_share"].items():
+        proxies[feature]["attribution_share"] = share
+    errors = (husband & (age > 50)).to_numpy() | (rng.random(n) < 0.05)  # a planted high-error cohort
+    report = {
+        "method": "integrated_gradients",
+        "sample_rows": n,
+        "seed": 1,
+        "completeness_gap": 1e-5,
+        "attributions": attributions,
+        "proxies": proxies,
+        "error_analysis": error_cohorts(raw, errors, groups, settings, seed=1),
+        "plots": ["overall.png"],
+    }
+    card = Card()
+    add_explanations(card, json.loads(json.dumps(report)))  # as read back from reports/explanations.json
+    text = card.to_markdown()
+    assert "| relationship | " in text and "Top inputs by sex" in text and "| Female | " in text
+    assert "| sex | " in text and "relationship (" in text  # the planted stand-in, named with its own AUC
+    worst = next(line for line in text.splitlines() if line.startswith("| relationship = Husband"))
+    assert "age > " in worst and "sex: Male" in worst
+
+
 @pytest.mark.parametrize("report", [None, {}])
 def test_a_card_without_explanations_says_so_in_one_line(report):
     card = Card()
