@@ -2,7 +2,9 @@
 
 3,000 loan applicants, written as a `;`-separated CSV with a decimal comma: a 0/1 integer label (`repaid`),
 ages past 90, a 12-row ethnic group, an applicant id, a name, a date of birth, a free-text note and an
-e-mail address. The label depends on income, debt and employment, and (the injected bias) on gender.
+e-mail address. The label depends on income, debt and employment, and (the injected bias) on gender; two things
+are planted for the explanations: a `branch` column that stands in for gender, and self-employed applicants
+whose repayment is a coin flip (the cohort where the model errs most).
 No real person is described: names are syllables drawn at random.
 """
 
@@ -73,6 +75,11 @@ def loans(rows: int = 3000, seed: int = 5) -> pd.DataFrame:
     logit = (0.04 * (income - 35) - 0.05 * (debt - 30) + (employment == "salaried") * 0.8
              - (employment == "unemployed") * 1.2 + (gender == "male") * 0.6 - 0.2)  # fmt: skip
     repaid = (rng.uniform(size=rows) < 1 / (1 + np.exp(-logit))).astype(int)
+    # Planted for the explanations (tests/integration/test_own_data.py): the self-employed's repayment is a coin
+    # flip, a cohort where any model errs about half the time; the branch stands in for gender (90% agree).
+    noisy = employment == "self-employed"
+    repaid[noisy] = rng.integers(0, 2, int(noisy.sum()))
+    branch = np.where((gender == "female") ^ (rng.uniform(size=rows) < 0.1), "branch_f", "branch_m")
     birth = pd.Timestamp("2026-01-01") - pd.to_timedelta(age * 365.25 + rng.integers(0, 365, rows), unit="D")
     return pd.DataFrame({
         "applicant_id": rng.permutation(np.arange(100000, 100000 + rows)),
@@ -83,6 +90,7 @@ def loans(rows: int = 3000, seed: int = 5) -> pd.DataFrame:
         "gender": gender,
         "ethnicity": ethnicity,
         "region": region,
+        "branch": branch,
         "employment": employment,
         "monthly income (k)": income,
         "debt ratio %": debt,

@@ -358,6 +358,9 @@ class ExplainParams(_Section):
     # Integrated Gradients: steps of the path integral (Gauss-Legendre); Shapley sampling: permutations.
     n_steps: int = Field(32, ge=4, le=1024)
     n_samples: int = Field(16, ge=1, le=1024)
+    # The attributions must add up: each row's sum within this of its logit minus the reference row's (else the
+    # stage stops: raise n_steps or use shapley_sampling, whose sums are exact).
+    max_completeness_gap: float = Field(0.01, gt=0)
     # Bootstrap resamples of the attributed rows for the intervals of the shares.
     bootstrap: int = Field(200, ge=10)
     # Features listed as "top" overall and per group (the card, the plots).

@@ -41,6 +41,7 @@ UNMEASURED = {
     "compute.": "unmeasurable (federated: each site's compute is its own; the card gives the run's wall time)",
     "test.brier": "unmeasurable (federated: the sites send score histograms and the summed log loss, not scores)",
     "test.pr_auc": "unmeasurable (federated: the sites send score histograms and the summed log loss, not scores)",
+    "explain.": "unmeasurable (federated: attributions and proxies need the test rows, which stay at the sites)",
 }
 # The report files the tracking run records of a federated workspace (no row file exists here).
 RECORDED = (

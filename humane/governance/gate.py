@@ -315,10 +315,18 @@ def privacy_and_federation(paths: Paths, train: dict[str, Any]) -> dict[str, flo
     return privacy_metrics(io.read_json(paths.privacy_report), io.read_json(paths.membership_report), train)
 
 
+def explain_metrics(paths: Paths) -> dict[str, float]:
+    """explain.*: the proxy figures and the attributions' completeness gap (reports/explain.json; NaN stays NaN)."""
+    flat = flatten({"explain": io.read_json(paths.explain_metrics)})
+    return {k: float(v) for k, v in flat.items() if isinstance(v, (int, float))}
+
+
 def read_candidate(paths: Paths) -> dict[str, float]:
-    """The candidate's metrics, read from the stage outputs (a federated run has no compute bill here)."""
+    """The candidate's metrics, read from the stage outputs (a federated run has no compute bill or explanations)."""
     train = io.read_json(paths.train_metrics)
     validation = io.read_json(paths.validation_report)["passed"]
     privacy = privacy_and_federation(paths, train)
     flat = candidate_metrics(io.read_json(paths.metrics), io.read_json(paths.fairness), validation, privacy)
-    return flat if federation.is_federated(paths) else {**flat, **compute_metrics(train)}
+    if federation.is_federated(paths):
+        return flat
+    return {**flat, **compute_metrics(train), **explain_metrics(paths)}

@@ -51,7 +51,8 @@ COMPLETE_TAG = "humane.complete"  # set last: a run without it is an interrupted
 # The files a run records; their bytes (with the params and the run's origin) make the run's identity.
 RECORDED = ("params", "metrics", "train_metrics", "train_history", "validation_report", "fairness", "audit_report",
             "data_audit", "privacy_report", "membership_report", "model", "preprocessor", "privacy_policy",
-            "processed_train", "processed_test", "interim_meta")  # fmt: skip
+            "processed_train", "processed_test", "interim_meta", "explain_metrics", "explanations",
+            "explainer")  # fmt: skip
 
 
 def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -266,6 +267,19 @@ def log_data_evidence(paths: Paths, masked: set[str], federated: bool) -> None:
         mlflow.log_input(dataset, context=context)
 
 
+def log_explanations(paths: Paths, federated: bool) -> None:
+    """The explain stage's figures (explain.* metrics), report and plots, in the active run; none when federated."""
+    import mlflow
+
+    if federated:
+        mlflow.set_tag("humane.explanations", "none: a federated model's test rows stay at its sites")
+        return
+    mlflow.log_metrics(flat_metrics(io.read_json(paths.explain_metrics), "explain."))
+    for path in (paths.explain_metrics, paths.explanations):
+        mlflow.log_artifact(str(path), artifact_path="reports")
+    mlflow.log_artifacts(str(paths.explain_plots_dir), artifact_path="plots/explain")
+
+
 def log_reference(paths: Paths, threshold: float, monitored: MonitoredColumns | None, federated: bool) -> None:
     """Monitoring's reference, in the active run; none for a federated model (its test rows stay at its sites)."""
     import mlflow
@@ -356,6 +370,7 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
             mlflow.log_artifact(str(path), artifact_path="plots")
         mlflow.log_artifacts(str(paths.validation_docs), artifact_path="reports/validation_docs")
         log_data_evidence(paths, masked, federated=run_of_sites is not None)
+        log_explanations(paths, federated=run_of_sites is not None)
         info = log_serving_model(paths, threshold, masked)
         log_reference(paths, threshold, monitored, federated=run_of_sites is not None)
         mlflow.set_tags({"humane.model_uri": info.model_uri, COMPLETE_TAG: "true"})

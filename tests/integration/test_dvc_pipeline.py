@@ -87,7 +87,7 @@ def test_train_param_change_reruns_only_training_onward(ran_project):
     (ran_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run(["dvc", "repro"], ran_project).stdout
     ran = {s.name for s in stages(ran_project / "dvc.yaml") if f"Running stage '{s.name}'" in out}
-    assert ran == {"train", "postprocess", "evaluate", "audit", "track", "gate", "register"}
+    assert ran == {"train", "postprocess", "evaluate", "audit", "explain", "track", "gate", "register"}
     runs = tracked_runs(ran_project)
     assert len(runs) == 2 and runs[0].data.params["train.lr"] == "0.003"
 

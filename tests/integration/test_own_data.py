@@ -84,6 +84,14 @@ def test_a_new_dataset_runs_with_only_its_profile(project, monkeypatch):
     small_rows = [line for line in card.splitlines() if "<withheld group #" in line]
     assert small_rows and all("too small to judge" in line or "not judged" in line for line in small_rows)
     assert any("| withheld | withheld |" in line for line in small_rows)  # its rates are not shown
+    # The explanations find what tests/datasets.py planted, by name: the branch standing in for gender, and the
+    # self-employed (whose repayment is a coin flip) as the cohort where the model errs most.
+    explanations = json.loads((project / "reports/explanations.json").read_text())
+    assert explanations["proxies"]["gender"]["proxies"][0] == "branch", explanations["proxies"]["gender"]
+    assert "branch" not in explanations["proxies"]["ethnicity"]["proxies"]
+    worst = explanations["error_analysis"]["cohorts"][0]
+    assert "employment = self-employed" in worst["rule"], explanations["error_analysis"]["cohorts"][:3]
+    assert worst["lo"] > explanations["error_analysis"]["error_rate"]
     # The registered model answers an applicant older than the bins, flagged as outside the validated range.
     import mlflow
 
