@@ -79,7 +79,7 @@ def ensure_explainer(project: Path) -> str:
 
     paths, params = Paths(project), load_params(project / "params.yaml")
     if paths.explainer.exists():
-        return "the run's explain stage"
+        return "models/explainer.json found in the project"
     pre = load_preprocessor(paths.preprocessor)
     network = load_model(torch.load(paths.model, weights_only=True))
     x_train, _, _ = split_xy(pd.read_parquet(paths.processed_train))
@@ -206,7 +206,11 @@ def answered(scored: pd.DataFrame) -> dict[str, Any]:
 
 
 def requests(project: Path, model: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The 1,000-row batch (test rows) and one refused test row, as the model's input schema types them."""
+    """The 1,000-row batch (test rows) and one refused test row, as the model's input schema types them.
+
+    The single row is the batch's first refused row that has a counterfactual within two changes (so that the
+    whole search runs: singles, pairs, the pair's grid), else its first refused row.
+    """
     import mlflow.pyfunc
 
     from humane.governance.serving import as_request
@@ -218,9 +222,11 @@ def requests(project: Path, model: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         raw = pd.read_parquet(project / "data/interim/test.parquet")
     rows = as_request(raw[[spec.name for spec in schema.inputs]], schema)
     batch = rows.sample(n=min(BATCH_ROWS, len(rows)), random_state=0).reset_index(drop=True)
-    decided = pyfunc.predict(batch)
-    refused = batch[decided["decision"].to_numpy() == 0].head(1).reset_index(drop=True)
-    return batch, refused
+    decided = pyfunc.predict(batch, params={"counterfactual": True})
+    refused = decided["decision"].to_numpy() == 0
+    found = refused & (decided["counterfactual"] != "").to_numpy()
+    single = batch[found if found.any() else refused].head(1).reset_index(drop=True)
+    return batch, single
 
 
 def table(figures: dict[str, Any]) -> str:
@@ -251,6 +257,7 @@ def main() -> None:
         process, url = serve(model, scratch / "serve.log")
         figures = {
             "setting": {
+                "command": " ".join(["python", "bench/explain_serving.py", *sys.argv[1:]]),
                 "project": str(project),
                 "explainer": source,
                 "method": method,
