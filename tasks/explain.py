@@ -181,7 +181,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
         "attributions": report, "proxies": proxies, "error_analysis": cohorts, "example": example, "plots": plots,
     }  # fmt: skip
     io.write_json(paths.explainer, {"attribution": explainer.to_dict(), "excluded": sorted(c.protected),
-                                    "counterfactual": space.to_dict(), "reasons": settings.reasons})  # fmt: skip
+                                    "counterfactual": space.to_dict()})  # fmt: skip
     io.write_json(paths.explanations, explanations)
     io.write_json(paths.explain_metrics, {**metrics, "completeness_gap": gap})
     return summary(report, proxies, cohorts, example)

@@ -373,7 +373,7 @@ class ExplainParams(_Section):
     # grown on one half of the test rows, its cohorts' error rates measured on the other half.
     error_tree_depth: int = Field(3, ge=1, le=8)
     error_min_leaf_share: float = Field(0.02, gt=0, lt=0.5)
-    # Reason codes returned by the served model when a request asks for reasons without saying how many.
+    # Reasons listed in the report's example of a refused row (a request to the served model says its own number).
     reasons: int = Field(3, ge=1, le=20)
 
 

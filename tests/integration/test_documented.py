@@ -160,6 +160,14 @@ REGISTRY: dict[str, Covered | Exempt] = {
         ("/invocations", "dataframe_split"),
         ("tests/integration/test_registry.py::test_champion_is_a_serving_ready_pyfunc",),
     ),
+    "curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d '{\"dataframe_split\": "
+    '{"columns": ["age","workclass","education","education-num","marital-status","occupation","relationship", '
+    '"capital-gain","capital-loss","hours-per-week","native-country"], "data": [[38,"Private","HS-grad",9,'
+    '"Never-married","Other-service","Not-in-family",0,0,40,"United-States"]]}, "params": {"reasons": 3, '
+    '"counterfactual": true}}\'': Covered(
+        ("/invocations", '"params"', "reasons", "counterfactual"),
+        ("tests/integration/test_registry.py::test_champion_is_a_serving_ready_pyfunc",),
+    ),
     "make ui": Covered(("make", "ui"), (DOC + "test_make_ui_serves_the_mlflow_ui",)),
     "python -m flows.training": Covered(
         ("flows.training",), (FLOW + "test_a_policy_override_is_refused_before_anything_runs",)

@@ -222,12 +222,28 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch, tmp_path):
                                          headers={"Content-Type": "application/json"})  # fmt: skip
         with urllib.request.urlopen(request, timeout=30) as response:
             served = json.loads(response.read())["predictions"]
+        # The README's request with reasons and counterfactuals.
+        asked = json.loads(body) | {"params": {"reasons": 3, "counterfactual": True}}
+        request = urllib.request.Request(request.full_url, json.dumps(asked).encode(), request.headers)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            explained = json.loads(response.read())["predictions"]
     finally:
         server.terminate()
         server.wait(timeout=30)
     assert [round(r["probability"], 6) for r in served] == [round(p, 6) for p in local["probability"]]
     assert [r["label"] for r in served] == local["label"].tolist()
     assert [r["domain_rules"] for r in served] == local["domain_rules"].tolist()
+    # With reasons and counterfactuals asked for: the same decisions, at most three reasons per row and never a
+    # protected input (age is binned, native-country rare-grouped, sex and race sensitive); a refused row's
+    # counterfactual changes only inputs that may change.
+    assert [r["label"] for r in explained] == local["label"].tolist()
+    frozen = {"age", "native-country", "sex", "race", "marital-status", "relationship", "education"}
+    for row in explained:
+        reasons = [r for r in row["reasons"].split("; ") if r]
+        assert len(reasons) <= 3 and not set(reasons) & frozen, row
+        if row["counterfactual"]:
+            assert row["decision"] == 0 and not set(json.loads(row["counterfactual"])["changes"]) & frozen, row
+    assert any(row["reasons"] for row in explained)
 
 
 NO_PICKLE = """
