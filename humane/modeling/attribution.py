@@ -184,7 +184,11 @@ def resolve_method(model: nn.Module, requested: str) -> str:
         raise ConfigError(f"explain.method must be auto or one of {list(METHODS)}, got {requested!r}")
     differentiable = isinstance(model, MLP)
     if requested == "auto":
-        return "integrated_gradients" if differentiable else "shapley_sampling"
+        # Periodic embeddings oscillate along the path from the reference row: on full Adult, 32 steps of
+        # Integrated Gradients missed a row's logit difference by up to 47 (128 steps: 4), while Shapley value
+        # sampling adds up exactly and ran faster (2.3 s against 3.1 s for 1,000 rows).
+        smooth = differentiable and model.embedding is None
+        return "integrated_gradients" if smooth else "shapley_sampling"
     if requested == "integrated_gradients" and not differentiable:
         why = {
             FTTransformer: "it reads each one-hot block back as a category index (argmax), which has no gradient",
@@ -246,15 +250,39 @@ def _integrated_gradients(model: nn.Module, explainer: Explainer, x: torch.Tenso
     return attributions.detach().double().cpu().numpy() @ _owner_matrix(explainer)
 
 
+class _Memo:
+    """The network as a function that evaluates each distinct row once per Captum call, remembering its logit.
+
+    Adding a column whose value equals the reference row's leaves a perturbed row unchanged, the reference row
+    and the row itself recur in every permutation, and so do the small and large coalitions of the columns a
+    row differs in: on Adult about one perturbed row in eight is new, so only those go through the network.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.logits: dict[bytes, float] = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the rows of `x`, shape (rows,), computing only rows not seen before."""
+        rows = x.detach().cpu().numpy()
+        keys = [row.tobytes() for row in rows]
+        new = list({k: i for i, k in enumerate(keys) if k not in self.logits}.values())
+        for start in range(0, len(new), EVAL_ROWS):
+            index = new[start : start + EVAL_ROWS]
+            values = self.model(x[index]).double().cpu().numpy()
+            self.logits.update((keys[i], float(v)) for i, v in zip(index, values, strict=True))
+        return torch.tensor([self.logits[k] for k in keys], dtype=torch.float32, device=x.device)
+
+
 def _shapley_sampling(model: nn.Module, explainer: Explainer, x: torch.Tensor, base: torch.Tensor) -> np.ndarray:
     """Shapley value sampling per raw column (rows, raw columns), float64; each raw column is one player."""
     from captum.attr import ShapleyValueSampling
 
     mask = torch.tensor(explainer.owner, device=x.device).unsqueeze(0)
-    per_eval = max(1, min(len(explainer.columns), EVAL_ROWS // max(1, len(x))))
+    per_eval = len(explainer.columns)  # a permutation's perturbations in one call: repeats found at once
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(explainer.seed)
-        attributions = ShapleyValueSampling(model).attribute(
+        attributions = ShapleyValueSampling(_Memo(model)).attribute(
             x,
             baselines=base.expand_as(x),
             feature_mask=mask,
