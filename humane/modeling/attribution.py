@@ -535,6 +535,11 @@ def _whiskers(figures: list[dict[str, Any]]) -> np.ndarray | None:
     return np.clip(np.array([lo, hi]), 0, None)
 
 
+def _legend_below(ax: Any) -> None:
+    """The groups' legend under the axes, where it hides no bar."""
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize="small", frameon=False)
+
+
 def _plot_overall(report: dict[str, Any], path: Path) -> Path:
     """Horizontal bars of the top columns' shares with their 95% intervals."""
     import matplotlib.pyplot as plt
@@ -577,7 +582,7 @@ def _plot_groups(report: dict[str, Any], feature: str, path: Path) -> Path:
         xlabel="share of the model's attribution (whiskers: 95% bootstrap interval)",
         title=f"Top inputs' attribution share per {feature} group",
     )
-    ax.legend(loc="lower right", fontsize="small")
+    _legend_below(ax)
     return _save(fig, path)
 
 
@@ -597,7 +602,8 @@ def _plot_differences(report: dict[str, Any], feature: str, path: Path) -> Path:
             height=height,
             xerr=_whiskers(figures),
             capsize=2,
-            label=f"{group} vs the rest",
+            label=f"{group} vs the rest" + (" (too few rows for an interval)" if figures[0]["lo"] is None else ""),
+            hatch="//" if figures[0]["lo"] is None else None,
         )
     ax.axvline(0.0, color="black", linewidth=1)
     ax.set_yticks(np.arange(len(top)) + height * (len(differences) - 1) / 2, top)
@@ -606,7 +612,7 @@ def _plot_differences(report: dict[str, Any], feature: str, path: Path) -> Path:
         xlabel="group's share minus the other rows' share (whiskers: 95% bootstrap interval)",
         title=f"How the inputs' attribution shares differ between {feature} groups",
     )
-    ax.legend(loc="lower right", fontsize="small")
+    _legend_below(ax)
     return _save(fig, path)
 
 
