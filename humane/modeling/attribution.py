@@ -279,7 +279,8 @@ def _shapley_sampling(model: nn.Module, explainer: Explainer, x: torch.Tensor, b
     from captum.attr import ShapleyValueSampling
 
     mask = torch.tensor(explainer.owner, device=x.device).unsqueeze(0)
-    per_eval = len(explainer.columns)  # a permutation's perturbations in one call: repeats found at once
+    # A permutation's perturbations in one call (repeats found at once), bounded for inputs of many columns.
+    per_eval = max(1, min(len(explainer.columns), 4 * EVAL_ROWS // max(1, len(x))))
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         torch.manual_seed(explainer.seed)
         attributions = ShapleyValueSampling(_Memo(model)).attribute(
