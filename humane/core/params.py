@@ -352,8 +352,8 @@ class ExplainParams(_Section):
     seed: int = 13
     # Test rows attributed (a seeded sample; all rows when fewer).
     sample_rows: int = Field(2000, ge=10)
-    # auto: Integrated Gradients for an MLP with linear numeric inputs; Shapley value sampling otherwise: periodic
-    # embeddings oscillate along IG's path, the FT-Transformer looks its categories up, the ensemble votes.
+    # auto: Shapley value sampling (exact sums) for every network. integrated_gradients only for an MLP: periodic
+    # embeddings and ReLU kinks bend its path (the FT-Transformer looks its categories up, the ensemble votes).
     method: Literal["auto", "integrated_gradients", "shapley_sampling"] = "auto"
     # Integrated Gradients: steps of the path integral (Gauss-Legendre); Shapley sampling: permutations.
     n_steps: int = Field(32, ge=4, le=1024)

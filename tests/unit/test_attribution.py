@@ -154,11 +154,11 @@ def test_reference_row_is_the_median_and_the_commonest_category(data):
     assert row[6:].tolist() == ([1, 0] if commonest_city == "a" else [0, 1])
 
 
-def test_resolve_method_picks_by_differentiability_and_refuses_integrated_gradients_where_it_cannot(data, mlp):
+def test_resolve_method_is_shapley_by_default_and_refuses_integrated_gradients_where_it_cannot(data, mlp):
     ft = build_model(FT_PARAMS, data[2].shape[1], token_layout(data[0]))
     plain = build_model(MLP_PARAMS.model_copy(update={"numeric_embedding": PLAIN}), 8, (3, [3, 2]))
-    assert resolve_method(plain, "auto") == resolve_method(mlp, "integrated_gradients") == "integrated_gradients"
-    assert resolve_method(mlp, "auto") == "shapley_sampling"  # periodic embeddings: see resolve_method
+    assert resolve_method(plain, "integrated_gradients") == resolve_method(mlp, "integrated_gradients")
+    assert resolve_method(plain, "auto") == resolve_method(mlp, "auto") == "shapley_sampling"  # exact sums
     assert resolve_method(ft, "auto") == resolve_method(Constant(ConstantArgs(8, 1)), "auto") == "shapley_sampling"
     assert resolve_method(mlp, "shapley_sampling") == "shapley_sampling"
     with pytest.raises(ConfigError, match=r"FTTransformer.*argmax"):
@@ -170,7 +170,7 @@ def test_resolve_method_picks_by_differentiability_and_refuses_integrated_gradie
 def test_integrated_gradients_add_up_to_the_logit_difference_per_raw_column(data):
     pre, _, x, _ = data
     smooth = _network(data, MLP_PARAMS.model_copy(update={"activation": "gelu", "numeric_embedding": PLAIN}), 0, 150)
-    explainer = fit_explainer(pre, smooth, x.numpy(), SETTINGS)
+    explainer = fit_explainer(pre, smooth, x.numpy(), IG)
     attributions = attribute(smooth, explainer, x)
     assert explainer.method == "integrated_gradients" and explainer.n_steps == 32
     assert attributions.shape == (len(x), 5) and attributions.dtype == np.float64
