@@ -21,7 +21,7 @@ from humane.core.errors import ConfigError, DataError, HumaneError
 from humane.core.params import Params
 from humane.core.paths import SENSITIVE_PREFIX, Paths
 from humane.fairness.error_analysis import error_cohorts
-from humane.fairness.metrics import group_labels, group_text
+from humane.fairness.metrics import group_labels, group_text, shown_names
 from humane.fairness.mitigation import decisions
 from humane.fairness.proxies import proxy_metrics, proxy_report
 from humane.modeling.attribution import (
@@ -72,9 +72,13 @@ def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
-def sensitive_groups(frame: pd.DataFrame, features: list[str]) -> dict[str, pd.Series]:
-    """Each sensitive feature's group label per row (the audit's labels), indexed by position."""
-    return {f: group_labels(frame[f"{SENSITIVE_PREFIX}{f}"], f).reset_index(drop=True) for f in features}
+def sensitive_groups(frame: pd.DataFrame, features: list[str], min_rows: int) -> dict[str, pd.Series]:
+    """Each sensitive feature's group per row as the audit shows it (a group below min_rows numbered, not named)."""
+    groups = {}
+    for feature in features:
+        labels = group_labels(frame[f"{SENSITIVE_PREFIX}{feature}"], feature).reset_index(drop=True)
+        groups[feature] = labels.map(shown_names(labels.value_counts().to_dict(), min_rows))
+    return groups
 
 
 def scores(model: Network, x: np.ndarray, groups: pd.DataFrame, thresholds: dict, threshold: float) -> Any:
@@ -153,7 +157,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     settings, threshold = params.explain, params.evaluate.threshold
     c = read_candidate(params, paths)
     explainer = fit_explainer(c.pre, c.model, c.x_train, settings)
-    groups = sensitive_groups(c.test, params.data.sensitive_features)
+    groups = sensitive_groups(c.test, params.data.sensitive_features, params.audit.min_group_size)
     x_test, y_test, _ = split_xy(c.test)
     positive, _ = scores(c.model, x_test.numpy(), c.test, c.thresholds, threshold)
     rows = sample_rows(len(c.test), settings.sample_rows, settings.seed)
