@@ -92,6 +92,9 @@ def test_an_in_distribution_batch_completes_with_no_alert_and_is_recorded(monito
     report = read_json(monitored / "reports/monitoring/in_distribution/report.json")
     assert report["breaches"] == [] and report["labeled_rows"] == ROWS
     assert not any(d["drifted"] for d in report["drift"].values())
+    attribution = report["attribution_drift"]  # measured on the batch's rows, no input's share moved
+    assert attribution["measured"] and attribution["rows"] == ROWS and attribution["columns"]
+    assert not any(row["drifted"] for row in attribution["columns"].values())
     assert report["performance"]["realised"]["accuracy"]["lo"] is not None  # the audit's bootstrap interval
     assert "equalized_odds_difference" in report["groups"]["sex"]["gaps"]
     assert (monitored / "reports/monitoring/in_distribution/report.html").read_text().count("<img") == 3
@@ -129,6 +132,32 @@ def test_the_bias_batch_raises_bias_degraded_naming_the_group(monitored, prefect
     assert "BiasDegraded" in result.stderr and "sex equalized_odds_difference" in result.stderr
     assert "tpr: Female" in result.stderr
     assert _champion(monitored) == before
+
+
+def test_a_batch_whose_top_input_holds_one_value_shows_attribution_drift_naming_it(
+    monitored, prefect_server, monkeypatch, tmp_path
+):
+    """The champion's top input set, in every row, to its reference value: no row's decision owes anything to it.
+
+    The value is the training rows' median (numeric) or commonest value (categorical), where the explainer's
+    reference row sits, so the input's attribution, and its share, fall to zero.
+    """
+    client = mlflow_client(monitored)
+    run_id = client.get_model_version_by_alias(MODEL, "champion").run_id
+    explanations = read_json(Path(client.download_artifacts(run_id, "reports/explanations.json", str(tmp_path))))
+    top = explanations["attributions"]["overall"]["top"][0]
+    before = explanations["attributions"]["overall"]["shares"][top]["value"]
+    train = pd.read_parquet(monitored / "data/interim/train.parquet")[top]
+    value = train.median() if pd.api.types.is_numeric_dtype(train) else train.mode().iloc[0]
+    frame = pd.read_csv(monitored / "data/batches/in_distribution.csv").assign(**{top: value})
+    frame.to_csv(monitored / "data/batches/top_input_fixed.csv", index=False)
+    state = _run(monitored, "data/batches/top_input_fixed.csv", monkeypatch)
+    assert state.name == "DriftDetected", state.message
+    row = read_json(monitored / "reports/monitoring/top_input_fixed/report.json")["attribution_drift"]["columns"][top]
+    assert row["drifted"] and row["batch"] < 0.01 and row["reference"] == pytest.approx(before)
+    assert "attribution drifted: " in state.message and f"{top} {before:.3f} -> 0.0" in state.message
+    html = (monitored / "reports/monitoring/top_input_fixed/report.html").read_text()
+    assert "<h2>Attribution drift</h2>" in html and f"<td>{top}</td>" in html
 
 
 @pytest.mark.parametrize(
