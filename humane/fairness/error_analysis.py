@@ -20,9 +20,12 @@ from sklearn.tree import DecisionTreeClassifier
 
 from humane.core.errors import DataError
 from humane.core.params import ExplainParams
+from humane.fairness.metrics import WITHHELD_GROUP
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
 MISSING_VALUE = "(missing)"  # how a null categorical value reads in a rule
+
+WITHHELD_PREFIX = WITHHELD_GROUP.split("{")[0]  # a group the audit numbers instead of naming
 
 
 @dataclass(frozen=True)
@@ -135,10 +138,14 @@ def halves(errors: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def overlap(members: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per sensitive feature and group: its share of the cohort's rows and of all measured rows."""
+    """Per sensitive feature and group: its share of the cohort's rows and of all measured rows.
+
+    A group the audit withholds (numbered: too small to judge, `shown_names`) gets no figure: where its few rows
+    fall could single them out.
+    """
     shares = {}
     for feature, labels in groups.items():
-        names = sorted(set(labels.tolist()))
+        names = sorted(g for g in set(labels.tolist()) if not str(g).startswith(WITHHELD_PREFIX))
         shares[feature] = {
             g: {"share": float(np.mean(labels[members] == g)), "overall_share": float(np.mean(labels == g))}
             for g in names

@@ -411,15 +411,11 @@ def _feature_report(
     groups, differences = {}, {}
     for group in sorted(set(labels.tolist()), key=str):
         inside = labels == group
-        small = inside.sum() < settings["min_rows"] or (~inside).sum() < settings["min_rows"]
-        entry, draws = _group_entry(
-            magnitude[inside],
-            columns,
-            bool(inside.sum() < settings["min_rows"]),
-            settings["bootstrap"],
-            rng,
-            settings["top_k"],
-        )
+        if inside.sum() < settings["min_rows"]:  # too small to judge: its size only, no figure of its rows
+            groups[str(group)] = {"rows": int(inside.sum()), "too_small": True, "shares": {}, "top": []}
+            continue
+        small = (~inside).sum() < settings["min_rows"]
+        entry, draws = _group_entry(magnitude[inside], columns, False, settings["bootstrap"], rng, settings["top_k"])
         groups[str(group)] = entry
         rest = magnitude[~inside]
         value = np.array([entry["shares"][c]["value"] for c in columns])
@@ -561,20 +557,19 @@ def _plot_groups(report: dict[str, Any], feature: str, path: Path) -> Path:
     """Per group of one sensitive feature, the top columns' shares side by side."""
     import matplotlib.pyplot as plt
 
-    top, groups = report["overall"]["top"], report["groups"][feature]
+    top = report["overall"]["top"]
+    groups = {g: e for g, e in report["groups"][feature].items() if not e["too_small"]}  # no figure of a small one
     height = 0.8 / max(1, len(groups))
     fig, ax = plt.subplots(figsize=(7.5, (0.35 + 0.2 * len(groups)) * len(top) + 1.5))
     for i, (group, entry) in enumerate(groups.items()):
         figures = [entry["shares"][c] for c in top]
-        label = f"{group} ({entry['rows']} rows" + (", too few for an interval)" if entry["too_small"] else ")")
         ax.barh(
             np.arange(len(top)) + i * height,
             [f["value"] for f in figures],
             height=height,
             xerr=_whiskers(figures),
             capsize=2,
-            label=label,
-            hatch="//" if entry["too_small"] else None,
+            label=f"{group} ({entry['rows']} rows)",
         )
     ax.set_yticks(np.arange(len(top)) + height * (len(groups) - 1) / 2, top)
     ax.invert_yaxis()

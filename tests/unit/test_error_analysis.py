@@ -110,3 +110,12 @@ def test_no_column_gives_one_cohort_and_bad_input_fails() -> None:
         error_cohorts(pd.DataFrame({"x": range(10)}), errors, {}, SETTINGS, seed=0)
     with pytest.raises(DataError, match="'sex'"):
         error_cohorts(pd.DataFrame({"x": range(100)}), errors, {"sex": pd.Series([None] * 100)}, SETTINGS, seed=0)
+
+
+def test_a_withheld_group_gets_no_overlap_figure():
+    from humane.fairness.error_analysis import overlap
+    from humane.fairness.metrics import WITHHELD_GROUP
+
+    labels = np.array(["a"] * 50 + ["b"] * 48 + [WITHHELD_GROUP.format(1)] * 2)
+    shares = overlap(np.arange(100) < 30, {"g": labels})
+    assert set(shares["g"]) == {"a", "b"}
