@@ -91,7 +91,7 @@ def test_a_new_dataset_runs_with_only_its_profile(project, monkeypatch):
     assert "branch" not in explanations["proxies"]["ethnicity"]["proxies"]
     worst = explanations["error_analysis"]["cohorts"][0]
     assert "employment = self-employed" in worst["rule"], explanations["error_analysis"]["cohorts"][:3]
-    assert worst["lo"] > explanations["error_analysis"]["error_rate"]
+    assert worst["error_rate"] > explanations["error_analysis"]["error_rate"] + 0.1, worst  # a coin flip: about 0.5
     assert "group_d" not in (project / "reports/explanations.json").read_text()  # too small: numbered, not named
     # The registered model answers an applicant older than the bins, flagged as outside the validated range.
     import mlflow
