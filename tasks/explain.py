@@ -61,8 +61,15 @@ def read_candidate(params: Params, paths: Paths) -> Candidate:
         raise DataError(f"{paths.interim_test} and {paths.processed_test} differ in rows: rerun the preprocess stage")
     x_train, _, _ = split_xy(pd.read_parquet(paths.processed_train))
     protected = protected_columns(params.privacy, params.data, io.read_json(paths.privacy_policy)).all
-    return Candidate(load_preprocessor(paths.preprocessor), load_model(torch.load(paths.model, weights_only=True)),
-                     io.read_json(paths.thresholds), x_train.numpy(), test, raw_test, protected)  # fmt: skip
+    return Candidate(
+        load_preprocessor(paths.preprocessor),
+        load_model(torch.load(paths.model, weights_only=True)),
+        io.read_json(paths.thresholds),
+        x_train.numpy(),
+        test,
+        raw_test,
+        protected,
+    )
 
 
 def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
@@ -127,8 +134,9 @@ def proxies_with_shares(
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """The proxy report (each feature with its proxies' attribution share) and the explain.* policy metrics."""
     features = c.test[split_xy(c.test)[2]]
-    report = proxy_report(features, explainer.columns, explainer.owner, groups, params.explain,
-                          params.audit.min_group_size)  # fmt: skip
+    report = proxy_report(
+        features, explainer.columns, explainer.owner, groups, params.explain, params.audit.min_group_size
+    )
     metrics = proxy_metrics(report, shares)
     for feature, entry in report.items():
         entry["attribution_share"] = metrics["proxy_attribution_share"][feature]
@@ -147,46 +155,85 @@ def counterfactuals(c: Candidate, refused: np.ndarray, decide: Decide, space: Co
     found = [r for r in search(c.raw_test.iloc[refused], decide, space, frozen=frozen) if r is not None]
     example = None
     if found:
-        example = {"changes": {col: ch["to"] for col, ch in found[0]["changes"].items()},
-                   "probability": found[0]["probability"]}  # fmt: skip
+        example = {
+            "changes": {col: ch["to"] for col, ch in found[0]["changes"].items()},
+            "probability": found[0]["probability"],
+        }
     return {"searched": len(refused), "found": len(found), "example": example}
+
+
+def attribution_report(
+    c: Candidate, explainer: Explainer, groups: dict[str, pd.Series], params: Params
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any], float]:
+    """The sampled rows, their attributions, the shares overall and per group with intervals, and the gap."""
+    settings = params.explain
+    rows = sample_rows(len(c.test), settings.sample_rows, settings.seed)
+    attributions, gap = attributions_of(c, explainer, rows, params)
+    sampled = {f: g.iloc[rows].reset_index(drop=True) for f, g in groups.items()}
+    report = importance(
+        attributions,
+        explainer.columns,
+        sampled,
+        bootstrap=settings.bootstrap,
+        seed=settings.seed,
+        top_k=settings.top_k,
+        min_rows=params.audit.min_group_size,
+    )
+    return rows, attributions, report, gap
+
+
+def decision_example(
+    c: Candidate,
+    params: Params,
+    paths: Paths,
+    sample: tuple[np.ndarray, np.ndarray],
+    positive: np.ndarray,
+    explainer: Explainer,
+) -> tuple[dict[str, Any], CounterfactualSpace]:
+    """A refused row's reasons, the counterfactuals' coverage, and the space the served model searches."""
+    rows, attributions = sample
+    space = fit_space(*training_space(params, paths, c))
+    refused = ~positive[rows]
+    reasons = reason_codes(
+        attributions[refused][:1], np.zeros(1, dtype=bool), explainer.columns, c.protected, params.explain.reasons
+    )
+    found = counterfactuals(c, rows[refused], raw_decider(c, params.evaluate.threshold), space)
+    return {"reasons": reasons[0] if refused.any() else [], "counterfactuals": found}, space
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Explain the model on the test split; write the report, the policy metrics, the plots and the explainer."""
-    settings, threshold = params.explain, params.evaluate.threshold
     c = read_candidate(params, paths)
-    explainer = fit_explainer(c.pre, c.model, c.x_train, settings)
+    explainer = fit_explainer(c.pre, c.model, c.x_train, params.explain)
     groups = sensitive_groups(c.test, params.data.sensitive_features, params.audit.min_group_size)
     x_test, y_test, _ = split_xy(c.test)
-    positive, _ = scores(c.model, x_test.numpy(), c.test, c.thresholds, threshold)
-    rows = sample_rows(len(c.test), settings.sample_rows, settings.seed)
-    attributions, gap = attributions_of(c, explainer, rows, params)
-    sampled = {f: g.iloc[rows].reset_index(drop=True) for f, g in groups.items()}
-    report = importance(attributions, explainer.columns, sampled, bootstrap=settings.bootstrap, seed=settings.seed,
-                        top_k=settings.top_k, min_rows=params.audit.min_group_size)  # fmt: skip
+    positive, _ = scores(c.model, x_test.numpy(), c.test, c.thresholds, params.evaluate.threshold)
+    rows, attributions, report, gap = attribution_report(c, explainer, groups, params)
     shares = {col: v["value"] for col, v in report["overall"]["shares"].items()}
     proxies, metrics = proxies_with_shares(c, explainer, groups, shares, params)
-    errors = positive != y_test.numpy().astype(bool)
     splittable = [col for col in c.pre.inputs if col not in c.protected]
-    cohorts = error_cohorts(c.raw_test[splittable], errors, groups, settings, settings.seed)
-
-    space = fit_space(*training_space(params, paths, c))
-    refused = rows[~positive[rows]]
-    reasons = reason_codes(attributions[~positive[rows]][:1], positive[refused[:1]], explainer.columns, c.protected,
-                           settings.reasons)  # fmt: skip
-    example = {"reasons": reasons[0] if reasons else [],
-               "counterfactuals": counterfactuals(c, refused, raw_decider(c, threshold), space)}  # fmt: skip
+    errors = positive != y_test.numpy().astype(bool)
+    cohorts = error_cohorts(c.raw_test[splittable], errors, groups, params.explain, params.explain.seed)
+    example, space = decision_example(c, params, paths, (rows, attributions), positive, explainer)
     with io.atomic_dir(paths.explain_plots_dir) as out_dir:
         plots = [path.name for path in save_plots(report, out_dir)]
-    explanations = {
-        "method": explainer.method, "sample_rows": len(rows), "seed": settings.seed, "completeness_gap": gap,
-        "baseline": "numeric inputs at the training median, categorical inputs at the commonest category",
-        "attributions": report, "proxies": proxies, "error_analysis": cohorts, "example": example, "plots": plots,
-    }  # fmt: skip
-    io.write_json(paths.explainer, {"attribution": explainer.to_dict(), "excluded": sorted(c.protected),
-                                    "counterfactual": space.to_dict()})  # fmt: skip
-    io.write_json(paths.explanations, explanations)
+    served = {"attribution": explainer.to_dict(), "excluded": sorted(c.protected), "counterfactual": space.to_dict()}
+    io.write_json(paths.explainer, served)
+    io.write_json(
+        paths.explanations,
+        {
+            "method": explainer.method,
+            "sample_rows": len(rows),
+            "seed": params.explain.seed,
+            "completeness_gap": gap,
+            "baseline": "numeric inputs at the training median, categorical inputs at the commonest category",
+            "attributions": report,
+            "proxies": proxies,
+            "error_analysis": cohorts,
+            "example": example,
+            "plots": plots,
+        },
+    )
     io.write_json(paths.explain_metrics, {**metrics, "completeness_gap": gap})
     return summary(report, proxies, cohorts, example)
 
@@ -204,15 +251,21 @@ def summary(report: dict[str, Any], proxies: dict[str, Any], cohorts: dict[str, 
     lines = [f"explain: top inputs (attribution share) {top}"]
     for feature, entry in proxies.items():
         named = ", ".join(entry["proxies"]) or "none"
-        lines.append(f"explain {feature}: proxy AUC {entry['auc']:.3f}, stand-ins {named} "
-                     f"(attribution share {entry['attribution_share']:.2f})")  # fmt: skip
+        lines.append(
+            f"explain {feature}: proxy AUC {entry['auc']:.3f}, stand-ins {named} "
+            f"(attribution share {entry['attribution_share']:.2f})"
+        )
     if cohorts["cohorts"]:
         worst = cohorts["cohorts"][0]
-        lines.append(f"explain: worst cohort {worst['rule']}: error rate {worst['error_rate']:.3f} "
-                     f"[{worst['lo']:.3f}, {worst['hi']:.3f}] over {worst['rows']} rows")  # fmt: skip
+        lines.append(
+            f"explain: worst cohort {worst['rule']}: error rate {worst['error_rate']:.3f} "
+            f"[{worst['lo']:.3f}, {worst['hi']:.3f}] over {worst['rows']} rows"
+        )
     found = example["counterfactuals"]
-    lines.append(f"explain: a counterfactual within two changes for {found['found']} of {found['searched']} "
-                 "refused rows searched")  # fmt: skip
+    lines.append(
+        f"explain: a counterfactual within two changes for {found['found']} of {found['searched']} "
+        "refused rows searched"
+    )
     return "\n".join(lines)
 
 
