@@ -9,7 +9,9 @@ The reference shares are the champion's overall shares on its test rows, as its 
 top `explain.top_k`; one whose share moved more than `monitor.attribution_drift_threshold` (either way) drifted,
 and a drifted input is a DriftDetected breach naming it.
 
-Only shares are kept (the report, the MLflow metrics): never a row, nor a row's attributions.
+Only shares are kept (the report, the MLflow metrics): never a row, nor a row's attributions. Nor an error's text
+from outside humane: a pandas, scikit-learn or PyTorch message can quote a cell's value, so such an error is named
+by its type alone (failure_reason); a HumaneError's message, written never to quote a value, is kept.
 
 Fails closed, as the other checks do (humane.monitoring.checks.unmeasured): attribution drift that cannot be
 measured is a figure the rule needs and did not get, so it ends the run MonitoringIncomplete (exit 6) unless a
@@ -31,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from humane.core import io
-from humane.core.errors import IntegrityFailed
+from humane.core.errors import HumaneError, IntegrityFailed
 from humane.core.params import ExplainParams
 from humane.governance.store import client
 from humane.monitoring.champion import ChampionModel, MonitoringError, _artifact_location, _download
@@ -96,16 +98,16 @@ def shares(attributions: pd.DataFrame) -> dict[str, float]:
     """Each column's share of the mean |attribution| (sums to 1).
 
     Raises:
-        ValueError: No rows, a non-finite attribution, or all attributions zero (no share can be given).
+        MonitoringError: No rows, a non-finite attribution, or all attributions zero (no share can be given).
 
     """
     values = attributions.to_numpy(dtype=np.float64)
     if len(values) == 0 or not np.isfinite(values).all():
-        raise ValueError(f"the {len(values)} rows' attributions are empty or not all finite")
+        raise MonitoringError(f"the {len(values)} rows' attributions are empty or not all finite")
     mean_abs = np.abs(values).mean(axis=0)
     total = float(mean_abs.sum())
     if total <= 0:
-        raise ValueError(f"the {len(values)} rows' attributions are all zero")
+        raise MonitoringError(f"the {len(values)} rows' attributions are all zero")
     return {str(col): float(v / total) for col, v in zip(attributions.columns, mean_abs, strict=True)}
 
 
@@ -167,9 +169,7 @@ def measure(
         attributions = served.attribute(sample.reset_index(drop=True))
         batch = shares(attributions)
     except Exception as err:  # named in the report and as unmeasured: the batch then never passes on it
-        return not_measured(
-            f"the batch's attributions could not be computed ({type(err).__name__}: {str(err)[:300]})", threshold
-        )
+        return not_measured(failure_reason(err), threshold)
     if set(batch) != set(reference["shares"]):
         return not_measured(
             f"the served explainer's inputs {sorted(batch)} differ from the recorded ones "
@@ -179,6 +179,17 @@ def measure(
     entry = compare(reference, batch, threshold, settings.top_k)
     entry["rows"] = len(sample)
     return entry
+
+
+def failure_reason(err: Exception) -> str:
+    """Why the batch's attributions could not be computed, never quoting a value.
+
+    A HumaneError's message is kept (humane writes them never to quote a value); any other error is named by its
+    type alone, as its message (pandas, scikit-learn, PyTorch) can quote a cell of the batch.
+    """
+    if isinstance(err, HumaneError):
+        return f"the batch's attributions could not be computed ({type(err).__name__}: {str(err)[:300]})"
+    return f"the batch's attributions could not be computed ({type(err).__name__})"
 
 
 def breaches(entry: dict[str, Any] | None, kind: str) -> list[dict[str, str]]:

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from humane.core.errors import IntegrityFailed
-from humane.core.params import ExplainParams
+from humane.core.params import ExplainParams, MonitorParams
 from humane.governance.serving import HumaneModel
 from humane.monitoring import attribution_drift, report
+from humane.monitoring.champion import MonitoringError
 from tests.unit.test_monitoring import _end, _result
 
 REFERENCE = {
@@ -51,7 +52,7 @@ def test_shares_are_each_columns_mean_absolute_attribution_over_the_sum():
 
 @pytest.mark.parametrize("values", [[[0.0, 0.0]], [[np.nan, 1.0]], []])
 def test_no_share_is_given_for_zero_non_finite_or_no_attributions(values):
-    with pytest.raises(ValueError, match="attributions are"):
+    with pytest.raises(MonitoringError, match="attributions are"):
         attribution_drift.shares(pd.DataFrame(values, columns=["a", "b"]))
 
 
@@ -130,6 +131,41 @@ def test_attribution_drift_that_cannot_be_measured_ends_monitoring_incomplete_ne
     assert f"attribution_drift ({entry['reason']})" in message
     assert report.attribution_status(result) == f"not measured: {entry['reason']}"
     assert "not measured: " in report.summary({**result, **_shown(result)})
+
+
+class _Failing(_Served):
+    """A served model whose attribution fails the way pandas does on a cell it cannot read: quoting the value."""
+
+    def attribute(self, frame: pd.DataFrame) -> pd.DataFrame:
+        raise ValueError("could not convert string to float: 'Jane Doe'")
+
+
+class _Named(_Served):
+    """Attributions with a column holding a person's name: pandas' own float conversion (in shares) then fails."""
+
+    def attribute(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return frame.assign(name="Jane Doe")
+
+
+@pytest.mark.parametrize("served", [_Failing({}), _Named({})])
+def test_an_error_from_outside_humane_is_named_by_its_type_never_its_message(served, tmp_path):
+    entry = attribution_drift.measure(served, pd.DataFrame({"age": range(20)}), REFERENCE, SETTINGS, 0.1)
+    assert entry["reason"] == "the batch's attributions could not be computed (ValueError)"
+    result = {**_result(), "attribution_drift": entry}
+    name, code, message = _end(result)
+    assert (name, code) == ("MonitoringIncomplete", 6) and "(ValueError)" in message
+    result = {**result, **_shown(result), "reference_rows": 900, "thresholds": MonitorParams().model_dump()}
+    result["incomplete"] = attribution_drift.unmeasured(entry)
+    folder = report.write_report(result, tmp_path / "day-1")
+    shown = [message, report.summary(result), *((folder / f).read_text() for f in ("report.json", "report.html"))]
+    assert all("could not be computed (ValueError)" in text and "Jane Doe" not in text for text in shown)
+
+
+def test_a_humane_error_s_message_is_kept():
+    err = MonitoringError("the 20 rows' attributions are all zero")
+    assert attribution_drift.failure_reason(err) == (
+        "the batch's attributions could not be computed (MonitoringError: the 20 rows' attributions are all zero)"
+    )
 
 
 def test_a_recorded_share_that_is_not_finite_is_named_unmeasured():
