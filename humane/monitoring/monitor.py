@@ -73,19 +73,16 @@ def evaluate(
 
     `breaches` lists the thresholds the batch breached; `incomplete` each figure a rule needs that could not be
     computed (checks.unmeasured), which ends the run MonitoringIncomplete when nothing was breached.
-    `explanations` is the champion's recorded attribution shares (attribution_drift.load_reference), against
-    which the batch's attribution drift is measured.
+    `explanations`: the champion's recorded attribution shares (attribution_drift.load_reference).
     """
     sensitive = list(params.data.sensitive_features)
     frame = monitored(champion, batch, scores, params)
     reference = champion.reference
     withheld = MonitoredColumns.of(params).withheld
     inputs = [c for c in champion.served.preprocessor.inputs if c not in withheld]
-    unwatched = [c for c in champion.served.preprocessor.inputs if c in withheld]
     recorded = checks.recorded_figures(champion.audit, champion.metrics, reference, sensitive,
                                        params.audit.min_group_size)  # fmt: skip
     labeled_rows = int(frame[LABEL_COLUMN].notna().sum()) if batch.labeled else 0
-    threshold = params.monitor.attribution_drift_threshold
     performance: dict[str, Any] = {
         "test_time": {m: recorded.overall[m] for m in ("accuracy", "roc_auc")},
         "calibration": recorded.calibration,
@@ -105,15 +102,7 @@ def evaluate(
         "rows": len(frame),
         "labeled": batch.labeled,
         "labeled_rows": labeled_rows,
-        "notes": [*batch.notes, calibration_note(recorded.calibration)]
-        + (
-            [
-                f"no drift measured for {unwatched}: inputs kept although they look identifying (privacy.keep) or "
-                "derived from dates (data.dates) are not stored row by row in the reference"
-            ]
-            if unwatched
-            else []
-        ),
+        "notes": notes(champion, batch, params, recorded.calibration),
         "model": {"name": champion.name, "version": champion.version, "run_id": champion.run_id},
         "reference_rows": len(reference),
         "selection_rate": {
@@ -121,9 +110,7 @@ def evaluate(
             "reference": float(reference[DECISION_COLUMN].mean()),
         },
         "drift": checks.drift(reference, frame, inputs, params.monitor),
-        "attribution_drift": attribution_drift.measure(
-            champion.served, request(champion, batch), explanations, params.explain, threshold
-        ),
+        "attribution_drift": attribution(champion, batch, params, explanations),
         "out_of_domain": domain_shares(scores, SEPARATOR),
         "performance": performance,
         "groups": groups,
@@ -134,6 +121,26 @@ def evaluate(
     result["breaches"] = checks.judge(result, recorded, params.monitor, sensitive)
     result["incomplete"] = checks.unmeasured(result, recorded, params.monitor, sensitive)
     return result
+
+
+def attribution(champion: ChampionModel, batch: Batch, params: Params, explanations: dict[str, Any]) -> dict[str, Any]:
+    """The batch's attribution drift against the champion's recorded shares (attribution_drift.measure's entry)."""
+    rows = request(champion, batch)
+    threshold = params.monitor.attribution_drift_threshold
+    return attribution_drift.measure(champion.served, rows, explanations, params.explain, threshold)
+
+
+def notes(champion: ChampionModel, batch: Batch, params: Params, calibration: dict[str, float]) -> list[str]:
+    """The report's notes: the batch's own, CBPE's assumption, and the inputs the reference does not store."""
+    withheld = MonitoredColumns.of(params).withheld
+    unwatched = [c for c in champion.served.preprocessor.inputs if c in withheld]
+    out = [*batch.notes, calibration_note(calibration)]
+    if unwatched:
+        out.append(
+            f"no drift measured for {unwatched}: inputs kept although they look identifying (privacy.keep) or "
+            "derived from dates (data.dates) are not stored row by row in the reference"
+        )
+    return out
 
 
 def realised_groups(labeled: pd.DataFrame, groups: dict[str, Any], sensitive: list[str]) -> dict[str, Any]:
