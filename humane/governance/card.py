@@ -257,34 +257,40 @@ def difference_text(diff: dict[str, Any]) -> str:
 
 
 def add_group_attributions(card: Card, feature: str, groups: dict[str, Any], differences: dict[str, Any]) -> None:
-    """Per group of one sensitive feature: its top inputs, then the largest differences from the other rows."""
+    """Per group of one sensitive feature: its top inputs, then the largest differences from the other rows.
+
+    A group too small to judge shows its row count only, whatever the report holds for it (as the audit withholds
+    its rates): no share and no difference.
+    """
     card.heading(f"Top inputs by {feature}", 3)
-    card.table(
-        ["group", "rows", "top inputs (share [95% CI])"],
-        [
-            [
-                group + (" (too small to judge)" if g.get("too_small") else ""),
-                g["rows"],
-                "; ".join(f"{c} {share_text(g['shares'][c])}" for c in g["top"]),
-            ]
-            for group, g in groups.items()
-        ],
-    )
-    largest = sorted(
-        (
-            (group, column, d)
-            for group, by_column in differences.items()
-            for column, d in by_column.items()
-            if d.get("value") is not None and d["value"] == d["value"]
-        ),
-        key=lambda item: -abs(item[2]["value"]),
-    )[:DIFFERENCES_SHOWN]
+    card.table(["group", "rows", "top inputs (share [95% CI])"], [group_row(group, g) for group, g in groups.items()])
+    largest = largest_differences(differences, {group for group, g in groups.items() if g.get("too_small")})
     if largest:
         card.para(
             f"Largest differences in share (group minus the other rows of {feature}): "
             + "; ".join(f"{g}: {c} {difference_text(d)}" for g, c, d in largest)
             + "."
         )
+
+
+def group_row(group: str, attribution: dict[str, Any]) -> list[Any]:
+    """One group's row: its name, rows and top inputs with their shares (none for a group too small to judge)."""
+    if attribution.get("too_small"):
+        return [group, attribution["rows"], "too small to judge"]
+    shares = attribution["shares"]
+    return [group, attribution["rows"], "; ".join(f"{c} {share_text(shares[c])}" for c in attribution["top"])]
+
+
+def largest_differences(differences: dict[str, Any], too_small: set[str]) -> list[tuple[str, str, dict[str, Any]]]:
+    """The largest measured differences in share (group, column, difference), skipping groups too small to judge."""
+    measured = [
+        (group, column, d)
+        for group, by_column in differences.items()
+        if group not in too_small
+        for column, d in by_column.items()
+        if d.get("value") is not None and d["value"] == d["value"]
+    ]
+    return sorted(measured, key=lambda item: -abs(item[2]["value"]))[:DIFFERENCES_SHOWN]
 
 
 def add_proxies(card: Card, proxies: dict[str, Any]) -> None:
@@ -310,7 +316,11 @@ def proxy_auc_text(proxy: dict[str, Any]) -> str:
 
 
 def add_error_cohorts(card: Card, analysis: dict[str, Any] | None) -> None:
-    """The cohorts where the model errs most (worst first), with their overlap with sensitive groups."""
+    """The judged cohorts where the model errs most (highest interval lower bound first), with their overlap.
+
+    A cohort below the audit's minimum size (`judged` false) shows no figure: the card counts them. A judged
+    cohort whose interval does not lie above the measured error rate (`distinguishable` false) says so.
+    """
     card.heading("Where the model errs most", 3)
     if not analysis:
         card.para("Not recorded.")
@@ -322,19 +332,25 @@ def add_error_cohorts(card: Card, analysis: dict[str, Any] | None) -> None:
         f"{analysis['error_rate']:.1%}). Error rates with 95% Wilson intervals; lift = cohort error rate / the "
         "measured rows' error rate."
     )
+    judged = sorted((c for c in analysis["cohorts"] if c.get("judged", True)), key=lambda c: -c["lo"])
     card.table(
         ["cohort", "rows", "error rate [95% CI]", "lift", "groups over-represented (share vs overall)"],
-        [
-            [
-                c["rule"],
-                c["rows"],
-                f"{c['error_rate']:.1%} [{c['lo']:.1%}, {c['hi']:.1%}]",
-                f"{c['lift']:.2f}",
-                overlap_text(c.get("groups", {})),
-            ]
-            for c in analysis["cohorts"][:COHORTS_SHOWN]
-        ],
+        [cohort_row(c) for c in judged[:COHORTS_SHOWN]],
     )
+    small = len(analysis["cohorts"]) - len(judged)
+    if small or not judged:
+        card.para(
+            ("No cohort was large enough to judge. " if not judged else "")
+            + f"{small} cohort(s) below the audit's minimum group size: too small to judge, not shown."
+        )
+
+
+def cohort_row(cohort: dict[str, Any]) -> list[Any]:
+    """One judged cohort: its rule, rows, error rate with interval (and whether it stands out), lift, overlap."""
+    rate = f"{cohort['error_rate']:.1%} [{cohort['lo']:.1%}, {cohort['hi']:.1%}]"
+    if cohort.get("distinguishable") is False:
+        rate += " (not distinguishable from the overall rate)"
+    return [cohort["rule"], cohort["rows"], rate, f"{cohort['lift']:.2f}", overlap_text(cohort.get("groups", {}))]
 
 
 def overlap_text(groups: dict[str, dict[str, dict[str, float]]]) -> str:

@@ -73,6 +73,9 @@ class Record:
     registry: dict[str, str] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)  # the dataset inputs' contexts ("training", "test")
     trail: list[str] = field(default_factory=list)  # the events of the version's trail entries
+    # The events (approved, rejected) of the trail entries that decide this version's own sign-off request (their
+    # `pending_entry` is the hash its approval.pending_entry tag names): a person's decision, not a request.
+    decisions: list[str] = field(default_factory=list)
 
 
 def _a(name: str, what: str) -> Source:
@@ -102,11 +105,11 @@ MODEL_URI = Source(RUN_TAG, "humane.model_uri", "the logged model: signature, in
 VERDICT = Source(VERSION_TAG, "decision", "the automated decision recorded on the version")
 CHAMPION_BEFORE = Source(VERSION_TAG, "decision.champion_version", "the champion the candidate was compared with")
 MANIFEST = Source(VERSION_TAG, "humane.files", "sha256 of each model file, verified before loading")
-APPROVAL = Source(VERSION_TAG, "approval", "a person's sign-off state")
+APPROVAL = Source(VERSION_TAG, signoff.APPROVAL_TAG, "a person's sign-off decision: approved or rejected")
 SOURCE = Source(REGISTRY, "source", "the registered model's location")
 TRAINING_INPUT = Source(INPUT, "training", "the training dataset's schema, row count and digest (no rows)")
-ANY_EVENT = "any event"
-SIGNED = Source(TRAIL, ANY_EVENT, "the sign-off trail's entries for this version (hash chain)")
+DECIDED = (signoff.APPROVED, signoff.REJECTED)  # a sign-off decided by a person (pending is only a request)
+SIGNED = Source(TRAIL, "approved or rejected", "a person's decision on this version's sign-off request (hash chain)")
 
 ORGANISATION = "the organisation's own process, outside the pipeline"
 
@@ -363,7 +366,7 @@ def read_record(mlflow_client: Any, trail: Trail, name: str, version: str) -> Re
         for tag in ds.tags
         if tag.key == "mlflow.data.context"
     ]
-    events = [e["event"] for e in audit_trail.entries_of(trail, name, str(version), record.run_id)]
+    entries = audit_trail.entries_of(trail, name, str(version), record.run_id)
     registry = {"source": record.source or "", "run_id": record.run_id or "", "status": record.status or ""}
     return Record(
         name,
@@ -375,8 +378,14 @@ def read_record(mlflow_client: Any, trail: Trail, name: str, version: str) -> Re
         dict(record.tags),
         registry,
         inputs,
-        events,
+        [e["event"] for e in entries],
+        decisions_of(entries, record.tags.get(signoff.PENDING_ENTRY_TAG)),
     )
+
+
+def decisions_of(entries: list[dict[str, Any]], request: str | None) -> list[str]:
+    """The events of the entries that decide the sign-off request `request` (a `pending` entry's hash)."""
+    return [e["event"] for e in entries if e["event"] in DECIDED and request and e.get("pending_entry") == request]
 
 
 def artifact_paths(mlflow_client: Any, run_id: str, under: str | None = None) -> Any:
@@ -390,6 +399,27 @@ def artifact_paths(mlflow_client: Any, run_id: str, under: str | None = None) ->
 
 def present(source: Source, record: Record) -> bool:
     """Whether the record holds this piece of evidence (an artifact name may be a glob)."""
+    return not shortfall(source, record)
+
+
+def shortfall(source: Source, record: Record) -> str:
+    """Why the record does not hold this piece of evidence ("" when it does).
+
+    A sign-off counts only once a person decided it: the approval tag approved or rejected, and an approve or
+    reject event in the trail that answers this version's own request (a `pending` request alone is no oversight).
+    """
+    if source == APPROVAL and record.version_tags.get(source.name) not in (None, *DECIDED):
+        return f"{source.kind} {source.name} is {record.version_tags[source.name]!r}, not approved or rejected"
+    if source == SIGNED and not record.decisions:
+        asked = " (its sign-off was requested but never decided)" if signoff.PENDING in record.trail else ""
+        return f"{source.kind} {source.name} for this version's sign-off request missing{asked}"
+    if source == SIGNED:
+        return ""
+    return "" if named(source, record) else f"{source.kind} {source.name} missing"
+
+
+def named(source: Source, record: Record) -> bool:
+    """Whether the record holds something under the source's name (an artifact name may be a glob)."""
     if source.kind == ARTIFACT:
         return any(fnmatch.fnmatchcase(path, source.name) for path in record.artifacts)
     held = {
@@ -397,18 +427,19 @@ def present(source: Source, record: Record) -> bool:
         VERSION_TAG: record.version_tags,
         REGISTRY: {k: v for k, v in record.registry.items() if v},
         INPUT: dict.fromkeys(record.inputs, "1"),
-        TRAIL: dict.fromkeys([*record.trail, *([ANY_EVENT] if record.trail else [])], "1"),
+        TRAIL: dict.fromkeys(record.trail, "1"),
     }[source.kind]
     return source.name in held
 
 
 def judge(item: Item, record: Record) -> dict[str, Any]:
     """One item's status against the record: covered, partly or not covered, with what is missing and why."""
-    missing = [s for s in item.needs if not present(s, record)]
+    gaps = {s: shortfall(s, record) for s in item.needs}
+    missing = [s for s, gap in gaps.items() if gap]
     if not item.needs:
         status, why = NOT_COVERED, item.outside
     elif missing:
-        status, why = NOT_COVERED, "; ".join(f"{s.kind} {s.name} missing" for s in missing)
+        status, why = NOT_COVERED, "; ".join(gaps[s] for s in missing)
     else:
         status, why = (PARTLY, item.outside) if item.outside else (COVERED, "")
     return {

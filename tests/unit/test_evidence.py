@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from humane.core.errors import cli
-from humane.governance import evidence, signoff
+from humane.governance import audit_trail, evidence, signoff
 from humane.governance.card import EXPLANATIONS_ARTIFACT, Card, add_explanations
 from humane.governance.store import client
 from tasks import evidence as evidence_task
@@ -22,88 +22,98 @@ def _group(rows, shares, top, too_small=False):
     return {"rows": rows, "too_small": too_small, "shares": shares, "top": top}
 
 
-def explanations_fixture() -> dict:
-    """A report shaped as the explain stage writes it (issue 20's contract), with Adult-like figures."""
-    columns = ["age", "relationship", "marital-status", "education-num", "capital-gain", "hours-per-week"]
-    overall = {
-        "relationship": _share(0.31, 0.29, 0.33),
-        "capital-gain": _share(0.22, 0.19, 0.25),
-        "education-num": _share(0.18, 0.16, 0.2),
-        "age": _share(0.14, 0.12, 0.16),
-        "marital-status": _share(0.1, 0.08, 0.12),
-        "hours-per-week": _share(0.05, 0.04, 0.06),
-    }
+OVERALL_SHARES = {
+    "relationship": (0.31, 0.29, 0.33),
+    "capital-gain": (0.22, 0.19, 0.25),
+    "education-num": (0.18, 0.16, 0.2),
+    "age": (0.14, 0.12, 0.16),
+    "marital-status": (0.1, 0.08, 0.12),
+    "hours-per-week": (0.05, 0.04, 0.06),
+}
+SMALL_GROUP = "<withheld group #1>"  # how the audit names a group too small to judge
+
+
+def attributions_fixture() -> dict:
+    """importance(...)'s output: overall shares, per-group shares (one group too small: its rows only), differences."""
+    overall = {c: _share(*s) for c, s in OVERALL_SHARES.items()}
     male = {c: _share(s["value"] + 0.02, s["lo"], s["hi"] + 0.04) for c, s in overall.items()}
     female = {c: _share(s["value"] - 0.02, s["lo"] - 0.04, s["hi"]) for c, s in overall.items()}
+    return {
+        "columns": list(OVERALL_SHARES),
+        "overall": {"rows": 2000, "shares": overall, "top": ["relationship", "capital-gain", "education-num"]},
+        "groups": {
+            "sex": {
+                "Male": _group(1340, male, ["relationship", "capital-gain"]),
+                "Female": _group(660, female, ["capital-gain", "relationship"]),
+            },
+            "race": {"White": _group(1988, overall, ["age"]), SMALL_GROUP: _group(12, {}, [], too_small=True)},
+        },
+        "differences": {
+            "sex": {
+                "Male": {"relationship": _share(0.081, 0.05, 0.11), "age": _share(-0.01, -0.03, 0.01)},
+                "Female": {"relationship": _share(-0.081, -0.11, -0.05), "capital-gain": _share(0.04, 0.01, 0.07)},
+            },
+            "race": {"White": {"age": _share(0.002, -0.01, 0.012)}},
+        },
+    }
+
+
+def proxies_fixture() -> dict:
+    """proxy_report(...)'s output with the attribution share through the proxies: one measured, one not."""
+    sex = {"auc": 0.842, "folds": 5, "groups": ["Female", "Male"], "left_out": []}
+    sex |= {"columns": {"relationship": 0.81, "marital-status": 0.74, "age": 0.55}}
+    race = {"auc": float("nan"), "folds": 5, "groups": ["White"], "left_out": [SMALL_GROUP], "columns": {}}
+    race |= {"proxies": [], "why": "fewer than 2 groups of 50 rows", "attribution_share": float("nan")}
+    return {"sex": sex | {"proxies": ["relationship", "marital-status"], "attribution_share": 0.41}, "race": race}
+
+
+def cohort(i: int, lo: float, **fields) -> dict:
+    """One judged error cohort (its Wilson interval's lower bound `lo`)."""
+    sex = {"Male": {"share": 0.97, "overall_share": 0.67}, "Female": {"share": 0.03, "overall_share": 0.33}}
+    return {
+        "rule": f"relationship = Husband and education-num > {12.5 + i}",
+        "conditions": [],
+        "rows": 200 - i,
+        "errors": 70 - i,
+        "error_rate": 0.35 - i / 100,
+        "lo": lo,
+        "hi": lo + 0.12,
+        "lift": 2.3 - i / 10,
+        "groups": {"sex": sex},
+        "judged": True,
+        "distinguishable": True,
+        **fields,
+    }
+
+
+def error_analysis_fixture() -> dict:
+    """error_cohorts(...)'s output: judged cohorts by their interval's lower bound, then two too small to judge."""
+    judged = [cohort(0, 0.29), cohort(1, 0.28), cohort(2, 0.14, distinguishable=False), cohort(3, 0.13)]
+    small = [{"rule": f"age > {70 + i}", "conditions": [], "rows": 9, "judged": False} for i in range(2)]
+    rates = {"rows": 2000, "error_rate": 0.15, "grown_on": 1000, "measured_on": 1000, "measured_error_rate": 0.16}
+    return rates | {"cohorts": [judged[0], small[0], *judged[1:], small[1]]}
+
+
+def example_fixture() -> dict:
+    """The example the stage writes: one refused row's reasons and the counterfactual search's coverage."""
+    found = {"changes": {"hours-per-week": 50, "education-num": 13}, "probability": 0.56}
+    return {
+        "reasons": ["capital-gain", "education-num"],
+        "counterfactuals": {"searched": 40, "found": 31, "example": found},
+    }
+
+
+def explanations_fixture() -> dict:
+    """A report shaped as the explain stage writes it (issue 20's contract), with Adult-like figures."""
     return {
         "method": "integrated_gradients",
         "sample_rows": 2000,
         "seed": 13,
         "completeness_gap": 0.0007,
-        "attributions": {
-            "columns": columns,
-            "overall": {"rows": 2000, "shares": overall, "top": ["relationship", "capital-gain", "education-num"]},
-            "groups": {
-                "sex": {
-                    "Male": _group(1340, male, ["relationship", "capital-gain"]),
-                    "Female": _group(660, female, ["capital-gain", "relationship"]),
-                },
-                "race": {"Other": _group(12, {"age": _share(0.5)}, ["age"], too_small=True)},
-            },
-            "differences": {
-                "sex": {
-                    "Male": {"relationship": _share(0.081, 0.05, 0.11), "age": _share(-0.01, -0.03, 0.01)},
-                    "Female": {"relationship": _share(-0.081, -0.11, -0.05), "capital-gain": _share(0.04, 0.01, 0.07)},
-                }
-            },
-        },
-        "proxies": {
-            "sex": {
-                "auc": 0.842,
-                "folds": 5,
-                "groups": ["Female", "Male"],
-                "left_out": [],
-                "columns": {"relationship": 0.81, "marital-status": 0.74, "age": 0.55},
-                "proxies": ["relationship", "marital-status"],
-                "attribution_share": 0.41,
-            },
-            "race": {
-                "auc": float("nan"),
-                "folds": 5,
-                "groups": ["White"],
-                "left_out": ["Other"],
-                "columns": {},
-                "proxies": [],
-                "why": "fewer than 2 groups of 50 rows",
-                "attribution_share": float("nan"),
-            },
-        },
-        "error_analysis": {
-            "rows": 2000,
-            "error_rate": 0.15,
-            "grown_on": 1000,
-            "measured_on": 1000,
-            "cohorts": [
-                {
-                    "rule": f"relationship = Husband and education-num > {12.5 + i}",
-                    "conditions": [],
-                    "rows": 200 - i,
-                    "errors": 70 - i,
-                    "error_rate": 0.35 - i / 100,
-                    "lo": 0.29,
-                    "hi": 0.41,
-                    "lift": 2.3 - i / 10,
-                    "groups": {
-                        "sex": {
-                            "Male": {"share": 0.97, "overall_share": 0.67},
-                            "Female": {"share": 0.03, "overall_share": 0.33},
-                        }
-                    },
-                }
-                for i in range(4)
-            ],
-        },
-        "example": {"reasons": ["capital-gain", "education-num"], "counterfactual": None},
+        "attributions": attributions_fixture(),
+        "proxies": proxies_fixture(),
+        "error_analysis": error_analysis_fixture(),
+        "example": example_fixture(),
         "plots": ["overall.png", "sex.png", "sex_differences.png"],
     }
 
@@ -118,7 +128,8 @@ def test_the_cards_explanations_state_attributions_proxies_and_the_three_worst_c
     assert "## Explanations" in text and "integrated gradients on 2000 test rows (seed 13)" in text
     assert "| relationship | 31.0% [29.0%, 33.0%] |" in text  # top inputs overall, with their interval
     assert "| Female | 660 | capital-gain 20.0% [15.0%, 25.0%]; relationship 29.0% [25.0%, 33.0%] |" in text
-    assert "Other (too small to judge) | 12 | age 50.0% (no interval: too few rows)" in text
+    small = next(line for line in text.splitlines() if line.startswith(f"| {SMALL_GROUP} |"))
+    assert small == f"| {SMALL_GROUP} | 12 | too small to judge |"  # its rows only: no share, no percentage
     # The largest differences first, in percentage points with intervals.
     assert "Male: relationship +8.1 pp [+5.0, +11.0]; Female: relationship -8.1 pp [-11.0, -5.0]; Female: " in text
     assert "| sex | 0.842 (5 folds) | relationship (0.810), marital-status (0.740) | 41.0% |" in text
@@ -187,6 +198,39 @@ def test_the_card_renders_a_report_built_by_the_explain_librarys_own_functions()
     assert "| sex | " in text and "relationship (" in text  # the planted stand-in, named with its own AUC
     worst = next(line for line in text.splitlines() if line.startswith("| relationship = Husband"))
     assert "age > " in worst and "sex: Male" in worst
+
+
+def test_a_group_too_small_to_judge_shows_its_rows_only_whatever_the_report_holds():
+    report = explanations_fixture()
+    small = report["attributions"]["groups"]["race"][SMALL_GROUP]
+    small |= {"shares": {"age": _share(0.537)}, "top": ["age"]}  # figures the card must not print
+    report["attributions"]["differences"]["race"][SMALL_GROUP] = {"age": _share(0.9, 0.8, 0.95)}
+    card = Card()
+    add_explanations(card, report)
+    text = card.to_markdown()
+    assert f"| {SMALL_GROUP} | 12 | too small to judge |" in text and "53.7%" not in text and "+90.0" not in text
+    assert "Largest differences in share (group minus the other rows of race): White: age +0.2 pp" in text
+
+
+def test_the_card_lists_the_worst_judged_cohorts_marks_the_indistinct_and_counts_the_too_small():
+    card = Card()
+    add_explanations(card, explanations_fixture())
+    text = card.to_markdown()
+    shown = [line for line in text.splitlines() if line.startswith("| relationship = Husband")]
+    assert [line.split(" | ")[0] for line in shown] == [
+        f"| relationship = Husband and education-num > {x}" for x in (12.5, 13.5, 14.5)
+    ]
+    assert "(not distinguishable from the overall rate)" in shown[2] and "distinguishable" not in shown[0] + shown[1]
+    assert "age > 70" not in text and "| 9 |" not in text  # the cohorts too small to judge: no figure
+    assert "2 cohort(s) below the audit's minimum group size: too small to judge, not shown." in text
+
+
+def test_a_card_whose_cohorts_are_all_too_small_says_none_could_be_judged():
+    report = explanations_fixture()
+    report["error_analysis"]["cohorts"] = [c for c in report["error_analysis"]["cohorts"] if not c["judged"]]
+    card = Card()
+    add_explanations(card, report)
+    assert "No cohort was large enough to judge. 2 cohort(s) below" in card.to_markdown()
 
 
 @pytest.mark.parametrize("report", [None, {}])
@@ -259,10 +303,11 @@ def full_record() -> evidence.Record:
         "file:///a",
         artifacts=[name.replace("*", "sex") for name in by[evidence.ARTIFACT]],
         run_tags=dict.fromkeys(by[evidence.RUN_TAG], "x"),
-        version_tags=dict.fromkeys(by[evidence.VERSION_TAG], "x"),
+        version_tags=dict.fromkeys(by[evidence.VERSION_TAG], "x") | {signoff.APPROVAL_TAG: signoff.APPROVED},
         registry=dict.fromkeys(by[evidence.REGISTRY], "x"),
         inputs=["training", "test"],
         trail=["pending", "approved"],
+        decisions=["approved"],
     )
 
 
@@ -288,7 +333,7 @@ def test_every_annex_iv_item_and_nist_function_is_judged_and_covered_only_with_i
         (lambda r: r.artifacts.remove(EXPLANATIONS_ARTIFACT), "MEASURE 2.9"),
         (lambda r: r.artifacts.remove("plots/explain/sex.png"), "MEASURE 2.9"),
         (lambda r: r.version_tags.pop("approval"), "GOVERN 2.1"),
-        (lambda r: r.trail.clear(), "GOVERN 2.1"),
+        (lambda r: (r.trail.clear(), r.decisions.clear()), "GOVERN 2.1"),
         (lambda r: r.inputs.clear(), "2(d)"),
         (lambda r: r.run_tags.pop("git_commit"), "MEASURE 2.1"),
     ],
@@ -300,6 +345,33 @@ def test_missing_evidence_turns_its_items_to_not_covered_naming_it(drop, ref):
     assert items[ref]["status"] == evidence.NOT_COVERED
     assert items[ref]["statement"].startswith("not covered: ") and items[ref]["statement"].endswith(" missing")
     assert [e for e in items[ref]["evidence"] if not e["present"]]
+
+
+def test_a_version_requested_but_never_signed_is_not_covered_for_oversight_saying_why():
+    record = full_record()
+    record.version_tags["approval"], record.trail, record.decisions = "pending", ["pending"], []
+    items = {i["ref"]: i for i in evidence.resolve(record)["items"]}
+    for ref in ("2(e)", "GOVERN 2.1", "MEASURE 2.8"):
+        assert items[ref]["status"] == evidence.NOT_COVERED, ref
+    never = "trail entry approved or rejected for this version's sign-off request missing (its sign-off was requested"
+    assert items["MEASURE 2.8"]["statement"] == f"not covered: {never} but never decided)"
+    assert items["2(e)"]["not_covered"].startswith("version tag approval is 'pending', not approved or rejected; ")
+    record.version_tags["approval"], record.trail, record.decisions = "rejected", ["pending", "rejected"], ["rejected"]
+    items = {i["ref"]: i for i in evidence.resolve(record)["items"]}
+    assert items["MEASURE 2.8"]["status"] == evidence.COVERED and items["2(e)"]["status"] == evidence.PARTLY
+
+
+def test_only_a_decision_answering_the_versions_own_request_counts_as_signed(tmp_path):
+    trail = audit_trail.FileTrail(tmp_path / "trail.jsonl")
+    entry = {"model": "m", "version": "1", "run_id": "r", "by": "ana"}
+    first = trail.append({**entry, "event": "pending"})
+    trail.append({**entry, "event": "approved", "pending_entry": first["hash"]})  # an earlier request's answer
+    again = trail.append({**entry, "event": "pending"})
+    trail.append({**entry, "event": "promoted", "version": "2", "pending_entry": again["hash"]})
+    assert evidence.decisions_of(audit_trail.entries_of(trail, "m", "1", "r"), again["hash"]) == []
+    assert evidence.decisions_of(audit_trail.entries_of(trail, "m", "1", "r"), None) == []
+    trail.append({**entry, "event": "rejected", "pending_entry": again["hash"]})
+    assert evidence.decisions_of(audit_trail.entries_of(trail, "m", "1", "r"), again["hash"]) == ["rejected"]
 
 
 def _export(project: Path, monkeypatch: pytest.MonkeyPatch, *argv: str) -> dict:
