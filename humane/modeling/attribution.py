@@ -358,10 +358,13 @@ def completeness_gap(model: nn.Module, explainer: Explainer, x: torch.Tensor, at
 
 
 def _shares(mean_abs: np.ndarray) -> np.ndarray:
-    """Mean |attribution| per column → shares summing to 1 along the last axis (all zero: equal shares)."""
+    """Mean |attribution| per column → shares summing to 1 along the last axis.
+
+    All zero (a network whose output does not move from the reference row's): NaN, not equal shares, so that a
+    share nothing measured can never pass a policy rule.
+    """
     total = mean_abs.sum(axis=-1, keepdims=True)
-    equal = np.full_like(mean_abs, 1.0 / mean_abs.shape[-1])
-    return np.where(total > 0, mean_abs / np.where(total > 0, total, 1.0), equal)
+    return np.where(total > 0, mean_abs / np.where(total > 0, total, 1.0), np.nan)
 
 
 def _boot_shares(magnitude: np.ndarray, bootstrap: int, rng: np.random.Generator) -> np.ndarray:
@@ -385,8 +388,8 @@ def _figures(columns: list[str], value: np.ndarray, boot: np.ndarray | None) -> 
 
 
 def _top(columns: list[str], value: np.ndarray, k: int) -> list[str]:
-    """The k columns of largest share, largest first (ties: column order)."""
-    return [columns[j] for j in np.argsort(-value, kind="stable")[:k]]
+    """The k columns of largest share, largest first (ties: column order); none where the shares are NaN."""
+    return [columns[j] for j in np.argsort(-value, kind="stable")[:k] if np.isfinite(value[j])]
 
 
 def _group_entry(
@@ -407,23 +410,28 @@ def _group_entry(
 def _feature_report(
     magnitude: np.ndarray, columns: list[str], labels: np.ndarray, settings: dict[str, int], rng: np.random.Generator
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per group of one sensitive feature: shares, and differences from the rest of the rows."""
+    """Per group of one sensitive feature: shares, and differences from the other judged groups' rows.
+
+    A group below min_rows gets its size only, and its rows are left out of every other group's "rest": a
+    difference computed against them would give their shares back. A group without min_rows judged rows beside it
+    gets no difference.
+    """
+    names = sorted(set(labels.tolist()), key=str)
+    judged = [g for g in names if (labels == g).sum() >= settings["min_rows"]]
     groups, differences = {}, {}
-    for group in sorted(set(labels.tolist()), key=str):
+    for group in names:
         inside = labels == group
-        if inside.sum() < settings["min_rows"]:  # too small to judge: its size only, no figure of its rows
+        if group not in judged:  # too small to judge: its size only, no figure of its rows
             groups[str(group)] = {"rows": int(inside.sum()), "too_small": True, "shares": {}, "top": []}
             continue
-        small = (~inside).sum() < settings["min_rows"]
         entry, draws = _group_entry(magnitude[inside], columns, False, settings["bootstrap"], rng, settings["top_k"])
         groups[str(group)] = entry
-        rest = magnitude[~inside]
+        rest = magnitude[np.isin(labels, [g for g in judged if g != group])]
+        if len(rest) < settings["min_rows"]:
+            continue
         value = np.array([entry["shares"][c]["value"] for c in columns])
-        diff = value - _shares(rest.mean(axis=0)) if len(rest) else np.full(len(columns), np.nan)
-        boot = None if small else draws - _boot_shares(rest, settings["bootstrap"], rng)
-        differences[str(group)] = _figures(columns, diff, boot)
-        for figure in differences[str(group)].values():
-            figure["value"] = None if np.isnan(figure["value"]) else figure["value"]
+        boot = draws - _boot_shares(rest, settings["bootstrap"], rng)
+        differences[str(group)] = _figures(columns, value - _shares(rest.mean(axis=0)), boot)
     return groups, differences
 
 
@@ -440,8 +448,8 @@ def importance(
     """Each column's share of the attribution, overall and per group, with 95% percentile bootstrap intervals.
 
     A column's share is its mean |attribution| over the sum across columns of mean |attribution| (shares sum to
-    1). A group smaller than `min_rows` is too_small: its shares carry no interval (lo/hi None), nor does its
-    difference from the rest (the group's share minus the other rows' share).
+    1; NaN where every attribution is zero). A group smaller than `min_rows` is too_small: its size only. A judged
+    group's difference is its share minus the other judged groups' rows' share.
 
     Args:
         attributions: (rows, columns) from attribute().

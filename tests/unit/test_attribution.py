@@ -272,10 +272,18 @@ def test_importance_shares_sum_to_one_and_small_groups_get_no_figure():
     assert "c" not in report["differences"]["g"]
     assert not entries["b"]["too_small"] and entries["b"]["top"][0] == "d"
     d = report["differences"]["g"]["b"]["d"]
-    rest = np.abs(attributions[40:]).mean(axis=0)
+    rest = np.abs(attributions[40:295]).mean(axis=0)  # the other judged group's rows: never the small group's
     assert d["value"] == pytest.approx(entries["b"]["shares"]["d"]["value"] - rest[3] / rest.sum())
     assert 0 < d["lo"] <= d["value"] <= d["hi"]
     assert report == importance(attributions, columns, groups, bootstrap=100, seed=1, top_k=2, min_rows=30)
+    # One judged group beside a small one: no difference, which would give the small group's shares back.
+    lone = importance(
+        attributions, columns, {"g": pd.Series(["a"] * 290 + ["c"] * 10)}, bootstrap=20, seed=1, top_k=2, min_rows=30
+    )
+    assert lone["differences"]["g"] == {} and lone["groups"]["g"]["c"]["shares"] == {}
+    # Nothing moved (all attributions zero): no share is measured, so none can pass a rule.
+    flat = importance(np.zeros((50, 4)), columns, {}, bootstrap=20, seed=1, top_k=2, min_rows=30)
+    assert all(np.isnan(v["value"]) for v in flat["overall"]["shares"].values()) and flat["overall"]["top"] == []
 
 
 def test_reason_codes_follow_the_decision_and_never_name_an_excluded_column():
