@@ -57,8 +57,15 @@ class Candidate:
 def read_candidate(params: Params, paths: Paths) -> Candidate:
     """The trained model, its preprocessor and thresholds, and the test rows in both forms."""
     test, raw_test = pd.read_parquet(paths.processed_test), pd.read_parquet(paths.interim_test)
-    if len(raw_test) != len(test):
-        raise DataError(f"{paths.interim_test} and {paths.processed_test} differ in rows: rerun the preprocess stage")
+    aligned = len(raw_test) == len(test) and all(
+        (group_text(raw_test[s]).to_numpy() == test[f"{SENSITIVE_PREFIX}{s}"].to_numpy()).all()
+        for s in params.data.sensitive_features
+    )
+    if not aligned:  # the same rows in the same order, or cohorts and counterfactuals would read other rows
+        raise DataError(
+            f"{paths.interim_test} and {paths.processed_test} are not the same rows in the same order: "
+            "rerun the preprocess stage"
+        )
     x_train, _, _ = split_xy(pd.read_parquet(paths.processed_train))
     protected = protected_columns(params.privacy, params.data, io.read_json(paths.privacy_policy)).all
     return Candidate(
@@ -194,11 +201,12 @@ def decision_example(
     rows, attributions = sample
     space = fit_space(*training_space(params, paths, c))
     refused = ~positive[rows]
+    first = attributions[refused][:1]  # no row when the model refuses none of the sample
     reasons = reason_codes(
-        attributions[refused][:1], np.zeros(1, dtype=bool), explainer.columns, c.protected, params.explain.reasons
+        first, np.zeros(len(first), dtype=bool), explainer.columns, c.protected, params.explain.reasons
     )
     found = counterfactuals(c, rows[refused], raw_decider(c, params.evaluate.threshold), space)
-    return {"reasons": reasons[0] if refused.any() else [], "counterfactuals": found}, space
+    return {"reasons": reasons[0] if reasons else [], "counterfactuals": found}, space
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
@@ -213,7 +221,14 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     proxies, metrics = proxies_with_shares(c, explainer, groups, shares, params)
     splittable = [col for col in c.pre.inputs if col not in c.protected]
     errors = positive != y_test.numpy().astype(bool)
-    cohorts = error_cohorts(c.raw_test[splittable], errors, groups, params.explain, params.explain.seed)
+    cohorts = error_cohorts(
+        c.raw_test[splittable],
+        errors,
+        groups,
+        params.explain,
+        params.explain.seed,
+        min_rows=params.audit.min_group_size,
+    )
     example, space = decision_example(c, params, paths, (rows, attributions), positive, explainer)
     with io.atomic_dir(paths.explain_plots_dir) as out_dir:
         plots = [path.name for path in save_plots(report, out_dir)]
@@ -255,8 +270,9 @@ def summary(report: dict[str, Any], proxies: dict[str, Any], cohorts: dict[str, 
             f"explain {feature}: proxy AUC {entry['auc']:.3f}, stand-ins {named} "
             f"(attribution share {entry['attribution_share']:.2f})"
         )
-    if cohorts["cohorts"]:
-        worst = cohorts["cohorts"][0]
+    judged = [c for c in cohorts["cohorts"] if c["judged"]]
+    if judged:
+        worst = judged[0]
         lines.append(
             f"explain: worst cohort {worst['rule']}: error rate {worst['error_rate']:.3f} "
             f"[{worst['lo']:.3f}, {worst['hi']:.3f}] over {worst['rows']} rows"

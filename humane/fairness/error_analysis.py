@@ -20,12 +20,9 @@ from sklearn.tree import DecisionTreeClassifier
 
 from humane.core.errors import DataError
 from humane.core.params import ExplainParams
-from humane.fairness.metrics import WITHHELD_GROUP
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
 MISSING_VALUE = "(missing)"  # how a null categorical value reads in a rule
-
-WITHHELD_PREFIX = WITHHELD_GROUP.split("{")[0]  # a group the audit numbers instead of naming
 
 
 @dataclass(frozen=True)
@@ -137,38 +134,52 @@ def halves(errors: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(grow), np.sort(measure)
 
 
-def overlap(members: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per sensitive feature and group: its share of the cohort's rows and of all measured rows.
+def overlap(members: np.ndarray, groups: dict[str, np.ndarray], judged: dict[str, list[str]]) -> dict[str, Any]:
+    """Per sensitive feature and judged group: its share of the cohort's rows and of all measured rows.
 
-    A group the audit withholds (numbered: too small to judge, `shown_names`) gets no figure: where its few rows
-    fall could single them out.
+    Shares are taken among the rows of judged groups only: a group too small to judge gets no figure, and its rows
+    count in no denominator, so where its few rows fall cannot be read back from the others' shares.
     """
     shares = {}
     for feature, labels in groups.items():
-        names = sorted(g for g in set(labels.tolist()) if not str(g).startswith(WITHHELD_PREFIX))
+        counted = np.isin(labels, judged[feature])
+        inside = members & counted
         shares[feature] = {
-            g: {"share": float(np.mean(labels[members] == g)), "overall_share": float(np.mean(labels == g))}
-            for g in names
+            g: {
+                "share": float(np.mean(labels[inside] == g)) if inside.any() else math.nan,
+                "overall_share": float(np.mean(labels[counted] == g)) if counted.any() else math.nan,
+            }
+            for g in judged[feature]
         }
     return shares
 
 
-def cohort(
-    conditions: list[Condition], wrong: np.ndarray, members: np.ndarray, rate: float, groups: dict[str, np.ndarray]
-) -> dict[str, Any]:
-    """One cohort measured on the measured half: its rule, size, errors, rate, interval, lift, group overlap."""
+def cohort(conditions: list[Condition], wrong: np.ndarray, members: np.ndarray, context: dict[str, Any]) -> dict:
+    """One cohort measured on the measured half: rule and size; when judged, errors, rate, interval, lift, overlap.
+
+    A cohort with fewer rows than the audit's minimum is not judged: its rule and size only. A judged cohort is
+    distinguishable when its interval lies above the measured rows' error rate.
+    """
     rows, errors = int(members.sum()), int(wrong[members].sum())
-    lo, hi = wilson(errors, rows)
-    return {
+    rule = {
         "rule": " and ".join(c.text() for c in conditions) or "all rows",
         "conditions": [{"column": c.column, "op": c.op, "value": c.value} for c in conditions],
         "rows": rows,
+    }
+    if rows < context["min_rows"]:
+        return {**rule, "judged": False}
+    lo, hi = wilson(errors, rows)
+    rate = context["rate"]
+    return {
+        **rule,
+        "judged": True,
         "errors": errors,
         "error_rate": errors / rows,
         "lo": lo,
         "hi": hi,
         "lift": errors / rows / rate if rate > 0 else math.nan,
-        "groups": overlap(members, groups),
+        "distinguishable": lo > rate,
+        "groups": overlap(members, context["labels"], context["judged"]),
     }
 
 
@@ -187,7 +198,13 @@ def check_inputs(frame: pd.DataFrame, errors: np.ndarray, groups: dict[str, pd.S
 
 
 def error_cohorts(
-    frame: pd.DataFrame, errors: np.ndarray, groups: dict[str, pd.Series], settings: ExplainParams, seed: int
+    frame: pd.DataFrame,
+    errors: np.ndarray,
+    groups: dict[str, pd.Series],
+    settings: ExplainParams,
+    seed: int,
+    *,
+    min_rows: int,
 ) -> dict[str, Any]:
     """The cohorts where the model errs most: leaves of a shallow tree grown on half the rows, measured on the rest.
 
@@ -198,12 +215,14 @@ def error_cohorts(
         groups: Per sensitive feature, each row's group label as a report may show it (the audit's labels).
         settings: The explain section (error_tree_depth, error_min_leaf_share).
         seed: Seeds the halving and the tree.
+        min_rows: The audit's smallest group judged: a cohort or a group with fewer rows gets no figure.
 
     Returns:
         {"rows", "error_rate" (all rows), "grown_on", "measured_on", "measured_error_rate", "cohorts": [{"rule",
         "conditions", "rows", "errors", "error_rate", "lo", "hi" (Wilson 95%), "lift" (vs the measured half's
-        error rate), "groups": {feature: {group: {"share", "overall_share"}}}}, ...]} with the cohorts worst
-        first; a cohort with no measured row is left out.
+        error rate), "distinguishable", "groups": {feature: {group: {"share", "overall_share"}}}}, ...]}: the
+        judged cohorts first, by their interval's lower bound (highest first), then those too small to judge
+        (rule, rows, "judged": false), largest first; a cohort with no measured row is left out.
 
     Raises:
         DataError: Lengths that do not match, null group labels, or fewer than 2 rows.
@@ -218,13 +237,20 @@ def error_cohorts(
     tree.fit(x[grow], wrong[grow])
     leaves = tree.apply(x[measure])
     rate = float(wrong[measure].mean())
-    labels = {f: g.astype(str).to_numpy()[measure] for f, g in groups.items()}
+    context = {
+        "rate": rate,
+        "min_rows": min_rows,
+        "labels": {f: g.astype(str).to_numpy()[measure] for f, g in groups.items()},
+        "judged": {
+            f: sorted(n for n, k in g.astype(str).value_counts().items() if k >= min_rows) for f, g in groups.items()
+        },
+    }
     cohorts = [
-        cohort(simplify(path), wrong[measure], leaves == leaf, rate, labels)
+        cohort(simplify(path), wrong[measure], leaves == leaf, context)
         for leaf, path in leaf_paths(tree, splits).items()
         if (leaves == leaf).any()
     ]
-    cohorts.sort(key=lambda c: (-c["error_rate"], -c["lo"], c["rule"]))
+    cohorts.sort(key=lambda c: (not c["judged"], -c.get("lo", 0.0), -c["rows"], c["rule"]))
     return {
         "rows": len(frame),
         "error_rate": float(wrong.mean()),
