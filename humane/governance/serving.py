@@ -118,7 +118,10 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         self.model = load_model(torch.load(model, weights_only=True))
         self.domain = Domain.from_dict(read_json(domain)) if domain is not None else None
         self.thresholds = read_json(thresholds) if thresholds is not None else {"constraint": "none"}
-        self.explanation = _Explanation.read(explainer) if explainer is not None else None
+        self.explanation = None
+        if explainer is not None:  # never a reason: what the file says, and whatever this model's policy masks
+            masked = {*self.policy.masked_columns, *self.preprocessor.sensitive}
+            self.explanation = _Explanation.read(explainer).protecting(masked)
         return self
 
     @property
@@ -320,6 +323,13 @@ class _Explanation:
             excluded,
             CounterfactualSpace.from_dict(payload["counterfactual"]),
         )
+
+    def protecting(self, columns: set[str]) -> _Explanation:
+        """The same explanation with `columns` never a reason; refused if its counterfactuals may change one."""
+        changeable = set(self.space.columns) & columns
+        if changeable:
+            raise DataError(f"the explainer's counterfactuals may change protected columns {sorted(changeable)}")
+        return replace(self, excluded=self.excluded | frozenset(columns))
 
 
 def input_example(

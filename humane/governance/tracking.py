@@ -20,6 +20,7 @@ import pandas as pd
 
 from humane.core import io
 from humane.core.context import RunContext
+from humane.core.errors import HumaneError
 from humane.core.params import flatten, read_raw
 from humane.core.paths import Paths
 from humane.governance import federation
@@ -141,8 +142,9 @@ def serving_domain(paths: Paths, inputs: list[str], protected: set[str]) -> Doma
 def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
     """Log the pyfunc as code with its files and domain, a raw-column signature and a synthetic input example.
 
-    The explainer (models/explainer.json) ships when the explain stage wrote one; the signature declares the
-    explain params (`reasons`, `counterfactual`) either way.
+    The explainer (models/explainer.json) ships when the explain stage wrote one (log_run requires it of every
+    workspace but a federated one); the signature declares the explain params (`reasons`, `counterfactual`)
+    either way.
     """
     import mlflow.pyfunc
     from mlflow.models import infer_signature
@@ -280,6 +282,14 @@ def log_explanations(paths: Paths, federated: bool) -> None:
     mlflow.log_artifacts(str(paths.explain_plots_dir), artifact_path="plots/explain")
 
 
+def require_explanations(paths: Paths) -> None:
+    """Refuse to record a model without its explanations: it would serve no reasons and hide its proxy figures."""
+    outputs = (paths.explain_metrics, paths.explanations, paths.explainer)
+    missing = [str(p.relative_to(paths.root)) for p in outputs if not p.exists()]
+    if missing:
+        raise HumaneError(f"tracking: the explain stage's outputs {missing} are missing; run `dvc repro explain`")
+
+
 def log_reference(paths: Paths, threshold: float, monitored: MonitoredColumns | None, federated: bool) -> None:
     """Monitoring's reference, in the active run; none for a federated model (its test rows stay at its sites)."""
     import mlflow
@@ -332,6 +342,8 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
     validation = io.read_json(paths.validation_report)
     fairness = io.read_json(paths.fairness)
     run_of_sites = federation.read(paths) if federation.is_federated(paths) else None
+    if run_of_sites is None:
+        require_explanations(paths)
     masked = {*FittedPolicy.from_dict(io.read_json(paths.privacy_policy)).masked_columns, *map(str, protected)}
 
     with (

@@ -11,7 +11,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from mlflow.pyfunc.scoring_server import invocations
 
 from humane.core import io
@@ -33,10 +32,6 @@ from humane.governance.serving import (
     as_request,
 )
 from humane.governance.tracking import DOMAIN_FILE, log_serving_model
-from humane.modeling.attribution import fit_explainer
-from humane.modeling.counterfactual import fit_space
-from humane.modeling.features import load_preprocessor, split_xy
-from humane.modeling.model import load_model
 from humane.privacy.policy import protected_columns
 from tests.conftest import SAMPLE_DIR
 
@@ -52,20 +47,6 @@ class Served(NamedTuple):
     files: Path  # the logged model's downloaded artifacts
 
 
-def _write_explainer(paths: Paths, params, protected: frozenset[str]) -> None:
-    """models/explainer.json as the contract describes it, from the run's own files (when the run wrote none)."""
-    pre = load_preprocessor(paths.preprocessor)
-    network = load_model(torch.load(paths.model, weights_only=True))
-    x_train, _, _ = split_xy(pd.read_parquet(paths.processed_train))
-    explainer = fit_explainer(pre, network, x_train.numpy(), params.explain)
-    fixed = {*protected, *params.data.immutable, *params.data.sensitive_features}
-    actionable = [c for c in pre.inputs if c not in fixed]
-    train = pd.read_parquet(paths.interim_train, columns=actionable)
-    space = fit_space(train, actionable, [c for c in actionable if pd.api.types.is_numeric_dtype(train[c])])
-    payload = {"attribution": explainer.to_dict(), "excluded": sorted(protected), "counterfactual": space.to_dict()}
-    io.write_json(paths.explainer, {**payload, "reasons": params.explain.reasons})
-
-
 @pytest.fixture(scope="module")
 def served(repro_project, tmp_path_factory):
     """The shared run's model logged with its explainer into a store of its own; loaded back, with raw requests."""
@@ -73,8 +54,7 @@ def served(repro_project, tmp_path_factory):
     shutil.copytree(repro_project, root, symlinks=True)
     paths, params = Paths(root), load_params(root / "params.yaml")
     protected = protected_columns(params.privacy, params.data, io.read_json(paths.privacy_policy)).all
-    if not paths.explainer.exists():  # a run made before the explain stage existed
-        _write_explainer(paths, params, protected)
+    assert paths.explainer.exists()  # written by the explain stage
     mlflow.set_tracking_uri(f"sqlite:///{root}/serving.db")
     try:
         experiment = mlflow.create_experiment("reasons", artifact_location=(root / "served").as_uri())
@@ -173,3 +153,21 @@ def test_a_model_without_an_explainer_refuses_only_requests_for_reasons(served):
         plain.attribute(request)
     with pytest.raises(RequestRefused, match=r"param 'reasons'.*integer >= 0"):
         served.model.unwrap_python_model().predict(None, request, {REASONS: -1})
+
+
+def test_a_stale_explainer_file_cannot_make_a_masked_column_a_reason(served, tmp_path):
+    files, threshold = served.files, served.params.evaluate.threshold
+    stale = {**served.explainer, "excluded": []}  # a file that forgot what the privacy policy masks
+    io.write_json(tmp_path / "explainer.json", stale)
+    model = HumaneModel().load_files(
+        threshold,
+        files / "privacy_policy.json",
+        files / "preprocessor.skops",
+        files / "model.pt",
+        files / DOMAIN_FILE,
+        None,
+        tmp_path / "explainer.json",
+    )
+    reasons = model.predict(None, served.rows.head(100), {REASONS: 3})[REASONS]
+    named = {c for text in reasons for c in text.split(SEPARATOR) if c}
+    assert named and not named & {"age", "native-country", "sex", "race"}
