@@ -5,8 +5,7 @@
     python bench/explain_serving.py --single 50 --batch-repeats 10 --out reports/bench/explain_serving.json
 
 The project's model is logged as the track stage logs it (humane.governance.tracking.log_serving_model) with
-models/explainer.json: the explain stage's, or, for a run that predates the stage, one fitted here from the run's
-files as the stage fits it (written into the project). It goes into a store of its own, is downloaded, and is
+models/explainer.json, the explain stage's (a run without one is refused). It goes into a store of its own, is downloaded, and is
 served by one `mlflow models serve --env-manager local --workers 1` process on loopback. One client (this
 process) then posts, side by side:
 
@@ -65,33 +64,10 @@ def build(dest: Path) -> Path:
 
 
 def ensure_explainer(project: Path) -> str:
-    """models/explainer.json of the run; fitted from the run's files when the run predates the explain stage."""
-    import torch
-
-    from humane.core import io
-    from humane.core.params import load_params
-    from humane.core.paths import Paths
-    from humane.modeling.attribution import fit_explainer
-    from humane.modeling.counterfactual import fit_space
-    from humane.modeling.features import load_preprocessor, split_xy
-    from humane.modeling.model import load_model
-    from humane.privacy.policy import protected_columns
-
-    paths, params = Paths(project), load_params(project / "params.yaml")
-    if paths.explainer.exists():
-        return "models/explainer.json found in the project"
-    pre = load_preprocessor(paths.preprocessor)
-    network = load_model(torch.load(paths.model, weights_only=True))
-    x_train, _, _ = split_xy(pd.read_parquet(paths.processed_train))
-    explainer = fit_explainer(pre, network, x_train.numpy(), params.explain)
-    protected = protected_columns(params.privacy, params.data, io.read_json(paths.privacy_policy)).all
-    fixed = {*protected, *params.data.immutable, *params.data.sensitive_features}
-    actionable = [c for c in pre.inputs if c not in fixed]
-    train = pd.read_parquet(paths.interim_train, columns=actionable)
-    space = fit_space(train, actionable, [c for c in actionable if pd.api.types.is_numeric_dtype(train[c])])
-    payload = {"attribution": explainer.to_dict(), "excluded": sorted(protected), "counterfactual": space.to_dict()}
-    io.write_json(paths.explainer, {**payload, "reasons": params.explain.reasons})
-    return "fitted here from the run's files (the run predates the explain stage)"
+    """Say where models/explainer.json comes from; a run without one (older than the explain stage) is refused."""
+    if not (project / "models/explainer.json").exists():
+        raise SystemExit(f"{project}: no models/explainer.json; run `dvc repro explain` in it first")
+    return "models/explainer.json found in the project"
 
 
 def log_model(project: Path, scratch: Path) -> tuple[Path, str]:
