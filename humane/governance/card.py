@@ -237,9 +237,29 @@ def add_explanations(card: Card, report: dict[str, Any] | None) -> None:
         add_group_attributions(card, feature, groups, attributions.get("differences", {}).get(feature, {}))
     add_proxies(card, report.get("proxies", {}))
     add_error_cohorts(card, report.get("error_analysis"))
+    add_decision_example(card, report.get("example"))
     plots = [f"{EXPLAIN_PLOTS_ARTIFACT}/{name}" for name in report.get("plots", [])]
     if plots:
         card.para("Plots (MLflow run artifacts): " + ", ".join(plots) + ".")
+
+
+def add_decision_example(card: Card, example: dict[str, Any] | None) -> None:
+    """What the served model tells a refused person: one refused test row's reasons, and counterfactual coverage."""
+    card.heading("Reasons and counterfactuals for a refused person", 3)
+    if not example:
+        card.para("Not recorded.")
+        return
+    reasons = ", ".join(example.get("reasons", [])) or "none in the sample"
+    found = example.get("counterfactuals", {})
+    text = (
+        f"The served model gives each row the inputs that pushed it most towards its decision, never a masked or "
+        f"sensitive one; for one refused test row: {reasons}. A counterfactual within two changes of actionable "
+        f"inputs was found for {found.get('found', 0)} of {found.get('searched', 0)} refused rows searched"
+    )
+    shown = (found.get("example") or {}).get("changes")
+    if shown:
+        text += "; e.g. " + ", ".join(f"{column} → {value}" for column, value in shown.items())
+    card.para(text + ".")
 
 
 def share_text(share: dict[str, Any]) -> str:

@@ -140,6 +140,8 @@ def test_the_cards_explanations_state_attributions_proxies_and_the_three_worst_c
     assert "sex: Male 97% (overall 67%)" in cohorts[0]
     assert "plots/explain/overall.png, plots/explain/sex.png, plots/explain/sex_differences.png" in text
     assert "<td>0.842 (5 folds)</td>" in card.to_html("card")
+    assert "for one refused test row: capital-gain, education-num. A counterfactual within two changes" in text
+    assert "for 31 of 40 refused rows searched; e.g. hours-per-week → 50, education-num → 13." in text
 
 
 def test_the_card_renders_a_report_built_by_the_explain_librarys_own_functions():
@@ -188,7 +190,7 @@ def test_the_card_renders_a_report_built_by_the_explain_librarys_own_functions()
         "completeness_gap": 1e-5,
         "attributions": attributions,
         "proxies": proxies,
-        "error_analysis": error_cohorts(raw, errors, groups, settings, seed=1),
+        "error_analysis": error_cohorts(raw, errors, groups, settings, seed=1, min_rows=30),
         "plots": ["overall.png"],
     }
     card = Card()
