@@ -5,9 +5,9 @@
     python bench/explain_serving.py --single 50 --batch-repeats 10 --out reports/bench/explain_serving.json
 
 The project's model is logged as the track stage logs it (humane.governance.tracking.log_serving_model) with
-models/explainer.json, the explain stage's (a run without one is refused). It goes into a store of its own, is downloaded, and is
-served by one `mlflow models serve --env-manager local --workers 1` process on loopback. One client (this
-process) then posts, side by side:
+models/explainer.json, the explain stage's (a run without one is refused). It goes into a store of its own,
+is downloaded, and is served by one `mlflow models serve --env-manager local --workers 1` process on loopback.
+One client (this process) then posts, side by side:
 
 - plain: no params (the answer every client got before explanations),
 - reasons: `{"reasons": 3}` (Integrated Gradients or Shapley sampling per row, then the top 3 reason codes),

@@ -1,5 +1,4 @@
-"""The training flow: the stages of dvc.yaml (load ... audit, explain, track, gate, register), in its order, each
-run by the same `run` as `dvc repro`.
+"""The training flow: the stages of dvc.yaml (load to register), in its order, each run as `dvc repro` runs it.
 
 Each stage is a Prefect task that waits for the stages whose outputs it reads, so the run's graph is the
 pipeline. A stage DVC reports as up to date ends in a Completed state named Skipped; a stage that runs is
