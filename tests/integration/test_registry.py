@@ -298,6 +298,7 @@ def test_default_policy_refuses_a_biased_model(project, prefect_server, monkeypa
     # rows equal a training row), so the shared-rows limit is raised on purpose, as a profile would for such data.
     leakage = {"max_shared_fraction": 0.9, "max_feature_auc": 0.95}
     params["data"].update(numeric=["age", "hours"], categorical=["role", "sex", "race"], ranges={}, leakage=leakage)
+    params["data"]["immutable"] = ["age"]  # the profile's own (Adult's columns are not in this data)
     params["gate"], params["policy"] = defaults["gate"], defaults["policy"]  # the repository's default policy
     params["audit"]["min_group_size"] = defaults["audit"]["min_group_size"]
     params["data"]["name"] = "biased"
@@ -312,6 +313,8 @@ def test_default_policy_refuses_a_biased_model(project, prefect_server, monkeypa
     assert fairness["sex"]["demographic_parity_difference"] > 0.3
     assert "champion" not in _aliases(project, "humane-biased")
     assert _aliases(project, "humane-biased") == {"challenger": "1"}
+    explanations = json.loads((project / "reports/explanations.json").read_text())
+    assert explanations["proxies"]["sex"]["proxies"] == ["role"]  # the planted stand-in, named
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
