@@ -17,7 +17,7 @@ import torch
 
 from humane.core import io
 from humane.core.context import RunContext, stage_main
-from humane.core.errors import ConfigError, DataError, HumaneError
+from humane.core.errors import DataError, HumaneError
 from humane.core.params import Params
 from humane.core.paths import SENSITIVE_PREFIX, Paths
 from humane.fairness.error_analysis import error_cohorts
@@ -33,7 +33,7 @@ from humane.modeling.attribution import (
     reason_codes,
     save_plots,
 )
-from humane.modeling.counterfactual import CounterfactualSpace, Decide, fit_space, search
+from humane.modeling.counterfactual import CounterfactualSpace, Decide, check_immutable, fit_space, search
 from humane.modeling.features import Preprocessor, load_preprocessor, split_xy
 from humane.modeling.model import Network, load_model, probabilities
 from humane.privacy.policy import protected_columns
@@ -115,9 +115,7 @@ def raw_decider(c: Candidate, threshold: float) -> Decide:
 
 def actionable_columns(params: Params, c: Candidate) -> list[str]:
     """Inputs a counterfactual may change: not protected (masked, sensitive), not immutable by the profile."""
-    unknown = [col for col in params.data.immutable if col not in c.pre.inputs]
-    if unknown:
-        raise ConfigError(f"data.immutable names {unknown}, which are not model inputs {c.pre.inputs}")
+    check_immutable(params.data.immutable, c.pre.inputs, params.data.sensitive_features)
     fixed = {*c.protected, *params.data.immutable, *params.data.sensitive_features}
     return [col for col in c.pre.inputs if col not in fixed]
 

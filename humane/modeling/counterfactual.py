@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from humane.core.errors import DataError
+from humane.core.errors import ConfigError, DataError
 
 # decide(rows) -> (decision, probability): per row, whether the served model decides for the positive label
 # (bool) and its positive-class probability (float), through the full served path.
@@ -33,6 +33,21 @@ QUANTILES = np.linspace(0.05, 0.95, 10)  # numeric candidates: 5% .. 95% of the 
 CATEGORY_COST = 1.0  # a changed category costs what a numeric move of one scale (IQR) costs
 NULL_COST = 1.0  # filling a null number: no distance to measure, so the cost of one scale
 PAIR_POOL = 2  # pairs are formed among each column's this many best single changes (by probability) of a row
+
+
+def check_immutable(immutable: list[str], inputs: list[str], sensitive: list[str]) -> None:
+    """Refuse a `data.immutable` naming a column that is neither a model input nor a sensitive feature.
+
+    Checked when the preprocessor is fitted (the first stage that knows the inputs), so a profile copied from
+    another dataset stops there, not after training.
+
+    Raises:
+        ConfigError: Names the unknown columns and the model's inputs.
+
+    """
+    unknown = [c for c in immutable if c not in inputs and c not in sensitive]
+    if unknown:
+        raise ConfigError(f"data.immutable names {unknown}, which are not model inputs {inputs}")
 
 
 @dataclass(frozen=True)

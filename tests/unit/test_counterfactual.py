@@ -147,3 +147,12 @@ def test_a_space_that_is_not_one_is_refused():
         CounterfactualSpace.from_dict({"candidates": {}})
     with pytest.raises(DataError, match=r"not positive \['x'\]"):
         CounterfactualSpace.from_dict({"candidates": {"x": [1.0]}, "scales": {"x": 0}})
+
+
+def test_an_immutable_column_that_is_not_an_input_is_refused_by_name():
+    from humane.core.errors import ConfigError
+    from humane.modeling.counterfactual import check_immutable
+
+    check_immutable(["age", "sex"], ["age", "hours"], ["sex"])  # an input, and a sensitive feature: fine
+    with pytest.raises(ConfigError, match=r"data\.immutable names \['relationship'\].*\['age', 'hours'\]"):
+        check_immutable(["age", "relationship"], ["age", "hours"], ["sex"])
