@@ -33,7 +33,14 @@ from humane.modeling.attribution import (
     reason_codes,
     save_plots,
 )
-from humane.modeling.counterfactual import CounterfactualSpace, Decide, check_immutable, fit_space, search
+from humane.modeling.counterfactual import (
+    CounterfactualSpace,
+    Decide,
+    check_immutable,
+    fit_space,
+    never_inputs,
+    search,
+)
 from humane.modeling.features import Preprocessor, load_preprocessor, split_xy
 from humane.modeling.model import Network, load_model, probabilities
 from humane.privacy.policy import protected_columns
@@ -115,7 +122,7 @@ def raw_decider(c: Candidate, threshold: float) -> Decide:
 
 def actionable_columns(params: Params, c: Candidate) -> list[str]:
     """Inputs a counterfactual may change: not protected (masked, sensitive), not immutable by the profile."""
-    check_immutable(params.data.immutable, c.pre.inputs, params.data.sensitive_features)
+    check_immutable(params.data.immutable, c.pre.inputs, never_inputs(params))
     fixed = {*c.protected, *params.data.immutable, *params.data.sensitive_features}
     return [col for col in c.pre.inputs if col not in fixed]
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from humane.core.errors import ConfigError, DataError
+from humane.core.params import Params
 
 # decide(rows) -> (decision, probability): per row, whether the served model decides for the positive label
 # (bool) and its positive-class probability (float), through the full served path.
@@ -35,8 +36,17 @@ NULL_COST = 1.0  # filling a null number: no distance to measure, so the cost of
 PAIR_POOL = 2  # pairs are formed among each column's this many best single changes (by probability) of a row
 
 
+def never_inputs(params: Params) -> list[str]:
+    """Columns the profile keeps out of the model inputs: the sensitive features, the dropped and pseudonymized."""
+    data, privacy = params.data, params.privacy
+    return [*data.sensitive_features, *data.drop, *privacy.drop, *privacy.pseudonymize]
+
+
 def check_immutable(immutable: list[str], inputs: list[str], sensitive: list[str]) -> None:
-    """Refuse a `data.immutable` naming a column that is neither a model input nor a sensitive feature.
+    """Refuse a `data.immutable` naming a column that is neither a model input nor in `sensitive`.
+
+    `sensitive`: the sensitive features, and the columns the profile drops or pseudonymizes (never inputs: they
+    cannot change in a counterfactual anyway).
 
     Checked when the preprocessor is fitted (the first stage that knows the inputs), so a profile copied from
     another dataset stops there, not after training.
