@@ -561,62 +561,52 @@ def _plot_overall(report: dict[str, Any], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _plot_groups(report: dict[str, Any], feature: str, path: Path) -> Path:
-    """Per group of one sensitive feature, the top columns' shares side by side."""
+def _grouped_bars(top: list[str], series: dict[str, list[dict[str, Any]]], labels: dict[str, str], path: Path) -> Path:
+    """One bar per series (a group) for each top column, side by side, with interval whiskers; x = 0 marked."""
     import matplotlib.pyplot as plt
 
-    top = report["overall"]["top"]
-    groups = {g: e for g, e in report["groups"][feature].items() if not e["too_small"]}  # no figure of a small one
-    height = 0.8 / max(1, len(groups))
-    fig, ax = plt.subplots(figsize=(7.5, (0.35 + 0.2 * len(groups)) * len(top) + 1.5))
-    for i, (group, entry) in enumerate(groups.items()):
-        figures = [entry["shares"][c] for c in top]
+    height = 0.8 / max(1, len(series))
+    fig, ax = plt.subplots(figsize=(7.5, (0.35 + 0.2 * len(series)) * len(top) + 1.5))
+    for i, (label, figures) in enumerate(series.items()):
+        values = [f["value"] if f["value"] is not None else np.nan for f in figures]
         ax.barh(
-            np.arange(len(top)) + i * height,
-            [f["value"] for f in figures],
-            height=height,
-            xerr=_whiskers(figures),
-            capsize=2,
-            label=f"{group} ({entry['rows']} rows)",
+            np.arange(len(top)) + i * height, values, height=height, xerr=_whiskers(figures), capsize=2, label=label
         )
-    ax.set_yticks(np.arange(len(top)) + height * (len(groups) - 1) / 2, top)
+    ax.axvline(0.0, color="black", linewidth=1)
+    ax.set_yticks(np.arange(len(top)) + height * (len(series) - 1) / 2, top)
     ax.invert_yaxis()
-    ax.set(
-        xlabel="share of the model's attribution (whiskers: 95% bootstrap interval)",
-        title=f"Top inputs' attribution share per {feature} group",
-    )
+    ax.set(**labels)
     _legend_below(ax)
     return _save(fig, path)
+
+
+def _plot_groups(report: dict[str, Any], feature: str, path: Path) -> Path:
+    """Per judged group of one sensitive feature, the top columns' shares side by side (no figure of a small one)."""
+    top = report["overall"]["top"]
+    series = {
+        f"{group} ({entry['rows']} rows)": [entry["shares"][c] for c in top]
+        for group, entry in report["groups"][feature].items()
+        if not entry["too_small"]
+    }
+    labels = {
+        "xlabel": "share of the model's attribution (whiskers: 95% bootstrap interval)",
+        "title": f"Top inputs' attribution share per {feature} group",
+    }
+    return _grouped_bars(top, series, labels, path)
 
 
 def _plot_differences(report: dict[str, Any], feature: str, path: Path) -> Path:
-    """Per group of one sensitive feature, its share minus the other rows' share for the top columns."""
-    import matplotlib.pyplot as plt
-
-    top, differences = report["overall"]["top"], report["differences"][feature]
-    height = 0.8 / max(1, len(differences))
-    fig, ax = plt.subplots(figsize=(7.5, (0.35 + 0.2 * len(differences)) * len(top) + 1.5))
-    for i, (group, figures_by_column) in enumerate(differences.items()):
-        figures = [figures_by_column[c] for c in top]
-        values = [f["value"] if f["value"] is not None else np.nan for f in figures]
-        ax.barh(
-            np.arange(len(top)) + i * height,
-            values,
-            height=height,
-            xerr=_whiskers(figures),
-            capsize=2,
-            label=f"{group} vs the rest" + (" (too few rows for an interval)" if figures[0]["lo"] is None else ""),
-            hatch="//" if figures[0]["lo"] is None else None,
-        )
-    ax.axvline(0.0, color="black", linewidth=1)
-    ax.set_yticks(np.arange(len(top)) + height * (len(differences) - 1) / 2, top)
-    ax.invert_yaxis()
-    ax.set(
-        xlabel="group's share minus the other rows' share (whiskers: 95% bootstrap interval)",
-        title=f"How the inputs' attribution shares differ between {feature} groups",
-    )
-    _legend_below(ax)
-    return _save(fig, path)
+    """Per judged group of one sensitive feature, its share minus the other judged groups' rows' share."""
+    top = report["overall"]["top"]
+    series = {
+        f"{group} vs the rest": [by_column[c] for c in top]
+        for group, by_column in report["differences"][feature].items()
+    }
+    labels = {
+        "xlabel": "group's share minus the other rows' share (whiskers: 95% bootstrap interval)",
+        "title": f"How the inputs' attribution shares differ between {feature} groups",
+    }
+    return _grouped_bars(top, series, labels, path)
 
 
 def save_plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
