@@ -10,7 +10,7 @@ from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN, Paths
 from humane.fairness.metrics import audit_predictions, headline, overall_with_ci
-from humane.fairness.mitigation import decisions
+from humane.fairness.mitigation import decisions, served_decisions
 from humane.fairness.plots import save_plots
 from humane.modeling.evaluation import predict_proba
 from humane.modeling.features import split_xy
@@ -26,7 +26,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     decided = decisions(p, frame, thresholds, x.numpy())
     audits = audit_predictions(frame, p, params.data.sensitive_features, threshold, settings, decided)
     y = frame[LABEL_COLUMN].to_numpy().astype(float)
-    y_pred = (p >= threshold).astype(float) if decided is None else decided.astype(float)
+    y_pred = served_decisions(p, frame, thresholds, x.numpy(), threshold).astype(float)
     report = {
         "threshold": threshold,
         "thresholds": thresholds.get("constraint", "none"),

@@ -22,7 +22,7 @@ from humane.core.params import Params
 from humane.core.paths import SENSITIVE_PREFIX, Paths
 from humane.fairness.error_analysis import error_cohorts
 from humane.fairness.metrics import group_labels, group_text, shown_names
-from humane.fairness.mitigation import decisions
+from humane.fairness.mitigation import served_decisions
 from humane.fairness.proxies import proxy_metrics, proxy_report
 from humane.modeling.attribution import (
     Explainer,
@@ -106,8 +106,7 @@ def scores(model: Network, x: np.ndarray, groups: pd.DataFrame, thresholds: dict
     """(decision, probability) per row: the per-group thresholds of a post-processed model, else p >= threshold."""
     with torch.inference_mode():
         p = probabilities(model(torch.from_numpy(x))).numpy().astype(np.float64)
-    decided = decisions(p, groups, thresholds, x)
-    return ((p >= threshold) if decided is None else decided.astype(bool)), p
+    return served_decisions(p, groups, thresholds, x, threshold), p
 
 
 def raw_decider(c: Candidate, threshold: float) -> Decide:

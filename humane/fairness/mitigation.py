@@ -582,3 +582,14 @@ def decisions(p: np.ndarray, frame: pd.DataFrame, state: dict[str, Any], feature
         return None
     y_pred, _ = GroupThresholds.from_dict(state).predict(p, group_keys(frame, state["target"]), features)
     return y_pred
+
+
+def served_decisions(
+    p: np.ndarray, frame: pd.DataFrame, state: dict[str, Any], features: np.ndarray, threshold: float
+) -> np.ndarray:
+    """The decision the served model gives each row (bool): its per-group thresholds, else p >= threshold.
+
+    The one rule that evaluation's audit, the explain stage and serving decide by (`decisions` for the arguments).
+    """
+    decided = decisions(p, frame, state, features)
+    return (p >= threshold) if decided is None else decided.astype(bool)

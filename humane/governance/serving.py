@@ -238,16 +238,13 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
 
         with torch.inference_mode():
             p = probabilities(self.model(x)).numpy().astype(np.float64)
-        positive = p >= self.threshold
-        if self.needs_sensitive:
-            from humane.core.paths import SENSITIVE_PREFIX
-            from humane.fairness.metrics import group_text
-            from humane.fairness.mitigation import decisions
+        from humane.core.paths import SENSITIVE_PREFIX
+        from humane.fairness.metrics import group_text
+        from humane.fairness.mitigation import served_decisions
 
-            groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": group_text(frame[c]).to_numpy()
-                                   for c in self.needs_sensitive})  # fmt: skip
-            positive = decisions(p, groups, self.thresholds, x.numpy()).astype(bool)
-        return p, positive
+        # The group columns a post-processed model's thresholds read (none for a model deciding by p >= threshold).
+        groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": group_text(frame[c]).to_numpy() for c in self.needs_sensitive})
+        return p, served_decisions(p, groups, self.thresholds, x.numpy(), self.threshold)
 
     def _output(self, p: np.ndarray, positive: np.ndarray, rules: list[list[str]]) -> pd.DataFrame:
         from humane.governance.domain import SEPARATOR
