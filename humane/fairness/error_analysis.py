@@ -197,6 +197,18 @@ def check_inputs(frame: pd.DataFrame, errors: np.ndarray, groups: dict[str, pd.S
             )
 
 
+def measure_context(wrong: np.ndarray, measure: np.ndarray, groups: dict[str, pd.Series], min_rows: int) -> dict:
+    """What each cohort is measured against: the measured half's error rate and group labels, the judged groups."""
+    return {
+        "rate": float(wrong[measure].mean()),
+        "min_rows": min_rows,
+        "labels": {f: g.astype(str).to_numpy()[measure] for f, g in groups.items()},
+        "judged": {
+            f: sorted(n for n, k in g.astype(str).value_counts().items() if k >= min_rows) for f, g in groups.items()
+        },
+    }
+
+
 def error_cohorts(
     frame: pd.DataFrame,
     errors: np.ndarray,
@@ -236,15 +248,8 @@ def error_cohorts(
     tree = DecisionTreeClassifier(max_depth=settings.error_tree_depth, min_samples_leaf=leaf, random_state=seed)
     tree.fit(x[grow], wrong[grow])
     leaves = tree.apply(x[measure])
-    rate = float(wrong[measure].mean())
-    context = {
-        "rate": rate,
-        "min_rows": min_rows,
-        "labels": {f: g.astype(str).to_numpy()[measure] for f, g in groups.items()},
-        "judged": {
-            f: sorted(n for n, k in g.astype(str).value_counts().items() if k >= min_rows) for f, g in groups.items()
-        },
-    }
+    context = measure_context(wrong, measure, groups, min_rows)
+    rate = context["rate"]
     cohorts = [
         cohort(simplify(path), wrong[measure], leaves == leaf, context)
         for leaf, path in leaf_paths(tree, splits).items()
