@@ -103,14 +103,21 @@ def batch_loss(
     model: nn.Module, criterion: nn.Module, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor | None,
     gb: torch.Tensor | None, penalty: Penalty | None,
 ) -> torch.Tensor:  # fmt: skip
-    """The batch's mean loss: BCE on the raw logit (weighted per row with `wb`), plus the fairness `penalty`."""
+    """The batch's mean loss: BCE on the raw logit (weighted per row with `wb`), plus the fairness `penalty`.
+
+    A network that trains several members at once (TabM: logits of shape (batch, k)) has each member learn every
+    row, the loss averaged over members; the fairness term reads the members' mean logit.
+    """
     logits = model(xb).float()
+    members = logits.ndim == 2
+    targets = yb.unsqueeze(-1).expand_as(logits) if members else yb
     if wb is None:
-        loss = criterion(logits, yb)
+        loss = criterion(logits, targets)
     else:
-        loss = (nn.functional.binary_cross_entropy_with_logits(logits, yb, reduction="none") * wb).mean()
+        rows = nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+        loss = ((rows.mean(-1) if members else rows) * wb).mean()
     if penalty is not None:
-        loss = loss + penalty(logits, gb, yb)
+        loss = loss + penalty(logits.mean(-1) if members else logits, gb, yb)
     return loss
 
 
