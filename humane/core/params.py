@@ -255,6 +255,22 @@ class FTTransformerParams(_Section):
         return self
 
 
+class TabMParams(_Section):
+    """TabM (Gorishniy et al., ICLR 2025; the `tabm` package): k MLPs trained at once, sharing their weights.
+
+    Each member is an MLP of n_blocks blocks of width d_block whose inputs and outputs are scaled per member
+    (arch_type tabm: BatchEnsemble layers; tabm-mini: only the first layer's input scaled per member). Each member
+    learns every training row; the served probability is the members' mean. Numeric columns go through the
+    periodic embeddings of train.numeric_embedding (shared by the members), categorical ones one-hot.
+    """
+
+    k: int = Field(32, ge=1, le=256)
+    d_block: int = Field(512, ge=8)
+    n_blocks: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    arch_type: Literal["tabm", "tabm-mini"] = "tabm"
+
+
 class DistributedParams(_Section):
     """Multi-process training (DDP) launched with torchrun; 1 process on 1 node trains in-process."""
 
@@ -287,12 +303,13 @@ class TrainParams(_Section):
     """Model shape and optimisation settings."""
 
     seed: int
-    # mlp: hidden_sizes, dropout, activation below; ft_transformer: the ft_transformer section.
-    model: Literal["mlp", "ft_transformer"] = "mlp"
+    # mlp: hidden_sizes, dropout, activation below; ft_transformer and tabm: their sections.
+    model: Literal["mlp", "ft_transformer", "tabm"] = "mlp"
     hidden_sizes: list[PositiveInt] = Field(min_length=1)
     dropout: float = Field(ge=0, lt=1)
     activation: Literal["relu", "gelu", "tanh", "silu"]
     ft_transformer: FTTransformerParams = FTTransformerParams()
+    tabm: TabMParams = TabMParams()
     numeric_embedding: NumericEmbeddingParams = NumericEmbeddingParams()
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
@@ -317,6 +334,8 @@ class TrainParams(_Section):
         refused = [what for what, on in [
             ("train.model ft_transformer (Opacus has no per-sample gradient rule for rtdl's [CLS] token and "
              "feature-embedding parameters: a probe with ghost clipping fails)", self.model == "ft_transformer"),
+            ("train.model tabm (Opacus has no per-sample gradient rule for its per-member scaling parameters)",
+             self.model == "tabm"),
             ("train.distributed (more than one process)", self.distributed.world > 1),
             ("train.grad_accumulation > 1 (Opacus forms its own logical batches)", self.grad_accumulation > 1),
             ("train.precision bf16", self.precision != "fp32"),
@@ -574,7 +593,7 @@ class Params(_Section):
                 ("mitigation.reweigh or mitigation.resample (the reductions set their own per-row weights)",
                  self.mitigation.reweigh or self.mitigation.resample),
                 ("a fairness loss term (mitigation.loss)", any(m.startswith("loss:") for m in active)),
-                ("train.model ft_transformer (the reductions wrap the MLP)", self.train.model != "mlp"),
+                (f"train.model {self.train.model} (the reductions wrap the MLP)", self.train.model != "mlp"),
                 ("train.distributed, train.grad_accumulation, bf16 or train.device cuda (each inner fit is one plain "
                  "fp32 process on the CPU)", self.train.distributed.world > 1 or self.train.grad_accumulation > 1
                  or self.train.precision != "fp32" or self.train.device == "cuda"),

@@ -207,7 +207,7 @@ def train_candidate(params: Params, frames: dict[str, pd.DataFrame],
     # Candidates run side by side, one process each: a candidate is never itself launched over torchrun.
     one_process = params.train.distributed.model_copy(update={"nproc_per_node": 1, "nnodes": 1})
     settings = params.train.model_copy(update={"progress": False, "distributed": one_process})
-    if layout is None and (settings.model == "ft_transformer" or settings.numeric_embedding.kind != "linear"):
+    if layout is None and (settings.model != "mlp" or settings.numeric_embedding.kind != "linear"):
         raise ConfigError("an FT-Transformer or numeric-embedding candidate needs the preprocessor's token layout "
                           "(the sweep passes it)")  # fmt: skip
     with ComputeMeter(settings.compute) as meter:

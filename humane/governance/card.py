@@ -529,6 +529,11 @@ def architecture(params: Params, facts: dict[str, Any]) -> str:
                 f"x{ft.ffn_d_hidden_multiplier:.3g}, dropout attention {ft.attention_dropout} / FFN {ft.ffn_dropout} / "
                 f"residual {ft.residual_dropout}"
                 + (", activation checkpointing" if ft.checkpointing else "") + numeric)  # fmt: skip
+    if train.model == "tabm":
+        t = train.tabm
+        return (f"TabM ({t.arch_type}, the `tabm` package) over {facts['n_inputs']} inputs: {t.k} MLPs sharing "
+                f"their weights, {t.n_blocks} blocks of width {t.d_block}, dropout {t.dropout}, each learning every "
+                f"row; the probability is the members' mean" + numeric)  # fmt: skip
     mlp = (f"MLP {facts['n_inputs']} → {' → '.join(map(str, train.hidden_sizes))} → 1 logit, {train.activation}, "
            f"dropout {train.dropout}")  # fmt: skip
     mlp += numeric + (f", {e.d_embedding} values each" if numeric else "")

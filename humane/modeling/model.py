@@ -1,4 +1,4 @@
-"""The networks (an MLP, an FT-Transformer) and how their output becomes a probability.
+"""The networks (an MLP, an FT-Transformer, TabM) and how their output becomes a probability.
 
 Binary tasks: the pipeline validates two label values. Both networks take the preprocessor's output, one row of
 scaled numeric columns followed by one-hot blocks, and return one logit per row; the model file is a state dict
@@ -98,6 +98,20 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def category_indices(x: torch.Tensor, n_numeric: int, cardinalities: list[int]) -> torch.Tensor:
+    """Each one-hot block after the numeric columns read back as a category index, (batch, blocks).
+
+    An all-zero block (a category unseen in training) becomes one extra index, the block's width.
+    """
+    indices, start = [], n_numeric
+    for width in cardinalities:
+        block = x[:, start : start + width]
+        unseen = torch.full_like(block[:, 0], width, dtype=torch.long)
+        indices.append(torch.where(block.sum(-1) > 0, block.argmax(-1), unseen))
+        start += width
+    return torch.stack(indices, dim=-1)
+
+
 @dataclass(frozen=True)
 class FTTransformerArgs:
     """Everything needed to rebuild an FT-Transformer over the preprocessor's columns.
@@ -160,13 +174,7 @@ class FTTransformer(nn.Module):
         if n_num:
             parts.append(net.cont_embeddings(x[:, :n_num]))
         if self.args.cardinalities:
-            indices, start = [], n_num
-            for width in self.args.cardinalities:
-                block = x[:, start : start + width]
-                unseen = torch.full_like(block[:, 0], width, dtype=torch.long)
-                indices.append(torch.where(block.sum(-1) > 0, block.argmax(-1), unseen))
-                start += width
-            parts.append(net.cat_embeddings(torch.stack(indices, dim=-1)))
+            parts.append(net.cat_embeddings(category_indices(x, n_num, self.args.cardinalities)))
         return torch.cat(parts, dim=1)
 
     @staticmethod
@@ -192,6 +200,78 @@ class FTTransformer(nn.Module):
             else:
                 h = self._block(block, h, last)
         return self.net.backbone.output(h[:, 0]).squeeze(-1)
+
+
+@dataclass(frozen=True)
+class TabMArgs:
+    """Everything needed to rebuild a TabM over the preprocessor's columns (layout as FTTransformerArgs)."""
+
+    n_inputs: int
+    n_numeric: int
+    cardinalities: list[int]
+    k: int
+    d_block: int
+    n_blocks: int
+    dropout: float
+    arch_type: str
+    # Periodic numeric embeddings shared by the members; None: the scaled values go in as they are.
+    embedding: dict[str, Any] | None = None
+    kind: str = field(default="tabm", init=False)
+
+    def to_dict(self) -> dict:
+        """Plain-dict form for checkpoints."""
+        return asdict(self)
+
+
+def mean_probability_logit(logits: torch.Tensor) -> torch.Tensor:
+    """The logit of the members' mean probability, from their logits (batch, k) → (batch,), without overflow."""
+    return torch.logsumexp(nn.functional.logsigmoid(logits), -1) - torch.logsumexp(
+        nn.functional.logsigmoid(-logits), -1
+    )
+
+
+class TabM(nn.Module):
+    """k MLPs in one (tabm.TabM), each member learning every training row.
+
+    While training the output is one logit per member (batch, k); in eval mode it is the logit of the members' mean
+    probability (batch,), which every consumer of a network reads.
+    """
+
+    def __init__(self, args: TabMArgs) -> None:
+        super().__init__()
+        import tabm
+
+        if args.n_numeric + sum(args.cardinalities) != args.n_inputs:
+            raise ValueError(f"TabM layout: {args.n_numeric} numeric columns and one-hot blocks "
+                             f"{args.cardinalities} do not add up to {args.n_inputs} inputs")  # fmt: skip
+        embedding = None
+        if args.embedding is not None and args.n_numeric:
+            spec = args.embedding
+            embedding = periodic_embeddings(args.n_numeric, spec, spec["d_embedding"], lite=False)
+        self.net = tabm.TabM.make(
+            n_num_features=args.n_numeric,
+            cat_cardinalities=[width + 1 for width in args.cardinalities],
+            d_out=1,
+            num_embeddings=embedding,
+            k=args.k,
+            d_block=args.d_block,
+            n_blocks=args.n_blocks,
+            dropout=args.dropout,
+            arch_type=args.arch_type,
+        )
+        self.args = args
+
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's logit, (batch, k)."""
+        n, cardinalities = self.args.n_numeric, self.args.cardinalities
+        x_num = x[:, :n] if n else None
+        x_cat = category_indices(x, n, cardinalities) if cardinalities else None
+        return self.net(x_num, x_cat).squeeze(-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Members' logits (batch, k) while training; the logit of their mean probability (batch,) otherwise."""
+        logits = self.member_logits(x)
+        return logits if self.training else mean_probability_logit(logits)
 
 
 @dataclass(frozen=True)
@@ -274,7 +354,7 @@ class Ensemble(nn.Module):
         return torch.logit(p.clamp(VOTE_CLIP, 1 - VOTE_CLIP)).float()
 
 
-Network = MLP | FTTransformer | Ensemble
+Network = MLP | FTTransformer | TabM | Ensemble
 
 
 def build_model(params: TrainParams, n_inputs: int, layout: tuple[int, list[int]] | None = None) -> Network:
@@ -286,6 +366,10 @@ def build_model(params: TrainParams, n_inputs: int, layout: tuple[int, list[int]
     if params.model == "mlp":
         return MLP(MLPArgs(n_inputs, list(params.hidden_sizes), params.dropout, params.activation, n_numeric,
                            embedding))  # fmt: skip
+    if params.model == "tabm":
+        t = params.tabm
+        return TabM(TabMArgs(n_inputs, n_numeric, list(cardinalities), t.k, t.d_block, t.n_blocks, t.dropout,
+                             t.arch_type, embedding))  # fmt: skip
     ft = params.ft_transformer
     return FTTransformer(FTTransformerArgs(
         n_inputs, n_numeric, list(cardinalities), ft.d_block, ft.n_blocks, ft.attention_n_heads,
@@ -315,6 +399,10 @@ def describe(model: Network) -> str:
     numeric = "" if not (a.embedding and a.n_numeric) else (
         f"; {a.n_numeric} numeric columns through periodic embeddings ({a.embedding['n_frequencies']} frequencies, "
         f"init scale {a.embedding['frequency_init_scale']:g})")  # fmt: skip
+    if isinstance(a, TabMArgs):
+        return (f"TabM ({a.arch_type}): {a.k} MLPs sharing weights, {a.n_blocks} blocks of width {a.d_block}, "
+                f"dropout {a.dropout}, {a.n_numeric} numeric + {len(a.cardinalities)} one-hot categorical "
+                f"columns{numeric}; the probability is the members' mean")  # fmt: skip
     if isinstance(a, FTTransformerArgs):
         return (f"FT-Transformer: {a.n_numeric} numeric + {len(a.cardinalities)} categorical tokens and [CLS], "
                 f"{a.n_blocks} blocks of width {a.d_block}, {a.attention_n_heads} heads, ReGLU FFN x"
@@ -337,6 +425,8 @@ def network(model_args: dict[str, Any]) -> Network:
         return FTTransformer(FTTransformerArgs(**args))
     if kind == "mlp":
         return MLP(MLPArgs(**args))
+    if kind == "tabm":
+        return TabM(TabMArgs(**args))
     if kind == "ensemble":
         return Ensemble(EnsembleArgs(**args))
     if kind == "constant":

@@ -184,7 +184,7 @@ def fingerprint(params: TrainParams, tensors: list[torch.Tensor | None], extra: 
         digest.update(source.read_bytes())
     from importlib.metadata import version
 
-    for library in ("torch", "rtdl-revisiting-models", "rtdl-num-embeddings", "fairret", "opacus"):
+    for library in ("torch", "rtdl-revisiting-models", "rtdl-num-embeddings", "tabm", "fairret", "opacus"):
         digest.update(f"{library}=={version(library)};".encode())
     return digest.hexdigest()
 
