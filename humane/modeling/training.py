@@ -17,7 +17,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -262,7 +261,7 @@ def fit(
         raise HumaneError(f"train.distributed asks for {params.distributed.world} process(es) but this one runs in a "
                           f"group of {world} (launch through tasks.train, which starts torchrun)")  # fmt: skip
     generator = seed_everything(params.seed)
-    device = torch.device("cpu") if params.dp.enabled else pick_device(params)  # Opacus' loader: CPU rows
+    device = pick_device(params)
     if params.dp.enabled and (sample_weight is not None or penalty is not None):
         raise HumaneError("sample weights and fairness terms are not combined with DP-SGD (train.dp.enabled)")
     if penalty is not None and groups is None:
@@ -287,24 +286,19 @@ def fit(
         print(f"train: {note}", file=sys.stderr)
 
     engine = None
+    base = model.to(device)
     if params.dp.enabled:
-        from humane.privacy.dp import make_private
+        from humane.privacy.dp import PrivateSGD
 
-        # Ghost clipping's double backward trips torch's notice about hooks on inputs without gradients.
-        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
-        engine, model, optimizer, criterion, loader = make_private(model, criterion, x_train, targets, params,
-                                                                   generator)  # fmt: skip
-        base = model._module  # the plain network inside Opacus' wrapper
-    else:
-        base = model.to(device)
-        if world > 1:
-            model = nn.parallel.DistributedDataParallel(base, device_ids=[device.index] if device.type == "cuda"
-                                                        else None)  # fmt: skip
-        optimizer = torch.optim.AdamW(parameter_groups(base, params.weight_decay), lr=params.lr,
-                                      weight_decay=params.weight_decay)  # fmt: skip
-        x_train, targets = x_train.to(device), targets.to(device)
-        weights = None if weights is None else weights.to(device)
-        groups = None if groups is None else groups.to(device)
+        engine = PrivateSGD(base, params, n, generator)  # per-row clipping, noise, Poisson batches, accountant
+    elif world > 1:
+        model = nn.parallel.DistributedDataParallel(base, device_ids=[device.index] if device.type == "cuda"
+                                                    else None)  # fmt: skip
+    optimizer = torch.optim.AdamW(parameter_groups(base, params.weight_decay), lr=params.lr,
+                                  weight_decay=params.weight_decay)  # fmt: skip
+    x_train, targets = x_train.to(device), targets.to(device)
+    weights = None if weights is None else weights.to(device)
+    groups = None if groups is None else groups.to(device)
     x_val, y_val = x_val.to(device), y_val.to(device)
 
     history: list[dict[str, float]] = []
@@ -338,17 +332,13 @@ def fit(
                 yield [(x_train[i], targets[i], None if weights is None else weights[i],
                         None if groups is None else groups[i], len(step)) for i in micro]  # fmt: skip
             return
-        from opacus.utils.batch_memory_manager import BatchMemoryManager
-
-        # Poisson-sampled logical batches, split into physical ones that fit in memory.
-        with BatchMemoryManager(data_loader=loader, max_physical_batch_size=params.dp.max_physical_batch_size,
-                                optimizer=optimizer) as memory_safe:  # fmt: skip
-            for xb, yb in memory_safe:
-                if len(xb):
-                    yield [(xb, yb, None, None, len(xb))]
+        for rows in engine.batches(device):  # Poisson-sampled (an empty batch too: its step adds noise alone)
+            yield [(x_train[rows], targets[rows], None, None, len(rows))]
 
     def step(micro: list[Batch]) -> tuple[float, int]:
         """One optimiser step over the micro-batches; returns this process's summed row loss and rows."""
+        if engine is not None:
+            return engine.step(optimizer, micro[0][0], micro[0][1])
         optimizer.zero_grad(set_to_none=True)
         total, rows = 0.0, 0
         for i, (xb, yb, wb, gb, global_rows) in enumerate(micro):
@@ -413,9 +403,7 @@ def fit(
     bar.close()
     seconds = time.perf_counter() - started
     if engine is not None:
-        from humane.privacy.dp import release
-
-        base = release(model)  # Opacus' hooks stay behind: the network leaves training plain
+        base = engine.close()  # the clipping's hooks come off: the network leaves training plain
     base.load_state_dict(best_state)
     base.eval()
     if writer and checkpoint_dir is not None:
@@ -427,8 +415,8 @@ def fit(
     if engine is not None:
         # The budget spent by the epochs actually run (early stopping spends less than the target).
         result.privacy.update(
-            dp_enabled=True, epsilon=float(engine.get_epsilon(params.dp.delta)), delta=params.dp.delta,
-            noise_multiplier=float(optimizer.noise_multiplier), max_grad_norm=params.dp.max_grad_norm,
+            dp_enabled=True, epsilon=engine.epsilon(), delta=params.dp.delta,
+            noise_multiplier=engine.noise_multiplier, max_grad_norm=params.dp.max_grad_norm,
             accountant=params.dp.accountant,
         )  # fmt: skip
     return result

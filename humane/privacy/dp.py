@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from humane.core.errors import HumaneError
 from humane.core.params import TrainParams
 
 
@@ -79,3 +83,177 @@ def release(wrapped: Any) -> nn.Module:
             if leftover in vars(module):
                 delattr(module, leftover)
     return network
+
+
+class PrivateSGD:
+    """DP-SGD without Opacus' wrapper: Poisson-sampled batches, each row's whole gradient clipped, Gaussian noise.
+
+    What the step adds to the optimiser's gradient is the DP-SGD of Abadi et al. (2016) as Opacus computes it:
+    each training row joins a step independently with probability `sample_rate` (1 / batches per epoch, as
+    Opacus' Poisson loader), each row's gradient over every parameter is scaled to norm at most
+    `train.dp.max_grad_norm` (C), the scaled gradients are summed, N(0, sigma^2 C^2) noise is added to each
+    coordinate and the sum is divided by the expected batch size. sigma is calibrated by Opacus' accountant to
+    spend `train.dp.target_epsilon` (at `delta`) over `train.max_epochs` epochs, and the same accountant records
+    every step taken (an empty batch too: the noise alone), so `epsilon()` is what the epochs actually run spent.
+
+    Why it is cheap: no per-row gradient of a large layer is ever formed. Forward hooks keep each parametrised
+    layer's input, one backward pass computes the gradient of the summed row losses with respect to each layer's
+    output only, and for a linear layer on a row vector (the MLP's hidden layers) a row's gradient norm is
+    |input| * |output gradient| (Goodfellow, 2015; "ghost" norms) and the clipped sum is one matrix product of
+    the scaled output gradients with the inputs: what the non-private backward pass computes anyway. Small layers
+    on a sequence (the periodic embeddings' shared linear layer) form their per-row gradients with one einsum;
+    any other layer (the embeddings' frequencies) gets them from torch.func (vmap of grad) on that layer alone.
+    A layer called more than once in a forward pass, or a parameter no hooked layer owns, stops training: its
+    rows' gradients would be clipped wrongly (fail closed).
+    """
+
+    def __init__(self, model: nn.Module, params: TrainParams, rows: int, generator: torch.Generator) -> None:
+        from opacus.accountants import create_accountant
+        from opacus.accountants.utils import get_noise_multiplier
+
+        refuse_batch_statistics(model)
+        self.model, self.rows, self.generator = model, rows, generator
+        self.dp = params.dp
+        self.per_epoch = max(1, math.ceil(rows / params.batch_size))
+        self.sample_rate = 1 / self.per_epoch
+        self.expected_batch = max(1, int(rows * self.sample_rate))  # Opacus' DPOptimizer divides by this
+        self.noise_multiplier = float(get_noise_multiplier(
+            target_epsilon=params.dp.target_epsilon, target_delta=params.dp.delta, sample_rate=self.sample_rate,
+            steps=self.per_epoch * params.max_epochs, accountant=params.dp.accountant,
+        ))  # fmt: skip
+        self.accountant = create_accountant(params.dp.accountant)
+        self.layers = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
+        self.calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
+        self.recording = False
+        self.handles = [m.register_forward_hook(self._record) for m in self.layers]
+
+    def _record(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+        if not self.recording:
+            return
+        if len(inputs) != 1 or not isinstance(output, torch.Tensor):
+            raise HumaneError(f"DP-SGD: layer {type(module).__name__} takes or returns more than one tensor; its "
+                              "rows' gradients cannot be clipped by humane.privacy.dp")  # fmt: skip
+        self.calls.append((module, inputs[0].detach(), output))
+
+    def batches(self, device: torch.device) -> Iterator[torch.Tensor]:
+        """One epoch of logical batches: the row indices each step draws (each row with probability q)."""
+        for _ in range(self.per_epoch):
+            chosen = torch.rand(self.rows, generator=self.generator) < self.sample_rate
+            yield chosen.nonzero().squeeze(1).to(device)
+
+    def step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+        """One DP-SGD step on rows (x, y), in physical batches; returns the summed row loss and the row count."""
+        optimizer.zero_grad(set_to_none=True)
+        sums = {p: torch.zeros_like(p) for p in self.model.parameters()}
+        total = 0.0
+        for start in range(0, len(x), self.dp.max_physical_batch_size):
+            end = start + self.dp.max_physical_batch_size
+            total += self._clipped_sum(x[start:end], y[start:end], sums)
+        std = self.noise_multiplier * self.dp.max_grad_norm
+        for p, summed in sums.items():
+            p.grad = (summed + std * torch.randn_like(summed)) / self.expected_batch
+        optimizer.step()
+        self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
+        return total, len(x)
+
+    def _clipped_sum(self, x: torch.Tensor, y: torch.Tensor, sums: dict[nn.Parameter, torch.Tensor]) -> float:
+        """Add the rows' clipped gradients to `sums`; returns the rows' summed loss."""
+        self.calls, self.recording = [], True
+        try:
+            logits = self.model(x).float()
+        finally:
+            self.recording = False
+        calls, self.calls = self.calls, []
+        if len({id(m) for m, _, _ in calls}) != len(calls) or len(calls) != len(self.layers):
+            raise HumaneError("DP-SGD: a layer with parameters ran other than once in the forward pass; its rows' "
+                              "gradients cannot be clipped by humane.privacy.dp")  # fmt: skip
+        rows = nn.functional.binary_cross_entropy_with_logits(logits, _targets(y, logits), reduction="none")
+        rows = rows.mean(-1) if rows.ndim == 2 else rows  # several members (batch, k): each row's mean
+        grads = torch.autograd.grad(rows.sum(), [out for _, _, out in calls])
+        parts = [_per_row(module, inp, g) for (module, inp, _), g in zip(calls, grads, strict=True)]
+        norms = torch.stack([sq for part in parts for sq in part.squared_norms()]).sum(0).sqrt()
+        scale = (self.dp.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        for part in parts:
+            for p, clipped in part.clipped(scale):
+                sums[p] += clipped
+        self.last_norms = norms.detach()
+        return float(rows.detach().sum())
+
+    def epsilon(self) -> float:
+        """The epsilon (at train.dp.delta) spent by the steps taken so far."""
+        return float(self.accountant.get_epsilon(self.dp.delta)) if self.accountant.history else 0.0
+
+    def close(self) -> nn.Module:
+        """Take the hooks off and return the plain network."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        return self.model
+
+
+def refuse_batch_statistics(model: nn.Module) -> None:
+    """Batch normalisation mixes rows: a row's gradient would depend on the others (no per-row clipping)."""
+    mixing = [type(m).__name__ for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if mixing:
+        raise HumaneError(f"DP-SGD: {', '.join(mixing)} mixes the rows of a batch; use a network without it")
+
+
+def _targets(y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    y = y.to(logits.dtype)
+    return y.unsqueeze(-1).expand_as(logits) if logits.ndim == 2 else y
+
+
+@dataclass
+class _RowGrads:
+    """One layer's per-row gradients, in the cheapest form that gives their norms and their clipped sum."""
+
+    params: list[nn.Parameter]
+    inp: torch.Tensor | None = None  # linear on row vectors: input (b, i) and output gradient (b, o)
+    out_grad: torch.Tensor | None = None
+    rows: list[torch.Tensor] = field(default_factory=list)  # otherwise: each parameter's per-row gradients
+
+    def squared_norms(self) -> list[torch.Tensor]:
+        """Each row's squared gradient norm over this layer's parameters, one (b,) tensor per term."""
+        if self.inp is None:
+            return [r.flatten(1).pow(2).sum(1) for r in self.rows]
+        assert self.out_grad is not None
+        g2 = self.out_grad.pow(2).sum(1)
+        return [self.inp.pow(2).sum(1) * g2] + ([g2] if len(self.params) == 2 else [])
+
+    def clipped(self, scale: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """Each parameter's sum over rows of the row's gradient times its clipping factor."""
+        if self.inp is None:
+            return [(p, torch.tensordot(scale, r, dims=1)) for p, r in zip(self.params, self.rows, strict=True)]
+        assert self.out_grad is not None
+        scaled = self.out_grad * scale.unsqueeze(1)
+        out = [(self.params[0], scaled.t() @ self.inp)]
+        return out + ([(self.params[1], scaled.sum(0))] if len(self.params) == 2 else [])
+
+
+def _per_row(module: nn.Module, inp: torch.Tensor, out_grad: torch.Tensor) -> _RowGrads:
+    """One layer's per-row gradients from its input and the gradient of the summed loss at its output."""
+    params = [p for p in module.parameters(recurse=False) if p.requires_grad]
+    if isinstance(module, nn.Linear) and inp.ndim == 2:
+        if [id(p) for p in params] != [id(p) for p in (module.weight, module.bias) if p is not None]:
+            raise HumaneError("DP-SGD: a linear layer with a frozen weight is not supported")
+        return _RowGrads(params, inp=inp, out_grad=out_grad)
+    if isinstance(module, nn.Linear):  # on a sequence (batch, tokens, features): small layers only
+        weight = torch.einsum("b...o,b...i->boi", out_grad, inp)
+        bias = [out_grad.flatten(1, -2).sum(1)] if module.bias is not None else []
+        return _RowGrads(params, rows=[weight, *bias])
+    return _RowGrads(params, rows=_functional_rows(module, inp, out_grad, params))
+
+
+def _functional_rows(module: nn.Module, inp: torch.Tensor, out_grad: torch.Tensor,
+                     params: list[nn.Parameter]) -> list[torch.Tensor]:  # fmt: skip
+    """Per-row gradients of any layer's own parameters: vmap over rows of the gradient of <layer(row), grad>."""
+    from torch.func import functional_call, grad, vmap
+
+    names = [name for name, p in module.named_parameters(recurse=False) if p.requires_grad]
+
+    def dot(weights: dict[str, torch.Tensor], row: torch.Tensor, row_grad: torch.Tensor) -> torch.Tensor:
+        return (functional_call(module, weights, (row.unsqueeze(0),)) * row_grad.unsqueeze(0)).sum()
+
+    weights = {name: p.detach() for name, p in zip(names, params, strict=True)}
+    per_row = vmap(grad(dot), in_dims=(None, 0, 0))(weights, inp, out_grad.detach())
+    return [per_row[name] for name in names]
