@@ -101,8 +101,9 @@ class PrivateSGD:
     output only, and for a linear layer on a row vector (the MLP's hidden layers) a row's gradient norm is
     |input| * |output gradient| (Goodfellow, 2015; "ghost" norms) and the clipped sum is one matrix product of
     the scaled output gradients with the inputs: what the non-private backward pass computes anyway. Small layers
-    on a sequence (the periodic embeddings' shared linear layer) form their per-row gradients with one einsum;
-    any other layer (the embeddings' frequencies) gets them from torch.func (vmap of grad) on that layer alone.
+    on a few tokens (the periodic embeddings' shared linear layer) get their norms from the rows' Gram matrices
+    (Li et al., 2022), the embeddings' frequencies their per-row gradients in closed form from the layer's own
+    output, and any other layer from torch.func (vmap of grad) on that layer alone.
     A layer called more than once in a forward pass, or a parameter no hooked layer owns, stops training: its
     rows' gradients would be clipped wrongly (fail closed).
     """
@@ -144,13 +145,14 @@ class PrivateSGD:
     def step(self, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
         """One DP-SGD step on rows (x, y), in physical batches; returns the summed row loss and the row count."""
         optimizer.zero_grad(set_to_none=True)
-        sums = {p: torch.zeros_like(p) for p in self.model.parameters()}
+        sums: dict[nn.Parameter, torch.Tensor] = {}
         total = 0.0
         for start in range(0, len(x), self.dp.max_physical_batch_size):
             end = start + self.dp.max_physical_batch_size
             total += self._clipped_sum(x[start:end], y[start:end], sums)
         std = self.noise_multiplier * self.dp.max_grad_norm
-        for p, summed in sums.items():
+        for p in self.model.parameters():
+            summed = sums.get(p, torch.zeros_like(p))  # an empty batch: the noise alone
             p.grad = (summed + std * torch.randn_like(summed)) / self.expected_batch
         optimizer.step()
         self.accountant.step(noise_multiplier=self.noise_multiplier, sample_rate=self.sample_rate)
@@ -170,12 +172,12 @@ class PrivateSGD:
         rows = nn.functional.binary_cross_entropy_with_logits(logits, _targets(y, logits), reduction="none")
         rows = rows.mean(-1) if rows.ndim == 2 else rows  # several members (batch, k): each row's mean
         grads = torch.autograd.grad(rows.sum(), [out for _, _, out in calls])
-        parts = [_per_row(module, inp, g) for (module, inp, _), g in zip(calls, grads, strict=True)]
+        parts = [_per_row(module, inp, out, g) for (module, inp, out), g in zip(calls, grads, strict=True)]
         norms = torch.stack([sq for part in parts for sq in part.squared_norms()]).sum(0).sqrt()
         scale = (self.dp.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
         for part in parts:
             for p, clipped in part.clipped(scale):
-                sums[p] += clipped
+                sums[p] = sums[p] + clipped if p in sums else clipped
         self.last_norms = norms.detach()
         return float(rows.detach().sum())
 
@@ -208,7 +210,8 @@ class _RowGrads:
     """One layer's per-row gradients, in the cheapest form that gives their norms and their clipped sum."""
 
     params: list[nn.Parameter]
-    inp: torch.Tensor | None = None  # linear on row vectors: input (b, i) and output gradient (b, o)
+    # a linear layer: its input (b, i) or (b, t, i) and its output gradient (b, o) or (b, t, o)
+    inp: torch.Tensor | None = None
     out_grad: torch.Tensor | None = None
     rows: list[torch.Tensor] = field(default_factory=list)  # otherwise: each parameter's per-row gradients
 
@@ -216,32 +219,57 @@ class _RowGrads:
         """Each row's squared gradient norm over this layer's parameters, one (b,) tensor per term."""
         if self.inp is None:
             return [r.flatten(1).pow(2).sum(1) for r in self.rows]
-        assert self.out_grad is not None
-        g2 = self.out_grad.pow(2).sum(1)
-        return [self.inp.pow(2).sum(1) * g2] + ([g2] if len(self.params) == 2 else [])
+        a, g = self.inp, self.out_grad
+        assert g is not None
+        if a.ndim == 2:  # |a g^T|^2 = |a|^2 |g|^2
+            g2 = g.pow(2).sum(1)
+            return [a.pow(2).sum(1) * g2] + ([g2] if len(self.params) == 2 else [])
+        # |sum_t g_t a_t^T|^2 = sum_{t,s} (a_t . a_s)(g_t . g_s) (Li et al., 2022, "ghost clipping")
+        weight = (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).sum((1, 2))
+        return [weight] + ([g.sum(1).pow(2).sum(1)] if len(self.params) == 2 else [])
 
     def clipped(self, scale: torch.Tensor) -> list[tuple[nn.Parameter, torch.Tensor]]:
         """Each parameter's sum over rows of the row's gradient times its clipping factor."""
         if self.inp is None:
             return [(p, torch.tensordot(scale, r, dims=1)) for p, r in zip(self.params, self.rows, strict=True)]
         assert self.out_grad is not None
-        scaled = self.out_grad * scale.unsqueeze(1)
-        out = [(self.params[0], scaled.t() @ self.inp)]
+        scaled = self.out_grad * scale.view(-1, *([1] * (self.out_grad.ndim - 1)))
+        scaled, a = scaled.reshape(-1, scaled.shape[-1]), self.inp.reshape(-1, self.inp.shape[-1])
+        out = [(self.params[0], scaled.t() @ a)]
         return out + ([(self.params[1], scaled.sum(0))] if len(self.params) == 2 else [])
 
 
-def _per_row(module: nn.Module, inp: torch.Tensor, out_grad: torch.Tensor) -> _RowGrads:
-    """One layer's per-row gradients from its input and the gradient of the summed loss at its output."""
+def _per_row(module: nn.Module, inp: torch.Tensor, output: torch.Tensor, out_grad: torch.Tensor) -> _RowGrads:
+    """One layer's per-row gradients from its input, its output and the summed loss's gradient at its output."""
     params = [p for p in module.parameters(recurse=False) if p.requires_grad]
     if isinstance(module, nn.Linear) and inp.ndim == 2:
         if [id(p) for p in params] != [id(p) for p in (module.weight, module.bias) if p is not None]:
             raise HumaneError("DP-SGD: a linear layer with a frozen weight is not supported")
         return _RowGrads(params, inp=inp, out_grad=out_grad)
-    if isinstance(module, nn.Linear):  # on a sequence (batch, tokens, features): small layers only
-        weight = torch.einsum("b...o,b...i->boi", out_grad, inp)
-        bias = [out_grad.flatten(1, -2).sum(1)] if module.bias is not None else []
-        return _RowGrads(params, rows=[weight, *bias])
+    if isinstance(module, nn.Linear):  # on a sequence (batch, tokens, features)
+        a, g = inp.flatten(1, -2), out_grad.flatten(1, -2)
+        if a.shape[1] ** 2 <= a.shape[2] * g.shape[2]:  # few tokens: norms from the rows' Gram matrices
+            return _RowGrads(params, inp=a, out_grad=g)
+        weight = torch.einsum("bto,bti->boi", g, a)
+        return _RowGrads(params, rows=[weight, g.sum(1)] if module.bias is not None else [weight])
+    if _is_periodic(module):
+        return _RowGrads(params, rows=[_periodic_rows(inp, output, out_grad)])
     return _RowGrads(params, rows=_functional_rows(module, inp, out_grad, params))
+
+
+def _is_periodic(module: nn.Module) -> bool:
+    """rtdl-num-embeddings' periodic layer: cat(cos(2 pi w x), sin(2 pi w x)) with frequencies w of shape (n, k)."""
+    return type(module).__name__ == "_Periodic" and type(module).__module__ == "rtdl_num_embeddings"
+
+
+def _periodic_rows(x: torch.Tensor, output: torch.Tensor, out_grad: torch.Tensor) -> torch.Tensor:
+    """Per-row gradients of the periodic layer's frequencies, from its own output (no second forward pass).
+
+    With z = 2 pi w x, the output is [cos z, sin z]; d<out, g>/dw = 2 pi x (-sin z g_cos + cos z g_sin).
+    """
+    k = output.shape[-1] // 2
+    cos, sin = output[..., :k].detach(), output[..., k:].detach()
+    return 2 * math.pi * x.unsqueeze(-1) * (cos * out_grad[..., k:] - sin * out_grad[..., :k])
 
 
 def _functional_rows(module: nn.Module, inp: torch.Tensor, out_grad: torch.Tensor,
