@@ -1,19 +1,30 @@
-"""Evaluate stage: test metrics of the model and two baselines, plots, and the membership-inference audit."""
+"""Evaluate stage: test metrics of the model and its references, plots, and the membership-inference audit.
+
+The references are scored on the candidate's own test rows, for the gate's dominance and remedy-cost rules: the
+majority class, the logistic regression and the unmitigated model (the same network before its per-group
+thresholds, or its twin trained with mitigation off), the last two with their gaps as the audit computes them.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import pandas as pd
 import torch
 
 from humane.core import io
 from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
-from humane.core.paths import Paths
+from humane.core.paths import LABEL_COLUMN, Paths
+from humane.fairness.metrics import gaps_from, group_table, sensitive_columns
 from humane.fairness.mitigation import decisions
 from humane.modeling.evaluation import (
+    SAME_NETWORK,
     baselines,
     binary_metrics,
     calibration_bins,
+    logreg_scores,
     predict_proba,
     roc_points,
     save_plots,
@@ -23,8 +34,48 @@ from humane.modeling.model import load_model
 from humane.privacy.membership import membership_audit
 
 
+def reference_gaps(frame: pd.DataFrame, y_pred: np.ndarray, p: np.ndarray, features: list[str],
+                   min_group_size: int) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Each sensitive feature's (and their intersection's) gaps for one set of decisions, as the audit states them.
+
+    The audit's group table and gap definitions over the groups with at least `min_group_size` rows: the point
+    values of reports/fairness.json (humane.fairness.metrics.audit_feature), without the bootstrap.
+    """
+    y = frame[LABEL_COLUMN].to_numpy().astype(float)
+    decided = np.asarray(y_pred, dtype=float)
+    out = {}
+    for feature, groups in sensitive_columns(frame, features).items():
+        table = group_table(y, decided, p, groups)
+        out[feature] = gaps_from(table[table["count"] >= min_group_size])
+    return out
+
+
+def unmitigated_scores(paths: Paths, x_test: torch.Tensor, p: np.ndarray) -> tuple[np.ndarray, str]:
+    """The unmitigated model's test scores and how it was obtained (models/unmitigated.pt, from the train stage)."""
+    twin = torch.load(paths.unmitigated_model, weights_only=True)
+    if SAME_NETWORK in twin:
+        return p, "the candidate's network deciding by p >= evaluate.threshold (no in-training remedy)"
+    return predict_proba(twin, x_test), "its twin trained with mitigation off (models/unmitigated.pt)"
+
+
+def references(params: Params, paths: Paths, test: pd.DataFrame, x_test: torch.Tensor, p: np.ndarray,
+               p_logreg: np.ndarray) -> dict[str, Any]:  # fmt: skip
+    """The logistic regression's and the unmitigated model's accuracy and gaps on the test rows, and the remedy."""
+    settings, y = params.evaluate, test[LABEL_COLUMN].to_numpy()
+    p_plain, how = unmitigated_scores(paths, x_test, p)
+
+    def scored(scores: np.ndarray) -> dict[str, Any]:
+        decided = scores >= settings.threshold
+        return {**binary_metrics(y, scores, settings.threshold, settings.calibration_bins),
+                "fairness": reference_gaps(test, decided, scores, params.data.sensitive_features,
+                                           params.audit.min_group_size)}  # fmt: skip
+
+    remedy = {"methods": params.mitigation.active, "target": list(params.mitigation.target), "unmitigated": how}
+    return {"logreg": scored(p_logreg), "unmitigated": scored(p_plain), "remedy": remedy}
+
+
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
-    """Score the model and the baselines on the test split; write metrics, plots and the membership report."""
+    """Score the model and the references on the test split; write metrics, plots and the membership report."""
     settings = params.evaluate
     x_train, y_train, _ = split_xy(pd.read_parquet(paths.processed_train))
     test = pd.read_parquet(paths.processed_test)
@@ -34,9 +85,13 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     p = predict_proba(state, x_test)
     # A post-processed model decides by per-group thresholds (fitted on validation rows), not p >= threshold.
     decided = decisions(p, test, io.read_json(paths.thresholds), x_test.numpy())
+    p_logreg = logreg_scores(x_train.numpy(), y_train.numpy(), x_test.numpy())
+    refs = references(params, paths, test, x_test, p, p_logreg)
+    baseline = baselines(y_train.numpy(), y, p_logreg, settings)
     metrics = {
         "model": binary_metrics(y, p, settings.threshold, settings.calibration_bins, decided),
-        "baseline": baselines(x_train.numpy(), y_train.numpy(), x_test.numpy(), y, settings),
+        "baseline": {**baseline, "logreg": refs["logreg"], "unmitigated": refs["unmitigated"]},
+        "remedy": refs["remedy"],
         "test_rows": len(y),
     }
     membership = membership_audit(load_model(state), (x_train, y_train), (x_test, y_test), settings.mia_samples,

@@ -23,13 +23,16 @@ from humane.core import io
 from humane.core.context import RunContext, stage_main
 from humane.core.errors import HumaneError, cli
 from humane.core.params import Params, parse_params
-from humane.core.paths import Paths
+from humane.core.paths import WEIGHT_COLUMN, Paths
 from humane.fairness.mitigation import training_terms
 from humane.fairness.reductions import fit_mitigated
 from humane.modeling.compute import FLOP_PROBE_ROWS, ComputeMeter, bill, flops_per_sample
+from humane.modeling.evaluation import SAME_NETWORK
 from humane.modeling.features import load_preprocessor, split_xy, token_layout
 from humane.modeling.model import count_parameters, model_state
+from humane.modeling.training import TrainResult
 
+TWIN_CHECKPOINTS = "unmitigated"  # the twin's checkpoints, in their own folder under models/checkpoints
 SPEC_ENV = "HUMANE_TRAIN_SPEC"  # a torchrun worker's params and workspace, written by the launching process
 
 
@@ -91,6 +94,7 @@ def train(params: Params, paths: Paths) -> str:
                                            paths.checkpoints_dir, sample_weight=weights, groups=groups,
                                            penalty=penalty, layout=layout)  # fmt: skip
         del train_frame
+    twin = unmitigated_twin(params, paths, layout)  # every rank: a distributed fit needs them all
     if rank != 0:
         return "train: worker finished"
     if reductions is not None:
@@ -103,6 +107,13 @@ def train(params: Params, paths: Paths) -> str:
     state = {**model_state(result.model), "config": settings.model_dump(mode="json"), "feature_names": features,
              "best_epoch": result.best_epoch}  # fmt: skip
     io.write_with(paths.model, lambda tmp: torch.save(state, tmp))
+    twin_state = {SAME_NETWORK: "models/model.pt"} if twin is None else {
+        **model_state(twin.model), "config": settings.model_dump(mode="json"), "feature_names": features,
+        "best_epoch": twin.best_epoch}  # fmt: skip
+    io.write_with(paths.unmitigated_model, lambda tmp: torch.save(twin_state, tmp))
+    if twin is not None:
+        mitigation["unmitigated_twin"] = {"best_epoch": twin.best_epoch, "epochs_run": len(twin.history),
+                                          "train_seconds": twin.train_seconds}  # fmt: skip
     io.write_json(paths.train_history, result.history)
     best = result.history[result.best_epoch - 1]
     io.write_json(
@@ -119,6 +130,30 @@ def train(params: Params, paths: Paths) -> str:
     if spec:
         Path(json.loads(Path(spec).read_text())["summary"]).write_text(summary)
     return summary
+
+
+def unmitigated_twin(params: Params, paths: Paths, layout: tuple[int, list[int]]) -> TrainResult | None:
+    """The same network trained with mitigation off, when the remedy acts in training (else None: no cost).
+
+    The gate weighs the remedy against it on the same test rows (its dominance and remedy-cost rules). It trains
+    on the rows as they were before the preprocess stage's remedy (its weights dropped, its oversampled copies,
+    appended after the original rows, left out), with the same params; its checkpoints live apart. Its compute
+    is not in the model's bill: its seconds are reported beside the mitigation.
+    """
+    remedy = params.mitigation
+    in_training = remedy.reweigh or remedy.resample or remedy.reductions != "none"
+    if not (in_training or (remedy.loss != "none" and remedy.loss_weight > 0)):
+        return None
+    frame = pd.read_parquet(paths.processed_train).drop(columns=[WEIGHT_COLUMN], errors="ignore")
+    if remedy.resample:
+        frame = frame.iloc[: io.read_json(paths.mitigation_data)["resample"]["rows_before"]]
+    x_train, y_train, _ = split_xy(frame)
+    x_val, y_val, _ = split_xy(pd.read_parquet(paths.processed_val))
+    off = remedy.model_copy(update={"reweigh": False, "resample": False, "loss": "none", "loss_weight": 0.0,
+                                    "reductions": "none"})  # fmt: skip
+    result, _ = fit_mitigated(x_train, y_train, x_val, y_val, frame, params.model_copy(update={"mitigation": off}),
+                              params.train, paths.checkpoints_dir / TWIN_CHECKPOINTS, layout=layout)  # fmt: skip
+    return result
 
 
 def worker_main() -> None:

@@ -44,6 +44,8 @@ class Paths:
 
     preprocessor = _At("models/preprocessor.skops")
     model = _At("models/model.pt")
+    # The network trained with mitigation off, beside an in-training remedy (else a note: the model is its own).
+    unmitigated_model = _At("models/unmitigated.pt")
     checkpoints_dir = _At("models/checkpoints")
     thresholds = _At("models/thresholds.json")
 

@@ -3,8 +3,11 @@
 The policy is the generic `gate:` section merged with the dataset profile's `policy:` (`Policy.of`). Value
 rules (`min`, `max`, `above_baseline`, validation) judge the candidate alone, baselines being scored on the
 same test rows; change rules (`max_drop`, `max_increase`) compare it with the champion re-scored on the
-candidate's test rows (governance.rescoring). The final decision is taken once, under the registry lock,
-when the candidate is registered (governance.promotion); the gate stage records the value rules before that.
+candidate's test rows (governance.rescoring). Two rules weigh it against its references on the same test rows
+(reports/metrics.json `baseline`): it must not be dominated (`dominated_by`), and its remedy must not cost more
+accuracy per point of gap closed than `max_remedy_cost`; a refusal by either names the sweep to run instead.
+The final decision is taken once, under the registry lock, when the candidate is registered
+(governance.promotion); the gate stage records the value rules before that.
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from typing import Any
 from humane.core import io
 from humane.core.params import GateParams, PolicyParams, flatten
 from humane.core.paths import Paths
-from humane.fairness.metrics import FAIRNESS_PREFIX, unmeasurable
+from humane.fairness.metrics import FAIRNESS_PREFIX, INTERSECTION, unmeasurable
 from humane.governance import federation
 from humane.governance.registry import Champion
 
 VALIDATION_METRIC = "validation.passed"
 WILDCARD = "fairness.*."  # fairness.*.<gap>: the gap of every sensitive feature on its own
 BASELINE_PREFIX = "baseline."  # baseline.<name>.<metric>: the baselines' test metrics, on the same rows
-BASELINE_NAMES = {"logreg": "logistic regression", "majority": "majority class"}
+BASELINE_NAMES = {"logreg": "logistic regression", "majority": "majority class", "unmitigated": "unmitigated model"}
 RESULT_WORDS = {True: "pass", False: "FAIL", None: "skipped"}  # a Check's `passed`, as tables show it
+ACCURACY = "test.accuracy"
+DOMINANCE, REMEDY_COST = "not_dominated", "max_remedy_cost"  # the rules against the references
+HIGHER_IS_FAIRER = ("demographic_parity_ratio",)  # every other gap the audit measures is fairer when smaller
+REMEDY_PREFIX = "remedy."  # remedy.methods: how many mitigation methods are on; remedy.target.<feature>: 1.0
+SWEEP_ADVICE = ("run the mitigation sweep instead (`make sweep`: the candidates in params.yaml `sweep:`, on this "
+                "profile's mitigation target) and ship its choice, or change the profile's `mitigation:`")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -42,9 +51,13 @@ class Check:
     # above_baseline: the baseline metric compared with, its value and the margin allowed below it.
     reference: str | None = None
     reference_value: float | None = None
+    # not_dominated, max_remedy_cost: {metric: [candidate's value, reference's value]} for every figure weighed.
+    figures: dict[str, list[float | None]] | None = None
 
     def reason(self) -> str:
         """Why this check failed (or was skipped), in one line."""
+        if self.note and self.rule in (DOMINANCE, REMEDY_COST):
+            return self.note
         if self.note:
             return f"{self.metric}: {self.note}"
         if self.rule == "validation_passed":
@@ -106,6 +119,9 @@ class Policy:
     max: dict[str, float]
     max_drop: dict[str, float]
     max_increase: dict[str, float]
+    # The references that must not dominate the candidate, and the remedy's price limit (None: rule off).
+    dominated_by: tuple[str, ...] = ()
+    max_remedy_cost: float | None = None
 
     @classmethod
     def of(cls, gate: GateParams, dataset: PolicyParams, sensitive: list[str]) -> Policy:
@@ -125,7 +141,8 @@ class Policy:
 
         return cls(gate.require_validation, dict(gate.above_baseline), merged(gate.min, dataset.min),
                    merged(gate.max, dataset.max), merged(gate.max_drop, dataset.max_drop),
-                   merged(gate.max_increase, dataset.max_increase))  # fmt: skip
+                   merged(gate.max_increase, dataset.max_increase), tuple(gate.dominated_by),
+                   gate.max_remedy_cost)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (for the decision's basis and the card)."""
@@ -138,12 +155,30 @@ def candidate_metrics(
     validation_passed: bool,
     privacy: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """The flat namespace the policy refers to: test.*, fairness.<feature>.<gap>, privacy.*, validation.passed."""
+    """The flat namespace the policy refers to: test.*, fairness.<feature>.<gap>, privacy.*, validation.passed.
+
+    Also baseline.<reference>.* (the references' figures on the same test rows, their gaps under
+    baseline.<reference>.fairness.*) and remedy.* (how many mitigation methods are on, and the target's features).
+    """
     nested = {"test": metrics["model"], "fairness": fairness, "baseline": metrics.get("baseline", {})}
-    flat = {k: float(v) for k, v in flatten(nested).items() if not isinstance(v, dict)}
+    flat = {k: float(v) for k, v in flatten(nested).items() if isinstance(v, int | float)}
+    flat.update(remedy_metrics(metrics.get("remedy")))
     flat.update(privacy or {})
     flat[VALIDATION_METRIC] = 1.0 if validation_passed else 0.0
     return flat
+
+
+def remedy_metrics(remedy: dict[str, Any] | None) -> dict[str, float]:
+    """remedy.methods and remedy.target.<feature> (each target feature, and their intersection) from metrics.json.
+
+    Nothing when the evaluate stage recorded no remedy: the remedy-cost rule then fails as not measured.
+    """
+    if remedy is None:
+        return {}
+    target = list(remedy["target"])
+    features = target + ([INTERSECTION.join(target)] if len(target) > 1 else [])
+    return {f"{REMEDY_PREFIX}methods": float(len(remedy["methods"])),
+            **{f"{REMEDY_PREFIX}target.{f}": 1.0 for f in features}}  # fmt: skip
 
 
 def privacy_metrics(risk: dict[str, Any], membership: dict[str, Any], train: dict[str, Any]) -> dict[str, float]:
@@ -180,6 +215,117 @@ def _unmeasured(metric: str, value: float | None, candidate: dict[str, float]) -
     if metric.startswith(FAIRNESS_PREFIX):
         return unmeasurable(metric, candidate)
     return None if value is None else "unmeasurable (its recorded value is NaN)"
+
+
+def fairer_by(metric: str, than: float, value: float) -> float:
+    """How much fairer `value` is than `than` on a gap (positive: fairer; a ratio is fairer when larger)."""
+    return (value - than) if metric.rpartition(".")[2] in HIGHER_IS_FAIRER else (than - value)
+
+
+def dominates(figures: dict[str, list[float]]) -> bool:
+    """Whether the reference (second of each pair) dominates the candidate (first).
+
+    At least as accurate and at least as fair on every gap, and strictly better on one of them.
+    """
+    edges = [fairer_by(m, c, r) if m != ACCURACY else r - c for m, (c, r) in figures.items()]
+    return all(e >= 0 for e in edges) and any(e > 0 for e in edges)
+
+
+def remedy_cost(figures: dict[str, list[float]]) -> tuple[float, str | None]:
+    """Accuracy points given up per point of gap closed, against the unmitigated model (second of each pair).
+
+    Judged on the gap the remedy closed most: 0 when it gave up no accuracy, infinite when it gave some up and
+    closed no gap. Returns the cost and that gap (None when none was closed).
+    """
+    accuracy, reference = figures[ACCURACY]
+    closed = {m: fairer_by(m, u, c) for m, (c, u) in figures.items() if m != ACCURACY}
+    best = max(closed, key=lambda m: closed[m]) if closed else None
+    given_up = reference - accuracy
+    if best is None or closed[best] <= 0:
+        return (0.0 if given_up <= 0 else math.inf), None
+    return max(given_up, 0.0) / closed[best], best
+
+
+def _figures(policy: Policy, candidate: dict[str, float], reference: str, gaps: list[str]) -> dict[str, list]:
+    """{metric: [candidate's value, the reference's]} for the accuracy and `gaps` (None where absent)."""
+    prefix = f"{BASELINE_PREFIX}{reference}."
+    named = {ACCURACY: f"{prefix}accuracy", **{g: f"{prefix}{g}" for g in gaps}}
+    return {m: [candidate.get(m), candidate.get(r)] for m, r in named.items()}
+
+
+def _unmeasured_figures(figures: dict[str, list]) -> list[str]:
+    sides = ("candidate", "reference")
+    return [f"{m} ({side})" for m, pair in figures.items() for side, v in zip(sides, pair, strict=True)
+            if not _measured(v)]  # fmt: skip
+
+
+def limited_gaps(policy: Policy) -> list[str]:
+    """The fairness figures the policy limits (min or max rules on fairness.<feature>.<gap>), sorted."""
+    return sorted({m for m in (*policy.min, *policy.max) if m.startswith(FAIRNESS_PREFIX)})
+
+
+def dominance_checks(policy: Policy, candidate: dict[str, float]) -> list[Check]:
+    """One not_dominated check per reference in `dominated_by`, on accuracy and every gap the policy limits."""
+    checks = []
+    for reference in policy.dominated_by:
+        name = BASELINE_NAMES[reference]
+        figures = _figures(policy, candidate, reference, limited_gaps(policy))
+        ref_metric = f"{BASELINE_PREFIX}{reference}.accuracy"
+        common = dict(reference=ref_metric, reference_value=figures[ACCURACY][1], figures=figures)
+        value = figures[ACCURACY][0]
+        if reference == "unmitigated" and candidate.get(f"{REMEDY_PREFIX}methods") == 0.0:
+            checks.append(Check(DOMINANCE, ACCURACY, True, value, None, **common,
+                                note="skipped: no mitigation, the candidate is its own unmitigated model"))  # fmt: skip
+            continue
+        missing = _unmeasured_figures(figures)
+        if missing:
+            note = (f"cannot be shown not to be dominated by the {name}: {', '.join(missing)} not measured on the "
+                    "same test rows")  # fmt: skip
+            checks.append(Check(DOMINANCE, ACCURACY, True, value, False, **common, note=note))
+            continue
+        if not dominates(figures):
+            checks.append(Check(DOMINANCE, ACCURACY, True, value, True, **common))
+            continue
+        shown = ", ".join(f"{m} {r:.4f} vs {c:.4f}" for m, (c, r) in figures.items())
+        note = f"dominated by the {name} on the same test rows ({name} vs candidate: {shown}); {SWEEP_ADVICE}"
+        checks.append(Check(DOMINANCE, ACCURACY, True, value, False, **common, note=note))
+    return checks
+
+
+def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
+    """The remedy's price against the unmitigated model, on the gaps the policy limits on the mitigation target."""
+    limit = policy.max_remedy_cost
+    if limit is None:
+        return None
+    methods = candidate.get(f"{REMEDY_PREFIX}methods")
+    target = {k.removeprefix(f"{REMEDY_PREFIX}target.") for k in candidate if k.startswith(f"{REMEDY_PREFIX}target.")}
+    gaps = [g for g in limited_gaps(policy) if g.removeprefix(FAIRNESS_PREFIX).rpartition(".")[0] in target]
+    figures = _figures(policy, candidate, "unmitigated", gaps)
+    common = dict(reference=f"{BASELINE_PREFIX}unmitigated.accuracy", reference_value=figures[ACCURACY][1],
+                  figures=figures)  # fmt: skip
+    value = figures[ACCURACY][0]
+    if methods == 0.0:
+        return Check(REMEDY_COST, ACCURACY, limit, value, None, **common, note="skipped: no mitigation, no remedy")
+    missing = _unmeasured_figures(figures) + ([] if _measured(methods) else ["the remedy (remedy.methods)"])
+    if not gaps:
+        missing.append(f"a gap the policy limits on the mitigation target {sorted(target) or '(none recorded)'}")
+    if missing:
+        note = f"the remedy's cost cannot be judged: {', '.join(missing)} not measured"
+        return Check(REMEDY_COST, ACCURACY, limit, value, False, **common, note=note)
+    cost, best = remedy_cost(figures)
+    if cost <= limit:
+        return Check(REMEDY_COST, ACCURACY, limit, value, True, **common)
+    given_up = figures[ACCURACY][1] - figures[ACCURACY][0]
+    if best is None:
+        note = (f"the remedy closes no gap the policy limits on its target ({', '.join(gaps)}) while costing "
+                f"{100 * given_up:.1f} accuracy points against the unmitigated model; {SWEEP_ADVICE}")  # fmt: skip
+    else:
+        closed = fairer_by(best, figures[best][1], figures[best][0])
+        note = (f"the remedy costs {cost:.2f} accuracy points per point of gap closed (limit {limit:g}): accuracy "
+                f"{figures[ACCURACY][0]:.4f} vs {figures[ACCURACY][1]:.4f} unmitigated (-{100 * given_up:.1f} "
+                f"points) for {best} {figures[best][0]:.4f} vs {figures[best][1]:.4f} ({100 * closed:.1f} points "
+                f"closed, the most of {', '.join(gaps)}); {SWEEP_ADVICE}")  # fmt: skip
+    return Check(REMEDY_COST, ACCURACY, limit, value, False, **common, note=note)
 
 
 def decide(
@@ -225,6 +371,8 @@ def decide(
     for metric, threshold in policy.max.items():
         value, note = candidate.get(metric), _unmeasured(metric, candidate.get(metric), candidate)
         checks.append(Check("max", metric, threshold, value, _measured(value) and value <= threshold, note=note))
+    checks += dominance_checks(policy, candidate)
+    checks += [c for c in [remedy_check(policy, candidate)] if c is not None]
 
     change_rules = [("max_drop", m, t) for m, t in policy.max_drop.items()]
     change_rules += [("max_increase", m, t) for m, t in policy.max_increase.items()]
@@ -275,6 +423,13 @@ def rejudge(check: dict[str, Any]) -> bool | None:
     if check.get("passed") is None:
         return None
     value, threshold, rule = check.get("value"), check.get("threshold"), check.get("rule")
+    if rule in (DOMINANCE, REMEDY_COST):
+        figures = check.get("figures") or {}
+        if ACCURACY not in figures or _unmeasured_figures(figures) or (rule == REMEDY_COST and len(figures) < 2):
+            return False
+        if rule == DOMINANCE:
+            return not dominates(figures)
+        return isinstance(threshold, int | float) and remedy_cost(figures)[0] <= threshold
     if rule == "validation_passed":
         return value == 1.0
     if check.get("note") and rule not in ("max_drop", "max_increase"):

@@ -24,6 +24,8 @@ from humane.core.params import EvaluateParams
 from humane.modeling.model import load_model, probabilities
 
 PROB_EPS = 1e-7  # keeps log loss finite for a constant 0/1 prediction
+# models/unmitigated.pt's one key when training had no remedy (the train stage's twin): the model is its own twin.
+SAME_NETWORK = "same_as"
 
 
 @dataclass(frozen=True)
@@ -86,20 +88,24 @@ def predict_proba(state: dict[str, Any], x: torch.Tensor) -> np.ndarray:
         return probabilities(model(x)).numpy().astype(np.float64)
 
 
+def logreg_scores(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray) -> np.ndarray:
+    """The logistic-regression baseline's positive-class probabilities: an L2 fit on the same features."""
+    return LogisticRegression(max_iter=2000).fit(x_train, y_train).predict_proba(x_test)[:, 1]
+
+
 def baselines(
-    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, params: EvaluateParams
+    y_train: np.ndarray, y_test: np.ndarray, p_logreg: np.ndarray, params: EvaluateParams
 ) -> dict[str, dict[str, float]]:
-    """A majority-class predictor (the training prior) and an L2 logistic regression, on the same features.
+    """A majority-class predictor (the training prior) and the logistic regression (`logreg_scores`), scored.
 
     The majority class always predicts the commoner training label, whatever evaluate.threshold says: its
     scores are the prior (for the probability metrics), its decisions that label.
     """
     prior = np.full(len(y_test), y_train.mean())
     majority = np.full(len(y_test), int(y_train.mean() >= 0.5))
-    logreg = LogisticRegression(max_iter=2000).fit(x_train, y_train)
     return {
         "majority": binary_metrics(y_test, prior, params.threshold, params.calibration_bins, majority),
-        "logreg": binary_metrics(y_test, logreg.predict_proba(x_test)[:, 1], params.threshold, params.calibration_bins),
+        "logreg": binary_metrics(y_test, p_logreg, params.threshold, params.calibration_bins),
     }
 
 
