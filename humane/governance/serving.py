@@ -239,11 +239,11 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         with torch.inference_mode():
             p = probabilities(self.model(x)).numpy().astype(np.float64)
         from humane.core.paths import SENSITIVE_PREFIX
-        from humane.fairness.metrics import group_text
         from humane.fairness.mitigation import served_decisions
 
-        # The group columns a post-processed model's thresholds read (none for a model deciding by p >= threshold).
-        groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": group_text(frame[c]).to_numpy() for c in self.needs_sensitive})
+        # The group columns a post-processed model's thresholds read (none for a model deciding by p >= threshold),
+        # as sent: the thresholds' group_keys read them as group_labels (group_text: 1, 1.0 and "1" are "1").
+        groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": frame[c].to_numpy() for c in self.needs_sensitive})
         return p, served_decisions(p, groups, self.thresholds, x.numpy(), self.threshold)
 
     def _output(self, p: np.ndarray, positive: np.ndarray, rules: list[list[str]]) -> pd.DataFrame:
