@@ -412,6 +412,12 @@ class GateParams(_Section):
     max: dict[str, float]
     max_drop: dict[str, float]
     max_increase: dict[str, float]
+    # Dominance: refused when one of these references, scored on the same test rows, is at least as accurate and
+    # at least as fair on every fairness figure the policy limits (strictly better on one). [] switches it off.
+    dominated_by: list[Literal["unmitigated", "logreg"]]
+    # Remedy cost: accuracy points a mitigated candidate gives up against its unmitigated twin, per point of the
+    # gap it closed most among those the policy limits on the mitigation target. null switches it off.
+    max_remedy_cost: float | None = Field(ge=0)
     # Sign-off: a candidate that passes the rules waits, registered as challenger with `approval: pending`, for
     # a named person's decision (`python -m tasks.approve`, or the paused Prefect run) before `champion` moves.
     require_approval: bool = False
