@@ -253,10 +253,11 @@ def _figures(policy: Policy, candidate: dict[str, float], reference: str, gaps: 
     return {m: [candidate.get(m), candidate.get(r)] for m, r in named.items()}
 
 
-def _unmeasured_figures(figures: dict[str, list]) -> list[str]:
-    sides = ("candidate", "reference")
-    return [f"{m} ({side})" for m, pair in figures.items() for side, v in zip(sides, pair, strict=True)
-            if not _measured(v)]  # fmt: skip
+def _unmeasured_figures(figures: dict[str, list], reference: str = "reference") -> list[str]:
+    """The figures of {metric: [candidate's, reference's]} that are absent or NaN, by their flat names."""
+    prefix = f"{BASELINE_PREFIX}{reference}."
+    out = [m for m, (c, _) in figures.items() if not _measured(c)]
+    return out + [prefix + m.replace(ACCURACY, "accuracy") for m, (_, r) in figures.items() if not _measured(r)]
 
 
 def limited_gaps(policy: Policy) -> list[str]:
@@ -277,7 +278,7 @@ def dominance_checks(policy: Policy, candidate: dict[str, float]) -> list[Check]
             checks.append(Check(DOMINANCE, ACCURACY, True, value, None, **common,
                                 note="skipped: no mitigation, the candidate is its own unmitigated model"))  # fmt: skip
             continue
-        missing = _unmeasured_figures(figures)
+        missing = _unmeasured_figures(figures, reference)
         if missing:
             note = (f"cannot be shown not to be dominated by the {name}: {', '.join(missing)} not measured on the "
                     "same test rows")  # fmt: skip
@@ -298,7 +299,8 @@ def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
     if limit is None:
         return None
     methods = candidate.get(f"{REMEDY_PREFIX}methods")
-    target = {k.removeprefix(f"{REMEDY_PREFIX}target.") for k in candidate if k.startswith(f"{REMEDY_PREFIX}target.")}
+    marked = f"{REMEDY_PREFIX}target."
+    target = {k.removeprefix(marked) for k, v in candidate.items() if k.startswith(marked) and v == 1.0}
     gaps = [g for g in limited_gaps(policy) if g.removeprefix(FAIRNESS_PREFIX).rpartition(".")[0] in target]
     figures = _figures(policy, candidate, "unmitigated", gaps)
     common = dict(reference=f"{BASELINE_PREFIX}unmitigated.accuracy", reference_value=figures[ACCURACY][1],
@@ -306,7 +308,8 @@ def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
     value = figures[ACCURACY][0]
     if methods == 0.0:
         return Check(REMEDY_COST, ACCURACY, limit, value, None, **common, note="skipped: no mitigation, no remedy")
-    missing = _unmeasured_figures(figures) + ([] if _measured(methods) else ["the remedy (remedy.methods)"])
+    missing = _unmeasured_figures(figures, "unmitigated")
+    missing += [] if _measured(methods) else [f"the remedy ({REMEDY_PREFIX}methods)"]
     if not gaps:
         missing.append(f"a gap the policy limits on the mitigation target {sorted(target) or '(none recorded)'}")
     if missing:
