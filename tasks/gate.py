@@ -6,7 +6,7 @@ from humane.core import io
 from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import Paths
-from humane.governance.gate import Policy, decide, read_candidate
+from humane.governance.gate import DOMINANCE, REMEDY_COST, Policy, decide, read_candidate
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
@@ -17,8 +17,15 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     # the change rules against the champion, is taken by the register stage (reports/decision.json).
     record = {"value_rules_passed": checks.passed, "reasons": checks.reasons, "notes": checks.notes,
               "checks": [c.__dict__ for c in checks.checks]}  # fmt: skip
+    bad_remedy = [c for c in checks.checks if c.rule in (DOMINANCE, REMEDY_COST) and c.passed is False]
+    if bad_remedy:  # dominated or too costly: the sweep chooses among the remedies instead, for this profile
+        target = list(params.mitigation.target)
+        record["sweep"] = {"command": "make sweep", "profile": params.data.name, "target": target}
     io.write_json(paths.policy_checks, record)
     verdict = "passes the value rules" if checks.passed else "fails: " + "; ".join(checks.reasons)
+    if bad_remedy:
+        verdict += (f" — for profile {params.data.name!r} (mitigation target {target}) run `make sweep`: it "
+                    "weighs the candidates of params.yaml `sweep:` and trains the choice")  # fmt: skip
     return f"gate: candidate {verdict} (change rules are judged against the champion at registration)"
 
 

@@ -1,7 +1,13 @@
-"""The built-in German credit data end to end, with only its profile chosen: its own names, its own policy."""
+"""The built-in German credit data end to end, with only its profile chosen: its own names, its own policy.
+
+Its remedy is Adult's, copied as a new user would (per-group equalized-odds thresholds, here on sex): on German's
+200 test rows it only costs accuracy, and the gate refuses it for that, naming the sweep to run instead.
+"""
 
 import json
 import shutil
+
+import yaml
 
 from tests.conftest import ROOT, mlflow_client, run
 
@@ -9,7 +15,10 @@ from tests.conftest import ROOT, mlflow_client, run
 def test_german_runs_end_to_end_under_its_own_profile(project):
     shutil.copytree(ROOT / "data/raw/german", project / "data/raw/german")
     run(["python", "-m", "humane.data.profiles", "use", "profiles/german.yaml"], project)
-    run(["git", "commit", "-qam", "german profile"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["mitigation"]["thresholds"] = "equalized_odds"  # Adult's remedy, copied
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "commit", "-qam", "german profile, with Adult's remedy"], project)
 
     out = run(["dvc", "repro"], project)
     meta = json.loads((project / "data/interim/meta.json").read_text())
@@ -34,7 +43,22 @@ def test_german_runs_end_to_end_under_its_own_profile(project):
         ("max", "fairness.sex.equalized_odds_difference"),
         ("max_drop", "test.accuracy"),
         ("max_drop", "test.roc_auc"),
+        ("not_dominated", "test.accuracy"),  # by the unmitigated model, and by the logistic regression
+        ("max_remedy_cost", "test.accuracy"),
     }
+    # The copied remedy is refused for what it costs, against the same network without it on the same rows.
+    weighed = {(c["rule"], c["reference"]): c for c in decision["checks"] if c["rule"] in ("not_dominated",
+               "max_remedy_cost")}  # fmt: skip
+    assert set(weighed) == {("not_dominated", "baseline.unmitigated.accuracy"),
+                            ("not_dominated", "baseline.logreg.accuracy"),
+                            ("max_remedy_cost", "baseline.unmitigated.accuracy")}  # fmt: skip
+    remedy = weighed[("max_remedy_cost", "baseline.unmitigated.accuracy")]
+    assert remedy["passed"] is False and remedy["figures"]["test.accuracy"][0] < remedy["figures"]["test.accuracy"][1]
+    refused = [r for r in decision["reasons"] if "`make sweep`" in r]
+    assert refused and any("remedy" in r or "dominated by the unmitigated model" in r for r in refused), refused
+    checks = json.loads((project / "reports/policy_checks.json").read_text())
+    assert checks["sweep"] == {"command": "make sweep", "profile": "german", "target": ["sex"]}
+    print("german:", *decision["reasons"], sep="\n  ")
     text = json.dumps(decision) + (project / "reports/model_card.md").read_text()
     for adult in ("race", "income", "native-country", "0.84", "humane-adult", "humane-sample"):
         assert adult not in text, adult
