@@ -63,10 +63,12 @@ def registered_model(project: Path, scratch: Path, version: str | None) -> tuple
 
     The project's mlflow.db is copied first (SQLite's online backup), so that the project is only read.
     """
-    from humane.core.params import load_params
+    import yaml
+
     from humane.governance.registry import verified_model_files
 
-    name = f"humane-{load_params(project / 'params.yaml').data.name}"
+    # data.name only: the project's params.yaml may predate keys this checkout requires.
+    name = f"humane-{yaml.safe_load((project / 'params.yaml').read_text())['data']['name']}"
     source = sqlite3.connect(f"file:{project / 'mlflow.db'}?mode=ro", uri=True)
     copy = sqlite3.connect(scratch / "mlflow.db")
     with copy:
