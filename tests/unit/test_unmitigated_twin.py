@@ -1,0 +1,53 @@
+"""The train stage's unmitigated twin: the same network with mitigation off, on the rows before the data remedy."""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from humane.core import io
+from humane.core.params import load_params
+from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN, Paths
+from humane.fairness.reductions import fit_mitigated
+from humane.modeling.features import split_xy
+from tasks.train import unmitigated_twin
+from tests.conftest import ROOT
+
+
+def _frame(rng: np.random.Generator, rows: int) -> pd.DataFrame:
+    x = rng.normal(size=(rows, 3)).astype(np.float32)
+    y = (x[:, 0] + rng.normal(scale=0.5, size=rows) > 0).astype(int)
+    return pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], LABEL_COLUMN: y,
+                         f"{SENSITIVE_PREFIX}sex": rng.choice(["f", "m"], rows)})  # fmt: skip
+
+
+def test_the_twin_trains_on_the_plain_rows_with_mitigation_off(tmp_path):
+    rng = np.random.default_rng(0)
+    plain, val = _frame(rng, 120), _frame(rng, 40)
+    # What the preprocess stage writes with reweigh and resample on: the original rows, then the copies, weighted.
+    copies = plain[plain[LABEL_COLUMN] == 1].head(30)
+    mitigated = pd.concat([plain, copies], ignore_index=True).assign(**{WEIGHT_COLUMN: rng.uniform(0.5, 2, 150)})
+    paths = Paths(tmp_path)
+    io.write_parquet(paths.processed_train, mitigated)
+    io.write_parquet(paths.processed_val, val)
+    io.write_json(paths.mitigation_data, {"resample": {"rows_before": len(plain)}})
+    params = load_params(ROOT / "params.yaml")
+    train = params.train.model_copy(update={"max_epochs": 2, "hidden_sizes": [8], "progress": False})
+    remedy = params.mitigation.model_copy(update={"target": ["sex"], "reweigh": True, "resample": True,
+                                                  "loss": "demographic_parity", "loss_weight": 1.0})  # fmt: skip
+    on = params.model_copy(update={"train": train, "mitigation": remedy})
+
+    layout = (3, [])  # three numeric inputs, no one-hot block
+    twin = unmitigated_twin(on, paths, layout)
+
+    off = remedy.model_copy(update={"reweigh": False, "resample": False, "loss": "none", "loss_weight": 0.0})
+    x, y, _ = split_xy(plain)
+    xv, yv, _ = split_xy(val)
+    direct, _ = fit_mitigated(x, y, xv, yv, plain, on.model_copy(update={"mitigation": off}), train,
+                              tmp_path / "direct", layout=layout)  # fmt: skip
+    assert twin is not None and twin.best_epoch == direct.best_epoch
+    for name, tensor in direct.model.state_dict().items():
+        assert torch.equal(tensor, twin.model.state_dict()[name]), name
+    assert (paths.checkpoints_dir / "unmitigated").is_dir()  # apart from the model's own checkpoints
+    # Thresholds alone act after training: the model is its own unmitigated network, nothing is trained twice.
+    thresholds_only = params.mitigation.model_copy(update={"target": ["sex"], "thresholds": "equalized_odds"})
+    assert unmitigated_twin(on.model_copy(update={"mitigation": thresholds_only}), paths, layout) is None
