@@ -31,6 +31,7 @@ RESULT_WORDS = {True: "pass", False: "FAIL", None: "skipped"}  # a Check's `pass
 ACCURACY = "test.accuracy"
 DOMINANCE, REMEDY_COST = "not_dominated", "max_remedy_cost"  # the rules against the references
 HIGHER_IS_FAIRER = ("demographic_parity_ratio",)  # every other gap the audit measures is fairer when smaller
+GAP_DIGITS = 4  # the rules against the references judge gaps rounded so (the decision records what was judged)
 REMEDY_PREFIX = "remedy."  # remedy.methods: how many mitigation methods are on; remedy.target.<feature>: 1.0
 SWEEP_ADVICE = ("run the mitigation sweep instead (`make sweep`: the candidates in params.yaml `sweep:`, on this "
                 "profile's mitigation target) and ship its choice, or change the profile's `mitigation:`")  # fmt: skip
@@ -51,8 +52,13 @@ class Check:
     # above_baseline: the baseline metric compared with, its value and the margin allowed below it.
     reference: str | None = None
     reference_value: float | None = None
-    # not_dominated, max_remedy_cost: {metric: [candidate's value, reference's value]} for every figure weighed.
+    # not_dominated, max_remedy_cost: {gap: [candidate's value, reference's value]} for every gap weighed, beside
+    # the accuracies in value and reference_value (None when the rule was skipped).
     figures: dict[str, list[float | None]] | None = None
+
+    def weighed(self) -> dict[str, list[float | None]]:
+        """Every figure the rule weighed, the accuracy first: {metric: [candidate's, reference's]}."""
+        return weighed(self.value, self.reference_value, self.figures)
 
     def reason(self) -> str:
         """Why this check failed (or was skipped), in one line."""
@@ -99,8 +105,10 @@ class Decision:
         return "not promoted: " + "; ".join(self.reasons)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form of the decision artifact."""
-        return asdict(self)
+        """JSON form of the decision artifact (a check without figures leaves the key out: the tag has a size)."""
+        out = asdict(self)
+        out["checks"] = [{k: v for k, v in c.items() if k != "figures" or v is not None} for c in out["checks"]]
+        return out
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> Decision:
@@ -246,11 +254,27 @@ def remedy_cost(figures: dict[str, list[float]]) -> tuple[float, str | None]:
     return max(given_up, 0.0) / closed[best], best
 
 
-def _figures(policy: Policy, candidate: dict[str, float], reference: str, gaps: list[str]) -> dict[str, list]:
-    """{metric: [candidate's value, the reference's]} for the accuracy and `gaps` (None where absent)."""
+def weighed(value: float | None, reference_value: float | None, figures: dict[str, list] | None) -> dict[str, list]:
+    """{metric: [candidate's, reference's]}: the accuracies, then the gaps of a check's `figures`."""
+    return {ACCURACY: [value, reference_value], **(figures or {})}
+
+
+def _figures(candidate: dict[str, float], reference: str, gaps: list[str]) -> dict[str, list]:
+    """{metric: [candidate's value, the reference's]} for the accuracy and `gaps` (None where absent).
+
+    The gaps are rounded to GAP_DIGITS decimals, and judged so rounded: what the decision records is what it judged.
+    """
     prefix = f"{BASELINE_PREFIX}{reference}."
-    named = {ACCURACY: f"{prefix}accuracy", **{g: f"{prefix}{g}" for g in gaps}}
-    return {m: [candidate.get(m), candidate.get(r)] for m, r in named.items()}
+
+    def shown(v: float | None) -> float | None:
+        return round(v, GAP_DIGITS) if _measured(v) else v
+
+    pairs = {g: [shown(candidate.get(g)), shown(candidate.get(f"{prefix}{g}"))] for g in gaps}
+    return {ACCURACY: [candidate.get(ACCURACY), candidate.get(f"{prefix}accuracy")], **pairs}
+
+
+def _stored(figures: dict[str, list]) -> dict[str, list]:
+    return {m: pair for m, pair in figures.items() if m != ACCURACY}
 
 
 def _unmeasured_figures(figures: dict[str, list], reference: str = "reference") -> list[str]:
@@ -270,12 +294,12 @@ def dominance_checks(policy: Policy, candidate: dict[str, float]) -> list[Check]
     checks = []
     for reference in policy.dominated_by:
         name = BASELINE_NAMES[reference]
-        figures = _figures(policy, candidate, reference, limited_gaps(policy))
+        figures = _figures(candidate, reference, limited_gaps(policy))
         ref_metric = f"{BASELINE_PREFIX}{reference}.accuracy"
-        common = dict(reference=ref_metric, reference_value=figures[ACCURACY][1], figures=figures)
+        common = dict(reference=ref_metric, reference_value=figures[ACCURACY][1], figures=_stored(figures))
         value = figures[ACCURACY][0]
         if reference == "unmitigated" and candidate.get(f"{REMEDY_PREFIX}methods") == 0.0:
-            checks.append(Check(DOMINANCE, ACCURACY, True, value, None, **common,
+            checks.append(Check(DOMINANCE, ACCURACY, True, value, None, **{**common, "figures": None},
                                 note="skipped: no mitigation, the candidate is its own unmitigated model"))  # fmt: skip
             continue
         missing = _unmeasured_figures(figures, reference)
@@ -302,11 +326,12 @@ def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
     marked = f"{REMEDY_PREFIX}target."
     target = {k.removeprefix(marked) for k, v in candidate.items() if k.startswith(marked) and v == 1.0}
     gaps = [g for g in limited_gaps(policy) if g.removeprefix(FAIRNESS_PREFIX).rpartition(".")[0] in target]
-    figures = _figures(policy, candidate, "unmitigated", gaps)
+    figures = _figures(candidate, "unmitigated", gaps)
     common = dict(reference=f"{BASELINE_PREFIX}unmitigated.accuracy", reference_value=figures[ACCURACY][1],
-                  figures=figures)  # fmt: skip
+                  figures=_stored(figures))  # fmt: skip
     value = figures[ACCURACY][0]
     if methods == 0.0:
+        common["figures"] = None
         return Check(REMEDY_COST, ACCURACY, limit, value, None, **common, note="skipped: no mitigation, no remedy")
     missing = _unmeasured_figures(figures, "unmitigated")
     missing += [] if _measured(methods) else [f"the remedy ({REMEDY_PREFIX}methods)"]
@@ -427,8 +452,8 @@ def rejudge(check: dict[str, Any]) -> bool | None:
         return None
     value, threshold, rule = check.get("value"), check.get("threshold"), check.get("rule")
     if rule in (DOMINANCE, REMEDY_COST):
-        figures = check.get("figures") or {}
-        if ACCURACY not in figures or _unmeasured_figures(figures) or (rule == REMEDY_COST and len(figures) < 2):
+        figures = weighed(value, check.get("reference_value"), check.get("figures"))
+        if _unmeasured_figures(figures) or (rule == REMEDY_COST and len(figures) < 2):
             return False
         if rule == DOMINANCE:
             return not dominates(figures)

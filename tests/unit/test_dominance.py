@@ -50,7 +50,7 @@ def test_the_issue_case_a_costly_remedy_is_refused_with_its_figures_and_the_swee
     assert "costs 2.11 accuracy points per point of gap closed (limit 1)" in reason, reason
     assert "-7.8 points" in reason and "3.7 points closed" in reason and EO in reason, reason
     assert SWEEP in reason and "sweep:" in reason
-    assert remedy_cost(check.figures) == (pytest.approx(0.078 / 0.037), EO)
+    assert remedy_cost(check.weighed()) == (pytest.approx(0.078 / 0.037), EO)
 
 
 def test_the_adult_default_remedy_passes():
@@ -62,7 +62,7 @@ def test_the_adult_default_remedy_passes():
     decision = decide(policy(dominated_by=("unmitigated",), **{sex_eo: 0.08, sex_dp: 0.12}), flat, None)
     assert decision.passed, decision.reasons
     (check,) = checks_of(decision, "max_remedy_cost")
-    cost, gap = remedy_cost(check.figures)
+    cost, gap = remedy_cost(check.weighed())
     assert gap == sex_dp and cost == pytest.approx(0.011 / 0.049)  # the gap closed most: DP, 4.9 points
     assert 0.011 / 0.036 < 1.0  # and EO's own price (0.31) is within the limit too
 
@@ -71,13 +71,13 @@ def test_a_remedy_that_closes_no_gap_while_costing_accuracy_is_refused():
     decision = decide(policy(), candidate(0.64, 0.23, dp=0.13), None)
     reason = next(r for r in decision.reasons if "closes no gap" in r)
     assert "2.0 accuracy points" in reason and SWEEP in reason
-    assert remedy_cost(checks_of(decision, "max_remedy_cost")[0].figures)[0] == math.inf
+    assert remedy_cost(checks_of(decision, "max_remedy_cost")[0].weighed())[0] == math.inf
 
 
 def test_a_free_remedy_passes_whatever_it_closed():
     decision = decide(policy(dominated_by=()), candidate(0.665, 0.20), None)
     assert decision.passed, decision.reasons
-    assert remedy_cost(checks_of(decision, "max_remedy_cost")[0].figures) == (0.0, EO)
+    assert remedy_cost(checks_of(decision, "max_remedy_cost")[0].weighed()) == (0.0, EO)
 
 
 def test_dominated_by_the_logistic_regression_is_refused_naming_it_and_its_figures():
