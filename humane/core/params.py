@@ -204,7 +204,12 @@ class PreprocessParams(_Section):
 
 
 class DPParams(_Section):
-    """Differentially private training (Opacus DP-SGD)."""
+    """Differentially private training: DP-SGD (humane.privacy.dp.PrivateSGD; Opacus' accountant calibrates it).
+
+    Each row's whole gradient is clipped to `max_grad_norm`, Gaussian noise is added, batches are Poisson-sampled;
+    the noise spends at most `target_epsilon` at `delta` over train.max_epochs. Settings per budget (batch, lr,
+    epochs, clipping norm), chosen on full Adult's validation split, are in params.yaml's comment on `train.dp`.
+    """
 
     enabled: bool
     target_epsilon: float = Field(gt=0)
