@@ -66,6 +66,8 @@ from humane.privacy.policy import apply_policy, fit_policy, pseudonym_key  # noq
 # README's DP-SGD example (`dvc exp run -S train.batch_size=1024 -S train.lr=0.002 -S train.max_epochs=10`); the
 # patience of 10 lets all ten epochs run, so that ε spent is the budget of the ten.
 DP_SETTINGS = {"batch_size": 1024, "lr": 0.002, "max_epochs": 10, "patience": 10}
+# Per target ε: the settings `sweep` chose on full Adult's validation split (`choose` over its rounds; params.yaml).
+CHOSEN: dict[float, dict] = {}
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
 
@@ -213,6 +215,17 @@ def sweep(project: Path, targets: list[float], grid: dict) -> dict:
     return out
 
 
+def choose(sweeps: list[Path]) -> dict:
+    """The union of several sweeps' settings per ε (rounds of one search), and per ε the best on validation."""
+    tried: dict[float, list[dict]] = {}
+    for path in sweeps:
+        for budget in json.loads(path.read_text())["budgets"]:
+            tried.setdefault(budget["target_epsilon"], []).extend(budget["tried"])
+    budgets = [{"target_epsilon": eps, "chosen": max(rows, key=lambda row: row["val_accuracy"]), "tried": rows}
+               for eps, rows in sorted(tried.items())]  # fmt: skip
+    return {"bench": "dp_sweep", "rounds": [str(path) for path in sweeps], "budgets": budgets}
+
+
 def table(rows: list[dict]) -> None:
     """The rows as a Markdown table."""
     print(
@@ -231,7 +244,8 @@ def table(rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", nargs="?", default="table", choices=["table", "speed", "sweep"])
+    parser.add_argument("part", nargs="?", default="table", choices=["table", "speed", "sweep", "choose"])
+    parser.add_argument("--rounds", type=Path, nargs="+", help="choose: the sweeps' JSON files")
     parser.add_argument("--eps", type=float, nargs="+", default=[1.0, 3.0, 8.0], help="target ε of the DP rows")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--project", type=Path, default=ROOT, help="speed, sweep: a project that ran full Adult")
@@ -239,11 +253,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="speed: epochs per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="speed: alternated runs of each")
     parser.add_argument("--out", type=Path, help="speed, sweep: write the result as JSON here")
+    parser.add_argument("--grid", type=json.loads, default=GRID, help="sweep: the grid as JSON (default GRID)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.part != "table":
-        result = (speed(args.project, args.batch, args.epochs, args.repeats, args.eps[0]) if args.part == "speed"
-                  else sweep(args.project, args.eps, GRID))  # fmt: skip
+        if args.part == "speed":
+            result = speed(args.project, args.batch, args.epochs, args.repeats, args.eps[0])
+        else:
+            result = sweep(args.project, args.eps, args.grid) if args.part == "sweep" else choose(args.rounds)
         text = json.dumps(result, indent=1)
         print(text)
         if args.out:
@@ -262,16 +279,17 @@ def main() -> None:
         run("non-private, DP settings (batch 1024, lr 0.002, 10 epochs)", base, splits, layout, params),
     ]
     for eps in args.eps:
-        dp = base.dp.model_copy(update={"enabled": True, "target_epsilon": eps})
-        rows.append(
-            run(f"DP-SGD target ε={eps:g}, DP settings", base.model_copy(update={"dp": dp}), splits, layout, params)
-        )
+        chosen = CHOSEN.get(eps)
+        if chosen is None:
+            dp = base.dp.model_copy(update={"enabled": True, "target_epsilon": eps})
+            settings, label = base.model_copy(update={"dp": dp}), "DP settings"
+        else:
+            settings = dp_settings(default, eps, chosen["batch_size"], chosen["lr"], chosen["max_epochs"],
+                                   chosen["max_grad_norm"])  # fmt: skip
+            label = "settings chosen on validation"
+        rows.append(run(f"DP-SGD target ε={eps:g}, {label}", settings, splits, layout, params))
     table(rows)
-    plain = rows[1]["s_per_epoch"]
-    print(
-        "DP-SGD time per epoch / non-private (same model, data, batch 1024, 10 epochs): "
-        + ", ".join(f"ε={eps:g}: {r['s_per_epoch'] / plain:.2f}x" for eps, r in zip(args.eps, rows[2:], strict=True))
-    )
+    print("DP-SGD's time per epoch against the non-private trainer at the same batch: `bench/privacy.py speed`")
     print(
         f"k-anonymity over {risk['quasi_identifiers']} (k={risk['k']}): smallest class {risk['before']['k_min']} → "
         f"{risk['after']['k_min']}; rows in classes below k {risk['before']['share_below_k']:.2%} → "
