@@ -642,6 +642,7 @@ OVERRIDABLE = (
     "train.seed",
     "train.model",
     "train.ft_transformer",
+    "train.tabm",
     "train.numeric_embedding",
     "train.precision",
     "train.grad_accumulation",

@@ -14,6 +14,7 @@ from humane.core.params import (
     FTTransformerParams,
     NumericEmbeddingParams,
     PreprocessParams,
+    TabMParams,
     TrainParams,
 )
 from humane.data.schema import Schema
@@ -67,6 +68,9 @@ FT_PARAMS = MLP_PARAMS.model_copy(
         "ft_transformer": FTTransformerParams(d_block=16, n_blocks=2, attention_n_heads=2),
     }
 )
+TABM_PARAMS = MLP_PARAMS.model_copy(
+    update={"model": "tabm", "tabm": TabMParams(k=4, d_block=16, n_blocks=2, dropout=0.0)}
+)
 SETTINGS = ExplainParams()
 IG = ExplainParams(method="integrated_gradients")
 # Integrated Gradients approximates a path integral (32 Gauss-Legendre steps): for a smooth MLP (GELU, plain numeric
@@ -100,7 +104,9 @@ def _train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int)
     model.train()
     for _ in range(steps):
         optimizer.zero_grad()
-        torch.nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
+        logits = model(x)  # TabM while training: one logit per member, each learning every row
+        target = y if logits.ndim == 1 else y[:, None].expand_as(logits)
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, target).backward()
         optimizer.step()
     return model.eval()
 
@@ -208,11 +214,11 @@ def test_attribute_leaves_the_network_and_the_rows_as_they_were(data, mlp):
         mlp.eval()
 
 
-@pytest.mark.parametrize("kind", ["ft_transformer", "ensemble"])
+@pytest.mark.parametrize("kind", ["ft_transformer", "tabm", "ensemble"])
 def test_shapley_sampling_is_exactly_complete(data, mlp, kind):
     pre, _, x, _ = data
-    if kind == "ft_transformer":
-        model = _network(data, FT_PARAMS, 0, 40)
+    if kind in ("ft_transformer", "tabm"):
+        model = _network(data, FT_PARAMS if kind == "ft_transformer" else TABM_PARAMS, 0, 40)
     else:
         other = _network(data, MLP_PARAMS, 1, 30)
         model = Ensemble(EnsembleArgs([mlp.args.to_dict(), other.args.to_dict()], [0.6, 0.4]), [mlp, other]).eval()
