@@ -67,7 +67,11 @@ from humane.privacy.policy import apply_policy, fit_policy, pseudonym_key  # noq
 # patience of 10 lets all ten epochs run, so that ε spent is the budget of the ten.
 DP_SETTINGS = {"batch_size": 1024, "lr": 0.002, "max_epochs": 10, "patience": 10}
 # Per target ε: the settings `sweep` chose on full Adult's validation split (`choose` over its rounds; params.yaml).
-CHOSEN: dict[float, dict] = {}
+CHOSEN: dict[float, dict] = {
+    1.0: {"batch_size": 8192, "lr": 0.005, "max_epochs": 15, "max_grad_norm": 1.0},
+    3.0: {"batch_size": 4096, "lr": 0.003, "max_epochs": 15, "max_grad_norm": 2.0},
+    8.0: {"batch_size": 4096, "lr": 0.003, "max_epochs": 30, "max_grad_norm": 1.0},
+}
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
 
