@@ -107,13 +107,13 @@ def readme_dp_settings() -> dict[str, object]:
 
 
 def test_dp_sgd_trains_the_default_model_with_the_readme_settings():
-    """params.yaml's model (MLP, periodic numeric embeddings) under README's DP example: batch 1024, lr 0.002.
+    """params.yaml's model (MLP, periodic numeric embeddings) under README's DP example (ε = 3: batch 4096, lr 0.003).
 
     The network that leaves training must be plain: the train stage's FLOP probe trains a deep copy of it, which
     ran Opacus' leftover hooks and failed with "'Parameter' object has no attribute '_forward_counter'".
     """
     settings = readme_dp_settings()
-    assert settings["train.batch_size"] == 1024 and settings["train.dp.enabled"] is True, settings
+    assert settings["train.batch_size"] == 4096 and settings["train.dp.enabled"] is True, settings
     raw = read_raw(ROOT / "params.yaml")
     for key, value in settings.items():
         section = raw
