@@ -240,8 +240,10 @@ REGISTRY: dict[str, Covered | Exempt] = {
     "make team-up && make team-bootstrap": Covered(("team.stack", "up"), (STACK + "_start",), recipe=True),
     "set -a; . .team/team.env; . .team/accounts/alice.env; set +a && dvc repro": TEAM_ENV,
     "make team-down": Covered(("team.stack", "down"), (STACK + "_stop",), recipe=True),
-    "dvc exp run -S train.dp.enabled=true -S train.dp.target_epsilon=3 -S train.batch_size=1024 -S train.lr=0.002 "
-    "-S train.max_epochs=10": Covered(("train.dp.enabled=true",), (DOC + "test_readme_dp_sgd_experiment_runs",)),
+    "dvc exp run -S train.dp.enabled=true -S train.dp.target_epsilon=3 -S train.dp.max_grad_norm=2.0 "
+    "-S train.batch_size=4096 -S train.lr=0.003 -S train.max_epochs=15 -S train.patience=15": Covered(
+        ("train.dp.enabled=true",), (DOC + "test_readme_dp_sgd_experiment_runs",)
+    ),
     "make team-up": Covered(("team.stack", "up"), (STACK + "_start",), recipe=True),
     "make team-bootstrap": Covered(("team.bootstrap", "--settings"), (STACK + "_start",), recipe=True),
     "set -a; . .team/team.env; . .team/accounts/alice.env; set +a": TEAM_ENV,
@@ -424,9 +426,9 @@ def test_readme_dp_sgd_experiment_runs(ran_project):
     run(line.split(), ran_project, timeout=900)
     metrics = json.loads((ran_project / "reports/train_metrics.json").read_text())
     assert metrics["dp_enabled"] is True and 0 < metrics["epsilon"] <= 3.0 + 1e-3
-    assert metrics["epochs_run"] <= 10 and metrics["compute"]["flops_per_sample"] > 0
+    assert metrics["epochs_run"] <= 15 and metrics["compute"]["flops_per_sample"] > 0
     params = tracked_runs(ran_project)[0].data.params
-    assert (params["train.dp.enabled"], params["train.batch_size"], params["train.lr"]) == ("True", "1024", "0.002")
+    assert (params["train.dp.enabled"], params["train.batch_size"], params["train.lr"]) == ("True", "4096", "0.003")
 
 
 def test_make_run_make_test_and_the_activated_venv(ran_project):
