@@ -7,7 +7,8 @@ one; nothing is written there), so it measures the models, not the data stages. 
     python bench/large.py throughput --epochs 2                   # trainer vs bare loop; MLP vs fp32 matmul peak
     python bench/large.py ddp --epochs 2                          # 1 vs 2 torchrun processes, one thread each
 
-Prints one JSON line per measurement; nothing here is a test.
+Prints one JSON line per measurement (and, with `--out PATH`, writes them there as one JSON list); nothing here
+is a test.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def quality(project: Path, models: list[str], epochs: int | None) -> None:
         x, y = data["test"]
         with torch.inference_mode():
             p = torch.sigmoid(result.model(x)).numpy()
-        print(json.dumps({
+        emit({
             "bench": "quality", "model": name, "parameters": count_parameters(result.model),
             "test_accuracy": round(float(((p >= 0.5) == y.numpy()).mean()), 4),
             "test_roc_auc": round(float(roc_auc_score(y.numpy(), p)), 4), "best_epoch": result.best_epoch,
@@ -83,7 +84,7 @@ def quality(project: Path, models: list[str], epochs: int | None) -> None:
             "samples_per_second": round(result.samples_per_second),
             "flops_per_sample": flops_per_sample(result.model, x[:64]), "peak_rss_gb": peak_rss_bytes() / 1e9,
             "targets": {"accuracy": 0.860, "roc_auc": 0.915}, "reference": REFERENCE,
-        }), flush=True)  # fmt: skip
+        })  # fmt: skip
 
 
 def bare_loop(params: TrainParams, x: torch.Tensor, y: torch.Tensor, layout: tuple, epochs: int) -> float:
@@ -118,20 +119,20 @@ def throughput(project: Path, epochs: int) -> None:
     data = splits(project)
     layout = token_layout(load_preprocessor(Paths(project).preprocessor))
     peak = matmul_peak()
-    for name, batch in (("mlp", 256), ("mlp", 1024), ("ft", 256)):
+    for name, batch in (("mlp", 256), ("mlp", 1024), ("ft", 256), ("ft", 1024)):
         params = settings(name, epochs).model_copy(update={"batch_size": batch, "patience": epochs + 1})
         x, y = data["train"]
         bare = bare_loop(params, x, y, layout, epochs)
         result = fit(x, y, *data["val"], params, layout=layout)
         flops = flops_per_sample(result.model, x[:64])
-        print(json.dumps({
+        emit({
             "bench": "throughput", "model": name, "batch_size": batch, "trainer_samples_per_second":
             round(result.samples_per_second), "bare_samples_per_second": round(bare),
             "ratio": round(result.samples_per_second / bare, 3), "flops_per_sample": flops,
             "achieved_gflops": round(flops * result.samples_per_second / 1e9, 2),
             "fp32_matmul_peak_gflops": round(peak / 1e9, 2),
             "share_of_peak": round(flops * result.samples_per_second / peak, 3), "threads": torch.get_num_threads(),
-        }), flush=True)  # fmt: skip
+        })  # fmt: skip
 
 
 def ddp(project: Path, epochs: int, model: str) -> None:
@@ -157,11 +158,20 @@ def ddp(project: Path, epochs: int, model: str) -> None:
             wall = time.perf_counter() - started
             metrics = json.loads((copy / "reports/train_metrics.json").read_text())
             rates[nproc] = metrics["compute"]["samples_per_second"]
-            print(json.dumps({"bench": "ddp", "model": model, "processes": nproc, "threads_each": 1,
+            emit({"bench": "ddp", "model": model, "processes": nproc, "threads_each": 1,
                               "samples_per_second": round(rates[nproc]), "stage_wall_seconds": round(wall, 1),
-                              "best_val_loss": metrics["best_val_loss"]}), flush=True)  # fmt: skip
-        print(json.dumps({"bench": "ddp", "model": model, "scaling_2_vs_1": round(rates[2] / rates[1], 3),
-                          "target": 1.6, "cpus": os.cpu_count()}), flush=True)  # fmt: skip
+                              "best_val_loss": metrics["best_val_loss"]})  # fmt: skip
+        emit({"bench": "ddp", "model": model, "scaling_2_vs_1": round(rates[2] / rates[1], 3),
+                          "target": 1.6, "cpus": os.cpu_count()})  # fmt: skip
+
+
+RECORDS: list[dict] = []  # every measurement printed, for --out
+
+
+def emit(record: dict) -> None:
+    """Print one measurement as a JSON line and keep it for --out."""
+    RECORDS.append(record)
+    print(json.dumps(record), flush=True)
 
 
 def main() -> None:
@@ -171,6 +181,7 @@ def main() -> None:
     parser.add_argument("--project", type=Path, default=ROOT, help="a project whose full-Adult run produced the splits")
     parser.add_argument("--models", nargs="+", default=["mlp", "ft"], choices=["mlp", "ft"])
     parser.add_argument("--epochs", type=int, default=None, help="cap on epochs (quality), epochs timed (others)")
+    parser.add_argument("--out", type=Path, help="also write every measurement here as one JSON list")
     args = parser.parse_args()
     if args.part == "quality":
         quality(args.project, args.models, args.epochs)
@@ -179,6 +190,8 @@ def main() -> None:
     else:
         for model in args.models:
             ddp(args.project, args.epochs or 2, model)
+    if args.out:
+        args.out.write_text(json.dumps(RECORDS, indent=1) + "\n")
 
 
 if __name__ == "__main__":
