@@ -1,8 +1,8 @@
 """The training loop: mini-batch AdamW, early stopping on validation loss, best epoch restored.
 
-One loop for every setting: either network (train.model), CPU or CUDA, fp32 or bf16 autocast, gradient
-accumulation, DistributedDataParallel when a process group is initialised (torchrun), DP-SGD (Opacus), and resume
-from the last epoch's checkpoint. `train.batch_size` is the global batch: every process draws the same seeded
+One loop for every setting: either network (train.model), CPU or CUDA, fp32 or bf16 autocast, gradient accumulation,
+DistributedDataParallel when a process group is initialised (torchrun), DP-SGD (humane.privacy.dp), and resume from
+the last epoch's checkpoint. `train.batch_size` is the global batch: every process draws the same seeded
 permutation, takes its contiguous share of each global batch and splits it into `grad_accumulation` micro-batches;
 each micro-batch's mean loss is scaled by its share of the global batch, so the summed (and, across processes,
 averaged) gradient is the global batch's mean gradient, as in one process.

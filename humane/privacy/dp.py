@@ -1,4 +1,4 @@
-"""Differentially private training: Opacus DP-SGD wrappers for the model, optimizer, loss and data loader."""
+"""Differentially private training: DP-SGD (PrivateSGD, the training loop's) and Opacus' wrappers (federated sites)."""
 
 from __future__ import annotations
 
@@ -36,10 +36,10 @@ def make_private(
 
     With `noise_multiplier` (a federated site's, calibrated once for all the rounds it may join) that noise is used.
 
-    Ghost clipping computes per-sample gradient norms without materialising per-sample gradients (the periodic
-    embeddings' frequencies, used directly in their forward, get functorch per-sample gradients): on full Adult
-    with the default model an epoch takes about 2.5x the non-private time (bench/privacy.py --eps 3, one
-    thread); Opacus' default hooks took about 5x in a probe.
+    Used by a federated site's training and as the peer of `bench/privacy.py speed`; the training loop uses
+    PrivateSGD below. Ghost clipping computes per-sample gradient norms without materialising per-sample
+    gradients, but with a second backward pass: on full Adult with the default model an epoch takes about 1.6-1.9x
+    the non-private time (bench/privacy.py speed, one thread), PrivateSGD about 1.2x.
     """
     from opacus import PrivacyEngine
     from opacus.validators import ModuleValidator
