@@ -34,8 +34,9 @@ from humane.modeling.model import load_model
 from humane.privacy.membership import membership_audit
 
 
-def reference_gaps(frame: pd.DataFrame, y_pred: np.ndarray, p: np.ndarray, features: list[str],
-                   min_group_size: int) -> dict[str, dict[str, float]]:  # fmt: skip
+def reference_gaps(
+    frame: pd.DataFrame, y_pred: np.ndarray, p: np.ndarray, features: list[str], min_group_size: int
+) -> dict[str, dict[str, float]]:
     """Each sensitive feature's (and their intersection's) gaps for one set of decisions, as the audit states them.
 
     The audit's group table and gap definitions over the groups with at least `min_group_size` rows: the point
@@ -58,17 +59,21 @@ def unmitigated_scores(paths: Paths, x_test: torch.Tensor, p: np.ndarray) -> tup
     return predict_proba(twin, x_test), "its twin trained with mitigation off (models/unmitigated.pt)"
 
 
-def references(params: Params, paths: Paths, test: pd.DataFrame, x_test: torch.Tensor, p: np.ndarray,
-               p_logreg: np.ndarray) -> dict[str, Any]:  # fmt: skip
+def references(
+    params: Params, paths: Paths, test: pd.DataFrame, x_test: torch.Tensor, p: np.ndarray, p_logreg: np.ndarray
+) -> dict[str, Any]:
     """The logistic regression's and the unmitigated model's accuracy and gaps on the test rows, and the remedy."""
     settings, y = params.evaluate, test[LABEL_COLUMN].to_numpy()
     p_plain, how = unmitigated_scores(paths, x_test, p)
 
     def scored(scores: np.ndarray) -> dict[str, Any]:
         decided = scores >= settings.threshold
-        return {**binary_metrics(y, scores, settings.threshold, settings.calibration_bins),
-                "fairness": reference_gaps(test, decided, scores, params.data.sensitive_features,
-                                           params.audit.min_group_size)}  # fmt: skip
+        return {
+            **binary_metrics(y, scores, settings.threshold, settings.calibration_bins),
+            "fairness": reference_gaps(
+                test, decided, scores, params.data.sensitive_features, params.audit.min_group_size
+            ),
+        }
 
     remedy = {"methods": params.mitigation.active, "target": list(params.mitigation.target), "unmitigated": how}
     return {"logreg": scored(p_logreg), "unmitigated": scored(p_plain), "remedy": remedy}

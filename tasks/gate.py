@@ -24,8 +24,10 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     io.write_json(paths.policy_checks, record)
     verdict = "passes the value rules" if checks.passed else "fails: " + "; ".join(checks.reasons)
     if bad_remedy:
-        verdict += (f" — for profile {params.data.name!r} (mitigation target {target}) run `make sweep`: it "
-                    "weighs the candidates of params.yaml `sweep:` and trains the choice")  # fmt: skip
+        verdict += (
+            f" — for profile {params.data.name!r} (mitigation target {target}) run `make sweep`: it "
+            "weighs the candidates of params.yaml `sweep:` and trains the choice"
+        )
     return f"gate: candidate {verdict} (change rules are judged against the champion at registration)"
 
 

@@ -107,13 +107,14 @@ def train(params: Params, paths: Paths) -> str:
     state = {**model_state(result.model), "config": settings.model_dump(mode="json"), "feature_names": features,
              "best_epoch": result.best_epoch}  # fmt: skip
     io.write_with(paths.model, lambda tmp: torch.save(state, tmp))
-    twin_state = {SAME_NETWORK: "models/model.pt"} if twin is None else {
-        **model_state(twin.model), "config": settings.model_dump(mode="json"), "feature_names": features,
-        "best_epoch": twin.best_epoch}  # fmt: skip
+    twin_state = twin_record(twin, state["config"], features)
     io.write_with(paths.unmitigated_model, lambda tmp: torch.save(twin_state, tmp))
     if twin is not None:
-        mitigation["unmitigated_twin"] = {"best_epoch": twin.best_epoch, "epochs_run": len(twin.history),
-                                          "train_seconds": twin.train_seconds}  # fmt: skip
+        mitigation["unmitigated_twin"] = {
+            "best_epoch": twin.best_epoch,
+            "epochs_run": len(twin.history),
+            "train_seconds": twin.train_seconds,
+        }
     io.write_json(paths.train_history, result.history)
     best = result.history[result.best_epoch - 1]
     io.write_json(
@@ -149,11 +150,19 @@ def unmitigated_twin(params: Params, paths: Paths, layout: tuple[int, list[int]]
         frame = frame.iloc[: io.read_json(paths.mitigation_data)["resample"]["rows_before"]]
     x_train, y_train, _ = split_xy(frame)
     x_val, y_val, _ = split_xy(pd.read_parquet(paths.processed_val))
-    off = remedy.model_copy(update={"reweigh": False, "resample": False, "loss": "none", "loss_weight": 0.0,
-                                    "reductions": "none"})  # fmt: skip
-    result, _ = fit_mitigated(x_train, y_train, x_val, y_val, frame, params.model_copy(update={"mitigation": off}),
-                              params.train, paths.checkpoints_dir / TWIN_CHECKPOINTS, layout=layout)  # fmt: skip
+    off = remedy.model_copy(
+        update={"reweigh": False, "resample": False, "loss": "none", "loss_weight": 0.0, "reductions": "none"}
+    )
+    plain, folder = params.model_copy(update={"mitigation": off}), paths.checkpoints_dir / TWIN_CHECKPOINTS
+    result, _ = fit_mitigated(x_train, y_train, x_val, y_val, frame, plain, params.train, folder, layout=layout)
     return result
+
+
+def twin_record(twin: TrainResult | None, config: dict, features: list[str]) -> dict:
+    """models/unmitigated.pt: the twin's weights as the model's are saved, or a note that the model is its own."""
+    if twin is None:
+        return {SAME_NETWORK: "models/model.pt"}
+    return {**model_state(twin.model), "config": config, "feature_names": features, "best_epoch": twin.best_epoch}
 
 
 def worker_main() -> None:

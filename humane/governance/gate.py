@@ -33,8 +33,10 @@ DOMINANCE, REMEDY_COST = "not_dominated", "max_remedy_cost"  # the rules against
 HIGHER_IS_FAIRER = ("demographic_parity_ratio",)  # every other gap the audit measures is fairer when smaller
 GAP_DIGITS = 4  # the rules against the references judge gaps rounded so (the decision records what was judged)
 REMEDY_PREFIX = "remedy."  # remedy.methods: how many mitigation methods are on; remedy.target.<feature>: 1.0
-SWEEP_ADVICE = ("run the mitigation sweep instead (`make sweep`: the candidates in params.yaml `sweep:`, on this "
-                "profile's mitigation target) and ship its choice, or change the profile's `mitigation:`")  # fmt: skip
+SWEEP_ADVICE = (
+    "run the mitigation sweep instead (`make sweep`: the candidates in params.yaml `sweep:`, on this "
+    "profile's mitigation target) and ship its choice, or change the profile's `mitigation:`"
+)
 
 
 @dataclass(frozen=True)
@@ -185,8 +187,10 @@ def remedy_metrics(remedy: dict[str, Any] | None) -> dict[str, float]:
         return {}
     target = list(remedy["target"])
     features = target + ([INTERSECTION.join(target)] if len(target) > 1 else [])
-    return {f"{REMEDY_PREFIX}methods": float(len(remedy["methods"])),
-            **{f"{REMEDY_PREFIX}target.{f}": 1.0 for f in features}}  # fmt: skip
+    return {
+        f"{REMEDY_PREFIX}methods": float(len(remedy["methods"])),
+        **{f"{REMEDY_PREFIX}target.{f}": 1.0 for f in features},
+    }
 
 
 def privacy_metrics(risk: dict[str, Any], membership: dict[str, Any], train: dict[str, Any]) -> dict[str, float]:
@@ -299,13 +303,24 @@ def dominance_checks(policy: Policy, candidate: dict[str, float]) -> list[Check]
         common = dict(reference=ref_metric, reference_value=figures[ACCURACY][1], figures=_stored(figures))
         value = figures[ACCURACY][0]
         if reference == "unmitigated" and candidate.get(f"{REMEDY_PREFIX}methods") == 0.0:
-            checks.append(Check(DOMINANCE, ACCURACY, True, value, None, **{**common, "figures": None},
-                                note="skipped: no mitigation, the candidate is its own unmitigated model"))  # fmt: skip
+            checks.append(
+                Check(
+                    DOMINANCE,
+                    ACCURACY,
+                    True,
+                    value,
+                    None,
+                    **{**common, "figures": None},
+                    note="skipped: no mitigation, the candidate is its own unmitigated model",
+                )
+            )
             continue
         missing = _unmeasured_figures(figures, reference)
         if missing:
-            note = (f"cannot be shown not to be dominated by the {name}: {', '.join(missing)} not measured on the "
-                    "same test rows")  # fmt: skip
+            note = (
+                f"cannot be shown not to be dominated by the {name}: {', '.join(missing)} not measured on the "
+                "same test rows"
+            )
             checks.append(Check(DOMINANCE, ACCURACY, True, value, False, **common, note=note))
             continue
         if not dominates(figures):
@@ -327,8 +342,11 @@ def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
     target = {k.removeprefix(marked) for k, v in candidate.items() if k.startswith(marked) and v == 1.0}
     gaps = [g for g in limited_gaps(policy) if g.removeprefix(FAIRNESS_PREFIX).rpartition(".")[0] in target]
     figures = _figures(candidate, "unmitigated", gaps)
-    common = dict(reference=f"{BASELINE_PREFIX}unmitigated.accuracy", reference_value=figures[ACCURACY][1],
-                  figures=_stored(figures))  # fmt: skip
+    common = dict(
+        reference=f"{BASELINE_PREFIX}unmitigated.accuracy",
+        reference_value=figures[ACCURACY][1],
+        figures=_stored(figures),
+    )
     value = figures[ACCURACY][0]
     if methods == 0.0:
         common["figures"] = None
@@ -345,14 +363,18 @@ def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
         return Check(REMEDY_COST, ACCURACY, limit, value, True, **common)
     given_up = figures[ACCURACY][1] - figures[ACCURACY][0]
     if best is None:
-        note = (f"the remedy closes no gap the policy limits on its target ({', '.join(gaps)}) while costing "
-                f"{100 * given_up:.1f} accuracy points against the unmitigated model; {SWEEP_ADVICE}")  # fmt: skip
+        note = (
+            f"the remedy closes no gap the policy limits on its target ({', '.join(gaps)}) while costing "
+            f"{100 * given_up:.1f} accuracy points against the unmitigated model; {SWEEP_ADVICE}"
+        )
     else:
         closed = fairer_by(best, figures[best][1], figures[best][0])
-        note = (f"the remedy costs {cost:.2f} accuracy points per point of gap closed (limit {limit:g}): accuracy "
-                f"{figures[ACCURACY][0]:.4f} vs {figures[ACCURACY][1]:.4f} unmitigated (-{100 * given_up:.1f} "
-                f"points) for {best} {figures[best][0]:.4f} vs {figures[best][1]:.4f} ({100 * closed:.1f} points "
-                f"closed, the most of {', '.join(gaps)}); {SWEEP_ADVICE}")  # fmt: skip
+        note = (
+            f"the remedy costs {cost:.2f} accuracy points per point of gap closed (limit {limit:g}): accuracy "
+            f"{figures[ACCURACY][0]:.4f} vs {figures[ACCURACY][1]:.4f} unmitigated (-{100 * given_up:.1f} "
+            f"points) for {best} {figures[best][0]:.4f} vs {figures[best][1]:.4f} ({100 * closed:.1f} points "
+            f"closed, the most of {', '.join(gaps)}); {SWEEP_ADVICE}"
+        )
     return Check(REMEDY_COST, ACCURACY, limit, value, False, **common, note=note)
 
 

@@ -47,11 +47,14 @@ def test_german_runs_end_to_end_under_its_own_profile(project):
         ("max_remedy_cost", "test.accuracy"),
     }
     # The copied remedy is refused for what it costs, against the same network without it on the same rows.
-    weighed = {(c["rule"], c["reference"]): c for c in decision["checks"] if c["rule"] in ("not_dominated",
-               "max_remedy_cost")}  # fmt: skip
-    assert set(weighed) == {("not_dominated", "baseline.unmitigated.accuracy"),
-                            ("not_dominated", "baseline.logreg.accuracy"),
-                            ("max_remedy_cost", "baseline.unmitigated.accuracy")}  # fmt: skip
+    weighed = {
+        (c["rule"], c["reference"]): c for c in decision["checks"] if c["rule"] in ("not_dominated", "max_remedy_cost")
+    }
+    assert set(weighed) == {
+        ("not_dominated", "baseline.unmitigated.accuracy"),
+        ("not_dominated", "baseline.logreg.accuracy"),
+        ("max_remedy_cost", "baseline.unmitigated.accuracy"),
+    }
     remedy = weighed[("max_remedy_cost", "baseline.unmitigated.accuracy")]
     assert remedy["passed"] is False and remedy["value"] < remedy["reference_value"], remedy
     refused = [r for r in decision["reasons"] if "`make sweep`" in r]

@@ -23,16 +23,25 @@ SWEEP = "`make sweep`"
 
 def policy(dominated_by=("unmitigated", "logreg"), max_remedy_cost=1.0, **max_):
     limits = max_ or {EO: 0.3, DP: 0.3}
-    return Policy(require_validation=False, above_baseline={}, min={}, max=limits, max_drop={}, max_increase={},
-                  dominated_by=tuple(dominated_by), max_remedy_cost=max_remedy_cost)  # fmt: skip
+    return Policy(
+        require_validation=False,
+        above_baseline={},
+        min={},
+        max=limits,
+        max_drop={},
+        max_increase={},
+        dominated_by=tuple(dominated_by),
+        max_remedy_cost=max_remedy_cost,
+    )
 
 
 def candidate(accuracy, eo, dp=0.10, unmitigated=(0.660, 0.224, 0.12), logreg=(0.650, 0.25, 0.15), methods=1):
     """A candidate, its unmitigated twin and the logistic regression: (accuracy, race EO, race DP) each."""
     flat = {"test.accuracy": accuracy, EO: eo, DP: dp, "remedy.methods": float(methods), "remedy.target.race": 1.0}
     for name, (acc, ref_eo, ref_dp) in {"unmitigated": unmitigated, "logreg": logreg}.items():
-        flat.update({f"baseline.{name}.accuracy": acc, f"baseline.{name}.{EO}": ref_eo,
-                     f"baseline.{name}.{DP}": ref_dp})  # fmt: skip
+        flat.update(
+            {f"baseline.{name}.accuracy": acc, f"baseline.{name}.{EO}": ref_eo, f"baseline.{name}.{DP}": ref_dp}
+        )
     return flat
 
 
@@ -56,9 +65,16 @@ def test_the_issue_case_a_costly_remedy_is_refused_with_its_figures_and_the_swee
 def test_the_adult_default_remedy_passes():
     # README: 1.1 points of accuracy for sex gaps DP 0.150 -> 0.101 and EO 0.053 -> 0.017 (full Adult test split).
     sex_eo, sex_dp = "fairness.sex.equalized_odds_difference", "fairness.sex.demographic_parity_difference"
-    flat = {"test.accuracy": 0.851, sex_eo: 0.017, sex_dp: 0.101, "remedy.methods": 1.0, "remedy.target.sex": 1.0,
-            "baseline.unmitigated.accuracy": 0.862, f"baseline.unmitigated.{sex_eo}": 0.053,
-            f"baseline.unmitigated.{sex_dp}": 0.150}  # fmt: skip
+    flat = {
+        "test.accuracy": 0.851,
+        sex_eo: 0.017,
+        sex_dp: 0.101,
+        "remedy.methods": 1.0,
+        "remedy.target.sex": 1.0,
+        "baseline.unmitigated.accuracy": 0.862,
+        f"baseline.unmitigated.{sex_eo}": 0.053,
+        f"baseline.unmitigated.{sex_dp}": 0.150,
+    }
     decision = decide(policy(dominated_by=("unmitigated",), **{sex_eo: 0.08, sex_dp: 0.12}), flat, None)
     assert decision.passed, decision.reasons
     (check,) = checks_of(decision, "max_remedy_cost")
@@ -100,9 +116,13 @@ def test_dominated_by_the_unmitigated_model():
 
 @pytest.mark.parametrize(
     ("reference", "dominated"),
-    [((0.70, 0.10, 0.10), True), ((0.70, 0.10, 0.11), False), ((0.60, 0.0, 0.0), False),
-     ((0.65, 0.20, 0.10), False)],  # the last: the same figures, nowhere strictly better
-)  # fmt: skip
+    [
+        ((0.70, 0.10, 0.10), True),
+        ((0.70, 0.10, 0.11), False),
+        ((0.60, 0.0, 0.0), False),
+        ((0.65, 0.20, 0.10), False),
+    ],  # the last: the same figures, nowhere strictly better
+)
 def test_dominance_needs_every_figure_at_least_as_good_and_one_better(reference, dominated):
     flat = candidate(0.65, 0.20, dp=0.10, logreg=reference)
     decision = decide(policy(dominated_by=("logreg",), max_remedy_cost=None), flat, None)
@@ -120,10 +140,13 @@ def test_a_ratio_is_fairer_when_larger():
 
 @pytest.mark.parametrize(
     ("missing", "rule"),
-    [("baseline.logreg.fairness.race.equalized_odds_difference", ["not_dominated"]),
-     ("baseline.unmitigated.accuracy", ["not_dominated", "max_remedy_cost"]), ("remedy.methods", ["max_remedy_cost"]),
-     ("remedy.target.race", ["max_remedy_cost"])],
-)  # fmt: skip
+    [
+        ("baseline.logreg.fairness.race.equalized_odds_difference", ["not_dominated"]),
+        ("baseline.unmitigated.accuracy", ["not_dominated", "max_remedy_cost"]),
+        ("remedy.methods", ["max_remedy_cost"]),
+        ("remedy.target.race", ["max_remedy_cost"]),
+    ],
+)
 def test_what_cannot_be_measured_fails_closed(missing, rule):
     flat = candidate(0.66, 0.20, unmitigated=(0.66, 0.25, 0.12))  # passes both rules when measured
     assert decide(policy(), flat, None).passed
@@ -142,8 +165,12 @@ def test_the_policy_switches_the_rules_off_explicitly():
 
 def test_recorded_checks_rejudge_to_their_verdicts():
     unmeasured = {**candidate(0.66, 0.2), "baseline.logreg.accuracy": float("nan")}
-    cases = [candidate(0.582, 0.187), candidate(0.66, 0.20, unmitigated=(0.66, 0.25, 0.12)),
-             candidate(0.64, 0.23, dp=0.13), unmeasured]  # fmt: skip
+    cases = [
+        candidate(0.582, 0.187),
+        candidate(0.66, 0.20, unmitigated=(0.66, 0.25, 0.12)),
+        candidate(0.64, 0.23, dp=0.13),
+        unmeasured,
+    ]
     for flat in cases:
         recorded = Decision.from_dict(decide(policy(), flat, None).to_dict())
         for check in recorded.checks:
@@ -159,21 +186,32 @@ def test_the_shipped_policy_turns_both_rules_on():
 def test_candidate_metrics_carry_the_references_and_the_remedy():
     gaps = {"sex x race": {"equalized_odds_difference": 0.2}}
     remedy = {"methods": ["thresholds:equalized_odds"], "target": ["sex", "race"], "unmitigated": "its network"}
-    metrics = {"model": {"accuracy": 0.8}, "baseline": {"logreg": {"accuracy": 0.79, "fairness": gaps}},
-               "remedy": remedy}  # fmt: skip
+    metrics = {
+        "model": {"accuracy": 0.8},
+        "baseline": {"logreg": {"accuracy": 0.79, "fairness": gaps}},
+        "remedy": remedy,
+    }
     flat = candidate_metrics(metrics, {}, True)
     assert flat["baseline.logreg.fairness.sex x race.equalized_odds_difference"] == 0.2
     assert flat["remedy.methods"] == 1.0
-    assert {k for k in flat if k.startswith("remedy.target.")} == {"remedy.target.sex", "remedy.target.race",
-                                                                  "remedy.target.sex x race"}  # fmt: skip
+    assert {k for k in flat if k.startswith("remedy.target.")} == {
+        "remedy.target.sex",
+        "remedy.target.race",
+        "remedy.target.sex x race",
+    }
 
 
 def test_reference_gaps_are_the_audits_own_point_values():
     rng = np.random.default_rng(0)
     n = 600
     race = rng.choice(["a", "b", "c", "d"], n, p=[0.5, 0.3, 0.17, 0.03])  # "d": below min_group_size, not judged
-    frame = pd.DataFrame({LABEL_COLUMN: rng.integers(0, 2, n), f"{SENSITIVE_PREFIX}sex": rng.choice(["f", "m"], n),
-                          f"{SENSITIVE_PREFIX}race": race})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            LABEL_COLUMN: rng.integers(0, 2, n),
+            f"{SENSITIVE_PREFIX}sex": rng.choice(["f", "m"], n),
+            f"{SENSITIVE_PREFIX}race": race,
+        }
+    )
     p = rng.uniform(size=n)
     decided = p >= 0.5
     audit = AuditParams(seed=0, bootstrap=5, min_group_size=30)
