@@ -76,3 +76,48 @@ def test_tabm_with_dp_sgd_or_reductions_is_refused_naming_why():
 def test_a_layout_that_does_not_cover_the_inputs_is_refused():
     with pytest.raises(ValueError, match="TabM layout"):
         build_model(_tabm(), 9, LAYOUT)
+
+
+def test_the_served_tabm_scores_raw_rows_as_the_members_mean(tmp_path):
+    """The registered pyfunc (MLflow's own loader) around a TabM serves the members' mean probability."""
+    import mlflow
+    import numpy as np
+
+    from humane.core import io
+    from humane.core.params import load_params
+    from humane.core.paths import Paths
+    from humane.data.schema import resolve_schema
+    from humane.governance.serving import PROBABILITY
+    from humane.governance.tracking import log_serving_model
+    from humane.modeling.features import fit as fit_preprocessor
+    from humane.modeling.features import token_layout
+    from humane.privacy.policy import apply_policy, fit_policy
+    from tests.conftest import ROOT
+    from tests.unit.test_serving import _adult_rows, write_stage_inputs
+
+    paths, params = Paths(tmp_path), load_params(ROOT / "params.yaml")
+    raw_train, raw_test = _adult_rows(60, 0), _adult_rows(20, 1)
+    policy = fit_policy(params.privacy, raw_train)
+    train = apply_policy(policy, raw_train, key=None)
+    schema = resolve_schema(params.data, train, policy.to_dict(), params.validate_.min_group_rows)
+    pre = fit_preprocessor(train, schema, params.preprocess)
+    torch.manual_seed(0)
+    network = build_model(_tabm(numeric_embedding=PERIODIC), len(pre.feature_names), token_layout(pre)).eval()
+    write_stage_inputs(paths, train, apply_policy(policy, raw_test, key=None), policy, schema, pre)
+    torch.save(model_state(network), paths.model)
+    io.write_json(paths.thresholds, {"constraint": "none"})
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    try:
+        experiment = mlflow.create_experiment("serving", artifact_location=(tmp_path / "mlartifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):
+            info = log_serving_model(paths, 0.5, {*policy.masked_columns, *schema.sensitive})
+        served = mlflow.pyfunc.load_model(info.model_uri)
+    finally:
+        mlflow.set_tracking_uri(None)
+    numeric = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
+    rows = raw_test.drop(columns=["income"]).astype(dict.fromkeys(numeric, "float64"))
+    answer = served.predict(rows)
+    with torch.inference_mode():
+        x = torch.from_numpy(pre.transform(apply_policy(policy, rows, key=None)))
+        expected = torch.sigmoid(network.member_logits(x)).mean(-1).numpy()
+    assert np.allclose(answer[PROBABILITY].to_numpy(), expected, atol=1e-6)
