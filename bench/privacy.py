@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1024, help="speed: the batch of all three")
     parser.add_argument("--epochs", type=int, default=3, help="speed: epochs per timed run")
     parser.add_argument("--repeats", type=int, default=3, help="speed: alternated runs of each")
-    parser.add_argument("--out", type=Path, help="speed, sweep: write the result as JSON here")
+    parser.add_argument("--out", type=Path, help="write the result as JSON here")
     parser.add_argument("--grid", type=json.loads, default=GRID, help="sweep: the grid as JSON (default GRID)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -294,6 +294,8 @@ def main() -> None:
         rows.append(run(f"DP-SGD target ε={eps:g}, {label}", settings, splits, layout, params))
     table(rows)
     print("DP-SGD's time per epoch against the non-private trainer at the same batch: `bench/privacy.py speed`")
+    if args.out:
+        args.out.write_text(json.dumps({"bench": "dp_table", "rows": rows, "k_anonymity": risk}, indent=1) + "\n")
     print(
         f"k-anonymity over {risk['quasi_identifiers']} (k={risk['k']}): smallest class {risk['before']['k_min']} → "
         f"{risk['after']['k_min']}; rows in classes below k {risk['before']['share_below_k']:.2%} → "
