@@ -26,7 +26,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 METRIC_TAG = "metric."  # version tags holding the metrics the gate compares against
 TEST_MD5_TAG = "test.md5"  # the test rows a version's recorded metrics were measured on
-TAG_LIMIT = 5000  # MLflow's size for a tag value
+# MLflow's size for a model-version tag value (mlflow.utils.validation.MAX_MODEL_REGISTRY_TAG_VALUE_LENGTH; a Text
+# column in the registry's database): the decision JSON, with the checks against the references, runs past 5,000.
+TAG_LIMIT = 100_000
 DECISION_TAG = "decision"  # the automated decision: PASSED or REJECTED_BY_POLICY
 PASSED, REJECTED_BY_POLICY = "passed", "rejected"  # its values: passed every check of the policy, or not
 LEGACY_PASSED = "promoted"  # what versions registered before the rename hold for PASSED (still read as passed)
