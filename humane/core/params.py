@@ -333,16 +333,16 @@ class TrainParams(_Section):
     compute: ComputeParams = ComputeParams()
 
     def conflicts(self) -> list[str]:
-        """Settings that cannot be combined (DP-SGD with what Opacus or its accounting cannot take)."""
+        """Settings that cannot be combined (DP-SGD with what its per-row clipping or its accounting cannot take)."""
         if not self.dp.enabled:
             return []
         refused = [what for what, on in [
-            ("train.model ft_transformer (Opacus has no per-sample gradient rule for rtdl's [CLS] token and "
-             "feature-embedding parameters: a probe with ghost clipping fails)", self.model == "ft_transformer"),
-            ("train.model tabm (Opacus has no per-sample gradient rule for its per-member scaling parameters)",
+            ("train.model ft_transformer (no per-row clipping rule for rtdl's [CLS] token and feature-embedding "
+             "parameters is tested)", self.model == "ft_transformer"),
+            ("train.model tabm (no per-row clipping rule for its per-member scaling parameters is tested)",
              self.model == "tabm"),
             ("train.distributed (more than one process)", self.distributed.world > 1),
-            ("train.grad_accumulation > 1 (Opacus forms its own logical batches)", self.grad_accumulation > 1),
+            ("train.grad_accumulation > 1 (DP-SGD forms its own Poisson-sampled batches)", self.grad_accumulation > 1),
             ("train.precision bf16", self.precision != "fp32"),
         ] if on]  # fmt: skip
         return [f"DP-SGD (train.dp.enabled) is not combined with {'; '.join(refused)}"] if refused else []

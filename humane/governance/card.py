@@ -462,9 +462,11 @@ def add_pooled_data(card: Card, params: Params, facts: dict[str, Any]) -> None:
     card.heading("Privacy")
     tm, risk, mia = facts["train_metrics"], facts["privacy"], facts["membership"]
     if tm.get("dp_enabled"):
-        card.para(f"Trained with DP-SGD (Opacus, {tm['accountant']} accountant): ε = {tm['epsilon']:.3f} spent at "
-                  f"δ = {tm['delta']:g}, noise multiplier {tm['noise_multiplier']:.3f}, "
-                  f"per-sample gradient norm clipped to {tm['max_grad_norm']}.")  # fmt: skip
+        card.para(
+            f"Trained with DP-SGD (per-row clipping and Gaussian noise, Opacus' {tm['accountant']} accountant): "
+            f"ε = {tm['epsilon']:.3f} spent at δ = {tm['delta']:g}, noise multiplier {tm['noise_multiplier']:.3f}, "
+            f"per-sample gradient norm clipped to {tm['max_grad_norm']}."
+        )
     else:
         card.para("Trained without differential privacy: no bound on what the weights reveal about a training row.")
     policy = params.privacy
