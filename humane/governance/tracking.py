@@ -370,7 +370,8 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
             Metric(f"epoch.{name}", float(row[name]), 0, int(row["epoch"]))
             for row in history
             for name in ("train_loss", "val_loss", "val_accuracy", "val_auc")
-            if row[name] == row[name]  # NaN AUC (one-class validation split) is not logged
+            # NaN AUC (one-class validation split) is not logged; DP-SGD's history holds no training loss
+            if name in row and row[name] == row[name]
         ]
         mlflow_client.log_batch(run_id, metrics=per_epoch)
         reports = (paths.validation_report, paths.metrics, paths.train_metrics, paths.train_history, paths.roc_data,

@@ -375,9 +375,11 @@ def fit(
         processed += seen
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), **eval_step(base, eval_criterion, x_val, y_val)}
         check_finite(row)
+        if params.dp.enabled:  # the training rows' un-noised mean loss is not covered by ε: it is never released
+            del row["train_loss"]
         row["seconds"] = time.perf_counter() - epoch_start
         history.append(row)
-        bar.set_postfix(train_loss=f"{row['train_loss']:.4f}", val_loss=f"{row['val_loss']:.4f}")
+        bar.set_postfix(val_loss=f"{row['val_loss']:.4f}")
         if row["val_loss"] < best_loss:
             best_loss, best_epoch, best_state, stale = row["val_loss"], epoch, copy.deepcopy(base.state_dict()), 0
         else:
