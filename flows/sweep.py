@@ -54,6 +54,7 @@ from humane.core.errors import ConfigError, HumaneError, exit_code
 from humane.core.params import Params, SweepParams, apply_overrides, load_params, parse_params, read_raw
 from humane.core.paths import Paths
 from humane.fairness import sweep as lib
+from humane.fairness.mitigation import unmitigated_train
 from humane.governance.gate import Policy
 from humane.governance.store import client, ensure_experiment
 from humane.modeling.features import load_preprocessor, token_layout
@@ -131,7 +132,7 @@ def processed_frames(project: Path) -> dict[str, pd.DataFrame]:
         logger.info("processed frames: %s", f"stages run first: {ran}" if ran else "current (dvc.lock)")
         report = io.read_json(paths.mitigation_data)
         frames = {
-            "train": lib.unmitigated_train(pd.read_parquet(paths.processed_train), report),
+            "train": unmitigated_train(pd.read_parquet(paths.processed_train), report),
             "val": pd.read_parquet(paths.processed_val),
             "test": pd.read_parquet(paths.processed_test),
         }

@@ -15,6 +15,7 @@ import torch
 
 from humane.core import io
 from humane.core.context import RunContext, stage_main
+from humane.core.errors import HumaneError
 from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN, Paths
 from humane.fairness.metrics import gaps_from, group_table, sensitive_columns
@@ -51,9 +52,16 @@ def reference_gaps(
     return out
 
 
-def unmitigated_scores(paths: Paths, x_test: torch.Tensor, p: np.ndarray) -> tuple[np.ndarray, str]:
+def unmitigated_scores(params: Params, paths: Paths, x_test: torch.Tensor, p: np.ndarray) -> tuple[np.ndarray, str]:
     """The unmitigated model's test scores and how it was obtained (models/unmitigated.pt, from the train stage)."""
     twin = torch.load(paths.unmitigated_model, weights_only=True)
+    remedy = ",".join(params.mitigation.active)
+    made_for = {"remedy": remedy, "model_md5": io.md5_of(paths.model)}
+    if any(twin.get(k) != v for k, v in made_for.items()) or (SAME_NETWORK in twin) == params.mitigation.in_training:
+        raise HumaneError(
+            f"{paths.unmitigated_model} was not written with {paths.model} for the remedy [{remedy}]; "
+            "rerun the train stage (dvc repro train)"
+        )
     if SAME_NETWORK in twin:
         return p, "the candidate's network deciding by p >= evaluate.threshold (no in-training remedy)"
     return predict_proba(twin, x_test), "its twin trained with mitigation off (models/unmitigated.pt)"
@@ -64,7 +72,7 @@ def references(
 ) -> dict[str, Any]:
     """The logistic regression's and the unmitigated model's accuracy and gaps on the test rows, and the remedy."""
     settings, y = params.evaluate, test[LABEL_COLUMN].to_numpy()
-    p_plain, how = unmitigated_scores(paths, x_test, p)
+    p_plain, how = unmitigated_scores(params, paths, x_test, p)
 
     def scored(scores: np.ndarray) -> dict[str, Any]:
         decided = scores >= settings.threshold

@@ -23,8 +23,8 @@ from humane.core import io
 from humane.core.context import RunContext, stage_main
 from humane.core.errors import HumaneError, cli
 from humane.core.params import Params, parse_params
-from humane.core.paths import WEIGHT_COLUMN, Paths
-from humane.fairness.mitigation import training_terms
+from humane.core.paths import Paths
+from humane.fairness.mitigation import training_terms, unmitigated_train
 from humane.fairness.reductions import fit_mitigated
 from humane.modeling.compute import FLOP_PROBE_ROWS, ComputeMeter, bill, flops_per_sample
 from humane.modeling.evaluation import SAME_NETWORK
@@ -107,7 +107,8 @@ def train(params: Params, paths: Paths) -> str:
     state = {**model_state(result.model), "config": settings.model_dump(mode="json"), "feature_names": features,
              "best_epoch": result.best_epoch}  # fmt: skip
     io.write_with(paths.model, lambda tmp: torch.save(state, tmp))
-    twin_state = twin_record(twin, state["config"], features)
+    made_for = {"remedy": ",".join(params.mitigation.active), "model_md5": io.md5_of(paths.model)}
+    twin_state = twin_record(twin, state["config"], features, made_for)
     io.write_with(paths.unmitigated_model, lambda tmp: torch.save(twin_state, tmp))
     if twin is not None:
         mitigation["unmitigated_twin"] = {
@@ -141,16 +142,12 @@ def unmitigated_twin(params: Params, paths: Paths, layout: tuple[int, list[int]]
     appended after the original rows, left out), with the same params; its checkpoints live apart. Its compute
     is not in the model's bill: its seconds are reported beside the mitigation.
     """
-    remedy = params.mitigation
-    in_training = remedy.reweigh or remedy.resample or remedy.reductions != "none"
-    if not (in_training or (remedy.loss != "none" and remedy.loss_weight > 0)):
+    if not params.mitigation.in_training:
         return None
-    frame = pd.read_parquet(paths.processed_train).drop(columns=[WEIGHT_COLUMN], errors="ignore")
-    if remedy.resample:
-        frame = frame.iloc[: io.read_json(paths.mitigation_data)["resample"]["rows_before"]]
+    frame = unmitigated_train(pd.read_parquet(paths.processed_train), io.read_json(paths.mitigation_data))
     x_train, y_train, _ = split_xy(frame)
     x_val, y_val, _ = split_xy(pd.read_parquet(paths.processed_val))
-    off = remedy.model_copy(
+    off = params.mitigation.model_copy(
         update={"reweigh": False, "resample": False, "loss": "none", "loss_weight": 0.0, "reductions": "none"}
     )
     plain, folder = params.model_copy(update={"mitigation": off}), paths.checkpoints_dir / TWIN_CHECKPOINTS
@@ -158,11 +155,16 @@ def unmitigated_twin(params: Params, paths: Paths, layout: tuple[int, list[int]]
     return result
 
 
-def twin_record(twin: TrainResult | None, config: dict, features: list[str]) -> dict:
-    """models/unmitigated.pt: the twin's weights as the model's are saved, or a note that the model is its own."""
+def twin_record(twin: TrainResult | None, config: dict, features: list[str], made_for: dict[str, str]) -> dict:
+    """models/unmitigated.pt: the twin's weights as the model's are saved, or a note that the model is its own.
+
+    `made_for` (the remedy's methods and models/model.pt's md5) lets the evaluate stage refuse a twin left
+    from another run.
+    """
     if twin is None:
-        return {SAME_NETWORK: "models/model.pt"}
-    return {**model_state(twin.model), "config": config, "feature_names": features, "best_epoch": twin.best_epoch}
+        return {SAME_NETWORK: "models/model.pt", **made_for}
+    state = {**model_state(twin.model), "config": config, "feature_names": features, "best_epoch": twin.best_epoch}
+    return {**state, **made_for}
 
 
 def worker_main() -> None:

@@ -172,6 +172,11 @@ class MitigationParams(_Section):
     seed: int = 0
 
     @property
+    def in_training(self) -> bool:
+        """Whether a method acts before or during training (then the unmitigated model is a separate fit)."""
+        return any(not m.startswith("thresholds:") for m in self.active)
+
+    @property
     def active(self) -> list[str]:
         """The methods switched on, by name."""
         on = ["reweigh"] * self.reweigh + ["resample"] * self.resample

@@ -593,3 +593,26 @@ def served_decisions(
     """
     decided = decisions(p, frame, state, features)
     return (p >= threshold) if decided is None else decided.astype(bool)
+
+
+def unmitigated_train(train: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:
+    """The processed training rows before the project's own mitigation by data (so a candidate applies its own).
+
+    The preprocess stage appends oversampled copies after the original rows and adds a weight column
+    (humane.fairness.mitigation.mitigate_data); `report` is its reports/mitigation_data.json.
+
+    Raises:
+        DataError: The report and the frame do not describe each other.
+
+    """
+    out = train.drop(columns=[WEIGHT_COLUMN], errors="ignore")
+    if "reweigh" in report and WEIGHT_COLUMN not in train:
+        raise DataError(f"the mitigation report records reweighing but the processed train frame has no "
+                        f"{WEIGHT_COLUMN} column; re-run `dvc repro preprocess`")  # fmt: skip
+    if "resample" in report:
+        before, after = int(report["resample"]["rows_before"]), int(report["resample"]["rows_after"])
+        if after != len(train):
+            raise DataError(f"the mitigation report records {after} oversampled training rows but the processed "
+                            f"train frame has {len(train)}; re-run `dvc repro preprocess`")  # fmt: skip
+        out = out.iloc[:before].reset_index(drop=True)
+    return out

@@ -28,7 +28,7 @@ import torch
 
 from humane.core.errors import ConfigError, DataError
 from humane.core.params import Params
-from humane.core.paths import LABEL_COLUMN, WEIGHT_COLUMN
+from humane.core.paths import LABEL_COLUMN
 from humane.fairness.metrics import INTERSECTION, audit_predictions, headline, unmeasurable
 from humane.fairness.mitigation import decisions, fit_thresholds, mitigate_data, training_terms
 from humane.fairness.reductions import fit_mitigated
@@ -150,29 +150,6 @@ def training_key(params: Params) -> str:
         "min_group_rows": params.validate.min_group_rows,
     }
     return json.dumps(parts, sort_keys=True)
-
-
-def unmitigated_train(train: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:
-    """The processed training rows before the project's own mitigation by data (so a candidate applies its own).
-
-    The preprocess stage appends oversampled copies after the original rows and adds a weight column
-    (humane.fairness.mitigation.mitigate_data); `report` is its reports/mitigation_data.json.
-
-    Raises:
-        DataError: The report and the frame do not describe each other.
-
-    """
-    out = train.drop(columns=[WEIGHT_COLUMN], errors="ignore")
-    if "reweigh" in report and WEIGHT_COLUMN not in train:
-        raise DataError(f"the mitigation report records reweighing but the processed train frame has no "
-                        f"{WEIGHT_COLUMN} column; re-run `dvc repro preprocess`")  # fmt: skip
-    if "resample" in report:
-        before, after = int(report["resample"]["rows_before"]), int(report["resample"]["rows_after"])
-        if after != len(train):
-            raise DataError(f"the mitigation report records {after} oversampled training rows but the processed "
-                            f"train frame has {len(train)}; re-run `dvc repro preprocess`")  # fmt: skip
-        out = out.iloc[:before].reset_index(drop=True)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

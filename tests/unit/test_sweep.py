@@ -16,7 +16,7 @@ from flows.sweep import queue_commands, task_runner, yaml_value
 from humane.core.errors import ConfigError, DataError
 from humane.core.params import GateParams, PolicyParams, SweepParams, apply_overrides, parse_params, read_raw
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN
-from humane.fairness.mitigation import mitigate_data
+from humane.fairness.mitigation import mitigate_data, unmitigated_train
 from humane.fairness.sweep import (
     CandidateResult,
     check_candidates,
@@ -31,7 +31,6 @@ from humane.fairness.sweep import (
     table,
     train_candidate,
     training_key,
-    unmitigated_train,
 )  # fmt: skip
 from humane.governance.gate import Policy
 from humane.modeling.features import split_xy

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from humane.core import io
+from humane.core.errors import HumaneError
 from humane.core.params import load_params
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN, Paths
 from humane.fairness.reductions import fit_mitigated
@@ -37,7 +39,8 @@ def test_the_twin_trains_on_the_plain_rows_with_mitigation_off(tmp_path):
     paths = Paths(tmp_path)
     io.write_parquet(paths.processed_train, mitigated)
     io.write_parquet(paths.processed_val, val)
-    io.write_json(paths.mitigation_data, {"resample": {"rows_before": len(plain)}})
+    report = {"reweigh": {}, "resample": {"rows_before": len(plain), "rows_after": len(mitigated)}}
+    io.write_json(paths.mitigation_data, report)
     params = load_params(ROOT / "params.yaml")
     train = params.train.model_copy(update={"max_epochs": 2, "hidden_sizes": [8], "progress": False})
     remedy = params.mitigation.model_copy(
@@ -59,13 +62,25 @@ def test_the_twin_trains_on_the_plain_rows_with_mitigation_off(tmp_path):
         assert torch.equal(tensor, twin.model.state_dict()[name]), name
     assert (paths.checkpoints_dir / "unmitigated").is_dir()  # apart from the model's own checkpoints
     # Saved as the train stage saves it, the evaluate stage scores it (and the model, were there no twin).
-    torch.save(twin_record(twin, train.model_dump(mode="json"), ["a", "b", "c"]), paths.unmitigated_model)
-    scores, how = unmitigated_scores(paths, xv, np.zeros(len(xv)))
+    paths.model.write_bytes(b"the model file the twin was written with")
+    made_for = {"remedy": ",".join(remedy.active), "model_md5": io.md5_of(paths.model)}
+    torch.save(twin_record(twin, train.model_dump(mode="json"), ["a", "b", "c"], made_for), paths.unmitigated_model)
+    scores, how = unmitigated_scores(on, paths, xv, np.zeros(len(xv)))
     with torch.inference_mode():
         expected = torch.sigmoid(direct.model(xv).reshape(-1)).numpy()
     assert np.allclose(scores, expected, atol=1e-6) and "twin" in how
-    torch.save(twin_record(None, {}, []), paths.unmitigated_model)
-    assert unmitigated_scores(paths, xv, np.full(len(xv), 0.3))[0].tolist() == [0.3] * len(xv)
-    # Thresholds alone act after training: the model is its own unmitigated network, nothing is trained twice.
+    # A twin left from another model file, or a "same network" note under an in-training remedy, is refused.
+    paths.model.write_bytes(b"another model")
+    with pytest.raises(HumaneError, match=r"was not written with .*model\.pt for the remedy"):
+        unmitigated_scores(on, paths, xv, np.zeros(len(xv)))
+    made_for["model_md5"] = io.md5_of(paths.model)
+    torch.save(twin_record(None, {}, [], made_for), paths.unmitigated_model)
+    with pytest.raises(HumaneError, match="rerun the train stage"):
+        unmitigated_scores(on, paths, xv, np.zeros(len(xv)))
     thresholds_only = params.mitigation.model_copy(update={"target": ["sex"], "thresholds": "equalized_odds"})
-    assert unmitigated_twin(on.model_copy(update={"mitigation": thresholds_only}), paths, layout) is None
+    post = on.model_copy(update={"mitigation": thresholds_only})
+    made_for["remedy"] = ",".join(thresholds_only.active)
+    torch.save(twin_record(None, {}, [], made_for), paths.unmitigated_model)
+    assert unmitigated_scores(post, paths, xv, np.full(len(xv), 0.3))[0].tolist() == [0.3] * len(xv)
+    # Thresholds alone act after training: the model is its own unmitigated network, nothing is trained twice.
+    assert unmitigated_twin(post, paths, layout) is None
