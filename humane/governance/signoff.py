@@ -30,7 +30,7 @@ from humane.core.errors import HumaneError
 from humane.governance import audit_trail
 from humane.governance.audit_trail import Trail
 from humane.governance.card import AWAITING, EXPLAIN_PLOTS_ARTIFACT, EXPLANATIONS_ARTIFACT, SIGNED, SIGNOFF_PENDING
-from humane.governance.gate import RESULT_WORDS, VALIDATION_METRIC, rejudge
+from humane.governance.gate import GAP_DIGITS, RESULT_WORDS, VALIDATION_METRIC, rejudge
 from humane.governance.identity import Actor
 from humane.governance.registry import (
     BASIS_TAG,
@@ -140,22 +140,39 @@ def check_figures(name: str, version: str, checks: list[dict[str, Any]], run_met
     logged.update(compute)
     differ = []
     for check in checks:
-        for metric, value in (
-            (check.get("metric"), check.get("value")),
-            (check.get("reference"), check.get("reference_value")),
-        ):
+        for metric, value, digits in judged_figures(check):
             if metric is None or value is None:
                 continue
             if metric not in logged:
                 # MLflow logs finite figures only: an unbounded ε (no DP) is the one figure a run cannot log.
                 if math.isfinite(float(value)) or metric != "privacy.epsilon":
                     differ.append(f"{metric} judged {value}, never logged by the run")
-            elif not _same(float(value), float(logged[metric])):
+            elif not _same(float(value), _rounded(float(logged[metric]), digits)):
                 differ.append(f"{metric} judged {value}, logged {logged[metric]}")
     if differ:
         raise SignOffError(
             f"{name} v{version}: its decision's figures are not its run's ({'; '.join(differ)}); it cannot be approved"
         )
+
+
+def judged_figures(check: dict[str, Any]) -> list[tuple[str | None, Any, int | None]]:
+    """(metric, value, digits) of every figure a check judged.
+
+    Its value, its reference's, and the gap pairs of a rule against a reference (`figures`: {gap: [candidate's,
+    reference's]}, judged rounded to GAP_DIGITS).
+    """
+    out = [(check.get("metric"), check.get("value"), None)]
+    out.append((check.get("reference"), check.get("reference_value"), None))
+    figures = check.get("figures") or {}
+    prefix = str(check.get("reference") or "").removesuffix("accuracy")
+    for gap, (candidate, reference) in figures.items():
+        # A pair without a reference name is looked up under a name no run logs: it is refused, not skipped.
+        out += [(gap, candidate, GAP_DIGITS), (f"{prefix or '(no reference).'}{gap}", reference, GAP_DIGITS)]
+    return out
+
+
+def _rounded(value: float, digits: int | None) -> float:
+    return value if digits is None or not math.isfinite(value) else round(value, digits)
 
 
 def _same(a: float, b: float) -> bool:
