@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from humane.core import io
 from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import Paths
-from humane.governance.gate import DOMINANCE, REMEDY_COST, Policy, decide, read_candidate
+from humane.governance.gate import DOMINANCE, REMEDY_COST, Check, Policy, decide, read_candidate
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
@@ -17,8 +19,12 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     # the change rules against the champion, is taken by the register stage (reports/decision.json).
     record = {"value_rules_passed": checks.passed, "reasons": checks.reasons, "notes": checks.notes,
               "checks": [c.__dict__ for c in checks.checks]}  # fmt: skip
-    bad_remedy = [c for c in checks.checks if c.rule in (DOMINANCE, REMEDY_COST) and c.passed is False]
-    if bad_remedy:  # dominated or too costly: the sweep chooses among the remedies instead, for this profile
+    # Dominated or too costly, as measured, under a remedy: the sweep chooses among the remedies instead, for this
+    # profile. An unmeasured figure or an unmitigated candidate is no question a sweep answers.
+    bad_remedy = params.mitigation.active and [
+        c for c in checks.checks if c.rule in (DOMINANCE, REMEDY_COST) and c.passed is False and measured(c)
+    ]
+    if bad_remedy:
         target = list(params.mitigation.target)
         record["sweep"] = {"command": "make sweep", "profile": params.data.name, "target": target}
     io.write_json(paths.policy_checks, record)
@@ -29,6 +35,12 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
             "weighs the candidates of params.yaml `sweep:` and trains the choice"
         )
     return f"gate: candidate {verdict} (change rules are judged against the champion at registration)"
+
+
+def measured(check: Check) -> bool:
+    """Whether every figure a rule against a reference weighed is a number (else it failed as not measured)."""
+    pairs = [(check.value, check.reference_value), *(check.figures or {}).values()]
+    return all(isinstance(v, int | float) and math.isfinite(v) for pair in pairs for v in pair)
 
 
 if __name__ == "__main__":

@@ -247,14 +247,16 @@ def remedy_cost(figures: dict[str, list[float]]) -> tuple[float, str | None]:
     """Accuracy points given up per point of gap closed, against the unmitigated model (second of each pair).
 
     Judged on the gap the remedy closed most: 0 when it gave up no accuracy, infinite when it gave some up and
-    closed no gap. Returns the cost and that gap (None when none was closed).
+    closed no gap, or widened every gap it is judged on (a remedy that makes the target less fair is none, even
+    when it gains accuracy). Returns the cost and that gap (None when none was closed).
     """
     accuracy, reference = figures[ACCURACY]
     closed = {m: fairer_by(m, u, c) for m, (c, u) in figures.items() if m != ACCURACY}
     best = max(closed, key=lambda m: closed[m]) if closed else None
     given_up = reference - accuracy
     if best is None or closed[best] <= 0:
-        return (0.0 if given_up <= 0 else math.inf), None
+        widened = best is not None and closed[best] < 0
+        return (math.inf if given_up > 0 or widened else 0.0), None
     return max(given_up, 0.0) / closed[best], best
 
 
@@ -362,7 +364,9 @@ def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
     if cost <= limit:
         return Check(REMEDY_COST, ACCURACY, limit, value, True, **common)
     given_up = figures[ACCURACY][1] - figures[ACCURACY][0]
-    if best is None:
+    if best is None and given_up <= 0:
+        note = f"the remedy widens every gap the policy limits on its target ({', '.join(gaps)}); {SWEEP_ADVICE}"
+    elif best is None:
         note = (
             f"the remedy closes no gap the policy limits on its target ({', '.join(gaps)}) while costing "
             f"{100 * given_up:.1f} accuracy points against the unmitigated model; {SWEEP_ADVICE}"

@@ -221,3 +221,14 @@ def test_reference_gaps_are_the_audits_own_point_values():
     for feature, gaps in expected.items():
         for gap, value in gaps.items():
             assert got[feature][gap] == pytest.approx(value, nan_ok=True), (feature, gap)
+
+
+def test_a_remedy_that_widens_every_gap_it_targets_is_refused_even_when_it_gains_accuracy():
+    # Accuracy 0.660 -> 0.670, race EO 0.224 -> 0.250 and DP 0.12 -> 0.13: less fair, not a remedy.
+    decision = decide(policy(), candidate(0.670, 0.250, dp=0.13), None)
+    (check,) = checks_of(decision, "max_remedy_cost")
+    assert check.passed is False and rejudge(check.__dict__) is False
+    assert "widens every gap the policy limits on its target" in check.note and SWEEP in check.note
+    assert remedy_cost({"test.accuracy": [0.670, 0.660], EO: [0.25, 0.224]}) == (math.inf, None)
+    # Nothing changed at all: no cost, nothing to refuse on this rule.
+    assert remedy_cost({"test.accuracy": [0.660, 0.660], EO: [0.224, 0.224]}) == (0.0, None)
