@@ -76,15 +76,23 @@ def quality(project: Path, models: list[str], epochs: int | None) -> None:
         x, y = data["test"]
         with torch.inference_mode():
             p = torch.sigmoid(result.model(x)).numpy()
-        emit({
-            "bench": "quality", "model": name, "parameters": count_parameters(result.model),
-            "test_accuracy": round(float(((p >= 0.5) == y.numpy()).mean()), 4),
-            "test_roc_auc": round(float(roc_auc_score(y.numpy(), p)), 4), "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history), "train_seconds": round(seconds, 1),
-            "samples_per_second": round(result.samples_per_second),
-            "flops_per_sample": flops_per_sample(result.model, x[:64]), "peak_rss_gb": peak_rss_bytes() / 1e9,
-            "targets": {"accuracy": 0.860, "roc_auc": 0.915}, "reference": REFERENCE,
-        })  # fmt: skip
+        emit(
+            {
+                "bench": "quality",
+                "model": name,
+                "parameters": count_parameters(result.model),
+                "test_accuracy": round(float(((p >= 0.5) == y.numpy()).mean()), 4),
+                "test_roc_auc": round(float(roc_auc_score(y.numpy(), p)), 4),
+                "best_epoch": result.best_epoch,
+                "epochs_run": len(result.history),
+                "train_seconds": round(seconds, 1),
+                "samples_per_second": round(result.samples_per_second),
+                "flops_per_sample": flops_per_sample(result.model, x[:64]),
+                "peak_rss_gb": peak_rss_bytes() / 1e9,
+                "targets": {"accuracy": 0.860, "roc_auc": 0.915},
+                "reference": REFERENCE,
+            }
+        )
 
 
 def bare_loop(params: TrainParams, x: torch.Tensor, y: torch.Tensor, layout: tuple, epochs: int) -> float:
@@ -125,14 +133,21 @@ def throughput(project: Path, epochs: int) -> None:
         bare = bare_loop(params, x, y, layout, epochs)
         result = fit(x, y, *data["val"], params, layout=layout)
         flops = flops_per_sample(result.model, x[:64])
-        emit({
-            "bench": "throughput", "model": name, "batch_size": batch, "trainer_samples_per_second":
-            round(result.samples_per_second), "bare_samples_per_second": round(bare),
-            "ratio": round(result.samples_per_second / bare, 3), "flops_per_sample": flops,
-            "achieved_gflops": round(flops * result.samples_per_second / 1e9, 2),
-            "fp32_matmul_peak_gflops": round(peak / 1e9, 2),
-            "share_of_peak": round(flops * result.samples_per_second / peak, 3), "threads": torch.get_num_threads(),
-        })  # fmt: skip
+        emit(
+            {
+                "bench": "throughput",
+                "model": name,
+                "batch_size": batch,
+                "trainer_samples_per_second": round(result.samples_per_second),
+                "bare_samples_per_second": round(bare),
+                "ratio": round(result.samples_per_second / bare, 3),
+                "flops_per_sample": flops,
+                "achieved_gflops": round(flops * result.samples_per_second / 1e9, 2),
+                "fp32_matmul_peak_gflops": round(peak / 1e9, 2),
+                "share_of_peak": round(flops * result.samples_per_second / peak, 3),
+                "threads": torch.get_num_threads(),
+            }
+        )
 
 
 def ddp(project: Path, epochs: int, model: str) -> None:
@@ -158,11 +173,26 @@ def ddp(project: Path, epochs: int, model: str) -> None:
             wall = time.perf_counter() - started
             metrics = json.loads((copy / "reports/train_metrics.json").read_text())
             rates[nproc] = metrics["compute"]["samples_per_second"]
-            emit({"bench": "ddp", "model": model, "processes": nproc, "threads_each": 1,
-                              "samples_per_second": round(rates[nproc]), "stage_wall_seconds": round(wall, 1),
-                              "best_val_loss": metrics["best_val_loss"]})  # fmt: skip
-        emit({"bench": "ddp", "model": model, "scaling_2_vs_1": round(rates[2] / rates[1], 3),
-                          "target": 1.6, "cpus": os.cpu_count()})  # fmt: skip
+            emit(
+                {
+                    "bench": "ddp",
+                    "model": model,
+                    "processes": nproc,
+                    "threads_each": 1,
+                    "samples_per_second": round(rates[nproc]),
+                    "stage_wall_seconds": round(wall, 1),
+                    "best_val_loss": metrics["best_val_loss"],
+                }
+            )
+        emit(
+            {
+                "bench": "ddp",
+                "model": model,
+                "scaling_2_vs_1": round(rates[2] / rates[1], 3),
+                "target": 1.6,
+                "cpus": os.cpu_count(),
+            }
+        )
 
 
 RECORDS: list[dict] = []  # every measurement printed, for --out

@@ -594,8 +594,10 @@ def main() -> None:
                  f"{gap.upper()} {best[gap]:.4f})")
               + f" → goal {'MET' if v['goal_met'] else 'NOT met'}")  # fmt: skip
         undominated = ", ".join(v["peers_not_dominated"])
-        print(f"- torch front dominates every Fairlearn peer on accuracy vs {gap.upper()} diff: "
-              f"{'yes' if v['dominates_peers'] else 'no; not dominated: ' + undominated}")  # fmt: skip
+        print(
+            f"- torch front dominates every Fairlearn peer on accuracy vs {gap.upper()} diff: "
+            f"{'yes' if v['dominates_peers'] else 'no; not dominated: ' + undominated}"
+        )
     wall = time.perf_counter() - started
     sequential = sum(walls.values())
     print("\n## Costs and notes")

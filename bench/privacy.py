@@ -125,18 +125,21 @@ def processed(project: Path) -> tuple[dict[str, Tensors], tuple[int, list[int]]]
     import pandas as pd
 
     paths = Paths(project)
-    data = {name: split_xy(pd.read_parquet(getattr(paths, f"processed_{name}")))[:2]
-            for name in ("train", "val", "test")}  # fmt: skip
+    data = {
+        name: split_xy(pd.read_parquet(getattr(paths, f"processed_{name}")))[:2] for name in ("train", "val", "test")
+    }
     return data, token_layout(load_preprocessor(paths.preprocessor))
 
 
 def dp_settings(base: TrainParams, eps: float, batch: int, lr: float, epochs: int, clip: float) -> TrainParams:
     """`base` under DP-SGD at ε with these settings; every epoch runs (the best one on validation loss is kept)."""
     physical = max(batch, base.dp.max_physical_batch_size)  # one physical batch: the fastest on CPU
-    dp = base.dp.model_copy(update={"enabled": True, "target_epsilon": eps, "max_grad_norm": clip,
-                                    "max_physical_batch_size": physical})  # fmt: skip
-    return base.model_copy(update={"dp": dp, "batch_size": batch, "lr": lr, "max_epochs": epochs,
-                                   "patience": epochs, "progress": False})  # fmt: skip
+    dp = base.dp.model_copy(
+        update={"enabled": True, "target_epsilon": eps, "max_grad_norm": clip, "max_physical_batch_size": physical}
+    )
+    return base.model_copy(
+        update={"dp": dp, "batch_size": batch, "lr": lr, "max_epochs": epochs, "patience": epochs, "progress": False}
+    )
 
 
 def opacus_epochs(settings: TrainParams, splits: dict[str, Tensors], layout: tuple) -> float:
@@ -155,8 +158,9 @@ def opacus_epochs(settings: TrainParams, splits: dict[str, Tensors], layout: tup
     started = time.perf_counter()
     for _ in range(settings.max_epochs):
         wrapped.train()
-        with BatchMemoryManager(data_loader=loader, max_physical_batch_size=settings.dp.max_physical_batch_size,
-                                optimizer=optimizer) as batches:  # fmt: skip
+        with BatchMemoryManager(
+            data_loader=loader, max_physical_batch_size=settings.dp.max_physical_batch_size, optimizer=optimizer
+        ) as batches:
             for xb, yb in batches:
                 optimizer.zero_grad(set_to_none=True)
                 if len(xb):
@@ -182,11 +186,18 @@ def speed(project: Path, batch: int, epochs: int, repeats: int, eps: float) -> d
         runs["opacus_ghost"].append(opacus_epochs(private, splits, layout))
     median = {name: statistics.median(values) for name, values in runs.items()}
     return {
-        "bench": "dp_speed", "batch_size": batch, "epochs_per_run": epochs, "repeats": repeats, "target_epsilon": eps,
-        "threads": torch.get_num_threads(), "seconds_per_epoch": runs, "median_seconds_per_epoch": median,
+        "bench": "dp_speed",
+        "batch_size": batch,
+        "epochs_per_run": epochs,
+        "repeats": repeats,
+        "target_epsilon": eps,
+        "threads": torch.get_num_threads(),
+        "seconds_per_epoch": runs,
+        "median_seconds_per_epoch": median,
         "humane_dp_over_non_private": median["humane_dp"] / median["non_private"],
-        "opacus_ghost_over_non_private": median["opacus_ghost"] / median["non_private"], "target": 1.3,
-    }  # fmt: skip
+        "opacus_ghost_over_non_private": median["opacus_ghost"] / median["non_private"],
+        "target": 1.3,
+    }
 
 
 # The grid `sweep` chooses from per ε: (batch, lr) pairs (lr grows with the batch), epochs, clipping norms.
@@ -208,11 +219,21 @@ def sweep(project: Path, targets: list[float], grid: dict) -> dict:
             with torch.inference_mode():
                 p = probabilities(result.model(xs)).numpy()
             test = binary_metrics(ys.numpy(), p, 0.5, 10)
-            tried.append({"batch_size": batch, "lr": lr, "max_epochs": epochs, "max_grad_norm": clip,
-                          "val_accuracy": best["val_accuracy"], "val_loss": best["val_loss"],
-                          "epsilon_spent": result.privacy["epsilon"], "noise_multiplier": result.privacy[
-                              "noise_multiplier"], "test_accuracy": test["accuracy"], "test_roc_auc": test["roc_auc"],
-                          "s_per_epoch": result.train_seconds / len(result.history)})  # fmt: skip
+            tried.append(
+                {
+                    "batch_size": batch,
+                    "lr": lr,
+                    "max_epochs": epochs,
+                    "max_grad_norm": clip,
+                    "val_accuracy": best["val_accuracy"],
+                    "val_loss": best["val_loss"],
+                    "epsilon_spent": result.privacy["epsilon"],
+                    "noise_multiplier": result.privacy["noise_multiplier"],
+                    "test_accuracy": test["accuracy"],
+                    "test_roc_auc": test["roc_auc"],
+                    "s_per_epoch": result.train_seconds / len(result.history),
+                }
+            )
             print(json.dumps({"eps": eps, **tried[-1]}), flush=True)
         chosen = max(tried, key=lambda row: row["val_accuracy"])  # on validation only
         out["budgets"].append({"target_epsilon": eps, "chosen": chosen, "tried": tried})
@@ -225,8 +246,10 @@ def choose(sweeps: list[Path]) -> dict:
     for path in sweeps:
         for budget in json.loads(path.read_text())["budgets"]:
             tried.setdefault(budget["target_epsilon"], []).extend(budget["tried"])
-    budgets = [{"target_epsilon": eps, "chosen": max(rows, key=lambda row: row["val_accuracy"]), "tried": rows}
-               for eps, rows in sorted(tried.items())]  # fmt: skip
+    budgets = [
+        {"target_epsilon": eps, "chosen": max(rows, key=lambda row: row["val_accuracy"]), "tried": rows}
+        for eps, rows in sorted(tried.items())
+    ]
     return {"bench": "dp_sweep", "rounds": [str(path) for path in sweeps], "budgets": budgets}
 
 
@@ -288,8 +311,9 @@ def main() -> None:
             dp = base.dp.model_copy(update={"enabled": True, "target_epsilon": eps})
             settings, label = base.model_copy(update={"dp": dp}), "DP settings"
         else:
-            settings = dp_settings(default, eps, chosen["batch_size"], chosen["lr"], chosen["max_epochs"],
-                                   chosen["max_grad_norm"])  # fmt: skip
+            settings = dp_settings(
+                default, eps, chosen["batch_size"], chosen["lr"], chosen["max_epochs"], chosen["max_grad_norm"]
+            )
             label = "settings chosen on validation"
         rows.append(run(f"DP-SGD target ε={eps:g}, {label}", settings, splits, layout, params))
     table(rows)

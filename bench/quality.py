@@ -83,9 +83,14 @@ def train_network(name: str, data: dict[str, Split], layout: Any, overrides: dic
     result = fit(*tensors["train"], *tensors["val"], params, layout=layout)
     with torch.inference_mode():
         scores = {k: torch.sigmoid(result.model(x)).numpy() for k, (x, _) in tensors.items() if k != "train"}
-    facts = {"parameters": count_parameters(result.model), "best_epoch": result.best_epoch,
-             "epochs_run": len(result.history), "settings": params.model_dump(mode="json", include={
-                 "model", "lr", "weight_decay", "batch_size", "patience", "tabm", "numeric_embedding"})}  # fmt: skip
+    facts = {
+        "parameters": count_parameters(result.model),
+        "best_epoch": result.best_epoch,
+        "epochs_run": len(result.history),
+        "settings": params.model_dump(
+            mode="json", include={"model", "lr", "weight_decay", "batch_size", "patience", "tabm", "numeric_embedding"}
+        ),
+    }
     return {"scores": scores, **facts}
 
 
@@ -162,8 +167,15 @@ def run(project: Path, models: list[str], overrides: dict[str, Any]) -> dict[str
         results.append(entry)
     rows = {k: len(v[1]) for k, v in data.items()}
     machine = {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
-    return {"bench": "quality", "project": str(project), "rows": rows, "target": TARGET, "machine": machine,
-            "load_average": os.getloadavg(), "results": results}  # fmt: skip
+    return {
+        "bench": "quality",
+        "project": str(project),
+        "rows": rows,
+        "target": TARGET,
+        "machine": machine,
+        "load_average": os.getloadavg(),
+        "results": results,
+    }
 
 
 def main() -> None:

@@ -607,12 +607,16 @@ def unmitigated_train(train: pd.DataFrame, report: dict[str, Any]) -> pd.DataFra
     """
     out = train.drop(columns=[WEIGHT_COLUMN], errors="ignore")
     if "reweigh" in report and WEIGHT_COLUMN not in train:
-        raise DataError(f"the mitigation report records reweighing but the processed train frame has no "
-                        f"{WEIGHT_COLUMN} column; re-run `dvc repro preprocess`")  # fmt: skip
+        raise DataError(
+            f"the mitigation report records reweighing but the processed train frame has no "
+            f"{WEIGHT_COLUMN} column; re-run `dvc repro preprocess`"
+        )
     if "resample" in report:
         before, after = int(report["resample"]["rows_before"]), int(report["resample"]["rows_after"])
         if after != len(train):
-            raise DataError(f"the mitigation report records {after} oversampled training rows but the processed "
-                            f"train frame has {len(train)}; re-run `dvc repro preprocess`")  # fmt: skip
+            raise DataError(
+                f"the mitigation report records {after} oversampled training rows but the processed "
+                f"train frame has {len(train)}; re-run `dvc repro preprocess`"
+            )
         out = out.iloc[:before].reset_index(drop=True)
     return out

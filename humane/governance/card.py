@@ -533,9 +533,11 @@ def architecture(params: Params, facts: dict[str, Any]) -> str:
                 + (", activation checkpointing" if ft.checkpointing else "") + numeric)  # fmt: skip
     if train.model == "tabm":
         t = train.tabm
-        return (f"TabM ({t.arch_type}, the `tabm` package) over {facts['n_inputs']} inputs: {t.k} MLPs sharing "
-                f"their weights, {t.n_blocks} blocks of width {t.d_block}, dropout {t.dropout}, each learning every "
-                f"row; the probability is the members' mean" + numeric)  # fmt: skip
+        return (
+            f"TabM ({t.arch_type}, the `tabm` package) over {facts['n_inputs']} inputs: {t.k} MLPs sharing "
+            f"their weights, {t.n_blocks} blocks of width {t.d_block}, dropout {t.dropout}, each learning every "
+            f"row; the probability is the members' mean" + numeric
+        )
     mlp = (f"MLP {facts['n_inputs']} → {' → '.join(map(str, train.hidden_sizes))} → 1 logit, {train.activation}, "
            f"dropout {train.dropout}")  # fmt: skip
     mlp += numeric + (f", {e.d_embedding} values each" if numeric else "")

@@ -149,10 +149,16 @@ class Policy:
         def merged(generic: dict[str, float], own: dict[str, float]) -> dict[str, float]:
             return {**expanded(generic), **expanded(own)}
 
-        return cls(gate.require_validation, dict(gate.above_baseline), merged(gate.min, dataset.min),
-                   merged(gate.max, dataset.max), merged(gate.max_drop, dataset.max_drop),
-                   merged(gate.max_increase, dataset.max_increase), tuple(gate.dominated_by),
-                   gate.max_remedy_cost)  # fmt: skip
+        return cls(
+            gate.require_validation,
+            dict(gate.above_baseline),
+            merged(gate.min, dataset.min),
+            merged(gate.max, dataset.max),
+            merged(gate.max_drop, dataset.max_drop),
+            merged(gate.max_increase, dataset.max_increase),
+            tuple(gate.dominated_by),
+            gate.max_remedy_cost,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (for the decision's basis and the card)."""

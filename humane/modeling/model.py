@@ -154,8 +154,10 @@ class FTTransformer(nn.Module):
         import rtdl_revisiting_models as rtdl
 
         if args.n_numeric + sum(args.cardinalities) != args.n_inputs:
-            raise ValueError(f"FT-Transformer layout: {args.n_numeric} numeric columns and one-hot blocks "
-                             f"{args.cardinalities} do not add up to {args.n_inputs} inputs")  # fmt: skip
+            raise ValueError(
+                f"FT-Transformer layout: {args.n_numeric} numeric columns and one-hot blocks "
+                f"{args.cardinalities} do not add up to {args.n_inputs} inputs"
+            )
         self.net = rtdl.FTTransformer(
             n_cont_features=args.n_numeric, cat_cardinalities=[k + 1 for k in args.cardinalities], d_out=1,
             n_blocks=args.n_blocks, d_block=args.d_block, attention_n_heads=args.attention_n_heads,
@@ -242,8 +244,10 @@ class TabM(nn.Module):
         import tabm
 
         if args.n_numeric + sum(args.cardinalities) != args.n_inputs:
-            raise ValueError(f"TabM layout: {args.n_numeric} numeric columns and one-hot blocks "
-                             f"{args.cardinalities} do not add up to {args.n_inputs} inputs")  # fmt: skip
+            raise ValueError(
+                f"TabM layout: {args.n_numeric} numeric columns and one-hot blocks "
+                f"{args.cardinalities} do not add up to {args.n_inputs} inputs"
+            )
         embedding = None
         if args.embedding is not None and args.n_numeric:
             spec = args.embedding
@@ -368,8 +372,11 @@ def build_model(params: TrainParams, n_inputs: int, layout: tuple[int, list[int]
                            embedding))  # fmt: skip
     if params.model == "tabm":
         t = params.tabm
-        return TabM(TabMArgs(n_inputs, n_numeric, list(cardinalities), t.k, t.d_block, t.n_blocks, t.dropout,
-                             t.arch_type, embedding))  # fmt: skip
+        return TabM(
+            TabMArgs(
+                n_inputs, n_numeric, list(cardinalities), t.k, t.d_block, t.n_blocks, t.dropout, t.arch_type, embedding
+            )
+        )
     ft = params.ft_transformer
     return FTTransformer(FTTransformerArgs(
         n_inputs, n_numeric, list(cardinalities), ft.d_block, ft.n_blocks, ft.attention_n_heads,
@@ -400,9 +407,11 @@ def describe(model: Network) -> str:
         f"; {a.n_numeric} numeric columns through periodic embeddings ({a.embedding['n_frequencies']} frequencies, "
         f"init scale {a.embedding['frequency_init_scale']:g})")  # fmt: skip
     if isinstance(a, TabMArgs):
-        return (f"TabM ({a.arch_type}): {a.k} MLPs sharing weights, {a.n_blocks} blocks of width {a.d_block}, "
-                f"dropout {a.dropout}, {a.n_numeric} numeric + {len(a.cardinalities)} one-hot categorical "
-                f"columns{numeric}; the probability is the members' mean")  # fmt: skip
+        return (
+            f"TabM ({a.arch_type}): {a.k} MLPs sharing weights, {a.n_blocks} blocks of width {a.d_block}, "
+            f"dropout {a.dropout}, {a.n_numeric} numeric + {len(a.cardinalities)} one-hot categorical "
+            f"columns{numeric}; the probability is the members' mean"
+        )
     if isinstance(a, FTTransformerArgs):
         return (f"FT-Transformer: {a.n_numeric} numeric + {len(a.cardinalities)} categorical tokens and [CLS], "
                 f"{a.n_blocks} blocks of width {a.d_block}, {a.attention_n_heads} heads, ReGLU FFN x"

@@ -292,10 +292,10 @@ def fit(
 
         engine = PrivateSGD(base, params, n, generator)  # per-row clipping, noise, Poisson batches, accountant
     elif world > 1:
-        model = nn.parallel.DistributedDataParallel(base, device_ids=[device.index] if device.type == "cuda"
-                                                    else None)  # fmt: skip
-    optimizer = torch.optim.AdamW(parameter_groups(base, params.weight_decay), lr=params.lr,
-                                  weight_decay=params.weight_decay)  # fmt: skip
+        model = nn.parallel.DistributedDataParallel(base, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(base, params.weight_decay), lr=params.lr, weight_decay=params.weight_decay
+    )
     x_train, targets = x_train.to(device), targets.to(device)
     weights = None if weights is None else weights.to(device)
     groups = None if groups is None else groups.to(device)

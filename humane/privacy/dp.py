@@ -118,10 +118,15 @@ class PrivateSGD:
         self.per_epoch = max(1, math.ceil(rows / params.batch_size))
         self.sample_rate = 1 / self.per_epoch
         self.expected_batch = max(1, int(rows * self.sample_rate))  # Opacus' DPOptimizer divides by this
-        self.noise_multiplier = float(get_noise_multiplier(
-            target_epsilon=params.dp.target_epsilon, target_delta=params.dp.delta, sample_rate=self.sample_rate,
-            steps=self.per_epoch * params.max_epochs, accountant=params.dp.accountant,
-        ))  # fmt: skip
+        self.noise_multiplier = float(
+            get_noise_multiplier(
+                target_epsilon=params.dp.target_epsilon,
+                target_delta=params.dp.delta,
+                sample_rate=self.sample_rate,
+                steps=self.per_epoch * params.max_epochs,
+                accountant=params.dp.accountant,
+            )
+        )
         self.accountant = create_accountant(params.dp.accountant)
         self.layers = [m for m in model.modules() if any(True for _ in m.parameters(recurse=False))]
         self.calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
@@ -132,8 +137,10 @@ class PrivateSGD:
         if not self.recording:
             return
         if len(inputs) != 1 or not isinstance(output, torch.Tensor):
-            raise HumaneError(f"DP-SGD: layer {type(module).__name__} takes or returns more than one tensor; its "
-                              "rows' gradients cannot be clipped by humane.privacy.dp")  # fmt: skip
+            raise HumaneError(
+                f"DP-SGD: layer {type(module).__name__} takes or returns more than one tensor; its "
+                "rows' gradients cannot be clipped by humane.privacy.dp"
+            )
         self.calls.append((module, inputs[0].detach(), output))
 
     def batches(self, device: torch.device) -> Iterator[torch.Tensor]:
@@ -167,8 +174,10 @@ class PrivateSGD:
             self.recording = False
         calls, self.calls = self.calls, []
         if len({id(m) for m, _, _ in calls}) != len(calls) or len(calls) != len(self.layers):
-            raise HumaneError("DP-SGD: a layer with parameters ran other than once in the forward pass; its rows' "
-                              "gradients cannot be clipped by humane.privacy.dp")  # fmt: skip
+            raise HumaneError(
+                "DP-SGD: a layer with parameters ran other than once in the forward pass; its rows' "
+                "gradients cannot be clipped by humane.privacy.dp"
+            )
         rows = nn.functional.binary_cross_entropy_with_logits(logits, _targets(y, logits), reduction="none")
         rows = rows.mean(-1) if rows.ndim == 2 else rows  # several members (batch, k): each row's mean
         grads = torch.autograd.grad(rows.sum(), [out for _, _, out in calls])
@@ -272,8 +281,9 @@ def _periodic_rows(x: torch.Tensor, output: torch.Tensor, out_grad: torch.Tensor
     return 2 * math.pi * x.unsqueeze(-1) * (cos * out_grad[..., k:] - sin * out_grad[..., :k])
 
 
-def _functional_rows(module: nn.Module, inp: torch.Tensor, out_grad: torch.Tensor,
-                     params: list[nn.Parameter]) -> list[torch.Tensor]:  # fmt: skip
+def _functional_rows(
+    module: nn.Module, inp: torch.Tensor, out_grad: torch.Tensor, params: list[nn.Parameter]
+) -> list[torch.Tensor]:
     """Per-row gradients of any layer's own parameters: vmap over rows of the gradient of <layer(row), grad>."""
     from torch.func import functional_call, grad, vmap
 

@@ -157,9 +157,16 @@ def test_candidate_metrics_namespace():
 
 
 def test_generic_policy_expands_per_feature_and_the_profile_overrides():
-    gate = GateParams(require_validation=True, above_baseline={"logreg.roc_auc": 0.02}, min={},
-                      max={"fairness.*.demographic_parity_difference": 0.2}, max_drop={"test.accuracy": 0.01},
-                      max_increase={}, dominated_by=["logreg"], max_remedy_cost=0.5)  # fmt: skip
+    gate = GateParams(
+        require_validation=True,
+        above_baseline={"logreg.roc_auc": 0.02},
+        min={},
+        max={"fairness.*.demographic_parity_difference": 0.2},
+        max_drop={"test.accuracy": 0.01},
+        max_increase={},
+        dominated_by=["logreg"],
+        max_remedy_cost=0.5,
+    )
     own = PolicyParams(min={"test.accuracy": 0.84}, max={"fairness.race.demographic_parity_difference": 0.3})
     merged = Policy.of(gate, own, ["sex", "race"])
     assert merged.max == {"fairness.sex.demographic_parity_difference": 0.2,

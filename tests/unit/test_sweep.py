@@ -51,8 +51,16 @@ def result(val_accuracy: float, val_dp: float, test_accuracy: float | None = Non
 
 
 def policy(max_: dict[str, float], min_: dict[str, float] | None = None) -> Policy:
-    gate = GateParams(require_validation=True, above_baseline={}, min={"test.accuracy": 0.5}, max={},
-                      max_drop={}, max_increase={}, dominated_by=[], max_remedy_cost=None)  # fmt: skip
+    gate = GateParams(
+        require_validation=True,
+        above_baseline={},
+        min={"test.accuracy": 0.5},
+        max={},
+        max_drop={},
+        max_increase={},
+        dominated_by=[],
+        max_remedy_cost=None,
+    )
     return Policy.of(gate, PolicyParams(max=max_, min=min_ or {}), ["sex"])
 
 
