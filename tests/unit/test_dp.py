@@ -116,3 +116,25 @@ def test_every_step_is_accounted_and_noised_even_when_no_row_is_drawn():
     engine.step(optimizer, x[:20], y[:20])
     assert len(engine.accountant.history) == 1 and engine.accountant.history[0][2] == 2  # (sigma, q, steps)
     assert 0 < engine.epsilon() <= params.dp.target_epsilon
+
+
+@pytest.mark.parametrize("accountant", ["prv", "rdp"])
+def test_the_noise_is_sigma_times_the_clipping_norm_over_the_expected_batch(accountant):
+    """An empty draw's gradient is the noise alone: its spread is σ·C / expected batch, σ calibrated to the target ε
+    over the planned steps by the configured accountant (prv is the default)."""
+    params = _params(batch_size=32, max_epochs=3)
+    params = params.model_copy(update={"dp": params.dp.model_copy(update={"accountant": accountant})})
+    x, y = _rows()
+    network = build_model(params, x.shape[1], (3, [3, 4])).train()
+    torch.manual_seed(1)
+    engine = PrivateSGD(network, params, 64, torch.Generator().manual_seed(0))
+    engine.step(torch.optim.SGD(network.parameters(), lr=0.0), x[:0], y[:0])
+    noise = torch.cat([p.grad.flatten() for p in network.parameters()])
+    expected = engine.noise_multiplier * CLIP / engine.expected_batch
+    assert noise.numel() > 10_000 and abs(noise.mean().item()) < 0.05 * expected
+    assert noise.std().item() == pytest.approx(expected, rel=0.03)
+    assert engine.noise_multiplier > 0.5
+    for _ in range(engine.per_epoch * params.max_epochs - 1):
+        engine.accountant.step(noise_multiplier=engine.noise_multiplier, sample_rate=engine.sample_rate)
+    # All the planned steps spend the target, within the accountant's calibration tolerance.
+    assert engine.epsilon() == pytest.approx(params.dp.target_epsilon, rel=0.02)
