@@ -189,7 +189,7 @@ def ddp(project: Path, epochs: int, model: str) -> None:
                 "bench": "ddp",
                 "model": model,
                 "scaling_2_vs_1": round(rates[2] / rates[1], 3),
-                "target": 1.6,
+                "target": 1.2 if model == "mlp" else 1.6,  # issue 21: the FT-Transformer is compute-bound
                 "cpus": os.cpu_count(),
             }
         )
