@@ -687,6 +687,13 @@ def add_decision(card: Card, decision: Decision, awaiting: bool = False, signed_
          RESULT_WORDS[c.passed]]
         for c in decision.checks
     ])  # fmt: skip
+    for c in decision.checks:
+        if c.figures:  # a rule against a reference: what it weighed, the candidate's figure first
+            weighed = "; ".join(f"{m} {cell(a)} vs {cell(b)}" for m, (a, b) in c.figures.items())
+            card.para(
+                f"{c.rule} against {c.reference}: accuracy {cell(c.value)} vs {cell(c.reference_value)}; "
+                f"{weighed} (candidate vs reference, same test rows)."
+            )
     for note in decision.notes:
         card.para(note)
     if decision.test_md5:

@@ -29,3 +29,15 @@ def test_the_references_gaps_a_decision_judged_must_be_the_runs():
     no_reference = [{**checks[0], "reference": None}]
     with pytest.raises(SignOffError, match="never logged"):
         check_figures("m", "1", no_reference, logged)
+
+
+def test_the_card_shows_what_a_rule_against_a_reference_weighed():
+    from humane.governance.card import Card, add_decision
+
+    flat = candidate(0.650, 0.124, unmitigated=(0.660, 0.224, 0.12), logreg=(0.640, 0.25, 0.15))
+    card = Card()
+    add_decision(card, decide(policy(), flat, None))
+    text = card.to_markdown()
+    assert "not_dominated against baseline.logreg.accuracy: accuracy 0.6500 vs 0.6400" in text
+    assert "max_remedy_cost against baseline.unmitigated.accuracy: accuracy 0.6500 vs 0.6600;" in text
+    assert f"{EO} 0.1240 vs 0.2240 (candidate vs reference, same test rows)" in text
