@@ -275,7 +275,7 @@ class TabMParams(_Section):
     """
 
     k: int = Field(32, ge=1, le=256)
-    d_block: int = Field(512, ge=8)
+    d_block: int = Field(256, ge=8)
     n_blocks: int = Field(2, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     arch_type: Literal["tabm", "tabm-mini"] = "tabm"
