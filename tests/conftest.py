@@ -136,8 +136,11 @@ def sample_params(project: Path, **sections: dict) -> None:
     params["mitigation"].update(thresholds="none")
     params["train"].update(max_epochs=8, patience=2, hidden_sizes=[64, 32], lr=0.002, progress=False)
     params["audit"].update(bootstrap=50, min_group_size=30)
-    # Promotion without a person's sign-off: tests/integration/test_signoff.py turns it on.
-    params["gate"].update(require_approval=False, four_eyes=False)
+    # Promotion without a person's sign-off: tests/integration/test_signoff.py turns it on. The sample's small
+    # 8-epoch MLP is on a par with the logistic regression (accuracy 0.862 against 0.863, not dominated only by
+    # 0.0008 of race EO): judged against it, whether a run is promoted would hang on the last digit. The suite's
+    # runs are judged against the unmitigated model; German's run (test_german) keeps both references.
+    params["gate"].update(require_approval=False, four_eyes=False, dominated_by=["unmitigated"])
     # A policy the sample's small model can meet: the tests need a champion to compare against.
     params["policy"] = {
         "min": {"test.accuracy": 0.8, "test.roc_auc": 0.85},
