@@ -94,8 +94,13 @@ def log_model(project: Path, scratch: Path) -> tuple[Path, str]:
     return local, method
 
 
-def serve(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """`mlflow models serve` on a free loopback port, one worker; its process and URL once /ping answers."""
+def serve(
+    model: Path, log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`mlflow models serve` on a free loopback port, one worker; its process and URL once /ping answers.
+
+    `env`: the server's environment (default: this one, with this checkout on PYTHONPATH); `cwd`: its folder.
+    """
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -114,8 +119,8 @@ def serve(model: Path, log: Path) -> tuple[subprocess.Popen, str]:
         "--workers",
         "1",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)} if env is None else env
+    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=cwd)
     url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:

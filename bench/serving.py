@@ -36,7 +36,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -53,6 +52,8 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.explain_serving import serve as start_server  # noqa: E402
 
 BATCH_ROWS = 1000
 TARGET = 5.0  # issue 21, item 6: the pyfunc at most 5x the bare forward for 1,000 rows
@@ -93,41 +94,11 @@ def with_checkout_code(registered: Path, dest: Path) -> Path:
 
 
 def serve(model: Path, log: Path, threads: int) -> tuple[subprocess.Popen, str]:
-    """`mlflow models serve` on a free loopback port, one worker, `threads` threads; its process and URL once up."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        str(model),
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-    ]
+    """`mlflow models serve` of `model` (explain_serving's launcher) with `threads` threads and its logged code only."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the model's logged code, nothing else
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # uvicorn, from this venv
     env.update({name: str(threads) for name in THREAD_VARIABLES})
-    process = subprocess.Popen(command, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=log.parent)
-    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"mlflow models serve exited {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as answer:
-                if answer.status == 200:
-                    return process, url
-        except OSError:
-            time.sleep(0.5)
-    process.terminate()
-    raise SystemExit(f"mlflow models serve did not answer /ping within 180 s:\n{log.read_text()[-3000:]}")
+    return start_server(model, log, env, log.parent)
 
 
 def poster(url: str, rows: pd.DataFrame) -> Callable[[], bytes]:
