@@ -49,8 +49,9 @@ REFERENCE = {
 def splits(project: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Processed train / val / test of the project's last run."""
     paths = Paths(project)
-    return {name: split_xy(pd.read_parquet(getattr(paths, f"processed_{name}")))[:2]
-            for name in ("train", "val", "test")}  # fmt: skip
+    return {
+        name: split_xy(pd.read_parquet(getattr(paths, f"processed_{name}")))[:2] for name in ("train", "val", "test")
+    }
 
 
 def settings(model: str, epochs: int | None) -> TrainParams:
@@ -161,8 +162,13 @@ def ddp(project: Path, epochs: int, model: str) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             (shutil.copytree if source.is_dir() else shutil.copy2)(source, target)
         raw = yaml.safe_load((copy / "params.yaml").read_text())
-        raw["train"].update(max_epochs=epochs, patience=epochs + 1, progress=False, resume=False,
-                            model="mlp" if model == "mlp" else "ft_transformer")  # fmt: skip
+        raw["train"].update(
+            max_epochs=epochs,
+            patience=epochs + 1,
+            progress=False,
+            resume=False,
+            model="mlp" if model == "mlp" else "ft_transformer",
+        )
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         rates = {}
         for nproc in (1, 2):

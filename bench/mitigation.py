@@ -175,9 +175,11 @@ def prepare(params: Params) -> Data:
 def gaps(split: Split, y_pred: np.ndarray) -> tuple[float, float, float]:
     """Test accuracy, demographic-parity difference and equalized-odds difference by sex (Fairlearn's)."""
     groups = split.keys.to_numpy()
-    return (float((y_pred == split.y).mean()),
-            float(demographic_parity_difference(split.y, y_pred, sensitive_features=groups)),
-            float(equalized_odds_difference(split.y, y_pred, sensitive_features=groups)))  # fmt: skip
+    return (
+        float((y_pred == split.y).mean()),
+        float(demographic_parity_difference(split.y, y_pred, sensitive_features=groups)),
+        float(equalized_odds_difference(split.y, y_pred, sensitive_features=groups)),
+    )
 
 
 def timed(work: Callable[[], object]) -> tuple[object, float]:
@@ -257,8 +259,9 @@ def peer(data: Data, params: Params, kind: str) -> Outcome:
     rows: list[Row] = []
 
     def thresholds(base: object, base_s: float, label: str, constraint: str) -> None:
-        optimizer = ThresholdOptimizer(estimator=base, constraints=constraint, prefit=True,
-                                       predict_method="predict_proba")  # fmt: skip
+        optimizer = ThresholdOptimizer(
+            estimator=base, constraints=constraint, prefit=True, predict_method="predict_proba"
+        )
         _, s = timed(lambda: optimizer.fit(va.x64, va.y, sensitive_features=va.keys.to_numpy()))
         y_pred = optimizer.predict(te.x64, sensitive_features=te.keys.to_numpy(), random_state=seed)
         rows.append(score(te, f"{kind} + ThresholdOptimizer({label})", family, "thresholds", y_pred, base_s + s))
@@ -298,12 +301,23 @@ def candidate(data: Data, params: Params, kind: str, strength: float) -> Outcome
 
     def loop(x: torch.Tensor, y: np.ndarray, **extra: object) -> tuple[torch.nn.Module, float]:
         """The mitigation module's fixed-epoch loop with params.yaml's model and optimiser."""
-        model, s = timed(lambda: train_mlp(
-            x, torch.as_tensor(y, dtype=torch.float32), hidden_sizes=train.hidden_sizes, dropout=train.dropout,
-            activation=train.activation, lr=train.lr, weight_decay=train.weight_decay,
-            batch_size=train.batch_size, epochs=EPOCHS, seed=seed, n_numeric=data.layout[0],
-            embedding=embedding_spec(train), **extra,
-        ))  # fmt: skip
+        model, s = timed(
+            lambda: train_mlp(
+                x,
+                torch.as_tensor(y, dtype=torch.float32),
+                hidden_sizes=train.hidden_sizes,
+                dropout=train.dropout,
+                activation=train.activation,
+                lr=train.lr,
+                weight_decay=train.weight_decay,
+                batch_size=train.batch_size,
+                epochs=EPOCHS,
+                seed=seed,
+                n_numeric=data.layout[0],
+                embedding=embedding_spec(train),
+                **extra,
+            )
+        )
         return model, s
 
     def plain(model: torch.nn.Module) -> np.ndarray:
@@ -313,8 +327,11 @@ def candidate(data: Data, params: Params, kind: str, strength: float) -> Outcome
         """Group thresholds fitted on the model's validation scores (never the test split)."""
         val_scores, test_scores = predict_scores(model, va.x), predict_scores(model, te.x)
         for label in which:
-            fitted, s = timed(lambda label=label: GroupThresholds().fit(val_scores, va.y, va.keys, THRESHOLDS[label],
-                                                                        seed, min_rows=min_rows))  # fmt: skip
+            fitted, s = timed(
+                lambda label=label: GroupThresholds().fit(
+                    val_scores, va.y, va.keys, THRESHOLDS[label], seed, min_rows=min_rows
+                )
+            )
             add(f"{base} + thresholds({label})", "thresholds", fitted.predict(test_scores, te.keys)[0], base_s + s)
 
     keys, too_small = constrained(tr.keys, min_rows)
@@ -353,14 +370,22 @@ def candidate(data: Data, params: Params, kind: str, strength: float) -> Outcome
     elif kind in ("reductions DP", "reductions EO"):
         # The pipeline's own reductions (mitigation.reductions): the served vote, decided by evaluate.threshold.
         label = kind.split()[1]
-        settings = params.mitigation.model_copy(update={
-            "reductions": THRESHOLDS[label], "reductions_eps": EG_EPS, "reductions_epochs": EG_EPOCHS})  # fmt: skip
-        result, info = fit_reductions(tr.x, torch.as_tensor(tr.y), va.x, torch.as_tensor(va.y), tr.keys, train,
-                                      settings, min_rows, data.layout)  # fmt: skip
-        add(f"ExponentiatedGradient({label}, eps {EG_EPS:g}, {EG_EPOCHS}-epoch MLP)", "reductions",
-            plain(result.model), result.train_seconds)  # fmt: skip
-        notes.append(f"ExponentiatedGradient({label}) with the MLP: {info['oracle_calls']} oracle calls, "
-                     f"{info['members']} networks in the vote, {result.train_seconds:.0f}s")  # fmt: skip
+        settings = params.mitigation.model_copy(
+            update={"reductions": THRESHOLDS[label], "reductions_eps": EG_EPS, "reductions_epochs": EG_EPOCHS}
+        )
+        result, info = fit_reductions(
+            tr.x, torch.as_tensor(tr.y), va.x, torch.as_tensor(va.y), tr.keys, train, settings, min_rows, data.layout
+        )
+        add(
+            f"ExponentiatedGradient({label}, eps {EG_EPS:g}, {EG_EPOCHS}-epoch MLP)",
+            "reductions",
+            plain(result.model),
+            result.train_seconds,
+        )
+        notes.append(
+            f"ExponentiatedGradient({label}) with the MLP: {info['oracle_calls']} oracle calls, "
+            f"{info['members']} networks in the vote, {result.train_seconds:.0f}s"
+        )
     else:
         raise ValueError(f"unknown candidate kind {kind!r}")
     return rows, notes
@@ -378,8 +403,9 @@ def run_unit(unit: Unit) -> tuple[Unit, Outcome, float]:
 
 def eg_cost(data: Data, params: Params) -> float:
     """Seconds of one weighted fit of the wrapped MLP, the unit of ExponentiatedGradient's cost."""
-    estimator = MLPClassifier.from_params(params.train, epochs=EG_EPOCHS, threshold=params.evaluate.threshold,
-                                          layout=data.layout)  # fmt: skip
+    estimator = MLPClassifier.from_params(
+        params.train, epochs=EG_EPOCHS, threshold=params.evaluate.threshold, layout=data.layout
+    )
     weights = np.random.default_rng(params.train.seed).uniform(0.5, 1.5, len(data.train.y))
     return timed(lambda: estimator.fit(data.train.x64, data.train.y, sample_weight=weights))[1]
 
@@ -427,10 +453,7 @@ def run_all(
 
 def on_front(points: list[tuple[float, float]]) -> list[bool]:
     """Pareto-optimal (accuracy high, gap low): no other point is at least as good on both and better on one."""
-    return [
-        not any(a2 >= a and g2 <= g and (a2 > a or g2 < g) for a2, g2 in points)
-        for a, g in points
-    ]  # fmt: skip
+    return [not any(a2 >= a and g2 <= g and (a2 > a or g2 < g) for a2, g2 in points) for a, g in points]
 
 
 def best_at(rows: list[Row], gap: str, limit: float) -> Row | None:
@@ -455,8 +478,10 @@ def table(gap: str, torch_rows: list[Row], peers: list[Row], reference_s: float)
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in sorted(torch_rows, key=lambda r: (getattr(r, gap), -r.accuracy)):
         star = "★" if getattr(r, f"front_{gap}") else ""
-        print(f"| {r.name} | {star} | {r.accuracy:.4f} | {getattr(r, gap):.4f} | {getattr(r, other):.4f} "
-              f"| {r.seconds:.1f} | {r.seconds / reference_s:.2f} |")  # fmt: skip
+        print(
+            f"| {r.name} | {star} | {r.accuracy:.4f} | {getattr(r, gap):.4f} | {getattr(r, other):.4f} "
+            f"| {r.seconds:.1f} | {r.seconds / reference_s:.2f} |"
+        )
     print(f"\n| peer | accuracy | {label} | issue: accuracy / {label} | fit s | dominated by (torch) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for p in peers:
@@ -464,8 +489,10 @@ def table(gap: str, torch_rows: list[Row], peers: list[Row], reference_s: float)
         issue_gap = None if issue is None else issue[issue_col]
         issue_text = "" if issue is None else f"{issue[0]:.3f} / {'—' if issue_gap is None else f'{issue_gap:.4f}'}"
         by = dominated_by(p, torch_rows, gap)
-        print(f"| {p.name} | {p.accuracy:.4f} | {getattr(p, gap):.4f} | {issue_text} | {p.seconds:.1f} "
-              f"| {by.name if by else 'not dominated'} |")  # fmt: skip
+        print(
+            f"| {p.name} | {p.accuracy:.4f} | {getattr(p, gap):.4f} | {issue_text} | {p.seconds:.1f} "
+            f"| {by.name if by else 'not dominated'} |"
+        )
 
 
 def verdicts(torch_rows: list[Row], peers: list[Row]) -> dict[str, object]:
@@ -505,8 +532,15 @@ def plot(torch_rows: list[Row], peers: list[Row], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(14, 6))
     for ax, gap in zip(axes, ("dp", "eo"), strict=True):
         limit, accuracy = GOALS[gap]
-        ax.fill_between([0, limit], accuracy, top, color="tab:green", alpha=0.12, lw=0,
-                        label=f"issue goal: {gap.upper()} ≤ {limit:g}, accuracy ≥ {accuracy:g}")  # fmt: skip
+        ax.fill_between(
+            [0, limit],
+            accuracy,
+            top,
+            color="tab:green",
+            alpha=0.12,
+            lw=0,
+            label=f"issue goal: {gap.upper()} ≤ {limit:g}, accuracy ≥ {accuracy:g}",
+        )
 
         def shown(rows: list[Row], gap: str = gap) -> tuple[list[float], list[float]]:
             return [getattr(r, gap) for r in rows], [max(r.accuracy, bottom + 0.001) for r in rows]
@@ -515,8 +549,14 @@ def plot(torch_rows: list[Row], peers: list[Row], path: Path) -> None:
         below = [r for r in torch_rows if r.accuracy < bottom]
         ax.scatter(*shown(inside), s=18, color="tab:blue", alpha=0.5, label="torch candidates")
         if below:
-            ax.scatter(*shown(below), marker="v", s=40, color="tab:blue", alpha=0.7,
-                       label=f"torch, accuracy < {bottom:g} (collapsed)")  # fmt: skip
+            ax.scatter(
+                *shown(below),
+                marker="v",
+                s=40,
+                color="tab:blue",
+                alpha=0.7,
+                label=f"torch, accuracy < {bottom:g} (collapsed)",
+            )
         front = sorted(
             (getattr(r, gap), max(r.accuracy, bottom + 0.001)) for r in torch_rows if getattr(r, f"front_{gap}")
         )
@@ -529,8 +569,14 @@ def plot(torch_rows: list[Row], peers: list[Row], path: Path) -> None:
             group = [p for p in peers if p.family == family]
             ax.scatter(*shown(group), marker=marker, s=55, color=color, edgecolor="black", label=family, zorder=4)
             for p in group:
-                ax.annotate(_short(p.name), (getattr(p, gap), p.accuracy), textcoords="offset points",
-                            xytext=(5, 4), fontsize=7, color=color)  # fmt: skip
+                ax.annotate(
+                    _short(p.name),
+                    (getattr(p, gap), p.accuracy),
+                    textcoords="offset points",
+                    xytext=(5, 4),
+                    fontsize=7,
+                    color=color,
+                )
         ax.set_xscale("symlog", linthresh=0.01)
         ax.set_xlim(left=-0.0005)
         ax.set_xlabel(f"{gap.upper()} difference (sex), test split (linear below 0.01, log above)")
@@ -557,19 +603,29 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     params = bench_params(args.model)
     data = prepare(params)
-    print(f"Adult: {len(data.train.y):,} train / {len(data.val.y):,} validation / {len(data.test.y):,} test rows, "
-          f"{data.n_features} features (sex, race not inputs); {args.jobs} single-threaded workers")  # fmt: skip
+    print(
+        f"Adult: {len(data.train.y):,} train / {len(data.val.y):,} validation / {len(data.test.y):,} test rows, "
+        f"{data.n_features} features (sex, race not inputs); {args.jobs} single-threaded workers"
+    )
     # Measure one fit of the wrapped MLP and decide whether its reductions fit the time budget.
     one_fit = eg_cost(data, params)
     estimate = one_fit * EG_ORACLE_CALLS
     with_reductions = estimate <= EG_LIMIT_S
-    notes = [f"ExponentiatedGradient with the wrapped MLP: one {EG_EPOCHS}-epoch weighted fit {one_fit:.1f}s, "
-             f"x{EG_ORACLE_CALLS} oracle calls = ~{estimate:.0f}s per constraint (limit {EG_LIMIT_S:.0f}s): "
-             + ("run" if with_reductions else "skipped")]  # fmt: skip
+    notes = [
+        f"ExponentiatedGradient with the wrapped MLP: one {EG_EPOCHS}-epoch weighted fit {one_fit:.1f}s, "
+        f"x{EG_ORACLE_CALLS} oracle calls = ~{estimate:.0f}s per constraint (limit {EG_LIMIT_S:.0f}s): "
+        + ("run" if with_reductions else "skipped")
+    ]
     todo = [u for u in units(with_reductions) if not args.units or u[0] in args.units]
     # Longest first, so the last unit to finish is a short one.
-    expected = {("HGB EO", 0): 100.0, ("reductions EO", 0): estimate, ("reductions DP", 0): estimate,
-                ("LR DP", 0): 60.0, ("LR EO", 0): 60.0, ("pipeline", 0): 15.0}  # fmt: skip
+    expected = {
+        ("HGB EO", 0): 100.0,
+        ("reductions EO", 0): estimate,
+        ("reductions DP", 0): estimate,
+        ("LR DP", 0): 60.0,
+        ("LR EO", 0): 60.0,
+        ("pipeline", 0): 15.0,
+    }
     print(f"running {len(todo)} units:", flush=True)
     pool_started = time.perf_counter()
     outcomes, walls = run_all(todo, args.jobs, expected, args.model)
@@ -588,11 +644,16 @@ def main() -> None:
     for gap, v in result.items():
         best = v["best_within_gap"]
         goal = v["goal"]
-        print(f"- {gap.upper()} diff ≤ {goal['max_gap']} at accuracy ≥ {goal['min_accuracy']}: "
-              + ("no torch candidate within the gap" if best is None else
-                 f"best torch candidate within the gap: {best['name']} (accuracy {best['accuracy']:.4f}, "
-                 f"{gap.upper()} {best[gap]:.4f})")
-              + f" → goal {'MET' if v['goal_met'] else 'NOT met'}")  # fmt: skip
+        print(
+            f"- {gap.upper()} diff ≤ {goal['max_gap']} at accuracy ≥ {goal['min_accuracy']}: "
+            + (
+                "no torch candidate within the gap"
+                if best is None
+                else f"best torch candidate within the gap: {best['name']} (accuracy {best['accuracy']:.4f}, "
+                f"{gap.upper()} {best[gap]:.4f})"
+            )
+            + f" → goal {'MET' if v['goal_met'] else 'NOT met'}"
+        )
         undominated = ", ".join(v["peers_not_dominated"])
         print(
             f"- torch front dominates every Fairlearn peer on accuracy vs {gap.upper()} diff: "
@@ -601,22 +662,40 @@ def main() -> None:
     wall = time.perf_counter() - started
     sequential = sum(walls.values())
     print("\n## Costs and notes")
-    print(f"- {len(torch_rows)} torch candidates, {len(peers)} peers; the unmitigated MLP (params.yaml trainer, early "
-          f"stopping) took {reference:.1f}s; in-training methods run {EPOCHS} fixed epochs; a thresholds row's time "
-          "is its base model's fit plus the thresholds' fit on validation scores; times are wall seconds of "
-          "single-threaded workers sharing the machine, so ratios move by tens of percent between runs")  # fmt: skip
+    print(
+        f"- {len(torch_rows)} torch candidates, {len(peers)} peers; the unmitigated MLP (params.yaml trainer, early "
+        f"stopping) took {reference:.1f}s; in-training methods run {EPOCHS} fixed epochs; a thresholds row's time "
+        "is its base model's fit plus the thresholds' fit on validation scores; times are wall seconds of "
+        "single-threaded workers sharing the machine, so ratios move by tens of percent between runs"
+    )
     for note in notes:
         print(f"- {note}")
-    print(f"- units: {sequential:.0f}s of work in {pool_wall:.0f}s on {args.jobs} workers "
-          f"(speed-up {sequential / pool_wall:.2f}x); wall time {wall:.0f}s in all")  # fmt: skip
-    io.write_json(args.out, {
-        "setting": {"dataset": "adult", "model": args.model, "test_rows": len(data.test.y), "sensitive": SENSITIVE,
-                    "epochs": EPOCHS, "bootstrap": BOOTSTRAP,
-                    "eg_epochs": EG_EPOCHS, "lambdas": list(LAMBDAS), "jobs": args.jobs, "wall_seconds": wall,
-                    "unit_seconds": sequential},
-        "torch": [asdict(r) for r in torch_rows], "peers": [asdict(p) for p in peers],
-        "verdicts": result, "notes": notes,
-    })  # fmt: skip
+    print(
+        f"- units: {sequential:.0f}s of work in {pool_wall:.0f}s on {args.jobs} workers "
+        f"(speed-up {sequential / pool_wall:.2f}x); wall time {wall:.0f}s in all"
+    )
+    io.write_json(
+        args.out,
+        {
+            "setting": {
+                "dataset": "adult",
+                "model": args.model,
+                "test_rows": len(data.test.y),
+                "sensitive": SENSITIVE,
+                "epochs": EPOCHS,
+                "bootstrap": BOOTSTRAP,
+                "eg_epochs": EG_EPOCHS,
+                "lambdas": list(LAMBDAS),
+                "jobs": args.jobs,
+                "wall_seconds": wall,
+                "unit_seconds": sequential,
+            },
+            "torch": [asdict(r) for r in torch_rows],
+            "peers": [asdict(p) for p in peers],
+            "verdicts": result,
+            "notes": notes,
+        },
+    )
     png = args.out.with_suffix(".png")
     plot(torch_rows, peers, png)
     print(f"- wrote {png} and {args.out}")

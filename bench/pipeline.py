@@ -99,8 +99,11 @@ def throughput(project: Path, epochs: int = 6, repeats: int = 3) -> dict[str, fl
         with tempfile.TemporaryDirectory() as ckpt:
             ours.append(fit(x, y, xv, yv, params, Path(ckpt), layout=layout).samples_per_second)
         bare.append(bare_loop(x, y, args, params.lr, params.weight_decay, params.batch_size, epochs))
-    return {"trainer": statistics.median(ours), "bare": statistics.median(bare),
-            "ratio": statistics.median(o / b for o, b in zip(ours, bare, strict=True))}  # fmt: skip
+    return {
+        "trainer": statistics.median(ours),
+        "bare": statistics.median(bare),
+        "ratio": statistics.median(o / b for o, b in zip(ours, bare, strict=True)),
+    }
 
 
 def main() -> None:
@@ -128,8 +131,10 @@ def main() -> None:
         "| model | accuracy | ROC AUC | PR AUC | log loss | Brier | ECE |\n| --- | --- | --- | --- | --- | --- | --- |"
     )
     for name, m in (("MLP (params.yaml)", model), ("logistic regression", logreg), ("majority class", majority)):
-        print(f"| {name} | {m['accuracy']:.4f} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | {m['log_loss']:.4f} "
-              f"| {m['brier']:.4f} | {m['ece']:.4f} |")  # fmt: skip
+        print(
+            f"| {name} | {m['accuracy']:.4f} | {m['roc_auc']:.4f} | {m['pr_auc']:.4f} | {m['log_loss']:.4f} "
+            f"| {m['brier']:.4f} | {m['ece']:.4f} |"
+        )
     print("\n## Fairness on the test split (95% bootstrap CI) and the default policy's decision")
     print("| feature | gap | value | 95% CI |\n| --- | --- | --- | --- |")
     for feature in audit["features"]:
@@ -139,8 +144,10 @@ def main() -> None:
     verdict = "promoted to champion" if registration["promoted"] else "not promoted"
     print(f"decision: v{registration['version']} {verdict}; reasons: {registration['reasons'] or 'none'}")
     print("\n## Trainer throughput (same model, data, batch size; median of 3 interleaved pairs)")
-    print(f"trainer {speed['trainer']:,.0f} samples/s, bare loop {speed['bare']:,.0f} samples/s, "
-          f"ratio {speed['ratio']:.3f} (target >= 0.9)")  # fmt: skip
+    print(
+        f"trainer {speed['trainer']:,.0f} samples/s, bare loop {speed['bare']:,.0f} samples/s, "
+        f"ratio {speed['ratio']:.3f} (target >= 0.9)"
+    )
     print("\n## Wall times (s)")
     print("| what | seconds |\n| --- | --- |")
     for stage, seconds in stage_s.items():

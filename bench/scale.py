@@ -118,8 +118,13 @@ def copy_project(dest: Path, k: int, epochs: int) -> dict[str, int]:
     params["train"].update(max_epochs=epochs, patience=epochs, progress=False)
     params["gate"].update(require_approval=False, four_eyes=False)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    git_env = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@humane.invalid",
-               "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@humane.invalid"}  # fmt: skip
+    git_env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@humane.invalid",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_COMMITTER_EMAIL": "bench@humane.invalid",
+    }
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "scale"]):
         subprocess.run(cmd, cwd=dest, env=git_env, check=True, capture_output=True)
     return rows
@@ -144,9 +149,17 @@ def measure(k: int, epochs: int, work: Path) -> dict:
     stages = [json.loads(line) for line in log.read_text().splitlines()]
     compute_s = sum(s["wall_s"] for s in stages)
     raw_mb = sum(f.stat().st_size for f in (project / DATA_DIR).iterdir()) / 2**20
-    return {"k": k, "rows": rows, "raw_csv_mb": round(raw_mb, 1), "epochs": epochs, "build_s": round(build_s, 1),
-            "total_s": round(total_s, 1), "stages_s": round(compute_s, 1),
-            "overhead": round(1 - compute_s / total_s, 4), "stages": stages}  # fmt: skip
+    return {
+        "k": k,
+        "rows": rows,
+        "raw_csv_mb": round(raw_mb, 1),
+        "epochs": epochs,
+        "build_s": round(build_s, 1),
+        "total_s": round(total_s, 1),
+        "stages_s": round(compute_s, 1),
+        "overhead": round(1 - compute_s / total_s, 4),
+        "stages": stages,
+    }
 
 
 def table(result: dict) -> str:

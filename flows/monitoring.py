@@ -113,8 +113,9 @@ def explanations_task(uri: str, champion: ChampionModel) -> dict[str, Any]:
 def batch_task(path: Path, champion: ChampionModel, params: Params) -> Batch:
     """Read the batch and check it against the champion's input schema (missing, mistyped, empty: an error)."""
     kinds = input_columns(champion.model.metadata.get_input_schema())
-    return read_batch(path, kinds, list(params.data.sensitive_features), params.data.target, params.monitor.min_rows,
-                      params.data.read)  # fmt: skip
+    return read_batch(
+        path, kinds, list(params.data.sensitive_features), params.data.target, params.monitor.min_rows, params.data.read
+    )
 
 
 @task(name="judge", cache_policy=NO_CACHE)
@@ -137,8 +138,9 @@ def report_task(result: dict[str, Any], folder: Path) -> Path:
     cache_policy=NO_CACHE,
     **SERVER_TASK,
 )
-def mlflow_task(ctx: RunContext, champion: ChampionModel, batch: Batch, result: dict[str, Any], when: datetime,
-                folder: Path) -> str:  # fmt: skip
+def mlflow_task(
+    ctx: RunContext, champion: ChampionModel, batch: Batch, result: dict[str, Any], when: datetime, folder: Path
+) -> str:
     """The batch's MLflow run in humane-<name>-monitoring, tagged with the model version and the verdict."""
     tags = {
         "humane.breaches": ",".join(sorted({b["breach"] for b in result["breaches"]})) or "none",
@@ -146,8 +148,17 @@ def mlflow_task(ctx: RunContext, champion: ChampionModel, batch: Batch, result: 
         "humane.incomplete": ",".join(i["figure"] for i in result["incomplete"])[:4000] or "none",
     }
     artifacts = Paths(ctx.project).mlflow_artifacts if ctx.default_store else None
-    return log_monitoring_run(ctx.tracking_uri, champion, batch.name, md5_of(batch.path), when,
-                              monitor.flat_metrics(result), tags, folder, artifacts)  # fmt: skip
+    return log_monitoring_run(
+        ctx.tracking_uri,
+        champion,
+        batch.name,
+        md5_of(batch.path),
+        when,
+        monitor.flat_metrics(result),
+        tags,
+        folder,
+        artifacts,
+    )
 
 
 @task(name="publish", cache_policy=NO_CACHE)
@@ -170,9 +181,13 @@ def retrain_task(settings: MonitorParams, breach: str, batch: str) -> str:
     from prefect.runtime import flow_run
 
     # One training run per monitoring run and breach, however often this task is retried.
-    run = run_deployment(name=settings.training_deployment, timeout=0, tags=["monitoring", breach],
-                         parameters={"requested_by": f"monitoring flow run {flow_run.id} ({breach})"},
-                         idempotency_key=f"monitoring-{flow_run.id}-{breach}")  # fmt: skip
+    run = run_deployment(
+        name=settings.training_deployment,
+        timeout=0,
+        tags=["monitoring", breach],
+        parameters={"requested_by": f"monitoring flow run {flow_run.id} ({breach})"},
+        idempotency_key=f"monitoring-{flow_run.id}-{breach}",
+    )
     return f"training deployment {settings.training_deployment!r} started (flow run {run.name}, {run.id}) for {batch}"
 
 
@@ -185,8 +200,10 @@ def outcome(result: dict[str, Any], folder: Path, retrained: str | None) -> Stat
     where = f"report: {folder / 'report.html'}"
     if name is None:
         drifted = [f for f, d in result["drift"].items() if d["drifted"]]
-        return Completed(message=f"{result['batch']}: no threshold breached ({result['rows']} rows; drifted: "
-                                 f"{', '.join(drifted) or 'none'}); {where}")  # fmt: skip
+        return Completed(
+            message=f"{result['batch']}: no threshold breached ({result['rows']} rows; drifted: "
+            f"{', '.join(drifted) or 'none'}); {where}"
+        )
     parts = [f"{b['breach']}: {b['message']}" for b in result["breaches"]]
     if result.get("incomplete"):
         unmeasured = "; ".join(f"{i['figure']} ({i['reason']})" for i in result["incomplete"])

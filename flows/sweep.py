@@ -122,12 +122,15 @@ def processed_frames(project: Path) -> dict[str, pd.DataFrame]:
     paths = Paths(project)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with workspace.workspace_lock(project):
-        done = subprocess.run([sys.executable, "-m", "dvc", "repro", "preprocess"], cwd=project, env=env,
-                              capture_output=True, text=True)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", "repro", "preprocess"], cwd=project, env=env, capture_output=True, text=True
+        )
         if done.returncode != 0:
             tail = (done.stderr.strip() or done.stdout.strip())[-2000:]
-            raise HumaneError(f"`dvc repro preprocess` failed in {project}, so there are no processed frames to "
-                              f"score the candidates on:\n{tail}")  # fmt: skip
+            raise HumaneError(
+                f"`dvc repro preprocess` failed in {project}, so there are no processed frames to "
+                f"score the candidates on:\n{tail}"
+            )
         ran = [line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage '")]
         logger.info("processed frames: %s", f"stages run first: {ran}" if ran else "current (dvc.lock)")
         report = io.read_json(paths.mitigation_data)
@@ -140,15 +143,23 @@ def processed_frames(project: Path) -> dict[str, pd.DataFrame]:
 
 
 @task(task_run_name="train-{index}", cache_policy=NO_CACHE)
-def train_model(index: int, params: Params, frames: dict[str, pd.DataFrame],
-                layout: tuple[int, list[int]]) -> lib.TrainedModel:  # fmt: skip
+def train_model(
+    index: int, params: Params, frames: dict[str, pd.DataFrame], layout: tuple[int, list[int]]
+) -> lib.TrainedModel:
     """Train candidate `index`'s model (shared by the candidates with the same training settings)."""
     return lib.train_candidate(params, frames, layout)
 
 
 @task(task_run_name="candidate-{index}", cache_policy=NO_CACHE)
-def score_model(index: int, params: Params, val: pd.DataFrame, test: pd.DataFrame, trained: lib.TrainedModel,
-                model_of: int | None, overrides: dict[str, Any]) -> lib.CandidateResult:  # fmt: skip
+def score_model(
+    index: int,
+    params: Params,
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    trained: lib.TrainedModel,
+    model_of: int | None,
+    overrides: dict[str, Any],
+) -> lib.CandidateResult:
     """Fit candidate `index`'s thresholds on the validation rows and measure both splits."""
     return lib.score_candidate(params, val, test, trained, model_of, overrides)
 
@@ -158,25 +169,39 @@ def score_model(index: int, params: Params, val: pd.DataFrame, test: pd.DataFram
     **SERVER_TASK,
     cache_policy=NO_CACHE,
 )
-def record_sweep(project: Path, params: Params, results: list[lib.CandidateResult], chosen: int | None,
-                 rejected: dict[int, str], timing: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+def record_sweep(
+    project: Path,
+    params: Params,
+    results: list[lib.CandidateResult],
+    chosen: int | None,
+    rejected: dict[int, str],
+    timing: dict[str, Any],
+) -> dict[str, Any]:
     """Record the sweep: reports/sweep/, MLflow (a parent run, a child per candidate) and the flow run's page.
 
     Returns what the registered version's tags need (the parent run, the fronts, the table, the choice).
     """
     feature, quality = lib.front_feature(params), params.sweep.select
     limits = lib.fairness_limits(policy_of(params))
-    fronts = {name: lib.pareto_front(results, quality, f"{lib.FAIRNESS_PREFIX}{feature}.{gap}", "test")
-              for name, gap in lib.FRONT_GAPS.items()}  # fmt: skip
+    fronts = {
+        name: lib.pareto_front(results, quality, f"{lib.FAIRNESS_PREFIX}{feature}.{gap}", "test")
+        for name, gap in lib.FRONT_GAPS.items()
+    }
     rows = lib.table(results, feature, chosen, rejected, fronts)
     markdown = lib.choice_markdown(rows, chosen, quality, feature, limits)
     markdown += "\n\n" + lib.compute_markdown(timing["compute_sum"]) + "\n"
     selection = {
-        "select": quality, "front_feature": feature, "front_split": "test", "selection_split": "val",
-        "limits": {m: {"rule": r, "threshold": t} for m, (r, t) in limits.items()}, "chosen": chosen,
+        "select": quality,
+        "front_feature": feature,
+        "front_split": "test",
+        "selection_split": "val",
+        "limits": {m: {"rule": r, "threshold": t} for m, (r, t) in limits.items()},
+        "chosen": chosen,
         "chosen_overrides": params.sweep.candidates[chosen] if chosen is not None else None,
-        "rejected": {str(i): reason for i, reason in rejected.items()}, "fronts": fronts, **timing,
-    }  # fmt: skip
+        "rejected": {str(i): reason for i, reason in rejected.items()},
+        "fronts": fronts,
+        **timing,
+    }
     out = Paths(project).root / SWEEP_DIR
     io.write_json(out / FRONT_JSON, rows)
     io.write_json(out / SELECTION_JSON, selection)
@@ -193,8 +218,9 @@ def record_sweep(project: Path, params: Params, results: list[lib.CandidateResul
     **SERVER_TASK,
     cache_policy=NO_CACHE,
 )
-def mark_registered(project: Path, params: Params, recorded: dict[str, Any], chosen: int,
-                    training_run_id: str | None) -> dict[str, str] | None:  # fmt: skip
+def mark_registered(
+    project: Path, params: Params, recorded: dict[str, Any], chosen: int, training_run_id: str | None
+) -> dict[str, str] | None:
     """Tag the chosen candidate's registered version (and the parent run) with its place in the sweep.
 
     The version is the one the training subflow registered: found by the subflow's id on its tracked run, else
@@ -207,12 +233,17 @@ def mark_registered(project: Path, params: Params, recorded: dict[str, Any], cho
     overrides = lib.describe(params.sweep.candidates[chosen])
     found = []
     if experiment is not None and training_run_id:
-        found = mlflow_client.search_runs([experiment.experiment_id],
-                                          f"tags.`prefect.flow_run_id` = '{training_run_id}'")  # fmt: skip
+        found = mlflow_client.search_runs(
+            [experiment.experiment_id], f"tags.`prefect.flow_run_id` = '{training_run_id}'"
+        )
     if experiment is not None and not [r for r in found if "registry.version" in r.data.tags]:
         # Compared here, not in the filter: the overrides' text holds quotes that MLflow's filter syntax cannot.
-        newest = mlflow_client.search_runs([experiment.experiment_id], "tags.`registry.version` != ''",
-                                           max_results=500, order_by=["attributes.start_time DESC"])  # fmt: skip
+        newest = mlflow_client.search_runs(
+            [experiment.experiment_id],
+            "tags.`registry.version` != ''",
+            max_results=500,
+            order_by=["attributes.start_time DESC"],
+        )
         found = [r for r in newest if r.data.tags.get("overrides") == overrides]
     found = [r for r in found if "registry.version" in r.data.tags]
     if not found:
@@ -232,9 +263,12 @@ def mark_registered(project: Path, params: Params, recorded: dict[str, Any], cho
         mlflow_client.set_model_version_tag(name, version, key, value)
     # The card's sweep section: where the model sits on the front and why the others were not chosen.
     mlflow_client.log_text(run.info.run_id, recorded["markdown"], "model_card/sweep.md")
-    for key, value in {"sweep.registered_model": name, "sweep.registered_version": version,
-                       "sweep.training_run": run.info.run_id,
-                       "sweep.gate": run.data.tags.get("gate.decision", "-")}.items():  # fmt: skip
+    for key, value in {
+        "sweep.registered_model": name,
+        "sweep.registered_version": version,
+        "sweep.training_run": run.info.run_id,
+        "sweep.gate": run.data.tags.get("gate.decision", "-"),
+    }.items():
         mlflow_client.set_tag(recorded["parent_run"], key, value)
     return {"model": name, "version": version, "run_id": run.info.run_id}
 
@@ -249,8 +283,14 @@ def policy_of(params: Params) -> Policy:
     return Policy.of(params.gate, params.policy, params.data.sensitive_features)
 
 
-def log_to_mlflow(project: Path, params: Params, results: list[lib.CandidateResult], rows: list[dict[str, Any]],
-                  selection: dict[str, Any], out: Path) -> str:  # fmt: skip
+def log_to_mlflow(
+    project: Path,
+    params: Params,
+    results: list[lib.CandidateResult],
+    rows: list[dict[str, Any]],
+    selection: dict[str, Any],
+    out: Path,
+) -> str:
     """One parent run (the sweep) and a child run per candidate, with its real start and end; the parent's id.
 
     A retry of this flow run first deletes what an interrupted earlier attempt left (runs tagged with this flow
@@ -269,32 +309,55 @@ def log_to_mlflow(project: Path, params: Params, results: list[lib.CandidateResu
         mlflow_client.delete_run(attempt.info.run_id)
     common = {"sweep.flow_run_id": run_id, "mlflow.source.name": "prefect flow sweep", "mlflow.source.type": "JOB"}
     parent = mlflow_client.create_run(
-        experiment_id, start_time=int(selection["started"] * 1000), run_name=f"sweep · {len(results)} candidates",
-        tags={SWEEP_TAG: "true", **common, "sweep.chosen": str(selection["chosen"]),
-              "sweep.front_feature": selection["front_feature"], "sweep.select": selection["select"]},
-    ).info.run_id  # fmt: skip
+        experiment_id,
+        start_time=int(selection["started"] * 1000),
+        run_name=f"sweep · {len(results)} candidates",
+        tags={
+            SWEEP_TAG: "true",
+            **common,
+            "sweep.chosen": str(selection["chosen"]),
+            "sweep.front_feature": selection["front_feature"],
+            "sweep.select": selection["select"],
+        },
+    ).info.run_id
     from mlflow.entities import Metric, Param, RunTag
 
     now = int(time.time() * 1000)
     for i, (result, row) in enumerate(zip(results, rows, strict=True)):
         child = mlflow_client.create_run(
-            experiment_id, start_time=int(result.started * 1000), run_name=f"sweep candidate {i} · {row['overrides']}",
-            tags={"mlflow.parentRunId": parent, **common, "sweep.candidate": str(i),
-                  "sweep.overrides": row["overrides"], "sweep.methods": row["methods"],
-                  "sweep.status": row["status"][:TAG_LIMIT],
-                  "sweep.model_of": str(row["model_of"]),
-                  **{f"sweep.front_{name}": str(row[f"front_{name}"]).lower() for name in lib.FRONT_GAPS}},
-        ).info.run_id  # fmt: skip
-        metrics = {**{f"val.{k}": v for k, v in result.val.items()}, **{f"test.{k}": v for k, v in result.test.items()},
-                   "train.seconds": result.train_seconds, "train.best_epoch": result.best_epoch,
-                   "train.epochs_run": result.epochs_run, "train.rows": result.train_rows,
-                   **{f"train.compute.{k}": v for k, v in result.compute.items()
-                      if isinstance(v, int | float) and not isinstance(v, bool)}}  # fmt: skip
+            experiment_id,
+            start_time=int(result.started * 1000),
+            run_name=f"sweep candidate {i} · {row['overrides']}",
+            tags={
+                "mlflow.parentRunId": parent,
+                **common,
+                "sweep.candidate": str(i),
+                "sweep.overrides": row["overrides"],
+                "sweep.methods": row["methods"],
+                "sweep.status": row["status"][:TAG_LIMIT],
+                "sweep.model_of": str(row["model_of"]),
+                **{f"sweep.front_{name}": str(row[f"front_{name}"]).lower() for name in lib.FRONT_GAPS},
+            },
+        ).info.run_id
+        metrics = {
+            **{f"val.{k}": v for k, v in result.val.items()},
+            **{f"test.{k}": v for k, v in result.test.items()},
+            "train.seconds": result.train_seconds,
+            "train.best_epoch": result.best_epoch,
+            "train.epochs_run": result.epochs_run,
+            "train.rows": result.train_rows,
+            **{
+                f"train.compute.{k}": v
+                for k, v in result.compute.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            },
+        }
         mlflow_client.log_batch(
-            child, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v],  # NaN is not logged
+            child,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v],  # NaN is not logged
             params=[Param(k, str(v)[:6000]) for k, v in sorted(result.overrides.items())],
             tags=[RunTag("humane.complete", "true")],
-        )  # fmt: skip
+        )
         mlflow_client.set_terminated(child, "FINISHED", end_time=int(result.finished * 1000))
     chosen = selection["chosen"]
     summary = {
@@ -314,10 +377,15 @@ def log_to_mlflow(project: Path, params: Params, results: list[lib.CandidateResu
         summary.update({f"chosen.val.{k}": v for k, v in results[chosen].val.items() if v == v})
         summary.update({f"chosen.test.{k}": v for k, v in results[chosen].test.items() if v == v})
     mlflow_client.log_batch(
-        parent, metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()],
-        params=[Param("sweep.select", selection["select"]), Param("sweep.workers", str(params.sweep.workers)),
-                Param("sweep.runner", selection["runner"]), Param("sweep.n_candidates", str(len(results)))],
-    )  # fmt: skip
+        parent,
+        metrics=[Metric(k, float(v), now, 0) for k, v in summary.items()],
+        params=[
+            Param("sweep.select", selection["select"]),
+            Param("sweep.workers", str(params.sweep.workers)),
+            Param("sweep.runner", selection["runner"]),
+            Param("sweep.n_candidates", str(len(results))),
+        ],
+    )
     for name in (FRONT_JSON, FRONT_PNG, SELECTION_JSON, CHOICE_MD):
         mlflow_client.log_artifact(parent, str(out / name), ARTIFACT_DIR)
     mlflow_client.set_tag(parent, "humane.complete", "true")
@@ -369,18 +437,25 @@ def sweep() -> State:
         model_of = None if owner[key] == n else owner[key]
         scored.append(score_model.submit(n, candidate, val, test, trained[key], model_of, params.sweep.candidates[n]))
     results = [future.result() for future in scored]
-    timing = {"started": started, "wall_seconds": round(time.time() - started, 2),
-              "train_seconds_sum": round(sum(r.train_seconds for r in results if r.model_of is None), 2),
-              "compute_sum": lib.compute_sum(results),
-              "models_trained": len(trained), "runner": describe_runner(params.sweep)}  # fmt: skip
+    timing = {
+        "started": started,
+        "wall_seconds": round(time.time() - started, 2),
+        "train_seconds_sum": round(sum(r.train_seconds for r in results if r.model_of is None), 2),
+        "compute_sum": lib.compute_sum(results),
+        "models_trained": len(trained),
+        "runner": describe_runner(params.sweep),
+    }
 
     # The choice: validation figures against the policy's fairness limits.
     chosen, rejected = lib.select(results, policy_of(params), params.sweep.select)
     recorded = record_sweep(project, params, results, chosen, rejected, timing)
     print(recorded["markdown"])
     if chosen is None:
-        return Failed(name=NO_CANDIDATE, message="no sweep candidate is within the policy's fairness limits on the "
-                      "validation split: " + "; ".join(f"{i}: {r}" for i, r in rejected.items()))  # fmt: skip
+        return Failed(
+            name=NO_CANDIDATE,
+            message="no sweep candidate is within the policy's fairness limits on the "
+            "validation split: " + "; ".join(f"{i}: {r}" for i, r in rejected.items()),
+        )
 
     # Only the chosen candidate goes on: trained by the pipeline, registered, judged by the gate.
     state = training_flow.training(overrides=params.sweep.candidates[chosen] or None, return_state=True)
@@ -440,8 +515,17 @@ def yaml_value(value: Any) -> str:
 
 def queue_commands(candidates: list[dict[str, Any]]) -> list[list[str]]:
     """`dvc exp run --queue` for each candidate, up to the audit stage (measured, not tracked or registered)."""
-    return [["dvc", "exp", "run", "--queue", *[a for k, v in c.items() for a in ("-S", f"{k}={yaml_value(v)}")],
-             QUEUE_TARGET] for c in candidates]  # fmt: skip
+    return [
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            *[a for k, v in c.items() for a in ("-S", f"{k}={yaml_value(v)}")],
+            QUEUE_TARGET,
+        ]
+        for c in candidates
+    ]
 
 
 def queue(project: Path) -> int:
@@ -452,12 +536,15 @@ def queue(project: Path) -> int:
         print(shlex.join(command))
         done = subprocess.run([sys.executable, "-m", *command], cwd=project, capture_output=True, text=True)
         if done.returncode != 0:
-            print(f"error: {shlex.join(command)} failed: {(done.stderr or done.stdout).strip()[-1000:]}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"error: {shlex.join(command)} failed: {(done.stderr or done.stdout).strip()[-1000:]}", file=sys.stderr
+            )
             return ERROR_EXIT
-    print(f"queued {len(params.sweep.candidates)} experiments; run them with `dvc queue start -j "
-          f"{params.sweep.workers}`, follow with `dvc queue status`, compare with `dvc exp show` "
-          "(the policy's choice is made by `python -m flows.sweep`)")  # fmt: skip
+    print(
+        f"queued {len(params.sweep.candidates)} experiments; run them with `dvc queue start -j "
+        f"{params.sweep.workers}`, follow with `dvc queue status`, compare with `dvc exp show` "
+        "(the policy's choice is made by `python -m flows.sweep`)"
+    )
     return QUEUED_EXIT
 
 

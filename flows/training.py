@@ -306,10 +306,15 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
         params = check_params.fn(paths.root, {})  # the run's own params.yaml, overrides applied
         states: dict[str, State] = {}
         for stage in workspace.stages(paths.dvc_yaml):
-            run = run_stage.with_options(name=stage.name, retries=RETRIES.get(stage.name, 0),
-                                         retry_delay_seconds=[2, 10], retry_condition_fn=retry_unexpected)  # fmt: skip
-            states[stage.name] = run(stage, params, paths, ctx, wait_for=[states[u] for u in stage.upstream],
-                                     return_state=True)  # fmt: skip
+            run = run_stage.with_options(
+                name=stage.name,
+                retries=RETRIES.get(stage.name, 0),
+                retry_delay_seconds=[2, 10],
+                retry_condition_fn=retry_unexpected,
+            )
+            states[stage.name] = run(
+                stage, params, paths, ctx, wait_for=[states[u] for u in stage.upstream], return_state=True
+            )
             states[stage.name].result()  # a failed stage stops the run here, with its error
         fresh = states["register"].name != "Skipped"
         registration = publish(paths, ctx, fresh, wait_for=[states["register"]])

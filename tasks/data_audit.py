@@ -16,12 +16,14 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     report = data_audit(pd.read_parquet(paths.interim_train), params.data, params.validate.min_group_rows)
     io.write_json(paths.data_audit, report)
     return "\n".join(
-        f"data audit {feature}: " + ", ".join(
+        f"data audit {feature}: "
+        + ", ".join(
             f"{g['group']} {g['share']:.1%} "
             + ("(too small to judge)" if g["too_small"] else f"(base rate {g['base_rate']:.2f})")
-            for g in groups[:6])
+            for g in groups[:6]
+        )
         for feature, groups in report.items()
-    )  # fmt: skip
+    )
 
 
 if __name__ == "__main__":

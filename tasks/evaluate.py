@@ -107,8 +107,9 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
         "remedy": refs["remedy"],
         "test_rows": len(y),
     }
-    membership = membership_audit(load_model(state), (x_train, y_train), (x_test, y_test), settings.mia_samples,
-                                  settings.seed)  # fmt: skip
+    membership = membership_audit(
+        load_model(state), (x_train, y_train), (x_test, y_test), settings.mia_samples, settings.seed
+    )
     roc = roc_points(y, p)
     bins = calibration_bins(y, p, settings.calibration_bins)
     io.write_json(paths.membership_report, membership)

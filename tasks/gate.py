@@ -17,8 +17,12 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     checks = decide(policy, read_candidate(paths), None, compare=False)
     # Not a decision: the value rules only. `passed` here means "passes the value rules"; the decision, with
     # the change rules against the champion, is taken by the register stage (reports/decision.json).
-    record = {"value_rules_passed": checks.passed, "reasons": checks.reasons, "notes": checks.notes,
-              "checks": [c.__dict__ for c in checks.checks]}  # fmt: skip
+    record = {
+        "value_rules_passed": checks.passed,
+        "reasons": checks.reasons,
+        "notes": checks.notes,
+        "checks": [c.__dict__ for c in checks.checks],
+    }
     # Dominated or too costly, as measured, under a remedy: the sweep chooses among the remedies instead, for this
     # profile. An unmeasured figure or an unmitigated candidate is no question a sweep answers.
     bad_remedy = params.mitigation.active and [

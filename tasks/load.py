@@ -107,10 +107,14 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
         "bins_clipped": clipped,
         "identifiers": identifier_report(findings, privacy, spec, privacy.identifiers.check),
     }
-    meta: dict[str, Any] = {"source": spec.source, "files": loaded.files, "md5": loaded.md5,
-                            "rows": {"train": len(train), "test": len(test)},
-                            "missing_labels": {"rule": spec.missing_labels, "dropped": loaded.missing_labels_dropped},
-                            "dates": dict(spec.dates)}  # fmt: skip
+    meta: dict[str, Any] = {
+        "source": spec.source,
+        "files": loaded.files,
+        "md5": loaded.md5,
+        "rows": {"train": len(train), "test": len(test)},
+        "missing_labels": {"rule": spec.missing_labels, "dropped": loaded.missing_labels_dropped},
+        "dates": dict(spec.dates),
+    }
     io.write_parquet(paths.interim_train, train)
     io.write_parquet(paths.interim_test, test)
     io.write_json(paths.privacy_policy, policy.to_dict())

@@ -27,8 +27,10 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     if state["constraint"] == "none":
         return "postprocess: no per-group thresholds (mitigation.thresholds: none)"
     excluded = f"; too small, plain threshold: {state['excluded']}" if state["excluded"] else ""
-    return (f"postprocess: {state['constraint']} thresholds for {len(state['groups'])} groups of "
-            f"{' x '.join(state['target'])}, fitted on {state['fit_rows']} validation rows{excluded}")  # fmt: skip
+    return (
+        f"postprocess: {state['constraint']} thresholds for {len(state['groups'])} groups of "
+        f"{' x '.join(state['target'])}, fitted on {state['fit_rows']} validation rows{excluded}"
+    )
 
 
 if __name__ == "__main__":

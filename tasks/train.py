@@ -51,18 +51,35 @@ def launch(params: Params, paths: Paths) -> str:
     with tempfile.TemporaryDirectory(prefix="humane-torchrun-") as tmp:
         spec = Path(tmp) / "spec.json"
         summary = Path(tmp) / "summary.txt"
-        spec.write_text(json.dumps({"params": params.model_dump(mode="json", by_alias=True),
-                                    "root": str(paths.root.resolve()), "summary": str(summary)}))  # fmt: skip
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={dist.nproc_per_node}",
-               f"--nnodes={dist.nnodes}", f"--master_addr={dist.master_addr}", f"--master_port={dist.master_port}",
-               "-m", "tasks.train"]  # fmt: skip
+        spec.write_text(
+            json.dumps(
+                {
+                    "params": params.model_dump(mode="json", by_alias=True),
+                    "root": str(paths.root.resolve()),
+                    "summary": str(summary),
+                }
+            )
+        )
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            f"--nproc_per_node={dist.nproc_per_node}",
+            f"--nnodes={dist.nnodes}",
+            f"--master_addr={dist.master_addr}",
+            f"--master_port={dist.master_port}",
+            "-m",
+            "tasks.train",
+        ]
         if dist.nnodes > 1:
             cmd.insert(3, f"--node_rank={os.environ.get('PET_NODE_RANK', '0')}")
         env = {**os.environ, SPEC_ENV: str(spec), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         result = subprocess.run(cmd, env=env, cwd=Path(__file__).resolve().parents[1], check=False)
         if result.returncode != 0:
-            raise HumaneError(f"distributed training (torchrun, {dist.world} processes) failed with exit code "
-                              f"{result.returncode}; see the workers' output above")  # fmt: skip
+            raise HumaneError(
+                f"distributed training (torchrun, {dist.world} processes) failed with exit code "
+                f"{result.returncode}; see the workers' output above"
+            )
         return summary.read_text() if summary.exists() else "train: distributed run finished (this node has no rank 0)"
 
 
@@ -86,13 +103,25 @@ def train(params: Params, paths: Paths) -> str:
         train_frame = pd.read_parquet(paths.processed_train)
         x_train, y_train, features = split_xy(train_frame)
         x_val, y_val, _ = split_xy(pd.read_parquet(paths.processed_val))
-        weights, groups, penalty, mitigation = training_terms(train_frame, params.mitigation,
-                                                              params.validate.min_group_rows)  # fmt: skip
+        weights, groups, penalty, mitigation = training_terms(
+            train_frame, params.mitigation, params.validate.min_group_rows
+        )
         # Which inputs are numeric and which one-hot blocks belong together (numeric embeddings, FT tokens).
         layout = token_layout(load_preprocessor(paths.preprocessor))
-        result, reductions = fit_mitigated(x_train, y_train, x_val, y_val, train_frame, params, settings,
-                                           paths.checkpoints_dir, sample_weight=weights, groups=groups,
-                                           penalty=penalty, layout=layout)  # fmt: skip
+        result, reductions = fit_mitigated(
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            train_frame,
+            params,
+            settings,
+            paths.checkpoints_dir,
+            sample_weight=weights,
+            groups=groups,
+            penalty=penalty,
+            layout=layout,
+        )
         del train_frame
     twin = unmitigated_twin(params, paths, layout)  # every rank: a distributed fit needs them all
     if rank != 0:
@@ -101,11 +130,23 @@ def train(params: Params, paths: Paths) -> str:
         mitigation["reductions"] = reductions
     flops = flops_per_sample(result.model, x_train[:FLOP_PROBE_ROWS])
     samples = result.samples or len(result.history) * len(x_train)
-    compute = bill(meter, n_parameters=count_parameters(result.model), flops=flops, samples=samples,
-                   train_seconds=result.train_seconds, device=result.device, world_size=result.world_size,
-                   precision=settings.precision, prior_train_seconds=result.prior_seconds)  # fmt: skip
-    state = {**model_state(result.model), "config": settings.model_dump(mode="json"), "feature_names": features,
-             "best_epoch": result.best_epoch}  # fmt: skip
+    compute = bill(
+        meter,
+        n_parameters=count_parameters(result.model),
+        flops=flops,
+        samples=samples,
+        train_seconds=result.train_seconds,
+        device=result.device,
+        world_size=result.world_size,
+        precision=settings.precision,
+        prior_train_seconds=result.prior_seconds,
+    )
+    state = {
+        **model_state(result.model),
+        "config": settings.model_dump(mode="json"),
+        "feature_names": features,
+        "best_epoch": result.best_epoch,
+    }
     io.write_with(paths.model, lambda tmp: torch.save(state, tmp))
     made_for = {"remedy": ",".join(params.mitigation.active), "model_md5": io.md5_of(paths.model)}
     twin_state = twin_record(twin, state["config"], features, made_for)
@@ -120,14 +161,25 @@ def train(params: Params, paths: Paths) -> str:
     best = result.history[result.best_epoch - 1]
     io.write_json(
         paths.train_metrics,
-        {"model": settings.model, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
-         "best_val_loss": best["val_loss"], "best_val_accuracy": best["val_accuracy"], "best_val_auc": best["val_auc"],
-         "n_parameters": count_parameters(result.model), "resumed_from_epoch": result.resumed_from,
-         "mitigation": mitigation, **result.privacy, "compute": compute},
-    )  # fmt: skip
-    summary = (f"train: {settings.model}, best epoch {result.best_epoch} of {len(result.history)}, "
-               f"{compute['samples_per_second']:,.0f} samples/s on {result.world_size} x {result.device}"
-               + (f" (resumed after epoch {result.resumed_from})" if result.resumed_from else ""))  # fmt: skip
+        {
+            "model": settings.model,
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "best_val_loss": best["val_loss"],
+            "best_val_accuracy": best["val_accuracy"],
+            "best_val_auc": best["val_auc"],
+            "n_parameters": count_parameters(result.model),
+            "resumed_from_epoch": result.resumed_from,
+            "mitigation": mitigation,
+            **result.privacy,
+            "compute": compute,
+        },
+    )
+    summary = (
+        f"train: {settings.model}, best epoch {result.best_epoch} of {len(result.history)}, "
+        f"{compute['samples_per_second']:,.0f} samples/s on {result.world_size} x {result.device}"
+        + (f" (resumed after epoch {result.resumed_from})" if result.resumed_from else "")
+    )
     spec = os.environ.get(SPEC_ENV)
     if spec:
         Path(json.loads(Path(spec).read_text())["summary"]).write_text(summary)

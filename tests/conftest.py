@@ -71,8 +71,9 @@ def prefect_server() -> Iterator[str]:
     log = open(_STATE / "prefect-server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(PREFECT_PORT), "--no-ui"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = os.environ["PREFECT_API_URL"]
     deadline = time.time() + 90
     while True:
@@ -233,8 +234,10 @@ def _relocate_store(db: Path, old: str, new: str) -> None:
         for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
             for column in conn.execute(f"PRAGMA table_info('{table}')").fetchall():
                 if column[2].upper().startswith(("VARCHAR", "TEXT")):
-                    conn.execute(f'UPDATE "{table}" SET "{column[1]}" = REPLACE("{column[1]}", ?, ?) '
-                                 f'WHERE "{column[1]}" LIKE ?', (old, new, f"%{old}%"))  # fmt: skip
+                    conn.execute(
+                        f'UPDATE "{table}" SET "{column[1]}" = REPLACE("{column[1]}", ?, ?) WHERE "{column[1]}" LIKE ?',
+                        (old, new, f"%{old}%"),
+                    )
 
 
 def md5s(project: Path, paths: list[str]) -> dict[str, str]:
@@ -266,13 +269,24 @@ def tiny_adult() -> pd.DataFrame:
     rows = []
     for i in range(12):
         rows.append(
-            {"age": 20 + 3 * i, "workclass": ["Private", None, "State-gov"][i % 3], "fnlwgt": 1000 + i,
-             "education": "Bachelors", "education-num": 13, "marital-status": "Never-married",
-             "occupation": ["Sales", "Tech-support"][i % 2], "relationship": "Not-in-family",
-             "race": ["White", "Black"][i % 2], "sex": ["Male", "Female"][(i // 2) % 2],
-             "capital-gain": [0, 5000][i % 2], "capital-loss": 0, "hours-per-week": 40,
-             "native-country": "United-States", "income": ["<=50K", ">50K"][i % 2]}
-        )  # fmt: skip
+            {
+                "age": 20 + 3 * i,
+                "workclass": ["Private", None, "State-gov"][i % 3],
+                "fnlwgt": 1000 + i,
+                "education": "Bachelors",
+                "education-num": 13,
+                "marital-status": "Never-married",
+                "occupation": ["Sales", "Tech-support"][i % 2],
+                "relationship": "Not-in-family",
+                "race": ["White", "Black"][i % 2],
+                "sex": ["Male", "Female"][(i // 2) % 2],
+                "capital-gain": [0, 5000][i % 2],
+                "capital-loss": 0,
+                "hours-per-week": 40,
+                "native-country": "United-States",
+                "income": ["<=50K", ">50K"][i % 2],
+            }
+        )
     return pd.DataFrame(rows)
 
 

@@ -47,13 +47,42 @@ LOANS_PRIVACY = {
     "key_block": None,
     "quasi_identifiers": ["age", "gender", "ethnicity", "region"],
     "k": 5,
-    "identifiers": {"check": True, "unique_share": 0.9, "text_unique_share": 0.5, "free_text_words": 4,
-                    "pattern_share": 0.3, "sample_rows": 1000},
-}  # fmt: skip
+    "identifiers": {
+        "check": True,
+        "unique_share": 0.9,
+        "text_unique_share": 0.5,
+        "free_text_words": 4,
+        "pattern_share": 0.3,
+        "sample_rows": 1000,
+    },
+}
 
 SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "vo", "shi", "an", "el", "dor", "pe", "su", "ri", "mon", "ta", "bel"]
-WORDS = ["asked", "about", "a", "longer", "term", "called", "twice", "prefers", "email", "contact", "after", "noon",
-         "moving", "soon", "new", "job", "since", "spring", "has", "two", "children", "needs", "car"]  # fmt: skip
+WORDS = [
+    "asked",
+    "about",
+    "a",
+    "longer",
+    "term",
+    "called",
+    "twice",
+    "prefers",
+    "email",
+    "contact",
+    "after",
+    "noon",
+    "moving",
+    "soon",
+    "new",
+    "job",
+    "since",
+    "spring",
+    "has",
+    "two",
+    "children",
+    "needs",
+    "car",
+]
 
 
 def _name(rng: np.random.Generator) -> str:
@@ -72,8 +101,14 @@ def loans(rows: int = 3000, seed: int = 5) -> pd.DataFrame:
     region = rng.choice(["north", "south", "east", "west"], rows)
     income = np.round(rng.lognormal(3.5, 0.5, rows), 2)  # thousands
     debt = np.round(rng.uniform(0, 60, rows), 2)
-    logit = (0.04 * (income - 35) - 0.05 * (debt - 30) + (employment == "salaried") * 0.8
-             - (employment == "unemployed") * 1.2 + (gender == "male") * 0.6 - 0.2)  # fmt: skip
+    logit = (
+        0.04 * (income - 35)
+        - 0.05 * (debt - 30)
+        + (employment == "salaried") * 0.8
+        - (employment == "unemployed") * 1.2
+        + (gender == "male") * 0.6
+        - 0.2
+    )
     repaid = (rng.uniform(size=rows) < 1 / (1 + np.exp(-logit))).astype(int)
     # Planted for the explanations (tests/integration/test_own_data.py): the self-employed's repayment is a coin
     # flip, a cohort where any model errs about half the time; the branch stands in for gender (90% agree).
@@ -81,22 +116,24 @@ def loans(rows: int = 3000, seed: int = 5) -> pd.DataFrame:
     repaid[noisy] = rng.integers(0, 2, int(noisy.sum()))
     branch = np.where((gender == "female") ^ (rng.uniform(size=rows) < 0.1), "branch_f", "branch_m")
     birth = pd.Timestamp("2026-01-01") - pd.to_timedelta(age * 365.25 + rng.integers(0, 365, rows), unit="D")
-    return pd.DataFrame({
-        "applicant_id": rng.permutation(np.arange(100000, 100000 + rows)),
-        "full_name": [_name(rng) for _ in range(rows)],
-        "email": [f"user{i}.{rng.integers(1000)}@example.org" for i in range(rows)],
-        "date_of_birth": birth.strftime("%Y-%m-%d"),
-        "age": age,
-        "gender": gender,
-        "ethnicity": ethnicity,
-        "region": region,
-        "branch": branch,
-        "employment": employment,
-        "monthly income (k)": income,
-        "debt ratio %": debt,
-        "notes": [" ".join(rng.choice(WORDS, rng.integers(5, 12))) for _ in range(rows)],
-        "repaid": repaid,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "applicant_id": rng.permutation(np.arange(100000, 100000 + rows)),
+            "full_name": [_name(rng) for _ in range(rows)],
+            "email": [f"user{i}.{rng.integers(1000)}@example.org" for i in range(rows)],
+            "date_of_birth": birth.strftime("%Y-%m-%d"),
+            "age": age,
+            "gender": gender,
+            "ethnicity": ethnicity,
+            "region": region,
+            "branch": branch,
+            "employment": employment,
+            "monthly income (k)": income,
+            "debt ratio %": debt,
+            "notes": [" ".join(rng.choice(WORDS, rng.integers(5, 12))) for _ in range(rows)],
+            "repaid": repaid,
+        }
+    )
 
 
 def write_loans(dest: Path, rows: int = 3000) -> Path:

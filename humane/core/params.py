@@ -260,8 +260,10 @@ class FTTransformerParams(_Section):
     @model_validator(mode="after")
     def _heads_divide_width(self) -> FTTransformerParams:
         if self.d_block % self.attention_n_heads:
-            raise ValueError(f"train.ft_transformer.d_block ({self.d_block}) must be a multiple of "
-                             f"attention_n_heads ({self.attention_n_heads})")  # fmt: skip
+            raise ValueError(
+                f"train.ft_transformer.d_block ({self.d_block}) must be a multiple of "
+                f"attention_n_heads ({self.attention_n_heads})"
+            )
         return self
 
 
@@ -341,15 +343,27 @@ class TrainParams(_Section):
         """Settings that cannot be combined (DP-SGD with what its per-row clipping or its accounting cannot take)."""
         if not self.dp.enabled:
             return []
-        refused = [what for what, on in [
-            ("train.model ft_transformer (no per-row clipping rule for rtdl's [CLS] token and feature-embedding "
-             "parameters is tested)", self.model == "ft_transformer"),
-            ("train.model tabm (no per-row clipping rule for its per-member scaling parameters is tested)",
-             self.model == "tabm"),
-            ("train.distributed (more than one process)", self.distributed.world > 1),
-            ("train.grad_accumulation > 1 (DP-SGD forms its own Poisson-sampled batches)", self.grad_accumulation > 1),
-            ("train.precision bf16", self.precision != "fp32"),
-        ] if on]  # fmt: skip
+        refused = [
+            what
+            for what, on in [
+                (
+                    "train.model ft_transformer (no per-row clipping rule for rtdl's [CLS] token and feature-embedding "
+                    "parameters is tested)",
+                    self.model == "ft_transformer",
+                ),
+                (
+                    "train.model tabm (no per-row clipping rule for its per-member scaling parameters is tested)",
+                    self.model == "tabm",
+                ),
+                ("train.distributed (more than one process)", self.distributed.world > 1),
+                (
+                    "train.grad_accumulation > 1 (DP-SGD forms its own Poisson-sampled batches)",
+                    self.grad_accumulation > 1,
+                ),
+                ("train.precision bf16", self.precision != "fp32"),
+            ]
+            if on
+        ]
         return [f"DP-SGD (train.dp.enabled) is not combined with {'; '.join(refused)}"] if refused else []
 
 
@@ -495,8 +509,10 @@ class MonitorParams(_Section):
         for key in self.max_increase:
             feature, _, gap = key.rpartition(".")
             if not feature or gap not in MONITORED_GAPS:
-                raise ValueError(f"monitor.max_increase: key {key!r} must be '<feature or *>.<gap>' with a gap in "
-                                 f"{list(MONITORED_GAPS)}")  # fmt: skip
+                raise ValueError(
+                    f"monitor.max_increase: key {key!r} must be '<feature or *>.<gap>' with a gap in "
+                    f"{list(MONITORED_GAPS)}"
+                )
         return self
 
 
@@ -591,32 +607,50 @@ class Params(_Section):
         target, active = self.mitigation.target, self.mitigation.active
         unknown = [f for f in target if f not in self.data.sensitive_features]
         if unknown:
-            raise ValueError(f"mitigation.target names {unknown}, which are not in data.sensitive_features "
-                             f"{self.data.sensitive_features}")  # fmt: skip
+            raise ValueError(
+                f"mitigation.target names {unknown}, which are not in data.sensitive_features "
+                f"{self.data.sensitive_features}"
+            )
         if active and not target:
             raise ValueError(f"mitigation {active} is on but mitigation.target names no sensitive feature")
         for n, candidate in enumerate(self.sweep.candidates):
             refused = sorted(k for k in candidate if k not in OVERRIDABLE)
             if refused:
-                raise ValueError(f"sweep.candidates[{n}] sets {refused}: a candidate may change only allow-listed "
-                                 "keys (humane.core.params.OVERRIDABLE)")  # fmt: skip
+                raise ValueError(
+                    f"sweep.candidates[{n}] sets {refused}: a candidate may change only allow-listed "
+                    "keys (humane.core.params.OVERRIDABLE)"
+                )
         if self.train.dp.enabled and [m for m in active if not m.startswith("thresholds")]:
-            raise ValueError("mitigation by weights, resampling, a loss term or reductions is not combined with "
-                             "DP-SGD (train.dp.enabled): its privacy accounting assumes the plain loss on uniform "
-                             "samples")  # fmt: skip
+            raise ValueError(
+                "mitigation by weights, resampling, a loss term or reductions is not combined with "
+                "DP-SGD (train.dp.enabled): its privacy accounting assumes the plain loss on uniform "
+                "samples"
+            )
         if self.mitigation.reductions != "none":
-            refused = [what for what, on in [
-                ("mitigation.reweigh or mitigation.resample (the reductions set their own per-row weights)",
-                 self.mitigation.reweigh or self.mitigation.resample),
-                ("a fairness loss term (mitigation.loss)", any(m.startswith("loss:") for m in active)),
-                (f"train.model {self.train.model} (the reductions wrap the MLP)", self.train.model != "mlp"),
-                ("train.distributed, train.grad_accumulation, bf16 or train.device cuda (each inner fit is one plain "
-                 "fp32 process on the CPU)", self.train.distributed.world > 1 or self.train.grad_accumulation > 1
-                 or self.train.precision != "fp32" or self.train.device == "cuda"),
-            ] if on]  # fmt: skip
+            refused = [
+                what
+                for what, on in [
+                    (
+                        "mitigation.reweigh or mitigation.resample (the reductions set their own per-row weights)",
+                        self.mitigation.reweigh or self.mitigation.resample,
+                    ),
+                    ("a fairness loss term (mitigation.loss)", any(m.startswith("loss:") for m in active)),
+                    (f"train.model {self.train.model} (the reductions wrap the MLP)", self.train.model != "mlp"),
+                    (
+                        "train.distributed, train.grad_accumulation, bf16 or train.device cuda "
+                        "(each inner fit is one plain fp32 process on the CPU)",
+                        self.train.distributed.world > 1
+                        or self.train.grad_accumulation > 1
+                        or self.train.precision != "fp32"
+                        or self.train.device == "cuda",
+                    ),
+                ]
+                if on
+            ]
             if refused:
-                raise ValueError(f"mitigation.reductions {self.mitigation.reductions} is not combined with "
-                                 f"{'; '.join(refused)}")  # fmt: skip
+                raise ValueError(
+                    f"mitigation.reductions {self.mitigation.reductions} is not combined with {'; '.join(refused)}"
+                )
         return self
 
     @model_validator(mode="after")
@@ -793,8 +827,11 @@ def confine(value: str, key: str, root: Path, data_root: str | None = None) -> P
 
 def check_paths(params: Params, root: Path, builtins: frozenset[str] = frozenset()) -> None:
     """Every path param resolves where it may: data files in data/raw/ (or data.root), the rest in the project."""
-    values = {"data.source": params.data.source, "data.test_source": params.data.test_source,
-              "data.intended_use": params.data.intended_use}  # fmt: skip
+    values = {
+        "data.source": params.data.source,
+        "data.test_source": params.data.test_source,
+        "data.intended_use": params.data.intended_use,
+    }
     for key in PATH_KEYS:
         value = values[key]
         if value is None or (key == "data.source" and value in builtins):
@@ -807,8 +844,10 @@ def check_intended_use(value: str, root: Path) -> Path:
     """The model card's intended-use text: an existing Markdown file inside the project."""
     path = confine(value, "data.intended_use", root)
     if path.suffix.lower() != ".md" or not path.is_file():
-        raise ConfigError(f"data.intended_use: {value!r} must be an existing Markdown (.md) file of the project "
-                          "(the model card's intended-use text)")  # fmt: skip
+        raise ConfigError(
+            f"data.intended_use: {value!r} must be an existing Markdown (.md) file of the project "
+            "(the model card's intended-use text)"
+        )
     return path
 
 

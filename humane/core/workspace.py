@@ -151,10 +151,13 @@ def isolated(project: Path, overrides: dict[str, Any], name: str) -> Iterator[Pa
         try:
             for relative in _changed_files(project):
                 source, target = project / relative, root / relative
-                if source.is_symlink() and (Path(os.readlink(source)).is_absolute()
-                                            or not source.resolve().is_relative_to(project)):  # fmt: skip
-                    raise ConfigError(f"{relative}: a symlink to {os.readlink(source)}; a run copies the project's "
-                                      "own files, and only relative links that stay inside it")  # fmt: skip
+                if source.is_symlink() and (
+                    Path(os.readlink(source)).is_absolute() or not source.resolve().is_relative_to(project)
+                ):
+                    raise ConfigError(
+                        f"{relative}: a symlink to {os.readlink(source)}; a run copies the project's "
+                        "own files, and only relative links that stay inside it"
+                    )
                 if source.is_file() or source.is_symlink():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.unlink(missing_ok=True)

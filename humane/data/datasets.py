@@ -38,7 +38,7 @@ ADULT_COLUMNS = [
     "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
     "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
     "income",
-]  # fmt: skip
+]
 
 ADULT_CATEGORIES = {
     "workclass": ["Private", "Self-emp-not-inc", "Self-emp-inc", "Federal-gov", "Local-gov", "State-gov",
@@ -60,7 +60,7 @@ ADULT_CATEGORIES = {
                        "Haiti", "Columbia", "Hungary", "Guatemala", "Nicaragua", "Scotland", "Thailand",
                        "Yugoslavia", "El-Salvador", "Trinadad&Tobago", "Peru", "Hong", "Holand-Netherlands"],
     "income": ["<=50K", ">50K"],
-}  # fmt: skip
+}
 
 # Ranges documented by the census extraction (ages 17-90 after top-coding, hours 1-99, etc.).
 ADULT_RANGES = {
@@ -94,7 +94,7 @@ GERMAN_COLUMNS = [
     "installment_rate", "personal_status", "other_debtors", "residence_since", "property", "age",
     "other_installment_plans", "housing", "existing_credits", "job", "num_dependents", "telephone",
     "foreign_worker", "credit_risk",
-]  # fmt: skip
+]
 
 # Readable names for the coded attributes, from the UCI documentation.
 GERMAN_CODES = {
@@ -119,7 +119,7 @@ GERMAN_CODES = {
             "A173": "skilled employee / official", "A174": "management / self-employed / highly qualified"},
     "telephone": {"A191": "none", "A192": "yes"},
     "foreign_worker": {"A201": "yes", "A202": "no"},
-}  # fmt: skip
+}
 
 GERMAN_SEX = {"A91": "male", "A92": "female", "A93": "male", "A94": "male", "A95": "female"}
 

@@ -259,7 +259,7 @@ def handled_by(finding: Finding, privacy: PrivacyParams, data: DataParams) -> st
     # data.drop does not count: it only keeps a column out of the model's inputs, and its raw values would
     # still be written to data/interim.
     for rule, columns in (("privacy.drop", privacy.drop), ("privacy.pseudonymize", privacy.pseudonymize),
-                          ("data.dates", data.dates)):  # fmt: skip
+                          ("data.dates", data.dates)):
         if column in columns:
             return rule
     if column in privacy.keep and finding.kind != "date":

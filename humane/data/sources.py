@@ -159,7 +159,7 @@ def _read_csv(path: Source, name: str, read: ReadParams, tab: bool) -> pd.DataFr
     sep = read.delimiter or ("\t" if tab else ",")
     options: dict[str, Any] = {"sep": sep, "decimal": read.decimal, "thousands": read.thousands,
                                "encoding": _encoding(read), "skipinitialspace": True,
-                               "compression": _compression(path)}  # fmt: skip
+                               "compression": _compression(path)}
     names: list[str] = []
     try:
         # The header as written: pandas renames a repeated name (a, a.1), so duplicates are found here.

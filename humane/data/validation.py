@@ -28,7 +28,7 @@ from humane.data.schema import Schema
 # The dtypes of a numeric column; True/False counts as numeric (0/1), as the schema's inference reads it.
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
                  "float32", "float64", "Int8", "Int16", "Int32", "Int64", "Float32", "Float64", "bool",
-                 "boolean"]  # fmt: skip
+                 "boolean"]
 EXAMPLES = 5  # offending values quoted per failed check (never for a protected column)
 # GX result formats: public columns quote a few offending values; protected columns get counts only (BASIC with no
 # partial list: GX 1.24 then returns unexpected_count / unexpected_percent and renders no value into Data Docs).
@@ -159,7 +159,7 @@ def build_expectations(schema: Schema, params: ValidateParams, split: str) -> li
 def group_checks(
     frame: pd.DataFrame, schema: Schema, params: ValidateParams, split: str, file: str,
     protected: set[str] | frozenset[str] = frozenset(), audit_rows: int = 0,
-) -> list[Check]:  # fmt: skip
+) -> list[Check]:
     """Minimum rows per sensitive group (GX has no grouped row-count expectation), plus a binary label.
 
     Group sizes are aggregates and are reported by group name; for a protected column only groups in the
@@ -185,7 +185,7 @@ def group_checks(
                   observed=sizes, unexpected_count=rows, unexpected_fraction=rows / max(len(frame), 1),
                   note=f"groups below the minimum (too small to judge): {small}" if small else None,
                   protected=column in protected, severity=severity)
-        )  # fmt: skip
+        )
         judged = max(params.min_group_rows, audit_rows if split == "test" else 0)
         checks.append(auditable(sizes, judged, split, file, column, column in protected))
     if split == "train":
@@ -193,7 +193,7 @@ def group_checks(
         checks.append(
             Check(split, file, schema.target, "binary_label", {"labels": schema.labels}, passed=n_labels == 2,
                   observed=n_labels, note=None if n_labels == 2 else "a binary task needs exactly two label values")
-        )  # fmt: skip
+        )
     return checks
 
 
@@ -267,15 +267,15 @@ def label_type_check(frame: pd.DataFrame, schema: Schema, split: str, file: str)
     if not passed:
         note = (f"the column holds {kind} values but the labels are of type {' and '.join(types)}: write "
                 f"data.positive_label and data.labels as the column holds them (e.g. 1 or true without quotes, "
-                f"text in quotes)")  # fmt: skip
+                f"text in quotes)")
     return Check(split, file, schema.target, LABEL_TYPE, {"labels": list(schema.labels)}, passed=passed,
-                 observed=kind, note=note)  # fmt: skip
+                 observed=kind, note=note)
 
 
 def leakage_checks(
     frames: dict[str, pd.DataFrame], files: dict[str, str], schema: Schema, leakage: LeakageParams,
     protected: set[str] | frozenset[str] = frozenset(),
-) -> list[Check]:  # fmt: skip
+) -> list[Check]:
     """Rows of the test split that also sit in the training pool, and features that alone predict the label.
 
     Shared rows are compared on every column the frames hold (after the privacy policy); feature AUCs are
@@ -292,11 +292,11 @@ def leakage_checks(
         share, limit = count / max(len(test), 1), leakage.max_shared_fraction
         note = (f"test rows equal to a training row on all {len(columns)} columns of the loaded record: the same "
                 f"record in both splits inflates the test figures (limit {limit:.2%}; where different people can "
-                "share every value, raise data.leakage.max_shared_fraction on purpose)")  # fmt: skip
+                "share every value, raise data.leakage.max_shared_fraction on purpose)")
         checks.append(
             Check("test", files["test"], None, SHARED_ROWS, {"max_fraction": limit}, passed=share <= limit,
                   unexpected_count=count, unexpected_fraction=share, note=note if count else None)
-        )  # fmt: skip
+        )
     if train is not None:
         aucs = feature_aucs(train, schema.target, schema.positive_label, schema.numeric, schema.categorical)
         for column, auc in aucs.items():
@@ -305,7 +305,7 @@ def leakage_checks(
             checks.append(
                 Check("train", files["train"], column, FEATURE_AUC, {"max_auc": leakage.max_feature_auc},
                       passed=passed, observed=round(auc, 4), note=note, protected=column in protected)
-            )  # fmt: skip
+            )
     return checks
 
 
@@ -375,7 +375,7 @@ def _explain_types(frame: pd.DataFrame, checks: list[Check]) -> list[Check]:
             bad = values[values.notna() & pd.to_numeric(values, errors="coerce").isna()]
             examples = None if check.protected else [str(v) for v in bad.unique()[:EXAMPLES]]
             check = replace(check, examples=examples, unexpected_count=len(bad),
-                            unexpected_fraction=len(bad) / max(len(values), 1))  # fmt: skip
+                            unexpected_fraction=len(bad) / max(len(values), 1))
         out.append(check)
     return out
 
@@ -408,7 +408,7 @@ def validate_frames(
     frames: dict[str, pd.DataFrame], files: dict[str, str], schema: Schema, params: ValidateParams,
     docs_dir: Path | None = None, protected: set[str] | frozenset[str] = frozenset(),
     leakage: LeakageParams = DEFAULT_LEAKAGE, audit_rows: int = 0,
-) -> ValidationResult:  # fmt: skip
+) -> ValidationResult:
     """Run the suite on each frame with GX; optionally build GX Data Docs into `docs_dir`.
 
     `leakage` holds the dataset's leakage limits (`data.leakage`; the documented defaults when not given).

@@ -16,9 +16,11 @@ from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 
 GROUP_METRICS = ("selection_rate", "accuracy", "tpr", "fpr", "precision", "calibration_error")
 GAP_METRICS = (
-    "demographic_parity_difference", "demographic_parity_ratio", "equalized_odds_difference",
+    "demographic_parity_difference",
+    "demographic_parity_ratio",
+    "equalized_odds_difference",
     "equal_opportunity_difference",
-)  # fmt: skip
+)
 INTERSECTION = " x "  # joins feature names and group values of the intersectional audit, e.g. "sex x race"
 MISSING_GROUP = "missing"  # the group of rows whose sensitive value is null
 FAIRNESS_PREFIX = "fairness."  # the gaps as the policy names them: fairness.<feature>.<gap>
@@ -42,8 +44,11 @@ def group_text(values: pd.Series) -> pd.Series:
         return str(value)
 
     null = values.isna()
-    return pd.Series([None if n else one(v) for v, n in zip(values.to_numpy(dtype=object), null, strict=True)],
-                     index=values.index, dtype="object")  # fmt: skip
+    return pd.Series(
+        [None if n else one(v) for v, n in zip(values.to_numpy(dtype=object), null, strict=True)],
+        index=values.index,
+        dtype="object",
+    )
 
 
 def group_labels(values: pd.Series, feature: str) -> pd.Series:
@@ -111,8 +116,9 @@ def gaps_from(table: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def weighted_metrics(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, codes: np.ndarray, n_groups: int,
-                     weights: np.ndarray) -> dict[str, np.ndarray]:  # fmt: skip
+def weighted_metrics(
+    y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, codes: np.ndarray, n_groups: int, weights: np.ndarray
+) -> dict[str, np.ndarray]:
     """Group metrics under row weights (a bootstrap resample is a weight vector of draw counts)."""
 
     def total(values: np.ndarray) -> np.ndarray:
@@ -146,8 +152,9 @@ class FeatureAudit:
     too_small: list[str]
 
 
-def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, groups: pd.Series,
-                  params: AuditParams) -> FeatureAudit:  # fmt: skip
+def audit_feature(
+    feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, groups: pd.Series, params: AuditParams
+) -> FeatureAudit:
     """Point estimates on the rows, 95% CIs by a seeded bootstrap of the rows (both by weighted_metrics)."""
     table = group_table(y, y_pred, p, groups)
     names = table["group"].astype(str).tolist()
@@ -186,11 +193,19 @@ def audit_feature(feature: str, y: np.ndarray, y_pred: np.ndarray, p: np.ndarray
                 continue
             lo, hi = interval(np.array([d[i] for d in draws[metric]]))
             metrics[metric] = {"value": float(table.loc[i, metric]), "lo": lo, "hi": hi}
-        rows.append({"group": shown[name], "count": int(table.loc[i, "count"]), "too_small": not bool(judged[i]),
-                     "metrics": metrics})  # fmt: skip
+        rows.append(
+            {
+                "group": shown[name],
+                "count": int(table.loc[i, "count"]),
+                "too_small": not bool(judged[i]),
+                "metrics": metrics,
+            }
+        )
     point = gaps_from(table[judged])
-    gaps = {g: {"value": point[g], **dict(zip(("lo", "hi"), interval(np.array(gap_draws[g])), strict=True))}
-            for g in GAP_METRICS}  # fmt: skip
+    gaps = {
+        g: {"value": point[g], **dict(zip(("lo", "hi"), interval(np.array(gap_draws[g])), strict=True))}
+        for g in GAP_METRICS
+    }
     return FeatureAudit(feature, rows, gaps, [row["group"] for row in rows if row["too_small"]])
 
 
@@ -211,8 +226,14 @@ def sensitive_columns(frame: pd.DataFrame, features: list[str]) -> dict[str, pd.
     return columns
 
 
-def audit_predictions(frame: pd.DataFrame, p: np.ndarray, features: list[str], threshold: float,
-                      params: AuditParams, decisions: np.ndarray | None = None) -> list[FeatureAudit]:  # fmt: skip
+def audit_predictions(
+    frame: pd.DataFrame,
+    p: np.ndarray,
+    features: list[str],
+    threshold: float,
+    params: AuditParams,
+    decisions: np.ndarray | None = None,
+) -> list[FeatureAudit]:
     """Audit every sensitive feature and their intersection on labelled, scored rows.
 
     `decisions` (0/1) replaces `p >= threshold` when the model decides by per-group thresholds.

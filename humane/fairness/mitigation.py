@@ -221,10 +221,16 @@ def oversample(
         for lab in (0, 1)
     ]
     report = {
-        "method": "oversample", "rule": "equal label rate per group (the constrained rows' rate), copies only",
-        "target_positive_rate": rate, "seed": seed, "rows_before": len(frame), "rows_after": len(out),
-        "excluded_rows": int((~active).sum()), "cells": report_cells, "unbalanceable": unbalanced,
-    }  # fmt: skip
+        "method": "oversample",
+        "rule": "equal label rate per group (the constrained rows' rate), copies only",
+        "target_positive_rate": rate,
+        "seed": seed,
+        "rows_before": len(frame),
+        "rows_after": len(out),
+        "excluded_rows": int((~active).sum()),
+        "cells": report_cells,
+        "unbalanceable": unbalanced,
+    }
     return out, report
 
 
@@ -364,9 +370,16 @@ class GroupThresholds:
         self.optimizer_: ThresholdOptimizer | None = None  # the fitted Fairlearn object (not serialised)
 
     def fit(
-        self, scores: np.ndarray, y: np.ndarray | pd.Series, keys: pd.Series, constraint: ThresholdConstraint,
-        seed: int, *, min_rows: int, fallback_threshold: float = 0.5,
-    ) -> GroupThresholds:  # fmt: skip
+        self,
+        scores: np.ndarray,
+        y: np.ndarray | pd.Series,
+        keys: pd.Series,
+        constraint: ThresholdConstraint,
+        seed: int,
+        *,
+        min_rows: int,
+        fallback_threshold: float = 0.5,
+    ) -> GroupThresholds:
         """Fit the thresholds on validation scores.
 
         Args:
@@ -392,26 +405,40 @@ class GroupThresholds:
         groups = kept[rows].astype(str)
         one_label = sorted(g for g in set(groups) if len(set(labels[rows][groups.to_numpy() == g])) < 2)
         if one_label:
-            raise DataError(f"per-group thresholds: the validation rows of group(s) {one_label} hold one label "
-                            "only, so no threshold can be fitted for them (more data, or another target)")  # fmt: skip
+            raise DataError(
+                f"per-group thresholds: the validation rows of group(s) {one_label} hold one label "
+                "only, so no threshold can be fitted for them (more data, or another target)"
+            )
         optimizer = ThresholdOptimizer(
-            estimator=_Scores(), constraints=constraint, objective=THRESHOLD_OBJECTIVE, prefit=True,
+            estimator=_Scores(),
+            constraints=constraint,
+            objective=THRESHOLD_OBJECTIVE,
+            prefit=True,
             predict_method="predict_proba",
-        )  # fmt: skip
+        )
         optimizer.fit(p[rows].reshape(-1, 1), labels[rows], sensitive_features=groups.to_numpy())
         table = {}
         for group, bunch in optimizer.interpolated_thresholder_.interpolation_dict.items():
-            entry = {"p0": float(bunch.p0), "operation0": _operation(bunch.operation0),
-                     "p1": float(bunch.p1), "operation1": _operation(bunch.operation1)}  # fmt: skip
+            entry = {
+                "p0": float(bunch.p0),
+                "operation0": _operation(bunch.operation0),
+                "p1": float(bunch.p1),
+                "operation1": _operation(bunch.operation1),
+            }
             if "p_ignore" in bunch:
                 entry |= {"p_ignore": float(bunch.p_ignore), "prediction_constant": float(bunch.prediction_constant)}
             table[str(group)] = entry
         self.optimizer_ = optimizer
         self.state = {
-            "constraint": constraint, "objective": THRESHOLD_OBJECTIVE, "seed": int(seed), "min_rows": int(min_rows),
-            "excluded": too_small, "fallback_threshold": float(fallback_threshold), "fit_rows": int(rows.sum()),
+            "constraint": constraint,
+            "objective": THRESHOLD_OBJECTIVE,
+            "seed": int(seed),
+            "min_rows": int(min_rows),
+            "excluded": too_small,
+            "fallback_threshold": float(fallback_threshold),
+            "fit_rows": int(rows.sum()),
             "groups": table,
-        }  # fmt: skip
+        }
         return self
 
     @staticmethod
@@ -531,8 +558,11 @@ def training_terms(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, Callable | None, dict[str, Any]]:
     """The train stage's part: sample weights (if the preprocess stage wrote them) and the fairness term."""
     weights = torch.from_numpy(train[WEIGHT_COLUMN].to_numpy(dtype=np.float32)) if WEIGHT_COLUMN in train else None
-    info: dict[str, Any] = {"sample_weights": weights is not None, "loss": settings.loss,
-                            "loss_weight": settings.loss_weight}  # fmt: skip
+    info: dict[str, Any] = {
+        "sample_weights": weights is not None,
+        "loss": settings.loss,
+        "loss_weight": settings.loss_weight,
+    }
     if settings.loss == "none" or settings.loss_weight == 0:
         return weights, None, None, info
     keys, too_small = constrained(group_keys(train, settings.target), min_rows)
@@ -565,8 +595,15 @@ def fit_thresholds(
     if settings.thresholds == "none":
         return {"constraint": "none"}
     keys = group_keys(val, settings.target)
-    fitted = GroupThresholds().fit(p_val, val[LABEL_COLUMN].to_numpy(), keys, settings.thresholds, settings.seed,
-                                   min_rows=min_rows, fallback_threshold=fallback_threshold)  # fmt: skip
+    fitted = GroupThresholds().fit(
+        p_val,
+        val[LABEL_COLUMN].to_numpy(),
+        keys,
+        settings.thresholds,
+        settings.seed,
+        min_rows=min_rows,
+        fallback_threshold=fallback_threshold,
+    )
     return {**fitted.to_dict(), "target": list(settings.target)}
 
 

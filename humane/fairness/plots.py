@@ -30,9 +30,17 @@ def save_plots(audits: list[FeatureAudit], out_dir: Path) -> list[dict[str, Any]
             err = np.nan_to_num(np.vstack([values - lo, hi - values]).clip(min=0))
             ax.barh(labels, np.nan_to_num(values), xerr=err, capsize=3, color="#4c72b0")
             ax.set(title=metric.replace("_", " "), xlim=(0, 1))
-            rows += [{"feature": audit.feature, "group": g["group"], "metric": metric,
-                      "value": g["metrics"][metric]["value"], "lo": g["metrics"][metric]["lo"],
-                      "hi": g["metrics"][metric]["hi"]} for g in groups]  # fmt: skip
+            rows += [
+                {
+                    "feature": audit.feature,
+                    "group": g["group"],
+                    "metric": metric,
+                    "value": g["metrics"][metric]["value"],
+                    "lo": g["metrics"][metric]["lo"],
+                    "hi": g["metrics"][metric]["hi"],
+                }
+                for g in groups
+            ]
         fig.suptitle(f"{audit.feature}: per-group rates, 95% bootstrap CI")
         name = audit.feature.replace(INTERSECTION, "_x_").replace(" ", "_")
         fig.savefig(out_dir / f"{name}.png", format="png", dpi=90, bbox_inches="tight")

@@ -42,11 +42,23 @@ Penalty = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def train_mlp(
-    x: torch.Tensor, y: torch.Tensor, *, hidden_sizes: Sequence[int], dropout: float, activation: str, lr: float,
-    weight_decay: float, batch_size: int, epochs: int, seed: int, sample_weight: torch.Tensor | None = None,
-    groups: torch.Tensor | None = None, penalty: Penalty | None = None, n_numeric: int = 0,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    hidden_sizes: Sequence[int],
+    dropout: float,
+    activation: str,
+    lr: float,
+    weight_decay: float,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    sample_weight: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
+    penalty: Penalty | None = None,
+    n_numeric: int = 0,
     embedding: dict[str, Any] | None = None,
-) -> MLP:  # fmt: skip
+) -> MLP:
     """Train the MLP for a fixed number of epochs on weighted BCE (+ an optional fairness term).
 
     Args:
@@ -116,10 +128,20 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(
-        self, *, hidden_sizes: tuple[int, ...], dropout: float, activation: str, lr: float, weight_decay: float,
-        batch_size: int, epochs: int, seed: int, threshold: float, n_numeric: int = 0,
+        self,
+        *,
+        hidden_sizes: tuple[int, ...],
+        dropout: float,
+        activation: str,
+        lr: float,
+        weight_decay: float,
+        batch_size: int,
+        epochs: int,
+        seed: int,
+        threshold: float,
+        n_numeric: int = 0,
         embedding: dict[str, Any] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.hidden_sizes = hidden_sizes
         self.dropout = dropout
         self.activation = activation
@@ -133,8 +155,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.embedding = embedding
 
     @classmethod
-    def from_params(cls, train: TrainParams, *, epochs: int, threshold: float,
-                    layout: tuple[int, list[int]] | None = None) -> MLPClassifier:  # fmt: skip
+    def from_params(
+        cls, train: TrainParams, *, epochs: int, threshold: float, layout: tuple[int, list[int]] | None = None
+    ) -> MLPClassifier:
         """The classifier with params.yaml's model shape and optimiser settings.
 
         Args:
@@ -149,10 +172,19 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         embedding = embedding_spec(train)
         if embedding is not None and layout is None:
             raise ConfigError("train.numeric_embedding periodic needs the preprocessor's layout (numeric columns)")
-        return cls(hidden_sizes=tuple(train.hidden_sizes), dropout=train.dropout, activation=train.activation,
-                   lr=train.lr, weight_decay=train.weight_decay, batch_size=train.batch_size, epochs=epochs,
-                   seed=train.seed, threshold=threshold, n_numeric=layout[0] if layout else 0,
-                   embedding=embedding)  # fmt: skip
+        return cls(
+            hidden_sizes=tuple(train.hidden_sizes),
+            dropout=train.dropout,
+            activation=train.activation,
+            lr=train.lr,
+            weight_decay=train.weight_decay,
+            batch_size=train.batch_size,
+            epochs=epochs,
+            seed=train.seed,
+            threshold=threshold,
+            n_numeric=layout[0] if layout else 0,
+            embedding=embedding,
+        )
 
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> MLPClassifier:
         """Train on X (rows × features) and 0/1 y, each row's loss times its weight."""
@@ -162,11 +194,20 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             raise DataError("MLPClassifier needs 0/1 labels")
         weights = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight, dtype=np.float32))
         self.model_ = train_mlp(
-            x, torch.as_tensor(labels.astype(np.float32)), hidden_sizes=self.hidden_sizes, dropout=self.dropout,
-            activation=self.activation, lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
-            epochs=self.epochs, seed=self.seed, sample_weight=weights, n_numeric=self.n_numeric,
+            x,
+            torch.as_tensor(labels.astype(np.float32)),
+            hidden_sizes=self.hidden_sizes,
+            dropout=self.dropout,
+            activation=self.activation,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            epochs=self.epochs,
+            seed=self.seed,
+            sample_weight=weights,
+            n_numeric=self.n_numeric,
             embedding=self.embedding,
-        )  # fmt: skip
+        )
         self.classes_ = np.array([0, 1])
         self.n_features_in_ = x.shape[1]
         return self
@@ -186,9 +227,16 @@ VOTE_THRESHOLD = 0.5
 
 
 def fit_reductions(
-    x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, keys: pd.Series,
-    train: TrainParams, settings: MitigationParams, min_rows: int, layout: tuple[int, list[int]] | None,
-) -> tuple[TrainResult, dict[str, Any]]:  # fmt: skip
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    keys: pd.Series,
+    train: TrainParams,
+    settings: MitigationParams,
+    min_rows: int,
+    layout: tuple[int, list[int]] | None,
+) -> tuple[TrainResult, dict[str, Any]]:
     """Fairlearn's ExponentiatedGradient around the MLP; the result is the weighted vote of its networks.
 
     Each oracle call trains the MLP (params.yaml's shape and optimiser) for `reductions_epochs` epochs on the
@@ -211,10 +259,15 @@ def fit_reductions(
     largest = limited.value_counts().idxmax()
     sensitive = limited.fillna(largest).astype(str).to_numpy()
     moment = {"demographic_parity": DemographicParity, "equalized_odds": EqualizedOdds}[settings.reductions]
-    estimator = MLPClassifier.from_params(train, epochs=settings.reductions_epochs, threshold=VOTE_THRESHOLD,
-                                          layout=layout)  # fmt: skip
-    reduction = ExponentiatedGradient(estimator, moment(difference_bound=settings.reductions_eps),
-                                      eps=settings.reductions_eps, max_iter=settings.reductions_max_iter)  # fmt: skip
+    estimator = MLPClassifier.from_params(
+        train, epochs=settings.reductions_epochs, threshold=VOTE_THRESHOLD, layout=layout
+    )
+    reduction = ExponentiatedGradient(
+        estimator,
+        moment(difference_bound=settings.reductions_eps),
+        eps=settings.reductions_eps,
+        max_iter=settings.reductions_max_iter,
+    )
     started = time.perf_counter()
     # Fairlearn's reductions fail on float32 arrays under pandas 3: float64 here, float32 inside the MLP.
     reduction.fit(x_train.numpy().astype(np.float64), y_train.numpy().astype(np.int64), sensitive_features=sensitive)
@@ -230,42 +283,62 @@ def fit_reductions(
         elif hasattr(predictor, "constant"):  # Fairlearn's DummyClassifier: the reduced labels had one class
             members.append(Constant(ConstantArgs(x_train.shape[1], int(predictor.constant))))
         else:
-            raise DataError(f"ExponentiatedGradient returned a {type(predictor).__name__}, which the ensemble cannot "
-                            "serve")  # fmt: skip
+            raise DataError(
+                f"ExponentiatedGradient returned a {type(predictor).__name__}, which the ensemble cannot serve"
+            )
         weights.append(float(weight))
     if not any(isinstance(m, MLP) for m in members):
         raise DataError(
             "ExponentiatedGradient's solution holds no trained network, only constant classifiers: "
             "the MLP cannot meet the constraint here (try a larger mitigation.reductions_eps)"
         )
-    model = Ensemble(EnsembleArgs([m.args.to_dict() for m in members], weights, VOTE_THRESHOLD),
-                     members=members).eval()  # fmt: skip
+    model = Ensemble(EnsembleArgs([m.args.to_dict() for m in members], weights, VOTE_THRESHOLD), members=members).eval()
     criterion = loss_fn()
     on_train = eval_step(model, criterion, x_train, y_train)
-    row = {"epoch": 1, "train_loss": on_train["val_loss"], **eval_step(model, criterion, x_val, y_val),
-           "seconds": seconds}  # fmt: skip
+    row = {
+        "epoch": 1,
+        "train_loss": on_train["val_loss"],
+        **eval_step(model, criterion, x_val, y_val),
+        "seconds": seconds,
+    }
     # Fairlearn answers some oracle calls with a constant classifier instead of fitting: those trained nothing.
     calls = int(reduction.n_oracle_calls_) - int(getattr(reduction, "n_oracle_calls_dummy_returned_", 0))
     samples = calls * settings.reductions_epochs * len(x_train)
     info = {
-        "method": "ExponentiatedGradient", "constraint": settings.reductions, "eps": settings.reductions_eps,
-        "epochs_per_fit": settings.reductions_epochs, "max_iter": settings.reductions_max_iter,
-        "oracle_calls": calls, "iterations": int(reduction.last_iter_), "members": len(members),
+        "method": "ExponentiatedGradient",
+        "constraint": settings.reductions,
+        "eps": settings.reductions_eps,
+        "epochs_per_fit": settings.reductions_epochs,
+        "max_iter": settings.reductions_max_iter,
+        "oracle_calls": calls,
+        "iterations": int(reduction.last_iter_),
+        "members": len(members),
         "constant_members": sum(isinstance(m, Constant) for m in members),
-        "weights": [round(w, 6) for w in weights], "groups": sorted(str(g) for g in limited.dropna().unique()),
-        "too_small_to_constrain": too_small, "merged_into": str(largest) if too_small else None,
+        "weights": [round(w, 6) for w in weights],
+        "groups": sorted(str(g) for g in limited.dropna().unique()),
+        "too_small_to_constrain": too_small,
+        "merged_into": str(largest) if too_small else None,
         "vote_threshold": VOTE_THRESHOLD,
-    }  # fmt: skip
+    }
     result = TrainResult(model, 1, [row], seconds, samples / max(seconds, 1e-9), samples=samples)
     return result, info
 
 
 def fit_mitigated(
-    x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, train_frame: pd.DataFrame,
-    params: Params, settings: TrainParams, checkpoint_dir: Path | None = None, *,
-    sample_weight: torch.Tensor | None = None, groups: torch.Tensor | None = None, penalty: Penalty | None = None,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    train_frame: pd.DataFrame,
+    params: Params,
+    settings: TrainParams,
+    checkpoint_dir: Path | None = None,
+    *,
+    sample_weight: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
+    penalty: Penalty | None = None,
     layout: tuple[int, list[int]] | None = None,
-) -> tuple[TrainResult, dict[str, Any] | None]:  # fmt: skip
+) -> tuple[TrainResult, dict[str, Any] | None]:
     """The train stage's training, also the sweep's: the reductions when mitigation.reductions asks, else `fit`.
 
     Returns the result and, for the reductions, what they did (None otherwise).
@@ -276,8 +349,20 @@ def fit_mitigated(
             checkpoint_dir.mkdir(parents=True, exist_ok=True)
             clear_checkpoints(checkpoint_dir)
         keys = group_keys(train_frame, mitigation.target)
-        return fit_reductions(x_train, y_train, x_val, y_val, keys, settings, mitigation,
-                              params.validate.min_group_rows, layout)  # fmt: skip
-    result = fit(x_train, y_train, x_val, y_val, settings, checkpoint_dir, sample_weight=sample_weight, groups=groups,
-                 penalty=penalty, layout=layout, fingerprint_extra=mitigation.model_dump_json())  # fmt: skip
+        return fit_reductions(
+            x_train, y_train, x_val, y_val, keys, settings, mitigation, params.validate.min_group_rows, layout
+        )
+    result = fit(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        settings,
+        checkpoint_dir,
+        sample_weight=sample_weight,
+        groups=groups,
+        penalty=penalty,
+        layout=layout,
+        fingerprint_extra=mitigation.model_dump_json(),
+    )
     return result, None

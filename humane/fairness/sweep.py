@@ -136,8 +136,11 @@ def training_key(params: Params) -> str:
     """
     m = params.mitigation
     penalty = (m.loss, m.loss_weight) if m.loss != "none" and m.loss_weight > 0 else ("none", 0.0)
-    reductions = ((m.reductions, m.reductions_eps, m.reductions_epochs, m.reductions_max_iter)
-                  if m.reductions != "none" else ("none",))  # fmt: skip
+    reductions = (
+        (m.reductions, m.reductions_eps, m.reductions_epochs, m.reductions_max_iter)
+        if m.reductions != "none"
+        else ("none",)
+    )
     by_target = m.reweigh or m.resample or penalty[0] != "none" or m.reductions != "none"
     parts = {
         "train": params.train.model_dump(exclude={"progress"}),
@@ -157,8 +160,9 @@ def training_key(params: Params) -> str:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def train_candidate(params: Params, frames: dict[str, pd.DataFrame],
-                    layout: tuple[int, list[int]] | None = None) -> TrainedModel:  # fmt: skip
+def train_candidate(
+    params: Params, frames: dict[str, pd.DataFrame], layout: tuple[int, list[int]] | None = None
+) -> TrainedModel:
     """Mitigate the training rows, train the network (one process, one torch thread), and score val and test rows.
 
     Args:
@@ -178,27 +182,57 @@ def train_candidate(params: Params, frames: dict[str, pd.DataFrame],
     x_val, y_val, val_features = split_xy(frames["val"])
     x_test, _, test_features = split_xy(frames["test"])
     if not features == val_features == test_features:
-        raise DataError("the processed train, val and test frames do not have the same feature columns; re-run "
-                        "`dvc repro preprocess`")  # fmt: skip
+        raise DataError(
+            "the processed train, val and test frames do not have the same feature columns; re-run "
+            "`dvc repro preprocess`"
+        )
     weights, groups, penalty, _ = training_terms(train, params.mitigation, min_rows)
     # Candidates run side by side, one process each: a candidate is never itself launched over torchrun.
     one_process = params.train.distributed.model_copy(update={"nproc_per_node": 1, "nnodes": 1})
     settings = params.train.model_copy(update={"progress": False, "distributed": one_process})
     if layout is None and (settings.model != "mlp" or settings.numeric_embedding.kind != "linear"):
-        raise ConfigError("an FT-Transformer or numeric-embedding candidate needs the preprocessor's token layout "
-                          "(the sweep passes it)")  # fmt: skip
+        raise ConfigError(
+            "an FT-Transformer or numeric-embedding candidate needs the preprocessor's token layout "
+            "(the sweep passes it)"
+        )
     with ComputeMeter(settings.compute) as meter:
-        result, _ = fit_mitigated(x_train, y_train, x_val, y_val, train, params, settings, sample_weight=weights,
-                                  groups=groups, penalty=penalty, layout=layout)  # fmt: skip
-    compute = bill(meter, n_parameters=count_parameters(result.model),
-                   flops=flops_per_sample(result.model, x_train[:FLOP_PROBE_ROWS]),
-                   samples=result.samples or len(result.history) * len(x_train), train_seconds=result.train_seconds,
-                   device=result.device, world_size=1, precision=settings.precision)  # fmt: skip
+        result, _ = fit_mitigated(
+            x_train,
+            y_train,
+            x_val,
+            y_val,
+            train,
+            params,
+            settings,
+            sample_weight=weights,
+            groups=groups,
+            penalty=penalty,
+            layout=layout,
+        )
+    compute = bill(
+        meter,
+        n_parameters=count_parameters(result.model),
+        flops=flops_per_sample(result.model, x_train[:FLOP_PROBE_ROWS]),
+        samples=result.samples or len(result.history) * len(x_train),
+        train_seconds=result.train_seconds,
+        device=result.device,
+        world_size=1,
+        precision=settings.precision,
+    )
     with torch.inference_mode():
         p_val = torch.sigmoid(result.model(x_val)).numpy().astype(np.float64)
         p_test = torch.sigmoid(result.model(x_test)).numpy().astype(np.float64)
-    return TrainedModel(p_val, p_test, result.best_epoch, len(result.history), len(train), result.train_seconds,
-                        started, time.time(), compute)  # fmt: skip
+    return TrainedModel(
+        p_val,
+        p_test,
+        result.best_epoch,
+        len(result.history),
+        len(train),
+        result.train_seconds,
+        started,
+        time.time(),
+        compute,
+    )
 
 
 # The figures of a sweep's compute bill that add up over its trained candidates.
@@ -227,10 +261,17 @@ def compute_sum(results: list[CandidateResult]) -> dict[str, float | int | str]:
 
 def compute_markdown(total: dict[str, Any]) -> str:
     """One paragraph of the sweep's compute bill (`compute_sum`'s output) for the choice's Markdown."""
-    parts = [f"{total[key]:{fmt}} {unit}" for key, fmt, unit in [
-        ("train_flops", ".3g", "training FLOPs"), ("samples", ",", "samples"), ("train_seconds", ",.1f", "s training"),
-        ("energy_kwh", ".3g", "kWh"), ("co2_kg", ".3g", "kg CO2 (codecarbon estimate)"),
-    ] if key in total]  # fmt: skip
+    parts = [
+        f"{total[key]:{fmt}} {unit}"
+        for key, fmt, unit in [
+            ("train_flops", ".3g", "training FLOPs"),
+            ("samples", ",", "samples"),
+            ("train_seconds", ",.1f", "s training"),
+            ("energy_kwh", ".3g", "kWh"),
+            ("co2_kg", ".3g", "kg CO2 (codecarbon estimate)"),
+        ]
+        if key in total
+    ]
     text = f"**Compute of the sweep** ({total['models_trained']} models trained): " + ", ".join(parts) + "."
     return text + (f" {total['note'].capitalize()}." if "note" in total else "")
 
@@ -253,8 +294,9 @@ def front_feature(params: Params) -> str:
     return INTERSECTION.join(target)
 
 
-def figures(params: Params, frame: pd.DataFrame, p: np.ndarray, thresholds: dict[str, Any],
-            decided: np.ndarray | None = None) -> dict[str, float]:  # fmt: skip
+def figures(
+    params: Params, frame: pd.DataFrame, p: np.ndarray, thresholds: dict[str, Any], decided: np.ndarray | None = None
+) -> dict[str, float]:
     """Quality and the audit's gaps of one split's scores, deciding as the served model would.
 
     `decided`: the rows' decisions when they were not taken by `thresholds` (out-of-fold, `cross_fitted`).
@@ -266,8 +308,9 @@ def figures(params: Params, frame: pd.DataFrame, p: np.ndarray, thresholds: dict
     out = {m: quality[m] for m in QUALITY_METRICS}
     # One bootstrap draw: the point values are the audit's; the intervals are not needed to choose.
     audit = params.audit.model_copy(update={"bootstrap": 1})
-    measured = headline(audit_predictions(frame, p, list(params.data.sensitive_features), params.evaluate.threshold,
-                                          audit, decided))  # fmt: skip
+    measured = headline(
+        audit_predictions(frame, p, list(params.data.sensitive_features), params.evaluate.threshold, audit, decided)
+    )
     target = front_feature(params)
     if target not in measured:  # a target whose features are ordered or chosen differently from the audit's
         audits = audit_predictions(frame, p, target.split(INTERSECTION), params.evaluate.threshold, audit, decided)
@@ -279,9 +322,13 @@ def figures(params: Params, frame: pd.DataFrame, p: np.ndarray, thresholds: dict
 
 
 def score_candidate(
-    params: Params, val: pd.DataFrame, test: pd.DataFrame, trained: TrainedModel, model_of: int | None = None,
+    params: Params,
+    val: pd.DataFrame,
+    test: pd.DataFrame,
+    trained: TrainedModel,
+    model_of: int | None = None,
     overrides: dict[str, Any] | None = None,
-) -> CandidateResult:  # fmt: skip
+) -> CandidateResult:
     """Fit the candidate's thresholds on the validation rows (never the test rows), then measure both splits.
 
     Args:
@@ -295,19 +342,28 @@ def score_candidate(
 
     """
     started = time.time()
-    state = fit_thresholds(trained.p_val, val, params.mitigation, params.validate.min_group_rows,
-                           params.evaluate.threshold)  # fmt: skip
+    state = fit_thresholds(
+        trained.p_val, val, params.mitigation, params.validate.min_group_rows, params.evaluate.threshold
+    )
     # Thresholds fitted on the validation rows would score themselves in-sample there: the choice reads
     # out-of-fold figures instead. The test split is decided by `state`, as the pipeline decides it.
     val_figures = figures(params, val, trained.p_val, state, cross_fitted(params, val, trained.p_val))
     test_figures = figures(params, test, trained.p_test, state)
     return CandidateResult(
-        overrides=dict(overrides or {}), methods=params.mitigation.active, val=val_figures, test=test_figures,
-        train_seconds=trained.train_seconds, best_epoch=trained.best_epoch, epochs_run=trained.epochs_run,
-        train_rows=trained.train_rows, started=trained.started if model_of is None else started, finished=time.time(),
-        model_of=model_of, thresholds={k: state[k] for k in ("constraint", "pooled") if k in state},
+        overrides=dict(overrides or {}),
+        methods=params.mitigation.active,
+        val=val_figures,
+        test=test_figures,
+        train_seconds=trained.train_seconds,
+        best_epoch=trained.best_epoch,
+        epochs_run=trained.epochs_run,
+        train_rows=trained.train_rows,
+        started=trained.started if model_of is None else started,
+        finished=time.time(),
+        model_of=model_of,
+        thresholds={k: state[k] for k in ("constraint", "pooled") if k in state},
         compute=trained.compute if model_of is None else {},
-    )  # fmt: skip
+    )
 
 
 def cross_fitted(params: Params, val: pd.DataFrame, p_val: np.ndarray, folds: int = 2) -> np.ndarray | None:
@@ -329,15 +385,20 @@ def cross_fitted(params: Params, val: pd.DataFrame, p_val: np.ndarray, folds: in
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=params.mitigation.seed)
     for fit_rows, apply_rows in splitter.split(np.zeros(len(val)), strata.to_numpy()):
         part = val.iloc[fit_rows]
-        state = fit_thresholds(p_val[fit_rows], part, params.mitigation, params.validate.min_group_rows,
-                               params.evaluate.threshold)  # fmt: skip
+        state = fit_thresholds(
+            p_val[fit_rows], part, params.mitigation, params.validate.min_group_rows, params.evaluate.threshold
+        )
         applied = val.iloc[apply_rows]
         decided[apply_rows] = decisions(p_val[apply_rows], applied, state, split_xy(applied)[0].numpy())
     return decided
 
 
-def run_candidate(params: Params, frames: dict[str, pd.DataFrame], overrides: dict[str, Any] | None = None,
-                  layout: tuple[int, list[int]] | None = None) -> CandidateResult:  # fmt: skip
+def run_candidate(
+    params: Params,
+    frames: dict[str, pd.DataFrame],
+    overrides: dict[str, Any] | None = None,
+    layout: tuple[int, list[int]] | None = None,
+) -> CandidateResult:
     """Train and score one candidate in-process: what preprocess → train → postprocess → evaluate → audit measure.
 
     Args:
@@ -452,10 +513,12 @@ def select(results: list[CandidateResult], policy: Policy, quality: str) -> tupl
     chosen, best = max(eligible, key=lambda e: (e[1], -e[0]))
     for i, value in eligible:
         if i != chosen:
-            rejected[i] = (f"within the fairness limits, but validation {quality} {value:.4f} < {best:.4f} of "
-                           f"candidate {chosen}" if value < best else
-                           f"within the fairness limits, ties candidate {chosen} on validation {quality} "
-                           f"({value:.4f}), which comes first")  # fmt: skip
+            rejected[i] = (
+                f"within the fairness limits, but validation {quality} {value:.4f} < {best:.4f} of candidate {chosen}"
+                if value < best
+                else f"within the fairness limits, ties candidate {chosen} on validation {quality} "
+                f"({value:.4f}), which comes first"
+            )
     return chosen, dict(sorted(rejected.items()))
 
 
@@ -469,8 +532,13 @@ def slug(feature: str) -> str:
     return feature.replace(INTERSECTION, "_x_").replace(" ", "_").replace(".", "_")
 
 
-def table(results: list[CandidateResult], feature: str, chosen: int | None, rejected: dict[int, str],
-          fronts: dict[str, list[int]]) -> list[dict[str, Any]]:  # fmt: skip
+def table(
+    results: list[CandidateResult],
+    feature: str,
+    chosen: int | None,
+    rejected: dict[int, str],
+    fronts: dict[str, list[int]],
+) -> list[dict[str, Any]]:
     """One flat row per candidate (plain field names, for `dvc plots` and a Prefect table).
 
     Fields: candidate, overrides, methods, {val,test}_{accuracy,balanced_accuracy,roc_auc},
@@ -479,8 +547,11 @@ def table(results: list[CandidateResult], feature: str, chosen: int | None, reje
     """
     rows = []
     for i, r in enumerate(results):
-        row: dict[str, Any] = {"candidate": i, "overrides": describe(r.overrides),
-                               "methods": ", ".join(r.methods) or "none"}  # fmt: skip
+        row: dict[str, Any] = {
+            "candidate": i,
+            "overrides": describe(r.overrides),
+            "methods": ", ".join(r.methods) or "none",
+        }
         for split in SPLITS:
             values = r.figures(split)
             row.update({f"{split}_{m}": _round(values.get(m)) for m in QUALITY_METRICS})
@@ -489,10 +560,14 @@ def table(results: list[CandidateResult], feature: str, chosen: int | None, reje
                     if metric.startswith(FAIRNESS_PREFIX) and metric.endswith(f".{gap}"):
                         f = metric.removeprefix(FAIRNESS_PREFIX).removesuffix(f".{gap}")
                         row[f"{split}_{name}_{slug(f)}"] = _round(value)
-        row.update(train_seconds=round(r.train_seconds, 2), best_epoch=r.best_epoch,
-                   model_of=r.model_of if r.model_of is not None else i,
-                   **{f"front_{name}": i in fronts.get(name, []) for name in FRONT_GAPS},
-                   chosen=i == chosen, status="chosen" if i == chosen else rejected.get(i, ""))  # fmt: skip
+        row.update(
+            train_seconds=round(r.train_seconds, 2),
+            best_epoch=r.best_epoch,
+            model_of=r.model_of if r.model_of is not None else i,
+            **{f"front_{name}": i in fronts.get(name, []) for name in FRONT_GAPS},
+            chosen=i == chosen,
+            status="chosen" if i == chosen else rejected.get(i, ""),
+        )
         rows.append(row)
     return rows
 
@@ -501,8 +576,14 @@ def _round(value: float | None) -> float | None:
     return None if not _measured(value) else round(float(value), 6)  # type: ignore[arg-type]
 
 
-def plot_front(results: list[CandidateResult], path: Path, feature: str, quality: str = "accuracy",
-               chosen: int | None = None, limits: dict[str, tuple[str, float]] | None = None) -> None:  # fmt: skip
+def plot_front(
+    results: list[CandidateResult],
+    path: Path,
+    feature: str,
+    quality: str = "accuracy",
+    chosen: int | None = None,
+    limits: dict[str, tuple[str, float]] | None = None,
+) -> None:
     """Test quality against the DP gap and against the EO gap of `feature`: every candidate, the front, the choice.
 
     The policy's max on each gap (when `limits` holds one) is drawn as a dashed line. Written atomically as PNG.
@@ -528,8 +609,9 @@ def plot_front(results: list[CandidateResult], path: Path, feature: str, quality
         ax.step(xs, ys, where="post", color="#c44e52", linewidth=1)
         ax.scatter(xs, ys, color="#c44e52", label="Pareto front (test)")
         if chosen is not None and chosen in by_index:
-            ax.scatter(*by_index[chosen], marker="*", s=260, color="#2f7d32", zorder=3,
-                       label=f"chosen (candidate {chosen})")  # fmt: skip
+            ax.scatter(
+                *by_index[chosen], marker="*", s=260, color="#2f7d32", zorder=3, label=f"chosen (candidate {chosen})"
+            )
         rule = (limits or {}).get(metric)
         if rule is not None and rule[0] == "max":
             ax.axvline(rule[1], linestyle="--", color="grey", label=f"policy max {rule[1]}")
@@ -541,33 +623,53 @@ def plot_front(results: list[CandidateResult], path: Path, feature: str, quality
     plt.close(fig)
 
 
-def choice_markdown(rows: list[dict[str, Any]], chosen: int | None, quality: str, feature: str,
-                    limits: dict[str, tuple[str, float]]) -> str:  # fmt: skip
+def choice_markdown(
+    rows: list[dict[str, Any]], chosen: int | None, quality: str, feature: str, limits: dict[str, tuple[str, float]]
+) -> str:
     """The choice as Markdown: the rule, the chosen candidate, and why every other one was not chosen.
 
     `rows` are `table`'s rows (their status holds each candidate's reason).
     """
     rule = ", ".join(f"{m} {'≤' if r == 'max' else '≥'} {t}" for m, (r, t) in sorted(limits.items())) or "none"
-    lines = ["# Bias-mitigation sweep: the choice", "",
-             f"Rule: the highest validation {quality} among the candidates whose validation gaps meet every "
-             f"fairness limit of the promotion policy ({rule}). The front is drawn on the test split for {feature}.",
-             ""]  # fmt: skip
+    lines = [
+        "# Bias-mitigation sweep: the choice",
+        "",
+        f"Rule: the highest validation {quality} among the candidates whose validation gaps meet every "
+        f"fairness limit of the promotion policy ({rule}). The front is drawn on the test split for {feature}.",
+        "",
+    ]
     if chosen is None:
-        lines.append("**No candidate is within the policy's fairness limits: none is chosen, nothing is trained or "
-                     "registered.**")  # fmt: skip
+        lines.append(
+            "**No candidate is within the policy's fairness limits: none is chosen, nothing is trained or registered.**"
+        )
     else:
         row = rows[chosen]
         position = [f"the {name.upper()} front" for name in FRONT_GAPS if row[f"front_{name}"]]
-        lines.append(f"**Chosen: candidate {chosen}** ({row['overrides']}; methods: {row['methods']}): validation "
-                     f"{quality} {row[f'val_{quality}']}, test {quality} {row[f'test_{quality}']}; "
-                     + (f"on {' and '.join(position)}" if position else "on neither test front") + ".")  # fmt: skip
-    lines += ["", "| candidate | overrides | val " + quality + " | test " + quality + " | test DP gap | test EO gap | "
-              "front | status |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        lines.append(
+            f"**Chosen: candidate {chosen}** ({row['overrides']}; methods: {row['methods']}): validation "
+            f"{quality} {row[f'val_{quality}']}, test {quality} {row[f'test_{quality}']}; "
+            + (f"on {' and '.join(position)}" if position else "on neither test front")
+            + "."
+        )
+    lines += [
+        "",
+        "| candidate | overrides | val " + quality + " | test " + quality + " | test DP gap | test EO gap | "
+        "front | status |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     key = slug(feature)
     for row in rows:
         front = "/".join(name.upper() for name in FRONT_GAPS if row[f"front_{name}"]) or "-"
-        cells = [row["candidate"], row["overrides"], row[f"val_{quality}"], row[f"test_{quality}"],
-                 row.get(f"test_dp_{key}"), row.get(f"test_eo_{key}"), front, row["status"]]  # fmt: skip
+        cells = [
+            row["candidate"],
+            row["overrides"],
+            row[f"val_{quality}"],
+            row[f"test_{quality}"],
+            row.get(f"test_dp_{key}"),
+            row.get(f"test_eo_{key}"),
+            front,
+            row["status"],
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

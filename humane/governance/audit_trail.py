@@ -58,8 +58,10 @@ def read(path: Path) -> list[dict[str, Any]]:
         if not isinstance(record, dict):
             raise ChainBroken(f"{path}, line {number}: not a JSON object; the trail was edited")
         if record.get("seq") != number - 1 or record.get("prev") != previous:
-            raise ChainBroken(f"{path}, line {number}: the chain is broken (sequence or previous hash does not "
-                                  f"follow line {number - 1}); lines were removed, reordered or edited")  # fmt: skip
+            raise ChainBroken(
+                f"{path}, line {number}: the chain is broken (sequence or previous hash does not "
+                f"follow line {number - 1}); lines were removed, reordered or edited"
+            )
         if record.get("hash") != entry_hash(record):
             raise ChainBroken(f"{path}, line {number}: the entry's hash does not match its content; it was edited")
         if record.get("event") not in EVENTS:
@@ -90,8 +92,13 @@ def entries_for(path: Path, model: str, version: str, run_id: str | None = None)
 
     The run id tells apart two versions with the same number in different stores (e.g. after a fresh store).
     """
-    return [e for e in read(path) if e.get("model") == model and str(e.get("version")) == str(version)
-            and (run_id is None or e.get("run_id") == run_id)]  # fmt: skip
+    return [
+        e
+        for e in read(path)
+        if e.get("model") == model
+        and str(e.get("version")) == str(version)
+        and (run_id is None or e.get("run_id") == run_id)
+    ]
 
 
 def missing_entries(path: Path, expected: dict[str, str]) -> list[str]:

@@ -83,11 +83,15 @@ class Card:
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
             else:
                 body.append(_markdown_to_html(value))
-        style = ("body{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.4}"
-                 "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.2rem .5rem}"
-                 "th{background:#f3f3f3}")  # fmt: skip
-        return (f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-                f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")  # fmt: skip
+        style = (
+            "body{font-family:sans-serif;max-width:60rem;margin:2rem auto;line-height:1.4}"
+            "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.2rem .5rem}"
+            "th{background:#f3f3f3}"
+        )
+        return (
+            f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+        )
 
 
 def cell(value: Any) -> str:
@@ -133,8 +137,9 @@ def _markdown_to_html(text: str) -> str:
     return "\n".join(out)
 
 
-def model_card(params: Params, decision: Decision, version: str | None, facts: dict[str, Any],
-               signed: str | None = None) -> Card:  # fmt: skip
+def model_card(
+    params: Params, decision: Decision, version: str | None, facts: dict[str, Any], signed: str | None = None
+) -> Card:
     """The model card from recorded facts: details, use, metrics with CIs, gaps vs policy, validation, decision."""
     card = Card()
     name = params.data.model_name
@@ -142,46 +147,77 @@ def model_card(params: Params, decision: Decision, version: str | None, facts: d
     add_signoff(card, params, decision, signed)  # first: the description keeps the card's first 5000 characters
     card.heading("Model details")
     train = params.train
-    card.table(["fact", "value"], [
-        ["architecture", architecture(params, facts)],
-        ["parameters", f"{facts['n_parameters']:,}"],
-        ["training", f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, " + (
-            f"federated: the weights after round {facts['best_epoch']} of {facts['epochs_run']} (no round is picked "
-            "by validation loss)" if facts.get("federation") else
-            f"best epoch {facts['best_epoch']} of {facts['epochs_run']} (early stopping on validation loss)"
-            if params.mitigation.reductions == "none" else
-            f"{params.mitigation.reductions_epochs} epochs per ExponentiatedGradient fit (no early stopping)")],
-        ["training data", "each site's own files, never sent (see Federated training)" if facts.get("federation")
-                          else f"{params.data.source} (raw md5 {facts['raw_md5']}); "
-                          f"processed train md5 {facts['data_md5']} (DVC)"],
-        ["sensitive features (audited, not model inputs)" if not params.preprocess.include_sensitive
-         else "sensitive features (audited, and model inputs)", ", ".join(params.data.sensitive_features)],
-        ["git commit", facts["git_commit"]],
-        ["MLflow run", facts["run_id"]],
-        ["date (UTC)", facts["date"]],
-    ])  # fmt: skip
+    card.table(
+        ["fact", "value"],
+        [
+            ["architecture", architecture(params, facts)],
+            ["parameters", f"{facts['n_parameters']:,}"],
+            [
+                "training",
+                f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, "
+                + (
+                    f"federated: the weights after round {facts['best_epoch']} of {facts['epochs_run']} "
+                    "(no round is picked by validation loss)"
+                    if facts.get("federation")
+                    else f"best epoch {facts['best_epoch']} of {facts['epochs_run']} "
+                    "(early stopping on validation loss)"
+                    if params.mitigation.reductions == "none"
+                    else f"{params.mitigation.reductions_epochs} epochs per ExponentiatedGradient fit "
+                    "(no early stopping)"
+                ),
+            ],
+            [
+                "training data",
+                "each site's own files, never sent (see Federated training)"
+                if facts.get("federation")
+                else f"{params.data.source} (raw md5 {facts['raw_md5']}); "
+                f"processed train md5 {facts['data_md5']} (DVC)",
+            ],
+            [
+                "sensitive features (audited, not model inputs)"
+                if not params.preprocess.include_sensitive
+                else "sensitive features (audited, and model inputs)",
+                ", ".join(params.data.sensitive_features),
+            ],
+            ["git commit", facts["git_commit"]],
+            ["MLflow run", facts["run_id"]],
+            ["date (UTC)", facts["date"]],
+        ],
+    )
     card.markdown(facts["intended_use"])
 
     card.heading("Overall performance (test split)")
     metrics, overall = facts["metrics"], facts["audit"]["overall"]
-    card.table(["metric", "model", "logistic regression", "majority class"], [
-        [m, metrics["model"][m], metrics["baseline"]["logreg"][m], metrics["baseline"]["majority"][m]]
-        for m in metrics["model"]
-    ])  # fmt: skip
+    card.table(
+        ["metric", "model", "logistic regression", "majority class"],
+        [
+            [m, metrics["model"][m], metrics["baseline"]["logreg"][m], metrics["baseline"]["majority"][m]]
+            for m in metrics["model"]
+        ],
+    )
     intervals = "; ".join(f"{m} {_ci(v)}" for m, v in overall.items())
-    card.para(f"Test rows: {metrics['test_rows']}. 95% bootstrap intervals "
-              f"({facts['audit']['bootstrap']} resamples): {intervals}")  # fmt: skip
+    card.para(
+        f"Test rows: {metrics['test_rows']}. 95% bootstrap intervals "
+        f"({facts['audit']['bootstrap']} resamples): {intervals}"
+    )
 
     card.heading("Per-group performance (test split, 95% bootstrap CIs)")
     for feature in facts["audit"]["features"]:
         card.heading(feature["feature"], 3)
         headers = ["group", "rows", "selection rate", "accuracy", "TPR", "FPR", "precision", "calibration error"]
         # A group too small to judge shows its size only: its rates would describe a handful of people.
-        card.table(headers, [
-            [g["group"] + (" (too small to judge)" if g["too_small"] else ""), g["count"]]
-            + (["withheld"] * len(GROUP_METRICS) if g["too_small"] else [_ci(g["metrics"][m]) for m in GROUP_METRICS])
-            for g in feature["groups"]
-        ])  # fmt: skip
+        card.table(
+            headers,
+            [
+                [g["group"] + (" (too small to judge)" if g["too_small"] else ""), g["count"]]
+                + (
+                    ["withheld"] * len(GROUP_METRICS)
+                    if g["too_small"]
+                    else [_ci(g["metrics"][m]) for m in GROUP_METRICS]
+                )
+                for g in feature["groups"]
+            ],
+        )
 
     card.heading("Fairness gaps against the policy")
     thresholds = Policy.of(params.gate, params.policy, params.data.sensitive_features).max
@@ -445,19 +481,25 @@ def add_pooled_data(card: Card, params: Params, facts: dict[str, Any]) -> None:
     """Data, privacy and compute of a model trained on pooled rows."""
     card.heading("Data")
     validation = facts["validation"]
-    card.para(f"Great Expectations validation: {'passed' if validation['passed'] else 'FAILED'} "
-              f"({validation['n_checks']} checks, {validation['n_failed']} failed) on {facts['files']}.")  # fmt: skip
+    card.para(
+        f"Great Expectations validation: {'passed' if validation['passed'] else 'FAILED'} "
+        f"({validation['n_checks']} checks, {validation['n_failed']} failed) on {facts['files']}."
+    )
     card.para(leakage_statement(validation))
-    card.table(["feature", "group", "share of training rows", "label base rate"], [
-        [feature, g["group"], f"{g['share']:.1%}",
-         "too small to judge" if g.get("too_small") else g["base_rate"]]
-        for feature, groups in facts["data_audit"].items() for g in groups
-    ])  # fmt: skip
+    card.table(
+        ["feature", "group", "share of training rows", "label base rate"],
+        [
+            [feature, g["group"], f"{g['share']:.1%}", "too small to judge" if g.get("too_small") else g["base_rate"]]
+            for feature, groups in facts["data_audit"].items()
+            for g in groups
+        ],
+    )
     small = [f"{f['feature']}: {_sizes(f['groups'])}" for f in facts["audit"]["features"] if f["too_small"]]
     if small:
         card.heading("Recorded limitations", 3)
-        card.bullets([f"groups with fewer than {params.audit.min_group_size} test rows were not judged — {s}"
-                      for s in small])  # fmt: skip
+        card.bullets(
+            [f"groups with fewer than {params.audit.min_group_size} test rows were not judged — {s}" for s in small]
+        )
 
     card.heading("Privacy")
     tm, risk, mia = facts["train_metrics"], facts["privacy"], facts["membership"]
@@ -470,17 +512,19 @@ def add_pooled_data(card: Card, params: Params, facts: dict[str, Any]) -> None:
     else:
         card.para("Trained without differential privacy: no bound on what the weights reveal about a training row.")
     policy = params.privacy
-    card.bullets([
-        f"column policy applied before anything was written: dropped {policy.drop or 'none'}, "
-        f"pseudonymized (HMAC-SHA256) {policy.pseudonymize or 'none'}, binned {list(policy.bins) or 'none'}, "
-        f"top-coded {list(policy.top_code) or 'none'}, rare categories grouped {list(policy.group_rare) or 'none'}",
-        f"k-anonymity over {', '.join(risk['quasi_identifiers'])}: smallest class {risk['before']['k_min']} → "
-        f"{risk['after']['k_min']}; rows in classes below k={risk['k']}: {risk['before']['share_below_k']:.1%} → "
-        f"{risk['after']['share_below_k']:.1%}; l-diversity of {risk['l_column']}: {risk['after']['l_min']}",
-        f"membership inference (loss-threshold attack, {mia['samples_per_side']} members vs as many non-members): "
-        f"AUC {mia['attack_auc']:.3f}, TPR at 1% FPR {mia['attack_tpr_at_1pct_fpr']:.3f}; generalisation gap "
-        f"{mia['generalization_gap_accuracy']:.3f} accuracy, {mia['generalization_gap_loss']:.3f} loss",
-    ])  # fmt: skip
+    card.bullets(
+        [
+            f"column policy applied before anything was written: dropped {policy.drop or 'none'}, "
+            f"pseudonymized (HMAC-SHA256) {policy.pseudonymize or 'none'}, binned {list(policy.bins) or 'none'}, "
+            f"top-coded {list(policy.top_code) or 'none'}, rare categories grouped {list(policy.group_rare) or 'none'}",
+            f"k-anonymity over {', '.join(risk['quasi_identifiers'])}: smallest class {risk['before']['k_min']} → "
+            f"{risk['after']['k_min']}; rows in classes below k={risk['k']}: {risk['before']['share_below_k']:.1%} → "
+            f"{risk['after']['share_below_k']:.1%}; l-diversity of {risk['l_column']}: {risk['after']['l_min']}",
+            f"membership inference (loss-threshold attack, {mia['samples_per_side']} members vs as many non-members): "
+            f"AUC {mia['attack_auc']:.3f}, TPR at 1% FPR {mia['attack_tpr_at_1pct_fpr']:.3f}; generalisation gap "
+            f"{mia['generalization_gap_accuracy']:.3f} accuracy, {mia['generalization_gap_loss']:.3f} loss",
+        ]
+    )
 
     add_compute(card, facts.get("train_metrics", {}).get("compute"))
 
@@ -521,16 +565,22 @@ def architecture(params: Params, facts: dict[str, Any]) -> str:
     """The network in one line: the MLP's layers, or the FT-Transformer's sizes."""
     train = params.train
     e = train.numeric_embedding
-    numeric = "" if e.kind == "linear" or not facts.get("n_numeric", 1) else (
-        f"; numeric columns through periodic embeddings (rtdl-num-embeddings, {e.n_frequencies} frequencies, init "
-        f"scale {e.frequency_init_scale:g})")  # fmt: skip
+    numeric = (
+        ""
+        if e.kind == "linear" or not facts.get("n_numeric", 1)
+        else (
+            f"; numeric columns through periodic embeddings (rtdl-num-embeddings, {e.n_frequencies} frequencies, init "
+            f"scale {e.frequency_init_scale:g})"
+        )
+    )
     if train.model == "ft_transformer":
         ft = train.ft_transformer
-        return (f"FT-Transformer (rtdl-revisiting-models) over {facts['n_inputs']} inputs: one token per feature + "
-                f"[CLS], {ft.n_blocks} blocks of width {ft.d_block}, {ft.attention_n_heads} heads, ReGLU FFN "
-                f"x{ft.ffn_d_hidden_multiplier:.3g}, dropout attention {ft.attention_dropout} / FFN {ft.ffn_dropout} / "
-                f"residual {ft.residual_dropout}"
-                + (", activation checkpointing" if ft.checkpointing else "") + numeric)  # fmt: skip
+        return (
+            f"FT-Transformer (rtdl-revisiting-models) over {facts['n_inputs']} inputs: one token per feature + "
+            f"[CLS], {ft.n_blocks} blocks of width {ft.d_block}, {ft.attention_n_heads} heads, ReGLU FFN "
+            f"x{ft.ffn_d_hidden_multiplier:.3g}, dropout attention {ft.attention_dropout} / FFN {ft.ffn_dropout} / "
+            f"residual {ft.residual_dropout}" + (", activation checkpointing" if ft.checkpointing else "") + numeric
+        )
     if train.model == "tabm":
         t = train.tabm
         return (
@@ -538,8 +588,10 @@ def architecture(params: Params, facts: dict[str, Any]) -> str:
             f"their weights, {t.n_blocks} blocks of width {t.d_block}, dropout {t.dropout}, each learning every "
             f"row; the probability is the members' mean" + numeric
         )
-    mlp = (f"MLP {facts['n_inputs']} → {' → '.join(map(str, train.hidden_sizes))} → 1 logit, {train.activation}, "
-           f"dropout {train.dropout}")  # fmt: skip
+    mlp = (
+        f"MLP {facts['n_inputs']} → {' → '.join(map(str, train.hidden_sizes))} → 1 logit, {train.activation}, "
+        f"dropout {train.dropout}"
+    )
     mlp += numeric + (f", {e.d_embedding} values each" if numeric else "")
     if params.mitigation.reductions != "none":
         mlp = f"a weighted vote of MLPs (ExponentiatedGradient), each: {mlp}"
@@ -578,8 +630,10 @@ def add_signoff(card: Card, params: Params, decision: Decision, signed: str | No
     if signed:
         card.para(signed)
     elif params.gate.require_approval and decision.passed:
-        card.para(SIGNOFF_PENDING + (" Two people: whoever triggered the run cannot approve it." if
-                                     params.gate.four_eyes else ""))  # fmt: skip
+        card.para(
+            SIGNOFF_PENDING
+            + (" Two people: whoever triggered the run cannot approve it." if params.gate.four_eyes else "")
+        )
     elif params.gate.require_approval:
         card.para("Not eligible: the candidate failed the automated checks, so it cannot be approved.")
     else:
@@ -620,57 +674,86 @@ def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
     card.heading("Bias mitigation")
     settings = params.mitigation
     if not settings.active:
-        card.para("None: the model was trained on the data as it is, with the plain loss, and decides by one "
-                  f"threshold ({params.evaluate.threshold}) for everyone.")  # fmt: skip
+        card.para(
+            "None: the model was trained on the data as it is, with the plain loss, and decides by one "
+            f"threshold ({params.evaluate.threshold}) for everyone."
+        )
         return
     target = " x ".join(settings.target)
     items = []
     data = facts.get("mitigation_data", {})
     if "reweigh" in data:
-        weights = ", ".join(f"{c['group']}/{c['label']}: {c['weight']:.3f}" for c in data["reweigh"]["cells"]
-                            if c.get("weight") is not None)  # fmt: skip
-        items.append(f"reweighing (Kamiran & Calders) on {target}: a weight per group/label cell so that label and "
-                     f"group are independent in the weighted training data ({weights})")  # fmt: skip
+        weights = ", ".join(
+            f"{c['group']}/{c['label']}: {c['weight']:.3f}"
+            for c in data["reweigh"]["cells"]
+            if c.get("weight") is not None
+        )
+        items.append(
+            f"reweighing (Kamiran & Calders) on {target}: a weight per group/label cell so that label and "
+            f"group are independent in the weighted training data ({weights})"
+        )
     if "resample" in data:
         r = data["resample"]
         rate, before, after = r["target_positive_rate"], r["rows_before"], r["rows_after"]
-        items.append(f"oversampling of group x label cells on {target} to one label rate ({rate:.3f}): "
-                     f"{before} → {after} training rows")  # fmt: skip
+        items.append(
+            f"oversampling of group x label cells on {target} to one label rate ({rate:.3f}): "
+            f"{before} → {after} training rows"
+        )
     mitigation = facts.get("train_metrics", {}).get("mitigation", {})
     if settings.loss != "none" and settings.loss_weight > 0:
-        items.append(f"a {settings.loss.replace('_', ' ')} term in the loss (fairret, weight {settings.loss_weight}) "
-                     f"over the groups {mitigation.get('groups', [])}")  # fmt: skip
+        items.append(
+            f"a {settings.loss.replace('_', ' ')} term in the loss (fairret, weight {settings.loss_weight}) "
+            f"over the groups {mitigation.get('groups', [])}"
+        )
     reductions = mitigation.get("reductions")
     thresholds = facts.get("thresholds", {})
     if reductions:
-        decided = ("then decided by the per-group thresholds below" if thresholds.get("constraint", "none") != "none"
-                   else f"decided by the threshold {params.evaluate.threshold} instead of a draw")  # fmt: skip
-        items.append(f"Fairlearn's ExponentiatedGradient for {reductions['constraint'].replace('_', ' ')} on "
-                     f"{target} (slack {reductions['eps']:g}) over the groups {reductions['groups']}: "
-                     f"{reductions['oracle_calls']} fits of the MLP ({reductions['epochs_per_fit']} epochs each, "
-                     f"on the per-row weights the reduction set); the model is the weighted vote of the "
-                     f"{reductions['members']} members with a positive weight, its score the weight voting "
-                     f"positive (the probability that Fairlearn's randomised predict says yes), {decided}")  # fmt: skip
+        decided = (
+            "then decided by the per-group thresholds below"
+            if thresholds.get("constraint", "none") != "none"
+            else f"decided by the threshold {params.evaluate.threshold} instead of a draw"
+        )
+        items.append(
+            f"Fairlearn's ExponentiatedGradient for {reductions['constraint'].replace('_', ' ')} on "
+            f"{target} (slack {reductions['eps']:g}) over the groups {reductions['groups']}: "
+            f"{reductions['oracle_calls']} fits of the MLP ({reductions['epochs_per_fit']} epochs each, "
+            f"on the per-row weights the reduction set); the model is the weighted vote of the "
+            f"{reductions['members']} members with a positive weight, its score the weight voting "
+            f"positive (the probability that Fairlearn's randomised predict says yes), {decided}"
+        )
         if reductions.get("too_small_to_constrain"):
-            items.append(f"groups too small to constrain by the reductions (fewer than "
-                         f"{params.validate.min_group_rows} training rows), merged into the largest group "
-                         f"{reductions['merged_into']!r} and constrained with it: "
-                         f"{reductions['too_small_to_constrain']}")  # fmt: skip
+            items.append(
+                f"groups too small to constrain by the reductions (fewer than "
+                f"{params.validate.min_group_rows} training rows), merged into the largest group "
+                f"{reductions['merged_into']!r} and constrained with it: "
+                f"{reductions['too_small_to_constrain']}"
+            )
     if thresholds.get("constraint", "none") != "none":
-        items.append(f"per-group decision thresholds for {thresholds['constraint'].replace('_', ' ')} on {target} "
-                     f"(Fairlearn's ThresholdOptimizer, fitted on {thresholds['fit_rows']} validation rows, never "
-                     "the test rows); decisions are randomised between two thresholds where a group's mix requires "
-                     "it (seeded)")  # fmt: skip
-    small = sorted({*data.get("too_small_to_constrain", []), *mitigation.get("too_small_to_constrain", []),
-                    *thresholds.get("excluded", [])})  # fmt: skip
+        items.append(
+            f"per-group decision thresholds for {thresholds['constraint'].replace('_', ' ')} on {target} "
+            f"(Fairlearn's ThresholdOptimizer, fitted on {thresholds['fit_rows']} validation rows, never "
+            "the test rows); decisions are randomised between two thresholds where a group's mix requires "
+            "it (seeded)"
+        )
+    small = sorted(
+        {
+            *data.get("too_small_to_constrain", []),
+            *mitigation.get("too_small_to_constrain", []),
+            *thresholds.get("excluded", []),
+        }
+    )
     if small:
-        items.append(f"groups too small to constrain (fewer than {params.validate.min_group_rows} rows), left out of "
-                     f"the constraints: {small}")  # fmt: skip
+        items.append(
+            f"groups too small to constrain (fewer than {params.validate.min_group_rows} rows), left out of "
+            f"the constraints: {small}"
+        )
     card.bullets(items)
     if thresholds.get("constraint", "none") != "none":
-        card.para(f"**Use:** this model needs the sensitive column(s) {settings.target} in every request at "
-                  "prediction time (its decision threshold depends on the group); a request without them is "
-                  "refused. The column is never a model input.")  # fmt: skip
+        card.para(
+            f"**Use:** this model needs the sensitive column(s) {settings.target} in every request at "
+            "prediction time (its decision threshold depends on the group); a request without them is "
+            "refused. The column is never a model input."
+        )
 
 
 def add_decision(card: Card, decision: Decision, awaiting: bool = False, signed_off: bool = False) -> None:
@@ -681,12 +764,20 @@ def add_decision(card: Card, decision: Decision, awaiting: bool = False, signed_
     """
     verdict = AWAITING if awaiting else (SIGNED if signed_off else PROMOTED)
     card.para((verdict if decision.passed else "NOT PROMOTED. ") + decision.summary())
-    card.table(["rule", "metric", "value", "threshold", "champion", "result"], [
-        [c.rule, c.metric, cell(c.value), c.threshold,
-         "-" if c.champion_version is None else f"v{c.champion_version}: {cell(c.champion_value)}",
-         RESULT_WORDS[c.passed]]
-        for c in decision.checks
-    ])  # fmt: skip
+    card.table(
+        ["rule", "metric", "value", "threshold", "champion", "result"],
+        [
+            [
+                c.rule,
+                c.metric,
+                cell(c.value),
+                c.threshold,
+                "-" if c.champion_version is None else f"v{c.champion_version}: {cell(c.champion_value)}",
+                RESULT_WORDS[c.passed],
+            ]
+            for c in decision.checks
+        ],
+    )
     for c in decision.checks:
         if c.figures:  # a rule against a reference: what it weighed, the candidate's figure first
             weighed = "; ".join(f"{m} {cell(a)} vs {cell(b)}" for m, (a, b) in c.figures.items())
@@ -712,10 +803,16 @@ def decision_page(decision: Decision, model_name: str, version: str, awaiting: b
 def group_rows(audit_report: dict[str, Any]) -> list[dict[str, Any]]:
     """The per-group table (one row per feature and group) for a Prefect table artifact."""
     return [
-        {"feature": f["feature"], "group": g["group"], "rows": g["count"], "judged": not g["too_small"],
-         **{m: _ci(g["metrics"][m]) for m in GROUP_METRICS}}
-        for f in audit_report["features"] for g in f["groups"]
-    ]  # fmt: skip
+        {
+            "feature": f["feature"],
+            "group": g["group"],
+            "rows": g["count"],
+            "judged": not g["too_small"],
+            **{m: _ci(g["metrics"][m]) for m in GROUP_METRICS},
+        }
+        for f in audit_report["features"]
+        for g in f["groups"]
+    ]
 
 
 def _sizes(groups: list[dict[str, Any]]) -> str:

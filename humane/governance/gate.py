@@ -76,8 +76,10 @@ class Check:
         if self.rule == "above_baseline":
             name = BASELINE_NAMES.get(str(self.reference).split(".")[1], self.reference)
             margin = (self.reference_value or 0.0) - float(self.threshold)
-            return (f"{self.metric} = {shown}: not above the {name} baseline's {self.reference_value:.4f}"
-                    f" minus the margin {margin:.4g} on the same test rows")  # fmt: skip
+            return (
+                f"{self.metric} = {shown}: not above the {name} baseline's {self.reference_value:.4f}"
+                f" minus the margin {margin:.4g} on the same test rows"
+            )
         relation = {
             "min": "below the minimum",
             "max": "above the maximum",
@@ -115,8 +117,14 @@ class Decision:
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> Decision:
         """Inverse of to_dict."""
-        return cls(payload["passed"], payload["reasons"], [Check(**c) for c in payload["checks"]],
-                   payload["champion_version"], payload.get("notes", []), payload.get("test_md5", {}))  # fmt: skip
+        return cls(
+            payload["passed"],
+            payload["reasons"],
+            [Check(**c) for c in payload["checks"]],
+            payload["champion_version"],
+            payload.get("notes", []),
+            payload.get("test_md5", {}),
+        )
 
 
 @dataclass(frozen=True)
@@ -419,12 +427,29 @@ def decide(
         value, base = candidate.get(metric), candidate.get(f"{BASELINE_PREFIX}{reference}")
         if not _measured(base):
             why = _unmeasured(f"{BASELINE_PREFIX}{reference}", base, candidate) or "not measured"
-            checks.append(Check("above_baseline", metric, margin, value, False, note=f"the baseline {reference} is "
-                                f"{why}, so the model cannot be shown to beat it"))  # fmt: skip
+            checks.append(
+                Check(
+                    "above_baseline",
+                    metric,
+                    margin,
+                    value,
+                    False,
+                    note=f"the baseline {reference} is {why}, so the model cannot be shown to beat it",
+                )
+            )
             continue
         bar = base - margin
-        checks.append(Check("above_baseline", metric, bar, value, _measured(value) and value > bar,
-                            reference=f"{BASELINE_PREFIX}{reference}", reference_value=base))  # fmt: skip
+        checks.append(
+            Check(
+                "above_baseline",
+                metric,
+                bar,
+                value,
+                _measured(value) and value > bar,
+                reference=f"{BASELINE_PREFIX}{reference}",
+                reference_value=base,
+            )
+        )
     for metric, threshold in policy.min.items():
         value, note = candidate.get(metric), _unmeasured(metric, candidate.get(metric), candidate)
         checks.append(Check("min", metric, threshold, value, _measured(value) and value >= threshold, note=note))
@@ -457,9 +482,18 @@ def decide(
             continue
         reference = champion.metrics.get(metric)
         if not _measured(reference):
-            checks.append(Check(rule, metric, threshold, value, False, champion.version, None,
-                                note=f"champion v{champion.version} has no recorded value, so the change cannot "
-                                     "be judged"))  # fmt: skip
+            checks.append(
+                Check(
+                    rule,
+                    metric,
+                    threshold,
+                    value,
+                    False,
+                    champion.version,
+                    None,
+                    note=f"champion v{champion.version} has no recorded value, so the change cannot be judged",
+                )
+            )
             continue
         if not _measured(value):
             note = _unmeasured(metric, value, candidate)
@@ -515,8 +549,9 @@ def compute_metrics(train: dict[str, Any]) -> dict[str, float]:
     absent, so a rule on it fails as "not measured" rather than passing.
     """
     bill = train.get("compute", {})
-    return {f"compute.{k}": float(v) for k, v in bill.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}  # fmt: skip
+    return {
+        f"compute.{k}": float(v) for k, v in bill.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
 
 
 def privacy_and_federation(paths: Paths, train: dict[str, Any]) -> dict[str, float]:

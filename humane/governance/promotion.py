@@ -49,7 +49,7 @@ from humane.governance.registry import (
     verified_model_files,
     verify_manifest,
     version_of_run,
-)  # fmt: skip
+)
 from humane.governance.rescoring import rescore
 from humane.governance.signoff import (
     APPROVAL_BASIS_TAG,
@@ -160,8 +160,9 @@ def decision_basis(params: Params, candidate: dict[str, float], test_md5: str) -
     return digest.hexdigest()[:32]
 
 
-def judge(params: Params, paths: Paths, candidate: dict[str, float], reference: Any, name: str, uri: str,
-          test_md5: str) -> Decision:  # fmt: skip
+def judge(
+    params: Params, paths: Paths, candidate: dict[str, float], reference: Any, name: str, uri: str, test_md5: str
+) -> Decision:
     """Decide against `reference` (a Champion or None), re-scored on the candidate's test rows where possible.
 
     The champion is loaded (its served code run) only from its files checked against its registered manifest.
@@ -181,15 +182,33 @@ def judge(params: Params, paths: Paths, candidate: dict[str, float], reference: 
     pre = load_preprocessor(paths.preprocessor)
     with tempfile.TemporaryDirectory(prefix="humane-champion-") as tmp:
         folder = verified_model_files(uri, name, reference.version, Path(tmp))
-        rescored = rescore(reference, str(folder), pd.read_parquet(paths.interim_test),
-                           pd.read_parquet(paths.processed_test), params.data.sensitive_features, params.audit,
-                           params.evaluate.calibration_bins, io.read_json(paths.privacy_policy),
-                           (pre.labels, pre.positive_label))  # fmt: skip
+        rescored = rescore(
+            reference,
+            str(folder),
+            pd.read_parquet(paths.interim_test),
+            pd.read_parquet(paths.processed_test),
+            params.data.sensitive_features,
+            params.audit,
+            params.evaluate.calibration_bins,
+            io.read_json(paths.privacy_policy),
+            (pre.labels, pre.positive_label),
+        )
     if rescored.champion is None:
-        return decide(policy, candidate, reference, notes=warned + rescored.notes, change_skipped=rescored.skipped,
-                      test_md5={"candidate": test_md5, "champion": reference.test_md5})  # fmt: skip
-    return decide(policy, candidate, rescored.champion, notes=warned + rescored.notes,
-                  test_md5={"candidate": test_md5, "champion": test_md5})  # fmt: skip
+        return decide(
+            policy,
+            candidate,
+            reference,
+            notes=warned + rescored.notes,
+            change_skipped=rescored.skipped,
+            test_md5={"candidate": test_md5, "champion": reference.test_md5},
+        )
+    return decide(
+        policy,
+        candidate,
+        rescored.champion,
+        notes=warned + rescored.notes,
+        test_md5={"candidate": test_md5, "champion": test_md5},
+    )
 
 
 def validation_notes(report: dict[str, Any]) -> list[str]:
@@ -379,8 +398,13 @@ def record_outputs(
         mlflow.log_artifact(str(paths.model_card_md), "model_card")
         mlflow.log_artifact(str(paths.model_card_html), "model_card")
         mlflow.log_dict(decision.to_dict(), "reports/decision.json")
-        mlflow.set_tags({"gate.decision": PASSED if decision.passed else REJECTED_BY_POLICY,
-                         "registry.version": version, "registry.model": name})  # fmt: skip
+        mlflow.set_tags(
+            {
+                "gate.decision": PASSED if decision.passed else REJECTED_BY_POLICY,
+                "registry.version": version,
+                "registry.model": name,
+            }
+        )
 
 
 def record_manifest(mlflow_client: Any, uri: str, name: str, version: str, team: bool) -> dict[str, str]:

@@ -66,15 +66,21 @@ def schema_difference(champion: dict[str, str], candidate: dict[str, str]) -> st
 
 
 def champion_figures(
-    probability: np.ndarray, threshold: float, test: pd.DataFrame, sensitive: list[str], audit: AuditParams,
-    calibration_bins: int, decisions: np.ndarray | None = None,
-) -> dict[str, float]:  # fmt: skip
+    probability: np.ndarray,
+    threshold: float,
+    test: pd.DataFrame,
+    sensitive: list[str],
+    audit: AuditParams,
+    calibration_bins: int,
+    decisions: np.ndarray | None = None,
+) -> dict[str, float]:
     """test.* and fairness.<feature>.<gap> of scores on the processed test frame (label and sensitive columns)."""
     y = test[LABEL_COLUMN].to_numpy().astype(float)
     metrics = binary_metrics(y, probability, threshold, calibration_bins, decisions)
     # Point estimates only: the change rules compare values, not intervals.
-    audits = audit_predictions(test, probability, sensitive, threshold, audit.model_copy(update={"bootstrap": 1}),
-                               decisions)  # fmt: skip
+    audits = audit_predictions(
+        test, probability, sensitive, threshold, audit.model_copy(update={"bootstrap": 1}), decisions
+    )
     flat = flatten({"test": metrics, "fairness": headline(audits)})
     return {k: float(v) for k, v in flat.items()}
 
@@ -104,12 +110,16 @@ def rescore(
     from humane.governance.serving import DECISION, PROBABILITY, as_request
 
     # What the candidate's test rows hold (all columns of the loaded record, masked): the champion reads its own.
-    held = {c: "boolean" if pd.api.types.is_bool_dtype(t) else "double" if pd.api.types.is_numeric_dtype(t)
-            else "string" for c, t in raw_test.dtypes.items()}  # fmt: skip
+    held = {
+        c: "boolean" if pd.api.types.is_bool_dtype(t) else "double" if pd.api.types.is_numeric_dtype(t) else "string"
+        for c, t in raw_test.dtypes.items()
+    }
     difference = schema_difference(input_schema(champion_uri), held)
     if difference is not None:
-        why = (f"champion v{champion.version} takes inputs the candidate's test rows do not hold as it needs "
-               f"({difference.replace('the candidate', 'the rows')})")  # fmt: skip
+        why = (
+            f"champion v{champion.version} takes inputs the candidate's test rows do not hold as it needs "
+            f"({difference.replace('the candidate', 'the rows')})"
+        )
         return Rescored(None, why, [])
     missing = [f"{SENSITIVE_PREFIX}{f}" for f in sensitive if f"{SENSITIVE_PREFIX}{f}" not in test]
     if missing or LABEL_COLUMN not in test or len(test) != len(raw_test):
@@ -120,11 +130,15 @@ def rescore(
         policy = {**served.policy.to_dict(), "strict_bins": False}
         labels = (list(served.preprocessor.labels), served.preprocessor.positive_label)
     except Exception as err:
-        raise StoreError(f"registry: champion v{champion.version} could not be loaded to be scored on the "
-                         f"candidate's test rows: {type(err).__name__}: {err}") from err  # fmt: skip
+        raise StoreError(
+            f"registry: champion v{champion.version} could not be loaded to be scored on the "
+            f"candidate's test rows: {type(err).__name__}: {err}"
+        ) from err
     if policy != {**candidate_policy, "strict_bins": False}:
-        why = (f"champion v{champion.version} masks its inputs by another privacy policy, so the candidate's "
-               "masked test rows are not its inputs")  # fmt: skip
+        why = (
+            f"champion v{champion.version} masks its inputs by another privacy policy, so the candidate's "
+            "masked test rows are not its inputs"
+        )
         return Rescored(None, why, [])
     if labels != (list(candidate_labels[0]), candidate_labels[1]):
         why = f"champion v{champion.version} predicts other labels ({labels[0]}, positive {labels[1]!r})"
@@ -134,14 +148,18 @@ def rescore(
         scored: Any = model.predict(as_request(raw_test[columns], model.metadata.get_input_schema()))
         threshold = float(model.model_config["threshold"])
     except Exception as err:
-        raise StoreError(f"registry: champion v{champion.version} could not be scored on the candidate's test "
-                         f"rows: {type(err).__name__}: {err}") from err  # fmt: skip
+        raise StoreError(
+            f"registry: champion v{champion.version} could not be scored on the candidate's test "
+            f"rows: {type(err).__name__}: {err}"
+        ) from err
 
     probability = np.asarray(scored[PROBABILITY], dtype=np.float64)
     # The champion's own decisions (per-group thresholds, if it was post-processed); older models lack them.
     decided = np.asarray(scored[DECISION], dtype=np.int64) if DECISION in scored else None
     figures = champion_figures(probability, threshold, test, sensitive, audit, calibration_bins, decided)
     figures.update({k: v for k, v in champion.metrics.items() if k.startswith("privacy.")})
-    note = (f"champion v{champion.version} re-scored on the candidate's {len(test)} test rows (its recorded "
-            "figures came from its own test split)")  # fmt: skip
+    note = (
+        f"champion v{champion.version} re-scored on the candidate's {len(test)} test rows (its recorded "
+        "figures came from its own test split)"
+    )
     return Rescored(Champion(champion.version, figures, champion.run_id), None, [note])

@@ -93,9 +93,15 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         )
 
     def load_files(
-        self, threshold: float, policy: Path, preprocessor: Path, model: Path, domain: Path | None = None,
-        thresholds: Path | None = None, explainer: Path | None = None,
-    ) -> HumaneModel:  # fmt: skip
+        self,
+        threshold: float,
+        policy: Path,
+        preprocessor: Path,
+        model: Path,
+        domain: Path | None = None,
+        thresholds: Path | None = None,
+        explainer: Path | None = None,
+    ) -> HumaneModel:
         """Load from the pipeline's own files (what load_context does with the logged copies).
 
         Without a domain file (a model logged before domains were shipped) no row can be flagged: every row
@@ -252,9 +258,15 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
         labels = self.preprocessor.labels
         negative = next(label for label in labels if label != self.preprocessor.positive_label)
         predicted = np.where(positive, self.preprocessor.positive_label, negative)
-        return pd.DataFrame({PROBABILITY: p, LABEL: predicted, DECISION: positive.astype(np.int64),
-                             OUT_OF_DOMAIN: [bool(r) for r in rules],
-                             DOMAIN_RULES: [SEPARATOR.join(r) for r in rules]})  # fmt: skip
+        return pd.DataFrame(
+            {
+                PROBABILITY: p,
+                LABEL: predicted,
+                DECISION: positive.astype(np.int64),
+                OUT_OF_DOMAIN: [bool(r) for r in rules],
+                DOMAIN_RULES: [SEPARATOR.join(r) for r in rules],
+            }
+        )
 
     def _reasons(self, x: Any, positive: np.ndarray, k: int) -> list[str]:
         """Per row, its top-k reason codes "; "-joined: inputs that pushed towards its decision, none protected."""

@@ -50,10 +50,27 @@ SERVING_PACKAGES = ("mlflow", "torch", "scikit-learn", "pandas", "numpy", "skops
 RUN_KEY_TAG = "humane.run_key"
 COMPLETE_TAG = "humane.complete"  # set last: a run without it is an interrupted attempt
 # The files a run records; their bytes (with the params and the run's origin) make the run's identity.
-RECORDED = ("params", "metrics", "train_metrics", "train_history", "validation_report", "fairness", "audit_report",
-            "data_audit", "privacy_report", "membership_report", "model", "preprocessor", "privacy_policy",
-            "processed_train", "processed_test", "interim_meta", "explain_metrics", "explanations",
-            "explainer")  # fmt: skip
+RECORDED = (
+    "params",
+    "metrics",
+    "train_metrics",
+    "train_history",
+    "validation_report",
+    "fairness",
+    "audit_report",
+    "data_audit",
+    "privacy_report",
+    "membership_report",
+    "model",
+    "preprocessor",
+    "privacy_policy",
+    "processed_train",
+    "processed_test",
+    "interim_meta",
+    "explain_metrics",
+    "explanations",
+    "explainer",
+)
 
 
 def flat_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -161,8 +178,9 @@ def log_serving_model(paths: Paths, threshold: float, masked: set[str]) -> Any:
         else:
             fitted = serving_domain(paths, inputs, masked)
         io.write_json(domain, fitted.to_dict())
-        model = HumaneModel().load_files(threshold, paths.privacy_policy, paths.preprocessor, paths.model, domain,
-                                         paths.thresholds)  # fmt: skip
+        model = HumaneModel().load_files(
+            threshold, paths.privacy_policy, paths.preprocessor, paths.model, domain, paths.thresholds
+        )
         lowest_bin = {column: edges[0] for column, edges in model.policy.bins.items()}  # a value the policy admits
         # A post-processed model also takes its target's sensitive columns; the example shows the largest group
         # (a group's name, not a person's value) so that it passes the thresholds.
@@ -203,8 +221,12 @@ def distinct_values(frame: pd.DataFrame) -> pd.DataFrame:
         return frame
     uniques = {column: frame[column].drop_duplicates().reset_index(drop=True) for column in frame.columns}
     rows = max(len(values) for values in uniques.values())
-    return pd.DataFrame({column: values.take(np.arange(rows) % len(values)).reset_index(drop=True)
-                         for column, values in uniques.items()})  # fmt: skip
+    return pd.DataFrame(
+        {
+            column: values.take(np.arange(rows) % len(values)).reset_index(drop=True)
+            for column, values in uniques.items()
+        }
+    )
 
 
 def numbered_features(frame: pd.DataFrame, protected: set[str]) -> pd.DataFrame:
@@ -305,8 +327,14 @@ def log_reference(paths: Paths, threshold: float, monitored: MonitoredColumns | 
         mlflow.log_artifact(str(reference), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
 
 
-def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable[str], ctx: RunContext,
-            monitored: MonitoredColumns | None = None) -> dict[str, str]:  # fmt: skip
+def log_run(
+    paths: Paths,
+    experiment: str,
+    threshold: float,
+    protected: Iterable[str],
+    ctx: RunContext,
+    monitored: MonitoredColumns | None = None,
+) -> dict[str, str]:
     """Log the workspace's pipeline state as one MLflow run (or find the one already logged); its ids.
 
     `protected` are the columns whose raw values never leave the load stage (`protected_columns(...).all` of
@@ -322,13 +350,19 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
 
     uri = ctx.tracking_uri
     mlflow_client = client(uri)
-    experiment_id = ensure_experiment(mlflow_client, experiment,
-                                      Paths(ctx.project).mlflow_artifacts if ctx.default_store else None)  # fmt: skip
+    experiment_id = ensure_experiment(
+        mlflow_client, experiment, Paths(ctx.project).mlflow_artifacts if ctx.default_store else None
+    )
     key = run_key(paths, ctx)
     done, interrupted = find_run(mlflow_client, experiment_id, key)
     if done is not None:
-        record = {"run_id": done.info.run_id, "experiment_id": experiment_id, "experiment": experiment,
-                  "model_uri": done.data.tags["humane.model_uri"], "run_key": key}  # fmt: skip
+        record = {
+            "run_id": done.info.run_id,
+            "experiment_id": experiment_id,
+            "experiment": experiment,
+            "model_uri": done.data.tags["humane.model_uri"],
+            "run_key": key,
+        }
         io.write_json(paths.mlflow_run, record)
         return record
     for attempt in interrupted:  # an earlier attempt of this pipeline run died half-way: it is not a record
@@ -374,9 +408,21 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
             if name in row and row[name] == row[name]
         ]
         mlflow_client.log_batch(run_id, metrics=per_epoch)
-        reports = (paths.validation_report, paths.metrics, paths.train_metrics, paths.train_history, paths.roc_data,
-                   paths.calibration_data, paths.params, paths.data_audit, paths.audit_report, paths.fairness,
-                   paths.audit_groups_data, paths.privacy_report, paths.membership_report)  # fmt: skip
+        reports = (
+            paths.validation_report,
+            paths.metrics,
+            paths.train_metrics,
+            paths.train_history,
+            paths.roc_data,
+            paths.calibration_data,
+            paths.params,
+            paths.data_audit,
+            paths.audit_report,
+            paths.fairness,
+            paths.audit_groups_data,
+            paths.privacy_report,
+            paths.membership_report,
+        )
         for path in reports:
             mlflow.log_artifact(str(path), artifact_path="reports")
         for path in (paths.roc_png, paths.calibration_png, *sorted(paths.audit_plots_dir.glob("*.png"))):
@@ -387,7 +433,12 @@ def log_run(paths: Paths, experiment: str, threshold: float, protected: Iterable
         info = log_serving_model(paths, threshold, masked)
         log_reference(paths, threshold, monitored, federated=run_of_sites is not None)
         mlflow.set_tags({"humane.model_uri": info.model_uri, COMPLETE_TAG: "true"})
-    record = {"run_id": run_id, "experiment_id": experiment_id, "experiment": experiment,
-              "model_uri": info.model_uri, "run_key": key}  # fmt: skip
+    record = {
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "experiment": experiment,
+        "model_uri": info.model_uri,
+        "run_key": key,
+    }
     io.write_json(paths.mlflow_run, record)
     return record

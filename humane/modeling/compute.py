@@ -84,10 +84,15 @@ class ComputeMeter:
         if self.settings.region:
             kwargs["region"] = self.settings.region
         self._tracker = OfflineEmissionsTracker(
-            **kwargs, output_dir=self._dir.name, save_to_file=False, log_level="error", measure_power_secs=1,
-            tracking_mode="machine" if self.machine else "process", allow_multiple_runs=True,
+            **kwargs,
+            output_dir=self._dir.name,
+            save_to_file=False,
+            log_level="error",
+            measure_power_secs=1,
+            tracking_mode="machine" if self.machine else "process",
+            allow_multiple_runs=True,
             project_name="humane-train",
-        )  # fmt: skip
+        )
         self._tracker.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -103,9 +108,17 @@ class ComputeMeter:
 
 
 def bill(
-    meter: ComputeMeter, *, n_parameters: int, flops: float, samples: int, train_seconds: float, device: str,
-    world_size: int, precision: str, prior_train_seconds: float = 0.0,
-) -> dict[str, Any]:  # fmt: skip
+    meter: ComputeMeter,
+    *,
+    n_parameters: int,
+    flops: float,
+    samples: int,
+    train_seconds: float,
+    device: str,
+    world_size: int,
+    precision: str,
+    prior_train_seconds: float = 0.0,
+) -> dict[str, Any]:
     """The compute figures of one training run, for train_metrics.json (`compute`), MLflow, the card and the gate.
 
     `samples`, `train_flops` and `train_seconds` cover every attempt of a resumed run. The meter saw only this
@@ -138,9 +151,11 @@ def bill(
             out["energy_kwh"] += earlier
             out["co2_kg"] += meter.co2_kg * share
             out["energy_earlier_attempts_kwh"] = earlier
-            notes.append(f"Energy and CO2 include {earlier:.3g} kWh estimated for the earlier, interrupted attempts' "
-                         f"{prior_train_seconds:.1f} s of training, at this attempt's mean power; an interrupted "
-                         "epoch that never reached its checkpoint is not counted.")  # fmt: skip
+            notes.append(
+                f"Energy and CO2 include {earlier:.3g} kWh estimated for the earlier, interrupted attempts' "
+                f"{prior_train_seconds:.1f} s of training, at this attempt's mean power; an interrupted "
+                "epoch that never reached its checkpoint is not counted."
+            )
     if notes:
         out["note"] = " ".join(notes)
     return out

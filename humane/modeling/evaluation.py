@@ -17,7 +17,7 @@ from sklearn.metrics import (
     log_loss,
     roc_auc_score,
     roc_curve,
-)  # fmt: skip
+)
 
 from humane.core import io
 from humane.core.params import EvaluateParams
@@ -47,8 +47,11 @@ def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int) -> list[Calibrat
     for b in range(n_bins):
         mask = which == b
         if mask.any():
-            bins.append(CalibrationBin(float(edges[b]), float(edges[b + 1]), int(mask.sum()),
-                                       float(p[mask].mean()), float(y[mask].mean())))  # fmt: skip
+            bins.append(
+                CalibrationBin(
+                    float(edges[b]), float(edges[b + 1]), int(mask.sum()), float(p[mask].mean()), float(y[mask].mean())
+                )
+            )
     return bins
 
 
@@ -116,8 +119,9 @@ def roc_points(y: np.ndarray, p: np.ndarray, max_points: int = 200) -> list[dict
     return [{"fpr": round(float(fpr[i]), 6), "tpr": round(float(tpr[i]), 6)} for i in keep]
 
 
-def save_plots(roc: list[dict[str, float]], bins: list[CalibrationBin], auc: float, roc_png: Path,
-               calibration_png: Path) -> None:  # fmt: skip
+def save_plots(
+    roc: list[dict[str, float]], bins: list[CalibrationBin], auc: float, roc_png: Path, calibration_png: Path
+) -> None:
     """ROC and reliability diagrams as PNG."""
     import matplotlib
 

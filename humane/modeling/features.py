@@ -117,8 +117,10 @@ def fit(train: pd.DataFrame, schema: Schema, params: PreprocessParams) -> Prepro
     inputs = schema.features(params.include_sensitive)
     unknown = [c for c in params.log_transform if c not in schema.numeric]
     if unknown:
-        print(f"preprocess: log_transform columns {unknown} are not numeric columns of this data; skipped",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"preprocess: log_transform columns {unknown} are not numeric columns of this data; skipped",
+            file=sys.stderr,
+        )
     transformer = build_transformer(schema, inputs, params.log_transform)
     for column in schema.categorical:
         if column in train:
@@ -161,8 +163,17 @@ def save_preprocessor(pre: Preprocessor, path: Path) -> None:
     """Store the fitted preprocessor with skops (a zip of JSON and arrays; no pickle)."""
     import skops.io as sio
 
-    sio.dump({"transformer": pre.transformer, "inputs": pre.inputs, "target": pre.target, "labels": pre.labels,
-              "positive_label": pre.positive_label, "sensitive": pre.sensitive}, path)  # fmt: skip
+    sio.dump(
+        {
+            "transformer": pre.transformer,
+            "inputs": pre.inputs,
+            "target": pre.target,
+            "labels": pre.labels,
+            "positive_label": pre.positive_label,
+            "sensitive": pre.sensitive,
+        },
+        path,
+    )
 
 
 def load_preprocessor(path: Path) -> Preprocessor:

@@ -24,8 +24,14 @@ def periodic_embeddings(n_numeric: int, spec: dict[str, Any], d_embedding: int, 
     from rtdl_num_embeddings import PeriodicEmbeddings
 
     scale = spec["frequency_init_scale"]
-    return PeriodicEmbeddings(n_numeric, d_embedding, n_frequencies=spec["n_frequencies"],
-                              frequency_init_scale=scale, activation=True, lite=lite)  # fmt: skip
+    return PeriodicEmbeddings(
+        n_numeric,
+        d_embedding,
+        n_frequencies=spec["n_frequencies"],
+        frequency_init_scale=scale,
+        activation=True,
+        lite=lite,
+    )
 
 
 def embedding_spec(params: TrainParams) -> dict[str, Any] | None:
@@ -159,12 +165,18 @@ class FTTransformer(nn.Module):
                 f"{args.cardinalities} do not add up to {args.n_inputs} inputs"
             )
         self.net = rtdl.FTTransformer(
-            n_cont_features=args.n_numeric, cat_cardinalities=[k + 1 for k in args.cardinalities], d_out=1,
-            n_blocks=args.n_blocks, d_block=args.d_block, attention_n_heads=args.attention_n_heads,
-            attention_dropout=args.attention_dropout, ffn_d_hidden=None,
-            ffn_d_hidden_multiplier=args.ffn_d_hidden_multiplier, ffn_dropout=args.ffn_dropout,
+            n_cont_features=args.n_numeric,
+            cat_cardinalities=[k + 1 for k in args.cardinalities],
+            d_out=1,
+            n_blocks=args.n_blocks,
+            d_block=args.d_block,
+            attention_n_heads=args.attention_n_heads,
+            attention_dropout=args.attention_dropout,
+            ffn_d_hidden=None,
+            ffn_d_hidden_multiplier=args.ffn_d_hidden_multiplier,
+            ffn_dropout=args.ffn_dropout,
             residual_dropout=args.residual_dropout,
-        )  # fmt: skip
+        )
         if args.embedding is not None and args.n_numeric:
             self.net.cont_embeddings = periodic_embeddings(args.n_numeric, args.embedding, args.d_block, lite=False)
         self.args = args
@@ -368,8 +380,9 @@ def build_model(params: TrainParams, n_inputs: int, layout: tuple[int, list[int]
     if embedding is not None and layout is None:
         raise ValueError("train.numeric_embedding periodic needs the preprocessor's layout (which inputs are numeric)")
     if params.model == "mlp":
-        return MLP(MLPArgs(n_inputs, list(params.hidden_sizes), params.dropout, params.activation, n_numeric,
-                           embedding))  # fmt: skip
+        return MLP(
+            MLPArgs(n_inputs, list(params.hidden_sizes), params.dropout, params.activation, n_numeric, embedding)
+        )
     if params.model == "tabm":
         t = params.tabm
         return TabM(
@@ -378,11 +391,22 @@ def build_model(params: TrainParams, n_inputs: int, layout: tuple[int, list[int]
             )
         )
     ft = params.ft_transformer
-    return FTTransformer(FTTransformerArgs(
-        n_inputs, n_numeric, list(cardinalities), ft.d_block, ft.n_blocks, ft.attention_n_heads,
-        ft.attention_dropout, ft.ffn_d_hidden_multiplier, ft.ffn_dropout, ft.residual_dropout, ft.checkpointing,
-        embedding,
-    ))  # fmt: skip
+    return FTTransformer(
+        FTTransformerArgs(
+            n_inputs,
+            n_numeric,
+            list(cardinalities),
+            ft.d_block,
+            ft.n_blocks,
+            ft.attention_n_heads,
+            ft.attention_dropout,
+            ft.ffn_d_hidden_multiplier,
+            ft.ffn_dropout,
+            ft.residual_dropout,
+            ft.checkpointing,
+            embedding,
+        )
+    )
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -400,12 +424,20 @@ def describe(model: Network) -> str:
     if isinstance(model, Ensemble):
         weights = ", ".join(f"{w:.3f}" for w in model._weights.tolist())
         constant = len(model.members) - len(model.networks)
-        return (f"ExponentiatedGradient ensemble: a weighted vote of {len(model.members)} members (weights "
-                f"{weights}" + (f"; {constant} of them a constant classifier" if constant else "")
-                + f"); each network: {describe(model.networks[0])}")  # fmt: skip
-    numeric = "" if not (a.embedding and a.n_numeric) else (
-        f"; {a.n_numeric} numeric columns through periodic embeddings ({a.embedding['n_frequencies']} frequencies, "
-        f"init scale {a.embedding['frequency_init_scale']:g})")  # fmt: skip
+        return (
+            f"ExponentiatedGradient ensemble: a weighted vote of {len(model.members)} members (weights "
+            f"{weights}"
+            + (f"; {constant} of them a constant classifier" if constant else "")
+            + f"); each network: {describe(model.networks[0])}"
+        )
+    numeric = (
+        ""
+        if not (a.embedding and a.n_numeric)
+        else (
+            f"; {a.n_numeric} numeric columns through periodic embeddings ({a.embedding['n_frequencies']} frequencies, "
+            f"init scale {a.embedding['frequency_init_scale']:g})"
+        )
+    )
     if isinstance(a, TabMArgs):
         return (
             f"TabM ({a.arch_type}): {a.k} MLPs sharing weights, {a.n_blocks} blocks of width {a.d_block}, "
@@ -413,12 +445,16 @@ def describe(model: Network) -> str:
             f"columns{numeric}; the probability is the members' mean"
         )
     if isinstance(a, FTTransformerArgs):
-        return (f"FT-Transformer: {a.n_numeric} numeric + {len(a.cardinalities)} categorical tokens and [CLS], "
-                f"{a.n_blocks} blocks of width {a.d_block}, {a.attention_n_heads} heads, ReGLU FFN x"
-                f"{a.ffn_d_hidden_multiplier:.3g}, dropout attention {a.attention_dropout} / FFN {a.ffn_dropout} / "
-                f"residual {a.residual_dropout}{numeric}")  # fmt: skip
-    return (f"MLP {a.n_inputs} → {' → '.join(map(str, a.hidden_sizes))} → 1 logit, {a.activation}, "
-            f"dropout {a.dropout}{numeric}")  # fmt: skip
+        return (
+            f"FT-Transformer: {a.n_numeric} numeric + {len(a.cardinalities)} categorical tokens and [CLS], "
+            f"{a.n_blocks} blocks of width {a.d_block}, {a.attention_n_heads} heads, ReGLU FFN x"
+            f"{a.ffn_d_hidden_multiplier:.3g}, dropout attention {a.attention_dropout} / FFN {a.ffn_dropout} / "
+            f"residual {a.residual_dropout}{numeric}"
+        )
+    return (
+        f"MLP {a.n_inputs} → {' → '.join(map(str, a.hidden_sizes))} → 1 logit, {a.activation}, "
+        f"dropout {a.dropout}{numeric}"
+    )
 
 
 def model_state(model: Network) -> dict[str, Any]:

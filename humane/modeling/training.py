@@ -99,9 +99,14 @@ Penalty = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def batch_loss(
-    model: nn.Module, criterion: nn.Module, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor | None,
-    gb: torch.Tensor | None, penalty: Penalty | None,
-) -> torch.Tensor:  # fmt: skip
+    model: nn.Module,
+    criterion: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    wb: torch.Tensor | None,
+    gb: torch.Tensor | None,
+    penalty: Penalty | None,
+) -> torch.Tensor:
     """The batch's mean loss: BCE on the raw logit (weighted per row with `wb`), plus the fairness `penalty`.
 
     A network that trains several members at once (TabM: logits of shape (batch, k)) has each member learn every
@@ -121,9 +126,15 @@ def batch_loss(
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, xb: torch.Tensor, yb: torch.Tensor,
-    wb: torch.Tensor | None = None, gb: torch.Tensor | None = None, penalty: Penalty | None = None,
-) -> float:  # fmt: skip
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    wb: torch.Tensor | None = None,
+    gb: torch.Tensor | None = None,
+    penalty: Penalty | None = None,
+) -> float:
     """One optimisation step on one batch (one process, no accumulation); returns the batch loss.
 
     With sample weights `wb` the BCE is weighted per row (reweighing); with a `penalty` its fairness term on the
@@ -178,8 +189,11 @@ def fingerprint(params: TrainParams, tensors: list[torch.Tensor | None], extra: 
         digest.update(b"|")
     package = Path(__file__).parents[1]
     # The training code: this package, the fairness loss terms, DP-SGD; and the libraries that compute.
-    for source in [*sorted(Path(__file__).parent.glob("*.py")), package / "fairness" / "mitigation.py",
-                   package / "privacy" / "dp.py"]:  # fmt: skip
+    for source in [
+        *sorted(Path(__file__).parent.glob("*.py")),
+        package / "fairness" / "mitigation.py",
+        package / "privacy" / "dp.py",
+    ]:
         digest.update(source.read_bytes())
     from importlib.metadata import version
 
@@ -238,11 +252,19 @@ def _gather(value: Any, world: int) -> list[Any]:
 
 
 def fit(
-    x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor, y_val: torch.Tensor, params: TrainParams,
-    checkpoint_dir: Path | None = None, *, sample_weight: torch.Tensor | None = None,
-    groups: torch.Tensor | None = None, penalty: Penalty | None = None, layout: tuple[int, list[int]] | None = None,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    params: TrainParams,
+    checkpoint_dir: Path | None = None,
+    *,
+    sample_weight: torch.Tensor | None = None,
+    groups: torch.Tensor | None = None,
+    penalty: Penalty | None = None,
+    layout: tuple[int, list[int]] | None = None,
     fingerprint_extra: str = "",
-) -> TrainResult:  # fmt: skip
+) -> TrainResult:
     """Train with early stopping on validation loss and return the best epoch's model.
 
     `sample_weight` (one per training row, rescaled to mean 1) weights the training loss; `penalty` adds a
@@ -258,8 +280,10 @@ def fit(
     rank, world = _world()
     accumulation = params.grad_accumulation
     if params.distributed.world != world:
-        raise HumaneError(f"train.distributed asks for {params.distributed.world} process(es) but this one runs in a "
-                          f"group of {world} (launch through tasks.train, which starts torchrun)")  # fmt: skip
+        raise HumaneError(
+            f"train.distributed asks for {params.distributed.world} process(es) but this one runs in a "
+            f"group of {world} (launch through tasks.train, which starts torchrun)"
+        )
     generator = seed_everything(params.seed)
     device = pick_device(params)
     if params.dp.enabled and (sample_weight is not None or penalty is not None):
@@ -267,8 +291,10 @@ def fit(
     if penalty is not None and groups is None:
         raise HumaneError("a fairness penalty needs the training rows' groups")
     if penalty is not None and world * accumulation > 1:
-        raise HumaneError("a fairness loss term (mitigation.loss) is computed on whole batches: it is not combined "
-                          "with train.distributed or train.grad_accumulation")  # fmt: skip
+        raise HumaneError(
+            "a fairness loss term (mitigation.loss) is computed on whole batches: it is not combined "
+            "with train.distributed or train.grad_accumulation"
+        )
     weights = None if sample_weight is None else (sample_weight / sample_weight.mean()).float()
     model: nn.Module = build_model(params, x_train.shape[1], layout)
     criterion = eval_criterion = loss_fn()
@@ -314,8 +340,10 @@ def fit(
         best_loss, best_epoch, stale = resume["best_loss"], resume["best_epoch"], resume["stale"]
         best_state, first, spent = resume["best_state"], resume["epoch"] + 1, resume["seconds"]
     if engine is not None and resume is not None:
-        raise HumaneError("a DP-SGD run cannot resume (the privacy accountant's history is not checkpointed); "
-                          "set train.resume: false or remove models/checkpoints/resume.pt")  # fmt: skip
+        raise HumaneError(
+            "a DP-SGD run cannot resume (the privacy accountant's history is not checkpointed); "
+            "set train.resume: false or remove models/checkpoints/resume.pt"
+        )
 
     Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]
 
@@ -329,8 +357,16 @@ def fit(
                 mine = step[rank * share : (rank + 1) * share]
                 size = -(-len(mine) // accumulation) if len(mine) else 1
                 micro = [mine[i : i + size] for i in range(0, max(len(mine), 1), size)]
-                yield [(x_train[i], targets[i], None if weights is None else weights[i],
-                        None if groups is None else groups[i], len(step)) for i in micro]  # fmt: skip
+                yield [
+                    (
+                        x_train[i],
+                        targets[i],
+                        None if weights is None else weights[i],
+                        None if groups is None else groups[i],
+                        len(step),
+                    )
+                    for i in micro
+                ]
             return
         for rows in engine.batches(device):  # Poisson-sampled (an empty batch too: its step adds noise alone)
             yield [(x_train[rows], targets[rows], None, None, len(rows))]
@@ -358,8 +394,9 @@ def fit(
 
     started = time.perf_counter()
     processed = 0
-    bar = tqdm(range(first, params.max_epochs + 1), desc="train", unit="epoch",
-               disable=not params.progress or rank != 0)  # fmt: skip
+    bar = tqdm(
+        range(first, params.max_epochs + 1), desc="train", unit="epoch", disable=not params.progress or rank != 0
+    )
     stopped = resume is not None and resume.get("stopped", False)
     for epoch in [] if stopped else bar:
         epoch_start = time.perf_counter()
@@ -390,15 +427,31 @@ def fit(
         if writer and checkpoint_dir is not None:
             # Everything a rerun needs to continue exactly here, written whole or not at all;
             # first, so that an epoch's file on disk means the state after it can be resumed.
-            full = {"fingerprint": expected, "epoch": epoch, "state_dict": base.state_dict(),
-                    "optimizer": optimizer.state_dict(), "rng": rng, "cuda_rng": cuda_rng,
-                    "generator": generator.get_state(), "history": history, "best_loss": best_loss,
-                    "best_epoch": best_epoch, "best_state": best_state, "stale": stale, "stopped": stopped,
-                    "seconds": spent + time.perf_counter() - started}  # fmt: skip
+            full = {
+                "fingerprint": expected,
+                "epoch": epoch,
+                "state_dict": base.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng,
+                "cuda_rng": cuda_rng,
+                "generator": generator.get_state(),
+                "history": history,
+                "best_loss": best_loss,
+                "best_epoch": best_epoch,
+                "best_state": best_state,
+                "stale": stale,
+                "stopped": stopped,
+                "seconds": spent + time.perf_counter() - started,
+            }
             io.write_with(checkpoint_dir / RESUME_FILE, lambda tmp, s=full: torch.save(s, tmp))
             # Weights, model args and metrics of every epoch, for inspection.
-            epoch_state = {"epoch": epoch, "state_dict": base.state_dict(), "model_args": base.args.to_dict(),
-                           "config": params.model_dump(mode="json"), "metrics": row}  # fmt: skip
+            epoch_state = {
+                "epoch": epoch,
+                "state_dict": base.state_dict(),
+                "model_args": base.args.to_dict(),
+                "config": params.model_dump(mode="json"),
+                "metrics": row,
+            }
             io.write_with(checkpoint_dir / f"epoch_{epoch:03d}.pt", lambda tmp, s=epoch_state: torch.save(s, tmp))
         if stopped:
             break
@@ -411,14 +464,26 @@ def fit(
     if writer and checkpoint_dir is not None:
         (checkpoint_dir / RESUME_FILE).unlink(missing_ok=True)  # training ended: nothing left to resume
     resumed_from = first - 1
-    result = TrainResult(base.cpu(), best_epoch, history, spent + seconds, processed / max(seconds, 1e-9),
-                         resumed_from=resumed_from, resume_note=note, device=str(device),
-                         world_size=world, prior_seconds=spent)  # fmt: skip
+    result = TrainResult(
+        base.cpu(),
+        best_epoch,
+        history,
+        spent + seconds,
+        processed / max(seconds, 1e-9),
+        resumed_from=resumed_from,
+        resume_note=note,
+        device=str(device),
+        world_size=world,
+        prior_seconds=spent,
+    )
     if engine is not None:
         # The budget spent by the epochs actually run (early stopping spends less than the target).
         result.privacy.update(
-            dp_enabled=True, epsilon=engine.epsilon(), delta=params.dp.delta,
-            noise_multiplier=engine.noise_multiplier, max_grad_norm=params.dp.max_grad_norm,
+            dp_enabled=True,
+            epsilon=engine.epsilon(),
+            delta=params.dp.delta,
+            noise_multiplier=engine.noise_multiplier,
+            max_grad_norm=params.dp.max_grad_norm,
             accountant=params.dp.accountant,
-        )  # fmt: skip
+        )
     return result

@@ -36,8 +36,9 @@ def batch_name(path: Path) -> str:
     """The batch's name, used for its report folder: the file name without its suffixes (shifted.csv.gz: shifted)."""
     name = path.name.split(".")[0]
     if not BATCH_NAME.match(name):
-        raise DataError(f"{path}: the batch's name {name!r} must be letters, digits, '_', '-' or '.' (it names the "
-                        "report folder)")  # fmt: skip
+        raise DataError(
+            f"{path}: the batch's name {name!r} must be letters, digits, '_', '-' or '.' (it names the report folder)"
+        )
     return name
 
 
@@ -60,8 +61,10 @@ def check_columns(frame: pd.DataFrame, kinds: dict[str, str], sensitive: list[st
     needed = list(dict.fromkeys([*kinds, *sensitive]))
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise DataError(f"{name}: columns {missing} are missing; rule: a batch holds every input column of the "
-                        f"served model and the sensitive columns {sensitive} (the group gaps need them)")  # fmt: skip
+        raise DataError(
+            f"{name}: columns {missing} are missing; rule: a batch holds every input column of the "
+            f"served model and the sensitive columns {sensitive} (the group gaps need them)"
+        )
     out = frame.copy()
     for column, kind in kinds.items():
         values = out[column]
@@ -77,13 +80,16 @@ def check_columns(frame: pd.DataFrame, kinds: dict[str, str], sensitive: list[st
                 )
             out[column] = parsed
         elif kind == "text" and pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-            raise DataError(f"{name}: column {column!r}: the model reads text (categories) but the column holds "
-                            "numbers only; rule: categorical input columns hold their category names")  # fmt: skip
+            raise DataError(
+                f"{name}: column {column!r}: the model reads text (categories) but the column holds "
+                "numbers only; rule: categorical input columns hold their category names"
+            )
     return out
 
 
-def read_batch(path: Path, kinds: dict[str, str], sensitive: list[str], target: str, min_rows: int,
-               read: ReadParams | None = None) -> Batch:  # fmt: skip
+def read_batch(
+    path: Path, kinds: dict[str, str], sensitive: list[str], target: str, min_rows: int, read: ReadParams | None = None
+) -> Batch:
     """Read a CSV or Parquet batch (humane.data.sources.read_table) and check it; only the needed columns kept.
 
     A batch without the label column, or whose labels are all empty, is unlabeled: the label metrics are skipped,
@@ -92,18 +98,23 @@ def read_batch(path: Path, kinds: dict[str, str], sensitive: list[str], target: 
     name = str(path)
     frame = read_table(Path(path), name, read)
     if len(frame) < min_rows:
-        raise DataError(f"{name}: {len(frame)} rows; rule: a batch needs at least monitor.min_rows = {min_rows} rows "
-                        "to be judged")  # fmt: skip
+        raise DataError(
+            f"{name}: {len(frame)} rows; rule: a batch needs at least monitor.min_rows = {min_rows} rows to be judged"
+        )
     checked = check_columns(frame, kinds, sensitive, name)
     keep = list(dict.fromkeys([*kinds, *sensitive, *([target] if target in frame else [])]))
     notes = []
     labeled = target in frame and bool(frame[target].notna().any())
     if not labeled:
         why = "has no label column" if target not in frame else "has an empty label column"
-        notes.append(f"the batch {why} ({target!r}): accuracy, ROC AUC and the equalized-odds gaps are estimated "
-                     "(CBPE) or skipped, not measured")  # fmt: skip
+        notes.append(
+            f"the batch {why} ({target!r}): accuracy, ROC AUC and the equalized-odds gaps are estimated "
+            "(CBPE) or skipped, not measured"
+        )
         keep = [c for c in keep if c != target]
     elif frame[target].isna().any():
-        notes.append(f"{int(frame[target].isna().sum())} of {len(frame)} rows have no label yet: the label metrics "
-                     "use the labeled rows only")  # fmt: skip
+        notes.append(
+            f"{int(frame[target].isna().sum())} of {len(frame)} rows have no label yet: the label metrics "
+            "use the labeled rows only"
+        )
     return Batch(batch_name(Path(path)), Path(path), checked[keep].reset_index(drop=True), labeled, notes)

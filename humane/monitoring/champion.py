@@ -168,9 +168,17 @@ def champion_version(uri: str, name: str) -> str | None:
     return champion.version if champion else None
 
 
-def log_monitoring_run(uri: str, champion: ChampionModel, batch: str, batch_md5: str, when: datetime,
-                       metrics: dict[str, float], tags: dict[str, str], folder: Path,
-                       artifact_root: Path | None) -> str:  # fmt: skip
+def log_monitoring_run(
+    uri: str,
+    champion: ChampionModel,
+    batch: str,
+    batch_md5: str,
+    when: datetime,
+    metrics: dict[str, float],
+    tags: dict[str, str],
+    folder: Path,
+    artifact_root: Path | None,
+) -> str:
     """One MLflow run per monitored batch, tagged with the model version; metrics at step = the batch's time.
 
     The step is the batch time in whole seconds since 1970 and the timestamp is the batch time, so the MLflow UI
@@ -184,11 +192,21 @@ def log_monitoring_run(uri: str, champion: ChampionModel, batch: str, batch_md5:
         mlflow_client = client(uri)
         experiment_id = ensure_experiment(mlflow_client, monitoring_experiment(champion.name), artifact_root)
         step, stamp = int(when.timestamp()), int(when.timestamp() * 1000)
-        with using_tracking_uri(uri), mlflow.start_run(experiment_id=experiment_id,
-                                                       run_name=f"{batch} · v{champion.version}") as run:  # fmt: skip
-            mlflow.set_tags({MODEL_TAG: champion.name, VERSION_TAG: champion.version, BATCH_TAG: batch,
-                             "humane.batch_md5": batch_md5, "humane.batch_time": when.isoformat(),
-                             "humane.champion_run_id": champion.run_id, **tags})  # fmt: skip
+        with (
+            using_tracking_uri(uri),
+            mlflow.start_run(experiment_id=experiment_id, run_name=f"{batch} · v{champion.version}") as run,
+        ):
+            mlflow.set_tags(
+                {
+                    MODEL_TAG: champion.name,
+                    VERSION_TAG: champion.version,
+                    BATCH_TAG: batch,
+                    "humane.batch_md5": batch_md5,
+                    "humane.batch_time": when.isoformat(),
+                    "humane.champion_run_id": champion.run_id,
+                    **tags,
+                }
+            )
             batch_metrics = [Metric(k, float(v), stamp, step) for k, v in sorted(metrics.items())]
             for start in range(0, len(batch_metrics), 1000):
                 mlflow_client.log_batch(run.info.run_id, metrics=batch_metrics[start : start + 1000])

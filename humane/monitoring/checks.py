@@ -33,8 +33,11 @@ Z95 = 1.959964  # a 95% interval from NannyML's sampling error (its own boundari
 DRIFT, PERFORMANCE, BIAS = "DriftDetected", "PerformanceDegraded", "BiasDegraded"
 INCOMPLETE = "MonitoringIncomplete"  # a required figure could not be computed: the batch is not judged as passing
 # The gap each group metric makes: which per-group rates a gap is the spread of.
-GAP_RATES = {"demographic_parity_difference": ("selection_rate",), "equalized_odds_difference": ("tpr", "fpr"),
-             "equal_opportunity_difference": ("tpr",)}  # fmt: skip
+GAP_RATES = {
+    "demographic_parity_difference": ("selection_rate",),
+    "equalized_odds_difference": ("tpr", "fpr"),
+    "equal_opportunity_difference": ("tpr",),
+}
 LABEL_GAPS = ("equalized_odds_difference", "equal_opportunity_difference")
 
 
@@ -76,9 +79,11 @@ def drift(reference: pd.DataFrame, batch: pd.DataFrame, features: list[str], par
     nml = nannyml()
     columns = [*features, PROBABILITY_COLUMN]
     calculator = nml.UnivariateDriftCalculator(
-        column_names=columns, continuous_methods=[params.drift_method_continuous],
-        categorical_methods=[params.drift_method_categorical], chunk_number=1,
-    )  # fmt: skip
+        column_names=columns,
+        continuous_methods=[params.drift_method_continuous],
+        categorical_methods=[params.drift_method_categorical],
+        chunk_number=1,
+    )
     failed = ""
     try:
         with warnings.catch_warnings():
@@ -116,9 +121,14 @@ def estimate(reference: pd.DataFrame, batch: pd.DataFrame) -> dict[str, dict[str
     values, each with the reason.
     """
     nml = nannyml()
-    estimator = nml.CBPE(y_pred_proba=PROBABILITY_COLUMN, y_pred=DECISION_COLUMN, y_true=LABEL_COLUMN,
-                         problem_type="classification_binary", metrics=["accuracy", "roc_auc"],
-                         chunk_number=1)  # fmt: skip
+    estimator = nml.CBPE(
+        y_pred_proba=PROBABILITY_COLUMN,
+        y_pred=DECISION_COLUMN,
+        y_true=LABEL_COLUMN,
+        problem_type="classification_binary",
+        metrics=["accuracy", "roc_auc"],
+        chunk_number=1,
+    )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -153,8 +163,9 @@ class Recorded:
     notes: list[str] = field(default_factory=list)
 
 
-def recorded_figures(audit: dict[str, Any], metrics: dict[str, Any], reference: pd.DataFrame,
-              features: list[str], min_group_size: int) -> Recorded:  # fmt: skip
+def recorded_figures(
+    audit: dict[str, Any], metrics: dict[str, Any], reference: pd.DataFrame, features: list[str], min_group_size: int
+) -> Recorded:
     """The champion's recorded audit and metrics, with ROC AUC (overall, per group) from its reference rows."""
     y, p = reference[LABEL_COLUMN].to_numpy(), reference[PROBABILITY_COLUMN].to_numpy()
     overall = {m: _figure(v["value"], v["lo"], v["hi"]) for m, v in audit["overall"].items()}
@@ -169,8 +180,10 @@ def recorded_figures(audit: dict[str, Any], metrics: dict[str, Any], reference: 
             m = {k: _figure(v["value"], v["lo"], v["hi"]) for k, v in g["metrics"].items()}
             m["roc_auc"] = _figure(auc(y[rows], p[rows]) if not g["too_small"] and rows.any() else None)
             groups[feature][g["group"]] = {"count": g["count"], "too_small": g["too_small"], "metrics": m}
-    gaps = {e["feature"]: {k: _figure(v["value"], v["lo"], v["hi"]) for k, v in e["gaps"].items()}
-            for e in audit["features"]}  # fmt: skip
+    gaps = {
+        e["feature"]: {k: _figure(v["value"], v["lo"], v["hi"]) for k, v in e["gaps"].items()}
+        for e in audit["features"]
+    }
     calibration = {k: float(metrics["model"][k]) for k in ("ece", "brier") if k in metrics["model"]}
     return Recorded(overall, groups, gaps, calibration)
 
@@ -200,8 +213,9 @@ def groups(frame: pd.DataFrame, features: list[str], labeled: bool, audit: Audit
     return out
 
 
-def _groups(rows: pd.DataFrame, features: list[str], y: np.ndarray | None, audit: AuditParams,
-            kept: tuple[str, ...] | None) -> dict[str, Any]:  # fmt: skip
+def _groups(
+    rows: pd.DataFrame, features: list[str], y: np.ndarray | None, audit: AuditParams, kept: tuple[str, ...] | None
+) -> dict[str, Any]:
     """audit_feature per feature on `rows`; without labels (`y` None) only `kept` metrics and the DP gaps."""
     y_pred, p = rows[DECISION_COLUMN].to_numpy(dtype=float), rows[PROBABILITY_COLUMN].to_numpy()
     labels_given = y is not None
@@ -209,11 +223,19 @@ def _groups(rows: pd.DataFrame, features: list[str], y: np.ndarray | None, audit
     out = {}
     for feature, labels in sensitive_columns(rows, features).items():
         result = audit_feature(feature, y, y_pred, p, labels, audit)
-        table = {g["group"]: {"count": g["count"], "too_small": g["too_small"],
-                              "metrics": {k: v for k, v in g["metrics"].items() if kept is None or k in kept}}
-                 for g in result.groups}  # fmt: skip
-        gaps = {k: _figure(v["value"], v["lo"], v["hi"]) for k, v in result.gaps.items()
-                if labels_given or k.startswith("demographic_parity")}  # fmt: skip
+        table = {
+            g["group"]: {
+                "count": g["count"],
+                "too_small": g["too_small"],
+                "metrics": {k: v for k, v in g["metrics"].items() if kept is None or k in kept},
+            }
+            for g in result.groups
+        }
+        gaps = {
+            k: _figure(v["value"], v["lo"], v["hi"])
+            for k, v in result.gaps.items()
+            if labels_given or k.startswith("demographic_parity")
+        }
         out[feature] = {"groups": table, "gaps": gaps, "too_small": result.too_small}
     return out
 
@@ -233,8 +255,9 @@ def realised(frame: pd.DataFrame, audit: AuditParams) -> dict[str, dict[str, Any
     }
 
 
-def group_estimates(reference: pd.DataFrame, batch: pd.DataFrame, features: list[str],
-                    min_group_size: int) -> dict[str, dict[str, dict[str, Any]]]:  # fmt: skip
+def group_estimates(
+    reference: pd.DataFrame, batch: pd.DataFrame, features: list[str], min_group_size: int
+) -> dict[str, dict[str, dict[str, Any]]]:
     """CBPE per sensitive group: fitted on the group's reference rows, estimated on its batch rows.
 
     A group with fewer than `min_group_size` rows on either side, or one label only in the reference, is withheld;
@@ -295,21 +318,34 @@ def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, se
     drifted = [f for f in features if drift_[f]["drifted"]]
     if features and len(drifted) / len(features) > params.max_drifted_share:
         details = ", ".join(f"{f} {drift_[f]['method']} {drift_[f]['distance']:.3f}" for f in drifted)
-        found.append({"breach": DRIFT, "subject": ",".join(drifted),
-                      "message": f"{len(drifted)} of {len(features)} input features drifted (distance > "
-                                 f"{params.drift_threshold}): {details}"})  # fmt: skip
+        found.append(
+            {
+                "breach": DRIFT,
+                "subject": ",".join(drifted),
+                "message": f"{len(drifted)} of {len(features)} input features drifted (distance > "
+                f"{params.drift_threshold}): {details}",
+            }
+        )
     if drift_["prediction"]["drifted"]:
         d = drift_["prediction"]
-        found.append({"breach": DRIFT, "subject": "prediction",
-                      "message": f"predicted probability drifted: {d['method']} {d['distance']:.3f} > "
-                                 f"{d['threshold']}"})  # fmt: skip
+        found.append(
+            {
+                "breach": DRIFT,
+                "subject": "prediction",
+                "message": f"predicted probability drifted: {d['method']} {d['distance']:.3f} > {d['threshold']}",
+            }
+        )
     domain = result["out_of_domain"]
     if domain["share"] > params.max_out_of_domain_share:
         top = sorted(domain["per_rule"].items(), key=lambda kv: -kv[1])[:3]
-        found.append({"breach": DRIFT, "subject": "out_of_domain",
-                      "message": f"{domain['share']:.1%} of rows are outside the training domain (> "
-                                 f"{params.max_out_of_domain_share:.1%}): "
-                                 + ", ".join(f"{r} {s:.1%}" for r, s in top)})  # fmt: skip
+        found.append(
+            {
+                "breach": DRIFT,
+                "subject": "out_of_domain",
+                "message": f"{domain['share']:.1%} of rows are outside the training domain (> "
+                f"{params.max_out_of_domain_share:.1%}): " + ", ".join(f"{r} {s:.1%}" for r, s in top),
+            }
+        )
     found += attribution_drift.breaches(result.get("attribution_drift"), DRIFT)
     performance = result["performance"]
     kind = "realised" if performance.get("realised") else "estimated"
@@ -318,9 +354,14 @@ def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, se
         if metric in measured:
             drop = _dropped(reference.overall[metric], measured[metric], limit)
             if drop is not None:
-                found.append({"breach": PERFORMANCE, "subject": f"overall.{metric}",
-                              "message": f"{kind} {metric} {_fmt(measured[metric])} is {drop:.3f} below the test-time "
-                                         f"{_fmt(reference.overall[metric])} (> {limit})"})  # fmt: skip
+                found.append(
+                    {
+                        "breach": PERFORMANCE,
+                        "subject": f"overall.{metric}",
+                        "message": f"{kind} {metric} {_fmt(measured[metric])} is {drop:.3f} below the test-time "
+                        f"{_fmt(reference.overall[metric])} (> {limit})",
+                    }
+                )
         by_group = performance.get(f"{kind}_groups", {})
         for feature, table in by_group.items():
             for group, row in table.items():
@@ -331,10 +372,15 @@ def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, se
                     continue
                 drop = _dropped(ref["metrics"][metric], row["metrics"][metric], limit)
                 if drop is not None:
-                    found.append({"breach": PERFORMANCE, "subject": f"{feature}={group}.{metric}",
-                                  "message": f"{kind} {metric} of {feature}={group} {_fmt(row['metrics'][metric])} is "
-                                             f"{drop:.3f} below its test-time {_fmt(ref['metrics'][metric])} "
-                                             f"(> {limit})"})  # fmt: skip
+                    found.append(
+                        {
+                            "breach": PERFORMANCE,
+                            "subject": f"{feature}={group}.{metric}",
+                            "message": f"{kind} {metric} of {feature}={group} {_fmt(row['metrics'][metric])} is "
+                            f"{drop:.3f} below its test-time {_fmt(ref['metrics'][metric])} "
+                            f"(> {limit})",
+                        }
+                    )
     for feature, entry in (result.get("groups") or {}).items():
         for gap in MONITORED_GAPS:
             limit = gap_limit(params.max_increase, feature, gap, sensitive)
@@ -343,10 +389,15 @@ def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, se
             rise = _grown(reference.gaps[feature][gap], entry["gaps"][gap], limit)
             if rise is None:
                 continue
-            found.append({"breach": BIAS, "subject": f"{feature}.{gap}",
-                          "message": f"{feature} {gap} {_fmt(entry['gaps'][gap])} grew {rise:.3f} above the test-time "
-                                     f"{_fmt(reference.gaps[feature][gap])} (> {limit}); "
-                                     + _group_rates(entry, reference.groups.get(feature, {}), gap)})  # fmt: skip
+            found.append(
+                {
+                    "breach": BIAS,
+                    "subject": f"{feature}.{gap}",
+                    "message": f"{feature} {gap} {_fmt(entry['gaps'][gap])} grew {rise:.3f} above the test-time "
+                    f"{_fmt(reference.gaps[feature][gap])} (> {limit}); "
+                    + _group_rates(entry, reference.groups.get(feature, {}), gap),
+                }
+            )
     return found
 
 

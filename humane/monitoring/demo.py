@@ -57,8 +57,11 @@ def biased_labels(test: pd.DataFrame, rows: int, seed: int) -> pd.DataFrame:
 
 def make_batches(test: pd.DataFrame, rows: int, seed: int) -> dict[str, pd.DataFrame]:
     """The three demo batches by name."""
-    return {"in_distribution": in_distribution(test, rows, seed), "shifted": shifted(test, rows, seed),
-            "bias": biased_labels(test, rows, seed)}  # fmt: skip
+    return {
+        "in_distribution": in_distribution(test, rows, seed),
+        "shifted": shifted(test, rows, seed),
+        "bias": biased_labels(test, rows, seed),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,8 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT_DIR)
     args = parser.parse_args(argv)
     if not args.source.is_file():
-        print(f"error: {args.source}: the Adult test file is not there (run from the project folder, or --source)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {args.source}: the Adult test file is not there (run from the project folder, or --source)",
+            file=sys.stderr,
+        )
         return 2
     test = read_adult(args.source)
     for name, frame in make_batches(test, args.rows, args.seed).items():

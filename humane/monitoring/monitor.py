@@ -56,9 +56,16 @@ def monitored(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, param
     """The batch in the reference's shape: inputs after the model's privacy policy, groups, label, scores."""
     served = champion.served
     columns = MonitoredColumns.of(params)
-    return monitored_frame(batch.frame, scores, served.policy, list(served.preprocessor.inputs), columns,
-                           served.preprocessor.positive_label, list(served.preprocessor.labels),
-                           str(batch.path))  # fmt: skip
+    return monitored_frame(
+        batch.frame,
+        scores,
+        served.policy,
+        list(served.preprocessor.inputs),
+        columns,
+        served.preprocessor.positive_label,
+        list(served.preprocessor.labels),
+        str(batch.path),
+    )
 
 
 def evaluate(
@@ -80,8 +87,9 @@ def evaluate(
     reference = champion.reference
     withheld = MonitoredColumns.of(params).withheld
     inputs = [c for c in champion.served.preprocessor.inputs if c not in withheld]
-    recorded = checks.recorded_figures(champion.audit, champion.metrics, reference, sensitive,
-                                       params.audit.min_group_size)  # fmt: skip
+    recorded = checks.recorded_figures(
+        champion.audit, champion.metrics, reference, sensitive, params.audit.min_group_size
+    )
     labeled_rows = int(frame[LABEL_COLUMN].notna().sum()) if batch.labeled else 0
     performance: dict[str, Any] = {
         "test_time": {m: recorded.overall[m] for m in ("accuracy", "roc_auc")},
@@ -155,8 +163,11 @@ def realised_groups(labeled: pd.DataFrame, groups: dict[str, Any], sensitive: li
         for group, row in groups[feature]["groups"].items():
             rows = (labels[feature] == group).to_numpy()
             withheld = row["too_small"] or row.get("labels_too_small", False)
-            metrics = {} if withheld else {"accuracy": row["metrics"]["accuracy"],
-                                           "roc_auc": checks._figure(checks.auc(y[rows], p[rows]))}  # fmt: skip
+            metrics = (
+                {}
+                if withheld
+                else {"accuracy": row["metrics"]["accuracy"], "roc_auc": checks._figure(checks.auc(y[rows], p[rows]))}
+            )
             # A group too small to judge is numbered, not named (nothing matches its label): keep its own count.
             count = row.get("count", 0) if withheld and not rows.any() else int(rows.sum())
             out[feature][group] = {"count": int(count), "too_small": withheld, "metrics": metrics}
@@ -197,11 +208,14 @@ def _metric_name(name: str) -> str:
 
 def flat_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The figures MLflow plots over batches: drift distances, domain share, performance, group rates and gaps."""
-    out: dict[str, float] = {"rows": result["rows"], "labeled_rows": result["labeled_rows"],
-                             "selection_rate": result["selection_rate"]["batch"],
-                             "out_of_domain.share": result["out_of_domain"]["share"],
-                             "breaches": len(result["breaches"]),
-                             "incomplete": len(result.get("incomplete", []))}  # fmt: skip
+    out: dict[str, float] = {
+        "rows": result["rows"],
+        "labeled_rows": result["labeled_rows"],
+        "selection_rate": result["selection_rate"]["batch"],
+        "out_of_domain.share": result["out_of_domain"]["share"],
+        "breaches": len(result["breaches"]),
+        "incomplete": len(result.get("incomplete", [])),
+    }
     for feature, entry in result["drift"].items():
         out[f"drift.{feature}"] = entry["distance"]
     for column, row in (result.get("attribution_drift") or {}).get("columns", {}).items():

@@ -61,17 +61,25 @@ def positive_indicator(labels: pd.Series, positive: Any, known: list[Any], name:
     present = text.notna()
     bad = sorted({str(v) for v in text[present] if str(v) not in known_text})
     if bad:
-        raise DataError(f"{name}: column {labels.name!r} (the label) holds values {bad[:5]} outside the model's labels "
-                        f"{sorted(known_text)}; rule: labels must be one of the model's labels or empty")  # fmt: skip
+        raise DataError(
+            f"{name}: column {labels.name!r} (the label) holds values {bad[:5]} outside the model's labels "
+            f"{sorted(known_text)}; rule: labels must be one of the model's labels or empty"
+        )
     out = pd.Series(np.nan, index=labels.index, dtype=np.float64)
     out[present] = (text[present].astype(str) == str(positive)).astype(np.float64)
     return out
 
 
 def monitored_frame(
-    raw: pd.DataFrame, scores: pd.DataFrame, policy: FittedPolicy, inputs: list[str], columns: MonitoredColumns,
-    positive: Any, labels: list[Any], name: str,
-) -> pd.DataFrame:  # fmt: skip
+    raw: pd.DataFrame,
+    scores: pd.DataFrame,
+    policy: FittedPolicy,
+    inputs: list[str],
+    columns: MonitoredColumns,
+    positive: Any,
+    labels: list[Any],
+    name: str,
+) -> pd.DataFrame:
     """Raw rows and the served model's output for them → the monitored shape (see the module docstring).
 
     The same privacy transform the model applies to requests is applied here, so a batch is compared with the
@@ -128,8 +136,11 @@ def domain_shares(scores: pd.DataFrame, separator: str) -> dict[str, Any]:
         for rule in filter(None, str(text).split(separator)):
             rules[rule] = rules.get(rule, 0) + 1
     share = float(scores[OUT_OF_DOMAIN].astype(bool).mean()) if n else 0.0
-    return {"share": share, "rows": int(scores[OUT_OF_DOMAIN].astype(bool).sum()),
-            "per_rule": {rule: count / n for rule, count in sorted(rules.items())}}  # fmt: skip
+    return {
+        "share": share,
+        "rows": int(scores[OUT_OF_DOMAIN].astype(bool).sum()),
+        "per_rule": {rule: count / n for rule, count in sorted(rules.items())},
+    }
 
 
 def write_reference(paths: Any, threshold: float, columns: MonitoredColumns, dest: Path) -> int:
@@ -145,8 +156,9 @@ def write_reference(paths: Any, threshold: float, columns: MonitoredColumns, des
     from humane.core.io import write_parquet
     from humane.governance.serving import HumaneModel
 
-    model = HumaneModel().load_files(threshold, paths.privacy_policy, paths.preprocessor, paths.model, None,
-                                     paths.thresholds)  # fmt: skip
+    model = HumaneModel().load_files(
+        threshold, paths.privacy_policy, paths.preprocessor, paths.model, None, paths.thresholds
+    )
     frame = reference_frame(model, pd.read_parquet(paths.interim_test), list(model.preprocessor.inputs), columns)
     write_parquet(dest, frame)
     return len(frame)

@@ -43,8 +43,10 @@ def plot_drift(result: dict[str, Any], path: Path) -> None:
     ax.barh(names, values, color=colors)
     ax.axvline(result["thresholds"]["drift_threshold"], color="black", linestyle="--", linewidth=1, label="threshold")
     ax.invert_yaxis()
-    ax.set(xlabel=f"distance to the reference ({method}, ...)",
-           title=f"{result['batch']}: drift per feature (red: drifted)")  # fmt: skip
+    ax.set(
+        xlabel=f"distance to the reference ({method}, ...)",
+        title=f"{result['batch']}: drift per feature (red: drifted)",
+    )
     ax.legend(loc="lower right")
     fig.savefig(path, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
@@ -59,8 +61,12 @@ def plot_selection(result: dict[str, Any], path: Path) -> None:
     import numpy as np
 
     features = list(result["groups"])
-    fig, axes = plt.subplots(len(features), 1, figsize=(7, sum(0.5 * len(result["groups"][f]["groups"]) + 1.2
-                                                                for f in features)), squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        len(features),
+        1,
+        figsize=(7, sum(0.5 * len(result["groups"][f]["groups"]) + 1.2 for f in features)),
+        squeeze=False,
+    )
     for ax, feature in zip(axes[:, 0], features, strict=True):
         rows = {g: r for g, r in result["groups"][feature]["groups"].items() if not r["too_small"]}
         before = result["test_time"]["groups"].get(feature, {})
@@ -72,8 +78,15 @@ def plot_selection(result: dict[str, Any], path: Path) -> None:
                 v, lo, hi = figure.get("value"), figure.get("lo"), figure.get("hi")
                 values.append(v if v is not None else np.nan)
                 err.append([v - lo, hi - v] if None not in (v, lo, hi) else [0, 0])
-            ax.barh(y + 0.38 * offset, values, height=0.38, xerr=np.array(err).T.clip(min=0) if err else None,
-                    capsize=3, color=color, label=label)  # fmt: skip
+            ax.barh(
+                y + 0.38 * offset,
+                values,
+                height=0.38,
+                xerr=np.array(err).T.clip(min=0) if err else None,
+                capsize=3,
+                color=color,
+                label=label,
+            )
         ax.set_yticks(y + 0.19, list(rows))
         ax.invert_yaxis()
         ax.set(xlim=(0, 1), title=f"{feature}: selection rate per group (95% CI)")
@@ -92,9 +105,16 @@ def plot_performance(result: dict[str, Any], path: Path) -> None:
     import numpy as np
 
     performance = result["performance"]
-    rows: list[tuple[str, dict[str, Any]]] = [("overall", {"test time": performance["test_time"],
-                                               "estimated": performance["estimated"],
-                                               "realised": performance.get("realised") or {}})]  # fmt: skip
+    rows: list[tuple[str, dict[str, Any]]] = [
+        (
+            "overall",
+            {
+                "test time": performance["test_time"],
+                "estimated": performance["estimated"],
+                "realised": performance.get("realised") or {},
+            },
+        )
+    ]
     for feature, table in performance["estimated_groups"].items():
         for group, row in table.items():
             if row["too_small"]:
@@ -105,16 +125,24 @@ def plot_performance(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.5), sharey=True)
     y = np.arange(len(rows))
     for ax, metric in zip(axes, ("accuracy", "roc_auc"), strict=True):
-        for offset, (kind, color) in enumerate((("test time", "#8c8c8c"), ("estimated", "#4c72b0"),
-                                               ("realised", "#c44e52"))):  # fmt: skip
+        for offset, (kind, color) in enumerate(
+            (("test time", "#8c8c8c"), ("estimated", "#4c72b0"), ("realised", "#c44e52"))
+        ):
             values, err = [], []
             for _, figures in rows:
                 figure = figures[kind].get(metric) or {}
                 v, lo, hi = figure.get("value"), figure.get("lo"), figure.get("hi")
                 values.append(v if v is not None else np.nan)
                 err.append([v - lo, hi - v] if None not in (v, lo, hi) else [0, 0])
-            ax.barh(y + 0.27 * offset, values, height=0.27, xerr=np.array(err).T.clip(min=0), capsize=2,
-                    color=color, label=kind)  # fmt: skip
+            ax.barh(
+                y + 0.27 * offset,
+                values,
+                height=0.27,
+                xerr=np.array(err).T.clip(min=0),
+                capsize=2,
+                color=color,
+                label=kind,
+            )
         ax.set(xlim=(0.4, 1), title=metric.replace("_", " "))
         ax.set_yticks(y + 0.27, [name for name, _ in rows])
     axes[0].invert_yaxis()
@@ -130,8 +158,12 @@ def group_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     for feature, entry in result["groups"].items():
         for group, row in entry["groups"].items():
             before = result["test_time"]["groups"].get(feature, {}).get(group, {}).get("metrics", {})
-            cells = {"feature": feature, "group": group, "rows": row["count"],
-                     "judged": "no (too small)" if row["too_small"] else "yes"}  # fmt: skip
+            cells = {
+                "feature": feature,
+                "group": group,
+                "rows": row["count"],
+                "judged": "no (too small)" if row["too_small"] else "yes",
+            }
             for metric in ("selection_rate", "accuracy", "tpr"):
                 if metric in row["metrics"] or metric == "selection_rate":
                     cells[metric] = _fmt(row["metrics"].get(metric))
@@ -195,11 +227,15 @@ def summary(result: dict[str, Any]) -> str:
         f"| selection rate | {result['selection_rate']['batch']:.3f} | {result['selection_rate']['reference']:.3f} |",
     ]
     for metric in ("accuracy", "roc_auc"):
-        lines.append(f"| {metric} (estimated, CBPE) | {_fmt(performance['estimated'][metric])} | "
-                     f"{_fmt(performance['test_time'][metric])} |")  # fmt: skip
+        lines.append(
+            f"| {metric} (estimated, CBPE) | {_fmt(performance['estimated'][metric])} | "
+            f"{_fmt(performance['test_time'][metric])} |"
+        )
         if performance.get("realised"):
-            lines.append(f"| {metric} (realised) | {_fmt(performance['realised'][metric])} | "
-                         f"{_fmt(performance['test_time'][metric])} |")  # fmt: skip
+            lines.append(
+                f"| {metric} (realised) | {_fmt(performance['realised'][metric])} | "
+                f"{_fmt(performance['test_time'][metric])} |"
+            )
     for feature, entry in result["groups"].items():
         for gap, figure in entry["gaps"].items():
             if gap.endswith("_difference"):
@@ -234,9 +270,11 @@ def page(result: dict[str, Any], folder: Path) -> str:
     """A self-contained HTML page: verdict, headline figures, the plots (embedded), the group table, the notes."""
     esc = html.escape
     model = result["model"]
-    parts = [f"<h1>Monitoring {esc(result['batch'])} — {esc(model['name'])} v{esc(model['version'])}</h1>",
-             f"<p>{result['rows']} rows ({result['labeled_rows']} labeled), batch time {esc(result['batch_time'])}; "
-             f"reference: the champion's {result['reference_rows']} test rows.</p>"]  # fmt: skip
+    parts = [
+        f"<h1>Monitoring {esc(result['batch'])} — {esc(model['name'])} v{esc(model['version'])}</h1>",
+        f"<p>{result['rows']} rows ({result['labeled_rows']} labeled), batch time {esc(result['batch_time'])}; "
+        f"reference: the champion's {result['reference_rows']} test rows.</p>",
+    ]
     if result["breaches"]:
         items = "".join(f"<li><b>{esc(b['breach'])}</b> {esc(b['message'])}</li>" for b in result["breaches"])
         parts.append(f"<div class='alert'><h2>Breached</h2><ul>{items}</ul></div>")
@@ -253,17 +291,19 @@ def page(result: dict[str, Any], folder: Path) -> str:
     rows = group_rows(result)
     if rows:
         head = "".join(f"<th>{esc(k)}</th>" for k in rows[0])
-        body = "".join("<tr>" + "".join(f"<td>{esc(str(r.get(k, '')))}</td>" for k in rows[0]) + "</tr>"
-                       for r in rows)  # fmt: skip
+        body = "".join("<tr>" + "".join(f"<td>{esc(str(r.get(k, '')))}</td>" for k in rows[0]) + "</tr>" for r in rows)
         parts.append(f"<h2>Groups</h2><table><tr>{head}</tr>{body}</table>")
     domain = result["out_of_domain"]
     rules = "".join(f"<li>{esc(rule)}: {share:.1%}</li>" for rule, share in domain["per_rule"].items())
-    parts.append(f"<h2>Out of domain</h2><p>{domain['share']:.1%} of rows break a training-domain rule.</p>"
-                 f"<ul>{rules}</ul>")  # fmt: skip
+    parts.append(
+        f"<h2>Out of domain</h2><p>{domain['share']:.1%} of rows break a training-domain rule.</p><ul>{rules}</ul>"
+    )
     parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in result["notes"]) + "</ul>")
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%;display:block;"
-             "margin:1em 0}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
-             ".alert{border:2px solid #c44e52;padding:0 1em}.ok{color:#2a7a2a}")  # fmt: skip
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%;display:block;"
+        "margin:1em 0}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 6px}"
+        ".alert{border:2px solid #c44e52;padding:0 1em}.ok{color:#2a7a2a}"
+    )
     return (
         f"<!doctype html>\n<html><head><meta charset='utf-8'><title>{esc(result['batch'])}</title>"
         f"<style>{style}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"

@@ -70,5 +70,11 @@ def risk_report(raw: pd.DataFrame, masked: pd.DataFrame, params: PrivacyParams, 
     qi = [c for c in params.quasi_identifiers if c in raw]
     before = anonymity(raw, qi, params.k, sensitive)
     after = anonymity(masked, [c for c in qi if c in masked], params.k, sensitive)
-    return {"quasi_identifiers": qi, "k": params.k, "l_column": sensitive, "before": before.__dict__,
-            "after": after.__dict__, "not_in_data": absent_columns(params, raw)}  # fmt: skip
+    return {
+        "quasi_identifiers": qi,
+        "k": params.k,
+        "l_column": sensitive,
+        "before": before.__dict__,
+        "after": after.__dict__,
+        "not_in_data": absent_columns(params, raw),
+    }

@@ -29,9 +29,14 @@ def as_batch(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
 
 
 def make_private(
-    model: nn.Module, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, params: TrainParams,
-    generator: torch.Generator, noise_multiplier: float | None = None,
-) -> tuple[Any, nn.Module, Any, nn.Module, Any]:  # fmt: skip
+    model: nn.Module,
+    loss_fn: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    params: TrainParams,
+    generator: torch.Generator,
+    noise_multiplier: float | None = None,
+) -> tuple[Any, nn.Module, Any, nn.Module, Any]:
     """Wrap model, optimizer and loss for DP-SGD with noise calibrated to the target epsilon over max_epochs.
 
     With `noise_multiplier` (a federated site's, calibrated once for all the rounds it may join) that noise is used.
@@ -61,10 +66,16 @@ def make_private(
         )
         return engine, model, optimizer, loss_fn, loader
     model, optimizer, loss_fn, loader = engine.make_private_with_epsilon(
-        module=model, optimizer=optimizer, criterion=loss_fn, data_loader=loader,
-        target_epsilon=params.dp.target_epsilon, target_delta=params.dp.delta, epochs=params.max_epochs,
-        max_grad_norm=params.dp.max_grad_norm, grad_sample_mode="ghost",
-    )  # fmt: skip
+        module=model,
+        optimizer=optimizer,
+        criterion=loss_fn,
+        data_loader=loader,
+        target_epsilon=params.dp.target_epsilon,
+        target_delta=params.dp.delta,
+        epochs=params.max_epochs,
+        max_grad_norm=params.dp.max_grad_norm,
+        grad_sample_mode="ghost",
+    )
     return engine, model, optimizer, loss_fn, loader
 
 

@@ -31,8 +31,13 @@ def attack(member_losses: np.ndarray, nonmember_losses: np.ndarray) -> dict[str,
     }
 
 
-def membership_audit(model: nn.Module, members: tuple[torch.Tensor, torch.Tensor],
-                     nonmembers: tuple[torch.Tensor, torch.Tensor], n: int, seed: int) -> dict[str, Any]:  # fmt: skip
+def membership_audit(
+    model: nn.Module,
+    members: tuple[torch.Tensor, torch.Tensor],
+    nonmembers: tuple[torch.Tensor, torch.Tensor],
+    n: int,
+    seed: int,
+) -> dict[str, Any]:
     """Equal-size samples of training members and held-out non-members; attack metrics and generalisation gap."""
     rng = np.random.default_rng(seed)
     size = min(n, len(members[0]), len(nonmembers[0]))

@@ -42,8 +42,14 @@ class FittedPolicy:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (no key, no raw values beyond the kept category names)."""
-        return {"drop": self.drop, "pseudonymize": self.pseudonymize, "bins": self.bins, "top_code": self.top_code,
-                "kept_categories": self.kept_categories, "strict_bins": self.strict_bins}  # fmt: skip
+        return {
+            "drop": self.drop,
+            "pseudonymize": self.pseudonymize,
+            "bins": self.bins,
+            "top_code": self.top_code,
+            "kept_categories": self.kept_categories,
+            "strict_bins": self.strict_bins,
+        }
 
     @classmethod
     def from_dict(cls, payload: dict[str, Any]) -> FittedPolicy:
@@ -54,8 +60,13 @@ class FittedPolicy:
 def check_policy(params: PrivacyParams) -> None:
     """A column may have one rule only (`keep` may go with a generalisation); bins must be increasing."""
     seen: dict[str, str] = {}
-    rules = {"drop": params.drop, "pseudonymize": params.pseudonymize, "bins": params.bins,
-             "top_code": params.top_code, "group_rare": params.group_rare}  # fmt: skip
+    rules = {
+        "drop": params.drop,
+        "pseudonymize": params.pseudonymize,
+        "bins": params.bins,
+        "top_code": params.top_code,
+        "group_rare": params.group_rare,
+    }
     for rule, columns in rules.items():
         for column in columns:
             if column in seen:
@@ -288,8 +299,9 @@ def apply_policy(policy: FittedPolicy, frame: pd.DataFrame, key: bytes | None) -
             # Each value becomes its bin's lower edge (the last edge closes the top bin; beyond the edges, the
             # outermost bin).
             idx = np.clip(np.searchsorted(edges, values.to_numpy(), side="right") - 1, 0, len(edges) - 2)
-            out[column] = _keep_integers(pd.Series(np.asarray(edges)[idx], index=out.index).where(values.notna()),
-                                         frame[column])  # fmt: skip
+            out[column] = _keep_integers(
+                pd.Series(np.asarray(edges)[idx], index=out.index).where(values.notna()), frame[column]
+            )
     for column, cap in policy.top_code.items():
         if column in out:
             out[column] = _keep_integers(_numeric(out[column], column, "top_code").clip(upper=cap), frame[column])

@@ -10,8 +10,13 @@ from humane.core.io import md5_of
 from humane.core.workspace import stages
 from tests.conftest import mlflow_client, run, tracked_runs
 
-OUTPUTS = ["data/processed/train.parquet", "data/processed/test.parquet", "models/model.pt",
-           "models/preprocessor.skops", "reports/metrics.json"]  # fmt: skip
+OUTPUTS = [
+    "data/processed/train.parquet",
+    "data/processed/test.parquet",
+    "models/model.pt",
+    "models/preprocessor.skops",
+    "reports/metrics.json",
+]
 
 
 def test_repro_writes_every_artifact_and_is_clean(repro_project):

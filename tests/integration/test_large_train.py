@@ -57,8 +57,9 @@ def test_a_killed_train_stage_resumes_to_the_uninterrupted_result(prepared):
     (prepared / "models/model.pt").unlink()
     shutil.rmtree(checkpoints)  # the finished run's epoch files: the kill below must wait for this run's own
 
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.train"], cwd=prepared, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.train"], cwd=prepared, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (checkpoints / "epoch_003.pt").exists():
         assert proc.poll() is None and time.time() < deadline, "the run ended before its third epoch"
@@ -84,8 +85,9 @@ def test_a_killed_train_stage_resumes_to_the_uninterrupted_result(prepared):
 
     _train_params(prepared, lr=0.001)  # other params: the checkpoint of another run is not resumed
     shutil.rmtree(checkpoints)
-    proc = subprocess.Popen([sys.executable, "-m", "tasks.train"], cwd=prepared, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tasks.train"], cwd=prepared, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     while not (checkpoints / "epoch_002.pt").exists():
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.02)
@@ -103,12 +105,30 @@ DDP_TOLERANCE = 1e-4
 
 def test_two_processes_with_torchrun_reach_the_validation_loss_of_one(prepared):
     common = dict(hidden_sizes=[64, 32], dropout=0.0, batch_size=128, max_epochs=4, patience=10)
-    _train_params(prepared, **common, distributed={"nproc_per_node": 1, "nnodes": 1, "master_addr": "127.0.0.1",
-                                                   "master_port": 29561, "backend": "auto"})  # fmt: skip
+    _train_params(
+        prepared,
+        **common,
+        distributed={
+            "nproc_per_node": 1,
+            "nnodes": 1,
+            "master_addr": "127.0.0.1",
+            "master_port": 29561,
+            "backend": "auto",
+        },
+    )
     _train(prepared)
     one = json.loads((prepared / "reports/train_history.json").read_text())
-    _train_params(prepared, **common, distributed={"nproc_per_node": 2, "nnodes": 1, "master_addr": "127.0.0.1",
-                                                   "master_port": 29561, "backend": "auto"})  # fmt: skip
+    _train_params(
+        prepared,
+        **common,
+        distributed={
+            "nproc_per_node": 2,
+            "nnodes": 1,
+            "master_addr": "127.0.0.1",
+            "master_port": 29561,
+            "backend": "auto",
+        },
+    )
     result = _train(prepared)
     assert "on 2 x cpu" in result.stdout
     two = json.loads((prepared / "reports/train_history.json").read_text())
@@ -121,20 +141,46 @@ def test_two_processes_with_torchrun_reach_the_validation_loss_of_one(prepared):
 
 
 def test_the_transformer_runs_the_whole_pipeline_with_its_bill_on_the_card_and_in_mlflow(prepared):
-    _train_params(prepared, model="ft_transformer", lr=0.001, batch_size=128, max_epochs=2, patience=2,
-                  ft_transformer={"d_block": 32, "n_blocks": 1, "attention_n_heads": 4, "attention_dropout": 0.1,
-                                  "ffn_d_hidden_multiplier": 1.0, "ffn_dropout": 0.0, "residual_dropout": 0.0,
-                                  "checkpointing": False},
-                  distributed={"nproc_per_node": 1, "nnodes": 1, "master_addr": "127.0.0.1", "master_port": 29561,
-                               "backend": "auto"})  # fmt: skip
+    _train_params(
+        prepared,
+        model="ft_transformer",
+        lr=0.001,
+        batch_size=128,
+        max_epochs=2,
+        patience=2,
+        ft_transformer={
+            "d_block": 32,
+            "n_blocks": 1,
+            "attention_n_heads": 4,
+            "attention_dropout": 0.1,
+            "ffn_d_hidden_multiplier": 1.0,
+            "ffn_dropout": 0.0,
+            "residual_dropout": 0.0,
+            "checkpointing": False,
+        },
+        distributed={
+            "nproc_per_node": 1,
+            "nnodes": 1,
+            "master_addr": "127.0.0.1",
+            "master_port": 29561,
+            "backend": "auto",
+        },
+    )
     params = yaml.safe_load((prepared / "params.yaml").read_text())
     params["gate"]["max"]["compute.energy_kwh"] = 1.0  # a rule on the bill: a small model passes it
     (prepared / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["dvc", "repro"], prepared, timeout=900)
 
     compute = json.loads((prepared / "reports/train_metrics.json").read_text())["compute"]
-    for figure in ("n_parameters", "flops_per_sample", "samples_per_second", "train_seconds", "peak_rss_gb",
-                   "energy_kwh", "co2_kg"):  # fmt: skip
+    for figure in (
+        "n_parameters",
+        "flops_per_sample",
+        "samples_per_second",
+        "train_seconds",
+        "peak_rss_gb",
+        "energy_kwh",
+        "co2_kg",
+    ):
         assert compute[figure] > 0, figure
     card = (prepared / "reports/model_card.md").read_text()
     assert "FT-Transformer" in card and "## Compute" in card and "kWh" in card

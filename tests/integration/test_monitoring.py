@@ -73,10 +73,29 @@ def test_the_champion_s_reference_holds_masked_inputs_groups_label_and_scores_on
     path = client.download_artifacts(version.run_id, REFERENCE_ARTIFACT, str(monitored / "tmp-reference"))
     reference = pd.read_parquet(path)
     test = pd.read_parquet(monitored / "data/interim/test.parquet")
-    inputs = ["age", "education-num", "capital-gain", "capital-loss", "hours-per-week", "workclass", "education",
-              "marital-status", "occupation", "relationship", "native-country"]  # fmt: skip
-    assert sorted(reference.columns) == sorted([*inputs, f"{SENSITIVE_PREFIX}sex", f"{SENSITIVE_PREFIX}race",
-                                                LABEL_COLUMN, PROBABILITY_COLUMN, DECISION_COLUMN])  # fmt: skip
+    inputs = [
+        "age",
+        "education-num",
+        "capital-gain",
+        "capital-loss",
+        "hours-per-week",
+        "workclass",
+        "education",
+        "marital-status",
+        "occupation",
+        "relationship",
+        "native-country",
+    ]
+    assert sorted(reference.columns) == sorted(
+        [
+            *inputs,
+            f"{SENSITIVE_PREFIX}sex",
+            f"{SENSITIVE_PREFIX}race",
+            LABEL_COLUMN,
+            PROBABILITY_COLUMN,
+            DECISION_COLUMN,
+        ]
+    )
     assert len(reference) == len(test) and "fnlwgt" not in reference and "income" not in reference
     edges = read_json(monitored / "data/interim/privacy_policy.json")["bins"]["age"]
     assert set(reference["age"]) <= set(edges)  # ages as the policy binned them, never the raw ones
@@ -125,9 +144,14 @@ def test_a_shifted_unlabeled_batch_flags_the_shifted_features_only(monitored, pr
 
 def test_the_bias_batch_raises_bias_degraded_naming_the_group(monitored, prefect_server):
     before = _champion(monitored)
-    result = subprocess.run([sys.executable, "-m", "flows.monitoring", "data/batches/bias.csv", WHEN],
-                            cwd=monitored, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(monitored)})  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.monitoring", "data/batches/bias.csv", WHEN],
+        cwd=monitored,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(monitored)},
+    )
     assert result.returncode == 3, result.stderr[-3000:]
     assert "BiasDegraded" in result.stderr and "sex equalized_odds_difference" in result.stderr
     assert "tpr: Female" in result.stderr
@@ -168,8 +192,7 @@ def test_a_batch_whose_top_input_holds_one_value_shows_attribution_drift_naming_
         (lambda f: f.iloc[:0], "file has a header but no rows"),
     ],
 )
-def test_a_malformed_batch_fails_clearly_and_changes_nothing(monitored, prefect_server, monkeypatch, change,
-                                                             expected):  # fmt: skip
+def test_a_malformed_batch_fails_clearly_and_changes_nothing(monitored, prefect_server, monkeypatch, change, expected):
     frame = pd.read_csv(monitored / "data/batches/in_distribution.csv")
     path = monitored / "data/batches/malformed.csv"
     change(frame).to_csv(path, index=False)
@@ -244,8 +267,9 @@ def test_a_breach_listed_in_retrain_on_starts_the_training_deployment(monitored,
 
     with get_client(sync_client=True) as client:  # a training deployment on the session's server (no worker needed)
         flow_id = client.create_flow_from_name("training")
-        deployment = client.create_deployment(flow_id=flow_id, name="retrain-test",
-                                              entrypoint="flows/training.py:training")  # fmt: skip
+        deployment = client.create_deployment(
+            flow_id=flow_id, name="retrain-test", entrypoint="flows/training.py:training"
+        )
     saved = (monitored / "params.yaml").read_text()
     params = yaml.safe_load(saved)
     params["monitor"].update(retrain_on=["DriftDetected"], training_deployment="training/retrain-test")
@@ -256,8 +280,7 @@ def test_a_breach_listed_in_retrain_on_starts_the_training_deployment(monitored,
         (monitored / "params.yaml").write_text(saved)
     assert state.name == "DriftDetected" and "training deployment 'training/retrain-test' started" in state.message
     with get_client(sync_client=True) as client:
-        (started,) = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment])))  # fmt: skip
+        (started,) = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment])))
     assert set(started.tags) >= {"monitoring", "DriftDetected"}
     # The monitoring run only asked for training: the new candidate faces the gate, the champion did not move.
     assert started.state.is_scheduled()

@@ -80,8 +80,12 @@ def test_a_new_dataset_runs_with_only_its_profile(project, monkeypatch):
 
     decision = json.loads((project / "reports/decision.json").read_text())
     metrics_judged = {c["metric"] for c in decision["checks"]}
-    assert {"fairness.gender.demographic_parity_difference", "fairness.ethnicity.equalized_odds_difference",
-            "test.roc_auc", "test.accuracy"} <= metrics_judged  # fmt: skip
+    assert {
+        "fairness.gender.demographic_parity_difference",
+        "fairness.ethnicity.equalized_odds_difference",
+        "test.roc_auc",
+        "test.accuracy",
+    } <= metrics_judged
     assert not [c for c in decision["checks"] if c["rule"] == "min"]  # no absolute thresholds: none were set
     # The copied remedy, weighed against the same network without its thresholds on the same test rows.
     (remedy,) = [c for c in decision["checks"] if c["rule"] == "max_remedy_cost"]
@@ -132,6 +136,9 @@ def test_a_new_dataset_runs_with_only_its_profile(project, monkeypatch):
     assert bool(scored[OUT_OF_DOMAIN].iloc[0])
     assert "age: above the validated range" in scored["domain_rules"].iloc[0]
     # No identifying value reached any report.
-    reports = "".join(p.read_text(errors="ignore") for p in (project / "reports").rglob("*") if p.is_file()
-                      and p.suffix in (".json", ".md", ".html"))  # fmt: skip
+    reports = "".join(
+        p.read_text(errors="ignore")
+        for p in (project / "reports").rglob("*")
+        if p.is_file() and p.suffix in (".json", ".md", ".html")
+    )
     assert "@example.org" not in reports

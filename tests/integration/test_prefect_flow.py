@@ -18,9 +18,17 @@ from humane.modeling.features import load_preprocessor
 from tests.conftest import BIN, md5s, mlflow_client, run, tracked_runs
 
 # Byte-identical outputs of the flow and of `dvc repro` (the skops preprocessor is compared by behaviour).
-SAME = ["data/interim/train.parquet", "data/processed/train.parquet", "data/processed/val.parquet",
-        "data/processed/test.parquet", "models/model.pt", "reports/metrics.json",
-        "reports/plots/roc.json", "reports/fairness.json", "reports/audit.json"]  # fmt: skip
+SAME = [
+    "data/interim/train.parquet",
+    "data/processed/train.parquet",
+    "data/processed/val.parquet",
+    "data/processed/test.parquet",
+    "models/model.pt",
+    "reports/metrics.json",
+    "reports/plots/roc.json",
+    "reports/fairness.json",
+    "reports/audit.json",
+]
 
 
 def _task_runs(flow_run_id):
@@ -29,15 +37,18 @@ def _task_runs(flow_run_id):
     return {r.name.rsplit("-", 1)[0]: r for r in runs}
 
 
-def test_flow_is_the_dvc_graph_equals_dvc_repro_and_skips_what_is_current(project, repro_project, prefect_server,
-                                                                           monkeypatch):  # fmt: skip
+def test_flow_is_the_dvc_graph_equals_dvc_repro_and_skips_what_is_current(
+    project, repro_project, prefect_server, monkeypatch
+):
     monkeypatch.chdir(project)
     state = training(return_state=True)
     assert state.name == "Completed", state.message  # the sample's policy promotes the first model
     assert md5s(project, SAME) == md5s(repro_project, SAME)
     # The training figures alike too; its compute bill (wall times, energy) is measured, not reproduced.
-    ours, theirs = ({k: v for k, v in json.loads((p / "reports/train_metrics.json").read_text()).items()
-                     if k != "compute"} for p in (project, repro_project))  # fmt: skip
+    ours, theirs = (
+        {k: v for k, v in json.loads((p / "reports/train_metrics.json").read_text()).items() if k != "compute"}
+        for p in (project, repro_project)
+    )
     assert ours == theirs
     test = pd.read_parquet(project / "data/interim/test.parquet")
     ours, theirs = (load_preprocessor(p / "models/preprocessor.skops") for p in (project, repro_project))
@@ -73,8 +84,16 @@ def test_overridden_runs_are_isolated_and_saved_as_experiments(ran_project, pref
     params_before = (ran_project / "params.yaml").read_bytes()
     lock_before = (ran_project / "dvc.lock").read_bytes()
     outputs_before = md5s(ran_project, ["models/model.pt", "reports/metrics.json", "reports/train_metrics.json"])
-    procs = [subprocess.Popen(["python", "-m", "flows.training", f"train.max_epochs={n}"], cwd=ran_project,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in (2, 3)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            ["python", "-m", "flows.training", f"train.max_epochs={n}"],
+            cwd=ran_project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in (2, 3)
+    ]
     outputs = [p.communicate(timeout=600) for p in procs]
     # Each ran whole (0: promoted, 3: refused by the policy; not 1 or 2: a crash or an error), and its exit
     # status is the decision its MLflow run and registry version record.
@@ -121,8 +140,13 @@ def test_overridden_runs_are_isolated_and_saved_as_experiments(ran_project, pref
 def test_a_policy_override_is_refused_before_anything_runs(ran_project, prefect_server, monkeypatch):
     monkeypatch.chdir(ran_project)
     runs_before = len(tracked_runs(ran_project))
-    result = subprocess.run(["python", "-m", "flows.training", "gate.min.test.accuracy=0"], cwd=ran_project,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        ["python", "-m", "flows.training", "gate.min.test.accuracy=0"],
+        cwd=ran_project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 2
     assert "override 'gate.min.test.accuracy' refused: a flow run may change only" in result.stderr
     assert len(tracked_runs(ran_project)) == runs_before
@@ -145,19 +169,50 @@ def test_deployment_runs_on_a_process_worker(ran_project, prefect_server):
     # this worker (or the session's server) during the suite.
     run([prefect, "deployment", "delete", "monitoring/adult-monitoring"], project)
     log = open(project / "worker.log", "w")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen([prefect, "worker", "start", "--pool", "humane-local"], cwd=project, env=env,
-                              stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    worker = subprocess.Popen(
+        [prefect, "worker", "start", "--pool", "humane-local"],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         refused = subprocess.run(
-            [prefect, "deployment", "run", "training/adult", "-p", 'overrides={"gate.min.test.accuracy": 0}',
-             "--watch", "--watch-timeout", "300"],
-            cwd=project, env=env, capture_output=True, text=True, timeout=400,
-        )  # fmt: skip
+            [
+                prefect,
+                "deployment",
+                "run",
+                "training/adult",
+                "-p",
+                'overrides={"gate.min.test.accuracy": 0}',
+                "--watch",
+                "--watch-timeout",
+                "300",
+            ],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         result = subprocess.run(
-            [prefect, "deployment", "run", "training/adult", "-p", 'overrides={"train.seed": 7}', "--watch",
-             "--watch-timeout", "300"],
-            cwd=project, env=env, capture_output=True, text=True, timeout=400,
-        )  # fmt: skip
+            [
+                prefect,
+                "deployment",
+                "run",
+                "training/adult",
+                "-p",
+                'overrides={"train.seed": 7}',
+                "--watch",
+                "--watch-timeout",
+                "300",
+            ],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
     finally:
         worker.terminate()
         try:

@@ -123,8 +123,11 @@ def _texts(path: Path) -> list[str]:
     if data[:4] == b"PAR1":
         frame = pd.read_parquet(path)
         texts.append(" ".join(map(str, frame.columns)))
-        texts += [" ".join(map(str, frame[c].astype(str))) for c in frame.columns if frame[c].dtype == object
-                  or pd.api.types.is_string_dtype(frame[c])]  # fmt: skip
+        texts += [
+            " ".join(map(str, frame[c].astype(str)))
+            for c in frame.columns
+            if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c])
+        ]
     elif zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             texts += [archive.read(member).decode("latin-1") for member in archive.namelist()]
@@ -144,8 +147,9 @@ def test_planted_personal_values_never_leave_the_load_stage(project, prefect_ser
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {**os.environ, "HUMANE_PSEUDONYM_KEY": KEY}
-    result = subprocess.run(["python", "-m", "flows.training"], cwd=project, env=env, capture_output=True, text=True,
-                            timeout=600)  # fmt: skip
+    result = subprocess.run(
+        ["python", "-m", "flows.training"], cwd=project, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode in (0, 3), result.stderr[-3000:]  # promoted or refused: either way a full run
     logs = result.stdout + result.stderr
 
@@ -221,8 +225,9 @@ def test_rejected_data_is_reported_without_quoting_protected_values(ran_project,
     frame.loc[frame.index[:5], "hours-per-week"] = 987  # an ordinary column: its values may be quoted
     frame.to_csv(ran_project / SAMPLE_DIR / "train.csv", index=False)
     kept = md5s(ran_project, ["models/model.pt", "reports/metrics.json"])
-    result = subprocess.run(["python", "-m", "flows.training"], cwd=ran_project, capture_output=True, text=True,
-                            timeout=600)  # fmt: skip
+    result = subprocess.run(
+        ["python", "-m", "flows.training"], cwd=ran_project, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 2
     # A few rows of an unknown sex: too small a group to judge, reported by size, never by name.
     assert "column 'sex': min_rows_per_sensitive_group" in result.stderr and "<withheld group #" in result.stderr
@@ -230,8 +235,13 @@ def test_rejected_data_is_reported_without_quoting_protected_values(ran_project,
     report = (ran_project / "reports/validation.json").read_text()
     docs = [p.read_text(errors="replace") for p in (ran_project / "reports/validation_docs").rglob("*") if p.is_file()]
     prefect_db = Path(os.environ["PREFECT_HOME"]) / "prefect.db"
-    places = {"stderr": result.stderr, "stdout": result.stdout, "validation.json": report, "data docs": " ".join(docs),
-              "prefect.db": " ".join(_texts(prefect_db))}  # fmt: skip
+    places = {
+        "stderr": result.stderr,
+        "stdout": result.stdout,
+        "validation.json": report,
+        "data docs": " ".join(docs),
+        "prefect.db": " ".join(_texts(prefect_db)),
+    }
     assert {where for where, text in places.items() if "ZZPLANTEDSEX" in text} == set()
     assert "987" in report  # the check is not vacuous: ordinary values are still reported
     assert md5s(ran_project, ["models/model.pt", "reports/metrics.json"]) == kept

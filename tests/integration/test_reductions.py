@@ -44,8 +44,10 @@ def test_dvc_repro_trains_serves_and_records_an_exponentiated_gradient_model(ran
     predicted = model.predict(as_request(raw.drop(columns=["income"]), model.metadata.get_input_schema()))
     # The score is the weight of the networks voting yes: a sum of the ensemble's weights (or 0).
     weights = reductions["weights"]
-    sums = {round(sum(w for w, bit in zip(weights, bits, strict=True) if bit), 4)
-            for bits in itertools.product([0, 1], repeat=len(weights))}  # fmt: skip
+    sums = {
+        round(sum(w for w, bit in zip(weights, bits, strict=True) if bit), 4)
+        for bits in itertools.product([0, 1], repeat=len(weights))
+    }
     assert {round(float(p), 4) for p in predicted["probability"]} <= sums
     assert set(predicted["label"]) <= {"<=50K", ">50K"}
     tracked = mlflow_client(ran_project).get_run(runs[0].info.run_id).data.metrics

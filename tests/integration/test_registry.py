@@ -93,11 +93,25 @@ def _race(project, tmp_path, locked):
     for i in range(3):
         workspace = tmp_path / f"ws{i}"
         shutil.copytree(project, workspace, symlinks=True, ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts"))
-        procs.append(subprocess.Popen(
-            ["python", "-c", RACER, str(project), str(workspace), f"race-{locked}-{i}", str(tmp_path / f"ready-{i}"),
-             locked], cwd=project, env={**os.environ, "PYTHONPATH": str(project)},
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [
+                    "python",
+                    "-c",
+                    RACER,
+                    str(project),
+                    str(workspace),
+                    f"race-{locked}-{i}",
+                    str(tmp_path / f"ready-{i}"),
+                    locked,
+                ],
+                cwd=project,
+                env={**os.environ, "PYTHONPATH": str(project)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     client = mlflow_client(project)
@@ -202,11 +216,24 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch, tmp_path):
     verified = str(files)
     port = _free_port()
     server = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", verified, "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port)],
-        cwd=ran_project, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            str(BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            verified,
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=ran_project,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.time() + 120
         while True:
@@ -218,8 +245,9 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch, tmp_path):
                     raise AssertionError("mlflow models serve did not come up") from None
                 time.sleep(0.5)
         body = json.dumps({"dataframe_split": json.loads(raw.to_json(orient="split", index=False))}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                         headers={"Content-Type": "application/json"})  # fmt: skip
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             served = json.loads(response.read())["predictions"]
         # The README's request with reasons and counterfactuals.
@@ -269,9 +297,14 @@ def test_the_registered_model_loads_without_unpickling_anything(ran_project, tmp
     files = {p.name for p in Path(local).rglob("*") if p.is_file()}
     assert "python_model.pkl" not in files and not any(f.endswith((".pkl", ".joblib")) for f in files), files
     assert {"served_model.py", "preprocessor.skops", "model.pt", "privacy_policy.json", "domain.json"} <= files
-    result = subprocess.run(["python", "-c", NO_PICKLE, f"models:/{MODEL}@champion", str(ran_project / SAMPLE_DIR
-                            / "test.csv")], cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    result = subprocess.run(
+        ["python", "-c", NO_PICKLE, f"models:/{MODEL}@champion", str(ran_project / SAMPLE_DIR / "test.csv")],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert set(json.loads(result.stdout.strip().splitlines()[-1])) <= {"<=50K", ">50K"}
 
@@ -284,9 +317,16 @@ def _biased_frame(n, seed):
     role = np.where(rng.random(n) < 0.97, np.where(male, "field", "office"), np.where(male, "office", "field"))
     label = np.where(male, age > 30, age > 65)
     label = np.where(rng.random(n) < 0.03, ~label, label)
-    return pd.DataFrame({"age": age, "hours": rng.integers(20, 60, n), "role": role,
-                         "sex": np.where(male, "Male", "Female"), "race": rng.choice(["White", "Black"], n),
-                         "income": np.where(label, ">50K", "<=50K")})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "age": age,
+            "hours": rng.integers(20, 60, n),
+            "role": role,
+            "sex": np.where(male, "Male", "Female"),
+            "race": rng.choice(["White", "Black"], n),
+            "income": np.where(label, ">50K", "<=50K"),
+        }
+    )
 
 
 def test_default_policy_refuses_a_biased_model(project, prefect_server, monkeypatch):

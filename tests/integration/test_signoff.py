@@ -153,8 +153,9 @@ def _card(project, version, name="model_card.md"):
     from mlflow.artifacts import download_artifacts
 
     record = mlflow_client(project).get_model_version(MODEL, str(version))
-    local = download_artifacts(run_id=record.run_id, artifact_path=f"model_card/{name}",
-                               tracking_uri=f"sqlite:///{project / 'mlflow.db'}")  # fmt: skip
+    local = download_artifacts(
+        run_id=record.run_id, artifact_path=f"model_card/{name}", tracking_uri=f"sqlite:///{project / 'mlflow.db'}"
+    )
     return open(local).read(), record.description
 
 
@@ -228,8 +229,16 @@ def test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off(
     exported = _approve(project, version, "--export", str(project / "out/record"))
     assert exported.returncode == 0, exported.stderr
     document = (project / "out/record.md").read_text()
-    for expected in ("hash chain verified", "approved", reviewer, tags["card.md5"], tags["data.md5"],
-                     entries[1]["hash"], "test.accuracy", "gaps within policy"):  # fmt: skip
+    for expected in (
+        "hash chain verified",
+        "approved",
+        reviewer,
+        tags["card.md5"],
+        tags["data.md5"],
+        entries[1]["hash"],
+        "test.accuracy",
+        "gaps within policy",
+    ):
         assert expected in document
     assert (project / "out/record.html").read_text().startswith("<!doctype html>")
 
@@ -313,8 +322,11 @@ def _paused_run(proc, timeout=240):
     deadline = time.time() + timeout
     with get_client(sync_client=True) as client:
         while time.time() < deadline:
-            paused = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))  # fmt: skip
+            paused = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
             if paused:
                 return paused[0]
             if proc.poll() is not None:
@@ -324,8 +336,14 @@ def _paused_run(proc, timeout=240):
 
 
 def _flow(project, user="alice"):
-    return subprocess.Popen([sys.executable, "-m", "flows.training"], cwd=project, env=_env(user), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.training"],
+        cwd=project,
+        env=_env(user),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _final_state(flow_run_id):

@@ -51,8 +51,7 @@ def sweep_runs(project: Path) -> tuple:
     return parents, children
 
 
-def test_sweep_runs_candidates_in_parallel_chooses_by_policy_and_registers_only_the_choice(ran_project,
-                                                                                          prefect_server):  # fmt: skip
+def test_sweep_runs_candidates_in_parallel_chooses_by_policy_and_registers_only_the_choice(ran_project, prefect_server):
     with_sweep(ran_project, CANDIDATES)
     # The chosen candidate then waits for a sign-off that does not come (3 s): pending is never "promoted". With no
     # champion (withdrawn), it is judged on the value rules alone and nothing has to verify against the trail.
@@ -74,8 +73,13 @@ def test_sweep_runs_candidates_in_parallel_chooses_by_policy_and_registers_only_
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
     by_index = {int(c.data.tags["sweep.candidate"]): c for c in children}
     assert by_index[2].data.params == {"mitigation.reweigh": "True"}
-    figures = {"val.accuracy", "test.accuracy", "val.fairness.sex.demographic_parity_difference",
-               "test.fairness.sex.equalized_odds_difference", "train.seconds"}  # fmt: skip
+    figures = {
+        "val.accuracy",
+        "test.accuracy",
+        "val.fairness.sex.demographic_parity_difference",
+        "test.fairness.sex.equalized_odds_difference",
+        "train.seconds",
+    }
     assert figures <= set(by_index[3].data.metrics)
     assert by_index[1].data.tags["sweep.model_of"] == "0"  # thresholds only: candidate 0's model, not retrained
 
@@ -99,8 +103,14 @@ def test_sweep_runs_candidates_in_parallel_chooses_by_policy_and_registers_only_
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")}
     assert {"sweep/front.png", "sweep/front.json", "sweep/selection.json", "sweep/choice.md"} <= artifacts
     with get_client(sync_client=True) as prefect:
-        keys = {a.key for a in prefect.read_artifacts(artifact_filter=ArtifactFilter(
-            key=ArtifactFilterKey(any_=["mitigation-sweep", "mitigation-sweep-choice"])))}  # fmt: skip
+        keys = {
+            a.key
+            for a in prefect.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    key=ArtifactFilterKey(any_=["mitigation-sweep", "mitigation-sweep-choice"])
+                )
+            )
+        }
     assert keys == {"mitigation-sweep", "mitigation-sweep-choice"}
 
     # Exactly one new registered version: the chosen candidate's, trained by the pipeline and judged by the gate.

@@ -8,7 +8,7 @@ from fairlearn.metrics import (
     demographic_parity_ratio,
     equal_opportunity_difference,
     equalized_odds_difference,
-)  # fmt: skip
+)
 
 from humane.core.errors import DataError
 from humane.core.io import write_parquet
@@ -25,7 +25,7 @@ from humane.fairness.metrics import (
     group_table,
     overall_with_ci,
     sensitive_columns,
-)  # fmt: skip
+)
 from humane.modeling.features import fit, to_model_frame
 
 # Group a: 4 rows, group b: 4 rows.
@@ -41,11 +41,27 @@ def test_group_metrics_match_hand_computation():
     # a: selection 2/4, accuracy 2/4, TPR 1/2, FPR 1/2, precision 1/2, |mean p 0.5 - rate 0.5| = 0
     # b: selection 2/4, accuracy 3/4, TPR 1/1, FPR 1/3, precision 1/2, |0.45 - 0.25| = 0.2
     assert table.loc["a"].to_dict() == pytest.approx(
-        {"count": 4, "selection_rate": 0.5, "accuracy": 0.5, "tpr": 0.5, "fpr": 0.5, "precision": 0.5,
-         "calibration_error": 0.0})  # fmt: skip
+        {
+            "count": 4,
+            "selection_rate": 0.5,
+            "accuracy": 0.5,
+            "tpr": 0.5,
+            "fpr": 0.5,
+            "precision": 0.5,
+            "calibration_error": 0.0,
+        }
+    )
     assert table.loc["b"].to_dict() == pytest.approx(
-        {"count": 4, "selection_rate": 0.5, "accuracy": 0.75, "tpr": 1.0, "fpr": 1 / 3, "precision": 0.5,
-         "calibration_error": 0.2})  # fmt: skip
+        {
+            "count": 4,
+            "selection_rate": 0.5,
+            "accuracy": 0.75,
+            "tpr": 1.0,
+            "fpr": 1 / 3,
+            "precision": 0.5,
+            "calibration_error": 0.2,
+        }
+    )
 
 
 def test_gaps_match_hand_values_and_fairlearn():
@@ -74,13 +90,20 @@ def test_group_table_equals_fairlearn_metricframe():
     pred = (p >= 0.4).astype(float)
     groups = pd.Series(rng.choice(["a", "b", "c"], 500, p=[0.6, 0.3, 0.1]))
     frame = MetricFrame(
-        metrics={"count": count, "selection_rate": selection_rate, "accuracy": accuracy_score,
-                 "tpr": true_positive_rate, "fpr": false_positive_rate,
-                 "precision": partial(precision_score, zero_division=0),
-                 "calibration_error": lambda yt, yp, p: abs(np.mean(p) - np.mean(yt))},
-        y_true=y, y_pred=pred, sensitive_features=groups.rename("group"),
+        metrics={
+            "count": count,
+            "selection_rate": selection_rate,
+            "accuracy": accuracy_score,
+            "tpr": true_positive_rate,
+            "fpr": false_positive_rate,
+            "precision": partial(precision_score, zero_division=0),
+            "calibration_error": lambda yt, yp, p: abs(np.mean(p) - np.mean(yt)),
+        },
+        y_true=y,
+        y_pred=pred,
+        sensitive_features=groups.rename("group"),
         sample_params={"calibration_error": {"p": p}},
-    ).by_group  # fmt: skip
+    ).by_group
     ours = group_table(y, pred, p, groups).set_index("group")
     for metric in ("count", *GROUP_METRICS):
         assert ours[metric].to_numpy() == pytest.approx(frame[metric].to_numpy().astype(float)), metric
@@ -216,14 +239,23 @@ def test_the_card_says_an_unmeasurable_gap_is_unmeasurable_and_why():
 
 # The data spec the data-audit tests share: income as the label, sex and race audited.
 AUDIT_SPEC = DataParams(
-    name="t", intended_use="use.md", source="s.csv", target="income", positive_label=">50K",
+    name="t",
+    intended_use="use.md",
+    source="s.csv",
+    target="income",
+    positive_label=">50K",
     sensitive_features=["sex", "race"],
-)  # fmt: skip
+)
 
 
 def test_intersection_and_data_audit():
-    frame = pd.DataFrame({"sex": ["F", "F", "M", "M", "M"], "race": ["x", "y", "x", "x", "y"],
-                          "income": [">50K", "<=50K", ">50K", ">50K", "<=50K"]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "sex": ["F", "F", "M", "M", "M"],
+            "race": ["x", "y", "x", "x", "y"],
+            "income": [">50K", "<=50K", ">50K", ">50K", "<=50K"],
+        }
+    )
     spec = AUDIT_SPEC
     report = data_audit(frame, spec, 1)
     sex = {g["group"]: g for g in report["sex"]}
@@ -322,12 +354,20 @@ def test_data_audit_counts_null_sensitive_values_as_missing():
 
 def test_null_sensitive_values_survive_the_processed_frame_as_missing(tiny_adult, tmp_path):
     spec = DataParams(
-        name="t", intended_use="use.md", source="adult", target="income", positive_label=">50K",
+        name="t",
+        intended_use="use.md",
+        source="adult",
+        target="income",
+        positive_label=">50K",
         sensitive_features=["sex", "race"],
-                      drop=["fnlwgt"])  # fmt: skip
+        drop=["fnlwgt"],
+    )
     raw = tiny_adult.assign(sex=tiny_adult["sex"].astype(object).where(tiny_adult.index % 4 != 0, None))
-    pre = fit(raw, resolve_schema(spec, raw), PreprocessParams(seed=0, val_fraction=0.25, include_sensitive=False,
-                                                                log_transform=[]))  # fmt: skip
+    pre = fit(
+        raw,
+        resolve_schema(spec, raw),
+        PreprocessParams(seed=0, val_fraction=0.25, include_sensitive=False, log_transform=[]),
+    )
     frame = to_model_frame(pre, raw)
     assert frame[f"{SENSITIVE_PREFIX}sex"].isna().sum() == 3  # a null, not the text "nan"
     write_parquet(tmp_path / "test.parquet", frame)

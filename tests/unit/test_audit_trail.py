@@ -12,8 +12,10 @@ from humane.governance.audit_trail import AuditTrailError
 def _trail(tmp_path, n=3):
     path = tmp_path / "audit" / "signoff.jsonl"
     for i in range(n):
-        audit_trail.append(path, {"event": "pending" if i % 2 == 0 else "approved", "model": "m", "version": str(i),
-                                  "by": f"person{i}"})  # fmt: skip
+        audit_trail.append(
+            path,
+            {"event": "pending" if i % 2 == 0 else "approved", "model": "m", "version": str(i), "by": f"person{i}"},
+        )
     return path
 
 

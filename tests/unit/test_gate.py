@@ -8,8 +8,12 @@ from humane.fairness.metrics import audit_predictions, headline
 from humane.governance.gate import Policy, candidate_metrics, decide, rejudge
 from humane.governance.registry import Champion
 
-CANDIDATE = {"validation.passed": 1.0, "test.accuracy": 0.85, "test.roc_auc": 0.90,
-             "fairness.sex.demographic_parity_difference": 0.12}  # fmt: skip
+CANDIDATE = {
+    "validation.passed": 1.0,
+    "test.accuracy": 0.85,
+    "test.roc_auc": 0.90,
+    "fairness.sex.demographic_parity_difference": 0.12,
+}
 
 
 def policy(**kw):
@@ -25,8 +29,9 @@ def test_no_thresholds_promotes_nothing():
 
 
 def test_value_thresholds_pass_and_fail():
-    ok = decide(policy(min={"test.accuracy": 0.84}, max={"fairness.sex.demographic_parity_difference": 0.2}),
-                CANDIDATE, None)  # fmt: skip
+    ok = decide(
+        policy(min={"test.accuracy": 0.84}, max={"fairness.sex.demographic_parity_difference": 0.2}), CANDIDATE, None
+    )
     assert ok.passed and ok.reasons == []
     low = decide(policy(min={"test.accuracy": 0.86}), CANDIDATE, None)
     assert not low.passed and low.reasons == ["test.accuracy = 0.8500: below the minimum (0.86)"]
@@ -136,16 +141,21 @@ def test_disparity_increase_against_champion():
 
 
 def test_champion_without_the_metric_fails_that_rule_closed():
-    decision = decide(policy(min={"test.accuracy": 0.8}, max_drop={"test.roc_auc": 0.01}), CANDIDATE,
-                      Champion("2", {}, None))  # fmt: skip
+    decision = decide(
+        policy(min={"test.accuracy": 0.8}, max_drop={"test.roc_auc": 0.01}), CANDIDATE, Champion("2", {}, None)
+    )
     assert not decision.passed
     assert [c.passed for c in decision.checks] == [True, True, False]
     assert decision.reasons == ["test.roc_auc: champion v2 has no recorded value, so the change cannot be judged"]
 
 
 def test_the_gate_stage_leaves_change_rules_pending():
-    decision = decide(policy(min={"test.accuracy": 0.8}, max_drop={"test.roc_auc": 0.01}), CANDIDATE,
-                      Champion("2", {"test.roc_auc": 0.99}, None), compare=False)  # fmt: skip
+    decision = decide(
+        policy(min={"test.accuracy": 0.8}, max_drop={"test.roc_auc": 0.01}),
+        CANDIDATE,
+        Champion("2", {"test.roc_auc": 0.99}, None),
+        compare=False,
+    )
     assert decision.passed and decision.champion_version == "2"
     assert [c.passed for c in decision.checks] == [True, True, None]
     assert decision.checks[-1].note == "pending: judged at registration"
@@ -169,8 +179,10 @@ def test_generic_policy_expands_per_feature_and_the_profile_overrides():
     )
     own = PolicyParams(min={"test.accuracy": 0.84}, max={"fairness.race.demographic_parity_difference": 0.3})
     merged = Policy.of(gate, own, ["sex", "race"])
-    assert merged.max == {"fairness.sex.demographic_parity_difference": 0.2,
-                          "fairness.race.demographic_parity_difference": 0.3}  # fmt: skip
+    assert merged.max == {
+        "fairness.sex.demographic_parity_difference": 0.2,
+        "fairness.race.demographic_parity_difference": 0.3,
+    }
     assert merged.min == {"test.accuracy": 0.84} and merged.max_drop == {"test.accuracy": 0.01}
     assert merged.dominated_by == ("logreg",) and merged.max_remedy_cost == 0.5
     assert Policy.of(gate, PolicyParams(), ["age_band"]).max == {"fairness.age_band.demographic_parity_difference": 0.2}
@@ -184,14 +196,18 @@ def test_generic_policy_expands_per_feature_and_the_profile_overrides():
 
 @pytest.mark.parametrize(("auc", "passes"), [(0.89, True), (0.87, False)])
 def test_quality_is_judged_against_the_baselines_on_the_same_rows(auc, passes):
-    metrics = {"model": {"roc_auc": auc, "accuracy": 0.80},
-               "baseline": {"logreg": {"roc_auc": 0.90}, "majority": {"accuracy": 0.76}}}  # fmt: skip
+    metrics = {
+        "model": {"roc_auc": auc, "accuracy": 0.80},
+        "baseline": {"logreg": {"roc_auc": 0.90}, "majority": {"accuracy": 0.76}},
+    }
     flat = candidate_metrics(metrics, {}, True)
     decision = decide(policy(above_baseline={"logreg.roc_auc": 0.02, "majority.accuracy": 0.0}), flat, None)
     assert decision.passed is passes
     if not passes:
-        assert decision.reasons == ["test.roc_auc = 0.8700: not above the logistic regression baseline's 0.9000 "
-                                    "minus the margin 0.02 on the same test rows"]  # fmt: skip
+        assert decision.reasons == [
+            "test.roc_auc = 0.8700: not above the logistic regression baseline's 0.9000 "
+            "minus the margin 0.02 on the same test rows"
+        ]
     worse = candidate_metrics({**metrics, "model": {"roc_auc": 0.95, "accuracy": 0.76}}, {}, True)
     refused = decide(policy(above_baseline={"majority.accuracy": 0.0}), worse, None)
     assert not refused.passed and "majority class baseline's 0.7600" in refused.reasons[0]
@@ -199,12 +215,20 @@ def test_quality_is_judged_against_the_baselines_on_the_same_rows(auc, passes):
 
 def test_schema_mismatch_skips_change_rules_but_not_value_rules():
     champion = Champion("4", {"test.accuracy": 0.99}, "run")
-    decision = decide(policy(min={"test.accuracy": 0.8}, max_drop={"test.accuracy": 0.01}), CANDIDATE, champion,
-                      change_skipped="champion v4 takes different inputs")  # fmt: skip
+    decision = decide(
+        policy(min={"test.accuracy": 0.8}, max_drop={"test.accuracy": 0.01}),
+        CANDIDATE,
+        champion,
+        change_skipped="champion v4 takes different inputs",
+    )
     assert decision.passed and decision.champion_version == "4"
     assert decision.checks[-1].passed is None and "different inputs" in decision.checks[-1].note
-    failing = decide(policy(min={"test.accuracy": 0.9}, max_drop={"test.accuracy": 0.01}), CANDIDATE, champion,
-                     change_skipped="champion v4 takes different inputs")  # fmt: skip
+    failing = decide(
+        policy(min={"test.accuracy": 0.9}, max_drop={"test.accuracy": 0.01}),
+        CANDIDATE,
+        champion,
+        change_skipped="champion v4 takes different inputs",
+    )
     assert not failing.passed and failing.reasons == ["test.accuracy = 0.8500: below the minimum (0.9)"]
 
 

@@ -12,8 +12,14 @@ from humane.data.schema import match_label, resolve_labels, resolve_schema, same
 
 
 def _spec(**kw):
-    base = dict(name="t", intended_use="use.md", source="data/raw/t.csv", target="y", positive_label=1,
-                sensitive_features=["sex"])  # fmt: skip
+    base = dict(
+        name="t",
+        intended_use="use.md",
+        source="data/raw/t.csv",
+        target="y",
+        positive_label=1,
+        sensitive_features=["sex"],
+    )
     base.update(kw)
     return DataParams(**base)
 
@@ -32,7 +38,7 @@ def _frame(labels):
         (["1", "0", "0", "1"], '"1"', "1", ["0", "1"]),
         ([0.0, 1.0, 1.0, 0.0], "1", 1.0, [0.0, 1.0]),
     ],
-)  # fmt: skip
+)
 def test_positive_label_is_compared_in_the_columns_own_type(labels, written, positive, label_set):
     # As params.yaml types it (YAML 1.2, as read_raw and DVC read it): scalars are not forced to text.
     spec = _spec(positive_label=YAML(typ="safe", pure=True).load(f"v: {written}")["v"])
@@ -53,20 +59,29 @@ def test_a_positive_label_that_matches_only_as_text_says_how_to_write_it():
         "params.yaml data.positive_label \"1\" is not one of the labels observed in column 'y': [0, 1]; it matches 1 "
         "only as text (the column holds int values): write data.positive_label: 1 without quotes"
     )
-    with pytest.raises(DataError, match=r'it matches "1" only as text \(the column holds str values\): write '
-                                        r'data.positive_label: "1"$'):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r'it matches "1" only as text \(the column holds str values\): write '
+        r'data.positive_label: "1"$',
+    ):
         resolve_labels(_spec(positive_label=1), _frame(["0", "1", "1", "0"]))
     with pytest.raises(DataError, match=r"\[false, true\]; it matches true only as text"):
         resolve_labels(_spec(positive_label="True"), _frame([True, False, True, False]))
 
 
 def test_a_positive_label_not_observed_lists_the_observed_labels():
-    with pytest.raises(DataError, match=r"data.positive_label \"yes\" is not one of the labels observed in column 'y': "
-                                        r"\[\"<=50K\", \">50K\"\]$"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"data.positive_label \"yes\" is not one of the labels observed in column 'y': "
+        r"\[\"<=50K\", \">50K\"\]$",
+    ):
         resolve_labels(_spec(positive_label="yes"), _frame(["<=50K", ">50K", ">50K", "<=50K"]))
     # True == 1 in Python, but a boolean is not an integer label.
-    with pytest.raises(DataError, match=r"data.positive_label true is not one of the labels observed in column 'y': "
-                                        r"\[0, 1\]$"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"data.positive_label true is not one of the labels observed in column 'y': "
+        r"\[0, 1\]$",
+    ):
         resolve_labels(_spec(positive_label=True), _frame([0, 1, 1, 0]))
     assert not same_label(True, 1) and not same_label("1", 1) and same_label(1, 1.0) and same_label(False, False)
 
@@ -105,8 +120,15 @@ def test_more_than_two_labels_stay_for_validation_to_refuse():
 
 
 def test_role_inference_skips_categoricals_with_too_many_values_and_says_why():
-    frame = pd.DataFrame({"city": [f"c{i}" for i in range(60)], "job": ["a", "b", "c"] * 20,
-                          "sex": [f"s{i}" for i in range(60)], "age": range(60), "y": [0, 1] * 30})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "city": [f"c{i}" for i in range(60)],
+            "job": ["a", "b", "c"] * 20,
+            "sex": [f"s{i}" for i in range(60)],
+            "age": range(60),
+            "y": [0, 1] * 30,
+        }
+    )
     schema = resolve_schema(_spec(max_categories=50), frame)
     assert schema.categorical == ["job", "sex"] and schema.numeric == ["age"]  # sex: sensitive, audited regardless
     assert list(schema.skipped) == ["city"]

@@ -33,15 +33,29 @@ from humane.privacy.policy import apply_policy, fit_policy
 from tests.conftest import ROOT
 from tests.unit.test_serving import _adult_rows, write_stage_inputs
 
-DP_OFF = DPParams(enabled=False, target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0, accountant="prv",
-                  max_physical_batch_size=32)  # fmt: skip
+DP_OFF = DPParams(
+    enabled=False, target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0, accountant="prv", max_physical_batch_size=32
+)
 TINY = FTTransformerParams(d_block=16, n_blocks=2, attention_n_heads=2, attention_dropout=0.0, ffn_dropout=0.0)
 
 
 def _params(**kw) -> TrainParams:
-    base = dict(seed=1, model="ft_transformer", hidden_sizes=[16], dropout=0.0, activation="relu", lr=0.003,
-                weight_decay=0.0, batch_size=32, max_epochs=4, patience=10, progress=False, dp=DP_OFF,
-                ft_transformer=TINY, compute=ComputeParams(energy=False))  # fmt: skip
+    base = dict(
+        seed=1,
+        model="ft_transformer",
+        hidden_sizes=[16],
+        dropout=0.0,
+        activation="relu",
+        lr=0.003,
+        weight_decay=0.0,
+        batch_size=32,
+        max_epochs=4,
+        patience=10,
+        progress=False,
+        dp=DP_OFF,
+        ft_transformer=TINY,
+        compute=ComputeParams(energy=False),
+    )
     base.update(kw)
     return TrainParams(**base)
 
@@ -174,8 +188,9 @@ def test_a_crashed_run_resumes_to_the_same_result_and_other_params_start_afresh(
 
     with pytest.raises(Crash):
         fit(x, y, xv, yv, params, tmp_path / "c", groups=groups, penalty=_crash_after(12))
-    other = fit(x, y, xv, yv, params.model_copy(update={"lr": 0.01}), tmp_path / "c", groups=groups,
-                penalty=_crash_after(10**9))  # fmt: skip
+    other = fit(
+        x, y, xv, yv, params.model_copy(update={"lr": 0.01}), tmp_path / "c", groups=groups, penalty=_crash_after(10**9)
+    )
     assert other.resumed_from == 0 and "other params, data or training code" in other.resume_note
     assert "starting afresh" in capsys.readouterr().err
 
@@ -194,8 +209,16 @@ def test_flops_are_counted_per_sample_and_leave_the_model_untouched():
 def test_the_bill_measures_energy_offline_and_feeds_the_card_and_the_gate():
     with ComputeMeter(ComputeParams(country_iso_code="FRA")) as meter:
         sum(i * i for i in range(3_000_000))
-    figures = bill(meter, n_parameters=10, flops=100.0, samples=1000, train_seconds=0.5, device="cpu",
-                   world_size=1, precision="fp32")  # fmt: skip
+    figures = bill(
+        meter,
+        n_parameters=10,
+        flops=100.0,
+        samples=1000,
+        train_seconds=0.5,
+        device="cpu",
+        world_size=1,
+        precision="fp32",
+    )
     assert figures["energy_kwh"] > 0 and figures["co2_kg"] > 0 and figures["peak_rss_gb"] > 0
     assert figures["samples_per_second"] == 2000 and figures["stage_seconds"] > 0
     card = Card()
@@ -251,9 +274,9 @@ def test_the_served_transformer_scores_raw_rows_like_the_network(tmp_path):
         served = mlflow.pyfunc.load_model(info.model_uri)
     finally:
         mlflow.set_tracking_uri(None)
-    rows = raw_test.drop(columns=["income"]).astype({c: "float64" for c in ["age", "fnlwgt", "education-num",
-                                                                             "capital-gain", "capital-loss",
-                                                                             "hours-per-week"]})  # fmt: skip
+    rows = raw_test.drop(columns=["income"]).astype(
+        {c: "float64" for c in ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]}
+    )
     rows.loc[0, "occupation"] = "Astronaut"  # unseen: an all-zero one-hot block, its own token
     answer = served.predict(rows)
     masked = apply_policy(policy, rows, key=None)

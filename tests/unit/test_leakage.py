@@ -84,11 +84,15 @@ def test_shared_rows_are_counted_across_dtypes_and_nulls():
 
 
 SPEC = DataParams(
-    name="tiny", source="tiny.csv", target="income", positive_label=">50K", sensitive_features=["sex"],
+    name="tiny",
+    source="tiny.csv",
+    target="income",
+    positive_label=">50K",
+    sensitive_features=["sex"],
     numeric=["age", "capital-gain", "hours-per-week"],
     categorical=["workclass", "education", "occupation", "race", "sex", "native-country"],
     intended_use="docs/intended_use/adult.md",
-)  # fmt: skip
+)
 PARAMS = ValidateParams(min_rows=10, min_group_rows=3, max_null_fraction=0.4, max_unseen_fraction=0.0, strict=False)
 DEFAULTS = LeakageParams()  # the documented limits: 1% shared test rows, single-feature ROC AUC 0.95
 
@@ -108,8 +112,12 @@ def _run(split, leakage: LeakageParams = DEFAULTS, strict: bool = False):
     return validate_frames(split, files, schema, params, protected={"race", "sex"}, leakage=leakage)
 
 
-LEAKS = {("test", None, SHARED_ROWS), ("train", "capital-gain", FEATURE_AUC), ("train", "occupation", FEATURE_AUC),
-         ("train", "race", FEATURE_AUC)}  # fmt: skip
+LEAKS = {
+    ("test", None, SHARED_ROWS),
+    ("train", "capital-gain", FEATURE_AUC),
+    ("train", "occupation", FEATURE_AUC),
+    ("train", "race", FEATURE_AUC),
+}
 
 
 @pytest.mark.parametrize("strict", [False, True])
@@ -151,8 +159,10 @@ def test_a_limit_raised_on_purpose_lets_the_run_go_on_and_says_so(split):
 
 
 def test_clean_split_has_no_leakage_findings(split):
-    clean = {"train": split["train"][["age", "sex", "workclass", "income"]],
-             "test": split["test"].iloc[4:][["age", "sex", "workclass", "income"]]}  # fmt: skip
+    clean = {
+        "train": split["train"][["age", "sex", "workclass", "income"]],
+        "test": split["test"].iloc[4:][["age", "sex", "workclass", "income"]],
+    }
     spec = SPEC.model_copy(update={"numeric": ["age"], "categorical": ["workclass", "sex"]})
     schema = resolve_schema(spec, clean["train"])
     result = validate_frames(

@@ -51,9 +51,13 @@ def test_checksum_mismatch_is_reported(tmp_path):
 
 @pytest.mark.parametrize(
     ("content", "name", "message"),
-    [(None, "missing.csv", "not found"), ("", "empty.csv", "file is empty"), ("a,b\n", "header.csv", "no rows"),
-     ("a,b\n1,2\n", "data.xlsx", "unsupported file type")],
-)  # fmt: skip
+    [
+        (None, "missing.csv", "not found"),
+        ("", "empty.csv", "file is empty"),
+        ("a,b\n", "header.csv", "no rows"),
+        ("a,b\n1,2\n", "data.xlsx", "unsupported file type"),
+    ],
+)
 def test_read_table_errors_name_the_file(tmp_path, content, name, message):
     path = tmp_path / name
     if content is not None:
@@ -77,37 +81,61 @@ def _users_file(path: Path, n: int = 300, **columns) -> None:
     `columns`: columns to add or replace, as `DataFrame.assign` takes them.
     """
     rng = np.random.default_rng(1)
-    frame = pd.DataFrame({
-        "customer id": rng.permutation(np.arange(500_000, 500_000 + n)),
-        "email": [f"person.{i}@example.org" for i in range(n)],
-        "born": (pd.Timestamp("1925-01-01") + pd.to_timedelta(rng.integers(0, 30_000, n), unit="D")).strftime("%F"),
-        "notes": [" ".join(rng.choice(["late", "paid", "called", "the", "office", "twice"], 6)) for _ in range(n)],
-        "age": np.r_[[40, 41, 97, 99, 12], rng.integers(18, 90, n - 5)],  # the first two rows lack a label
-        "income": rng.normal(3000, 500, n).round(2),
-        "sex": rng.choice(["F", "M"], n),
-        "y": np.r_[[None, None], rng.integers(0, 2, n - 2)],
-    }).assign(**columns)  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "customer id": rng.permutation(np.arange(500_000, 500_000 + n)),
+            "email": [f"person.{i}@example.org" for i in range(n)],
+            "born": (pd.Timestamp("1925-01-01") + pd.to_timedelta(rng.integers(0, 30_000, n), unit="D")).strftime("%F"),
+            "notes": [" ".join(rng.choice(["late", "paid", "called", "the", "office", "twice"], 6)) for _ in range(n)],
+            "age": np.r_[[40, 41, 97, 99, 12], rng.integers(18, 90, n - 5)],  # the first two rows lack a label
+            "income": rng.normal(3000, 500, n).round(2),
+            "sex": rng.choice(["F", "M"], n),
+            "y": np.r_[[None, None], rng.integers(0, 2, n - 2)],
+        }
+    ).assign(**columns)
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, sep=";", decimal=",", index=False)
 
 
 def _users_params(test_source=None, **privacy):
     params = load_params(ROOT / "params.yaml")
-    data = params.data.model_copy(update=dict(
-        name="users", source="data/raw/users.csv", target="y", positive_label=1, sensitive_features=["sex"], drop=[],
-        read=ReadParams(delimiter=";", decimal=","), missing_labels="drop", dates={"born": "year"},
-        test_source=test_source))  # fmt: skip
-    rules = params.privacy.model_copy(update={
-        "drop": ["email", "notes"], "pseudonymize": [], "keep": [], "group_rare": {}, "top_code": {},
-        "bins": {"age": [17.0, 30.0, 50.0, 70.0, 91.0]}, "quasi_identifiers": ["age", "sex"], **privacy})  # fmt: skip
+    data = params.data.model_copy(
+        update=dict(
+            name="users",
+            source="data/raw/users.csv",
+            target="y",
+            positive_label=1,
+            sensitive_features=["sex"],
+            drop=[],
+            read=ReadParams(delimiter=";", decimal=","),
+            missing_labels="drop",
+            dates={"born": "year"},
+            test_source=test_source,
+        )
+    )
+    rules = params.privacy.model_copy(
+        update={
+            "drop": ["email", "notes"],
+            "pseudonymize": [],
+            "keep": [],
+            "group_rare": {},
+            "top_code": {},
+            "bins": {"age": [17.0, 30.0, 50.0, 70.0, 91.0]},
+            "quasi_identifiers": ["age", "sex"],
+            **privacy,
+        }
+    )
     return params.model_copy(update={"data": data, "privacy": rules})
 
 
 def test_load_stage_on_a_users_file_checks_before_writing_and_records_what_it_did(tmp_path):
     _users_file(tmp_path / "data/raw/users.csv")
     paths, ctx = Paths(tmp_path), RunContext(tmp_path)
-    with pytest.raises(DataError, match=r"data/raw/users.csv: 1 columns look like direct identifiers .*'customer id': "
-                                        r"unique per row \(id\) .*add privacy.drop: \[\"customer id\"\]"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"data/raw/users.csv: 1 columns look like direct identifiers .*'customer id': "
+        r"unique per row \(id\) .*add privacy.drop: \[\"customer id\"\]",
+    ):
         load_stage.run(_users_params(), paths, ctx)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"] and not (tmp_path / "data/interim").exists()
 
@@ -123,8 +151,11 @@ def test_load_stage_on_a_users_file_checks_before_writing_and_records_what_it_di
     found = privacy["identifiers"]["findings"]
     assert privacy["identifiers"]["checked"] is True
     assert {c: (f["kind"], f["handled_by"]) for c, f in found.items()} == {
-        "customer id": ("id", "privacy.keep"), "email": ("EMAIL_ADDRESS", "privacy.drop"),
-        "born": ("date", "data.dates"), "notes": ("free_text", "privacy.drop")}  # fmt: skip
+        "customer id": ("id", "privacy.keep"),
+        "email": ("EMAIL_ADDRESS", "privacy.drop"),
+        "born": ("date", "data.dates"),
+        "notes": ("free_text", "privacy.drop"),
+    }
     meta = json.loads(paths.interim_meta.read_text())
     assert meta["missing_labels"] == {"rule": "drop", "dropped": {"data/raw/users.csv": 2}}
     assert "person.0@example.org" not in paths.privacy_report.read_text() + paths.interim_meta.read_text()
@@ -166,8 +197,11 @@ def test_a_test_file_is_checked_too_and_may_not_add_columns(tmp_path):
     # A column the training file holds as a category, and the test file as e-mail addresses.
     _users_file(tmp_path / "data/raw/users.csv", contact=lambda f: ["phone", "mail"] * (len(f) // 2))
     _users_file(tmp_path / "data/raw/users_test.csv", n=80, contact=work)
-    with pytest.raises(DataError, match=r"^data/raw/users_test.csv: 1 columns look like direct identifiers .*"
-                                        r"'contact': e-mail addresses \(pattern\)") as err:  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"^data/raw/users_test.csv: 1 columns look like direct identifiers .*"
+        r"'contact': e-mail addresses \(pattern\)",
+    ) as err:
         load_stage.run(params, paths, ctx)
     assert "@" not in str(err.value) and not (tmp_path / "data/interim").exists()
 

@@ -18,14 +18,22 @@ from humane.fairness.mitigation import (
     group_onehot,
     oversample,
     reweighing,
-)  # fmt: skip
+)
 from humane.fairness.reductions import MLPClassifier, predict_scores, train_mlp
 
 FEATURES = ["f0", "f1", "f2"]
 SEX = f"{SENSITIVE_PREFIX}sex"
 RACE = f"{SENSITIVE_PREFIX}race"
-LOOP = {"hidden_sizes": [16], "dropout": 0.0, "activation": "relu", "lr": 0.01, "weight_decay": 0.0,
-        "batch_size": 256, "epochs": 30, "seed": 0}  # fmt: skip
+LOOP = {
+    "hidden_sizes": [16],
+    "dropout": 0.0,
+    "activation": "relu",
+    "lr": 0.01,
+    "weight_decay": 0.0,
+    "batch_size": 256,
+    "epochs": 30,
+    "seed": 0,
+}
 # Each method must cut its target gap on held-out rows by at least this fraction (measured over data seeds 0-4:
 # reweighing 59-74% (DP), oversampling 61-73% (DP), penalty 84-96% (DP, λ 0.5) and 69-96% (EO, λ 0.5),
 # thresholds 79-99% (DP) and 64-90% (EO)); and stay above the majority-class baseline.
@@ -115,8 +123,10 @@ def test_reweighing_small_group_keeps_weight_one_and_missing_is_a_group():
     assert {c["group"] for c in report["cells"]} == {"a", "missing"}
     rows = keys.notna().to_numpy()
     y = f[LABEL_COLUMN].to_numpy()
-    rates = [np.average(y[rows & (keys == g).to_numpy()], weights=weights[rows & (keys == g).to_numpy()])
-             for g in ("a", "missing")]  # fmt: skip
+    rates = [
+        np.average(y[rows & (keys == g).to_numpy()], weights=weights[rows & (keys == g).to_numpy()])
+        for g in ("a", "missing")
+    ]
     assert rates == pytest.approx([0.5, 0.5])  # 4 positives in 8 constrained rows
 
 
@@ -200,8 +210,12 @@ def y_of(f: pd.DataFrame) -> torch.Tensor:
 def judge(f: pd.DataFrame, y_pred: np.ndarray) -> dict[str, float]:
     y = f[LABEL_COLUMN].to_numpy().astype(float)
     gaps = gaps_from(group_table(y, y_pred.astype(float), y_pred.astype(float), group_keys(f, ["sex"])))
-    return {"accuracy": float((y_pred == y).mean()), "baseline": float(max(y.mean(), 1 - y.mean())),
-            "dp": gaps["demographic_parity_difference"], "eo": gaps["equalized_odds_difference"]}  # fmt: skip
+    return {
+        "accuracy": float((y_pred == y).mean()),
+        "baseline": float(max(y.mean(), 1 - y.mean())),
+        "dp": gaps["demographic_parity_difference"],
+        "eo": gaps["equalized_odds_difference"],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -219,8 +233,10 @@ def split():
 def assert_fairer(split: dict, result: dict[str, float], gap: str) -> None:
     before = split["unmitigated"][gap]
     accuracy = split["unmitigated"]["accuracy"]
-    print(f"{gap}: {before:.3f} -> {result[gap]:.3f} ({1 - result[gap] / before:.0%} less); accuracy "
-          f"{accuracy:.3f} -> {result['accuracy']:.3f}, majority {result['baseline']:.3f}")  # fmt: skip
+    print(
+        f"{gap}: {before:.3f} -> {result[gap]:.3f} ({1 - result[gap] / before:.0%} less); accuracy "
+        f"{accuracy:.3f} -> {result['accuracy']:.3f}, majority {result['baseline']:.3f}"
+    )
     assert result[gap] <= (1 - MIN_REDUCTION) * before
     assert result["accuracy"] > result["baseline"]
 
@@ -258,8 +274,14 @@ def test_fairness_penalty_reduces_its_gap(split, constraint, gap):
 @pytest.mark.parametrize(("constraint", "gap"), [("demographic_parity", "dp"), ("equalized_odds", "eo")])
 def test_group_thresholds_fitted_on_validation_reduce_their_gap(split, constraint, gap):
     val, test = split["val"], split["test"]
-    thresholds = GroupThresholds().fit(predict_scores(split["model"], x_of(val)), val[LABEL_COLUMN],
-                                       group_keys(val, ["sex"]), constraint, seed=0, min_rows=50)  # fmt: skip
+    thresholds = GroupThresholds().fit(
+        predict_scores(split["model"], x_of(val)),
+        val[LABEL_COLUMN],
+        group_keys(val, ["sex"]),
+        constraint,
+        seed=0,
+        min_rows=50,
+    )
     y_pred, probability = thresholds.predict(predict_scores(split["model"], x_of(test)), group_keys(test, ["sex"]))
     assert ((probability >= 0) & (probability <= 1)).all()
     assert_fairer(split, judge(test, y_pred), gap)
@@ -270,8 +292,11 @@ def test_exponentiated_gradient_with_the_mlp_reduces_dp_gap(split):
     estimator = MLPClassifier(**{**LOOP, "hidden_sizes": (16,), "epochs": 10}, threshold=0.5)
     mitigator = ExponentiatedGradient(estimator, DemographicParity(), eps=0.02, max_iter=8)
     started = time.perf_counter()
-    mitigator.fit(train[FEATURES].to_numpy(), train[LABEL_COLUMN].to_numpy(),
-                  sensitive_features=group_keys(train, ["sex"]).to_numpy())  # fmt: skip
+    mitigator.fit(
+        train[FEATURES].to_numpy(),
+        train[LABEL_COLUMN].to_numpy(),
+        sensitive_features=group_keys(train, ["sex"]).to_numpy(),
+    )
     print(f"ExponentiatedGradient: {time.perf_counter() - started:.1f}s, {len(mitigator.predictors_)} fits kept")
     assert_fairer(split, judge(test, mitigator.predict(test[FEATURES].to_numpy(), random_state=0)), "dp")
 
@@ -294,8 +319,14 @@ def test_mlp_classifier_honours_sample_weight():
 @pytest.mark.parametrize("constraint", ["demographic_parity", "equalized_odds", "true_positive_rate_parity"])
 def test_group_thresholds_json_round_trip_and_fairlearn_agree(split, constraint):
     val, test = split["val"], split["test"]
-    fitted = GroupThresholds().fit(predict_scores(split["model"], x_of(val)), val[LABEL_COLUMN],
-                                   group_keys(val, ["sex"]), constraint, seed=7, min_rows=50)  # fmt: skip
+    fitted = GroupThresholds().fit(
+        predict_scores(split["model"], x_of(val)),
+        val[LABEL_COLUMN],
+        group_keys(val, ["sex"]),
+        constraint,
+        seed=7,
+        min_rows=50,
+    )
     text = json.dumps(fitted.to_dict(), allow_nan=False)  # plain JSON, no pickle
     loaded = GroupThresholds.from_dict(json.loads(text))
     scores, keys = predict_scores(split["model"], x_of(test)), group_keys(test, ["sex"])
@@ -310,9 +341,15 @@ def test_group_thresholds_json_round_trip_and_fairlearn_agree(split, constraint)
 
 def test_unseen_groups_get_the_plain_threshold_and_draws_do_not_depend_on_the_batch(split):
     val, test = split["val"], split["test"]
-    thresholds = GroupThresholds().fit(predict_scores(split["model"], x_of(val)), val[LABEL_COLUMN],
-                                       group_keys(val, ["sex"]), "demographic_parity", seed=0, min_rows=50,
-                                       fallback_threshold=0.5)  # fmt: skip
+    thresholds = GroupThresholds().fit(
+        predict_scores(split["model"], x_of(val)),
+        val[LABEL_COLUMN],
+        group_keys(val, ["sex"]),
+        "demographic_parity",
+        seed=0,
+        min_rows=50,
+        fallback_threshold=0.5,
+    )
     keys = pd.Series(["a", "secret-value", "missing"])
     _, probability = thresholds.predict(np.array([0.2, 0.7, 0.3]), keys)
     assert probability[1:].tolist() == [1.0, 0.0]  # unseen groups: p >= 0.5, no threshold of their own

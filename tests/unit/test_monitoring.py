@@ -23,8 +23,14 @@ KINDS = {"age": "numeric", "workclass": "text"}
 
 
 def _rows(n: int = 5) -> pd.DataFrame:
-    return pd.DataFrame({"age": [30 + i for i in range(n)], "workclass": ["Private"] * n, "sex": ["Male"] * n,
-                         "id": [f"person-{i}" for i in range(n)]})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "age": [30 + i for i in range(n)],
+            "workclass": ["Private"] * n,
+            "sex": ["Male"] * n,
+            "id": [f"person-{i}" for i in range(n)],
+        }
+    )
 
 
 def test_a_batch_keeps_only_what_the_monitoring_reads_and_says_when_it_has_no_labels(tmp_path):
@@ -91,21 +97,35 @@ def _figure(value, lo=None, hi=None):
 def _result(drift=None, share=0.0, estimated=0.85, gap=(0.1, 0.08, 0.12), labeled=False):
     drift = drift or {}
     return {
-        "drift": {**{f: {"method": "jensen_shannon", "distance": d, "threshold": 0.1, "drifted": d > 0.1}
-                     for f, d in {"age": 0.02, "hours": 0.03, **drift}.items()},
-                  "prediction": {"method": "jensen_shannon", "distance": 0.01, "threshold": 0.1, "drifted": False}},
+        "drift": {
+            **{
+                f: {"method": "jensen_shannon", "distance": d, "threshold": 0.1, "drifted": d > 0.1}
+                for f, d in {"age": 0.02, "hours": 0.03, **drift}.items()
+            },
+            "prediction": {"method": "jensen_shannon", "distance": 0.01, "threshold": 0.1, "drifted": False},
+        },
         "out_of_domain": {"share": share, "rows": 0, "per_rule": {"age: above the validated range": share}},
         "labeled": labeled,
         "min_group_size": 50,
-        "performance": {"estimated": {"accuracy": _figure(estimated, estimated - 0.01, estimated + 0.01),
-                                      "roc_auc": _figure(0.9, 0.88, 0.92)},
-                        "estimated_groups": {}, "realised": None},
-        "groups": {"sex": {"groups": {"Female": {"count": 300, "too_small": False,
-                                                  "metrics": {"selection_rate": _figure(0.1)}},
-                                       "Male": {"count": 600, "too_small": False,
-                                                "metrics": {"selection_rate": _figure(0.1 + gap[0])}}},
-                           "gaps": {"demographic_parity_difference": _figure(*gap)}, "too_small": []}},
-    }  # fmt: skip
+        "performance": {
+            "estimated": {
+                "accuracy": _figure(estimated, estimated - 0.01, estimated + 0.01),
+                "roc_auc": _figure(0.9, 0.88, 0.92),
+            },
+            "estimated_groups": {},
+            "realised": None,
+        },
+        "groups": {
+            "sex": {
+                "groups": {
+                    "Female": {"count": 300, "too_small": False, "metrics": {"selection_rate": _figure(0.1)}},
+                    "Male": {"count": 600, "too_small": False, "metrics": {"selection_rate": _figure(0.1 + gap[0])}},
+                },
+                "gaps": {"demographic_parity_difference": _figure(*gap)},
+                "too_small": [],
+            }
+        },
+    }
 
 
 RECORDED = checks.Recorded(
@@ -285,8 +305,9 @@ def test_a_gap_breaches_only_when_it_grows_beyond_the_margin_and_its_interval_cl
     overlapping = _result(gap=(0.3, 0.11, 0.45))  # a noisy estimate whose interval reaches the test-time one
     assert checks.judge(overlapping, RECORDED, MonitorParams(), ["sex"]) == []
     # A feature's own key wins over "*".
-    lenient = MonitorParams(max_increase={"*.demographic_parity_difference": 0.05,
-                                          "sex.demographic_parity_difference": 0.5})  # fmt: skip
+    lenient = MonitorParams(
+        max_increase={"*.demographic_parity_difference": 0.05, "sex.demographic_parity_difference": 0.5}
+    )
     assert checks.judge(wide, RECORDED, lenient, ["sex"]) == []
 
 
@@ -299,8 +320,12 @@ def test_gap_limits_apply_star_to_each_sensitive_feature_not_the_intersection():
     limits = {"*.equalized_odds_difference": 0.05, "sex x race.equalized_odds_difference": 0.2}
     assert checks.gap_limit(limits, "sex", "equalized_odds_difference", ["sex", "race"]) == 0.05
     assert checks.gap_limit(limits, "sex x race", "equalized_odds_difference", ["sex", "race"]) == 0.2
-    assert checks.gap_limit({"*.equalized_odds_difference": 0.05}, "sex x race", "equalized_odds_difference",
-                            ["sex", "race"]) is None  # fmt: skip
+    assert (
+        checks.gap_limit(
+            {"*.equalized_odds_difference": 0.05}, "sex x race", "equalized_odds_difference", ["sex", "race"]
+        )
+        is None
+    )
 
 
 def test_group_rates_without_labels_keep_only_the_selection_rate_and_the_dp_gaps():
@@ -308,8 +333,9 @@ def test_group_rates_without_labels_keep_only_the_selection_rate_and_the_dp_gaps
 
     rng = np.random.default_rng(0)
     n = 400
-    frame = pd.DataFrame({f"{SENSITIVE_PREFIX}sex": rng.choice(["Female", "Male"], n),
-                          PROBABILITY_COLUMN: rng.uniform(size=n)})  # fmt: skip
+    frame = pd.DataFrame(
+        {f"{SENSITIVE_PREFIX}sex": rng.choice(["Female", "Male"], n), PROBABILITY_COLUMN: rng.uniform(size=n)}
+    )
     frame[DECISION_COLUMN] = (frame[PROBABILITY_COLUMN] > 0.5).astype(int)
     out = checks.groups(frame, ["sex"], labeled=False, audit=AuditParams(seed=0, bootstrap=20, min_group_size=50))
     assert set(out["sex"]["gaps"]) == {"demographic_parity_difference", "demographic_parity_ratio"}
@@ -382,6 +408,7 @@ def test_inputs_kept_although_identifying_or_from_dates_are_never_stored_row_by_
     assert columns.withheld == ("occupation",)
     scores = pd.DataFrame({PROBABILITY: np.full(len(tiny_adult), 0.4), DECISION: np.zeros(len(tiny_adult), int)})
     policy = fit_policy(params.privacy, tiny_adult)
-    frame = monitored_frame(tiny_adult, scores, policy, ["age", "occupation", "education"], columns,
-                            ">50K", ["<=50K", ">50K"], "batch.csv")  # fmt: skip
+    frame = monitored_frame(
+        tiny_adult, scores, policy, ["age", "occupation", "education"], columns, ">50K", ["<=50K", ">50K"], "batch.csv"
+    )
     assert "occupation" not in frame and {"age", "education", f"{SENSITIVE_PREFIX}sex"} <= set(frame)

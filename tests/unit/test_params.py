@@ -95,10 +95,24 @@ def test_overrides_replace_allow_listed_keys_and_check_types():
 
 @pytest.mark.parametrize(
     "key",
-    ["gate.min.test.accuracy", "gate.require_validation", "data.name", "data.intended_use", "policy.min",
-     "data.source", "privacy.drop", "validate.min_rows", "audit.min_group_size", "gate.above_baseline",
-     "preprocess.include_sensitive", "train.dp.enabled", "train.dp.delta", "train.dp", "train"],
-)  # fmt: skip
+    [
+        "gate.min.test.accuracy",
+        "gate.require_validation",
+        "data.name",
+        "data.intended_use",
+        "policy.min",
+        "data.source",
+        "privacy.drop",
+        "validate.min_rows",
+        "audit.min_group_size",
+        "gate.above_baseline",
+        "preprocess.include_sensitive",
+        "train.dp.enabled",
+        "train.dp.delta",
+        "train.dp",
+        "train",
+    ],
+)
 def test_policy_keys_cannot_be_overridden(key):
     with pytest.raises(ConfigError, match=rf"override '{key}' refused: a flow run may change only"):
         apply_overrides(read_raw(PARAMS), {key: 0})
@@ -169,10 +183,17 @@ def test_exponent_floats_survive_the_round_trip_through_params_yaml(tmp_path):
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("train.lr", -1.0), ("train.dropout", 5.0), ("train.batch_size", 0), ("train.max_epochs", 0),
-     ("train.hidden_sizes", []), ("train.hidden_sizes", [-3]), ("train.activation", "nope"),
-     ("evaluate.calibration_bins", 100000)],
-)  # fmt: skip
+    [
+        ("train.lr", -1.0),
+        ("train.dropout", 5.0),
+        ("train.batch_size", 0),
+        ("train.max_epochs", 0),
+        ("train.hidden_sizes", []),
+        ("train.hidden_sizes", [-3]),
+        ("train.activation", "nope"),
+        ("evaluate.calibration_bins", 100000),
+    ],
+)
 def test_experiment_settings_are_bounded(key, value):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         apply_overrides(read_raw(PARAMS), {key: value})

@@ -7,9 +7,14 @@ from humane.data.schema import resolve_schema
 from humane.modeling.features import fit, signed_log1p, split_train_val, to_model_frame
 
 SPEC = DataParams(
-        name="t", intended_use="use.md", source="adult", target="income", positive_label=">50K",
-        sensitive_features=["sex", "race"],
-                  drop=["fnlwgt"])  # fmt: skip
+    name="t",
+    intended_use="use.md",
+    source="adult",
+    target="income",
+    positive_label=">50K",
+    sensitive_features=["sex", "race"],
+    drop=["fnlwgt"],
+)
 
 
 def _params(include_sensitive=False):

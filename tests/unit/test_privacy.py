@@ -32,10 +32,20 @@ from tests.conftest import ROOT
 
 
 def _policy(**kw):
-    base = dict(drop=[], pseudonymize=[], bins={}, top_code={}, group_rare={}, key_env="HUMANE_TEST_KEY",
-                key_block=None, quasi_identifiers=["age", "sex"], k=2,
-                identifiers=dict(check=True, unique_share=0.9, text_unique_share=0.5, free_text_words=4,
-                                 pattern_share=0.3, sample_rows=1000))  # fmt: skip
+    base = dict(
+        drop=[],
+        pseudonymize=[],
+        bins={},
+        top_code={},
+        group_rare={},
+        key_env="HUMANE_TEST_KEY",
+        key_block=None,
+        quasi_identifiers=["age", "sex"],
+        k=2,
+        identifiers=dict(
+            check=True, unique_share=0.9, text_unique_share=0.5, free_text_words=4, pattern_share=0.3, sample_rows=1000
+        ),
+    )
     base.update(kw)
     return PrivacyParams(**base)
 
@@ -64,14 +74,20 @@ def test_pseudonyms_are_taken_over_a_canonical_form_of_the_value():
     missing = pseudonymize(pd.Series([None, np.nan, pd.NA, pd.NaT, "", "   "], dtype="object"), key)
     assert missing.isna().all()
     assert [canonical_text(v) for v in [True, np.bool_(False), -4.0, 2.5, float("inf")]] == [
-        "True", "False", "-4", "2.5", "inf"]  # fmt: skip
+        "True",
+        "False",
+        "-4",
+        "2.5",
+        "inf",
+    ]
 
 
 def test_missing_key_is_a_clear_error_before_any_data_is_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("HUMANE_TEST_KEY", raising=False)
-    spec = DataParams(name="t", intended_use="use.md", source="missing.csv", target="y", positive_label=1,
-                      sensitive_features=["sex"])  # fmt: skip
+    spec = DataParams(
+        name="t", intended_use="use.md", source="missing.csv", target="y", positive_label=1, sensitive_features=["sex"]
+    )
     with pytest.raises(
         ConfigError, match="no key is set: put the HMAC key in the environment variable HUMANE_TEST_KEY"
     ):
@@ -96,10 +112,17 @@ def test_a_column_gets_one_rule_and_bins_must_increase():
 
 
 def test_policy_drops_bins_top_codes_and_groups_rare_categories():
-    frame = pd.DataFrame({"name": ["a", "b", "c", "d"], "age": [18, 24, 37, 91], "gain": [0, 10, 99999, 5],
-                          "country": ["US", "US", "Fiji", None]})  # fmt: skip
-    params = _policy(drop=["name"], bins={"age": [17.0, 25.0, 40.0, 91.0]}, top_code={"gain": 50.0},
-                     group_rare={"country": 2})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "name": ["a", "b", "c", "d"],
+            "age": [18, 24, 37, 91],
+            "gain": [0, 10, 99999, 5],
+            "country": ["US", "US", "Fiji", None],
+        }
+    )
+    params = _policy(
+        drop=["name"], bins={"age": [17.0, 25.0, 40.0, 91.0]}, top_code={"gain": 50.0}, group_rare={"country": 2}
+    )
     policy = fit_policy(params, frame)
     out = apply_policy(policy, frame, key=None)
     assert "name" not in out
@@ -120,8 +143,11 @@ def test_bins_are_open_at_the_ends_and_counted_unless_strict():
     assert out["age"].tolist()[:5] == [17, 17, 25, 40, 40] and pd.isna(out["age"].iloc[5])
     assert bins_clipped(policy, frame) == {"age": 3}
     strict = fit_policy(_policy(bins={"age": [17.0, 25.0, 40.0, 91.0]}, strict_bins=True), frame)
-    with pytest.raises(DataError, match=r"column 'age': privacy rule bins \[17, 91\]: 3 values fall outside the bins "
-                                        r"\(1 below 17, 2 above 91; values withheld.*strict_bins is on"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"column 'age': privacy rule bins \[17, 91\]: 3 values fall outside the bins "
+        r"\(1 below 17, 2 above 91; values withheld.*strict_bins is on",
+    ):
         apply_policy(strict, frame, key=None)
     # The serving side reads the fitted policy back: strictness travels with it, and an older file means open.
     assert FittedPolicy.from_dict(strict.to_dict()).strict_bins is True
@@ -130,8 +156,13 @@ def test_bins_are_open_at_the_ends_and_counted_unless_strict():
 
 
 def test_k_anonymity_and_l_diversity_by_hand():
-    table = pd.DataFrame({"age": [30, 30, 30, 40, 40, 50], "sex": ["F", "F", "F", "M", "M", "M"],
-                          "income": ["hi", "lo", "lo", "lo", "lo", "hi"]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "age": [30, 30, 30, 40, 40, 50],
+            "sex": ["F", "F", "F", "M", "M", "M"],
+            "income": ["hi", "lo", "lo", "lo", "lo", "hi"],
+        }
+    )
     # classes: (30,F) x3 with {hi, lo}; (40,M) x2 with {lo}; (50,M) x1 with {hi}
     result = anonymity(table, ["age", "sex"], k=2, sensitive="income")
     assert (result.k_min, result.n_classes, result.l_min) == (1, 3, 1)
@@ -141,8 +172,13 @@ def test_k_anonymity_and_l_diversity_by_hand():
 
 
 def test_missing_quasi_identifiers_are_a_class_of_their_own_and_counted():
-    table = pd.DataFrame({"age": [30, 30, np.nan, np.nan, np.nan, 40, 40], "sex": ["F", "F", "F", None, None, "M", "M"],
-                          "income": ["hi", "lo", "hi", "lo", "hi", "lo", "hi"]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "age": [30, 30, np.nan, np.nan, np.nan, 40, 40],
+            "sex": ["F", "F", "F", None, None, "M", "M"],
+            "income": ["hi", "lo", "hi", "lo", "hi", "lo", "hi"],
+        }
+    )
     # classes: (30,F) x2; (missing,F) x1; (missing,missing) x2; (40,M) x2 -- no row is dropped
     sizes = class_sizes(table, ["age", "sex"])
     assert sizes.sum() == len(table) and sorted(sizes.tolist()) == [1, 2, 2, 2]
@@ -175,10 +211,26 @@ def _data(n, seed, noise=0.0):
 
 
 def _train_params(**kw):
-    base = dict(seed=0, hidden_sizes=[32], dropout=0.0, activation="relu", lr=0.01, weight_decay=0.0, batch_size=128,
-                max_epochs=4, patience=4, progress=False,
-                dp=DPParams(enabled=False, target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0, accountant="prv",
-                            max_physical_batch_size=64))  # fmt: skip
+    base = dict(
+        seed=0,
+        hidden_sizes=[32],
+        dropout=0.0,
+        activation="relu",
+        lr=0.01,
+        weight_decay=0.0,
+        batch_size=128,
+        max_epochs=4,
+        patience=4,
+        progress=False,
+        dp=DPParams(
+            enabled=False,
+            target_epsilon=1.0,
+            delta=1e-5,
+            max_grad_norm=1.0,
+            accountant="prv",
+            max_physical_batch_size=64,
+        ),
+    )
     base.update(kw)
     return TrainParams(**base)
 
@@ -186,8 +238,9 @@ def _train_params(**kw):
 def test_dp_training_spends_no_more_than_the_target_epsilon():
     x, y = _data(2000, 0)
     xv, yv = _data(500, 1)
-    dp = DPParams(enabled=True, target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0, accountant="prv",
-                  max_physical_batch_size=64)  # fmt: skip
+    dp = DPParams(
+        enabled=True, target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0, accountant="prv", max_physical_batch_size=64
+    )
     result = fit(x, y, xv, yv, _train_params(dp=dp))
     assert result.privacy["dp_enabled"] is True
     assert 0.5 < result.privacy["epsilon"] <= 1.0 + 1e-3
@@ -242,8 +295,12 @@ def test_attack_metrics_on_known_scores():
 
 def test_rules_on_columns_the_data_lacks_are_skipped_but_a_missing_identifier_is_an_error():
     frame = pd.DataFrame({"age": [30, 41], "sex": ["F", "M"], "income": ["hi", "lo"]})
-    params = _policy(drop=["fnlwgt"], bins={"age": [0.0, 40.0, 100.0]}, group_rare={"country": 5},
-                     quasi_identifiers=["age", "sex", "country"])  # fmt: skip
+    params = _policy(
+        drop=["fnlwgt"],
+        bins={"age": [0.0, 40.0, 100.0]},
+        group_rare={"country": 5},
+        quasi_identifiers=["age", "sex", "country"],
+    )
     policy = fit_policy(params, frame)
     assert policy.drop == [] and policy.kept_categories == {} and list(policy.bins) == ["age"]
     report = risk_report(frame, apply_policy(policy, frame, None), params, "income")

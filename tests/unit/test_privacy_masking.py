@@ -17,21 +17,37 @@ PLANTED_CATEGORY = "ZZPLANTED"  # outside the value set of the sensitive column 
 PUBLIC_CATEGORY = "QQASTRONAUT"  # outside the value set of `occupation`, which nothing protects
 
 SPEC = DataParams(
-    name="tiny", intended_use="use.md",
-    source="tiny.csv", target="income", positive_label=">50K", sensitive_features=["sex"], labels=["<=50K", ">50K"],
-    numeric=["age", "capital-gain", "hours-per-week"], drop=["fnlwgt"],
+    name="tiny",
+    intended_use="use.md",
+    source="tiny.csv",
+    target="income",
+    positive_label=">50K",
+    sensitive_features=["sex"],
+    labels=["<=50K", ">50K"],
+    numeric=["age", "capital-gain", "hours-per-week"],
+    drop=["fnlwgt"],
     categorical=["workclass", "education", "occupation", "race", "sex", "native-country"],
-)  # fmt: skip
+)
 PARAMS = ValidateParams(min_rows=10, min_group_rows=1, max_null_fraction=0.4, max_unseen_fraction=0.0, strict=False)
 LEAKAGE = LeakageParams(max_feature_auc=1.0)  # tiny_adult's capital-gain follows the label: not what is tested here
 POLICY = {"drop": [], "pseudonymize": [], "bins": {"age": [10.0, 20.0, 99.0]}, "top_code": {}, "kept_categories": {}}
 
 
 def _privacy(**kw):
-    base = dict(drop=[], pseudonymize=[], bins={}, top_code={}, group_rare={}, key_env="HUMANE_TEST_KEY",
-                key_block=None, quasi_identifiers=[], k=2,
-                identifiers=dict(check=True, unique_share=0.9, text_unique_share=0.5, free_text_words=4,
-                                 pattern_share=0.3, sample_rows=1000))  # fmt: skip
+    base = dict(
+        drop=[],
+        pseudonymize=[],
+        bins={},
+        top_code={},
+        group_rare={},
+        key_env="HUMANE_TEST_KEY",
+        key_block=None,
+        quasi_identifiers=[],
+        k=2,
+        identifiers=dict(
+            check=True, unique_share=0.9, text_unique_share=0.5, free_text_words=4, pattern_share=0.3, sample_rows=1000
+        ),
+    )
     base.update(kw)
     return PrivacyParams(**base)
 
@@ -91,12 +107,22 @@ def test_validation_reports_and_data_docs_hold_no_value_of_a_protected_column(ti
     protected = protected_columns(_privacy(), SPEC, POLICY).all
     assert protected == {"age", "sex"}
     docs = tmp_path / "docs"
-    result = validate_frames({"train": frame}, {"train": "data/interim/train.parquet"}, schema, PARAMS,
-                             docs_dir=docs, protected=protected, leakage=LEAKAGE)  # fmt: skip
+    result = validate_frames(
+        {"train": frame},
+        {"train": "data/interim/train.parquet"},
+        schema,
+        PARAMS,
+        docs_dir=docs,
+        protected=protected,
+        leakage=LEAKAGE,
+    )
 
     failed = {(c.column, c.rule): c for c in result.failures}
-    assert set(failed) == {("age", "expect_column_values_to_be_between"), ("sex", "expect_column_values_to_be_in_set"),
-                           ("occupation", "expect_column_values_to_be_in_set")}  # fmt: skip
+    assert set(failed) == {
+        ("age", "expect_column_values_to_be_between"),
+        ("sex", "expect_column_values_to_be_in_set"),
+        ("occupation", "expect_column_values_to_be_in_set"),
+    }
     for key in [("age", "expect_column_values_to_be_between"), ("sex", "expect_column_values_to_be_in_set")]:
         check = failed[key]
         assert check.protected and check.examples is None  # counted, not quoted

@@ -30,9 +30,17 @@ from humane.modeling.model import (
 from tests.unit.test_sweep import DP, LAYOUT, processed
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {"train.max_epochs": 4, "train.patience": 2, "train.hidden_sizes": [16], "train.lr": 0.01,
-         "train.progress": False, "mitigation.thresholds": "none", "train.numeric_embedding": {"kind": "linear"},
-         "mitigation.reductions_epochs": 3, "mitigation.reductions_max_iter": 15}  # fmt: skip
+SMALL = {
+    "train.max_epochs": 4,
+    "train.patience": 2,
+    "train.hidden_sizes": [16],
+    "train.lr": 0.01,
+    "train.progress": False,
+    "mitigation.thresholds": "none",
+    "train.numeric_embedding": {"kind": "linear"},
+    "mitigation.reductions_epochs": 3,
+    "mitigation.reductions_max_iter": 15,
+}
 
 
 def params_with(**overrides):
@@ -79,8 +87,10 @@ def test_the_vote_is_fairlearns_probability_and_survives_the_model_file(frames):
     # The served probability is the weight of the members voting positive: Fairlearn's own _pmf_predict.
     reference = ExponentiatedGradient(
         MLPClassifier.from_params(params.train, epochs=3, threshold=VOTE_THRESHOLD, layout=LAYOUT),
-        DemographicParity(difference_bound=0.01), eps=0.01, max_iter=15,
-    )  # fmt: skip
+        DemographicParity(difference_bound=0.01),
+        eps=0.01,
+        max_iter=15,
+    )
     reference.fit(x.numpy().astype(np.float64), y.numpy(), sensitive_features=keys.to_numpy())
     xt = split_xy(frames["test"])[0]
     with torch.no_grad():
@@ -93,16 +103,19 @@ def test_the_vote_is_fairlearns_probability_and_survives_the_model_file(frames):
     assert flops_per_sample(model, xt[:8]) == flops_per_sample(model.members[0], xt[:8]) > 0
 
 
-@pytest.mark.parametrize(("overrides", "named"), [
-    ({"mitigation.reweigh": True}, "mitigation.reweigh or mitigation.resample"),
-    ({"mitigation.resample": True}, "mitigation.reweigh or mitigation.resample"),
-    ({"mitigation.loss": "equalized_odds", "mitigation.loss_weight": 0.5}, "a fairness loss term"),
-    ({"train.model": "ft_transformer"}, "train.model ft_transformer"),
-    ({"train.grad_accumulation": 2}, "train.grad_accumulation"),
-    ({"train.precision": "bf16"}, "bf16"),
-    ({"train.device": "cuda"}, "train.device cuda"),
-    ({"train.distributed.nproc_per_node": 2}, "train.distributed"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"mitigation.reweigh": True}, "mitigation.reweigh or mitigation.resample"),
+        ({"mitigation.resample": True}, "mitigation.reweigh or mitigation.resample"),
+        ({"mitigation.loss": "equalized_odds", "mitigation.loss_weight": 0.5}, "a fairness loss term"),
+        ({"train.model": "ft_transformer"}, "train.model ft_transformer"),
+        ({"train.grad_accumulation": 2}, "train.grad_accumulation"),
+        ({"train.precision": "bf16"}, "bf16"),
+        ({"train.device": "cuda"}, "train.device cuda"),
+        ({"train.distributed.nproc_per_node": 2}, "train.distributed"),
+    ],
+)
 def test_reductions_refuse_what_they_cannot_combine_with(overrides, named):
     raw = apply_overrides(read_raw(ROOT / "params.yaml"), {"mitigation.reductions": "equalized_odds"})
     for key, value in overrides.items():

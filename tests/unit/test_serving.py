@@ -57,8 +57,16 @@ def _rules(row: pd.Series) -> set[str]:
 
 
 def test_fit_domain_takes_stated_ranges_else_training_and_never_a_protected_column_values():
-    train = pd.DataFrame({"hours": [10, 40, 60], "gain": [0, 5, None], "age": [17, 30, 70], "secret": [3.0, 9.0, 12.0],
-                          "job": ["a", "b", None], "country": ["US", "Other", "US"]})  # fmt: skip
+    train = pd.DataFrame(
+        {
+            "hours": [10, 40, 60],
+            "gain": [0, 5, None],
+            "age": [17, 30, 70],
+            "secret": [3.0, 9.0, 12.0],
+            "job": ["a", "b", None],
+            "country": ["US", "Other", "US"],
+        }
+    )
     domain = fit_domain(
         train,
         numeric=["hours", "gain", "age", "secret"],
@@ -79,9 +87,13 @@ def test_fit_domain_takes_stated_ranges_else_training_and_never_a_protected_colu
 
 
 def test_broken_rules_name_column_and_rule_only():
-    domain = Domain({"hours": ColumnDomain("numeric", False, 1.0, 99.0),
-                     "job": ColumnDomain("categorical", True, categories=["a", "b"]),
-                     "code": ColumnDomain("categorical", False, categories=[1, 2])})  # fmt: skip
+    domain = Domain(
+        {
+            "hours": ColumnDomain("numeric", False, 1.0, 99.0),
+            "job": ColumnDomain("categorical", True, categories=["a", "b"]),
+            "code": ColumnDomain("categorical", False, categories=[1, 2]),
+        }
+    )
     request = pd.DataFrame({"hours": [-5, 40.0, None, 1e6], "job": ["a", "zzz", None, "b"], "code": [1.0, 2, 3, None]})
     rules = broken_rules(domain, as_model_input(domain, request))
     assert rules == [
@@ -115,16 +127,25 @@ def _adult_rows(n: int, seed: int, numeric_sex: bool = False) -> pd.DataFrame:
 
 def _adult_text_rows(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "age": rng.integers(17, 90, n), "workclass": rng.choice(["Private", "State-gov", None], n),
-        "fnlwgt": rng.integers(10_000, 300_000, n), "education": rng.choice(["Bachelors", "HS-grad"], n),
-        "education-num": rng.integers(1, 16, n), "marital-status": rng.choice(["Never-married", "Divorced"], n),
-        "occupation": rng.choice(["Sales", "Tech-support"], n), "relationship": rng.choice(["Husband", "Wife"], n),
-        "race": rng.choice(["White", "Black"], n), "sex": rng.choice(["Male", "Female"], n),
-        "capital-gain": rng.choice([0, 5000], n), "capital-loss": np.zeros(n, dtype=np.int64),
-        "hours-per-week": rng.integers(20, 60, n), "native-country": "United-States",
-        "income": rng.choice(["<=50K", ">50K"], n),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "age": rng.integers(17, 90, n),
+            "workclass": rng.choice(["Private", "State-gov", None], n),
+            "fnlwgt": rng.integers(10_000, 300_000, n),
+            "education": rng.choice(["Bachelors", "HS-grad"], n),
+            "education-num": rng.integers(1, 16, n),
+            "marital-status": rng.choice(["Never-married", "Divorced"], n),
+            "occupation": rng.choice(["Sales", "Tech-support"], n),
+            "relationship": rng.choice(["Husband", "Wife"], n),
+            "race": rng.choice(["White", "Black"], n),
+            "sex": rng.choice(["Male", "Female"], n),
+            "capital-gain": rng.choice([0, 5000], n),
+            "capital-loss": np.zeros(n, dtype=np.int64),
+            "hours-per-week": rng.integers(20, 60, n),
+            "native-country": "United-States",
+            "income": rng.choice(["<=50K", ">50K"], n),
+        }
+    )
 
 
 def write_stage_inputs(paths: Paths, train, test, policy, schema, pre) -> None:

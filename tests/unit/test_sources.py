@@ -15,8 +15,14 @@ SECRET = "Zelda Quackenbush"  # a personal value that no message may quote
 
 
 def _spec(**kw):
-    base = dict(name="t", intended_use="use.md", source="data/raw/t.csv", target="y", positive_label=1,
-                sensitive_features=["sex"])  # fmt: skip
+    base = dict(
+        name="t",
+        intended_use="use.md",
+        source="data/raw/t.csv",
+        target="y",
+        positive_label=1,
+        sensitive_features=["sex"],
+    )
     base.update(kw)
     return DataParams(**base)
 
@@ -69,28 +75,44 @@ def test_tab_separated_file(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "read", "message"),
     [
-        ("latin.csv", "name,y\nJosé,1\nAnn,0\n".encode("latin-1"), ReadParams(),
-         r"cannot be decoded as utf-8 \(byte 0xe9 is not valid utf-8\); set data.read.encoding"),
+        (
+            "latin.csv",
+            "name,y\nJosé,1\nAnn,0\n".encode("latin-1"),
+            ReadParams(),
+            r"cannot be decoded as utf-8 \(byte 0xe9 is not valid utf-8\); set data.read.encoding",
+        ),
         ("header.csv", "age,sex,y\n", ReadParams(), "file has a header but no rows"),
         ("empty.csv", "\n\n", ReadParams(), "file is empty"),
-        ("semi.csv", "age;sex;y\n30;F;1\n40;M;0\n", ReadParams(),
-         "parses into a single column with data.read.delimiter \",\", but a dataset needs a label column and at "
-         "least one feature; the first line is 'age;sex;y', which holds 2 \";\": set data.read.delimiter: \";\""),
-        ("dup.csv", "a,b,a,y\n1,2,3,1\n", ReadParams(),
-         r"duplicate column names \['a'\] in the header \(pandas would silently rename the second 'a' to 'a.1'\)"),
+        (
+            "semi.csv",
+            "age;sex;y\n30;F;1\n40;M;0\n",
+            ReadParams(),
+            'parses into a single column with data.read.delimiter ",", but a dataset needs a label column and at '
+            'least one feature; the first line is \'age;sex;y\', which holds 2 ";": set data.read.delimiter: ";"',
+        ),
+        (
+            "dup.csv",
+            "a,b,a,y\n1,2,3,1\n",
+            ReadParams(),
+            r"duplicate column names \['a'\] in the header \(pandas would silently rename the second 'a' to 'a.1'\)",
+        ),
         ("dup_spaces.csv", "a, a ,y\n1,2,1\n", ReadParams(), r"duplicate column names \['a'\]"),
         ("ragged.csv", "a,y\n1,2,3\n4,5,6\n", ReadParams(), "rows have more fields than the header"),
         ("short.csv", "a,y\n1,2\n3,4,5\n", ReadParams(), "cannot be parsed as CSV with data.read.delimiter"),
         ("bad.csv.gz", b"not gzip at all", ReadParams(), "cannot be read or decompressed"),
-        ("bad.csv.zip", b"not a zip at all", ReadParams(),
-         r"cannot be read or decompressed: not a valid \.zip archive \(BadZipFile\)"),
+        (
+            "bad.csv.zip",
+            b"not a zip at all",
+            ReadParams(),
+            r"cannot be read or decompressed: not a valid \.zip archive \(BadZipFile\)",
+        ),
         ("bad.csv.xz", b"not xz at all", ReadParams(), r"cannot be read or decompressed: not a valid \.xz file"),
         ("bad.csv.bz2", b"not bz2 at all", ReadParams(), "cannot be read or decompressed"),
         ("bad.csv.tar", b"not a tar at all", ReadParams(), r"cannot be read or decompressed: not a valid \.tar file"),
         ("bad.parquet", b"PAR1 definitely not parquet", ReadParams(), "not a readable Parquet file"),
         ("t.xlsx", "a,b\n", ReadParams(), "unsupported file type '.xlsx'"),
     ],
-)  # fmt: skip
+)
 def test_broken_files_fail_with_the_file_and_the_rule(tmp_path, name, content, read, message):
     path = _write(tmp_path, name, content)
     with pytest.raises(DataError, match=message) as err:
@@ -104,8 +126,11 @@ def test_a_zip_must_hold_one_file_and_zstd_needs_its_package(tmp_path):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("a.csv", ROWS)
         archive.writestr("b.csv", ROWS)
-    with pytest.raises(DataError, match=r"^data/raw/two.csv.zip: a \.zip data source must hold exactly one CSV file; "
-                                        r"this archive holds 2 files$"):  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"^data/raw/two.csv.zip: a \.zip data source must hold exactly one CSV file; "
+        r"this archive holds 2 files$",
+    ):
         read_table(path, "data/raw/two.csv.zip")
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("a.csv", ROWS)
@@ -148,8 +173,11 @@ def test_a_first_line_that_may_be_data_is_described_never_quoted(tmp_path):
         read_table(tmp_path / "data/raw/semi.csv")
     # A missing label column lists the columns only when they look like a header.
     _write(tmp_path, "t.csv", f"{SECRET},41,F,1\nAnn Smith,30,M,0\n")
-    with pytest.raises(DataError, match=r"the file has 4 columns, whose names are not shown \(the first line does not "
-                                        r"look like a header") as err:  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"the file has 4 columns, whose names are not shown \(the first line does not "
+        r"look like a header",
+    ) as err:
         load(_spec(), tmp_path)
     assert SECRET not in str(err.value) and "41" not in str(err.value)
 
@@ -231,14 +259,18 @@ def test_a_test_file_is_read_with_the_same_rules(tmp_path):
 
 
 def test_dates_become_years_or_days_or_are_dropped():
-    frame = pd.DataFrame({"dob": ["1970-01-02", "31/12/1999", None], "seen": ["2024-02-29", "2024-03-01", "2024-03-02"],
-                          "y": [0, 1, 0]})  # fmt: skip
+    frame = pd.DataFrame(
+        {"dob": ["1970-01-02", "31/12/1999", None], "seen": ["2024-02-29", "2024-03-01", "2024-03-02"], "y": [0, 1, 0]}
+    )
     out = convert_dates(frame, {"dob": "year", "seen": "days"}, "f.csv")
     assert out["dob"].tolist()[:2] == [1970.0, 1999.0] and pd.isna(out["dob"].iloc[2])
     assert out["seen"].tolist() == [19782, 19783, 19784] and out["seen"].dtype == "int64"
     assert "dob" not in convert_dates(frame, {"dob": "drop"}, "f.csv")
-    with pytest.raises(DataError, match=r"f.csv: column 'dob' \(data.dates: year\): 1 values are not dates \(values "
-                                        r"withheld\)") as err:  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=r"f.csv: column 'dob' \(data.dates: year\): 1 values are not dates \(values "
+        r"withheld\)",
+    ) as err:
         convert_dates(frame.assign(dob=["1970-01-02", SECRET, None]), {"dob": "year"}, "f.csv")
     assert SECRET not in str(err.value)
     with pytest.raises(DataError, match=r"data\.dates names column 'born', which is not in the data"):

@@ -31,7 +31,7 @@ from humane.fairness.sweep import (
     table,
     train_candidate,
     training_key,
-)  # fmt: skip
+)
 from humane.governance.gate import Policy
 from humane.modeling.features import split_xy
 
@@ -39,15 +39,27 @@ ROOT = Path(__file__).resolve().parents[2]
 DP, EO = "fairness.sex.demographic_parity_difference", "fairness.sex.equalized_odds_difference"
 
 
-def result(val_accuracy: float, val_dp: float, test_accuracy: float | None = None, test_dp: float | None = None,
-           val_eo: float = 0.01) -> CandidateResult:  # fmt: skip
+def result(
+    val_accuracy: float,
+    val_dp: float,
+    test_accuracy: float | None = None,
+    test_dp: float | None = None,
+    val_eo: float = 0.01,
+) -> CandidateResult:
     test_accuracy = val_accuracy if test_accuracy is None else test_accuracy
     test_dp = val_dp if test_dp is None else test_dp
     return CandidateResult(
-        overrides={}, methods=[], val={"accuracy": val_accuracy, DP: val_dp, EO: val_eo},
-        test={"accuracy": test_accuracy, DP: test_dp, EO: val_eo}, train_seconds=1.0, best_epoch=1, epochs_run=1,
-        train_rows=10, started=0.0, finished=1.0,
-    )  # fmt: skip
+        overrides={},
+        methods=[],
+        val={"accuracy": val_accuracy, DP: val_dp, EO: val_eo},
+        test={"accuracy": test_accuracy, DP: test_dp, EO: val_eo},
+        train_seconds=1.0,
+        best_epoch=1,
+        epochs_run=1,
+        train_rows=10,
+        started=0.0,
+        finished=1.0,
+    )
 
 
 def policy(max_: dict[str, float], min_: dict[str, float] | None = None) -> Policy:
@@ -165,9 +177,15 @@ def test_table_rows_are_flat_and_plot_is_written(tmp_path):
 def raw() -> dict:
     # Unmitigated base (the Adult profile's default thresholds undone), so "plain" and "thresholded" differ.
     # Plain numeric inputs: the tiny 4-epoch network learns the injected bias (these tests are about the sweep).
-    small = {"train.max_epochs": 4, "train.patience": 2, "train.hidden_sizes": [16], "train.lr": 0.01,
-             "train.progress": False, "mitigation.thresholds": "none",
-             "train.numeric_embedding": {"kind": "linear"}}  # fmt: skip
+    small = {
+        "train.max_epochs": 4,
+        "train.patience": 2,
+        "train.hidden_sizes": [16],
+        "train.lr": 0.01,
+        "train.progress": False,
+        "mitigation.thresholds": "none",
+        "train.numeric_embedding": {"kind": "linear"},
+    }
     return apply_overrides(read_raw(ROOT / "params.yaml"), small)
 
 
@@ -201,8 +219,15 @@ def processed(n: int, seed: int) -> pd.DataFrame:
     woman = rng.random(n) < 0.4
     f0, f1 = rng.normal(size=n), rng.normal(size=n) - 2.0 * woman  # f1 is a proxy for sex
     y = (rng.random(n) < 1 / (1 + np.exp(-(1.5 * f0 - 2.0 * woman - 0.5)))).astype(int)
-    return pd.DataFrame({"f0": f0, "f1": f1, LABEL_COLUMN: y, f"{SENSITIVE_PREFIX}sex": np.where(woman, "F", "M"),
-                         f"{SENSITIVE_PREFIX}race": np.where(rng.random(n) < 0.8, "W", "B")})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "f0": f0,
+            "f1": f1,
+            LABEL_COLUMN: y,
+            f"{SENSITIVE_PREFIX}sex": np.where(woman, "F", "M"),
+            f"{SENSITIVE_PREFIX}race": np.where(rng.random(n) < 0.8, "W", "B"),
+        }
+    )
 
 
 LAYOUT = (2, [])  # the processed frames' inputs: two numeric columns, no one-hot blocks
@@ -234,8 +259,15 @@ def test_a_candidate_is_measured_like_the_pipeline_and_a_shared_model_scores_the
         torch.set_num_threads(threads)
     # Every quality figure and every gap of sex, race and their intersection, on both splits.
     for figures in (plain.val, plain.test):
-        assert {"accuracy", "balanced_accuracy", "roc_auc", DP, EO, "fairness.sex x race.demographic_parity_difference",
-                "fairness.race.equalized_odds_difference"} <= set(figures)  # fmt: skip
+        assert {
+            "accuracy",
+            "balanced_accuracy",
+            "roc_auc",
+            DP,
+            EO,
+            "fairness.sex x race.demographic_parity_difference",
+            "fairness.race.equalized_odds_difference",
+        } <= set(figures)
         assert all(not math.isnan(v) for v in figures.values())
     assert plain.val[DP] > 0.1 and plain.test[DP] > 0.1  # the injected bias is there
     # Thresholds fitted on validation rows cut the DP gap on the held-out test rows.
@@ -253,13 +285,28 @@ def test_a_candidate_is_measured_like_the_pipeline_and_a_shared_model_scores_the
 
 def test_the_sweeps_compute_bill_sums_trained_candidates_and_never_a_partial_energy():
     def bill(**kw):
-        return {"train_flops": 1e9, "samples": 100, "train_seconds": 2.0, "stage_seconds": 3.0, "energy_kwh": 0.5,
-                "co2_kg": 0.2, "n_parameters": 7, **kw}  # fmt: skip
+        return {
+            "train_flops": 1e9,
+            "samples": 100,
+            "train_seconds": 2.0,
+            "stage_seconds": 3.0,
+            "energy_kwh": 0.5,
+            "co2_kg": 0.2,
+            "n_parameters": 7,
+            **kw,
+        }
 
     trained, shared = replace(result(0.8, 0.1), compute=bill()), replace(result(0.8, 0.1), model_of=0)
     total = compute_sum([trained, replace(trained, compute=bill(samples=50)), shared])
-    assert total == {"models_trained": 2, "train_flops": 2e9, "samples": 150, "train_seconds": 4.0,
-                     "stage_seconds": 6.0, "energy_kwh": 1.0, "co2_kg": 0.4}  # fmt: skip
+    assert total == {
+        "models_trained": 2,
+        "train_flops": 2e9,
+        "samples": 150,
+        "train_seconds": 4.0,
+        "stage_seconds": 6.0,
+        "energy_kwh": 1.0,
+        "co2_kg": 0.4,
+    }
     unmeasured = bill()
     del unmeasured["energy_kwh"], unmeasured["co2_kg"]
     total = compute_sum([trained, replace(trained, compute=unmeasured)])
@@ -287,8 +334,9 @@ def test_a_threshold_candidates_validation_decisions_are_out_of_fold(raw, frames
         state = fit_thresholds(p[fit_rows], val.iloc[fit_rows], dp.mitigation, dp.validate.min_group_rows, 0.5)
         applied = val.iloc[apply_rows]
         assert (decisions(p[apply_rows], applied, state, split_xy(applied)[0].numpy()) == decided[apply_rows]).all()
-    in_sample = decisions(p, val, fit_thresholds(p, val, dp.mitigation, dp.validate.min_group_rows, 0.5),
-                          split_xy(val)[0].numpy())  # fmt: skip
+    in_sample = decisions(
+        p, val, fit_thresholds(p, val, dp.mitigation, dp.validate.min_group_rows, 0.5), split_xy(val)[0].numpy()
+    )
     assert (in_sample != decided).any()  # what the choice used to read
     assert cross_fitted(params_with(raw), val, p) is None  # no thresholds: decided by p >= threshold
 
@@ -313,8 +361,17 @@ def test_queue_values_read_back_as_themselves(value):
 def test_queue_commands_one_per_candidate_up_to_the_audit():
     commands = queue_commands([{}, {"mitigation.loss": "equalized_odds", "mitigation.loss_weight": 0.3}])
     assert commands[0] == ["dvc", "exp", "run", "--queue", "audit"]
-    assert commands[1] == ["dvc", "exp", "run", "--queue", "-S", "mitigation.loss=equalized_odds", "-S",
-                           "mitigation.loss_weight=0.3", "audit"]  # fmt: skip
+    assert commands[1] == [
+        "dvc",
+        "exp",
+        "run",
+        "--queue",
+        "-S",
+        "mitigation.loss=equalized_odds",
+        "-S",
+        "mitigation.loss_weight=0.3",
+        "audit",
+    ]
 
 
 def test_select_applies_the_policys_quality_floors_on_validation():

@@ -14,10 +14,26 @@ from tests.conftest import ROOT
 
 
 def _params(**kw):
-    base = dict(seed=1, hidden_sizes=[16], dropout=0.0, activation="relu", lr=0.01, weight_decay=0.0,
-                batch_size=32, max_epochs=30, patience=3, progress=False,
-                dp=DPParams(enabled=False, target_epsilon=1.0, delta=1e-5, max_grad_norm=1.0, accountant="prv",
-                            max_physical_batch_size=32))  # fmt: skip
+    base = dict(
+        seed=1,
+        hidden_sizes=[16],
+        dropout=0.0,
+        activation="relu",
+        lr=0.01,
+        weight_decay=0.0,
+        batch_size=32,
+        max_epochs=30,
+        patience=3,
+        progress=False,
+        dp=DPParams(
+            enabled=False,
+            target_epsilon=1.0,
+            delta=1e-5,
+            max_grad_norm=1.0,
+            accountant="prv",
+            max_physical_batch_size=32,
+        ),
+    )
     base.update(kw)
     return TrainParams(**base)
 

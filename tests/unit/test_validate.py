@@ -9,11 +9,18 @@ from humane.data.schema import resolve_schema
 from humane.data.validation import AUDITABLE, LABEL_TYPE, SMALL_GROUPS, report, validate_frames
 
 SPEC = DataParams(
-    name="tiny", source="tiny.csv", target="income", positive_label=">50K", sensitive_features=["sex"],
-    labels=["<=50K", ">50K"], numeric=["age", "capital-gain", "hours-per-week"], drop=["fnlwgt"],
-    ranges={"age": [17, 90]}, categorical=["workclass", "education", "occupation", "race", "sex", "native-country"],
+    name="tiny",
+    source="tiny.csv",
+    target="income",
+    positive_label=">50K",
+    sensitive_features=["sex"],
+    labels=["<=50K", ">50K"],
+    numeric=["age", "capital-gain", "hours-per-week"],
+    drop=["fnlwgt"],
+    ranges={"age": [17, 90]},
+    categorical=["workclass", "education", "occupation", "race", "sex", "native-country"],
     intended_use="docs/intended_use/adult.md",
-)  # fmt: skip
+)
 PARAMS = ValidateParams(min_rows=10, min_group_rows=3, max_null_fraction=0.4, max_unseen_fraction=0.0, strict=False)
 # tiny_adult's capital-gain, occupation and race follow the label exactly, and some tests validate a frame against
 # itself: limits of 1 keep the leakage checks quiet here (they are tested in test_leakage.py).
@@ -68,8 +75,14 @@ def test_missing_column(tiny_adult):
 
 
 def test_test_file_is_checked_against_the_train_pool_columns(tiny_adult):
-    spec = DataParams(name="u", source="u.csv", target="income", positive_label=">50K", sensitive_features=["sex"],
-                      intended_use="docs/intended_use/adult.md")  # fmt: skip
+    spec = DataParams(
+        name="u",
+        source="u.csv",
+        target="income",
+        positive_label=">50K",
+        sensitive_features=["sex"],
+        intended_use="docs/intended_use/adult.md",
+    )
     schema = resolve_schema(spec, tiny_adult)
     frames = {"train": tiny_adult, "test": tiny_adult.drop(columns=["occupation"])}
     result = validate_frames(frames, {"train": "u.csv", "test": "t.csv"}, schema, PARAMS, leakage=QUIET)
