@@ -13,7 +13,7 @@ export NML_DISABLE_USAGE_LOGGING := 1
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup run test lint format flow ui bench clean profile sweep approve reject rollback signoff-record evidence batches monitor
-.PHONY: site-env
+.PHONY: site-env test-fast docs docs-serve
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ run: setup  ## set up and run the whole pipeline on the built-in dataset (dvc re
 
 test: setup site-env  ## set up (with the federated site environment) and run the test suite
 	pytest
+
+test-fast: setup  ## the unit tests only (no servers, no pipeline runs): under two minutes
+	pytest tests/unit -m "not slow"
+
+docs: setup  ## build the documentation site offline into site/ (mkdocs, Material theme; fails on a broken link)
+	mkdocs build --strict
+
+docs-serve: setup  ## serve the documentation site on http://127.0.0.1:8000 while you edit docs/
+	mkdocs serve -a 127.0.0.1:8000
 
 lint: setup
 	ruff check .
