@@ -31,11 +31,12 @@ DATASET_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
 class ReadParams(_Section):
     """How to parse a CSV file (Parquet needs none of this)."""
 
-    # Column separator; null: a comma.
-    delimiter: str | None = Field(None, min_length=1, max_length=1)
-    decimal: str = Field(".", min_length=1, max_length=1)
-    thousands: str | None = Field(None, min_length=1, max_length=1)
-    encoding: str = "utf-8"
+    delimiter: str | None = Field(None, min_length=1, max_length=1, description="Column separator; null: a comma.")
+    decimal: str = Field(".", min_length=1, max_length=1, description="Decimal mark of numbers in the CSV file.")
+    thousands: str | None = Field(
+        None, min_length=1, max_length=1, description="Thousands separator in the CSV file; null: none."
+    )
+    encoding: str = Field("utf-8", description="Text encoding of the CSV file.")
 
 
 class LeakageParams(_Section):
@@ -46,49 +47,134 @@ class LeakageParams(_Section):
     the measured figure.
     """
 
-    # Share of the test rows equal to a training-pool row on every loaded column (the same record on both sides
-    # inflates the test figures; the profiles' comments give the built-in datasets' measured shares).
-    max_shared_fraction: float = Field(0.01, ge=0, le=1)
-    # A feature whose values alone rank the label with a ROC AUC above this (either direction) is a suspected
-    # leak of the outcome.
-    max_feature_auc: float = Field(0.95, gt=0.5, le=1)
+    max_shared_fraction: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description=(
+            "Share of the test rows equal to a training-pool row on every loaded column (the same record on "
+            "both sides inflates the test figures; the profiles' comments give the built-in datasets' "
+            "measured shares)."
+        ),
+    )
+    max_feature_auc: float = Field(
+        0.95,
+        gt=0.5,
+        le=1,
+        description=(
+            "A feature whose values alone rank the label with a ROC AUC above this (either direction) is a "
+            "suspected leak of the outcome."
+        ),
+    )
 
 
 class DataParams(_Section):
     """What the data is: where it lives and which columns play which role (part of the dataset profile)."""
 
-    name: str = Field(pattern=DATASET_NAME)
-    source: str
-    target: str
-    positive_label: Label
-    sensitive_features: list[str] = Field(min_length=1)
-    # The model card's intended-use, out-of-scope and limitations text, written by the model's owners.
-    intended_use: str
-    test_source: str | None = None
-    test_fraction: float = Field(0.2, gt=0, lt=1)
-    categorical: list[str] | None = None
-    numeric: list[str] | None = None
-    drop: list[str] = []
-    labels: list[Label] | None = None
-    ranges: dict[str, list[float]] = {}
+    name: str = Field(
+        pattern=DATASET_NAME,
+        description="The dataset's name: the registered model and the MLflow experiment are named humane-<name>.",
+    )
+    source: str = Field(
+        description=(
+            "A built-in dataset (adult, german) or a path to a CSV/Parquet file under data/raw/ (DVC tracks it)."
+        )
+    )
+    target: str = Field(description="The label column.")
+    positive_label: Label = Field(
+        description=(
+            'The favourable label value, typed as YAML reads it (1, true and "yes" differ); one of the observed values.'
+        )
+    )
+    sensitive_features: list[str] = Field(
+        min_length=1,
+        description=(
+            "Protected attributes audited for group gaps (kept beside the features, model inputs only with "
+            "preprocess.include_sensitive)."
+        ),
+    )
+    intended_use: str = Field(
+        description="The model card's intended-use, out-of-scope and limitations text, written by the model's owners."
+    )
+    test_source: str | None = Field(
+        None,
+        description=(
+            "Test rows: built-ins ship their own split; for a file, a second file, or null for a seeded "
+            "stratified share (test_fraction)."
+        ),
+    )
+    test_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description=(
+            "Share of the rows held out for testing when test_source is null and the source has no split of its own."
+        ),
+    )
+    categorical: list[str] | None = Field(None, description="Categorical columns; null infers the roles from dtypes.")
+    numeric: list[str] | None = Field(None, description="Numeric columns; null infers the roles from dtypes.")
+    drop: list[str] = Field(
+        [],
+        description=(
+            "Columns dropped at load (e.g. Adult's fnlwgt, a census sampling weight, not a property of the person)."
+        ),
+    )
+    labels: list[Label] | None = Field(
+        None, description="The two label values; null takes them from the built-in schema or the training rows."
+    )
+    ranges: dict[str, list[float]] = Field(
+        {},
+        description=(
+            "Extra or overriding numeric ranges {column: [min, max]} checked by validation; built-ins bring "
+            "their documented ones."
+        ),
+    )
     read: ReadParams = ReadParams()
-    # Rows whose label is missing: an error naming the column and the count, or dropped and counted.
-    missing_labels: Literal["error", "drop"] = "error"
-    # Role inference never one-hot encodes a column with more distinct values than this (it is skipped, and said).
-    max_categories: int = Field(50, ge=2)
-    # Date columns: parsed, then dropped or turned into a number (year, or days since 1970-01-01).
-    dates: dict[str, Literal["drop", "year", "days"]] = {}
-    # An absolute folder outside the project that data files may be read from, declared on purpose.
-    root: str | None = None
+    missing_labels: Literal["error", "drop"] = Field(
+        "error",
+        description="Rows whose label is missing: an error naming the column and the count, or dropped and counted.",
+    )
+    max_categories: int = Field(
+        50,
+        ge=2,
+        description=(
+            "Role inference never one-hot encodes a column with more distinct values than this (it is "
+            "skipped, and said)."
+        ),
+    )
+    dates: dict[str, Literal["drop", "year", "days"]] = Field(
+        {}, description="Date columns: parsed, then dropped or turned into a number (year, or days since 1970-01-01)."
+    )
+    root: str | None = Field(
+        None,
+        description="An absolute folder outside the project that data files may be read from, declared on purpose.",
+    )
     leakage: LeakageParams = LeakageParams()
-    # age: source and test_source name age-encrypted files (x.csv.age), decrypted in memory at load with the
-    # identity from the environment variable encryption_key_env, else the Prefect Secret block encryption_key_block.
-    encryption: Literal["none", "age"] = "none"
-    encryption_key_env: str = "HUMANE_AGE_IDENTITY"
-    encryption_key_block: str | None = None
-    # Inputs a counterfactual never changes (a person cannot or should not change them: age, origin, family);
-    # the sensitive features are immutable whatever this says.
-    immutable: list[str] = []
+    encryption: Literal["none", "age"] = Field(
+        "none",
+        description=(
+            "age: source and test_source name age-encrypted files (x.csv.age), decrypted in memory at load "
+            "with the identity from the environment variable encryption_key_env, else the Prefect Secret "
+            "block encryption_key_block."
+        ),
+    )
+    encryption_key_env: str = Field(
+        "HUMANE_AGE_IDENTITY",
+        description="Environment variable holding the age identity that decrypts encrypted data files.",
+    )
+    encryption_key_block: str | None = Field(
+        None,
+        description=(
+            "Prefect Secret block holding the age identity, used when encryption_key_env is unset; null: none."
+        ),
+    )
+    immutable: list[str] = Field(
+        [],
+        description=(
+            "Inputs a counterfactual never changes (a person cannot or should not change them: age, origin, "
+            "family); the sensitive features are immutable whatever this says."
+        ),
+    )
 
     @property
     def model_name(self) -> str:
@@ -104,46 +190,106 @@ class DataParams(_Section):
 class IdentifierParams(_Section):
     """When a column looks like a direct identifier or personal free text (it must then be named in a rule)."""
 
-    check: bool
-    # Distinct values per non-null row at or above which a text or integer column is an id.
-    unique_share: float = Field(gt=0, le=1)
-    # Distinct values per non-null row at or above which a text column is a name-like identifier.
-    text_unique_share: float = Field(gt=0, le=1)
-    # Mean words per value at or above which a text column is free text.
-    free_text_words: float = Field(gt=0)
-    # Share of sampled values matching an e-mail, phone, national-id, card or IBAN pattern that flags a column.
-    pattern_share: float = Field(gt=0, le=1)
-    # Rows sampled per column for the pattern and date checks.
-    sample_rows: int = Field(ge=10)
+    check: bool = Field(
+        description=(
+            "Look for columns that look like direct identifiers or personal free text; each must then be "
+            "named in privacy.drop, pseudonymize or keep, or the load stage stops."
+        )
+    )
+    unique_share: float = Field(
+        gt=0, le=1, description="Distinct values per non-null row at or above which a text or integer column is an id."
+    )
+    text_unique_share: float = Field(
+        gt=0,
+        le=1,
+        description="Distinct values per non-null row at or above which a text column is a name-like identifier.",
+    )
+    free_text_words: float = Field(
+        gt=0, description="Mean words per value at or above which a text column is free text."
+    )
+    pattern_share: float = Field(
+        gt=0,
+        le=1,
+        description=(
+            "Share of sampled values matching an e-mail, phone, national-id, card or IBAN pattern that flags a column."
+        ),
+    )
+    sample_rows: int = Field(ge=10, description="Rows sampled per column for the pattern and date checks.")
 
 
 class PrivacyParams(_Section):
     """Column privacy policy (applied when data is loaded, before anything is written) and risk settings."""
 
-    drop: list[str]
-    pseudonymize: list[str]
-    bins: dict[str, list[float]]
-    top_code: dict[str, float]
-    group_rare: dict[str, int]
-    key_env: str
-    key_block: str | None
-    quasi_identifiers: list[str]
-    k: int = Field(ge=1)
-    # Columns that look identifying but are kept on purpose (a reviewed decision).
-    keep: list[str] = []
-    # Bins are open at the ends (a value outside them falls into the outermost bin, and is counted);
-    # strict: such a value is an error.
-    strict_bins: bool = False
+    drop: list[str] = Field(description="Columns removed at load, before anything is written.")
+    pseudonymize: list[str] = Field(
+        description=(
+            "Columns replaced by a keyed HMAC-SHA256 (key from key_env, else key_block; never logged or "
+            "stored); never model inputs."
+        )
+    )
+    bins: dict[str, list[float]] = Field(
+        description=(
+            "Numeric binning {column: edges}: a value becomes its bin's lower edge (values beyond the edges "
+            "fall into the outermost bin, unless strict_bins)."
+        )
+    )
+    top_code: dict[str, float] = Field(description="Cap a numeric column at a value {column: cap}.")
+    group_rare: dict[str, int] = Field(
+        description='Categories seen fewer times than this in the training rows become "Other" {column: count}.'
+    )
+    key_env: str = Field(description="Environment variable holding the pseudonymisation key.")
+    key_block: str | None = Field(
+        description="Prefect Secret block holding the pseudonymisation key, used when key_env is unset; null: none."
+    )
+    quasi_identifiers: list[str] = Field(
+        description=(
+            "Columns over which k-anonymity and l-diversity (of the label) are measured, before and after the policy."
+        )
+    )
+    k: int = Field(ge=1, description="The k of k-anonymity reported for the quasi-identifiers.")
+    keep: list[str] = Field(
+        [], description="Columns that look identifying but are kept on purpose (a reviewed decision)."
+    )
+    strict_bins: bool = Field(
+        False,
+        description=(
+            "Bins are open at the ends (a value outside them falls into the outermost bin, and is counted); "
+            "strict: such a value is an error."
+        ),
+    )
     identifiers: IdentifierParams
 
 
 class PolicyParams(_Section):
     """A dataset's own promotion thresholds, added to (and for the same metric replacing) the gate's generic ones."""
 
-    min: dict[str, float] = {}
-    max: dict[str, float] = {}
-    max_drop: dict[str, float] = {}
-    max_increase: dict[str, float] = {}
+    min: dict[str, float] = Field(
+        {},
+        description=(
+            "This dataset's lower bounds {metric: value}, on top of gate.min (the same metric: this one wins)."
+        ),
+    )
+    max: dict[str, float] = Field(
+        {},
+        description=(
+            "This dataset's upper bounds {metric: value} (e.g. fairness.sex.equalized_odds_difference), on "
+            "top of gate.max."
+        ),
+    )
+    max_drop: dict[str, float] = Field(
+        {},
+        description=(
+            "This dataset's largest allowed fall of a metric against the champion {metric: value}, on top of "
+            "gate.max_drop."
+        ),
+    )
+    max_increase: dict[str, float] = Field(
+        {},
+        description=(
+            "This dataset's largest allowed rise of a metric against the champion {metric: value}, on top of "
+            "gate.max_increase."
+        ),
+    )
 
 
 class MitigationParams(_Section):
@@ -153,23 +299,50 @@ class MitigationParams(_Section):
     with fewer training rows than validate.min_group_rows are left out of the constraints, and named.
     """
 
-    target: list[str] = []
-    # Pre-processing (preprocess stage): Kamiran & Calders weights, and oversampling of group x label cells.
-    reweigh: bool = False
-    resample: bool = False
-    # In-processing (train stage): a fairness term in the loss (fairret), weighted by loss_weight.
-    loss: Literal["none", "demographic_parity", "equalized_odds"] = "none"
-    loss_weight: float = Field(0.0, ge=0, le=100)
-    # In-processing by reductions (train stage): Fairlearn's ExponentiatedGradient around the MLP, each inner fit
-    # (oracle call; about 2-5 per iteration) reductions_epochs epochs on its per-row weights, at most
-    # reductions_max_iter iterations, constraint slack reductions_eps; the model is the weighted vote of its fits.
-    reductions: Literal["none", "demographic_parity", "equalized_odds"] = "none"
-    reductions_eps: float = Field(0.01, gt=0, le=1)
-    reductions_epochs: int = Field(5, ge=1, le=1000)
-    reductions_max_iter: int = Field(50, ge=1, le=1000)
-    # Post-processing (postprocess stage): Fairlearn's ThresholdOptimizer fitted on the validation split.
-    thresholds: Literal["none", "demographic_parity", "equalized_odds", "true_positive_rate_parity"] = "none"
-    seed: int = 0
+    target: list[str] = Field(
+        [],
+        description=(
+            "The sensitive feature(s) the methods act on (two or more: their intersection); must be in "
+            "data.sensitive_features."
+        ),
+    )
+    reweigh: bool = Field(
+        False, description="Pre-processing: Kamiran & Calders weights per group x label cell (preprocess stage)."
+    )
+    resample: bool = Field(
+        False, description="Pre-processing: oversample the group x label cells to balance them (preprocess stage)."
+    )
+    loss: Literal["none", "demographic_parity", "equalized_odds"] = Field(
+        "none",
+        description="In-processing: a fairness term in the loss (fairret), weighted by loss_weight (train stage).",
+    )
+    loss_weight: float = Field(
+        0.0, ge=0, le=100, description="Weight of the fairness loss term (mitigation.loss); 0 switches it off."
+    )
+    reductions: Literal["none", "demographic_parity", "equalized_odds"] = Field(
+        "none",
+        description=(
+            "In-processing by reductions: Fairlearn's ExponentiatedGradient around the MLP; the model is the "
+            "weighted vote of its fits (train stage)."
+        ),
+    )
+    reductions_eps: float = Field(
+        0.01, gt=0, le=1, description="Constraint slack of the reductions (ExponentiatedGradient's eps)."
+    )
+    reductions_epochs: int = Field(
+        5, ge=1, le=1000, description="Epochs of each inner fit (oracle call) of the reductions."
+    )
+    reductions_max_iter: int = Field(
+        50, ge=1, le=1000, description="Largest number of ExponentiatedGradient iterations."
+    )
+    thresholds: Literal["none", "demographic_parity", "equalized_odds", "true_positive_rate_parity"] = Field(
+        "none",
+        description=(
+            "Post-processing: Fairlearn's ThresholdOptimizer fitted on the validation split (postprocess "
+            "stage); the served model then needs the target's sensitive columns."
+        ),
+    )
+    seed: int = Field(0, description="Seed of the mitigation methods (resampling, threshold randomisation).")
 
     @property
     def in_training(self) -> bool:
@@ -188,24 +361,52 @@ class MitigationParams(_Section):
 class ValidateParams(_Section):
     """Tolerances of the data-validation suite."""
 
-    min_rows: int
-    min_group_rows: int
-    max_null_fraction: float
-    max_unseen_fraction: float
-    null_tolerance: dict[str, float] = {}
-    # Strict: a sensitive group below min_group_rows fails validation; otherwise it is a warning recorded in the
-    # report. A sensitive feature with fewer than two groups of min_group_rows always fails (it cannot be
-    # audited), and so does leakage beyond data.leakage's limits.
-    strict: bool
+    min_rows: int = Field(description="Fewer rows than this and validation fails.")
+    min_group_rows: int = Field(
+        description=(
+            "Fewer rows than this in a sensitive group and it cannot be judged (a warning unless strict); a "
+            "feature without two such groups fails."
+        )
+    )
+    max_null_fraction: float = Field(
+        description="Share of nulls tolerated per column (null_tolerance overrides it per column)."
+    )
+    max_unseen_fraction: float = Field(
+        description=(
+            "Share of categorical values outside the known category set tolerated (e.g. new countries in test)."
+        )
+    )
+    null_tolerance: dict[str, float] = Field(
+        {}, description="Per-column share of nulls tolerated {column: share}, overriding max_null_fraction."
+    )
+    strict: bool = Field(
+        description=(
+            "Strict: a sensitive group below min_group_rows fails validation; otherwise it is a warning "
+            "recorded in the report. A sensitive feature with fewer than two groups of min_group_rows always "
+            "fails (it cannot be audited), and so does leakage beyond data.leakage's limits."
+        )
+    )
 
 
 class PreprocessParams(_Section):
     """Split and feature-transformation settings."""
 
-    seed: int
-    val_fraction: float = Field(gt=0, lt=1)
-    include_sensitive: bool
-    log_transform: list[str] = []
+    seed: int = Field(description="Seed of the train/validation split.")
+    val_fraction: float = Field(
+        gt=0,
+        lt=1,
+        description=(
+            "Share of the training pool held out as the validation split (early stopping, thresholds, sweep scores)."
+        ),
+    )
+    include_sensitive: bool = Field(
+        description=(
+            "Feed the sensitive attributes to the model (they are always kept beside the features for auditing)."
+        )
+    )
+    log_transform: list[str] = Field(
+        [], description="Heavy-tailed numeric columns passed through a signed log1p before scaling."
+    )
 
 
 class DPParams(_Section):
@@ -216,12 +417,19 @@ class DPParams(_Section):
     epochs, clipping norm), chosen on full Adult's validation split, are in params.yaml's comment on `train.dp`.
     """
 
-    enabled: bool
-    target_epsilon: float = Field(gt=0)
-    delta: float = Field(gt=0, lt=1)
-    max_grad_norm: float = Field(gt=0)
-    accountant: Literal["prv", "rdp", "gdp"]
-    max_physical_batch_size: int = Field(ge=1)
+    enabled: bool = Field(description="Train with DP-SGD.")
+    target_epsilon: float = Field(gt=0, description="Privacy budget ε spent at most over train.max_epochs.")
+    delta: float = Field(gt=0, lt=1, description="The δ at which ε is accounted.")
+    max_grad_norm: float = Field(gt=0, description="Each row's whole gradient is clipped to this L2 norm.")
+    accountant: Literal["prv", "rdp", "gdp"] = Field(
+        description="Opacus' privacy accountant that calibrates the noise and accounts the steps run."
+    )
+    max_physical_batch_size: int = Field(
+        ge=1,
+        description=(
+            "Physical batches of at most this many rows make up each Poisson-sampled logical batch (a memory bound)."
+        ),
+    )
 
 
 class NumericEmbeddingParams(_Section):
@@ -233,10 +441,19 @@ class NumericEmbeddingParams(_Section):
     its token width instead of `d_embedding`.
     """
 
-    kind: Literal["linear", "periodic"] = "linear"
-    d_embedding: int = Field(16, ge=1)
-    n_frequencies: int = Field(48, ge=1)
-    frequency_init_scale: float = Field(1.0, gt=0)
+    kind: Literal["linear", "periodic"] = Field(
+        "linear",
+        description="How numeric columns enter the network: linear (scaled values) or periodic (PLR embeddings).",
+    )
+    d_embedding: int = Field(
+        16,
+        ge=1,
+        description="Width of each numeric column's periodic embedding (the FT-Transformer uses its token width).",
+    )
+    n_frequencies: int = Field(48, ge=1, description="Trained frequencies per numeric column (periodic).")
+    frequency_init_scale: float = Field(
+        1.0, gt=0, description="SD of the normal distribution the frequencies are initialised from (periodic)."
+    )
 
 
 class FTTransformerParams(_Section):
@@ -247,15 +464,26 @@ class FTTransformerParams(_Section):
     (torch.utils.checkpoint) to trade compute for memory.
     """
 
-    d_block: int = Field(192, ge=8)
-    n_blocks: int = Field(3, ge=1)
-    attention_n_heads: int = Field(8, ge=1)
-    attention_dropout: float = Field(0.2, ge=0, lt=1)
-    # ReGLU feed-forward width as a multiple of d_block (4/3 keeps about the parameters of a 2x ReLU block).
-    ffn_d_hidden_multiplier: float = Field(4 / 3, gt=0)
-    ffn_dropout: float = Field(0.1, ge=0, lt=1)
-    residual_dropout: float = Field(0.0, ge=0, lt=1)
-    checkpointing: bool = False
+    d_block: int = Field(192, ge=8, description="Token width; a multiple of attention_n_heads.")
+    n_blocks: int = Field(3, ge=1, description="Number of pre-norm transformer blocks.")
+    attention_n_heads: int = Field(8, ge=1, description="Attention heads per block.")
+    attention_dropout: float = Field(0.2, ge=0, lt=1, description="Dropout on the attention weights.")
+    ffn_d_hidden_multiplier: float = Field(
+        4 / 3,
+        gt=0,
+        description=(
+            "ReGLU feed-forward width as a multiple of d_block (4/3 keeps about the parameters of a 2x ReLU block)."
+        ),
+    )
+    ffn_dropout: float = Field(0.1, ge=0, lt=1, description="Dropout inside the feed-forward part of each block.")
+    residual_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on each block's residual branches.")
+    checkpointing: bool = Field(
+        False,
+        description=(
+            "Recompute each block's activations in the backward pass (torch.utils.checkpoint): less memory, "
+            "more compute."
+        ),
+    )
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> FTTransformerParams:
@@ -276,25 +504,45 @@ class TabMParams(_Section):
     periodic embeddings of train.numeric_embedding (shared by the members), categorical ones one-hot.
     """
 
-    k: int = Field(32, ge=1, le=256)
-    d_block: int = Field(256, ge=8)
-    n_blocks: int = Field(2, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    arch_type: Literal["tabm", "tabm-mini"] = "tabm"
+    k: int = Field(32, ge=1, le=256, description="Number of ensemble members trained at once.")
+    d_block: int = Field(256, ge=8, description="Width of each member's MLP blocks.")
+    n_blocks: int = Field(2, ge=1, description="Number of MLP blocks per member.")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout in each block.")
+    arch_type: Literal["tabm", "tabm-mini"] = Field(
+        "tabm",
+        description=(
+            "tabm: every layer's input and output scaled per member (BatchEnsemble); tabm-mini: only the "
+            "first layer's input."
+        ),
+    )
 
 
 class DistributedParams(_Section):
     """Multi-process training (DDP) launched with torchrun; 1 process on 1 node trains in-process."""
 
-    nproc_per_node: int = Field(1, ge=1, le=256)
-    # Machines taking part; each machine's own rank comes from its environment (PET_NODE_RANK, torchrun's
-    # variable; 0 on the machine at master_addr), so every machine runs the same params.
-    nnodes: int = Field(1, ge=1)
-    # host:port of node 0 that every node reaches (torchrun's --master_addr/--master_port).
-    master_addr: str = "127.0.0.1"
-    master_port: int = Field(29500, ge=1, le=65535)
-    # auto: nccl on CUDA, gloo on CPU.
-    backend: Literal["auto", "gloo", "nccl"] = "auto"
+    nproc_per_node: int = Field(
+        1,
+        ge=1,
+        le=256,
+        description="Training processes per machine; more than one relaunches the train stage through torchrun (DDP).",
+    )
+    nnodes: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Machines taking part; each machine's own rank comes from its environment (PET_NODE_RANK, "
+            "torchrun's variable; 0 on the machine at master_addr), so every machine runs the same params."
+        ),
+    )
+    master_addr: str = Field(
+        "127.0.0.1", description="host:port of node 0 that every node reaches (torchrun's --master_addr/--master_port)."
+    )
+    master_port: int = Field(
+        29500, ge=1, le=65535, description="Port of node 0 that every node reaches (torchrun's --master_port)."
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend; auto: nccl on CUDA, gloo on CPU."
+    )
 
     @property
     def world(self) -> int:
@@ -305,37 +553,56 @@ class DistributedParams(_Section):
 class ComputeParams(_Section):
     """How the compute bill is measured: codecarbon offline (no network), for this country's grid."""
 
-    # ISO 3166-1 alpha-3 country code of the machine's grid (carbon intensity); region: e.g. a US state.
-    country_iso_code: str = Field("USA", pattern=r"^[A-Z]{3}$")
-    region: str | None = None
-    energy: bool = True
+    country_iso_code: str = Field(
+        "USA",
+        pattern=r"^[A-Z]{3}$",
+        description=(
+            "ISO 3166-1 alpha-3 country code of the machine's grid (carbon intensity); region: e.g. a US state."
+        ),
+    )
+    region: str | None = Field(
+        None, description="Region within the country for the carbon intensity (e.g. a US state); null: the country's."
+    )
+    energy: bool = Field(True, description="Measure energy and CO2 with codecarbon (offline).")
 
 
 class TrainParams(_Section):
     """Model shape and optimisation settings."""
 
-    seed: int
-    # mlp: hidden_sizes, dropout, activation below; ft_transformer and tabm: their sections.
-    model: Literal["mlp", "ft_transformer", "tabm"] = "mlp"
-    hidden_sizes: list[PositiveInt] = Field(min_length=1)
-    dropout: float = Field(ge=0, lt=1)
-    activation: Literal["relu", "gelu", "tanh", "silu"]
+    seed: int = Field(description="Seed of weight initialisation and batch order.")
+    model: Literal["mlp", "ft_transformer", "tabm"] = Field(
+        "mlp", description="mlp: hidden_sizes, dropout, activation below; ft_transformer and tabm: their sections."
+    )
+    hidden_sizes: list[PositiveInt] = Field(min_length=1, description="Widths of the MLP's hidden layers.")
+    dropout: float = Field(ge=0, lt=1, description="Dropout after each hidden layer of the MLP.")
+    activation: Literal["relu", "gelu", "tanh", "silu"] = Field(description="Activation of the MLP's hidden layers.")
     ft_transformer: FTTransformerParams = FTTransformerParams()
     tabm: TabMParams = TabMParams()
     numeric_embedding: NumericEmbeddingParams = NumericEmbeddingParams()
-    lr: float = Field(gt=0)
-    weight_decay: float = Field(ge=0)
-    # The global batch: split over processes (distributed) and accumulation steps.
-    batch_size: int = Field(ge=1)
-    max_epochs: int = Field(ge=1)
-    patience: int = Field(ge=1)
+    lr: float = Field(gt=0, description="Learning rate (AdamW).")
+    weight_decay: float = Field(ge=0, description="Weight decay (AdamW).")
+    batch_size: int = Field(
+        ge=1, description="The global batch: split over processes (distributed) and accumulation steps."
+    )
+    max_epochs: int = Field(ge=1, description="Largest number of epochs.")
+    patience: int = Field(
+        ge=1,
+        description=(
+            "Early stopping: epochs without a better validation loss before training stops (the best epoch is kept)."
+        ),
+    )
     dp: DPParams
-    progress: bool = True
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16"] = "fp32"
-    grad_accumulation: int = Field(1, ge=1)
-    # Continue a killed run from its last checkpoint when params and data are unchanged.
-    resume: bool = True
+    progress: bool = Field(True, description="Show a progress bar while training.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when available, else the CPU.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="fp32, or bf16 autocast of the forward pass (CUDA, or a CPU with bf16 support)."
+    )
+    grad_accumulation: int = Field(
+        1, ge=1, description="Micro-batches accumulated per optimiser step (batch_size is split over them)."
+    )
+    resume: bool = Field(
+        True, description="Continue a killed run from its last checkpoint when params and data are unchanged."
+    )
     distributed: DistributedParams = DistributedParams()
     compute: ComputeParams = ComputeParams()
 
@@ -370,18 +637,23 @@ class TrainParams(_Section):
 class EvaluateParams(_Section):
     """Evaluation settings."""
 
-    threshold: float = Field(gt=0, lt=1)
-    calibration_bins: int = Field(ge=2, le=1000)
-    mia_samples: int = Field(ge=1)
-    seed: int
+    threshold: float = Field(gt=0, lt=1, description="Probability at or above which a row is predicted positive.")
+    calibration_bins: int = Field(ge=2, le=1000, description="Bins of the calibration curve.")
+    mia_samples: int = Field(
+        ge=1, description="Membership-inference audit: this many training rows against as many held-out test rows."
+    )
+    seed: int = Field(description="Seed of the evaluation's samples (membership-inference rows).")
 
 
 class AuditParams(_Section):
     """Bias-audit settings."""
 
-    seed: int
-    bootstrap: int = Field(ge=1)
-    min_group_size: int = Field(ge=1)
+    seed: int = Field(description="Seed of the bootstrap.")
+    bootstrap: int = Field(ge=1, description="Bootstrap resamples of the test rows for the 95% confidence intervals.")
+    min_group_size: int = Field(
+        ge=1,
+        description='Groups with fewer test rows are flagged "too small to judge" and left out of the headline gaps.',
+    )
 
 
 class ExplainParams(_Section):
@@ -392,32 +664,63 @@ class ExplainParams(_Section):
     the user's raw columns.
     """
 
-    seed: int = 13
-    # Test rows attributed (a seeded sample; all rows when fewer).
-    sample_rows: int = Field(2000, ge=10)
-    # auto: Shapley value sampling (exact sums) for every network. integrated_gradients only for an MLP: periodic
-    # embeddings and ReLU kinks bend its path (the FT-Transformer looks its categories up, the ensemble votes).
-    method: Literal["auto", "integrated_gradients", "shapley_sampling"] = "auto"
-    # Integrated Gradients: steps of the path integral (Gauss-Legendre); Shapley sampling: permutations.
-    n_steps: int = Field(32, ge=4, le=1024)
-    n_samples: int = Field(16, ge=1, le=1024)
-    # The attributions must add up: each row's sum within this of its logit minus the reference row's (else the
-    # stage stops: raise n_steps or use shapley_sampling, whose sums are exact).
-    max_completeness_gap: float = Field(0.01, gt=0)
-    # Bootstrap resamples of the attributed rows for the intervals of the shares.
-    bootstrap: int = Field(200, ge=10)
-    # Features listed as "top" overall and per group (the card, the plots).
-    top_k: int = Field(5, ge=1)
-    # A raw input whose own cross-validated ROC AUC for a sensitive feature's groups reaches this is named a
-    # stand-in (proxy) for it; the all-inputs classifier's AUC is explain.proxy_auc.<feature>.
-    proxy_threshold: float = Field(0.7, gt=0.5, le=1)
-    proxy_folds: int = Field(5, ge=2, le=20)
-    # Error analysis: a decision tree on the test errors, this deep, leaves of at least this share of the rows;
-    # grown on one half of the test rows, its cohorts' error rates measured on the other half.
-    error_tree_depth: int = Field(3, ge=1, le=8)
-    error_min_leaf_share: float = Field(0.02, gt=0, lt=0.5)
-    # Reasons listed in the report's example of a refused row (a request to the served model says its own number).
-    reasons: int = Field(3, ge=1, le=20)
+    seed: int = Field(13, description="Seed of the attributed sample, the bootstrap and the error tree's halves.")
+    sample_rows: int = Field(2000, ge=10, description="Test rows attributed (a seeded sample; all rows when fewer).")
+    method: Literal["auto", "integrated_gradients", "shapley_sampling"] = Field(
+        "auto",
+        description=(
+            "auto: Shapley value sampling (exact sums) for every network. integrated_gradients only for an "
+            "MLP: periodic embeddings and ReLU kinks bend its path (the FT-Transformer looks its categories "
+            "up, the ensemble votes)."
+        ),
+    )
+    n_steps: int = Field(
+        32, ge=4, le=1024, description="Integrated Gradients: steps of the path integral (Gauss-Legendre)."
+    )
+    n_samples: int = Field(16, ge=1, le=1024, description="Shapley value sampling: permutations per row.")
+    max_completeness_gap: float = Field(
+        0.01,
+        gt=0,
+        description=(
+            "The attributions must add up: each row's sum within this of its logit minus the reference row's "
+            "(else the stage stops: raise n_steps or use shapley_sampling, whose sums are exact)."
+        ),
+    )
+    bootstrap: int = Field(
+        200, ge=10, description="Bootstrap resamples of the attributed rows for the intervals of the shares."
+    )
+    top_k: int = Field(5, ge=1, description='Features listed as "top" overall and per group (the card, the plots).')
+    proxy_threshold: float = Field(
+        0.7,
+        gt=0.5,
+        le=1,
+        description=(
+            "A raw input whose own cross-validated ROC AUC for a sensitive feature's groups reaches this is "
+            "named a stand-in (proxy) for it; the all-inputs classifier's AUC is explain.proxy_auc.<feature>."
+        ),
+    )
+    proxy_folds: int = Field(5, ge=2, le=20, description="Cross-validation folds of the proxy classifiers.")
+    error_tree_depth: int = Field(
+        3,
+        ge=1,
+        le=8,
+        description=(
+            "Depth of the error tree (a decision tree on the test errors, grown on one half of the test rows, "
+            "its cohorts' error rates measured on the other)."
+        ),
+    )
+    error_min_leaf_share: float = Field(
+        0.02, gt=0, lt=0.5, description="Smallest leaf of the error tree, as a share of the rows."
+    )
+    reasons: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description=(
+            "Reasons listed in the report's example of a refused row (a request to the served model says its "
+            "own number)."
+        ),
+    )
 
 
 class GateParams(_Section):
@@ -429,38 +732,89 @@ class GateParams(_Section):
     (`max_drop`, `max_increase`).
     """
 
-    require_validation: bool
-    # {<baseline>.<metric>: margin}: the model's test metric must exceed the baseline's minus the margin.
-    above_baseline: dict[str, float]
-    min: dict[str, float]
-    max: dict[str, float]
-    max_drop: dict[str, float]
-    max_increase: dict[str, float]
-    # Dominance: refused when one of these references, scored on the same test rows, is at least as accurate and
-    # at least as fair on every fairness figure the policy limits (strictly better on one). [] switches it off.
-    dominated_by: list[Literal["unmitigated", "logreg"]]
-    # Remedy cost: accuracy points a mitigated candidate gives up against its unmitigated twin, per point of the
-    # gap it closed most among those the policy limits on the mitigation target. null switches it off.
-    max_remedy_cost: float | None = Field(ge=0)
-    # Sign-off: a candidate that passes the rules waits, registered as challenger with `approval: pending`, for
-    # a named person's decision (`python -m tasks.approve`, or the paused Prefect run) before `champion` moves.
-    require_approval: bool = False
-    # Two people: whoever triggered the run cannot approve its candidate.
-    four_eyes: bool = False
-    # How long a paused Prefect run waits for the decision; it then ends NotApproved (the version stays pending).
-    approval_timeout_s: int = Field(86400, ge=1)
+    require_validation: bool = Field(description="Data validation must have passed (a hard rule).")
+    above_baseline: dict[str, float] = Field(
+        description=(
+            "{<baseline>.<metric>: margin}: the model's test metric must exceed the baseline's minus the margin."
+        )
+    )
+    min: dict[str, float] = Field(description="Lower bounds {metric: value} a candidate must reach.")
+    max: dict[str, float] = Field(
+        description=(
+            "Upper bounds {metric: value} a candidate must stay under (e.g. fairness.*.demographic_parity_difference)."
+        )
+    )
+    max_drop: dict[str, float] = Field(
+        description=(
+            "Largest allowed fall of a metric against the current champion, both scored on the candidate's "
+            "test rows (skipped while there is none)."
+        )
+    )
+    max_increase: dict[str, float] = Field(
+        description=(
+            "Largest allowed rise of a metric (e.g. a fairness gap) against the current champion on the same test rows."
+        )
+    )
+    dominated_by: list[Literal["unmitigated", "logreg"]] = Field(
+        description=(
+            "Dominance: refused when one of these references, scored on the same test rows, is at least as "
+            "accurate and at least as fair on every fairness figure the policy limits (strictly better on "
+            "one). [] switches it off."
+        )
+    )
+    max_remedy_cost: float | None = Field(
+        ge=0,
+        description=(
+            "Remedy cost: accuracy points a mitigated candidate gives up against its unmitigated twin, per "
+            "point of the gap it closed most among those the policy limits on the mitigation target. null "
+            "switches it off."
+        ),
+    )
+    require_approval: bool = Field(
+        False,
+        description=(
+            "Sign-off: a candidate that passes the rules waits, registered as challenger with `approval: "
+            "pending`, for a named person's decision (`python -m tasks.approve`, or the paused Prefect run) "
+            "before `champion` moves."
+        ),
+    )
+    four_eyes: bool = Field(False, description="Two people: whoever triggered the run cannot approve its candidate.")
+    approval_timeout_s: int = Field(
+        86400,
+        ge=1,
+        description=(
+            "How long a paused Prefect run waits for the decision; it then ends NotApproved (the version "
+            "stays pending)."
+        ),
+    )
 
 
 class SweepParams(_Section):
     """A sweep of candidates (flows/sweep.py): overrides of allow-listed keys, one mapping per candidate."""
 
-    candidates: list[dict[str, Any]] = Field(min_length=1)
-    # The chosen candidate maximises this validation metric among those within the policy's fairness limits.
-    select: Literal["accuracy", "balanced_accuracy", "roc_auc"]
-    # Candidates run in parallel (processes, one torch thread each), or on a Dask cluster at dask_address
-    # (workers started with --nthreads 1: torch's random generator is per process).
-    workers: int = Field(ge=1, le=64)
-    dask_address: str | None = None
+    candidates: list[dict[str, Any]] = Field(
+        min_length=1,
+        description=(
+            "One mapping of allow-listed overrides per candidate (e.g. {mitigation.reweigh: true}), on top of "
+            "the profile's mitigation."
+        ),
+    )
+    select: Literal["accuracy", "balanced_accuracy", "roc_auc"] = Field(
+        description=(
+            "The chosen candidate maximises this validation metric among those within the policy's fairness limits."
+        )
+    )
+    workers: int = Field(
+        ge=1,
+        le=64,
+        description=(
+            "Candidates run in parallel (processes, one torch thread each), or on a Dask cluster at "
+            "dask_address (workers started with --nthreads 1: torch's random generator is per process)."
+        ),
+    )
+    dask_address: str | None = Field(
+        None, description="A Dask scheduler (e.g. tcp://10.0.0.5:8786) to run the candidates on; null: local processes."
+    )
 
 
 # The breaches a monitoring run can end in (flows/monitoring.py), in the order the run's state is named by.
@@ -476,33 +830,79 @@ class MonitorParams(_Section):
     model read them (drift), and its test-time figures with their bootstrap intervals (performance, gaps).
     """
 
-    # NannyML's univariate drift distance per feature kind (jensen_shannon and hellinger lie in [0, 1]).
-    drift_method_continuous: Literal["jensen_shannon", "hellinger", "wasserstein", "kolmogorov_smirnov"] = (
-        "jensen_shannon"
+    drift_method_continuous: Literal["jensen_shannon", "hellinger", "wasserstein", "kolmogorov_smirnov"] = Field(
+        "jensen_shannon",
+        description=(
+            "NannyML's univariate drift distance per feature kind (jensen_shannon and hellinger lie in [0, 1])."
+        ),
     )
-    drift_method_categorical: Literal["jensen_shannon", "hellinger", "l_infinity"] = "jensen_shannon"
-    # An input feature drifted when its distance to the reference exceeds this; the predicted probability too.
-    drift_threshold: float = Field(0.1, gt=0)
-    prediction_drift_threshold: float = Field(0.1, gt=0)
-    # DriftDetected when more than this share of the input features drifted (0: any one).
-    max_drifted_share: float = Field(0.0, ge=0, lt=1)
-    # DriftDetected when more than this share of the rows break a training-domain rule (out_of_domain).
-    max_out_of_domain_share: float = Field(0.05, ge=0, le=1)
-    # PerformanceDegraded when accuracy or roc_auc (estimated by CBPE without labels, realised with them) falls
-    # more than this below the test-time figure, overall or (accuracy, which the audit gives an interval) for a
-    # group large enough to judge, and the two 95% intervals do not overlap where both exist.
-    max_drop: dict[Literal["accuracy", "roc_auc"], float] = {"accuracy": 0.05, "roc_auc": 0.05}
-    # BiasDegraded when a gap ("<feature>.<gap>", "*" for every sensitive feature; the named feature wins) grows
-    # more than this above its test-time value and its 95% interval lies above the test-time interval.
-    max_increase: dict[str, float] = {"*.demographic_parity_difference": 0.05, "*.equalized_odds_difference": 0.05}
-    # A batch with fewer rows is refused: too few to judge anything.
-    min_rows: int = Field(100, ge=1)
-    # Breaches that start the training deployment (Prefect) by themselves; a monitoring run never moves an alias.
-    retrain_on: list[Literal["BiasDegraded", "PerformanceDegraded", "DriftDetected"]] = []
-    training_deployment: str = Field("training/adult", pattern=r"^[^/]+/[^/]+$")
-    # DriftDetected when a raw input's share of the model's attribution (mean |attribution| share) moves more
-    # than this from its share on the test rows (reports/explanations.json), among the reference's top inputs.
-    attribution_drift_threshold: float = Field(0.1, gt=0, le=1)
+    drift_method_categorical: Literal["jensen_shannon", "hellinger", "l_infinity"] = Field(
+        "jensen_shannon", description="NannyML's univariate drift distance for categorical features."
+    )
+    drift_threshold: float = Field(
+        0.1,
+        gt=0,
+        description=(
+            "An input feature drifted when its distance to the reference exceeds this; the predicted probability too."
+        ),
+    )
+    prediction_drift_threshold: float = Field(
+        0.1, gt=0, description="The predicted probability drifted when its distance to the reference exceeds this."
+    )
+    max_drifted_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="DriftDetected when more than this share of the input features drifted (0: any one).",
+    )
+    max_out_of_domain_share: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description=(
+            "DriftDetected when more than this share of the rows break a training-domain rule (out_of_domain)."
+        ),
+    )
+    max_drop: dict[Literal["accuracy", "roc_auc"], float] = Field(
+        {"accuracy": 0.05, "roc_auc": 0.05},
+        description=(
+            "PerformanceDegraded when accuracy or roc_auc (estimated by CBPE without labels, realised with "
+            "them) falls more than this below the test-time figure, overall or (accuracy, which the audit "
+            "gives an interval) for a group large enough to judge, and the two 95% intervals do not overlap "
+            "where both exist."
+        ),
+    )
+    max_increase: dict[str, float] = Field(
+        {"*.demographic_parity_difference": 0.05, "*.equalized_odds_difference": 0.05},
+        description=(
+            'BiasDegraded when a gap ("<feature>.<gap>", "*" for every sensitive feature; the named feature '
+            "wins) grows more than this above its test-time value and its 95% interval lies above the "
+            "test-time interval."
+        ),
+    )
+    min_rows: int = Field(100, ge=1, description="A batch with fewer rows is refused: too few to judge anything.")
+    retrain_on: list[Literal["BiasDegraded", "PerformanceDegraded", "DriftDetected"]] = Field(
+        [],
+        description=(
+            "Breaches that start the training deployment (Prefect) by themselves; a monitoring run never "
+            "moves an alias."
+        ),
+    )
+    training_deployment: str = Field(
+        "training/adult",
+        pattern=r"^[^/]+/[^/]+$",
+        description="The Prefect deployment (flow/deployment) that retrain_on starts.",
+    )
+    attribution_drift_threshold: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description=(
+            "DriftDetected when a raw input's share of the model's attribution (mean |attribution| share) "
+            "moves more than this from its share on the test rows (reports/explanations.json), among the "
+            "reference's top inputs."
+        ),
+    )
 
     @model_validator(mode="after")
     def _known_gaps(self) -> MonitorParams:
@@ -523,14 +923,30 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 class SuperLinkParams(_Section):
     """How the coordinator reaches the Flower SuperLink's control API (written to the run's own FLWR_HOME)."""
 
-    # The connection's name in the Flower configuration the federate stage writes (not ~/.flwr).
-    connection: str = Field("humane", pattern=r"^[A-Za-z0-9_-]+$")
-    # host:port of the SuperLink's control API (flower-superlink --control-api-address; 9093 by default).
-    address: str = "127.0.0.1:9093"
-    # Plain gRPC: only for a SuperLink on 127.0.0.1 (tests, trying it out); otherwise TLS with root_certificates.
-    insecure: bool = False
-    # PEM file of the CA that signed the SuperLink's certificate (relative to the workspace); null: system CAs.
-    root_certificates: str | None = None
+    connection: str = Field(
+        "humane",
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="The connection's name in the Flower configuration the federate stage writes (not ~/.flwr).",
+    )
+    address: str = Field(
+        "127.0.0.1:9093",
+        description=(
+            "host:port of the SuperLink's control API (flower-superlink --control-api-address; 9093 by default)."
+        ),
+    )
+    insecure: bool = Field(
+        False,
+        description=(
+            "Plain gRPC: only for a SuperLink on 127.0.0.1 (tests, trying it out); otherwise TLS with "
+            "root_certificates."
+        ),
+    )
+    root_certificates: str | None = Field(
+        None,
+        description=(
+            "PEM file of the CA that signed the SuperLink's certificate (relative to the workspace); null: system CAs."
+        ),
+    )
 
     @model_validator(mode="after")
     def _insecure_only_on_loopback(self) -> SuperLinkParams:
@@ -551,34 +967,51 @@ class FederatedParams(_Section):
     and model updates. The keys below rounds are the ServerApp's run-config keys (federated/pyproject.toml).
     """
 
-    # The Flower App folder and the site environment holding flwr (make site-env), relative to the workspace.
-    app: str = "../federated"
-    site_env: str = "../.site-env"
+    app: str = Field("../federated", description="The Flower App folder, relative to the workspace.")
+    site_env: str = Field(
+        "../.site-env", description="The site environment holding flwr (make site-env), relative to the workspace."
+    )
     superlink: SuperLinkParams = SuperLinkParams()
-    # The sites expected to take part (their SuperNodes' `site` node config); the card names each one's fate.
-    sites: list[str] = Field(min_length=1)
-    rounds: int = Field(ge=1)
-    local_epochs: int = Field(1, ge=1)
-    fraction_train: float = Field(1.0, gt=0, le=1)
-    # Fewer usable sites (answering, not excluded) and the run fails with a clear error.
-    min_sites: int = Field(ge=1)
-    strategy: Literal["fedavg", "fedprox"] = "fedavg"
-    proximal_mu: float = Field(0.0, ge=0)
-    # No group or category with fewer rows at a site is sent (its rows are counted as withheld).
-    min_group_size: int = Field(ge=1)
-    # SD of the Gaussian noise on the counts a site sends (0: exact counts).
-    noise: float = Field(0.0, ge=0)
-    # Client-side DP (Opacus at each site): 0 = off.
-    dp_epsilon: float = Field(0.0, ge=0)
-    dp_delta: float = Field(1e-5, gt=0, lt=1)
-    dp_clip: float = Field(1.0, gt=0)
-    # Secure aggregation (Flower's SecAgg+): the coordinator sees only the sum of the sites' updates.
-    secagg: bool = False
-    seed: int = 0
-    # A site that does not answer a round in time is dropped for that round (and said so on the card).
-    round_timeout_s: float = Field(300.0, gt=0)
-    # The whole `flwr run`, after which the stage gives up.
-    run_timeout_s: float = Field(3600.0, gt=0)
+    sites: list[str] = Field(
+        min_length=1,
+        description=(
+            "The sites expected to take part (their SuperNodes' `site` node config); the card names each one's fate."
+        ),
+    )
+    rounds: int = Field(ge=1, description="Federated rounds.")
+    local_epochs: int = Field(1, ge=1, description="Epochs each site trains per round.")
+    fraction_train: float = Field(
+        1.0, gt=0, le=1, description="Share of the available sites asked to train each round."
+    )
+    min_sites: int = Field(
+        ge=1, description="Fewer usable sites (answering, not excluded) and the run fails with a clear error."
+    )
+    strategy: Literal["fedavg", "fedprox"] = Field(
+        "fedavg", description="Aggregation: FedAvg, or FedProx (a proximal term, proximal_mu)."
+    )
+    proximal_mu: float = Field(0.0, ge=0, description="FedProx's proximal term weight (0 with fedavg).")
+    min_group_size: int = Field(
+        ge=1, description="No group or category with fewer rows at a site is sent (its rows are counted as withheld)."
+    )
+    noise: float = Field(
+        0.0, ge=0, description="SD of the Gaussian noise on the counts a site sends (0: exact counts)."
+    )
+    dp_epsilon: float = Field(
+        0.0, ge=0, description="Client-side DP (Opacus at each site): the ε each site spends; 0 = off."
+    )
+    dp_delta: float = Field(1e-5, gt=0, lt=1, description="Client-side DP: the δ at which each site's ε is accounted.")
+    dp_clip: float = Field(1.0, gt=0, description="Client-side DP: the per-row gradient clipping norm.")
+    secagg: bool = Field(
+        False,
+        description="Secure aggregation (Flower's SecAgg+): the coordinator sees only the sum of the sites' updates.",
+    )
+    seed: int = Field(0, description="Seed of the federated run.")
+    round_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="A site that does not answer a round in time is dropped for that round (and said so on the card).",
+    )
+    run_timeout_s: float = Field(3600.0, gt=0, description="The whole `flwr run`, after which the stage gives up.")
 
 
 class Params(_Section):
@@ -597,8 +1030,9 @@ class Params(_Section):
     gate: GateParams
     sweep: SweepParams
     monitor: MonitorParams = MonitorParams()
-    # Only in a federated coordinator's workspace (federation/params.yaml).
-    federated: FederatedParams | None = None
+    federated: FederatedParams | None = Field(
+        None, description="Only in a federated coordinator's workspace (federation/params.yaml)."
+    )
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True, allow_inf_nan=False, populate_by_name=True)
 
