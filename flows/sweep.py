@@ -4,8 +4,8 @@
 params as they are). The flow brings the processed frames up to date (`dvc repro preprocess`, a no-op when
 they are current), trains one model per distinct training setting and scores each candidate on it (Prefect
 tasks on a process pool of `sweep.workers`, or on the Dask cluster at `sweep.dask_address`), chooses on the
-validation split by the promotion policy's fairness limits (humane.fairness.sweep.select), and records it all in
-MLflow: one parent run tagged humane.sweep=true, a child run per candidate. Only the chosen candidate goes on:
+validation split by the promotion policy's fairness limits (humane.fairness.sweep_choice.select), and records it
+all in MLflow: one parent run tagged humane.sweep=true, a child run per candidate. Only the chosen candidate goes on:
 the training flow runs it as a subflow (isolated workspace, DVC experiment, registry, gate), and its registered
 version is tagged with its place on the front and the alternatives rejected.
 
@@ -49,18 +49,32 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 from flows import training as training_flow
 from flows.retries import SERVER_TASK
 from humane.core import io, workspace
-from humane.core.context import RunContext
+from humane.core.context import RunContext, overrides_text
 from humane.core.errors import ConfigError, HumaneError, exit_code
+from humane.core.metric_names import fairness_metric, model_test_metric
 from humane.core.params import Params, SweepParams, apply_overrides, load_params, parse_params, read_raw
 from humane.core.paths import Paths
-from humane.fairness import sweep as lib
 from humane.fairness.mitigation import unmitigated_train
-from humane.governance.gate import Policy
+from humane.fairness.policy import policy_of
+from humane.fairness.sweep import (
+    FRONT_GAPS,
+    CandidateResult,
+    TrainedModel,
+    check_candidates,
+    compute_sum,
+    front_feature,
+    score_candidate,
+    train_candidate,
+    training_key,
+)
+from humane.fairness.sweep_choice import pareto_front, position, select
+from humane.fairness.sweep_report import choice_markdown, compute_markdown, plot_front, table
 from humane.governance.store import client, ensure_experiment
 from humane.modeling.features import load_preprocessor, token_layout
 
 # Where the sweep writes its table, plot and choice in the project; the table's rows are `dvc plots` data:
-# `dvc plots show reports/sweep/front.json -x test_dp_sex -y test_accuracy` (fields: humane.fairness.sweep.table).
+# `dvc plots show reports/sweep/front.json -x test_dp_sex -y test_accuracy`
+# (fields: humane.fairness.sweep_report.table).
 SWEEP_DIR = Path("reports/sweep")
 FRONT_JSON, FRONT_PNG, SELECTION_JSON, CHOICE_MD = "front.json", "front.png", "selection.json", "choice.md"
 # MLflow: the parent run's tag, and the artifact folder of the sweep's files.
@@ -87,7 +101,7 @@ def read_sweep(project: Path) -> tuple[Params, list[Params]]:
     raw = read_raw(path)
     try:
         params = parse_params(raw)
-        lib.check_candidates(params.sweep.candidates)
+        check_candidates(params.sweep.candidates)
         candidates = [parse_params(apply_overrides(raw, c)) for c in params.sweep.candidates]
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
@@ -145,9 +159,9 @@ def processed_frames(project: Path) -> dict[str, pd.DataFrame]:
 @task(task_run_name="train-{index}", cache_policy=NO_CACHE)
 def train_model(
     index: int, params: Params, frames: dict[str, pd.DataFrame], layout: tuple[int, list[int]]
-) -> lib.TrainedModel:
+) -> TrainedModel:
     """Train candidate `index`'s model (shared by the candidates with the same training settings)."""
-    return lib.train_candidate(params, frames, layout)
+    return train_candidate(params, frames, layout)
 
 
 @task(task_run_name="candidate-{index}", cache_policy=NO_CACHE)
@@ -156,12 +170,12 @@ def score_model(
     params: Params,
     val: pd.DataFrame,
     test: pd.DataFrame,
-    trained: lib.TrainedModel,
+    trained: TrainedModel,
     model_of: int | None,
     overrides: dict[str, Any],
-) -> lib.CandidateResult:
+) -> CandidateResult:
     """Fit candidate `index`'s thresholds on the validation rows and measure both splits."""
-    return lib.score_candidate(params, val, test, trained, model_of, overrides)
+    return score_candidate(params, val, test, trained, model_of, overrides)
 
 
 @task(
@@ -172,7 +186,7 @@ def score_model(
 def record_sweep(
     project: Path,
     params: Params,
-    results: list[lib.CandidateResult],
+    results: list[CandidateResult],
     chosen: int | None,
     rejected: dict[int, str],
     timing: dict[str, Any],
@@ -181,15 +195,14 @@ def record_sweep(
 
     Returns what the registered version's tags need (the parent run, the fronts, the table, the choice).
     """
-    feature, quality = lib.front_feature(params), params.sweep.select
-    limits = lib.fairness_limits(policy_of(params))
+    feature, quality = front_feature(params), params.sweep.select
+    limits = policy_of(params).fairness_limits()
     fronts = {
-        name: lib.pareto_front(results, quality, f"{lib.FAIRNESS_PREFIX}{feature}.{gap}", "test")
-        for name, gap in lib.FRONT_GAPS.items()
+        name: pareto_front(results, quality, fairness_metric(feature, gap), "test") for name, gap in FRONT_GAPS.items()
     }
-    rows = lib.table(results, feature, chosen, rejected, fronts)
-    markdown = lib.choice_markdown(rows, chosen, quality, feature, limits)
-    markdown += "\n\n" + lib.compute_markdown(timing["compute_sum"]) + "\n"
+    rows = table(results, feature, chosen, rejected, fronts)
+    markdown = choice_markdown(rows, chosen, quality, feature, limits)
+    markdown += "\n\n" + compute_markdown(timing["compute_sum"]) + "\n"
     selection = {
         "select": quality,
         "front_feature": feature,
@@ -206,7 +219,7 @@ def record_sweep(
     io.write_json(out / FRONT_JSON, rows)
     io.write_json(out / SELECTION_JSON, selection)
     io.write_text(out / CHOICE_MD, markdown)
-    lib.plot_front(results, out / FRONT_PNG, feature, quality, chosen, limits)
+    plot_front(results, out / FRONT_PNG, feature, quality, chosen, limits)
     parent = log_to_mlflow(project, params, results, rows, selection, out)
     create_table_artifact(key=TABLE_KEY, table=rows, description="Bias-mitigation sweep: every candidate")
     create_markdown_artifact(key=CHOICE_KEY, markdown=markdown, description="Bias-mitigation sweep: the choice")
@@ -230,7 +243,7 @@ def mark_registered(
     ctx = RunContext(project)
     mlflow_client = client(ctx.tracking_uri)
     experiment = mlflow_client.get_experiment_by_name(params.data.experiment)
-    overrides = lib.describe(params.sweep.candidates[chosen])
+    overrides = overrides_text(params.sweep.candidates[chosen])
     found = []
     if experiment is not None and training_run_id:
         found = mlflow_client.search_runs(
@@ -256,7 +269,7 @@ def mark_registered(
         "sweep.parent_run": recorded["parent_run"],
         "sweep.candidate": str(chosen),
         "sweep.overrides": overrides,
-        "sweep.position": lib.position(chosen, recorded["fronts"], recorded["feature"]),
+        "sweep.position": position(chosen, recorded["fronts"], recorded["feature"]),
         "sweep.rejected": rejected[:TAG_LIMIT] or "-",
     }
     for key, value in tags.items():
@@ -278,15 +291,10 @@ def mark_registered(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def policy_of(params: Params) -> Policy:
-    """The promotion policy in force (the generic gate and the dataset's own thresholds)."""
-    return Policy.of(params.gate, params.policy, params.data.sensitive_features)
-
-
 def log_to_mlflow(
     project: Path,
     params: Params,
-    results: list[lib.CandidateResult],
+    results: list[CandidateResult],
     rows: list[dict[str, Any]],
     selection: dict[str, Any],
     out: Path,
@@ -301,12 +309,9 @@ def log_to_mlflow(
     artifact_root = Paths(project).mlflow_artifacts if ctx.default_store else None
     experiment_id = ensure_experiment(mlflow_client, params.data.experiment, artifact_root)
     run_id = str(flow_run.id) if flow_run.id else "local"
-    earlier = mlflow_client.search_runs([experiment_id], f"tags.`sweep.flow_run_id` = '{run_id}'")
-    for attempt in earlier:
-        if attempt.data.tags.get("humane.complete") == "true" and attempt.data.tags.get(SWEEP_TAG) == "true":
-            return attempt.info.run_id
-    for attempt in earlier:
-        mlflow_client.delete_run(attempt.info.run_id)
+    recorded = clear_earlier_attempts(mlflow_client, experiment_id, run_id)
+    if recorded is not None:
+        return recorded
     common = {"sweep.flow_run_id": run_id, "mlflow.source.name": "prefect flow sweep", "mlflow.source.type": "JOB"}
     parent = mlflow_client.create_run(
         experiment_id,
@@ -320,45 +325,91 @@ def log_to_mlflow(
             "sweep.select": selection["select"],
         },
     ).info.run_id
-    from mlflow.entities import Metric, Param, RunTag
-
     now = int(time.time() * 1000)
     for i, (result, row) in enumerate(zip(results, rows, strict=True)):
-        child = mlflow_client.create_run(
-            experiment_id,
-            start_time=int(result.started * 1000),
-            run_name=f"sweep candidate {i} · {row['overrides']}",
-            tags={
-                "mlflow.parentRunId": parent,
-                **common,
-                "sweep.candidate": str(i),
-                "sweep.overrides": row["overrides"],
-                "sweep.methods": row["methods"],
-                "sweep.status": row["status"][:TAG_LIMIT],
-                "sweep.model_of": str(row["model_of"]),
-                **{f"sweep.front_{name}": str(row[f"front_{name}"]).lower() for name in lib.FRONT_GAPS},
-            },
-        ).info.run_id
-        metrics = {
-            **{f"val.{k}": v for k, v in result.val.items()},
-            **{f"test.{k}": v for k, v in result.test.items()},
-            "train.seconds": result.train_seconds,
-            "train.best_epoch": result.best_epoch,
-            "train.epochs_run": result.epochs_run,
-            "train.rows": result.train_rows,
-            **{
-                f"train.compute.{k}": v
-                for k, v in result.compute.items()
-                if isinstance(v, int | float) and not isinstance(v, bool)
-            },
-        }
-        mlflow_client.log_batch(
-            child,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if v == v],  # NaN is not logged
-            params=[Param(k, str(v)[:6000]) for k, v in sorted(result.overrides.items())],
-            tags=[RunTag("humane.complete", "true")],
-        )
-        mlflow_client.set_terminated(child, "FINISHED", end_time=int(result.finished * 1000))
+        log_candidate(mlflow_client, experiment_id, {"mlflow.parentRunId": parent, **common}, i, result, row, now)
+    log_parent_figures(mlflow_client, parent, params, results, selection, now)
+    for name in (FRONT_JSON, FRONT_PNG, SELECTION_JSON, CHOICE_MD):
+        mlflow_client.log_artifact(parent, str(out / name), ARTIFACT_DIR)
+    mlflow_client.set_tag(parent, "humane.complete", "true")
+    mlflow_client.set_terminated(parent, "FINISHED", end_time=int(time.time() * 1000))
+    return parent
+
+
+def clear_earlier_attempts(mlflow_client: Any, experiment_id: str, run_id: str) -> str | None:
+    """The parent run an earlier attempt of this flow run completed, if any; else delete what earlier attempts left."""
+    earlier = mlflow_client.search_runs([experiment_id], f"tags.`sweep.flow_run_id` = '{run_id}'")
+    for attempt in earlier:
+        if attempt.data.tags.get("humane.complete") == "true" and attempt.data.tags.get(SWEEP_TAG) == "true":
+            return attempt.info.run_id
+    for attempt in earlier:
+        mlflow_client.delete_run(attempt.info.run_id)
+    return None
+
+
+def log_candidate(
+    mlflow_client: Any,
+    experiment_id: str,
+    tags: dict[str, str],
+    index: int,
+    result: CandidateResult,
+    row: dict[str, Any],
+    now: int,
+) -> None:
+    """Candidate `index`'s child run (`tags`: its parent and the flow run's): its figures, overrides and status."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    child = mlflow_client.create_run(
+        experiment_id,
+        start_time=int(result.started * 1000),
+        run_name=f"sweep candidate {index} · {row['overrides']}",
+        tags={
+            **tags,
+            "sweep.candidate": str(index),
+            "sweep.overrides": row["overrides"],
+            "sweep.methods": row["methods"],
+            "sweep.status": row["status"][:TAG_LIMIT],
+            "sweep.model_of": str(row["model_of"]),
+            **{f"sweep.front_{name}": str(row[f"front_{name}"]).lower() for name in FRONT_GAPS},
+        },
+    ).info.run_id
+    mlflow_client.log_batch(
+        child,
+        metrics=[Metric(k, float(v), now, 0) for k, v in candidate_figures(result).items() if v == v],  # no NaN
+        params=[Param(k, str(v)[:6000]) for k, v in sorted(result.overrides.items())],
+        tags=[RunTag("humane.complete", "true")],
+    )
+    mlflow_client.set_terminated(child, "FINISHED", end_time=int(result.finished * 1000))
+
+
+def candidate_figures(result: CandidateResult) -> dict[str, float]:
+    """A candidate's MLflow metrics: val.* and test.* figures, its training's and its compute bill's numbers."""
+    return {
+        **{f"val.{k}": v for k, v in result.val.items()},
+        **{model_test_metric(k): v for k, v in result.test.items()},
+        "train.seconds": result.train_seconds,
+        "train.best_epoch": result.best_epoch,
+        "train.epochs_run": result.epochs_run,
+        "train.rows": result.train_rows,
+        **{
+            f"train.compute.{k}": v
+            for k, v in result.compute.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        },
+    }
+
+
+def log_parent_figures(
+    mlflow_client: Any,
+    parent: str,
+    params: Params,
+    results: list[CandidateResult],
+    selection: dict[str, Any],
+    now: int,
+) -> None:
+    """The parent run's metrics (the sweep's totals, its fronts, the chosen candidate's figures) and params."""
+    from mlflow.entities import Metric, Param
+
     chosen = selection["chosen"]
     summary = {
         "sweep.candidates": len(results),
@@ -386,11 +437,6 @@ def log_to_mlflow(
             Param("sweep.n_candidates", str(len(results))),
         ],
     )
-    for name in (FRONT_JSON, FRONT_PNG, SELECTION_JSON, CHOICE_MD):
-        mlflow_client.log_artifact(parent, str(out / name), ARTIFACT_DIR)
-    mlflow_client.set_tag(parent, "humane.complete", "true")
-    mlflow_client.set_terminated(parent, "FINISHED", end_time=int(time.time() * 1000))
-    return parent
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -427,13 +473,13 @@ def sweep() -> State:
     owner: dict[str, int] = {}
     trained = {}
     for n, candidate in enumerate(candidates):
-        key = lib.training_key(candidate)
+        key = training_key(candidate)
         if key not in owner:
             owner[key] = n
             trained[key] = train_model.submit(n, candidate, frames, layout)
     scored = []
     for n, candidate in enumerate(candidates):
-        key = lib.training_key(candidate)
+        key = training_key(candidate)
         model_of = None if owner[key] == n else owner[key]
         scored.append(score_model.submit(n, candidate, val, test, trained[key], model_of, params.sweep.candidates[n]))
     results = [future.result() for future in scored]
@@ -441,13 +487,13 @@ def sweep() -> State:
         "started": started,
         "wall_seconds": round(time.time() - started, 2),
         "train_seconds_sum": round(sum(r.train_seconds for r in results if r.model_of is None), 2),
-        "compute_sum": lib.compute_sum(results),
+        "compute_sum": compute_sum(results),
         "models_trained": len(trained),
         "runner": describe_runner(params.sweep),
     }
 
     # The choice: validation figures against the policy's fairness limits.
-    chosen, rejected = lib.select(results, policy_of(params), params.sweep.select)
+    chosen, rejected = select(results, policy_of(params), params.sweep.select)
     recorded = record_sweep(project, params, results, chosen, rejected, timing)
     print(recorded["markdown"])
     if chosen is None:
@@ -472,7 +518,7 @@ def chosen_outcome(project: Path, params: Params, recorded: dict[str, Any], chos
     if end not in training_flow.EXIT:
         return state
     mark_registered(project, params, recorded, chosen, str(state.state_details.flow_run_id or ""))
-    message = f"sweep candidate {chosen} ({lib.describe(params.sweep.candidates[chosen])}): {state.message or end}"
+    message = f"sweep candidate {chosen} ({overrides_text(params.sweep.candidates[chosen])}): {state.message or end}"
     if state.is_completed():
         return Completed(name=end, message=message)
     return Failed(name=end, message=message)
@@ -531,7 +577,7 @@ def queue_commands(candidates: list[dict[str, Any]]) -> list[list[str]]:
 def queue(project: Path) -> int:
     """Queue every candidate as a DVC experiment; print the commands and how to run and compare them."""
     params = load_params(Paths(project).params)
-    lib.check_candidates(params.sweep.candidates)
+    check_candidates(params.sweep.candidates)
     for command in queue_commands(params.sweep.candidates):
         print(shlex.join(command))
         done = subprocess.run([sys.executable, "-m", *command], cwd=project, capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""The bias-mitigation sweep: candidates scored in-process, their Pareto front, and a choice by the policy.
+"""The bias-mitigation sweep's candidates: each trained and scored in-process, as the pipeline would score it.
 
 A candidate is a set of allow-listed overrides (`sweep.candidates` in params.yaml) applied to the project's
 params. It is scored the way the pipeline's stages would score it, without files: mitigation by data on the
@@ -8,18 +8,18 @@ the validation split (postprocess), then quality and the audit's gaps on the val
 
 Candidates that differ only in what comes after training (decision thresholds, evaluation settings) share one
 trained model: `training_key` says which settings shape the model. The candidate is then chosen on the
-validation split only, by `select`: the best validation quality among the candidates whose validation gaps
-meet every fairness limit of the promotion policy, or none (fail closed). A candidate's validation figures
-are out-of-fold where it fits thresholds on those rows (`cross_fitted`). The test figures draw the front.
+validation split only (humane.fairness.sweep_choice.select): the best validation quality among the candidates
+whose validation gaps meet every fairness limit of the promotion policy, or none (fail closed). A candidate's
+validation figures are out-of-fold where it fits thresholds on those rows (`cross_fitted`). The test figures draw
+the front (humane.fairness.sweep_choice.pareto_front); humane.fairness.sweep_report writes the table, the plot
+and the choice in Markdown.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +27,14 @@ import pandas as pd
 import torch
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import Params
+from humane.core.metric_names import fairness_metric
+from humane.core.params import Params, TrainParams
 from humane.core.paths import LABEL_COLUMN
-from humane.fairness.metrics import INTERSECTION, audit_predictions, headline, unmeasurable
-from humane.fairness.mitigation import decisions, fit_thresholds, mitigate_data, training_terms
+from humane.core.protected import INTERSECTION
+from humane.fairness.metrics import audit_predictions, headline
+from humane.fairness.mitigation import mitigate_data, training_terms
 from humane.fairness.reductions import fit_mitigated
-from humane.governance.gate import Policy
+from humane.fairness.thresholds import decisions, fit_thresholds
 from humane.modeling.compute import FLOP_PROBE_ROWS, ComputeMeter, bill, flops_per_sample
 from humane.modeling.evaluation import binary_metrics
 from humane.modeling.features import split_xy
@@ -40,7 +42,6 @@ from humane.modeling.model import count_parameters
 
 QUALITY_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 FRONT_GAPS = {"dp": "demographic_parity_difference", "eo": "equalized_odds_difference"}
-FAIRNESS_PREFIX = "fairness."
 SPLITS = ("val", "test")
 # A candidate changes the processed frames through these sections only by re-running the preprocess stage;
 # the sweep scores every candidate on the same processed frames, so it refuses them (the training flow takes them).
@@ -121,13 +122,6 @@ def check_candidates(candidates: list[dict[str, Any]]) -> None:
         seen[key] = n
 
 
-def describe(overrides: dict[str, Any]) -> str:
-    """`key=value, ...` sorted, or "defaults" (as the pipeline's MLflow runs tag their overrides)."""
-    if not overrides:
-        return "defaults"
-    return ", ".join(f"{k}={v!r}" for k, v in sorted(overrides.items()))
-
-
 def training_key(params: Params) -> str:
     """What shapes the trained model: two candidates with the same key can share one model.
 
@@ -178,23 +172,9 @@ def train_candidate(
     torch.set_num_threads(1)
     min_rows = params.validate.min_group_rows
     train, _ = mitigate_data(frames["train"], params.mitigation, min_rows)
-    x_train, y_train, features = split_xy(train)
-    x_val, y_val, val_features = split_xy(frames["val"])
-    x_test, _, test_features = split_xy(frames["test"])
-    if not features == val_features == test_features:
-        raise DataError(
-            "the processed train, val and test frames do not have the same feature columns; re-run "
-            "`dvc repro preprocess`"
-        )
+    x_train, y_train, x_val, y_val, x_test = aligned_tensors(train, frames["val"], frames["test"])
     weights, groups, penalty, _ = training_terms(train, params.mitigation, min_rows)
-    # Candidates run side by side, one process each: a candidate is never itself launched over torchrun.
-    one_process = params.train.distributed.model_copy(update={"nproc_per_node": 1, "nnodes": 1})
-    settings = params.train.model_copy(update={"progress": False, "distributed": one_process})
-    if layout is None and (settings.model != "mlp" or settings.numeric_embedding.kind != "linear"):
-        raise ConfigError(
-            "an FT-Transformer or numeric-embedding candidate needs the preprocessor's token layout "
-            "(the sweep passes it)"
-        )
+    settings = candidate_settings(params, layout)
     with ComputeMeter(settings.compute) as meter:
         result, _ = fit_mitigated(
             x_train,
@@ -209,19 +189,8 @@ def train_candidate(
             penalty=penalty,
             layout=layout,
         )
-    compute = bill(
-        meter,
-        n_parameters=count_parameters(result.model),
-        flops=flops_per_sample(result.model, x_train[:FLOP_PROBE_ROWS]),
-        samples=result.samples or len(result.history) * len(x_train),
-        train_seconds=result.train_seconds,
-        device=result.device,
-        world_size=1,
-        precision=settings.precision,
-    )
-    with torch.inference_mode():
-        p_val = torch.sigmoid(result.model(x_val)).numpy().astype(np.float64)
-        p_test = torch.sigmoid(result.model(x_test)).numpy().astype(np.float64)
+    compute = training_bill(meter, result, x_train, settings.precision)
+    p_val, p_test = probabilities(result.model, x_val), probabilities(result.model, x_test)
     return TrainedModel(
         p_val,
         p_test,
@@ -233,6 +202,62 @@ def train_candidate(
         time.time(),
         compute,
     )
+
+
+def aligned_tensors(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame) -> tuple[torch.Tensor, ...]:
+    """x_train, y_train, x_val, y_val, x_test: the three frames' features, which must be the same columns.
+
+    Raises:
+        DataError: The frames' feature columns differ (the processed frames are stale).
+
+    """
+    x_train, y_train, features = split_xy(train)
+    x_val, y_val, val_features = split_xy(val)
+    x_test, _, test_features = split_xy(test)
+    if not features == val_features == test_features:
+        raise DataError(
+            "the processed train, val and test frames do not have the same feature columns; re-run "
+            "`dvc repro preprocess`"
+        )
+    return x_train, y_train, x_val, y_val, x_test
+
+
+def candidate_settings(params: Params, layout: tuple[int, list[int]] | None) -> TrainParams:
+    """The candidate's training settings: one process (never itself launched over torchrun), no progress bar.
+
+    Raises:
+        ConfigError: An FT-Transformer or numeric-embedding candidate without the preprocessor's token layout.
+
+    """
+    # Candidates run side by side, one process each: a candidate is never itself launched over torchrun.
+    one_process = params.train.distributed.model_copy(update={"nproc_per_node": 1, "nnodes": 1})
+    settings = params.train.model_copy(update={"progress": False, "distributed": one_process})
+    if layout is None and (settings.model != "mlp" or settings.numeric_embedding.kind != "linear"):
+        raise ConfigError(
+            "an FT-Transformer or numeric-embedding candidate needs the preprocessor's token layout "
+            "(the sweep passes it)"
+        )
+    return settings
+
+
+def training_bill(meter: ComputeMeter, result: Any, x_train: torch.Tensor, precision: str) -> dict[str, Any]:
+    """The compute bill of one candidate's training (`result`: `fit_mitigated`'s fit result), in one process."""
+    return bill(
+        meter,
+        n_parameters=count_parameters(result.model),
+        flops=flops_per_sample(result.model, x_train[:FLOP_PROBE_ROWS]),
+        samples=result.samples or len(result.history) * len(x_train),
+        train_seconds=result.train_seconds,
+        device=result.device,
+        world_size=1,
+        precision=precision,
+    )
+
+
+def probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+    """The model's positive-class probabilities for the rows `x`, as float64."""
+    with torch.inference_mode():
+        return torch.sigmoid(model(x)).numpy().astype(np.float64)
 
 
 # The figures of a sweep's compute bill that add up over its trained candidates.
@@ -257,23 +282,6 @@ def compute_sum(results: list[CandidateResult]) -> dict[str, float | int | str]:
     if missing:
         out["note"] = f"not measured for every trained candidate, so not summed: {', '.join(missing)}"
     return out
-
-
-def compute_markdown(total: dict[str, Any]) -> str:
-    """One paragraph of the sweep's compute bill (`compute_sum`'s output) for the choice's Markdown."""
-    parts = [
-        f"{total[key]:{fmt}} {unit}"
-        for key, fmt, unit in [
-            ("train_flops", ".3g", "training FLOPs"),
-            ("samples", ",", "samples"),
-            ("train_seconds", ",.1f", "s training"),
-            ("energy_kwh", ".3g", "kWh"),
-            ("co2_kg", ".3g", "kg CO2 (codecarbon estimate)"),
-        ]
-        if key in total
-    ]
-    text = f"**Compute of the sweep** ({total['models_trained']} models trained): " + ", ".join(parts) + "."
-    return text + (f" {total['note'].capitalize()}." if "note" in total else "")
 
 
 def gap_features(params: Params) -> list[str]:
@@ -317,7 +325,7 @@ def figures(
         measured[target] = headline(audits)[target]
     for feature in gap_features(params):
         for gap, value in measured.get(feature, {}).items():
-            out[f"{FAIRNESS_PREFIX}{feature}.{gap}"] = float(value)
+            out[fairness_metric(feature, gap)] = float(value)
     return out
 
 
@@ -410,276 +418,3 @@ def run_candidate(
     """
     trained = train_candidate(params, frames, layout)
     return score_candidate(params, frames["val"], frames["test"], trained, None, overrides)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The front and the choice
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def _measured(value: float | None) -> bool:
-    return value is not None and not math.isnan(value)
-
-
-def pareto_front(results: list[CandidateResult], quality: str, gap: str, split: str = "test") -> list[int]:
-    """The candidates no other beats on both axes: quality maximised, gap minimised.
-
-    A candidate is dominated when another has quality at least as high and a gap at least as small, and is
-    strictly better on one of them. Equal points dominate neither each other (both stay on the front). A
-    candidate missing either figure (or with NaN) is not on the front.
-
-    Args:
-        results: The candidates' results.
-        quality: A quality figure, e.g. "accuracy".
-        gap: A gap figure, e.g. "fairness.sex.demographic_parity_difference".
-        split: Which split's figures ("val" or "test").
-
-    Returns:
-        The indices on the front, by ascending gap (then descending quality, then index).
-
-    """
-    points = [(i, r.figures(split).get(quality), r.figures(split).get(gap)) for i, r in enumerate(results)]
-    points = [(i, q, g) for i, q, g in points if _measured(q) and _measured(g)]
-    front = [
-        (i, q, g) for i, q, g in points if not any(q2 >= q and g2 <= g and (q2 > q or g2 < g) for _, q2, g2 in points)
-    ]
-    return [i for i, _, _ in sorted(front, key=lambda p: (p[2], -p[1], p[0]))]
-
-
-def fairness_limits(policy: Policy) -> dict[str, tuple[str, float]]:
-    """The policy's limits on fairness figures: {metric: ("max" | "min", threshold)}."""
-    limits = {m: ("max", t) for m, t in policy.max.items() if m.startswith(FAIRNESS_PREFIX)}
-    limits.update({m: ("min", t) for m, t in policy.min.items() if m.startswith(FAIRNESS_PREFIX)})
-    return limits
-
-
-def limit_failures(figures_: dict[str, float], limits: dict[str, tuple[str, float]]) -> list[str]:
-    """Why a candidate's (validation) figures break the fairness limits, one short line per broken limit."""
-    reasons = []
-    for metric, (rule, threshold) in sorted(limits.items()):
-        value = figures_.get(metric)
-        if not _measured(value):
-            reasons.append(
-                f"validation {metric}: {unmeasurable(metric, figures_)} (the policy's {rule} is {threshold})"
-            )
-        elif rule == "max" and value > threshold:
-            reasons.append(f"validation {metric} = {value:.4f} > max {threshold}")
-        elif rule == "min" and value < threshold:
-            reasons.append(f"validation {metric} = {value:.4f} < min {threshold}")
-    return reasons
-
-
-def select(results: list[CandidateResult], policy: Policy, quality: str) -> tuple[int | None, dict[int, str]]:
-    """The candidate with the best validation `quality` among those within every fairness limit and quality floor.
-
-    Only validation figures are read (the test split stays for the front and the gate). Ties go to the earlier
-    candidate. If no candidate is within the limits, none is chosen (fail closed).
-
-    Args:
-        results: The candidates' results.
-        policy: The promotion policy in force (`Policy.of`); its fairness `max` (and `min`) rules are the limits.
-        quality: The validation figure to maximise (`sweep.select`).
-
-    Returns:
-        The chosen index (or None), and for every other candidate the reason it was not chosen.
-
-    Raises:
-        ConfigError: `quality` is not a quality figure the sweep measures.
-
-    """
-    if quality not in QUALITY_METRICS:
-        raise ConfigError(f"sweep.select: {quality!r} is not one of {list(QUALITY_METRICS)}")
-    limits = fairness_limits(policy)
-    rejected: dict[int, str] = {}
-    eligible: list[tuple[int, float]] = []
-    for i, result in enumerate(results):
-        reasons = limit_failures(result.val, limits)
-        # The policy's quality floors too (test.<metric> minimums, read on validation): a model that met the
-        # fairness limits by collapsing to one answer is not a choice the gate could promote.
-        for metric, floor in policy.min.items():
-            name = metric.removeprefix("test.")
-            got = result.val.get(name) if metric.startswith("test.") else None
-            if got is not None and (not _measured(got) or got < floor):
-                reasons.append(f"validation {name} = {got:.4f} < min {floor}")
-        value = result.val.get(quality)
-        if not _measured(value):
-            reasons.append(f"validation {quality} not measured")
-        if reasons:
-            rejected[i] = "; ".join(reasons)
-        else:
-            eligible.append((i, float(value)))  # type: ignore[arg-type]
-    if not eligible:
-        return None, rejected
-    chosen, best = max(eligible, key=lambda e: (e[1], -e[0]))
-    for i, value in eligible:
-        if i != chosen:
-            rejected[i] = (
-                f"within the fairness limits, but validation {quality} {value:.4f} < {best:.4f} of candidate {chosen}"
-                if value < best
-                else f"within the fairness limits, ties candidate {chosen} on validation {quality} "
-                f"({value:.4f}), which comes first"
-            )
-    return chosen, dict(sorted(rejected.items()))
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The table and the plot
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def slug(feature: str) -> str:
-    """A feature's name as a plain field name (`dvc plots` fields cannot hold dots or spaces)."""
-    return feature.replace(INTERSECTION, "_x_").replace(" ", "_").replace(".", "_")
-
-
-def table(
-    results: list[CandidateResult],
-    feature: str,
-    chosen: int | None,
-    rejected: dict[int, str],
-    fronts: dict[str, list[int]],
-) -> list[dict[str, Any]]:
-    """One flat row per candidate (plain field names, for `dvc plots` and a Prefect table).
-
-    Fields: candidate, overrides, methods, {val,test}_{accuracy,balanced_accuracy,roc_auc},
-    {val,test}_{dp,eo}_<feature> for every measured feature, train_seconds, best_epoch, model_of,
-    front_dp / front_eo (on the test front of `feature`), chosen, status.
-    """
-    rows = []
-    for i, r in enumerate(results):
-        row: dict[str, Any] = {
-            "candidate": i,
-            "overrides": describe(r.overrides),
-            "methods": ", ".join(r.methods) or "none",
-        }
-        for split in SPLITS:
-            values = r.figures(split)
-            row.update({f"{split}_{m}": _round(values.get(m)) for m in QUALITY_METRICS})
-            for name, gap in FRONT_GAPS.items():
-                for metric, value in values.items():
-                    if metric.startswith(FAIRNESS_PREFIX) and metric.endswith(f".{gap}"):
-                        f = metric.removeprefix(FAIRNESS_PREFIX).removesuffix(f".{gap}")
-                        row[f"{split}_{name}_{slug(f)}"] = _round(value)
-        row.update(
-            train_seconds=round(r.train_seconds, 2),
-            best_epoch=r.best_epoch,
-            model_of=r.model_of if r.model_of is not None else i,
-            **{f"front_{name}": i in fronts.get(name, []) for name in FRONT_GAPS},
-            chosen=i == chosen,
-            status="chosen" if i == chosen else rejected.get(i, ""),
-        )
-        rows.append(row)
-    return rows
-
-
-def _round(value: float | None) -> float | None:
-    return None if not _measured(value) else round(float(value), 6)  # type: ignore[arg-type]
-
-
-def plot_front(
-    results: list[CandidateResult],
-    path: Path,
-    feature: str,
-    quality: str = "accuracy",
-    chosen: int | None = None,
-    limits: dict[str, tuple[str, float]] | None = None,
-) -> None:
-    """Test quality against the DP gap and against the EO gap of `feature`: every candidate, the front, the choice.
-
-    The policy's max on each gap (when `limits` holds one) is drawn as a dashed line. Written atomically as PNG.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from humane.core import io
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    for ax, (name, gap) in zip(axes, FRONT_GAPS.items(), strict=True):
-        metric = f"{FAIRNESS_PREFIX}{feature}.{gap}"
-        points = [(i, r.test.get(metric), r.test.get(quality)) for i, r in enumerate(results)]
-        points = [(i, x, y) for i, x, y in points if _measured(x) and _measured(y)]
-        ax.scatter([x for _, x, _ in points], [y for _, _, y in points], color="#9aa5b1", label="candidate")
-        for i, x, y in points:
-            ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
-        front = pareto_front(results, quality, metric, "test")
-        by_index = {i: (x, y) for i, x, y in points}
-        xs, ys = [by_index[i][0] for i in front], [by_index[i][1] for i in front]
-        ax.step(xs, ys, where="post", color="#c44e52", linewidth=1)
-        ax.scatter(xs, ys, color="#c44e52", label="Pareto front (test)")
-        if chosen is not None and chosen in by_index:
-            ax.scatter(
-                *by_index[chosen], marker="*", s=260, color="#2f7d32", zorder=3, label=f"chosen (candidate {chosen})"
-            )
-        rule = (limits or {}).get(metric)
-        if rule is not None and rule[0] == "max":
-            ax.axvline(rule[1], linestyle="--", color="grey", label=f"policy max {rule[1]}")
-        ax.set(xlabel=f"{gap.replace('_', ' ')} ({feature}), test", title=f"{quality} vs {name.upper()} gap")
-        ax.legend(loc="best", fontsize=8)
-    axes[0].set_ylabel(f"test {quality}")
-    fig.suptitle("Bias-mitigation sweep: chosen on the validation split, drawn on the test split")
-    io.write_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
-    plt.close(fig)
-
-
-def choice_markdown(
-    rows: list[dict[str, Any]], chosen: int | None, quality: str, feature: str, limits: dict[str, tuple[str, float]]
-) -> str:
-    """The choice as Markdown: the rule, the chosen candidate, and why every other one was not chosen.
-
-    `rows` are `table`'s rows (their status holds each candidate's reason).
-    """
-    rule = ", ".join(f"{m} {'≤' if r == 'max' else '≥'} {t}" for m, (r, t) in sorted(limits.items())) or "none"
-    lines = [
-        "# Bias-mitigation sweep: the choice",
-        "",
-        f"Rule: the highest validation {quality} among the candidates whose validation gaps meet every "
-        f"fairness limit of the promotion policy ({rule}). The front is drawn on the test split for {feature}.",
-        "",
-    ]
-    if chosen is None:
-        lines.append(
-            "**No candidate is within the policy's fairness limits: none is chosen, nothing is trained or registered.**"
-        )
-    else:
-        row = rows[chosen]
-        position = [f"the {name.upper()} front" for name in FRONT_GAPS if row[f"front_{name}"]]
-        lines.append(
-            f"**Chosen: candidate {chosen}** ({row['overrides']}; methods: {row['methods']}): validation "
-            f"{quality} {row[f'val_{quality}']}, test {quality} {row[f'test_{quality}']}; "
-            + (f"on {' and '.join(position)}" if position else "on neither test front")
-            + "."
-        )
-    lines += [
-        "",
-        "| candidate | overrides | val " + quality + " | test " + quality + " | test DP gap | test EO gap | "
-        "front | status |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    key = slug(feature)
-    for row in rows:
-        front = "/".join(name.upper() for name in FRONT_GAPS if row[f"front_{name}"]) or "-"
-        cells = [
-            row["candidate"],
-            row["overrides"],
-            row[f"val_{quality}"],
-            row[f"test_{quality}"],
-            row.get(f"test_dp_{key}"),
-            row.get(f"test_eo_{key}"),
-            front,
-            row["status"],
-        ]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def position(index: int, fronts: dict[str, list[int]], feature: str) -> str:
-    """Where a candidate sits on the test fronts, in a few words (a registry tag)."""
-    on = [name.upper() for name in FRONT_GAPS if index in fronts.get(name, [])]
-    off = [name.upper() for name in FRONT_GAPS if index not in fronts.get(name, [])]
-    if not off:
-        return f"on the front (test accuracy vs {feature} DP and EO gaps)"
-    if not on:
-        return f"dominated (test accuracy vs {feature} DP and EO gaps)"
-    return f"on the {on[0]} front, dominated on the {off[0]} front (test accuracy vs {feature} gaps)"

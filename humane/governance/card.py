@@ -8,10 +8,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from humane.core.metric_names import fairness_metric
 from humane.core.params import Params
-from humane.fairness.metrics import FAIRNESS_PREFIX, GROUP_METRICS, unmeasurable
+from humane.fairness.metrics import GROUP_METRICS, unmeasurable
+from humane.fairness.policy import policy_of
 from humane.governance import federation
-from humane.governance.gate import RESULT_WORDS, Decision, Policy
+from humane.governance.gate import RESULT_WORDS, Decision
 
 # The card's sign-off paragraph while a person's decision is awaited; the sign-off replaces it with the outcome.
 SIGNOFF_PENDING = "Awaiting sign-off by a person (gate.require_approval): champion does not move until then."
@@ -220,7 +222,7 @@ def model_card(
         )
 
     card.heading("Fairness gaps against the policy")
-    thresholds = Policy.of(params.gate, params.policy, params.data.sensitive_features).max
+    thresholds = policy_of(params).max
     card.table(["feature", "gap", "value [95% CI]", "policy maximum", "result"], gap_rows(facts["audit"], thresholds))
 
     add_explanations(card, facts.get("explanations"))
@@ -544,14 +546,14 @@ def gap_rows(audit: dict[str, Any], limits: dict[str, float]) -> list[list[Any]]
 
     """
     figures = {
-        f"{FAIRNESS_PREFIX}{f['feature']}.{gap}": value["value"]
+        fairness_metric(f["feature"], gap): value["value"]
         for f in audit["features"]
         for gap, value in f["gaps"].items()
     }
     rows = []
     for feature in audit["features"]:
         for gap, value in feature["gaps"].items():
-            key = f"{FAIRNESS_PREFIX}{feature['feature']}.{gap}"
+            key = fairness_metric(feature["feature"], gap)
             limit, figure = limits.get(key), value["value"]
             if figure is None or math.isnan(figure):
                 verdict = unmeasurable(key, figures)

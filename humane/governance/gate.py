@@ -17,18 +17,27 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from humane.core import io
-from humane.core.params import GateParams, PolicyParams, flatten
+from humane.core.metric_names import (
+    BASELINE_PREFIX,
+    baseline_model,
+    is_fairness,
+    model_test_metric,
+    namespaced,
+    parse_fairness,
+    reference_test_metric,
+)
+from humane.core.params import flatten
 from humane.core.paths import Paths
-from humane.fairness.metrics import FAIRNESS_PREFIX, INTERSECTION, unmeasurable
+from humane.core.protected import INTERSECTION
+from humane.fairness.metrics import unmeasurable
+from humane.fairness.policy import Policy
 from humane.governance import federation
 from humane.governance.registry import Champion
 
 VALIDATION_METRIC = "validation.passed"
-WILDCARD = "fairness.*."  # fairness.*.<gap>: the gap of every sensitive feature on its own
-BASELINE_PREFIX = "baseline."  # baseline.<name>.<metric>: the baselines' test metrics, on the same rows
 BASELINE_NAMES = {"logreg": "logistic regression", "majority": "majority class", "unmitigated": "unmitigated model"}
-RESULT_WORDS = {True: "pass", False: "FAIL", None: "skipped"}  # a Check's `passed`, as tables show it
-ACCURACY = "test.accuracy"
+RESULT_WORDS = {True: "pass", False: "FAIL", None: "skipped"}  # a RuleOutcome's `passed`, as tables show it
+ACCURACY = model_test_metric("accuracy")
 DOMINANCE, REMEDY_COST = "not_dominated", "max_remedy_cost"  # the rules against the references
 HIGHER_IS_FAIRER = ("demographic_parity_ratio",)  # every other gap the audit measures is fairer when smaller
 GAP_DIGITS = 4  # the rules against the references judge gaps rounded so (the decision records what was judged)
@@ -40,7 +49,7 @@ SWEEP_ADVICE = (
 
 
 @dataclass(frozen=True)
-class Check:
+class RuleOutcome:
     """One rule of the policy applied to one metric; `passed` is None when the rule was skipped."""
 
     rule: str
@@ -62,6 +71,10 @@ class Check:
         """Every figure the rule weighed, the accuracy first: {metric: [candidate's, reference's]}."""
         return weighed(self.value, self.reference_value, self.figures)
 
+    def all_measured(self) -> bool:
+        """Whether every figure it weighed (`weighed`) is measured: neither absent nor NaN, as the rules judge it."""
+        return not _unmeasured_figures(self.weighed())
+
     def reason(self) -> str:
         """Why this check failed (or was skipped), in one line."""
         if self.note and self.rule in (DOMINANCE, REMEDY_COST):
@@ -74,7 +87,7 @@ class Check:
             return f"{self.metric} was not measured for this model, and the policy's {self.rule} rule needs it"
         shown = f"{self.value:.4f}"
         if self.rule == "above_baseline":
-            name = BASELINE_NAMES.get(str(self.reference).split(".")[1], self.reference)
+            name = BASELINE_NAMES.get(baseline_model(str(self.reference)), self.reference)
             margin = (self.reference_value or 0.0) - float(self.threshold)
             return (
                 f"{self.metric} = {shown}: not above the {name} baseline's {self.reference_value:.4f}"
@@ -96,7 +109,7 @@ class Decision:
 
     passed: bool
     reasons: list[str]
-    checks: list[Check]
+    checks: list[RuleOutcome]
     champion_version: str | None
     notes: list[str] = field(default_factory=list)
     # md5 of the test rows each side was scored on ({"candidate": ..., "champion": ...}).
@@ -120,57 +133,11 @@ class Decision:
         return cls(
             payload["passed"],
             payload["reasons"],
-            [Check(**c) for c in payload["checks"]],
+            [RuleOutcome(**c) for c in payload["checks"]],
             payload["champion_version"],
             payload.get("notes", []),
             payload.get("test_md5", {}),
         )
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The promotion policy in force: the generic gate merged with the dataset's own thresholds, `*` expanded."""
-
-    require_validation: bool
-    above_baseline: dict[str, float]
-    min: dict[str, float]
-    max: dict[str, float]
-    max_drop: dict[str, float]
-    max_increase: dict[str, float]
-    # The references that must not dominate the candidate, and the remedy's price limit (None: rule off).
-    dominated_by: tuple[str, ...] = ()
-    max_remedy_cost: float | None = None
-
-    @classmethod
-    def of(cls, gate: GateParams, dataset: PolicyParams, sensitive: list[str]) -> Policy:
-        """Merge: the profile adds thresholds and, for the same metric, replaces the generic one."""
-
-        def expanded(rules: dict[str, float]) -> dict[str, float]:
-            out: dict[str, float] = {}
-            for metric, threshold in rules.items():
-                if metric.startswith(WILDCARD):
-                    gap = metric.removeprefix(WILDCARD)
-                    out.update({f"fairness.{feature}.{gap}": threshold for feature in sensitive})
-            out.update({m: t for m, t in rules.items() if not m.startswith(WILDCARD)})  # a named feature wins
-            return out
-
-        def merged(generic: dict[str, float], own: dict[str, float]) -> dict[str, float]:
-            return {**expanded(generic), **expanded(own)}
-
-        return cls(
-            gate.require_validation,
-            dict(gate.above_baseline),
-            merged(gate.min, dataset.min),
-            merged(gate.max, dataset.max),
-            merged(gate.max_drop, dataset.max_drop),
-            merged(gate.max_increase, dataset.max_increase),
-            tuple(gate.dominated_by),
-            gate.max_remedy_cost,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form (for the decision's basis and the card)."""
-        return asdict(self)
 
 
 def candidate_metrics(
@@ -184,7 +151,7 @@ def candidate_metrics(
     Also baseline.<reference>.* (the references' figures on the same test rows, their gaps under
     baseline.<reference>.fairness.*) and remedy.* (how many mitigation methods are on, and the target's features).
     """
-    nested = {"test": metrics["model"], "fairness": fairness, "baseline": metrics.get("baseline", {})}
+    nested = namespaced(metrics["model"], fairness, metrics.get("baseline", {}))
     flat = {k: float(v) for k, v in flatten(nested).items() if isinstance(v, int | float)}
     flat.update(remedy_metrics(metrics.get("remedy")))
     flat.update(privacy or {})
@@ -238,7 +205,7 @@ def _unmeasured(metric: str, value: float | None, candidate: dict[str, float]) -
         return None
     if federation.MARK in candidate and federation.why_unmeasured(metric):
         return federation.why_unmeasured(metric)
-    if metric.startswith(FAIRNESS_PREFIX):
+    if is_fairness(metric):
         return unmeasurable(metric, candidate)
     return None if value is None else "unmeasurable (its recorded value is NaN)"
 
@@ -304,23 +271,18 @@ def _unmeasured_figures(figures: dict[str, list], reference: str = "reference") 
     return out + [prefix + m.replace(ACCURACY, "accuracy") for m, (_, r) in figures.items() if not _measured(r)]
 
 
-def limited_gaps(policy: Policy) -> list[str]:
-    """The fairness figures the policy limits (min or max rules on fairness.<feature>.<gap>), sorted."""
-    return sorted({m for m in (*policy.min, *policy.max) if m.startswith(FAIRNESS_PREFIX)})
-
-
-def dominance_checks(policy: Policy, candidate: dict[str, float]) -> list[Check]:
+def dominance_checks(policy: Policy, candidate: dict[str, float]) -> list[RuleOutcome]:
     """One not_dominated check per reference in `dominated_by`, on accuracy and every gap the policy limits."""
     checks = []
     for reference in policy.dominated_by:
         name = BASELINE_NAMES[reference]
-        figures = _figures(candidate, reference, limited_gaps(policy))
+        figures = _figures(candidate, reference, policy.limited_gaps())
         ref_metric = f"{BASELINE_PREFIX}{reference}.accuracy"
         common = dict(reference=ref_metric, reference_value=figures[ACCURACY][1], figures=_stored(figures))
         value = figures[ACCURACY][0]
         if reference == "unmitigated" and candidate.get(f"{REMEDY_PREFIX}methods") == 0.0:
             checks.append(
-                Check(
+                RuleOutcome(
                     DOMINANCE,
                     ACCURACY,
                     True,
@@ -337,18 +299,18 @@ def dominance_checks(policy: Policy, candidate: dict[str, float]) -> list[Check]
                 f"cannot be shown not to be dominated by the {name}: {', '.join(missing)} not measured on the "
                 "same test rows"
             )
-            checks.append(Check(DOMINANCE, ACCURACY, True, value, False, **common, note=note))
+            checks.append(RuleOutcome(DOMINANCE, ACCURACY, True, value, False, **common, note=note))
             continue
         if not dominates(figures):
-            checks.append(Check(DOMINANCE, ACCURACY, True, value, True, **common))
+            checks.append(RuleOutcome(DOMINANCE, ACCURACY, True, value, True, **common))
             continue
         shown = ", ".join(f"{m} {r:.4f} vs {c:.4f}" for m, (c, r) in figures.items())
         note = f"dominated by the {name} on the same test rows ({name} vs candidate: {shown}); {SWEEP_ADVICE}"
-        checks.append(Check(DOMINANCE, ACCURACY, True, value, False, **common, note=note))
+        checks.append(RuleOutcome(DOMINANCE, ACCURACY, True, value, False, **common, note=note))
     return checks
 
 
-def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
+def remedy_check(policy: Policy, candidate: dict[str, float]) -> RuleOutcome | None:
     """The remedy's price against the unmitigated model, on the gaps the policy limits on the mitigation target."""
     limit = policy.max_remedy_cost
     if limit is None:
@@ -356,7 +318,7 @@ def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
     methods = candidate.get(f"{REMEDY_PREFIX}methods")
     marked = f"{REMEDY_PREFIX}target."
     target = {k.removeprefix(marked) for k, v in candidate.items() if k.startswith(marked) and v == 1.0}
-    gaps = [g for g in limited_gaps(policy) if g.removeprefix(FAIRNESS_PREFIX).rpartition(".")[0] in target]
+    gaps = [g for g in policy.limited_gaps() if parse_fairness(g)[0] in target]
     figures = _figures(candidate, "unmitigated", gaps)
     common = dict(
         reference=f"{BASELINE_PREFIX}unmitigated.accuracy",
@@ -366,17 +328,19 @@ def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
     value = figures[ACCURACY][0]
     if methods == 0.0:
         common["figures"] = None
-        return Check(REMEDY_COST, ACCURACY, limit, value, None, **common, note="skipped: no mitigation, no remedy")
+        return RuleOutcome(
+            REMEDY_COST, ACCURACY, limit, value, None, **common, note="skipped: no mitigation, no remedy"
+        )
     missing = _unmeasured_figures(figures, "unmitigated")
     missing += [] if _measured(methods) else [f"the remedy ({REMEDY_PREFIX}methods)"]
     if not gaps:
         missing.append(f"a gap the policy limits on the mitigation target {sorted(target) or '(none recorded)'}")
     if missing:
         note = f"the remedy's cost cannot be judged: {', '.join(missing)} not measured"
-        return Check(REMEDY_COST, ACCURACY, limit, value, False, **common, note=note)
+        return RuleOutcome(REMEDY_COST, ACCURACY, limit, value, False, **common, note=note)
     cost, best = remedy_cost(figures)
     if cost <= limit:
-        return Check(REMEDY_COST, ACCURACY, limit, value, True, **common)
+        return RuleOutcome(REMEDY_COST, ACCURACY, limit, value, True, **common)
     given_up = figures[ACCURACY][1] - figures[ACCURACY][0]
     if best is None and given_up <= 0:
         note = f"the remedy widens every gap the policy limits on its target ({', '.join(gaps)}); {SWEEP_ADVICE}"
@@ -393,7 +357,7 @@ def remedy_check(policy: Policy, candidate: dict[str, float]) -> Check | None:
             f"points) for {best} {figures[best][0]:.4f} vs {figures[best][1]:.4f} ({100 * closed:.1f} points "
             f"closed, the most of {', '.join(gaps)}); {SWEEP_ADVICE}"
         )
-    return Check(REMEDY_COST, ACCURACY, limit, value, False, **common, note=note)
+    return RuleOutcome(REMEDY_COST, ACCURACY, limit, value, False, **common, note=note)
 
 
 def decide(
@@ -417,99 +381,124 @@ def decide(
     champion cannot be measured at all, e.g. a federated candidate's test rows stay at its sites) each change rule
     fails as unmeasurable: the candidate cannot be shown not to be worse.
     """
-    checks: list[Check] = []
-    notes = list(notes or [])
+    outcomes = [*value_outcomes(policy, candidate), *dominance_checks(policy, candidate)]
+    outcomes += [c for c in [remedy_check(policy, candidate)] if c is not None]
+    outcomes += change_outcomes(policy, candidate, champion, compare, change_skipped, change_unmeasured)
+    notes = [*(notes or []), *change_notes(policy, champion, compare, change_skipped)]
+    reasons = refusals(policy, outcomes)
+    champion_version = champion.version if champion else None
+    return Decision(not reasons, reasons, outcomes, champion_version, notes, dict(test_md5 or {}))
+
+
+def value_outcomes(policy: Policy, candidate: dict[str, float]) -> list[RuleOutcome]:
+    """The rules that judge the candidate alone, in this order: validation, above_baseline, min, max."""
+    outcomes = []
     if policy.require_validation:
         ok = candidate.get(VALIDATION_METRIC) == 1.0
-        checks.append(Check("validation_passed", VALIDATION_METRIC, True, candidate.get(VALIDATION_METRIC), ok))
-    for reference, margin in policy.above_baseline.items():
-        metric = f"test.{reference.split('.', 1)[-1]}"
-        value, base = candidate.get(metric), candidate.get(f"{BASELINE_PREFIX}{reference}")
-        if not _measured(base):
-            why = _unmeasured(f"{BASELINE_PREFIX}{reference}", base, candidate) or "not measured"
-            checks.append(
-                Check(
-                    "above_baseline",
-                    metric,
-                    margin,
-                    value,
-                    False,
-                    note=f"the baseline {reference} is {why}, so the model cannot be shown to beat it",
-                )
-            )
-            continue
-        bar = base - margin
-        checks.append(
-            Check(
-                "above_baseline",
-                metric,
-                bar,
-                value,
-                _measured(value) and value > bar,
-                reference=f"{BASELINE_PREFIX}{reference}",
-                reference_value=base,
-            )
-        )
-    for metric, threshold in policy.min.items():
-        value, note = candidate.get(metric), _unmeasured(metric, candidate.get(metric), candidate)
-        checks.append(Check("min", metric, threshold, value, _measured(value) and value >= threshold, note=note))
-    for metric, threshold in policy.max.items():
-        value, note = candidate.get(metric), _unmeasured(metric, candidate.get(metric), candidate)
-        checks.append(Check("max", metric, threshold, value, _measured(value) and value <= threshold, note=note))
-    checks += dominance_checks(policy, candidate)
-    checks += [c for c in [remedy_check(policy, candidate)] if c is not None]
+        outcomes.append(RuleOutcome("validation_passed", VALIDATION_METRIC, True, candidate.get(VALIDATION_METRIC), ok))
+    outcomes += [baseline_outcome(reference, margin, candidate) for reference, margin in policy.above_baseline.items()]
+    for rule, rules in (("min", policy.min), ("max", policy.max)):
+        for metric, threshold in rules.items():
+            value, note = candidate.get(metric), _unmeasured(metric, candidate.get(metric), candidate)
+            within = _measured(value) and (value >= threshold if rule == "min" else value <= threshold)
+            outcomes.append(RuleOutcome(rule, metric, threshold, value, within, note=note))
+    return outcomes
 
-    change_rules = [("max_drop", m, t) for m, t in policy.max_drop.items()]
-    change_rules += [("max_increase", m, t) for m, t in policy.max_increase.items()]
-    if change_rules and not compare:
-        notes.append("change thresholds are judged against the champion when the candidate is registered")
-    elif change_rules and change_skipped:
-        notes.append(f"change thresholds against the champion were skipped: {change_skipped}")
-    elif change_rules and champion is None:
-        notes.append("no champion yet: change thresholds against the champion were skipped")
-    for rule, metric, threshold in change_rules:
+
+def baseline_outcome(reference: str, margin: float, candidate: dict[str, float]) -> RuleOutcome:
+    """above_baseline: the candidate's test figure above the baseline's (`reference`, on the same rows) less `margin`.
+
+    A baseline that was not measured fails the rule: the model cannot be shown to beat it.
+    """
+    metric = reference_test_metric(reference)
+    value, base = candidate.get(metric), candidate.get(f"{BASELINE_PREFIX}{reference}")
+    if not _measured(base):
+        why = _unmeasured(f"{BASELINE_PREFIX}{reference}", base, candidate) or "not measured"
+        note = f"the baseline {reference} is {why}, so the model cannot be shown to beat it"
+        return RuleOutcome("above_baseline", metric, margin, value, False, note=note)
+    bar = base - margin
+    return RuleOutcome(
+        "above_baseline",
+        metric,
+        bar,
+        value,
+        _measured(value) and value > bar,
+        reference=f"{BASELINE_PREFIX}{reference}",
+        reference_value=base,
+    )
+
+
+def change_rules(policy: Policy) -> list[tuple[str, str, float]]:
+    """The rules against the champion: (rule, metric, threshold) for every max_drop, then every max_increase."""
+    rules = [("max_drop", m, t) for m, t in policy.max_drop.items()]
+    return rules + [("max_increase", m, t) for m, t in policy.max_increase.items()]
+
+
+def change_notes(policy: Policy, champion: Champion | None, compare: bool, skipped: str | None) -> list[str]:
+    """Why the change rules were not judged against a champion (nothing when they were, or when there are none)."""
+    if not change_rules(policy):
+        return []
+    if not compare:
+        return ["change thresholds are judged against the champion when the candidate is registered"]
+    if skipped:
+        return [f"change thresholds against the champion were skipped: {skipped}"]
+    if champion is None:
+        return ["no champion yet: change thresholds against the champion were skipped"]
+    return []
+
+
+def change_outcomes(
+    policy: Policy,
+    candidate: dict[str, float],
+    champion: Champion | None,
+    compare: bool,
+    skipped: str | None,
+    unmeasured: str | None,
+) -> list[RuleOutcome]:
+    """One outcome per change rule: pending (`compare` off), unmeasurable, skipped, or judged against the champion.
+
+    `skipped` and `unmeasured` are `decide`'s `change_skipped` and `change_unmeasured`.
+    """
+    outcomes = []
+    for rule, metric, threshold in change_rules(policy):
         value = candidate.get(metric)
         if not compare:
-            checks.append(Check(rule, metric, threshold, value, None, note="pending: judged at registration"))
-            continue
-        if champion is not None and change_unmeasured:
-            note = f"unmeasurable ({change_unmeasured})"
-            checks.append(Check(rule, metric, threshold, value, False, champion.version, note=note))
-            continue
-        if champion is None or change_skipped:
-            why = change_skipped or "no champion yet"
-            checks.append(Check(rule, metric, threshold, value, None, note=f"skipped: {why}"))
-            continue
-        reference = champion.metrics.get(metric)
-        if not _measured(reference):
-            checks.append(
-                Check(
-                    rule,
-                    metric,
-                    threshold,
-                    value,
-                    False,
-                    champion.version,
-                    None,
-                    note=f"champion v{champion.version} has no recorded value, so the change cannot be judged",
-                )
-            )
-            continue
-        if not _measured(value):
-            note = _unmeasured(metric, value, candidate)
-            checks.append(Check(rule, metric, threshold, value, False, champion.version, reference, note=note))
-            continue
-        change = (reference - value) if rule == "max_drop" else (value - reference)
-        checks.append(Check(rule, metric, threshold, value, change <= threshold, champion.version, reference))
+            outcomes.append(RuleOutcome(rule, metric, threshold, value, None, note="pending: judged at registration"))
+        elif champion is not None and unmeasured:
+            note = f"unmeasurable ({unmeasured})"
+            outcomes.append(RuleOutcome(rule, metric, threshold, value, False, champion.version, note=note))
+        elif champion is None or skipped:
+            note = f"skipped: {skipped or 'no champion yet'}"
+            outcomes.append(RuleOutcome(rule, metric, threshold, value, None, note=note))
+        else:
+            outcomes.append(against_champion(rule, metric, threshold, candidate, champion))
+    return outcomes
 
-    reasons = [c.reason() for c in checks if c.passed is False]
-    evaluated = [c for c in checks if c.rule != "validation_passed" and c.passed is not None]
-    if not (policy.min or policy.max or policy.above_baseline or change_rules):
+
+def against_champion(
+    rule: str, metric: str, threshold: float, candidate: dict[str, float], champion: Champion
+) -> RuleOutcome:
+    """A change rule judged on the champion's figure (on the candidate's test rows); either side unmeasured fails."""
+    value, reference = candidate.get(metric), champion.metrics.get(metric)
+    if not _measured(reference):
+        note = f"champion v{champion.version} has no recorded value, so the change cannot be judged"
+        return RuleOutcome(rule, metric, threshold, value, False, champion.version, None, note=note)
+    if not _measured(value):
+        note = _unmeasured(metric, value, candidate)
+        return RuleOutcome(rule, metric, threshold, value, False, champion.version, reference, note=note)
+    change = (reference - value) if rule == "max_drop" else (value - reference)
+    return RuleOutcome(rule, metric, threshold, value, change <= threshold, champion.version, reference)
+
+
+def refusals(policy: Policy, outcomes: list[RuleOutcome]) -> list[str]:
+    """Why the candidate is not promoted (nothing: it passed); a policy that judged nothing promotes nothing."""
+    reasons = [c.reason() for c in outcomes if c.passed is False]
+    evaluated = [c for c in outcomes if c.rule != "validation_passed" and c.passed is not None]
+    if not (policy.min or policy.max or policy.above_baseline or change_rules(policy)):
         reasons.insert(0, "the policy sets no thresholds, so nothing is promoted")
     elif not evaluated:
         reasons.insert(0, "no threshold of the policy could be evaluated, so nothing is promoted")
-    passed = not reasons
-    return Decision(passed, reasons, checks, champion.version if champion else None, notes, dict(test_md5 or {}))
+    return reasons
 
 
 def rejudge(check: dict[str, Any]) -> bool | None:
