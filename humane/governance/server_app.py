@@ -54,7 +54,9 @@ REGISTERED_BY_TAG = "humane.registered_by"  # version tag: the MLflow user who r
 RESERVED_PREFIX = "humane."
 RESERVED_VERSION_KEYS = ("approval", "triggered_by")  # and approval.*, humane.*: written by the sign-off only
 TRAIL_DB_ENV, LOCK_TIMEOUT_ENV = "HUMANE_TRAIL_DB_URI", "HUMANE_LOCK_TIMEOUT_S"
-CHAMPION_REFUSAL = "champion moves only through humane's sign-off: python -m tasks.approve ... (see docs/team.md)"
+CHAMPION_REFUSAL = (
+    "champion moves only through humane's sign-off: python -m tasks.approve ... (see docs/explanation/threat-model.md)"
+)
 REFUSED, DENIED = "HUMANE_REFUSED", "PERMISSION_DENIED"
 
 
@@ -81,7 +83,7 @@ def check_environment(env: Mapping[str, str] | None = None) -> Settings:
     if not dsn:
         raise ServerConfigError(
             f"{TRAIL_DB_ENV} is not set: humane's server plugin keeps the audit trail in "
-            "PostgreSQL; set it to the trail writer's URI (see docs/team.md)"
+            "PostgreSQL; set it to the trail writer's URI (see docs/tutorial/team-mode.md)"
         )
     tracking = env.get(BACKEND_STORE_URI_ENV_VAR, "").strip()
     if not tracking or tracking.startswith(("http://", "https://")):

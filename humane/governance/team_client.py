@@ -106,7 +106,7 @@ def _request(uri: str, method: str, path: str, **kwargs: Any) -> Any:
 def _refused(uri: str, status: int) -> AccessRefused:
     return AccessRefused(
         f"tracking server {safe_uri(uri)} refused the credentials of MLflow user {_user()!r} (HTTP {status}): check "
-        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (see docs/team.md)"
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (see docs/tutorial/team-mode.md)"
     )
 
 
@@ -146,7 +146,8 @@ def is_team(uri: str) -> bool:
     if is_http(uri) and not team and mode != "local":
         raise TeamError(
             f"{uri} is a tracking server without humane's plugin, so nothing there enforces the sign-off: start it "
-            f"with --app-name humane (docs/team.md), or set {MODE_ENV}=local to use it as a plain store"
+            f"with --app-name humane (docs/explanation/threat-model.md), or set {MODE_ENV}=local to use it as a plain "
+            "store"
         )
     return team
 
@@ -234,7 +235,7 @@ def promotion_mutex(timeout_s: float | None = None) -> Iterator[None]:
     if not PREFECT_API_URL.value():
         raise TeamError(
             f"team mode: the promotion mutex is the Prefect server's global concurrency limit "
-            f"{PROMOTION_LIMIT!r}; set PREFECT_API_URL and PREFECT_API_AUTH_STRING (docs/team.md)"
+            f"{PROMOTION_LIMIT!r}; set PREFECT_API_URL and PREFECT_API_AUTH_STRING (docs/tutorial/team-mode.md)"
         )
     wait = timeout_s if timeout_s is not None else float(os.environ.get(LOCK_TIMEOUT_ENV, MUTEX_WAIT_S))
     check_mutex()

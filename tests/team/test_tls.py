@@ -129,7 +129,8 @@ def test_postgresql_takes_only_verified_tls_connections(team_stack, tmp_path):
 
 
 def test_openssl_verifies_each_servers_chain(team_stack):
-    """docs/team.md's check: `openssl s_client ... -CAfile "$HUMANE_TEAM_CA_FILE" -verify_return_error`."""
+    """docs/tutorial/team-mode.md's check: `openssl s_client ... -CAfile "$HUMANE_TEAM_CA_FILE"
+    -verify_return_error`."""
     ports, env = _ports(team_stack), team_stack.settings.env
     for port, starttls in ((ports["mlflow"], []), (ports["prefect"], []), (ports["pg"], ["-starttls", "postgres"])):
         argv = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", *starttls, "-CAfile"]
