@@ -1,16 +1,24 @@
-"""Documented means tested: every shell command the README and docs/*.md show is run by a named test.
+"""Documented means tested: every shell command of the README and the docs pages is run, by this file or a named test.
 
+Real components: bash, make, dvc, the pipeline's stages, Prefect's server, MLflow's store, on the sample data.
+
+The pages are README.md, docs/index.md and docs/{tutorial,how-to,explanation}/*.md (the reference pages are generated).
 A documented command is a line of a ```bash / ```sh / ```shell / ```console block (comments dropped, backslash
 continuations and multi-line quotes joined, whitespace collapsed; a console block's `$ ` lines only), or a command
-shown in backticks on a line of its own (README's DP-SGD example). YAML and other blocks are not commands.
+shown in backticks on a line of its own (the DP-SGD example). YAML and other blocks are not commands.
 
-REGISTRY maps each one to the tests that run it and the command's distinctive part (tokens found in the command
-and in each test's source, or in the source of a helper function of the test's module that the test calls). A
-`make` command whose tests run the target's recipe rather than `make` itself says so (`recipe=True`: the tokens
-are then looked for in that recipe in the Makefile). A command that no test can run says why (`Exempt`), never
-silently. A new documented command fails `test_every_documented_command_is_in_the_registry` with its text.
+The tutorial pages and the README are run as written: `test_tutorial_page_runs_as_written` runs every shell block of
+one page, in order, in one bash script, in a copy of the session's pipeline run on the sample data. A block that
+cannot run there says so in the page with an HTML comment right before it:
+`<!-- needs: team-stack -->` (the servers of tests/team: skipped here, with the tests that run it as the reason), or
+`<!-- run-by: tests/...::test_name -->` (a test that runs those commands already, e.g. on another account or
+dataset: each command is then registered to that test).
 
-The last tests here run the commands no other test ran, on the sample data with the documented settings.
+REGISTRY maps every other documented command to the tests that run it and the command's distinctive part (tokens
+found in the command and in each test's source, or in the source of a helper function of the test's module that the
+test calls). A `make` command whose tests run the target's recipe rather than `make` itself says so (`recipe=True`:
+the tokens are then looked for in that recipe in the Makefile). A command that no test can run says why (`Exempt`),
+never silently. A new documented command fails `test_every_documented_command_is_run_or_registered` with its text.
 """
 
 from __future__ import annotations
@@ -37,6 +45,9 @@ SHELL_BLOCKS = {"bash", "sh", "shell", "console"}
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 DISPLAYED = re.compile(r"^\s*`([^`]+)`\s*$", re.M)  # a command in backticks on a line of its own
 MAKE = ["make", "-o", ".venv/.installed"]  # the venv is the suite's own (linked in): `setup` is not remade
+# A fenced block and the marker comment right before it, if any: <!-- needs: WHAT --> or <!-- run-by: NODE -->.
+BLOCK = re.compile(r"(?:^<!--\s*(needs|run-by):\s*(.+?)\s*-->\n)?^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
+NEEDS = {"team-stack": "the team stack (PostgreSQL, MLflow and Prefect servers with TLS, sshd) of tests/team"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ TEAM_ENV = Exempt(
     "team.stack's Layout (TeamStack.env) and run dvc repro with them, but not this shell line"
 )
 
+OWN = "tests/integration/test_own_data.py::test_a_new_dataset_runs_with_only_its_profile"
 FED = "tests/federated/conftest.py::"
 FL_TLS = Exempt(
     "a SuperLink and SuperNodes with TLS certificates on separate machines; tests/federated start the same Flower "
@@ -81,16 +93,15 @@ FL_TLS = Exempt(
 )
 
 REGISTRY: dict[str, Covered | Exempt] = {
-    "make run": Covered(("make", "run"), (DOC + "test_make_run_make_test_and_the_activated_venv",)),
-    "make test": Covered(("make", "test"), (DOC + "test_make_run_make_test_and_the_activated_venv",)),
-    "source .venv/bin/activate": Covered(
-        ("source .venv/bin/activate",), (DOC + "test_make_run_make_test_and_the_activated_venv",)
+    "dvc repro": Covered(
+        ("dvc", "repro"),
+        (
+            PIPE + "test_second_repro_does_nothing",
+            SIGN + "test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off",
+            OWN,
+        ),
     ),
-    "export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false "
-    "DVC_NO_ANALYTICS=1 NML_DISABLE_USAGE_LOGGING=1": Covered(
-        ("export DO_NOT_TRACK=true",), (DOC + "test_make_run_make_test_and_the_activated_venv",)
-    ),
-    "dvc repro": Covered(("dvc", "repro"), (PIPE + "test_second_repro_does_nothing",)),
+    "make profile PROFILE=profiles/loans.yaml": Covered(("profile", "profiles/loans.yaml"), (OWN,)),
     "cd federation && dvc repro": Covered(
         ("cd federation", "dvc repro"),
         ("tests/federated/test_pipeline.py::test_dvc_repro_of_the_federation_workspace_registers_a_judged_version",),
@@ -138,16 +149,16 @@ REGISTRY: dict[str, Covered | Exempt] = {
         ("make", "approve", "MODEL=", "VERSION=", "COMMENT="), (DOC + "test_make_approve_reaches_the_sign_off",)
     ),
     "export MLFLOW_TRACKING_URI=sqlite:///mlflow.db": Covered(
-        ("MLFLOW_TRACKING_URI", "sqlite:///"), (DOC + "test_readme_serving_snippets_run_as_written",)
+        ("MLFLOW_TRACKING_URI", "sqlite:///"), (DOC + "test_serving_snippets_run_as_written",)
     ),
     'python -c " import pandas as pd from humane.governance.serving import as_request, load_champion model = '
     "load_champion('humane-adult') # the verified champion, loaded by its version number rows = "
     "pd.read_parquet('data/interim/test.parquet').head(3).drop(columns=['income']) print(model.predict(as_request("
     'rows, model.metadata.get_input_schema())))"': Covered(
-        ("python -c",), (DOC + "test_readme_serving_snippets_run_as_written",)
+        ("python -c",), (DOC + "test_serving_snippets_run_as_written",)
     ),
     'model=$(python -m humane.governance.serving humane-adult --files "$(mktemp -d)/model")': Covered(
-        ("python -m humane.governance.serving",), (DOC + "test_readme_serving_snippets_run_as_written",)
+        ("python -m humane.governance.serving",), (DOC + "test_serving_snippets_run_as_written",)
     ),
     'mlflow models serve -m "$model" --env-manager local --host 127.0.0.1 --port 5001 &': Covered(
         ("models serve -m", "--env-manager local"),
@@ -185,7 +196,11 @@ REGISTRY: dict[str, Covered | Exempt] = {
         ("work-pool create humane-local --type process",), (FLOW + "test_deployment_runs_on_a_process_worker",)
     ),
     "prefect --no-prompt deploy --all": Covered(
-        ("--no-prompt deploy --all",), (FLOW + "test_deployment_runs_on_a_process_worker",)
+        ("--no-prompt deploy --all",),
+        (
+            FLOW + "test_deployment_runs_on_a_process_worker",
+            DOC + "test_the_retraining_automation_is_created_as_documented",
+        ),
     ),
     "prefect worker start --pool humane-local &": Covered(
         ("worker start --pool humane-local",), (FLOW + "test_deployment_runs_on_a_process_worker",)
@@ -206,7 +221,6 @@ REGISTRY: dict[str, Covered | Exempt] = {
     "dvc exp apply prefect-<flow-run-name>-<id>": Covered(
         ("exp apply", "prefect-"), (FLOW + "test_overridden_runs_are_isolated_and_saved_as_experiments",)
     ),
-    "make batches": Covered(("make", "batches"), (DOC + "test_make_batches_and_make_profile",)),
     "python -m flows.monitoring data/batches/in_distribution.csv": Covered(
         ("data/batches/in_distribution.csv",),
         (MON + "test_an_in_distribution_batch_completes_with_no_alert_and_is_recorded",),
@@ -231,18 +245,10 @@ REGISTRY: dict[str, Covered | Exempt] = {
         "monitoring flow itself on the same batches runs in tests/integration/test_monitoring.py and the deployment "
         "path in test_prefect_flow.py::test_deployment_runs_on_a_process_worker; this exact line is not run"
     ),
-    "make profile PROFILE=profiles/german.yaml": Covered(
-        ("make", "profile", "PROFILE=profiles/german.yaml"), (DOC + "test_make_batches_and_make_profile",)
-    ),
-    "make profile PROFILE=profiles/adult.yaml": Covered(
-        ("make", "profile", "PROFILE=profiles/adult.yaml"), (DOC + "test_make_batches_and_make_profile",)
-    ),
-    "make team-up && make team-bootstrap": Covered(("team.stack", "up"), (STACK + "_start",), recipe=True),
-    "set -a; . .team/team.env; . .team/accounts/alice.env; set +a && dvc repro": TEAM_ENV,
     "make team-down": Covered(("team.stack", "down"), (STACK + "_stop",), recipe=True),
     "dvc exp run -S train.dp.enabled=true -S train.dp.target_epsilon=3 -S train.dp.max_grad_norm=2.0 "
     "-S train.batch_size=4096 -S train.lr=0.003 -S train.max_epochs=15 -S train.patience=15": Covered(
-        ("train.dp.enabled=true",), (DOC + "test_readme_dp_sgd_experiment_runs",)
+        ("train.dp.enabled=true",), (DOC + "test_dp_sgd_experiment_runs_as_documented",)
     ),
     "make team-up": Covered(("team.stack", "up"), (STACK + "_start",), recipe=True),
     "make team-bootstrap": Covered(("team.bootstrap", "--settings"), (STACK + "_start",), recipe=True),
@@ -316,17 +322,63 @@ def block_commands(lang: str, body: str) -> list[str]:
     return found
 
 
+PARTS = ("tutorial", "how-to", "explanation")
+
+
+def doc_pages() -> list[Path]:
+    """The hand-written pages: README.md, docs/index.md and the tutorial, how-to and explanation pages."""
+    docs = ROOT / "docs"
+    return [
+        ROOT / "README.md",
+        docs / "index.md",
+        *(page for part in PARTS for page in sorted((docs / part).glob("*.md"))),
+    ]
+
+
+def tutorial_pages() -> list[Path]:
+    """The pages run as written: the README and the tutorial."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs/tutorial").glob("*.md"))]
+
+
+@dataclass(frozen=True)
+class Block:
+    """One fenced block of a page, with its marker (`needs` or `run-by`, and its value) if it has one."""
+
+    page: str
+    lang: str
+    body: str
+    marker: str = ""
+    value: str = ""
+
+
+def blocks(page: Path) -> list[Block]:
+    """The shell blocks of a page, in order."""
+    name = str(page.relative_to(ROOT))
+    found = [Block(name, lang, body, marker, value) for marker, value, lang, body in BLOCK.findall(page.read_text())]
+    return [block for block in found if block.lang in SHELL_BLOCKS]
+
+
+def runnable(page: Path) -> list[Block]:
+    """A tutorial page's blocks that its test runs: those without a marker."""
+    return [block for block in blocks(page) if not block.marker]
+
+
+def run_here() -> set[str]:
+    """The commands that `test_tutorial_page_runs_as_written` runs."""
+    return {c for page in tutorial_pages() for block in runnable(page) for c in block_commands(block.lang, block.body)}
+
+
 def documented_commands() -> dict[str, str]:
-    """Every documented command → where it is first shown (file name)."""
+    """Every documented command → where it is first shown (path from the project root)."""
     found: dict[str, str] = {}
-    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        text = path.read_text()
+    for path in doc_pages():
+        text, name = path.read_text(), str(path.relative_to(ROOT))
         for lang, body in FENCE.findall(text):
             if lang in SHELL_BLOCKS:
                 for command in block_commands(lang, body):
-                    found.setdefault(command, path.name)
+                    found.setdefault(command, name)
         for command in DISPLAYED.findall(text):
-            found.setdefault(" ".join(command.split()), path.name)
+            found.setdefault(" ".join(command.split()), name)
     return found
 
 
@@ -372,13 +424,32 @@ def make_recipe(target: str) -> str:
     return match.group(1)
 
 
-def test_every_documented_command_is_in_the_registry():
+def test_every_documented_command_is_run_or_registered():
     documented = documented_commands()
     assert len(documented) > 40  # the parser reads the blocks (a broken parser must not pass by finding none)
-    missing = [f"{where}: {command}" for command, where in documented.items() if command not in REGISTRY]
+    assert len(run_here()) > 8  # and the tutorial's runnable blocks
+    missing = [f"{where}: {c}" for c, where in documented.items() if c not in REGISTRY and c not in run_here()]
     assert not missing, "documented commands that no test is registered to run:\n" + "\n".join(missing)
     stale = [command for command in REGISTRY if command not in documented]
     assert not stale, f"registered commands the docs no longer show: {stale}"
+
+
+def test_every_marked_block_names_what_it_needs_or_the_test_that_runs_it():
+    """A `needs:` marker names a known environment; a `run-by:` marker names a test that exists and is registered
+    for each of the block's commands (or the command is exempt, with its reason)."""
+    marked = [block for page in doc_pages() for block in blocks(page) if block.marker]
+    assert any(b.marker == "needs" for b in marked) and any(b.marker == "run-by" for b in marked)
+    for block in marked:
+        commands = block_commands(block.lang, block.body)
+        assert commands and all(c in REGISTRY for c in commands), (block.page, commands)
+        if block.marker == "needs":
+            assert block.value in NEEDS, f"{block.page}: unknown need {block.value!r}"
+            continue
+        path, _, name = block.value.partition("::")
+        assert (ROOT / path).is_file() and name in _functions(path), f"{block.page}: {block.value} does not exist"
+        for command in commands:
+            entry = REGISTRY[command]
+            assert isinstance(entry, Exempt) or block.value in entry.nodes, (block.page, command, block.value)
 
 
 @pytest.mark.parametrize("command", sorted(REGISTRY))
@@ -419,8 +490,9 @@ def _with_venv(project: Path) -> Path:
     return project
 
 
-def test_readme_dp_sgd_experiment_runs(ran_project):
-    """README's DP-SGD example, exactly as written, on the sample data: it trains, spends at most ε=3, registers."""
+def test_dp_sgd_experiment_runs_as_documented(ran_project):
+    """The privacy how-to's DP-SGD example, exactly as written, on the sample data: it trains, spends at most ε=3,
+    registers."""
     (line,) = [c for c in documented_commands() if "train.dp.enabled=true" in c]
     assert line.startswith("dvc exp run -S train.dp.enabled=true")
     run(line.split(), ran_project, timeout=900)
@@ -431,34 +503,12 @@ def test_readme_dp_sgd_experiment_runs(ran_project):
     assert (params["train.dp.enabled"], params["train.batch_size"], params["train.lr"]) == ("True", "4096", "0.003")
 
 
-def test_make_run_make_test_and_the_activated_venv(ran_project):
-    """`make run` (the pipeline, already up to date), `make test` (one test chosen by PYTEST_ADDOPTS), and the
-    README's `source .venv/bin/activate` + `export DO_NOT_TRACK=true ...` before a tool runs."""
-    project = _with_venv(ran_project)
-    made = run([*MAKE, "run"], project)
-    assert "dvc repro" in made.stdout and "Data and pipelines are up to date" in made.stdout
-    env = {
-        **os.environ,
-        "PYTEST_ADDOPTS": "-p no:cacheprovider -n 0 tests/unit/test_train.py::test_loss_takes_the_raw_logit",
-    }
-    tested = subprocess.run([*MAKE, "test"], cwd=project, env=env, capture_output=True, text=True, timeout=300)
-    assert tested.returncode == 0 and "1 passed" in tested.stdout, tested.stdout[-2000:] + tested.stderr[-2000:]
-    (activate,) = [c for c in documented_commands() if c.startswith("source ")]
-    (quiet,) = [c for c in documented_commands() if c.startswith("export DO_NOT_TRACK=true")]
-    assert activate == "source .venv/bin/activate"
-    script = f"{activate} && {quiet} && command -v dvc && dvc metrics show"
-    shown = subprocess.run(["bash", "-c", script], cwd=project, capture_output=True, text=True, timeout=120)
-    assert shown.returncode == 0, shown.stderr[-2000:]
-    # activate puts its own venv's bin first (by the venv's real path): the suite's venv, linked in as .venv
-    assert Path(shown.stdout.splitlines()[0]).resolve() == (project / ".venv/bin/dvc").resolve()
-    assert "accuracy" in shown.stdout
-
-
-def test_readme_serving_snippets_run_as_written(ran_project):
-    """README's `export MLFLOW_TRACKING_URI=sqlite:///mlflow.db`, its `python -c "..."` and `model=$(python -m
-    humane.governance.serving ... --files ...)` lines, run by bash with the sample's model name for humane-adult."""
+def test_serving_snippets_run_as_written(ran_project):
+    """The serving how-to's `export MLFLOW_TRACKING_URI=sqlite:///mlflow.db`, its `python -c "..."` and
+    `model=$(python -m humane.governance.serving ... --files ...)` lines, run by bash with the sample's model name for
+    humane-adult."""
     model = "humane-" + yaml.safe_load((ran_project / "params.yaml").read_text())["data"]["name"]
-    block = next(b for lang, b in FENCE.findall((ROOT / "README.md").read_text()) if "load_champion" in b)
+    block = next(b for lang, b in FENCE.findall((ROOT / "docs/how-to/serving.md").read_text()) if "load_champion" in b)
     lines = block.split("mlflow models serve")[0].replace("humane-adult", model)  # up to the server: model=$(...)
     script = f'set -e\n{lines}\necho "model=$model"\n'
     done = subprocess.run(["bash", "-c", script], cwd=ran_project, capture_output=True, text=True, timeout=300)
@@ -485,23 +535,6 @@ def test_make_approve_reaches_the_sign_off(ran_project):
     assert "999" in made.stderr and "Traceback" not in made.stderr, made.stderr[-2000:]
 
 
-def test_make_batches_and_make_profile(project):
-    """`make batches` writes the demo batches; `make profile PROFILE=profiles/german.yaml` switches params.yaml's
-    dataset sections and `PROFILE=profiles/adult.yaml` switches them back."""
-    project = _with_venv(project)
-    (project / "data/raw/adult").symlink_to(ROOT / "data/raw/adult")  # the demo batches are drawn from Adult's files
-    run([*MAKE, "batches"], project, timeout=300)
-    assert {p.name for p in (project / "data/batches").glob("*.csv")} >= {
-        "in_distribution.csv",
-        "shifted.csv",
-        "bias.csv",
-    }
-    run([*MAKE, "profile", "PROFILE=profiles/german.yaml"], project)
-    assert yaml.safe_load((project / "params.yaml").read_text())["data"]["name"] == "german"
-    run([*MAKE, "profile", "PROFILE=profiles/adult.yaml"], project)
-    assert yaml.safe_load((project / "params.yaml").read_text())["data"]["name"] == "adult"
-
-
 def test_make_ui_serves_the_mlflow_ui(ran_project):
     """`make ui` blocks serving the UI: started, its port probed until the UI answers, then stopped."""
     project = _with_venv(ran_project)
@@ -524,21 +557,23 @@ def test_make_ui_serves_the_mlflow_ui(ran_project):
 
 
 def test_the_retraining_automation_is_created_as_documented(project, prefect_server):
-    """README's `prefect --no-prompt deploy --all`, the `sed ... | jq` line and `prefect automation create` against
-    the session's server: the automation runs the deployment the sed line named."""
-    block = next(b for lang, b in FENCE.findall((ROOT / "README.md").read_text()) if "retrain_on_drift" in b)
+    """The monitoring tutorial's `prefect --no-prompt deploy --all`, the `sed ... | jq` line and `prefect automation
+    create` against the session's server: the automation runs the deployment the sed line named."""
+    block = next(
+        b for lang, b in FENCE.findall((ROOT / "docs/tutorial/monitoring.md").read_text()) if "retrain_on_drift" in b
+    )
     lines = block_commands("bash", block)
     deploy, named, sed, create = lines[:4]
     assert deploy == "prefect --no-prompt deploy --all" and "deployments/name/training/adult" in named
     assert "TRAINING_DEPLOYMENT_ID" in sed and "retrain_on_drift.yaml" in sed
     assert create.startswith("prefect automation create --from-file")
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
-    pool = "prefect work-pool create humane-local --type process --overwrite"  # as README's deployment section
+    pool = "prefect work-pool create humane-local --type process --overwrite"  # as the Prefect how-to
     script = "set -e\n" + "\n".join([pool, deploy, named, sed.replace("/tmp/", "./"), create.replace("/tmp/", "./")])
     done = subprocess.run(["bash", "-c", script], cwd=project, env=env, capture_output=True, text=True, timeout=300)
     try:
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        # The README reads the id from the API: once an automation names the deployment, `prefect deployment
+        # The page reads the id from the API: once an automation names the deployment, `prefect deployment
         # inspect -o json` fails (Prefect 3.9: "Type is not JSON serializable: set"), so a rerun would name none.
         with urllib.request.urlopen(f"{prefect_server}/deployments/name/training/adult", timeout=30) as response:
             deployment = json.loads(response.read())
@@ -551,3 +586,70 @@ def test_the_retraining_automation_is_created_as_documented(project, prefect_ser
         subprocess.run(["prefect", "--no-prompt", "automation", "delete", name], cwd=project, env=env)
         for gone in ("monitoring/adult-monitoring", "training/adult"):  # the daily schedule must not fire in the suite
             subprocess.run(["prefect", "--no-prompt", "deployment", "delete", gone], cwd=project, env=env)
+
+
+# --- the README and the tutorial pages, run as written ---
+
+PYTEST_ONE = "-p no:cacheprovider -n 0 tests/unit/test_train.py::test_loss_takes_the_raw_logit"
+# bash runs a page's blocks with `make` as `make -o .venv/.installed` (the venv is the suite's own, linked in).
+PREAMBLE = 'set -e\nmake() { command make -o .venv/.installed "$@"; }\n'
+
+
+def _adult_files(project: Path) -> None:
+    """The demo batches are drawn from Adult's own files, which the sample's project copy does not hold."""
+    (project / "data/raw/adult").symlink_to(ROOT / "data/raw/adult")
+
+
+SETUP = {"docs/tutorial/monitoring.md": _adult_files}
+# What each page's run must show (in its output) and leave (files), beyond every command's exit status 0.
+SHOWS = {
+    "README.md": ["Data and pipelines are up to date", "1 passed"],
+    "docs/tutorial/first-run.md": ["Data and pipelines are up to date", "accuracy", "decision.json"],
+    "docs/tutorial/own-data.md": ["german"],
+    "docs/tutorial/sign-off.md": [],
+    "docs/tutorial/monitoring.md": [],
+}
+LEAVES = {
+    "docs/tutorial/first-run.md": ["dvc_plots/index.html"],
+    "docs/tutorial/monitoring.md": [
+        "data/batches/in_distribution.csv",
+        "data/batches/shifted.csv",
+        "data/batches/bias.csv",
+    ],
+}
+
+
+def _pages_run() -> list[str]:
+    return [str(page.relative_to(ROOT)) for page in tutorial_pages() if runnable(page)]
+
+
+@pytest.mark.parametrize("page", _pages_run())
+def test_tutorial_page_runs_as_written(page, ran_project):
+    """Every unmarked shell block of the page, in order, in one bash script, in a copy of the session's pipeline run
+    on the sample data (`make test` runs one unit test, chosen by PYTEST_ADDOPTS)."""
+    project = _with_venv(ran_project)
+    SETUP.get(page, lambda _: None)(project)
+    script = PREAMBLE + "\n".join(block.body for block in runnable(ROOT / page))
+    env = {**os.environ, "PYTEST_ADDOPTS": PYTEST_ONE}
+    done = subprocess.run(["bash", "-c", script], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    absent = [text for text in SHOWS[page] if text not in done.stdout]
+    assert not absent, f"{page}: {absent} not in its output:\n{done.stdout[-3000:]}"
+    assert all((project / path).is_file() for path in LEAVES.get(page, [])), LEAVES[page]
+    if page == "docs/tutorial/own-data.md":  # switched to German and back
+        assert yaml.safe_load((project / "params.yaml").read_text())["data"]["name"] == "adult"
+
+
+def _needing() -> list[Block]:
+    return [block for page in tutorial_pages() for block in blocks(page) if block.marker == "needs"]
+
+
+@pytest.mark.parametrize("block", _needing(), ids=lambda b: f"{b.page}:{block_commands(b.lang, b.body)[0][:40]}")
+def test_tutorial_blocks_that_need_servers_are_run_where_they_are_up(block):
+    """A block marked `<!-- needs: ... -->` cannot run on the sample data alone: skipped here, naming the tests
+    that run its commands (tests/team, where the stack is up) or why none does."""
+    runs = []
+    for command in block_commands(block.lang, block.body):
+        entry = REGISTRY[command]
+        runs.append(f"{command[:50]} → {entry.reason[:60] if isinstance(entry, Exempt) else ', '.join(entry.nodes)}")
+    pytest.skip(f"needs {NEEDS[block.value]}; run by: " + "; ".join(runs))
