@@ -22,7 +22,7 @@ one that does not verify stops the sweep, naming what is missing (roll it back w
 The sweep ends in the state its chosen candidate's training run ended in (flows.training's names: Completed only
 when the candidate became champion, AwaitingSignOff or NotApproved while it waits for a sign-off, Rejected,
 NotPromoted), or NoCandidate when none is within the policy's fairness limits. `python -m flows.sweep` exits
-with the status docs/exit_codes.md gives each (0 promoted, 3 refused, 4 no candidate, 7 awaiting sign-off), or
+with the status docs/reference/exit-codes.md gives each (0 promoted, 3 refused, 4 no candidate, 7 awaiting sign-off), or
 an error's own (2 for bad input, a champion that does not verify included). `python -m flows.sweep --dvc-queue`
 queues every candidate as a DVC experiment instead (`dvc exp run --queue -S ...`, up to the audit stage, so
 nothing is registered); `dvc queue start` runs them.

@@ -43,7 +43,7 @@ from humane.governance.store import client
 RETRIES = {"track": 2, "register": 2}
 
 
-# The flow's end states, by name, and `python -m flows.training`'s exit status for each (docs/exit_codes.md).
+# The flow's end states, by name, and `python -m flows.training`'s exit status for each (docs/reference/exit-codes.md).
 COMPLETED = "Completed"  # the candidate is champion
 AWAITING = "AwaitingSignOff"  # Completed type: passed, waits for a sign-off (no Prefect server to pause on)
 NOT_APPROVED = "NotApproved"  # Failed type: paused for a sign-off that did not come in time; still pending

@@ -11,7 +11,7 @@ its trail; locally the operating-system account running this command, recorded i
 is only the name shown beside the account. Exit 0 when done, 2 when refused (the reason printed), e.g. a
 candidate that failed the automated checks, a second decision, or, under four eyes, an account that registered
 the run approving it; 10 when a server does not answer, 11 when it refuses the credentials, 12 when the trail or
-a recorded hash does not verify (docs/exit_codes.md). Nothing moves unless it exits 0.
+a recorded hash does not verify (docs/reference/exit-codes.md). Nothing moves unless it exits 0.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
 The target must still hold a verified approval on the decision it records, and under four eyes an account
 that registered it cannot put it back. In team mode only a reviewer (MANAGE on the model) may roll back, and
 the server records who. Exit 0 when done, 2 when refused; 10, 11 or 12 when a server does not answer, refuses
-the credentials, or the trail does not verify (docs/exit_codes.md).
+the credentials, or the trail does not verify (docs/reference/exit-codes.md).
 """
 
 from __future__ import annotations

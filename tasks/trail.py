@@ -4,7 +4,7 @@
     python -m tasks.trail export [PATH]     (the verified trail as JSON Lines; default reports/signoff/trail.jsonl)
 
 Exit 0 when the chain verifies and the registry agrees with it; 12 (IntegrityFailed) when the registry disagrees,
-each disagreement printed; otherwise the error's own code (docs/exit_codes.md).
+each disagreement printed; otherwise the error's own code (docs/reference/exit-codes.md).
 """
 
 from __future__ import annotations

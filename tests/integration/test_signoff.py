@@ -426,7 +426,7 @@ def test_a_run_nobody_answers_times_out_pending_and_the_cli_can_decide_later(sig
     finally:
         _set(project, gate={"approval_timeout_s": 86400})
     # The flow's own NotApproved state (set on the server before Prefect's pause expiry could replace it); exit 7:
-    # the version waits for a sign-off, as docs/exit_codes.md says.
+    # the version waits for a sign-off, as docs/reference/exit-codes.md says.
     final = _final_state(paused.id)
     assert proc.returncode == 7 and final.is_failed(), output[-2000:]
     assert final.name == "NotApproved", (final.name, final.message)

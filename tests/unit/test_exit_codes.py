@@ -1,4 +1,7 @@
-"""Each entry point's exit status is read from end-state names and error types (docs/exit_codes.md), never text."""
+"""Each entry point's exit status is read from end-state names and error types, never text.
+
+The table: docs/reference/exit-codes.md.
+"""
 
 import shutil
 from pathlib import Path
