@@ -10,7 +10,8 @@ import hashlib
 import math
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from humane.core import io
+from humane.core import metric_names as names
 from humane.core.context import RunContext
 from humane.core.errors import HumaneError
 from humane.core.params import flatten, read_raw
@@ -40,7 +42,6 @@ from humane.governance.serving import (
     input_example,
 )
 from humane.governance.store import StoreError, client, ensure_experiment, using_tracking_uri
-from humane.monitoring.reference import REFERENCE_ARTIFACT, MonitoredColumns, write_reference
 from humane.privacy.policy import OTHER, FittedPolicy
 
 MODEL_ARTIFACT = "model"
@@ -48,6 +49,7 @@ DOMAIN_FILE = "domain.json"  # the served model's training-time domain, logged b
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 SERVING_PACKAGES = ("mlflow", "torch", "scikit-learn", "pandas", "numpy", "skops", "pydantic")
 RUN_KEY_TAG = "humane.run_key"
+EPOCH_FIGURES = ("train_loss", "val_loss", "val_accuracy", "val_auc")  # logged per epoch as epoch.<figure>
 COMPLETE_TAG = "humane.complete"  # set last: a run without it is an interrupted attempt
 # The files a run records; their bytes (with the params and the run's origin) make the run's identity.
 RECORDED = (
@@ -298,7 +300,7 @@ def log_explanations(paths: Paths, federated: bool) -> None:
     if federated:
         mlflow.set_tag("humane.explanations", "none: a federated model's test rows stay at its sites")
         return
-    mlflow.log_metrics(flat_metrics(io.read_json(paths.explain_metrics), "explain."))
+    mlflow.log_metrics(flat_metrics(io.read_json(paths.explain_metrics), names.EXPLAIN_PREFIX))
     for path in (paths.explain_metrics, paths.explanations):
         mlflow.log_artifact(str(path), artifact_path="reports")
     mlflow.log_artifacts(str(paths.explain_plots_dir), artifact_path="plots/explain")
@@ -312,62 +314,35 @@ def require_explanations(paths: Paths) -> None:
         raise HumaneError(f"tracking: the explain stage's outputs {missing} are missing; run `dvc repro explain`")
 
 
-def log_reference(paths: Paths, threshold: float, monitored: MonitoredColumns | None, federated: bool) -> None:
-    """Monitoring's reference, in the active run; none for a federated model (its test rows stay at its sites)."""
-    import mlflow
+@dataclass(frozen=True)
+class RunArtifact:
+    """A file the caller makes for the run (the edge: e.g. monitoring's reference), logged at `artifact`.
 
-    if federated:
-        mlflow.set_tag("humane.monitoring", "no reference: a federated model's test rows stay at its sites")
-        return
-    if monitored is None:
-        return
-    with tempfile.TemporaryDirectory(prefix="humane-reference-") as tmp:
-        reference = Path(tmp) / Path(REFERENCE_ARTIFACT).name
-        write_reference(paths, threshold, monitored, reference)
-        mlflow.log_artifact(str(reference), artifact_path=str(Path(REFERENCE_ARTIFACT).parent))
+    Attributes:
+        artifact: Its path among the run's artifacts, e.g. "monitoring/reference.parquet".
+        write: Writes the file at the path it is given (a temporary one, named as `artifact`'s last part).
 
-
-def log_run(
-    paths: Paths,
-    experiment: str,
-    threshold: float,
-    protected: Iterable[str],
-    ctx: RunContext,
-    monitored: MonitoredColumns | None = None,
-) -> dict[str, str]:
-    """Log the workspace's pipeline state as one MLflow run (or find the one already logged); its ids.
-
-    `protected` are the columns whose raw values never leave the load stage (`protected_columns(...).all` of
-    humane.privacy.policy; the fitted policy's masked columns are added): the served model's domain and input
-    example hold no value of them, and the dataset inputs name their one-hot features by number.
-
-    With `monitored`, the run also holds the model's monitoring reference (humane.monitoring.reference): the
-    test rows as the model read them, with their sensitive columns, label and scores. The track stage always
-    passes it; a champion without one cannot be monitored (the monitoring says so and stops).
     """
-    import mlflow
-    from mlflow.entities import Metric
 
-    uri = ctx.tracking_uri
-    mlflow_client = client(uri)
-    experiment_id = ensure_experiment(
-        mlflow_client, experiment, Paths(ctx.project).mlflow_artifacts if ctx.default_store else None
-    )
-    key = run_key(paths, ctx)
-    done, interrupted = find_run(mlflow_client, experiment_id, key)
-    if done is not None:
-        record = {
-            "run_id": done.info.run_id,
-            "experiment_id": experiment_id,
-            "experiment": experiment,
-            "model_uri": done.data.tags["humane.model_uri"],
-            "run_key": key,
-        }
-        io.write_json(paths.mlflow_run, record)
-        return record
-    for attempt in interrupted:  # an earlier attempt of this pipeline run died half-way: it is not a record
-        mlflow_client.delete_run(attempt.info.run_id)
+    artifact: str
+    write: Callable[[Path], object]
 
+
+@dataclass(frozen=True)
+class RecordedInputs:
+    """The stage outputs the run's params and metrics are made of, read before the run starts."""
+
+    params: dict[str, str]  # params.yaml flattened, `*` spelt `each`, values cut to MAX_PARAM_CHARS
+    metrics: dict[str, Any]  # reports/metrics.json: "model" and "baseline" on the test split
+    train_metrics: dict[str, Any]  # reports/train_metrics.json
+    history: list[dict[str, Any]]  # reports/train_history.json: one row per epoch
+    validation: dict[str, Any]  # reports/validation.json
+    fairness: dict[str, Any]  # reports/fairness.json: the gaps by feature
+    federated: bool  # a federated workspace (reports/federation.json): no row here
+
+
+def read_inputs(paths: Paths) -> RecordedInputs:
+    """Read what the run records; a missing or unreadable file stops here, before any run is started."""
     # MLflow's param names allow no `*`: the policy's `fairness.*.<gap>` is logged as `fairness.each.<gap>`.
     raw_params = {k.replace("*", "each"): str(v)[:MAX_PARAM_CHARS] for k, v in flatten(read_raw(paths.params)).items()}
     metrics = io.read_json(paths.metrics)
@@ -376,69 +351,183 @@ def log_run(
     validation = io.read_json(paths.validation_report)
     fairness = io.read_json(paths.fairness)
     run_of_sites = federation.read(paths) if federation.is_federated(paths) else None
-    if run_of_sites is None:
+    return RecordedInputs(raw_params, metrics, train_metrics, history, validation, fairness, run_of_sites is not None)
+
+
+def summary_metrics(inputs: RecordedInputs, privacy: dict[str, Any]) -> dict[str, float]:
+    """The run's metrics: test.*, baseline.*, train.*, fairness.*, privacy/federation figures, validation counts.
+
+    Args:
+        inputs: The stage outputs (`read_inputs`).
+        privacy: `humane.governance.gate.privacy_and_federation` of the workspace (flat names).
+
+    Returns:
+        Flat metric names (humane.core.metric_names) to finite values.
+
+    """
+    return {
+        **flat_metrics(inputs.metrics["model"], names.TEST_PREFIX),
+        **flat_metrics(inputs.metrics["baseline"], names.BASELINE_PREFIX),
+        **flat_metrics(inputs.train_metrics, names.TRAIN_PREFIX),
+        **flat_metrics(inputs.fairness, names.FAIRNESS_PREFIX),
+        **flat_metrics(privacy),
+        f"{names.VALIDATION_PREFIX}n_checks": inputs.validation["n_checks"],
+        f"{names.VALIDATION_PREFIX}n_failed": inputs.validation["n_failed"],
+    }
+
+
+def epoch_metrics(history: list[dict[str, Any]]) -> list[Any]:
+    """The training history as MLflow metrics `epoch.<figure>`, stepped by epoch."""
+    from mlflow.entities import Metric
+
+    return [
+        Metric(names.epoch_metric(name), float(row[name]), 0, int(row["epoch"]))
+        for row in history
+        for name in EPOCH_FIGURES
+        # NaN AUC (one-class validation split) is not logged; DP-SGD's history holds no training loss
+        if name in row and row[name] == row[name]
+    ]
+
+
+def report_files(paths: Paths) -> tuple[Path, ...]:
+    """The stage reports the run keeps under `reports/`."""
+    return (
+        paths.validation_report,
+        paths.metrics,
+        paths.train_metrics,
+        paths.train_history,
+        paths.roc_data,
+        paths.calibration_data,
+        paths.params,
+        paths.data_audit,
+        paths.audit_report,
+        paths.fairness,
+        paths.audit_groups_data,
+        paths.privacy_report,
+        paths.membership_report,
+    )
+
+
+def log_reports(paths: Paths) -> None:
+    """The reports, the plots and validation's data docs, in the active run."""
+    import mlflow
+
+    for path in report_files(paths):
+        mlflow.log_artifact(str(path), artifact_path="reports")
+    for path in (paths.roc_png, paths.calibration_png, *sorted(paths.audit_plots_dir.glob("*.png"))):
+        mlflow.log_artifact(str(path), artifact_path="plots")
+    mlflow.log_artifacts(str(paths.validation_docs), artifact_path="reports/validation_docs")
+
+
+def log_reference(reference: RunArtifact | None, federated: bool) -> None:
+    """Monitoring's reference, in the active run; none for a federated model (its test rows stay at its sites)."""
+    import mlflow
+
+    if federated:
+        mlflow.set_tag("humane.monitoring", "no reference: a federated model's test rows stay at its sites")
+        return
+    if reference is None:
+        return
+    with tempfile.TemporaryDirectory(prefix="humane-reference-") as tmp:
+        path = Path(tmp) / Path(reference.artifact).name
+        reference.write(path)
+        mlflow.log_artifact(str(path), artifact_path=str(Path(reference.artifact).parent))
+
+
+def run_record(
+    paths: Paths, run_id: str, experiment_id: str, experiment: str, model_uri: str, key: str
+) -> dict[str, str]:
+    """Write the run's ids (reports/mlflow_run.json) and return them."""
+    record = {
+        "run_id": run_id,
+        "experiment_id": experiment_id,
+        "experiment": experiment,
+        "model_uri": model_uri,
+        "run_key": key,
+    }
+    io.write_json(paths.mlflow_run, record)
+    return record
+
+
+def record_run(
+    paths: Paths,
+    ctx: RunContext,
+    target: tuple[Any, str, str],
+    threshold: float,
+    protected: Iterable[str],
+    reference: RunArtifact | None,
+) -> tuple[str, str]:
+    """Log one new, complete run: params, metrics, reports, data evidence, explanations, model, reference.
+
+    Args:
+        paths: The workspace.
+        ctx: The pipeline run (tracking URI, entry point, overrides).
+        target: The MLflow client, the experiment's id and the run key.
+        threshold: The served model's decision threshold.
+        protected: Columns whose values never leave the load stage (the policy's masked ones are added).
+        reference: Monitoring's reference, written by the caller, or None.
+
+    Returns:
+        The run's id and its served model's URI. The run is marked complete last.
+
+    """
+    import mlflow
+
+    mlflow_client, experiment_id, key = target
+    inputs = read_inputs(paths)
+    if not inputs.federated:
         require_explanations(paths)
     masked = {*FittedPolicy.from_dict(io.read_json(paths.privacy_policy)).masked_columns, *map(str, protected)}
-
     with (
-        using_tracking_uri(uri),
+        using_tracking_uri(ctx.tracking_uri),
         mlflow.start_run(experiment_id=experiment_id, run_name=run_name(ctx), tags={RUN_KEY_TAG: key}) as run,
         warnings.catch_warnings(),
     ):
         # MLflow's hints about integer columns and ambiguous local sources do not apply to these inputs.
         warnings.simplefilter("ignore", UserWarning)
-        run_id = run.info.run_id
         mlflow.set_tags(lineage_tags(paths, ctx))
-        mlflow.log_params(raw_params)
-        summary = {
-            **flat_metrics(metrics["model"], "test."),
-            **flat_metrics(metrics["baseline"], "baseline."),
-            **flat_metrics(train_metrics, "train."),
-            **flat_metrics(fairness, "fairness."),
-            **flat_metrics(privacy_and_federation(paths, train_metrics)),
-            "validation.n_checks": validation["n_checks"],
-            "validation.n_failed": validation["n_failed"],
-        }
-        mlflow.log_metrics(summary)
-        per_epoch = [
-            Metric(f"epoch.{name}", float(row[name]), 0, int(row["epoch"]))
-            for row in history
-            for name in ("train_loss", "val_loss", "val_accuracy", "val_auc")
-            # NaN AUC (one-class validation split) is not logged; DP-SGD's history holds no training loss
-            if name in row and row[name] == row[name]
-        ]
-        mlflow_client.log_batch(run_id, metrics=per_epoch)
-        reports = (
-            paths.validation_report,
-            paths.metrics,
-            paths.train_metrics,
-            paths.train_history,
-            paths.roc_data,
-            paths.calibration_data,
-            paths.params,
-            paths.data_audit,
-            paths.audit_report,
-            paths.fairness,
-            paths.audit_groups_data,
-            paths.privacy_report,
-            paths.membership_report,
-        )
-        for path in reports:
-            mlflow.log_artifact(str(path), artifact_path="reports")
-        for path in (paths.roc_png, paths.calibration_png, *sorted(paths.audit_plots_dir.glob("*.png"))):
-            mlflow.log_artifact(str(path), artifact_path="plots")
-        mlflow.log_artifacts(str(paths.validation_docs), artifact_path="reports/validation_docs")
-        log_data_evidence(paths, masked, federated=run_of_sites is not None)
-        log_explanations(paths, federated=run_of_sites is not None)
+        mlflow.log_params(inputs.params)
+        mlflow.log_metrics(summary_metrics(inputs, privacy_and_federation(paths, inputs.train_metrics)))
+        mlflow_client.log_batch(run.info.run_id, metrics=epoch_metrics(inputs.history))
+        log_reports(paths)
+        log_data_evidence(paths, masked, federated=inputs.federated)
+        log_explanations(paths, federated=inputs.federated)
         info = log_serving_model(paths, threshold, masked)
-        log_reference(paths, threshold, monitored, federated=run_of_sites is not None)
+        log_reference(reference, federated=inputs.federated)
         mlflow.set_tags({"humane.model_uri": info.model_uri, COMPLETE_TAG: "true"})
-    record = {
-        "run_id": run_id,
-        "experiment_id": experiment_id,
-        "experiment": experiment,
-        "model_uri": info.model_uri,
-        "run_key": key,
-    }
-    io.write_json(paths.mlflow_run, record)
-    return record
+    return run.info.run_id, info.model_uri
+
+
+def log_run(
+    paths: Paths,
+    experiment: str,
+    threshold: float,
+    protected: Iterable[str],
+    ctx: RunContext,
+    reference: RunArtifact | None = None,
+) -> dict[str, str]:
+    """Log the workspace's pipeline state as one MLflow run (or find the one already logged); its ids.
+
+    `protected` are the columns whose raw values never leave the load stage (`protected_columns(...).all` of
+    humane.privacy.policy; the fitted policy's masked columns are added): the served model's domain and input
+    example hold no value of them, and the dataset inputs name their one-hot features by number.
+
+    With `reference`, the run also holds the model's monitoring reference, which the caller writes (the track
+    stage: humane.monitoring.reference, the test rows as the model read them, with their sensitive columns,
+    label and scores). The track stage always passes it; a champion without one cannot be monitored (the
+    monitoring says so and stops).
+    """
+    mlflow_client = client(ctx.tracking_uri)
+    experiment_id = ensure_experiment(
+        mlflow_client, experiment, Paths(ctx.project).mlflow_artifacts if ctx.default_store else None
+    )
+    key = run_key(paths, ctx)
+    done, interrupted = find_run(mlflow_client, experiment_id, key)
+    if done is not None:
+        model_uri = done.data.tags["humane.model_uri"]
+        return run_record(paths, done.info.run_id, experiment_id, experiment, model_uri, key)
+    for attempt in interrupted:  # an earlier attempt of this pipeline run died half-way: it is not a record
+        mlflow_client.delete_run(attempt.info.run_id)
+    target = (mlflow_client, experiment_id, key)
+    run_id, model_uri = record_run(paths, ctx, target, threshold, protected, reference)
+    return run_record(paths, run_id, experiment_id, experiment, model_uri, key)
