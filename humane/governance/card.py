@@ -6,9 +6,9 @@ import html
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
-from humane.core.metric_names import fairness_metric
+from humane.core.metric_names import baseline_metric, fairness_metric
 from humane.core.params import Params
 from humane.fairness.metrics import GROUP_METRICS, unmeasurable
 from humane.fairness.policy import policy_of
@@ -139,48 +139,97 @@ def _markdown_to_html(text: str) -> str:
     return "\n".join(out)
 
 
+class ModelFacts(TypedDict):
+    """Everything the card states about one model, read from the stage outputs (`promotion.gather_facts`).
+
+    Federated (reports/federation.json exists): the md5s of row files are `federation.NOT_HERE` and `federation`
+    holds the run of the sites; otherwise `federation` is absent.
+    """
+
+    data_md5: str  # md5 of data/processed/train.parquet (DVC), or NOT_HERE
+    test_md5: str  # md5 of data/interim/test.parquet: the rows the recorded metrics were measured on, or NOT_HERE
+    federation: NotRequired[dict[str, Any]]  # reports/federation.json: sites, rounds, messages (federated only)
+    n_inputs: int  # the network's input width (an ensemble's: its members')
+    n_numeric: int  # numeric columns the network reads as numbers (0 for a model file from before the layout)
+    n_parameters: int  # trainable parameters (reports/train_metrics.json)
+    best_epoch: int  # the epoch (federated: round) whose weights were kept
+    epochs_run: int  # epochs (rounds) run
+    raw_md5: str  # md5 of the raw training file (data/interim/meta.json)
+    files: str  # the raw data files, comma-separated
+    git_commit: str  # the commit the pipeline ran at ("-dirty" when the tree was)
+    run_id: str  # the MLflow run of the pipeline run
+    date: str  # when the card was written, UTC "YYYY-MM-DD HH:MM"
+    intended_use: str  # the intended-use Markdown (data.intended_use)
+    metrics: dict[str, Any]  # reports/metrics.json: model and baselines on the test split, test_rows
+    audit: dict[str, Any]  # reports/audit.json: per-group metrics and gaps with bootstrap CIs
+    data_audit: dict[str, Any]  # reports/data_audit.json: group sizes and label rates of the data
+    validation: dict[str, Any]  # reports/validation.json: checks, schema, leakage
+    train_metrics: dict[str, Any]  # reports/train_metrics.json: epochs, DP, mitigation, compute
+    privacy: dict[str, Any]  # reports/privacy.json: the policy and the re-identification risk
+    membership: dict[str, Any]  # reports/membership.json: the membership-inference attack
+    mitigation_data: dict[str, Any]  # reports/mitigation_data.json: reweighing and resampling
+    thresholds: dict[str, Any]  # models/thresholds.json: per-group thresholds, or constraint "none"
+    explanations: dict[str, Any] | None  # reports/explanations.json; None where absent (federated, older)
+
+
 def model_card(
-    params: Params, decision: Decision, version: str | None, facts: dict[str, Any], signed: str | None = None
+    params: Params, decision: Decision, version: str | None, facts: ModelFacts, signed: str | None = None
 ) -> Card:
     """The model card from recorded facts: details, use, metrics with CIs, gaps vs policy, validation, decision."""
     card = Card()
     name = params.data.model_name
     card.heading(f"Model card: {name}" + (f" v{version}" if version else ""), 1)
     add_signoff(card, params, decision, signed)  # first: the description keeps the card's first 5000 characters
-    card.heading("Model details")
+    add_details(card, params, facts)
+    add_performance(card, facts)
+    add_group_performance(card, facts["audit"])
+    card.heading("Fairness gaps against the policy")
+    thresholds = policy_of(params).max
+    card.table(["feature", "gap", "value [95% CI]", "policy maximum", "result"], gap_rows(facts["audit"], thresholds))
+    add_explanations(card, facts.get("explanations"))
+    add_mitigation(card, params, facts)
+    if facts.get("federation"):  # no row at the coordinator: its sites, and what could not be measured here
+        add_federation(card, params, facts)
+    else:
+        add_pooled_data(card, params, facts)
+    card.heading("Promotion decision")
+    awaiting = params.gate.require_approval and decision.passed and not signed
+    add_decision(card, decision, awaiting, signed_off=bool(signed))
+    return card
+
+
+def training_text(params: Params, facts: ModelFacts) -> str:
+    """How the model was trained, in one cell: optimiser, batch, and which epoch (or round, or fits) it keeps."""
     train = params.train
+    if facts.get("federation"):
+        kept = (
+            f"federated: the weights after round {facts['best_epoch']} of {facts['epochs_run']} "
+            "(no round is picked by validation loss)"
+        )
+    elif params.mitigation.reductions == "none":
+        kept = f"best epoch {facts['best_epoch']} of {facts['epochs_run']} (early stopping on validation loss)"
+    else:
+        kept = f"{params.mitigation.reductions_epochs} epochs per ExponentiatedGradient fit (no early stopping)"
+    return f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, " + kept
+
+
+def add_details(card: Card, params: Params, facts: ModelFacts) -> None:
+    """The model details table (network, training, data, sensitive features, lineage) and the intended use."""
+    card.heading("Model details")
+    data = (
+        "each site's own files, never sent (see Federated training)"
+        if facts.get("federation")
+        else f"{params.data.source} (raw md5 {facts['raw_md5']}); processed train md5 {facts['data_md5']} (DVC)"
+    )
+    audited = "audited, and model inputs" if params.preprocess.include_sensitive else "audited, not model inputs"
     card.table(
         ["fact", "value"],
         [
             ["architecture", architecture(params, facts)],
             ["parameters", f"{facts['n_parameters']:,}"],
-            [
-                "training",
-                f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, "
-                + (
-                    f"federated: the weights after round {facts['best_epoch']} of {facts['epochs_run']} "
-                    "(no round is picked by validation loss)"
-                    if facts.get("federation")
-                    else f"best epoch {facts['best_epoch']} of {facts['epochs_run']} "
-                    "(early stopping on validation loss)"
-                    if params.mitigation.reductions == "none"
-                    else f"{params.mitigation.reductions_epochs} epochs per ExponentiatedGradient fit "
-                    "(no early stopping)"
-                ),
-            ],
-            [
-                "training data",
-                "each site's own files, never sent (see Federated training)"
-                if facts.get("federation")
-                else f"{params.data.source} (raw md5 {facts['raw_md5']}); "
-                f"processed train md5 {facts['data_md5']} (DVC)",
-            ],
-            [
-                "sensitive features (audited, not model inputs)"
-                if not params.preprocess.include_sensitive
-                else "sensitive features (audited, and model inputs)",
-                ", ".join(params.data.sensitive_features),
-            ],
+            ["training", training_text(params, facts)],
+            ["training data", data],
+            [f"sensitive features ({audited})", ", ".join(params.data.sensitive_features)],
             ["git commit", facts["git_commit"]],
             ["MLflow run", facts["run_id"]],
             ["date (UTC)", facts["date"]],
@@ -188,14 +237,15 @@ def model_card(
     )
     card.markdown(facts["intended_use"])
 
+
+def add_performance(card: Card, facts: ModelFacts) -> None:
+    """The model and the baselines on the test split, and the model's bootstrap intervals."""
     card.heading("Overall performance (test split)")
     metrics, overall = facts["metrics"], facts["audit"]["overall"]
+    baseline = metrics["baseline"]
     card.table(
         ["metric", "model", "logistic regression", "majority class"],
-        [
-            [m, metrics["model"][m], metrics["baseline"]["logreg"][m], metrics["baseline"]["majority"][m]]
-            for m in metrics["model"]
-        ],
+        [[m, metrics["model"][m], baseline["logreg"][m], baseline["majority"][m]] for m in metrics["model"]],
     )
     intervals = "; ".join(f"{m} {_ci(v)}" for m, v in overall.items())
     card.para(
@@ -203,10 +253,13 @@ def model_card(
         f"({facts['audit']['bootstrap']} resamples): {intervals}"
     )
 
+
+def add_group_performance(card: Card, audit: dict[str, Any]) -> None:
+    """Per sensitive feature, each group's metrics with CIs; a group too small to judge shows its size only."""
     card.heading("Per-group performance (test split, 95% bootstrap CIs)")
-    for feature in facts["audit"]["features"]:
+    headers = ["group", "rows", "selection rate", "accuracy", "TPR", "FPR", "precision", "calibration error"]
+    for feature in audit["features"]:
         card.heading(feature["feature"], 3)
-        headers = ["group", "rows", "selection rate", "accuracy", "TPR", "FPR", "precision", "calibration error"]
         # A group too small to judge shows its size only: its rates would describe a handful of people.
         card.table(
             headers,
@@ -220,22 +273,6 @@ def model_card(
                 for g in feature["groups"]
             ],
         )
-
-    card.heading("Fairness gaps against the policy")
-    thresholds = policy_of(params).max
-    card.table(["feature", "gap", "value [95% CI]", "policy maximum", "result"], gap_rows(facts["audit"], thresholds))
-
-    add_explanations(card, facts.get("explanations"))
-    add_mitigation(card, params, facts)
-    if facts.get("federation"):  # no row at the coordinator: its sites, and what could not be measured here
-        add_federation(card, params, facts)
-    else:
-        add_pooled_data(card, params, facts)
-
-    card.heading("Promotion decision")
-    awaiting = params.gate.require_approval and decision.passed and not signed
-    add_decision(card, decision, awaiting, signed_off=bool(signed))
-    return card
 
 
 # Where the explain stage's report and plots are in the MLflow run (the track stage logs them there).
@@ -422,7 +459,7 @@ def overlap_text(groups: dict[str, dict[str, dict[str, float]]]) -> str:
     return "; ".join(parts) or "-"
 
 
-def add_federation(card: Card, params: Params, facts: dict[str, Any]) -> None:
+def add_federation(card: Card, params: Params, facts: ModelFacts) -> None:
     """A federated model's sites (rows, status and why), its run, and the figures that only rows give."""
     run = facts["federation"]
     card.heading("Federated training")
@@ -433,7 +470,7 @@ def add_federation(card: Card, params: Params, facts: dict[str, Any]) -> None:
         "Evaluated and audited from the sites' confusion counts and score histograms, merged (per site: "
         "reports/audit.json): accuracy, rates and gaps are exact, ROC AUC is within "
         f"{auc_error:.4f} of the rows' (score bins), a group's calibration error is not sent (withheld). Baselines: "
-        + federation.why_unmeasured("baseline.logreg.accuracy")
+        + federation.why_unmeasured(baseline_metric("logreg", "accuracy"))
         + "."
     )
     per_site = [
@@ -479,7 +516,7 @@ def add_federation(card: Card, params: Params, facts: dict[str, Any]) -> None:
     )
 
 
-def add_pooled_data(card: Card, params: Params, facts: dict[str, Any]) -> None:
+def add_pooled_data(card: Card, params: Params, facts: ModelFacts) -> None:
     """Data, privacy and compute of a model trained on pooled rows."""
     card.heading("Data")
     validation = facts["validation"]
@@ -563,7 +600,7 @@ def gap_rows(audit: dict[str, Any], limits: dict[str, float]) -> list[list[Any]]
     return rows
 
 
-def architecture(params: Params, facts: dict[str, Any]) -> str:
+def architecture(params: Params, facts: ModelFacts) -> str:
     """The network in one line: the MLP's layers, or the FT-Transformer's sizes."""
     train = params.train
     e = train.numeric_embedding
@@ -671,7 +708,7 @@ def leakage_statement(validation: dict[str, Any]) -> str:
     return f"Leakage limits RAISED on purpose by the dataset profile: {defaults}. Measured: {figures}."
 
 
-def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
+def add_mitigation(card: Card, params: Params, facts: ModelFacts) -> None:
     """Which bias mitigation shaped this model, on which groups, and what it means for its use."""
     card.heading("Bias mitigation")
     settings = params.mitigation
@@ -682,55 +719,20 @@ def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
         )
         return
     target = " x ".join(settings.target)
-    items = []
     data = facts.get("mitigation_data", {})
-    if "reweigh" in data:
-        weights = ", ".join(
-            f"{c['group']}/{c['label']}: {c['weight']:.3f}"
-            for c in data["reweigh"]["cells"]
-            if c.get("weight") is not None
-        )
-        items.append(
-            f"reweighing (Kamiran & Calders) on {target}: a weight per group/label cell so that label and "
-            f"group are independent in the weighted training data ({weights})"
-        )
-    if "resample" in data:
-        r = data["resample"]
-        rate, before, after = r["target_positive_rate"], r["rows_before"], r["rows_after"]
-        items.append(
-            f"oversampling of group x label cells on {target} to one label rate ({rate:.3f}): "
-            f"{before} → {after} training rows"
-        )
     mitigation = facts.get("train_metrics", {}).get("mitigation", {})
+    thresholds = facts.get("thresholds", {})
+    post_processed = thresholds.get("constraint", "none") != "none"
+    items = data_mitigation_items(target, data)
     if settings.loss != "none" and settings.loss_weight > 0:
         items.append(
             f"a {settings.loss.replace('_', ' ')} term in the loss (fairret, weight {settings.loss_weight}) "
             f"over the groups {mitigation.get('groups', [])}"
         )
     reductions = mitigation.get("reductions")
-    thresholds = facts.get("thresholds", {})
     if reductions:
-        decided = (
-            "then decided by the per-group thresholds below"
-            if thresholds.get("constraint", "none") != "none"
-            else f"decided by the threshold {params.evaluate.threshold} instead of a draw"
-        )
-        items.append(
-            f"Fairlearn's ExponentiatedGradient for {reductions['constraint'].replace('_', ' ')} on "
-            f"{target} (slack {reductions['eps']:g}) over the groups {reductions['groups']}: "
-            f"{reductions['oracle_calls']} fits of the MLP ({reductions['epochs_per_fit']} epochs each, "
-            f"on the per-row weights the reduction set); the model is the weighted vote of the "
-            f"{reductions['members']} members with a positive weight, its score the weight voting "
-            f"positive (the probability that Fairlearn's randomised predict says yes), {decided}"
-        )
-        if reductions.get("too_small_to_constrain"):
-            items.append(
-                f"groups too small to constrain by the reductions (fewer than "
-                f"{params.validate.min_group_rows} training rows), merged into the largest group "
-                f"{reductions['merged_into']!r} and constrained with it: "
-                f"{reductions['too_small_to_constrain']}"
-            )
-    if thresholds.get("constraint", "none") != "none":
+        items += reductions_items(params, target, reductions, post_processed)
+    if post_processed:
         items.append(
             f"per-group decision thresholds for {thresholds['constraint'].replace('_', ' ')} on {target} "
             f"(Fairlearn's ThresholdOptimizer, fitted on {thresholds['fit_rows']} validation rows, never "
@@ -750,12 +752,60 @@ def add_mitigation(card: Card, params: Params, facts: dict[str, Any]) -> None:
             f"the constraints: {small}"
         )
     card.bullets(items)
-    if thresholds.get("constraint", "none") != "none":
+    if post_processed:
         card.para(
             f"**Use:** this model needs the sensitive column(s) {settings.target} in every request at "
             "prediction time (its decision threshold depends on the group); a request without them is "
             "refused. The column is never a model input."
         )
+
+
+def data_mitigation_items(target: str, data: dict[str, Any]) -> list[str]:
+    """Reweighing and oversampling (reports/mitigation_data.json), each as one bullet."""
+    items = []
+    if "reweigh" in data:
+        weights = ", ".join(
+            f"{c['group']}/{c['label']}: {c['weight']:.3f}"
+            for c in data["reweigh"]["cells"]
+            if c.get("weight") is not None
+        )
+        items.append(
+            f"reweighing (Kamiran & Calders) on {target}: a weight per group/label cell so that label and "
+            f"group are independent in the weighted training data ({weights})"
+        )
+    if "resample" in data:
+        r = data["resample"]
+        rate, before, after = r["target_positive_rate"], r["rows_before"], r["rows_after"]
+        items.append(
+            f"oversampling of group x label cells on {target} to one label rate ({rate:.3f}): "
+            f"{before} → {after} training rows"
+        )
+    return items
+
+
+def reductions_items(params: Params, target: str, reductions: dict[str, Any], post_processed: bool) -> list[str]:
+    """Fairlearn's ExponentiatedGradient as the train stage ran it, and the groups it merged, as bullets."""
+    decided = (
+        "then decided by the per-group thresholds below"
+        if post_processed
+        else f"decided by the threshold {params.evaluate.threshold} instead of a draw"
+    )
+    items = [
+        f"Fairlearn's ExponentiatedGradient for {reductions['constraint'].replace('_', ' ')} on "
+        f"{target} (slack {reductions['eps']:g}) over the groups {reductions['groups']}: "
+        f"{reductions['oracle_calls']} fits of the MLP ({reductions['epochs_per_fit']} epochs each, "
+        f"on the per-row weights the reduction set); the model is the weighted vote of the "
+        f"{reductions['members']} members with a positive weight, its score the weight voting "
+        f"positive (the probability that Fairlearn's randomised predict says yes), {decided}"
+    ]
+    if reductions.get("too_small_to_constrain"):
+        items.append(
+            f"groups too small to constrain by the reductions (fewer than "
+            f"{params.validate.min_group_rows} training rows), merged into the largest group "
+            f"{reductions['merged_into']!r} and constrained with it: "
+            f"{reductions['too_small_to_constrain']}"
+        )
+    return items
 
 
 def add_decision(card: Card, decision: Decision, awaiting: bool = False, signed_off: bool = False) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from humane.core import io
+from humane.core import metric_names as names
 from humane.core.paths import Paths
 from humane.governance.domain import CATEGORICAL, NUMERIC, ColumnDomain, Domain
 
@@ -30,6 +31,8 @@ _SITE_ROWS = (
     "unmeasurable (federated: the membership-inference attack needs training and test rows, which stay at the sites)"
 )
 _NO_BASELINE = "unmeasurable (federated: no baseline model is trained at the sites)"
+_NO_SCORES = "unmeasurable (federated: the sites send score histograms and the summed log loss, not scores)"
+_NO_TEST_ROWS = "unmeasurable (federated: attributions and proxies need the test rows, which stay at the sites)"
 # What a federated run cannot measure, by the candidate's metric name (a name ending in "." is a prefix).
 UNMEASURED = {
     "privacy.k_min": _SITE_RISK,
@@ -37,11 +40,11 @@ UNMEASURED = {
     "privacy.l_min": _SITE_RISK,
     "privacy.mia_auc": _SITE_ROWS,
     "privacy.mia_tpr_at_1pct_fpr": _SITE_ROWS,
-    "baseline.": _NO_BASELINE,
+    names.BASELINE_PREFIX: _NO_BASELINE,
     "compute.": "unmeasurable (federated: each site's compute is its own; the card gives the run's wall time)",
-    "test.brier": "unmeasurable (federated: the sites send score histograms and the summed log loss, not scores)",
-    "test.pr_auc": "unmeasurable (federated: the sites send score histograms and the summed log loss, not scores)",
-    "explain.": "unmeasurable (federated: attributions and proxies need the test rows, which stay at the sites)",
+    names.model_test_metric("brier"): _NO_SCORES,
+    names.model_test_metric("pr_auc"): _NO_SCORES,
+    names.EXPLAIN_PREFIX: _NO_TEST_ROWS,
 }
 # The report files the tracking run records of a federated workspace (no row file exists here).
 RECORDED = (

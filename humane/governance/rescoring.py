@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from humane.core.metric_names import is_privacy, namespaced
 from humane.core.params import AuditParams, flatten
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.fairness.metrics import audit_predictions, headline
@@ -81,8 +82,67 @@ def champion_figures(
     audits = audit_predictions(
         test, probability, sensitive, threshold, audit.model_copy(update={"bootstrap": 1}), decisions
     )
-    flat = flatten({"test": metrics, "fairness": headline(audits)})
+    flat = flatten(namespaced(metrics, headline(audits)))
     return {k: float(v) for k, v in flat.items()}
+
+
+def held_types(raw_test: pd.DataFrame) -> dict[str, str]:
+    """What the candidate's test rows hold (all columns of the loaded record, masked), as signature types."""
+    return {
+        c: "boolean" if pd.api.types.is_bool_dtype(t) else "double" if pd.api.types.is_numeric_dtype(t) else "string"
+        for c, t in raw_test.dtypes.items()
+    }
+
+
+def load_champion(champion: Champion, champion_uri: str) -> tuple[Any, dict[str, Any], tuple[list[Any], Any]]:
+    """The champion's pyfunc, its privacy policy (bins not strict) and its labels (all, positive); StoreError."""
+    import mlflow.pyfunc
+
+    try:
+        model = mlflow.pyfunc.load_model(champion_uri)
+        served = model.unwrap_python_model()
+        policy = {**served.policy.to_dict(), "strict_bins": False}
+        labels = (list(served.preprocessor.labels), served.preprocessor.positive_label)
+    except Exception as err:
+        raise StoreError(
+            f"registry: champion v{champion.version} could not be loaded to be scored on the "
+            f"candidate's test rows: {type(err).__name__}: {err}"
+        ) from err
+    return model, policy, labels
+
+
+def incomparable(
+    version: str,
+    served: tuple[dict[str, Any], tuple[list[Any], Any]],
+    candidate_policy: dict[str, Any],
+    candidate_labels: tuple[list[Any], Any],
+) -> str | None:
+    """Why the champion (its policy and labels, `served`) cannot be scored on the candidate's rows, or None."""
+    policy, labels = served
+    if policy != {**candidate_policy, "strict_bins": False}:
+        return (
+            f"champion v{version} masks its inputs by another privacy policy, so the candidate's "
+            "masked test rows are not its inputs"
+        )
+    if labels != (list(candidate_labels[0]), candidate_labels[1]):
+        return f"champion v{version} predicts other labels ({labels[0]}, positive {labels[1]!r})"
+    return None
+
+
+def score(model: Any, version: str, champion_uri: str, raw_test: pd.DataFrame) -> tuple[Any, float]:
+    """The champion's answers on the rows (its own columns) and its threshold; StoreError when it cannot score."""
+    from humane.governance.serving import as_request
+
+    try:
+        columns = list(input_schema(champion_uri))
+        scored: Any = model.predict(as_request(raw_test[columns], model.metadata.get_input_schema()))
+        threshold = float(model.model_config["threshold"])
+    except Exception as err:
+        raise StoreError(
+            f"registry: champion v{version} could not be scored on the candidate's test "
+            f"rows: {type(err).__name__}: {err}"
+        ) from err
+    return scored, threshold
 
 
 def rescore(
@@ -105,16 +165,9 @@ def rescore(
     scored is an error: the decision cannot be taken, so nothing is registered. The champion's recorded
     privacy.* figures (which do not depend on test rows) are kept beside the re-scored ones.
     """
-    import mlflow.pyfunc
+    from humane.governance.serving import DECISION, PROBABILITY
 
-    from humane.governance.serving import DECISION, PROBABILITY, as_request
-
-    # What the candidate's test rows hold (all columns of the loaded record, masked): the champion reads its own.
-    held = {
-        c: "boolean" if pd.api.types.is_bool_dtype(t) else "double" if pd.api.types.is_numeric_dtype(t) else "string"
-        for c, t in raw_test.dtypes.items()
-    }
-    difference = schema_difference(input_schema(champion_uri), held)
+    difference = schema_difference(input_schema(champion_uri), held_types(raw_test))
     if difference is not None:
         why = (
             f"champion v{champion.version} takes inputs the candidate's test rows do not hold as it needs "
@@ -124,40 +177,16 @@ def rescore(
     missing = [f"{SENSITIVE_PREFIX}{f}" for f in sensitive if f"{SENSITIVE_PREFIX}{f}" not in test]
     if missing or LABEL_COLUMN not in test or len(test) != len(raw_test):
         raise StoreError("rescoring: the processed test frame does not match the interim test rows")
-    try:
-        model = mlflow.pyfunc.load_model(champion_uri)
-        served = model.unwrap_python_model()
-        policy = {**served.policy.to_dict(), "strict_bins": False}
-        labels = (list(served.preprocessor.labels), served.preprocessor.positive_label)
-    except Exception as err:
-        raise StoreError(
-            f"registry: champion v{champion.version} could not be loaded to be scored on the "
-            f"candidate's test rows: {type(err).__name__}: {err}"
-        ) from err
-    if policy != {**candidate_policy, "strict_bins": False}:
-        why = (
-            f"champion v{champion.version} masks its inputs by another privacy policy, so the candidate's "
-            "masked test rows are not its inputs"
-        )
+    model, policy, labels = load_champion(champion, champion_uri)
+    why = incomparable(champion.version, (policy, labels), candidate_policy, candidate_labels)
+    if why is not None:
         return Rescored(None, why, [])
-    if labels != (list(candidate_labels[0]), candidate_labels[1]):
-        why = f"champion v{champion.version} predicts other labels ({labels[0]}, positive {labels[1]!r})"
-        return Rescored(None, why, [])
-    try:
-        columns = list(input_schema(champion_uri))
-        scored: Any = model.predict(as_request(raw_test[columns], model.metadata.get_input_schema()))
-        threshold = float(model.model_config["threshold"])
-    except Exception as err:
-        raise StoreError(
-            f"registry: champion v{champion.version} could not be scored on the candidate's test "
-            f"rows: {type(err).__name__}: {err}"
-        ) from err
-
+    scored, threshold = score(model, champion.version, champion_uri, raw_test)
     probability = np.asarray(scored[PROBABILITY], dtype=np.float64)
     # The champion's own decisions (per-group thresholds, if it was post-processed); older models lack them.
     decided = np.asarray(scored[DECISION], dtype=np.int64) if DECISION in scored else None
     figures = champion_figures(probability, threshold, test, sensitive, audit, calibration_bins, decided)
-    figures.update({k: v for k, v in champion.metrics.items() if k.startswith("privacy.")})
+    figures.update({k: v for k, v in champion.metrics.items() if is_privacy(k)})
     note = (
         f"champion v{champion.version} re-scored on the candidate's {len(test)} test rows (its recorded "
         "figures came from its own test split)"
