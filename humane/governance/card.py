@@ -6,7 +6,7 @@ import html
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, NotRequired, TypedDict
+from typing import Any, TypedDict
 
 from humane.core.metric_names import baseline_metric, fairness_metric
 from humane.core.params import Params
@@ -139,16 +139,11 @@ def _markdown_to_html(text: str) -> str:
     return "\n".join(out)
 
 
-class ModelFacts(TypedDict):
-    """Everything the card states about one model, read from the stage outputs (`promotion.gather_facts`).
-
-    Federated (reports/federation.json exists): the md5s of row files are `federation.NOT_HERE` and `federation`
-    holds the run of the sites; otherwise `federation` is absent.
-    """
+class _RecordedFacts(TypedDict):
+    """The facts every workspace records (see ModelFacts)."""
 
     data_md5: str  # md5 of data/processed/train.parquet (DVC), or NOT_HERE
     test_md5: str  # md5 of data/interim/test.parquet: the rows the recorded metrics were measured on, or NOT_HERE
-    federation: NotRequired[dict[str, Any]]  # reports/federation.json: sites, rounds, messages (federated only)
     n_inputs: int  # the network's input width (an ensemble's: its members')
     n_numeric: int  # numeric columns the network reads as numbers (0 for a model file from before the layout)
     n_parameters: int  # trainable parameters (reports/train_metrics.json)
@@ -170,6 +165,16 @@ class ModelFacts(TypedDict):
     mitigation_data: dict[str, Any]  # reports/mitigation_data.json: reweighing and resampling
     thresholds: dict[str, Any]  # models/thresholds.json: per-group thresholds, or constraint "none"
     explanations: dict[str, Any] | None  # reports/explanations.json; None where absent (federated, older)
+
+
+class ModelFacts(_RecordedFacts, total=False):
+    """Everything the card states about one model, read from the stage outputs (`promotion.gather_facts`).
+
+    Federated (reports/federation.json exists): the md5s of row files are `federation.NOT_HERE` and `federation`
+    holds the run of the sites; otherwise `federation` is absent.
+    """
+
+    federation: dict[str, Any]  # reports/federation.json: sites, rounds, messages (federated only)
 
 
 def model_card(
