@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 from humane.core import io
 from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import Paths
-from humane.governance.gate import DOMINANCE, REMEDY_COST, Check, Policy, decide, read_candidate
+from humane.fairness.policy import policy_of
+from humane.governance.gate import DOMINANCE, REMEDY_COST, Decision, decide, read_candidate
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     """Judge the candidate against min/max/validation rules; write reports/policy_checks.json."""
-    policy = Policy.of(params.gate, params.policy, params.data.sensitive_features)
-    checks = decide(policy, read_candidate(paths), None, compare=False)
+    checks = decide(policy_of(params), read_candidate(paths), None, compare=False)
     # Not a decision: the value rules only. `passed` here means "passes the value rules"; the decision, with
     # the change rules against the champion, is taken by the register stage (reports/decision.json).
-    record = {
+    record: dict[str, Any] = {
         "value_rules_passed": checks.passed,
         "reasons": checks.reasons,
         "notes": checks.notes,
         "checks": [c.__dict__ for c in checks.checks],
     }
-    # Dominated or too costly, as measured, under a remedy: the sweep chooses among the remedies instead, for this
-    # profile. An unmeasured figure or an unmitigated candidate is no question a sweep answers.
-    bad_remedy = params.mitigation.active and [
-        c for c in checks.checks if c.rule in (DOMINANCE, REMEDY_COST) and c.passed is False and measured(c)
-    ]
+    bad_remedy = sweep_advised(params, checks)
     if bad_remedy:
         target = list(params.mitigation.target)
         record["sweep"] = {"command": "make sweep", "profile": params.data.name, "target": target}
@@ -41,10 +37,15 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     return f"gate: candidate {verdict} (change rules are judged against the champion at registration)"
 
 
-def measured(check: Check) -> bool:
-    """Whether every figure a rule against a reference weighed is a number (else it failed as not measured)."""
-    pairs = [(check.value, check.reference_value), *(check.figures or {}).values()]
-    return all(isinstance(v, int | float) and math.isfinite(v) for pair in pairs for v in pair)
+def sweep_advised(params: Params, checks: Decision) -> bool:
+    """Whether the remedy is dominated or too costly, as measured: the sweep then chooses among the remedies.
+
+    Only under an active remedy, and only on the figures the rule weighed (recorded on its outcome): an unmeasured
+    figure or an unmitigated candidate is no question a sweep answers.
+    """
+    rules = (DOMINANCE, REMEDY_COST)
+    failed = [c for c in checks.checks if c.rule in rules and c.passed is False and c.all_measured()]
+    return bool(params.mitigation.active and failed)
 
 
 if __name__ == "__main__":

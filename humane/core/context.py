@@ -44,10 +44,15 @@ class RunContext:
         return self.tracking_uri == default_tracking_uri(self.project)
 
     def describe_overrides(self) -> str:
-        """`key=value, ...` or "defaults"."""
-        if not self.overrides:
-            return "defaults"
-        return ", ".join(f"{k}={v!r}" for k, v in sorted(self.overrides.items()))
+        """`key=value, ...` or "defaults" (`overrides_text`)."""
+        return overrides_text(self.overrides)
+
+
+def overrides_text(overrides: dict[str, Any]) -> str:
+    """`key=value, ...` sorted, or "defaults": overrides as the runs' MLflow `overrides` tag and the sweep show them."""
+    if not overrides:
+        return "defaults"
+    return ", ".join(f"{k}={v!r}" for k, v in sorted(overrides.items()))
 
 
 def default_tracking_uri(project: Path) -> str:

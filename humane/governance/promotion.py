@@ -18,9 +18,10 @@ from humane.core import io
 from humane.core.context import RunContext
 from humane.core.params import Params, check_intended_use
 from humane.core.paths import Paths
+from humane.fairness.policy import policy_of
 from humane.governance import approvals, federation, signoff, team_client
-from humane.governance.card import model_card
-from humane.governance.gate import Decision, Policy, decide, read_candidate
+from humane.governance.card import ModelFacts, model_card
+from humane.governance.gate import Decision, decide, read_candidate
 from humane.governance.identity import local_actor
 from humane.governance.lineage import git_commit, md5_of
 from humane.governance.registry import (
@@ -50,7 +51,7 @@ from humane.governance.registry import (
     verify_manifest,
     version_of_run,
 )
-from humane.governance.rescoring import rescore
+from humane.governance.rescoring import Rescored, rescore
 from humane.governance.signoff import (
     APPROVAL_BASIS_TAG,
     APPROVAL_TAG,
@@ -63,27 +64,14 @@ from humane.governance.signoff import (
     outcome_text,
 )
 from humane.governance.store import client, using_tracking_uri
+from humane.modeling.model import file_input_widths
 
 
-def n_inputs(model_args: dict[str, Any]) -> int:
-    """The network's input width from its model file's args (an ensemble's: its members')."""
-    return n_inputs(model_args["members"][0]) if model_args.get("kind") == "ensemble" else model_args["n_inputs"]
-
-
-def n_numeric(model_args: dict[str, Any]) -> int:
-    """How many numeric columns the network reads as numbers (0 for a model file from before the layout)."""
-    if model_args.get("kind") == "ensemble":
-        return max(n_numeric(member) for member in model_args["members"])
-    return int(model_args.get("n_numeric", 0))
-
-
-def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> dict[str, Any]:
+def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> ModelFacts:
     """Everything the card states, read from the stage outputs."""
-    import torch
-
     intended = check_intended_use(params.data.intended_use, paths.root)
     train_metrics = io.read_json(paths.train_metrics)
-    model_args = torch.load(paths.model, weights_only=True)["model_args"]
+    n_inputs, n_numeric = file_input_widths(paths.model)
     if federation.is_federated(paths):  # no data file here: the sites and their rows (reports/federation.json)
         run = federation.read(paths)
         meta = {"md5": {"train": federation.NOT_HERE}, "files": {"sites": "each site's own data file"}}
@@ -93,8 +81,8 @@ def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> di
         rows = {"data_md5": md5_of(paths.processed_train), "test_md5": md5_of(paths.interim_test)}
     return {
         **rows,
-        "n_inputs": n_inputs(model_args),
-        "n_numeric": n_numeric(model_args),
+        "n_inputs": n_inputs,
+        "n_numeric": n_numeric,
         "n_parameters": train_metrics["n_parameters"],
         "best_epoch": train_metrics["best_epoch"],
         "epochs_run": train_metrics["epochs_run"],
@@ -118,7 +106,7 @@ def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> di
     }
 
 
-def version_tags(decision: Decision, candidate: dict[str, float], facts: dict[str, Any]) -> dict[str, str]:
+def version_tags(decision: Decision, candidate: dict[str, float], facts: ModelFacts) -> dict[str, str]:
     """Decision (with its reasons and the whole JSON), metrics and gaps, data md5, commit and run id."""
     import json
 
@@ -142,11 +130,6 @@ def version_tags(decision: Decision, candidate: dict[str, float], facts: dict[st
     return tags
 
 
-def policy_of(params: Params) -> Policy:
-    """The policy in force: the generic gate and the dataset profile's own thresholds."""
-    return Policy.of(params.gate, params.policy, params.data.sensitive_features)
-
-
 def decision_basis(params: Params, candidate: dict[str, float], test_md5: str) -> str:
     """What a decision was taken on: the policy, the candidate's metrics and test rows, and the gate's code."""
     import hashlib
@@ -160,30 +143,44 @@ def decision_basis(params: Params, candidate: dict[str, float], test_md5: str) -
     return digest.hexdigest()[:32]
 
 
-def judge(
+def decide_against(
     params: Params, paths: Paths, candidate: dict[str, float], reference: Any, name: str, uri: str, test_md5: str
 ) -> Decision:
     """Decide against `reference` (a Champion or None), re-scored on the candidate's test rows where possible.
+
+    A federated candidate's test rows stay at its sites: its change rules are unmeasurable. A champion that cannot
+    be re-scored on these rows (e.g. another input schema) has its change rules skipped, and the notes say why.
+    """
+    policy = policy_of(params)
+    warned = validation_notes(io.read_json(paths.validation_report))
+    if reference is None:
+        return decide(policy, candidate, None, notes=warned, test_md5={"candidate": test_md5, "champion": None})
+    sides = {"candidate": test_md5, "champion": reference.test_md5}
+    if federation.is_federated(paths):
+        why = "federated: the champion cannot be re-scored on the candidate's test rows, which stay at the sites"
+        return decide(policy, candidate, reference, notes=warned, change_unmeasured=why, test_md5=sides)
+    rescored = rescore_champion(params, paths, reference, name, uri)
+    notes = warned + rescored.notes
+    if rescored.champion is None:
+        return decide(policy, candidate, reference, notes=notes, change_skipped=rescored.skipped, test_md5=sides)
+    same_rows = {"candidate": test_md5, "champion": test_md5}
+    return decide(policy, candidate, rescored.champion, notes=notes, test_md5=same_rows)
+
+
+def rescore_champion(params: Params, paths: Paths, champion: Champion, name: str, uri: str) -> Rescored:
+    """The champion's figures on the candidate's test rows (governance.rescoring).
 
     The champion is loaded (its served code run) only from its files checked against its registered manifest.
     """
     import pandas as pd
 
-    policy = policy_of(params)
-    warned = validation_notes(io.read_json(paths.validation_report))
-    if reference is None:
-        return decide(policy, candidate, None, notes=warned, test_md5={"candidate": test_md5, "champion": None})
-    if federation.is_federated(paths):
-        why = "federated: the champion cannot be re-scored on the candidate's test rows, which stay at the sites"
-        sides = {"candidate": test_md5, "champion": reference.test_md5}
-        return decide(policy, candidate, reference, notes=warned, change_unmeasured=why, test_md5=sides)
     from humane.modeling.features import load_preprocessor
 
     pre = load_preprocessor(paths.preprocessor)
     with tempfile.TemporaryDirectory(prefix="humane-champion-") as tmp:
-        folder = verified_model_files(uri, name, reference.version, Path(tmp))
-        rescored = rescore(
-            reference,
+        folder = verified_model_files(uri, name, champion.version, Path(tmp))
+        return rescore(
+            champion,
             str(folder),
             pd.read_parquet(paths.interim_test),
             pd.read_parquet(paths.processed_test),
@@ -193,22 +190,6 @@ def judge(
             io.read_json(paths.privacy_policy),
             (pre.labels, pre.positive_label),
         )
-    if rescored.champion is None:
-        return decide(
-            policy,
-            candidate,
-            reference,
-            notes=warned + rescored.notes,
-            change_skipped=rescored.skipped,
-            test_md5={"candidate": test_md5, "champion": reference.test_md5},
-        )
-    return decide(
-        policy,
-        candidate,
-        rescored.champion,
-        notes=warned + rescored.notes,
-        test_md5={"candidate": test_md5, "champion": test_md5},
-    )
 
 
 def validation_notes(report: dict[str, Any]) -> list[str]:
@@ -244,31 +225,25 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
     (humane.governance.signoff); without one (local mode only) it becomes champion when every check passed.
     """
     record = io.read_json(paths.mlflow_run)
-    name = params.data.model_name
+    name, run_id = params.data.model_name, record["run_id"]
     candidate = read_candidate(paths)
-    facts = gather_facts(params, paths, record["run_id"], ctx.project)
+    facts = gather_facts(params, paths, run_id, ctx.project)
     mlflow_client = client(ctx.tracking_uri)
     team = team_client.is_team(ctx.tracking_uri)
     with promotion_lock(ctx.tracking_uri):
         champion = current_champion(mlflow_client, name)
-        champion_now = champion.version if champion else None
-        existing = version_of_run(mlflow_client, name, record["run_id"])
+        existing = version_of_run(mlflow_client, name, run_id)
         basis = decision_basis(params, candidate, facts["test_md5"])
         decision = decide_once(params, paths, ctx, candidate, champion, existing, basis, facts["test_md5"])
         version = (
             str(existing.version)
             if existing is not None
-            else register_version(mlflow_client, name, record["model_uri"], record["run_id"])
+            else register_version(mlflow_client, name, record["model_uri"], run_id)
         )
         full_basis = f"{basis}:{decision.champion_version or '-'}"  # judged against another champion: new basis
         require = params.gate.require_approval or team
         before = existing.tags if existing is not None else {}
-        waits = (
-            require
-            and decision.passed
-            and before.get(APPROVAL_TAG) != REJECTED
-            and not (before.get(APPROVAL_TAG) in (PENDING, APPROVED) and before.get(APPROVAL_BASIS_TAG) == full_basis)
-        )
+        waits = require and decision.passed and asks_signoff_anew(before, full_basis)
         signed = decided_entry(approvals.trail_for(ctx.tracking_uri, ctx.project), name, version, before, full_basis)
         card = model_card(params, decision, version, facts, signed=outcome_text(signed) if signed else None)
         tags = {**version_tags(decision, candidate, facts), BASIS_TAG: full_basis}
@@ -276,23 +251,67 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         # server gone) takes back a version this attempt created (local mode; in team mode it stays, untagged and
         # without an alias, for the rerun to complete).
         with discarded_on_failure(mlflow_client, name, version, existing is None and not team):
-            tags.update(record_manifest(mlflow_client, ctx.tracking_uri, name, version, team))
-            fresh_card = existing is None or waits or not card_logged(ctx.tracking_uri, record["run_id"], before)
-            if fresh_card:  # the card a person will be shown; a retry keeps the hash of the one already shown
-                # Logged before the tag naming it: an attempt that dies in between leaves no hash of a missing file.
-                log_registered_card(ctx.tracking_uri, record["run_id"], card.to_markdown())
-                tags[CARD_MD5_TAG] = hashlib.md5(card.to_markdown().encode()).hexdigest()
-            set_tags(mlflow_client, name, version, tags)
-            set_description(mlflow_client, name, version, card.to_markdown())
+            fresh_card = existing is None or waits
+            write_version(ctx, mlflow_client, name, version, run_id, card.to_markdown(), tags, before, team, fresh_card)
         set_alias(mlflow_client, name, CHALLENGER, version)
         if require:
             request(ctx, params, name, version, team)
         else:
+            champion_now = champion.version if champion else None
             promote_without_signoff(ctx, mlflow_client, name, version, decision.passed, champion_now)
         approval = signoff.read_version(mlflow_client, name, version).tags.get(APPROVAL_TAG)
         is_champion = (current_champion(mlflow_client, name) or NO_CHAMPION).version == version
-    record_outputs(paths, ctx, record["run_id"], name, version, decision, card)
-    result = {
+    record_outputs(paths, ctx, run_id, name, version, decision, card)
+    result = registration(name, version, decision, approval, is_champion, run_id)
+    io.write_json(paths.registration, result)
+    return result
+
+
+NO_CHAMPION = Champion("", {}, None)
+
+
+def asks_signoff_anew(tags: dict[str, str], basis: str) -> bool:
+    """Whether a passing version must (again) wait for a sign-off.
+
+    Not when it was rejected, nor when it was already asked for or approved on this basis (a retry of the same
+    registration keeps the request or the approval it holds).
+    """
+    asked = tags.get(APPROVAL_TAG) in (PENDING, APPROVED) and tags.get(APPROVAL_BASIS_TAG) == basis
+    return tags.get(APPROVAL_TAG) != REJECTED and not asked
+
+
+def write_version(
+    ctx: RunContext,
+    mlflow_client: Any,
+    name: str,
+    version: str,
+    run_id: str,
+    card: str,
+    tags: dict[str, str],
+    before: dict[str, str],
+    team: bool,
+    fresh_card: bool,
+) -> None:
+    """The version's manifest, registered card, tags and description (`card`: the card's Markdown).
+
+    The card a person will be shown is logged anew when `fresh_card` (a new version, or one that waits for a
+    sign-off again) or when the run lacks the card that `before`'s hash names; a retry keeps the hash of the one
+    already shown.
+    """
+    tags = {**tags, **record_manifest(mlflow_client, ctx.tracking_uri, name, version, team)}
+    if fresh_card or not card_logged(ctx.tracking_uri, run_id, before):
+        # Logged before the tag naming it: an attempt that dies in between leaves no hash of a missing file.
+        log_registered_card(ctx.tracking_uri, run_id, card)
+        tags[CARD_MD5_TAG] = hashlib.md5(card.encode()).hexdigest()
+    set_tags(mlflow_client, name, version, tags)
+    set_description(mlflow_client, name, version, card)
+
+
+def registration(
+    name: str, version: str, decision: Decision, approval: str | None, is_champion: bool, run_id: str
+) -> dict[str, Any]:
+    """reports/registration.json: the version, whether it is champion, its decision and its sign-off state."""
+    return {
         "model_name": name,
         "version": version,
         "promoted": is_champion,
@@ -302,13 +321,8 @@ def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
         "pending": decision.passed and not is_champion and approval == PENDING,
         "aliases": [CHALLENGER, CHAMPION] if is_champion else [CHALLENGER],
         "compared_with": decision.champion_version,
-        "run_id": record["run_id"],
+        "run_id": run_id,
     }
-    io.write_json(paths.registration, result)
-    return result
-
-
-NO_CHAMPION = Champion("", {}, None)
 
 
 def decide_once(
@@ -333,7 +347,7 @@ def decide_once(
         replaced = existing.tags.get("decision.champion_version", "-")
         reference = None if replaced == "-" else champion_of(client(ctx.tracking_uri), name, replaced)
     with using_tracking_uri(ctx.tracking_uri):
-        return judge(params, paths, candidate, reference, name, ctx.tracking_uri, test_md5)
+        return decide_against(params, paths, candidate, reference, name, ctx.tracking_uri, test_md5)
 
 
 def decided_entry(trail: Any, name: str, version: str, tags: dict[str, str], basis: str) -> dict[str, Any] | None:

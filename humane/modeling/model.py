@@ -7,6 +7,7 @@ plus the args that rebuild the network (`model_state` / `load_model`, read with 
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -485,3 +486,20 @@ def load_model(state: dict) -> Network:
     model.load_state_dict(state["state_dict"])
     model.eval()
     return model
+
+
+def input_widths(model_args: dict[str, Any]) -> tuple[int, int]:
+    """The network's input width and how many of those inputs are numeric, from a model file's `model_args`.
+
+    An ensemble's are its members' (the first member's width, the largest numeric count); a model file from before
+    the numeric layout counts 0 numeric inputs.
+    """
+    if model_args.get("kind") == "ensemble":
+        widths = [input_widths(member) for member in model_args["members"]]
+        return widths[0][0], max(numeric for _, numeric in widths)
+    return model_args["n_inputs"], int(model_args.get("n_numeric", 0))
+
+
+def file_input_widths(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """`input_widths` of the model file at `path` (models/model.pt: the state `model_state` wrote)."""
+    return input_widths(torch.load(path, weights_only=True)["model_args"])

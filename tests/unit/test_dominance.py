@@ -13,7 +13,8 @@ import pytest
 from humane.core.params import AuditParams, load_params
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.fairness.metrics import audit_predictions, headline
-from humane.governance.gate import Decision, Policy, candidate_metrics, decide, rejudge, remedy_cost
+from humane.fairness.policy import Policy, policy_of
+from humane.governance.gate import Decision, candidate_metrics, decide, rejudge, remedy_cost
 from tasks.evaluate import reference_gaps
 from tests.conftest import ROOT
 
@@ -179,7 +180,7 @@ def test_recorded_checks_rejudge_to_their_verdicts():
 
 def test_the_shipped_policy_turns_both_rules_on():
     params = load_params(ROOT / "params.yaml")
-    shipped = Policy.of(params.gate, params.policy, params.data.sensitive_features)
+    shipped = policy_of(params)
     assert shipped.dominated_by == ("unmitigated", "logreg") and shipped.max_remedy_cost == 1.0
 
 

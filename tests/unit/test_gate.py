@@ -5,7 +5,8 @@ import pytest
 from humane.core.params import AuditParams, GateParams, PolicyParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.fairness.metrics import audit_predictions, headline
-from humane.governance.gate import Policy, candidate_metrics, decide, rejudge
+from humane.fairness.policy import Policy
+from humane.governance.gate import candidate_metrics, decide, rejudge
 from humane.governance.registry import Champion
 
 CANDIDATE = {

@@ -17,22 +17,19 @@ from humane.core.errors import ConfigError, DataError
 from humane.core.params import GateParams, PolicyParams, SweepParams, apply_overrides, parse_params, read_raw
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN
 from humane.fairness.mitigation import mitigate_data, unmitigated_train
+from humane.fairness.policy import Policy
 from humane.fairness.sweep import (
     CandidateResult,
     check_candidates,
-    compute_markdown,
     compute_sum,
     cross_fitted,
-    pareto_front,
-    plot_front,
     run_candidate,
     score_candidate,
-    select,
-    table,
     train_candidate,
     training_key,
 )
-from humane.governance.gate import Policy
+from humane.fairness.sweep_choice import pareto_front, select
+from humane.fairness.sweep_report import compute_markdown, plot_front, table
 from humane.modeling.features import split_xy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -319,7 +316,8 @@ def test_the_sweeps_compute_bill_sums_trained_candidates_and_never_a_partial_ene
 def test_a_threshold_candidates_validation_decisions_are_out_of_fold(raw, frames):
     from sklearn.model_selection import StratifiedKFold
 
-    from humane.fairness.mitigation import decisions, fit_thresholds, group_keys
+    from humane.fairness.mitigation import group_keys
+    from humane.fairness.thresholds import decisions, fit_thresholds
 
     dp = params_with(raw, mitigation__thresholds="demographic_parity")
     val = frames["val"]
