@@ -23,7 +23,8 @@ from humane.data.datasets import read_adult
 from humane.data.schema import resolve_schema
 from humane.fairness.counts import merge_counts, site_counts
 from humane.fairness.metrics import sensitive_columns
-from humane.governance.gate import Policy, decide, read_candidate
+from humane.fairness.policy import Policy, policy_of
+from humane.governance.gate import decide, read_candidate
 from humane.modeling.features import fit, save_preprocessor, token_layout
 from humane.modeling.model import build_model, model_state, probabilities
 from tasks import approve, federate, gate, register, track
@@ -203,7 +204,7 @@ def test_track_gate_register_judge_and_card_the_federated_model(workspace, monke
 
 def test_a_rule_on_what_only_rows_give_fails_as_unmeasurable_with_why(workspace):
     paths, params = Paths(workspace), load_params(workspace / "params.yaml")
-    policy = Policy.of(params.gate, params.policy, params.data.sensitive_features)
+    policy = policy_of(params)
     policy = Policy(True, {"logreg.roc_auc": 0.02}, policy.min, {**policy.max, "privacy.mia_auc": 0.6}, {}, {})
     decision = decide(policy, read_candidate(paths), None)
     assert not decision.passed

@@ -20,8 +20,9 @@ from humane.core.params import (
 )
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
+from humane.fairness.policy import Policy
 from humane.governance.card import Card, add_compute
-from humane.governance.gate import Policy, compute_metrics, decide
+from humane.governance.gate import compute_metrics, decide
 from humane.governance.serving import PROBABILITY
 from humane.governance.tracking import log_serving_model
 from humane.modeling.compute import ComputeMeter, bill, flops_per_sample
