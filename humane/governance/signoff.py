@@ -27,6 +27,7 @@ import re
 from typing import Any
 
 from humane.core.errors import HumaneError
+from humane.core.metric_names import TRAIN_PREFIX
 from humane.governance import audit_trail
 from humane.governance.audit_trail import Trail
 from humane.governance.card import AWAITING, EXPLAIN_PLOTS_ARTIFACT, EXPLANATIONS_ARTIFACT, SIGNED, SIGNOFF_PENDING
@@ -136,7 +137,9 @@ def check_figures(name: str, version: str, checks: list[dict[str, Any]], run_met
     logged = dict(run_metrics)
     if "validation.n_failed" in logged:
         logged[VALIDATION_METRIC] = 1.0 if logged["validation.n_failed"] == 0 else 0.0
-    compute = {k.removeprefix("train."): v for k, v in run_metrics.items() if k.startswith("train.compute.")}
+    compute = {
+        k.removeprefix(TRAIN_PREFIX): v for k, v in run_metrics.items() if k.startswith(f"{TRAIN_PREFIX}compute.")
+    }
     logged.update(compute)
     differ = []
     for check in checks:
