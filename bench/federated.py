@@ -52,11 +52,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from humane.core.params import AuditParams, Params, TrainParams, load_params  # noqa: E402
+from humane.core.protected import sensitive_group_labels  # noqa: E402
 from humane.data.schema import Schema, resolve_schema  # noqa: E402
 from humane.data.site_stats import merge_summaries, site_summary  # noqa: E402
 from humane.data.sources import load  # noqa: E402
 from humane.fairness.counts import audit_from_counts, merge_counts, metrics_from_counts, site_counts  # noqa: E402
-from humane.fairness.metrics import sensitive_columns  # noqa: E402
 from humane.modeling.evaluation import binary_metrics  # noqa: E402
 from humane.modeling.features import Preprocessor, split_train_val, token_layout  # noqa: E402
 from humane.modeling.features import fit as fit_preprocessor  # noqa: E402
@@ -270,7 +270,7 @@ def evaluate(model: torch.nn.Module, pre: Preprocessor, setup: Setup, params: Pa
         p = site_eval(model, d.x)
         ys.append(d.y.numpy())
         ps.append(p)
-        counts[name] = site_counts(d.y.numpy(), p, threshold, sensitive_columns(d.sensitive, ["sex"]), 1)
+        counts[name] = site_counts(d.y.numpy(), p, threshold, sensitive_group_labels(d.sensitive, ["sex"]), 1)
     rows = binary_metrics(np.concatenate(ys), np.concatenate(ps), threshold, params.evaluate.calibration_bins)
     merged = merge_counts(list(counts.values()))
     from_counts = metrics_from_counts(merged, params.evaluate.calibration_bins)

@@ -26,6 +26,7 @@ from humane.core.context import RunContext, stage_main
 from humane.core.errors import ConfigError, HumaneError, ServerUnavailable
 from humane.core.params import FederatedParams, Params
 from humane.core.paths import Paths
+from humane.core.protected import INTERSECTION
 from humane.fairness.counts import (
     audit_from_counts,
     calibration_from_histograms,
@@ -33,7 +34,7 @@ from humane.fairness.counts import (
     overall_from_counts,
     roc_from_histograms,
 )
-from humane.fairness.metrics import INTERSECTION, FeatureAudit, headline, shown_names
+from humane.fairness.metrics import FeatureAudit, headline, shown_names
 from humane.fairness.plots import save_plots as save_audit_plots
 from humane.governance import federation
 from humane.modeling.evaluation import CalibrationBin, save_plots

@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from humane.fairness.metrics import INTERSECTION, FeatureAudit
+from humane.core.protected import INTERSECTION
+from humane.fairness.metrics import FeatureAudit
 
 
 def save_plots(audits: list[FeatureAudit], out_dir: Path) -> list[dict[str, Any]]:

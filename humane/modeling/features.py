@@ -22,9 +22,9 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from humane.core.errors import DataError
 from humane.core.params import Label, PreprocessParams
-from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN
+from humane.core.paths import LABEL_COLUMN, WEIGHT_COLUMN
+from humane.core.protected import is_sensitive_copy, sensitive_copies
 from humane.data.schema import Schema
-from humane.fairness.metrics import group_text
 
 MISSING = "__missing__"  # the category that stands for a null categorical value
 
@@ -132,23 +132,20 @@ def fit(train: pd.DataFrame, schema: Schema, params: PreprocessParams) -> Prepro
 def to_model_frame(pre: Preprocessor, frame: pd.DataFrame) -> pd.DataFrame:
     """Features, label and (for auditing, never as inputs) the sensitive attributes, in one frame.
 
-    A sensitive value is written as its text (`group_text`: 1 and 1.0 alike) and a null stays a null (None), on
-    every pandas version (pandas < 3 turned NaN into the text "nan"). Naming the null group is left to
-    `humane.fairness.metrics.group_labels`, the one definition of a group label.
+    A sensitive value is written as its text (`humane.core.protected.sensitive_copies`: 1 and 1.0 alike) and a
+    null stays a null (None), on every pandas version (pandas < 3 turned NaN into the text "nan"). Naming the null
+    group is left to `humane.core.protected.group_labels`, the one definition of a group label.
     """
     features = pd.DataFrame(pre.transform(frame), columns=pre.feature_names)
     features[LABEL_COLUMN] = pre.encode_labels(frame[pre.target])
-    for column in pre.sensitive:
-        values = frame[column]
-        features[f"{SENSITIVE_PREFIX}{column}"] = group_text(values).to_numpy()
+    for column, values in sensitive_copies(frame, pre.sensitive).items():
+        features[column] = values.to_numpy()
     return features
 
 
 def split_xy(frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """Feature tensor, label tensor and feature names of a processed frame (sensitive columns, weights excluded)."""
-    features = [
-        c for c in frame.columns if c not in (LABEL_COLUMN, WEIGHT_COLUMN) and not c.startswith(SENSITIVE_PREFIX)
-    ]
+    features = [c for c in frame.columns if c not in (LABEL_COLUMN, WEIGHT_COLUMN) and not is_sensitive_copy(c)]
     x = torch.from_numpy(frame[features].to_numpy(dtype=np.float32, copy=True))
     y = torch.from_numpy(frame[LABEL_COLUMN].to_numpy(dtype=np.int64, copy=True))
     return x, y, features

@@ -23,8 +23,8 @@ params.data, the coordinator's preprocess params)`; its reply to "stats" is huma
 summary back: `preprocessor_from_summary(merged, preprocess)` builds the same transformer at every site (it is
 deterministic), so no fitted object travels. Each round: `site_data(pre, frames.train)`, `build_network(train
 params, pre)`, `local_round(...)`. Evaluation: `site_eval(model, site_data(pre, frames.test).x)` into
-humane.fairness.counts.site_counts, with humane.fairness.metrics.sensitive_columns(data.sensitive, pre.sensitive)
-as its groups.
+humane.fairness.counts.site_counts, with humane.core.protected.sensitive_group_labels(data.sensitive, pre.sensitive) as
+its groups.
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from torch import nn
 from humane.core import io
 from humane.core.errors import DataError, HumaneError
 from humane.core.params import DataParams, DPParams, PreprocessParams, TrainParams
-from humane.core.paths import SENSITIVE_PREFIX, Paths
+from humane.core.paths import Paths
+from humane.core.protected import sensitive_names
 from humane.data.schema import Schema, resolve_schema
 from humane.data.site_stats import check_summary
 from humane.modeling.features import (
@@ -396,11 +397,7 @@ def local_round(
         HumaneError: the DP budget is spent (rounds_joined >= dp.rounds), or the weights do not fit the network.
 
     """
-    if dp is not None and rounds_joined >= dp.rounds:
-        raise HumaneError(
-            f"this site's DP budget (epsilon {dp.epsilon}) was spread over {dp.rounds} rounds and is "
-            "spent: it takes no further part"
-        )
+    _refuse_spent_budget(dp, rounds_joined)
     started = time.perf_counter()
     generator = seed_everything(seed)
     load_weights(model, global_arrays)
@@ -416,6 +413,15 @@ def local_round(
     model.eval()
     metrics.update(train_loss=loss, steps=steps, seconds=time.perf_counter() - started)
     return weights(model), len(x), metrics
+
+
+def _refuse_spent_budget(dp: SiteDP | None, rounds_joined: int) -> None:
+    """Raise HumaneError when this site's DP budget is spent: it was spread over dp.rounds rounds."""
+    if dp is not None and rounds_joined >= dp.rounds:
+        raise HumaneError(
+            f"this site's DP budget (epsilon {dp.epsilon}) was spread over {dp.rounds} rounds and is "
+            "spent: it takes no further part"
+        )
 
 
 def _dp_round(
@@ -470,8 +476,8 @@ class SiteFrames:
 class SiteData:
     """Rows as the network reads them: features, 0/1 labels, and the sensitive columns beside them.
 
-    `sensitive` holds the model frame's sensitive columns (SENSITIVE_PREFIX + feature, as the audit reads them):
-    humane.fairness.metrics.sensitive_columns(data.sensitive, pre.sensitive) gives each feature's group labels
+    `sensitive` holds the model frame's sensitive copies (`humane.core.protected.sensitive_name`, as the audit reads
+    them): humane.core.protected.sensitive_group_labels(data.sensitive, pre.sensitive) gives each feature's group labels
     (and their intersection), the `groups` humane.fairness.counts.site_counts takes.
     """
 
@@ -496,4 +502,4 @@ def site_data(pre: Preprocessor, frame: pd.DataFrame) -> SiteData:
     """Rows through the global preprocessor (humane.modeling.features.to_model_frame, as the preprocess stage)."""
     model_frame = to_model_frame(pre, frame)
     x, y, _ = split_xy(model_frame)
-    return SiteData(x, y, model_frame[[f"{SENSITIVE_PREFIX}{c}" for c in pre.sensitive]])
+    return SiteData(x, y, model_frame[sensitive_names(pre.sensitive)])

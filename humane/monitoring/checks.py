@@ -25,7 +25,8 @@ import pandas as pd
 
 from humane.core.params import MONITORED_GAPS, AuditParams, MonitorParams
 from humane.core.paths import LABEL_COLUMN
-from humane.fairness.metrics import audit_feature, overall_with_ci, sensitive_columns, shown_names
+from humane.core.protected import sensitive_group_labels
+from humane.fairness.metrics import audit_feature, overall_with_ci, shown_names
 from humane.monitoring import attribution_drift
 from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN
 
@@ -170,7 +171,7 @@ def recorded_figures(
     y, p = reference[LABEL_COLUMN].to_numpy(), reference[PROBABILITY_COLUMN].to_numpy()
     overall = {m: _figure(v["value"], v["lo"], v["hi"]) for m, v in audit["overall"].items()}
     overall["roc_auc"] = _figure(metrics["model"].get("roc_auc"))
-    labels = sensitive_columns(reference, features)
+    labels = sensitive_group_labels(reference, features)
     groups: dict[str, dict[str, dict[str, Any]]] = {}
     for entry in audit["features"]:
         feature = entry["feature"]
@@ -221,7 +222,7 @@ def _groups(
     labels_given = y is not None
     y = y if labels_given else np.zeros(len(rows))
     out = {}
-    for feature, labels in sensitive_columns(rows, features).items():
+    for feature, labels in sensitive_group_labels(rows, features).items():
         result = audit_feature(feature, y, y_pred, p, labels, audit)
         table = {
             g["group"]: {
@@ -263,7 +264,7 @@ def group_estimates(
     A group with fewer than `min_group_size` rows on either side, or one label only in the reference, is withheld;
     one with fewer batch rows is numbered, never named (`humane.fairness.metrics.shown_names`).
     """
-    ref_labels, batch_labels = sensitive_columns(reference, features), sensitive_columns(batch, features)
+    ref_labels, batch_labels = sensitive_group_labels(reference, features), sensitive_group_labels(batch, features)
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for feature in features:
         out[feature] = {}
@@ -310,78 +311,103 @@ def gap_limit(max_increase: dict[str, float], feature: str, gap: str, sensitive:
     return max_increase.get(f"*.{gap}") if feature in sensitive else None
 
 
-def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, sensitive: list[str]) -> list[dict]:
-    """The breached thresholds, each {"breach", "subject", "message"}; an empty list when the batch passes."""
+def breaches(result: dict[str, Any], reference: Recorded, params: MonitorParams, sensitive: list[str]) -> list[dict]:
+    """The breached thresholds, each {"breach", "subject", "message"}; an empty list when the batch passes.
+
+    In order: drift (inputs, prediction, out-of-domain rows, attributions), performance (overall, then per
+    group), bias (each monitored gap of each feature).
+    """
+    return [
+        *_drift_breaches(result, params),
+        *attribution_drift.breaches(result.get("attribution_drift"), DRIFT),
+        *_performance_breaches(result["performance"], reference, params),
+        *_bias_breaches(result.get("groups") or {}, reference, params, sensitive),
+    ]
+
+
+def _breach(kind: str, subject: str, message: str) -> dict[str, str]:
+    return {"breach": kind, "subject": subject, "message": message}
+
+
+def _drift_breaches(result: dict[str, Any], params: MonitorParams) -> list[dict[str, str]]:
+    """Too many inputs drifted, the predicted probability drifted, too many rows outside the training domain."""
     found: list[dict[str, str]] = []
     drift_ = result["drift"]
     features = [f for f in drift_ if f != "prediction"]
     drifted = [f for f in features if drift_[f]["drifted"]]
     if features and len(drifted) / len(features) > params.max_drifted_share:
         details = ", ".join(f"{f} {drift_[f]['method']} {drift_[f]['distance']:.3f}" for f in drifted)
-        found.append(
-            {
-                "breach": DRIFT,
-                "subject": ",".join(drifted),
-                "message": f"{len(drifted)} of {len(features)} input features drifted (distance > "
-                f"{params.drift_threshold}): {details}",
-            }
+        message = (
+            f"{len(drifted)} of {len(features)} input features drifted (distance > {params.drift_threshold}): {details}"
         )
+        found.append(_breach(DRIFT, ",".join(drifted), message))
     if drift_["prediction"]["drifted"]:
         d = drift_["prediction"]
-        found.append(
-            {
-                "breach": DRIFT,
-                "subject": "prediction",
-                "message": f"predicted probability drifted: {d['method']} {d['distance']:.3f} > {d['threshold']}",
-            }
-        )
+        message = f"predicted probability drifted: {d['method']} {d['distance']:.3f} > {d['threshold']}"
+        found.append(_breach(DRIFT, "prediction", message))
     domain = result["out_of_domain"]
     if domain["share"] > params.max_out_of_domain_share:
         top = sorted(domain["per_rule"].items(), key=lambda kv: -kv[1])[:3]
-        found.append(
-            {
-                "breach": DRIFT,
-                "subject": "out_of_domain",
-                "message": f"{domain['share']:.1%} of rows are outside the training domain (> "
-                f"{params.max_out_of_domain_share:.1%}): " + ", ".join(f"{r} {s:.1%}" for r, s in top),
-            }
+        message = (
+            f"{domain['share']:.1%} of rows are outside the training domain (> "
+            f"{params.max_out_of_domain_share:.1%}): " + ", ".join(f"{r} {s:.1%}" for r, s in top)
         )
-    found += attribution_drift.breaches(result.get("attribution_drift"), DRIFT)
-    performance = result["performance"]
+        found.append(_breach(DRIFT, "out_of_domain", message))
+    return found
+
+
+def _performance_breaches(
+    performance: dict[str, Any], reference: Recorded, params: MonitorParams
+) -> list[dict[str, str]]:
+    """Each metric of params.max_drop that fell further below its test-time figure, overall then per group.
+
+    Realised figures when the batch is labelled, else CBPE's estimates.
+    """
+    found: list[dict[str, str]] = []
     kind = "realised" if performance.get("realised") else "estimated"
     measured = performance.get("realised") or performance.get("estimated") or {}
     for metric, limit in params.max_drop.items():
         if metric in measured:
             drop = _dropped(reference.overall[metric], measured[metric], limit)
             if drop is not None:
-                found.append(
-                    {
-                        "breach": PERFORMANCE,
-                        "subject": f"overall.{metric}",
-                        "message": f"{kind} {metric} {_fmt(measured[metric])} is {drop:.3f} below the test-time "
-                        f"{_fmt(reference.overall[metric])} (> {limit})",
-                    }
+                message = (
+                    f"{kind} {metric} {_fmt(measured[metric])} is {drop:.3f} below the test-time "
+                    f"{_fmt(reference.overall[metric])} (> {limit})"
                 )
-        by_group = performance.get(f"{kind}_groups", {})
-        for feature, table in by_group.items():
-            for group, row in table.items():
-                ref = reference.groups.get(feature, {}).get(group)
-                if row["too_small"] or ref is None or ref["too_small"] or metric not in row["metrics"]:
-                    continue
-                if ref["metrics"][metric]["lo"] is None:  # no test-time interval (a group's ROC AUC): reported only
-                    continue
-                drop = _dropped(ref["metrics"][metric], row["metrics"][metric], limit)
-                if drop is not None:
-                    found.append(
-                        {
-                            "breach": PERFORMANCE,
-                            "subject": f"{feature}={group}.{metric}",
-                            "message": f"{kind} {metric} of {feature}={group} {_fmt(row['metrics'][metric])} is "
-                            f"{drop:.3f} below its test-time {_fmt(ref['metrics'][metric])} "
-                            f"(> {limit})",
-                        }
-                    )
-    for feature, entry in (result.get("groups") or {}).items():
+                found.append(_breach(PERFORMANCE, f"overall.{metric}", message))
+        for feature, table in performance.get(f"{kind}_groups", {}).items():
+            found += _group_drops(kind, metric, limit, feature, table, reference.groups.get(feature, {}))
+    return found
+
+
+def _group_drops(
+    kind: str, metric: str, limit: float, feature: str, table: dict[str, Any], recorded: dict[str, Any]
+) -> list[dict[str, str]]:
+    """The groups of one feature whose `metric` fell more than `limit` below their test-time interval."""
+    found: list[dict[str, str]] = []
+    for group, row in table.items():
+        ref = recorded.get(group)
+        if row["too_small"] or ref is None or ref["too_small"] or metric not in row["metrics"]:
+            continue
+        if ref["metrics"][metric]["lo"] is None:  # no test-time interval (a group's ROC AUC): reported only
+            continue
+        drop = _dropped(ref["metrics"][metric], row["metrics"][metric], limit)
+        if drop is not None:
+            message = (
+                f"{kind} {metric} of {feature}={group} {_fmt(row['metrics'][metric])} is "
+                f"{drop:.3f} below its test-time {_fmt(ref['metrics'][metric])} "
+                f"(> {limit})"
+            )
+            found.append(_breach(PERFORMANCE, f"{feature}={group}.{metric}", message))
+    return found
+
+
+def _bias_breaches(
+    groups: dict[str, Any], reference: Recorded, params: MonitorParams, sensitive: list[str]
+) -> list[dict[str, str]]:
+    """Each monitored gap that grew more than its allowed increase above the test-time gap (intervals apart)."""
+    found: list[dict[str, str]] = []
+    for feature, entry in groups.items():
         for gap in MONITORED_GAPS:
             limit = gap_limit(params.max_increase, feature, gap, sensitive)
             if limit is None or gap not in entry["gaps"] or feature not in reference.gaps:
@@ -389,15 +415,12 @@ def judge(result: dict[str, Any], reference: Recorded, params: MonitorParams, se
             rise = _grown(reference.gaps[feature][gap], entry["gaps"][gap], limit)
             if rise is None:
                 continue
-            found.append(
-                {
-                    "breach": BIAS,
-                    "subject": f"{feature}.{gap}",
-                    "message": f"{feature} {gap} {_fmt(entry['gaps'][gap])} grew {rise:.3f} above the test-time "
-                    f"{_fmt(reference.gaps[feature][gap])} (> {limit}); "
-                    + _group_rates(entry, reference.groups.get(feature, {}), gap),
-                }
+            message = (
+                f"{feature} {gap} {_fmt(entry['gaps'][gap])} grew {rise:.3f} above the test-time "
+                f"{_fmt(reference.gaps[feature][gap])} (> {limit}); "
+                + _group_rates(entry, reference.groups.get(feature, {}), gap)
             )
+            found.append(_breach(BIAS, f"{feature}.{gap}", message))
     return found
 
 

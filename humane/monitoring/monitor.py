@@ -17,6 +17,7 @@ import pandas as pd
 from humane.core.errors import DataError
 from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN
+from humane.core.protected import sensitive_group_labels
 from humane.governance.domain import SEPARATOR
 from humane.governance.serving import as_request
 from humane.monitoring import attribution_drift, checks
@@ -91,18 +92,8 @@ def evaluate(
         champion.audit, champion.metrics, reference, sensitive, params.audit.min_group_size
     )
     labeled_rows = int(frame[LABEL_COLUMN].notna().sum()) if batch.labeled else 0
-    performance: dict[str, Any] = {
-        "test_time": {m: recorded.overall[m] for m in ("accuracy", "roc_auc")},
-        "calibration": recorded.calibration,
-        "estimated": checks.estimate(reference, frame),
-        "estimated_groups": checks.group_estimates(reference, frame, sensitive, params.audit.min_group_size),
-        "realised": None,
-    }
     groups = checks.groups(frame, sensitive, batch.labeled, params.audit)
-    if batch.labeled:
-        labeled = frame[frame[LABEL_COLUMN].notna()].reset_index(drop=True)
-        performance["realised"] = checks.realised(labeled, params.audit)
-        performance["realised_groups"] = realised_groups(labeled, groups, sensitive)
+    performance = _performance(frame, reference, recorded, groups, sensitive, batch.labeled, params)
     result: dict[str, Any] = {
         "batch": batch.name,
         "file": str(batch.path),
@@ -126,9 +117,33 @@ def evaluate(
         "min_group_size": params.audit.min_group_size,
         "thresholds": params.monitor.model_dump(),
     }
-    result["breaches"] = checks.judge(result, recorded, params.monitor, sensitive)
+    result["breaches"] = checks.breaches(result, recorded, params.monitor, sensitive)
     result["incomplete"] = checks.unmeasured(result, recorded, params.monitor, sensitive)
     return result
+
+
+def _performance(
+    frame: pd.DataFrame,
+    reference: pd.DataFrame,
+    recorded: checks.Recorded,
+    groups: dict[str, Any],
+    sensitive: list[str],
+    labeled: bool,
+    params: Params,
+) -> dict[str, Any]:
+    """The batch's performance: test-time figures, CBPE's estimates, and the realised ones when it is labelled."""
+    performance: dict[str, Any] = {
+        "test_time": {m: recorded.overall[m] for m in ("accuracy", "roc_auc")},
+        "calibration": recorded.calibration,
+        "estimated": checks.estimate(reference, frame),
+        "estimated_groups": checks.group_estimates(reference, frame, sensitive, params.audit.min_group_size),
+        "realised": None,
+    }
+    if labeled:
+        rows = frame[frame[LABEL_COLUMN].notna()].reset_index(drop=True)
+        performance["realised"] = checks.realised(rows, params.audit)
+        performance["realised_groups"] = realised_groups(rows, groups, sensitive)
+    return performance
 
 
 def attribution(champion: ChampionModel, batch: Batch, params: Params, explanations: dict[str, Any]) -> dict[str, Any]:
@@ -153,9 +168,7 @@ def notes(champion: ChampionModel, batch: Batch, params: Params, calibration: di
 
 def realised_groups(labeled: pd.DataFrame, groups: dict[str, Any], sensitive: list[str]) -> dict[str, Any]:
     """Per group of each sensitive feature: realised accuracy (with the audit's CI) and ROC AUC."""
-    from humane.fairness.metrics import sensitive_columns
-
-    labels = sensitive_columns(labeled, sensitive)
+    labels = sensitive_group_labels(labeled, sensitive)
     y, p = labeled[LABEL_COLUMN].to_numpy(dtype=float), labeled[PROBABILITY_COLUMN].to_numpy()
     out: dict[str, Any] = {}
     for feature in sensitive:

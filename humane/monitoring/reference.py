@@ -3,10 +3,10 @@
 Reference and batch share one shape (`monitored_frame`): the served model's input columns after the privacy
 policy (binned, capped, rare categories grouped; never a pseudonymized or dropped column, nor one kept although
 it looks identifying (privacy.keep) or derived from a date (data.dates): the unmasked columns of
-`humane.privacy.policy.protected_columns`), the sensitive columns as `__sensitive__<feature>` (after the policy
-too; in the reference a group too small to judge is not named, see `reference_frame`), the label as 0/1 in
-`__label__` when known, and the model's probability and decision. Drift then compares like with like, and the
-group metrics of humane.fairness.metrics read both directly.
+`humane.privacy.policy.protected_columns`), the sensitive columns as `__sensitive__<feature>`
+(`humane.core.protected.sensitive_name`; after the policy too; in the reference a group too small to judge is not
+named, see `reference_frame`), the label as 0/1 in `__label__` when known, and the model's probability and
+decision. Drift then compares like with like, and the group metrics of humane.fairness.metrics read both directly.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from humane.core.errors import DataError
-from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.core.paths import LABEL_COLUMN
+from humane.core.protected import sensitive_name
 from humane.governance.serving import DECISION, DOMAIN_RULES, OUT_OF_DOMAIN, PROBABILITY
 from humane.privacy.policy import FittedPolicy, apply_policy, protected_columns
 
@@ -90,7 +91,7 @@ def monitored_frame(
     masked = apply_policy(policy, raw[[c for c in wanted if c not in policy.pseudonymize]], key=None)
     out = masked[[c for c in inputs if c in masked and c not in columns.withheld]].reset_index(drop=True)
     for feature in columns.sensitive:
-        out[f"{SENSITIVE_PREFIX}{feature}"] = masked[feature].reset_index(drop=True)
+        out[sensitive_name(feature)] = masked[feature].reset_index(drop=True)
     if columns.target in raw:
         out[LABEL_COLUMN] = positive_indicator(raw[columns.target], positive, labels, name).reset_index(drop=True)
     out[PROBABILITY_COLUMN] = scores[PROBABILITY].to_numpy(dtype=np.float64)
@@ -121,10 +122,10 @@ def reference_frame(model: Any, test: pd.DataFrame, inputs: list[str], columns: 
     positive = model.preprocessor.positive_label
     frame = monitored_frame(test, scores, model.policy, inputs, columns, positive, labels, "test rows")
     for feature in columns.sensitive:
-        groups = frame[f"{SENSITIVE_PREFIX}{feature}"]
+        groups = frame[sensitive_name(feature)]
         counts = groups.value_counts()
         small = groups.isin(counts[counts < columns.min_group_rows].index)
-        frame[f"{SENSITIVE_PREFIX}{feature}"] = groups.astype("object").where(~small, SMALL_GROUP)
+        frame[sensitive_name(feature)] = groups.astype("object").where(~small, SMALL_GROUP)
     return frame
 
 

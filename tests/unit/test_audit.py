@@ -14,6 +14,7 @@ from humane.core.errors import DataError
 from humane.core.io import write_parquet
 from humane.core.params import AuditParams, DataParams, PreprocessParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.core.protected import group_labels, sensitive_group_labels
 from humane.data.schema import resolve_schema
 from humane.fairness.metrics import (
     GROUP_METRICS,
@@ -21,10 +22,8 @@ from humane.fairness.metrics import (
     audit_predictions,
     data_audit,
     gaps_from,
-    group_labels,
     group_table,
     overall_with_ci,
-    sensitive_columns,
 )
 from humane.modeling.features import fit, to_model_frame
 
@@ -267,7 +266,7 @@ def test_intersection_and_data_audit():
     assert small["<withheld group #1>"]["rows"] == 2
     assert not small["M"]["too_small"] and small["M"]["base_rate"] == pytest.approx(2 / 3)
     assert {g["group"] for g in report["sex x race"]} == {"F x x", "F x y", "M x x", "M x y"}
-    columns = sensitive_columns(frame.add_prefix("__sensitive__"), ["sex", "race"])
+    columns = sensitive_group_labels(frame.add_prefix("__sensitive__"), ["sex", "race"])
     assert list(columns) == ["sex", "race", "sex x race"]
 
 
@@ -300,7 +299,7 @@ def test_a_real_value_named_missing_is_refused_naming_the_column():
     with pytest.raises(DataError, match=r"'race'.*'missing'"):
         group_labels(pd.Series(["White", "missing"]), "race")
     with pytest.raises(DataError, match="'race'"):
-        sensitive_columns(_sensitive_frame(race=pd.Series(["missing", "White"] * 6)), ["sex", "race"])
+        sensitive_group_labels(_sensitive_frame(race=pd.Series(["missing", "White"] * 6)), ["sex", "race"])
 
 
 def test_null_groups_are_refused_by_the_metric_table_not_dropped():
@@ -372,7 +371,7 @@ def test_null_sensitive_values_survive_the_processed_frame_as_missing(tiny_adult
     assert frame[f"{SENSITIVE_PREFIX}sex"].isna().sum() == 3  # a null, not the text "nan"
     write_parquet(tmp_path / "test.parquet", frame)
     stored = pd.read_parquet(tmp_path / "test.parquet")
-    columns = sensitive_columns(stored, ["sex", "race"])
+    columns = sensitive_group_labels(stored, ["sex", "race"])
     assert (columns["sex"] == "missing").sum() == 3
     assert columns["sex"][raw["sex"].notna()].tolist() == raw["sex"].dropna().tolist()
     assert set(columns["sex x race"][raw["sex"].isna()]) == {"missing x White"}

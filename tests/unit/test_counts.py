@@ -11,6 +11,7 @@ from sklearn.metrics import f1_score, precision_score, recall_score
 from humane.core.errors import DataError
 from humane.core.params import AuditParams
 from humane.core.paths import SENSITIVE_PREFIX
+from humane.core.protected import group_labels, sensitive_group_labels
 from humane.data.datasets import read_adult
 from humane.fairness.counts import (
     add_noise,
@@ -20,7 +21,7 @@ from humane.fairness.counts import (
     overall_from_counts,
     site_counts,
 )
-from humane.fairness.metrics import GAP_METRICS, audit_feature, group_labels, overall_with_ci, sensitive_columns
+from humane.fairness.metrics import GAP_METRICS, audit_feature, overall_with_ci
 from humane.modeling.evaluation import binary_metrics
 from tests.conftest import ROOT
 
@@ -42,7 +43,7 @@ def scored() -> pd.DataFrame:
 
 def _groups(frame: pd.DataFrame) -> dict[str, pd.Series]:
     renamed = frame.rename(columns={f: f"{SENSITIVE_PREFIX}{f}" for f in ("sex", "race")}).reset_index(drop=True)
-    return sensitive_columns(renamed, ["sex", "race"])
+    return sensitive_group_labels(renamed, ["sex", "race"])
 
 
 def _sites(frame: pd.DataFrame, n: int = 3) -> list[dict]:

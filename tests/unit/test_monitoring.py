@@ -137,7 +137,7 @@ RECORDED = checks.Recorded(
 
 
 def test_a_batch_like_the_reference_breaches_nothing():
-    assert checks.judge(_result(), RECORDED, MonitorParams(), ["sex"]) == []
+    assert checks.breaches(_result(), RECORDED, MonitorParams(), ["sex"]) == []
     assert checks.unmeasured(_result(), RECORDED, MonitorParams(), ["sex"]) == []
 
 
@@ -146,7 +146,7 @@ def _end(result: dict) -> tuple[str, int, str]:
     from flows.monitoring import exit_status, outcome
 
     result = {**result, "batch": "day-1", "rows": 600}
-    result["breaches"] = checks.judge(result, RECORDED, MonitorParams(), ["sex"])
+    result["breaches"] = checks.breaches(result, RECORDED, MonitorParams(), ["sex"])
     result["incomplete"] = checks.unmeasured(result, RECORDED, MonitorParams(), ["sex"])
     state = outcome(result, Path("reports/monitoring/day-1"), None)
     return state.name, exit_status(state), state.message
@@ -279,36 +279,36 @@ def test_a_corrupt_champion_artifact_is_an_integrity_failure_naming_it(tmp_path)
 
 
 def test_drift_names_the_drifted_features_only():
-    (breach,) = checks.judge(_result(drift={"age": 0.4}), RECORDED, MonitorParams(), ["sex"])
+    (breach,) = checks.breaches(_result(drift={"age": 0.4}), RECORDED, MonitorParams(), ["sex"])
     assert breach["breach"] == "DriftDetected" and breach["subject"] == "age"
     assert "age jensen_shannon 0.400" in breach["message"] and "hours" not in breach["message"]
     # A share above which features must drift: one of three is not enough at 0.5.
-    assert checks.judge(_result(drift={"age": 0.4}), RECORDED, MonitorParams(max_drifted_share=0.5), ["sex"]) == []
+    assert checks.breaches(_result(drift={"age": 0.4}), RECORDED, MonitorParams(max_drifted_share=0.5), ["sex"]) == []
 
 
 def test_out_of_domain_share_is_a_drift_breach_naming_the_rule():
-    (breach,) = checks.judge(_result(share=0.2), RECORDED, MonitorParams(), ["sex"])
+    (breach,) = checks.breaches(_result(share=0.2), RECORDED, MonitorParams(), ["sex"])
     assert breach["subject"] == "out_of_domain" and "age: above the validated range 20.0%" in breach["message"]
 
 
 def test_a_performance_drop_counts_only_beyond_the_margin_and_the_intervals():
-    (breach,) = checks.judge(_result(estimated=0.70), RECORDED, MonitorParams(), ["sex"])
+    (breach,) = checks.breaches(_result(estimated=0.70), RECORDED, MonitorParams(), ["sex"])
     assert breach["breach"] == "PerformanceDegraded" and "estimated accuracy 0.700" in breach["message"]
-    assert checks.judge(_result(estimated=0.81), RECORDED, MonitorParams(), ["sex"]) == []  # within 0.05
+    assert checks.breaches(_result(estimated=0.81), RECORDED, MonitorParams(), ["sex"]) == []  # within 0.05
 
 
 def test_a_gap_breaches_only_when_it_grows_beyond_the_margin_and_its_interval_clears_the_test_times():
     wide = _result(gap=(0.3, 0.25, 0.35))
-    (breach,) = checks.judge(wide, RECORDED, MonitorParams(), ["sex"])
+    (breach,) = checks.breaches(wide, RECORDED, MonitorParams(), ["sex"])
     assert breach["breach"] == "BiasDegraded" and breach["subject"] == "sex.demographic_parity_difference"
     assert "Female 0.100 (test 0.080)" in breach["message"]
     overlapping = _result(gap=(0.3, 0.11, 0.45))  # a noisy estimate whose interval reaches the test-time one
-    assert checks.judge(overlapping, RECORDED, MonitorParams(), ["sex"]) == []
+    assert checks.breaches(overlapping, RECORDED, MonitorParams(), ["sex"]) == []
     # A feature's own key wins over "*".
     lenient = MonitorParams(
         max_increase={"*.demographic_parity_difference": 0.05, "sex.demographic_parity_difference": 0.5}
     )
-    assert checks.judge(wide, RECORDED, lenient, ["sex"]) == []
+    assert checks.breaches(wide, RECORDED, lenient, ["sex"]) == []
 
 
 def test_the_state_is_named_by_the_first_breach_kind():

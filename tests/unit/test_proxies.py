@@ -11,8 +11,8 @@ import pytest
 
 from humane.core.errors import DataError
 from humane.core.params import ExplainParams
+from humane.core.protected import WITHHELD_GROUP, group_labels
 from humane.data.datasets import ADULT_RANGES, read_adult
-from humane.fairness.metrics import WITHHELD_GROUP, group_labels
 from humane.fairness.proxies import proxy_metrics, proxy_report
 from humane.modeling.features import build_transformer
 from tests.conftest import ROOT
