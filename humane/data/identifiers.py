@@ -100,8 +100,8 @@ class Finding:
         """What the column looks like, in words."""
         return REASONS[self.kind]
 
-    def describe(self) -> str:
-        """One line for an error message."""
+    def summary(self) -> str:
+        """The finding in one line of an error message: the column, why, and the measured share."""
         amount = f"{self.share:.1f}" if self.kind == "free_text" else f"{self.share:.0%}"
         return f"{self.column!r}: {self.reason} ({self.measure}: {amount})"
 
@@ -258,8 +258,11 @@ def handled_by(finding: Finding, privacy: PrivacyParams, data: DataParams) -> st
     column = finding.column
     # data.drop does not count: it only keeps a column out of the model's inputs, and its raw values would
     # still be written to data/interim.
-    for rule, columns in (("privacy.drop", privacy.drop), ("privacy.pseudonymize", privacy.pseudonymize),
-                          ("data.dates", data.dates)):
+    for rule, columns in (
+        ("privacy.drop", privacy.drop),
+        ("privacy.pseudonymize", privacy.pseudonymize),
+        ("data.dates", data.dates),
+    ):
         if column in columns:
             return rule
     if column in privacy.keep and finding.kind != "date":
@@ -297,7 +300,7 @@ def check_identifiers(findings: list[Finding], privacy: PrivacyParams, data: Dat
         )
     raise DataError(
         f"{file}: {len(open_)} columns look like direct identifiers or personal free text and no rule names them "
-        f"(nothing was written): {'; '.join(f.describe() for f in open_)}. To go on, "
+        f"(nothing was written): {'; '.join(f.summary() for f in open_)}. To go on, "
         f"{'; '.join(advice)}. privacy.identifiers.check: false turns this check off"
     )
 

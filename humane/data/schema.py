@@ -12,7 +12,7 @@ import pandas as pd
 
 from humane.core.errors import DataError
 from humane.core.params import DataParams
-from humane.data.datasets import BUILTINS
+from humane.data.datasets import BUILTINS, BuiltinDataset
 from humane.privacy.policy import OTHER
 
 # The most label values an error lists: a column with more distinct values is not a label column, and its
@@ -144,6 +144,31 @@ def resolve_schema(
     builtin = BUILTINS.get(spec.source)
     policy = policy or {}
     dropped = set(spec.drop) | {spec.target} | set(policy.get("drop", [])) | set(policy.get("pseudonymize", []))
+    numeric, categorical, skipped = _roles(spec, builtin, train, dropped)
+    categories = _categories(spec, builtin, train, categorical, policy, min_category_rows)
+    positive_label, labels = resolve_labels(spec, train)
+    return Schema(
+        target=spec.target,
+        positive_label=positive_label,
+        labels=labels,
+        numeric=numeric,
+        categorical=categorical,
+        sensitive=list(spec.sensitive_features),
+        categories=categories,
+        ranges=_ranges(spec, builtin, policy, numeric),
+        skipped=skipped,
+        documented=[c for c in categorical if builtin is not None and c in builtin.categories],
+    )
+
+
+def _roles(
+    spec: DataParams, builtin: BuiltinDataset | None, train: pd.DataFrame, dropped: set[str]
+) -> tuple[list[str], list[str], dict[str, str]]:
+    """The numeric and categorical columns, and the inferred categoricals skipped (too many values) with why.
+
+    Declared roles win, then a built-in dataset's, then the train pool's dtypes. A sensitive feature is always
+    a categorical column unless declared numeric: it is audited even when the spec leaves it out of the roles.
+    """
     if spec.numeric is not None:
         numeric = list(spec.numeric)
     elif builtin is not None:
@@ -167,7 +192,22 @@ def resolve_schema(
     overlap = sorted(set(numeric) & set(categorical))
     if overlap:
         raise DataError(f"params.yaml data: columns {overlap} are declared both numeric and categorical")
+    return numeric, categorical, skipped
 
+
+def _categories(
+    spec: DataParams,
+    builtin: BuiltinDataset | None,
+    train: pd.DataFrame,
+    categorical: list[str],
+    policy: dict[str, Any],
+    min_category_rows: int,
+) -> dict[str, list[str]]:
+    """Each categorical column's value set: a built-in dataset's, else the values the train pool holds.
+
+    For a sensitive or generalized column only values seen in at least `min_category_rows` rows are kept, and a
+    generalized column's "Other" group is a known value.
+    """
     categories: dict[str, list[str]] = {}
     for column in categorical:
         if builtin is not None and column in builtin.categories:
@@ -180,9 +220,13 @@ def resolve_schema(
             categories[column] = _observed_values(values)
         if column in policy.get("kept_categories", {}) and OTHER not in categories.get(column, [OTHER]):
             categories[column].append(OTHER)
+    return categories
 
-    positive_label, labels = resolve_labels(spec, train)
 
+def _ranges(
+    spec: DataParams, builtin: BuiltinDataset | None, policy: dict[str, Any], numeric: list[str]
+) -> dict[str, tuple[float, float]]:
+    """The numeric columns' allowed ranges: a built-in dataset's, then data.ranges, then the privacy bins' span."""
     ranges = {c: (float(lo), float(hi)) for c, (lo, hi) in (builtin.ranges.items() if builtin else [])}
     for column, bounds in spec.ranges.items():
         if len(bounds) != 2:
@@ -191,20 +235,7 @@ def resolve_schema(
     # A binned column holds bin edges: the load stage already held its raw values to the bins' span.
     for column, edges in policy.get("bins", {}).items():
         ranges[column] = (float(edges[0]), float(edges[-1]))
-    ranges = {c: r for c, r in ranges.items() if c in numeric}
-
-    return Schema(
-        target=spec.target,
-        positive_label=positive_label,
-        labels=labels,
-        numeric=numeric,
-        categorical=categorical,
-        sensitive=list(spec.sensitive_features),
-        categories=categories,
-        ranges=ranges,
-        skipped=skipped,
-        documented=[c for c in categorical if builtin is not None and c in builtin.categories],
-    )
+    return {c: r for c, r in ranges.items() if c in numeric}
 
 
 def too_many_categories(train: pd.DataFrame, columns: list[str], max_categories: int) -> dict[str, str]:

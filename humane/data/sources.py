@@ -157,9 +157,14 @@ def _encoding(read: ReadParams) -> str:
 
 def _read_csv(path: Source, name: str, read: ReadParams, tab: bool) -> pd.DataFrame:
     sep = read.delimiter or ("\t" if tab else ",")
-    options: dict[str, Any] = {"sep": sep, "decimal": read.decimal, "thousands": read.thousands,
-                               "encoding": _encoding(read), "skipinitialspace": True,
-                               "compression": _compression(path)}
+    options: dict[str, Any] = {
+        "sep": sep,
+        "decimal": read.decimal,
+        "thousands": read.thousands,
+        "encoding": _encoding(read),
+        "skipinitialspace": True,
+        "compression": _compression(path),
+    }
     names: list[str] = []
     try:
         # The header as written: pandas renames a repeated name (a, a.1), so duplicates are found here.

@@ -22,13 +22,32 @@ import pandas as pd
 from humane.core import io
 from humane.core.params import LeakageParams, ValidateParams
 from humane.core.paths import Paths
+from humane.core.protected import MISSING_GROUP, WITHHELD_GROUP
 from humane.data.leakage import feature_aucs, shared_rows
 from humane.data.schema import Schema
 
 # The dtypes of a numeric column; True/False counts as numeric (0/1), as the schema's inference reads it.
-NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "float16",
-                 "float32", "float64", "Int8", "Int16", "Int32", "Int64", "Float32", "Float64", "bool",
-                 "boolean"]
+NUMERIC_TYPES = [
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+    "Int8",
+    "Int16",
+    "Int32",
+    "Int64",
+    "Float32",
+    "Float64",
+    "bool",
+    "boolean",
+]
 EXAMPLES = 5  # offending values quoted per failed check (never for a protected column)
 # GX result formats: public columns quote a few offending values; protected columns get counts only (BASIC with no
 # partial list: GX 1.24 then returns unexpected_count / unexpected_percent and renders no value into Data Docs).
@@ -59,8 +78,8 @@ LABEL_KINDS: dict[type, set[str]] = {
 
 
 @dataclass(frozen=True)
-class Check:
-    """The outcome of one rule on one frame."""
+class DataCheck:
+    """The outcome of one data rule (a GX expectation, a group size, the label's type, leakage) on one frame."""
 
     split: str
     file: str
@@ -77,7 +96,7 @@ class Check:
     # "warning": recorded in the report, does not fail validation (small groups and leakage, unless strict).
     severity: Literal["error", "warning"] = "error"
 
-    def describe(self) -> str:
+    def summary(self) -> str:
         """One line naming the file, the column and the rule, with a few offending values (counts only if protected)."""
         where = f"{self.file} [{self.split}]" + (f" column {self.column!r}" if self.column else "")
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items() if k not in ("column", "value_set", "type_list"))
@@ -99,15 +118,15 @@ class Check:
 class ValidationResult:
     """All checks and the overall verdict: passed unless a check of severity "error" failed."""
 
-    checks: list[Check]
+    checks: list[DataCheck]
 
     @property
-    def failures(self) -> list[Check]:
+    def failures(self) -> list[DataCheck]:
         """The checks that failed and fail validation."""
         return [c for c in self.checks if not c.passed and c.severity == "error"]
 
     @property
-    def warnings(self) -> list[Check]:
+    def warnings(self) -> list[DataCheck]:
         """The checks that failed but only warn (small groups, leakage; not in strict mode)."""
         return [c for c in self.checks if not c.passed and c.severity == "warning"]
 
@@ -122,10 +141,10 @@ class ValidationResult:
             lines = [f"data validation passed ({len(self.checks)} checks, {len(self.warnings)} warnings)"]
         else:
             lines = [f"data validation failed ({len(self.failures)} of {len(self.checks)} checks):"]
-            lines += [f"  - {c.describe()}" for c in self.failures]
+            lines += [f"  - {c.summary()}" for c in self.failures]
         if self.warnings:
             lines.append("warnings (not failures; validate.strict makes them failures):")
-            lines += [f"  - {c.describe()}" for c in self.warnings]
+            lines += [f"  - {c.summary()}" for c in self.warnings]
         lines.append(f"  full report: {Paths.validation_report} and {Paths.validation_docs}/index.html")
         return "\n".join(lines)
 
@@ -157,9 +176,14 @@ def build_expectations(schema: Schema, params: ValidateParams, split: str) -> li
 
 
 def group_checks(
-    frame: pd.DataFrame, schema: Schema, params: ValidateParams, split: str, file: str,
-    protected: set[str] | frozenset[str] = frozenset(), audit_rows: int = 0,
-) -> list[Check]:
+    frame: pd.DataFrame,
+    schema: Schema,
+    params: ValidateParams,
+    split: str,
+    file: str,
+    protected: set[str] | frozenset[str] = frozenset(),
+    audit_rows: int = 0,
+) -> list[DataCheck]:
     """Minimum rows per sensitive group (GX has no grouped row-count expectation), plus a binary label.
 
     Group sizes are aggregates and are reported by group name; for a protected column only groups in the
@@ -174,30 +198,45 @@ def group_checks(
     for column in schema.sensitive:
         if column not in frame:
             continue  # reported by expect_column_to_exist
-        counts = frame[column].value_counts(dropna=False)
-        counts.index = ["missing" if pd.isna(v) else v for v in counts.index]  # nulls: a group of their own
-        names = _group_names(counts, schema.categories.get(column, []), column in protected, params.min_group_rows)
-        sizes = {name: int(n) for name, n in zip(names, counts.to_numpy(), strict=True)}
+        sizes = _group_sizes(frame[column], schema.categories.get(column, []), column in protected, params)
         small = {name: n for name, n in sizes.items() if n < params.min_group_rows}
         rows = sum(small.values())
         checks.append(
-            Check(split, file, column, SMALL_GROUPS, {"min_rows": params.min_group_rows}, passed=not small,
-                  observed=sizes, unexpected_count=rows, unexpected_fraction=rows / max(len(frame), 1),
-                  note=f"groups below the minimum (too small to judge): {small}" if small else None,
-                  protected=column in protected, severity=severity)
+            DataCheck(
+                split,
+                file,
+                column,
+                SMALL_GROUPS,
+                {"min_rows": params.min_group_rows},
+                passed=not small,
+                observed=sizes,
+                unexpected_count=rows,
+                unexpected_fraction=rows / max(len(frame), 1),
+                note=f"groups below the minimum (too small to judge): {small}" if small else None,
+                protected=column in protected,
+                severity=severity,
+            )
         )
         judged = max(params.min_group_rows, audit_rows if split == "test" else 0)
         checks.append(auditable(sizes, judged, split, file, column, column in protected))
     if split == "train":
         n_labels = len(schema.labels)
         checks.append(
-            Check(split, file, schema.target, "binary_label", {"labels": schema.labels}, passed=n_labels == 2,
-                  observed=n_labels, note=None if n_labels == 2 else "a binary task needs exactly two label values")
+            DataCheck(
+                split,
+                file,
+                schema.target,
+                "binary_label",
+                {"labels": schema.labels},
+                passed=n_labels == 2,
+                observed=n_labels,
+                note=None if n_labels == 2 else "a binary task needs exactly two label values",
+            )
         )
     return checks
 
 
-def auditable(sizes: dict[str, int], min_rows: int, split: str, file: str, column: str, protected: bool) -> Check:
+def auditable(sizes: dict[str, int], min_rows: int, split: str, file: str, column: str, protected: bool) -> DataCheck:
     """Whether a sensitive feature has two groups of at least `min_rows` rows, so that a gap between groups exists.
 
     With fewer (one value for every row, or every other group below the minimum) each fairness figure of the
@@ -213,10 +252,10 @@ def auditable(sizes: dict[str, int], min_rows: int, split: str, file: str, colum
             "and, on the test split, audit.min_group_size set the minimum)"
         )
     kwargs = {"min_groups": 2, "min_rows": min_rows}
-    return Check(split, file, column, AUDITABLE, kwargs, judged >= 2, judged, note=note, protected=protected)
+    return DataCheck(split, file, column, AUDITABLE, kwargs, judged >= 2, judged, note=note, protected=protected)
 
 
-def once_per_feature(checks: list[Check]) -> list[Check]:
+def once_per_feature(checks: list[DataCheck]) -> list[DataCheck]:
     """Drop a later split's failed `auditable` check of a feature whose training pool already failed it.
 
     One cause, one line: a file whose column holds one value fails in the training pool and, split from the
@@ -248,7 +287,7 @@ def _value_kind(values: pd.Series) -> str:
     return pd.api.types.infer_dtype(values, skipna=True)
 
 
-def label_type_check(frame: pd.DataFrame, schema: Schema, split: str, file: str) -> Check | None:
+def label_type_check(frame: pd.DataFrame, schema: Schema, split: str, file: str) -> DataCheck | None:
     """The schema's labels are compared with the target in the column's own type: their types must agree.
 
     A label column of 0/1 integers matches labels [0, 1]; against ["0", "1"] every row would look like an
@@ -265,17 +304,23 @@ def label_type_check(frame: pd.DataFrame, schema: Schema, split: str, file: str)
     passed = len(types) == 1 and kind in allowed
     note = None
     if not passed:
-        note = (f"the column holds {kind} values but the labels are of type {' and '.join(types)}: write "
-                f"data.positive_label and data.labels as the column holds them (e.g. 1 or true without quotes, "
-                f"text in quotes)")
-    return Check(split, file, schema.target, LABEL_TYPE, {"labels": list(schema.labels)}, passed=passed,
-                 observed=kind, note=note)
+        note = (
+            f"the column holds {kind} values but the labels are of type {' and '.join(types)}: write "
+            f"data.positive_label and data.labels as the column holds them (e.g. 1 or true without quotes, "
+            f"text in quotes)"
+        )
+    return DataCheck(
+        split, file, schema.target, LABEL_TYPE, {"labels": list(schema.labels)}, passed=passed, observed=kind, note=note
+    )
 
 
 def leakage_checks(
-    frames: dict[str, pd.DataFrame], files: dict[str, str], schema: Schema, leakage: LeakageParams,
+    frames: dict[str, pd.DataFrame],
+    files: dict[str, str],
+    schema: Schema,
+    leakage: LeakageParams,
     protected: set[str] | frozenset[str] = frozenset(),
-) -> list[Check]:
+) -> list[DataCheck]:
     """Rows of the test split that also sit in the training pool, and features that alone predict the label.
 
     Shared rows are compared on every column the frames hold (after the privacy policy); feature AUCs are
@@ -290,12 +335,23 @@ def leakage_checks(
         columns = [c for c in train.columns if c in test]
         count = shared_rows(train, test, columns)
         share, limit = count / max(len(test), 1), leakage.max_shared_fraction
-        note = (f"test rows equal to a training row on all {len(columns)} columns of the loaded record: the same "
-                f"record in both splits inflates the test figures (limit {limit:.2%}; where different people can "
-                "share every value, raise data.leakage.max_shared_fraction on purpose)")
+        note = (
+            f"test rows equal to a training row on all {len(columns)} columns of the loaded record: the same "
+            f"record in both splits inflates the test figures (limit {limit:.2%}; where different people can "
+            "share every value, raise data.leakage.max_shared_fraction on purpose)"
+        )
         checks.append(
-            Check("test", files["test"], None, SHARED_ROWS, {"max_fraction": limit}, passed=share <= limit,
-                  unexpected_count=count, unexpected_fraction=share, note=note if count else None)
+            DataCheck(
+                "test",
+                files["test"],
+                None,
+                SHARED_ROWS,
+                {"max_fraction": limit},
+                passed=share <= limit,
+                unexpected_count=count,
+                unexpected_fraction=share,
+                note=note if count else None,
+            )
         )
     if train is not None:
         aucs = feature_aucs(train, schema.target, schema.positive_label, schema.numeric, schema.categorical)
@@ -303,10 +359,27 @@ def leakage_checks(
             passed = auc <= leakage.max_feature_auc
             note = None if passed else LEAKED
             checks.append(
-                Check("train", files["train"], column, FEATURE_AUC, {"max_auc": leakage.max_feature_auc},
-                      passed=passed, observed=round(auc, 4), note=note, protected=column in protected)
+                DataCheck(
+                    "train",
+                    files["train"],
+                    column,
+                    FEATURE_AUC,
+                    {"max_auc": leakage.max_feature_auc},
+                    passed=passed,
+                    observed=round(auc, 4),
+                    note=note,
+                    protected=column in protected,
+                )
             )
     return checks
+
+
+def _group_sizes(values: pd.Series, known: list[Any], masked: bool, params: ValidateParams) -> dict[str, int]:
+    """Rows per group of a sensitive column, by the group's name as reported (`_group_names`); nulls are a group."""
+    counts = values.value_counts(dropna=False)
+    counts.index = [MISSING_GROUP if pd.isna(v) else v for v in counts.index]
+    names = _group_names(counts, known, masked, params.min_group_rows)
+    return {name: int(n) for name, n in zip(names, counts.to_numpy(), strict=True)}
 
 
 def _group_names(counts: pd.Series, known: list[Any], masked: bool, min_rows: int) -> list[str]:
@@ -318,15 +391,17 @@ def _group_names(counts: pd.Series, known: list[Any], masked: bool, min_rows: in
     listed = {str(v) for v in known}
     names, unlisted = [], 0
     for value, n in counts.items():
-        if masked and value != "missing" and (str(value) not in listed or n < min_rows):
+        if masked and value != MISSING_GROUP and (str(value) not in listed or n < min_rows):
             unlisted += 1
-            names.append(f"<withheld group #{unlisted}>")
+            names.append(WITHHELD_GROUP.format(unlisted))
         else:
             names.append(str(value))
     return names
 
 
-def _to_check(result: dict[str, Any], split: str, file: str, missing: set[str], protected: set[str]) -> Check | None:
+def _to_check(
+    result: dict[str, Any], split: str, file: str, missing: set[str], protected: set[str]
+) -> DataCheck | None:
     config = result["expectation_config"]
     kwargs = {k: v for k, v in config["kwargs"].items() if k != "batch_id"}
     column = kwargs.get("column")
@@ -344,7 +419,7 @@ def _to_check(result: dict[str, Any], split: str, file: str, missing: set[str], 
         examples = []
         note = f"GX raised an error ({WITHHELD})" if raised else None
         observed = observed if config["type"] in SCHEMA_LEVEL_OBSERVED else None
-    return Check(
+    return DataCheck(
         split=split,
         file=file,
         column=column,
@@ -360,7 +435,7 @@ def _to_check(result: dict[str, Any], split: str, file: str, missing: set[str], 
     )
 
 
-def _explain_types(frame: pd.DataFrame, checks: list[Check]) -> list[Check]:
+def _explain_types(frame: pd.DataFrame, checks: list[DataCheck]) -> list[DataCheck]:
     """Count the values that make a numeric column non-numeric; drop range checks that cannot apply to it.
 
     The values are quoted too, unless the column is protected.
@@ -374,8 +449,9 @@ def _explain_types(frame: pd.DataFrame, checks: list[Check]) -> list[Check]:
             values = frame[check.column]
             bad = values[values.notna() & pd.to_numeric(values, errors="coerce").isna()]
             examples = None if check.protected else [str(v) for v in bad.unique()[:EXAMPLES]]
-            check = replace(check, examples=examples, unexpected_count=len(bad),
-                            unexpected_fraction=len(bad) / max(len(values), 1))
+            check = replace(
+                check, examples=examples, unexpected_count=len(bad), unexpected_fraction=len(bad) / max(len(values), 1)
+            )
         out.append(check)
     return out
 
@@ -405,9 +481,14 @@ def coded_values(
 
 
 def validate_frames(
-    frames: dict[str, pd.DataFrame], files: dict[str, str], schema: Schema, params: ValidateParams,
-    docs_dir: Path | None = None, protected: set[str] | frozenset[str] = frozenset(),
-    leakage: LeakageParams = DEFAULT_LEAKAGE, audit_rows: int = 0,
+    frames: dict[str, pd.DataFrame],
+    files: dict[str, str],
+    schema: Schema,
+    params: ValidateParams,
+    docs_dir: Path | None = None,
+    protected: set[str] | frozenset[str] = frozenset(),
+    leakage: LeakageParams = DEFAULT_LEAKAGE,
+    audit_rows: int = 0,
 ) -> ValidationResult:
     """Run the suite on each frame with GX; optionally build GX Data Docs into `docs_dir`.
 
@@ -428,42 +509,11 @@ def validate_frames(
     try:
         context = gx.get_context(mode="file", project_root_dir=root)
         context.variables.progress_bars = {"globally": False}
-        source = context.data_sources.add_pandas("humane")
-        runs: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
-        order: dict[str, int] = {}  # expectation id -> its place in build_expectations, to report in suite order
-        for split in frames:
-            batch = source.add_dataframe_asset(split).add_batch_definition_whole_dataframe("whole")
-            expectations = list(enumerate(build_expectations(coded_schema, params, split)))
-            hidden = [getattr(e, "column", None) in protected for _, e in expectations]
-            groups = [
-                (split, PUBLIC_FORMAT, [x for x, h in zip(expectations, hidden, strict=True) if not h]),
-                (f"{split}-protected", PROTECTED_FORMAT, [x for x, h in zip(expectations, hidden, strict=True) if h]),
-            ]
-            runs[split] = []
-            for name, result_format, group in groups:
-                if not group:
-                    continue
-                suite = context.suites.add(gx.ExpectationSuite(name=f"humane-{name}"))
-                for position, expectation in group:
-                    order[str(suite.add_expectation(expectation).id)] = position
-                definition = gx.ValidationDefinition(name=name, data=batch, suite=suite)
-                runs[split].append((context.validation_definitions.add(definition), result_format))
-        checks: list[Check] = []
+        runs, order = _suites(context, list(frames), coded_schema, params, protected)
+        checks: list[DataCheck] = []
         for split, frame in frames.items():
-            results = []
-            for definition, result_format in runs[split]:
-                run = definition.run(batch_parameters={"dataframe": coded[split]}, result_format=result_format)
-                results.extend(run.to_json_dict()["results"])
-            results.sort(key=lambda item: order[str(item["expectation_config"]["id"])])
-            missing = {c for c in schema.required if c not in frame}
-            frame_checks = [_to_check(item, split, files[split], missing, set(protected)) for item in results]
-            label_type = label_type_check(frame, schema, split, files[split])
-            if label_type is not None and not label_type.passed:  # every row would be "not a label": say why once
-                label_set = (schema.target, LABEL_SET)
-                frame_checks = [c for c in frame_checks if c is None or (c.column, c.rule) != label_set]
-            checks.extend(_explain_types(frame, [c for c in frame_checks if c is not None]))
-            checks.extend([label_type] if label_type is not None else [])
-            checks.extend(group_checks(frame, schema, params, split, files[split], protected, audit_rows))
+            results = _run_suites(runs[split], coded[split], order)
+            checks.extend(_frame_checks(frame, results, schema, params, split, files[split], protected, audit_rows))
         checks = once_per_feature(checks)
         checks.extend(leakage_checks(frames, files, schema, leakage, protected))
         if docs_dir is not None:
@@ -476,7 +526,77 @@ def validate_frames(
     return ValidationResult(checks=checks)
 
 
-def _warning(check: Check) -> dict[str, Any]:
+# GX validation definitions of one split, each with its result format (public, or counts-only for protected).
+SplitRuns = list[tuple[Any, dict[str, Any]]]
+
+
+def _suites(
+    context: Any, splits: list[str], schema: Schema, params: ValidateParams, protected: set[str] | frozenset[str]
+) -> tuple[dict[str, SplitRuns], dict[str, int]]:
+    """Each split's GX validation definitions: its public expectations, and those on protected columns apart.
+
+    Returns the definitions per split and each expectation id's place in `build_expectations`, to report the
+    results in suite order.
+    """
+    import great_expectations as gx
+
+    source = context.data_sources.add_pandas("humane")
+    runs: dict[str, SplitRuns] = {}
+    order: dict[str, int] = {}
+    for split in splits:
+        batch = source.add_dataframe_asset(split).add_batch_definition_whole_dataframe("whole")
+        expectations = list(enumerate(build_expectations(schema, params, split)))
+        hidden = [getattr(e, "column", None) in protected for _, e in expectations]
+        groups = [
+            (split, PUBLIC_FORMAT, [x for x, h in zip(expectations, hidden, strict=True) if not h]),
+            (f"{split}-protected", PROTECTED_FORMAT, [x for x, h in zip(expectations, hidden, strict=True) if h]),
+        ]
+        runs[split] = []
+        for name, result_format, group in groups:
+            if not group:
+                continue
+            suite = context.suites.add(gx.ExpectationSuite(name=f"humane-{name}"))
+            for position, expectation in group:
+                order[str(suite.add_expectation(expectation).id)] = position
+            definition = gx.ValidationDefinition(name=name, data=batch, suite=suite)
+            runs[split].append((context.validation_definitions.add(definition), result_format))
+    return runs, order
+
+
+def _run_suites(runs: SplitRuns, frame: pd.DataFrame, order: dict[str, int]) -> list[dict[str, Any]]:
+    """The GX results of one split's suites on its (coded) frame, in suite order."""
+    results = []
+    for definition, result_format in runs:
+        run = definition.run(batch_parameters={"dataframe": frame}, result_format=result_format)
+        results.extend(run.to_json_dict()["results"])
+    results.sort(key=lambda item: order[str(item["expectation_config"]["id"])])
+    return results
+
+
+def _frame_checks(
+    frame: pd.DataFrame,
+    results: list[dict[str, Any]],
+    schema: Schema,
+    params: ValidateParams,
+    split: str,
+    file: str,
+    protected: set[str] | frozenset[str],
+    audit_rows: int,
+) -> list[DataCheck]:
+    """One split's checks: its GX results, the label's type, and the minimum rows per sensitive group."""
+    missing = {c for c in schema.required if c not in frame}
+    frame_checks = [_to_check(item, split, file, missing, set(protected)) for item in results]
+    label_type = label_type_check(frame, schema, split, file)
+    if label_type is not None and not label_type.passed:  # every row would be "not a label": say why once
+        label_set = (schema.target, LABEL_SET)
+        frame_checks = [c for c in frame_checks if c is None or (c.column, c.rule) != label_set]
+    checks = _explain_types(frame, [c for c in frame_checks if c is not None])
+    checks.extend([label_type] if label_type is not None else [])
+    checks.extend(group_checks(frame, schema, params, split, file, protected, audit_rows))
+    return checks
+
+
+def _warning(check: DataCheck) -> dict[str, Any]:
     """A warning's entry in the report: where, which rule, how many rows (AUC: the observed AUC), no row values."""
     return {
         "split": check.split,
@@ -486,7 +606,7 @@ def _warning(check: Check) -> dict[str, Any]:
         "count": check.unexpected_count,
         "fraction": check.unexpected_fraction,
         "observed": check.observed,
-        "message": check.describe(),
+        "message": check.summary(),
     }
 
 

@@ -112,7 +112,7 @@ def test_each_identifying_kind_is_found_and_ordinary_columns_are_not():
     }
     assert found["customer_id"].share == 1.0 and found["email"].share == 1.0
     assert found["full name"].reason == "high-cardinality text (names)" and 0.5 <= found["full name"].share < 0.9
-    assert found["notes"].describe().startswith("'notes': free text (words per value on average: ")
+    assert found["notes"].summary().startswith("'notes': free text (words per value on average: ")
 
 
 def test_small_tables_and_categories_are_not_ids():
