@@ -74,7 +74,7 @@ def site_counts(
         y: 0/1 labels of the site's test rows.
         p: The model's positive-class probabilities for those rows.
         threshold: Decision threshold (p >= threshold is a positive decision).
-        groups: Group labels per sensitive feature (humane.fairness.metrics.sensitive_columns; no nulls).
+        groups: Group labels per sensitive feature (humane.core.protected.sensitive_group_labels; no nulls).
         min_group_size: A group with fewer rows is not sent; its rows are counted under "withheld" (with the
             smallest other groups' while the withheld rows are fewer than this: `sent_groups`).
         bins: Equal-width score bins of [0, 1] for the histograms.

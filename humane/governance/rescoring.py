@@ -16,7 +16,8 @@ import pandas as pd
 
 from humane.core.metric_names import is_privacy, namespaced
 from humane.core.params import AuditParams, flatten
-from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.core.paths import LABEL_COLUMN
+from humane.core.protected import sensitive_name
 from humane.fairness.metrics import audit_predictions, headline
 from humane.governance.registry import Champion
 from humane.governance.store import StoreError
@@ -174,7 +175,7 @@ def rescore(
             f"({difference.replace('the candidate', 'the rows')})"
         )
         return Rescored(None, why, [])
-    missing = [f"{SENSITIVE_PREFIX}{f}" for f in sensitive if f"{SENSITIVE_PREFIX}{f}" not in test]
+    missing = [sensitive_name(f) for f in sensitive if sensitive_name(f) not in test]
     if missing or LABEL_COLUMN not in test or len(test) != len(raw_test):
         raise StoreError("rescoring: the processed test frame does not match the interim test rows")
     model, policy, labels = load_champion(champion, champion_uri)

@@ -19,10 +19,10 @@ from humane.core.context import RunContext
 from humane.core.errors import ConfigError, HumaneError, ServerUnavailable, exit_code
 from humane.core.params import load_params
 from humane.core.paths import SENSITIVE_PREFIX, Paths
+from humane.core.protected import sensitive_group_labels
 from humane.data.datasets import read_adult
 from humane.data.schema import resolve_schema
 from humane.fairness.counts import merge_counts, site_counts
-from humane.fairness.metrics import sensitive_columns
 from humane.fairness.policy import Policy, policy_of
 from humane.governance.gate import decide, read_candidate
 from humane.modeling.features import fit, save_preprocessor, token_layout
@@ -41,7 +41,7 @@ def _sites_frames(test: pd.DataFrame) -> list[pd.DataFrame]:
 
 def _groups(frame: pd.DataFrame) -> dict[str, pd.Series]:
     prefixed = frame.rename(columns={f: f"{SENSITIVE_PREFIX}{f}" for f in ("sex", "race")})
-    return sensitive_columns(prefixed, ["sex", "race"])
+    return sensitive_group_labels(prefixed, ["sex", "race"])
 
 
 def make_out_dir(out: Path, params) -> None:

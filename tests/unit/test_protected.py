@@ -64,3 +64,19 @@ def test_group_labels_have_one_definition():
             if isinstance(node, ast.FunctionDef) and node.name in owned:
                 homes.setdefault(node.name, []).append(str(path.relative_to(ROOT)))
     assert homes == {name: ["humane/core/protected.py"] for name in owned}
+
+
+def _spells_the_prefix(node: ast.AST) -> bool:
+    if isinstance(node, ast.Name | ast.alias):
+        return (node.id if isinstance(node, ast.Name) else node.name) == "SENSITIVE_PREFIX"
+    return isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("__sensitive__")
+
+
+def test_only_the_protected_module_spells_a_copys_name():
+    """Code reads the prefix through `sensitive_name` / `is_sensitive_copy`, never spells it out again."""
+    spelled = set()
+    for path in [*(ROOT / "humane").rglob("*.py"), *(ROOT / "tasks").glob("*.py"), *(ROOT / "flows").glob("*.py")]:
+        name = path.relative_to(ROOT).as_posix()
+        if name not in ("humane/core/paths.py", "humane/core/protected.py"):
+            spelled |= {name for node in ast.walk(ast.parse(path.read_text())) if _spells_the_prefix(node)}
+    assert spelled == set()
