@@ -264,7 +264,7 @@ def evaluate(
     Also the validation loss of the same weights ("val_loss", "val_rows"), for the last round's history.
     """
     from humane.fairness.counts import add_noise, site_counts
-    from humane.fairness.metrics import sensitive_columns
+    from humane.core.protected import sensitive_group_labels
     from humane.modeling.federated import build_network, load_weights, site_data, site_eval
 
     def work() -> dict[str, Any]:
@@ -273,7 +273,7 @@ def evaluate(
         model = build_network(settings.train, pre)
         load_weights(model, arrays)
         data = site_data(pre, frames.test)
-        groups = sensitive_columns(data.sensitive, list(pre.sensitive))
+        groups = sensitive_group_labels(data.sensitive, list(pre.sensitive))
         counts = site_counts(
             data.y.numpy(), site_eval(model, data.x), settings.threshold, groups, settings.min_group_size, settings.bins
         )
