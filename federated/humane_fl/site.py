@@ -263,8 +263,8 @@ def evaluate(
 
     Also the validation loss of the same weights ("val_loss", "val_rows"), for the last round's history.
     """
-    from humane.fairness.counts import add_noise, site_counts
     from humane.core.protected import sensitive_group_labels
+    from humane.fairness.counts import add_noise, site_counts
     from humane.modeling.federated import build_network, load_weights, site_data, site_eval
 
     def work() -> dict[str, Any]:
