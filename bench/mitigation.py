@@ -51,7 +51,6 @@ from humane.core.params import Params, load_params  # noqa: E402
 from humane.data.schema import resolve_schema  # noqa: E402
 from humane.data.sources import load  # noqa: E402
 from humane.fairness.mitigation import (  # noqa: E402
-    GroupThresholds,
     constrained,
     fairness_penalty,
     group_keys,
@@ -60,6 +59,7 @@ from humane.fairness.mitigation import (  # noqa: E402
     reweighing,
 )
 from humane.fairness.reductions import MLPClassifier, fit_reductions, predict_scores, train_mlp  # noqa: E402
+from humane.fairness.thresholds import GroupThresholds  # noqa: E402
 from humane.modeling.features import fit as fit_preprocessor  # noqa: E402
 from humane.modeling.features import (  # noqa: E402
     split_train_val,

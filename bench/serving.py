@@ -207,7 +207,7 @@ def phases(pyfunc: Any, rows: pd.DataFrame, repeats: int) -> dict[str, float]:
     import torch
     from mlflow.models.utils import _enforce_schema
 
-    from humane.fairness.mitigation import row_draws
+    from humane.fairness.thresholds import row_draws
     from humane.governance.domain import as_model_input, broken_rules
     from humane.governance.serving import single_values
     from humane.modeling.model import probabilities
@@ -243,10 +243,10 @@ def phases(pyfunc: Any, rows: pd.DataFrame, repeats: int) -> dict[str, float]:
 
 def _thresholds(model: Any, masked: pd.DataFrame, p: np.ndarray, x: Any) -> np.ndarray:
     """The per-group decision step of HumaneModel._decide, on its own (the same calls)."""
-    from humane.core.paths import SENSITIVE_PREFIX
-    from humane.fairness.mitigation import served_decisions
+    from humane.core.protected import sensitive_name
+    from humane.fairness.thresholds import served_decisions
 
-    groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": masked[c].to_numpy() for c in model.needs_sensitive})
+    groups = pd.DataFrame({sensitive_name(c): masked[c].to_numpy() for c in model.needs_sensitive})
     return served_decisions(p, groups, model.thresholds, x.numpy(), model.threshold)
 
 

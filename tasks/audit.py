@@ -10,8 +10,8 @@ from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN, Paths
 from humane.fairness.metrics import audit_predictions, headline, overall_with_ci
-from humane.fairness.mitigation import decisions, served_decisions
 from humane.fairness.plots import save_plots
+from humane.fairness.thresholds import served_decisions
 from humane.modeling.evaluation import predict_proba
 from humane.modeling.features import split_xy
 
@@ -23,10 +23,10 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     x, _, _ = split_xy(frame)
     p = predict_proba(torch.load(paths.model, weights_only=True), x)
     thresholds = io.read_json(paths.thresholds)
-    decided = decisions(p, frame, thresholds, x.numpy())
-    audits = audit_predictions(frame, p, params.data.sensitive_features, threshold, settings, decided)
-    y = frame[LABEL_COLUMN].to_numpy().astype(float)
+    # The served model's decisions: a post-processed model's per-group thresholds, else p >= threshold.
     y_pred = served_decisions(p, frame, thresholds, x.numpy(), threshold).astype(float)
+    audits = audit_predictions(frame, p, params.data.sensitive_features, threshold, settings, y_pred)
+    y = frame[LABEL_COLUMN].to_numpy().astype(float)
     report = {
         "threshold": threshold,
         "thresholds": thresholds.get("constraint", "none"),

@@ -18,8 +18,9 @@ from humane.core.context import RunContext, stage_main
 from humane.core.errors import HumaneError
 from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN, Paths
-from humane.fairness.metrics import gaps_from, group_table, sensitive_columns
-from humane.fairness.mitigation import decisions
+from humane.core.protected import sensitive_group_labels
+from humane.fairness.metrics import gaps_from, group_table
+from humane.fairness.thresholds import plain_decisions, served_decisions
 from humane.modeling.evaluation import (
     SAME_NETWORK,
     baselines,
@@ -46,7 +47,7 @@ def reference_gaps(
     y = frame[LABEL_COLUMN].to_numpy().astype(float)
     decided = np.asarray(y_pred, dtype=float)
     out = {}
-    for feature, groups in sensitive_columns(frame, features).items():
+    for feature, groups in sensitive_group_labels(frame, features).items():
         table = group_table(y, decided, p, groups)
         out[feature] = gaps_from(table[table["count"] >= min_group_size])
     return out
@@ -75,7 +76,7 @@ def references(
     p_plain, how = unmitigated_scores(params, paths, x_test, p)
 
     def scored(scores: np.ndarray) -> dict[str, Any]:
-        decided = scores >= settings.threshold
+        decided = plain_decisions(scores, settings.threshold)
         return {
             **binary_metrics(y, scores, settings.threshold, settings.calibration_bins),
             "fairness": reference_gaps(
@@ -97,7 +98,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     y = y_test.numpy()
     p = predict_proba(state, x_test)
     # A post-processed model decides by per-group thresholds (fitted on validation rows), not p >= threshold.
-    decided = decisions(p, test, io.read_json(paths.thresholds), x_test.numpy())
+    decided = served_decisions(p, test, io.read_json(paths.thresholds), x_test.numpy(), settings.threshold)
     p_logreg = logreg_scores(x_train.numpy(), y_train.numpy(), x_test.numpy())
     refs = references(params, paths, test, x_test, p, p_logreg)
     baseline = baselines(y_train.numpy(), y, p_logreg, settings)

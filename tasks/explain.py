@@ -19,11 +19,12 @@ from humane.core import io
 from humane.core.context import RunContext, stage_main
 from humane.core.errors import DataError, HumaneError
 from humane.core.params import Params
-from humane.core.paths import SENSITIVE_PREFIX, Paths
+from humane.core.paths import Paths
+from humane.core.protected import group_labels, group_text, sensitive_name
 from humane.fairness.error_analysis import error_cohorts
-from humane.fairness.metrics import group_labels, group_text, shown_names
-from humane.fairness.mitigation import served_decisions
+from humane.fairness.metrics import shown_names
 from humane.fairness.proxies import proxy_metrics, proxy_report
+from humane.fairness.thresholds import served_decisions
 from humane.modeling.attribution import (
     Explainer,
     attribute,
@@ -65,7 +66,7 @@ def read_candidate(params: Params, paths: Paths) -> Candidate:
     """The trained model, its preprocessor and thresholds, and the test rows in both forms."""
     test, raw_test = pd.read_parquet(paths.processed_test), pd.read_parquet(paths.interim_test)
     aligned = len(raw_test) == len(test) and all(
-        (group_text(raw_test[s]).to_numpy() == test[f"{SENSITIVE_PREFIX}{s}"].to_numpy()).all()
+        (group_text(raw_test[s]).to_numpy() == test[sensitive_name(s)].to_numpy()).all()
         for s in params.data.sensitive_features
     )
     if not aligned:  # the same rows in the same order, or cohorts and counterfactuals would read other rows
@@ -97,7 +98,7 @@ def sensitive_groups(frame: pd.DataFrame, features: list[str], min_rows: int) ->
     """Each sensitive feature's group per row as the audit shows it (a group below min_rows numbered, not named)."""
     groups = {}
     for feature in features:
-        labels = group_labels(frame[f"{SENSITIVE_PREFIX}{feature}"], feature).reset_index(drop=True)
+        labels = group_labels(frame[sensitive_name(feature)], feature).reset_index(drop=True)
         groups[feature] = labels.map(shown_names(labels.value_counts().to_dict(), min_rows))
     return groups
 
@@ -113,7 +114,7 @@ def raw_decider(c: Candidate, threshold: float) -> Decide:
     """Raw rows (as the load stage wrote them) → (decision, probability), the path the served model takes."""
 
     def decide(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{s}": group_text(frame[s]).to_numpy() for s in c.pre.sensitive})
+        groups = pd.DataFrame({sensitive_name(s): group_text(frame[s]).to_numpy() for s in c.pre.sensitive})
         return scores(c.model, c.pre.transform(frame), groups, c.thresholds, threshold)
 
     return decide

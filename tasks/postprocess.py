@@ -12,7 +12,7 @@ from humane.core import io
 from humane.core.context import RunContext, stage_main
 from humane.core.params import Params
 from humane.core.paths import Paths
-from humane.fairness.mitigation import fit_thresholds
+from humane.fairness.thresholds import fit_thresholds
 from humane.modeling.evaluation import predict_proba
 from humane.modeling.features import split_xy
 

@@ -1,4 +1,4 @@
-"""Bias mitigation: by the data (reweighing, oversampling), by the loss (a fairness term) and by thresholds.
+"""Bias mitigation by the data (reweighing, oversampling) and by the loss (a fairness term), and their groups.
 
 Every method works on a *mitigation target*: one sensitive feature or the intersection of several
 (`group_keys`), built with the audit's own group labels (`humane.fairness.metrics`), so a null sensitive value
@@ -8,17 +8,16 @@ is the group "missing" here too. Groups with fewer than `min_rows` rows are too 
 - reweighing: weight 1 (their label rate is left as observed);
 - oversampling: never resampled;
 - fairness penalty: no group of their own (an all-zero one-hot row), so they add no penalty term;
-- thresholds (`GroupThresholds`): no threshold of their own; their rows are decided by the plain threshold.
+- thresholds (`humane.fairness.thresholds`): no threshold of their own; their rows get the plain threshold.
 
 The sensitive feature is never a model input: it travels beside the features (a key per row) and is only read
 by these functions. The reductions estimator that Fairlearn's ExponentiatedGradient fits lives in
-`humane.fairness.reductions`.
+`humane.fairness.reductions`; post-processing (per-group thresholds, the decision rule of a post-processed
+model) in `humane.fairness.thresholds`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Callable
 from typing import Any, Literal
@@ -26,23 +25,18 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from fairlearn.postprocessing import ThresholdOptimizer
 from fairret.loss import NormLoss
 from fairret.statistic import FalsePositiveRate, PositiveRate, TruePositiveRate
 from imblearn.over_sampling import RandomOverSampler
-from sklearn.base import BaseEstimator, ClassifierMixin
 
 from humane.core.errors import ConfigError, DataError
 from humane.core.params import MitigationParams
-from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN
-from humane.fairness.metrics import INTERSECTION, sensitive_columns, shown_names
+from humane.core.paths import LABEL_COLUMN, WEIGHT_COLUMN
+from humane.core.protected import INTERSECTION, sensitive_group_labels, sensitive_name, sensitive_names
+from humane.fairness.metrics import shown_names
 
 PenaltyConstraint = Literal["demographic_parity", "equalized_odds"]
-ThresholdConstraint = Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity"]
-THRESHOLD_CONSTRAINTS: tuple[str, ...] = ("demographic_parity", "equalized_odds", "true_positive_rate_parity")
 PENALTY_CONSTRAINTS: tuple[str, ...] = ("demographic_parity", "equalized_odds")
-# The group that `GroupThresholds` gives the rows of all too-small groups (one shared threshold for them).
-THRESHOLD_OBJECTIVE = "accuracy_score"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -54,11 +48,11 @@ def group_keys(frame: pd.DataFrame, target: list[str]) -> pd.Series:
     """Each row's group for the mitigation target: one feature's group label, or the intersection of several.
 
     Args:
-        frame: A processed frame holding `f"{SENSITIVE_PREFIX}{feature}"` for each feature of the target.
+        frame: A processed frame holding `sensitive_name(feature)` for each feature of the target.
         target: Sensitive feature names; two or more mean their intersection (e.g. "Female x Black").
 
     Returns:
-        The group label per row (`humane.fairness.metrics.group_labels`: a null is "missing"), indexed like frame.
+        The group label per row (`humane.core.protected.group_labels`: a null is "missing"), indexed like frame.
 
     Raises:
         ConfigError: The target names no feature, or a feature twice.
@@ -69,13 +63,13 @@ def group_keys(frame: pd.DataFrame, target: list[str]) -> pd.Series:
         raise ConfigError("the mitigation target names no sensitive feature")
     if len(set(target)) != len(target):
         raise ConfigError(f"the mitigation target {target} names a sensitive feature twice")
-    absent = [f for f in target if f"{SENSITIVE_PREFIX}{f}" not in frame.columns]
+    absent = [f for f in target if sensitive_name(f) not in frame.columns]
     if absent:
         raise DataError(
-            f"the mitigation target needs the sensitive column(s) {[f'{SENSITIVE_PREFIX}{f}' for f in absent]}, "
+            f"the mitigation target needs the sensitive column(s) {sensitive_names(absent)}, "
             "which the processed frame does not hold (mitigate only on features listed in data.sensitive_features)"
         )
-    columns = sensitive_columns(frame, target)
+    columns = sensitive_group_labels(frame, target)
     return columns[INTERSECTION.join(target)].rename(INTERSECTION.join(target))
 
 
@@ -112,7 +106,13 @@ def constrained(keys: pd.Series, min_rows: int) -> tuple[pd.Series, list[str]]:
     return out, too_small
 
 
-def _labels(y: np.ndarray | pd.Series, n: int) -> np.ndarray:
+def binary_labels(y: np.ndarray | pd.Series, n: int) -> np.ndarray:
+    """The 0/1 labels of n rows as ints (the processed label column).
+
+    Raises:
+        DataError: Not n labels, or a label other than 0 and 1.
+
+    """
     values = np.asarray(y)
     if len(values) != n:
         raise DataError(f"{len(values)} labels for {n} group keys; they must describe the same rows")
@@ -142,7 +142,7 @@ def reweighing(keys: pd.Series, y: np.ndarray | pd.Series) -> tuple[np.ndarray, 
         number of excluded rows.
 
     """
-    labels = _labels(y, len(keys))
+    labels = binary_labels(y, len(keys))
     active = keys.notna().to_numpy()
     cells = pd.DataFrame({"group": keys[active].astype(str).to_numpy(), "label": labels[active]})
     n = len(cells)
@@ -187,39 +187,20 @@ def oversample(
         the row counts before and after.
 
     """
-    labels = _labels(y, len(keys))
+    labels = binary_labels(y, len(keys))
     if len(frame) != len(keys):
         raise DataError(f"{len(frame)} rows but {len(keys)} group keys; they must describe the same rows")
     active = keys.notna().to_numpy()
     if not active.any():
         raise DataError("no row belongs to a constrained group; nothing to oversample")
     rate = float(labels[active].mean())
-    # The cell of a row: "<label>|<group>"; the excluded rows share one cell that is never resampled.
-    group = np.array([str(k) if a else "" for k, a in zip(keys, active, strict=True)], dtype=object)
-    cell = np.array([f"{lab}|{g}" if a else "excluded" for lab, g, a in zip(labels, group, active, strict=True)])
+    cell = _cells(keys, labels, active)
+    groups = sorted({str(k) for k in keys[active]})
     before = pd.Series(cell).value_counts()
-    targets: dict[str, int] = {}
-    unbalanced: list[str] = []
-    for g in sorted(set(group[active])):
-        n0, n1 = int(before.get(f"0|{g}", 0)), int(before.get(f"1|{g}", 0))
-        if n0 == 0 or n1 == 0:
-            unbalanced.append(g)
-        elif n1 / (n0 + n1) < rate:
-            targets[f"1|{g}"] = max(n1, round(rate * n0 / (1 - rate)))
-        else:
-            targets[f"0|{g}"] = max(n0, round((1 - rate) * n1 / rate))
-    indices = np.arange(len(frame))
-    if targets:
-        sampler = RandomOverSampler(sampling_strategy=targets, random_state=seed)
-        sampler.fit_resample(indices.reshape(-1, 1), cell)
-        indices = sampler.sample_indices_
+    targets, unbalanced = _cell_targets(before, groups, rate)
+    indices = _with_copies(cell, targets, seed)
     out = frame.iloc[indices].reset_index(drop=True)
     after = pd.Series(cell[indices]).value_counts()
-    report_cells = [
-        {"group": g, "label": lab, "before": int(before.get(f"{lab}|{g}", 0)), "after": int(after.get(f"{lab}|{g}", 0))}
-        for g in sorted(set(group[active]))
-        for lab in (0, 1)
-    ]
     report = {
         "method": "oversample",
         "rule": "equal label rate per group (the constrained rows' rate), copies only",
@@ -228,10 +209,54 @@ def oversample(
         "rows_before": len(frame),
         "rows_after": len(out),
         "excluded_rows": int((~active).sum()),
-        "cells": report_cells,
+        "cells": _cell_counts(groups, before, after),
         "unbalanceable": unbalanced,
     }
     return out, report
+
+
+def _cells(keys: pd.Series, labels: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """The cell of each row, "<label>|<group>"; the excluded rows share the cell "excluded" (never resampled)."""
+    group = np.array([str(k) if a else "" for k, a in zip(keys, active, strict=True)], dtype=object)
+    return np.array([f"{lab}|{g}" if a else "excluded" for lab, g, a in zip(labels, group, active, strict=True)])
+
+
+def _cell_targets(before: pd.Series, groups: list[str], rate: float) -> tuple[dict[str, int], list[str]]:
+    """The rows each cell must reach for its group's label rate to equal `rate`, and the groups with one label.
+
+    A group below the rate grows its positive cell, a group above it its negative cell (rounded to whole rows,
+    never below the cell's count); a group with one label only cannot be balanced.
+    """
+    targets: dict[str, int] = {}
+    unbalanced: list[str] = []
+    for g in groups:
+        n0, n1 = int(before.get(f"0|{g}", 0)), int(before.get(f"1|{g}", 0))
+        if n0 == 0 or n1 == 0:
+            unbalanced.append(g)
+        elif n1 / (n0 + n1) < rate:
+            targets[f"1|{g}"] = max(n1, round(rate * n0 / (1 - rate)))
+        else:
+            targets[f"0|{g}"] = max(n0, round((1 - rate) * n1 / rate))
+    return targets, unbalanced
+
+
+def _with_copies(cell: np.ndarray, targets: dict[str, int], seed: int) -> np.ndarray:
+    """Every row's position, then the copies RandomOverSampler (seeded, the cell as its class) draws."""
+    indices = np.arange(len(cell))
+    if targets:
+        sampler = RandomOverSampler(sampling_strategy=targets, random_state=seed)
+        sampler.fit_resample(indices.reshape(-1, 1), cell)
+        indices = sampler.sample_indices_
+    return indices
+
+
+def _cell_counts(groups: list[str], before: pd.Series, after: pd.Series) -> list[dict[str, Any]]:
+    """Per group × label the row counts before and after oversampling (for the report; no rows)."""
+    return [
+        {"group": g, "label": lab, "before": int(before.get(f"{lab}|{g}", 0)), "after": int(after.get(f"{lab}|{g}", 0))}
+        for g in groups
+        for lab in (0, 1)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -311,222 +336,6 @@ def fairness_penalty(
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Post-processing: group thresholds (Fairlearn's ThresholdOptimizer), stored as plain JSON
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class _Scores(ClassifierMixin, BaseEstimator):
-    """A prefit 'estimator' whose input is the model's positive probability (one column) and returns it."""
-
-    def fit(self, X: np.ndarray, y: np.ndarray | None = None) -> _Scores:
-        """Nothing to learn."""
-        return self
-
-    def __sklearn_is_fitted__(self) -> bool:
-        return True
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """[1 − p, p] per row."""
-        p = np.asarray(X, dtype=np.float64)[:, 0]
-        return np.column_stack([1.0 - p, p])
-
-
-def _number(value: float) -> float | str:
-    """A threshold as JSON: ±inf (Fairlearn's always/never thresholds) become the strings "inf" / "-inf"."""
-    value = float(value)
-    return value if math.isfinite(value) else ("inf" if value > 0 else "-inf")
-
-
-def _operation(op: Any) -> dict[str, Any]:
-    return {"operator": str(op.operator), "threshold": _number(op.threshold)}
-
-
-def _apply(op: dict[str, Any], scores: np.ndarray) -> np.ndarray:
-    """Fairlearn's ThresholdOperation: score > t or score < t (strict, as Fairlearn compares)."""
-    threshold = float(op["threshold"])
-    return scores > threshold if op["operator"] == ">" else scores < threshold
-
-
-class GroupThresholds:
-    """Per-group randomised thresholds on the model's scores (Hardt et al. 2016, via Fairlearn's ThresholdOptimizer).
-
-    Fitted on the validation split only (never the test split). Each group gets a mix of two thresholds
-    (p0 · [score op0 t0] + p1 · [score op1 t1], and for equalized odds a share p_ignore of a constant) so that the
-    chosen rate is equal across groups while accuracy is maximised. The state is plain JSON (`to_dict`), read back
-    by `from_dict` without pickle; prediction uses only that state, so a fitted and a loaded object agree.
-
-    Groups too small to constrain (fewer than `min_rows` validation rows) and groups unseen at fit time have
-    no threshold of their own: their rows are decided by the plain threshold (`fallback_threshold`, the
-    pipeline's evaluate.threshold), and the excluded groups are named in the state. A null sensitive value is
-    the group "missing" (`group_keys`), like any other group.
-
-    Decisions are randomised where a group's mix is: row i of a call is positive when its positive probability
-    is ≥ the i-th draw of numpy's RandomState(seed), the same draws as ThresholdOptimizer.predict(random_state=
-    seed), so the same rows in the same order always get the same decisions.
-    """
-
-    def __init__(self) -> None:
-        self.state: dict[str, Any] | None = None
-        self.optimizer_: ThresholdOptimizer | None = None  # the fitted Fairlearn object (not serialised)
-
-    def fit(
-        self,
-        scores: np.ndarray,
-        y: np.ndarray | pd.Series,
-        keys: pd.Series,
-        constraint: ThresholdConstraint,
-        seed: int,
-        *,
-        min_rows: int,
-        fallback_threshold: float = 0.5,
-    ) -> GroupThresholds:
-        """Fit the thresholds on validation scores.
-
-        Args:
-            scores: The model's positive probability per validation row.
-            y: 0/1 validation labels.
-            keys: Group per validation row (`group_keys`; no None).
-            constraint: "demographic_parity", "equalized_odds" or "true_positive_rate_parity" (equal opportunity).
-            seed: Seed of the randomised decisions at prediction time (the fit itself is deterministic).
-            min_rows: Groups with fewer validation rows are left out of the constraints (see `constrained`): their
-                rows, and rows of groups unseen here, are decided by `fallback_threshold` (evaluate.threshold).
-            fallback_threshold: The plain threshold for rows of excluded or unseen groups.
-
-        Returns:
-            self.
-
-        """
-        if constraint not in THRESHOLD_CONSTRAINTS:
-            raise ConfigError(f"threshold constraint {constraint!r} is not one of {list(THRESHOLD_CONSTRAINTS)}")
-        labels = _labels(y, len(keys))
-        p = self._scores(scores, len(keys))
-        kept, too_small = constrained(keys, min_rows)
-        rows = kept.notna().to_numpy()
-        groups = kept[rows].astype(str)
-        one_label = sorted(g for g in set(groups) if len(set(labels[rows][groups.to_numpy() == g])) < 2)
-        if one_label:
-            raise DataError(
-                f"per-group thresholds: the validation rows of group(s) {one_label} hold one label "
-                "only, so no threshold can be fitted for them (more data, or another target)"
-            )
-        optimizer = ThresholdOptimizer(
-            estimator=_Scores(),
-            constraints=constraint,
-            objective=THRESHOLD_OBJECTIVE,
-            prefit=True,
-            predict_method="predict_proba",
-        )
-        optimizer.fit(p[rows].reshape(-1, 1), labels[rows], sensitive_features=groups.to_numpy())
-        table = {}
-        for group, bunch in optimizer.interpolated_thresholder_.interpolation_dict.items():
-            entry = {
-                "p0": float(bunch.p0),
-                "operation0": _operation(bunch.operation0),
-                "p1": float(bunch.p1),
-                "operation1": _operation(bunch.operation1),
-            }
-            if "p_ignore" in bunch:
-                entry |= {"p_ignore": float(bunch.p_ignore), "prediction_constant": float(bunch.prediction_constant)}
-            table[str(group)] = entry
-        self.optimizer_ = optimizer
-        self.state = {
-            "constraint": constraint,
-            "objective": THRESHOLD_OBJECTIVE,
-            "seed": int(seed),
-            "min_rows": int(min_rows),
-            "excluded": too_small,
-            "fallback_threshold": float(fallback_threshold),
-            "fit_rows": int(rows.sum()),
-            "groups": table,
-        }
-        return self
-
-    @staticmethod
-    def _scores(scores: np.ndarray, n: int) -> np.ndarray:
-        # float64: Fairlearn's ThresholdOptimizer fails on float32 arrays under pandas 3.
-        p = np.asarray(scores, dtype=np.float64).reshape(-1)
-        if len(p) != n:
-            raise DataError(f"{len(p)} scores for {n} group keys; they must describe the same rows")
-        if not np.isfinite(p).all() or (p < 0).any() or (p > 1).any():
-            raise DataError("scores must be probabilities in [0, 1]")
-        return p
-
-    def _groups(self, keys: pd.Series) -> pd.Series:
-        state = self._fitted()
-        if keys.isna().any():
-            raise DataError(
-                "group keys contain nulls; build them with group_keys (a null sensitive value is 'missing')"
-            )
-        groups = keys.astype(str)
-        # Rows of groups left out of the constraints (too small) or unseen at fit time get the plain threshold.
-        return groups.where(groups.isin(list(state["groups"])), None)
-
-    def positive_probability(self, scores: np.ndarray, keys: pd.Series) -> np.ndarray:
-        """Each row's probability of a positive decision (Fairlearn's InterpolatedThresholder._pmf_predict)."""
-        p = self._scores(scores, len(keys))
-        groups = self._groups(keys).to_numpy()
-        out = (p >= self._fitted()["fallback_threshold"]).astype(float)
-        for group, g in self._fitted()["groups"].items():
-            rows = groups == group
-            q = g["p0"] * _apply(g["operation0"], p[rows]) + g["p1"] * _apply(g["operation1"], p[rows])
-            if "p_ignore" in g:
-                q = g["p_ignore"] * g["prediction_constant"] + (1 - g["p_ignore"]) * q
-            out[rows] = q
-        return out
-
-    def predict(
-        self, scores: np.ndarray, keys: pd.Series, features: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Decisions and their positive probability.
-
-        Args:
-            scores: The model's positive probability per row.
-            keys: Group per row (`group_keys`).
-            features: The rows' model features (float32, as the model reads them). Each row's draw is then a
-                keyed hash of its features and the seed: the same row gets the same decision alone, in any batch
-                and at any position, so what the audit measures is what serving does. Without features the
-                draws are numpy's RandomState(seed) in row order (Fairlearn's own `predict(random_state=seed)`).
-
-        Returns:
-            (y_pred 0/1 ints, positive_probability): y_pred is 1 where positive_probability ≥ the row's draw.
-
-        """
-        probability = self.positive_probability(scores, keys)
-        seed = self._fitted()["seed"]
-        in_order = features is None
-        draws = np.random.RandomState(seed).rand(len(probability)) if in_order else row_draws(features, seed)
-        return (probability >= draws).astype(int), probability
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fitted state as plain JSON types (no numpy, no ±inf floats)."""
-        return json.loads(json.dumps(self._fitted(), allow_nan=False))
-
-    @classmethod
-    def from_dict(cls, state: dict[str, Any]) -> GroupThresholds:
-        """Rebuild from `to_dict`'s output (e.g. read from a model artifact's JSON file).
-
-        Raises:
-            DataError: The dict is not a GroupThresholds state.
-
-        """
-        needed = {"constraint", "seed", "excluded", "fallback_threshold", "groups"}
-        if not isinstance(state, dict) or not needed <= set(state) or not state["groups"]:
-            raise DataError(f"group thresholds state must hold the keys {sorted(needed)} and at least one group")
-        for g in state["groups"].values():
-            for op in (g["operation0"], g["operation1"]):
-                if op["operator"] not in (">", "<"):
-                    raise DataError("group thresholds state has an operator other than '>' or '<'")
-        out = cls()
-        out.state = json.loads(json.dumps(state, allow_nan=False))
-        return out
-
-    def _fitted(self) -> dict[str, Any]:
-        if self.state is None:
-            raise RuntimeError("GroupThresholds is not fitted; call fit or from_dict first")
-        return self.state
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The stages' use of the methods, from the `mitigation:` params
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -570,66 +379,6 @@ def training_terms(
     info.update(groups=groups, too_small_to_constrain=too_small)
     onehot = group_onehot(keys.reset_index(drop=True), groups)
     return weights, onehot, fairness_penalty(settings.loss, settings.loss_weight), info
-
-
-def row_draws(features: np.ndarray, seed: int) -> np.ndarray:
-    """A uniform [0, 1) number per row from a keyed BLAKE2 hash of its float32 features: stable across batches."""
-    x = np.ascontiguousarray(np.asarray(features, dtype=np.float32))
-    if x.ndim != 2 or x.shape[1] == 0:  # no features: every row would get the same draw
-        raise DataError("per-row draws need the rows' model features; none were given")
-    key = int(seed).to_bytes(8, "little", signed=True)
-    out = np.empty(len(x))
-    for i, row in enumerate(x):
-        digest = hashlib.blake2b(row.tobytes(), digest_size=8, key=key).digest()
-        out[i] = int.from_bytes(digest, "little") / 2.0**64
-    return out
-
-
-def fit_thresholds(
-    p_val: np.ndarray, val: pd.DataFrame, settings: MitigationParams, min_rows: int, fallback_threshold: float
-) -> dict:
-    """The postprocess stage's part: per-group thresholds fitted on the validation split, as plain JSON.
-
-    Returns {"constraint": "none"} when post-processing is off.
-    """
-    if settings.thresholds == "none":
-        return {"constraint": "none"}
-    keys = group_keys(val, settings.target)
-    fitted = GroupThresholds().fit(
-        p_val,
-        val[LABEL_COLUMN].to_numpy(),
-        keys,
-        settings.thresholds,
-        settings.seed,
-        min_rows=min_rows,
-        fallback_threshold=fallback_threshold,
-    )
-    return {**fitted.to_dict(), "target": list(settings.target)}
-
-
-def decisions(p: np.ndarray, frame: pd.DataFrame, state: dict[str, Any], features: np.ndarray) -> np.ndarray | None:
-    """0/1 decisions by the fitted per-group thresholds, or None when the model decides by `p >= threshold`.
-
-    `frame` holds the rows' sensitive columns (processed frames: SENSITIVE_PREFIX + feature); `features` the
-    rows' model features (each row's draw hashes them, so evaluation, audit and serving decide alike).
-    """
-    if "constraint" not in state:
-        raise DataError("the thresholds file names no constraint; it is not one the postprocess stage wrote")
-    if state["constraint"] == "none":
-        return None
-    y_pred, _ = GroupThresholds.from_dict(state).predict(p, group_keys(frame, state["target"]), features)
-    return y_pred
-
-
-def served_decisions(
-    p: np.ndarray, frame: pd.DataFrame, state: dict[str, Any], features: np.ndarray, threshold: float
-) -> np.ndarray:
-    """The decision the served model gives each row (bool): its per-group thresholds, else p >= threshold.
-
-    The one rule that evaluation's audit, the explain stage and serving decide by (`decisions` for the arguments).
-    """
-    decided = decisions(p, frame, state, features)
-    return (p >= threshold) if decided is None else decided.astype(bool)
 
 
 def unmitigated_train(train: pd.DataFrame, report: dict[str, Any]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,9 @@ from humane.modeling.model import (
     probabilities,
 )
 from humane.modeling.training import TrainResult, clear_checkpoints, eval_step, fit, seed_everything
+
+if TYPE_CHECKING:
+    from fairlearn.reductions import ExponentiatedGradient
 
 Penalty = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -83,6 +86,32 @@ def train_mlp(
 
     """
     n = x.shape[0]
+    weights = _row_weights(sample_weight, n, groups, penalty)
+    generator = seed_everything(seed)
+    model = MLP(MLPArgs(x.shape[1], list(hidden_sizes), dropout, activation, n_numeric, embedding))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    targets = y.float()
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            batch_groups = None if groups is None else groups[idx]
+            _step(model, optimizer, (x[idx], targets[idx], weights[idx], batch_groups), penalty)
+    model.eval()
+    return model
+
+
+def _row_weights(
+    sample_weight: torch.Tensor | None, n: int, groups: torch.Tensor | None, penalty: Penalty | None
+) -> torch.Tensor:
+    """Each row's loss weight, rescaled to mean 1 (all 1 without sample weights), after checking the inputs.
+
+    Raises:
+        ConfigError: A penalty without groups, or groups without a penalty.
+        DataError: Groups or weights that do not describe the n rows, or weights not finite, negative or all 0.
+
+    """
     if (penalty is None) != (groups is None):
         raise ConfigError("a fairness penalty needs the per-row groups, and groups are only read by a penalty")
     if groups is not None and groups.shape[0] != n:
@@ -90,26 +119,24 @@ def train_mlp(
     weights = torch.ones(n) if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
     if weights.shape != (n,) or not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
         raise DataError(f"sample weights must be {n} finite numbers >= 0, not all zero")
-    weights = weights * (n / weights.sum())
-    generator = seed_everything(seed)
-    model = MLP(MLPArgs(x.shape[1], list(hidden_sizes), dropout, activation, n_numeric, embedding))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    bce = nn.BCEWithLogitsLoss(reduction="none")
-    targets = y.float()
-    for _ in range(epochs):
-        model.train()
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(x[idx])
-            loss = (bce(logits, targets[idx]) * weights[idx]).mean()
-            if penalty is not None and groups is not None:
-                loss = loss + penalty(logits, groups[idx], targets[idx])
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    return model
+    return weights * (n / weights.sum())
+
+
+def _step(
+    model: MLP,
+    optimizer: torch.optim.Optimizer,
+    batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None],
+    penalty: Penalty | None,
+) -> None:
+    """One optimiser step on a batch (x, y, weights, groups): the weighted mean BCE plus the penalty, if any."""
+    x, targets, weights, groups = batch
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = (nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none") * weights).mean()
+    if penalty is not None and groups is not None:
+        loss = loss + penalty(logits, groups, targets)
+    loss.backward()
+    optimizer.step()
 
 
 def predict_scores(model: nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -251,56 +278,18 @@ def fit_reductions(
         stopping) and what the card and the record say about the reduction.
 
     """
-    from fairlearn.reductions import DemographicParity, EqualizedOdds, ExponentiatedGradient
-
     if settings.reductions == "none":
         raise ConfigError("fit_reductions needs mitigation.reductions demographic_parity or equalized_odds")
     limited, too_small = constrained(keys.reset_index(drop=True), min_rows)
     largest = limited.value_counts().idxmax()
     sensitive = limited.fillna(largest).astype(str).to_numpy()
-    moment = {"demographic_parity": DemographicParity, "equalized_odds": EqualizedOdds}[settings.reductions]
-    estimator = MLPClassifier.from_params(
-        train, epochs=settings.reductions_epochs, threshold=VOTE_THRESHOLD, layout=layout
-    )
-    reduction = ExponentiatedGradient(
-        estimator,
-        moment(difference_bound=settings.reductions_eps),
-        eps=settings.reductions_eps,
-        max_iter=settings.reductions_max_iter,
-    )
+    reduction = _exponentiated_gradient(train, settings, layout)
     started = time.perf_counter()
     # Fairlearn's reductions fail on float32 arrays under pandas 3: float64 here, float32 inside the MLP.
     reduction.fit(x_train.numpy().astype(np.float64), y_train.numpy().astype(np.int64), sensitive_features=sensitive)
     seconds = time.perf_counter() - started
-    members: list[nn.Module] = []
-    weights: list[float] = []
-    for index, weight in reduction.weights_.items():
-        if weight <= 0:
-            continue
-        predictor = reduction.predictors_[index]
-        if isinstance(predictor, MLPClassifier):
-            members.append(predictor.model_)
-        elif hasattr(predictor, "constant"):  # Fairlearn's DummyClassifier: the reduced labels had one class
-            members.append(Constant(ConstantArgs(x_train.shape[1], int(predictor.constant))))
-        else:
-            raise DataError(
-                f"ExponentiatedGradient returned a {type(predictor).__name__}, which the ensemble cannot serve"
-            )
-        weights.append(float(weight))
-    if not any(isinstance(m, MLP) for m in members):
-        raise DataError(
-            "ExponentiatedGradient's solution holds no trained network, only constant classifiers: "
-            "the MLP cannot meet the constraint here (try a larger mitigation.reductions_eps)"
-        )
+    members, weights = _vote(reduction, x_train.shape[1])
     model = Ensemble(EnsembleArgs([m.args.to_dict() for m in members], weights, VOTE_THRESHOLD), members=members).eval()
-    criterion = loss_fn()
-    on_train = eval_step(model, criterion, x_train, y_train)
-    row = {
-        "epoch": 1,
-        "train_loss": on_train["val_loss"],
-        **eval_step(model, criterion, x_val, y_val),
-        "seconds": seconds,
-    }
     # Fairlearn answers some oracle calls with a constant classifier instead of fitting: those trained nothing.
     calls = int(reduction.n_oracle_calls_) - int(getattr(reduction, "n_oracle_calls_dummy_returned_", 0))
     samples = calls * settings.reductions_epochs * len(x_train)
@@ -320,8 +309,70 @@ def fit_reductions(
         "merged_into": str(largest) if too_small else None,
         "vote_threshold": VOTE_THRESHOLD,
     }
+    row = _history_row(model, (x_train, y_train), (x_val, y_val), seconds)
     result = TrainResult(model, 1, [row], seconds, samples / max(seconds, 1e-9), samples=samples)
     return result, info
+
+
+def _exponentiated_gradient(
+    train: TrainParams, settings: MitigationParams, layout: tuple[int, list[int]] | None
+) -> ExponentiatedGradient:
+    """Fairlearn's ExponentiatedGradient (not fitted) around the MLP, for the constraint and slack of `settings`."""
+    from fairlearn.reductions import DemographicParity, EqualizedOdds, ExponentiatedGradient
+
+    moment = {"demographic_parity": DemographicParity, "equalized_odds": EqualizedOdds}[settings.reductions]
+    estimator = MLPClassifier.from_params(
+        train, epochs=settings.reductions_epochs, threshold=VOTE_THRESHOLD, layout=layout
+    )
+    return ExponentiatedGradient(
+        estimator,
+        moment(difference_bound=settings.reductions_eps),
+        eps=settings.reductions_eps,
+        max_iter=settings.reductions_max_iter,
+    )
+
+
+def _vote(reduction: ExponentiatedGradient, n_features: int) -> tuple[list[nn.Module], list[float]]:
+    """The networks (and constant classifiers) of the reduction's solution with a positive weight, and the weights.
+
+    Raises:
+        DataError: A predictor the ensemble cannot serve, or a solution without any trained network.
+
+    """
+    members: list[nn.Module] = []
+    weights: list[float] = []
+    for index, weight in reduction.weights_.items():
+        if weight <= 0:
+            continue
+        predictor = reduction.predictors_[index]
+        if isinstance(predictor, MLPClassifier):
+            members.append(predictor.model_)
+        elif hasattr(predictor, "constant"):  # Fairlearn's DummyClassifier: the reduced labels had one class
+            members.append(Constant(ConstantArgs(n_features, int(predictor.constant))))
+        else:
+            raise DataError(
+                f"ExponentiatedGradient returned a {type(predictor).__name__}, which the ensemble cannot serve"
+            )
+        weights.append(float(weight))
+    if not any(isinstance(m, MLP) for m in members):
+        raise DataError(
+            "ExponentiatedGradient's solution holds no trained network, only constant classifiers: "
+            "the MLP cannot meet the constraint here (try a larger mitigation.reductions_eps)"
+        )
+    return members, weights
+
+
+def _history_row(
+    model: nn.Module,
+    train_rows: tuple[torch.Tensor, torch.Tensor],
+    val_rows: tuple[torch.Tensor, torch.Tensor],
+    seconds: float,
+) -> dict[str, Any]:
+    """The one history row of a reduction: the ensemble's loss on the training rows and its figures on validation."""
+    criterion = loss_fn()
+    on_train = eval_step(model, criterion, *train_rows)
+    on_val = eval_step(model, criterion, *val_rows)
+    return {"epoch": 1, "train_loss": on_train["val_loss"], **on_val, "seconds": seconds}
 
 
 def fit_mitigated(
@@ -364,5 +415,6 @@ def fit_mitigated(
         penalty=penalty,
         layout=layout,
         fingerprint_extra=mitigation.model_dump_json(),
+        code=[Path(__file__).with_name("mitigation.py")],  # the loss terms' code: a resumable checkpoint matches it
     )
     return result, None

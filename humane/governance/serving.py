@@ -133,13 +133,9 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
     @property
     def needs_sensitive(self) -> list[str]:
         """The sensitive columns every request must carry: a post-processed model decides per group."""
-        if self.thresholds.get("constraint", "none") == "none":
-            return []
-        if not self.thresholds.get("target"):  # fail closed: a post-processed model that names no group column
-            from humane.core.errors import DataError
+        from humane.fairness.thresholds import group_features
 
-            raise DataError("the model's thresholds name no sensitive column; it cannot decide per group")
-        return list(self.thresholds["target"])
+        return group_features(self.thresholds)  # fail closed: a post-processed model must name its group columns
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """For each raw row: probability of the positive label, the label, and the domain rules it breaks.
@@ -244,12 +240,12 @@ class HumaneModel(mlflow.pyfunc.PythonModel):
 
         with torch.inference_mode():
             p = probabilities(self.model(x)).numpy().astype(np.float64)
-        from humane.core.paths import SENSITIVE_PREFIX
-        from humane.fairness.mitigation import served_decisions
+        from humane.core.protected import sensitive_name
+        from humane.fairness.thresholds import served_decisions
 
         # The group columns a post-processed model's thresholds read (none for a model deciding by p >= threshold),
         # as sent: the thresholds' group_keys read them as group_labels (group_text: 1, 1.0 and "1" are "1").
-        groups = pd.DataFrame({f"{SENSITIVE_PREFIX}{c}": frame[c].to_numpy() for c in self.needs_sensitive})
+        groups = pd.DataFrame({sensitive_name(c): frame[c].to_numpy() for c in self.needs_sensitive})
         return p, served_decisions(p, groups, self.thresholds, x.numpy(), self.threshold)
 
     def _output(self, p: np.ndarray, positive: np.ndarray, rules: list[list[str]]) -> pd.DataFrame:

@@ -1,4 +1,3 @@
-import json
 import time
 
 import numpy as np
@@ -11,7 +10,6 @@ from humane.core.errors import ConfigError, DataError
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.fairness.metrics import gaps_from, group_table
 from humane.fairness.mitigation import (
-    GroupThresholds,
     constrained,
     fairness_penalty,
     group_keys,
@@ -218,8 +216,8 @@ def judge(f: pd.DataFrame, y_pred: np.ndarray) -> dict[str, float]:
     }
 
 
-@pytest.fixture(scope="module")
-def split():
+def biased_split() -> dict:
+    """Train / validation / test rows of `biased`, the model trained without mitigation, and its test figures."""
     f = biased()
     train, val, test = (f.iloc[a:b].reset_index(drop=True) for a, b in ((0, 2000), (2000, 3000), (3000, 6000)))
     model = train_mlp(x_of(train), y_of(train), **LOOP)
@@ -228,6 +226,11 @@ def split():
     assert unmitigated["dp"] > 0.25 and unmitigated["eo"] > 0.15
     assert unmitigated["accuracy"] > unmitigated["baseline"] + 0.1
     return {"train": train, "val": val, "test": test, "model": model, "unmitigated": unmitigated}
+
+
+@pytest.fixture(scope="module")
+def split():
+    return biased_split()
 
 
 def assert_fairer(split: dict, result: dict[str, float], gap: str) -> None:
@@ -271,22 +274,6 @@ def test_fairness_penalty_reduces_its_gap(split, constraint, gap):
     assert_fairer(split, judge(split["test"], predict_test(split, model)), gap)
 
 
-@pytest.mark.parametrize(("constraint", "gap"), [("demographic_parity", "dp"), ("equalized_odds", "eo")])
-def test_group_thresholds_fitted_on_validation_reduce_their_gap(split, constraint, gap):
-    val, test = split["val"], split["test"]
-    thresholds = GroupThresholds().fit(
-        predict_scores(split["model"], x_of(val)),
-        val[LABEL_COLUMN],
-        group_keys(val, ["sex"]),
-        constraint,
-        seed=0,
-        min_rows=50,
-    )
-    y_pred, probability = thresholds.predict(predict_scores(split["model"], x_of(test)), group_keys(test, ["sex"]))
-    assert ((probability >= 0) & (probability <= 1)).all()
-    assert_fairer(split, judge(test, y_pred), gap)
-
-
 def test_exponentiated_gradient_with_the_mlp_reduces_dp_gap(split):
     train, test = split["train"], split["test"]
     estimator = MLPClassifier(**{**LOOP, "hidden_sizes": (16,), "epochs": 10}, threshold=0.5)
@@ -311,74 +298,17 @@ def test_mlp_classifier_honours_sample_weight():
     assert without_positives.mean() == 0.0  # zero weight on every positive row: it never predicts one
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# GroupThresholds: JSON, agreement with Fairlearn, unseen and pooled groups
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("constraint", ["demographic_parity", "equalized_odds", "true_positive_rate_parity"])
-def test_group_thresholds_json_round_trip_and_fairlearn_agree(split, constraint):
-    val, test = split["val"], split["test"]
-    fitted = GroupThresholds().fit(
-        predict_scores(split["model"], x_of(val)),
-        val[LABEL_COLUMN],
-        group_keys(val, ["sex"]),
-        constraint,
-        seed=7,
-        min_rows=50,
-    )
-    text = json.dumps(fitted.to_dict(), allow_nan=False)  # plain JSON, no pickle
-    loaded = GroupThresholds.from_dict(json.loads(text))
-    scores, keys = predict_scores(split["model"], x_of(test)), group_keys(test, ["sex"])
-    y_fitted, p_fitted = fitted.predict(scores, keys)
-    y_loaded, p_loaded = loaded.predict(scores, keys)
-    np.testing.assert_array_equal(y_fitted, y_loaded)
-    np.testing.assert_array_equal(p_fitted, p_loaded)
-    # The same decisions as Fairlearn's own randomised prediction with the same seed.
-    fairlearn = fitted.optimizer_.predict(scores.reshape(-1, 1), sensitive_features=keys.to_numpy(), random_state=7)
-    np.testing.assert_array_equal(y_fitted, fairlearn)
-
-
-def test_unseen_groups_get_the_plain_threshold_and_draws_do_not_depend_on_the_batch(split):
-    val, test = split["val"], split["test"]
-    thresholds = GroupThresholds().fit(
-        predict_scores(split["model"], x_of(val)),
-        val[LABEL_COLUMN],
-        group_keys(val, ["sex"]),
-        "demographic_parity",
-        seed=0,
-        min_rows=50,
-        fallback_threshold=0.5,
-    )
-    keys = pd.Series(["a", "secret-value", "missing"])
-    _, probability = thresholds.predict(np.array([0.2, 0.7, 0.3]), keys)
-    assert probability[1:].tolist() == [1.0, 0.0]  # unseen groups: p >= 0.5, no threshold of their own
-    # Each row's draw hashes its features: alone or in a batch, at any position, the same decision.
-    x = x_of(test)
-    scores, keys = predict_scores(split["model"], x), group_keys(test, ["sex"])
-    batch, _ = thresholds.predict(scores, keys, x.numpy())
-    alone = [thresholds.predict(scores[i : i + 1], keys.iloc[i : i + 1], x.numpy()[i : i + 1])[0][0] for i in range(40)]
-    np.testing.assert_array_equal(batch[:40], alone)
-    order = np.arange(len(scores))[::-1]
-    reversed_, _ = thresholds.predict(scores[order], keys.iloc[order], x.numpy()[order])
-    np.testing.assert_array_equal(reversed_[::-1], batch)
-
-
-def test_a_constrained_group_with_one_label_is_a_clear_error(split):
-    val = split["val"]
-    y = val[LABEL_COLUMN].to_numpy().copy()
-    keys = group_keys(val, ["sex"])
-    y[(keys == "b").to_numpy()] = 0
-    with pytest.raises(DataError, match=r"group\(s\) \['b'\] hold one label only"):
-        GroupThresholds().fit(predict_scores(split["model"], x_of(val)), y, keys, "equalized_odds", seed=0, min_rows=50)
-
-
-def test_intersection_with_a_too_small_group_is_numbered_and_excluded(split):
-    val = split["val"].copy()
-    # race: r1 / r2 for everyone except 12 rows of group b, which are r3: the cell "b x r3" is too small.
+def with_a_small_cell(val: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a race column: r1 / r2 for everyone except 12 rows of group b, which are r3 (too small)."""
+    val = val.copy()
     rng = np.random.default_rng(1)
     val[RACE] = np.where(rng.random(len(val)) < 0.5, "r1", "r2")
     val.loc[val.index[val[SEX] == "b"][:12], RACE] = "r3"
+    return val
+
+
+def test_intersection_with_a_too_small_group_is_numbered_and_excluded(split):
+    val = with_a_small_cell(split["val"])
     keys = group_keys(val, ["sex", "race"])
     kept, too_small = constrained(keys, min_rows=50)
     assert too_small == ["<withheld group #1> (12 rows)"]  # numbered with its size, never named
@@ -386,12 +316,3 @@ def test_intersection_with_a_too_small_group_is_numbered_and_excluded(split):
     weights, report = reweighing(kept, val[LABEL_COLUMN])
     assert (weights[(keys == "b x r3").to_numpy()] == 1).all() and report["excluded_rows"] == 12
     assert {c["group"] for c in report["cells"]} == {"a x r1", "a x r2", "b x r1", "b x r2"}
-
-    scores = predict_scores(split["model"], x_of(val))
-    thresholds = GroupThresholds().fit(scores, val[LABEL_COLUMN], keys, "demographic_parity", seed=0, min_rows=50)
-    state = thresholds.to_dict()
-    assert state["excluded"] == ["<withheld group #1> (12 rows)"]
-    assert set(state["groups"]) == {"a x r1", "a x r2", "b x r1", "b x r2"}  # no threshold for the small cell
-    _, probability = thresholds.predict(scores, keys)  # its rows are decided by the plain threshold
-    small = (keys == "b x r3").to_numpy()
-    np.testing.assert_array_equal(probability[small], (scores[small] >= 0.5).astype(float))

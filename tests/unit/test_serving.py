@@ -17,7 +17,7 @@ from humane.core import io
 from humane.core.params import load_params
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
-from humane.fairness.mitigation import fit_thresholds
+from humane.fairness.thresholds import fit_thresholds
 from humane.governance.domain import (
     ABOVE,
     BELOW,
