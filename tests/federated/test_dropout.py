@@ -1,4 +1,6 @@
-"""A site's node killed mid-training (SIGKILL of its SuperNode after round 1): the round completes with the others,
+"""Real: a Flower SuperLink and SuperNodes as processes in the site environment (one SIGKILLed), Opacus at each site.
+
+A site's node killed mid-training (SIGKILL of its SuperNode after round 1): the round completes with the others,
 the run ends, and federation.json says the site was dropped and when. Its own federation: the node stays dead.
 The run is FedAvg through Flower's Message API strategy, with client-side DP (Opacus at each site, epsilon 3)."""
 

@@ -1,4 +1,6 @@
-"""One federated run on real processes (a SuperLink and four SuperNodes): FedProx through Flower's SecAgg+, the
+"""Real: the session's federation (a Flower SuperLink, four SuperNodes as processes, site environment), SecAgg+.
+
+One federated run on real processes (a SuperLink and four SuperNodes): FedProx through Flower's SecAgg+, the
 contract's files, the excluded site, and what reaches the coordinator (aggregates only: every message's keys and
 size, masked updates, and no row value anywhere). The plain Message API path runs in test_dropout.py."""
 

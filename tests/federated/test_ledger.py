@@ -1,4 +1,6 @@
-"""The coordinator's record of a run (federated/humane_fl/ledger.py, plain Python): fates, messages, bytes."""
+"""Real: nothing external: the ledger's plain Python on hand-made messages (no Flower process).
+
+The coordinator's record of a run (federated/humane_fl/ledger.py, plain Python): fates, messages, bytes."""
 
 from __future__ import annotations
 

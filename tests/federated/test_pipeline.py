@@ -1,4 +1,6 @@
-"""The coordinator's pipeline end to end on real nodes: `dvc repro` of the federation workspace, and the Prefect flow.
+"""Real: `dvc repro` of the federation workspace and the training flow against the session's federation; MLflow SQLite.
+
+The coordinator's pipeline end to end on real nodes: `dvc repro` of the federation workspace, and the Prefect flow.
 
 A project copy's federation/ workspace (its own DVC project) runs federate -> track -> gate -> register against a
 real SuperLink and SuperNodes on 127.0.0.1 (the session's `federation` fixture, tests/federated/conftest.py:

@@ -1,4 +1,6 @@
-"""The site environment `make site-env` builds: requirements-site.txt's pins, flwr's own pins, and humane's site
+"""Real: the .site-env virtual environment `make site-env` builds: its installed pins and imports.
+
+The site environment `make site-env` builds: requirements-site.txt's pins, flwr's own pins, and humane's site
 modules importing without Prefect or MLflow (installed with --no-deps: neither is in it)."""
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Bad input stops the pipeline with a message naming file, column and rule, and leaves earlier outputs intact."""
+"""Real: `dvc repro` and the training flow on copies of the shared session run; GX, MLflow SQLite store, Prefect server.
+
+Bad input stops the pipeline with a message naming file, column and rule, and leaves earlier outputs intact."""
 
 import json
 

@@ -1,4 +1,6 @@
-"""Consumers verify the champion before use, on the session's real pipeline run (MLflow SQLite store, audit trail).
+"""Real: the shared session run's MLflow SQLite registry and audit trail; monitoring, sweep flows on a Prefect server.
+
+Consumers verify the champion before use, on the session's real pipeline run (MLflow SQLite store, audit trail).
 
 The pipeline promoted v1 (gate.require_approval off) and recorded the move in audit/signoff.jsonl. Moving the
 alias outside humane (MLflow's own client, as the UI's edit pencil or a script would), putting it back after a

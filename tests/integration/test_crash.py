@@ -1,4 +1,6 @@
-"""Processes killed with SIGKILL: `dvc repro` at its stage boundaries and in train, a Prefect worker in train.
+"""Real: SIGKILLed `dvc repro` on a fresh sample copy, a killed Prefect process worker; Prefect server, MLflow SQLite.
+
+Processes killed with SIGKILL: `dvc repro` at its stage boundaries and in train, a Prefect worker in train.
 
 Nothing may be left half-done: the rerun's outputs equal an uninterrupted run's, training resumes from its
 checkpoint, and the registry holds one version per pipeline run. A worker's flow run whose process died ends

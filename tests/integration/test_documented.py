@@ -1,4 +1,6 @@
-"""Documented means tested: every shell command of the README and the docs pages is run, by this file or a named test.
+"""Real: bash, make, dvc and the stages as README and docs write them, a Prefect server, MLflow SQLite; shared run.
+
+Documented means tested: every shell command of the README and the docs pages is run, by this file or a named test.
 
 Real components: bash, make, dvc, the pipeline's stages, Prefect's server, MLflow's store, on the sample data.
 

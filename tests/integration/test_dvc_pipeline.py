@@ -1,4 +1,6 @@
-"""The whole pipeline through `dvc repro` in a temporary git copy of the project, on a few thousand rows."""
+"""Real: the shared session run (`dvc repro` of the sample: GX, PyTorch, MLflow SQLite), `dvc repro`/`exp` on copies.
+
+The whole pipeline through `dvc repro` in a temporary git copy of the project, on a few thousand rows."""
 
 import json
 

@@ -1,4 +1,6 @@
-"""Encrypted data at rest, end to end: README's commands encrypt the sample files, DVC tracks the ciphertext, and
+"""Real: README's age commands, `dvc repro` of a fresh sample copy, git, DVC cache, MLflow SQLite, a Prefect block.
+
+Encrypted data at rest, end to end: README's commands encrypt the sample files, DVC tracks the ciphertext, and
 after `dvc repro track` no planted plaintext value (nor the identity) is anywhere in the workspace, git, the DVC
 cache or the MLflow store; then README's rotation locks the old identity out. And the identity from a Prefect
 Secret block."""

@@ -1,4 +1,6 @@
-"""The explain stage in the shared `dvc repro` of the sample (real Captum, scikit-learn, MLflow store, DVC, gate).
+"""Real: Captum, scikit-learn, DVC, MLflow SQLite store and the gate in the shared session run (a copy reruns gate).
+
+The explain stage in the shared `dvc repro` of the sample (real Captum, scikit-learn, MLflow store, DVC, gate).
 
 What a reviewer reads: attributions that add up, overall and per group with intervals; proxies and their share;
 error cohorts; an example's reasons and counterfactual coverage; and a gate that judges explain.* figures.

@@ -1,4 +1,6 @@
-"""Faults at track and register, against real processes: an MLflow server down, a crash mid-registration, a full disk.
+"""Real: `mlflow server` processes stopped by PID, a killed register process, a full tmpfs; copies of the shared run.
+
+Faults at track and register, against real processes: an MLflow server down, a crash mid-registration, a full disk.
 
 Each fault ends in one clear line and an exit code read from the error's type; nothing half-written survives, and
 the rerun registers the run exactly once.

@@ -1,4 +1,6 @@
-"""The built-in German credit data end to end, with only its profile chosen: its own names, its own policy.
+"""Real: `dvc repro` of a fresh project copy on the built-in German credit data (GX, PyTorch, MLflow SQLite store).
+
+The built-in German credit data end to end, with only its profile chosen: its own names, its own policy.
 
 Its remedy is Adult's, copied as a new user would (per-group equalized-odds thresholds, here on sex): on German's
 200 test rows it only costs accuracy, and the gate refuses it for that, naming the sweep to run instead.

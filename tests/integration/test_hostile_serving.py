@@ -1,4 +1,6 @@
-"""Hostile scoring requests, generated (Hypothesis), to the registered model of the session's shared pipeline run.
+"""Real: Hypothesis against the shared run's registered model: MLflow's scoring app in process, `mlflow models serve`.
+
+Hostile scoring requests, generated (Hypothesis), to the registered model of the session's shared pipeline run.
 
 In process, through the scoring server's own FastAPI app (`mlflow.pyfunc.scoring_server.init`, what `mlflow models
 serve` runs) and through the pyfunc's `predict`; then a smaller number to a real `mlflow models serve` process.

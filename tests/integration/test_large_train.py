@@ -1,4 +1,6 @@
-"""The train stage as a process: killed and rerun, launched over two processes with torchrun, and the transformer
+"""Real: `dvc repro` of a fresh sample copy (one per module), the train stage SIGKILLed, torchrun over two processes.
+
+The train stage as a process: killed and rerun, launched over two processes with torchrun, and the transformer
 through the whole pipeline with its compute bill on the card and in MLflow."""
 
 from __future__ import annotations

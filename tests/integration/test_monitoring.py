@@ -1,4 +1,6 @@
-"""The monitoring flow on a real registered champion (the session's sample run), a real Prefect server and MLflow.
+"""Real: the monitoring flow on a Prefect server against the shared run's registered champion (MLflow SQLite store).
+
+The monitoring flow on a real registered champion (the session's sample run), a real Prefect server and MLflow.
 
 One flow run per scenario, on 600-row batches drawn from Adult's held-out file by the demo generator.
 """

@@ -1,4 +1,6 @@
-"""A user's own file through the whole pipeline with only its profile written (issue: your own data).
+"""Real: `dvc repro` of a fresh project copy on a generated `;`-separated file (GX, PyTorch, MLflow SQLite store).
+
+A user's own file through the whole pipeline with only its profile written (issue: your own data).
 
 The generated applicants file (tests/datasets.py) has a 0/1 integer label, ages over 90, a 12-row group, an
 id, a name, an e-mail, a date of birth and a free-text note, and is `;`-separated with a decimal comma.

@@ -1,4 +1,6 @@
-"""The Prefect flow runs the stages of dvc.yaml as a graph, skips what is current, and isolates overridden runs."""
+"""Real: the training flow on a Prefect server (fresh copy, process worker) against the shared run; `dvc exp`.
+
+The Prefect flow runs the stages of dvc.yaml as a graph, skips what is current, and isolates overridden runs."""
 
 import json
 import os

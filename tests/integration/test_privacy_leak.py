@@ -1,4 +1,6 @@
-"""Proof of no leak: values planted in every kind of protected column appear in no output, store or log.
+"""Real: the training flow on a fresh copy with planted values (Prefect server, GX, MLflow SQLite), outputs scanned.
+
+Proof of no leak: values planted in every kind of protected column appear in no output, store or log.
 
 The kinds (`humane.privacy.policy.protected_columns`): masked (dropped, pseudonymized, generalised), sensitive,
 kept on purpose (privacy.keep) and date-derived (data.dates). Each gets distinctive values that describe a few

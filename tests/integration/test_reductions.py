@@ -1,4 +1,6 @@
-"""Mitigation by reductions through the pipeline: `dvc repro` trains ExponentiatedGradient's vote of MLPs, and the
+"""Real: `dvc repro` with Fairlearn's ExponentiatedGradient on a copy of the shared session run, MLflow SQLite store.
+
+Mitigation by reductions through the pipeline: `dvc repro` trains ExponentiatedGradient's vote of MLPs, and the
 served model, the card and the record take it unchanged."""
 
 import itertools

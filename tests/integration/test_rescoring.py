@@ -1,4 +1,6 @@
-"""Like with like: the champion is re-scored on the candidate's test rows before the change rules compare them."""
+"""Real: `dvc repro` on copies of the shared session run; the champion's served code re-scores; MLflow SQLite registry.
+
+Like with like: the champion is re-scored on the candidate's test rows before the change rules compare them."""
 
 import json
 

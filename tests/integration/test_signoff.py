@@ -1,4 +1,6 @@
-"""Sign-off in local mode: pending candidates, the CLI and the paused Prefect run, four eyes between
+"""Real: `dvc repro`, the paused training flow, sign-off CLIs, OS accounts, the file trail; copies of the shared run.
+
+Sign-off in local mode: pending candidates, the CLI and the paused Prefect run, four eyes between
 operating-system accounts, rollback, re-registration, the audit trail.
 
 Each scenario makes a new candidate cheaply from the shared pipeline run: a new `audit.seed` reruns only the

@@ -1,4 +1,6 @@
-"""The sweep flow on a real project: parallel candidates, parent/child runs, the choice, one registration."""
+"""Real: the sweep flow on a Prefect server, candidates via `dvc queue`, parent/child MLflow runs; a shared-run copy.
+
+The sweep flow on a real project: parallel candidates, parent/child runs, the choice, one registration."""
 
 import json
 import shutil

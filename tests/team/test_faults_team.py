@@ -1,4 +1,6 @@
-"""Faults against the team stack: wrong credentials are refused in one line naming the user, never the password."""
+"""Real: the session's team stack (PostgreSQL 15, MLflow server + basic-auth + plugin, Prefect on PG, sshd).
+
+Faults against the team stack: wrong credentials are refused in one line naming the user, never the password."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""The local team stack answers as team mode needs: every server authenticates, the bootstrap's permissions and
+"""Real: the session's team stack (PostgreSQL 15, MLflow server + basic-auth + plugin, Prefect on PG, sshd), DVC SFTP.
+
+The local team stack answers as team mode needs: every server authenticates, the bootstrap's permissions and
 promotion mutex are in place, and the DVC remote moves files between checkouts over SFTP."""
 
 from __future__ import annotations

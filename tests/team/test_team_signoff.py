@@ -1,4 +1,6 @@
-"""Team mode end to end: the servers enforce the sign-off, whatever client asks.
+"""Real: `dvc repro` of the sample against the session's team stack (PostgreSQL 15, MLflow, Prefect, sshd), psycopg.
+
+Team mode end to end: the servers enforce the sign-off, whatever client asks.
 
 One pipeline run on the sample data against the session's team stack (tests/team/conftest.py): accounts tina
 (trainer), rita (reviewer), dora (both) and remy (reader). Further candidates change only the audit's seed, so

@@ -1,4 +1,6 @@
-"""In transit: PostgreSQL, the MLflow server and the Prefect server of the team stack speak TLS only, with a
+"""Real: the team stack's TLS endpoints (PostgreSQL 15, MLflow server, Prefect server) and its CA, real clients of each.
+
+In transit: PostgreSQL, the MLflow server and the Prefect server of the team stack speak TLS only, with a
 certificate from the stack's CA (team/tls.py), and every client verifies it; a client without that CA and a plain
 connection are refused."""
 

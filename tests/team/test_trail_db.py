@@ -1,4 +1,6 @@
-"""The team's audit trail against a real PostgreSQL 15: the database chains, the readers verify, nobody edits.
+"""Real: a throwaway PostgreSQL 15 cluster started for this module, psycopg.
+
+The team's audit trail against a real PostgreSQL 15: the database chains, the readers verify, nobody edits.
 
 A throwaway cluster is started once for this module (127.0.0.1, a free port, a temporary folder); each test gets
 a fresh database with the schema installed by an owner role, and writes as a plain writer role, as the MLflow
