@@ -290,6 +290,25 @@ def tiny_adult() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+HEAVY_DIRS = {"integration", "team", "federated"}
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """The `slow` tier (`make test-fast` runs `-m "not slow"`): every integration, team-mode and federated test, and
+    a unit test that needs the session's shared pipeline run (a full `dvc repro`, about 85 s on two busy cores)."""
+    if HEAVY_DIRS & set(item.path.parts) or "repro_project" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.slow)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, one torch thread per worker: two workers on two cores, each with two spinning OpenMP
+    threads, slowed every small training step several times over (subprocesses keep their own setting)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under pytest-xdist (`--dist loadfile`: a file's tests run on one worker, in order, so that a module-scoped
     project copy is made once), the order the files are handed out in: first one integration file that needs the

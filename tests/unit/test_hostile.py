@@ -224,6 +224,7 @@ def check_file(frame: pd.DataFrame, how: dict[str, Any]) -> str:
         return "validated"
 
 
+@pytest.mark.slow  # 30 generated files through load and validate (GX): about 30 s
 @settings(BATTERY, max_examples=30)
 @given(data=st.data())
 def test_generated_training_files_load_validate_or_are_refused_clearly(data):
