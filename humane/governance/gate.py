@@ -1,6 +1,6 @@
 """Promotion gate: a declarative policy over quality, fairness, privacy and validation.
 
-The policy is the generic `gate:` section merged with the dataset profile's `policy:` (`Policy.of`). Value
+The policy is the generic `gate:` section merged with the dataset profile's `policy:` (humane.fairness.policy). Value
 rules (`min`, `max`, `above_baseline`, validation) judge the candidate alone, baselines being scored on the
 same test rows; change rules (`max_drop`, `max_increase`) compare it with the champion re-scored on the
 candidate's test rows (governance.rescoring). Two rules weigh it against its references on the same test rows

@@ -23,7 +23,13 @@ CANDIDATES = [
     {"mitigation.reweigh": True},
     {"mitigation.loss": "demographic_parity", "mitigation.loss_weight": 0.3},
 ]
-SWEEP_FILES = ("flows/sweep.py", "humane/fairness/sweep.py")
+SWEEP_FILES = (
+    "flows/sweep.py",
+    "humane/fairness/sweep.py",
+    "humane/fairness/sweep_choice.py",
+    "humane/fairness/sweep_report.py",
+    "humane/fairness/policy.py",
+)
 
 
 def with_sweep(project: Path, candidates: list[dict], **policy_max: float) -> None:
