@@ -11,8 +11,10 @@ import numpy as np
 import pandas as pd
 
 from humane.core.errors import DataError
+from humane.core.metric_names import fairness_feature_prefix, fairness_metric, parse_fairness
 from humane.core.params import AuditParams, DataParams
-from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.core.paths import LABEL_COLUMN
+from humane.core.protected import MISSING_GROUP, WITHHELD_GROUP, sensitive_group_labels, sensitive_name
 
 GROUP_METRICS = ("selection_rate", "accuracy", "tpr", "fpr", "precision", "calibration_error")
 GAP_METRICS = (
@@ -21,51 +23,6 @@ GAP_METRICS = (
     "equalized_odds_difference",
     "equal_opportunity_difference",
 )
-INTERSECTION = " x "  # joins feature names and group values of the intersectional audit, e.g. "sex x race"
-MISSING_GROUP = "missing"  # the group of rows whose sensitive value is null
-FAIRNESS_PREFIX = "fairness."  # the gaps as the policy names them: fairness.<feature>.<gap>
-# A group too small to judge is numbered in every report, never named: a rare value of a sensitive column can
-# single out a person. The numbering of validation's report (humane/data/validation.py `_group_names`); the
-# monitoring reference merges such groups into one "<withheld group>" (humane/monitoring/reference.py).
-WITHHELD_GROUP = "<withheld group #{}>"
-
-
-def group_text(values: pd.Series) -> pd.Series:
-    """A sensitive value as text, the same whatever type carried it; a null stays None (object dtype).
-
-    1, 1.0 and "1" are all "1": a numeric code read as int64 in training and sent as 1.0 by a JSON client (the
-    served model declares numbers as double) names the same group, so per-group thresholds and group metrics
-    find it. Other values are their `str`.
-    """
-
-    def one(value: Any) -> str:
-        if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
-            return str(int(value))
-        return str(value)
-
-    null = values.isna()
-    return pd.Series(
-        [None if n else one(v) for v, n in zip(values.to_numpy(dtype=object), null, strict=True)],
-        index=values.index,
-        dtype="object",
-    )
-
-
-def group_labels(values: pd.Series, feature: str) -> pd.Series:
-    """The one definition of a sensitive value's group label: its text, and "missing" for a null.
-
-    Rows with a null sensitive value are a group of their own, counted and audited, never dropped. A
-    column whose real values include the text "missing" would merge with that group, so it raises a
-    DataError naming the feature instead (rename the value upstream).
-    """
-    null = values.isna()
-    text = group_text(values)
-    if (text[~null] == MISSING_GROUP).any():
-        raise DataError(
-            f"sensitive feature {feature!r} has the value {MISSING_GROUP!r}, which is the label of its null "
-            f"(missing) group; rename that value in the data so the two stay apart"
-        )
-    return text.where(~null, MISSING_GROUP)
 
 
 def shown_names(sizes: Mapping[str, int], min_rows: int) -> dict[str, str]:
@@ -215,17 +172,6 @@ def overall_with_ci(y: np.ndarray, y_pred: np.ndarray, p: np.ndarray, params: Au
     return audit_feature("overall", y, y_pred, p, everyone, params).groups[0]["metrics"]
 
 
-def sensitive_columns(frame: pd.DataFrame, features: list[str]) -> dict[str, pd.Series]:
-    """Each sensitive feature's group labels (see `group_labels`) and, with two or more, their intersection."""
-    columns = {f: group_labels(frame[f"{SENSITIVE_PREFIX}{f}"], f) for f in features}
-    if len(features) > 1:
-        joined = columns[features[0]]
-        for f in features[1:]:
-            joined = joined + INTERSECTION + columns[f]
-        columns[INTERSECTION.join(features)] = joined
-    return columns
-
-
 def audit_predictions(
     frame: pd.DataFrame,
     p: np.ndarray,
@@ -240,7 +186,7 @@ def audit_predictions(
     """
     y = frame[LABEL_COLUMN].to_numpy().astype(float)
     y_pred = (p >= threshold).astype(float) if decisions is None else np.asarray(decisions, dtype=float)
-    return [audit_feature(f, y, y_pred, p, g, params) for f, g in sensitive_columns(frame, features).items()]
+    return [audit_feature(f, y, y_pred, p, g, params) for f, g in sensitive_group_labels(frame, features).items()]
 
 
 def data_audit(frame: pd.DataFrame, data: DataParams, min_group_rows: int) -> dict[str, list[dict[str, Any]]]:
@@ -251,8 +197,8 @@ def data_audit(frame: pd.DataFrame, data: DataParams, min_group_rows: int) -> di
     """
     positive = (frame[data.target] == data.positive_label).astype(float)
     out = {}
-    prefixed = frame.rename(columns={c: f"{SENSITIVE_PREFIX}{c}" for c in data.sensitive_features})
-    for feature, groups in sensitive_columns(prefixed, data.sensitive_features).items():
+    prefixed = frame.rename(columns={c: sensitive_name(c) for c in data.sensitive_features})
+    for feature, groups in sensitive_group_labels(prefixed, data.sensitive_features).items():
         stats = pd.DataFrame({"group": groups, "y": positive}).groupby("group")["y"].agg(["size", "mean"])
         stats = stats.sort_values("size", ascending=False, kind="stable")
         shown = shown_names(stats["size"].to_dict(), min_group_rows)
@@ -284,12 +230,12 @@ def unmeasurable(metric: str, figures: Mapping[str, float | None]) -> str:
         "unmeasurable (why)", for a rule's reason.
 
     """
-    feature, _, gap = metric.removeprefix(FAIRNESS_PREFIX).rpartition(".")
-    if not any(name.startswith(f"{FAIRNESS_PREFIX}{feature}.") for name in figures):
+    feature, gap = parse_fairness(metric)
+    if not any(name.startswith(fairness_feature_prefix(feature)) for name in figures):
         return f"unmeasurable (the audit measured nothing of {feature!r}: not one of data.sensitive_features?)"
     if gap not in GAP_METRICS:
         return f"unmeasurable (the audit measures no gap {gap!r}; its gaps are {', '.join(GAP_METRICS)})"
-    parity = figures.get(f"{FAIRNESS_PREFIX}{feature}.demographic_parity_difference")
+    parity = figures.get(fairness_metric(feature, "demographic_parity_difference"))
     if parity is None or math.isnan(parity):
         return (
             f"unmeasurable (fewer than two groups of {feature!r} with at least audit.min_group_size rows, so no "
