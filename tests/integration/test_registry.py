@@ -1,4 +1,6 @@
-"""Promotion, registry aliases, concurrent registration, the served model, and a biased dataset refused."""
+"""Real: `dvc repro`, the training flow, three registering processes, `mlflow models serve`; copies of the shared run.
+
+Promotion, registry aliases, concurrent registration, the served model, and a biased dataset refused."""
 
 import json
 import os
@@ -77,6 +79,19 @@ project, workspace, barrier = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.arg
 key, locked = sys.argv[3], sys.argv[5]
 if locked == "unlocked":  # what registration would be without the lock: the proof that the test below bites
     promotion.promotion_lock = lambda uri: nullcontext()
+    read_champion, waited = promotion.current_champion, []
+
+    def read_then_wait(*args, **kwargs):
+        # The interleaving the lock forbids, forced rather than hoped for: all three read the champion first.
+        champion = read_champion(*args, **kwargs)
+        if not waited:
+            waited.append(barrier.with_name(barrier.name.replace("ready-", "read-")))
+            waited[0].touch()
+            while len(list(barrier.parent.glob("read-*"))) < 3:
+                time.sleep(0.01)
+        return champion
+
+    promotion.current_champion = read_then_wait
 params, paths = load_params(Paths(workspace).params), Paths(workspace)
 ctx = RunContext(project, flow_run_id=key)  # a distinct pipeline run: its own MLflow run and registry version
 log_run(paths, params.data.experiment, params.evaluate.threshold, params.data.sensitive_features, ctx)
@@ -136,6 +151,7 @@ def test_concurrent_registrations_judge_each_candidate_against_the_champion_it_r
 def test_without_the_lock_the_race_check_fails(ran_project, tmp_path):
     decisions, aliases = _race(ran_project, tmp_path, "unlocked")
     assert not _is_a_chain(decisions, aliases), decisions  # several candidates judged against the same champion
+    assert {d["champion_version"] for d in decisions.values()} == {"1"}  # all three read v1 before any moved it
 
 
 def test_a_registry_error_fails_closed(ran_project):
