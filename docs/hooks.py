@@ -373,6 +373,11 @@ def num(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else cell(value)
 
 
+def pairs(mapping: dict[str, Any]) -> str:
+    """A small mapping as prose: `accuracy 0.872, roc_auc 0.928`."""
+    return ", ".join(f"`{k}` {v}" for k, v in mapping.items())
+
+
 def with_ci(value: float, interval: list[float] | None) -> str:
     """A figure with its 95% bootstrap interval, `0.8503 [0.8445, 0.8562]`."""
     return num(value) + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
@@ -388,7 +393,7 @@ def quality_tables(data: dict[str, Any]) -> str:
     ]
     header = ["model", "parameters", "best epoch", "val accuracy", "val ROC AUC", "test accuracy", "test ROC AUC"]
     rows_note = ", ".join(f"{k} {v:,}" for k, v in data["rows"].items())
-    return f"Rows: {rows_note}; aimed for: {cell(data['target'])}.\n\n" + table([*header, "fit s"], rows)
+    return f"Rows: {rows_note}; aimed for: {pairs(data['target'])}.\n\n" + table([*header, "fit s"], rows)
 
 
 def front_tables(data: dict[str, Any]) -> str:
@@ -464,7 +469,7 @@ def serving_tables(data: dict[str, Any]) -> str:
     phases = [[cell(k.strip()), num(v, 2)] for k, v in data["phases_batch_1000_ms"].items()]
     return (
         table(["request", "path", "p50 ms", "p99 ms", "p50 over forward", "repeats"], rows)
-        + f"\n\nTarget: {cell(data['target'])}.\n\n"
+        + f"\n\nTarget: {pairs(data['target'])}.\n\n"
         + table(["phase of a 1,000-row batch", "ms"], phases)
     )
 

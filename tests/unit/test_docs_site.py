@@ -8,6 +8,7 @@ the pydantic models of humane/core/params.py. No servers.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -71,7 +72,7 @@ def test_site_builds_strict_and_offline(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path), "NO_MKDOCS_2_WARNING": "1"},
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
