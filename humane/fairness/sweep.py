@@ -34,7 +34,7 @@ from humane.core.protected import INTERSECTION
 from humane.fairness.metrics import audit_predictions, headline
 from humane.fairness.mitigation import mitigate_data, training_terms
 from humane.fairness.reductions import fit_mitigated
-from humane.fairness.thresholds import decisions, fit_thresholds
+from humane.fairness.thresholds import fit_thresholds, group_decisions
 from humane.modeling.compute import FLOP_PROBE_ROWS, ComputeMeter, bill, flops_per_sample
 from humane.modeling.evaluation import binary_metrics
 from humane.modeling.features import split_xy
@@ -310,7 +310,7 @@ def figures(
     `decided`: the rows' decisions when they were not taken by `thresholds` (out-of-fold, `cross_fitted`).
     """
     if decided is None:
-        decided = decisions(p, frame, thresholds, split_xy(frame)[0].numpy())
+        decided = group_decisions(p, frame, thresholds, split_xy(frame)[0].numpy())
     y = frame[LABEL_COLUMN].to_numpy()
     quality = binary_metrics(y, p, params.evaluate.threshold, params.evaluate.calibration_bins, decided)
     out = {m: quality[m] for m in QUALITY_METRICS}
@@ -397,7 +397,7 @@ def cross_fitted(params: Params, val: pd.DataFrame, p_val: np.ndarray, folds: in
             p_val[fit_rows], part, params.mitigation, params.validate.min_group_rows, params.evaluate.threshold
         )
         applied = val.iloc[apply_rows]
-        decided[apply_rows] = decisions(p_val[apply_rows], applied, state, split_xy(applied)[0].numpy())
+        decided[apply_rows] = group_decisions(p_val[apply_rows], applied, state, split_xy(applied)[0].numpy())
     return decided
 
 

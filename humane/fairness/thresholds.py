@@ -5,7 +5,7 @@ ThresholdOptimizer behind `GroupThresholds`) and writes them to models/threshold
 {"constraint": "none"} means no post-processing. Everything that decides (evaluation, the audit, the explain stage,
 the sweep, serving and the monitoring's reference) reads that state through this module only:
 
-- `decisions`: the per-group decisions, or None when the model decides by the plain threshold;
+- `group_decisions`: the per-group decisions, or None when the model decides by the plain threshold;
 - `served_decisions`: the decision the served model gives each row, whichever rule applies;
 - `plain_decisions`: `p >= threshold`, the rule of a model without per-group thresholds (and of the references);
 - `group_features`: the sensitive features whose groups a state's thresholds read (what a request must carry).
@@ -328,7 +328,9 @@ def group_features(state: dict[str, Any]) -> list[str]:
     return list(state["target"])
 
 
-def decisions(p: np.ndarray, frame: pd.DataFrame, state: dict[str, Any], features: np.ndarray) -> np.ndarray | None:
+def group_decisions(
+    p: np.ndarray, frame: pd.DataFrame, state: dict[str, Any], features: np.ndarray
+) -> np.ndarray | None:
     """0/1 decisions by the fitted per-group thresholds, or None when the model decides by `p >= threshold`.
 
     `frame` holds the rows' sensitive columns (processed frames: SENSITIVE_PREFIX + feature); `features` the
@@ -347,8 +349,8 @@ def served_decisions(
 ) -> np.ndarray:
     """The decision the served model gives each row (bool): its per-group thresholds, else p >= threshold.
 
-    The one rule that evaluation, the audit, the explain stage and serving decide by (`decisions` for the
+    The one rule that evaluation, the audit, the explain stage and serving decide by (`group_decisions` for the
     arguments).
     """
-    decided = decisions(p, frame, state, features)
+    decided = group_decisions(p, frame, state, features)
     return plain_decisions(p, threshold) if decided is None else decided.astype(bool)

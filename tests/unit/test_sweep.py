@@ -317,7 +317,7 @@ def test_a_threshold_candidates_validation_decisions_are_out_of_fold(raw, frames
     from sklearn.model_selection import StratifiedKFold
 
     from humane.fairness.mitigation import group_keys
-    from humane.fairness.thresholds import decisions, fit_thresholds
+    from humane.fairness.thresholds import fit_thresholds, group_decisions
 
     dp = params_with(raw, mitigation__thresholds="demographic_parity")
     val = frames["val"]
@@ -331,8 +331,10 @@ def test_a_threshold_candidates_validation_decisions_are_out_of_fold(raw, frames
         assert not set(fit_rows) & set(apply_rows)
         state = fit_thresholds(p[fit_rows], val.iloc[fit_rows], dp.mitigation, dp.validate.min_group_rows, 0.5)
         applied = val.iloc[apply_rows]
-        assert (decisions(p[apply_rows], applied, state, split_xy(applied)[0].numpy()) == decided[apply_rows]).all()
-    in_sample = decisions(
+        assert (
+            group_decisions(p[apply_rows], applied, state, split_xy(applied)[0].numpy()) == decided[apply_rows]
+        ).all()
+    in_sample = group_decisions(
         p, val, fit_thresholds(p, val, dp.mitigation, dp.validate.min_group_rows, 0.5), split_xy(val)[0].numpy()
     )
     assert (in_sample != decided).any()  # what the choice used to read

@@ -16,8 +16,8 @@ from humane.fairness.mitigation import constrained, group_keys
 from humane.fairness.reductions import predict_scores
 from humane.fairness.thresholds import (
     GroupThresholds,
-    decisions,
     fit_thresholds,
+    group_decisions,
     group_features,
     plain_decisions,
     served_decisions,
@@ -140,7 +140,7 @@ def test_a_model_without_thresholds_decides_by_p_at_least_its_threshold():
     p = np.array([0.2, 0.5, 0.5000001, 0.9])
     frame = pd.DataFrame({SEX: ["a", "b", "a", "b"]})
     none = {"constraint": "none"}
-    assert decisions(p, frame, none, np.ones((4, 1))) is None
+    assert group_decisions(p, frame, none, np.ones((4, 1))) is None
     assert group_features(none) == []  # a request need not carry a group
     assert served_decisions(p, frame, none, np.ones((4, 1)), 0.5).tolist() == [False, True, True, True]
     assert plain_decisions(p, 0.5).tolist() == [False, True, True, True]  # exactly at the threshold decides yes
@@ -168,7 +168,7 @@ def test_the_served_rule_is_the_fitted_thresholds_for_every_row_alone_or_in_a_ba
     served = served_decisions(p, test, state, x, 0.5)
     expected, _ = GroupThresholds.from_dict(state).predict(p, group_keys(test, ["sex"]), x)
     np.testing.assert_array_equal(served, expected.astype(bool))
-    np.testing.assert_array_equal(decisions(p, test, state, x), expected)
+    np.testing.assert_array_equal(group_decisions(p, test, state, x), expected)
     assert (served != plain_decisions(p, 0.5)).any()  # the check can tell the two rules apart
     # As serving asks: one row at a time, its group as sent, the same decision as in the batch.
     alone = [served_decisions(p[i : i + 1], test.iloc[[i]][[SEX]], state, x[i : i + 1], 0.5)[0] for i in range(30)]
