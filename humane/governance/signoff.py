@@ -371,7 +371,7 @@ def explanation_text(links: dict[str, str], figures: dict[str, float], checks: l
     Args:
         links: {artifact path: link}, the explanation report first.
         figures: The run's explain.proxy_* metrics.
-        checks: The recorded decision's checks (`Check` as dicts).
+        checks: The recorded decision's checks (`RuleOutcome` as dicts).
 
     """
     if EXPLANATIONS_ARTIFACT not in links:
