@@ -1,7 +1,7 @@
 """Bias mitigation by the data (reweighing, oversampling) and by the loss (a fairness term), and their groups.
 
 Every method works on a *mitigation target*: one sensitive feature or the intersection of several
-(`group_keys`), built with the audit's own group labels (`humane.fairness.metrics`), so a null sensitive value
+(`group_keys`), built with the audit's own group labels (`humane.core.protected`), so a null sensitive value
 is the group "missing" here too. Groups with fewer than `min_rows` rows are too small to constrain
 (`constrained`): their key becomes None and each method treats those rows the same way:
 
