@@ -1,5 +1,9 @@
 """Train stage: fit the network on the processed splits; write the model, checkpoints, history and compute bill.
 
+One way through: read the processed splits, build the remedy's training terms (humane.fairness: sample weights,
+the fairness loss term, or the reductions that wrap the loop), train (humane.modeling.training.fit, the plain
+loop), write.
+
 With `train.distributed` asking for more than one process, the stage relaunches itself through torchrun
 (`python -m torch.distributed.run ... -m tasks.train`), whether `dvc repro` or the Prefect flow called it; each
 worker reads the caller's exact params and workspace from a spec file, joins the process group (gloo on CPU, nccl
@@ -13,8 +17,10 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -95,86 +101,41 @@ def _in_group(params: Params, paths: Paths) -> str:
         torch.distributed.destroy_process_group()
 
 
+@dataclass
+class Fitted:
+    """The trained network and what the stage writes beside it."""
+
+    result: TrainResult
+    mitigation: dict[str, Any]  # what the in-training remedy did (train_metrics.json's `mitigation`)
+    features: list[str]
+    layout: tuple[int, list[int]]
+    probe: torch.Tensor  # the training rows whose forward + backward FLOPs are counted
+    rows: int  # training rows
+
+
 def train(params: Params, paths: Paths) -> str:
     """Fit, measure the compute bill, and (rank 0) write the model, history and metrics."""
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     settings = params.train
     with ComputeMeter(settings.compute, machine=settings.distributed.world > 1, active=rank == 0) as meter:
-        train_frame = pd.read_parquet(paths.processed_train)
-        x_train, y_train, features = split_xy(train_frame)
-        x_val, y_val, _ = split_xy(pd.read_parquet(paths.processed_val))
-        weights, groups, penalty, mitigation = training_terms(
-            train_frame, params.mitigation, params.validate.min_group_rows
-        )
-        # Which inputs are numeric and which one-hot blocks belong together (numeric embeddings, FT tokens).
-        layout = token_layout(load_preprocessor(paths.preprocessor))
-        result, reductions = fit_mitigated(
-            x_train,
-            y_train,
-            x_val,
-            y_val,
-            train_frame,
-            params,
-            settings,
-            paths.checkpoints_dir,
-            sample_weight=weights,
-            groups=groups,
-            penalty=penalty,
-            layout=layout,
-        )
-        del train_frame
-    twin = unmitigated_twin(params, paths, layout)  # every rank: a distributed fit needs them all
+        fitted = fit_model(params, paths)
+    twin = unmitigated_twin(params, paths, fitted.layout)  # every rank: a distributed fit needs them all
     if rank != 0:
         return "train: worker finished"
-    if reductions is not None:
-        mitigation["reductions"] = reductions
-    flops = flops_per_sample(result.model, x_train[:FLOP_PROBE_ROWS])
-    samples = result.samples or len(result.history) * len(x_train)
+    result = fitted.result
     compute = bill(
         meter,
         n_parameters=count_parameters(result.model),
-        flops=flops,
-        samples=samples,
+        flops=flops_per_sample(result.model, fitted.probe),
+        samples=result.samples or len(result.history) * fitted.rows,
         train_seconds=result.train_seconds,
         device=result.device,
         world_size=result.world_size,
         precision=settings.precision,
         prior_train_seconds=result.prior_seconds,
     )
-    state = {
-        **model_state(result.model),
-        "config": settings.model_dump(mode="json"),
-        "feature_names": features,
-        "best_epoch": result.best_epoch,
-    }
-    io.write_with(paths.model, lambda tmp: torch.save(state, tmp))
-    made_for = {"remedy": ",".join(params.mitigation.active), "model_md5": io.md5_of(paths.model)}
-    twin_state = twin_record(twin, state["config"], features, made_for)
-    io.write_with(paths.unmitigated_model, lambda tmp: torch.save(twin_state, tmp))
-    if twin is not None:
-        mitigation["unmitigated_twin"] = {
-            "best_epoch": twin.best_epoch,
-            "epochs_run": len(twin.history),
-            "train_seconds": twin.train_seconds,
-        }
-    io.write_json(paths.train_history, result.history)
-    best = result.history[result.best_epoch - 1]
-    io.write_json(
-        paths.train_metrics,
-        {
-            "model": settings.model,
-            "best_epoch": result.best_epoch,
-            "epochs_run": len(result.history),
-            "best_val_loss": best["val_loss"],
-            "best_val_accuracy": best["val_accuracy"],
-            "best_val_auc": best["val_auc"],
-            "n_parameters": count_parameters(result.model),
-            "resumed_from_epoch": result.resumed_from,
-            "mitigation": mitigation,
-            **result.privacy,
-            "compute": compute,
-        },
-    )
+    write_models(params, paths, fitted, twin)
+    write_metrics(params, paths, fitted, compute)
     summary = (
         f"train: {settings.model}, best epoch {result.best_epoch} of {len(result.history)}, "
         f"{compute['samples_per_second']:,.0f} samples/s on {result.world_size} x {result.device}"
@@ -184,6 +145,79 @@ def train(params: Params, paths: Paths) -> str:
     if spec:
         Path(json.loads(Path(spec).read_text())["summary"]).write_text(summary)
     return summary
+
+
+def fit_model(params: Params, paths: Paths) -> Fitted:
+    """Read the processed splits, build the remedy's loss terms and sample weights, and train on them."""
+    train_frame = pd.read_parquet(paths.processed_train)
+    x_train, y_train, features = split_xy(train_frame)
+    x_val, y_val, _ = split_xy(pd.read_parquet(paths.processed_val))
+    weights, groups, penalty, mitigation = training_terms(
+        train_frame, params.mitigation, params.validate.min_group_rows
+    )
+    # Which inputs are numeric and which one-hot blocks belong together (numeric embeddings, FT tokens).
+    layout = token_layout(load_preprocessor(paths.preprocessor))
+    result, reductions = fit_mitigated(
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        train_frame,
+        params,
+        params.train,
+        paths.checkpoints_dir,
+        sample_weight=weights,
+        groups=groups,
+        penalty=penalty,
+        layout=layout,
+    )
+    if reductions is not None:
+        mitigation["reductions"] = reductions
+    return Fitted(result, mitigation, features, layout, x_train[:FLOP_PROBE_ROWS], len(x_train))
+
+
+def write_models(params: Params, paths: Paths, fitted: Fitted, twin: TrainResult | None) -> None:
+    """models/model.pt (the best epoch's weights, config and feature names) and models/unmitigated.pt."""
+    result = fitted.result
+    state = {
+        **model_state(result.model),
+        "config": params.train.model_dump(mode="json"),
+        "feature_names": fitted.features,
+        "best_epoch": result.best_epoch,
+    }
+    io.write_with(paths.model, lambda tmp: torch.save(state, tmp))
+    made_for = {"remedy": ",".join(params.mitigation.active), "model_md5": io.md5_of(paths.model)}
+    twin_state = twin_record(twin, state["config"], fitted.features, made_for)
+    io.write_with(paths.unmitigated_model, lambda tmp: torch.save(twin_state, tmp))
+    if twin is not None:
+        fitted.mitigation["unmitigated_twin"] = {
+            "best_epoch": twin.best_epoch,
+            "epochs_run": len(twin.history),
+            "train_seconds": twin.train_seconds,
+        }
+
+
+def write_metrics(params: Params, paths: Paths, fitted: Fitted, compute: dict[str, Any]) -> None:
+    """The training history and train_metrics.json (best epoch, mitigation, privacy, compute bill)."""
+    result = fitted.result
+    io.write_json(paths.train_history, result.history)
+    best = result.history[result.best_epoch - 1]
+    io.write_json(
+        paths.train_metrics,
+        {
+            "model": params.train.model,
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "best_val_loss": best["val_loss"],
+            "best_val_accuracy": best["val_accuracy"],
+            "best_val_auc": best["val_auc"],
+            "n_parameters": count_parameters(result.model),
+            "resumed_from_epoch": result.resumed_from,
+            "mitigation": fitted.mitigation,
+            **result.privacy,
+            "compute": compute,
+        },
+    )
 
 
 def unmitigated_twin(params: Params, paths: Paths, layout: tuple[int, list[int]]) -> TrainResult | None:

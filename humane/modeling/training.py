@@ -1,11 +1,21 @@
 """The training loop: mini-batch AdamW, early stopping on validation loss, best epoch restored.
 
-One loop for every setting: either network (train.model), CPU or CUDA, fp32 or bf16 autocast, gradient accumulation,
-DistributedDataParallel when a process group is initialised (torchrun), DP-SGD (humane.privacy.dp), and resume from
-the last epoch's checkpoint. `train.batch_size` is the global batch: every process draws the same seeded
-permutation, takes its contiguous share of each global batch and splits it into `grad_accumulation` micro-batches;
-each micro-batch's mean loss is scaled by its share of the global batch, so the summed (and, across processes,
-averaged) gradient is the global batch's mean gradient, as in one process.
+One plain loop (`fit`: for each epoch, for each step, validate, record, checkpoint) for every setting; each
+concern is a named piece it calls:
+
+- precision, gradient accumulation and DDP's all-reduce: `Step` (bf16 `autocast`, micro-batches, `no_sync`);
+- DDP: `ProcessGroup` (rank, world, collectives) and `shares` (each process's share of each global batch);
+- DP-SGD: `private_engine` / `private_step` (humane.privacy.dp.PrivateSGD: clipping, noise, accountant),
+  `privacy_report`;
+- resume: `Checkpoints` (resume.pt and each epoch's weights, its `fingerprint`), `Trainee` (weights, optimiser
+  and RNG state), `Progress` (history, best epoch, patience);
+- the fairness term and sample weights: plain inputs (`penalty`, `sample_weight`, `groups`) that `batch_loss`
+  adds to the BCE; the caller (humane.fairness) builds them.
+
+`train.batch_size` is the global batch: every process draws the same seeded permutation, takes its contiguous
+share of each global batch and splits it into `grad_accumulation` micro-batches; each micro-batch's mean loss is
+scaled by its share of the global batch, so the summed (and, across processes, averaged) gradient is the global
+batch's mean gradient, as in one process.
 """
 
 from __future__ import annotations
@@ -17,11 +27,11 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -33,6 +43,9 @@ from humane.core import io
 from humane.core.errors import HumaneError
 from humane.core.params import TrainParams
 from humane.modeling.model import Network, build_model, loss_fn, parameter_groups, probabilities
+
+if TYPE_CHECKING:
+    from humane.privacy.dp import PrivateSGD
 
 RESUME_FILE = "resume.pt"  # the last epoch's full training state (removed once training ends)
 EVAL_CHUNK = 65536  # validation rows scored at once (larger sets in chunks: bounded memory)
@@ -174,11 +187,14 @@ def check_finite(row: dict[str, float]) -> None:
         )
 
 
-def fingerprint(params: TrainParams, tensors: list[torch.Tensor | None], extra: str = "") -> str:
+def fingerprint(
+    params: TrainParams, tensors: list[torch.Tensor | None], extra: str = "", code: Sequence[Path] = ()
+) -> str:
     """What a checkpoint must match to be resumed: training params, the data's bytes, the training code.
 
-    `extra` carries what else shapes the loss (e.g. the mitigation settings). Params that do not change the
-    computation (progress bar, resume switch, compute-bill settings) are left out.
+    `extra` carries what else shapes the loss (e.g. the mitigation settings), `code` the source files outside
+    this package whose code shapes it (the caller's loss terms). Params that do not change the computation
+    (progress bar, resume switch, compute-bill settings) are left out.
     """
     digest = hashlib.sha256()
     settings = params.model_dump(mode="json", exclude=set(NOT_FINGERPRINTED))
@@ -187,13 +203,9 @@ def fingerprint(params: TrainParams, tensors: list[torch.Tensor | None], extra: 
     for tensor in tensors:
         digest.update(b"none" if tensor is None else tensor.detach().cpu().contiguous().numpy().tobytes())
         digest.update(b"|")
-    package = Path(__file__).parents[1]
-    # The training code: this package, the fairness loss terms, DP-SGD; and the libraries that compute.
-    for source in [
-        *sorted(Path(__file__).parent.glob("*.py")),
-        package / "fairness" / "mitigation.py",
-        package / "privacy" / "dp.py",
-    ]:
+    # The training code: this package, the caller's loss terms, DP-SGD; and the libraries that compute.
+    here = Path(__file__)
+    for source in [*sorted(here.parent.glob("*.py")), *code, here.parents[1] / "privacy" / "dp.py"]:
         digest.update(source.read_bytes())
     from importlib.metadata import version
 
@@ -229,26 +241,389 @@ def clear_checkpoints(checkpoint_dir: Path, everything: bool = True) -> None:
         path.unlink(missing_ok=True)
 
 
-def _world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
+# --- DDP: the process group this process trains in (one process: rank 0 of 1, every collective a no-op) ---
 
 
-def _broadcast(value: Any, rank: int, world: int) -> Any:
-    if world == 1:
-        return value
-    box = [value if rank == 0 else None]
-    torch.distributed.broadcast_object_list(box, src=0)
-    return box[0]
+@dataclass(frozen=True)
+class ProcessGroup:
+    """The rank of this process, the size of its group, and the collectives the loop needs."""
+
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def current(cls) -> ProcessGroup:
+        """The initialised torch.distributed group (torchrun), or a group of one."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return cls(torch.distributed.get_rank(), torch.distributed.get_world_size())
+        return cls()
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value`, on every rank."""
+        if self.world == 1:
+            return value
+        box = [value if self.rank == 0 else None]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value`, in rank order."""
+        if self.world == 1:
+            return [value]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, value)
+        return out
+
+    def sum(self, total: float, rows: int) -> tuple[float, int]:
+        """The epoch's summed row loss and row count over every rank."""
+        if self.world == 1:
+            return total, rows
+        sums = torch.tensor([total, float(rows)], dtype=torch.float64)
+        torch.distributed.all_reduce(sums)
+        return float(sums[0]), int(sums[1])
+
+    def wrap(self, base: nn.Module, device: torch.device) -> nn.Module:
+        """The network as the loop calls it: DistributedDataParallel in a group of several, else itself."""
+        if self.world == 1:
+            return base
+        return nn.parallel.DistributedDataParallel(base, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def _gather(value: Any, world: int) -> list[Any]:
-    if world == 1:
-        return [value]
-    out: list[Any] = [None] * world
-    torch.distributed.all_gather_object(out, value)
-    return out
+def check_setup(params: TrainParams, group: ProcessGroup) -> None:
+    """Refuse settings that cannot be combined, and a group other than the one train.distributed asks for."""
+    if params.conflicts():
+        raise HumaneError("; ".join(params.conflicts()))
+    if params.distributed.world != group.world:
+        raise HumaneError(
+            f"train.distributed asks for {params.distributed.world} process(es) but this one runs in a "
+            f"group of {group.world} (launch through tasks.train, which starts torchrun)"
+        )
+
+
+def check_terms(
+    params: TrainParams, group: ProcessGroup, weights: torch.Tensor | None, groups: torch.Tensor | None, penalty: Any
+) -> None:
+    """Refuse sample weights or a loss term where DP-SGD, DDP or accumulation cannot take them."""
+    if params.dp.enabled and (weights is not None or penalty is not None):
+        raise HumaneError("sample weights and fairness terms are not combined with DP-SGD (train.dp.enabled)")
+    if penalty is not None and groups is None:
+        raise HumaneError("a fairness penalty needs the training rows' groups")
+    if penalty is not None and group.world * params.grad_accumulation > 1:
+        raise HumaneError(
+            "a fairness loss term (mitigation.loss) is computed on whole batches: it is not combined "
+            "with train.distributed or train.grad_accumulation"
+        )
+
+
+# --- The training rows and how each epoch cuts them into batches ---
+
+
+class Batch(NamedTuple):
+    """Rows of one micro-batch: features, 0/1 targets (float), their weights and group one-hots (or None)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    weight: torch.Tensor | None
+    groups: torch.Tensor | None
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The training rows on the training device, with the loss's per-row inputs."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    weight: torch.Tensor | None = None
+    groups: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> Rows:
+        """The same rows on `device`."""
+        return Rows(*(None if t is None else t.to(device) for t in (self.x, self.y, self.weight, self.groups)))
+
+    def take(self, index: torch.Tensor) -> Batch:
+        """The rows at `index`."""
+        weight = None if self.weight is None else self.weight[index]
+        return Batch(self.x[index], self.y[index], weight, None if self.groups is None else self.groups[index])
+
+
+def shares(
+    n: int, params: TrainParams, group: ProcessGroup, generator: torch.Generator, device: torch.device
+) -> Iterator[tuple[list[torch.Tensor], int]]:
+    """Per optimiser step: this process's micro-batches' row indices, and the global batch's row count.
+
+    Every process draws the same seeded permutation and takes its contiguous share of each global batch, split
+    into `grad_accumulation` micro-batches (an empty share of the last batch is one empty micro-batch).
+    """
+    order = torch.randperm(n, generator=generator).to(device)
+    for start in range(0, n, params.batch_size):
+        step = order[start : start + params.batch_size]
+        share = -(-len(step) // group.world)  # ceil: the last global batch may not split evenly
+        mine = step[group.rank * share : (group.rank + 1) * share]
+        size = -(-len(mine) // params.grad_accumulation) if len(mine) else 1
+        yield [mine[i : i + size] for i in range(0, max(len(mine), 1), size)], len(step)
+
+
+# --- One optimiser step: plain (precision, accumulation, DDP) or DP-SGD ---
+
+
+@dataclass
+class Step:
+    """One optimiser step of the plain loop: bf16 autocast or fp32, gradient accumulation, DDP's all-reduce.
+
+    Each micro-batch's mean loss is scaled by its share of the global batch, so the summed (and, across
+    processes, averaged) gradient is the global batch's mean gradient, as in one process.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    loss: Callable[[nn.Module, Batch], torch.Tensor]
+    params: TrainParams
+    group: ProcessGroup
+    device: torch.device
+    probe: torch.Tensor  # one training row: an empty share's forward pass, so that it joins the all-reduce
+
+    def __call__(self, micro: list[Batch], global_rows: int) -> tuple[float, int]:
+        """Step over the micro-batches; returns this process's summed row loss and rows."""
+        self.optimizer.zero_grad(set_to_none=True)
+        split = self.group.world * self.params.grad_accumulation > 1
+        total, rows = 0.0, 0
+        for i, batch in enumerate(micro):
+            sync = nullcontext() if self.group.world == 1 or i + 1 == len(micro) else self.model.no_sync()
+            with sync, autocast(self.device, self.params.precision):
+                if len(batch.x):
+                    loss = self.loss(self.model, batch)
+                    # this micro-batch's share of the global mean (1.0 with one process and no accumulation)
+                    scaled = loss * (len(batch.x) * self.group.world / global_rows) if split else loss
+                    total += loss.item() * len(batch.x)
+                else:  # an empty share of the last batch still joins the gradient all-reduce
+                    scaled = self.model(self.probe).sum() * 0.0
+                scaled.backward()
+            rows += len(batch.x)
+        self.optimizer.step()
+        return total, rows
+
+
+def epoch_steps(
+    rows: Rows, params: TrainParams, group: ProcessGroup, generator: torch.Generator, engine: PrivateSGD | None
+) -> Iterator[tuple[list[Batch], int]]:
+    """One epoch's optimiser steps: each step's micro-batches and the global batch's row count.
+
+    Under DP-SGD the engine draws Poisson-sampled batches (an empty batch too: its step adds noise alone).
+    """
+    device = rows.x.device
+    if engine is not None:
+        for index in engine.batches(device):
+            yield [Batch(rows.x[index], rows.y[index], None, None)], len(index)
+        return
+    for micro, global_rows in shares(len(rows.x), params, group, generator, device):
+        yield [rows.take(index) for index in micro], global_rows
+
+
+def private_step(engine: PrivateSGD, optimizer: torch.optim.Optimizer) -> Callable[[list[Batch], int], tuple]:
+    """One DP-SGD step (per-row clipping, noise, accountant) on the step's one batch."""
+    return lambda micro, _rows: engine.step(optimizer, micro[0].x, micro[0].y)
+
+
+# --- Early stopping and resume: the state that carries from epoch to epoch ---
+
+
+@dataclass
+class Progress:
+    """What carries from one epoch to the next: history, the best epoch so far, patience used."""
+
+    best_state: dict[str, torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    stale: int = 0
+    stopped: bool = False
+    first: int = 1  # the first epoch this attempt runs
+    spent: float = 0.0  # training seconds of the earlier attempts
+
+    def record(self, row: dict[str, float], base: nn.Module, patience: int) -> None:
+        """Add an epoch's row; keep its weights when its validation loss is the best; stop after `patience`."""
+        self.history.append(row)
+        if row["val_loss"] < self.best_loss:
+            self.best_loss, self.best_epoch, self.stale = row["val_loss"], row["epoch"], 0
+            self.best_state = copy.deepcopy(base.state_dict())
+        else:
+            self.stale += 1
+        self.stopped = self.stale >= patience
+
+    def state(self) -> dict[str, Any]:
+        """The part of resume.pt this object holds."""
+        keys = ("history", "best_loss", "best_epoch", "best_state", "stale", "stopped")
+        return {key: getattr(self, key) for key in keys}
+
+
+@dataclass(frozen=True)
+class Trainee:
+    """What a checkpoint saves and restores: the network, its optimiser and the random streams."""
+
+    base: nn.Module
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    device: torch.device
+    group: ProcessGroup
+
+    def restore(self, state: dict[str, Any]) -> Progress:
+        """Continue exactly where `state` (resume.pt) left off: weights, optimiser, RNG, early stopping."""
+        self.base.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"][self.group.rank])
+        self.generator.set_state(state["generator"])
+        if self.device.type == "cuda" and state.get("cuda_rng"):
+            torch.cuda.set_rng_state(state["cuda_rng"][self.group.rank], self.device)
+        return Progress(
+            best_state=state["best_state"],
+            history=[dict(row) for row in state["history"]],
+            best_loss=state["best_loss"],
+            best_epoch=state["best_epoch"],
+            stale=state["stale"],
+            stopped=state.get("stopped", False),
+            first=state["epoch"] + 1,
+            spent=state["seconds"],
+        )
+
+    def snapshot(self) -> dict[str, Any]:
+        """Weights, optimiser and every rank's RNG states (the gathers are collective: every rank calls this)."""
+        rng = self.group.gather(torch.get_rng_state())
+        cuda = self.device.type == "cuda"
+        return {
+            "state_dict": self.base.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng,
+            "cuda_rng": self.group.gather(torch.cuda.get_rng_state(self.device)) if cuda else [],
+            "generator": self.generator.get_state(),
+        }
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """The checkpoint folder (or none): resume.pt, the full state after the last epoch, and each epoch's weights.
+
+    Under torchrun only rank 0 reads and writes; the others learn what it read.
+    """
+
+    folder: Path | None
+    expected: str
+    writer: bool
+
+    @classmethod
+    def open(cls, folder: Path | None, params: TrainParams, group: ProcessGroup, expected: str) -> tuple:
+        """The folder made ready, and the state to resume from (or None) with why."""
+        resume, note = read_resume(folder, params, expected) if group.rank == 0 else (None, "")
+        resume, note = group.broadcast((resume, note))
+        writer = folder is not None and group.rank == 0
+        if writer:
+            folder.mkdir(parents=True, exist_ok=True)
+            clear_checkpoints(folder, everything=resume is None)
+        if group.rank == 0 and folder is not None:
+            print(f"train: {note}", file=sys.stderr)
+        return cls(folder, expected, writer), resume, note
+
+    def save(self, trainee: Trainee, progress: Progress, row: dict[str, float], seconds: float, config: dict) -> None:
+        """Write everything a rerun needs to continue after `row`'s epoch, then that epoch's weights.
+
+        resume.pt first, each file whole or not at all: an epoch's file on disk means the state after it can be
+        resumed. `seconds`: training seconds so far, all attempts.
+        """
+        if self.folder is None:
+            return
+        snapshot = trainee.snapshot()
+        if not self.writer:
+            return
+        epoch = int(row["epoch"])
+        full = {"fingerprint": self.expected, "epoch": epoch, **snapshot, **progress.state(), "seconds": seconds}
+        io.write_with(self.folder / RESUME_FILE, lambda tmp: torch.save(full, tmp))
+        base = trainee.base
+        weights = {
+            "epoch": epoch,
+            "state_dict": base.state_dict(),
+            "model_args": base.args.to_dict(),
+            "config": config,
+            "metrics": row,
+        }
+        io.write_with(self.folder / f"epoch_{epoch:03d}.pt", lambda tmp: torch.save(weights, tmp))
+
+    def finish(self) -> None:
+        """Training ended: nothing is left to resume."""
+        if self.writer and self.folder is not None:
+            (self.folder / RESUME_FILE).unlink(missing_ok=True)
+
+
+# --- The loop ---
+
+
+def validate(epoch: int, total: float, seen: int, base: nn.Module, val: tuple, dp: bool) -> dict[str, float]:
+    """The epoch's row of the history: mean training loss and the validation metrics; finite or stop.
+
+    Under DP-SGD the training rows' un-noised mean loss is left out: ε does not cover it, so it is never released.
+    """
+    row = {"epoch": epoch, "train_loss": total / max(seen, 1), **eval_step(base, loss_fn(), *val)}
+    check_finite(row)
+    if dp:
+        del row["train_loss"]
+    return row
+
+
+def private_engine(
+    base: nn.Module, params: TrainParams, rows: int, generator: torch.Generator, resume: dict | None
+) -> PrivateSGD | None:
+    """DP-SGD's engine (per-row clipping, noise, Poisson batches, accountant) when train.dp asks, else None."""
+    if not params.dp.enabled:
+        return None
+    if resume is not None:
+        raise HumaneError(
+            "a DP-SGD run cannot resume (the privacy accountant's history is not checkpointed); "
+            "set train.resume: false or remove models/checkpoints/resume.pt"
+        )
+    from humane.privacy.dp import PrivateSGD
+
+    return PrivateSGD(base, params, rows, generator)
+
+
+def privacy_report(engine: PrivateSGD | None, params: TrainParams) -> dict[str, float | str | bool]:
+    """The budget spent by the epochs actually run (early stopping spends less than the target)."""
+    if engine is None:
+        return {"dp_enabled": False}
+    return {
+        "dp_enabled": True,
+        "epsilon": engine.epsilon(),
+        "delta": params.dp.delta,
+        "noise_multiplier": engine.noise_multiplier,
+        "max_grad_norm": params.dp.max_grad_norm,
+        "accountant": params.dp.accountant,
+    }
+
+
+def training_loss(penalty: Penalty | None) -> Callable[[nn.Module, Batch], torch.Tensor]:
+    """The loss a batch trains on: the (weighted) BCE plus the caller's fairness term, if any."""
+    criterion = loss_fn()
+    return lambda model, b: batch_loss(model, criterion, b.x, b.y, b.weight, b.groups, penalty)
+
+
+def adamw(base: nn.Module, params: TrainParams) -> torch.optim.Optimizer:
+    """AdamW over the network's parameter groups (the FT-Transformer's embeddings, norms and biases: no decay)."""
+    return torch.optim.AdamW(
+        parameter_groups(base, params.weight_decay), lr=params.lr, weight_decay=params.weight_decay
+    )
+
+
+def epoch_bar(progress: Progress, params: TrainParams, group: ProcessGroup) -> tqdm:
+    """The epochs this attempt runs, with a progress bar on rank 0 when train.progress asks."""
+    epochs = range(progress.first, params.max_epochs + 1)
+    return tqdm(epochs, desc="train", unit="epoch", disable=not params.progress or group.rank != 0)
+
+
+def train_epoch(model: nn.Module, step: Callable, steps: Iterator[tuple[list[Batch], int]]) -> tuple[float, int]:
+    """Run one epoch's optimiser steps; returns this process's summed row loss and rows."""
+    model.train()
+    total, seen = 0.0, 0
+    for micro, global_rows in steps:
+        loss_sum, rows = step(micro, global_rows)
+        total, seen = total + loss_sum, seen + rows
+    return total, seen
 
 
 def fit(
@@ -264,6 +639,7 @@ def fit(
     penalty: Penalty | None = None,
     layout: tuple[int, list[int]] | None = None,
     fingerprint_extra: str = "",
+    code: Sequence[Path] = (),
 ) -> TrainResult:
     """Train with early stopping on validation loss and return the best epoch's model.
 
@@ -272,218 +648,71 @@ def fit(
     early stopping reads stays the plain, unweighted BCE. `layout` (numeric columns, one-hot block widths) lets
     the FT-Transformer give each categorical column one token. With `checkpoint_dir`, each epoch's weights are
     written there, and the full training state to `resume.pt`: a rerun with the same params, data and code
-    continues after the last finished epoch and ends exactly as an uninterrupted run (on CPU).
-    Under torchrun (an initialised process group) only rank 0 writes.
+    (this package's, `code`'s files', and `fingerprint_extra`) continues after the last finished epoch and ends
+    exactly as an uninterrupted run (on CPU). Under torchrun (an initialised process group) only rank 0 writes.
     """
-    if params.conflicts():
-        raise HumaneError("; ".join(params.conflicts()))
-    rank, world = _world()
-    accumulation = params.grad_accumulation
-    if params.distributed.world != world:
-        raise HumaneError(
-            f"train.distributed asks for {params.distributed.world} process(es) but this one runs in a "
-            f"group of {world} (launch through tasks.train, which starts torchrun)"
-        )
-    generator = seed_everything(params.seed)
-    device = pick_device(params)
-    if params.dp.enabled and (sample_weight is not None or penalty is not None):
-        raise HumaneError("sample weights and fairness terms are not combined with DP-SGD (train.dp.enabled)")
-    if penalty is not None and groups is None:
-        raise HumaneError("a fairness penalty needs the training rows' groups")
-    if penalty is not None and world * accumulation > 1:
-        raise HumaneError(
-            "a fairness loss term (mitigation.loss) is computed on whole batches: it is not combined "
-            "with train.distributed or train.grad_accumulation"
-        )
+    group = ProcessGroup.current()
+    check_setup(params, group)
+    generator, device = seed_everything(params.seed), pick_device(params)
+    check_terms(params, group, sample_weight, groups, penalty)
     weights = None if sample_weight is None else (sample_weight / sample_weight.mean()).float()
-    model: nn.Module = build_model(params, x_train.shape[1], layout)
-    criterion = eval_criterion = loss_fn()
-    targets = y_train.float()
-    n = x_train.shape[0]
-    writer = checkpoint_dir is not None and rank == 0
-    expected = fingerprint(params, [x_train, y_train, x_val, y_val, weights, groups], fingerprint_extra)
-    resume, note = read_resume(checkpoint_dir, params, expected) if rank == 0 else (None, "")
-    resume, note = _broadcast((resume, note), rank, world)
-    if writer:
-        assert checkpoint_dir is not None
-        checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        clear_checkpoints(checkpoint_dir, everything=resume is None)
-    if rank == 0 and checkpoint_dir is not None:
-        print(f"train: {note}", file=sys.stderr)
-
-    engine = None
-    base = model.to(device)
-    if params.dp.enabled:
-        from humane.privacy.dp import PrivateSGD
-
-        engine = PrivateSGD(base, params, n, generator)  # per-row clipping, noise, Poisson batches, accountant
-    elif world > 1:
-        model = nn.parallel.DistributedDataParallel(base, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(
-        parameter_groups(base, params.weight_decay), lr=params.lr, weight_decay=params.weight_decay
-    )
-    x_train, targets = x_train.to(device), targets.to(device)
-    weights = None if weights is None else weights.to(device)
-    groups = None if groups is None else groups.to(device)
-    x_val, y_val = x_val.to(device), y_val.to(device)
-
-    history: list[dict[str, float]] = []
-    best_loss, best_epoch, best_state, stale, first, spent = math.inf, 0, copy.deepcopy(base.state_dict()), 0, 1, 0.0
-    if resume is not None:
-        base.load_state_dict(resume["state_dict"])
-        optimizer.load_state_dict(resume["optimizer"])
-        torch.set_rng_state(resume["rng"][rank])
-        generator.set_state(resume["generator"])
-        if device.type == "cuda" and resume.get("cuda_rng"):
-            torch.cuda.set_rng_state(resume["cuda_rng"][rank], device)
-        history = [dict(row) for row in resume["history"]]
-        best_loss, best_epoch, stale = resume["best_loss"], resume["best_epoch"], resume["stale"]
-        best_state, first, spent = resume["best_state"], resume["epoch"] + 1, resume["seconds"]
-    if engine is not None and resume is not None:
-        raise HumaneError(
-            "a DP-SGD run cannot resume (the privacy accountant's history is not checkpointed); "
-            "set train.resume: false or remove models/checkpoints/resume.pt"
-        )
-
-    Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, int]
-
-    def batches() -> Iterator[list[Batch]]:
-        """Per optimiser step: this process's micro-batches, each with the global batch's row count."""
-        if engine is None:
-            order = torch.randperm(n, generator=generator).to(device)
-            for start in range(0, n, params.batch_size):
-                step = order[start : start + params.batch_size]
-                share = -(-len(step) // world)  # ceil: the last global batch may not split evenly
-                mine = step[rank * share : (rank + 1) * share]
-                size = -(-len(mine) // accumulation) if len(mine) else 1
-                micro = [mine[i : i + size] for i in range(0, max(len(mine), 1), size)]
-                yield [
-                    (
-                        x_train[i],
-                        targets[i],
-                        None if weights is None else weights[i],
-                        None if groups is None else groups[i],
-                        len(step),
-                    )
-                    for i in micro
-                ]
-            return
-        for rows in engine.batches(device):  # Poisson-sampled (an empty batch too: its step adds noise alone)
-            yield [(x_train[rows], targets[rows], None, None, len(rows))]
-
-    def step(micro: list[Batch]) -> tuple[float, int]:
-        """One optimiser step over the micro-batches; returns this process's summed row loss and rows."""
-        if engine is not None:
-            return engine.step(optimizer, micro[0][0], micro[0][1])
-        optimizer.zero_grad(set_to_none=True)
-        total, rows = 0.0, 0
-        for i, (xb, yb, wb, gb, global_rows) in enumerate(micro):
-            sync = nullcontext() if world == 1 or i + 1 == len(micro) else model.no_sync()
-            with sync, autocast(device, params.precision):
-                if len(xb):
-                    loss = batch_loss(model, criterion, xb, yb, wb, gb, penalty)
-                    # this micro-batch's share of the global mean (1.0 with one process and no accumulation)
-                    scaled = loss * (len(xb) * world / global_rows) if world * accumulation > 1 else loss
-                    total += loss.item() * len(xb)
-                else:  # an empty share of the last batch still joins the gradient all-reduce
-                    scaled = model(x_train[:1]).sum() * 0.0
-                scaled.backward()
-            rows += len(xb)
-        optimizer.step()
-        return total, rows
-
-    started = time.perf_counter()
-    processed = 0
-    bar = tqdm(
-        range(first, params.max_epochs + 1), desc="train", unit="epoch", disable=not params.progress or rank != 0
-    )
-    stopped = resume is not None and resume.get("stopped", False)
-    for epoch in [] if stopped else bar:
+    base = build_model(params, x_train.shape[1], layout).to(device)
+    tensors = [x_train, y_train, x_val, y_val, weights, groups]
+    expected = "" if checkpoint_dir is None else fingerprint(params, tensors, fingerprint_extra, code)
+    checkpoints, resume, note = Checkpoints.open(checkpoint_dir, params, group, expected)
+    engine = private_engine(base, params, len(x_train), generator, resume)
+    model = group.wrap(base, device)
+    optimizer = adamw(base, params)
+    rows, val = Rows(x_train, y_train.float(), weights, groups).to(device), (x_val.to(device), y_val.to(device))
+    trainee = Trainee(base, optimizer, generator, device, group)
+    progress = Progress(copy.deepcopy(base.state_dict())) if resume is None else trainee.restore(resume)
+    step = Step(model, optimizer, training_loss(penalty), params, group, device, rows.x[:1])
+    step = step if engine is None else private_step(engine, optimizer)
+    config, started, processed = params.model_dump(mode="json"), time.perf_counter(), 0
+    bar = epoch_bar(progress, params, group)
+    for epoch in [] if progress.stopped else bar:
         epoch_start = time.perf_counter()
-        model.train()
-        total, seen = 0.0, 0
-        for micro in batches():
-            loss_sum, rows = step(micro)
-            total, seen = total + loss_sum, seen + rows
-        if world > 1:
-            sums = torch.tensor([total, float(seen)], dtype=torch.float64)
-            torch.distributed.all_reduce(sums)
-            total, seen = float(sums[0]), int(sums[1])
+        total, seen = group.sum(*train_epoch(model, step, epoch_steps(rows, params, group, generator, engine)))
         processed += seen
-        row = {"epoch": epoch, "train_loss": total / max(seen, 1), **eval_step(base, eval_criterion, x_val, y_val)}
-        check_finite(row)
-        if params.dp.enabled:  # the training rows' un-noised mean loss is not covered by ε: it is never released
-            del row["train_loss"]
+        row = validate(epoch, total, seen, base, val, params.dp.enabled)
         row["seconds"] = time.perf_counter() - epoch_start
-        history.append(row)
+        progress.record(row, base, params.patience)
         bar.set_postfix(val_loss=f"{row['val_loss']:.4f}")
-        if row["val_loss"] < best_loss:
-            best_loss, best_epoch, best_state, stale = row["val_loss"], epoch, copy.deepcopy(base.state_dict()), 0
-        else:
-            stale += 1
-        stopped = stale >= params.patience
-        rng = _gather(torch.get_rng_state(), world)
-        cuda_rng = _gather(torch.cuda.get_rng_state(device), world) if device.type == "cuda" else []
-        if writer and checkpoint_dir is not None:
-            # Everything a rerun needs to continue exactly here, written whole or not at all;
-            # first, so that an epoch's file on disk means the state after it can be resumed.
-            full = {
-                "fingerprint": expected,
-                "epoch": epoch,
-                "state_dict": base.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": rng,
-                "cuda_rng": cuda_rng,
-                "generator": generator.get_state(),
-                "history": history,
-                "best_loss": best_loss,
-                "best_epoch": best_epoch,
-                "best_state": best_state,
-                "stale": stale,
-                "stopped": stopped,
-                "seconds": spent + time.perf_counter() - started,
-            }
-            io.write_with(checkpoint_dir / RESUME_FILE, lambda tmp, s=full: torch.save(s, tmp))
-            # Weights, model args and metrics of every epoch, for inspection.
-            epoch_state = {
-                "epoch": epoch,
-                "state_dict": base.state_dict(),
-                "model_args": base.args.to_dict(),
-                "config": params.model_dump(mode="json"),
-                "metrics": row,
-            }
-            io.write_with(checkpoint_dir / f"epoch_{epoch:03d}.pt", lambda tmp, s=epoch_state: torch.save(s, tmp))
-        if stopped:
+        checkpoints.save(trainee, progress, row, progress.spent + time.perf_counter() - started, config)
+        if progress.stopped:
             break
     bar.close()
     seconds = time.perf_counter() - started
+    checkpoints.finish()
+    return finished(base, engine, progress, params, seconds, processed, note, device, group)
+
+
+def finished(
+    base: nn.Module,
+    engine: PrivateSGD | None,
+    progress: Progress,
+    params: TrainParams,
+    seconds: float,
+    processed: int,
+    note: str,
+    device: torch.device,
+    group: ProcessGroup,
+) -> TrainResult:
+    """The best epoch's network, plain (DP-SGD's hooks off) and in eval mode, with how training went."""
     if engine is not None:
-        base = engine.close()  # the clipping's hooks come off: the network leaves training plain
-    base.load_state_dict(best_state)
+        base = engine.close()
+    base.load_state_dict(progress.best_state)
     base.eval()
-    if writer and checkpoint_dir is not None:
-        (checkpoint_dir / RESUME_FILE).unlink(missing_ok=True)  # training ended: nothing left to resume
-    resumed_from = first - 1
-    result = TrainResult(
+    return TrainResult(
         base.cpu(),
-        best_epoch,
-        history,
-        spent + seconds,
+        progress.best_epoch,
+        progress.history,
+        progress.spent + seconds,
         processed / max(seconds, 1e-9),
-        resumed_from=resumed_from,
+        privacy=privacy_report(engine, params),
+        resumed_from=progress.first - 1,
         resume_note=note,
         device=str(device),
-        world_size=world,
-        prior_seconds=spent,
+        world_size=group.world,
+        prior_seconds=progress.spent,
     )
-    if engine is not None:
-        # The budget spent by the epochs actually run (early stopping spends less than the target).
-        result.privacy.update(
-            dp_enabled=True,
-            epsilon=engine.epsilon(),
-            delta=params.dp.delta,
-            noise_multiplier=engine.noise_multiplier,
-            max_grad_norm=params.dp.max_grad_norm,
-            accountant=params.dp.accountant,
-        )
-    return result
