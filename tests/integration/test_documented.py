@@ -2,8 +2,6 @@
 
 Documented means tested: every shell command of the README and the docs pages is run, by this file or a named test.
 
-Real components: bash, make, dvc, the pipeline's stages, Prefect's server, MLflow's store, on the sample data.
-
 The pages are README.md, docs/index.md and docs/{tutorial,how-to,explanation}/*.md (the reference pages are generated).
 A documented command is a line of a ```bash / ```sh / ```shell / ```console block (comments dropped, backslash
 continuations and multi-line quotes joined, whitespace collapsed; a console block's `$ ` lines only), or a command
