@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 PYTHON ?= python3
 
-# Keep every tool quiet and its state inside the project (see README, "Where state lives").
+# Keep every tool quiet and its state inside the project (see docs/reference/state.md).
 export DO_NOT_TRACK := true
 export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 setup: $(VENV)/.installed
 
-# The site environment of federated training (README, "Federated training"): Flower 1.42 pins typer, rich,
+# The site environment of federated training (docs/how-to/federated.md): Flower 1.42 pins typer, rich,
 # packaging and protobuf below what the main lock needs, so a site's node (and the coordinator's SuperLink) run
 # from their own venv: torch first (the CPU build), then requirements-site.txt, then humane without dependencies.
 # Reinstalled only when requirements-site.txt or pyproject.toml is newer than its stamp.

@@ -1,1 +1,1 @@
-"""The humane library: one package per concern (see README, "Layout")."""
+"""The humane library: one package per concern (see docs/reference/layout.md)."""

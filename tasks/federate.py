@@ -1,7 +1,7 @@
 """Federate stage: one federated training run with Flower, then the same reports the pooled stages write.
 
 The coordinator holds no row. This stage asks the SuperLink to run the Flower App (`flwr run`, in the site
-environment: flwr cannot share this environment, README "Federated training"), waits for it, and turns what the
+environment: flwr cannot share this environment, docs/how-to/federated.md), waits for it, and turns what the
 ServerApp wrote (the contract's out_dir: model.pt, preprocessor.skops, federation.json, evaluation.json) into the
 workspace's models/ and reports/ files: evaluation and bias audit from the sites' merged counts
 (humane.fairness.counts), per site and global. Track, gate, register and sign-off then read them as for any model;
@@ -104,7 +104,7 @@ def federated_settings(params: Params) -> FederatedParams:
 
 
 def run_config(params: Params, settings: FederatedParams, out_dir: Path) -> dict[str, Any]:
-    """The ServerApp's run config (docs: README "Federated training"; the keys of federated/pyproject.toml)."""
+    """The ServerApp's run config (docs/how-to/federated.md; the keys of federated/pyproject.toml)."""
     shared = {
         "train": params.train.model_dump(mode="json"),
         "preprocess": params.preprocess.model_dump(mode="json"),
@@ -170,7 +170,7 @@ def flower_run(params: Params, settings: FederatedParams, root: Path, tmp: Path)
     if UNAVAILABLE in output:
         raise ServerUnavailable(
             f"the Flower SuperLink at {link.address} did not answer (federated.superlink.address);"
-            " start it first (README, Federated training)"
+            " start it first (docs/how-to/federated.md)"
         )
     missing = [name for name in OUT_FILES if not (tmp / "out" / name).is_file()]
     error = tmp / "out" / ERROR_FILE

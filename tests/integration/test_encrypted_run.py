@@ -1,8 +1,8 @@
-"""Real: README's age commands, `dvc repro` of a fresh sample copy, git, DVC cache, MLflow SQLite, a Prefect block.
+"""Real: the age commands of docs/how-to/privacy.md, `dvc repro` of a sample copy, git, DVC, MLflow SQLite, Prefect.
 
-Encrypted data at rest, end to end: README's commands encrypt the sample files, DVC tracks the ciphertext, and
+Encrypted data at rest, end to end: the how-to's commands encrypt the sample files, DVC tracks the ciphertext, and
 after `dvc repro track` no planted plaintext value (nor the identity) is anywhere in the workspace, git, the DVC
-cache or the MLflow store; then README's rotation locks the old identity out. And the identity from a Prefect
+cache or the MLflow store; then the how-to's rotation locks the old identity out. And the identity from a Prefect
 Secret block."""
 
 import os
@@ -24,7 +24,8 @@ from tests.integration.test_privacy_leak import _db_texts, _texts
 ROOT = Path(__file__).resolve().parents[2]
 PSEUDONYM_KEY = "encrypted-run-hmac-key-51c0"
 FILES = ("train.csv", "test.csv")
-README_FILE = "data/raw/loans/applicants.csv"  # the file README's commands name
+PRIVACY_PAGE = ROOT / "docs" / "how-to" / "privacy.md"
+README_FILE = "data/raw/loans/applicants.csv"  # the file the how-to's commands name
 IDENTITY_FILE = "~/.config/humane/age-identity.txt"
 # Planted in the plaintext only: a name (dropped), an account number (pseudonymized; its 10-digit prefix is what is
 # looked for) and a country in three rows (grouped into "Other").
@@ -41,14 +42,14 @@ def _plant(path: Path, offset: int) -> None:
 
 
 def _readme_blocks() -> tuple[list[str], list[str]]:
-    """README's encryption commands: (set up and run, rotate), as `documented_commands` reads them."""
-    blocks = [b for lang, b in FENCE.findall((ROOT / "README.md").read_text()) if "humane.privacy.encryption" in b]
+    """docs/how-to/privacy.md's encryption commands: (set up and run, rotate), as `documented_commands` reads them."""
+    blocks = [b for lang, b in FENCE.findall(PRIVACY_PAGE.read_text()) if "humane.privacy.encryption" in b]
     setup, rotation = (block_commands("bash", b) for b in blocks)
     return setup, rotation
 
 
 def _for(command: str, name: str) -> str:
-    """A README command with the sample file `name` for README's example file."""
+    """A documented command with the sample file `name` for the how-to's example file."""
     return command.replace(README_FILE, f"{SAMPLE_DIR}/{name}").replace("data/raw/loans/", f"{SAMPLE_DIR}/")
 
 
@@ -91,7 +92,7 @@ def test_an_encrypted_run_leaves_no_plaintext_and_rotation_locks_the_old_identit
     assert "--recipients" in encrypt and add.startswith("dvc add") and add.endswith(".age")
     assert git_add.startswith("git add") and ".age.dvc" in git_add and ".gitignore" in git_add
     assert export.startswith("export HUMANE_AGE_IDENTITY") and repro == "dvc repro"
-    home = tmp_path / "home"  # README's ~/.config/humane/: the identity lives outside the project
+    home = tmp_path / "home"  # the how-to's ~/.config/humane/: the identity lives outside the project
     env = {**os.environ, "HOME": str(home), "HUMANE_PSEUDONYM_KEY": PSEUDONYM_KEY}
     env.pop("HUMANE_AGE_IDENTITY", None)
 
@@ -125,7 +126,7 @@ def test_an_encrypted_run_leaves_no_plaintext_and_rotation_locks_the_old_identit
     assert f"error: {SAMPLE_DIR}/train.csv.age (data.encryption: age): no age identity is set" in failed.stderr
     assert "environment variable HUMANE_AGE_IDENTITY" in failed.stderr and not (project / "data/interim").exists()
 
-    done = _bash([export, "dvc repro track"], project, env)  # README's `dvc repro`, up to the MLflow run (CI time)
+    done = _bash([export, "dvc repro track"], project, env)  # the how-to's `dvc repro`, up to the MLflow run (CI time)
     assert "Running stage 'track'" in done.stdout
     interim = pd.read_parquet(project / "data/interim/train.parquet")
     assert "name" not in interim and interim["account"].str.fullmatch(r"[0-9a-f]{64}").all()  # the run saw them
@@ -150,7 +151,7 @@ def test_an_encrypted_run_leaves_no_plaintext_and_rotation_locks_the_old_identit
     found = {(m, w) for m in (NAME, ACCOUNT, COUNTRY, secret, PSEUDONYM_KEY) for w, t in scanned if m in t}
     assert found == set()
 
-    # Rotation (README): the team's recipients become a new identity only; the old identity no longer decrypts.
+    # Rotation (the how-to): the team's recipients become a new identity only; the old identity no longer decrypts.
     new = tmp_path / "new-identity.txt"
     recipient = run(["python", "-m", "humane.privacy.encryption", "keygen", "--identity", str(new)], project).stdout
     (project / "data/raw/recipients.txt").write_text(f"# rotated\n{recipient}")

@@ -216,7 +216,7 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch, tmp_path):
     raw = pd.read_csv(ran_project / SAMPLE_DIR / "test.csv").head(12).drop(columns=["income"])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(ran_project)
-    # The README's path: the champion verified against the audit trail, loaded and served by its version number.
+    # The path of docs/how-to/serving.md: the champion verified against the audit trail, loaded and served by its version number.
     model = load_champion(MODEL)
     inputs = [s.name for s in model.metadata.get_input_schema().inputs]
     assert "income" not in inputs and "age" in inputs
@@ -266,7 +266,7 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch, tmp_path):
         )
         with urllib.request.urlopen(request, timeout=30) as response:
             served = json.loads(response.read())["predictions"]
-        # The README's request with reasons and counterfactuals.
+        # docs/how-to/serving.md's request with reasons and counterfactuals.
         asked = json.loads(body) | {"params": {"reasons": 3, "counterfactual": True}}
         request = urllib.request.Request(request.full_url, json.dumps(asked).encode(), request.headers)
         with urllib.request.urlopen(request, timeout=60) as response:

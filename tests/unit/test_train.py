@@ -12,6 +12,8 @@ from humane.modeling.model import MLP, MLPArgs, count_parameters, loss_fn
 from humane.modeling.training import TrainingDiverged, fit
 from tests.conftest import ROOT
 
+PRIVACY_PAGE = ROOT / "docs" / "how-to" / "privacy.md"
+
 
 def _params(**kw):
     base = dict(
@@ -118,7 +120,7 @@ def _adult_shaped(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def readme_dp_settings() -> dict[str, object]:
     """The `-S key=value` settings of README's DP-SGD example (`dvc exp run -S train.dp.enabled=true ...`)."""
-    (line,) = [m for m in re.findall(r"dvc exp run [^`\n]*", (ROOT / "README.md").read_text()) if "train.dp." in m]
+    (line,) = [m for m in re.findall(r"dvc exp run [^`\n]*", PRIVACY_PAGE.read_text()) if "train.dp." in m]
     return {key: yaml.safe_load(value) for key, value in re.findall(r"-S (\S+?)=(\S+)", line)}
 
 
