@@ -69,11 +69,18 @@ def _error(message: str) -> Exception:
 
 
 def cell(text: object) -> str:
-    """Text safe inside a Markdown table cell: pipes, `<`, `*` and `_` escaped, newlines folded."""
-    out = " ".join(str(text).split())
+    """Text safe inside a Markdown table cell: newlines folded; outside code spans, `|`, `<`, `*`, `_` escaped.
+
+    Inside a code span nothing is escaped (it would show): the tables extension does not split on a `|` there.
+    """
+    parts = re.split(r"(`[^`]*`)", " ".join(str(text).split()))
+    return "".join(part if part.startswith("`") else _escape(part) for part in parts)
+
+
+def _escape(text: str) -> str:
     for char in ("\\", "|", "*", "_"):
-        out = out.replace(char, "\\" + char)
-    return out.replace("<", "&lt;")
+        text = text.replace(char, "\\" + char)
+    return text.replace("<", "&lt;")
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
