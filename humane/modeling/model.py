@@ -419,8 +419,8 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
 
 
-def describe(model: Network) -> str:
-    """One line for the card: the architecture and its sizes."""
+def architecture_text(model: Network) -> str:
+    """One line naming the architecture and its sizes (an ensemble: its vote and one network's line)."""
     a = model.args
     if isinstance(model, Ensemble):
         weights = ", ".join(f"{w:.3f}" for w in model._weights.tolist())
@@ -429,7 +429,7 @@ def describe(model: Network) -> str:
             f"ExponentiatedGradient ensemble: a weighted vote of {len(model.members)} members (weights "
             f"{weights}"
             + (f"; {constant} of them a constant classifier" if constant else "")
-            + f"); each network: {describe(model.networks[0])}"
+            + f"); each network: {architecture_text(model.networks[0])}"
         )
     numeric = (
         ""

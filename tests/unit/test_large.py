@@ -28,7 +28,14 @@ from humane.governance.tracking import log_serving_model
 from humane.modeling.compute import ComputeMeter, bill, flops_per_sample
 from humane.modeling.features import fit as fit_preprocessor
 from humane.modeling.features import token_layout
-from humane.modeling.model import FTTransformer, build_model, count_parameters, describe, load_model, model_state
+from humane.modeling.model import (
+    FTTransformer,
+    architecture_text,
+    build_model,
+    count_parameters,
+    load_model,
+    model_state,
+)
 from humane.modeling.training import RESUME_FILE, fit
 from humane.privacy.policy import apply_policy, fit_policy
 from tests.conftest import ROOT
@@ -316,7 +323,7 @@ def test_periodic_numeric_embeddings_train_and_survive_the_model_file(model):
     trained = {name for name, p in network.named_parameters() if "embedding" in name}
     # MLP: its own periodic block; FT-Transformer: rtdl's numeric token embeddings replaced by periodic ones.
     assert any(".periodic." in name or name.startswith("embedding.periodic") for name in trained), trained
-    assert "periodic embeddings (3 frequencies, init scale 0.5)" in describe(network)
+    assert "periodic embeddings (3 frequencies, init scale 0.5)" in architecture_text(network)
     x = _data()[2]
     rebuilt = load_model(model_state(network))
     with torch.no_grad():

@@ -23,7 +23,7 @@ from humane.modeling.model import (
     Ensemble,
     EnsembleArgs,
     MLPArgs,
-    describe,
+    architecture_text,
     load_model,
     model_state,
 )
@@ -83,7 +83,7 @@ def test_the_vote_is_fairlearns_probability_and_survives_the_model_file(frames):
     assert all(any(n.startswith("embedding.") for n in dict(m.named_parameters())) for m in model.networks)
     assert info["oracle_calls"] >= info["members"] and info["groups"] == ["F", "M"]
     assert math.isclose(sum(info["weights"]), 1.0, rel_tol=1e-6)
-    assert "ExponentiatedGradient ensemble: a weighted vote of" in describe(model)
+    assert "ExponentiatedGradient ensemble: a weighted vote of" in architecture_text(model)
     # The served probability is the weight of the members voting positive: Fairlearn's own _pmf_predict.
     reference = ExponentiatedGradient(
         MLPClassifier.from_params(params.train, epochs=3, threshold=VOTE_THRESHOLD, layout=LAYOUT),
@@ -153,7 +153,7 @@ def test_a_vote_at_the_threshold_is_decided_yes_and_a_constant_member_votes_its_
         p = torch.sigmoid(model(x))
     # Members 0 and 2 vote yes: 0.3 + 0.2 = 0.5, exactly the default threshold, which a vote must reach.
     assert bool((p >= 0.5).all()) and torch.allclose(p, torch.full((4,), 0.5), atol=1e-5)
-    assert "1 of them a constant classifier" in describe(model)
+    assert "1 of them a constant classifier" in architecture_text(model)
     rebuilt = load_model(model_state(model))
     with torch.no_grad():
         assert torch.equal(rebuilt(x), model(x))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from humane.core.params import TabMParams
-from humane.modeling.model import TabM, build_model, describe, load_model, mean_probability_logit, model_state
+from humane.modeling.model import TabM, architecture_text, build_model, load_model, mean_probability_logit, model_state
 from humane.modeling.training import batch_loss, fit
 from tests.unit.test_large import LAYOUT, PERIODIC, _data, _params
 
@@ -33,8 +33,8 @@ def test_tabm_trains_every_member_and_its_file_round_trips_with_weights_only(tmp
         assert members.shape == (len(x), SMALL.k)
         assert torch.allclose(torch.sigmoid(network(x)), torch.sigmoid(members).mean(-1), atol=1e-6)
         assert members.std(-1).mean() > 1e-3
-    assert "TabM (tabm): 4 MLPs sharing weights, 2 blocks of width 32" in describe(network)
-    assert "periodic embeddings (3 frequencies" in describe(network)
+    assert "TabM (tabm): 4 MLPs sharing weights, 2 blocks of width 32" in architecture_text(network)
+    assert "periodic embeddings (3 frequencies" in architecture_text(network)
 
 
 def test_each_member_learns_every_row_and_the_loss_is_their_mean():
