@@ -177,6 +177,7 @@ def test_groups_too_small_to_judge_are_numbered_everywhere_the_audits_write():
     assert "RARE" not in repr(result) + json.dumps(report)
 
 
+@pytest.mark.slow  # bootstrap intervals: 3 s (on an idle two-core machine)
 def test_monitoring_numbers_a_batch_group_too_small_to_judge():
     from humane.monitoring import checks
     from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN

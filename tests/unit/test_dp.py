@@ -118,6 +118,7 @@ def test_every_step_is_accounted_and_noised_even_when_no_row_is_drawn():
     assert 0 < engine.epsilon() <= params.dp.target_epsilon
 
 
+@pytest.mark.slow  # many noised steps: 5 s (prv), 2 s (rdp) (on an idle two-core machine)
 @pytest.mark.parametrize("accountant", ["prv", "rdp"])
 def test_the_noise_is_sigma_times_the_clipping_norm_over_the_expected_batch(accountant):
     """An empty draw's gradient is the noise alone: its spread is σ·C / expected batch, σ calibrated to the target ε

@@ -155,6 +155,7 @@ def test_reports_hold_global_and_per_site_figures_from_counts(workspace):
     assert paths.roc_png.exists() and paths.calibration_png.exists() and any(paths.audit_plots_dir.glob("*.png"))
 
 
+@pytest.mark.slow  # track, gate, register, card: 4 s (on an idle two-core machine)
 def test_track_gate_register_judge_and_card_the_federated_model(workspace, monkeypatch):
     monkeypatch.chdir(workspace)  # as `dvc repro` runs a stage: in its workspace
     paths, params = Paths(workspace), load_params(workspace / "params.yaml")

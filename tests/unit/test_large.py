@@ -112,6 +112,7 @@ def test_transformer_trains_and_its_file_round_trips_with_weights_only(tmp_path)
     assert torch.equal(loaded(x), result.model(x))
 
 
+@pytest.mark.slow  # a 10^8-parameter step: 3 s (on an idle two-core machine)
 def test_the_1e8_parameter_configuration_builds_and_steps_once():
     big = FTTransformerParams(d_block=1024, n_blocks=12, attention_n_heads=16, checkpointing=True)
     model = build_model(_params(ft_transformer=big), 7, LAYOUT)
@@ -344,6 +345,7 @@ def test_an_mlp_model_file_from_before_numeric_embeddings_still_loads():
         assert torch.equal(old.eval()(x), load_model(state)(x))
 
 
+@pytest.mark.slow  # DP-SGD training: 3 s (on an idle two-core machine)
 def test_dp_sgd_trains_an_mlp_with_periodic_embeddings():
     dp = DP_OFF.model_copy(update={"enabled": True, "target_epsilon": 3.0})
     params = _params(model="mlp", numeric_embedding=PERIODIC, dp=dp, max_epochs=2, resume=False)

@@ -141,6 +141,7 @@ def test_leakage_beyond_the_default_limits_fails_whatever_strict_says(split, str
     assert "Black" not in text and "White" not in text  # a protected column's AUC is reported, not its values
 
 
+@pytest.mark.slow  # load, validate and train: 3 s (on an idle two-core machine)
 def test_a_limit_raised_on_purpose_lets_the_run_go_on_and_says_so(split):
     raised = LeakageParams(max_shared_fraction=0.5, max_feature_auc=1.0)
     result = _run(split, raised)

@@ -249,6 +249,7 @@ def test_dp_training_spends_no_more_than_the_target_epsilon():
     assert all(name.startswith("net.") for name in result.model.state_dict())  # Opacus' wrapper is not saved
 
 
+@pytest.mark.slow  # DP-SGD on the default model: 3 s (on an idle two-core machine)
 def test_dp_sgd_clips_each_row_by_its_whole_gradient_on_the_default_model():
     """Ghost clipping's per-row gradient norms, over every parameter of params.yaml's network (the periodic
     embeddings' frequencies included), equal each row's own gradient norm computed by plain autograd: the clipping
@@ -275,6 +276,7 @@ def test_dp_sgd_clips_each_row_by_its_whole_gradient_on_the_default_model():
     assert torch.allclose(private.per_sample_gradient_norms, torch.stack(expected), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # trains to overfit: 5 s (on an idle two-core machine)
 def test_membership_attack_is_chance_on_unseen_rows_and_strong_on_an_overfitted_model():
     x, y = _data(300, 2, noise=0.4)  # noisy labels: only memorisation fits them
     xv, yv = _data(300, 3, noise=0.4)

@@ -98,6 +98,7 @@ def test_protected_columns_are_one_definition_of_four_kinds():
         protected_columns(_privacy(), SPEC, {"drop": []})
 
 
+@pytest.mark.slow  # GX data docs: 4 s (on an idle two-core machine)
 def test_validation_reports_and_data_docs_hold_no_value_of_a_protected_column(tiny_adult, tmp_path):
     schema = resolve_schema(SPEC, tiny_adult, POLICY)
     frame = tiny_adult.copy()

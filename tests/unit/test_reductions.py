@@ -70,6 +70,7 @@ def test_exponentiated_gradient_cuts_the_dp_gap_on_held_out_rows_and_stays_above
     assert reduced.compute["samples"] % (3 * 1500) == 0 and reduced.compute["samples"] > 3 * 1500
 
 
+@pytest.mark.slow  # trains a vote of MLPs: 4 s (on an idle two-core machine)
 def test_the_vote_is_fairlearns_probability_and_survives_the_model_file(frames):
     # The default numeric embedding (periodic) in every member.
     params = params_with(mitigation__reductions="demographic_parity", train__numeric_embedding={"kind": "periodic"})

@@ -244,6 +244,7 @@ def test_unmitigated_train_undoes_the_preprocess_stage_mitigation(raw, frames):
         unmitigated_train(mitigated.iloc[:-1], report)
 
 
+@pytest.mark.slow  # trains candidates: 5 s (on an idle two-core machine)
 def test_a_candidate_is_measured_like_the_pipeline_and_a_shared_model_scores_the_same(raw, frames):
     threads = torch.get_num_threads()
     try:
