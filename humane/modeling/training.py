@@ -510,7 +510,9 @@ class Checkpoints:
     writer: bool
 
     @classmethod
-    def open(cls, folder: Path | None, params: TrainParams, group: ProcessGroup, expected: str) -> tuple:
+    def open(
+        cls, folder: Path | None, params: TrainParams, group: ProcessGroup, expected: str
+    ) -> tuple[Checkpoints, dict | None, str]:
         """The folder made ready, and the state to resume from (or None) with why."""
         resume, note = read_resume(folder, params, expected) if group.rank == 0 else (None, "")
         resume, note = group.broadcast((resume, note))
@@ -648,7 +650,7 @@ def fit(
     early stopping reads stays the plain, unweighted BCE. `layout` (numeric columns, one-hot block widths) lets
     the FT-Transformer give each categorical column one token. With `checkpoint_dir`, each epoch's weights are
     written there, and the full training state to `resume.pt`: a rerun with the same params, data and code
-    (this package's, `code`'s files', and `fingerprint_extra`) continues after the last finished epoch and ends
+    (this package's and `code`'s files, and `fingerprint_extra`) continues after the last finished epoch and ends
     exactly as an uninterrupted run (on CPU). Under torchrun (an initialised process group) only rank 0 writes.
     """
     group = ProcessGroup.current()
