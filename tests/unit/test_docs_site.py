@@ -64,6 +64,7 @@ def _table_rows(markdown: str) -> dict[str, list[str]]:
 # ---------------------------------------------------------------------------------------------- (a) the build
 
 
+@pytest.mark.slow  # a whole MkDocs build (4-6 s): in `make test` and CI's `make docs`, not in `make test-fast`
 def test_site_builds_strict_and_offline(tmp_path: Path) -> None:
     site = tmp_path / "site"
     # Not --quiet: it hides the warnings that --strict counts, and a broken link would then pass.
