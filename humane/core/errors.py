@@ -1,7 +1,7 @@
 """Errors a user can act on, and the one place that turns them into an exit code.
 
 Each error class carries its exit code, so an entry point's exit code is read from the error's type, never from
-its message text. The codes every entry point shares (docs/exit_codes.md lists each entry point's own too):
+its message text. The codes every entry point shares (docs/reference/exit-codes.md lists each entry point's own too):
 
     2   HumaneError: bad input or configuration; the message names the file, column or setting and the rule
     10  ServerUnavailable: a server (MLflow, Prefect, PostgreSQL) did not answer within the bounded retries
