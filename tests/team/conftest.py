@@ -98,7 +98,30 @@ def _start(root: Path, shared: Path) -> dict[str, float]:
     spec.write_text(yaml.safe_dump(TEAM_FILE))
     admin = TeamSettings.load(root).admin_env()
     timings["bootstrap"] = _run([sys.executable, "-m", "team.bootstrap", "--settings", str(spec)], {**env, **admin})
+    _cheap_password_hashes(root)
     return timings
+
+
+def _cheap_password_hashes(root: Path) -> None:
+    """Store the test accounts' MLflow passwords under a one-round PBKDF2 hash instead of werkzeug's scrypt.
+
+    basic-auth checks the password on every request (scrypt: 0.4 s of server CPU each on this 2-core machine under
+    load) and a pipeline run in team mode sends hundreds. Every check still runs against the stored hash: a wrong
+    password is refused as before; only the work factor of these throwaway accounts differs.
+    """
+    from werkzeug.security import generate_password_hash
+
+    from team.stack import PORT_ENV, _connect
+
+    settings = TeamSettings.load(root)
+    envs = [settings.admin_env(), *(read_env(root / "accounts" / f"{name}.env") for name in ACCOUNTS)]
+    ports = {"postgres": int(settings.env[PORT_ENV["postgres"]])}
+    with _connect(Layout(root), ports, "mlflow_auth") as conn:
+        for env in envs:
+            hashed = generate_password_hash(env["MLFLOW_TRACKING_PASSWORD"], method="pbkdf2:sha256:1")
+            user = env["MLFLOW_TRACKING_USERNAME"]
+            done = conn.execute("UPDATE users SET password_hash = %s WHERE username = %s", (hashed, user))
+            assert done.rowcount == 1, f"no MLflow user {user} in the auth database"
 
 
 def _watch(root: Path, shared: Path) -> None:
