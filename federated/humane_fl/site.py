@@ -154,14 +154,14 @@ def validated(params: Any, paths: Paths, ctx: Any) -> str:
     import tasks.validate
     from humane.core import io
     from humane.core.errors import ValidationFailed
-    from humane.data.validation import Check
+    from humane.data.validation import DataCheck
 
     try:
         return tasks.validate.run(params, paths, ctx)
     except ValidationFailed:
-        checks = [Check(**check) for check in io.read_json(paths.validation_report)["checks"]]
+        checks = [DataCheck(**check) for check in io.read_json(paths.validation_report)["checks"]]
         failed = [c for c in checks if not c.passed and c.severity == "error"]
-        lines = [replace(c, observed=None, examples=None, note=None).describe() for c in failed]
+        lines = [replace(c, observed=None, examples=None, note=None).summary() for c in failed]
         raise ValidationFailed(
             f"data validation failed ({len(failed)} of {len(checks)} checks): {'; '.join(lines)} (offending values "
             f"stay at the site: its reports/validation.json)"
