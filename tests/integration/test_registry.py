@@ -216,7 +216,7 @@ def test_champion_is_a_serving_ready_pyfunc(ran_project, monkeypatch, tmp_path):
     raw = pd.read_csv(ran_project / SAMPLE_DIR / "test.csv").head(12).drop(columns=["income"])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(ran_project)
-    # The path of docs/how-to/serving.md: the champion verified against the audit trail, loaded and served by its version number.
+    # docs/how-to/serving.md: the champion verified against the audit trail, loaded and served by its version number.
     model = load_champion(MODEL)
     inputs = [s.name for s in model.metadata.get_input_schema().inputs]
     assert "income" not in inputs and "age" in inputs
