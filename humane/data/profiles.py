@@ -59,7 +59,8 @@ def use(profile: Path, params_path: Path) -> str:
     """Replace params.yaml's profile sections with the profile's, text and comments; checked before written.
 
     The profile's sections take the place of params.yaml's first profile section, in the profile's order; a
-    section the profile leaves out, or leaves partly out, is written whole with its defaults. Every other section keeps its text, comments and place.
+    section the profile leaves out, or leaves partly out, is written whole with its defaults. Every other section
+    keeps its text, comments and place.
     """
     from ruamel.yaml import YAML
 

@@ -591,8 +591,9 @@ def test_the_retraining_automation_is_created_as_documented(project, prefect_ser
 # --- the README and the tutorial pages, run as written ---
 
 PYTEST_ONE = "-p no:cacheprovider -n 0 tests/unit/test_train.py::test_loss_takes_the_raw_logit"
-# bash runs a page's blocks with `make` as `make -o .venv/.installed` (the venv is the suite's own, linked in).
-PREAMBLE = 'set -e\nmake() { command make -o .venv/.installed "$@"; }\n'
+# bash runs a page's blocks with `make` as `make -o .venv/.installed -o site-env`: both environments are the suite's
+# own, linked in; remaking either from the copy would re-point its editable install at a temporary directory.
+PREAMBLE = 'set -e\nmake() { command make -o .venv/.installed -o site-env "$@"; }\n'
 
 
 def _adult_files(project: Path) -> None:
