@@ -8,7 +8,7 @@ native country). Each site's rows are split into train and validation as the pre
 
 Side by side, with params.yaml's network (the MLP with periodic numeric embeddings by default), on the same rows:
 - centralised: humane's trainer (humane.modeling.training.fit) on the pooled training rows, the preprocessor
-  fitted on them (humane.modeling.features.fit), up to R x L epochs with params.yaml's patience;
+  fitted on them (humane.modeling.features.fit_preprocessor), up to R x L epochs with params.yaml's patience;
 - federated: a plain FedAvg loop (with --mu, FedProx beside it) over the 5 sites with humane.modeling.federated,
   in this process: the preprocessor from the sites' merged aggregates (humane.data.site_stats; min_group_size),
   then R rounds of L local epochs at every site, the same patience in rounds, the round with the lowest pooled
@@ -58,8 +58,7 @@ from humane.data.site_stats import merge_summaries, site_summary  # noqa: E402
 from humane.data.sources import load  # noqa: E402
 from humane.fairness.counts import audit_from_counts, merge_counts, metrics_from_counts, site_counts  # noqa: E402
 from humane.modeling.evaluation import binary_metrics  # noqa: E402
-from humane.modeling.features import Preprocessor, split_train_val, token_layout  # noqa: E402
-from humane.modeling.features import fit as fit_preprocessor  # noqa: E402
+from humane.modeling.features import Preprocessor, fit_preprocessor, split_train_val, token_layout  # noqa: E402
 from humane.modeling.federated import (  # noqa: E402
     SiteData,
     SiteDP,

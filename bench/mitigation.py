@@ -60,8 +60,8 @@ from humane.fairness.mitigation import (  # noqa: E402
 )
 from humane.fairness.reductions import MLPClassifier, fit_reductions, predict_scores, train_mlp  # noqa: E402
 from humane.fairness.thresholds import GroupThresholds  # noqa: E402
-from humane.modeling.features import fit as fit_preprocessor  # noqa: E402
 from humane.modeling.features import (  # noqa: E402
+    fit_preprocessor,
     split_train_val,
     split_xy,
     to_model_frame,

@@ -49,8 +49,8 @@ from humane.core.paths import Paths  # noqa: E402
 from humane.data.schema import resolve_schema  # noqa: E402
 from humane.data.sources import load  # noqa: E402
 from humane.modeling.evaluation import binary_metrics  # noqa: E402
-from humane.modeling.features import fit as fit_preprocessor  # noqa: E402
 from humane.modeling.features import (  # noqa: E402
+    fit_preprocessor,
     load_preprocessor,
     split_train_val,
     split_xy,

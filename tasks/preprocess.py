@@ -12,7 +12,7 @@ from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
 from humane.fairness.mitigation import mitigate_data
 from humane.modeling.counterfactual import check_immutable, never_inputs
-from humane.modeling.features import fit, save_preprocessor, split_train_val, to_model_frame
+from humane.modeling.features import fit_preprocessor, save_preprocessor, split_train_val, to_model_frame
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:
@@ -22,7 +22,7 @@ def run(params: Params, paths: Paths, ctx: RunContext) -> str:
     pool, test = pd.read_parquet(paths.interim_train), pd.read_parquet(paths.interim_test)
     schema = resolve_schema(params.data, pool, io.read_json(paths.privacy_policy))
     train, val = split_train_val(pool, schema.target, params.preprocess.val_fraction, params.preprocess.seed)
-    pre = fit(train, schema, params.preprocess)
+    pre = fit_preprocessor(train, schema, params.preprocess)
     check_immutable(params.data.immutable, pre.inputs, never_inputs(params))
     # Mitigation by data acts on the training rows only: validation and test keep the population as it is.
     model_train, report = mitigate_data(to_model_frame(pre, train), params.mitigation, params.validate.min_group_rows)

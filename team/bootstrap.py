@@ -263,12 +263,12 @@ def bootstrap_trail(owner_dsn: str) -> None:
 
 def bootstrap(spec: TeamSpec, accounts: Path, parts: list[str]) -> None:
     """The chosen parts, in order: trail, MLflow, Prefect."""
-    from humane.governance.trail_db import describe
+    from humane.governance.trail_db import dsn_text
 
     env = required_env(parts)
     if "trail" in parts:
         dsn = env["HUMANE_TRAIL_OWNER_DSN"]
-        _step(f"audit trail ({describe(dsn)})", bootstrap_trail, dsn)
+        _step(f"audit trail ({dsn_text(dsn)})", bootstrap_trail, dsn)
     if "mlflow" in parts:
         _step(f"MLflow ({env['MLFLOW_TRACKING_URI']})", bootstrap_mlflow, spec, env, accounts)
     if "prefect" in parts:

@@ -1169,7 +1169,7 @@ def _allowed(section: str) -> list[str]:
     return sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
 
 
-def describe(err: ValidationError) -> str:
+def validation_error_text(err: ValidationError) -> str:
     """One line per bad key, named by its dotted path, as params.yaml spells it."""
     lines: dict[str, str] = {}
     for item in err.errors():
@@ -1195,7 +1195,7 @@ def parse_params(raw: dict[str, Any]) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(describe(err)) from None
+        raise ConfigError(validation_error_text(err)) from None
 
 
 def get_dotted(raw: dict[str, Any], dotted: str) -> Any:

@@ -190,7 +190,7 @@ def train_candidate(
             layout=layout,
         )
     compute = training_bill(meter, result, x_train, settings.precision)
-    p_val, p_test = probabilities(result.model, x_val), probabilities(result.model, x_test)
+    p_val, p_test = candidate_probabilities(result.model, x_val), candidate_probabilities(result.model, x_test)
     return TrainedModel(
         p_val,
         p_test,
@@ -254,7 +254,7 @@ def training_bill(meter: ComputeMeter, result: Any, x_train: torch.Tensor, preci
     )
 
 
-def probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
+def candidate_probabilities(model: torch.nn.Module, x: torch.Tensor) -> np.ndarray:
     """The model's positive-class probabilities for the rows `x`, as float64."""
     with torch.inference_mode():
         return torch.sigmoid(model(x)).numpy().astype(np.float64)

@@ -144,7 +144,7 @@ def plain_dsn(dsn: str) -> str:
     return re.sub(r"^postgres(?:ql)?\+[a-z0-9_]+://", "postgresql://", dsn.strip())
 
 
-def describe(dsn: str) -> str:
+def dsn_text(dsn: str) -> str:
     """`user@host:port/dbname` for messages, never the password."""
     from psycopg.conninfo import conninfo_to_dict
 
@@ -181,11 +181,11 @@ def install_schema(owner_dsn: str, writer_role: str) -> None:
             conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.SQL(TABLE), writer))
             conn.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(sql.SQL(TABLE), writer))
     except psycopg.Error as err:
-        raise AuditTrailError(f"cannot install the audit trail in {describe(owner_dsn)}: {err}") from err
+        raise AuditTrailError(f"cannot install the audit trail in {dsn_text(owner_dsn)}: {err}") from err
 
 
 def _check_install(conn: Any, writer_role: str) -> None:
-    where = describe(conn.info.dsn)
+    where = dsn_text(conn.info.dsn)
     encoding = conn.execute("SELECT current_setting('server_encoding')").fetchone()[0]
     if encoding != "UTF8":
         raise AuditTrailError(f"{where}: the database's encoding is {encoding}; the audit trail needs UTF8")
@@ -256,7 +256,7 @@ class DbTrail:
     @property
     def where(self) -> str:
         """The database, for messages (no password)."""
-        return f"the team's audit trail ({TABLE} at {describe(self.dsn)})"
+        return f"the team's audit trail ({TABLE} at {dsn_text(self.dsn)})"
 
     def rows(self) -> list[dict[str, Any]]:
         """Every row as stored, oldest first, the body as PostgreSQL prints it (not verified: see `read`)."""
@@ -309,13 +309,13 @@ def advisory_lock(dsn: str, key: int, timeout_s: float, what: str) -> Iterator[N
     try:
         conn = _connect(dsn, autocommit=True)
     except psycopg.Error as err:
-        raise TrailUnavailable(f"cannot reach {describe(dsn)} to take the lock ({what}): {err}") from err
+        raise TrailUnavailable(f"cannot reach {dsn_text(dsn)} to take the lock ({what}): {err}") from err
     with conn:
         try:
             conn.execute(sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{max(1, int(timeout_s * 1000))}ms")))
             conn.execute("SELECT pg_advisory_lock(%s)", (key,))
         except errors.LockNotAvailable as err:
-            raise LockBusy(f"{what} (waited {timeout_s:g} s for its lock in {describe(dsn)})") from err
+            raise LockBusy(f"{what} (waited {timeout_s:g} s for its lock in {dsn_text(dsn)})") from err
         try:
             yield
         finally:

@@ -112,7 +112,7 @@ def split_train_val(frame: pd.DataFrame, target: str, fraction: float, seed: int
     return train.reset_index(drop=True), val.reset_index(drop=True)
 
 
-def fit(train: pd.DataFrame, schema: Schema, params: PreprocessParams) -> Preprocessor:
+def fit_preprocessor(train: pd.DataFrame, schema: Schema, params: PreprocessParams) -> Preprocessor:
     """Fit the feature transformer on the training split only."""
     inputs = schema.features(params.include_sensitive)
     unknown = [c for c in params.log_transform if c not in schema.numeric]

@@ -3,8 +3,8 @@
 No Flower, Prefect or MLflow here: a site's node (federated/, in the site environment) and the in-process bench
 (bench/federated.py) both call these.
 
-- `preprocessor_from_summary`: the fitted ColumnTransformer of humane.modeling.features.fit, built from merged
-  site summaries (humane.data.site_stats) instead of pooled rows. One documented difference: numeric nulls are
+- `preprocessor_from_summary`: the fitted ColumnTransformer of humane.modeling.features.fit_preprocessor, built from
+  merged site summaries (humane.data.site_stats) instead of pooled rows. One documented difference: numeric nulls are
   imputed with the pooled MEAN, not the median (a median needs the rows or a histogram; the mean is exact from
   the sums, and the scaler's statistics stay exact too). Rows without a numeric null transform identically (up to
   float rounding). A category withheld at every site (fewer than min_group_size rows at each) is not in the
@@ -137,9 +137,9 @@ def _set_numeric(pipeline: Any, summary: dict[str, Any], columns: list[str], log
 def preprocessor_from_summary(summary: dict[str, Any], params: PreprocessParams) -> Preprocessor:
     """The global preprocessor, fitted from merged site summaries (humane.data.site_stats.merge_summaries).
 
-    The transformer is built exactly as humane.modeling.features.fit builds it (build_transformer), fitted on
-    made-up rows that hold every category the sites sent, then given the pooled statistics: the imputers' means
-    and the scalers' means and variances. See the module docstring for the differences from fitting on the
+    The transformer is built exactly as humane.modeling.features.fit_preprocessor builds it (build_transformer),
+    fitted on made-up rows that hold every category the sites sent, then given the pooled statistics: the imputers'
+    means and the scalers' means and variances. See the module docstring for the differences from fitting on the
     pooled rows (mean instead of median imputation; withheld categories).
 
     Raises:

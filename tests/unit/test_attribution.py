@@ -30,7 +30,7 @@ from humane.modeling.attribution import (
     resolve_method,
     save_plots,
 )
-from humane.modeling.features import Preprocessor, fit, token_layout
+from humane.modeling.features import Preprocessor, fit_preprocessor, token_layout
 from humane.modeling.model import Constant, ConstantArgs, Ensemble, EnsembleArgs, build_model
 
 SCHEMA = Schema(
@@ -115,7 +115,7 @@ def _train(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int)
 def data() -> tuple[Preprocessor, pd.DataFrame, torch.Tensor, torch.Tensor]:
     """The fitted preprocessor, the raw rows, their model inputs and labels."""
     frame = _frame(400, 0)
-    pre = fit(frame, SCHEMA, PREPROCESS)
+    pre = fit_preprocessor(frame, SCHEMA, PREPROCESS)
     x = torch.from_numpy(pre.transform(frame))
     return pre, frame, x, torch.from_numpy(pre.encode_labels(frame["y"])).float()
 

@@ -25,7 +25,7 @@ from humane.fairness.metrics import (
     group_table,
     overall_with_ci,
 )
-from humane.modeling.features import fit, to_model_frame
+from humane.modeling.features import fit_preprocessor, to_model_frame
 
 # Group a: 4 rows, group b: 4 rows.
 Y = np.array([1, 1, 0, 0, 1, 0, 0, 0], dtype=float)
@@ -363,7 +363,7 @@ def test_null_sensitive_values_survive_the_processed_frame_as_missing(tiny_adult
         drop=["fnlwgt"],
     )
     raw = tiny_adult.assign(sex=tiny_adult["sex"].astype(object).where(tiny_adult.index % 4 != 0, None))
-    pre = fit(
+    pre = fit_preprocessor(
         raw,
         resolve_schema(spec, raw),
         PreprocessParams(seed=0, val_fraction=0.25, include_sensitive=False, log_transform=[]),

@@ -25,7 +25,7 @@ from humane.data.schema import resolve_schema
 from humane.fairness.counts import merge_counts, site_counts
 from humane.fairness.policy import Policy, policy_of
 from humane.governance.gate import decide, read_candidate
-from humane.modeling.features import fit, save_preprocessor, token_layout
+from humane.modeling.features import fit_preprocessor, save_preprocessor, token_layout
 from humane.modeling.model import build_model, model_state, probabilities
 from tasks import approve, federate, gate, register, track
 from tests.conftest import ROOT
@@ -48,7 +48,7 @@ def make_out_dir(out: Path, params) -> None:
     """What the ServerApp writes: model.pt, preprocessor.skops, federation.json, evaluation.json (the contract)."""
     train = read_adult(ROOT / "data/raw/adult/adult.data").sample(n=3000, random_state=2).drop(columns="fnlwgt")
     test = read_adult(ROOT / "data/raw/adult/adult.test").sample(n=1600, random_state=2).drop(columns="fnlwgt")
-    pre = fit(train, resolve_schema(params.data, train), params.preprocess)
+    pre = fit_preprocessor(train, resolve_schema(params.data, train), params.preprocess)
     torch.manual_seed(0)
     model = build_model(params.train, len(pre.feature_names), token_layout(pre))
     x, y = torch.from_numpy(pre.transform(train)), torch.from_numpy(pre.encode_labels(train["income"])).float()

@@ -89,8 +89,7 @@ def test_the_served_tabm_scores_raw_rows_as_the_members_mean(tmp_path):
     from humane.data.schema import resolve_schema
     from humane.governance.serving import PROBABILITY
     from humane.governance.tracking import log_serving_model
-    from humane.modeling.features import fit as fit_preprocessor
-    from humane.modeling.features import token_layout
+    from humane.modeling.features import fit_preprocessor, token_layout
     from humane.privacy.policy import apply_policy, fit_policy
     from tests.conftest import ROOT
     from tests.unit.test_serving import _adult_rows, write_stage_inputs
