@@ -11,7 +11,7 @@ from humane.core.paths import SENSITIVE_PREFIX
 from humane.data.datasets import read_adult
 from humane.data.schema import resolve_schema
 from humane.data.site_stats import merge_summaries, site_summary
-from humane.modeling.features import fit, load_preprocessor, save_preprocessor, token_layout
+from humane.modeling.features import fit_preprocessor, load_preprocessor, save_preprocessor, token_layout
 from humane.modeling.federated import (
     SiteDP,
     build_network,
@@ -71,7 +71,7 @@ def _federated(train: pd.DataFrame, min_group_size: int = 1):
 def test_preprocessor_from_aggregates_matches_the_pooled_fit(adult, tmp_path):
     train, test = adult
     schema, pre = _federated(train)
-    pooled = fit(train, schema, PREPROCESS)
+    pooled = fit_preprocessor(train, schema, PREPROCESS)
     assert pre.feature_names == pooled.feature_names
     assert token_layout(pre) == token_layout(pooled)
     rows = pd.concat([train, test], ignore_index=True)
@@ -89,7 +89,7 @@ def test_a_constant_column_is_left_unscaled_as_on_the_pooled_rows(adult):
     train, _ = adult
     constant = train.assign(**{"hours-per-week": 99.9})  # not a binary fraction: its sums round off zero variance
     schema, pre = _federated(constant)
-    pooled = fit(constant, schema, PREPROCESS)
+    pooled = fit_preprocessor(constant, schema, PREPROCESS)
     column = pre.feature_names.index("num__hours-per-week")
     other = constant.head(3).assign(**{"hours-per-week": [10.0, 99.9, 40.0]})
     assert np.allclose(pre.transform(other)[:, column], pooled.transform(other)[:, column], atol=1e-5)

@@ -26,8 +26,7 @@ from humane.governance.gate import compute_metrics, decide
 from humane.governance.serving import PROBABILITY
 from humane.governance.tracking import log_serving_model
 from humane.modeling.compute import ComputeMeter, bill, flops_per_sample
-from humane.modeling.features import fit as fit_preprocessor
-from humane.modeling.features import token_layout
+from humane.modeling.features import fit_preprocessor, token_layout
 from humane.modeling.model import (
     FTTransformer,
     architecture_text,

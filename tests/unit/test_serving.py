@@ -41,7 +41,7 @@ from humane.governance.serving import (
 )
 from humane.governance.tracking import DOMAIN_FILE, log_serving_model
 from humane.modeling.evaluation import predict_proba
-from humane.modeling.features import fit, save_preprocessor, split_xy, to_model_frame
+from humane.modeling.features import fit_preprocessor, save_preprocessor, split_xy, to_model_frame
 from humane.modeling.model import MLP, MLPArgs
 from humane.privacy.policy import apply_policy, fit_policy
 from tests.conftest import ROOT
@@ -166,7 +166,7 @@ def _log(root: Path, thresholds: str, numeric_sex: bool = False):
     policy = fit_policy(params.privacy, raw_train)
     train, test = apply_policy(policy, raw_train, key=None), apply_policy(policy, raw_test, key=None)
     schema = resolve_schema(params.data, train, policy.to_dict(), params.validate_.min_group_rows)
-    pre = fit(train, schema, params.preprocess)
+    pre = fit_preprocessor(train, schema, params.preprocess)
     torch.manual_seed(0)
     network = MLP(MLPArgs(len(pre.feature_names), [8], 0.0, "relu"))
     write_stage_inputs(paths, train, test, policy, schema, pre)
