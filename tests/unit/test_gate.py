@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +8,7 @@ from humane.core.params import AuditParams, GateParams, PolicyParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.fairness.metrics import audit_predictions, headline
 from humane.fairness.policy import Policy
-from humane.governance.gate import candidate_metrics, decide, rejudge
+from humane.governance.gate import REMEDY_COST, RuleOutcome, candidate_metrics, decide, rejudge
 from humane.governance.registry import Champion
 
 CANDIDATE = {
@@ -268,3 +270,16 @@ def test_a_recorded_checks_verdict_is_recomputed_from_its_own_figures(seed):
         if check["passed"] is True and check["rule"] in ("min", "max"):
             forged = {**check, "value": check["threshold"] + (-1 if check["rule"] == "min" else 1)}
             assert rejudge(forged) is False
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan, None])
+def test_a_figure_that_is_not_a_finite_number_is_not_measured(bad):
+    """A rule's outcome counts as measured only when every figure it weighed is finite (±inf fails closed)."""
+    gap = "fairness.sex.demographic_parity_difference"
+    outcome = RuleOutcome(
+        REMEDY_COST, "test.accuracy", True, 0.85, False, reference_value=0.86, figures={gap: [0.1, 0.2]}
+    )
+    assert outcome.all_measured()
+    for figures, value in (({gap: [bad, 0.2]}, 0.85), ({gap: [0.1, bad]}, 0.85), ({gap: [0.1, 0.2]}, bad)):
+        odd = RuleOutcome(REMEDY_COST, "test.accuracy", True, value, False, reference_value=0.86, figures=figures)
+        assert not odd.all_measured(), (figures, value)
