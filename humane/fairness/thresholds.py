@@ -318,10 +318,13 @@ def group_features(state: dict[str, Any]) -> list[str]:
     """The sensitive features whose groups a thresholds state decides by ([] for a model deciding by p >= threshold).
 
     Raises:
-        DataError: The state is post-processed but names no feature (fail closed: it cannot decide per group).
+        DataError: The state names no constraint (not one the postprocess stage wrote), or is post-processed but
+            names no feature (fail closed: it cannot decide per group).
 
     """
-    if state.get("constraint", NO_THRESHOLDS) == NO_THRESHOLDS:
+    if "constraint" not in state:
+        raise DataError("the thresholds file names no constraint; it is not one the postprocess stage wrote")
+    if state["constraint"] == NO_THRESHOLDS:
         return []
     if not state.get("target"):
         raise DataError("the model's thresholds name no sensitive column; it cannot decide per group")

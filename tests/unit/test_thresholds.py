@@ -152,6 +152,8 @@ def test_a_thresholds_state_that_names_no_constraint_or_no_feature_fails_closed(
     p, frame = np.array([0.7]), pd.DataFrame({SEX: ["a"]})
     with pytest.raises(DataError, match="names no constraint"):
         served_decisions(p, frame, {}, np.ones((1, 1)), 0.5)
+    with pytest.raises(DataError, match="names no constraint"):
+        group_features({"target": ["sex"]})  # as group_decisions: never "decides by p >= threshold"
     with pytest.raises(DataError, match="name no sensitive column"):
         group_features({"constraint": "equalized_odds", "groups": {}})
 
