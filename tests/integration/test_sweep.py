@@ -3,7 +3,6 @@
 The sweep flow on a real project: parallel candidates, parent/child runs, the choice, one registration."""
 
 import json
-import shutil
 import subprocess
 from itertools import pairwise
 from pathlib import Path
@@ -14,7 +13,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 from prefect.client.schemas.sorting import FlowRunSort
 
 from humane.core.context import RunContext
-from tests.conftest import ROOT, mlflow_client, run
+from tests.conftest import mlflow_client, run
 
 MODEL = "humane-sample"
 CANDIDATES = [
@@ -23,22 +22,10 @@ CANDIDATES = [
     {"mitigation.reweigh": True},
     {"mitigation.loss": "demographic_parity", "mitigation.loss_weight": 0.3},
 ]
-SWEEP_FILES = (
-    "flows/sweep.py",
-    "humane/fairness/sweep.py",
-    "humane/fairness/sweep_choice.py",
-    "humane/fairness/sweep_report.py",
-    "humane/fairness/policy.py",
-)
 
 
 def with_sweep(project: Path, candidates: list[dict], **policy_max: float) -> None:
     """Set the sweep's candidates (and tighter fairness limits) in the project's params.yaml."""
-    # A checkout that has not committed the sweep yet: its project copies lack the files (they are then new
-    # code in the copy, and the sweep brings the processed frames up to date first).
-    for name in SWEEP_FILES:
-        if not (project / name).exists():
-            shutil.copy2(ROOT / name, project / name)
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
     params["sweep"].update(candidates=candidates, workers=2, dask_address=None)
