@@ -39,20 +39,38 @@ def imported_modules(node: ast.AST, module: str) -> list[str]:
     return [base] + [f"{base}.{alias.name}" for alias in node.names]
 
 
+# Calls that join their arguments into a path: Path("fairness", "x.py"), os.path.join(...), p.joinpath(...).
+PATH_CALLS = {"Path", "PurePath", "PosixPath", "PurePosixPath", "join", "joinpath"}
+
+
+def path_call(node: ast.AST) -> bool:
+    """Whether `node` calls one of PATH_CALLS (by name or as an attribute: `pathlib.Path`, `os.path.join`)."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)) in PATH_CALLS
+
+
 def path_segments(node: ast.AST) -> list[str]:
-    """The string parts of a path expression: `a / "fairness" / "x.py"` and `"fairness/x.py"` give both names."""
+    """The string parts of a path expression, a path call or a path string.
+
+    `a / "fairness" / "x.py"`, `"fairness/x.py"`, `Path("fairness", "x.py")` and `os.path.join("fairness", "x.py")`
+    all give both names.
+    """
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
         return path_segments(node.left) + path_segments(node.right)
+    if path_call(node):
+        return [part for arg in node.args for part in path_segments(arg)]
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return [part for part in node.value.split("/") if part]
     return []
 
 
 def named_files(tree: ast.AST) -> list[tuple[int, str, str]]:
-    """(line, layer, file) for each `<layer>/<file>.py` a path expression or a path string names."""
+    """(line, layer, file) for each `<layer>/<file>.py` a path expression, path call or path string names."""
     found = []
     for node in ast.walk(tree):
-        path = isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)
+        path = (isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div)) or path_call(node)
         if not path and not (isinstance(node, ast.Constant) and isinstance(node.value, str) and "/" in node.value):
             continue
         parts = path_segments(node)
@@ -108,6 +126,10 @@ def test_no_module_imports_or_names_a_file_of_a_layer_above_its_own():
         ("humane.modeling.training", 'p = root / "fairness" / "mitigation.py"', "names fairness/mitigation.py"),
         ("humane.modeling.training", 'p = root / "fairness/mitigation.py"', "names fairness/mitigation.py"),
         ("humane.core.io", 'HERE = "humane/data/schema.py"', "names data/schema.py"),
+        ("humane.modeling.training", 'p = Path("fairness", "mitigation.py")', "names fairness/mitigation.py"),
+        ("humane.modeling.training", 'p = pathlib.Path(root, "fairness") / "x.py"', "names fairness/x.py"),
+        ("humane.modeling.training", 'p = os.path.join(root, "fairness", "x.py")', "names fairness/x.py"),
+        ("humane.modeling.training", 'p = root.joinpath("fairness", "x.py")', "names fairness/x.py"),
     ],
 )
 def test_the_check_finds_each_way_up(module, source, found):
@@ -121,6 +143,7 @@ def test_the_check_finds_each_way_up(module, source, found):
         ("humane.governance.gate", "from humane.fairness import metrics\nfrom . import card\nimport numpy"),
         ("humane.fairness.sweep", "from .metrics import audit\nfrom ..modeling import training"),
         ("humane.modeling.training", 'p = root / "privacy" / "dp.py"\nkey = "fairness"\nq = "fairness/report"'),
+        ("humane.modeling.training", 'p = Path(root, "privacy", "dp.py")\nprint("fairness", "x.py")'),
         ("humane.monitoring.batch", "from humane.governance import serving"),
         ("tasks.train", "from humane.monitoring import batch"),
     ],
