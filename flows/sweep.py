@@ -51,7 +51,13 @@ from flows.retries import SERVER_TASK
 from humane.core import io, workspace
 from humane.core.context import RunContext, overrides_text
 from humane.core.errors import ConfigError, HumaneError, exit_code
-from humane.core.metric_names import fairness_metric, model_test_metric
+from humane.core.metric_names import (
+    compute_metric,
+    fairness_metric,
+    model_test_metric,
+    train_metric,
+    val_metric,
+)
 from humane.core.params import Params, SweepParams, apply_overrides, load_params, parse_params, read_raw
 from humane.core.paths import Paths
 from humane.fairness.mitigation import unmitigated_train
@@ -385,14 +391,14 @@ def log_candidate(
 def candidate_figures(result: CandidateResult) -> dict[str, float]:
     """A candidate's MLflow metrics: val.* and test.* figures, its training's and its compute bill's numbers."""
     return {
-        **{f"val.{k}": v for k, v in result.val.items()},
+        **{val_metric(k): v for k, v in result.val.items()},
         **{model_test_metric(k): v for k, v in result.test.items()},
-        "train.seconds": result.train_seconds,
-        "train.best_epoch": result.best_epoch,
-        "train.epochs_run": result.epochs_run,
-        "train.rows": result.train_rows,
+        train_metric("seconds"): result.train_seconds,
+        train_metric("best_epoch"): result.best_epoch,
+        train_metric("epochs_run"): result.epochs_run,
+        train_metric("rows"): result.train_rows,
         **{
-            f"train.compute.{k}": v
+            train_metric(compute_metric(k)): v
             for k, v in result.compute.items()
             if isinstance(v, int | float) and not isinstance(v, bool)
         },

@@ -6,7 +6,10 @@ already in a store are read by them, so a builder here returns byte for byte wha
 
 - `test.<metric>`: the model on the test split (`humane.modeling.evaluation.binary_metrics`).
 - `baseline.<model>.<metric>`: a baseline on the same rows (`logreg`, `majority`).
-- `train.<key>`: the train stage's figures (reports/train_metrics.json, nested keys dotted).
+- `train.<key>`: the train stage's figures (reports/train_metrics.json, nested keys dotted); a sweep candidate's
+  training (`train.seconds`, its bill under `train.compute.<figure>`).
+- `val.<metric>`: a sweep candidate on the validation split.
+- `compute.<figure>`: the candidate's compute bill as the gate judges it (parameters, FLOPs, time, energy ...).
 - `fairness.<feature>.<gap>`: a gap between the groups of a sensitive feature (an intersection's feature name
   holds " x " and may hold dots: the gap is what follows the last dot).
 - `privacy.<figure>`, `explain.<figure>`, `validation.<figure>`, `epoch.<figure>` (per-epoch history).
@@ -22,6 +25,8 @@ from typing import Any
 TEST = "test"
 BASELINE = "baseline"
 TRAIN = "train"
+VAL = "val"
+COMPUTE = "compute"
 FAIRNESS = "fairness"
 PRIVACY = "privacy"
 EXPLAIN = "explain"
@@ -31,6 +36,9 @@ EPOCH = "epoch"
 TEST_PREFIX = f"{TEST}."
 BASELINE_PREFIX = f"{BASELINE}."
 TRAIN_PREFIX = f"{TRAIN}."
+VAL_PREFIX = f"{VAL}."
+COMPUTE_PREFIX = f"{COMPUTE}."
+TRAIN_COMPUTE_PREFIX = f"{TRAIN_PREFIX}{COMPUTE_PREFIX}"  # a sweep candidate's bill: "train.compute."
 FAIRNESS_PREFIX = f"{FAIRNESS}."
 PRIVACY_PREFIX = f"{PRIVACY}."
 EXPLAIN_PREFIX = f"{EXPLAIN}."
@@ -82,6 +90,26 @@ def fairness_metric(feature: str, gap: str) -> str:
 def fairness_feature_prefix(feature: str) -> str:
     """The prefix every gap of one feature starts with: "fairness.<feature>."."""
     return f"{FAIRNESS_PREFIX}{feature}."
+
+
+def train_metric(name: str) -> str:
+    """A training figure, e.g. "train.seconds" (a sweep candidate's bill nests: "train.compute.flops")."""
+    return f"{TRAIN_PREFIX}{name}"
+
+
+def val_metric(name: str) -> str:
+    """A sweep candidate's figure on the validation split, e.g. "val.accuracy"."""
+    return f"{VAL_PREFIX}{name}"
+
+
+def compute_metric(name: str) -> str:
+    """A compute bill's figure as the gate judges it, e.g. "compute.flops_per_sample"."""
+    return f"{COMPUTE_PREFIX}{name}"
+
+
+def validation_metric(name: str) -> str:
+    """A data-validation figure, e.g. "validation.n_failed" (logged) or "validation.passed" (the gate's)."""
+    return f"{VALIDATION_PREFIX}{name}"
 
 
 def epoch_metric(name: str) -> str:

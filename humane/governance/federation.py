@@ -41,7 +41,9 @@ UNMEASURED = {
     "privacy.mia_auc": _SITE_ROWS,
     "privacy.mia_tpr_at_1pct_fpr": _SITE_ROWS,
     names.BASELINE_PREFIX: _NO_BASELINE,
-    "compute.": "unmeasurable (federated: each site's compute is its own; the card gives the run's wall time)",
+    names.COMPUTE_PREFIX: (
+        "unmeasurable (federated: each site's compute is its own; the card gives the run's wall time)"
+    ),
     names.model_test_metric("brier"): _NO_SCORES,
     names.model_test_metric("pr_auc"): _NO_SCORES,
     names.EXPLAIN_PREFIX: _NO_TEST_ROWS,

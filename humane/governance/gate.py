@@ -20,11 +20,13 @@ from humane.core import io
 from humane.core.metric_names import (
     BASELINE_PREFIX,
     baseline_model,
+    compute_metric,
     is_fairness,
     model_test_metric,
     namespaced,
     parse_fairness,
     reference_test_metric,
+    validation_metric,
 )
 from humane.core.params import flatten
 from humane.core.paths import Paths
@@ -34,7 +36,7 @@ from humane.fairness.policy import Policy
 from humane.governance import federation
 from humane.governance.registry import Champion
 
-VALIDATION_METRIC = "validation.passed"
+VALIDATION_METRIC = validation_metric("passed")
 BASELINE_NAMES = {"logreg": "logistic regression", "majority": "majority class", "unmitigated": "unmitigated model"}
 RESULT_WORDS = {True: "pass", False: "FAIL", None: "skipped"}  # a RuleOutcome's `passed`, as tables show it
 ACCURACY = model_test_metric("accuracy")
@@ -539,7 +541,7 @@ def compute_metrics(train: dict[str, Any]) -> dict[str, float]:
     """
     bill = train.get("compute", {})
     return {
-        f"compute.{k}": float(v) for k, v in bill.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        compute_metric(k): float(v) for k, v in bill.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
 
 

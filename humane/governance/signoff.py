@@ -27,7 +27,7 @@ import re
 from typing import Any
 
 from humane.core.errors import HumaneError
-from humane.core.metric_names import TRAIN_PREFIX
+from humane.core.metric_names import TRAIN_COMPUTE_PREFIX, TRAIN_PREFIX, validation_metric
 from humane.governance import audit_trail
 from humane.governance.audit_trail import Trail
 from humane.governance.card import AWAITING, EXPLAIN_PLOTS_ARTIFACT, EXPLANATIONS_ARTIFACT, SIGNED, SIGNOFF_PENDING
@@ -135,11 +135,10 @@ def check_passed(name: str, version: str, tags: dict[str, str], run_metrics: dic
 def check_figures(name: str, version: str, checks: list[dict[str, Any]], run_metrics: dict[str, float]) -> None:
     """Every figure a check judged equals what the version's run logged under that name."""
     logged = dict(run_metrics)
-    if "validation.n_failed" in logged:
-        logged[VALIDATION_METRIC] = 1.0 if logged["validation.n_failed"] == 0 else 0.0
-    compute = {
-        k.removeprefix(TRAIN_PREFIX): v for k, v in run_metrics.items() if k.startswith(f"{TRAIN_PREFIX}compute.")
-    }
+    n_failed = validation_metric("n_failed")
+    if n_failed in logged:
+        logged[VALIDATION_METRIC] = 1.0 if logged[n_failed] == 0 else 0.0
+    compute = {k.removeprefix(TRAIN_PREFIX): v for k, v in run_metrics.items() if k.startswith(TRAIN_COMPUTE_PREFIX)}
     logged.update(compute)
     differ = []
     for check in checks:

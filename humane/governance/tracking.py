@@ -371,8 +371,8 @@ def summary_metrics(inputs: RecordedInputs, privacy: dict[str, Any]) -> dict[str
         **flat_metrics(inputs.train_metrics, names.TRAIN_PREFIX),
         **flat_metrics(inputs.fairness, names.FAIRNESS_PREFIX),
         **flat_metrics(privacy),
-        f"{names.VALIDATION_PREFIX}n_checks": inputs.validation["n_checks"],
-        f"{names.VALIDATION_PREFIX}n_failed": inputs.validation["n_failed"],
+        names.validation_metric("n_checks"): inputs.validation["n_checks"],
+        names.validation_metric("n_failed"): inputs.validation["n_failed"],
     }
 
 

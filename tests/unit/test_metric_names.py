@@ -22,6 +22,11 @@ def test_builders_give_the_keys_runs_already_hold() -> None:
     )
     assert names.fairness_feature_prefix("sex") == "fairness.sex."
     assert names.epoch_metric("val_loss") == "epoch.val_loss"
+    assert names.train_metric("seconds") == "train.seconds" and names.val_metric("accuracy") == "val.accuracy"
+    assert names.compute_metric("flops") == "compute.flops"
+    assert names.train_metric(names.compute_metric("flops")) == "train.compute.flops"
+    assert names.TRAIN_COMPUTE_PREFIX == "train.compute." and names.COMPUTE_PREFIX == "compute."
+    assert names.validation_metric("n_failed") == "validation.n_failed"
     assert names.reference_test_metric("logreg.roc_auc") == "test.roc_auc"
 
 
@@ -50,8 +55,13 @@ def test_namespaced_flattens_to_the_logged_keys() -> None:
 
 
 # A metric name built by hand: an f-string starting a key with a root of the namespace, the bare prefix as a
-# literal (handed to a flattener or joined), or a prefix constant other than the namespace's own.
-HAND_BUILT = re.compile(r"""f["'](test|fairness|baseline)\.\{|["'](test|fairness|baseline)\.["']|\{FAIRNESS_PREFIX\}""")
+# literal (handed to a flattener or joined), a prefix constant other than the namespace's own, or a whole name
+# under a root no params.yaml key shares (train.* literals are also params keys: "train.seed" is an override).
+ROOTS = "test|fairness|baseline|train|val|compute|validation"
+HAND_BUILT = re.compile(
+    rf"""f["']({ROOTS})\.\{{|["']({ROOTS})\.["']|\{{(names\.)?(FAIRNESS|TRAIN|VAL|COMPUTE|VALIDATION)_PREFIX\}}"""
+    r"""|["'](val|compute|validation)\.[a-z_]+["']"""
+)
 
 
 def test_no_module_builds_a_metric_name_by_hand() -> None:
