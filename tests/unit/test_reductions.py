@@ -4,16 +4,19 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from fairlearn.reductions import DemographicParity, ExponentiatedGradient
 
 from humane.core.errors import ConfigError
-from humane.core.params import apply_overrides, parse_params, read_raw
-from humane.core.paths import LABEL_COLUMN
-from humane.fairness.mitigation import group_keys
-from humane.fairness.reductions import VOTE_THRESHOLD, MLPClassifier, fit_reductions
+from humane.core.params import apply_overrides, load_params, parse_params, read_raw
+from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.fairness import mitigation
+from humane.fairness.mitigation import group_keys, training_terms
+from humane.fairness.reductions import VOTE_THRESHOLD, MLPClassifier, fit_mitigated, fit_reductions
 from humane.fairness.sweep import run_candidate
+from humane.modeling import training
 from humane.modeling.compute import flops_per_sample
 from humane.modeling.features import split_xy
 from humane.modeling.model import (
@@ -27,6 +30,7 @@ from humane.modeling.model import (
     load_model,
     model_state,
 )
+from humane.modeling.training import RESUME_FILE, fingerprint
 from tests.unit.test_sweep import DP, LAYOUT, processed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -160,3 +164,44 @@ def test_a_vote_at_the_threshold_is_decided_yes_and_a_constant_member_votes_its_
         assert torch.equal(rebuilt(x), model(x))
     with pytest.raises(ValueError, match="at least one member and one weight >= 0"):
         Ensemble(EnsembleArgs([members[0].args.to_dict()], [-1.0]))
+
+
+def test_the_train_stages_checkpoint_fingerprint_covers_the_loss_terms_code(tmp_path, monkeypatch):
+    """fit_mitigated hands mitigation.py to the fingerprint: an edit of the loss terms' code never resumes."""
+    rng = np.random.default_rng(0)
+
+    def rows(n: int) -> pd.DataFrame:
+        x = rng.normal(size=(n, 3)).astype(np.float32)
+        y = (x[:, 0] + rng.normal(scale=0.5, size=n) > 0).astype(int)
+        frame = {"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], LABEL_COLUMN: y}
+        return pd.DataFrame({**frame, f"{SENSITIVE_PREFIX}sex": rng.choice(["f", "m"], n)})
+
+    plain, val = rows(120), rows(40)
+    params = load_params(ROOT / "params.yaml")
+    train = params.train.model_copy(update={"max_epochs": 3, "hidden_sizes": [8], "progress": False, "device": "cpu"})
+    remedy = params.mitigation.model_copy(
+        update={"target": ["sex"], "reductions": "none", "loss": "demographic_parity", "loss_weight": 1.0}
+    )
+    on = params.model_copy(update={"train": train, "mitigation": remedy})
+    weights, groups, penalty, _ = training_terms(plain, remedy, 5)
+    (x, y, _), (xv, yv, _) = split_xy(plain), split_xy(val)
+    real = training.check_finite
+
+    def killed_in_epoch_2(row):  # the run dies after epoch 1's checkpoint: resume.pt is left, as after a kill
+        if row["epoch"] == 2:
+            raise KeyboardInterrupt
+        real(row)
+
+    monkeypatch.setattr(training, "check_finite", killed_in_epoch_2)
+    ckpt, terms = tmp_path / "ckpt", dict(sample_weight=weights, groups=groups, penalty=penalty, layout=(3, []))
+    with pytest.raises(KeyboardInterrupt):
+        fit_mitigated(x, y, xv, yv, plain, on, train, ckpt, **terms)
+    monkeypatch.setattr(training, "check_finite", real)
+
+    recorded = torch.load(ckpt / RESUME_FILE, weights_only=True)["fingerprint"]
+    tensors, extra = [x, y, xv, yv, weights, groups], remedy.model_dump_json()
+    assert groups is not None and penalty is not None  # a loss term, so mitigation.py's code computes the loss
+    assert recorded == fingerprint(train, tensors, extra, [Path(mitigation.__file__)])
+    assert recorded != fingerprint(train, tensors, extra)  # without the loss terms' code it would not match
+    resumed, _ = fit_mitigated(x, y, xv, yv, plain, on, train, ckpt, **terms)
+    assert resumed.resumed_from == 1  # the same code, params and data: the rerun goes on after epoch 1
