@@ -67,14 +67,23 @@ class Policy:
         return asdict(self)
 
     def fairness_limits(self) -> dict[str, tuple[str, float]]:
-        """The limits on fairness figures: {metric: ("max" | "min", threshold)} (a `min` wins over a `max`)."""
+        """The limits on fairness figures: {metric: ("max" | "min", threshold)} (a `min` wins over a `max`).
+
+        One limit per metric, for the sweep's records; the sweep's choice judges every limit (`fairness_bounds`).
+        """
         limits = {m: ("max", t) for m, t in self.max.items() if is_fairness(m)}
         limits.update({m: ("min", t) for m, t in self.min.items() if is_fairness(m)})
         return limits
 
+    def fairness_bounds(self) -> list[tuple[str, str, float]]:
+        """Every limit on fairness figures, as (metric, "max" | "min", threshold), sorted: a min and a max both kept."""
+        bounds = [(m, "max", t) for m, t in self.max.items() if is_fairness(m)]
+        bounds += [(m, "min", t) for m, t in self.min.items() if is_fairness(m)]
+        return sorted(bounds)
+
     def limited_gaps(self) -> list[str]:
         """The fairness figures the policy limits (min or max rules on fairness.<feature>.<gap>), sorted."""
-        return sorted(self.fairness_limits())
+        return sorted({metric for metric, _, _ in self.fairness_bounds()})
 
 
 def expanded(rules: dict[str, float], sensitive: list[str]) -> dict[str, float]:

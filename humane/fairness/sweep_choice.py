@@ -46,10 +46,10 @@ def pareto_front(results: list[CandidateResult], quality: str, gap: str, split: 
     return [i for i, _, _ in sorted(front, key=lambda p: (p[2], -p[1], p[0]))]
 
 
-def limit_failures(figures_: dict[str, float], limits: dict[str, tuple[str, float]]) -> list[str]:
-    """Why a candidate's (validation) figures break the fairness limits, one short line per broken limit."""
+def limit_failures(figures_: dict[str, float], limits: list[tuple[str, str, float]]) -> list[str]:
+    """Why a candidate's (validation) figures break the fairness limits (`Policy.fairness_bounds`), one line each."""
     reasons = []
-    for metric, (rule, threshold) in sorted(limits.items()):
+    for metric, rule, threshold in limits:
         value = figures_.get(metric)
         if not measured(value):
             reasons.append(
@@ -105,11 +105,15 @@ def ineligible(val: dict[str, float], policy: Policy, quality: str) -> list[str]
     The policy's quality floors are its test.<metric> minimums, read on validation: a model that met the fairness
     limits by collapsing to one answer is not a choice the gate could promote.
     """
-    reasons = limit_failures(val, policy.fairness_limits())
+    reasons = limit_failures(val, policy.fairness_bounds())
     for metric, floor in policy.min.items():
+        if not is_test(metric):
+            continue
         name = strip_test(metric)
-        got = val.get(name) if is_test(metric) else None
-        if got is not None and (not measured(got) or got < floor):
+        got = val.get(name)
+        if not measured(got):  # absent or NaN: a floor that cannot be shown to hold is not met
+            reasons.append(f"validation {name} not measured (the policy's min is {floor})")
+        elif got < floor:
             reasons.append(f"validation {name} = {got:.4f} < min {floor}")
     if not measured(val.get(quality)):
         reasons.append(f"validation {quality} not measured")

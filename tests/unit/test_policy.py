@@ -35,6 +35,8 @@ def test_the_fairness_limits_are_the_gaps_the_policy_bounds_a_min_winning_over_a
     policy = Policy(True, {}, {"test.accuracy": 0.7, EO: 0.01}, {DP: 0.1, EO: 0.2, "privacy.mia_auc": 0.6}, {}, {})
     assert policy.fairness_limits() == {DP: ("max", 0.1), EO: ("min", 0.01)}
     assert policy.limited_gaps() == [DP, EO]  # sorted; quality and privacy rules are no gap limits
+    # The sweep's choice judges every limit: EO's min and its max are both kept.
+    assert policy.fairness_bounds() == [(DP, "max", 0.1), (EO, "max", 0.2), (EO, "min", 0.01)]
 
 
 def test_the_sweep_chooses_by_every_limit_the_lookup_gives_and_fails_closed():

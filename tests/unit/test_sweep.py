@@ -381,3 +381,20 @@ def test_select_applies_the_policys_quality_floors_on_validation():
     chosen, rejected = select(results, policy({DP: 0.10}), "accuracy")
     assert chosen == 2
     assert rejected[1] == "validation accuracy = 0.4500 < min 0.5"
+
+
+def test_select_refuses_a_quality_floor_it_cannot_read_and_keeps_a_min_and_a_max_on_one_gap():
+    # The floor's figure absent (or NaN) on validation: the floor cannot be shown to hold, so not eligible.
+    results = [result(0.86, 0.05), result(0.85, 0.05), result(0.84, 0.05)]
+    del results[0].val["accuracy"]
+    results[1].val["accuracy"] = float("nan")
+    chosen, rejected = select(results, policy({DP: 0.10}), "accuracy")
+    assert chosen == 2
+    assert rejected[0].startswith("validation accuracy not measured (the policy's min is 0.5)")
+    assert rejected[1].startswith("validation accuracy not measured (the policy's min is 0.5)")
+    # A min and a max on the same gap: both judged (a min no longer replaces the max).
+    results = [result(0.86, 0.30), result(0.85, 0.001), result(0.84, 0.05)]
+    chosen, rejected = select(results, policy({DP: 0.10}, {DP: 0.01}), "accuracy")
+    assert chosen == 2
+    assert rejected[0] == f"validation {DP} = 0.3000 > max 0.1"
+    assert rejected[1] == f"validation {DP} = 0.0010 < min 0.01"
