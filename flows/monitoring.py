@@ -25,8 +25,9 @@ whose message names each such figure and why, after the report and the MLflow ru
   whose run holds no explanations, or whose served model carries no explainer, cannot give it: the report says
   "not measured" and why, and the run ends MonitoringIncomplete (never passes on it);
 - performance, for each metric in `monitor.max_drop`: the champion's test-time figure, CBPE's estimate, and on a
-  labeled batch the realised figure; per sensitive group, the judged figure of each group large enough in the
-  batch whose test-time figure has an interval;
+  labeled batch the realised figure; per sensitive group, for each group large enough in the batch and at test
+  time, the judged figure and the test-time figure with its 95% interval (a group's ROC AUC has no test-time
+  interval: reported only);
 - group gaps: each gap with a limit in `monitor.max_increase`, per sensitive feature (the intersection only when
   named): the demographic-parity gaps on every batch, the label gaps (equalized odds, equal opportunity) on a
   labeled batch, at test time and in the batch. A batch whose feature has fewer than two groups of
@@ -34,7 +35,10 @@ whose message names each such figure and why, after the report and the MLflow ru
   too; lower `audit.min_group_size` or drop the feature's key from `max_increase` to monitor it no more.
 
 Not required (said in the report's notes): the label metrics of an unlabeled batch; per-group figures of a group
-withheld as too small; the drift of inputs kept on purpose (privacy.keep) or derived from dates.
+withheld as too small; the drift of inputs kept on purpose (privacy.keep) or derived from dates. An unlabeled
+batch that breaches nothing still ends Completed (exit 0), but its message never reads "no threshold breached":
+"no label-free threshold breached; realised performance and the label gaps are not judged: the batch has no
+labels" (humane.monitoring.monitor.passed).
 
 Exit codes of `python -m flows.monitoring` and the end states they come from (read from the state's name, or
 from the type of the error a Failed state holds, never from message text):
@@ -201,7 +205,7 @@ def outcome(result: dict[str, Any], folder: Path, retrained: str | None) -> Stat
     if name is None:
         drifted = [f for f, d in result["drift"].items() if d["drifted"]]
         return Completed(
-            message=f"{result['batch']}: no threshold breached ({result['rows']} rows; drifted: "
+            message=f"{result['batch']}: {monitor.passed(result)} ({result['rows']} rows; drifted: "
             f"{', '.join(drifted) or 'none'}); {where}"
         )
     parts = [f"{b['breach']}: {b['message']}" for b in result["breaches"]]

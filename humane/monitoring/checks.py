@@ -40,6 +40,9 @@ GAP_RATES = {
     "equal_opportunity_difference": ("tpr",),
 }
 LABEL_GAPS = ("equalized_odds_difference", "equal_opportunity_difference")
+# Per group, the test-time ROC AUC has no interval by design (recorded_figures computes it on the reference rows,
+# without the audit's bootstrap): reported beside the batch's, never judged. Every other group metric is judged.
+GROUP_REPORTED_ONLY = ("roc_auc",)
 
 
 def nannyml() -> Any:
@@ -280,7 +283,11 @@ def group_estimates(
 
 
 def _dropped(reference: dict[str, float | None], batch: dict[str, float | None], limit: float) -> float | None:
-    """How far the batch's figure fell below the reference's when it is a breach, else None."""
+    """How far the batch's figure fell below the reference's when it is a breach, else None.
+
+    None too when either figure has no value: never a pass on its own, as `unmeasured` names that figure and the
+    run then ends MonitoringIncomplete. A missing interval cannot keep a drop beyond the margin from breaching.
+    """
     if reference["value"] is None or batch["value"] is None:
         return None
     drop = reference["value"] - batch["value"]
@@ -289,7 +296,10 @@ def _dropped(reference: dict[str, float | None], batch: dict[str, float | None],
 
 
 def _grown(reference: dict[str, float | None], batch: dict[str, float | None], limit: float) -> float | None:
-    """How far the batch's gap grew above the reference's when it is a breach, else None."""
+    """How far the batch's gap grew above the reference's when it is a breach, else None.
+
+    None too when either gap has no value: `unmeasured` names it (MonitoringIncomplete), as for `_dropped`.
+    """
     if reference["value"] is None or batch["value"] is None:
         return None
     rise = batch["value"] - reference["value"]
@@ -387,10 +397,10 @@ def _group_drops(
     found: list[dict[str, str]] = []
     for group, row in table.items():
         ref = recorded.get(group)
-        if row["too_small"] or ref is None or ref["too_small"] or metric not in row["metrics"]:
-            continue
-        if ref["metrics"][metric]["lo"] is None:  # no test-time interval (a group's ROC AUC): reported only
-            continue
+        if row["too_small"] or ref is None or ref["too_small"] or metric in GROUP_REPORTED_ONLY:
+            continue  # withheld (too few rows, here or at test time) or reported only: not judged
+        if metric not in row["metrics"] or metric not in ref["metrics"]:
+            continue  # unmeasured: named by `unmeasured` (MonitoringIncomplete)
         drop = _dropped(ref["metrics"][metric], row["metrics"][metric], limit)
         if drop is not None:
             message = (
@@ -432,7 +442,8 @@ def unmeasured(result: dict[str, Any], reference: Recorded, params: MonitorParam
     attribution shares of the judged inputs (humane.monitoring.attribution_drift; "attribution_drift" when the
     champion's attributions could not be compared at all, e.g. its run holds no explanations); for
     each metric in `max_drop`, its test-time figure, CBPE's estimate and, on a labeled batch, the realised figure,
-    overall and for each group judged at test time that is large enough in the batch; each gap with a limit in
+    overall and for each group judged at test time that is large enough in the batch (its test-time figure with
+    its 95% interval; a group's ROC AUC has none and is reported only, GROUP_REPORTED_ONLY); each gap with a limit in
     `max_increase` (the label gaps on a labeled batch only), at test time and in the batch. A gap cannot be
     computed when the batch holds fewer than two groups of `audit.min_group_size` rows: that is named too.
     """
@@ -459,6 +470,14 @@ def _absent(name: str, figure: dict[str, Any] | None, otherwise: str) -> list[di
     return [{"figure": name, "reason": (figure or {}).get("reason") or otherwise}]
 
 
+def _no_interval(name: str, figure: dict[str, Any] | None) -> list[dict[str, str]]:
+    """[{"figure", "reason"}] when a judged test-time group figure lacks its value or its 95% interval, else []."""
+    absent = _absent(name, figure, "not in the champion's recorded audit")
+    if absent or (figure["lo"] is not None and figure["hi"] is not None):
+        return absent
+    return [{"figure": name, "reason": "the champion's recorded audit gives it no 95% interval"}]
+
+
 def _unmeasured_performance(result: dict[str, Any], reference: Recorded, params: MonitorParams) -> list[dict]:
     performance = result.get("performance") or {}
     labeled = bool(result.get("labeled"))
@@ -477,9 +496,9 @@ def _unmeasured_performance(result: dict[str, Any], reference: Recorded, params:
         for feature, table in by_group.items():
             for group, row in table.items():
                 ref = reference.groups.get(feature, {}).get(group)
-                ref_figure = (ref or {}).get("metrics", {}).get(metric) or {}
-                if row["too_small"] or ref is None or ref["too_small"] or ref_figure.get("lo") is None:
-                    continue  # withheld (too few rows) or reported only (no test-time interval): not judged
+                if row["too_small"] or ref is None or ref["too_small"] or metric in GROUP_REPORTED_ONLY:
+                    continue  # withheld (too few rows, here or at test time) or reported only: not judged
+                missing += _no_interval(f"test_time.{feature}={group}.{metric}", ref["metrics"].get(metric))
                 name = f"{judged}.{feature}={group}.{metric}"
                 missing += _absent(name, row["metrics"].get(metric), f"no {judged} figure for the group")
     return missing

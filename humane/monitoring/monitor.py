@@ -215,6 +215,21 @@ def state_name(result: dict[str, Any]) -> str | None:
     return breach_name(result["breaches"]) or (checks.INCOMPLETE if result.get("incomplete") else None)
 
 
+def passed(result: dict[str, Any]) -> str:
+    """What a Completed batch reads as (nothing breached, every required figure computed), without a full stop.
+
+    An unlabeled batch was judged only on what needs no label (drift, the out-of-domain share, attribution drift,
+    CBPE's estimates, the demographic-parity gaps): it never reads "no threshold breached", but names what waits
+    for its labels.
+    """
+    if result.get("labeled"):
+        return "no threshold breached"
+    return (
+        "no label-free threshold breached; realised performance and the label gaps are not judged: the batch has "
+        "no labels"
+    )
+
+
 def _metric_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_\-. /]", "_", name)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from humane.core import io
+from humane.monitoring import monitor
 
 PLOTS = ("drift.png", "selection_rates.png", "performance.png")
 
@@ -206,7 +207,7 @@ def summary(result: dict[str, Any]) -> str:
     """The Markdown summary shown on the flow run's page."""
     model = result["model"]
     breached = "\n".join(f"- `{b['breach']}` {b['message']}" for b in result["breaches"])
-    verdict = f"**Breached:**\n\n{breached}" if breached else "**No threshold breached.**"
+    verdict = f"**Breached:**\n\n{breached}" if breached else f"**{monitor.passed(result).capitalize()}.**"
     if result.get("incomplete"):
         unmeasured = "\n".join(f"- `{i['figure']}`: {i['reason']}" for i in result["incomplete"])
         verdict += f"\n\n**Could not be computed (MonitoringIncomplete), so not judged:**\n\n{unmeasured}"
@@ -279,7 +280,7 @@ def page(result: dict[str, Any], folder: Path) -> str:
         items = "".join(f"<li><b>{esc(b['breach'])}</b> {esc(b['message'])}</li>" for b in result["breaches"])
         parts.append(f"<div class='alert'><h2>Breached</h2><ul>{items}</ul></div>")
     elif not result.get("incomplete"):
-        parts.append("<p class='ok'><b>No threshold breached.</b></p>")
+        parts.append(f"<p class='ok'><b>{esc(monitor.passed(result).capitalize())}.</b></p>")
     if result.get("incomplete"):
         items = "".join(f"<li><b>{esc(i['figure'])}</b>: {esc(i['reason'])}</li>" for i in result["incomplete"])
         parts.append(f"<div class='alert'><h2>Could not be computed (MonitoringIncomplete)</h2><ul>{items}</ul></div>")

@@ -13,7 +13,7 @@ from humane.core.errors import ConfigError, DataError
 from humane.core.params import MonitorParams, parse_params, read_raw
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.data.datasets import read_adult
-from humane.monitoring import checks, demo
+from humane.monitoring import checks, demo, monitor
 from humane.monitoring.batch import batch_name, check_columns, read_batch
 from humane.monitoring.monitor import breach_name
 from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN, positive_indicator
@@ -141,13 +141,13 @@ def test_a_batch_like_the_reference_breaches_nothing():
     assert checks.unmeasured(_result(), RECORDED, MonitorParams(), ["sex"]) == []
 
 
-def _end(result: dict) -> tuple[str, int, str]:
+def _end(result: dict, recorded: checks.Recorded = RECORDED) -> tuple[str, int, str]:
     """What the flow makes of a judged result: its end state's name, its exit code and its message."""
     from flows.monitoring import exit_status, outcome
 
     result = {**result, "batch": "day-1", "rows": 600}
-    result["breaches"] = checks.breaches(result, RECORDED, MonitorParams(), ["sex"])
-    result["incomplete"] = checks.unmeasured(result, RECORDED, MonitorParams(), ["sex"])
+    result["breaches"] = checks.breaches(result, recorded, MonitorParams(), ["sex"])
+    result["incomplete"] = checks.unmeasured(result, recorded, MonitorParams(), ["sex"])
     state = outcome(result, Path("reports/monitoring/day-1"), None)
     return state.name, exit_status(state), state.message
 
@@ -236,6 +236,38 @@ def test_a_breach_outranks_an_unmeasured_figure_and_both_are_said():
     assert (name, code) == ("DriftDetected", 5)
     assert "1 of 2 input features drifted" in message and "MonitoringIncomplete: 1 figure(s)" in message
     assert _end(_result())[:2] == ("Completed", 0)
+
+
+def _female(accuracy: dict, roc_auc: dict) -> dict:
+    metrics = {"accuracy": accuracy, "roc_auc": roc_auc}
+    return {"sex": {"Female": {"count": 300, "too_small": False, "metrics": metrics}}}
+
+
+def test_a_group_s_test_time_figure_without_its_interval_is_unmeasured_not_skipped():
+    result = _result()
+    result["performance"]["estimated_groups"] = _female(_figure(0.85, 0.84, 0.86), _figure(0.9, 0.88, 0.92))
+    # A group's ROC AUC has no test-time interval by design: reported only. Its accuracy must have one.
+    groups = _female(_figure(0.85), _figure(0.9))
+    bare = checks.Recorded(RECORDED.overall, groups, RECORDED.gaps, RECORDED.calibration)
+    name, code, message = _end(result, bare)
+    assert (name, code) == ("MonitoringIncomplete", 6), message
+    assert "1 figure(s)" in message
+    assert "test_time.sex=Female.accuracy (the champion's recorded audit gives it no 95% interval)" in message
+    # With its interval the group is judged: like the test-time figure it passes, 0.15 below it breaches.
+    recorded = checks.Recorded(RECORDED.overall, _female(_figure(0.85, 0.83, 0.87), _figure(0.9)), RECORDED.gaps, {})
+    assert _end(result, recorded)[:2] == ("Completed", 0)
+    result["performance"]["estimated_groups"]["sex"]["Female"]["metrics"]["accuracy"] = _figure(0.7, 0.68, 0.72)
+    name, code, message = _end(result, recorded)
+    assert (name, code) == ("PerformanceDegraded", 4) and "accuracy of sex=Female 0.700" in message
+
+
+def test_an_unlabeled_batch_that_breaches_nothing_never_reads_no_threshold_breached():
+    name, code, message = _end(_result())
+    assert (name, code) == ("Completed", 0)
+    assert "no threshold breached" not in message
+    said = "no label-free threshold breached; realised performance and the label gaps are not judged: the batch has"
+    assert message.startswith(f"day-1: {said} no labels (600 rows; drifted: none)"), message
+    assert monitor.passed({"labeled": True}) == "no threshold breached"
 
 
 @pytest.mark.parametrize(
