@@ -264,8 +264,9 @@ def group_estimates(
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """CBPE per sensitive group: fitted on the group's reference rows, estimated on its batch rows.
 
-    A group with fewer than `min_group_size` rows on either side, or one label only in the reference, is withheld;
-    one with fewer batch rows is numbered, never named (`humane.fairness.metrics.shown_names`).
+    A group with fewer than `min_group_size` rows on either side is withheld; one with fewer batch rows is
+    numbered, never named (`humane.fairness.metrics.shown_names`). A group large enough on both sides whose
+    reference rows hold one label only cannot be estimated: its figures are unmeasured, with the reason.
     """
     ref_labels, batch_labels = sensitive_group_labels(reference, features), sensitive_group_labels(batch, features)
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -275,11 +276,18 @@ def group_estimates(
         for group in sorted(set(batch_labels[feature])):
             ref_rows = reference[(ref_labels[feature] == group).to_numpy()]
             rows = batch[(batch_labels[feature] == group).to_numpy()]
-            if min(len(ref_rows), len(rows)) < min_group_size or ref_rows[LABEL_COLUMN].nunique() < 2:
+            if min(len(ref_rows), len(rows)) < min_group_size:
                 out[feature][shown[group]] = {"count": len(rows), "too_small": True, "metrics": {}}
                 continue
-            out[feature][group] = {"count": len(rows), "too_small": False, "metrics": estimate(ref_rows, rows)}
+            metrics = estimate(ref_rows, rows) if ref_rows[LABEL_COLUMN].nunique() >= 2 else _one_class(ref_rows)
+            out[feature][group] = {"count": len(rows), "too_small": False, "metrics": metrics}
     return out
+
+
+def _one_class(reference: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """CBPE's figures for a group whose reference rows hold one label class: unmeasured, with the reason."""
+    reason = f"the group's {len(reference)} reference rows hold one label class: CBPE cannot be fitted on them"
+    return {metric: _missing(reason) for metric in ("accuracy", "roc_auc")}
 
 
 def _dropped(reference: dict[str, float | None], batch: dict[str, float | None], limit: float) -> float | None:

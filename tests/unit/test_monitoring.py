@@ -261,6 +261,21 @@ def test_a_group_s_test_time_figure_without_its_interval_is_unmeasured_not_skipp
     assert (name, code) == ("PerformanceDegraded", 4) and "accuracy of sex=Female 0.700" in message
 
 
+def test_a_group_whose_reference_holds_one_label_is_unmeasured_not_withheld():
+    rows = pd.DataFrame(
+        {f"{SENSITIVE_PREFIX}sex": ["Female"] * 60, LABEL_COLUMN: [0.0] * 60, PROBABILITY_COLUMN: [0.2] * 60}
+    )
+    (row,) = checks.group_estimates(rows, rows, ["sex"], 50)["sex"].values()
+    assert row["too_small"] is False and row["metrics"]["accuracy"]["value"] is None
+    reason = "the group's 60 reference rows hold one label class: CBPE cannot be fitted on them"
+    assert row["metrics"]["accuracy"]["reason"] == reason
+    result = _result()
+    result["performance"]["estimated_groups"] = {"sex": {"Female": row}}
+    recorded = checks.Recorded(RECORDED.overall, _female(_figure(0.85, 0.83, 0.87), _figure(0.9)), RECORDED.gaps, {})
+    name, _, message = _end(result, recorded)
+    assert name == "MonitoringIncomplete" and f"estimated.sex=Female.accuracy ({reason})" in message
+
+
 def test_an_unlabeled_batch_that_breaches_nothing_never_reads_no_threshold_breached():
     name, code, message = _end(_result())
     assert (name, code) == ("Completed", 0)
