@@ -3,7 +3,8 @@
 A page asks for a part with a marker on a line of its own, `<!-- generated: NAME -->` or
 `<!-- generated: NAME ARGUMENT -->`; `on_page_markdown` replaces it. The parts (GENERATORS):
 
-    params        every params.yaml key from the pydantic models of humane/core/params.py
+    params        every params.yaml key from the pydantic models of humane/core/params.py, with the value
+                  params.yaml ships
     make          every Makefile target, with its `## ` comment
     entry-points  every `python -m ...` entry point: its module's summary and its --help (argparse)
     errors        the exit code of each error class in humane/core/errors.py
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib
 import io
 import json
@@ -151,10 +153,36 @@ def allowed(field: Any) -> str:
 
 
 def default_text(field: Any) -> str:
-    """A field's default as params.yaml writes it (JSON-like: null, true), or "required"."""
+    """A field's pydantic default, used when params.yaml leaves the key out (JSON-like: null, true), or "required"."""
     if field.is_required():
         return "required"
     return f"`{json.dumps(field.default, ensure_ascii=False, default=str)}`"
+
+
+# A shipped value longer than this (a mapping or list) is summarised: the table cell would not read.
+LONGEST_SHIPPED = 120
+ABSENT = object()
+
+
+@functools.cache
+def shipped_params() -> dict[str, Any]:
+    """The params.yaml the project ships, as loaded (yaml.safe_load)."""
+    import yaml
+
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def shipped_text(key: str) -> str:
+    """The value params.yaml ships for a dotted key (JSON-like), or "—" where params.yaml leaves it out."""
+    value: Any = shipped_params()
+    for part in key.split("."):
+        value = value.get(part, ABSENT) if isinstance(value, dict) else ABSENT
+    if value is ABSENT:
+        return "—"
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > LONGEST_SHIPPED and isinstance(value, (dict, list)):
+        return f"{len(value)} entries (see `params.yaml`)"
+    return f"`{text}`"
 
 
 def param_rows(model: type | None = None, prefix: str = "") -> Iterator[tuple[str, Any, type | None]]:
@@ -186,10 +214,11 @@ def section_doc(key: str, section: type) -> str:
 
 
 def param_row(key: str, field: Any) -> list[str]:
-    """One setting's table row: key, type, default, allowed values, flow override, description."""
+    """One setting's table row: key, type, shipped value, default when absent, allowed, flow override, description."""
     return [
         f"`{key}`",
         cell(type_name(field.annotation)),
+        cell(shipped_text(key)),
         cell(default_text(field)),
         allowed(field),
         "yes" if _overridable(key) else "",
@@ -198,14 +227,14 @@ def param_row(key: str, field: Any) -> list[str]:
 
 
 def params_reference() -> str:
-    """One heading per section (its docstring), one table row per setting: key, type, default, allowed, meaning."""
+    """One heading per section (its docstring), one row per setting: key, type, shipped, default, allowed, meaning."""
     sections: dict[str, tuple[str, list[list[str]]]] = {}
     for key, field, section in param_rows():
         if section is not None:
             sections[key] = (section_doc(key, section), [])
         else:
             sections[key.rpartition(".")[0]][1].append(param_row(key, field))
-    header = ["Key", "Type", "Default", "Allowed", "Flow override", "Description"]
+    header = ["Key", "Type", "params.yaml ships", "Default when absent", "Allowed", "Flow override", "Description"]
     return "\n".join(doc + ("\n" + table(header, rows) + "\n" if rows else "") for doc, rows in sections.values())
 
 

@@ -8,6 +8,7 @@ the pydantic models of humane/core/params.py. No servers.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -132,10 +133,25 @@ def test_every_model_field_has_a_description_type_and_default() -> None:
     rows = _table_rows(hooks.params_reference())
     leaves = [key for key, _, section in hooks.param_rows() if section is None]
     assert len(leaves) > 150 and set(leaves) <= set(rows)
-    assert not [k for k in leaves if not all(rows[k][i] for i in (0, 1, 4))], "a row lacks type, default or text"
-    assert rows["train.dp.accountant"][2] == "`prv` \\| `rdp` \\| `gdp`"
-    assert rows["train.lr"][3] == "yes" and rows["data.source"][3] == ""
+    assert not [k for k in leaves if not all(rows[k][i] for i in (0, 1, 2, 5))], "a row lacks type, value or text"
+    assert rows["train.dp.accountant"][3] == "`prv` \\| `rdp` \\| `gdp`"
+    assert rows["train.lr"][4] == "yes" and rows["data.source"][4] == ""
     assert (DOCS / "reference" / "params.md").read_text().count("<!-- generated: params -->") == 1
+
+
+def test_the_reference_shows_the_value_params_yaml_ships_beside_the_default() -> None:
+    from humane.core.params import flatten
+
+    rows = _table_rows(hooks.params_reference())
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    # Sign-off ships on, while the models default it off: the page must say what a checkout runs with.
+    assert shipped["gate"]["four_eyes"] is True and shipped["gate"]["require_approval"] is True
+    assert rows["gate.four_eyes"][1:3] == ["`true`", "`false`"]
+    assert rows["gate.require_approval"][1:3] == ["`true`", "`false`"]
+    assert rows["federated.rounds"][1:3] == ["—", "required"]  # only in federation/params.yaml
+    flat = flatten(shipped)
+    for key in ("train.lr", "data.name", "train.dp.target_epsilon"):
+        assert rows[key][1] == f"`{json.dumps(flat[key])}`", key
 
 
 # ---------------------------------------------------------------------------------------------- (c) layout
