@@ -10,6 +10,7 @@ A page asks for a part with a marker on a line of its own, `<!-- generated: NAME
     errors        the exit code of each error class in humane/core/errors.py
     modules DIR   each module of DIR (e.g. humane/core) with the first line of its docstring
     figures       one table per bench/results/*.json, naming its file and the bench command that wrote it
+    policy FILE   a profile's policy section (e.g. profiles/adult.yaml): one row per metric limit
 
 An unknown part, or a part that cannot be produced, fails the build (MkDocs' PluginError), never a page with a
 hole in it. The functions are importable without MkDocs running (tests/unit/test_docs_site.py calls them).
@@ -236,6 +237,36 @@ def params_reference() -> str:
             sections[key.rpartition(".")[0]][1].append(param_row(key, field))
     header = ["Key", "Type", "params.yaml ships", "Default when absent", "Allowed", "Flow override", "Description"]
     return "\n".join(doc + ("\n" + table(header, rows) + "\n" if rows else "") for doc, rows in sections.values())
+
+
+# What each rule of a policy section means for its metric (PolicyParams in humane/core/params.py).
+POLICY_RULES = {
+    "min": "at least",
+    "max": "at most",
+    "max_drop": "falls by at most (against the champion)",
+    "max_increase": "rises by at most (against the champion)",
+}
+
+
+def policy_reference(profile: str) -> str:
+    """A profile's `policy:` section as a table, one row per limit: metric, rule, limit (read from the file)."""
+    import yaml
+
+    path = ROOT / profile
+    if not path.is_file():
+        raise _error(f"policy: {profile} does not exist")
+    policy = (yaml.safe_load(path.read_text()) or {}).get("policy")
+    if not policy:
+        raise _error(f"policy: {profile} has no policy section")
+    unknown = sorted(set(policy) - set(POLICY_RULES))
+    if unknown:
+        raise _error(f"policy: {profile}: rules {unknown} have no wording in POLICY_RULES")
+    rows = [
+        [f"`{metric}`", POLICY_RULES[rule], f"`{limit}`"]
+        for rule in POLICY_RULES
+        for metric, limit in (policy.get(rule) or {}).items()
+    ]
+    return table(["Metric", "Rule", "Limit"], rows)
 
 
 # --- commands --------------------------------------------------------------------------------------------------
@@ -558,4 +589,5 @@ GENERATORS: dict[str, Callable[..., str]] = {
     "errors": errors_reference,
     "modules": modules_reference,
     "figures": figures_reference,
+    "policy": policy_reference,
 }
