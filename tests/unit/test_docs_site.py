@@ -170,6 +170,67 @@ def test_the_reference_shows_the_value_params_yaml_ships_beside_the_default() ->
         assert rows[key][1] == f"`{json.dumps(flat[key])}`", key
 
 
+# Backticked dotted names that start with a params section but are MLflow metrics or tags, not params: a name, or
+# a family when it ends in "." or "_" (`explain.proxy_auc.<feature>`, `privacy.mia_*`). Keep this list short: each
+# entry is a name the code logs (humane/governance/federation.py, flows/sweep.py, humane/fairness/proxies.py).
+NOT_PARAMS = (
+    "privacy.epsilon",  # the privacy stage's metrics (reports/privacy.json, logged as privacy.*)
+    "privacy.k_min",
+    "privacy.l_min",
+    "privacy.share_below_k",
+    "privacy.mia_",
+    "explain.proxy_auc.",  # the proxy report's per-feature policy metrics
+    "explain.proxy_attribution_share.",
+    "federated.sites_trained",  # a federated run's metric
+    "sweep.position",  # the sweep's tags and summed compute metrics
+    "sweep.rejected",
+    "sweep.compute.",
+    "train.compute.",  # a run's compute metrics
+)
+# A span's leading dotted name: `gate.four_eyes`, `gate.four_eyes: true`, `train.lr=0.01`, `train.dp.*`.
+DOTTED = re.compile(r"`([a-z_]+\.[a-z_.]+)(?=[`\s:=\[<*])[^`\n]*`")
+FILE_SUFFIXES = {"json", "md", "py", "yaml", "yml", "csv", "pt", "txt", "html", "lock"}  # `audit.json`: a file
+
+
+def _undocumented_params(text: str, keys: set[str]) -> list[str]:
+    """Backticked `section.key` names of `text` that start with a params section and are no params key."""
+    sections = {k.split(".")[0] for k in keys}
+    names = {m.group(1).rstrip(".") for m in DOTTED.finditer(text)}
+    return sorted(
+        n
+        for n in names
+        if n.split(".")[0] in sections
+        and n not in keys
+        and n.rsplit(".", 1)[1] not in FILE_SUFFIXES
+        and not any(n == a.rstrip(".") or n.startswith(a) for a in NOT_PARAMS)
+    )
+
+
+def test_every_backticked_param_name_in_the_prose_is_a_documented_param() -> None:
+    keys = {key for key, _, _ in hooks.param_rows()}  # the reference's rows and section headings
+    assert "gate.four_eyes" in keys and "train.dp" in keys
+    # The check itself: a misspelt key is caught, a metric of the allow-list and a file name are not.
+    sample = "`gate.four_eye` `gate.four_eyes: true` `train.dp.*` `privacy.k_min` `privacy.mia_auc` `audit.json`"
+    assert _undocumented_params(sample, keys) == ["gate.four_eye"]
+    pages = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
+    checked = sum(len(DOTTED.findall(page.read_text())) for page in pages)
+    assert checked > 100
+    wrong = {str(p.relative_to(ROOT)): bad for p in pages if (bad := _undocumented_params(p.read_text(), keys))}
+    assert not wrong, f"backticked names that are no params key (nor in NOT_PARAMS): {wrong}"
+
+
+def test_the_adult_policy_on_the_mitigation_page_is_generated_from_the_profile() -> None:
+    page = (DOCS / "how-to" / "bias-mitigation.md").read_text()
+    assert "<!-- generated: policy profiles/adult.yaml -->" in page
+    policy = yaml.safe_load((ROOT / "profiles" / "adult.yaml").read_text())["policy"]
+    rows = [line for line in hooks.render_markers(page).splitlines() if line.startswith("| `")]
+    expected = [(metric, limit) for rule in hooks.POLICY_RULES for metric, limit in (policy.get(rule) or {}).items()]
+    assert len(expected) >= 9 and ("explain.proxy_attribution_share.sex", 0.6) in expected
+    assert [(r.split("`")[1], float(r.split("`")[3])) for r in rows if r.count("`") == 4] == expected
+    with pytest.raises(Exception, match="no policy section"):
+        hooks.policy_reference("dvc.yaml")
+
+
 # ---------------------------------------------------------------------------------------------- (c) layout
 
 
