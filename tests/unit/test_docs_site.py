@@ -69,7 +69,7 @@ def _table_rows(markdown: str) -> dict[str, list[str]]:
 def _copy_tracked(dest: Path) -> Path:
     """The tracked files (not the raw data) in `dest`, with `.venv` pointing at the running environment."""
     for name in _tracked():
-        if not name.startswith("data/raw/"):
+        if not name.startswith("data/raw/") and (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, dest / name)
     (dest / ".venv").symlink_to(sys.prefix, target_is_directory=True)
