@@ -9,10 +9,9 @@ shown in backticks on a line of its own (the DP-SGD example). YAML and other blo
 
 The tutorial pages and the README are run as written: `test_tutorial_page_runs_as_written` runs every shell block of
 one page, in order, in one bash script, in a copy of the session's pipeline run on the sample data. A block that
-cannot run there says so in the page with an HTML comment right before it:
-`<!-- needs: team-stack -->` (the servers of tests/team: skipped here, with the tests that run it as the reason), or
-`<!-- run-by: tests/...::test_name -->` (a test that runs those commands already, e.g. on another account or
-dataset: each command is then registered to that test).
+cannot run there names the test that runs it, with an HTML comment right before it:
+`<!-- run-by: tests/...::test_name -->` (e.g. on the team stack, another account or dataset: each command is then
+registered to that test). Team mode's page is run as written by tests/team/test_team_signoff.py.
 
 REGISTRY maps every other documented command to the tests that run it and the command's distinctive part (tokens
 found in the command and in each test's source, or in the source of a helper function of the test's module that the
@@ -45,9 +44,8 @@ SHELL_BLOCKS = {"bash", "sh", "shell", "console"}
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 DISPLAYED = re.compile(r"^\s*`([^`]+)`\s*$", re.M)  # a command in backticks on a line of its own
 MAKE = ["make", "-o", ".venv/.installed"]  # the venv is the suite's own (linked in): `setup` is not remade
-# A fenced block and the marker comment right before it, if any: <!-- needs: WHAT --> or <!-- run-by: NODE -->.
-BLOCK = re.compile(r"(?:^<!--\s*(needs|run-by):\s*(.+?)\s*-->\n)?^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
-NEEDS = {"team-stack": "the team stack (PostgreSQL, MLflow and Prefect servers with TLS, sshd) of tests/team"}
+# A fenced block and the marker comment right before it, if any: <!-- run-by: NODE -->.
+BLOCK = re.compile(r"(?:^<!--\s*(run-by):\s*(.+?)\s*-->\n)?^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 
 
 @dataclass(frozen=True)
@@ -72,16 +70,11 @@ FLOW = "tests/integration/test_prefect_flow.py::"
 SIGN = "tests/integration/test_signoff.py::"
 TEAM = "tests/team/test_team_signoff.py::"
 STACK = "tests/team/conftest.py::"
+TEAM_PAGE = TEAM + "test_the_team_mode_page_runs_as_written"
 MON = "tests/integration/test_monitoring.py::"
 ENC = (
     "tests/integration/test_encrypted_run.py::"
     "test_an_encrypted_run_leaves_no_plaintext_and_rotation_locks_the_old_identity_out"
-)
-
-TEAM_ENV = Exempt(
-    "sources the team stack's .team/team.env and an account's .env, which exist only under the session's team "
-    "stack (tests/team fixtures, not visible from tests/integration); tests/team/* use the same files' values through "
-    "team.stack's Layout (TeamStack.env) and run dvc repro with them, but not this shell line"
 )
 
 OWN = "tests/integration/test_own_data.py::test_a_new_dataset_runs_with_only_its_profile"
@@ -99,6 +92,7 @@ REGISTRY: dict[str, Covered | Exempt] = {
             PIPE + "test_second_repro_does_nothing",
             SIGN + "test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off",
             OWN,
+            TEAM_PAGE,
         ),
     ),
     "make profile PROFILE=profiles/loans.yaml": Covered(("profile", "profiles/loans.yaml"), (OWN,)),
@@ -137,13 +131,18 @@ REGISTRY: dict[str, Covered | Exempt] = {
     ),
     "python -m tasks.approve humane-adult 7 --export": Covered(
         ("approve", "--export"),
-        (SIGN + "test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off",),
+        (SIGN + "test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off", TEAM_PAGE),
     ),
     'python -m tasks.rollback humane-adult --to 6 --comment "incident 42"': Covered(
-        ("rollback", "--to", "--comment"), (SIGN + "test_rollback_is_recorded_and_a_rerun_approval_never_repromotes",)
+        ("rollback", "--to", "--comment"),
+        (
+            SIGN + "test_rollback_is_recorded_and_a_rerun_approval_never_repromotes",
+            TEAM + "test_rollback_is_a_recorded_reviewer_event_and_reapproval_never_repromotes",
+            TEAM_PAGE,
+        ),
     ),
     "python -m tasks.trail verify": Covered(
-        ("trail", "verify"), (TEAM + "test_the_trainers_run_waits_and_only_a_reviewer_moves_champion",)
+        ("trail", "verify"), (TEAM + "test_the_trainers_run_waits_and_only_a_reviewer_moves_champion", TEAM_PAGE)
     ),
     'make approve MODEL=humane-adult VERSION=7 COMMENT="..."': Covered(
         ("make", "approve", "MODEL=", "VERSION=", "COMMENT="), (DOC + "test_make_approve_reaches_the_sign_off",)
@@ -245,26 +244,34 @@ REGISTRY: dict[str, Covered | Exempt] = {
         "monitoring flow itself on the same batches runs in tests/integration/test_monitoring.py and the deployment "
         "path in test_prefect_flow.py::test_deployment_runs_on_a_process_worker; this exact line is not run"
     ),
-    "make team-down": Covered(("team.stack", "down"), (STACK + "_stop",), recipe=True),
+    # The session's team stack is started and stopped with these commands (tests/team/conftest.py UP, BOOTSTRAP,
+    # DOWN); the page's test checks that its first and last blocks are exactly them.
+    "make team-down": Covered(("make", "team-down"), (STACK + "_stop", TEAM_PAGE)),
     "dvc exp run -S train.dp.enabled=true -S train.dp.target_epsilon=3 -S train.dp.max_grad_norm=2.0 "
     "-S train.batch_size=4096 -S train.lr=0.003 -S train.max_epochs=15 -S train.patience=15": Covered(
         ("train.dp.enabled=true",), (DOC + "test_dp_sgd_experiment_runs_as_documented",)
     ),
-    "make team-up": Covered(("team.stack", "up"), (STACK + "_start",), recipe=True),
-    "make team-bootstrap": Covered(("team.bootstrap", "--settings"), (STACK + "_start",), recipe=True),
-    "set -a; . .team/team.env; . .team/accounts/alice.env; set +a": TEAM_ENV,
+    "make team-up": Covered(("make", "team-up"), (STACK + "_start", TEAM_PAGE)),
+    "make team-bootstrap": Covered(("make", "team-bootstrap"), (STACK + "_start", TEAM_PAGE)),
+    "set -a; . .team/team.env; . .team/accounts/alice.env; set +a": Covered(
+        (".team/team.env", ".team/accounts/alice.env"), (TEAM_PAGE,)
+    ),
     'python -m tasks.approve humane-adult 7 --approve --comment "CIs checked"': Covered(
         ("approve", "--approve", "--comment"),
-        (SIGN + "test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off",),
+        (
+            SIGN + "test_dvc_repro_leaves_a_pending_challenger_and_another_account_signs_it_off",
+            TEAM + "test_the_trainers_run_waits_and_only_a_reviewer_moves_champion",
+            TEAM_PAGE,
+        ),
     ),
     'dvc remote add -d team "$HUMANE_DVC_REMOTE_URL"; dvc remote modify --local team keyfile "$HUMANE_DVC_KEYFILE"': (
-        Covered(("remote", "add", "-d"), (TEAM + "test_a_second_checkout_pulls_the_champions_exact_model",))
+        Covered(("remote", "add", "-d"), (TEAM + "test_a_second_checkout_pulls_the_champions_exact_model", TEAM_PAGE))
     ),
-    "dvc push": Covered(("dvc", "push"), (TEAM + "test_a_second_checkout_pulls_the_champions_exact_model",)),
+    "dvc push": Covered(("dvc", "push"), (TEAM + "test_a_second_checkout_pulls_the_champions_exact_model", TEAM_PAGE)),
     'openssl s_client -connect "127.0.0.1:$HUMANE_TEAM_MLFLOW_PORT" -CAfile "$HUMANE_TEAM_CA_FILE" '
     "-verify_ip 127.0.0.1 -verify_return_error </dev/null": Covered(
         ("openssl", "s_client", "-verify_return_error"),
-        ("tests/team/test_tls.py::test_openssl_verifies_each_servers_chain",),
+        ("tests/team/test_tls.py::test_openssl_verifies_each_servers_chain", TEAM_PAGE),
     ),
     "make site-env": Covered(
         ("requirements-site.txt", "--no-deps"),
@@ -342,7 +349,7 @@ def tutorial_pages() -> list[Path]:
 
 @dataclass(frozen=True)
 class Block:
-    """One fenced block of a page, with its marker (`needs` or `run-by`, and its value) if it has one."""
+    """One fenced block of a page, with its marker (`run-by`, and its value: a test node) if it has one."""
 
     page: str
     lang: str
@@ -434,17 +441,15 @@ def test_every_documented_command_is_run_or_registered():
     assert not stale, f"registered commands the docs no longer show: {stale}"
 
 
-def test_every_marked_block_names_what_it_needs_or_the_test_that_runs_it():
-    """A `needs:` marker names a known environment; a `run-by:` marker names a test that exists and is registered
-    for each of the block's commands (or the command is exempt, with its reason)."""
+def test_every_marked_block_names_the_test_that_runs_it():
+    """A `run-by:` marker names a test that exists and is registered for each of the block's commands (or the
+    command is exempt, with its reason). Any other marker (the former `needs:`) is no marker: its block is run by
+    `test_tutorial_page_runs_as_written`."""
     marked = [block for page in doc_pages() for block in blocks(page) if block.marker]
-    assert any(b.marker == "needs" for b in marked) and any(b.marker == "run-by" for b in marked)
+    assert any(b.page == "docs/tutorial/team-mode.md" for b in marked)  # the parser reads the markers
     for block in marked:
         commands = block_commands(block.lang, block.body)
         assert commands and all(c in REGISTRY for c in commands), (block.page, commands)
-        if block.marker == "needs":
-            assert block.value in NEEDS, f"{block.page}: unknown need {block.value!r}"
-            continue
         path, _, name = block.value.partition("::")
         assert (ROOT / path).is_file() and name in _functions(path), f"{block.page}: {block.value} does not exist"
         for command in commands:
@@ -610,6 +615,8 @@ SHOWS = {
     "docs/tutorial/sign-off.md": [],
     "docs/tutorial/monitoring.md": [],
 }
+# Run after a page's blocks, in the same shell: first-run's `source .venv/bin/activate` puts the venv's tools first.
+AFTER = {"docs/tutorial/first-run.md": 'echo "dvc=$(command -v dvc)"'}
 LEAVES = {
     "docs/tutorial/first-run.md": ["dvc_plots/index.html"],
     "docs/tutorial/monitoring.md": [
@@ -630,27 +637,15 @@ def test_tutorial_page_runs_as_written(page, ran_project):
     on the sample data (`make test` runs one unit test, chosen by PYTEST_ADDOPTS)."""
     project = _with_venv(ran_project)
     SETUP.get(page, lambda _: None)(project)
-    script = PREAMBLE + "\n".join(block.body for block in runnable(ROOT / page))
+    script = PREAMBLE + "\n".join([*(block.body for block in runnable(ROOT / page)), AFTER.get(page, "")])
     env = {**os.environ, "PYTEST_ADDOPTS": PYTEST_ONE}
     done = subprocess.run(["bash", "-c", script], cwd=project, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     absent = [text for text in SHOWS[page] if text not in done.stdout]
     assert not absent, f"{page}: {absent} not in its output:\n{done.stdout[-3000:]}"
     assert all((project / path).is_file() for path in LEAVES.get(page, [])), LEAVES[page]
+    if page in AFTER:  # activate puts its own venv's bin first (by the venv's real path): the suite's, linked in
+        dvc = Path(re.search(r"^dvc=(.*)$", done.stdout, re.M).group(1))
+        assert dvc.resolve() == (project / ".venv/bin/dvc").resolve(), dvc
     if page == "docs/tutorial/own-data.md":  # switched to German and back
         assert yaml.safe_load((project / "params.yaml").read_text())["data"]["name"] == "adult"
-
-
-def _needing() -> list[Block]:
-    return [block for page in tutorial_pages() for block in blocks(page) if block.marker == "needs"]
-
-
-@pytest.mark.parametrize("block", _needing(), ids=lambda b: f"{b.page}:{block_commands(b.lang, b.body)[0][:40]}")
-def test_tutorial_blocks_that_need_servers_are_run_where_they_are_up(block):
-    """A block marked `<!-- needs: ... -->` cannot run on the sample data alone: skipped here, naming the tests
-    that run its commands (tests/team, where the stack is up) or why none does."""
-    runs = []
-    for command in block_commands(block.lang, block.body):
-        entry = REGISTRY[command]
-        runs.append(f"{command[:50]} → {entry.reason[:60] if isinstance(entry, Exempt) else ', '.join(entry.nodes)}")
-    pytest.skip(f"needs {NEEDS[block.value]}; run by: " + "; ".join(runs))

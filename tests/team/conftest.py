@@ -26,10 +26,21 @@ from team.settings import TeamSettings, read_env
 from team.stack import SERVICES, Layout, missing_binaries, running
 
 ROOT = Path(__file__).resolve().parents[2]
-# trainer, reviewer, an account that is both, a reader; the model the sample project registers.
-ACCOUNTS = {"tina": "trainer", "rita": "reviewer", "dora": ["trainer", "reviewer"], "remy": "reader"}
+# trainer, reviewer, an account that is both, a reader; alice (trainer) and bob (reviewer), the accounts
+# docs/tutorial/team-mode.md uses; the model the sample project registers.
+ACCOUNTS = {
+    "tina": "trainer",
+    "rita": "reviewer",
+    "dora": ["trainer", "reviewer"],
+    "remy": "reader",
+    "alice": "trainer",
+    "bob": "reviewer",
+}
 MODELS = ["humane-sample"]
 TEAM_FILE = {"models": MODELS, "accounts": ACCOUNTS}
+# The stack is started, bootstrapped and stopped with team-mode.md's own commands (its first and last blocks), with
+# `-o .venv/.installed` as the suite runs `make` everywhere: the venv is the suite's own, `setup` is not remade.
+UP, BOOTSTRAP, DOWN = "make team-up", "make team-bootstrap", "make team-down"
 
 
 @dataclass(frozen=True)
@@ -89,15 +100,29 @@ def _run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> float:
     return time.monotonic() - started
 
 
+def _make(command: str, root: Path) -> list[str]:
+    """A documented `make team-*` command as the suite runs it; `root` is the stack's folder (HUMANE_TEAM_DIR)."""
+    make, target = command.split()
+    return [make, "-o", ".venv/.installed", target]
+
+
+def _make_env(root: Path, **extra: str) -> dict[str, str]:
+    """This environment for `make team-*` on the stack in `root`: this interpreter's venv first on PATH (`python`
+    in the recipes), and no tracking server named (team-bootstrap then sources the stack's own team.env and
+    secrets/admin.env)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    path = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return {**env, "PATH": path, "HUMANE_TEAM_DIR": str(root), **extra}
+
+
 def _start(root: Path, shared: Path) -> dict[str, float]:
-    """`team.stack up` and `team.bootstrap` in `root`, the watcher; their wall times."""
-    env = {**os.environ, "HUMANE_TEAM_DIR": str(root)}
-    timings = {"up": _run([sys.executable, "-m", "team.stack", "up", "--dir", str(root)], env)}
+    """`make team-up` and `make team-bootstrap` on `root` (team-mode.md's first block), the watcher; their wall
+    times."""
+    timings = {"up": _run(_make(UP, root), _make_env(root))}
     _watch(root, shared)
     spec = shared / "team-accounts.yaml"
     spec.write_text(yaml.safe_dump(TEAM_FILE))
-    admin = TeamSettings.load(root).admin_env()
-    timings["bootstrap"] = _run([sys.executable, "-m", "team.bootstrap", "--settings", str(spec)], {**env, **admin})
+    timings["bootstrap"] = _run(_make(BOOTSTRAP, root), _make_env(root, TEAM_ACCOUNTS=str(spec)))
     _cheap_password_hashes(root)
     return timings
 
@@ -107,7 +132,9 @@ def _cheap_password_hashes(root: Path) -> None:
 
     basic-auth checks the password on every request (scrypt: 0.4 s of server CPU each on this 2-core machine under
     load) and a pipeline run in team mode sends hundreds. Every check still runs against the stored hash: a wrong
-    password is refused as before; only the work factor of these throwaway accounts differs.
+    password is refused as before; only the work factor of these throwaway test accounts (and the stack's admin)
+    changes, in this test stack only. Before each change the stored hash is checked: scrypt, as `team.bootstrap`
+    stores it (and the server, for its admin).
     """
     from werkzeug.security import generate_password_hash
 
@@ -120,6 +147,9 @@ def _cheap_password_hashes(root: Path) -> None:
         for env in envs:
             hashed = generate_password_hash(env["MLFLOW_TRACKING_PASSWORD"], method="pbkdf2:sha256:1")
             user = env["MLFLOW_TRACKING_USERNAME"]
+            row = conn.execute("SELECT password_hash FROM users WHERE username = %s", (user,)).fetchone()
+            method = row[0].split("$")[0] if row else "no MLflow user"  # the method only, never the hash
+            assert method.startswith("scrypt:"), f"{user}: {method}, not the scrypt hash team.bootstrap stores"
             done = conn.execute("UPDATE users SET password_hash = %s WHERE username = %s", (hashed, user))
             assert done.rowcount == 1, f"no MLflow user {user} in the auth database"
 
@@ -139,12 +169,8 @@ def _watch(root: Path, shared: Path) -> None:
 
 
 def _stop(root: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "team.stack", "down", "--dir", str(root), "--purge"],
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-    )
+    """`make team-down` on `root` (team-mode.md's last block), then its folder deleted (as `down --purge` does)."""
+    subprocess.run(_make(DOWN, root), cwd=ROOT, env=_make_env(root), capture_output=True, timeout=120)
     shutil.rmtree(root, ignore_errors=True)
 
 

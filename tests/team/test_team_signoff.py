@@ -441,3 +441,83 @@ def test_the_trail_unavailable_at_signoff_moves_nothing(team_stack, team_project
     assert done.returncode == 0, done.stderr
     assert _aliases(team_stack)["champion"] == version
     assert _cli(team_stack, "remy", team_project, "trail", "verify").returncode == 0
+
+
+# --- docs/tutorial/team-mode.md, run as written against this stack (the last test: it moves champion) ---
+
+PAGE = "docs/tutorial/team-mode.md"
+
+
+def _page_env():
+    """This process's environment without the stack's settings or credentials: only what the page sources counts
+    (and this interpreter's venv first on PATH, as `source .venv/bin/activate` leaves it)."""
+    stack = ("MLFLOW_TRACKING_", "PREFECT_API_", "REQUESTS_CA_BUNDLE", "HUMANE_USER", "HUMANE_MODE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(stack)}
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
+
+
+def _bash(script, project):
+    return _sh(["bash", "-c", f"set -e\n{script}"], project, _page_env())
+
+
+def _the_reviewers_block(body, version, previous):
+    """The page's reviewer block for this registry: the sample's model, its pending and previous versions."""
+    assert body.count("humane-adult 7 ") == 2 and body.count("humane-adult --to 6 ") == 1, body
+    body = body.replace("humane-adult 7 ", f"{MODEL} {version} ").replace(
+        "humane-adult --to 6 ", f"{MODEL} --to {previous} "
+    )
+    assert "humane-adult" not in body, body
+    return body
+
+
+def _page():
+    """team-mode.md's six shell blocks, checked to be the commands this module runs (a changed page fails here)."""
+    from tests.integration.test_documented import block_commands, blocks
+    from tests.team.conftest import BOOTSTRAP, DOWN, ROOT, UP
+
+    up, train, review, share, tls, down = blocks(ROOT / PAGE)
+    # The first and last blocks start and stop the session's stack (tests/team/conftest.py runs UP, BOOTSTRAP, DOWN).
+    assert block_commands(up.lang, up.body) == [UP, BOOTSTRAP] == ["make team-up", "make team-bootstrap"]
+    assert block_commands(down.lang, down.body) == [DOWN] == ["make team-down"]
+    sign_in, repro = block_commands(train.lang, train.body)
+    assert (sign_in, repro) == ("set -a; . .team/team.env; . .team/accounts/alice.env; set +a", "dvc repro")
+    approve, rollback, verify, export = block_commands(review.lang, review.body)
+    assert approve.startswith("python -m tasks.approve humane-adult 7 --approve --comment")
+    assert rollback.startswith("python -m tasks.rollback humane-adult --to 6 --comment")
+    assert (verify, export) == ("python -m tasks.trail verify", "python -m tasks.approve humane-adult 7 --export")
+    assert block_commands(share.lang, share.body)[0].startswith("dvc remote add -d team")
+    assert block_commands(share.lang, share.body)[1] == "dvc push"
+    assert block_commands(tls.lang, tls.body)[0].startswith("openssl s_client -connect")
+    assert "-verify_return_error" in tls.body
+    return sign_in, train.body, review.body, share.body, tls.body
+
+
+def test_the_team_mode_page_runs_as_written(team_stack, team_project):
+    """team-mode.md's blocks in order, each in bash in this module's checkout (its `.team/` the session's stack):
+    alice trains (`dvc repro`), bob signs off, rolls back, verifies and exports, alice shares and checks TLS.
+    Substituted: only the page's model and version numbers (humane-adult 7 / 6: this registry's pending and
+    previous versions)."""
+    sign_in, train, review, share, tls = _page()
+    (team_project / ".team").symlink_to(team_stack.dir)
+    if "champion" not in _aliases(team_stack):  # run alone: the module's first candidate becomes the previous one
+        first = _registration(team_project)["version"]
+        approved = _cli(team_stack, "rita", team_project, "approve", MODEL, first, "--approve", "--comment", "v1")
+        assert approved.returncode == 0, approved.stderr
+    previous = _aliases(team_stack)["champion"]
+    _new_candidate(team_project)
+    _bash(train, team_project)  # as alice
+    version = _registration(team_project)["version"]
+    assert _registration(team_project)["pending"] and _tags(team_stack, version)["triggered_by"] == "alice"
+    as_bob = sign_in.replace("alice.env", "bob.env")
+    reviewed = _bash(f"{as_bob}\n{_the_reviewers_block(review, version, previous)}", team_project)
+    assert f"{MODEL} v{version} approved by account bob" in reviewed.stdout, reviewed.stdout
+    assert _aliases(team_stack)["champion"] == previous
+    events = [(e["event"], e["by"], e["version"]) for e in _trail(team_stack)[-2:]]
+    assert events == [("approved", "bob", version), ("rolled_back", "bob", previous)], events
+    assert (team_project / f"reports/signoff/{MODEL}-v{version}.md").is_file()
+    _sh(["dvc", "remote", "remove", "team"], team_project, _page_env(), check=False)  # added by a test above
+    _bash(f"{sign_in}\n{share}", team_project)
+    synced = _sh(["dvc", "status", "--cloud"], team_project, _page_env())
+    assert "in sync" in synced.stdout, synced.stdout
+    shown = _bash(f"{sign_in}\n{tls}", team_project)
+    assert "TLSv1.3" in shown.stdout and "Verify return code: 0 (ok)" in shown.stdout, shown.stdout[-2000:]
