@@ -4,7 +4,8 @@ Team mode end to end: the servers enforce the sign-off, whatever client asks.
 
 One pipeline run on the sample data against the session's team stack (tests/team/conftest.py): accounts tina
 (trainer), rita (reviewer), dora (both) and remy (reader). Further candidates change only the audit's seed, so
-each reruns audit → track → gate → register. The tests run in file order and build on each other's registry.
+each reruns audit → track → gate → register. The tests run in file order and build on each other's registry; the
+last runs docs/tutorial/team-mode.md as written, as its accounts alice (trainer) and bob (reviewer).
 """
 
 from __future__ import annotations
