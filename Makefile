@@ -42,7 +42,7 @@ run: setup  ## set up and run the whole pipeline on the built-in dataset (dvc re
 test: setup site-env  ## set up (with the federated site environment) and run the test suite
 	pytest
 
-test-fast: setup  ## the unit tests only (no servers, no pipeline runs): under two minutes
+test-fast: setup  ## the unit tests not marked slow (no servers, no pipeline runs, no docs build): under two minutes
 	pytest tests/unit -m "not slow"
 
 docs: setup  ## build the documentation site offline into site/ (mkdocs, Material theme; fails on a broken link)

@@ -193,7 +193,8 @@ def privacy_metrics(risk: dict[str, Any], membership: dict[str, Any], train: dic
 
 
 def _measured(value: float | None) -> bool:
-    return value is not None and not math.isnan(value)
+    """A figure is measured when it is a finite number: absent, NaN and ±inf fail every rule."""
+    return value is not None and math.isfinite(value)
 
 
 def _unmeasured(metric: str, value: float | None, candidate: dict[str, float]) -> str | None:
@@ -209,7 +210,7 @@ def _unmeasured(metric: str, value: float | None, candidate: dict[str, float]) -
         return federation.why_unmeasured(metric)
     if is_fairness(metric):
         return unmeasurable(metric, candidate)
-    return None if value is None else "unmeasurable (its recorded value is NaN)"
+    return None if value is None else f"unmeasurable (its recorded value is {'NaN' if math.isnan(value) else value})"
 
 
 def fairer_by(metric: str, than: float, value: float) -> float:

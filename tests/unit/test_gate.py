@@ -283,3 +283,13 @@ def test_a_figure_that_is_not_a_finite_number_is_not_measured(bad):
     for figures, value in (({gap: [bad, 0.2]}, 0.85), ({gap: [0.1, bad]}, 0.85), ({gap: [0.1, 0.2]}, bad)):
         odd = RuleOutcome(REMEDY_COST, "test.accuracy", True, value, False, reference_value=0.86, figures=figures)
         assert not odd.all_measured(), (figures, value)
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf])
+def test_an_infinite_figure_fails_its_rule_as_unmeasurable(value):
+    """A min or a max rule never passes on ±inf: what cannot be measured never passes."""
+    at_min = decide(policy(min={"test.accuracy": 0.5}), {**CANDIDATE, "test.accuracy": value}, None)
+    at_max = decide(policy(max={"test.accuracy": 0.99}), {**CANDIDATE, "test.accuracy": value}, None)
+    for decision in (at_min, at_max):
+        assert not decision.passed
+        assert decision.reasons == [f"test.accuracy: unmeasurable (its recorded value is {value})"]
