@@ -339,11 +339,10 @@ def group_decisions(
     `frame` holds the rows' sensitive columns (processed frames: SENSITIVE_PREFIX + feature); `features` the
     rows' model features (each row's draw hashes them, so evaluation, audit and serving decide alike).
     """
-    if "constraint" not in state:
-        raise DataError("the thresholds file names no constraint; it is not one the postprocess stage wrote")
-    if state["constraint"] == NO_THRESHOLDS:
+    target = group_features(state)
+    if not target:
         return None
-    y_pred, _ = GroupThresholds.from_dict(state).predict(p, group_keys(frame, state["target"]), features)
+    y_pred, _ = GroupThresholds.from_dict(state).predict(p, group_keys(frame, target), features)
     return y_pred
 
 

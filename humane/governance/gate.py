@@ -74,8 +74,8 @@ class RuleOutcome:
         return weighed(self.value, self.reference_value, self.figures)
 
     def all_measured(self) -> bool:
-        """Whether every figure it weighed (`weighed`) is measured: a finite number (absent, NaN or ±inf is not)."""
-        return all(v is not None and math.isfinite(v) for pair in self.weighed().values() for v in pair)
+        """Whether every figure it weighed (`weighed`) is measured, as every rule reads it (`_measured`)."""
+        return all(_measured(v) for pair in self.weighed().values() for v in pair)
 
     def reason(self) -> str:
         """Why this check failed (or was skipped), in one line."""
