@@ -29,6 +29,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -639,12 +640,15 @@ def test_tutorial_page_runs_as_written(page, ran_project):
     SETUP.get(page, lambda _: None)(project)
     script = PREAMBLE + "\n".join([*(block.body for block in runnable(ROOT / page)), AFTER.get(page, "")])
     env = {**os.environ, "PYTEST_ADDOPTS": PYTEST_ONE}
+    if page in AFTER:  # the venv's tools reach the page's later blocks only through its `source .venv/bin/activate`
+        own_bin = str(Path(sys.executable).parent)
+        env["PATH"] = os.pathsep.join(d for d in env["PATH"].split(os.pathsep) if d != own_bin)
     done = subprocess.run(["bash", "-c", script], cwd=project, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     absent = [text for text in SHOWS[page] if text not in done.stdout]
     assert not absent, f"{page}: {absent} not in its output:\n{done.stdout[-3000:]}"
     assert all((project / path).is_file() for path in LEAVES.get(page, [])), LEAVES[page]
-    if page in AFTER:  # activate puts its own venv's bin first (by the venv's real path): the suite's, linked in
+    if page in AFTER:  # activate put its venv's bin on PATH (by the venv's real path): the suite's, linked in
         dvc = Path(re.search(r"^dvc=(.*)$", done.stdout, re.M).group(1))
         assert dvc.resolve() == (project / ".venv/bin/dvc").resolve(), dvc
     if page == "docs/tutorial/own-data.md":  # switched to German and back
