@@ -32,19 +32,10 @@ from humane.modeling.model import (
 )
 from humane.modeling.training import RESUME_FILE, fingerprint
 from tests.unit.test_sweep import DP, LAYOUT, processed
+from tests.unit.test_sweep import SMALL as SWEEP_SMALL
 
 ROOT = Path(__file__).resolve().parents[2]
-SMALL = {
-    "train.max_epochs": 4,
-    "train.patience": 2,
-    "train.hidden_sizes": [16],
-    "train.lr": 0.01,
-    "train.progress": False,
-    "mitigation.thresholds": "none",
-    "train.numeric_embedding": {"kind": "linear"},
-    "mitigation.reductions_epochs": 3,
-    "mitigation.reductions_max_iter": 15,
-}
+SMALL = {**SWEEP_SMALL, "mitigation.reductions_epochs": 3, "mitigation.reductions_max_iter": 15}
 
 
 def params_with(**overrides):

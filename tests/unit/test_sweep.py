@@ -170,20 +170,22 @@ def test_table_rows_are_flat_and_plot_is_written(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+# Unmitigated base (the Adult profile's default thresholds undone), so "plain" and "thresholded" differ.
+# Plain numeric inputs: the tiny 4-epoch network learns the injected bias (these tests are about the sweep).
+SMALL = {
+    "train.max_epochs": 4,
+    "train.patience": 2,
+    "train.hidden_sizes": [16],
+    "train.lr": 0.01,
+    "train.progress": False,
+    "mitigation.thresholds": "none",
+    "train.numeric_embedding": {"kind": "linear"},
+}
+
+
 @pytest.fixture(scope="module")
 def raw() -> dict:
-    # Unmitigated base (the Adult profile's default thresholds undone), so "plain" and "thresholded" differ.
-    # Plain numeric inputs: the tiny 4-epoch network learns the injected bias (these tests are about the sweep).
-    small = {
-        "train.max_epochs": 4,
-        "train.patience": 2,
-        "train.hidden_sizes": [16],
-        "train.lr": 0.01,
-        "train.progress": False,
-        "mitigation.thresholds": "none",
-        "train.numeric_embedding": {"kind": "linear"},
-    }
-    return apply_overrides(read_raw(ROOT / "params.yaml"), small)
+    return apply_overrides(read_raw(ROOT / "params.yaml"), SMALL)
 
 
 def params_with(raw: dict, **overrides):
