@@ -56,8 +56,14 @@ def test_network_shape_and_unbounded_logit():
     assert isinstance(model.net[-1], nn.Linear) and model.net[-1].out_features == 1  # no activation on the logit
     assert count_parameters(model) == 20 * 1000 + 1000 + 1000 * 500 + 500 + 500 * 100 + 100 + 100 * 1 + 1
     model.eval()
-    out = model(torch.full((2, 20), 1000.0))
-    assert out.shape == (2,) and out.abs().max() > 1
+    with torch.no_grad():  # a logit of exactly -7.5 and 12.0: no squashing activation after the last layer
+        model.net[-1].weight.zero_()
+        model.net[-1].bias.fill_(-7.5)
+        low = model(torch.randn(2, 20))
+        model.net[-1].bias.fill_(12.0)
+        high = model(torch.randn(2, 20))
+    assert low.shape == (2,)
+    assert low.tolist() == [-7.5, -7.5] and high.tolist() == [12.0, 12.0]
 
 
 def test_unknown_activation_is_rejected():
