@@ -6,11 +6,11 @@ Run from the project root: python bench/data_checks.py
 import time
 from pathlib import Path
 
-from humane.core.params import load_params
 from humane.data.datasets import read_adult
 from humane.data.identifiers import find_identifiers
 from humane.data.schema import resolve_schema
 from humane.data.validation import leakage_checks
+from humane.pipeline.params import load_params
 from humane.privacy.policy import apply_policy, fit_policy
 
 params = load_params(Path("params.yaml"))

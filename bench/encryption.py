@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from humane.core.params import load_params  # noqa: E402
 from humane.data.datasets import ADULT_CATEGORIES, ADULT_RANGES, read_adult  # noqa: E402
 from humane.data.sources import load  # noqa: E402
+from humane.pipeline.params import load_params  # noqa: E402
 from humane.privacy.encryption import decrypt, encrypt_file, keygen, parse_identity, read_recipients  # noqa: E402
 
 DATA_DIR = "data/raw/bench"

@@ -75,9 +75,9 @@ def log_model(project: Path, scratch: Path) -> tuple[Path, str]:
     import mlflow
 
     from humane.core import io
-    from humane.core.params import load_params
     from humane.core.paths import Paths
     from humane.governance.tracking import log_serving_model
+    from humane.pipeline.params import load_params
     from humane.privacy.policy import protected_columns
 
     paths, params = Paths(project), load_params(project / "params.yaml")

@@ -51,12 +51,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from humane.core.params import AuditParams, Params, TrainParams, load_params  # noqa: E402
 from humane.core.protected import sensitive_group_labels  # noqa: E402
 from humane.data.schema import Schema, resolve_schema  # noqa: E402
 from humane.data.site_stats import merge_summaries, site_summary  # noqa: E402
 from humane.data.sources import load  # noqa: E402
 from humane.fairness.counts import audit_from_counts, merge_counts, metrics_from_counts, site_counts  # noqa: E402
+from humane.fairness.params import AuditParams  # noqa: E402
 from humane.modeling.evaluation import binary_metrics  # noqa: E402
 from humane.modeling.features import Preprocessor, fit_preprocessor, split_train_val, token_layout  # noqa: E402
 from humane.modeling.federated import (  # noqa: E402
@@ -71,7 +71,9 @@ from humane.modeling.federated import (  # noqa: E402
     site_eval,
     weights,
 )
+from humane.modeling.params import TrainParams  # noqa: E402
 from humane.modeling.training import fit  # noqa: E402
+from humane.pipeline.params import Params, load_params  # noqa: E402
 from humane.privacy.policy import apply_policy, fit_policy, pseudonym_key  # noqa: E402
 
 SITES = ("us-private", "us-government", "us-self-employed", "us-other", "abroad")

@@ -31,12 +31,13 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from humane.core.params import TrainParams, load_params  # noqa: E402
 from humane.core.paths import Paths  # noqa: E402
 from humane.modeling.compute import flops_per_sample, peak_rss_bytes  # noqa: E402
 from humane.modeling.features import load_preprocessor, split_xy, token_layout  # noqa: E402
 from humane.modeling.model import build_model, count_parameters, loss_fn, parameter_groups  # noqa: E402
+from humane.modeling.params import TrainParams  # noqa: E402
 from humane.modeling.training import fit, seed_everything  # noqa: E402
+from humane.pipeline.params import load_params  # noqa: E402
 
 # Published test figures on Adult (Gorishniy et al., 2021) and gradient boosting measured on this split.
 REFERENCE = {

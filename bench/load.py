@@ -48,7 +48,7 @@ BIN = Path(sys.executable).parent
 POOL = "bench-load"  # its own process pool: both workers hold the trainer's credentials
 MODEL = "humane-sample"
 QUIET = {**STACK_QUIET, "NML_DISABLE_USAGE_LOGGING": "1"}  # the stack's, and NannyML's
-# Allowed overrides (humane.core.params.OVERRIDABLE), one set per run: different seeds, rates and lengths.
+# Allowed overrides (humane.pipeline.params.OVERRIDABLE), one set per run: different seeds, rates and lengths.
 OVERRIDES = [
     {"train.seed": 1},
     {"train.seed": 2},

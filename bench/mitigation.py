@@ -47,7 +47,6 @@ from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
 from humane.core import io  # noqa: E402
-from humane.core.params import Params, load_params  # noqa: E402
 from humane.data.schema import resolve_schema  # noqa: E402
 from humane.data.sources import load  # noqa: E402
 from humane.fairness.mitigation import (  # noqa: E402
@@ -69,6 +68,7 @@ from humane.modeling.features import (  # noqa: E402
 )
 from humane.modeling.model import embedding_spec  # noqa: E402
 from humane.modeling.training import fit  # noqa: E402
+from humane.pipeline.params import Params, load_params  # noqa: E402
 from humane.privacy.policy import apply_policy, fit_policy, pseudonym_key  # noqa: E402
 
 OUT_DIR = ROOT / "reports" / "bench"

@@ -22,12 +22,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from humane.core.params import load_params  # noqa: E402
 from humane.core.paths import Paths  # noqa: E402
-from humane.core.workspace import stages  # noqa: E402
 from humane.modeling.features import load_preprocessor, split_xy, token_layout  # noqa: E402
 from humane.modeling.model import MLP, MLPArgs, build_model, loss_fn  # noqa: E402
 from humane.modeling.training import fit, seed_everything  # noqa: E402
+from humane.pipeline.params import load_params  # noqa: E402
+from humane.pipeline.workspace import stages  # noqa: E402
 
 ENV = {
     **os.environ,

@@ -44,7 +44,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from humane.core.params import Params, TrainParams, load_params  # noqa: E402
 from humane.core.paths import Paths  # noqa: E402
 from humane.data.schema import resolve_schema  # noqa: E402
 from humane.data.sources import load  # noqa: E402
@@ -58,7 +57,9 @@ from humane.modeling.features import (  # noqa: E402
     token_layout,
 )
 from humane.modeling.model import build_model, loss_fn, probabilities  # noqa: E402
+from humane.modeling.params import TrainParams  # noqa: E402
 from humane.modeling.training import TrainResult, eval_step, fit, seed_everything  # noqa: E402
+from humane.pipeline.params import Params, load_params  # noqa: E402
 from humane.privacy.anonymity import risk_report  # noqa: E402
 from humane.privacy.membership import membership_audit  # noqa: E402
 from humane.privacy.policy import apply_policy, fit_policy, pseudonym_key  # noqa: E402

@@ -32,11 +32,12 @@ from sklearn.metrics import accuracy_score, roc_auc_score
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from humane.core.params import TrainParams, load_params  # noqa: E402
 from humane.core.paths import Paths  # noqa: E402
 from humane.modeling.features import load_preprocessor, split_xy, token_layout  # noqa: E402
 from humane.modeling.model import count_parameters  # noqa: E402
+from humane.modeling.params import TrainParams  # noqa: E402
 from humane.modeling.training import fit  # noqa: E402
+from humane.pipeline.params import load_params  # noqa: E402
 
 NETWORKS = ("mlp", "ft", "tabm")
 PEERS = ("logreg", "hgb", "lightgbm", "xgboost")

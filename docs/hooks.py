@@ -3,7 +3,7 @@
 A page asks for a part with a marker on a line of its own, `<!-- generated: NAME -->` or
 `<!-- generated: NAME ARGUMENT -->`; `on_page_markdown` replaces it. The parts (GENERATORS):
 
-    params        every params.yaml key from the pydantic models of humane/core/params.py, with the value
+    params        every params.yaml key from the pydantic models composed in humane/pipeline/params.py, with the value
                   params.yaml ships
     make          every Makefile target, with its `## ` comment
     entry-points  every `python -m ...` entry point: its module's summary and its --help (argparse)
@@ -188,7 +188,7 @@ def shipped_text(key: str) -> str:
 
 def param_rows(model: type | None = None, prefix: str = "") -> Iterator[tuple[str, Any, type | None]]:
     """Every key of params.yaml, depth first: (dotted key, pydantic field, the section model it holds or None)."""
-    from humane.core.params import Params
+    from humane.pipeline.params import Params
 
     for name, field in (model or Params).model_fields.items():
         key = f"{prefix}{field.alias or name}"
@@ -199,14 +199,14 @@ def param_rows(model: type | None = None, prefix: str = "") -> Iterator[tuple[st
 
 
 def _overridable(key: str) -> bool:
-    from humane.core.params import OVERRIDABLE
+    from humane.pipeline.params import OVERRIDABLE
 
     return any(key == k or key.startswith(f"{k}.") for k in OVERRIDABLE)
 
 
 def section_doc(key: str, section: type) -> str:
     """A section's heading (one level deeper per dot) and its docstring."""
-    from humane.core.params import PROFILE_SECTIONS
+    from humane.pipeline.params import PROFILE_SECTIONS
 
     doc = (section.__doc__ or "").strip()
     if key.split(".")[0] in PROFILE_SECTIONS and "profile" not in doc:
@@ -239,7 +239,7 @@ def params_reference() -> str:
     return "\n".join(doc + ("\n" + table(header, rows) + "\n" if rows else "") for doc, rows in sections.values())
 
 
-# What each rule of a policy section means for its metric (PolicyParams in humane/core/params.py).
+# What each rule of a policy section means for its metric (PolicyParams in humane/fairness/params.py).
 POLICY_RULES = {
     "min": "at least",
     "max": "at most",

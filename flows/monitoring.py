@@ -77,12 +77,13 @@ from flows.retries import SERVER_TASK
 from humane.core.context import RunContext
 from humane.core.errors import ConfigError, exit_code
 from humane.core.io import md5_of
-from humane.core.params import MonitorParams, Params, load_params
 from humane.core.paths import Paths
 from humane.monitoring import attribution_drift, monitor, report
 from humane.monitoring.batch import Batch, input_columns, read_batch
 from humane.monitoring.champion import ChampionModel, load_champion, log_monitoring_run
 from humane.monitoring.checks import INCOMPLETE
+from humane.monitoring.params import MonitorParams
+from humane.pipeline.params import Params, load_params
 
 # Exit status of `python -m flows.monitoring` per named end state; a Failed state holding an error exits with
 # the error's code (humane.core.errors.exit_code: 2 input, 10 server unavailable, 11 access, 12 integrity, 1 other).

@@ -48,7 +48,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from flows import training as training_flow
 from flows.retries import SERVER_TASK
-from humane.core import io, workspace
+from humane.core import io
 from humane.core.context import RunContext, overrides_text
 from humane.core.errors import ConfigError, HumaneError, exit_code
 from humane.core.metric_names import (
@@ -58,9 +58,10 @@ from humane.core.metric_names import (
     train_metric,
     val_metric,
 )
-from humane.core.params import Params, SweepParams, apply_overrides, load_params, parse_params, read_raw
+from humane.core.params import read_raw
 from humane.core.paths import Paths
 from humane.fairness.mitigation import unmitigated_train
+from humane.fairness.params import SweepParams
 from humane.fairness.policy import policy_of
 from humane.fairness.sweep import (
     FRONT_GAPS,
@@ -77,6 +78,8 @@ from humane.fairness.sweep_choice import pareto_front, position, select
 from humane.fairness.sweep_report import choice_markdown, compute_markdown, plot_front, table
 from humane.governance.store import client, ensure_experiment
 from humane.modeling.features import load_preprocessor, token_layout
+from humane.pipeline import workspace
+from humane.pipeline.params import Params, apply_overrides, load_params, parse_params
 
 # Where the sweep writes its table, plot and choice in the project; the table's rows are `dvc plots` data:
 # `dvc plots show reports/sweep/front.json -x test_dp_sex -y test_accuracy`

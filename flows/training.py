@@ -3,7 +3,7 @@
 Each stage is a Prefect task that waits for the stages whose outputs it reads, so the run's graph is the
 pipeline. A stage DVC reports as up to date ends in a Completed state named Skipped; a stage that runs is
 recorded in dvc.lock. Without overrides the flow runs in the project folder, like `dvc repro`; with
-overrides it runs in an isolated workspace saved as a DVC experiment (humane.core.workspace).
+overrides it runs in an isolated workspace saved as a DVC experiment (humane.pipeline.workspace).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, Failed, State
 
 from flows.retries import retry_unexpected
-from humane.core import io, workspace
+from humane.core import io
 from humane.core.context import PREFECT_ENTRY, RunContext
 from humane.core.errors import HumaneError, exit_code
-from humane.core.params import Params, apply_overrides, check_paths, parse_params, read_raw
+from humane.core.params import read_raw
 from humane.core.paths import Paths
 from humane.data.datasets import BUILTINS
 from humane.governance import approvals, signoff, team_client
@@ -37,6 +37,8 @@ from humane.governance.card import decision_page, group_rows
 from humane.governance.gate import Decision
 from humane.governance.registry import current_champion
 from humane.governance.store import client
+from humane.pipeline import workspace
+from humane.pipeline.params import Params, apply_overrides, check_paths, parse_params
 
 # Retries only where a stage talks to a server (the tracking store and registry); never on training, and never
 # for a HumaneError (flows.retries).
@@ -290,7 +292,7 @@ def training(overrides: dict[str, Any] | None = None, requested_by: str | None =
     """Load → validate → audit data → preprocess → train → evaluate → audit → track → gate → register → sign-off.
 
     Args:
-        overrides: allow-listed params to change for this run only (humane.core.params.OVERRIDABLE), e.g.
+        overrides: allow-listed params to change for this run only (humane.pipeline.params.OVERRIDABLE), e.g.
             ``{"train.lr": 0.003}``. The project's params.yaml is left as it is.
         requested_by: the name shown for whoever asked for the run (a display name: four eyes compares the
             authenticated account that registered the candidate, i.e. the account running this flow).

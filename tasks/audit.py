@@ -6,14 +6,15 @@ import pandas as pd
 import torch
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
-from humane.core.params import Params
+from humane.core.context import RunContext
 from humane.core.paths import LABEL_COLUMN, Paths
 from humane.fairness.metrics import audit_predictions, headline, overall_with_ci
 from humane.fairness.plots import save_plots
 from humane.fairness.thresholds import served_decisions
 from humane.modeling.evaluation import predict_proba
 from humane.modeling.features import split_xy
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
-from humane.core.params import Params
+from humane.core.context import RunContext
 from humane.core.paths import Paths
 from humane.fairness.metrics import data_audit
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:

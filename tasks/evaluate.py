@@ -14,9 +14,8 @@ import pandas as pd
 import torch
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
+from humane.core.context import RunContext
 from humane.core.errors import HumaneError
-from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN, Paths
 from humane.core.protected import sensitive_group_labels
 from humane.fairness.metrics import gaps_from, group_table
@@ -33,6 +32,8 @@ from humane.modeling.evaluation import (
 )
 from humane.modeling.features import split_xy
 from humane.modeling.model import load_model
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 from humane.privacy.membership import membership_audit
 
 

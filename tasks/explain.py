@@ -16,9 +16,8 @@ import pandas as pd
 import torch
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
+from humane.core.context import RunContext
 from humane.core.errors import DataError, HumaneError
-from humane.core.params import Params
 from humane.core.paths import Paths
 from humane.core.protected import group_labels, group_text, sensitive_name
 from humane.fairness.error_analysis import error_cohorts
@@ -44,6 +43,8 @@ from humane.modeling.counterfactual import (
 )
 from humane.modeling.features import Preprocessor, load_preprocessor, split_xy
 from humane.modeling.model import Network, load_model, probabilities
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 from humane.privacy.policy import protected_columns
 
 COUNTERFACTUAL_ROWS = 100  # refused rows of the sample whose counterfactual is searched (coverage, one example)

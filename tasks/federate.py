@@ -22,9 +22,8 @@ from typing import Any
 import torch
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
+from humane.core.context import RunContext
 from humane.core.errors import ConfigError, HumaneError, ServerUnavailable
-from humane.core.params import FederatedParams, Params
 from humane.core.paths import Paths
 from humane.core.protected import INTERSECTION
 from humane.fairness.counts import (
@@ -40,6 +39,9 @@ from humane.governance import federation
 from humane.modeling.evaluation import CalibrationBin, save_plots
 from humane.modeling.features import load_preprocessor
 from humane.modeling.model import count_parameters, load_model
+from humane.modeling.params import FederatedParams
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 from humane.privacy.policy import OTHER, FittedPolicy
 
 # What flwr prints when the SuperLink's control API does not answer (flwr.cli.utils.SUPERLINK_UNAVAILABLE_MESSAGE).

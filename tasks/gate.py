@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
-from humane.core.params import Params
+from humane.core.context import RunContext
 from humane.core.paths import Paths
 from humane.fairness.policy import policy_of
 from humane.governance.gate import DOMINANCE, REMEDY_COST, Decision, decide, read_candidate
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:

@@ -8,13 +8,14 @@ from typing import Any
 import pandas as pd
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
+from humane.core.context import RunContext
 from humane.core.errors import DataError
-from humane.core.params import Params
 from humane.core.paths import Paths
 from humane.data.identifiers import Finding, check_identifiers, find_identifiers, identifier_report
 from humane.data.schema import resolve_labels
 from humane.data.sources import Loaded, convert_dates, load
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 from humane.privacy.anonymity import risk_report
 from humane.privacy.policy import (
     FittedPolicy,

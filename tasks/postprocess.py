@@ -9,12 +9,13 @@ import pandas as pd
 import torch
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
-from humane.core.params import Params
+from humane.core.context import RunContext
 from humane.core.paths import Paths
 from humane.fairness.thresholds import fit_thresholds
 from humane.modeling.evaluation import predict_proba
 from humane.modeling.features import split_xy
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:

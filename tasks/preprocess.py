@@ -5,14 +5,15 @@ from __future__ import annotations
 import pandas as pd
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
+from humane.core.context import RunContext
 from humane.core.errors import ValidationFailed
-from humane.core.params import Params
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
 from humane.fairness.mitigation import mitigate_data
 from humane.modeling.counterfactual import check_immutable, never_inputs
 from humane.modeling.features import fit_preprocessor, save_preprocessor, split_train_val, to_model_frame
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from humane.core.context import RunContext, stage_main
-from humane.core.params import Params
+from humane.core.context import RunContext
 from humane.core.paths import Paths
 from humane.governance.promotion import register
 from humane.governance.store import server_calls
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 
 
 def run(params: Params, paths: Paths, ctx: RunContext) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from functools import partial
 
-from humane.core.context import RunContext, stage_main
-from humane.core.params import Params
+from humane.core.context import RunContext
 from humane.core.paths import Paths
 from humane.governance.store import server_calls
 from humane.governance.tracking import RunArtifact, log_run
 from humane.monitoring.reference import REFERENCE_ARTIFACT, MonitoredColumns, write_reference
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 from humane.privacy.policy import protected_columns
 
 

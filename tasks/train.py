@@ -26,9 +26,8 @@ import pandas as pd
 import torch
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
+from humane.core.context import RunContext
 from humane.core.errors import HumaneError, cli
-from humane.core.params import Params, parse_params
 from humane.core.paths import Paths
 from humane.fairness.mitigation import training_terms, unmitigated_train
 from humane.fairness.reductions import fit_mitigated
@@ -37,6 +36,8 @@ from humane.modeling.evaluation import SAME_NETWORK
 from humane.modeling.features import load_preprocessor, split_xy, token_layout
 from humane.modeling.model import count_parameters, model_state
 from humane.modeling.training import TrainResult
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params, parse_params
 
 TWIN_CHECKPOINTS = "unmitigated"  # the twin's checkpoints, in their own folder under models/checkpoints
 SPEC_ENV = "HUMANE_TRAIN_SPEC"  # a torchrun worker's params and workspace, written by the launching process

@@ -12,12 +12,13 @@ import sys
 import pandas as pd
 
 from humane.core import io
-from humane.core.context import RunContext, stage_main
+from humane.core.context import RunContext
 from humane.core.errors import ValidationFailed
-from humane.core.params import Params
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
 from humane.data.validation import leakage_summary, report, validate_frames
+from humane.pipeline.entry import stage_main
+from humane.pipeline.params import Params
 from humane.privacy.policy import protected_columns
 
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from humane.core.errors import cli
-from humane.core.params import Params, load_params
 from humane.core.paths import Paths
 
 DVC_ENTRY = "dvc repro"
@@ -58,16 +55,3 @@ def overrides_text(overrides: dict[str, Any]) -> str:
 def default_tracking_uri(project: Path) -> str:
     """The project's own store: a SQLite file in the project folder."""
     return f"sqlite:///{Paths(project.resolve()).mlflow_db}"
-
-
-Stage = Callable[[Params, Paths, RunContext], str]
-
-
-def stage_main(run: Stage) -> None:
-    """A stage's `python -m tasks.<stage>` entry point (what dvc.yaml runs): params from ./params.yaml."""
-
-    def main() -> None:
-        paths = Paths(Path("."))
-        print(run(load_params(paths.params), paths, RunContext(project=Path.cwd())))
-
-    cli(main)

@@ -28,8 +28,9 @@ from typing import Any
 import pandas as pd
 
 from humane.core.errors import DataError
-from humane.core.params import DataParams, IdentifierParams, PrivacyParams
+from humane.data.params import DataParams
 from humane.data.sources import parse_dates
+from humane.privacy.params import IdentifierParams, PrivacyParams
 
 # Which sampled rows are read is seeded, so the same data gives the same findings.
 SAMPLE_SEED = 0

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from humane.core.errors import DataError
-from humane.core.params import DataParams
 from humane.data.datasets import BUILTINS, BuiltinDataset
+from humane.data.params import DataParams
 from humane.privacy.policy import OTHER
 
 # The most label values an error lists: a column with more distinct values is not a label column, and its

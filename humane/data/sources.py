@@ -30,8 +30,9 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import DataParams, ReadParams, confine
+from humane.core.params import confine
 from humane.data.datasets import BUILTINS, md5_of, verify
+from humane.data.params import DataParams, ReadParams
 
 if TYPE_CHECKING:
     from pyrage import x25519

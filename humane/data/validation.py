@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 
 from humane.core import io
-from humane.core.params import LeakageParams, ValidateParams
 from humane.core.paths import Paths
 from humane.core.protected import MISSING_GROUP, WITHHELD_GROUP
 from humane.data.leakage import feature_aucs, shared_rows
+from humane.data.params import LeakageParams, ValidateParams
 from humane.data.schema import Schema
 
 # The dtypes of a numeric column; True/False counts as numeric (0/1), as the schema's inference reads it.

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from humane.core.errors import DataError
-from humane.core.params import AuditParams
 from humane.fairness.metrics import GAP_METRICS, GROUP_METRICS, FeatureAudit, gaps_from, shown_names
+from humane.fairness.params import AuditParams
 from humane.modeling.evaluation import PROB_EPS
 
 CELLS = ("tp", "fp", "tn", "fn")

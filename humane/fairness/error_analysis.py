@@ -19,7 +19,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.tree import DecisionTreeClassifier
 
 from humane.core.errors import DataError
-from humane.core.params import ExplainParams
+from humane.modeling.params import ExplainParams
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile: a two-sided 95% interval
 MISSING_VALUE = "(missing)"  # how a null categorical value reads in a rule

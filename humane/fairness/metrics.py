@@ -12,9 +12,10 @@ import pandas as pd
 
 from humane.core.errors import DataError
 from humane.core.metric_names import fairness_feature_prefix, fairness_metric, parse_fairness
-from humane.core.params import AuditParams, DataParams
 from humane.core.paths import LABEL_COLUMN
 from humane.core.protected import MISSING_GROUP, WITHHELD_GROUP, sensitive_group_labels, sensitive_name
+from humane.data.params import DataParams
+from humane.fairness.params import AuditParams
 
 GROUP_METRICS = ("selection_rate", "accuracy", "tpr", "fpr", "precision", "calibration_error")
 GAP_METRICS = (

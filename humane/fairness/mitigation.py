@@ -30,10 +30,10 @@ from fairret.statistic import FalsePositiveRate, PositiveRate, TruePositiveRate
 from imblearn.over_sampling import RandomOverSampler
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import MitigationParams
 from humane.core.paths import LABEL_COLUMN, WEIGHT_COLUMN
 from humane.core.protected import INTERSECTION, sensitive_group_labels, sensitive_name, sensitive_names
 from humane.fairness.metrics import shown_names
+from humane.fairness.params import MitigationParams
 
 PenaltyConstraint = Literal["demographic_parity", "equalized_odds"]
 PENALTY_CONSTRAINTS: tuple[str, ...] = ("demographic_parity", "equalized_odds")

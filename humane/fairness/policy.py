@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from humane.core.metric_names import fairness_metric, is_fairness
-from humane.core.params import GateParams, Params, PolicyParams
+from humane.fairness.params import FairnessSections, GateRules, PolicyParams
 
 WILDCARD = "fairness.*."  # fairness.*.<gap>: the gap of every sensitive feature on its own
 
@@ -35,7 +35,7 @@ class Policy:
     max_remedy_cost: float | None = None
 
     @classmethod
-    def of(cls, gate: GateParams, dataset: PolicyParams, sensitive: list[str]) -> Policy:
+    def of(cls, gate: GateRules, dataset: PolicyParams, sensitive: list[str]) -> Policy:
         """Merge: the profile adds thresholds and, for the same metric, replaces the generic one.
 
         Args:
@@ -97,7 +97,7 @@ def expanded(rules: dict[str, float], sensitive: list[str]) -> dict[str, float]:
     return out
 
 
-def policy_of(params: Params) -> Policy:
+def policy_of(params: FairnessSections) -> Policy:
     """The policy in force for these params: the generic gate and the dataset profile's own thresholds.
 
     Args:

@@ -25,8 +25,8 @@ from sklearn.model_selection import StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from humane.core.errors import DataError
-from humane.core.params import ExplainParams
 from humane.fairness.metrics import shown_names
+from humane.modeling.params import ExplainParams
 
 # lbfgs on scaled inputs converges in well under this many iterations; the bound only stops a runaway fit.
 MAX_ITER = 2000

@@ -23,8 +23,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import MitigationParams, Params, TrainParams
 from humane.fairness.mitigation import constrained, group_keys
+from humane.fairness.params import FairnessSections, MitigationParams
 from humane.modeling.model import (
     MLP,
     Constant,
@@ -36,6 +36,7 @@ from humane.modeling.model import (
     loss_fn,
     probabilities,
 )
+from humane.modeling.params import TrainParams
 from humane.modeling.training import TrainResult, clear_checkpoints, eval_step, fit, seed_everything
 
 if TYPE_CHECKING:
@@ -381,7 +382,7 @@ def fit_mitigated(
     x_val: torch.Tensor,
     y_val: torch.Tensor,
     train_frame: pd.DataFrame,
-    params: Params,
+    params: FairnessSections,
     settings: TrainParams,
     checkpoint_dir: Path | None = None,
     *,

@@ -28,17 +28,18 @@ import torch
 
 from humane.core.errors import ConfigError, DataError
 from humane.core.metric_names import fairness_metric
-from humane.core.params import Params, TrainParams
 from humane.core.paths import LABEL_COLUMN
 from humane.core.protected import INTERSECTION
 from humane.fairness.metrics import audit_predictions, headline
 from humane.fairness.mitigation import mitigate_data, training_terms
+from humane.fairness.params import FairnessSections
 from humane.fairness.reductions import fit_mitigated
 from humane.fairness.thresholds import fit_thresholds, group_decisions
 from humane.modeling.compute import FLOP_PROBE_ROWS, ComputeMeter, bill, flops_per_sample
 from humane.modeling.evaluation import binary_metrics
 from humane.modeling.features import split_xy
 from humane.modeling.model import count_parameters
+from humane.modeling.params import TrainParams
 
 QUALITY_METRICS = ("accuracy", "balanced_accuracy", "roc_auc")
 FRONT_GAPS = {"dp": "demographic_parity_difference", "eo": "equalized_odds_difference"}
@@ -122,7 +123,7 @@ def check_candidates(candidates: list[dict[str, Any]]) -> None:
         seen[key] = n
 
 
-def training_key(params: Params) -> str:
+def training_key(params: FairnessSections) -> str:
     """What shapes the trained model: two candidates with the same key can share one model.
 
     The train section (its progress bar aside), mitigation by data, by the loss and by reductions (the seed only
@@ -155,7 +156,7 @@ def training_key(params: Params) -> str:
 
 
 def train_candidate(
-    params: Params, frames: dict[str, pd.DataFrame], layout: tuple[int, list[int]] | None = None
+    params: FairnessSections, frames: dict[str, pd.DataFrame], layout: tuple[int, list[int]] | None = None
 ) -> TrainedModel:
     """Mitigate the training rows, train the network (one process, one torch thread), and score val and test rows.
 
@@ -222,7 +223,7 @@ def aligned_tensors(train: pd.DataFrame, val: pd.DataFrame, test: pd.DataFrame) 
     return x_train, y_train, x_val, y_val, x_test
 
 
-def candidate_settings(params: Params, layout: tuple[int, list[int]] | None) -> TrainParams:
+def candidate_settings(params: FairnessSections, layout: tuple[int, list[int]] | None) -> TrainParams:
     """The candidate's training settings: one process (never itself launched over torchrun), no progress bar.
 
     Raises:
@@ -284,7 +285,7 @@ def compute_sum(results: list[CandidateResult]) -> dict[str, float | int | str]:
     return out
 
 
-def gap_features(params: Params) -> list[str]:
+def gap_features(params: FairnessSections) -> list[str]:
     """The features whose gaps are measured: each sensitive one, their intersection, and the mitigation target."""
     features = list(params.data.sensitive_features)
     if len(features) > 1:
@@ -293,7 +294,7 @@ def gap_features(params: Params) -> list[str]:
     return features + ([target] if target not in features else [])
 
 
-def front_feature(params: Params) -> str:
+def front_feature(params: FairnessSections) -> str:
     """The feature the front is drawn for: the mitigation target (an intersection for two or more features).
 
     With no target configured, the first sensitive feature.
@@ -303,7 +304,11 @@ def front_feature(params: Params) -> str:
 
 
 def figures(
-    params: Params, frame: pd.DataFrame, p: np.ndarray, thresholds: dict[str, Any], decided: np.ndarray | None = None
+    params: FairnessSections,
+    frame: pd.DataFrame,
+    p: np.ndarray,
+    thresholds: dict[str, Any],
+    decided: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Quality and the audit's gaps of one split's scores, deciding as the served model would.
 
@@ -330,7 +335,7 @@ def figures(
 
 
 def score_candidate(
-    params: Params,
+    params: FairnessSections,
     val: pd.DataFrame,
     test: pd.DataFrame,
     trained: TrainedModel,
@@ -374,7 +379,7 @@ def score_candidate(
     )
 
 
-def cross_fitted(params: Params, val: pd.DataFrame, p_val: np.ndarray, folds: int = 2) -> np.ndarray | None:
+def cross_fitted(params: FairnessSections, val: pd.DataFrame, p_val: np.ndarray, folds: int = 2) -> np.ndarray | None:
     """Out-of-fold decisions on the validation rows: each fold decided by thresholds fitted on the others.
 
     Folds are stratified by the mitigation target's group and the label (seeded by mitigation.seed), so each fold
@@ -402,7 +407,7 @@ def cross_fitted(params: Params, val: pd.DataFrame, p_val: np.ndarray, folds: in
 
 
 def run_candidate(
-    params: Params,
+    params: FairnessSections,
     frames: dict[str, pd.DataFrame],
     overrides: dict[str, Any] | None = None,
     layout: tuple[int, list[int]] | None = None,

@@ -27,9 +27,9 @@ from fairlearn.postprocessing import ThresholdOptimizer
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import MitigationParams
 from humane.core.paths import LABEL_COLUMN
 from humane.fairness.mitigation import binary_labels, constrained, group_keys
+from humane.fairness.params import MitigationParams
 
 ThresholdConstraint = Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity"]
 THRESHOLD_CONSTRAINTS: tuple[str, ...] = ("demographic_parity", "equalized_odds", "true_positive_rate_parity")

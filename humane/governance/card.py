@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from humane.core.metric_names import baseline_metric, fairness_metric
-from humane.core.params import Params
 from humane.fairness.metrics import GROUP_METRICS, unmeasurable
 from humane.fairness.policy import policy_of
 from humane.governance import federation
 from humane.governance.gate import RESULT_WORDS, Decision
+from humane.governance.params import GovernanceSections
 
 # The card's sign-off paragraph while a person's decision is awaited; the sign-off replaces it with the outcome.
 SIGNOFF_PENDING = "Awaiting sign-off by a person (gate.require_approval): champion does not move until then."
@@ -178,7 +178,7 @@ class ModelFacts(_RecordedFacts, total=False):
 
 
 def model_card(
-    params: Params, decision: Decision, version: str | None, facts: ModelFacts, signed: str | None = None
+    params: GovernanceSections, decision: Decision, version: str | None, facts: ModelFacts, signed: str | None = None
 ) -> Card:
     """The model card from recorded facts: details, use, metrics with CIs, gaps vs policy, validation, decision."""
     card = Card()
@@ -203,7 +203,7 @@ def model_card(
     return card
 
 
-def training_text(params: Params, facts: ModelFacts) -> str:
+def training_text(params: GovernanceSections, facts: ModelFacts) -> str:
     """How the model was trained, in one cell: optimiser, batch, and which epoch (or round, or fits) it keeps."""
     train = params.train
     if facts.get("federation"):
@@ -218,7 +218,7 @@ def training_text(params: Params, facts: ModelFacts) -> str:
     return f"AdamW lr {train.lr}, weight decay {train.weight_decay}, batch {train.batch_size}, " + kept
 
 
-def add_details(card: Card, params: Params, facts: ModelFacts) -> None:
+def add_details(card: Card, params: GovernanceSections, facts: ModelFacts) -> None:
     """The model details table (network, training, data, sensitive features, lineage) and the intended use."""
     card.heading("Model details")
     data = (
@@ -464,7 +464,7 @@ def overlap_text(groups: dict[str, dict[str, dict[str, float]]]) -> str:
     return "; ".join(parts) or "-"
 
 
-def add_federation(card: Card, params: Params, facts: ModelFacts) -> None:
+def add_federation(card: Card, params: GovernanceSections, facts: ModelFacts) -> None:
     """A federated model's sites (rows, status and why), its run, and the figures that only rows give."""
     run = facts["federation"]
     card.heading("Federated training")
@@ -521,7 +521,7 @@ def add_federation(card: Card, params: Params, facts: ModelFacts) -> None:
     )
 
 
-def add_pooled_data(card: Card, params: Params, facts: ModelFacts) -> None:
+def add_pooled_data(card: Card, params: GovernanceSections, facts: ModelFacts) -> None:
     """Data, privacy and compute of a model trained on pooled rows."""
     card.heading("Data")
     validation = facts["validation"]
@@ -605,7 +605,7 @@ def gap_rows(audit: dict[str, Any], limits: dict[str, float]) -> list[list[Any]]
     return rows
 
 
-def architecture(params: Params, facts: ModelFacts) -> str:
+def architecture(params: GovernanceSections, facts: ModelFacts) -> str:
     """The network in one line: the MLP's layers, or the FT-Transformer's sizes."""
     train = params.train
     e = train.numeric_embedding
@@ -668,7 +668,7 @@ def add_compute(card: Card, compute: dict[str, Any] | None) -> None:
         card.para(compute["note"])
 
 
-def add_signoff(card: Card, params: Params, decision: Decision, signed: str | None = None) -> None:
+def add_signoff(card: Card, params: GovernanceSections, decision: Decision, signed: str | None = None) -> None:
     """Whether a person must sign off, and that it is awaited (the sign-off replaces it) or how it went (`signed`)."""
     card.heading("Sign-off")
     if signed:
@@ -713,7 +713,7 @@ def leakage_statement(validation: dict[str, Any]) -> str:
     return f"Leakage limits RAISED on purpose by the dataset profile: {defaults}. Measured: {figures}."
 
 
-def add_mitigation(card: Card, params: Params, facts: ModelFacts) -> None:
+def add_mitigation(card: Card, params: GovernanceSections, facts: ModelFacts) -> None:
     """Which bias mitigation shaped this model, on which groups, and what it means for its use."""
     card.heading("Bias mitigation")
     settings = params.mitigation
@@ -788,7 +788,9 @@ def data_mitigation_items(target: str, data: dict[str, Any]) -> list[str]:
     return items
 
 
-def reductions_items(params: Params, target: str, reductions: dict[str, Any], post_processed: bool) -> list[str]:
+def reductions_items(
+    params: GovernanceSections, target: str, reductions: dict[str, Any], post_processed: bool
+) -> list[str]:
     """Fairlearn's ExponentiatedGradient as the train stage ran it, and the groups it merged, as bullets."""
     decided = (
         "then decided by the per-group thresholds below"

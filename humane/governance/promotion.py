@@ -16,7 +16,7 @@ from typing import Any
 
 from humane.core import io
 from humane.core.context import RunContext
-from humane.core.params import Params, check_intended_use
+from humane.core.params import check_intended_use
 from humane.core.paths import Paths
 from humane.fairness.policy import policy_of
 from humane.governance import approvals, federation, signoff, team_client
@@ -24,6 +24,7 @@ from humane.governance.card import ModelFacts, model_card
 from humane.governance.gate import Decision, decide, read_candidate
 from humane.governance.identity import local_actor
 from humane.governance.lineage import git_commit, md5_of
+from humane.governance.params import GovernanceSections
 from humane.governance.registry import (
     BASIS_TAG,
     CHALLENGER,
@@ -67,7 +68,7 @@ from humane.governance.store import client, using_tracking_uri
 from humane.modeling.model import file_input_widths
 
 
-def gather_facts(params: Params, paths: Paths, run_id: str, project: Path) -> ModelFacts:
+def gather_facts(params: GovernanceSections, paths: Paths, run_id: str, project: Path) -> ModelFacts:
     """Everything the card states, read from the stage outputs."""
     intended = check_intended_use(params.data.intended_use, paths.root)
     train_metrics = io.read_json(paths.train_metrics)
@@ -130,7 +131,7 @@ def version_tags(decision: Decision, candidate: dict[str, float], facts: ModelFa
     return tags
 
 
-def decision_basis(params: Params, candidate: dict[str, float], test_md5: str) -> str:
+def decision_basis(params: GovernanceSections, candidate: dict[str, float], test_md5: str) -> str:
     """What a decision was taken on: the policy, the candidate's metrics and test rows, and the gate's code."""
     import hashlib
     import json
@@ -144,7 +145,13 @@ def decision_basis(params: Params, candidate: dict[str, float], test_md5: str) -
 
 
 def decide_against(
-    params: Params, paths: Paths, candidate: dict[str, float], reference: Any, name: str, uri: str, test_md5: str
+    params: GovernanceSections,
+    paths: Paths,
+    candidate: dict[str, float],
+    reference: Any,
+    name: str,
+    uri: str,
+    test_md5: str,
 ) -> Decision:
     """Decide against `reference` (a Champion or None), re-scored on the candidate's test rows where possible.
 
@@ -167,7 +174,7 @@ def decide_against(
     return decide(policy, candidate, rescored.champion, notes=notes, test_md5=same_rows)
 
 
-def rescore_champion(params: Params, paths: Paths, champion: Champion, name: str, uri: str) -> Rescored:
+def rescore_champion(params: GovernanceSections, paths: Paths, champion: Champion, name: str, uri: str) -> Rescored:
     """The champion's figures on the candidate's test rows (governance.rescoring).
 
     The champion is loaded (its served code run) only from its files checked against its registered manifest.
@@ -218,7 +225,7 @@ def recorded_decision(version: Any, basis: str) -> Decision | None:
         return None  # cut at the tag limit or hand-edited: decide again
 
 
-def register(params: Params, paths: Paths, ctx: RunContext) -> dict[str, Any]:
+def register(params: GovernanceSections, paths: Paths, ctx: RunContext) -> dict[str, Any]:
     """Register the tracked candidate once; move `challenger` to it; `champion` only as the policy allows.
 
     With a sign-off required (always in team mode) a passing candidate waits for a person
@@ -326,7 +333,7 @@ def registration(
 
 
 def decide_once(
-    params: Params,
+    params: GovernanceSections,
     paths: Paths,
     ctx: RunContext,
     candidate: dict[str, float],
@@ -357,7 +364,7 @@ def decided_entry(trail: Any, name: str, version: str, tags: dict[str, str], bas
     return signoff.held(trail, name, version, tags).get(ENTRY_TAG)
 
 
-def request(ctx: RunContext, params: Params, name: str, version: str, team: bool) -> dict[str, Any]:
+def request(ctx: RunContext, params: GovernanceSections, name: str, version: str, team: bool) -> dict[str, Any]:
     """Ask for the sign-off (and withdraw a re-decided champion): the team server, or the local trail."""
     where = f"registration ({ctx.entry_point}{', flow run ' + ctx.flow_run_id if ctx.flow_run_id else ''})"
     if team:

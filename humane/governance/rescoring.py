@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 
 from humane.core.metric_names import is_privacy, namespaced
-from humane.core.params import AuditParams, flatten
+from humane.core.params import flatten
 from humane.core.paths import LABEL_COLUMN
 from humane.core.protected import sensitive_name
 from humane.fairness.metrics import audit_predictions, headline
+from humane.fairness.params import AuditParams
 from humane.governance.registry import Champion
 from humane.governance.store import StoreError
 from humane.modeling.evaluation import binary_metrics

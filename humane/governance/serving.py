@@ -448,11 +448,12 @@ def load_champion(
 
 def _requires_approval(project: Path) -> bool:
     """params.yaml's `gate.require_approval` in the project (False where the folder has no params.yaml)."""
-    from humane.core.params import load_params
+    from humane.core.params import read_section
     from humane.core.paths import Paths
+    from humane.governance.params import GateParams
 
     path = Paths(project).params
-    return load_params(path).gate.require_approval if path.exists() else False
+    return read_section(path, "gate", GateParams).require_approval if path.exists() else False
 
 
 def checked_copy(name: str, version: str, dest: Path) -> Path:

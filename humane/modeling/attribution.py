@@ -23,9 +23,9 @@ from torch import nn
 
 from humane.core.errors import ConfigError, DataError
 from humane.core.io import atomic_path
-from humane.core.params import ExplainParams
 from humane.modeling.features import Preprocessor
 from humane.modeling.model import MLP, Constant, Ensemble, FTTransformer
+from humane.modeling.params import ExplainParams
 
 METHODS = ("integrated_gradients", "shapley_sampling")
 # Rows x path steps (IG) or rows x perturbations (Shapley) per forward pass: large enough to keep the matrix

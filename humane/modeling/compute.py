@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from humane.core.params import ComputeParams
+from humane.modeling.params import ComputeParams
 
 FLOP_PROBE_ROWS = 64  # rows of the one forward + backward pass whose FLOPs are counted
 

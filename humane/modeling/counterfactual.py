@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import Params
+from humane.modeling.params import ModelingSections
 
 # decide(rows) -> (decision, probability): per row, whether the served model decides for the positive label
 # (bool) and its positive-class probability (float), through the full served path.
@@ -36,7 +36,7 @@ NULL_COST = 1.0  # filling a null number: no distance to measure, so the cost of
 PAIR_POOL = 2  # pairs are formed among each column's this many best single changes (by probability) of a row
 
 
-def never_inputs(params: Params) -> list[str]:
+def never_inputs(params: ModelingSections) -> list[str]:
     """Columns the profile keeps out of the model inputs: the sensitive features, the dropped and pseudonymized."""
     data, privacy = params.data, params.privacy
     return [*data.sensitive_features, *data.drop, *privacy.drop, *privacy.pseudonymize]

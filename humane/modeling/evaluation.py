@@ -20,8 +20,8 @@ from sklearn.metrics import (
 )
 
 from humane.core import io
-from humane.core.params import EvaluateParams
 from humane.modeling.model import load_model, probabilities
+from humane.modeling.params import EvaluateParams
 
 PROB_EPS = 1e-7  # keeps log loss finite for a constant 0/1 prediction
 # models/unmitigated.pt's one key when training had no remedy (the train stage's twin): the model is its own twin.

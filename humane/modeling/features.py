@@ -21,10 +21,11 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from humane.core.errors import DataError
-from humane.core.params import Label, PreprocessParams
+from humane.core.params import Label
 from humane.core.paths import LABEL_COLUMN, WEIGHT_COLUMN
 from humane.core.protected import is_sensitive_copy, sensitive_copies
 from humane.data.schema import Schema
+from humane.modeling.params import PreprocessParams
 
 MISSING = "__missing__"  # the category that stands for a null categorical value
 

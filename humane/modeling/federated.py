@@ -43,9 +43,9 @@ from torch import nn
 
 from humane.core import io
 from humane.core.errors import DataError, HumaneError
-from humane.core.params import DataParams, DPParams, PreprocessParams, TrainParams
 from humane.core.paths import Paths
 from humane.core.protected import sensitive_names
+from humane.data.params import DataParams
 from humane.data.schema import Schema, resolve_schema
 from humane.data.site_stats import check_summary
 from humane.modeling.features import (
@@ -58,7 +58,9 @@ from humane.modeling.features import (
     token_layout,
 )
 from humane.modeling.model import Network, build_model, loss_fn, parameter_groups, probabilities
+from humane.modeling.params import PreprocessParams, TrainParams
 from humane.modeling.training import EVAL_CHUNK, TrainingDiverged, seed_everything, train_step
+from humane.privacy.params import DPParams
 
 Arrays = list[np.ndarray]
 

@@ -41,8 +41,8 @@ from tqdm import tqdm
 
 from humane.core import io
 from humane.core.errors import HumaneError
-from humane.core.params import TrainParams
 from humane.modeling.model import Network, build_model, loss_fn, parameter_groups, probabilities
+from humane.modeling.params import TrainParams
 
 if TYPE_CHECKING:
     from humane.privacy.dp import PrivateSGD

@@ -34,8 +34,8 @@ import pandas as pd
 
 from humane.core import io
 from humane.core.errors import HumaneError, IntegrityFailed
-from humane.core.params import ExplainParams
 from humane.governance.store import client
+from humane.modeling.params import ExplainParams
 from humane.monitoring.champion import ChampionModel, MonitoringError, _artifact_location, _download
 
 EXPLANATIONS_ARTIFACT = "reports/explanations.json"  # as the track stage logs it

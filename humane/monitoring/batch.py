@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from humane.core.errors import DataError
-from humane.core.params import ReadParams
+from humane.data.params import ReadParams
 from humane.data.sources import read_table
 
 NUMERIC_TYPES = ("double", "float", "long", "integer")

@@ -23,11 +23,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from humane.core.params import MONITORED_GAPS, AuditParams, MonitorParams
 from humane.core.paths import LABEL_COLUMN
 from humane.core.protected import sensitive_group_labels
 from humane.fairness.metrics import audit_feature, overall_with_ci, shown_names
+from humane.fairness.params import AuditParams
 from humane.monitoring import attribution_drift
+from humane.monitoring.params import MONITORED_GAPS, MonitorParams
 from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN
 
 Z95 = 1.959964  # a 95% interval from NannyML's sampling error (its own boundaries are ±3 sampling errors)

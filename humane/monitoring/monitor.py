@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from humane.core.errors import DataError
-from humane.core.params import Params
 from humane.core.paths import LABEL_COLUMN
 from humane.core.protected import sensitive_group_labels
 from humane.governance.domain import SEPARATOR
@@ -23,6 +22,7 @@ from humane.governance.serving import as_request
 from humane.monitoring import attribution_drift, checks
 from humane.monitoring.batch import Batch
 from humane.monitoring.champion import ChampionModel
+from humane.monitoring.params import MonitoringSections
 from humane.monitoring.reference import (
     DECISION_COLUMN,
     PROBABILITY_COLUMN,
@@ -53,7 +53,7 @@ def score(champion: ChampionModel, batch: Batch) -> pd.DataFrame:
         raise DataError(f"{batch.path}: {err}") from None
 
 
-def monitored(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params: Params) -> pd.DataFrame:
+def monitored(champion: ChampionModel, batch: Batch, scores: pd.DataFrame, params: MonitoringSections) -> pd.DataFrame:
     """The batch in the reference's shape: inputs after the model's privacy policy, groups, label, scores."""
     served = champion.served
     columns = MonitoredColumns.of(params)
@@ -73,7 +73,7 @@ def evaluate(
     champion: ChampionModel,
     batch: Batch,
     scores: pd.DataFrame,
-    params: Params,
+    params: MonitoringSections,
     when: datetime,
     explanations: dict[str, Any],
 ) -> dict[str, Any]:
@@ -129,7 +129,7 @@ def _performance(
     groups: dict[str, Any],
     sensitive: list[str],
     labeled: bool,
-    params: Params,
+    params: MonitoringSections,
 ) -> dict[str, Any]:
     """The batch's performance: test-time figures, CBPE's estimates, and the realised ones when it is labelled."""
     performance: dict[str, Any] = {
@@ -146,14 +146,18 @@ def _performance(
     return performance
 
 
-def attribution(champion: ChampionModel, batch: Batch, params: Params, explanations: dict[str, Any]) -> dict[str, Any]:
+def attribution(
+    champion: ChampionModel, batch: Batch, params: MonitoringSections, explanations: dict[str, Any]
+) -> dict[str, Any]:
     """The batch's attribution drift against the champion's recorded shares (attribution_drift.measure's entry)."""
     rows = request(champion, batch)
     threshold = params.monitor.attribution_drift_threshold
     return attribution_drift.measure(champion.served, rows, explanations, params.explain, threshold)
 
 
-def notes(champion: ChampionModel, batch: Batch, params: Params, calibration: dict[str, float]) -> list[str]:
+def notes(
+    champion: ChampionModel, batch: Batch, params: MonitoringSections, calibration: dict[str, float]
+) -> list[str]:
     """The report's notes: the batch's own, CBPE's assumption, and the inputs the reference does not store."""
     withheld = MonitoredColumns.of(params).withheld
     unwatched = [c for c in champion.served.preprocessor.inputs if c in withheld]
@@ -198,8 +202,8 @@ def calibration_note(calibration: dict[str, float]) -> str:
 
 
 def breach_name(breaches: list[dict[str, str]]) -> str | None:
-    """The name of the run's end state: the first breached kind in humane.core.params.BREACHES order."""
-    from humane.core.params import BREACHES
+    """The name of the run's end state: the first breached kind in humane.monitoring.params.BREACHES order."""
+    from humane.monitoring.params import BREACHES
 
     kinds = {b["breach"] for b in breaches}
     return next((k for k in BREACHES if k in kinds), None)

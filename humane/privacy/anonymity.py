@@ -9,7 +9,7 @@ import pandas as pd
 from pandas.api.typing import SeriesGroupBy
 
 from humane.core.errors import DataError
-from humane.core.params import PrivacyParams
+from humane.privacy.params import PrivacyParams
 from humane.privacy.policy import absent_columns, canonical_text
 
 

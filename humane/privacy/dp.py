@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from humane.core.errors import HumaneError
-from humane.core.params import TrainParams
+from humane.privacy.params import DPTraining
 
 
 class BatchRows(TensorDataset):
@@ -33,7 +33,7 @@ def make_private(
     loss_fn: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    params: TrainParams,
+    params: DPTraining,
     generator: torch.Generator,
     noise_multiplier: float | None = None,
 ) -> tuple[Any, nn.Module, Any, nn.Module, Any]:
@@ -119,7 +119,7 @@ class PrivateSGD:
     rows' gradients would be clipped wrongly (fail closed).
     """
 
-    def __init__(self, model: nn.Module, params: TrainParams, rows: int, generator: torch.Generator) -> None:
+    def __init__(self, model: nn.Module, params: DPTraining, rows: int, generator: torch.Generator) -> None:
         from opacus.accountants import create_accountant
         from opacus.accountants.utils import get_noise_multiplier
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from humane.core.errors import ConfigError, DataError, IntegrityFailed, cli
 from humane.core.io import atomic_path
-from humane.core.params import DataParams
+from humane.privacy.params import EncryptedSource
 
 if TYPE_CHECKING:  # pyrage is imported where it is used: reading a plaintext source never needs it
     from pyrage import x25519
@@ -59,7 +59,7 @@ def looks_encrypted(path: Path) -> bool:
     return start.startswith(AGE_HEADER) or start.startswith(AGE_ARMOR)
 
 
-def source_identity(spec: DataParams, shown: str) -> x25519.Identity:
+def source_identity(spec: EncryptedSource, shown: str) -> x25519.Identity:
     """The identity that decrypts the data source `shown` (data.encryption_key_env, else data.encryption_key_block)."""
     return identity_from(
         spec.encryption_key_env,

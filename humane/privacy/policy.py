@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from humane.core.errors import ConfigError, DataError, ServerUnavailable
-from humane.core.params import DataParams, PrivacyParams
 from humane.core.paths import Paths
+from humane.privacy.params import DatasetColumns, PrivacyParams
 
 OTHER = "Other"  # the category that rare values are grouped into
 WITHHELD = "values withheld: the column is masked by the privacy policy"  # errors never quote a masked column's values
@@ -218,7 +218,7 @@ class ProtectedColumns:
 
 
 def protected_columns(
-    privacy: PrivacyParams, data: DataParams, fitted: dict[str, Any] | None = None
+    privacy: PrivacyParams, data: DatasetColumns, fitted: dict[str, Any] | None = None
 ) -> ProtectedColumns:
     """The one definition of the columns whose raw values never leave the load stage.
 

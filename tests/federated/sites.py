@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from humane.core.params import load_params
+from humane.pipeline.params import load_params
 from tests.conftest import SAMPLE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,8 +21,8 @@ import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
 
-from humane.core.workspace import stages
 from humane.governance.signoff import PROMOTED
+from humane.pipeline.workspace import stages
 from tests.conftest import BIN, ROOT, mlflow_client, run, tracked_runs
 
 MODEL = "humane-sample"

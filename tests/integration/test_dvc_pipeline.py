@@ -9,7 +9,7 @@ import pandas as pd
 import yaml
 
 from humane.core.io import md5_of
-from humane.core.workspace import stages
+from humane.pipeline.workspace import stages
 from tests.conftest import mlflow_client, run, tracked_runs
 
 OUTPUTS = [

@@ -171,8 +171,8 @@ def test_the_identity_from_a_prefect_secret_block(prefect_server, monkeypatch, t
     from prefect.blocks.system import Secret
 
     from humane.core.errors import ConfigError
-    from humane.core.params import load_params
     from humane.data.sources import read_table
+    from humane.pipeline.params import load_params
     from humane.privacy.encryption import encrypt_file, keygen, parse_recipients, source_identity
 
     recipient = keygen(tmp_path / "identity.txt")

@@ -12,8 +12,8 @@ import math
 import mlflow
 import yaml
 
-from humane.core.params import load_params
 from humane.governance.serving import ARTIFACT_EXPLAINER
+from humane.pipeline.params import load_params
 from humane.privacy.policy import protected_columns
 from tests.conftest import SAMPLE_COLUMNS, mlflow_client, run, tracked_runs
 

@@ -154,7 +154,7 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 from humane.core.context import RunContext
-from humane.core.params import load_params
+from humane.pipeline.params import load_params
 from humane.core.paths import Paths
 from humane.governance import promotion
 

@@ -16,7 +16,7 @@ from tests.conftest import ROOT, mlflow_client, run
 
 def test_german_runs_end_to_end_under_its_own_profile(project):
     shutil.copytree(ROOT / "data/raw/german", project / "data/raw/german")
-    run(["python", "-m", "humane.data.profiles", "use", "profiles/german.yaml"], project)
+    run(["python", "-m", "humane.pipeline.profiles", "use", "profiles/german.yaml"], project)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["mitigation"]["thresholds"] = "equalized_odds"  # Adult's remedy, copied
     params["gate"]["dominated_by"] = ["unmitigated", "logreg"]  # params.yaml's rule (the sample's runs drop logreg)

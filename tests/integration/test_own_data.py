@@ -30,7 +30,7 @@ COPIED_REMEDY = {"target": ["ethnicity"], "thresholds": "equalized_odds", "seed"
 def _profile(project, privacy):
     profile = {"data": LOANS_PROFILE_DATA, "privacy": privacy, "policy": {}, "mitigation": COPIED_REMEDY}
     (project / "profiles/loans.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
-    run(["python", "-m", "humane.data.profiles", "use", "profiles/loans.yaml"], project)
+    run(["python", "-m", "humane.pipeline.profiles", "use", "profiles/loans.yaml"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "loans profile"], project)
 

@@ -14,9 +14,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.training import training
-from humane.core.workspace import stages
 from humane.governance.registry import PASSED, REJECTED_BY_POLICY
 from humane.modeling.features import load_preprocessor
+from humane.pipeline.workspace import stages
 from tests.conftest import BIN, md5s, mlflow_client, run, tracked_runs
 
 # Byte-identical outputs of the flow and of `dvc repro` (the skops preprocessor is compared by behaviour).

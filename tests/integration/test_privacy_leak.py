@@ -207,7 +207,7 @@ def test_pseudonymization_key_from_a_prefect_secret_block(prefect_server, monkey
     from prefect.blocks.system import Secret
 
     from humane.core.errors import ConfigError
-    from humane.core.params import load_params
+    from humane.pipeline.params import load_params
     from humane.privacy.policy import pseudonym_key
 
     Secret(value="key-from-block").save("humane-test-key", overwrite=True)

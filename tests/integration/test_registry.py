@@ -70,7 +70,7 @@ import sys, time
 from pathlib import Path
 from contextlib import nullcontext
 from humane.core.context import RunContext
-from humane.core.params import load_params
+from humane.pipeline.params import load_params
 from humane.core.paths import Paths
 from humane.governance import promotion
 from humane.governance.tracking import log_run

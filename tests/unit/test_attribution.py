@@ -8,15 +8,6 @@ import pytest
 import torch
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import (
-    DPParams,
-    ExplainParams,
-    FTTransformerParams,
-    NumericEmbeddingParams,
-    PreprocessParams,
-    TabMParams,
-    TrainParams,
-)
 from humane.data.schema import Schema
 from humane.modeling.attribution import (
     Explainer,
@@ -32,6 +23,15 @@ from humane.modeling.attribution import (
 )
 from humane.modeling.features import Preprocessor, fit_preprocessor, token_layout
 from humane.modeling.model import Constant, ConstantArgs, Ensemble, EnsembleArgs, build_model
+from humane.modeling.params import (
+    ExplainParams,
+    FTTransformerParams,
+    NumericEmbeddingParams,
+    PreprocessParams,
+    TabMParams,
+    TrainParams,
+)
+from humane.privacy.params import DPParams
 
 SCHEMA = Schema(
     target="y",

@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from humane.core.errors import IntegrityFailed
-from humane.core.params import ExplainParams, MonitorParams
 from humane.governance.serving import HumaneModel
+from humane.modeling.params import ExplainParams
 from humane.monitoring import attribution_drift, report
 from humane.monitoring.champion import MonitoringError
+from humane.monitoring.params import MonitorParams
 from tests.unit.test_monitoring import _end, _result
 
 REFERENCE = {

@@ -12,9 +12,9 @@ from fairlearn.metrics import (
 
 from humane.core.errors import DataError
 from humane.core.io import write_parquet
-from humane.core.params import AuditParams, DataParams, PreprocessParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.core.protected import group_labels, sensitive_group_labels
+from humane.data.params import DataParams
 from humane.data.schema import resolve_schema
 from humane.fairness.metrics import (
     GROUP_METRICS,
@@ -25,7 +25,9 @@ from humane.fairness.metrics import (
     group_table,
     overall_with_ci,
 )
+from humane.fairness.params import AuditParams
 from humane.modeling.features import fit_preprocessor, to_model_frame
+from humane.modeling.params import PreprocessParams
 
 # Group a: 4 rows, group b: 4 rows.
 Y = np.array([1, 1, 0, 0, 1, 0, 0, 0], dtype=float)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from humane.core.params import load_params
 from humane.governance import card as card_module
 from humane.governance.card import Card, ModelFacts, add_mitigation
+from humane.pipeline.params import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, precision_score, recall_score
 
 from humane.core.errors import DataError
-from humane.core.params import AuditParams
 from humane.core.paths import SENSITIVE_PREFIX
 from humane.core.protected import group_labels, sensitive_group_labels
 from humane.data.datasets import read_adult
@@ -22,6 +21,7 @@ from humane.fairness.counts import (
     site_counts,
 )
 from humane.fairness.metrics import GAP_METRICS, audit_feature, overall_with_ci
+from humane.fairness.params import AuditParams
 from humane.modeling.evaluation import binary_metrics
 from tests.conftest import ROOT
 

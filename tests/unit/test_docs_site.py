@@ -2,7 +2,7 @@
 page names what exists, the nav holds every page, and every exit code of humane/core/errors.py is on its page.
 
 Real components: MkDocs with the Material theme (a real `make docs`, i.e. `mkdocs build --strict`), the hooks of
-docs/hooks.py, the pydantic models of humane/core/params.py. No servers.
+docs/hooks.py, the pydantic models composed in humane/pipeline/params.py. No servers.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ PARAM_FILES = [
 
 @pytest.mark.parametrize("name", PARAM_FILES)
 def test_every_param_is_in_the_reference_with_a_description(name: str) -> None:
-    from humane.core.params import Params
+    from humane.pipeline.params import Params
 
     rows = _table_rows(hooks.params_reference())
     keys = _documented_keys(yaml.safe_load((ROOT / name).read_text()), Params)

@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from humane.core.params import AuditParams, load_params
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.fairness.metrics import audit_predictions, headline
+from humane.fairness.params import AuditParams
 from humane.fairness.policy import Policy, policy_of
 from humane.governance.gate import Decision, candidate_metrics, decide, rejudge, remedy_cost
+from humane.pipeline.params import load_params
 from tasks.evaluate import reference_gaps
 from tests.conftest import ROOT
 

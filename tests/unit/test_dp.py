@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from humane.core.errors import HumaneError
-from humane.core.params import TrainParams, load_params
 from humane.modeling.model import build_model
+from humane.modeling.params import TrainParams
+from humane.pipeline.params import load_params
 from humane.privacy.dp import PrivateSGD
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from humane.core.errors import DataError
-from humane.core.params import ExplainParams
 from humane.fairness.error_analysis import Condition, error_cohorts, simplify, wilson
+from humane.modeling.params import ExplainParams
 
 ROWS = 4000
 SETTINGS = ExplainParams()

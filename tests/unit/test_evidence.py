@@ -149,10 +149,10 @@ def test_the_card_renders_a_report_built_by_the_explain_librarys_own_functions()
     import numpy as np
     import pandas as pd
 
-    from humane.core.params import ExplainParams
     from humane.fairness.error_analysis import error_cohorts
     from humane.fairness.proxies import proxy_metrics, proxy_report
     from humane.modeling.attribution import importance
+    from humane.modeling.params import ExplainParams
 
     rng = np.random.default_rng(0)
     n = 600

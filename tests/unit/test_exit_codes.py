@@ -11,8 +11,8 @@ from prefect.exceptions import FailedRun
 from prefect.states import Completed, Failed
 
 from flows import sweep, training
-from humane.core.context import stage_main
 from humane.core.errors import AccessRefused, HumaneError, IntegrityFailed, ServerUnavailable
+from humane.pipeline.entry import stage_main
 from tasks.trail import TrailMismatch
 
 ROOT = Path(__file__).resolve().parents[2]

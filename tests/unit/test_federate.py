@@ -17,7 +17,6 @@ import yaml
 from humane.core import io
 from humane.core.context import RunContext
 from humane.core.errors import ConfigError, HumaneError, ServerUnavailable, exit_code
-from humane.core.params import load_params
 from humane.core.paths import SENSITIVE_PREFIX, Paths
 from humane.core.protected import sensitive_group_labels
 from humane.data.datasets import read_adult
@@ -27,6 +26,7 @@ from humane.fairness.policy import Policy, policy_of
 from humane.governance.gate import decide, read_candidate
 from humane.modeling.features import fit_preprocessor, save_preprocessor, token_layout
 from humane.modeling.model import build_model, model_state, probabilities
+from humane.pipeline.params import load_params
 from tasks import approve, federate, gate, register, track
 from tests.conftest import ROOT
 
@@ -248,7 +248,7 @@ def test_a_trained_site_not_listed_or_named_twice_is_refused(workspace, tmp_path
 
 
 def test_plain_grpc_to_a_superlink_off_loopback_is_refused(workspace):
-    from humane.core.params import parse_params
+    from humane.pipeline.params import parse_params
 
     raw = json.loads(json.dumps(load_params(workspace / "params.yaml").model_dump(by_alias=True)))
     assert raw["federated"]["superlink"]["insecure"] is True  # the workspace's own setting, on 127.0.0.1
@@ -264,7 +264,7 @@ def test_plain_grpc_to_a_superlink_off_loopback_is_refused(workspace):
 def test_a_missing_site_env_names_make_site_env(workspace):
     raw = json.loads(json.dumps(load_params(workspace / "params.yaml").model_dump(by_alias=True)))
     raw["federated"]["site_env"] = "no-such-env"
-    from humane.core.params import parse_params
+    from humane.pipeline.params import parse_params
 
     params = parse_params(raw)
     with pytest.raises(ConfigError, match="make site-env"):
@@ -284,7 +284,7 @@ def test_an_unreachable_superlink_is_server_unavailable(workspace, tmp_path):
     raw = json.loads(json.dumps(load_params(workspace / "params.yaml").model_dump(by_alias=True)))
     raw["federated"].update(site_env=str(ROOT / ".site-env"), app=str(ROOT / "federated"), run_timeout_s=120.0)
     raw["federated"]["superlink"]["address"] = f"127.0.0.1:{port}"
-    from humane.core.params import parse_params
+    from humane.pipeline.params import parse_params
 
     with pytest.raises(ServerUnavailable, match=f"127.0.0.1:{port}") as err:
         federate.run(parse_params(raw), Paths(tmp_path), RunContext(project=tmp_path))

@@ -6,9 +6,9 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from humane.core.errors import HumaneError
-from humane.core.params import DataParams, DPParams, NumericEmbeddingParams, PreprocessParams, TrainParams
 from humane.core.paths import SENSITIVE_PREFIX
 from humane.data.datasets import read_adult
+from humane.data.params import DataParams
 from humane.data.schema import resolve_schema
 from humane.data.site_stats import merge_summaries, site_summary
 from humane.modeling.features import fit_preprocessor, load_preprocessor, save_preprocessor, token_layout
@@ -23,6 +23,8 @@ from humane.modeling.federated import (
     site_eval,
     weights,
 )
+from humane.modeling.params import NumericEmbeddingParams, PreprocessParams, TrainParams
+from humane.privacy.params import DPParams
 from tests.conftest import ROOT
 
 SPEC = DataParams(

@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from humane.core.params import AuditParams, GateParams, PolicyParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.fairness.metrics import audit_predictions, headline
+from humane.fairness.params import AuditParams, PolicyParams
 from humane.fairness.policy import Policy
 from humane.governance.gate import REMEDY_COST, RuleOutcome, candidate_metrics, decide, rejudge
+from humane.governance.params import GateParams
 from humane.governance.registry import Champion
 
 CANDIDATE = {

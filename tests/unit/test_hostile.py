@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from humane.core.context import RunContext
 from humane.core.errors import INPUT_EXIT, cli
-from humane.core.params import Params, ReadParams, load_params
 from humane.core.paths import Paths
+from humane.data.params import ReadParams
+from humane.pipeline.params import Params, load_params
 from tasks import load as load_stage
 from tasks import validate as validate_stage
 

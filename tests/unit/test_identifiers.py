@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 
 from humane.core.errors import DataError
-from humane.core.params import DataParams, IdentifierParams, PrivacyParams
 from humane.data import identifiers
 from humane.data.datasets import read_adult, read_german
 from humane.data.identifiers import check_identifiers, find_identifiers, handled_by, identifier_report
+from humane.data.params import DataParams
+from humane.privacy.params import IdentifierParams, PrivacyParams
 from tests.conftest import ROOT
 
 PARAMS = IdentifierParams(

@@ -7,7 +7,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from humane.core.errors import DataError
-from humane.core.params import DataParams
+from humane.data.params import DataParams
 from humane.data.schema import match_label, resolve_labels, resolve_schema, same_label
 
 

@@ -9,15 +9,6 @@ import torch
 
 from humane.core import io
 from humane.core.errors import ConfigError, HumaneError
-from humane.core.params import (
-    ComputeParams,
-    DPParams,
-    FTTransformerParams,
-    NumericEmbeddingParams,
-    TrainParams,
-    load_params,
-    parse_params,
-)
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
 from humane.fairness.policy import Policy
@@ -35,7 +26,10 @@ from humane.modeling.model import (
     load_model,
     model_state,
 )
+from humane.modeling.params import ComputeParams, FTTransformerParams, NumericEmbeddingParams, TrainParams
 from humane.modeling.training import RESUME_FILE, fit
+from humane.pipeline.params import load_params, parse_params
+from humane.privacy.params import DPParams
 from humane.privacy.policy import apply_policy, fit_policy
 from tests.conftest import ROOT
 from tests.unit.test_serving import _adult_rows, write_stage_inputs

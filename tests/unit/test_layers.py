@@ -1,4 +1,4 @@
-"""The layer order of humane/: core < privacy < data < modeling < fairness < governance < monitoring.
+"""The layer order of humane/: core < privacy < data < modeling < fairness < governance < monitoring < pipeline.
 
 A module may use its own package and the packages below it. Two ways up are refused: an import (absolute or
 relative, anywhere in the module) and a higher layer's file named by path (`package / "fairness" / "mitigation.py"`),
@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-ORDER = ["core", "privacy", "data", "modeling", "fairness", "governance", "monitoring"]
+ORDER = ["core", "privacy", "data", "modeling", "fairness", "governance", "monitoring", "pipeline"]
 PACKAGE = ROOT / "humane"
 
 

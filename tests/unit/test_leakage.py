@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from humane.core.params import DataParams, LeakageParams, ValidateParams
 from humane.data.leakage import feature_aucs, shared_rows
+from humane.data.params import DataParams, LeakageParams, ValidateParams
 from humane.data.schema import resolve_schema
 from humane.data.validation import FEATURE_AUC, SHARED_ROWS, leakage_summary, report, validate_frames
 

@@ -8,10 +8,11 @@ import pytest
 from humane.core.context import RunContext
 from humane.core.errors import DataError
 from humane.core.io import md5_of
-from humane.core.params import ReadParams, load_params
 from humane.core.paths import Paths
 from humane.data.datasets import BUILTINS, RawFile, read_adult, read_german, verify
+from humane.data.params import ReadParams
 from humane.data.sources import load, read_table, split_test
+from humane.pipeline.params import load_params
 from tasks import load as load_stage
 
 ROOT = Path(__file__).resolve().parents[2]

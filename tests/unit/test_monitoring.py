@@ -10,13 +10,15 @@ import pytest
 import yaml
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import MonitorParams, parse_params, read_raw
+from humane.core.params import read_raw
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.data.datasets import read_adult
 from humane.monitoring import checks, demo, monitor
 from humane.monitoring.batch import batch_name, check_columns, read_batch
 from humane.monitoring.monitor import breach_name
+from humane.monitoring.params import MonitorParams
 from humane.monitoring.reference import DECISION_COLUMN, PROBABILITY_COLUMN, positive_indicator
+from humane.pipeline.params import parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS = {"age": "numeric", "workclass": "text"}
@@ -220,7 +222,7 @@ def test_a_gap_without_two_groups_large_enough_is_named_with_the_counts():
 
 
 def test_realised_roc_auc_on_one_label_class_is_unmeasured():
-    from humane.core.params import AuditParams
+    from humane.fairness.params import AuditParams
 
     frame = pd.DataFrame({LABEL_COLUMN: [1.0] * 60, DECISION_COLUMN: [1, 0] * 30, PROBABILITY_COLUMN: [0.7, 0.3] * 30})
     figures = checks.realised(frame, AuditParams(seed=0, bootstrap=10, min_group_size=5))
@@ -376,7 +378,7 @@ def test_gap_limits_apply_star_to_each_sensitive_feature_not_the_intersection():
 
 
 def test_group_rates_without_labels_keep_only_the_selection_rate_and_the_dp_gaps():
-    from humane.core.params import AuditParams
+    from humane.fairness.params import AuditParams
 
     rng = np.random.default_rng(0)
     n = 400

@@ -3,18 +3,16 @@ import os
 import pytest
 
 from humane.core.errors import ConfigError
-from humane.core.params import (
+from humane.core.params import confine, flatten, read_raw
+from humane.data.datasets import BUILTINS
+from humane.pipeline.params import (
     OVERRIDABLE,
     apply_overrides,
     check_overridable,
     check_paths,
-    confine,
-    flatten,
     load_params,
     parse_params,
-    read_raw,
 )
-from humane.data.datasets import BUILTINS
 from tests.conftest import ROOT
 
 PARAMS = ROOT / "params.yaml"
@@ -171,7 +169,7 @@ def test_flatten_uses_dotted_names():
 
 def test_exponent_floats_survive_the_round_trip_through_params_yaml(tmp_path):
     """An override like train.lr=1e-5 is written as DVC writes YAML (1e-05) and read back as a number."""
-    from humane.core.workspace import _set_params
+    from humane.pipeline.workspace import _set_params
 
     path = tmp_path / "params.yaml"
     path.write_text(PARAMS.read_text())
@@ -222,14 +220,14 @@ def test_labels_keep_their_yaml_type(tmp_path, label, typed):
 
 def test_params_yaml_holds_the_adult_profile_verbatim():
     """params.yaml's profile sections are profiles/adult.yaml's: no drift between the two copies."""
-    from humane.core.params import PROFILE_SECTIONS
+    from humane.pipeline.params import PROFILE_SECTIONS
 
     profile, params = read_raw(ROOT / "profiles/adult.yaml"), read_raw(PARAMS)
     assert {s: params.get(s) for s in PROFILE_SECTIONS} == {s: profile.get(s) for s in PROFILE_SECTIONS}
 
 
 def test_switching_profiles_replaces_the_whole_profile_and_nothing_else(tmp_path):
-    from humane.data.profiles import use
+    from humane.pipeline.profiles import use
 
     target = tmp_path / "params.yaml"
     target.write_text(PARAMS.read_text())
@@ -248,7 +246,7 @@ def test_switching_profiles_replaces_the_whole_profile_and_nothing_else(tmp_path
 
 
 def test_a_profile_with_a_stage_section_is_refused(tmp_path):
-    from humane.data.profiles import use
+    from humane.pipeline.profiles import use
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(PARAMS.read_text())  # a whole params file is not a profile

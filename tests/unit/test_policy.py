@@ -3,9 +3,10 @@
 import json
 from pathlib import Path
 
-from humane.core.params import Params, parse_params, read_raw
+from humane.core.params import read_raw
 from humane.fairness.policy import Policy, policy_of
 from humane.fairness.sweep_choice import select
+from humane.pipeline.params import Params, parse_params
 from tests.unit.test_sweep import result
 
 ROOT = Path(__file__).resolve().parents[2]

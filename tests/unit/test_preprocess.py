@@ -1,10 +1,11 @@
 import numpy as np
 import pandas as pd
 
-from humane.core.params import DataParams, PreprocessParams
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
+from humane.data.params import DataParams
 from humane.data.schema import resolve_schema
 from humane.modeling.features import fit_preprocessor, signed_log1p, split_train_val, to_model_frame
+from humane.modeling.params import PreprocessParams
 
 SPEC = DataParams(
     name="t",

@@ -9,13 +9,16 @@ import torch
 
 from humane.core.context import RunContext
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import DataParams, DPParams, PrivacyParams, TrainParams, load_params
 from humane.core.paths import Paths
+from humane.data.params import DataParams
 from humane.modeling.model import build_model, loss_fn
+from humane.modeling.params import TrainParams
 from humane.modeling.training import fit
+from humane.pipeline.params import load_params
 from humane.privacy.anonymity import anonymity, class_sizes, risk_report
 from humane.privacy.dp import make_private
 from humane.privacy.membership import attack, membership_audit
+from humane.privacy.params import DPParams, PrivacyParams
 from humane.privacy.policy import (
     OTHER,
     FittedPolicy,

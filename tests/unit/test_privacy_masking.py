@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from humane.core.errors import DataError, ServerUnavailable, exit_code
-from humane.core.params import DataParams, LeakageParams, PrivacyParams, ValidateParams
+from humane.data.params import DataParams, LeakageParams, ValidateParams
 from humane.data.schema import resolve_schema
 from humane.data.validation import report, validate_frames
+from humane.privacy.params import PrivacyParams
 from humane.privacy.policy import apply_policy, fit_policy, protected_columns, pseudonym_key
 
 PLANTED_NUMBER = 987654  # out of the bins' span of the binned column `age`

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from humane.core.context import RunContext, overrides_text
-from humane.core.params import load_params
 from humane.fairness.sweep_report import table
 from humane.governance.gate import DOMINANCE, REMEDY_COST, Decision, RuleOutcome
 from humane.governance.promotion import asks_signoff_anew, registration
 from humane.governance.signoff import APPROVAL_BASIS_TAG, APPROVAL_TAG, APPROVED, PENDING, REJECTED
 from humane.modeling.model import build_model, file_input_widths, input_widths, model_state
+from humane.pipeline.params import load_params
 from tasks.gate import sweep_advised
 from tests.unit.test_sweep import result
 

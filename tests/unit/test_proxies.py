@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from humane.core.errors import DataError
-from humane.core.params import ExplainParams
 from humane.core.protected import WITHHELD_GROUP, group_labels
 from humane.data.datasets import ADULT_RANGES, read_adult
 from humane.fairness.proxies import proxy_metrics, proxy_report
 from humane.modeling.features import build_transformer
+from humane.modeling.params import ExplainParams
 from tests.conftest import ROOT
 
 ROWS = 2000

@@ -15,7 +15,6 @@ from mlflow.pyfunc.scoring_server import invocations
 
 from humane.core import io
 from humane.core.errors import DataError
-from humane.core.params import load_params
 from humane.core.paths import Paths
 from humane.governance.domain import SEPARATOR
 from humane.governance.serving import (
@@ -32,6 +31,7 @@ from humane.governance.serving import (
     as_request,
 )
 from humane.governance.tracking import DOMAIN_FILE, log_serving_model
+from humane.pipeline.params import load_params
 from humane.privacy.policy import protected_columns
 from tests.conftest import SAMPLE_DIR
 

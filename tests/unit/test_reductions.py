@@ -10,7 +10,7 @@ import torch
 from fairlearn.reductions import DemographicParity, ExponentiatedGradient
 
 from humane.core.errors import ConfigError
-from humane.core.params import apply_overrides, load_params, parse_params, read_raw
+from humane.core.params import read_raw
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX
 from humane.fairness import mitigation
 from humane.fairness.mitigation import group_keys, training_terms
@@ -31,6 +31,7 @@ from humane.modeling.model import (
     model_state,
 )
 from humane.modeling.training import RESUME_FILE, fingerprint
+from humane.pipeline.params import apply_overrides, load_params, parse_params
 from tests.unit.test_sweep import DP, LAYOUT, processed
 from tests.unit.test_sweep import SMALL as SWEEP_SMALL
 

@@ -14,7 +14,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.pyfunc.scoring_server import invocations
 
 from humane.core import io
-from humane.core.params import load_params
 from humane.core.paths import Paths
 from humane.data.schema import resolve_schema
 from humane.fairness.thresholds import fit_thresholds
@@ -43,6 +42,7 @@ from humane.governance.tracking import DOMAIN_FILE, log_serving_model
 from humane.modeling.evaluation import predict_proba
 from humane.modeling.features import fit_preprocessor, save_preprocessor, split_xy, to_model_frame
 from humane.modeling.model import MLP, MLPArgs
+from humane.pipeline.params import load_params
 from humane.privacy.policy import apply_policy, fit_policy
 from tests.conftest import ROOT
 

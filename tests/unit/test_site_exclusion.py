@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from federated.humane_fl import site
-from humane.core.params import load_params
+from humane.pipeline.params import load_params
 from tests.conftest import write_sample
 from tests.federated.sites import write_site
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from humane.core.errors import DataError
-from humane.core.params import DataParams
+from humane.data.params import DataParams
 from humane.data.schema import resolve_schema
 from humane.data.site_stats import group_mix, merge_summaries, site_summary
 from humane.modeling.features import signed_log1p

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import DataParams, ReadParams
+from humane.data.params import DataParams, ReadParams
 from humane.data.sources import check_numbers, clean_labels, convert_dates, load, read_table
 
 SECRET = "Zelda Quackenbush"  # a personal value that no message may quote

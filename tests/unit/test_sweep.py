@@ -14,9 +14,10 @@ from ruamel.yaml import YAML
 
 from flows.sweep import queue_commands, task_runner, yaml_value
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import GateParams, PolicyParams, SweepParams, apply_overrides, parse_params, read_raw
+from humane.core.params import read_raw
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN
 from humane.fairness.mitigation import mitigate_data, unmitigated_train
+from humane.fairness.params import PolicyParams, SweepParams
 from humane.fairness.policy import Policy
 from humane.fairness.sweep import (
     CandidateResult,
@@ -30,7 +31,9 @@ from humane.fairness.sweep import (
 )
 from humane.fairness.sweep_choice import pareto_front, select
 from humane.fairness.sweep_report import compute_markdown, plot_front, table
+from humane.governance.params import GateParams
 from humane.modeling.features import split_xy
+from humane.pipeline.params import apply_overrides, parse_params
 
 ROOT = Path(__file__).resolve().parents[2]
 DP, EO = "fairness.sex.demographic_parity_difference", "fairness.sex.equalized_odds_difference"

@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from humane.core.params import TabMParams
 from humane.modeling.model import TabM, architecture_text, build_model, load_model, mean_probability_logit, model_state
+from humane.modeling.params import TabMParams
 from humane.modeling.training import batch_loss, fit
 from tests.unit.test_large import LAYOUT, PERIODIC, _data, _params
 
@@ -60,7 +60,7 @@ def test_the_mean_probability_logit_is_exact_and_finite_at_the_extremes():
 
 
 def test_tabm_with_dp_sgd_or_reductions_is_refused_naming_why():
-    from humane.core.params import load_params
+    from humane.pipeline.params import load_params
     from tests.conftest import ROOT
 
     dp = _tabm().dp.model_copy(update={"enabled": True})
@@ -84,12 +84,12 @@ def test_the_served_tabm_scores_raw_rows_as_the_members_mean(tmp_path):
     import numpy as np
 
     from humane.core import io
-    from humane.core.params import load_params
     from humane.core.paths import Paths
     from humane.data.schema import resolve_schema
     from humane.governance.serving import PROBABILITY
     from humane.governance.tracking import log_serving_model
     from humane.modeling.features import fit_preprocessor, token_layout
+    from humane.pipeline.params import load_params
     from humane.privacy.policy import apply_policy, fit_policy
     from tests.conftest import ROOT
     from tests.unit.test_serving import _adult_rows, write_stage_inputs

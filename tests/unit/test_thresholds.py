@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from humane.core.errors import DataError
-from humane.core.params import load_params
 from humane.core.paths import LABEL_COLUMN
 from humane.fairness.mitigation import constrained, group_keys
 from humane.fairness.reductions import predict_scores
@@ -22,6 +21,7 @@ from humane.fairness.thresholds import (
     plain_decisions,
     served_decisions,
 )
+from humane.pipeline.params import load_params
 from tests.conftest import ROOT
 from tests.unit.test_mitigation import (  # one_thread: autouse, the networks are tiny
     SEX,

@@ -6,10 +6,13 @@ import torch
 import yaml
 from torch import nn
 
-from humane.core.params import DPParams, TrainParams, parse_params, read_raw
+from humane.core.params import read_raw
 from humane.modeling.compute import FLOP_PROBE_ROWS, flops_per_sample
 from humane.modeling.model import MLP, MLPArgs, count_parameters, loss_fn
+from humane.modeling.params import TrainParams
 from humane.modeling.training import TrainingDiverged, fit
+from humane.pipeline.params import parse_params
+from humane.privacy.params import DPParams
 from tests.conftest import ROOT
 
 PRIVACY_PAGE = ROOT / "docs" / "how-to" / "privacy.md"

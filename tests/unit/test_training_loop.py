@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from humane.core.errors import HumaneError
-from humane.core.params import DPParams, TrainParams
 from humane.modeling import training
 from humane.modeling.model import build_model
+from humane.modeling.params import TrainParams
 from humane.modeling.training import (
     RESUME_FILE,
     ProcessGroup,
@@ -18,6 +18,7 @@ from humane.modeling.training import (
     private_engine,
     shares,
 )
+from humane.privacy.params import DPParams
 from tests.conftest import ROOT
 
 DP = DPParams(

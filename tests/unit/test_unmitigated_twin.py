@@ -7,10 +7,10 @@ import torch
 
 from humane.core import io
 from humane.core.errors import HumaneError
-from humane.core.params import load_params
 from humane.core.paths import LABEL_COLUMN, SENSITIVE_PREFIX, WEIGHT_COLUMN, Paths
 from humane.fairness.reductions import fit_mitigated
 from humane.modeling.features import split_xy
+from humane.pipeline.params import load_params
 from tasks.evaluate import unmitigated_scores
 from tasks.train import twin_record, unmitigated_twin
 from tests.conftest import ROOT

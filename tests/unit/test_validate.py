@@ -4,7 +4,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from humane.core.params import DataParams, LeakageParams, ValidateParams
+from humane.data.params import DataParams, LeakageParams, ValidateParams
 from humane.data.schema import resolve_schema
 from humane.data.validation import AUDITABLE, LABEL_TYPE, SMALL_GROUPS, report, validate_frames
 

@@ -5,7 +5,7 @@ copies them into params.yaml, replacing those sections whole, so nothing of the 
 survives the switch, and leaves every other section (and its comments) as it was. params.yaml stays the one
 params file DVC reads: `dvc params diff` and `dvc exp run -S data.target=...` keep working.
 
-    python -m humane.data.profiles use profiles/german.yaml
+    python -m humane.pipeline.profiles use profiles/german.yaml
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ from typing import Any
 
 from humane.core import io
 from humane.core.errors import ConfigError, cli
-from humane.core.params import PROFILE_SECTIONS, MitigationParams, PolicyParams, parse_params, read_raw
+from humane.core.params import read_raw
+from humane.fairness.params import MitigationParams, PolicyParams
+from humane.pipeline.params import PROFILE_SECTIONS, parse_params
 
 TOP_LEVEL = re.compile(r"^([A-Za-z_][\w.-]*)\s*:")
 
@@ -111,7 +113,7 @@ def _block(name: str, values: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> str:
     """The command line: `use PROFILE [--params params.yaml]`."""
-    parser = argparse.ArgumentParser(prog="python -m humane.data.profiles", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m humane.pipeline.profiles", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     chosen = sub.add_parser("use", help="copy a profile's sections into params.yaml")
     chosen.add_argument("profile", type=Path)

@@ -23,8 +23,9 @@ import yaml
 
 from humane.core.errors import ConfigError, HumaneError
 from humane.core.io import file_lock
-from humane.core.params import apply_overrides, read_raw
+from humane.core.params import read_raw
 from humane.core.paths import Paths
+from humane.pipeline.params import apply_overrides
 
 # Folders whose new (not yet committed) files an experiment keeps: code and docs, never data or secrets.
 COMMITTED_NEW = ("tasks/", "humane/", "flows/", "docs/")

@@ -1,0 +1,1 @@
+"""The whole pipeline: params.yaml composed of every concern's sections, stage entry points, experiment workspaces."""
