@@ -61,7 +61,7 @@ format: setup
 
 PROFILE ?= profiles/adult.yaml
 profile: setup  ## switch datasets: copy a profile's data, privacy and policy into params.yaml (PROFILE=profiles/x.yaml)
-	python -m humane.data.profiles use $(PROFILE)
+	python -m humane.pipeline.profiles use $(PROFILE)
 
 sweep: setup  ## the bias-mitigation sweep (params.yaml sweep:): candidates in parallel, the front, the choice, then training
 	python -m flows.sweep

@@ -390,11 +390,11 @@ def run(grid: Grid, cfg: RunConfig, context: Context) -> None:
     """The whole federated run; the contract's files are written only once everything succeeded."""
     import torch
 
-    from humane.core.params import PreprocessParams, TrainParams
     from humane.data.site_stats import group_mix, merge_summaries
     from humane.fairness.counts import merge_counts
     from humane.modeling.federated import build_network, load_weights, preprocessor_from_summary, weights
     from humane.modeling.model import model_state
+    from humane.modeling.params import PreprocessParams, TrainParams
 
     from .site import preprocessor_bytes, to_json
 

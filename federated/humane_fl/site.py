@@ -26,8 +26,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from humane.core.errors import HumaneError
-from humane.core.params import PreprocessParams, TrainParams, load_params
 from humane.core.paths import Paths
+from humane.modeling.params import PreprocessParams, TrainParams
+from humane.pipeline.params import load_params
 
 T = TypeVar("T")
 # The column privacy rules every site must apply as the coordinator states them (federation/params.yaml `privacy`).
