@@ -1,4 +1,4 @@
-"""The `privacy:` section of params.yaml (identifier scan, retention) and DP-SGD's `train.dp:` settings."""
+"""The `privacy:` section of params.yaml (column policy, k-anonymity, identifier scan) and `train.dp:` (DP-SGD)."""
 
 from __future__ import annotations
 
