@@ -19,7 +19,8 @@ from humane.core.errors import HumaneError
 from humane.core.paths import LABEL_COLUMN, Paths
 from humane.core.protected import sensitive_group_labels
 from humane.fairness.metrics import gaps_from, group_table
-from humane.fairness.thresholds import plain_decisions, served_decisions
+from humane.fairness.thresholds import served_decisions
+from humane.modeling.decision import plain_decisions
 from humane.modeling.evaluation import (
     SAME_NETWORK,
     baselines,

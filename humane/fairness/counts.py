@@ -35,6 +35,7 @@ import pandas as pd
 from humane.core.errors import DataError
 from humane.fairness.metrics import GAP_METRICS, GROUP_METRICS, FeatureAudit, gaps_from, shown_names
 from humane.fairness.params import AuditParams
+from humane.modeling.decision import plain_decisions
 from humane.modeling.evaluation import PROB_EPS
 
 CELLS = ("tp", "fp", "tn", "fn")
@@ -88,7 +89,7 @@ def site_counts(
     p = np.asarray(p, dtype=float)
     if len(y) != len(p) or not np.isin(y, (0.0, 1.0)).all() or not np.isfinite(p).all():
         raise DataError("site_counts: labels must be 0/1 and scores finite, one of each per row")
-    y_pred = p >= threshold
+    y_pred = plain_decisions(p, threshold)
     clipped = np.clip(p, PROB_EPS, 1 - PROB_EPS)
     loss = -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped))
     out: dict[str, Any] = {

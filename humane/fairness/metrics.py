@@ -16,6 +16,7 @@ from humane.core.paths import LABEL_COLUMN
 from humane.core.protected import MISSING_GROUP, WITHHELD_GROUP, sensitive_group_labels, sensitive_name
 from humane.data.params import DataParams
 from humane.fairness.params import AuditParams
+from humane.modeling.decision import plain_decisions
 
 GROUP_METRICS = ("selection_rate", "accuracy", "tpr", "fpr", "precision", "calibration_error")
 GAP_METRICS = (
@@ -186,7 +187,7 @@ def audit_predictions(
     `decisions` (0/1) replaces `p >= threshold` when the model decides by per-group thresholds.
     """
     y = frame[LABEL_COLUMN].to_numpy().astype(float)
-    y_pred = (p >= threshold).astype(float) if decisions is None else np.asarray(decisions, dtype=float)
+    y_pred = plain_decisions(p, threshold).astype(float) if decisions is None else np.asarray(decisions, dtype=float)
     return [audit_feature(f, y, y_pred, p, g, params) for f, g in sensitive_group_labels(frame, features).items()]
 
 

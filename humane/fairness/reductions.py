@@ -25,6 +25,7 @@ from torch import nn
 from humane.core.errors import ConfigError, DataError
 from humane.fairness.mitigation import constrained, group_keys
 from humane.fairness.params import FairnessSections, MitigationParams
+from humane.modeling.decision import plain_decisions
 from humane.modeling.model import (
     MLP,
     Constant,
@@ -247,7 +248,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """1 where the positive probability is at least `threshold`."""
-        return (self.predict_proba(X)[:, 1] >= self.threshold).astype(int)
+        return plain_decisions(self.predict_proba(X)[:, 1], self.threshold).astype(int)
 
 
 # An inner network votes positive at this probability: its own decision, as the reductions judged it.

@@ -7,7 +7,8 @@ the sweep, serving and the monitoring's reference) reads that state through this
 
 - `group_decisions`: the per-group decisions, or None when the model decides by the plain threshold;
 - `served_decisions`: the decision the served model gives each row, whichever rule applies;
-- `plain_decisions`: `p >= threshold`, the rule of a model without per-group thresholds (and of the references);
+- `plain_decisions` (`humane.modeling.evaluation`): `p >= threshold`, the rule of a model without per-group
+  thresholds (and of the references);
 - `group_features`: the sensitive features whose groups a state's thresholds read (what a request must carry).
 
 A row's draw of a randomised threshold is a keyed hash of its model features (`row_draws`), so the same row gets
@@ -30,6 +31,7 @@ from humane.core.errors import ConfigError, DataError
 from humane.core.paths import LABEL_COLUMN
 from humane.fairness.mitigation import binary_labels, constrained, group_keys
 from humane.fairness.params import MitigationParams
+from humane.modeling.decision import plain_decisions
 
 ThresholdConstraint = Literal["demographic_parity", "equalized_odds", "true_positive_rate_parity"]
 THRESHOLD_CONSTRAINTS: tuple[str, ...] = ("demographic_parity", "equalized_odds", "true_positive_rate_parity")
@@ -307,11 +309,6 @@ def fit_thresholds(
         fallback_threshold=fallback_threshold,
     )
     return {**fitted.to_dict(), "target": list(settings.target)}
-
-
-def plain_decisions(p: np.ndarray, threshold: float) -> np.ndarray:
-    """The rule of a model without per-group thresholds: positive where p >= threshold (bool per row)."""
-    return p >= threshold
 
 
 def group_features(state: dict[str, Any]) -> list[str]:

@@ -20,6 +20,7 @@ from sklearn.metrics import (
 )
 
 from humane.core import io
+from humane.modeling.decision import plain_decisions
 from humane.modeling.model import load_model, probabilities
 from humane.modeling.params import EvaluateParams
 
@@ -70,7 +71,9 @@ def binary_metrics(
     elsewhere (per-group thresholds of a post-processed model); the ranking and probability metrics are the
     model's scores' either way.
     """
-    predicted = (p >= threshold).astype(np.int64) if decisions is None else np.asarray(decisions, dtype=np.int64)
+    predicted = (
+        plain_decisions(p, threshold).astype(np.int64) if decisions is None else np.asarray(decisions, dtype=np.int64)
+    )
     two_classes = len(np.unique(y)) == 2
     clipped = np.clip(p, PROB_EPS, 1 - PROB_EPS)
     return {

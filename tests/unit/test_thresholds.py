@@ -18,9 +18,9 @@ from humane.fairness.thresholds import (
     fit_thresholds,
     group_decisions,
     group_features,
-    plain_decisions,
     served_decisions,
 )
+from humane.modeling.decision import plain_decisions
 from humane.pipeline.params import load_params
 from tests.conftest import ROOT
 from tests.unit.test_mitigation import (  # one_thread: autouse, the networks are tiny
