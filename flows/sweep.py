@@ -205,7 +205,7 @@ def record_sweep(
     Returns what the registered version's tags need (the parent run, the fronts, the table, the choice).
     """
     feature, quality = front_feature(params), params.sweep.select
-    limits = policy_of(params).fairness_limits()
+    limits = policy_of(params).fairness_bounds()  # every limit the choice judged, a min and a max both
     fronts = {
         name: pareto_front(results, quality, fairness_metric(feature, gap), "test") for name, gap in FRONT_GAPS.items()
     }
@@ -217,7 +217,7 @@ def record_sweep(
         "front_feature": feature,
         "front_split": "test",
         "selection_split": "val",
-        "limits": {m: {"rule": r, "threshold": t} for m, (r, t) in limits.items()},
+        "limits": [{"metric": m, "rule": r, "threshold": t} for m, r, t in limits],
         "chosen": chosen,
         "chosen_overrides": params.sweep.candidates[chosen] if chosen is not None else None,
         "rejected": {str(i): reason for i, reason in rejected.items()},

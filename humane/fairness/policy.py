@@ -66,15 +66,6 @@ class Policy:
         """JSON form (for the decision's basis and the card)."""
         return asdict(self)
 
-    def fairness_limits(self) -> dict[str, tuple[str, float]]:
-        """The limits on fairness figures: {metric: ("max" | "min", threshold)} (a `min` wins over a `max`).
-
-        One limit per metric, for the sweep's records; the sweep's choice judges every limit (`fairness_bounds`).
-        """
-        limits = {m: ("max", t) for m, t in self.max.items() if is_fairness(m)}
-        limits.update({m: ("min", t) for m, t in self.min.items() if is_fairness(m)})
-        return limits
-
     def fairness_bounds(self) -> list[tuple[str, str, float]]:
         """Every limit on fairness figures, as (metric, "max" | "min", threshold), sorted: a min and a max both kept."""
         bounds = [(m, "max", t) for m, t in self.max.items() if is_fairness(m)]

@@ -67,7 +67,7 @@ def plot_front(
     feature: str,
     quality: str = "accuracy",
     chosen: int | None = None,
-    limits: dict[str, tuple[str, float]] | None = None,
+    limits: list[tuple[str, str, float]] | None = None,
 ) -> None:
     """Test quality against the DP gap and against the EO gap of `feature`: every candidate, the front, the choice.
 
@@ -97,9 +97,8 @@ def plot_front(
             ax.scatter(
                 *by_index[chosen], marker="*", s=260, color="#2f7d32", zorder=3, label=f"chosen (candidate {chosen})"
             )
-        rule = (limits or {}).get(metric)
-        if rule is not None and rule[0] == "max":
-            ax.axvline(rule[1], linestyle="--", color="grey", label=f"policy max {rule[1]}")
+        for threshold in [t for m, r, t in limits or [] if m == metric and r == "max"]:
+            ax.axvline(threshold, linestyle="--", color="grey", label=f"policy max {threshold}")
         ax.set(xlabel=f"{gap.replace('_', ' ')} ({feature}), test", title=f"{quality} vs {name.upper()} gap")
         ax.legend(loc="best", fontsize=8)
     axes[0].set_ylabel(f"test {quality}")
@@ -109,13 +108,13 @@ def plot_front(
 
 
 def choice_markdown(
-    rows: list[dict[str, Any]], chosen: int | None, quality: str, feature: str, limits: dict[str, tuple[str, float]]
+    rows: list[dict[str, Any]], chosen: int | None, quality: str, feature: str, limits: list[tuple[str, str, float]]
 ) -> str:
     """The choice as Markdown: the rule, the chosen candidate, and why every other one was not chosen.
 
     `rows` are `table`'s rows (their status holds each candidate's reason).
     """
-    rule = ", ".join(f"{m} {'≤' if r == 'max' else '≥'} {t}" for m, (r, t) in sorted(limits.items())) or "none"
+    rule = ", ".join(f"{m} {'≤' if r == 'max' else '≥'} {t}" for m, r, t in sorted(limits)) or "none"
     lines = [
         "# Bias-mitigation sweep: the choice",
         "",

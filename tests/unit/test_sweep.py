@@ -30,7 +30,7 @@ from humane.fairness.sweep import (
     training_key,
 )
 from humane.fairness.sweep_choice import pareto_front, select
-from humane.fairness.sweep_report import compute_markdown, plot_front, table
+from humane.fairness.sweep_report import choice_markdown, compute_markdown, plot_front, table
 from humane.governance.params import GateParams
 from humane.modeling.features import split_xy
 from humane.pipeline.params import apply_overrides, parse_params
@@ -164,7 +164,7 @@ def test_table_rows_are_flat_and_plot_is_written(tmp_path):
     assert rows[1]["chosen"] and rows[1]["status"] == "chosen" and rows[0]["status"] == "too unfair"
     assert rows[0]["test_dp_sex"] == 0.17 and rows[0]["front_eo"] and not rows[1]["front_eo"]
     assert all("." not in key and " " not in key for key in rows[0])  # field names `dvc plots` can read
-    plot_front(results, tmp_path / "front.png", "sex", chosen=1, limits={DP: ("max", 0.1)})
+    plot_front(results, tmp_path / "front.png", "sex", chosen=1, limits=[(DP, "max", 0.1)])
     assert (tmp_path / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -403,3 +403,9 @@ def test_select_refuses_a_quality_floor_it_cannot_read_and_keeps_a_min_and_a_max
     assert chosen == 2
     assert rejected[0] == f"validation {DP} = 0.3000 > max 0.1"
     assert rejected[1] == f"validation {DP} = 0.0010 < min 0.01"
+
+
+def test_the_choice_states_every_limit_it_judged_a_min_and_a_max_on_one_gap_both():
+    markdown = choice_markdown([], None, "accuracy", "sex", [(EO, "max", 0.2), (EO, "min", 0.01), (DP, "max", 0.1)])
+    assert f"{EO} ≤ 0.2" in markdown and f"{EO} ≥ 0.01" in markdown and f"{DP} ≤ 0.1" in markdown
+    assert "No candidate is within the policy's fairness limits" in markdown
