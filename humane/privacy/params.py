@@ -119,7 +119,7 @@ class EncryptedSource(Protocol):
     """What decryption reads of the `data:` section (`humane.data.params.DataParams`)."""
 
     source: str
-    encryption: str
+    encryption: Literal["none", "age"]
     encryption_key_env: str
     encryption_key_block: str | None
 
