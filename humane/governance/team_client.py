@@ -11,9 +11,11 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from humane.core.errors import AccessRefused, HumaneError, IntegrityFailed, ServerUnavailable
@@ -239,8 +241,11 @@ def promotion_mutex(timeout_s: float | None = None) -> Iterator[None]:
         )
     wait = timeout_s if timeout_s is not None else float(os.environ.get(LOCK_TIMEOUT_ENV, MUTEX_WAIT_S))
     check_mutex()
+    # Said on stderr (the stage's log): a registration queued behind another one shows why it waits, and when it got in.
+    print(f"waiting for the promotion mutex {PROMOTION_LIMIT!r} (up to {wait:g} s)", file=sys.stderr, flush=True)
     try:
         with concurrency(PROMOTION_LIMIT, occupy=1, timeout_seconds=wait, lease_duration=LEASE_S, strict=True):
+            print(f"took the promotion mutex at {datetime.now(UTC).isoformat()}", file=sys.stderr, flush=True)
             yield
     except AcquireConcurrencySlotTimeoutError as err:
         raise TeamError(
