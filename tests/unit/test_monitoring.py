@@ -394,15 +394,18 @@ def test_group_rates_without_labels_keep_only_the_selection_rate_and_the_dp_gaps
     assert "equalized_odds_difference" in full["sex"]["gaps"]
 
     # Labels for a few rows only: the DP gap and selection rates still read every row (they need no label); the
-    # label metrics read the labeled rows, and a group with too few of them is withheld from those alone.
+    # label metrics read the labeled rows, and a group with too few of them is withheld from those alone. 30 of
+    # the women's rows keep their label, every man's row: fewer than 50 and more, whatever the draw.
     few = labeled.copy()
-    few.loc[few.index[100:], LABEL_COLUMN] = np.nan
+    women = few.index[few[f"{SENSITIVE_PREFIX}sex"] == "Female"]
+    few.loc[women[30:], LABEL_COLUMN] = np.nan
     partial = checks.groups(few, ["sex"], labeled=True, audit=AuditParams(seed=0, bootstrap=20, min_group_size=50))
     dp = "demographic_parity_difference"
     assert partial["sex"]["gaps"][dp] == out["sex"]["gaps"][dp]
-    female = partial["sex"]["groups"]["Female"]
+    female, male = partial["sex"]["groups"]["Female"], partial["sex"]["groups"]["Male"]
     assert female["count"] == out["sex"]["groups"]["Female"]["count"] and not female["too_small"]
     assert female["labels_too_small"] and set(female["metrics"]) == {"selection_rate"}
+    assert not male["labels_too_small"] and set(male["metrics"]) > {"selection_rate"}
 
 
 def test_demo_batches_are_deterministic_and_shift_only_what_they_say():
