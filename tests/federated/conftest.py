@@ -1,4 +1,4 @@
-"""Federated fixtures: site workspaces from the sample data and one real local federation for the session.
+"""Federated fixtures: site workspaces from the sample data and one real local federation for the package's tests.
 
 The federation is Flower's deployment engine as processes on 127.0.0.1 (federated/humane_fl/nodes.py): one
 SuperLink and one SuperNode per site (site_a, site_b, site_c split non-IID by workclass; site_d whose files lack the
@@ -92,9 +92,13 @@ def sample_frames(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFram
     return pd.read_csv(folder / "train.csv"), pd.read_csv(folder / "test.csv")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def federation(tmp_path_factory: pytest.TempPathFactory, sample_frames: tuple) -> Iterator[Federation]:
-    """One SuperLink and four SuperNodes (site_a..site_d) for the session, stopped by PID at the end."""
+    """One SuperLink and four SuperNodes (site_a..site_d), stopped by PID after this package's last test.
+
+    Package-scoped, not session-scoped: an idle federation's ten processes poll each other (2.7 s of CPU a minute,
+    measured), which the rest of the session on the same two cores would pay for.
+    """
     require_site_env()
     root = tmp_path_factory.mktemp("federation")
     running = start(root, make_sites(root / "sites", *sample_frames))
