@@ -125,9 +125,15 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("federation")
     raw = yaml.safe_load((ROOT / "federation/params.yaml").read_text())
     raw["gate"]["four_eyes"] = False  # one account runs the tests: the sign-off is asked, not by a second person
-    # This short fit's sex gaps are about 0.21 (the federation's limit 0.2 rejects it): a limit it passes.
+    # This short fit's sex gaps are about 0.21 (the federation's limit 0.2 rejects it): a limit it passes. Its race
+    # gaps (small groups) spread over 0.03-0.29 across 16 seeds and failed the 0.2 for 6 of them: 0.4 for race.
     raw["policy"]["max"].update(
-        {"fairness.sex.demographic_parity_difference": 0.3, "fairness.sex.equalized_odds_difference": 0.3}
+        {
+            "fairness.sex.demographic_parity_difference": 0.3,
+            "fairness.sex.equalized_odds_difference": 0.3,
+            "fairness.race.demographic_parity_difference": 0.4,
+            "fairness.race.equalized_odds_difference": 0.4,
+        }
     )
     (root / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     shutil.copytree(ROOT / "federation/docs", root / "docs")
