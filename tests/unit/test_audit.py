@@ -113,14 +113,17 @@ def test_group_table_equals_fairlearn_metricframe():
 def test_bootstrap_is_seeded_and_brackets_the_estimate():
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 2000).astype(float)
-    p = np.clip(0.3 * y + rng.random(2000) * 0.7, 0, 1)
-    pred = (p >= 0.5).astype(float)
+    noise = rng.random(2000)
     groups = pd.Series(np.where(rng.random(2000) < 0.3, "f", "m"))
+    # Group f's scores are 0.15 higher: gaps of about 0.2. A gap near 0 (max - min of the rates) is biased upward
+    # in the bootstrap, and its percentile interval left the estimate out for 14 of 200 seeds; with this one, 0 of 200.
+    p = np.clip(0.3 * y + noise * 0.7 + 0.15 * (groups == "f").to_numpy(), 0, 1)
+    pred = (p >= 0.5).astype(float)
     params = AuditParams(seed=3, bootstrap=200, min_group_size=10)
     one, two = audit_feature("sex", y, pred, p, groups, params), audit_feature("sex", y, pred, p, groups, params)
     assert one.gaps == two.gaps
     for gap in one.gaps.values():
-        assert gap["lo"] <= gap["value"] <= gap["hi"] or gap["value"] == pytest.approx(gap["lo"])
+        assert gap["lo"] <= gap["value"] <= gap["hi"]
     for group in one.groups:
         acc = group["metrics"]["accuracy"]
         assert acc["lo"] <= acc["value"] <= acc["hi"] and acc["hi"] - acc["lo"] < 0.1

@@ -38,12 +38,18 @@ def result() -> dict:
     return error_cohorts(frame, errors, groups, SETTINGS, seed=SETTINGS.seed, min_rows=1)
 
 
+def _lower_hours(cohort: dict) -> list[float]:
+    return [c["value"] for c in cohort["conditions"] if c["column"] == "hours" and c["op"] == ">"]
+
+
 def test_planted_cohort_is_the_worst(result: dict) -> None:
-    worst = result["cohorts"][0]
-    assert {"column": "segment", "op": "=", "value": "C"} in worst["conditions"]
-    hours = [c for c in worst["conditions"] if c["column"] == "hours"]
-    assert len(hours) == 1 and hours[0]["op"] == ">" and 45 <= hours[0]["value"] <= 56
+    worst, segment = result["cohorts"][0], {"column": "segment", "op": "=", "value": "C"}
+    # Inside the planted cohort: segment C, hours above 45 (errors are 60% all over it, so the tree may cut it
+    # further on hours, by chance, and the worst leaf be one part: 71 of 200 seeds; its lower bound then lies higher).
+    assert segment in worst["conditions"] and len(_lower_hours(worst)) == 1 and _lower_hours(worst)[0] >= 45
     assert worst["rule"].startswith("segment = C and hours > ")
+    # The planted boundary (hours > 50) is found, by the worst leaf or by the split above it (200 of 200 seeds).
+    assert any(segment in c["conditions"] and 45 <= h <= 56 for c in result["cohorts"] for h in _lower_hours(c))
     # Its interval, measured on the half the tree never saw, lies above the overall error rate.
     assert worst["lo"] > result["measured_error_rate"] and worst["lift"] > 3
     assert worst["lo"] <= worst["error_rate"] <= worst["hi"]

@@ -198,8 +198,12 @@ def test_the_card_renders_a_report_built_by_the_explain_librarys_own_functions()
     text = card.to_markdown()
     assert "| relationship | " in text and "Top inputs by sex" in text and "| Female | " in text
     assert "| sex | " in text and "relationship (" in text  # the planted stand-in, named with its own AUC
-    worst = next(line for line in text.splitlines() if line.startswith("| relationship = Husband"))
-    assert "age > " in worst and "sex: Male" in worst
+    # The worst cohort heads its table. The tree names the planted cohort by either one-hot column of relationship
+    # and in either order (the seed picks: 53 of 100 seeds had no line starting "| relationship = Husband").
+    lines = text.splitlines()
+    worst = lines[next(i for i, line in enumerate(lines) if line.startswith("| cohort | rows |")) + 2]
+    assert "relationship = Husband" in worst or "relationship ≠ Other" in worst, worst
+    assert "age > " in worst and "sex: Male" in worst, worst
 
 
 def test_a_group_too_small_to_judge_shows_its_rows_only_whatever_the_report_holds():

@@ -157,7 +157,9 @@ def test_fedavg_of_local_rounds_beats_an_untrained_model(adult):
         arrays = fedavg([(a, n) for a, n, _ in results])
     load_weights(model, arrays)
     p = site_eval(model, held_out.x)
-    assert roc_auc_score(held_out.y.numpy(), p) > max(untrained, 0.5) + 0.2
+    # Learned: far above chance and above its own start. An untrained network's AUC spreads over 0.2-0.78 across
+    # inits (200 tried), so "untrained + 0.2" failed for 14 of them; the trained one's was 0.87-0.91 (12 seeds).
+    assert roc_auc_score(held_out.y.numpy(), p) > max(0.8, untrained + 0.05)
     assert ((p >= 0.5) == held_out.y.numpy()).mean() > 0.8
     assert list(held_out.sensitive.columns) == [f"{SENSITIVE_PREFIX}sex", f"{SENSITIVE_PREFIX}race"]
     assert held_out.sensitive[f"{SENSITIVE_PREFIX}sex"].tolist() == test["sex"].tolist()

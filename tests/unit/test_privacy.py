@@ -286,7 +286,8 @@ def test_membership_attack_is_chance_on_unseen_rows_and_strong_on_an_overfitted_
     # Early stopping on the training rows themselves keeps the most memorised epoch: deliberate overfitting.
     overfit = fit(x, y, x, y, _train_params(hidden_sizes=[256, 256], max_epochs=150, patience=150, lr=0.003))
     strong = membership_audit(overfit.model, (x, y), (xv, yv), n=300, seed=0)
-    assert strong["attack_auc"] > 0.75 and strong["generalization_gap_accuracy"] > 0.2
+    # Strong: 0.765-0.856 over 8 seeds, this one the lowest (0.75 left it 0.015); chance stays within 0.08.
+    assert strong["attack_auc"] > 0.7 and strong["generalization_gap_accuracy"] > 0.2
     x_other, y_other = _data(300, 4, noise=0.4)
     chance = membership_audit(overfit.model, (x_other, y_other), (xv, yv), n=300, seed=0)  # neither side was seen
     assert abs(chance["attack_auc"] - 0.5) < 0.08
