@@ -1,4 +1,4 @@
-"""Reading params.yaml, whatever its sections: YAML 1.2, dotted keys, the section base, path confinement.
+"""Reading params.yaml, whatever its sections: YAML 1.2, dotted keys, the section base, error wording.
 
 The sections themselves live beside the concern they configure (`humane/<concern>/params.py`) and are composed
 into the whole `Params`, with its one loader, in `humane.pipeline.params`.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, create_model
 
 from humane.core.errors import ConfigError
 
@@ -28,13 +28,6 @@ S = TypeVar("S", bound=BaseModel)
 Label = StrictBool | StrictInt | str
 
 
-# Params that name files the pipeline reads: data files inside data/raw/ (or data.root), others in the project.
-PATH_KEYS = ("data.source", "data.test_source", "data.intended_use")
-
-
-DATA_PATH_KEYS = ("data.source", "data.test_source")
-
-
 def get_dotted(raw: dict[str, Any], dotted: str) -> Any:
     """The value at a dotted key, or KeyError."""
     node: Any = raw
@@ -43,41 +36,6 @@ def get_dotted(raw: dict[str, Any], dotted: str) -> Any:
             raise KeyError(dotted)
         node = node[part]
     return node
-
-
-def confine(value: str, key: str, root: Path, data_root: str | None = None) -> Path:
-    """The file a path param names: a data file inside data/raw/ (or the declared data root), else in the project.
-
-    `..` and symlinks are resolved first, so neither can lead outside. Built-in dataset names are not paths.
-    """
-    project = root.resolve()
-    target = (project / value).resolve()
-    # Data files live under data/raw/, which the load stage depends on: a file elsewhere would go stale unseen.
-    allowed = [project / "data" / "raw"] if key in DATA_PATH_KEYS else [project]
-    if data_root is not None and key in DATA_PATH_KEYS:
-        declared = Path(data_root)
-        if not declared.is_absolute():
-            raise ConfigError(f"data.root: must be an absolute folder, got {data_root!r}")
-        allowed.append(declared.resolve())
-    if not any(target == place or target.is_relative_to(place) for place in allowed):
-        inside = "data/raw/ of the project" if key in DATA_PATH_KEYS else "the project folder"
-        where = " or data.root" if data_root is not None and key in DATA_PATH_KEYS else ""
-        raise ConfigError(
-            f"{key}: {value!r} resolves to {target}, outside {inside}{where}; keep data files under data/raw/ "
-            "(DVC tracks that folder) or declare an absolute data.root for data read from elsewhere"
-        )
-    return target
-
-
-def check_intended_use(value: str, root: Path) -> Path:
-    """The model card's intended-use text: an existing Markdown file inside the project."""
-    path = confine(value, "data.intended_use", root)
-    if path.suffix.lower() != ".md" or not path.is_file():
-        raise ConfigError(
-            f"data.intended_use: {value!r} must be an existing Markdown (.md) file of the project "
-            "(the model card's intended-use text)"
-        )
-    return path
 
 
 def read_raw(path: Path) -> dict[str, Any]:
@@ -110,15 +68,70 @@ def flatten(raw: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def read_section(path: Path, key: str, model: type[S]) -> S:
-    """One section of a params file checked by its own model: for code that needs that section only.
+    """One section of a params file checked by its own model, for code that needs that section only.
+
+    Only that section is checked: the rest of the file is the whole `Params`' to check (`humane.pipeline.params`).
+    The section is read as the whole file's loader reads it (missing, empty, mistyped), and its errors are worded
+    the same way.
 
     Raises:
-        ConfigError: naming the file and the first bad key of the section.
+        ConfigError: naming the file and each bad key of the section.
 
     """
+    wrapper = create_model(
+        f"{model.__name__}Of{key.title()}",
+        __config__=ConfigDict(extra="ignore"),
+        section=(model, Field(alias=key)),
+    )
     try:
-        return model.model_validate(read_raw(path).get(key, {}))
+        return wrapper.model_validate(read_raw(path)).section
     except ValidationError as err:
-        item = err.errors()[0]
-        where = ".".join([key, *(str(p) for p in item["loc"])])
-        raise ConfigError(f"{path}: {where}: {str(item['msg']).lower()}") from None
+        raise ConfigError(f"{path}: {validation_error_text(err, wrapper)}") from None
+
+
+def _sections(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
+    """Every nested section of `root` by its dotted key ("" for `root` itself), as params.yaml spells it."""
+    out: dict[str, type[BaseModel]] = {"": root}
+
+    def walk(model: type[BaseModel], prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            key = f"{prefix}{field.alias or name}"
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                out[key] = annotation
+                walk(annotation, f"{key}.")
+
+    walk(root, "")
+    return out
+
+
+def validation_error_text(err: ValidationError, root: type[BaseModel], prefix: str = "") -> str:
+    """One line per bad key, named by its dotted path as params.yaml spells it (`prefix`: the section's key + ".").
+
+    Args:
+        err: What pydantic refused.
+        root: The model that was validated: the whole `Params`, or one section (`read_section`).
+        prefix: Where `root` sits in params.yaml ("" for the whole file).
+
+    """
+    sections = _sections(root)
+    lines: dict[str, str] = {}
+    for item in err.errors():
+        loc = [str(p) for p in item["loc"]]
+        # Union members (str | None) add their type name to the location; the key is what the user wrote.
+        loc = [p for p in loc if p not in ("str", "float", "int", "bool", "list[str]", "list[float]", "none")]
+        key = prefix + ".".join(loc)
+        if not loc:  # a rule across sections (a model validator): its message names the keys
+            message = str(item["msg"]).removeprefix("Value error, ")
+        elif item["type"] == "extra_forbidden":
+            parent = ".".join(loc[:-1])
+            model = sections.get(parent)
+            allowed = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
+            where = prefix + parent if parent or prefix else "params.yaml"
+            message = f"{key}: unknown key; allowed in {where.removesuffix('.')}: {allowed}"
+        elif item["type"] == "missing":
+            message = f"{key}: required key is missing"
+        else:
+            message = f"{key}: {item['msg'].lower()}, got {item['input']!r}"
+        lines.setdefault(key, message)
+    return "; ".join(lines.values())

@@ -1,11 +1,13 @@
-"""The `data:` and `validate:` sections of params.yaml: the dataset, how it is read, and the checks on it."""
+"""The `data:` and `validate:` sections of params.yaml (the dataset, how it is read, its checks) and data paths."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+from humane.core.errors import ConfigError
 from humane.core.params import Label, Section
 
 # A dataset's name: the registered model and the MLflow experiment are called humane-<name>.
@@ -199,3 +201,45 @@ class ValidateParams(Section):
             "fails (it cannot be audited), and so does leakage beyond data.leakage's limits."
         )
     )
+
+
+# Params that name files the pipeline reads: data files inside data/raw/ (or data.root), others in the project.
+PATH_KEYS = ("data.source", "data.test_source", "data.intended_use")
+
+
+DATA_PATH_KEYS = ("data.source", "data.test_source")
+
+
+def confine(value: str, key: str, root: Path, data_root: str | None = None) -> Path:
+    """The file a path param names: a data file inside data/raw/ (or the declared data root), else in the project.
+
+    `..` and symlinks are resolved first, so neither can lead outside. Built-in dataset names are not paths.
+    """
+    project = root.resolve()
+    target = (project / value).resolve()
+    # Data files live under data/raw/, which the load stage depends on: a file elsewhere would go stale unseen.
+    allowed = [project / "data" / "raw"] if key in DATA_PATH_KEYS else [project]
+    if data_root is not None and key in DATA_PATH_KEYS:
+        declared = Path(data_root)
+        if not declared.is_absolute():
+            raise ConfigError(f"data.root: must be an absolute folder, got {data_root!r}")
+        allowed.append(declared.resolve())
+    if not any(target == place or target.is_relative_to(place) for place in allowed):
+        inside = "data/raw/ of the project" if key in DATA_PATH_KEYS else "the project folder"
+        where = " or data.root" if data_root is not None and key in DATA_PATH_KEYS else ""
+        raise ConfigError(
+            f"{key}: {value!r} resolves to {target}, outside {inside}{where}; keep data files under data/raw/ "
+            "(DVC tracks that folder) or declare an absolute data.root for data read from elsewhere"
+        )
+    return target
+
+
+def check_intended_use(value: str, root: Path) -> Path:
+    """The model card's intended-use text: an existing Markdown file inside the project."""
+    path = confine(value, "data.intended_use", root)
+    if path.suffix.lower() != ".md" or not path.is_file():
+        raise ConfigError(
+            f"data.intended_use: {value!r} must be an existing Markdown (.md) file of the project "
+            "(the model card's intended-use text)"
+        )
+    return path

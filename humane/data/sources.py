@@ -30,9 +30,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from humane.core.errors import ConfigError, DataError
-from humane.core.params import confine
 from humane.data.datasets import BUILTINS, md5_of, verify
-from humane.data.params import DataParams, ReadParams
+from humane.data.params import DataParams, ReadParams, confine
 
 if TYPE_CHECKING:
     from pyrage import x25519

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from pydantic import Field
@@ -150,21 +151,58 @@ class SweepParams(Section):
 class GateRules(Protocol):
     """What the policy takes from the generic `gate:` section (`humane.governance.params.GateParams`)."""
 
-    require_validation: bool
-    above_baseline: dict[str, float]
-    min: dict[str, float]
-    max: dict[str, float]
-    max_drop: dict[str, float]
-    max_increase: dict[str, float]
-    dominated_by: list[str]
-    max_remedy_cost: float | None
+    @property
+    def require_validation(self) -> bool:
+        """`gate.require_validation`."""
+
+    @property
+    def above_baseline(self) -> Mapping[str, float]:
+        """`gate.above_baseline`."""
+
+    @property
+    def min(self) -> Mapping[str, float]:
+        """`gate.min`."""
+
+    @property
+    def max(self) -> Mapping[str, float]:
+        """`gate.max`."""
+
+    @property
+    def max_drop(self) -> Mapping[str, float]:
+        """`gate.max_drop`."""
+
+    @property
+    def max_increase(self) -> Mapping[str, float]:
+        """`gate.max_increase`."""
+
+    @property
+    def dominated_by(self) -> Sequence[str]:
+        """`gate.dominated_by`."""
+
+    @property
+    def max_remedy_cost(self) -> float | None:
+        """`gate.max_remedy_cost`."""
 
 
 class FairnessSections(ModelingSections, Protocol):
     """The sections of params.yaml that fairness code reads from the whole (`humane.pipeline.params.Params`)."""
 
-    policy: PolicyParams
-    mitigation: MitigationParams
-    audit: AuditParams
-    sweep: SweepParams
-    gate: GateRules
+    @property
+    def policy(self) -> PolicyParams:
+        """The `policy:` section."""
+
+    @property
+    def mitigation(self) -> MitigationParams:
+        """The `mitigation:` section."""
+
+    @property
+    def audit(self) -> AuditParams:
+        """The `audit:` section."""
+
+    @property
+    def sweep(self) -> SweepParams:
+        """The `sweep:` section."""
+
+    @property
+    def gate(self) -> GateRules:
+        """The `gate:` section."""

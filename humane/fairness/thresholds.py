@@ -7,7 +7,7 @@ the sweep, serving and the monitoring's reference) reads that state through this
 
 - `group_decisions`: the per-group decisions, or None when the model decides by the plain threshold;
 - `served_decisions`: the decision the served model gives each row, whichever rule applies;
-- `plain_decisions` (`humane.modeling.evaluation`): `p >= threshold`, the rule of a model without per-group
+- `plain_decisions` (`humane.modeling.decision`): `p >= threshold`, the rule of a model without per-group
   thresholds (and of the references);
 - `group_features`: the sensitive features whose groups a state's thresholds read (what a request must carry).
 

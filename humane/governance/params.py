@@ -79,4 +79,6 @@ class GateParams(Section):
 class GovernanceSections(FairnessSections, Protocol):
     """The sections of params.yaml that governance code reads from the whole (`humane.pipeline.params.Params`)."""
 
-    gate: GateParams  # type: ignore[assignment]  # the whole section, a GateRules and more
+    @property
+    def gate(self) -> GateParams:
+        """The `gate:` section."""

@@ -16,8 +16,8 @@ from typing import Any
 
 from humane.core import io
 from humane.core.context import RunContext
-from humane.core.params import check_intended_use
 from humane.core.paths import Paths
+from humane.data.params import check_intended_use
 from humane.fairness.policy import policy_of
 from humane.governance import approvals, federation, signoff, team_client
 from humane.governance.card import ModelFacts, model_card

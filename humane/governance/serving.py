@@ -447,7 +447,11 @@ def load_champion(
 
 
 def _requires_approval(project: Path) -> bool:
-    """params.yaml's `gate.require_approval` in the project (False where the folder has no params.yaml)."""
+    """params.yaml's `gate.require_approval` in the project (False where the folder has no params.yaml).
+
+    Serving reads and checks the `gate:` section only (a bad or missing one is an error, never False): the rest of
+    params.yaml is the pipeline's to check when a stage runs.
+    """
     from humane.core.params import read_section
     from humane.core.paths import Paths
     from humane.governance.params import GateParams

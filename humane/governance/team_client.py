@@ -223,6 +223,10 @@ def check_mutex() -> None:
         )
 
 
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 @contextmanager
 def promotion_mutex(timeout_s: float | None = None) -> Iterator[None]:
     """Serialise registrations across machines: one slot of the Prefect server's `humane-promotion` limit.
@@ -241,12 +245,16 @@ def promotion_mutex(timeout_s: float | None = None) -> Iterator[None]:
         )
     wait = timeout_s if timeout_s is not None else float(os.environ.get(LOCK_TIMEOUT_ENV, MUTEX_WAIT_S))
     check_mutex()
-    # Said on stderr (the stage's log): a registration queued behind another one shows why it waits, and when it got in.
-    print(f"waiting for the promotion mutex {PROMOTION_LIMIT!r} (up to {wait:g} s)", file=sys.stderr, flush=True)
+    # Said on stderr (the stage's log): a registration queued behind another one shows why it waits, and when it
+    # held the slot (tests/team read these lines to check that two registrations never held it at once).
+    _say(f"asking for the promotion mutex {PROMOTION_LIMIT!r} (one registration at a time; waits up to {wait:g} s)")
     try:
         with concurrency(PROMOTION_LIMIT, occupy=1, timeout_seconds=wait, lease_duration=LEASE_S, strict=True):
-            print(f"took the promotion mutex at {datetime.now(UTC).isoformat()}", file=sys.stderr, flush=True)
-            yield
+            _say(f"took the promotion mutex at {datetime.now(UTC).isoformat()}")
+            try:
+                yield
+            finally:
+                _say(f"releasing the promotion mutex at {datetime.now(UTC).isoformat()}")
     except AcquireConcurrencySlotTimeoutError as err:
         raise TeamError(
             f"the promotion mutex {PROMOTION_LIMIT!r} stayed held by another registration for {wait:g} "

@@ -413,10 +413,30 @@ class FederatedParams(Section):
 class ModelingSections(Protocol):
     """The sections of params.yaml that modeling code reads from the whole (`humane.pipeline.params.Params`)."""
 
-    data: DataParams
-    privacy: PrivacyParams
-    validate: ValidateParams
-    preprocess: PreprocessParams
-    train: TrainParams
-    evaluate: EvaluateParams
-    explain: ExplainParams
+    @property
+    def data(self) -> DataParams:
+        """The `data:` section."""
+
+    @property
+    def privacy(self) -> PrivacyParams:
+        """The `privacy:` section."""
+
+    @property
+    def validate(self) -> ValidateParams:
+        """The `validate:` section."""
+
+    @property
+    def preprocess(self) -> PreprocessParams:
+        """The `preprocess:` section."""
+
+    @property
+    def train(self) -> TrainParams:
+        """The `train:` section."""
+
+    @property
+    def evaluate(self) -> EvaluateParams:
+        """The `evaluate:` section."""
+
+    @property
+    def explain(self) -> ExplainParams:
+        """The `explain:` section."""

@@ -111,4 +111,6 @@ class MonitorParams(Section):
 class MonitoringSections(GovernanceSections, Protocol):
     """The sections of params.yaml that monitoring code reads from the whole (`humane.pipeline.params.Params`)."""
 
-    monitor: MonitorParams
+    @property
+    def monitor(self) -> MonitorParams:
+        """The `monitor:` section."""

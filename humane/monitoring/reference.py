@@ -22,6 +22,7 @@ from humane.core.errors import DataError
 from humane.core.paths import LABEL_COLUMN
 from humane.core.protected import sensitive_name
 from humane.governance.serving import DECISION, DOMAIN_RULES, OUT_OF_DOMAIN, PROBABILITY
+from humane.monitoring.params import MonitoringSections
 from humane.privacy.policy import FittedPolicy, apply_policy, protected_columns
 
 # Where the reference lives among the champion's run artifacts (logged by the track stage).
@@ -45,7 +46,7 @@ class MonitoredColumns:
     min_group_rows: int = 0
 
     @staticmethod
-    def of(params: Any) -> MonitoredColumns:
+    def of(params: MonitoringSections) -> MonitoredColumns:
         """From params: the sensitive features, the label, the unmasked protected columns withheld, the group size."""
         withheld = tuple(sorted(protected_columns(params.privacy, params.data).unmasked))
         sensitive, size = list(params.data.sensitive_features), params.audit.min_group_size

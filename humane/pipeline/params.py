@@ -2,7 +2,8 @@
 
 Also the one place that says which keys a flow run may override (`OVERRIDABLE`), the dataset profile's sections
 (`PROFILE_SECTIONS`) and the rules across sections. Each section is defined beside the concern it configures
-(`humane/<concern>/params.py`); the generic reading (YAML, dotted keys, path confinement) is `humane.core.params`.
+(`humane/<concern>/params.py`); the generic reading (YAML, dotted keys, error wording) is `humane.core.params`,
+and the confinement of the data paths `humane.data.params`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from humane.core.errors import ConfigError
-from humane.core.params import PATH_KEYS, Section, check_intended_use, confine, get_dotted, read_raw
-from humane.data.params import DataParams, ValidateParams
+from humane.core.params import Section, get_dotted, read_raw, validation_error_text
+from humane.data.params import PATH_KEYS, DataParams, ValidateParams, check_intended_use, confine
 from humane.fairness.params import AuditParams, MitigationParams, PolicyParams, SweepParams
 from humane.governance.params import GateParams
 from humane.modeling.params import EvaluateParams, ExplainParams, FederatedParams, PreprocessParams, TrainParams
@@ -110,9 +111,6 @@ class Params(Section):
 
 
 # The sections of a dataset profile (profiles/<name>.yaml): everything that is about one dataset.
-
-
-# The sections of a dataset profile (profiles/<name>.yaml): everything that is about one dataset.
 PROFILE_SECTIONS = ("data", "privacy", "policy", "mitigation")
 
 
@@ -156,54 +154,12 @@ OVERRIDABLE = (
 )
 
 
-def _sections() -> dict[str, type[BaseModel]]:
-    out: dict[str, type[BaseModel]] = {}
-
-    def walk(model: type[BaseModel], prefix: str) -> None:
-        for name, field in model.model_fields.items():
-            key = f"{prefix}{field.alias or name}"
-            annotation = field.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                out[key] = annotation
-                walk(annotation, f"{key}.")
-
-    out[""] = Params
-    walk(Params, "")
-    return out
-
-
-def _allowed(section: str) -> list[str]:
-    model = _sections().get(section)
-    return sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
-
-
-def validation_error_text(err: ValidationError) -> str:
-    """One line per bad key, named by its dotted path, as params.yaml spells it."""
-    lines: dict[str, str] = {}
-    for item in err.errors():
-        loc = [str(p) for p in item["loc"]]
-        # Union members (str | None) add their type name to the location; the key is what the user wrote.
-        loc = [p for p in loc if p not in ("str", "float", "int", "bool", "list[str]", "list[float]", "none")]
-        key = ".".join(loc)
-        if not loc:  # a rule across sections (a model validator): its message names the keys
-            message = str(item["msg"]).removeprefix("Value error, ")
-        elif item["type"] == "extra_forbidden":
-            parent = ".".join(loc[:-1])
-            message = f"{key}: unknown key; allowed in {parent or 'params.yaml'}: {_allowed(parent)}"
-        elif item["type"] == "missing":
-            message = f"{key}: required key is missing"
-        else:
-            message = f"{key}: {item['msg'].lower()}, got {item['input']!r}"
-        lines.setdefault(key, message)
-    return "; ".join(lines.values())
-
-
 def parse_params(raw: dict[str, Any]) -> Params:
     """Turn a params mapping into typed config, naming every bad key."""
     try:
         return Params.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(validation_error_text(err)) from None
+        raise ConfigError(validation_error_text(err, Params)) from None
 
 
 def check_overridable(overrides: dict[str, Any]) -> None:

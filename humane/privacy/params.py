@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Literal, Protocol
 
 from pydantic import Field
@@ -108,24 +109,54 @@ class DPParams(Section):
 class DPTraining(Protocol):
     """What DP-SGD reads of the `train:` section (`humane.modeling.params.TrainParams`)."""
 
-    dp: DPParams
-    lr: float
-    weight_decay: float
-    batch_size: int
-    max_epochs: int
+    @property
+    def dp(self) -> DPParams:
+        """`train.dp`."""
+
+    @property
+    def lr(self) -> float:
+        """`train.lr`."""
+
+    @property
+    def weight_decay(self) -> float:
+        """`train.weight_decay`."""
+
+    @property
+    def batch_size(self) -> int:
+        """`train.batch_size`."""
+
+    @property
+    def max_epochs(self) -> int:
+        """`train.max_epochs`."""
 
 
 class EncryptedSource(Protocol):
     """What decryption reads of the `data:` section (`humane.data.params.DataParams`)."""
 
-    source: str
-    encryption: Literal["none", "age"]
-    encryption_key_env: str
-    encryption_key_block: str | None
+    @property
+    def source(self) -> str:
+        """`data.source`."""
+
+    @property
+    def encryption(self) -> Literal["none", "age"]:
+        """`data.encryption`."""
+
+    @property
+    def encryption_key_env(self) -> str:
+        """`data.encryption_key_env`."""
+
+    @property
+    def encryption_key_block(self) -> str | None:
+        """`data.encryption_key_block`."""
 
 
 class DatasetColumns(Protocol):
     """What the protected-columns rule reads of the `data:` section (`humane.data.params.DataParams`)."""
 
-    sensitive_features: list[str]
-    dates: dict[str, str]
+    @property
+    def sensitive_features(self) -> Sequence[str]:
+        """`data.sensitive_features`."""
+
+    @property
+    def dates(self) -> Mapping[str, str]:
+        """`data.dates`."""

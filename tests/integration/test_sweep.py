@@ -13,6 +13,8 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, Fl
 from prefect.client.schemas.sorting import FlowRunSort
 
 from humane.core.context import RunContext
+from humane.fairness.policy import policy_of
+from humane.pipeline.params import load_params
 from tests.conftest import mlflow_client, run
 
 MODEL = "humane-sample"
@@ -85,6 +87,9 @@ def test_sweep_runs_candidates_in_parallel_chooses_by_policy_and_registers_only_
     # The selection, with a reason for every candidate not chosen, in MLflow and in reports/sweep/.
     selection = json.loads((ran_project / "reports/sweep/selection.json").read_text())
     chosen = selection["chosen"]
+    # Every fairness limit the choice judged is recorded, a min and a max on one gap both (the policy's bounds).
+    bounds = policy_of(load_params(ran_project / "params.yaml")).fairness_bounds()
+    assert [(x["metric"], x["rule"], x["threshold"]) for x in selection["limits"]] == bounds and bounds
     assert parent.data.tags["sweep.chosen"] == str(chosen) and chosen is not None
     assert set(selection["rejected"]) == {str(i) for i in range(4)} - {str(chosen)}
     for i, child in by_index.items():

@@ -29,8 +29,8 @@ from tests.conftest import make_project
 
 MODEL = "humane-sample"
 # What a registration says on stderr at the promotion mutex (humane.governance.team_client.promotion_mutex).
-WAITING = "waiting for the promotion mutex 'humane-promotion'"
-TOOK = re.compile(r"took the promotion mutex at (\S+)")
+ASKING = "asking for the promotion mutex 'humane-promotion'"
+HELD = re.compile(r"took the promotion mutex at (\S+)\n(?:.*\n)*?releasing the promotion mutex at (\S+)")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -327,21 +327,24 @@ def test_two_checkouts_registering_at_once_are_serialised(team_stack, team_proje
             for account, project in (("tina", team_project), ("dora", second))
         }
         deadline = time.monotonic() + 600
-        while not all(WAITING in log.read_text() for log in logs.values()):
+        while not all(ASKING in log.read_text() for log in logs.values()):
             assert time.monotonic() < deadline and all(p.poll() is None for p in procs.values()), {
                 a: log.read_text()[-2000:] for a, log in logs.items()
             }
             time.sleep(0.5)
-        # Both have asked for the slot. A registration that did not wait would take it within milliseconds; the
-        # timestamps below tell that apart from one that waited, whatever the machine's speed.
+        # Both have asked for the slot. Held 2 s more: a registration that did not wait would have taken it (and
+        # said so) within milliseconds, before the release; the timestamps below tell it from one that waited.
         time.sleep(2)
         assert all(p.poll() is None for p in procs.values())
         assert _versions(team_stack) == versions_before, "a registration went through while the mutex was held"
         released = datetime.now(UTC)
     for account, proc in procs.items():
         assert proc.wait(timeout=600) == 0, logs[account].read_text()[-3000:]
-    took = {a: datetime.fromisoformat(TOOK.search(log.read_text())[1]) for a, log in logs.items()}
-    assert all(at > released for at in took.values()), (took, released)  # each waited for this test's slot
+    held = {a: HELD.search(log.read_text()) for a, log in logs.items()}
+    assert all(held.values()), {a: log.read_text()[-3000:] for a, log in logs.items()}
+    (a_in, a_out), (b_in, _) = sorted(tuple(map(datetime.fromisoformat, m.groups())) for m in held.values())
+    assert a_in > released and b_in > released, (held, released)  # each waited for this test's slot
+    assert a_out <= b_in, (held, "the two registrations held the mutex at once")
     new = [e for e in _trail(team_stack)[before:] if e["event"] == "pending"]
     assert sorted(e["by"] for e in new) == ["dora", "tina"]
     assert len(_versions(team_stack)) == len(versions_before) + 2

@@ -130,6 +130,9 @@ def test_no_module_imports_or_names_a_file_of_a_layer_above_its_own():
         ("humane.modeling.training", 'p = pathlib.Path(root, "fairness") / "x.py"', "names fairness/x.py"),
         ("humane.modeling.training", 'p = os.path.join(root, "fairness", "x.py")', "names fairness/x.py"),
         ("humane.modeling.training", 'p = root.joinpath("fairness", "x.py")', "names fairness/x.py"),
+        ("humane.monitoring.monitor", "from humane.pipeline.params import Params", "imports humane.pipeline"),
+        ("humane.governance.serving", "def f():\n    from humane.pipeline import params", "imports humane.pipeline"),
+        ("humane.core.context", 'p = root / "pipeline" / "params.py"', "names pipeline/params.py"),
     ],
 )
 def test_the_check_finds_each_way_up(module, source, found):

@@ -1,10 +1,13 @@
 import os
+import re
 
 import pytest
+import yaml
 
 from humane.core.errors import ConfigError
-from humane.core.params import confine, flatten, read_raw
+from humane.core.params import flatten, read_raw
 from humane.data.datasets import BUILTINS
+from humane.data.params import confine
 from humane.pipeline.params import (
     OVERRIDABLE,
     apply_overrides,
@@ -198,7 +201,7 @@ def test_experiment_settings_are_bounded(key, value):
 
 
 def test_the_intended_use_must_be_an_existing_markdown_file(tmp_path):
-    from humane.core.params import check_intended_use
+    from humane.data.params import check_intended_use
 
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "use.md").write_text("# use\n")
@@ -252,3 +255,36 @@ def test_a_profile_with_a_stage_section_is_refused(tmp_path):
     bad.write_text(PARAMS.read_text())  # a whole params file is not a profile
     with pytest.raises(ConfigError, match=r"a profile holds only \['data', 'privacy', 'policy', 'mitigation'\]"):
         use(bad, tmp_path / "params.yaml")
+
+
+def test_a_section_read_alone_is_checked_and_worded_as_the_whole_file(tmp_path):
+    from humane.core.params import read_section
+    from humane.governance.params import GateParams
+
+    shipped = read_raw(ROOT / "params.yaml")
+    path = tmp_path / "params.yaml"
+    cases = {
+        "missing": (
+            {k: v for k, v in shipped.items() if k != "gate"},
+            "gate: required key is missing",
+        ),
+        "empty": ({**shipped, "gate": None}, "gate: input should be a valid dictionary or instance of gateparams"),
+        "typed": (
+            {**shipped, "gate": {**shipped["gate"], "require_approval": "yes"}},
+            "gate.require_approval: input should be a valid boolean, got 'yes'",
+        ),
+        "unknown": (
+            {**shipped, "gate": {**shipped["gate"], "four_eye": True}},
+            "gate.four_eye: unknown key; allowed in gate: [",
+        ),
+    }
+    for name, (raw, expected) in cases.items():
+        path.write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match=re.escape(f"{path}: ")) as err:
+            read_section(path, "gate", GateParams)
+        assert expected in str(err.value), (name, str(err.value))
+        with pytest.raises(ConfigError) as whole:  # the whole file's loader words the same key the same way
+            load_params(path)
+        assert expected in str(whole.value), (name, str(whole.value))
+    path.write_text(yaml.safe_dump(shipped))
+    assert read_section(path, "gate", GateParams) == load_params(path).gate
