@@ -120,6 +120,14 @@ def test_no_column_gives_one_cohort_and_bad_input_fails() -> None:
         )
 
 
+def _noise_flags_a_cohort(seed: int) -> bool:
+    """Whether error_cohorts calls any judged cohort distinguishable on 1000 rows of pure noise (20% errors)."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"x": rng.normal(size=1000), "y": rng.choice(["p", "q", "r"], 1000)})
+    report = error_cohorts(frame, rng.random(1000) < 0.2, {}, SETTINGS, seed=0, min_rows=30)
+    return any(c["distinguishable"] for c in report["cohorts"] if c["judged"])
+
+
 def test_small_cohorts_and_small_groups_get_no_figure_and_noise_is_not_distinguishable() -> None:
     rng = np.random.default_rng(3)
     frame = pd.DataFrame({"x": rng.normal(size=1000), "y": rng.choice(["p", "q", "r"], 1000)})
@@ -128,7 +136,11 @@ def test_small_cohorts_and_small_groups_get_no_figure_and_noise_is_not_distingui
     report = error_cohorts(frame, errors, groups, SETTINGS, seed=0, min_rows=30)
     judged = [c for c in report["cohorts"] if c["judged"]]
     small = [c for c in report["cohorts"] if not c["judged"]]
-    assert judged and not any(c["distinguishable"] for c in judged)
+    assert judged
+    # Noise is told apart only by chance: a judged cohort's 95% interval misses the overall rate now and then, so
+    # one draw of noise may flag one (10 of 200 seeds did). Over 50 draws about 2 flag one (at most 6 in 40
+    # batches of 50 tried); a rule that flagged noise often would flag many more than 10.
+    assert sum(_noise_flags_a_cohort(seed) for seed in range(50)) <= 10
     assert all(set(c) == {"rule", "conditions", "rows", "judged"} and c["rows"] < 30 for c in small)
     assert report["cohorts"] == judged + small
     for cohort in judged:  # the 8-row group: no figure, and not in any denominator
