@@ -150,8 +150,8 @@ def test_reports_hold_global_and_per_site_figures_from_counts(workspace):
     metrics, audit = io.read_json(paths.metrics), io.read_json(paths.audit_report)
     assert metrics["test_rows"] == 1600 and set(metrics["sites"]) == {"site-a", "site-b"}
     # The bound on the histogram AUC's error is small: this short fit crowds its scores into the lowest bins, and
-    # its bound spread over 0.004-0.024 for 20 seeds (0.0064 at this seed): 0.01 failed for 14 of the 20.
-    assert 0.5 < metrics["model"]["roc_auc"] <= 1 and metrics["model"]["auc_binning_error"] < 0.05
+    # its bound spread over 0.004-0.024 for 20 seeds (0.0064 at this seed); 0.03 keeps a margin above that spread.
+    assert 0.5 < metrics["model"]["roc_auc"] <= 1 and metrics["model"]["auc_binning_error"] < 0.03
     assert [f["feature"] for f in audit["features"]] == ["sex", "race", "sex x race"]
     sex = audit["features"][0]
     assert {g["group"] for g in sex["groups"]} == {"Female", "Male"}
