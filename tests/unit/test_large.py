@@ -295,12 +295,14 @@ def test_a_missing_gpu_is_a_clear_error_when_cuda_is_demanded():
 
 
 def test_bf16_autocast_learns_like_fp32():
-    """Under bf16 the loss falls well below chance (ln 2 = 0.69) and ends where fp32 ends, by its own arithmetic."""
+    """Under bf16 the loss falls below chance (ln 2 = 0.69) and ends near where fp32 ends, by its own arithmetic."""
     bf16, fp32 = (fit(*_data(), _params(precision=p, max_epochs=4)).history for p in ("bf16", "fp32"))
     losses = [row["val_loss"] for row in bf16]
     assert all(math.isfinite(loss) for loss in losses)
-    assert losses[-1] < 0.8 * losses[0] and losses[-1] < 0.6, losses  # seeds 1-4 end at 0.31-0.48, a third down
-    assert abs(losses[-1] - fp32[-1]["val_loss"]) < 0.03, (losses, fp32)  # 0.006 apart at most on those seeds
+    # Over 30 seeds bf16 ended at 0.28-0.61, at most 0.885 of its first epoch's loss, and up to 0.045 from fp32
+    # (this seed: 0.0016); the bounds of seeds 1-4 (0.8 of the first, 0.6, 0.03 apart) failed 5 of the 30.
+    assert losses[-1] < 0.95 * losses[0] and losses[-1] < 0.65, losses
+    assert abs(losses[-1] - fp32[-1]["val_loss"]) < 0.06, (losses, fp32)
     assert losses != [row["val_loss"] for row in fp32]  # autocast ran: bf16 rounding moves the figures
 
 
