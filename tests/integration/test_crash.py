@@ -179,7 +179,10 @@ def test_a_worker_killed_in_train_leaves_a_crashed_run_and_the_rerun_resumes_and
     project = ran_project
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
-    params["train"].update(seed=7)  # train and what follows run again; load .. preprocess are current
+    # train and what follows run again; load .. preprocess are current. No early stop (patience = max_epochs): the
+    # training runs every epoch, so resume.pt exists for seconds, not for the few epochs an early stop leaves (the
+    # flow run once finished before the poll below saw the file).
+    params["train"].update(seed=7, patience=params["train"]["max_epochs"])
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     versions = len(mlflow_client(project).search_model_versions(f"name = '{MODEL}'"))
     runs_before = len(tracked_runs(project))
@@ -205,7 +208,7 @@ def test_a_worker_killed_in_train_leaves_a_crashed_run_and_the_rerun_resumes_and
         while not checkpoint.exists():
             assert time.time() < deadline and worker.poll() is None, log.read_text()[-3000:]
             assert not _state_of(flow_run_id).is_final(), _state_of(flow_run_id)
-            time.sleep(0.2)
+            time.sleep(0.1)
         killed_at = time.time()
         assert len(_kill_tree(worker.pid)) >= 2  # the worker and the flow run's process
         # Nobody reports the run's end: the missing heartbeats do.
