@@ -101,16 +101,6 @@ def docstring_summary(path: Path) -> str:
 # --- params.yaml ---------------------------------------------------------------------------------------------
 
 
-def _section_of(annotation: Any) -> type | None:
-    """The pydantic model a field holds (also through `X | None`), else None."""
-    from pydantic import BaseModel
-
-    for candidate in (annotation, *typing.get_args(annotation)):
-        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-            return candidate
-    return None
-
-
 def type_name(annotation: Any) -> str:
     """A params type as a reader says it: `list of str`, `mapping str → float`, `one of the values`."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
@@ -188,11 +178,12 @@ def shipped_text(key: str) -> str:
 
 def param_rows(model: type | None = None, prefix: str = "") -> Iterator[tuple[str, Any, type | None]]:
     """Every key of params.yaml, depth first: (dotted key, pydantic field, the section model it holds or None)."""
+    from humane.core.params import section_of
     from humane.pipeline.params import Params
 
     for name, field in (model or Params).model_fields.items():
         key = f"{prefix}{field.alias or name}"
-        section = _section_of(field.annotation)
+        section = section_of(field.annotation)
         yield key, field, section
         if section is not None:
             yield from param_rows(section, f"{key}.")

@@ -6,6 +6,7 @@ into the whole `Params`, with its one loader, in `humane.pipeline.params`.
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,6 +90,14 @@ def read_section(path: Path, key: str, model: type[S]) -> S:
         raise ConfigError(f"{path}: {validation_error_text(err, wrapper)}") from None
 
 
+def section_of(annotation: Any) -> type[BaseModel] | None:
+    """The section model a field holds (also through `X | None`, as `federated:` is), else None."""
+    for candidate in (annotation, *typing.get_args(annotation)):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
 def _sections(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
     """Every nested section of `root` by its dotted key ("" for `root` itself), as params.yaml spells it."""
     out: dict[str, type[BaseModel]] = {"": root}
@@ -96,10 +105,10 @@ def _sections(root: type[BaseModel]) -> dict[str, type[BaseModel]]:
     def walk(model: type[BaseModel], prefix: str) -> None:
         for name, field in model.model_fields.items():
             key = f"{prefix}{field.alias or name}"
-            annotation = field.annotation
-            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-                out[key] = annotation
-                walk(annotation, f"{key}.")
+            section = section_of(field.annotation)
+            if section is not None:
+                out[key] = section
+                walk(section, f"{key}.")
 
     walk(root, "")
     return out

@@ -20,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from humane.core.params import section_of
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 # Markdown files under docs/ deliberately left out of the nav (none today): path relative to docs/ -> why.
@@ -118,7 +120,7 @@ def _documented_keys(raw: dict[str, Any], model: type, prefix: str = "") -> list
     keys = []
     for key, value in raw.items():
         assert key in fields, f"{prefix}{key}: not a field of {model.__name__}"
-        section = hooks._section_of(fields[key].annotation)
+        section = section_of(fields[key].annotation)
         if section is not None and isinstance(value, dict):
             keys += _documented_keys(value, section, f"{prefix}{key}.")
         else:

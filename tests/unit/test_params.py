@@ -288,3 +288,10 @@ def test_a_section_read_alone_is_checked_and_worded_as_the_whole_file(tmp_path):
         assert expected in str(whole.value), (name, str(whole.value))
     path.write_text(yaml.safe_dump(shipped))
     assert read_section(path, "gate", GateParams) == load_params(path).gate
+
+
+def test_an_unknown_key_in_an_optional_section_lists_that_sections_keys():
+    raw = read_raw(ROOT / "federation" / "params.yaml")
+    raw["federated"]["bogus"] = 1
+    with pytest.raises(ConfigError, match=r"federated\.bogus: unknown key; allowed in federated: \['app', 'dp_clip'"):
+        parse_params(raw)
